@@ -1,0 +1,207 @@
+// Package store is the reference proxy's durable state: dependent apps,
+// dependent devices with their reported and target state, hook state
+// (acknowledgements, marks for deletion, restart requests) and the outbox of
+// reports and logs still to be delivered to the cloud.
+//
+// It is SQLite through modernc.org/sqlite (no cgo), in WAL mode with
+// synchronous=NORMAL, which keeps every committed transaction across a crash
+// of the process (kill -9). There is one writer connection; reads use a
+// separate pool. Schema changes are versioned migrations, applied in order at
+// Open.
+//
+// It depends on the standard library and the SQLite driver only; it must not
+// import other proxy packages except proxy/api for shared value types.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// FileName is the database's name inside the data directory.
+const FileName = "depharness-proxy.sqlite"
+
+// ErrNotFound is returned when a looked-up row does not exist.
+var ErrNotFound = errors.New("store: not found")
+
+// Store is the proxy's database. Its methods are safe for concurrent use.
+type Store struct {
+	w   *sql.DB // the one writer connection
+	r   *sql.DB // readers
+	now func() time.Time
+}
+
+// Options tune Open. The zero value is usable.
+type Options struct {
+	// Now, if nil, is time.Now.
+	Now func() time.Time
+}
+
+// Open opens (creating if needed) the database in dir and applies pending
+// migrations. dir must exist or be creatable and be writable.
+func Open(dir string, opts Options) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("store: data dir: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+		q.Add("_pragma", p)
+	}
+	wq := url.Values{}
+	for k, v := range q {
+		wq[k] = v
+	}
+	wq.Set("_txlock", "immediate")
+	w, err := sql.Open("sqlite", "file:"+path+"?"+wq.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	if err := w.Ping(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	s := &Store{w: w, now: opts.Now}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if err := s.migrate(context.Background()); err != nil {
+		w.Close()
+		return nil, err
+	}
+	r, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open readers: %w", err)
+	}
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+	s.r = r
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// migrations are applied in order; the database records how many ran in
+// PRAGMA user_version. Append only: never edit a migration that has shipped.
+var migrations = []string{
+	// 1: initial schema.
+	`
+CREATE TABLE apps (
+	id             INTEGER PRIMARY KEY,         -- dependent app id in the cloud
+	name           TEXT    NOT NULL,
+	parent_app     INTEGER NOT NULL DEFAULT 0,
+	config         TEXT    NOT NULL DEFAULT '{}', -- JSON object, from the target
+	target_commit  TEXT,                         -- release commit in the target; NULL: none
+	target_image   TEXT,                         -- registry reference of that release
+	release_id     INTEGER,
+	current_commit TEXT,                         -- downloaded commit whose assets tar is ready; NULL: none
+	in_target      INTEGER NOT NULL DEFAULT 1    -- 0 once removed from the cloud target
+);
+
+CREATE TABLE devices (
+	id                 INTEGER PRIMARY KEY AUTOINCREMENT, -- local row id (api.Device.ID)
+	uuid               TEXT    NOT NULL UNIQUE,
+	app_id             INTEGER NOT NULL,
+	device_type        TEXT    NOT NULL,
+	logs_channel       TEXT,
+	cloud_id           INTEGER NOT NULL,                  -- api.Device.DeviceID
+	name               TEXT    NOT NULL DEFAULT '',
+	note               TEXT,
+	status             TEXT    NOT NULL DEFAULT '',
+	is_online          INTEGER,                           -- NULL, 0 or 1
+	download_progress  REAL,
+	reported_commit    TEXT,                              -- NULL: never reported
+	environment        TEXT,                              -- reported JSON object; NULL: never reported
+	config             TEXT,                              -- reported JSON object; NULL: never reported
+	target_environment TEXT    NOT NULL DEFAULT '{}',      -- JSON object, from the target
+	target_config      TEXT    NOT NULL DEFAULT '{}',      -- JSON object, from the target
+	in_target          INTEGER NOT NULL DEFAULT 0,        -- 1 once seen in a cloud target
+	marked_for_delete  INTEGER NOT NULL DEFAULT 0,        -- 1: GET/PUT/logs answer 410, delete hook pending
+	restart_requested  INTEGER NOT NULL DEFAULT 0,        -- cloud restart counter last seen
+	restart_acked      INTEGER NOT NULL DEFAULT 0,        -- restart requests acknowledged by the gateway
+	update_acked       TEXT,                              -- canonical JSON of the last acknowledged update target
+	hook_last_at       INTEGER,                           -- unix ms of the last hook attempt (pacing)
+	target_changed_at  INTEGER,                           -- unix ms the current update target appeared
+	created_at         INTEGER NOT NULL                   -- unix ms
+);
+CREATE INDEX devices_app ON devices(app_id);
+CREATE INDEX devices_marked ON devices(marked_for_delete) WHERE marked_for_delete = 1;
+
+-- Reports (kind 'patch') and log lines (kind 'log') accepted from the gateway
+-- and not yet delivered to the cloud, in acceptance order.
+CREATE TABLE outbox (
+	seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+	kind        TEXT    NOT NULL CHECK (kind IN ('patch', 'log')),
+	device_uuid TEXT    NOT NULL,
+	cloud_id    INTEGER NOT NULL,
+	payload     TEXT    NOT NULL, -- cloudapi.DevicePatch or cloudapi.LogLine as JSON
+	created_at  INTEGER NOT NULL
+);
+CREATE INDEX outbox_kind_seq ON outbox(kind, seq);
+
+-- Small durable facts: the last target state's ETag, counters.
+CREATE TABLE meta (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+`,
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	var version int
+	if err := s.w.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("store: read schema version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("store: database schema version %d is newer than this program's %d", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		tx, err := s.w.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("store: migration %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("store: migration %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, i+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("store: migration %d: %w", i+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("store: migration %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// write runs fn in one write transaction, committed if fn returns nil.
+func (s *Store) write(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// nowMillis is the store clock in milliseconds since the Unix epoch.
+func (s *Store) nowMillis() int64 { return s.now().UnixMilli() }
