@@ -1,0 +1,69 @@
+# depharness — every command a developer or CI needs. `make help` lists them.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/depharness
+IMAGE ?= depharness:local
+PKGS := ./...
+BENCHTIME ?= 1x
+FUZZTIME ?= 10s
+export TESTCONTAINERS_RYUK_DISABLED := true
+export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
+
+.PHONY: help build run test lint bench fuzz clean image compose-up compose-down test-docker deps-docker verify self-check load
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## build the static depharness binary into bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN) ./cmd/depharness
+
+run: build ## bring the whole world up in one process (depharness up)
+	$(BIN) up
+
+test: ## all unit, integration and BDD tests, with the race detector
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+lint: ## go vet, and gofmt must print nothing
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+bench: ## Go benchmarks of the proxy, fakes and simulator (see README for targets)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime=$(BENCHTIME) ./proxy/... ./fakes/... ./sim/...
+
+fuzz: ## run every fuzz target for FUZZTIME each
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+verify: build ## run the compliance suite against the reference proxy, reports in reports/
+	$(BIN) verify
+
+self-check: build ## prove the suite catches every named violation of the reference proxy
+	$(BIN) verify --self-check
+
+load: build ## a rollout load run against the in-process world, report in reports/
+	$(BIN) load
+
+image: build ## the FROM-scratch container image holding the static binary
+	docker build -t $(IMAGE) -f Dockerfile .
+
+compose-up: image ## the world as containers (docker-compose)
+	docker-compose up -d --build
+	docker-compose ps
+
+compose-down: ## stop and remove the compose world and its volumes
+	docker-compose down -v --remove-orphans
+
+deps-docker: ## Debian packages the Docker tests need (prometheus, promtool)
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@systemctl disable --now prometheus >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true
+
+test-docker: image deps-docker ## end-to-end tests with containers and a real Prometheus
+	DEPHARNESS_IMAGE=$(IMAGE) $(GO) test -count=1 -timeout 20m -v ./e2e/... 2>&1 | tee reports/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+
+clean: ## remove build output, data and generated reports
+	rm -rf bin data
+	find reports -mindepth 1 ! -name README.md -exec rm -rf {} +

@@ -1,0 +1,187 @@
+// Package config is the reference proxy's configuration: the harness
+// interface of CONTRACT.md ("Harness ⇄ target interface") plus the settings a
+// production operator needs, with their defaults and validation.
+//
+// It imports only the standard library and proxy/api and proxy/violation.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/proxy/violation"
+)
+
+// Defaults of the settings that have one.
+const (
+	DefaultPort            = 48484
+	DefaultListenHost      = "127.0.0.1"
+	DefaultMetricsAddress  = "127.0.0.1:48485"
+	DefaultDataDir         = "data"
+	DefaultPollInterval    = 60 * time.Second
+	DefaultHookRetry       = 30 * time.Second
+	DefaultHookTimeout     = 30 * time.Second
+	DefaultHookConcurrency = 16
+	DefaultAssetMaxBytes   = 1 << 30
+	DefaultLogBufferLines  = 100000
+)
+
+// Config is the whole configuration of the reference proxy. Zero values of
+// the optional fields mean their defaults (see WithDefaults).
+type Config struct {
+	// APIEndpoint is the cloud's base URL (API_ENDPOINT). Required.
+	APIEndpoint string
+	// DeviceUUID, DeviceID and DeviceAPIKey identify the gateway in the cloud
+	// (DEVICE_UUID, DEVICE_ID, DEVICE_API_KEY). Required.
+	DeviceUUID   string
+	DeviceID     int64
+	DeviceAPIKey string
+	// APIKey is the key of the supervisor API (BALENA_SUPERVISOR_API_KEY).
+	// Required.
+	APIKey string
+	// ListenHost is the API's listen host (DEPHARNESS_LISTEN_HOST, default
+	// 127.0.0.1; 0.0.0.0 in a container).
+	ListenHost string
+	// Port is the API's port (BALENA_SUPERVISOR_PORT, default 48484); 0 picks
+	// a free port only when set through Options in code.
+	Port int
+	// HookAddress is the hook base URL, ending in '/'
+	// (BALENA_DEPENDENT_DEVICES_HOOK_ADDRESS or RESIN_…).
+	HookAddress string
+	// DataDir holds the database and the assets cache (DATA_DIR).
+	DataDir string
+	// PollInterval is the target-state poll interval (TARGET_POLL_INTERVAL).
+	PollInterval time.Duration
+	// HookRetryInterval paces hooks to one device and is the 202 loop's
+	// interval and the first backoff step (HOOK_RETRY_INTERVAL).
+	HookRetryInterval time.Duration
+	// HookTimeout bounds one hook request (HOOK_TIMEOUT).
+	HookTimeout time.Duration
+	// HookConcurrency bounds hooks in flight across devices
+	// (HOOK_CONCURRENCY, default 16).
+	HookConcurrency int
+	// HookBackoffMax caps the backoff after failed hooks (HOOK_BACKOFF_MAX,
+	// default 10 × HookRetryInterval).
+	HookBackoffMax time.Duration
+	// AssetMaxBytes limits one release's assets tar (ASSET_MAX_BYTES).
+	AssetMaxBytes int64
+	// LogBufferLines bounds the durable buffer of log lines waiting for the
+	// cloud (LOG_BUFFER_LINES); when full the oldest are dropped and counted.
+	LogBufferLines int
+	// MetricsAddress is the Prometheus listener (METRICS_ADDRESS); "off"
+	// disables it.
+	MetricsAddress string
+	// Violations are deliberate contract violations for the suite's
+	// self-check only (DEPHARNESS_VIOLATIONS). Empty in any real use.
+	Violations violation.Set
+}
+
+// WithDefaults returns c with every unset optional field at its default.
+func (c Config) WithDefaults() Config {
+	if c.ListenHost == "" {
+		c.ListenHost = DefaultListenHost
+	}
+	if c.HookAddress == "" {
+		c.HookAddress = api.DefaultHookAddress
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.HookRetryInterval == 0 {
+		c.HookRetryInterval = DefaultHookRetry
+	}
+	if c.HookTimeout == 0 {
+		c.HookTimeout = DefaultHookTimeout
+	}
+	if c.HookConcurrency == 0 {
+		c.HookConcurrency = DefaultHookConcurrency
+	}
+	if c.HookBackoffMax == 0 {
+		c.HookBackoffMax = 10 * c.HookRetryInterval
+	}
+	if c.AssetMaxBytes == 0 {
+		c.AssetMaxBytes = DefaultAssetMaxBytes
+	}
+	if c.LogBufferLines == 0 {
+		c.LogBufferLines = DefaultLogBufferLines
+	}
+	if c.MetricsAddress == "" {
+		c.MetricsAddress = DefaultMetricsAddress
+	}
+	return c
+}
+
+// Validate reports every problem of c (after WithDefaults) at once, each
+// naming the environment variable to fix.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.APIEndpoint == "" {
+		bad("API_ENDPOINT is required")
+	} else if u, err := url.Parse(c.APIEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("API_ENDPOINT %q is not an http(s) URL", c.APIEndpoint)
+	}
+	if c.DeviceUUID == "" {
+		bad("DEVICE_UUID is required")
+	}
+	if c.DeviceID <= 0 {
+		bad("DEVICE_ID must be a positive integer")
+	}
+	if c.DeviceAPIKey == "" {
+		bad("DEVICE_API_KEY is required")
+	}
+	if c.APIKey == "" {
+		bad("BALENA_SUPERVISOR_API_KEY is required")
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		bad("BALENA_SUPERVISOR_PORT %d is not a port", c.Port)
+	}
+	if net.ParseIP(c.ListenHost) == nil && c.ListenHost != "localhost" {
+		bad("DEPHARNESS_LISTEN_HOST %q is not an IP address", c.ListenHost)
+	}
+	if u, err := url.Parse(c.HookAddress); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("BALENA_DEPENDENT_DEVICES_HOOK_ADDRESS %q is not an http(s) URL", c.HookAddress)
+	} else if !strings.HasSuffix(c.HookAddress, "/") {
+		bad("BALENA_DEPENDENT_DEVICES_HOOK_ADDRESS %q must end in '/': the device uuid is appended to it", c.HookAddress)
+	}
+	for name, d := range map[string]time.Duration{
+		"TARGET_POLL_INTERVAL": c.PollInterval, "HOOK_RETRY_INTERVAL": c.HookRetryInterval,
+		"HOOK_TIMEOUT": c.HookTimeout, "HOOK_BACKOFF_MAX": c.HookBackoffMax,
+	} {
+		if d <= 0 {
+			bad("%s must be a positive duration", name)
+		}
+	}
+	if c.HookBackoffMax < c.HookRetryInterval {
+		bad("HOOK_BACKOFF_MAX (%s) must be at least HOOK_RETRY_INTERVAL (%s)", c.HookBackoffMax, c.HookRetryInterval)
+	}
+	if c.HookConcurrency < 1 {
+		bad("HOOK_CONCURRENCY must be at least 1")
+	}
+	if c.AssetMaxBytes < 1 {
+		bad("ASSET_MAX_BYTES must be positive")
+	}
+	if c.LogBufferLines < 1 {
+		bad("LOG_BUFFER_LINES must be positive")
+	}
+	if c.MetricsAddress != "off" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
+			bad("METRICS_ADDRESS %q is not host:port or off", c.MetricsAddress)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ListenAddress is the API's host:port.
+func (c Config) ListenAddress() string {
+	return net.JoinHostPort(c.ListenHost, strconv.Itoa(c.Port))
+}

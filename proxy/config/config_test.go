@@ -1,0 +1,70 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func valid() Config {
+	return Config{
+		APIEndpoint: "http://127.0.0.1:48480", DeviceUUID: "gw", DeviceID: 1,
+		DeviceAPIKey: "dk", APIKey: "k", Port: DefaultPort,
+	}.WithDefaults()
+}
+
+func TestWithDefaultsFillsEveryOptionalField(t *testing.T) {
+	c := valid()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate() = %v, want nil", err)
+	}
+	if c.HookRetryInterval != 30*time.Second || c.HookTimeout != 30*time.Second {
+		t.Errorf("hook defaults = %s/%s, want 30s/30s", c.HookRetryInterval, c.HookTimeout)
+	}
+	if c.HookBackoffMax != 300*time.Second {
+		t.Errorf("HookBackoffMax = %s, want 10 × retry interval", c.HookBackoffMax)
+	}
+	if c.HookAddress != "http://0.0.0.0:1337/v1/devices/" {
+		t.Errorf("HookAddress = %q, want the seed's default", c.HookAddress)
+	}
+}
+
+func TestValidateNamesEveryBadVariable(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"missing api key", func(c *Config) { c.APIKey = "" }, "BALENA_SUPERVISOR_API_KEY is required"},
+		{"missing endpoint", func(c *Config) { c.APIEndpoint = "" }, "API_ENDPOINT is required"},
+		{"endpoint not a URL", func(c *Config) { c.APIEndpoint = "localhost:1" }, "API_ENDPOINT"},
+		{"device id zero", func(c *Config) { c.DeviceID = 0 }, "DEVICE_ID must be a positive integer"},
+		{"hook address without slash", func(c *Config) { c.HookAddress = "http://h:1/v1/devices" }, "must end in '/'"},
+		{"negative poll", func(c *Config) { c.PollInterval = -time.Second }, "TARGET_POLL_INTERVAL must be a positive duration"},
+		{"backoff below retry", func(c *Config) { c.HookBackoffMax = time.Second }, "HOOK_BACKOFF_MAX"},
+		{"bad metrics address", func(c *Config) { c.MetricsAddress = "nope" }, "METRICS_ADDRESS"},
+		{"port out of range", func(c *Config) { c.Port = 70000 }, "BALENA_SUPERVISOR_PORT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := valid()
+			tt.mutate(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate() = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateReportsAllProblemsAtOnce(t *testing.T) {
+	err := Config{}.WithDefaults().Validate()
+	if err == nil {
+		t.Fatal("Validate() of an empty config = nil, want errors")
+	}
+	for _, want := range []string{"API_ENDPOINT", "DEVICE_UUID", "DEVICE_ID", "DEVICE_API_KEY", "BALENA_SUPERVISOR_API_KEY"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+}
