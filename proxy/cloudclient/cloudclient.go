@@ -1,0 +1,380 @@
+// Package cloudclient is the reference proxy's HTTP client of the cloud
+// protocol (CONTRACT.md, "Cloud protocol"): the dependent target state with
+// ETag, provisioning, device PATCH, device lookup by uuid and the log stream.
+//
+// Every call carries the gateway's key as "Authorization: Bearer <key>"; the
+// key never appears in errors, logs or metrics. Failures are typed so callers
+// can tell a cloud that refuses (4xx, IsRejected) from a cloud that cannot be
+// reached or fails (transport error, 5xx, 429, IsUnavailable).
+//
+// It depends on proxy/cloudapi and the Prometheus client only; it must not
+// import other proxy packages, fakes or the simulator.
+package cloudclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Call names, used as the "call" label of the metrics and in errors.
+const (
+	CallState     = "state"
+	CallProvision = "provision"
+	CallPatch     = "patch"
+	CallGetDevice = "get_device"
+	CallLogs      = "logs"
+)
+
+// Limits on response bodies read from the cloud.
+const (
+	maxStateBytes  = 64 << 20
+	maxDeviceBytes = 4 << 20
+	maxErrorBody   = 512
+)
+
+// Options configure New. BaseURL and GatewayUUID are required.
+type Options struct {
+	// BaseURL is the cloud's API_ENDPOINT, e.g. http://127.0.0.1:8000.
+	BaseURL string
+	// GatewayUUID is the gateway's own device uuid (DEVICE_UUID).
+	GatewayUUID string
+	// GatewayID is the gateway's cloud device id (DEVICE_ID), sent as
+	// is_managed_by__device when provisioning.
+	GatewayID int64
+	// APIKey is the gateway's cloud key (DEVICE_API_KEY).
+	APIKey string
+	// HTTPClient, if nil, is a client with a 30 s overall timeout and
+	// bounded dial, TLS and header timeouts.
+	HTTPClient *http.Client
+	// Metrics, if nil, are built with NewMetrics(Registerer).
+	Metrics *Metrics
+	// Registerer, if nil, leaves the metrics unregistered.
+	Registerer prometheus.Registerer
+	// Logger, if nil, discards.
+	Logger *slog.Logger
+	// Now, if nil, is time.Now. It gives registered_at when provisioning.
+	Now func() time.Time
+}
+
+// Client speaks the cloud protocol. It is safe for concurrent use.
+type Client struct {
+	base    string
+	gwUUID  string
+	gwID    int64
+	auth    string
+	hc      *http.Client
+	metrics *Metrics
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// New returns a client for opts.
+func New(opts Options) (*Client, error) {
+	u, err := url.Parse(opts.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("cloudclient: base URL %q: want http(s)://host[:port][/path]", opts.BaseURL)
+	}
+	if opts.GatewayUUID == "" {
+		return nil, errors.New("cloudclient: gateway uuid is required")
+	}
+	c := &Client{
+		base:    strings.TrimRight(opts.BaseURL, "/"),
+		gwUUID:  opts.GatewayUUID,
+		gwID:    opts.GatewayID,
+		auth:    "Bearer " + opts.APIKey,
+		hc:      opts.HTTPClient,
+		metrics: opts.Metrics,
+		log:     opts.Logger,
+		now:     opts.Now,
+	}
+	if c.hc == nil {
+		c.hc = DefaultHTTPClient()
+	}
+	if c.metrics == nil {
+		if c.metrics, err = NewMetrics(opts.Registerer); err != nil {
+			return nil, err
+		}
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c, nil
+}
+
+// DefaultHTTPClient is the client New uses when Options.HTTPClient is nil.
+func DefaultHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = 5 * time.Second
+	t.ResponseHeaderTimeout = 20 * time.Second
+	t.MaxIdleConnsPerHost = 16
+	return &http.Client{Transport: t, Timeout: 30 * time.Second}
+}
+
+// StatusError is a cloud answer with an HTTP status of 300 or more (other
+// than 304 to a conditional state request).
+type StatusError struct {
+	Call string // one of the Call constants
+	Code int    // HTTP status
+	Body string // start of the response body, for diagnosis
+}
+
+func (e *StatusError) Error() string {
+	if e.Body == "" {
+		return fmt.Sprintf("cloud %s: HTTP %d", e.Call, e.Code)
+	}
+	return fmt.Sprintf("cloud %s: HTTP %d: %s", e.Call, e.Code, e.Body)
+}
+
+// TransportError is a failure to get an answer from the cloud at all:
+// connection refused, timeout, reset, or a cancelled context.
+type TransportError struct {
+	Call string
+	Err  error
+}
+
+func (e *TransportError) Error() string { return fmt.Sprintf("cloud %s: %v", e.Call, e.Err) }
+func (e *TransportError) Unwrap() error { return e.Err }
+
+// ProtocolError is a successful status whose body does not decode as the
+// protocol says. It counts as unavailable: the cloud is misbehaving.
+type ProtocolError struct {
+	Call string
+	Err  error
+}
+
+func (e *ProtocolError) Error() string {
+	return fmt.Sprintf("cloud %s: bad response: %v", e.Call, e.Err)
+}
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// IsUnavailable reports whether err means the cloud could not be reached or
+// failed: a transport error, a bad response, or HTTP 5xx, 429 or 408. Such a
+// call may succeed when retried later.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Code >= 500 || se.Code == http.StatusTooManyRequests || se.Code == http.StatusRequestTimeout
+	}
+	return errors.As(err, new(*TransportError)) || errors.As(err, new(*ProtocolError))
+}
+
+// IsRejected reports whether err is the cloud refusing the request (HTTP 4xx
+// other than 429 and 408): retrying the same request will not help.
+func IsRejected(err error) bool {
+	var se *StatusError
+	if !errors.As(err, &se) {
+		return false
+	}
+	return se.Code >= 400 && se.Code < 500 && se.Code != http.StatusTooManyRequests && se.Code != http.StatusRequestTimeout
+}
+
+// GetState fetches the gateway's target state. With a non-empty etag it
+// asks If-None-Match; a 304 answer gives notModified and newETag == etag.
+func (c *Client) GetState(ctx context.Context, etag string) (state *cloudapi.TargetState, newETag string, notModified bool, err error) {
+	path := fmt.Sprintf(cloudapi.PathStateFmt, url.PathEscape(c.gwUUID))
+	hdr := http.Header{}
+	if etag != "" {
+		hdr.Set("If-None-Match", etag)
+	}
+	resp, err := c.do(ctx, CallState, http.MethodGet, path, hdr, nil)
+	if err != nil {
+		var se *StatusError
+		if etag != "" && errors.As(err, &se) && se.Code == http.StatusNotModified {
+			return nil, etag, true, nil
+		}
+		return nil, "", false, err
+	}
+	defer closeBody(resp)
+	var st cloudapi.TargetState
+	if err := decodeJSON(resp.Body, maxStateBytes, &st); err != nil {
+		return nil, "", false, &ProtocolError{Call: CallState, Err: err}
+	}
+	return &st, resp.Header.Get("ETag"), false, nil
+}
+
+// Provision registers a new dependent device of app appID, managed by the
+// gateway, under uuid. A refusal (e.g. appID not a dependent app of the
+// gateway) is a *StatusError with a 4xx code.
+func (c *Client) Provision(ctx context.Context, appID int64, deviceType, uuid string) (cloudapi.Device, error) {
+	body, err := json.Marshal(cloudapi.ProvisionRequest{
+		BelongsToApplication: appID,
+		DeviceType:           deviceType,
+		IsManagedByDevice:    c.gwID,
+		UUID:                 uuid,
+		RegisteredAt:         c.now().Unix(),
+	})
+	if err != nil {
+		return cloudapi.Device{}, err
+	}
+	hdr := http.Header{"Content-Type": {"application/json"}}
+	resp, err := c.do(ctx, CallProvision, http.MethodPost, cloudapi.PathDevices, hdr, body)
+	if err != nil {
+		return cloudapi.Device{}, err
+	}
+	defer closeBody(resp)
+	var d cloudapi.Device
+	if err := decodeJSON(resp.Body, maxDeviceBytes, &d); err != nil {
+		return cloudapi.Device{}, &ProtocolError{Call: CallProvision, Err: err}
+	}
+	if d.ID <= 0 {
+		return cloudapi.Device{}, &ProtocolError{Call: CallProvision, Err: fmt.Errorf("device id %d", d.ID)}
+	}
+	return d, nil
+}
+
+// PatchDevice sends patch to the cloud device id.
+func (c *Client) PatchDevice(ctx context.Context, id int64, patch cloudapi.DevicePatch) error {
+	body, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	hdr := http.Header{"Content-Type": {"application/json"}}
+	resp, err := c.do(ctx, CallPatch, http.MethodPatch, fmt.Sprintf(cloudapi.PathDeviceFmt, id), hdr, body)
+	if err != nil {
+		return err
+	}
+	closeBody(resp)
+	return nil
+}
+
+// GetDeviceByUUID looks a device up by uuid. found is false when the cloud
+// knows no such device.
+func (c *Client) GetDeviceByUUID(ctx context.Context, uuid string) (dev cloudapi.Device, found bool, err error) {
+	q := url.Values{"$filter": {"uuid eq '" + strings.ReplaceAll(uuid, "'", "''") + "'"}}
+	path := cloudapi.PathDevices + "?" + strings.ReplaceAll(q.Encode(), "+", "%20")
+	resp, err := c.do(ctx, CallGetDevice, http.MethodGet, path, nil, nil)
+	if err != nil {
+		return cloudapi.Device{}, false, err
+	}
+	defer closeBody(resp)
+	var list cloudapi.DeviceList
+	if err := decodeJSON(resp.Body, maxDeviceBytes, &list); err != nil {
+		return cloudapi.Device{}, false, &ProtocolError{Call: CallGetDevice, Err: err}
+	}
+	for _, d := range list.D {
+		if d.UUID == uuid {
+			return d, true, nil
+		}
+	}
+	return cloudapi.Device{}, false, nil
+}
+
+// SendLogs posts lines to the gateway's log stream as newline-delimited JSON,
+// in order, in one request. An empty batch sends nothing.
+func (c *Client) SendLogs(ctx context.Context, lines []cloudapi.LogLine) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf) // Encode appends '\n' after each line
+	enc.SetEscapeHTML(false)
+	for _, l := range lines {
+		if err := enc.Encode(l); err != nil {
+			return err
+		}
+	}
+	path := fmt.Sprintf(cloudapi.PathLogStreamFmt, url.PathEscape(c.gwUUID))
+	hdr := http.Header{"Content-Type": {"application/x-ndjson"}}
+	resp, err := c.do(ctx, CallLogs, http.MethodPost, path, hdr, buf.Bytes())
+	if err != nil {
+		return err
+	}
+	closeBody(resp)
+	return nil
+}
+
+// do sends one request and returns the response for a 2xx status; any other
+// status is a *StatusError (body read and closed), a transport failure a
+// *TransportError. It records the metrics of the call.
+func (c *Client) do(ctx context.Context, call, method, path string, hdr http.Header, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("cloud %s: %w", call, err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	req.Header.Set("Authorization", c.auth)
+	req.Header.Set("Accept", "application/json")
+	start := time.Now()
+	resp, err := c.hc.Do(req)
+	c.metrics.duration.WithLabelValues(call).Observe(time.Since(start).Seconds())
+	if err != nil {
+		c.metrics.requests.WithLabelValues(call, "error").Inc()
+		err = &TransportError{Call: call, Err: redactURL(err)}
+		c.log.Debug("cloud request failed", "call", call, "method", method, "err", err)
+		return nil, err
+	}
+	c.metrics.requests.WithLabelValues(call, strconv.Itoa(resp.StatusCode)).Inc()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp, nil
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	closeBody(resp)
+	se := &StatusError{Call: call, Code: resp.StatusCode, Body: strings.TrimSpace(string(b))}
+	if resp.StatusCode != http.StatusNotModified {
+		c.log.Debug("cloud request refused", "call", call, "method", method, "code", resp.StatusCode)
+	}
+	return nil, se
+}
+
+// redactURL strips the *url.Error wrapper's URL (which holds only the base
+// URL and path, but keep errors short and uniform) and keeps its cause.
+func redactURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s %s: %w", ue.Op, stripQuery(ue.URL), ue.Err)
+	}
+	return err
+}
+
+func stripQuery(u string) string {
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		return u[:i]
+	}
+	return u
+}
+
+// decodeJSON decodes one JSON value of at most limit bytes from r.
+func decodeJSON(r io.Reader, limit int64, v any) error {
+	lr := &io.LimitedReader{R: r, N: limit + 1}
+	if err := json.NewDecoder(lr).Decode(v); err != nil {
+		if lr.N <= 0 {
+			return fmt.Errorf("body larger than %d bytes", limit)
+		}
+		return err
+	}
+	return nil
+}
+
+// closeBody drains a little of the body (so the connection can be reused)
+// and closes it.
+func closeBody(resp *http.Response) {
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}
