@@ -47,7 +47,8 @@ load: build ## a rollout load run against the in-process world, report in report
 	$(BIN) load
 
 image: build ## the FROM-scratch container image holding the static binary
-	docker build -t $(IMAGE) -f Dockerfile .
+	mkdir -p bin/image/data && chmod 0755 bin/image/data
+	docker build -q -t $(IMAGE) -f Dockerfile .
 
 compose-up: image ## the world as containers (docker-compose)
 	docker-compose up -d --build
