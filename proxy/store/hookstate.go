@@ -1,0 +1,447 @@
+package store
+
+// Hook bookkeeping: a device's update target and its canonical form, the
+// hooks a device is owed (update, delete, restart), and their
+// acknowledgements. The dispatcher in proxy/hooks drives these; the rules are
+// CONTRACT.md's HOOK-* clauses.
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/depharness/depharness/proxy/api"
+)
+
+// UpdateTarget is what a device's update hook carries: its app, the app's
+// current (downloaded) commit, and the device's target environment and
+// configuration.
+type UpdateTarget struct {
+	AppID       int64
+	Commit      string
+	Environment api.Vars
+	Config      api.Vars
+}
+
+// Hook is the update hook body for t. Environment and Config are never nil.
+func (t UpdateTarget) Hook() api.UpdateHook {
+	h := api.UpdateHook{AppID: t.AppID, Commit: t.Commit, Environment: t.Environment, Config: t.Config}
+	if h.Environment == nil {
+		h.Environment = api.Vars{}
+	}
+	if h.Config == nil {
+		h.Config = api.Vars{}
+	}
+	return h
+}
+
+// Canonical is the canonical JSON of t's hook body: encoding/json sorts map
+// keys, so two equal targets always have the same canonical form. It is what
+// devices.update_acked holds once the target is acknowledged.
+func (t UpdateTarget) Canonical() string {
+	b, err := marshalNoEscape(t.Hook())
+	if err != nil {
+		// api.Vars decoded from JSON always re-encodes.
+		panic(fmt.Sprintf("store: canonical update target: %v", err))
+	}
+	return string(b)
+}
+
+// CanonicalUpdateTarget is the canonical JSON of the update target made of an
+// app id, a commit and a device's target environment and configuration as
+// stored (JSON objects; "" or "null" count as {}).
+func CanonicalUpdateTarget(appID int64, commit, environmentJSON, configJSON string) (string, error) {
+	env, err := decodeVars(environmentJSON)
+	if err != nil {
+		return "", fmt.Errorf("store: target environment: %w", err)
+	}
+	cfg, err := decodeVars(configJSON)
+	if err != nil {
+		return "", fmt.Errorf("store: target config: %w", err)
+	}
+	return UpdateTarget{AppID: appID, Commit: commit, Environment: env, Config: cfg}.Canonical(), nil
+}
+
+// CanonicalVars is the canonical JSON of a stored environment or
+// configuration object. NULL (nil), "" and "null" count as {} (HOOK-REF-2).
+func CanonicalVars(raw *string) (string, error) {
+	s := ""
+	if raw != nil {
+		s = *raw
+	}
+	v, err := decodeVars(s)
+	if err != nil {
+		return "", err
+	}
+	b, err := marshalNoEscape(v)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// ReportedMatchesTarget reports whether a device's reported state (commit,
+// environment and config as stored; NULL environment/config count as {})
+// equals its update target t. A never-reported commit matches nothing.
+func ReportedMatchesTarget(t UpdateTarget, reportedCommit, environmentJSON, configJSON *string) (bool, error) {
+	if reportedCommit == nil || *reportedCommit != t.Commit {
+		return false, nil
+	}
+	env, err := CanonicalVars(environmentJSON)
+	if err != nil {
+		return false, fmt.Errorf("store: reported environment: %w", err)
+	}
+	cfg, err := CanonicalVars(configJSON)
+	if err != nil {
+		return false, fmt.Errorf("store: reported config: %w", err)
+	}
+	te, _ := marshalNoEscape(nonNilVars(t.Environment))
+	tc, _ := marshalNoEscape(nonNilVars(t.Config))
+	return env == string(te) && cfg == string(tc), nil
+}
+
+// DeviceUpdateTarget is the device's current update target. ok is false when
+// the device has none: its app has no downloaded commit yet, or it is marked
+// for deletion. ErrNotFound if the device does not exist.
+func (s *Store) DeviceUpdateTarget(ctx context.Context, uuid string) (t UpdateTarget, ok bool, err error) {
+	return deviceUpdateTarget(ctx, s.r, uuid)
+}
+
+// queryer is what *sql.DB and *sql.Tx share for reads.
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// deviceUpdateTarget reads uuid's update target through q (a transaction, so
+// that a caller can compare and write atomically, or the reader pool).
+func deviceUpdateTarget(ctx context.Context, q queryer, uuid string) (UpdateTarget, bool, error) {
+	var (
+		appID    int64
+		marked   bool
+		env, cfg string
+		commit   sql.NullString
+	)
+	err := q.QueryRowContext(ctx, `
+SELECT d.app_id, d.marked_for_delete, d.target_environment, d.target_config, a.current_commit
+FROM devices d LEFT JOIN apps a ON a.id = d.app_id
+WHERE d.uuid = ?`, uuid).Scan(&appID, &marked, &env, &cfg, &commit)
+	if errors.Is(err, sql.ErrNoRows) {
+		return UpdateTarget{}, false, ErrNotFound
+	}
+	if err != nil {
+		return UpdateTarget{}, false, fmt.Errorf("store: device update target: %w", err)
+	}
+	if marked || !commit.Valid {
+		return UpdateTarget{}, false, nil
+	}
+	t, err := makeUpdateTarget(appID, commit.String, env, cfg)
+	if err != nil {
+		return UpdateTarget{}, false, err
+	}
+	return t, true, nil
+}
+
+func makeUpdateTarget(appID int64, commit, envJSON, cfgJSON string) (UpdateTarget, error) {
+	env, err := decodeVars(envJSON)
+	if err != nil {
+		return UpdateTarget{}, fmt.Errorf("store: target environment: %w", err)
+	}
+	cfg, err := decodeVars(cfgJSON)
+	if err != nil {
+		return UpdateTarget{}, fmt.Errorf("store: target config: %w", err)
+	}
+	return UpdateTarget{AppID: appID, Commit: commit, Environment: env, Config: cfg}, nil
+}
+
+// HookWork is what one device is owed in hooks, read from the store.
+type HookWork struct {
+	UUID  string
+	AppID int64
+	// Delete: the device is marked for deletion; a DELETE hook is owed until
+	// the gateway answers 200. Nothing else is owed to a marked device.
+	Delete bool
+	// RestartsDue is how many restart requests are not yet acknowledged.
+	RestartsDue int64
+	// Update is the update target still owed, nil when none is: no
+	// downloaded commit, already acknowledged (200), or already reported.
+	Update *UpdateTarget
+	// UpdateCanonical is Update's canonical JSON ("" when Update is nil).
+	UpdateCanonical string
+	// Target is the device's current update target whether owed or not; nil
+	// when its app has no downloaded commit or the device is marked.
+	Target *UpdateTarget
+	// ReportedCommit is the commit the gateway last reported (nil: never).
+	ReportedCommit *string
+	// ReportedEnvironment is the environment the gateway last reported
+	// ({} when never).
+	ReportedEnvironment api.Vars
+	// LastAttempt is when a hook was last sent to the device (zero: never).
+	LastAttempt time.Time
+	// TargetChangedAt is when the current update target appeared (zero:
+	// unknown).
+	TargetChangedAt time.Time
+}
+
+// Pending reports whether any hook is owed.
+func (w HookWork) Pending() bool { return w.Delete || w.RestartsDue > 0 || w.Update != nil }
+
+const hookWorkColumns = `
+SELECT d.uuid, d.app_id, d.marked_for_delete, d.restart_requested, d.restart_acked, d.update_acked,
+       d.reported_commit, d.environment, d.config, d.target_environment, d.target_config,
+       d.hook_last_at, d.target_changed_at, a.current_commit
+FROM devices d LEFT JOIN apps a ON a.id = d.app_id`
+
+func scanHookWork(sc interface{ Scan(...any) error }) (HookWork, error) {
+	var (
+		w                    HookWork
+		marked               bool
+		requested, acked     int64
+		updateAcked          sql.NullString
+		reportedCommit       sql.NullString
+		repEnv, repCfg       sql.NullString
+		targetEnv, targetCfg string
+		lastAt, changedAt    sql.NullInt64
+		currentCommit        sql.NullString
+	)
+	if err := sc.Scan(&w.UUID, &w.AppID, &marked, &requested, &acked, &updateAcked,
+		&reportedCommit, &repEnv, &repCfg, &targetEnv, &targetCfg,
+		&lastAt, &changedAt, &currentCommit); err != nil {
+		return HookWork{}, err
+	}
+	if lastAt.Valid {
+		w.LastAttempt = time.UnixMilli(lastAt.Int64)
+	}
+	if changedAt.Valid {
+		w.TargetChangedAt = time.UnixMilli(changedAt.Int64)
+	}
+	if reportedCommit.Valid {
+		c := reportedCommit.String
+		w.ReportedCommit = &c
+	}
+	env, err := decodeVars(repEnv.String)
+	if err != nil {
+		return HookWork{}, fmt.Errorf("store: device %s reported environment: %w", w.UUID, err)
+	}
+	w.ReportedEnvironment = env
+	if marked {
+		w.Delete = true
+		return w, nil
+	}
+	if acked < requested {
+		w.RestartsDue = requested - acked
+	}
+	if !currentCommit.Valid {
+		return w, nil
+	}
+	t, err := makeUpdateTarget(w.AppID, currentCommit.String, targetEnv, targetCfg)
+	if err != nil {
+		return HookWork{}, fmt.Errorf("store: device %s: %w", w.UUID, err)
+	}
+	w.Target = &t
+	canon := t.Canonical()
+	if updateAcked.Valid && updateAcked.String == canon {
+		return w, nil
+	}
+	match, err := ReportedMatchesTarget(t, nullStringPtr(reportedCommit), nullStringPtr(repEnv), nullStringPtr(repCfg))
+	if err != nil {
+		return HookWork{}, fmt.Errorf("store: device %s: %w", w.UUID, err)
+	}
+	if !match {
+		w.Update = &t
+		w.UpdateCanonical = canon
+	}
+	return w, nil
+}
+
+// PendingHooks lists every device that is owed a hook: marked for deletion,
+// with unacknowledged restart requests, or with an update target that is
+// neither acknowledged nor reported. The dispatcher rebuilds its schedule
+// from it at start and whenever the target changes.
+func (s *Store) PendingHooks(ctx context.Context) ([]HookWork, error) {
+	rows, err := s.r.QueryContext(ctx, hookWorkColumns+`
+WHERE d.marked_for_delete = 1 OR d.restart_acked < d.restart_requested OR a.current_commit IS NOT NULL
+ORDER BY d.id`)
+	if err != nil {
+		return nil, fmt.Errorf("store: pending hooks: %w", err)
+	}
+	defer rows.Close()
+	var out []HookWork
+	for rows.Next() {
+		w, err := scanHookWork(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: pending hooks: %w", err)
+		}
+		if w.Pending() {
+			out = append(out, w)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: pending hooks: %w", err)
+	}
+	return out, nil
+}
+
+// HookWorkFor reads what uuid is owed now (which may be nothing). The
+// dispatcher calls it right before each send, so that it never sends a
+// superseded target. ErrNotFound if the device does not exist (any more).
+func (s *Store) HookWorkFor(ctx context.Context, uuid string) (HookWork, error) {
+	w, err := scanHookWork(s.r.QueryRowContext(ctx, hookWorkColumns+` WHERE d.uuid = ?`, uuid))
+	if errors.Is(err, sql.ErrNoRows) {
+		return HookWork{}, ErrNotFound
+	}
+	if err != nil {
+		return HookWork{}, fmt.Errorf("store: hook work %s: %w", uuid, err)
+	}
+	return w, nil
+}
+
+// AckUpdate records that the gateway answered 200 to the update hook whose
+// canonical target is canonical — only if that is still the device's current
+// target (a newer target stays owed). It reports whether it acknowledged, and
+// when the acknowledged target appeared (zero if unknown), for the latency
+// metric.
+func (s *Store) AckUpdate(ctx context.Context, uuid, canonical string) (acked bool, targetChangedAt time.Time, err error) {
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		t, ok, err := deviceUpdateTarget(ctx, tx, uuid)
+		if err != nil || !ok || t.Canonical() != canonical {
+			return err
+		}
+		var changed sql.NullInt64
+		if err := tx.QueryRowContext(ctx,
+			`UPDATE devices SET update_acked = ? WHERE uuid = ? RETURNING target_changed_at`,
+			canonical, uuid).Scan(&changed); err != nil {
+			return err
+		}
+		acked = true
+		if changed.Valid {
+			targetChangedAt = time.UnixMilli(changed.Int64)
+		}
+		return nil
+	})
+	if errors.Is(err, ErrNotFound) {
+		return false, time.Time{}, nil
+	}
+	if err != nil {
+		return false, time.Time{}, fmt.Errorf("store: ack update %s: %w", uuid, err)
+	}
+	return acked, targetChangedAt, nil
+}
+
+// AckRestart records that the gateway answered 200 to one restart hook:
+// restart_acked grows by one, never beyond restart_requested. It reports
+// whether a request was acknowledged.
+func (s *Store) AckRestart(ctx context.Context, uuid string) (bool, error) {
+	var n int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `
+UPDATE devices SET restart_acked = restart_acked + 1
+WHERE uuid = ? AND restart_acked < restart_requested AND marked_for_delete = 0`, uuid)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: ack restart %s: %w", uuid, err)
+	}
+	return n == 1, nil
+}
+
+// RemoveDeleted removes a device whose delete hook the gateway answered with
+// 200, only if it is still marked for deletion (a device re-added to the
+// target in the meantime stays). It reports whether a row was removed.
+func (s *Store) RemoveDeleted(ctx context.Context, uuid string) (bool, error) {
+	var n int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE uuid = ? AND marked_for_delete = 1`, uuid)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: remove deleted %s: %w", uuid, err)
+	}
+	return n == 1, nil
+}
+
+// RecordHookAttempt records that a hook is being sent to uuid at at, so that
+// pacing (HOOK-PACE) holds across a restart of the proxy.
+func (s *Store) RecordHookAttempt(ctx context.Context, uuid string, at time.Time) error {
+	return s.RecordHookAttempts(ctx, []string{uuid}, at)
+}
+
+// RecordHookAttempts is RecordHookAttempt for several devices in one
+// transaction.
+func (s *Store) RecordHookAttempts(ctx context.Context, uuids []string, at time.Time) error {
+	if len(uuids) == 0 {
+		return nil
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		st, err := tx.PrepareContext(ctx, `UPDATE devices SET hook_last_at = ? WHERE uuid = ?`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		ms := at.UnixMilli()
+		for _, u := range uuids {
+			if _, err := st.ExecContext(ctx, ms, u); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: record hook attempt: %w", err)
+	}
+	return nil
+}
+
+// decodeVars decodes a stored JSON object; "" and "null" are the empty object.
+func decodeVars(raw string) (api.Vars, error) {
+	v := api.Vars{}
+	if raw == "" || raw == "null" {
+		return v, nil
+	}
+	if err := json.Unmarshal([]byte(raw), &v); err != nil {
+		return nil, err
+	}
+	if v == nil {
+		v = api.Vars{}
+	}
+	return v, nil
+}
+
+func nonNilVars(v api.Vars) api.Vars {
+	if v == nil {
+		return api.Vars{}
+	}
+	return v
+}
+
+// marshalNoEscape is json.Marshal without HTML escaping and without the
+// trailing newline of json.Encoder.
+func marshalNoEscape(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+func nullStringPtr(n sql.NullString) *string {
+	if !n.Valid {
+		return nil
+	}
+	s := n.String
+	return &s
+}

@@ -1,0 +1,188 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/depharness/depharness/proxy/api"
+)
+
+func pendingByUUID(t testing.TB, s *Store) map[string]HookWork {
+	t.Helper()
+	ws, err := s.PendingHooks(context.Background())
+	if err != nil {
+		t.Fatalf("PendingHooks: %v", err)
+	}
+	m := map[string]HookWork{}
+	for _, w := range ws {
+		m[w.UUID] = w
+	}
+	return m
+}
+
+func TestCanonicalUpdateTargetSortsKeysAndTreatsEmptyAsObject(t *testing.T) {
+	got, err := CanonicalUpdateTarget(7, "abc", `{"b":"2","a":"<1>"}`, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"appId":7,"commit":"abc","environment":{"a":"<1>","b":"2"},"config":{}}`
+	if got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+}
+
+func TestReportedMatchesTarget(t *testing.T) {
+	str := func(s string) *string { return &s }
+	target := UpdateTarget{AppID: 1, Commit: "c1", Environment: api.Vars{"A": "1"}}
+	tests := []struct {
+		name        string
+		commit      *string
+		env, config *string
+		want        bool
+	}{
+		{"equal commit, environment and an unreported config match", str("c1"), str(`{"A":"1"}`), nil, true},
+		{"a never reported commit does not match", nil, str(`{"A":"1"}`), nil, false},
+		{"only the commit equal does not match", str("c1"), str(`{"A":"2"}`), nil, false},
+		{"an unreported environment counts as empty", str("c1"), nil, nil, false},
+		{"a different commit does not match", str("c0"), str(`{"A":"1"}`), str(`{}`), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ReportedMatchesTarget(target, tc.commit, tc.env, tc.config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestHookBookkeeping(t *testing.T) {
+	s, clk := openTestStore(t)
+	ctx := context.Background()
+	tg := Target{
+		Apps: []TargetApp{{ID: 1, Name: "one", Commit: "c1", Image: "r@sha256:aa"}},
+		Devices: []TargetDevice{
+			{UUID: "d1", AppID: 1, Environment: map[string]string{"A": "1"}, Cloud: cloudRec(1)},
+			{UUID: "d2", AppID: 1, Cloud: cloudRec(2)},
+		},
+	}
+	apply(t, s, tg, clk.t)
+	if p := pendingByUUID(t, s); len(p) != 0 {
+		t.Fatalf("got pending %v before the commit is downloaded, want none", p)
+	}
+	if err := s.SetAppCurrentCommit(ctx, 1, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	p := pendingByUUID(t, s)
+	if p["d1"].Update == nil || p["d2"].Update == nil {
+		t.Fatalf("got pending %v, want updates for d1 and d2", p)
+	}
+	canon1 := p["d1"].UpdateCanonical
+	if canon1 != `{"appId":1,"commit":"c1","environment":{"A":"1"},"config":{}}` {
+		t.Fatalf("got canonical %s", canon1)
+	}
+
+	// A newer target supersedes: acknowledging the old one does nothing.
+	clk.t = clk.t.Add(time.Minute)
+	tg.Devices[0].Environment = map[string]string{"A": "2"}
+	apply(t, s, tg, clk.t)
+	acked, _, err := s.AckUpdate(ctx, "d1", canon1)
+	if err != nil || acked {
+		t.Fatalf("got acked=%v err=%v for a superseded target, want false", acked, err)
+	}
+	w, err := s.HookWorkFor(ctx, "d1")
+	if err != nil || w.Update == nil || w.UpdateCanonical == canon1 {
+		t.Fatalf("got %+v err=%v, want the newer target owed", w, err)
+	}
+	acked, changedAt, err := s.AckUpdate(ctx, "d1", w.UpdateCanonical)
+	if err != nil || !acked || !changedAt.Equal(clk.t) {
+		t.Fatalf("got acked=%v changedAt=%v err=%v, want acked with changedAt %v", acked, changedAt, err, clk.t)
+	}
+	if _, ok := pendingByUUID(t, s)["d1"]; ok {
+		t.Fatal("d1 still pending after its target was acknowledged")
+	}
+
+	// A report equal to the target (NULL environment and config as {})
+	// settles d2 without an acknowledgement.
+	if _, err := s.w.Exec(`UPDATE devices SET reported_commit = 'c1' WHERE uuid = 'd2'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := pendingByUUID(t, s)["d2"]; ok {
+		t.Fatal("d2 still pending after reporting its target")
+	}
+
+	// Restarts.
+	clk.t = clk.t.Add(time.Minute)
+	tg.Devices[1].Restart = 2
+	apply(t, s, tg, clk.t)
+	if got := pendingByUUID(t, s)["d2"].RestartsDue; got != 2 {
+		t.Fatalf("got %d restarts due, want 2", got)
+	}
+	for i, want := range []bool{true, true, false} {
+		ok, err := s.AckRestart(ctx, "d2")
+		if err != nil || ok != want {
+			t.Fatalf("AckRestart #%d: got %v err=%v, want %v", i+1, ok, err, want)
+		}
+	}
+
+	// Deletion.
+	if ok, err := s.RemoveDeleted(ctx, "d2"); err != nil || ok {
+		t.Fatalf("RemoveDeleted of an unmarked device: got %v err=%v, want false", ok, err)
+	}
+	clk.t = clk.t.Add(time.Minute)
+	tg.Devices = tg.Devices[:1]
+	apply(t, s, tg, clk.t)
+	p = pendingByUUID(t, s)
+	if !p["d2"].Delete || p["d2"].Update != nil || p["d2"].RestartsDue != 0 {
+		t.Fatalf("got %+v for marked d2, want only a delete owed", p["d2"])
+	}
+	if err := s.RecordHookAttempt(ctx, "d2", clk.t); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := s.HookWorkFor(ctx, "d2"); !w.LastAttempt.Equal(clk.t) {
+		t.Fatalf("got last attempt %v, want %v", w.LastAttempt, clk.t)
+	}
+	if ok, err := s.RemoveDeleted(ctx, "d2"); err != nil || !ok {
+		t.Fatalf("RemoveDeleted: got %v err=%v, want true", ok, err)
+	}
+	if _, err := s.HookWorkFor(ctx, "d2"); err != ErrNotFound {
+		t.Fatalf("got %v after removal, want ErrNotFound", err)
+	}
+}
+
+func TestHookStateSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.ApplyTarget(ctx, Target{
+		Apps:    []TargetApp{{ID: 1, Name: "one", Commit: "c1", Image: "r@sha256:aa"}},
+		Devices: []TargetDevice{{UUID: "d1", AppID: 1, Cloud: cloudRec(1)}, {UUID: "d2", AppID: 1, Cloud: cloudRec(2)}},
+	}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetAppCurrentCommit(ctx, 1, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := s.HookWorkFor(ctx, "d1")
+	if ok, _, err := s.AckUpdate(ctx, "d1", w.UpdateCanonical); !ok || err != nil {
+		t.Fatalf("AckUpdate: %v %v", ok, err)
+	}
+	s.Close()
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := pendingByUUID(t, s)
+	if _, ok := p["d1"]; ok || p["d2"].Update == nil {
+		t.Fatalf("got pending %v after reopen, want only d2's update", p)
+	}
+}
