@@ -1,0 +1,657 @@
+// Package assets is the reference proxy's cache of dependent-app assets: it
+// pulls a release's image from an OCI registry (go-containerregistry's
+// remote), streams the union of its layers restricted to the image's /assets
+// folder into a tar on disk (DATA_DIR/assets/<appId>/<commit>.tar), and serves
+// that tar over HTTP with Range and ETag support (APP-ASSET-1, -3, -4).
+//
+// Builds stream: each layer blob is read once, from the top layer down, and
+// written straight to a temporary file that is fsynced and renamed into
+// place, so memory does not grow with the size of files and a crash never
+// leaves a partial tar under its final name. Concurrent requests for the same
+// tar share one build.
+//
+// It depends on the standard library, go-containerregistry, Prometheus and
+// proxy/violation only; it must not import the store, the HTTP API or
+// anything under fakes/ or sim/.
+package assets
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/depharness/depharness/proxy/violation"
+)
+
+// ContentType is the media type of an asset tar.
+const ContentType = "application/x-tar"
+
+// DefaultMaxBytes is the default limit on the size of one asset tar.
+const DefaultMaxBytes int64 = 1 << 30
+
+// tmpPrefix starts the names of temporary files; commits never start with ".".
+const tmpPrefix = ".tmp-"
+
+// Errors returned by the cache.
+var (
+	// ErrTooLarge: the tar would exceed Options.MaxBytes.
+	ErrTooLarge = errors.New("assets: tar exceeds the size limit")
+	// ErrInvalidKey: the app id is not positive or the commit is not a safe
+	// file name (1 to 128 of [0-9A-Za-z._-], not starting with ".").
+	ErrInvalidKey = errors.New("assets: invalid app id or commit")
+)
+
+// Retry bounds the attempts of one build after registry faults (5xx, 408,
+// 429, connection errors) and corrupt transfers (digest or size mismatch,
+// truncated blobs). 4xx answers such as 404 are not retried.
+type Retry struct {
+	// Attempts is the total number of attempts; 0 means 5.
+	Attempts int
+	// Min is the wait after the first failure, doubled after each further
+	// one; 0 means 200ms.
+	Min time.Duration
+	// Max caps the wait; 0 means 10s.
+	Max time.Duration
+}
+
+// Options configure a Cache. Zero values mean the documented defaults.
+type Options struct {
+	// Dir holds the tars (DATA_DIR/assets); required. It is created if needed.
+	Dir string
+	// MaxBytes limits the size of one tar; 0 means DefaultMaxBytes.
+	MaxBytes int64
+	// Transport carries registry requests; nil means remote.DefaultTransport.
+	Transport http.RoundTripper
+	// Insecure, if true, reaches every registry over plain HTTP. Registries on
+	// loopback addresses (127.0.0.0/8, ::1, localhost) always are.
+	Insecure bool
+	// Retry bounds retries of a failing build.
+	Retry Retry
+	// BuildTimeout bounds one build, retries included; 0 means 30 minutes.
+	BuildTimeout time.Duration
+	// Logger, if nil, discards.
+	Logger *slog.Logger
+	// Registerer, if nil, leaves the metrics unregistered.
+	Registerer prometheus.Registerer
+	// Now, if nil, is time.Now.
+	Now func() time.Time
+	// Violations enables deliberate contract violations (self-check only);
+	// nil enables none.
+	Violations violation.Set
+}
+
+// Cache builds, keeps and serves asset tars. Its methods are safe for
+// concurrent use.
+type Cache struct {
+	opts      Options
+	log       *slog.Logger
+	now       func() time.Time
+	metrics   *Metrics
+	transport http.RoundTripper
+	flights   singleflight.Group
+
+	// ctx bounds builds; builds outlive the callers that started them (other
+	// callers may be waiting for the same tar) until Close.
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// New returns a cache on opts.Dir, creating it and removing temporary files
+// left by an earlier process.
+func New(opts Options) (*Cache, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("assets: Options.Dir is required")
+	}
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = DefaultMaxBytes
+	}
+	if opts.Retry.Attempts <= 0 {
+		opts.Retry.Attempts = 5
+	}
+	if opts.Retry.Min <= 0 {
+		opts.Retry.Min = 200 * time.Millisecond
+	}
+	if opts.Retry.Max <= 0 {
+		opts.Retry.Max = 10 * time.Second
+	}
+	if opts.Retry.Max < opts.Retry.Min {
+		opts.Retry.Max = opts.Retry.Min
+	}
+	if opts.BuildTimeout <= 0 {
+		opts.BuildTimeout = 30 * time.Minute
+	}
+	if opts.Transport == nil {
+		opts.Transport = remote.DefaultTransport
+	}
+	c := &Cache{opts: opts, log: opts.Logger, now: opts.Now}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	var err error
+	if c.metrics, err = NewMetrics(opts.Registerer); err != nil {
+		return nil, fmt.Errorf("assets: metrics: %w", err)
+	}
+	c.transport = &countingTransport{inner: opts.Transport, n: c.metrics.pullBytes}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("assets: %w", err)
+	}
+	if err := c.removeTemps(); err != nil {
+		return nil, err
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c, nil
+}
+
+// Close aborts builds in progress (their callers get an error). The cache
+// must not be used afterwards.
+func (c *Cache) Close() error {
+	c.cancel()
+	return nil
+}
+
+// removeTemps deletes temporary files under the app folders.
+func (c *Cache) removeTemps() error {
+	apps, err := os.ReadDir(c.opts.Dir)
+	if err != nil {
+		return fmt.Errorf("assets: %w", err)
+	}
+	for _, a := range apps {
+		if !a.IsDir() {
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(c.opts.Dir, a.Name()))
+		if err != nil {
+			return fmt.Errorf("assets: %w", err)
+		}
+		for _, f := range files {
+			if strings.HasPrefix(f.Name(), tmpPrefix) {
+				p := filepath.Join(c.opts.Dir, a.Name(), f.Name())
+				if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return fmt.Errorf("assets: removing leftover: %w", err)
+				}
+				c.log.Info("removed leftover temporary file", "path", p)
+			}
+		}
+	}
+	return nil
+}
+
+// validKey checks that appID and commit make a safe cache key.
+func validKey(appID int64, commit string) error {
+	if appID <= 0 || commit == "" || len(commit) > 128 || commit[0] == '.' {
+		return ErrInvalidKey
+	}
+	for _, r := range commit {
+		ok := r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '.' || r == '_' || r == '-'
+		if !ok {
+			return ErrInvalidKey
+		}
+	}
+	return nil
+}
+
+func (c *Cache) appDir(appID int64) string {
+	return filepath.Join(c.opts.Dir, strconv.FormatInt(appID, 10))
+}
+
+// TarPath is where the tar of appID at commit is kept (it may not exist).
+func (c *Cache) TarPath(appID int64, commit string) string {
+	return filepath.Join(c.appDir(appID), commit+".tar")
+}
+
+func (c *Cache) sumPath(appID int64, commit string) string {
+	return filepath.Join(c.appDir(appID), commit+".tar.sha256")
+}
+
+// Has reports whether the tar of appID at commit is on disk.
+func (c *Cache) Has(appID int64, commit string) bool {
+	if validKey(appID, commit) != nil {
+		return false
+	}
+	fi, err := os.Stat(c.TarPath(appID, commit))
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// Ensure makes sure the tar of appID at commit is on disk, building it from
+// image (a registry reference, normally host:port/repo@sha256:…) if it is
+// not. Concurrent calls for the same app and commit share one build. If ctx
+// ends first Ensure returns its error; the build goes on for the others
+// (until Options.BuildTimeout or Close).
+func (c *Cache) Ensure(ctx context.Context, appID int64, commit, image string) error {
+	if err := validKey(appID, commit); err != nil {
+		return err
+	}
+	if c.Has(appID, commit) {
+		c.metrics.hits.Inc()
+		return nil
+	}
+	c.metrics.misses.Inc()
+	key := strconv.FormatInt(appID, 10) + "/" + commit
+	ch := c.flights.DoChan(key, func() (any, error) {
+		if c.Has(appID, commit) { // finished by a flight that just landed
+			return nil, nil
+		}
+		return nil, c.build(appID, commit, image)
+	})
+	select {
+	case res := <-ch:
+		return res.Err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// build pulls image and writes the tar, retrying as opts.Retry allows.
+func (c *Cache) build(appID int64, commit, image string) (err error) {
+	start := c.now()
+	log := c.log.With("app", appID, "commit", commit, "image", image)
+	defer func() {
+		c.metrics.buildDuration.Observe(c.now().Sub(start).Seconds())
+		if err != nil {
+			c.metrics.builds.WithLabelValues("failure").Inc()
+			log.Error("asset build failed", "err", err)
+			return
+		}
+		c.metrics.builds.WithLabelValues("success").Inc()
+	}()
+	ctx, cancel := context.WithTimeout(c.ctx, c.opts.BuildTimeout)
+	defer cancel()
+	ref, err := c.parseRef(image)
+	if err != nil {
+		return err
+	}
+	wait := c.opts.Retry.Min
+	for attempt := 1; ; attempt++ {
+		var st flattenStats
+		st, err = c.buildOnce(ctx, ref, appID, commit)
+		if err == nil {
+			log.Info("assets ready", "entries", st.Entries, "bytes", st.Bytes, "dropped", st.Dropped, "attempts", attempt)
+			return nil
+		}
+		if attempt >= c.opts.Retry.Attempts || !retryable(err) {
+			return fmt.Errorf("assets: app %d commit %s: %w", appID, commit, err)
+		}
+		log.Warn("asset build failed, retrying", "attempt", attempt, "wait", wait, "err", err)
+		c.metrics.buildRetries.Inc()
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("assets: app %d commit %s: %w (after: %w)", appID, commit, ctx.Err(), err)
+		}
+		wait = min(2*wait, c.opts.Retry.Max)
+	}
+}
+
+// parseRef parses image, reaching loopback registries over plain HTTP.
+func (c *Cache) parseRef(image string) (name.Reference, error) {
+	ref, err := name.ParseReference(image, name.WeakValidation)
+	if err != nil {
+		return nil, permanent(fmt.Errorf("image reference %q: %w", image, err))
+	}
+	if c.opts.Insecure || isLoopback(ref.Context().RegistryStr()) {
+		ref, err = name.ParseReference(image, name.WeakValidation, name.Insecure)
+		if err != nil {
+			return nil, permanent(fmt.Errorf("image reference %q: %w", image, err))
+		}
+	}
+	return ref, nil
+}
+
+// isLoopback reports whether a registry host[:port] is on this machine.
+func isLoopback(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// buildOnce is one attempt: fetch the manifest, stream the layers into a
+// temporary file, then move it and its checksum into place.
+func (c *Cache) buildOnce(ctx context.Context, ref name.Reference, appID int64, commit string) (st flattenStats, err error) {
+	desc, err := remote.Get(ref,
+		remote.WithContext(ctx),
+		remote.WithTransport(c.transport),
+		// Retries are this package's, around the whole build.
+		remote.WithRetryPredicate(func(error) bool { return false }),
+		remote.WithRetryStatusCodes(),
+	)
+	if err != nil {
+		return st, err
+	}
+	if d, ok := ref.(name.Digest); ok && desc.Digest.String() != d.DigestStr() {
+		return st, fmt.Errorf("manifest digest %s does not match the reference's %s", desc.Digest, d.DigestStr())
+	}
+	img, err := desc.Image()
+	if err != nil {
+		return st, err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return st, err
+	}
+
+	dir := c.appDir(appID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return st, permanent(err)
+	}
+	tmp, err := os.CreateTemp(dir, tmpPrefix+commit+"-*.tar")
+	if err != nil {
+		return st, permanent(err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	sum := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(&limitWriter{w: tmp, left: c.opts.MaxBytes}, sum), 256<<10)
+	st, err = flatten(ctx, layers, bw, flattenOptions{
+		keepPrefix:      c.opts.Violations.On("assets-keep-prefix"),
+		ignoreWhiteouts: c.opts.Violations.On("assets-ignore-whiteouts"),
+		lowerWins:       c.opts.Violations.On("assets-lower-layer-wins"),
+		dropDotfiles:    c.opts.Violations.On("assets-drop-dotfiles"),
+	})
+	if err != nil {
+		return st, err
+	}
+	if err := bw.Flush(); err != nil {
+		return st, err
+	}
+	if err := tmp.Sync(); err != nil {
+		return st, permanent(err)
+	}
+	if err := tmp.Close(); err != nil {
+		return st, permanent(err)
+	}
+	// The checksum goes first: a tar under its final name always has one
+	// (and a checksum left alone by a crash is rewritten by the next build).
+	if err := writeFileAtomic(c.sumPath(appID, commit), []byte(hex.EncodeToString(sum.Sum(nil))+"\n")); err != nil {
+		return st, permanent(err)
+	}
+	if err := os.Rename(tmp.Name(), c.TarPath(appID, commit)); err != nil {
+		return st, permanent(err)
+	}
+	if err := syncDir(dir); err != nil {
+		return st, permanent(err)
+	}
+	return st, nil
+}
+
+// writeFileAtomic writes data to a temporary file next to p, fsyncs it and
+// renames it to p.
+func writeFileAtomic(p string, data []byte) (err error) {
+	dir := filepath.Dir(p)
+	f, err := os.CreateTemp(dir, tmpPrefix+filepath.Base(p)+"-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), p); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// syncDir fsyncs a directory so that renames in it are durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Serve writes the tar of appID at commit as the response to r, with
+// http.ServeContent semantics (Range, If-Range, If-None-Match,
+// If-Modified-Since, HEAD), Content-Type application/x-tar and a strong ETag
+// made of the tar's SHA-256. A tar missing from disk is built first (through
+// Ensure, so concurrent first requests build it once). If it cannot be built
+// Serve writes nothing and returns the error; the caller answers 503.
+func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, appID int64, commit, image string) error {
+	var f *os.File
+	for try := 0; ; try++ {
+		if err := c.Ensure(r.Context(), appID, commit, image); err != nil {
+			return err
+		}
+		var err error
+		f, err = os.Open(c.TarPath(appID, commit))
+		if err == nil {
+			break
+		}
+		// Pruned between Ensure and Open: build once more.
+		if !errors.Is(err, fs.ErrNotExist) || try > 0 {
+			return fmt.Errorf("assets: %w", err)
+		}
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("assets: %w", err)
+	}
+	etag, err := c.etag(appID, commit, f)
+	if err != nil {
+		return err
+	}
+	ct := ContentType
+	if c.opts.Violations.On("assets-wrong-content-type") {
+		ct = "application/octet-stream"
+	}
+	h := w.Header()
+	h.Set("Content-Type", ct)
+	h.Set("ETag", etag)
+	cw := &countingResponseWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, "", fi.ModTime(), f)
+	c.metrics.bytesServed.Add(float64(cw.n))
+	return nil
+}
+
+// etag returns the strong ETag of the open tar f: its SHA-256, read from the
+// checksum file written at build time, or computed (and written) if that
+// file is missing or damaged. f is left at offset 0.
+func (c *Cache) etag(appID int64, commit string, f *os.File) (string, error) {
+	if b, err := os.ReadFile(c.sumPath(appID, commit)); err == nil {
+		s := strings.TrimSpace(string(b))
+		if _, err := hex.DecodeString(s); err == nil && len(s) == 2*sha256.Size {
+			return `"sha256:` + s + `"`, nil
+		}
+	}
+	sum := sha256.New()
+	if _, err := io.Copy(sum, f); err != nil {
+		return "", fmt.Errorf("assets: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", fmt.Errorf("assets: %w", err)
+	}
+	s := hex.EncodeToString(sum.Sum(nil))
+	if err := writeFileAtomic(c.sumPath(appID, commit), []byte(s+"\n")); err != nil {
+		c.log.Warn("writing asset checksum", "app", appID, "commit", commit, "err", err)
+	}
+	return `"sha256:` + s + `"`, nil
+}
+
+// Prune removes the tars of appID except the one of commit keep ("" keeps
+// none, and removes the app's folder when nothing else is in it). Builds in
+// progress are not disturbed.
+func (c *Cache) Prune(appID int64, keep string) error {
+	if appID <= 0 {
+		return ErrInvalidKey
+	}
+	dir := c.appDir(appID)
+	files, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("assets: %w", err)
+	}
+	for _, f := range files {
+		n := f.Name()
+		if strings.HasPrefix(n, tmpPrefix) {
+			continue
+		}
+		commit, ok := strings.CutSuffix(n, ".tar")
+		if !ok {
+			commit, ok = strings.CutSuffix(n, ".tar.sha256")
+		}
+		if !ok || (keep != "" && commit == keep) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("assets: %w", err)
+		}
+	}
+	if keep == "" {
+		if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) && !isNotEmpty(err) {
+			return fmt.Errorf("assets: %w", err)
+		}
+	}
+	return nil
+}
+
+func isNotEmpty(err error) bool {
+	var pe *fs.PathError
+	return errors.As(err, &pe) && strings.Contains(pe.Err.Error(), "not empty")
+}
+
+// permanentError marks an error that a retry cannot cure.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error { return permanentError{err} }
+
+// retryable reports whether a failed build attempt is worth repeating:
+// registry faults and corrupt or cut transfers are; 4xx answers (but 408 and
+// 429), the size limit, local file errors and cancellation are not.
+func retryable(err error) bool {
+	var pe permanentError
+	if errors.As(err, &pe) || errors.Is(err, ErrTooLarge) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return te.StatusCode >= 500 || te.StatusCode == http.StatusRequestTimeout || te.StatusCode == http.StatusTooManyRequests
+	}
+	return true
+}
+
+// limitWriter writes to w until left bytes are used up, then fails with
+// ErrTooLarge. Errors of w are permanent.
+type limitWriter struct {
+	w    io.Writer
+	left int64
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.left {
+		return 0, ErrTooLarge
+	}
+	n, err := l.w.Write(p)
+	l.left -= int64(n)
+	if err != nil {
+		return n, permanent(err)
+	}
+	return n, nil
+}
+
+// countingTransport counts the bytes of response bodies.
+type countingTransport struct {
+	inner http.RoundTripper
+	n     prometheus.Counter
+}
+
+func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.inner.RoundTrip(r)
+	if err == nil && resp.Body != nil {
+		resp.Body = &countingBody{ReadCloser: resp.Body, n: t.n}
+	}
+	return resp, err
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n prometheus.Counter
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.n.Add(float64(n))
+	}
+	return n, err
+}
+
+// countingResponseWriter counts body bytes; it passes ReadFrom through so
+// that a file is still sent with sendfile.
+type countingResponseWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (w *countingResponseWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+func (w *countingResponseWriter) ReadFrom(r io.Reader) (int64, error) {
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+	}
+	w.n += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *countingResponseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,316 @@
+package assets
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// assetsDir is the image folder whose contents make up the tar.
+const assetsDir = "assets"
+
+const (
+	whiteoutPrefix = ".wh."
+	whiteoutOpaque = ".wh..wh..opq"
+)
+
+// flattenOptions select deliberate contract violations (all off by default).
+type flattenOptions struct {
+	keepPrefix      bool // member names keep "assets/" (APP-ASSET-1)
+	ignoreWhiteouts bool // whiteout markers are not applied (APP-ASSET-3)
+	lowerWins       bool // a lower layer's version of a file wins (APP-ASSET-3)
+	dropDotfiles    bool // top-level hidden entries are dropped, like `tar *` (APP-ASSET-4)
+}
+
+// flattenStats says what a flatten emitted and dropped.
+type flattenStats struct {
+	Entries int   // members written
+	Dropped int   // entries under /assets that were not emitted (escaping links, devices, ...)
+	Bytes   int64 // file content bytes written
+}
+
+// upper records a path seen in a layer processed earlier (an upper layer),
+// or in the layer being processed.
+type upper struct {
+	rank    int  // the layer's rank: higher is upper
+	dir     bool // it is a directory (a non-directory hides everything below it)
+	emitted bool // it was written to the output
+}
+
+// flattener streams the union of an image's layers, restricted to /assets,
+// into a tar. Layers are read once each, from the top one down: an entry is
+// written when no upper layer has the same path, deleted it (whiteout), made
+// a parent opaque or replaced a parent with a non-directory. Member order in
+// the output follows that walk; extraction does not depend on it, since no
+// path is written twice except where one layer itself repeats a path (then
+// the layer's order, last wins, is kept). Memory grows with the number of
+// paths under /assets, never with file sizes.
+type flattener struct {
+	opts      flattenOptions
+	tw        *tar.Writer
+	buf       []byte
+	entries   map[string]upper // path (from the image root, no leading "/") → upmost version
+	whiteouts map[string]int   // path deleted by a whiteout → rank of the layer holding it
+	opaques   map[string]int   // directory made opaque → rank of the layer holding the marker
+	stats     flattenStats
+}
+
+// flatten writes the tar of the /assets folder of the image made of layers
+// (bottom layer first) to w. Reading a layer to its end makes the registry
+// client verify the blob's digest, so a corrupt blob is an error here.
+func flatten(ctx context.Context, layers []v1.Layer, w io.Writer, opts flattenOptions) (flattenStats, error) {
+	f := &flattener{
+		opts:      opts,
+		tw:        tar.NewWriter(w),
+		buf:       make([]byte, 256<<10),
+		entries:   map[string]upper{},
+		whiteouts: map[string]int{},
+		opaques:   map[string]int{},
+	}
+	n := len(layers)
+	for k := range n {
+		i := n - 1 - k // top layer first
+		if opts.lowerWins {
+			i = k
+		}
+		if err := f.layer(ctx, layers[i], n-1-k); err != nil {
+			return f.stats, fmt.Errorf("layer %d of %d: %w", i+1, n, err)
+		}
+	}
+	if err := f.tw.Close(); err != nil {
+		return f.stats, err
+	}
+	return f.stats, nil
+}
+
+// layer streams one layer with the given rank.
+func (f *flattener) layer(ctx context.Context, l v1.Layer, rank int) error {
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := f.entry(tr, hdr, rank); err != nil {
+			return err
+		}
+	}
+	// Read past the tar's end-of-archive blocks to the end of the blob: the
+	// digest is checked there.
+	if _, err := io.CopyBuffer(io.Discard, rc, f.buf); err != nil {
+		return err
+	}
+	return nil
+}
+
+// cleanName turns a member name into a path from the image root without a
+// leading "/" ("" is the root). ok is false for names that climb above the
+// root ("../x").
+func cleanName(name string) (p string, ok bool) {
+	c := path.Clean(strings.TrimLeft(name, "/"))
+	if c == ".." || strings.HasPrefix(c, "../") {
+		return "", false
+	}
+	if c == "." {
+		return "", true
+	}
+	return c, true
+}
+
+// underAssets reports whether p is /assets or below it.
+func underAssets(p string) bool {
+	return p == assetsDir || strings.HasPrefix(p, assetsDir+"/")
+}
+
+// hidden reports whether the version of p in the layer of the given rank is
+// shadowed by an upper layer.
+func (f *flattener) hidden(p string, rank int) bool {
+	if e, ok := f.entries[p]; ok && e.rank > rank {
+		return true
+	}
+	if r, ok := f.whiteouts[p]; ok && r > rank {
+		return true
+	}
+	// Every strict ancestor: the root (""), then each prefix ending before a "/".
+	if f.hidesBelow("", rank) {
+		return true
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' && f.hidesBelow(p[:i], rank) {
+			return true
+		}
+	}
+	return false
+}
+
+// hidesBelow reports whether an upper layer than rank deleted directory a,
+// made it opaque or replaced it with a non-directory.
+func (f *flattener) hidesBelow(a string, rank int) bool {
+	if r, ok := f.whiteouts[a]; ok && r > rank {
+		return true
+	}
+	if r, ok := f.opaques[a]; ok && r > rank {
+		return true
+	}
+	e, ok := f.entries[a]
+	return ok && e.rank > rank && !e.dir
+}
+
+// entry handles one member of a layer.
+func (f *flattener) entry(tr *tar.Reader, hdr *tar.Header, rank int) error {
+	p, ok := cleanName(hdr.Name)
+	if !ok {
+		return nil // escapes the image root: never part of any folder
+	}
+	parent, base := path.Split(p)
+	parent = strings.TrimSuffix(parent, "/")
+
+	if strings.HasPrefix(base, whiteoutPrefix) {
+		if f.opts.ignoreWhiteouts {
+			return nil
+		}
+		if base == whiteoutOpaque {
+			if _, seen := f.opaques[parent]; !seen && (parent == "" || underAssets(parent)) {
+				f.opaques[parent] = rank
+			}
+			return nil
+		}
+		target := path.Join(parent, strings.TrimPrefix(base, whiteoutPrefix))
+		if _, seen := f.whiteouts[target]; !seen && underAssets(target) {
+			f.whiteouts[target] = rank
+		}
+		return nil
+	}
+
+	if !underAssets(p) || f.hidden(p, rank) {
+		return nil
+	}
+	isDir := hdr.Typeflag == tar.TypeDir
+	f.entries[p] = upper{rank: rank, dir: isDir}
+	if p == assetsDir {
+		return nil // the folder itself: members are relative to it
+	}
+	rel := strings.TrimPrefix(p, assetsDir+"/")
+	if f.opts.dropDotfiles && strings.HasPrefix(rel, ".") {
+		return nil
+	}
+
+	out := &tar.Header{
+		Typeflag: hdr.Typeflag,
+		Name:     f.memberName(rel),
+		Mode:     hdr.Mode & 0o7777,
+		ModTime:  hdr.ModTime,
+		Uid:      hdr.Uid,
+		Gid:      hdr.Gid,
+		Uname:    hdr.Uname,
+		Gname:    hdr.Gname,
+	}
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		out.Name += "/"
+	case tar.TypeReg:
+		out.Size = hdr.Size
+	case tar.TypeSymlink:
+		target, ok := symlinkTarget(p, hdr.Linkname)
+		if !ok {
+			f.stats.Dropped++
+			return nil
+		}
+		out.Linkname = target
+	case tar.TypeLink:
+		t, ok := cleanName(hdr.Linkname)
+		e, seen := f.entries[t]
+		// A hard link is kept when its target is a file of this same layer
+		// already written (tar order puts the target first); anything else
+		// would point at content that is not in the output.
+		if !ok || t == assetsDir || !underAssets(t) || !seen || e.rank != rank || !e.emitted || e.dir {
+			f.stats.Dropped++
+			return nil
+		}
+		out.Linkname = f.memberName(strings.TrimPrefix(t, assetsDir+"/"))
+	default:
+		f.stats.Dropped++ // devices, fifos: not assets
+		return nil
+	}
+	if err := f.tw.WriteHeader(out); err != nil {
+		return err
+	}
+	if out.Size > 0 {
+		n, err := io.CopyBuffer(f.tw, tr, f.buf)
+		f.stats.Bytes += n
+		if err != nil {
+			return err
+		}
+	}
+	f.entries[p] = upper{rank: rank, dir: isDir, emitted: true}
+	f.stats.Entries++
+	return nil
+}
+
+// memberName is the output name of a path relative to /assets.
+func (f *flattener) memberName(rel string) string {
+	if f.opts.keepPrefix {
+		return assetsDir + "/" + rel
+	}
+	return rel
+}
+
+// symlinkTarget decides what a symlink at p (a path under /assets) pointing
+// at linkname becomes. Links are never followed, neither here nor when
+// flattening. A link is kept only when its target, resolved lexically from
+// the link's folder, lies inside /assets; it is then written in normal form,
+// relative to the link's folder (an absolute /assets/x becomes, say, "../x"),
+// so that it stays inside the folder the tar is extracted to. Links that
+// point outside /assets, or climb above the image root, are dropped.
+func symlinkTarget(p, linkname string) (string, bool) {
+	if linkname == "" {
+		return "", false
+	}
+	dir := path.Dir(p)
+	var resolved string
+	if path.IsAbs(linkname) {
+		resolved = strings.TrimPrefix(path.Clean(linkname), "/")
+	} else {
+		resolved = path.Clean(dir + "/" + linkname)
+	}
+	if !underAssets(resolved) {
+		return "", false
+	}
+	return relPath(dir, resolved), true
+}
+
+// relPath is the relative slash path from directory from to to (both from
+// the same root, cleaned, no leading "/").
+func relPath(from, to string) string {
+	fs, ts := strings.Split(from, "/"), strings.Split(to, "/")
+	i := 0
+	for i < len(fs) && i < len(ts) && fs[i] == ts[i] {
+		i++
+	}
+	parts := make([]string, 0, len(fs)-i+len(ts)-i)
+	for range fs[i:] {
+		parts = append(parts, "..")
+	}
+	parts = append(parts, ts[i:]...)
+	if len(parts) == 0 {
+		return "."
+	}
+	return strings.Join(parts, "/")
+}

@@ -1,0 +1,93 @@
+package assets
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the asset cache's Prometheus metrics. Labels hold outcomes
+// only, never an app id, a commit or an image reference.
+type Metrics struct {
+	builds        *prometheus.CounterVec
+	buildDuration prometheus.Histogram
+	buildRetries  prometheus.Counter
+	hits          prometheus.Counter
+	misses        prometheus.Counter
+	bytesServed   prometheus.Counter
+	pullBytes     prometheus.Counter
+}
+
+// NewMetrics builds the metrics and registers them on reg (nil: not
+// registered). Metrics already registered on reg by an earlier cache are
+// reused, so a proxy restarted in one process keeps counting.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		builds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "proxy",
+			Name: "asset_builds_total",
+			Help: "Asset tar builds by outcome (success, failure).",
+		}, []string{"outcome"}),
+		buildDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "depharness", Subsystem: "proxy",
+			Name:    "asset_build_duration_seconds",
+			Help:    "Duration of asset tar builds (pull and flatten), retries included.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 9),
+		}),
+		buildRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "proxy",
+			Name: "asset_build_retries_total",
+			Help: "Build attempts repeated after a registry fault or a corrupt transfer.",
+		}),
+		hits: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "proxy",
+			Name: "asset_cache_hits_total",
+			Help: "Ensure calls that found the asset tar already on disk.",
+		}),
+		misses: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "proxy",
+			Name: "asset_cache_misses_total",
+			Help: "Ensure calls that had to build (or wait for a build of) the asset tar.",
+		}),
+		bytesServed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "proxy",
+			Name: "asset_bytes_served_total",
+			Help: "Bytes of asset tars written to HTTP clients.",
+		}),
+		pullBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "proxy",
+			Name: "image_pull_bytes_total",
+			Help: "Bytes of registry response bodies read while pulling images.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	if m.builds, err = register(reg, m.builds); err != nil {
+		return nil, err
+	}
+	if m.buildDuration, err = register(reg, m.buildDuration); err != nil {
+		return nil, err
+	}
+	for _, c := range []*prometheus.Counter{&m.buildRetries, &m.hits, &m.misses, &m.bytesServed, &m.pullBytes} {
+		if *c, err = register(reg, *c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// register registers c on reg, or returns the equal collector already there.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
+}
