@@ -1,0 +1,44 @@
+package registry
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the fake registry's Prometheus metrics.
+type Metrics struct {
+	// Requests counts requests by kind (manifest, blob, upload, tags,
+	// catalog, base, other), method and status code.
+	Requests *prometheus.CounterVec
+	// BlobBytes counts the bytes of blob bodies served to pulls.
+	BlobBytes prometheus.Counter
+	// Faults counts requests a fault was injected into, by fault (fail,
+	// corrupt, throttle).
+	Faults *prometheus.CounterVec
+}
+
+// NewMetrics creates the registry's metrics and registers them on reg. A nil
+// reg leaves them unregistered (they still count).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "depharness",
+			Subsystem: "registry",
+			Name:      "requests_total",
+			Help:      "Registry requests by kind (manifest, blob, upload, tags, catalog, base, other), method and status code.",
+		}, []string{"kind", "method", "code"}),
+		BlobBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "depharness",
+			Subsystem: "registry",
+			Name:      "blob_bytes_total",
+			Help:      "Bytes of blob bodies served to pulls.",
+		}),
+		Faults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "depharness",
+			Subsystem: "registry",
+			Name:      "faults_total",
+			Help:      "Requests a fault was injected into, by fault (fail, corrupt, throttle).",
+		}, []string{"fault"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Requests, m.BlobBytes, m.Faults)
+	}
+	return m
+}
