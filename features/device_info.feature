@@ -1,0 +1,65 @@
+Feature: Dependent device information
+  GET /v1/devices and GET /v1/devices/:uuid give the device object of every
+  dependent device this gateway manages.
+
+  Background:
+    Given the supervisor is running
+    And a dependent app "A" with a release "R1" holding files:
+      | path         | content |
+      | firmware.bin | v1      |
+    And the supervisor has downloaded release "R1" of "A"
+
+  @DEV-LIST-1 @contract
+  Scenario: No devices gives an empty list
+    Then the device list is empty
+
+  @DEV-LIST-1 @DEV-GET-1 @contract
+  Scenario: The device object has exactly the contract's fields and types
+    Given a device "D" of "A" provisioned through the supervisor
+    Then the device object of "D" has exactly the contract's fields
+    And the supervisor shows device "D" with:
+      | field             | value           |
+      | uuid              | "{uuid D}"      |
+      | appId             | {app A}         |
+      | deviceId          | "{cloud id D}"  |
+      | is_online         | null            |
+      | download_progress | null            |
+      | environment       | {}              |
+      | config            | {}              |
+    And every device in the device list has exactly the contract's fields
+
+  @DEV-GET-1 @contract
+  Scenario: The target commit is the app's downloaded commit and the target variables are the cloud's
+    Given app "A" has environment variable "MODE" set to "fast"
+    And app "A" has config variable "RESIN_SUPERVISOR_DELTA" set to "1"
+    And a device "D" of "A" provisioned through the supervisor
+    And device "D" has environment variable "MODE" set to "slow"
+    And device "D" has environment variable "LED" set to "on"
+    Then the supervisor eventually shows device "D" with:
+      | field             | value                           |
+      | targetCommit      | "{commit R1}"                   |
+      | targetEnvironment | {"MODE": "slow", "LED": "on"}   |
+      | targetConfig      | {"RESIN_SUPERVISOR_DELTA": "1"} |
+
+  @DEV-GET-1 @contract
+  Scenario: An unknown device is not found
+    When the gateway app calls GET "/v1/devices/0123456789abcdef0123456789abcdef"
+    Then the answer is 404 "Device not found"
+
+  @DEV-GET-1 @DEV-LIST-1 @HOOK-DEL-1 @contract
+  Scenario: A device awaiting its delete acknowledgement is gone for GET but still listed
+    Given a device "D" of "A" provisioned through the supervisor
+    And the gateway app answers delete hooks for "D" with 500
+    When device "D" is deleted in the cloud
+    Then the supervisor eventually answers GET "/v1/devices/{uuid D}" with 410 "Device deleted"
+    And the device list holds exactly "D"
+
+  @DEV-LIST-1 @CLOUD-GET @contract
+  Scenario: A device provisioned elsewhere for this gateway is listed with its cloud id
+    Given a device "E" of "A" created in the cloud for this gateway
+    Then the supervisor eventually shows device "E" with:
+      | field        | value          |
+      | uuid         | "{uuid E}"     |
+      | appId        | {app A}        |
+      | deviceId     | "{cloud id E}" |
+      | targetCommit | "{commit R1}"  |

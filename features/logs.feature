@@ -1,0 +1,73 @@
+Feature: Dependent device logs
+  POST /v1/devices/:uuid/logs accepts a log line for a device; the supervisor
+  forwards it to the cloud's log stream.
+
+  Background:
+    Given the supervisor is running
+    And a dependent app "A" with a release "R1" holding files:
+      | path         | content |
+      | firmware.bin | v1      |
+    And a device "D" of "A" provisioned through the supervisor
+
+  @DEV-LOG-1 @contract
+  Scenario: A log line is accepted with 202
+    When the gateway app calls POST "/v1/devices/{uuid D}/logs" with body:
+      """
+      {"message": "detected movement", "timestamp": 1472142960000}
+      """
+    Then the answer is 202
+
+  @DEV-LOG-1 @contract
+  Scenario: Logs for an unknown device are not found
+    When the gateway app calls POST "/v1/devices/0123456789abcdef0123456789abcdef/logs" with body:
+      """
+      {"message": "hello"}
+      """
+    Then the answer is 404
+
+  @DEV-LOG-1 @HOOK-DEL-1 @contract
+  Scenario: Logs for a device awaiting its delete acknowledgement are gone
+    Given the gateway app answers delete hooks for "D" with 500
+    When device "D" is deleted in the cloud
+    Then the supervisor eventually answers GET "/v1/devices/{uuid D}" with 410 "Device deleted"
+    When the gateway app calls POST "/v1/devices/{uuid D}/logs" with body:
+      """
+      {"message": "hello"}
+      """
+    Then the answer is 410
+
+  @DEV-LOG-2 @CLOUD-LOGS @reference
+  Scenario: Log lines reach the cloud tagged with the device, in order, exactly once
+    Given a device "E" of "A" provisioned through the supervisor
+    When the gateway app sends these log lines:
+      | device | message | timestamp     | isSystem |
+      | D      | one     | 1700000000001 | false    |
+      | E      | other   | 1700000000002 | true     |
+      | D      | two     | 1700000000003 | false    |
+      | D      | three   | 1700000000004 | false    |
+    Then the cloud eventually received exactly these log lines:
+      | device | message | timestamp     | isSystem |
+      | D      | one     | 1700000000001 | false    |
+      | E      | other   | 1700000000002 | true     |
+      | D      | two     | 1700000000003 | false    |
+      | D      | three   | 1700000000004 | false    |
+
+  @DEV-LOG-2 @reference
+  Scenario: A missing timestamp is the receive time in milliseconds
+    When the gateway app sends the log line "no clock" for "D" without a timestamp
+    Then the cloud eventually received the log line "no clock" for "D" stamped with the time it was sent
+
+  @DEV-LOG-2 @reference
+  Scenario: Log lines sent during a cloud outage arrive once it is back
+    Given the cloud is unreachable
+    When the gateway app sends these log lines:
+      | device | message | timestamp     | isSystem |
+      | D      | a       | 1700000000001 | false    |
+      | D      | b       | 1700000000002 | false    |
+      | D      | c       | 1700000000003 | false    |
+    And the cloud is reachable again
+    Then the cloud eventually received exactly these log lines:
+      | device | message | timestamp     | isSystem |
+      | D      | a       | 1700000000001 | false    |
+      | D      | b       | 1700000000002 | false    |
+      | D      | c       | 1700000000003 | false    |
