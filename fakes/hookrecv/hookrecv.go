@@ -200,9 +200,14 @@ func New(opts Options) *Receiver {
 // Prefix returns the path prefix hooks are expected under.
 func (r *Receiver) Prefix() string { return r.prefix }
 
-// Script sets the answers to hooks of kind for device uuid ("" for every
-// device without a script of its own): one answer per hook, in order; the
-// last answer repeats. No answers resets to the default (200).
+// Script sets the answers to hooks of kind for device uuid: one answer per
+// hook, in order; the last answer repeats. No answers resets to the default
+// (200).
+//
+// uuid "" sets a template for every device without a script of its own:
+// at its first hook of that kind, such a device gets its own copy of the
+// template and steps through it on its own. Changing the template later does
+// not change the copies already taken.
 func (r *Receiver) Script(uuid string, kind Kind, answers ...Answer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -230,10 +235,12 @@ func (r *Receiver) Close() {
 func (r *Receiver) nextAnswerLocked(uuid string, kind Kind) Answer {
 	s := r.scripts[scriptKey{uuid, kind}]
 	if s == nil {
-		s = r.scripts[scriptKey{"", kind}]
-	}
-	if s == nil {
-		return Answer{Status: http.StatusOK}
+		tmpl := r.scripts[scriptKey{"", kind}]
+		if tmpl == nil {
+			return Answer{Status: http.StatusOK}
+		}
+		s = &script{answers: tmpl.answers}
+		r.scripts[scriptKey{uuid, kind}] = s
 	}
 	a := s.answers[s.next]
 	if s.next < len(s.answers)-1 {

@@ -2,6 +2,7 @@ package hookrecv
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -261,5 +262,31 @@ func TestCustomPrefix(t *testing.T) {
 	send(t, srv.Client(), "DELETE", srv.URL+"/hooks/x/u1", "")
 	if h := r.Hooks()[0]; h.Kind != Delete || h.UUID != "u1" {
 		t.Errorf("got %s %q, want delete u1", h.Kind, h.UUID)
+	}
+}
+
+func TestTheEveryDeviceTemplateIsSteppedThroughPerDevice(t *testing.T) {
+	r, srv := newServer(t, Options{})
+	r.Script("", Update, Answer{Status: 202}, Answer{Status: 200})
+	got := map[string][]int{}
+	for _, u := range []string{"a", "b", "a", "b", "a"} {
+		st, err := send(t, srv.Client(), "PUT", srv.URL+"/v1/devices/"+u, "{}")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[u] = append(got[u], st)
+	}
+	want := map[string][]int{"a": {202, 200, 200}, "b": {202, 200}}
+	for u, w := range want {
+		if fmt.Sprint(got[u]) != fmt.Sprint(w) {
+			t.Errorf("device %s: got statuses %v, want %v", u, got[u], w)
+		}
+	}
+	r.Script("", Update, Answer{Status: 500})
+	if st, _ := send(t, srv.Client(), "PUT", srv.URL+"/v1/devices/a", "{}"); st != 200 {
+		t.Errorf("device a after the template changed: got %d, want its own copy's 200", st)
+	}
+	if st, _ := send(t, srv.Client(), "PUT", srv.URL+"/v1/devices/c", "{}"); st != 500 {
+		t.Errorf("new device c: got %d, want the new template's 500", st)
 	}
 }
