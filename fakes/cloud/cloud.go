@@ -1,0 +1,186 @@
+// Package cloud is a fake balena cloud: it serves the cloud protocol of
+// CONTRACT.md ("Cloud protocol": target state with ETag, provisioning, device
+// PATCH and lookup, the log stream) to any number of gateways, keeps its
+// whole model in memory, and offers what a test harness needs around it: a Go
+// control API and the same over HTTP under /control/v1/, fault knobs
+// (Delay, FailNext, Outage, Hang), await functions built on change
+// notification, a journal of received protocol requests, and Prometheus
+// metrics on /metrics.
+//
+// It imports only the leaf wire package proxy/cloudapi from this module
+// (plus the standard library and the Prometheus client); it must not import
+// the proxy, the simulator or the suite. Images of releases are built through
+// the small ImageBuilder interface, which the fake registry satisfies through
+// an adapter.
+package cloud
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Default limits of Options.
+const (
+	DefaultJournalSize   = 100_000
+	DefaultLogsPerDevice = 10_000
+)
+
+// Options configure New. Every zero value means the documented default.
+type Options struct {
+	// Logger, if nil, discards.
+	Logger *slog.Logger
+	// Registerer receives the metrics. If nil, New makes a fresh
+	// prometheus.Registry, which then also serves /metrics.
+	Registerer prometheus.Registerer
+	// Gatherer serves /metrics. If nil, it is Registerer when that is a
+	// *prometheus.Registry, else /metrics answers 404.
+	Gatherer prometheus.Gatherer
+	// AdminToken guards the HTTP control API ("Authorization: Bearer
+	// <token>"). If empty, New generates a random one (see AdminToken).
+	AdminToken string
+	// Seed seeds the randomness of the fake (generated names, commits,
+	// uuids, api keys, Delay jitter). If 0, a seed is drawn at random. The
+	// seed in use is logged and returned by Seed, so a run can be replayed.
+	Seed uint64
+	// Now, if nil, is time.Now.
+	Now func() time.Time
+	// Builder builds release images from layers (PushRelease with Layers).
+	// If nil, only releases that name a ready image can be pushed.
+	Builder ImageBuilder
+	// JournalSize bounds the journal of protocol requests (oldest dropped).
+	// 0 means DefaultJournalSize.
+	JournalSize int
+	// LogsPerDevice bounds the log lines kept per device (oldest dropped,
+	// still counted by LogCount). 0 means DefaultLogsPerDevice.
+	LogsPerDevice int
+}
+
+// Server is the fake cloud. It is an http.Handler; the caller chooses the
+// listener. All methods are safe for concurrent use.
+type Server struct {
+	log        *slog.Logger
+	metrics    *Metrics
+	gatherer   prometheus.Gatherer
+	adminToken string
+	seed       uint64
+	now        func() time.Time
+	builder    ImageBuilder
+	handler    http.Handler
+
+	// Wrapped protocol handlers of /v6/, routed by handleV6.
+	v6Get, v6Provision, v6Patch, unknown http.Handler
+
+	faults faults
+
+	mu      sync.Mutex
+	rng     *mrand.Rand   // guarded by mu
+	changed chan struct{} // closed and replaced on every change; guarded by mu
+	model                 // guarded by mu
+	journal journal       // guarded by mu
+}
+
+// New returns a fake cloud configured by opts.
+func New(opts Options) (*Server, error) {
+	s := &Server{
+		log:        opts.Logger,
+		adminToken: opts.AdminToken,
+		seed:       opts.Seed,
+		now:        opts.Now,
+		builder:    opts.Builder,
+		gatherer:   opts.Gatherer,
+		changed:    make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.seed == 0 {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		for _, c := range b {
+			s.seed = s.seed<<8 | uint64(c)
+		}
+		if s.seed == 0 {
+			s.seed = 1
+		}
+	}
+	s.rng = mrand.New(mrand.NewPCG(s.seed, s.seed^0x9e3779b97f4a7c15))
+	if s.adminToken == "" {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		s.adminToken = hex.EncodeToString(b[:])
+	}
+	reg := opts.Registerer
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		reg = r
+	}
+	if s.gatherer == nil {
+		if g, ok := reg.(prometheus.Gatherer); ok {
+			s.gatherer = g
+		}
+	}
+	m, err := NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	s.model.init()
+	n := opts.JournalSize
+	if n <= 0 {
+		n = DefaultJournalSize
+	}
+	s.journal.limit = n
+	s.logsPerDevice = opts.LogsPerDevice
+	if s.logsPerDevice <= 0 {
+		s.logsPerDevice = DefaultLogsPerDevice
+	}
+	s.faults.init(s.seed)
+	s.handler = s.routes()
+	s.log.Info("fake cloud ready", "seed", s.seed)
+	return s, nil
+}
+
+// Seed returns the seed of the fake's randomness.
+func (s *Server) Seed() uint64 { return s.seed }
+
+// AdminToken returns the token of the HTTP control API.
+func (s *Server) AdminToken() string { return s.adminToken }
+
+// ServeHTTP serves the cloud protocol, /control/v1/ and /metrics.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.handler.ServeHTTP(w, r)
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /device/v2/{uuid}/state", s.protocol(RouteState, s.handleState))
+	mux.Handle("POST /device/v2/{uuid}/log-stream", s.protocol(RouteLogs, s.handleLogs))
+	s.v6Get = s.protocol(RouteGet, s.handleGet)
+	s.v6Provision = s.protocol(RouteProvision, s.handleProvision)
+	s.v6Patch = s.protocol(RoutePatch, s.handlePatch)
+	s.unknown = s.protocol(routeUnknown, s.handleUnknown)
+	mux.HandleFunc("/v6/", s.handleV6)
+	if s.gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+	}
+	s.controlRoutes(mux)
+	mux.Handle("/", s.unknown)
+	return mux
+}
+
+// notifyLocked wakes every waiter of the await functions.
+func (s *Server) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}

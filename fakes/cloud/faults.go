@@ -1,0 +1,302 @@
+package cloud
+
+import (
+	"fmt"
+	mrand "math/rand/v2"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Routes of the cloud protocol, as fault knobs and metrics name them.
+const (
+	RouteState     = "state"     // GET /device/v2/<uuid>/state
+	RouteProvision = "provision" // POST /v6/device
+	RoutePatch     = "patch"     // PATCH /v6/device(<id>)
+	RouteGet       = "get"       // GET /v6/device?$filter=…
+	RouteLogs      = "logs"      // POST /device/v2/<uuid>/log-stream
+	// RouteAll makes a fault knob apply to every protocol route.
+	RouteAll     = "*"
+	routeUnknown = "unknown"
+)
+
+// Routes lists the protocol routes a fault knob accepts, RouteAll included.
+var Routes = []string{RouteState, RouteProvision, RoutePatch, RouteGet, RouteLogs, RouteAll}
+
+// OutageMode is how the cloud fails during an Outage.
+type OutageMode string
+
+// Outage modes.
+const (
+	// Outage503 answers every protocol request 503.
+	Outage503 OutageMode = "503"
+	// OutageClose closes the connection of every protocol request without
+	// an answer.
+	OutageClose OutageMode = "close"
+)
+
+// faults holds the fault knobs. It has its own lock so that fault checks
+// never wait for the model.
+type faults struct {
+	mu       sync.Mutex
+	rng      *mrand.Rand
+	delays   map[string]delayFault
+	failNext map[string]failFault
+	hangs    map[string]chan struct{}
+	outage   OutageMode
+}
+
+type delayFault struct{ d, jitter time.Duration }
+
+type failFault struct{ n, status int }
+
+// FaultState is a snapshot of the fault knobs.
+type FaultState struct {
+	Outage OutageMode `json:"outage,omitempty"`
+	// Delays by route, as "200ms" or "200ms±50ms".
+	Delays map[string]string `json:"delays"`
+	// FailNext by route: requests left to fail and their status.
+	FailNext map[string][2]int `json:"failNext"`
+	Hangs    []string          `json:"hangs"`
+}
+
+func (f *faults) init(seed uint64) {
+	f.rng = mrand.New(mrand.NewPCG(seed^0x5851f42d4c957f2d, seed))
+	f.delays = map[string]delayFault{}
+	f.failNext = map[string]failFault{}
+	f.hangs = map[string]chan struct{}{}
+}
+
+func checkRoute(route string) error {
+	if !slices.Contains(Routes, route) {
+		return invalidf("unknown route %q (want one of %v)", route, Routes)
+	}
+	return nil
+}
+
+// Delay makes every request of route (or RouteAll) wait d plus a random
+// jitter in [0, jitter) before it is answered. A request whose client gives
+// up stops waiting.
+func (s *Server) Delay(route string, d, jitter time.Duration) error {
+	if err := checkRoute(route); err != nil {
+		return err
+	}
+	if d < 0 || jitter < 0 {
+		return invalidf("delay and jitter must not be negative (got %v, %v)", d, jitter)
+	}
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	s.faults.delays[route] = delayFault{d, jitter}
+	s.log.Info("fault: delay", "route", route, "delay", d, "jitter", jitter)
+	return nil
+}
+
+// Undelay removes the Delay of route.
+func (s *Server) Undelay(route string) {
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	delete(s.faults.delays, route)
+	s.log.Info("fault: undelay", "route", route)
+}
+
+// FailNext makes the next n requests of route (or RouteAll) answer status
+// (400–599) without being handled. n = 0 removes the knob.
+func (s *Server) FailNext(route string, n, status int) error {
+	if err := checkRoute(route); err != nil {
+		return err
+	}
+	if n < 0 {
+		return invalidf("n must not be negative (got %d)", n)
+	}
+	if status < 400 || status > 599 {
+		return invalidf("status must be in 400-599 (got %d)", status)
+	}
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	if n == 0 {
+		delete(s.faults.failNext, route)
+	} else {
+		s.faults.failNext[route] = failFault{n, status}
+	}
+	s.log.Info("fault: fail next", "route", route, "n", n, "status", status)
+	return nil
+}
+
+// Unfail removes what is left of a FailNext of route.
+func (s *Server) Unfail(route string) {
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	delete(s.faults.failNext, route)
+	s.log.Info("fault: unfail", "route", route)
+}
+
+// Outage makes every protocol request fail as mode says, until EndOutage.
+// The control API and /metrics keep working.
+func (s *Server) Outage(mode OutageMode) error {
+	if mode != Outage503 && mode != OutageClose {
+		return invalidf("unknown outage mode %q (want %q or %q)", mode, Outage503, OutageClose)
+	}
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	s.faults.outage = mode
+	s.log.Info("fault: outage", "mode", mode)
+	return nil
+}
+
+// EndOutage ends an Outage.
+func (s *Server) EndOutage() {
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	s.faults.outage = ""
+	s.log.Info("fault: end outage")
+}
+
+// Hang makes requests of route (or RouteAll) block, unanswered, until
+// Unhang(route) or until their client gives up.
+func (s *Server) Hang(route string) error {
+	if err := checkRoute(route); err != nil {
+		return err
+	}
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	if s.faults.hangs[route] == nil {
+		s.faults.hangs[route] = make(chan struct{})
+	}
+	s.log.Info("fault: hang", "route", route)
+	return nil
+}
+
+// Unhang releases the requests held by Hang(route); they are then handled.
+func (s *Server) Unhang(route string) {
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	if ch := s.faults.hangs[route]; ch != nil {
+		close(ch)
+		delete(s.faults.hangs, route)
+	}
+	s.log.Info("fault: unhang", "route", route)
+}
+
+// ResetFaults removes every fault knob (hung requests are released).
+func (s *Server) ResetFaults() {
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	for r, ch := range s.faults.hangs {
+		close(ch)
+		delete(s.faults.hangs, r)
+	}
+	clear(s.faults.delays)
+	clear(s.faults.failNext)
+	s.faults.outage = ""
+	s.log.Info("fault: reset")
+}
+
+// Faults returns a snapshot of the fault knobs.
+func (s *Server) Faults() FaultState {
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	fs := FaultState{Outage: s.faults.outage, Delays: map[string]string{}, FailNext: map[string][2]int{}, Hangs: []string{}}
+	for r, d := range s.faults.delays {
+		if d.jitter > 0 {
+			fs.Delays[r] = fmt.Sprintf("%v±%v", d.d, d.jitter)
+		} else {
+			fs.Delays[r] = d.d.String()
+		}
+	}
+	for r, f := range s.faults.failNext {
+		fs.FailNext[r] = [2]int{f.n, f.status}
+	}
+	for r := range s.faults.hangs {
+		fs.Hangs = append(fs.Hangs, r)
+	}
+	slices.Sort(fs.Hangs)
+	return fs
+}
+
+// faultOutcome is what the fault knobs did to one request.
+type faultOutcome struct {
+	fault  string // "" if the request goes on to its handler
+	status int    // answered status; 0 when closed or abandoned
+	// drop means the caller must close the connection (after recording).
+	drop bool
+}
+
+// applyFaults runs the fault knobs for one request of route, in order:
+// outage, hang, delay, fail-next. It reports whether the request was
+// answered (or dropped) by a fault.
+func (s *Server) applyFaults(route string, w http.ResponseWriter, r *http.Request) (faultOutcome, bool) {
+	f := &s.faults
+	f.mu.Lock()
+	outage := f.outage
+	hang := f.hangs[route]
+	if hang == nil {
+		hang = f.hangs[RouteAll]
+	}
+	f.mu.Unlock()
+	switch outage {
+	case Outage503:
+		http.Error(w, "cloud outage (injected)", http.StatusServiceUnavailable)
+		return faultOutcome{fault: "outage", status: http.StatusServiceUnavailable}, true
+	case OutageClose:
+		return faultOutcome{fault: "outage", drop: true}, true
+	}
+	ctx := r.Context()
+	if hang != nil {
+		select {
+		case <-hang:
+		case <-ctx.Done():
+			return faultOutcome{fault: "hang"}, true
+		}
+	}
+	f.mu.Lock()
+	d, ok := f.delays[route]
+	if !ok {
+		d, ok = f.delays[RouteAll]
+	}
+	wait := d.d
+	if ok && d.jitter > 0 {
+		wait += time.Duration(f.rng.Int64N(int64(d.jitter)))
+	}
+	f.mu.Unlock()
+	if ok && wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return faultOutcome{fault: "delay"}, true
+		}
+	}
+	f.mu.Lock()
+	key := route
+	fail, ok := f.failNext[key]
+	if !ok {
+		key = RouteAll
+		fail, ok = f.failNext[key]
+	}
+	if ok {
+		fail.n--
+		if fail.n <= 0 {
+			delete(f.failNext, key)
+		} else {
+			f.failNext[key] = fail
+		}
+	}
+	f.mu.Unlock()
+	if ok {
+		http.Error(w, fmt.Sprintf("injected failure %d", fail.status), fail.status)
+		return faultOutcome{fault: "fail-next", status: fail.status}, true
+	}
+	return faultOutcome{}, false
+}
+
+// closeConn drops the request's connection without an answer: hijack and
+// close where the connection allows it, else abort the handler.
+func closeConn(w http.ResponseWriter) {
+	if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+		_ = c.Close()
+		return
+	}
+	panic(http.ErrAbortHandler)
+}

@@ -1,0 +1,48 @@
+package cloud
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the fake cloud's Prometheus metrics (namespace "depharness",
+// subsystem "cloud"). Labels carry route names, never uuids.
+type Metrics struct {
+	requests     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	devices      prometheus.Gauge
+	logLines     *prometheus.CounterVec
+	stateRenders prometheus.Counter
+}
+
+// NewMetrics builds the metrics and registers them on reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "cloud", Name: "requests_total",
+			Help: "Protocol requests answered by the fake cloud, by route and status code (\"closed\" when the connection was dropped).",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "depharness", Subsystem: "cloud", Name: "request_duration_seconds",
+			Help:    "Time to answer a protocol request, including injected delays, by route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route"}),
+		devices: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "depharness", Subsystem: "cloud", Name: "devices",
+			Help: "Dependent devices known to the fake cloud.",
+		}),
+		logLines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "cloud", Name: "log_lines_total",
+			Help: "Log lines received on log streams, by result (stored, unknown_device).",
+		}, []string{"result"}),
+		stateRenders: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "cloud", Name: "state_renders_total",
+			Help: "Target state documents rendered (a cached document answers without rendering).",
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.devices, m.logLines, m.stateRenders} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}

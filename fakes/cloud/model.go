@@ -1,0 +1,267 @@
+package cloud
+
+import (
+	"time"
+
+	"github.com/depharness/depharness/proxy/cloudapi"
+)
+
+// model is the fake cloud's whole state. Every field is guarded by
+// Server.mu; functions that expect the lock held end in Locked.
+type model struct {
+	gatewayApps   map[int64]*gatewayApp
+	gateways      map[string]*gateway // by uuid
+	gatewayByKey  map[string]*gateway // by api key
+	apps          map[int64]*app      // dependent apps
+	devices       map[string]*device  // dependent devices by uuid
+	devicesByID   map[int64]*device
+	appIDs        map[int64]bool // every application id in use (gateway and dependent)
+	deviceIDs     map[int64]bool // every device id in use (gateway and dependent)
+	nextAppID     int64
+	nextDeviceID  int64
+	nextReleaseID int64
+	logsPerDevice int
+}
+
+// gatewayApp is the application a gateway device belongs to; dependent apps
+// name it as their parentApp.
+type gatewayApp struct {
+	id       int64
+	name     string
+	gateways map[string]*gateway
+	apps     map[int64]*app // dependent apps whose parent is this app
+}
+
+// gateway is a gateway device: the identity a supervisor speaks as.
+type gateway struct {
+	uuid     string
+	deviceID int64
+	apiKey   string
+	name     string
+	app      *gatewayApp
+	devices  map[string]*device // dependent devices it manages
+
+	// version counts changes of the gateway's target state; the rendered
+	// document is cached for one version.
+	version      uint64
+	cacheVersion uint64
+	cacheBody    []byte
+	cacheETag    string
+	renders      uint64
+	droppedLogs  int64
+}
+
+// app is a dependent application.
+type app struct {
+	id       int64
+	name     string
+	parent   *gatewayApp
+	config   map[string]string
+	env      map[string]string
+	release  *Release
+	releases []Release
+	devices  map[string]*device
+	// varsVersion counts changes of config/env, which every device
+	// fragment of the state document depends on.
+	varsVersion uint64
+}
+
+// device is a dependent device.
+type device struct {
+	id           int64
+	uuid         string
+	name         string
+	deviceType   string
+	app          *app
+	gateway      *gateway
+	env          map[string]string
+	config       map[string]string
+	restart      int64
+	registeredAt time.Time
+	origin       string
+
+	// The cloud's view of the device, set by PATCH.
+	status     string
+	isOnline   bool
+	isOnCommit *string
+
+	logs     []cloudapi.LogLine
+	logCount int
+
+	// version counts changes of the device's target; frag caches its
+	// rendered state-document entry for (version, app.varsVersion).
+	version     uint64
+	frag        []byte
+	fragVersion uint64
+	fragAppVars uint64
+	fragApp     *app
+}
+
+// Origins of a dependent device.
+const (
+	OriginProvisioned = "provisioned" // POST /v6/device by a gateway
+	OriginCreated     = "created"     // control API, "provisioned elsewhere"
+)
+
+func (m *model) init() {
+	m.gatewayApps = map[int64]*gatewayApp{}
+	m.gateways = map[string]*gateway{}
+	m.gatewayByKey = map[string]*gateway{}
+	m.apps = map[int64]*app{}
+	m.devices = map[string]*device{}
+	m.devicesByID = map[int64]*device{}
+	m.appIDs = map[int64]bool{}
+	m.deviceIDs = map[int64]bool{}
+	m.nextAppID = 1
+	m.nextDeviceID = 1
+	m.nextReleaseID = 1
+}
+
+// allocAppIDLocked returns the next free application id.
+func (m *model) allocAppIDLocked() int64 {
+	for m.appIDs[m.nextAppID] {
+		m.nextAppID++
+	}
+	id := m.nextAppID
+	m.appIDs[id] = true
+	m.nextAppID++
+	return id
+}
+
+// allocDeviceIDLocked returns the next free device id.
+func (m *model) allocDeviceIDLocked() int64 {
+	for m.deviceIDs[m.nextDeviceID] {
+		m.nextDeviceID++
+	}
+	id := m.nextDeviceID
+	m.deviceIDs[id] = true
+	m.nextDeviceID++
+	return id
+}
+
+// bumpGatewayLocked marks gw's target state changed.
+func bumpGatewayLocked(gw *gateway) {
+	if gw != nil {
+		gw.version++
+	}
+}
+
+// bumpGatewayAppLocked marks the target state of every gateway of ga changed.
+func bumpGatewayAppLocked(ga *gatewayApp) {
+	for _, gw := range ga.gateways {
+		gw.version++
+	}
+}
+
+// cloudDeviceLocked is d as the protocol shows it.
+func cloudDeviceLocked(d *device) cloudapi.Device {
+	out := cloudapi.Device{
+		ID:                   d.id,
+		UUID:                 d.uuid,
+		DeviceName:           d.name,
+		DeviceType:           d.deviceType,
+		BelongsToApplication: cloudapi.Ref{ID: d.app.id},
+		Status:               d.status,
+		IsOnline:             d.isOnline,
+	}
+	if d.gateway != nil {
+		out.IsManagedByDevice = &cloudapi.Ref{ID: d.gateway.deviceID}
+	}
+	if d.isOnCommit != nil {
+		c := *d.isOnCommit
+		out.IsOnCommit = &c
+	}
+	return out
+}
+
+// deviceInfoLocked is d as the control API shows it.
+func deviceInfoLocked(d *device) DeviceInfo {
+	di := DeviceInfo{
+		ID:           d.id,
+		UUID:         d.uuid,
+		Name:         d.name,
+		DeviceType:   d.deviceType,
+		AppID:        d.app.id,
+		Environment:  cloneVars(d.env),
+		Config:       cloneVars(d.config),
+		Restart:      d.restart,
+		Status:       d.status,
+		IsOnline:     d.isOnline,
+		RegisteredAt: d.registeredAt,
+		Origin:       d.origin,
+		LogCount:     d.logCount,
+	}
+	if d.gateway != nil {
+		di.Gateway = d.gateway.uuid
+		di.GatewayDeviceID = d.gateway.deviceID
+	}
+	if d.isOnCommit != nil {
+		c := *d.isOnCommit
+		di.IsOnCommit = &c
+	}
+	return di
+}
+
+func appInfoLocked(a *app) App {
+	out := App{
+		ID:          a.id,
+		Name:        a.name,
+		ParentApp:   a.parent.id,
+		Config:      cloneVars(a.config),
+		Environment: cloneVars(a.env),
+		Devices:     len(a.devices),
+	}
+	if a.release != nil {
+		r := *a.release
+		out.Release = &r
+	}
+	return out
+}
+
+func gatewayInfoLocked(gw *gateway) Gateway {
+	return Gateway{
+		UUID:     gw.uuid,
+		DeviceID: gw.deviceID,
+		APIKey:   gw.apiKey,
+		Name:     gw.name,
+		AppID:    gw.app.id,
+		AppName:  gw.app.name,
+		Devices:  len(gw.devices),
+
+		DroppedLogs: gw.droppedLogs,
+	}
+}
+
+func cloneVars(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// removeDeviceLocked deletes d from every index. Its id stays reserved:
+// ids are never reused.
+func (s *Server) removeDeviceLocked(d *device) {
+	delete(s.devices, d.uuid)
+	delete(s.devicesByID, d.id)
+	delete(d.app.devices, d.uuid)
+	if d.gateway != nil {
+		delete(d.gateway.devices, d.uuid)
+		bumpGatewayLocked(d.gateway)
+	}
+	s.metrics.devices.Set(float64(len(s.devices)))
+}
+
+// addDeviceLocked indexes a new device d (its fields already set).
+func (s *Server) addDeviceLocked(d *device) {
+	s.devices[d.uuid] = d
+	s.devicesByID[d.id] = d
+	s.deviceIDs[d.id] = true
+	d.app.devices[d.uuid] = d
+	if d.gateway != nil {
+		d.gateway.devices[d.uuid] = d
+		bumpGatewayLocked(d.gateway)
+	}
+	s.metrics.devices.Set(float64(len(s.devices)))
+}

@@ -1,0 +1,209 @@
+package cloud
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// stateLocked returns the rendered target state document of gw and its
+// strong ETag, rendering it only when gw's version moved since the last
+// render. The returned body must not be modified.
+func (s *Server) stateLocked(gw *gateway) (body []byte, etag string) {
+	if gw.cacheBody != nil && gw.cacheVersion == gw.version {
+		return gw.cacheBody, gw.cacheETag
+	}
+	body = renderStateLocked(gw)
+	sum := sha256.Sum256(body)
+	gw.cacheBody = body
+	gw.cacheETag = `"` + hex.EncodeToString(sum[:16]) + `"`
+	gw.cacheVersion = gw.version
+	gw.renders++
+	s.metrics.stateRenders.Inc()
+	return gw.cacheBody, gw.cacheETag
+}
+
+// renderStateLocked renders the document of CONTRACT.md CLOUD-STATE for gw
+// (a cloudapi.TargetState), with map keys sorted so that equal states give
+// equal bytes. Each device's entry is cached on the device and rebuilt only
+// when the device or its app's variables change, so a gateway with many
+// devices re-renders in about the time it takes to copy the bytes.
+func renderStateLocked(gw *gateway) []byte {
+	appIDs := make([]int64, 0, len(gw.app.apps))
+	for id := range gw.app.apps {
+		appIDs = append(appIDs, id)
+	}
+	slices.Sort(appIDs)
+	uuids := make([]string, 0, len(gw.devices))
+	size := 64
+	for u, d := range gw.devices {
+		uuids = append(uuids, u)
+		size += len(deviceFragLocked(d)) + 1
+	}
+	slices.Sort(uuids)
+	b := make([]byte, 0, size+len(appIDs)*256)
+	b = append(b, `{"local":{},"dependent":{"apps":{`...)
+	for i, id := range appIDs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		a := gw.app.apps[id]
+		b = append(b, '"')
+		b = strconv.AppendInt(b, id, 10)
+		b = append(b, `":{"name":`...)
+		b = appendJSONString(b, a.name)
+		b = append(b, `,"parentApp":`...)
+		b = strconv.AppendInt(b, a.parent.id, 10)
+		b = append(b, `,"config":`...)
+		b = appendVars(b, a.config, nil)
+		if r := a.release; r != nil {
+			b = append(b, `,"commit":`...)
+			b = appendJSONString(b, r.Commit)
+			b = append(b, `,"releaseId":`...)
+			b = strconv.AppendInt(b, r.ID, 10)
+			b = append(b, `,"image":`...)
+			b = appendJSONString(b, r.Image)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, `},"devices":{`...)
+	for i, u := range uuids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, gw.devices[u].frag...)
+	}
+	b = append(b, "}}}"...)
+	return b
+}
+
+// deviceFragLocked returns d's entry of the devices object,
+// "<uuid>":{"name":…,"restart":…,"apps":{"<appId>":{"config":…,"environment":…}}},
+// rebuilding it if d or its app's variables changed.
+func deviceFragLocked(d *device) []byte {
+	if d.frag != nil && d.fragVersion == d.version && d.fragApp == d.app && d.fragAppVars == d.app.varsVersion {
+		return d.frag
+	}
+	b := make([]byte, 0, 160)
+	b = appendJSONString(b, d.uuid)
+	b = append(b, `:{"name":`...)
+	b = appendJSONString(b, d.name)
+	if d.restart != 0 {
+		b = append(b, `,"restart":`...)
+		b = strconv.AppendInt(b, d.restart, 10)
+	}
+	b = append(b, `,"apps":{"`...)
+	b = strconv.AppendInt(b, d.app.id, 10)
+	b = append(b, `":{"config":`...)
+	b = appendVars(b, d.app.config, d.config)
+	b = append(b, `,"environment":`...)
+	b = appendVars(b, d.app.env, d.env)
+	b = append(b, "}}}"...)
+	d.frag = b
+	d.fragVersion = d.version
+	d.fragApp = d.app
+	d.fragAppVars = d.app.varsVersion
+	return b
+}
+
+// appendVars appends the JSON object of base overridden by over, keys sorted.
+func appendVars(b []byte, base, over map[string]string) []byte {
+	keys := make([]string, 0, len(base)+len(over))
+	for k := range base {
+		if _, ok := over[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	for k := range over {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		v, ok := over[k]
+		if !ok {
+			v = base[k]
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = appendJSONString(b, v)
+	}
+	return append(b, '}')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string, escaping like encoding/json
+// without HTML escaping (invalid UTF-8 becomes U+FFFD).
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// etagMatches reports whether an If-None-Match header value matches etag
+// (weak comparison, as RFC 9110 prescribes for If-None-Match).
+func etagMatches(header, etag string) bool {
+	if header == "" {
+		return false
+	}
+	want := strings.TrimPrefix(etag, "W/")
+	for _, part := range strings.Split(header, ",") {
+		part = strings.TrimSpace(part)
+		if part == "*" {
+			return true
+		}
+		if strings.TrimPrefix(part, "W/") == want {
+			return true
+		}
+	}
+	return false
+}
