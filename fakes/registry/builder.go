@@ -150,10 +150,11 @@ func (b *Builder) Push(ctx context.Context, repo string, img v1.Image) (ref stri
 	if err != nil {
 		return "", v1.Hash{}, fmt.Errorf("registry: reference for %q: %w", repo, err)
 	}
-	ro := []remote.Option{remote.WithContext(ctx), remote.WithAuth(authn.Anonymous)}
-	if b.opts.Transport != nil {
-		ro = append(ro, remote.WithTransport(b.opts.Transport))
+	inner := b.opts.Transport
+	if inner == nil {
+		inner = remote.DefaultTransport
 	}
+	ro := []remote.Option{remote.WithContext(ctx), remote.WithAuth(authn.Anonymous), remote.WithTransport(builderTransport{inner})}
 	if err := remote.Write(d, img, ro...); err != nil {
 		return "", v1.Hash{}, fmt.Errorf("registry: push %s: %w", d, err)
 	}
@@ -552,4 +553,16 @@ func assetRel(p string) (string, bool) {
 		return "", false
 	}
 	return c, true
+}
+
+// BuilderHeader marks the builder's own requests. The fault knobs leave
+// them alone, so that releases can be pushed while pulls are failing.
+const BuilderHeader = "Depharness-Image-Builder"
+
+type builderTransport struct{ inner http.RoundTripper }
+
+func (t builderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	r := req.Clone(req.Context())
+	r.Header.Set(BuilderHeader, "1")
+	return t.inner.RoundTrip(r)
 }

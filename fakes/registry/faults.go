@@ -10,7 +10,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// Fault knobs. They act on pulls (GET and HEAD) only, so that images can
+// Fault knobs. They act on pulls (GET and HEAD) only, and never on the
+// Builder's own requests (marked with BuilderHeader), so that images can
 // still be pushed while a fault is armed. Each has its undo; Heal undoes
 // them all.
 
@@ -149,6 +150,7 @@ type responseWriter struct {
 	kind   Kind
 	target string
 	get    bool
+	exempt bool // the builder's request: no faults
 
 	status    int
 	bytes     int64
@@ -167,7 +169,7 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	w.status = code
 	w.corruptAt = -1
-	if w.get && (code == http.StatusOK || code == http.StatusPartialContent) {
+	if w.get && !w.exempt && (code == http.StatusOK || code == http.StatusPartialContent) {
 		size, err := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64)
 		if err == nil {
 			w.corruptAt = w.s.corruptOffset(w.kind, w.target, size)
@@ -196,7 +198,10 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	written := 0
 	for written < len(p) {
 		chunk := p[written:]
-		rate := w.s.throttleRate()
+		var rate int64
+		if !w.exempt {
+			rate = w.s.throttleRate()
+		}
 		if rate > 0 {
 			if w.fault == "" {
 				w.fault = "throttle"

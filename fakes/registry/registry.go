@@ -193,8 +193,10 @@ const maxManifestBytes = 4 << 20
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	kind, repo, target := classify(r.URL.Path)
 	rec := Request{Time: s.now(), Method: r.Method, Path: r.URL.Path, Kind: kind, Repo: repo, Target: target}
-	pull := r.Method == http.MethodGet || r.Method == http.MethodHead
-	rw := &responseWriter{ResponseWriter: w, s: s, ctx: r.Context(), kind: kind, target: target, get: r.Method == http.MethodGet}
+	exempt := r.Header.Get(BuilderHeader) != ""
+	pull := (r.Method == http.MethodGet || r.Method == http.MethodHead) && !exempt
+	rw := &responseWriter{ResponseWriter: w, s: s, ctx: r.Context(), kind: kind, target: target,
+		get: r.Method == http.MethodGet, exempt: exempt}
 
 	defer func() {
 		rec.Status, rec.Bytes, rec.Fault = rw.status, rw.bytes, rw.fault
