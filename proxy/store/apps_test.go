@@ -10,10 +10,10 @@ import (
 func TestListCurrentApps(t *testing.T) {
 	s := openAPIStore(t)
 	ctx := context.Background()
-	seedApp(t, s, 3, "three", `{"K":"v"}`, "c3", true)
-	seedApp(t, s, 1, "one", ``, "c1", true)
-	seedApp(t, s, 2, "downloading", `{}`, "", true)
-	seedApp(t, s, 4, "removed", `{}`, "c4", false)
+	apiSeedApp(t, s, 3, "three", `{"K":"v"}`, "c3", true)
+	apiSeedApp(t, s, 1, "one", ``, "c1", true)
+	apiSeedApp(t, s, 2, "downloading", `{}`, "", true)
+	apiSeedApp(t, s, 4, "removed", `{}`, "c4", false)
 	apps, err := s.ListCurrentApps(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -38,8 +38,8 @@ func TestListCurrentAppsEmptyIsNotNil(t *testing.T) {
 func TestAppByID(t *testing.T) {
 	s := openAPIStore(t)
 	ctx := context.Background()
-	seedApp(t, s, 1, "one", `{}`, "c1", true)
-	seedApp(t, s, 2, "two", `{}`, "", true)
+	apiSeedApp(t, s, 1, "one", `{}`, "c1", true)
+	apiSeedApp(t, s, 2, "two", `{}`, "", true)
 	a, err := s.AppByID(ctx, 1)
 	if err != nil || a.CurrentCommit == nil || *a.CurrentCommit != "c1" || !a.InTarget {
 		t.Errorf("app 1 = %+v, %v; want current commit c1, in target", a, err)

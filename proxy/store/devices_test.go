@@ -24,7 +24,7 @@ func openAPIStore(t testing.TB) *Store {
 }
 
 // seedApp inserts an app row; current "" means no downloaded commit.
-func seedApp(t testing.TB, s *Store, id int64, name, config, current string, inTarget bool) {
+func apiSeedApp(t testing.TB, s *Store, id int64, name, config, current string, inTarget bool) {
 	t.Helper()
 	var cur any
 	if current != "" {
@@ -37,7 +37,7 @@ func seedApp(t testing.TB, s *Store, id int64, name, config, current string, inT
 }
 
 // provision inserts a device as POST /v1/devices does.
-func provision(t testing.TB, s *Store, uuid string, appID, cloudID int64) Device {
+func apiProvision(t testing.TB, s *Store, uuid string, appID, cloudID int64) Device {
 	t.Helper()
 	d, err := s.InsertProvisioned(context.Background(), NewDevice{UUID: uuid, AppID: appID, DeviceType: "generic-amd64", CloudID: cloudID, Name: "name-" + uuid})
 	if err != nil {
@@ -46,34 +46,34 @@ func provision(t testing.TB, s *Store, uuid string, appID, cloudID int64) Device
 	return d
 }
 
-func setTarget(t testing.TB, s *Store, uuid, env, cfg string) {
+func apiSetTarget(t testing.TB, s *Store, uuid, env, cfg string) {
 	t.Helper()
 	if _, err := s.w.Exec(`UPDATE devices SET target_environment = ?, target_config = ?, in_target = 1 WHERE uuid = ?`, env, cfg, uuid); err != nil {
 		t.Fatalf("set target: %v", err)
 	}
 }
 
-func markForDelete(t testing.TB, s *Store, uuid string) {
+func apiMarkForDelete(t testing.TB, s *Store, uuid string) {
 	t.Helper()
 	if _, err := s.w.Exec(`UPDATE devices SET marked_for_delete = 1 WHERE uuid = ?`, uuid); err != nil {
 		t.Fatalf("mark: %v", err)
 	}
 }
 
-func strp(s string) *string { return &s }
+func apiStrPtr(s string) *string { return &s }
 
-func deref(p *string) any {
+func apiDeref(p *string) any {
 	if p == nil {
 		return nil
 	}
 	return *p
 }
-func boolp(b bool) *bool { return &b }
+func apiBoolPtr(b bool) *bool { return &b }
 
 func TestInsertProvisionedThenRead(t *testing.T) {
 	s := openAPIStore(t)
 	ctx := context.Background()
-	seedApp(t, s, 5, "app", `{}`, "c1", true)
+	apiSeedApp(t, s, 5, "app", `{}`, "c1", true)
 	note := "a note"
 	d, err := s.InsertProvisioned(ctx, NewDevice{UUID: "u1", AppID: 5, DeviceType: "edge", CloudID: 77, Name: "blue-sun", Note: &note})
 	if err != nil {
@@ -111,8 +111,8 @@ func TestInsertProvisionedThenRead(t *testing.T) {
 
 func TestInsertProvisionedKeepsTargetOfARowTheSyncInsertedFirst(t *testing.T) {
 	s := openAPIStore(t)
-	provision(t, s, "u1", 5, 1)
-	setTarget(t, s, "u1", `{"A":"1"}`, `{}`)
+	apiProvision(t, s, "u1", 5, 1)
+	apiSetTarget(t, s, "u1", `{"A":"1"}`, `{}`)
 	d, err := s.InsertProvisioned(context.Background(), NewDevice{UUID: "u1", AppID: 5, DeviceType: "generic-amd64", CloudID: 9, Name: "n2"})
 	if err != nil {
 		t.Fatalf("InsertProvisioned again: %v", err)
@@ -136,9 +136,9 @@ func TestListDevicesIncludesMarkedInIDOrder(t *testing.T) {
 		t.Fatalf("empty list = %v, %v; want non-nil empty", ds, err)
 	}
 	for i, u := range []string{"c", "a", "b"} {
-		provision(t, s, u, 1, int64(i+1))
+		apiProvision(t, s, u, 1, int64(i+1))
 	}
-	markForDelete(t, s, "a")
+	apiMarkForDelete(t, s, "a")
 	ds, err := s.ListDevices(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +163,7 @@ func TestApplyReport(t *testing.T) {
 	}{
 		{
 			name:        "a status report is stored and queued for the cloud alone",
-			report:      Report{Status: strp("Updating")},
+			report:      Report{Status: apiStrPtr("Updating")},
 			wantPatch:   `{"status":"Updating"}`,
 			wantPending: true,
 			check: func(t *testing.T, d Device) {
@@ -174,7 +174,7 @@ func TestApplyReport(t *testing.T) {
 		},
 		{
 			name:        "is_online false is stored as false and queued",
-			report:      Report{IsOnline: boolp(false)},
+			report:      Report{IsOnline: apiBoolPtr(false)},
 			wantPatch:   `{"is_online":false}`,
 			wantPending: true,
 			check: func(t *testing.T, d Device) {
@@ -185,7 +185,7 @@ func TestApplyReport(t *testing.T) {
 		},
 		{
 			name:        "a commit is queued as is_on__commit",
-			report:      Report{Commit: strp("c0"), IsOnline: boolp(true)},
+			report:      Report{Commit: apiStrPtr("c0"), IsOnline: apiBoolPtr(true)},
 			wantPatch:   `{"is_online":true,"is_on__commit":"c0"}`,
 			wantPending: true,
 			check: func(t *testing.T, d Device) {
@@ -206,19 +206,19 @@ func TestApplyReport(t *testing.T) {
 		},
 		{
 			name:   "a reported state equal to the target acknowledges it",
-			report: Report{Commit: strp("c1"), Environment: json.RawMessage(`{"B":"2","A":"1"}`)},
+			report: Report{Commit: apiStrPtr("c1"), Environment: json.RawMessage(`{"B":"2","A":"1"}`)},
 			// config never reported counts as {} and the target config is {}
 			wantPatch: `{"is_on__commit":"c1"}`,
 			check: func(t *testing.T, d Device) {
 				want := `{"appId":5,"commit":"c1","environment":{"A":"1","B":"2"},"config":{}}`
 				if d.UpdateAcked == nil || *d.UpdateAcked != want {
-					t.Errorf("update_acked = %v, want %s", deref(d.UpdateAcked), want)
+					t.Errorf("update_acked = %v, want %s", apiDeref(d.UpdateAcked), want)
 				}
 			},
 		},
 		{
 			name:        "the target commit with another environment acknowledges nothing",
-			report:      Report{Commit: strp("c1"), Environment: json.RawMessage(`{"A":"1"}`)},
+			report:      Report{Commit: apiStrPtr("c1"), Environment: json.RawMessage(`{"A":"1"}`)},
 			wantPatch:   `{"is_on__commit":"c1"}`,
 			wantPending: true,
 			check: func(t *testing.T, d Device) {
@@ -230,9 +230,9 @@ func TestApplyReport(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := openAPIStore(t)
-			seedApp(t, s, 5, "app", `{}`, "c1", true)
-			provision(t, s, "u1", 5, 42)
-			setTarget(t, s, "u1", `{"A":"1","B":"2"}`, `{}`)
+			apiSeedApp(t, s, 5, "app", `{}`, "c1", true)
+			apiProvision(t, s, "u1", 5, 42)
+			apiSetTarget(t, s, "u1", `{"A":"1","B":"2"}`, `{}`)
 			d, enq, err := s.ApplyReport(ctx, "u1", tc.report)
 			if err != nil {
 				t.Fatalf("ApplyReport: %v", err)
@@ -274,9 +274,9 @@ func TestApplyReport(t *testing.T) {
 
 func TestApplyReportWithoutCurrentCommitAcknowledgesNothing(t *testing.T) {
 	s := openAPIStore(t)
-	seedApp(t, s, 5, "app", `{}`, "", true)
-	provision(t, s, "u1", 5, 42)
-	d, _, err := s.ApplyReport(context.Background(), "u1", Report{Commit: strp("c1"), Environment: json.RawMessage(`{}`), Config: json.RawMessage(`{}`)})
+	apiSeedApp(t, s, 5, "app", `{}`, "", true)
+	apiProvision(t, s, "u1", 5, 42)
+	d, _, err := s.ApplyReport(context.Background(), "u1", Report{Commit: apiStrPtr("c1"), Environment: json.RawMessage(`{}`), Config: json.RawMessage(`{}`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,16 +293,16 @@ func TestApplyReportRefusalsWriteNothing(t *testing.T) {
 		report  Report
 		wantErr error
 	}{
-		{"an unknown device is not found", "nope", Report{Status: strp("x")}, ErrNotFound},
-		{"a device marked for deletion is deleted", "gone", Report{Status: strp("x")}, ErrDeleted},
+		{"an unknown device is not found", "nope", Report{Status: apiStrPtr("x")}, ErrNotFound},
+		{"a device marked for deletion is deleted", "gone", Report{Status: apiStrPtr("x")}, ErrDeleted},
 		{"an empty report is refused", "u1", Report{}, nil},
-		{"an environment that is not an object is refused", "u1", Report{Status: strp("x"), Environment: json.RawMessage(`[]`)}, nil},
+		{"an environment that is not an object is refused", "u1", Report{Status: apiStrPtr("x"), Environment: json.RawMessage(`[]`)}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := openAPIStore(t)
-			provision(t, s, "u1", 5, 1)
-			provision(t, s, "gone", 5, 2)
-			markForDelete(t, s, "gone")
+			apiProvision(t, s, "u1", 5, 1)
+			apiProvision(t, s, "gone", 5, 2)
+			apiMarkForDelete(t, s, "gone")
 			_, _, err := s.ApplyReport(ctx, tc.uuid, tc.report)
 			if err == nil {
 				t.Fatal("ApplyReport succeeded, want error")
@@ -326,11 +326,11 @@ func TestApplyReportRefusalsWriteNothing(t *testing.T) {
 func TestApplyReportKeepsUnreportedFields(t *testing.T) {
 	s := openAPIStore(t)
 	ctx := context.Background()
-	provision(t, s, "u1", 5, 1)
-	if _, _, err := s.ApplyReport(ctx, "u1", Report{Status: strp("A"), IsOnline: boolp(true), Commit: strp("c"), Environment: json.RawMessage(`{"e":1}`), Config: json.RawMessage(`{"c":1}`)}); err != nil {
+	apiProvision(t, s, "u1", 5, 1)
+	if _, _, err := s.ApplyReport(ctx, "u1", Report{Status: apiStrPtr("A"), IsOnline: apiBoolPtr(true), Commit: apiStrPtr("c"), Environment: json.RawMessage(`{"e":1}`), Config: json.RawMessage(`{"c":1}`)}); err != nil {
 		t.Fatal(err)
 	}
-	d, _, err := s.ApplyReport(ctx, "u1", Report{Status: strp("B")})
+	d, _, err := s.ApplyReport(ctx, "u1", Report{Status: apiStrPtr("B")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,12 +341,12 @@ func TestApplyReportKeepsUnreportedFields(t *testing.T) {
 
 func BenchmarkApplyReport(b *testing.B) {
 	s := openAPIStore(b)
-	seedApp(b, s, 5, "app", `{}`, "c1", true)
-	provision(b, s, "u1", 5, 1)
+	apiSeedApp(b, s, 5, "app", `{}`, "c1", true)
+	apiProvision(b, s, "u1", 5, 1)
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		if _, _, err := s.ApplyReport(ctx, "u1", Report{Status: strp(fmt.Sprint("s", i)), IsOnline: boolp(i%2 == 0)}); err != nil {
+		if _, _, err := s.ApplyReport(ctx, "u1", Report{Status: apiStrPtr(fmt.Sprint("s", i)), IsOnline: apiBoolPtr(i%2 == 0)}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -355,7 +355,7 @@ func BenchmarkApplyReport(b *testing.B) {
 
 func BenchmarkListDevices10k(b *testing.B) {
 	s := openAPIStore(b)
-	seedApp(b, s, 5, "app", `{}`, "c1", true)
+	apiSeedApp(b, s, 5, "app", `{}`, "c1", true)
 	ctx := context.Background()
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		for i := 0; i < 10000; i++ {

@@ -26,7 +26,7 @@ func outboxPayloads(t testing.TB, s *Store, kind string) []string {
 func TestAppendLogKeepsTheNewestLinesAndCountsDrops(t *testing.T) {
 	s := openAPIStore(t)
 	ctx := context.Background()
-	provision(t, s, "u1", 1, 11)
+	apiProvision(t, s, "u1", 1, 11)
 	var dropped []int64
 	for i := 1; i <= 5; i++ {
 		n, err := s.AppendLog(ctx, "u1", logPayload(i), 3)
@@ -69,7 +69,7 @@ func TestAppendLogBoundHoldsAcrossReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	provision(t, s, "u1", 1, 1)
+	apiProvision(t, s, "u1", 1, 1)
 	for i := 0; i < 3; i++ {
 		if _, err := s.AppendLog(ctx, "u1", logPayload(i), 3); err != nil {
 			t.Fatal(err)
@@ -92,8 +92,8 @@ func TestAppendLogBoundHoldsAcrossReopen(t *testing.T) {
 func TestAppendLogRefusesUnknownAndMarkedDevices(t *testing.T) {
 	s := openAPIStore(t)
 	ctx := context.Background()
-	provision(t, s, "gone", 1, 1)
-	markForDelete(t, s, "gone")
+	apiProvision(t, s, "gone", 1, 1)
+	apiMarkForDelete(t, s, "gone")
 	if _, err := s.AppendLog(ctx, "nope", logPayload(1), 0); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown: err = %v, want ErrNotFound", err)
 	}
@@ -111,9 +111,9 @@ func TestAppendLogRefusesUnknownAndMarkedDevices(t *testing.T) {
 func TestOutboxKindsAreSeparateQueuesInSeqOrder(t *testing.T) {
 	s := openAPIStore(t)
 	ctx := context.Background()
-	provision(t, s, "u1", 1, 1)
+	apiProvision(t, s, "u1", 1, 1)
 	for i := 0; i < 3; i++ {
-		if _, _, err := s.ApplyReport(ctx, "u1", Report{Status: strp(fmt.Sprint("s", i))}); err != nil {
+		if _, _, err := s.ApplyReport(ctx, "u1", Report{Status: apiStrPtr(fmt.Sprint("s", i))}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.AppendLog(ctx, "u1", logPayload(i), 0); err != nil {
