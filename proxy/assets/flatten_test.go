@@ -1,0 +1,243 @@
+package assets
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+func TestFlatten(t *testing.T) {
+	tests := []struct {
+		name   string
+		layers [][]ent // bottom first
+		opts   flattenOptions
+		want   []string
+	}{
+		{
+			name: "member names are relative to /assets and other folders are left out",
+			layers: [][]ent{{
+				dir("assets/"), file("assets/firmware.bin", "fw"), dir("assets/sub/"), file("assets/sub/x.hex", "x"),
+				dir("etc/"), file("etc/passwd", "root"), file("assetsfoo", "not assets"), file("other/assets/y", "no"),
+			}},
+			want: []string{`firmware.bin "fw"`, "sub/ dir", `sub/x.hex "x"`},
+		},
+		{
+			name:   "leading slash and ./ prefixes are stripped",
+			layers: [][]ent{{file("/assets/a", "a"), file("./assets/b", "b"), dir("./assets/c/"), file("./assets/c/d", "d")}},
+			want:   []string{`a "a"`, `b "b"`, "c/ dir", `c/d "d"`},
+		},
+		{
+			name:   "hidden files and folders are included",
+			layers: [][]ent{{file("assets/.hidden", "h"), dir("assets/.dir/"), file("assets/.dir/f", "f"), file("assets/sub/.x", "x")}},
+			want:   []string{".dir/ dir", `.dir/f "f"`, `.hidden "h"`, `sub/.x "x"`},
+		},
+		{
+			name:   "a whiteout in a later layer deletes the file",
+			layers: [][]ent{{file("assets/a", "a"), file("assets/b", "b")}, {file("assets/.wh.a", "")}},
+			want:   []string{`b "b"`},
+		},
+		{
+			name: "a whiteout of a folder deletes everything below it",
+			layers: [][]ent{
+				{dir("assets/sub/"), file("assets/sub/x", "x"), dir("assets/sub/y/"), file("assets/sub/y/z", "z"), file("assets/keep", "k")},
+				{file("assets/.wh.sub", "")},
+			},
+			want: []string{`keep "k"`},
+		},
+		{
+			name: "an opaque folder hides lower contents and keeps its own",
+			layers: [][]ent{
+				{dir("assets/sub/"), file("assets/sub/x", "x"), file("assets/sub/y", "y"), file("assets/top", "t")},
+				{dir("assets/sub/"), file("assets/sub/.wh..wh..opq", ""), file("assets/sub/z", "z")},
+			},
+			want: []string{"sub/ dir", `sub/z "z"`, `top "t"`},
+		},
+		{
+			name:   "the later version of an overwritten file wins",
+			layers: [][]ent{{file("assets/a", "old"), file("assets/b", "b")}, {file("assets/a", "new")}},
+			want:   []string{`a "new"`, `b "b"`},
+		},
+		{
+			name:   "a file added again above its whiteout is present with the new content",
+			layers: [][]ent{{file("assets/a", "old")}, {file("assets/.wh.a", "")}, {file("assets/a", "new")}},
+			want:   []string{`a "new"`},
+		},
+		{
+			name:   "a whiteout deletes only lower layers, not the file of its own layer",
+			layers: [][]ent{{file("assets/a", "old")}, {file("assets/.wh.a", ""), file("assets/a", "same layer")}},
+			want:   []string{`a "same layer"`},
+		},
+		{
+			name:   "a file replacing a folder hides what was in the folder",
+			layers: [][]ent{{dir("assets/sub/"), file("assets/sub/x", "x")}, {file("assets/sub", "now a file")}},
+			want:   []string{`sub "now a file"`},
+		},
+		{
+			name:   "a folder replacing a file keeps the folder's contents",
+			layers: [][]ent{{file("assets/sub", "a file")}, {dir("assets/sub/"), file("assets/sub/x", "x")}},
+			want:   []string{"sub/ dir", `sub/x "x"`},
+		},
+		{
+			name:   "folders from several layers merge",
+			layers: [][]ent{{dir("assets/sub/"), file("assets/sub/a", "a")}, {dir("assets/sub/"), file("assets/sub/b", "b")}},
+			want:   []string{"sub/ dir", `sub/a "a"`, `sub/b "b"`},
+		},
+		{
+			name:   "a whiteout of /assets itself empties the tar",
+			layers: [][]ent{{file("assets/a", "a")}, {file(".wh.assets", "")}},
+			want:   []string{},
+		},
+		{
+			name:   "an opaque image root hides lower layers' assets",
+			layers: [][]ent{{file("assets/a", "a")}, {file(".wh..wh..opq", ""), file("assets/b", "b")}},
+			want:   []string{`b "b"`},
+		},
+		{
+			name:   "an image without /assets gives an empty tar",
+			layers: [][]ent{{dir("etc/"), file("etc/hostname", "h")}},
+			want:   []string{},
+		},
+		{
+			name:   "an image without layers gives an empty tar",
+			layers: nil,
+			want:   []string{},
+		},
+		{
+			name: "names whose cleaned path escapes /assets are never emitted",
+			layers: [][]ent{{
+				file("assets/../etc/passwd", "no"), file("../assets/x", "no"), file("assets/../../y", "no"),
+				file("assets/sub/../inside", "yes"),
+			}},
+			want: []string{`inside "yes"`},
+		},
+		{
+			name: "symlinks inside /assets are kept in relative form, links leading out are dropped",
+			layers: [][]ent{{
+				file("assets/x", "x"), dir("assets/sub/"),
+				symlink("assets/rel", "x"),
+				symlink("assets/abs", "/assets/x"),
+				symlink("assets/sub/up", "../x"),
+				symlink("assets/sub/abs", "/assets/x"),
+				symlink("assets/sub/root", "/assets"),
+				symlink("assets/out-abs", "/etc/passwd"),
+				symlink("assets/out-rel", "../etc/passwd"),
+				symlink("assets/sub/out-deep", "../../../../etc/passwd"),
+				symlink("assets/sub/out-around", "../../assets/x/../../etc"),
+			}},
+			want: []string{
+				"abs -> x", "rel -> x", "sub/ dir", "sub/abs -> ../x", "sub/root -> ..", "sub/up -> ../x", `x "x"`,
+			},
+		},
+		{
+			name: "hard links to files of the same layer are kept with relative names",
+			layers: [][]ent{
+				{file("assets/lower", "l"), file("etc/passwd", "root")},
+				{
+					file("assets/a", "a"), hardlink("assets/h", "assets/a"), hardlink("assets/h2", "/assets/a"),
+					hardlink("assets/out", "etc/passwd"), hardlink("assets/to-lower", "assets/lower"),
+				},
+			},
+			want: []string{`a "a"`, "h => a", "h2 => a", `lower "l"`},
+		},
+		{
+			name:   "devices and fifos are dropped",
+			layers: [][]ent{{{name: "assets/null", typ: tar.TypeChar}, {name: "assets/fifo", typ: tar.TypeFifo}, file("assets/a", "a")}},
+			want:   []string{`a "a"`},
+		},
+		{
+			name:   "violation assets-keep-prefix keeps the assets/ prefix",
+			layers: [][]ent{{file("assets/a", "a"), dir("assets/sub/"), file("assets/sub/b", "b")}},
+			opts:   flattenOptions{keepPrefix: true},
+			want:   []string{`assets/a "a"`, "assets/sub/ dir", `assets/sub/b "b"`},
+		},
+		{
+			name:   "violation assets-ignore-whiteouts keeps deleted files",
+			layers: [][]ent{{file("assets/a", "a"), file("assets/b", "b")}, {file("assets/.wh.a", "")}},
+			opts:   flattenOptions{ignoreWhiteouts: true},
+			want:   []string{`a "a"`, `b "b"`},
+		},
+		{
+			name:   "violation assets-lower-layer-wins keeps the first version of a file",
+			layers: [][]ent{{file("assets/a", "old")}, {file("assets/a", "new")}},
+			opts:   flattenOptions{lowerWins: true},
+			want:   []string{`a "old"`},
+		},
+		{
+			name:   "violation assets-drop-dotfiles drops top-level hidden entries only",
+			layers: [][]ent{{file("assets/.hidden", "h"), dir("assets/.dir/"), file("assets/.dir/f", "f"), file("assets/sub/.x", "x")}},
+			opts:   flattenOptions{dropDotfiles: true},
+			want:   []string{`sub/.x "x"`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var layers []v1.Layer
+			for _, es := range tt.layers {
+				layers = append(layers, layerOf(t, es...))
+			}
+			var out bytes.Buffer
+			if _, err := flatten(context.Background(), layers, &out, tt.opts); err != nil {
+				t.Fatalf("flatten: %v", err)
+			}
+			got := readTar(t, bytes.NewReader(out.Bytes()))
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("members:\n got %s\nwant %s", strings.Join(got, " | "), strings.Join(tt.want, " | "))
+			}
+			for _, m := range got {
+				if strings.HasPrefix(m, "/") || strings.Contains(m, "..") && !strings.Contains(m, "->") {
+					t.Errorf("member %q is not a plain relative name", m)
+				}
+			}
+		})
+	}
+}
+
+func TestFlattenEmptyTarIsValid(t *testing.T) {
+	var out bytes.Buffer
+	if _, err := flatten(context.Background(), []v1.Layer{layerOf(t, file("etc/x", "x"))}, &out, flattenOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := out.Len(), 1024; got != want {
+		t.Errorf("empty tar size: got %d bytes, want %d (two zero blocks)", got, want)
+	}
+	if !bytes.Equal(out.Bytes(), make([]byte, 1024)) {
+		t.Errorf("empty tar: got non-zero bytes, want the end-of-archive blocks only")
+	}
+}
+
+func TestFlattenIsDeterministic(t *testing.T) {
+	layers := []v1.Layer{
+		layerOf(t, file("assets/a", "a"), dir("assets/d/"), file("assets/d/b", "b")),
+		layerOf(t, file("assets/c", "c"), file("assets/d/.wh.b", "")),
+	}
+	var one, two bytes.Buffer
+	if _, err := flatten(context.Background(), layers, &one, flattenOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := flatten(context.Background(), layers, &two, flattenOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(one.Bytes(), two.Bytes()) {
+		t.Errorf("two flattens of one image differ: got %d and %d bytes", one.Len(), two.Len())
+	}
+}
+
+func TestRelPath(t *testing.T) {
+	tests := []struct{ from, to, want string }{
+		{"assets", "assets/x", "x"},
+		{"assets/sub", "assets/x", "../x"},
+		{"assets/a/b", "assets/c/d", "../../c/d"},
+		{"assets/sub", "assets", ".."},
+		{"assets", "assets", "."},
+	}
+	for _, tt := range tests {
+		if got := relPath(tt.from, tt.to); got != tt.want {
+			t.Errorf("relPath(%q, %q): got %q, want %q", tt.from, tt.to, got, tt.want)
+		}
+	}
+}
