@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// syncBuffer is a bytes.Buffer safe for a writer and a concurrent reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// fakeRegistryRun is one `depharness fake-registry` running in-process.
+type fakeRegistryRun struct {
+	addr, ref string
+	stop      func() int // cancels and returns the exit code
+}
+
+func startFakeRegistry(t *testing.T, args ...string) *fakeRegistryRun {
+	t.Helper()
+	var out, errOut syncBuffer
+	env := &cliEnv{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }}
+	ctx, cancel := context.WithCancel(context.Background())
+	code := make(chan int, 1)
+	go func() {
+		code <- runMain(ctx, env, append([]string{"fake-registry", "--listen", "127.0.0.1:0", "--log-format", "json"}, args...))
+	}()
+	stop := func() int {
+		cancel()
+		select {
+		case c := <-code:
+			return c
+		case <-time.After(10 * time.Second):
+			t.Fatal("fake-registry did not stop within 10s of cancellation")
+			return -1
+		}
+	}
+	t.Cleanup(func() { cancel() })
+
+	r := &fakeRegistryRun{stop: stop}
+	wantRef := false
+	for _, a := range args {
+		wantRef = wantRef || a == "--push"
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.addr == "" || (wantRef && r.ref == "") {
+		if time.Now().After(deadline) {
+			t.Fatalf("fake-registry not ready within 10s; stderr:\n%s", errOut.String())
+		}
+		select {
+		case c := <-code:
+			t.Fatalf("fake-registry exited with %d; stderr:\n%s", c, errOut.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		for _, line := range strings.Split(errOut.String(), "\n") {
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "fake registry listening" {
+				r.addr = rec.Addr
+			}
+		}
+		r.ref = strings.TrimSpace(out.String())
+	}
+	return r
+}
+
+func TestFakeRegistryServesPushedAssetsAndMetricsAndKeepsThemOnDisk(t *testing.T) {
+	assets := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(assets, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for rel, data := range map[string]string{"firmware.bin": "fw", ".hidden": "h", "sub/x.hex": "x"} {
+		if err := os.WriteFile(filepath.Join(assets, rel), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := t.TempDir()
+	first := startFakeRegistry(t, "--dir", store, "--push", assets, "--push-repo", "apps/7")
+	if !strings.HasPrefix(first.ref, first.addr+"/apps/7@sha256:") {
+		t.Fatalf("pushed ref: got %q, want %s/apps/7@sha256:…", first.ref, first.addr)
+	}
+	pull := func(ref string) error {
+		r, err := name.ParseReference(ref)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		img, err := remote.Image(r, remote.WithContext(ctx))
+		if err != nil {
+			return err
+		}
+		ls, err := img.Layers()
+		if err != nil {
+			return err
+		}
+		for _, l := range ls {
+			rc, err := l.Compressed()
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(io.Discard, rc)
+			rc.Close()
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := pull(first.ref); err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	resp, err := http.Get("http://" + first.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"depharness_registry_requests_total{", "depharness_registry_blob_bytes_total "} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics: got no %q", want)
+		}
+	}
+	if code := first.stop(); code != 0 {
+		t.Fatalf("exit code after cancel: got %d, want 0", code)
+	}
+
+	second := startFakeRegistry(t, "--dir", store)
+	if err := pull(strings.Replace(first.ref, first.addr, second.addr, 1)); err != nil {
+		t.Errorf("pull after restart on the same --dir: %v", err)
+	}
+	if code := second.stop(); code != 0 {
+		t.Errorf("exit code after cancel: got %d, want 0", code)
+	}
+}
+
+func TestFakeRegistryRejectsBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"a metrics path outside the root", []string{"--metrics", "metrics"}},
+		{"a metrics path under /v2", []string{"--metrics", "/v2/metrics"}},
+		{"an address that cannot be listened on", []string{"--listen", "256.0.0.1:1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			env := &cliEnv{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if got := runMain(ctx, env, append([]string{"fake-registry"}, tc.args...)); got != 2 {
+				t.Errorf("exit code: got %d, want 2 (stderr %q)", got, errOut.String())
+			}
+		})
+	}
+}
