@@ -50,6 +50,9 @@ func (v *View) LogCount(uuid string) int {
 	return 0
 }
 
+// Held returns the number of requests currently held by Hang.
+func (v *View) Held() int { return v.s.held }
+
 // Requests returns the retained journal entries with Seq > after.
 func (v *View) Requests(after uint64) []Request { return v.s.journal.sinceLocked(after) }
 

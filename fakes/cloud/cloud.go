@@ -85,6 +85,7 @@ type Server struct {
 	changed chan struct{} // closed and replaced on every change; guarded by mu
 	model                 // guarded by mu
 	journal journal       // guarded by mu
+	held    int           // requests held by Hang; guarded by mu
 }
 
 // New returns a fake cloud configured by opts.

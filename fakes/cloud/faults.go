@@ -59,6 +59,8 @@ type FaultState struct {
 	// FailNext by route: requests left to fail and their status.
 	FailNext map[string][2]int `json:"failNext"`
 	Hangs    []string          `json:"hangs"`
+	// Held is the number of requests currently held by Hang.
+	Held int `json:"held"`
 }
 
 func (f *faults) init(seed uint64) {
@@ -194,6 +196,12 @@ func (s *Server) ResetFaults() {
 
 // Faults returns a snapshot of the fault knobs.
 func (s *Server) Faults() FaultState {
+	fs := s.faultKnobs()
+	fs.Held = s.Held()
+	return fs
+}
+
+func (s *Server) faultKnobs() FaultState {
 	s.faults.mu.Lock()
 	defer s.faults.mu.Unlock()
 	fs := FaultState{Outage: s.faults.outage, Delays: map[string]string{}, FailNext: map[string][2]int{}, Hangs: []string{}}
@@ -243,9 +251,12 @@ func (s *Server) applyFaults(route string, w http.ResponseWriter, r *http.Reques
 	}
 	ctx := r.Context()
 	if hang != nil {
+		s.heldDelta(+1)
 		select {
 		case <-hang:
+			s.heldDelta(-1)
 		case <-ctx.Done():
+			s.heldDelta(-1)
 			return faultOutcome{fault: "hang"}, true
 		}
 	}
@@ -299,4 +310,19 @@ func closeConn(w http.ResponseWriter) {
 		return
 	}
 	panic(http.ErrAbortHandler)
+}
+
+// heldDelta counts requests held by Hang and wakes the waiters.
+func (s *Server) heldDelta(d int) {
+	s.mu.Lock()
+	s.held += d
+	s.notifyLocked()
+	s.mu.Unlock()
+}
+
+// Held returns the number of requests currently held by Hang.
+func (s *Server) Held() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held
 }

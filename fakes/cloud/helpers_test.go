@@ -1,0 +1,128 @@
+package cloud
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// testWriter sends log output to t.Logf.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// testCloud is a fake cloud on an httptest server.
+type testCloud struct {
+	*Server
+	url string
+	reg *prometheus.Registry
+}
+
+func newTestCloud(t testing.TB, opts Options) *testCloud {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	if opts.Registerer == nil {
+		opts.Registerer = reg
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if opts.Seed == 0 {
+		opts.Seed = 42
+	}
+	s, err := New(opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ts := httptest.NewServer(s)
+	t.Cleanup(ts.Close)
+	return &testCloud{Server: s, url: ts.URL, reg: reg}
+}
+
+// fixture is a gateway with one dependent app.
+type fixture struct {
+	gw  Gateway
+	app App
+}
+
+func (c *testCloud) fixture(t testing.TB) fixture {
+	t.Helper()
+	gw, err := c.CreateGateway(GatewaySpec{})
+	if err != nil {
+		t.Fatalf("CreateGateway: %v", err)
+	}
+	a, err := c.CreateApp(AppSpec{Gateway: gw.UUID, Name: "sensors"})
+	if err != nil {
+		t.Fatalf("CreateApp: %v", err)
+	}
+	return fixture{gw: gw, app: a}
+}
+
+// response is a protocol answer.
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// call sends a protocol request with key as the bearer token ("" for none).
+func (c *testCloud) call(t testing.TB, method, path, key string, body io.Reader, hdr ...string) response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, c.url+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, path, err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustNoErr(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// hexOf returns a 32-hex uuid made of digit d.
+func hexOf(d byte) string { return strings.Repeat(string([]byte{d}), 32) }
+
+// fakeImage is a well-formed image reference.
+func fakeImage(repo string, d byte) string {
+	return "127.0.0.1:5000/" + repo + "@sha256:" + strings.Repeat(string([]byte{d}), 64)
+}
+
+// nameRe is a generated adjective-noun name.
+var nameRe = regexp.MustCompile(`^[a-z]+-[a-z]+$`)
