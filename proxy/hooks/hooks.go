@@ -1,0 +1,750 @@
+// Package hooks is the reference proxy's hook dispatcher: it sends the
+// gateway app the update, delete and restart hooks its dependent devices are
+// owed (CONTRACT.md HOOK-*), from the durable hook state in proxy/store.
+//
+// Per device, hooks are serialized (never two in flight), paced (never more
+// often than the retry interval, also across a restart, through the store's
+// hook_last_at) and always carry the newest target (the device's state is
+// re-read right before each send). When several kinds are owed, a delete is
+// sent first and alone (a marked device is owed nothing else), then restarts,
+// then the update: a restart request is a one-shot action the gateway should
+// see promptly, while the update hook carries the whole target and is re-sent
+// until settled anyway.
+//
+// Across devices, hooks go out concurrently up to a bound. The schedule is an
+// in-memory heap ordered by next-due time, rebuilt from the store at start and
+// on Notify, so a tick never scans the table.
+//
+// It depends on proxy/store, proxy/api and proxy/violation; it must not import
+// the HTTP API, sync, the cloud client, fakes or the simulator.
+package hooks
+
+import (
+	"bytes"
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/proxy/store"
+	"github.com/depharness/depharness/proxy/violation"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Store is the hook state the dispatcher needs; *store.Store implements it.
+type Store interface {
+	PendingHooks(ctx context.Context) ([]store.HookWork, error)
+	HookWorkFor(ctx context.Context, uuid string) (store.HookWork, error)
+	AckUpdate(ctx context.Context, uuid, canonical string) (bool, time.Time, error)
+	AckRestart(ctx context.Context, uuid string) (bool, error)
+	RemoveDeleted(ctx context.Context, uuid string) (bool, error)
+	RecordHookAttempts(ctx context.Context, uuids []string, at time.Time) error
+}
+
+// Defaults of Options.
+const (
+	DefaultRetryInterval = 30 * time.Second
+	DefaultTimeout       = 30 * time.Second
+	DefaultConcurrency   = 16
+)
+
+// Options configure a Dispatcher.
+type Options struct {
+	// Store holds the hook state. Required.
+	Store Store
+	// BaseAddress is the hook base URL; it must end in '/'. Update and delete
+	// hooks go to BaseAddress+uuid, restart hooks to BaseAddress+uuid+"/restart".
+	// Empty means api.DefaultHookAddress.
+	BaseAddress string
+	// RetryInterval is the pacing interval per device and the first backoff
+	// step. Zero means DefaultRetryInterval.
+	RetryInterval time.Duration
+	// Timeout bounds one hook request. Zero means DefaultTimeout.
+	Timeout time.Duration
+	// Concurrency bounds hooks in flight across devices. Zero means
+	// DefaultConcurrency.
+	Concurrency int
+	// BackoffMax caps the backoff after failures. Zero means 10*RetryInterval.
+	BackoffMax time.Duration
+	// HTTPClient, if nil, is a client with a transport that keeps up to
+	// Concurrency idle connections to the gateway.
+	HTTPClient *http.Client
+	// Logger, if nil, discards.
+	Logger *slog.Logger
+	// Registerer, if nil, registers no metrics.
+	Registerer prometheus.Registerer
+	// Now, if nil, is time.Now. It must advance with real time: the schedule
+	// waits on real timers.
+	Now func() time.Time
+	// Rand jitters backoff; if nil, a randomly seeded source.
+	Rand *rand.Rand
+	// Violations enables deliberate contract violations (self-check only).
+	Violations violation.Set
+}
+
+// Dispatcher sends hooks. Create with New, start with Run, wake with Notify.
+type Dispatcher struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *Metrics
+	client  *http.Client
+	notify  chan struct{}
+	attempt chan attemptReq
+}
+
+// New checks opts and builds a Dispatcher.
+func New(opts Options) (*Dispatcher, error) {
+	if opts.Store == nil {
+		return nil, errors.New("hooks: Options.Store is required")
+	}
+	if opts.BaseAddress == "" {
+		opts.BaseAddress = api.DefaultHookAddress
+	}
+	if opts.BaseAddress[len(opts.BaseAddress)-1] != '/' {
+		return nil, fmt.Errorf("hooks: base address %q must end in '/'", opts.BaseAddress)
+	}
+	if opts.RetryInterval <= 0 {
+		opts.RetryInterval = DefaultRetryInterval
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = DefaultConcurrency
+	}
+	if opts.BackoffMax <= 0 {
+		opts.BackoffMax = 10 * opts.RetryInterval
+	}
+	if opts.BackoffMax < opts.RetryInterval {
+		opts.BackoffMax = opts.RetryInterval
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := NewMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("hooks: metrics: %w", err)
+	}
+	client := opts.HTTPClient
+	if client == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConns = 2 * opts.Concurrency
+		tr.MaxIdleConnsPerHost = opts.Concurrency
+		client = &http.Client{Transport: tr}
+	}
+	return &Dispatcher{
+		opts:    opts,
+		log:     log,
+		metrics: m,
+		client:  client,
+		notify:  make(chan struct{}, 1),
+		attempt: make(chan attemptReq),
+	}, nil
+}
+
+// Notify tells the dispatcher that hook state changed (a new target, a
+// downloaded commit, a device marked for deletion): it rebuilds its schedule
+// from the store. It never blocks.
+func (d *Dispatcher) Notify() {
+	select {
+	case d.notify <- struct{}{}:
+	default:
+	}
+}
+
+// devState is the schedule entry of one device. The scheduler goroutine owns
+// every field except memo, which the device's one in-flight worker owns while
+// inFlight is set.
+type devState struct {
+	uuid        string
+	due         time.Time
+	index       int // in the heap; -1 when not in it
+	inFlight    bool
+	recheck     bool // the store changed while in flight
+	failures    int  // consecutive failed deliveries of workKey
+	workKey     string
+	kind        string // kind owed next, for the pending gauge ("" none)
+	lastAttempt time.Time
+	memo        memo
+}
+
+// memo is per-device worker memory, used only by deliberate violations.
+type memo struct {
+	lastSentCanon string
+	lastSentBody  []byte
+	superseded    []byte // hook-sends-superseded: an older body to send again
+	stoppedCanon  string // hook-202-stops / hook-202-commit-only: target no longer sent
+	gaveUpKey     string // hook-error-gives-up: work abandoned
+}
+
+// schedule is a min-heap of devices by due time.
+type schedule []*devState
+
+func (s schedule) Len() int           { return len(s) }
+func (s schedule) Less(i, j int) bool { return s[i].due.Before(s[j].due) }
+func (s schedule) Swap(i, j int) {
+	s[i], s[j] = s[j], s[i]
+	s[i].index = i
+	s[j].index = j
+}
+func (s *schedule) Push(x any) {
+	st := x.(*devState)
+	st.index = len(*s)
+	*s = append(*s, st)
+}
+func (s *schedule) Pop() any {
+	old := *s
+	st := old[len(old)-1]
+	old[len(old)-1] = nil
+	st.index = -1
+	*s = old[:len(old)-1]
+	return st
+}
+
+// result is what a worker reports back to the scheduler.
+type result struct {
+	st        *devState
+	sent      bool      // a hook was sent (attempt recorded)
+	attempt   time.Time // when it was sent
+	delivered bool      // the hook reached its goal (200, or 202 for an update)
+	failed    bool      // not delivered: back off
+	notDueAt  time.Time // not sent because pacing: due then
+	more      bool      // still owed a hook after this one
+	kind      string    // kind owed next if more
+	workKey   string    // work key of what is owed next
+	stop      bool      // context cancelled
+}
+
+// run state of one Run call.
+type runState struct {
+	d        *Dispatcher
+	devices  map[string]*devState
+	heap     schedule
+	inFlight int
+	results  chan result
+	counts   map[string]int
+}
+
+// Run dispatches hooks until ctx is done. It returns nil on cancellation and
+// an error only if the store cannot be read at start.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	rs := &runState{
+		d:       d,
+		devices: map[string]*devState{},
+		results: make(chan result, d.opts.Concurrency),
+		counts:  map[string]int{},
+	}
+	for _, k := range []string{KindUpdate, KindDelete, KindRestart} {
+		d.metrics.pending.WithLabelValues(k).Set(0)
+	}
+	recCtx, stopRec := context.WithCancel(context.WithoutCancel(ctx))
+	var recWG sync.WaitGroup
+	recWG.Add(1)
+	go func() { defer recWG.Done(); d.recordAttempts(recCtx) }()
+	defer func() { stopRec(); recWG.Wait() }()
+
+	if err := rs.rebuild(ctx); err != nil {
+		return err
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		rs.launchDue(ctx)
+		wait := time.Hour
+		if len(rs.heap) > 0 && rs.inFlight < d.opts.Concurrency {
+			wait = max(rs.heap[0].due.Sub(d.opts.Now()), 0)
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			for rs.inFlight > 0 {
+				<-rs.results
+				rs.inFlight--
+			}
+			return nil
+		case <-d.notify:
+			if err := rs.rebuild(ctx); err != nil && ctx.Err() == nil {
+				d.log.Error("hooks: rebuild schedule", "err", err)
+			}
+		case r := <-rs.results:
+			rs.inFlight--
+			rs.handle(r)
+		case <-timer.C:
+		}
+	}
+}
+
+// rebuild merges the store's pending hooks into the schedule.
+func (rs *runState) rebuild(ctx context.Context) error {
+	d := rs.d
+	works, err := d.opts.Store.PendingHooks(ctx)
+	if err != nil {
+		return fmt.Errorf("hooks: read pending hooks: %w", err)
+	}
+	now := d.opts.Now()
+	owed := make(map[string]bool, len(works))
+	for _, w := range works {
+		kind, key := d.nextWork(w)
+		if kind == "" {
+			continue
+		}
+		owed[w.UUID] = true
+		st := rs.devices[w.UUID]
+		if st == nil {
+			st = &devState{uuid: w.UUID, index: -1}
+			rs.devices[w.UUID] = st
+		}
+		if st.inFlight {
+			st.recheck = true
+			continue
+		}
+		if st.memo.gaveUpKey == key || (kind == KindUpdate && st.memo.stoppedCanon == w.UpdateCanonical) {
+			rs.forget(st)
+			continue
+		}
+		if w.LastAttempt.After(st.lastAttempt) {
+			st.lastAttempt = w.LastAttempt
+		}
+		rs.setKind(st, kind)
+		if key != st.workKey || st.index < 0 {
+			st.workKey = key
+			st.failures = 0
+			rs.place(st, rs.pacedFrom(st.lastAttempt, now))
+		}
+	}
+	for u, st := range rs.devices {
+		if !owed[u] && !st.inFlight {
+			rs.forget(st)
+		}
+	}
+	return nil
+}
+
+// pacedFrom is the earliest time a hook may be sent after one sent at last.
+func (rs *runState) pacedFrom(last, now time.Time) time.Time {
+	if last.IsZero() || rs.d.opts.Violations.On("hook-no-pacing") {
+		return now
+	}
+	return later(now, last.Add(rs.d.opts.RetryInterval))
+}
+
+// place (re)schedules st at due.
+func (rs *runState) place(st *devState, due time.Time) {
+	st.due = due
+	if st.index >= 0 {
+		heap.Fix(&rs.heap, st.index)
+		return
+	}
+	heap.Push(&rs.heap, st)
+}
+
+// forget drops st from the schedule.
+func (rs *runState) forget(st *devState) {
+	if st.index >= 0 {
+		heap.Remove(&rs.heap, st.index)
+	}
+	rs.setKind(st, "")
+	delete(rs.devices, st.uuid)
+}
+
+// setKind moves st between pending-gauge kinds.
+func (rs *runState) setKind(st *devState, kind string) {
+	if st.kind == kind {
+		return
+	}
+	if st.kind != "" {
+		rs.counts[st.kind]--
+		rs.d.metrics.pending.WithLabelValues(st.kind).Set(float64(rs.counts[st.kind]))
+	}
+	if kind != "" {
+		rs.counts[kind]++
+		rs.d.metrics.pending.WithLabelValues(kind).Set(float64(rs.counts[kind]))
+	}
+	st.kind = kind
+}
+
+// launchDue starts workers for due devices while the concurrency bound allows.
+func (rs *runState) launchDue(ctx context.Context) {
+	now := rs.d.opts.Now()
+	for len(rs.heap) > 0 && rs.inFlight < rs.d.opts.Concurrency && !rs.heap[0].due.After(now) {
+		st := heap.Pop(&rs.heap).(*devState)
+		st.inFlight = true
+		st.recheck = false
+		rs.inFlight++
+		go func() { rs.results <- rs.d.deliver(ctx, st) }()
+	}
+}
+
+// handle applies a worker's result to the schedule.
+func (rs *runState) handle(r result) {
+	d, st := rs.d, r.st
+	st.inFlight = false
+	if r.stop {
+		return
+	}
+	if r.sent {
+		st.lastAttempt = r.attempt
+	}
+	if !r.more && !st.recheck {
+		rs.forget(st)
+		return
+	}
+	st.recheck = false
+	if r.workKey != st.workKey {
+		st.workKey = r.workKey
+		st.failures = 0
+	}
+	if r.kind != "" {
+		rs.setKind(st, r.kind)
+	}
+	now := d.opts.Now()
+	switch {
+	case !r.notDueAt.IsZero():
+		rs.place(st, r.notDueAt)
+	case r.failed:
+		st.failures++
+		rs.place(st, later(now, st.lastAttempt.Add(d.backoff(st.failures))))
+	default:
+		if r.delivered {
+			st.failures = 0
+		}
+		rs.place(st, rs.pacedFrom(st.lastAttempt, now))
+	}
+}
+
+// backoff is the delay after the n-th consecutive failure: the retry
+// interval doubled per failure up to BackoffMax, jittered by ±20%, never
+// below the retry interval nor above BackoffMax. Called from the scheduler
+// goroutine only (Rand is not safe for concurrent use).
+func (d *Dispatcher) backoff(n int) time.Duration {
+	if d.opts.Violations.On("hook-no-pacing") {
+		return d.opts.RetryInterval / 10
+	}
+	b := d.opts.RetryInterval
+	for i := 1; i < n && b < d.opts.BackoffMax; i++ {
+		b *= 2
+	}
+	b = min(b, d.opts.BackoffMax)
+	j := time.Duration(float64(b) * (0.8 + 0.4*d.opts.Rand.Float64()))
+	return min(max(j, d.opts.RetryInterval), d.opts.BackoffMax)
+}
+
+// nextWork is the kind of hook w gets next and a key identifying that work
+// (a change of key resets backoff). "" when nothing is to be sent.
+func (d *Dispatcher) nextWork(w store.HookWork) (kind, key string) {
+	v := d.opts.Violations
+	switch {
+	case w.Delete:
+		if v.On("delete-hook-not-sent") {
+			return "", ""
+		}
+		return KindDelete, KindDelete
+	case w.RestartsDue > 0 && !v.On("restart-hook-not-sent"):
+		return KindRestart, KindRestart
+	case w.Update != nil:
+		return KindUpdate, KindUpdate + " " + w.UpdateCanonical
+	}
+	return "", ""
+}
+
+// deliver is one worker step for st: re-read what the device is owed, send
+// the next hook if pacing allows, record the outcome, re-read what is left.
+func (d *Dispatcher) deliver(ctx context.Context, st *devState) result {
+	r := result{st: st}
+	w, err := d.opts.Store.HookWorkFor(ctx, st.uuid)
+	if errors.Is(err, store.ErrNotFound) {
+		return r
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			r.stop = true
+			return r
+		}
+		d.log.Error("hooks: read device hook state", "uuid", st.uuid, "err", err)
+		r.more, r.failed, r.workKey, r.kind = true, true, st.workKey, st.kind
+		return r
+	}
+	kind, key := d.nextWork(w)
+	if kind == KindUpdate && d.violationStopsUpdate(st, w) {
+		kind = ""
+	}
+	if kind == "" || st.memo.gaveUpKey == key {
+		return r
+	}
+	now := d.opts.Now()
+	if p := later(now, w.LastAttempt.Add(d.opts.RetryInterval)); !w.LastAttempt.IsZero() && p.After(now) &&
+		!d.opts.Violations.On("hook-no-pacing") {
+		r.more, r.kind, r.workKey, r.notDueAt = true, kind, key, p
+		return r
+	}
+
+	method, url, body := d.request(st, kind, w)
+	at, err := d.recordAttempt(ctx, st.uuid, now)
+	if err != nil {
+		if ctx.Err() != nil {
+			r.stop = true
+			return r
+		}
+		d.log.Error("hooks: record attempt", "uuid", st.uuid, "err", err)
+		r.more, r.failed, r.workKey, r.kind = true, true, key, kind
+		return r
+	}
+	r.sent, r.attempt = true, at
+	status, err := d.send(ctx, kind, method, url, body)
+	if err != nil && ctx.Err() != nil {
+		r.stop = true
+		return r
+	}
+	outcome := classify(kind, status, err)
+	d.metrics.deliveries.WithLabelValues(kind, outcome).Inc()
+	d.log.Debug("hooks: sent", "kind", kind, "uuid", st.uuid, "status", status, "outcome", outcome, "err", err)
+
+	switch outcome {
+	case OutcomeOK:
+		r.delivered = true
+		if err := d.acknowledge(ctx, kind, st, w); err != nil {
+			if ctx.Err() != nil {
+				r.stop = true
+				return r
+			}
+			d.log.Error("hooks: record acknowledgement", "kind", kind, "uuid", st.uuid, "err", err)
+		}
+	case OutcomeAccepted:
+		r.delivered = true
+		if d.opts.Violations.On("hook-202-stops") {
+			st.memo.stoppedCanon = w.UpdateCanonical
+		}
+	default:
+		r.failed = true
+		if d.opts.Violations.On("hook-error-gives-up") {
+			st.memo.gaveUpKey = key
+		}
+		d.log.Warn("hooks: not delivered", "kind", kind, "uuid", st.uuid, "status", status, "err", err)
+	}
+
+	next, err := d.opts.Store.HookWorkFor(ctx, st.uuid)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return r
+	case err != nil:
+		if ctx.Err() != nil {
+			r.stop = true
+			return r
+		}
+		r.more, r.kind, r.workKey = true, kind, key
+		return r
+	}
+	nk, nkey := d.nextWork(next)
+	if nk == "" || st.memo.gaveUpKey == nkey ||
+		(nk == KindUpdate && st.memo.stoppedCanon == next.UpdateCanonical) {
+		return r
+	}
+	r.more, r.kind, r.workKey = true, nk, nkey
+	return r
+}
+
+// violationStopsUpdate applies the violations that end an update loop early.
+func (d *Dispatcher) violationStopsUpdate(st *devState, w store.HookWork) bool {
+	v := d.opts.Violations
+	if st.memo.stoppedCanon != "" && st.memo.stoppedCanon == w.UpdateCanonical {
+		return true
+	}
+	if v.On("hook-202-commit-only") && st.memo.lastSentCanon == w.UpdateCanonical &&
+		w.ReportedCommit != nil && *w.ReportedCommit == w.Update.Commit {
+		st.memo.stoppedCanon = w.UpdateCanonical
+		return true
+	}
+	return false
+}
+
+// request builds the hook request for kind.
+func (d *Dispatcher) request(st *devState, kind string, w store.HookWork) (method, url string, body []byte) {
+	base := d.opts.BaseAddress + st.uuid
+	switch kind {
+	case KindDelete:
+		return http.MethodDelete, base, nil
+	case KindRestart:
+		if d.opts.Violations.On("hook-restart-path-wrong") {
+			return http.MethodPut, d.opts.BaseAddress + "restart/" + st.uuid, nil
+		}
+		return http.MethodPut, base + "/restart", nil
+	}
+	body = []byte(w.UpdateCanonical)
+	v := d.opts.Violations
+	switch {
+	case v.On("hook-update-missing-appid"):
+		h := w.Update.Hook()
+		body, _ = json.Marshal(map[string]any{"commit": h.Commit, "environment": h.Environment, "config": h.Config})
+	case v.On("hook-update-stale-env"):
+		h := w.Update.Hook()
+		h.Environment = w.ReportedEnvironment
+		if h.Environment == nil {
+			h.Environment = api.Vars{}
+		}
+		body, _ = json.Marshal(h)
+	}
+	if v.On("hook-sends-superseded") {
+		m := &st.memo
+		switch {
+		case m.lastSentCanon != "" && m.lastSentCanon != w.UpdateCanonical:
+			m.superseded = m.lastSentBody
+		case m.superseded != nil && m.lastSentCanon == w.UpdateCanonical:
+			old := m.superseded
+			m.superseded = nil
+			return http.MethodPut, base, old
+		}
+	}
+	st.memo.lastSentCanon, st.memo.lastSentBody = w.UpdateCanonical, body
+	return http.MethodPut, base, body
+}
+
+// send performs one hook request and returns its status (0 with an error
+// when no answer came).
+func (d *Dispatcher) send(ctx context.Context, kind, method, url string, body []byte) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.opts.Timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return 0, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	start := time.Now()
+	resp, err := d.client.Do(req)
+	if err != nil {
+		d.metrics.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+		return 0, err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	d.metrics.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	return resp.StatusCode, nil
+}
+
+// classify maps an answer to a delivery outcome.
+func classify(kind string, status int, err error) string {
+	switch {
+	case err != nil:
+		return OutcomeFailed
+	case status == http.StatusOK:
+		return OutcomeOK
+	case status == http.StatusAccepted && kind == KindUpdate:
+		return OutcomeAccepted
+	}
+	return OutcomeRejected
+}
+
+// acknowledge records a 200 answer.
+func (d *Dispatcher) acknowledge(ctx context.Context, kind string, st *devState, w store.HookWork) error {
+	switch kind {
+	case KindDelete:
+		_, err := d.opts.Store.RemoveDeleted(ctx, st.uuid)
+		return err
+	case KindRestart:
+		_, err := d.opts.Store.AckRestart(ctx, st.uuid)
+		return err
+	}
+	if d.opts.Violations.On("hook-200-repeats") {
+		return nil
+	}
+	acked, changedAt, err := d.opts.Store.AckUpdate(ctx, st.uuid, w.UpdateCanonical)
+	if err != nil {
+		return err
+	}
+	if acked && !changedAt.IsZero() {
+		d.metrics.ackLatency.Observe(max(d.opts.Now().Sub(changedAt), 0).Seconds())
+	}
+	return nil
+}
+
+// attemptReq asks the attempt recorder to store one hook attempt.
+type attemptReq struct {
+	uuid string
+	at   time.Time
+	done chan attemptDone
+}
+
+// attemptDone is the recorder's answer: the time stored, or an error.
+type attemptDone struct {
+	at  time.Time
+	err error
+}
+
+// recordAttempt stores that a hook goes to uuid at at, before it is sent, so
+// that pacing holds across a restart. Concurrent calls are written in one
+// transaction (group commit).
+// It returns the time stored, which is at or a little later.
+func (d *Dispatcher) recordAttempt(ctx context.Context, uuid string, at time.Time) (time.Time, error) {
+	req := attemptReq{uuid: uuid, at: at, done: make(chan attemptDone, 1)}
+	select {
+	case d.attempt <- req:
+	case <-ctx.Done():
+		return time.Time{}, ctx.Err()
+	}
+	select {
+	case r := <-req.done:
+		return r.at, r.err
+	case <-ctx.Done():
+		return time.Time{}, ctx.Err()
+	}
+}
+
+// recordAttempts is the group-commit loop behind recordAttempt.
+func (d *Dispatcher) recordAttempts(ctx context.Context) {
+	for {
+		var batch []attemptReq
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-d.attempt:
+			batch = append(batch, r)
+		}
+	drain:
+		for len(batch) < 256 {
+			select {
+			case r := <-d.attempt:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		// One timestamp per batch: the latest, so pacing is never shortened.
+		at := batch[0].at
+		uuids := make([]string, len(batch))
+		for i, r := range batch {
+			uuids[i] = r.uuid
+			at = later(at, r.at)
+		}
+		err := d.opts.Store.RecordHookAttempts(ctx, uuids, at)
+		for _, r := range batch {
+			r.done <- attemptDone{at: at, err: err}
+		}
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

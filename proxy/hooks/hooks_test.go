@@ -1,0 +1,456 @@
+package hooks
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/proxy/store"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+const ri = 50 * time.Millisecond
+
+// atLeast fails if any gap is shorter than min (less a small allowance for
+// arrival jitter at the receiver).
+func atLeast(t *testing.T, what string, gs []time.Duration, min time.Duration) {
+	t.Helper()
+	for i, g := range gs {
+		if g < min-3*time.Millisecond {
+			t.Fatalf("%s: gap %d is %v, want at least %v (all: %v)", what, i, g, min, gs)
+		}
+	}
+}
+
+func TestNewRejectsBaseAddressWithoutSlash(t *testing.T) {
+	w := newWorld(t)
+	if _, err := New(Options{Store: w.st, BaseAddress: "http://127.0.0.1:1/v1/devices"}); err == nil {
+		t.Fatal("got nil error for a base address without a trailing slash, want an error")
+	}
+}
+
+func TestNoUpdateHookBeforeTheCommitIsDownloaded(t *testing.T) {
+	rv := newReceiver(t, nil)
+	w := newWorld(t, "d1", "clock")
+	rv.respond = func(h hookReq, n int) int {
+		if h.UUID == "clock" {
+			return http.StatusAccepted
+		}
+		return http.StatusOK
+	}
+	// The clock device's hooks show time passing; only it is ready at first:
+	// move it to app 2, whose commit is downloaded.
+	w.target.Apps = append(w.target.Apps, store.TargetApp{ID: 2, Name: "ready", Commit: "c2", Image: "reg/ready@sha256:bb"})
+	w.device("clock").AppID = 2
+	w.apply()
+	if err := w.st.SetAppCurrentCommit(context.Background(), 2, "c2"); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, w, Options{BaseAddress: rv.base()})
+	rv.await(t, 3, updatesTo("clock"))
+	if got := rv.requests(updatesTo("d1")); len(got) != 0 {
+		t.Fatalf("got %d update hooks to d1 before its commit was downloaded, want 0", len(got))
+	}
+	readyAt := time.Now()
+	w.downloaded("c1")
+	r.d.Notify()
+	got := rv.await(t, 1, updatesTo("d1"))
+	if got[0].At.Before(readyAt) {
+		t.Fatalf("got the first d1 hook at %v, before the commit was ready at %v", got[0].At, readyAt)
+	}
+}
+
+func TestUpdateHook200AcknowledgesTheTarget(t *testing.T) {
+	rv := newReceiver(t, func(h hookReq, n int) int {
+		if h.UUID == "clock" {
+			return http.StatusAccepted
+		}
+		return http.StatusOK
+	})
+	w := newWorld(t, "d1", "d2", "clock")
+	w.downloaded("c1")
+	r := start(t, w, Options{BaseAddress: rv.base()})
+
+	for _, u := range []string{"d1", "d2"} {
+		h := rv.await(t, 1, updatesTo(u))[0]
+		if h.Path != "/v1/devices/"+u || h.ContentType != "application/json" {
+			t.Fatalf("got %s %s (Content-Type %q), want PUT /v1/devices/%s with application/json", h.Method, h.Path, h.ContentType, u)
+		}
+		var body map[string]any
+		if err := json.Unmarshal([]byte(h.Body), &body); err != nil {
+			t.Fatalf("hook body %q: %v", h.Body, err)
+		}
+		want := map[string]any{"appId": float64(1), "commit": "c1", "environment": map[string]any{"A": "1"}, "config": map[string]any{}}
+		if !jsonEqual(body, want) {
+			t.Fatalf("got hook body %s, want %v", h.Body, want)
+		}
+		w.awaitSettled(u)
+	}
+	// Three hooks to the 202 device span at least two retry intervals: a
+	// repeating hook to d1 or d2 would have shown by then.
+	n := len(rv.requests(updatesTo("clock")))
+	rv.await(t, n+3, updatesTo("clock"))
+	for _, u := range []string{"d1", "d2"} {
+		if got := len(rv.requests(updatesTo(u))); got != 1 {
+			t.Fatalf("got %d update hooks to %s after a 200, want 1", got, u)
+		}
+	}
+	// A later, different target gets a new hook.
+	w.device("d1").Environment = map[string]string{"A": "2"}
+	w.apply()
+	r.d.Notify()
+	got := rv.await(t, 2, updatesTo("d1"))
+	if !strings.Contains(got[1].Body, `"A":"2"`) {
+		t.Fatalf("got second hook body %s, want environment A=2", got[1].Body)
+	}
+	if g := got[1].At.Sub(got[0].At); g < ri {
+		t.Fatalf("got the second hook %v after the first, want at least the retry interval %v", g, ri)
+	}
+	if problems, err := testutil.GatherAndLint(r.reg); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %+v", err, problems)
+	}
+	if c := testutil.ToFloat64(r.d.metrics.deliveries.WithLabelValues(KindUpdate, OutcomeOK)); c < 3 {
+		t.Fatalf("got %v ok update deliveries counted, want at least 3", c)
+	}
+	if c := testutil.CollectAndCount(r.d.metrics.ackLatency); c != 1 {
+		t.Fatalf("got %d ack latency series, want 1", c)
+	}
+}
+
+func jsonEqual(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
+
+func TestUpdateHook202RepeatsEveryRetryIntervalUntilReported(t *testing.T) {
+	rv := newReceiver(t, func(hookReq, int) int { return http.StatusAccepted })
+	w := newWorld(t, "d1", "clock")
+	w.downloaded("c1")
+	start(t, w, Options{BaseAddress: rv.base()})
+
+	got := rv.await(t, 4, updatesTo("d1"))
+	atLeast(t, "202 loop", gaps(got), ri)
+
+	// Only the commit reported: the loop goes on.
+	w.report("d1", "c1", `{"A":"other"}`)
+	n := len(rv.requests(updatesTo("d1")))
+	rv.await(t, n+2, updatesTo("d1"))
+
+	// The whole target reported: the loop stops. Three more hooks to the
+	// clock device span two retry intervals.
+	w.report("d1", "c1", `{"A":"1"}`)
+	reported := time.Now()
+	w.awaitSettled("d1")
+	n = len(rv.requests(updatesTo("clock")))
+	rv.await(t, n+3, updatesTo("clock"))
+	for _, h := range rv.requests(updatesTo("d1")) {
+		if h.At.After(reported.Add(ri / 2)) {
+			t.Fatalf("got an update hook at %v, after the target was reported at %v", h.At, reported)
+		}
+	}
+}
+
+func TestUpdateHookLoopStopsOnlyWhenEnvironmentAndConfigMatchToo(t *testing.T) {
+	rv := newReceiver(t, func(hookReq, int) int { return http.StatusAccepted })
+	w := newWorld(t, "d1", "clock")
+	w.downloaded("c1")
+	start(t, w, Options{BaseAddress: rv.base()})
+	rv.await(t, 1, updatesTo("d1"))
+	w.report("d1", "c1", `{"A":"1"}`) // config never reported counts as {}: matches
+	reported := time.Now()
+	w.awaitSettled("d1")
+	n := len(rv.requests(updatesTo("clock")))
+	rv.await(t, n+3, updatesTo("clock"))
+	for _, h := range rv.requests(updatesTo("d1")) {
+		if h.At.After(reported.Add(ri / 2)) {
+			t.Fatalf("got an update hook at %v, after the target was reported at %v", h.At, reported)
+		}
+	}
+}
+
+func TestFailedHooksAreRetriedWithBackoff(t *testing.T) {
+	tests := []struct {
+		name    string
+		respond func(h hookReq, n int) int
+	}{
+		{"error statuses are retried", func(h hookReq, n int) int {
+			if n <= 3 {
+				return []int{500, 404, 503}[n-1]
+			}
+			return http.StatusOK
+		}},
+		{"timeouts are retried", func(h hookReq, n int) int {
+			if n <= 3 {
+				time.Sleep(300 * time.Millisecond) // longer than the hook timeout
+			}
+			return http.StatusOK
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rv := newReceiver(t, tc.respond)
+			w := newWorld(t, "d1")
+			w.downloaded("c1")
+			r := start(t, w, Options{BaseAddress: rv.base(), Timeout: 100 * time.Millisecond, BackoffMax: 8 * ri})
+			got := rv.await(t, 4, updatesTo("d1"))
+			w.awaitSettled("d1")
+			gs := gaps(got)
+			// Backoff doubles from the retry interval, jittered by at most 20% down.
+			for i, want := range []time.Duration{ri, 2 * ri * 8 / 10, 4 * ri * 8 / 10} {
+				if gs[i] < want-3*time.Millisecond {
+					t.Fatalf("got gap %d of %v, want at least %v (gaps %v)", i, gs[i], want, gs)
+				}
+			}
+			fails := testutil.ToFloat64(r.d.metrics.deliveries.WithLabelValues(KindUpdate, OutcomeRejected)) +
+				testutil.ToFloat64(r.d.metrics.deliveries.WithLabelValues(KindUpdate, OutcomeFailed))
+			if fails != 3 {
+				t.Fatalf("got %v failed deliveries counted, want 3", fails)
+			}
+		})
+	}
+}
+
+func TestSupersededTargetIsNeverSentAgain(t *testing.T) {
+	rv := newReceiver(t, func(hookReq, int) int { return http.StatusAccepted })
+	w := newWorld(t, "d1")
+	w.downloaded("c1")
+	r := start(t, w, Options{BaseAddress: rv.base()})
+	rv.await(t, 2, updatesTo("d1"))
+	w.device("d1").Environment = map[string]string{"A": "2"}
+	w.apply()
+	r.d.Notify()
+	isNew := func(h hookReq) bool { return updatesTo("d1")(h) && strings.Contains(h.Body, `"A":"2"`) }
+	rv.await(t, 3, isNew)
+	seenNew := false
+	for _, h := range rv.requests(updatesTo("d1")) {
+		switch {
+		case isNew(h):
+			seenNew = true
+		case seenNew:
+			t.Fatalf("got the superseded target %s after the newer one was sent", h.Body)
+		}
+	}
+}
+
+func TestHooksToOneDeviceNeverOverlapAndDevicesRunConcurrently(t *testing.T) {
+	var inflight, peak atomic.Int32
+	rv := newReceiver(t, func(hookReq, int) int {
+		n := inflight.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(30 * time.Millisecond) // a slow gateway: longer than the retry interval
+		inflight.Add(-1)
+		return http.StatusAccepted
+	})
+	uuids := []string{"d1", "d2", "d3", "d4", "d5", "d6"}
+	w := newWorld(t, uuids...)
+	w.downloaded("c1")
+	start(t, w, Options{BaseAddress: rv.base(), RetryInterval: 5 * time.Millisecond, Concurrency: 4})
+	for _, u := range uuids {
+		rv.await(t, 4, updatesTo(u))
+	}
+	if n := rv.overlapCount(); n != 0 {
+		t.Fatalf("got %d hooks sent to a device while another to it was in flight, want 0", n)
+	}
+	if p := peak.Load(); p < 2 || p > 4 {
+		t.Fatalf("got at most %d hooks in flight across devices, want between 2 and the bound 4", p)
+	}
+}
+
+func TestDeleteHookUntil200RemovesTheDevice(t *testing.T) {
+	rv := newReceiver(t, func(h hookReq, n int) int {
+		if h.Method == http.MethodDelete && n == 1 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	w := newWorld(t, "d1", "d2")
+	w.downloaded("c1")
+	w.target.Devices = w.target.Devices[:1] // d2 leaves the target
+	w.apply()
+	start(t, w, Options{BaseAddress: rv.base()})
+	dels := rv.await(t, 2, func(h hookReq) bool { return h.UUID == "d2" })
+	for _, h := range dels {
+		if h.Method != http.MethodDelete || h.Path != "/v1/devices/d2" {
+			t.Fatalf("got %s %s to the marked device, want only DELETE /v1/devices/d2", h.Method, h.Path)
+		}
+	}
+	atLeast(t, "delete retry", gaps(dels), ri)
+	w.awaitSettled("d2")
+	if _, err := w.st.HookWorkFor(context.Background(), "d2"); err != store.ErrNotFound {
+		t.Fatalf("got %v for the deleted device, want ErrNotFound", err)
+	}
+}
+
+func TestRestartHookOncePerRequest(t *testing.T) {
+	rv := newReceiver(t, nil)
+	w := newWorld(t, "d1")
+	r := start(t, w, Options{BaseAddress: rv.base()})
+	w.device("d1").Restart = 2
+	w.apply()
+	r.d.Notify()
+	isRestart := func(h hookReq) bool { return h.UUID == "d1" && h.Restart }
+	got := rv.await(t, 2, isRestart)
+	w.awaitSettled("d1")
+	for _, h := range got {
+		if h.Method != http.MethodPut || h.Path != "/v1/devices/d1/restart" {
+			t.Fatalf("got %s %s, want PUT /v1/devices/d1/restart", h.Method, h.Path)
+		}
+	}
+	atLeast(t, "restart hooks", gaps(got), ri)
+	// A third request only after the cloud asks again.
+	w.device("d1").Restart = 3
+	w.apply()
+	r.d.Notify()
+	rv.await(t, 3, isRestart)
+	w.awaitSettled("d1")
+	if n := len(rv.requests(isRestart)); n != 3 {
+		t.Fatalf("got %d restart hooks for 3 requests, want 3", n)
+	}
+}
+
+func TestHookStateIsDurableAcrossRestart(t *testing.T) {
+	const slow = 300 * time.Millisecond
+	rv := newReceiver(t, func(h hookReq, n int) int {
+		if h.UUID == "loop" {
+			return http.StatusAccepted
+		}
+		return http.StatusOK
+	})
+	w := newWorld(t, "acked", "loop")
+	w.downloaded("c1")
+	r := start(t, w, Options{BaseAddress: rv.base(), RetryInterval: slow})
+	rv.await(t, 1, updatesTo("acked"))
+	w.awaitSettled("acked")
+	rv.await(t, 1, updatesTo("loop"))
+	r.stop()
+	lastBefore := rv.requests(updatesTo("loop"))
+	w.reopen()
+
+	r = start(t, w, Options{BaseAddress: rv.base(), RetryInterval: slow})
+	got := rv.await(t, len(lastBefore)+1, updatesTo("loop"))
+	if g := got[len(lastBefore)].At.Sub(lastBefore[len(lastBefore)-1].At); g < slow-3*time.Millisecond {
+		t.Fatalf("got the first hook after restart %v after the last one before, want at least %v", g, slow)
+	}
+	if n := len(rv.requests(updatesTo("acked"))); n != 1 {
+		t.Fatalf("got %d update hooks to the acknowledged device across a restart, want 1", n)
+	}
+	r.stop()
+}
+
+func TestViolations(t *testing.T) {
+	tests := []struct {
+		name    string
+		v       string
+		respond func(h hookReq, n int) int
+		clock   int // status of the clock device's hooks (0: 202)
+		check   func(t *testing.T, rv *receiver, w *world, r *running)
+	}{
+		{
+			name:  "hook-202-stops sends an update only once despite 202",
+			v:     "hook-202-stops",
+			clock: http.StatusInternalServerError, // 202s would stop it too
+			respond: func(h hookReq, n int) int {
+				return http.StatusAccepted
+			},
+			check: func(t *testing.T, rv *receiver, w *world, r *running) {
+				rv.await(t, 4, updatesTo("clock"))
+				if n := len(rv.requests(updatesTo("d1"))); n != 1 {
+					t.Fatalf("got %d hooks, want 1", n)
+				}
+			},
+		},
+		{
+			name: "hook-restart-path-wrong sends restarts to the wrong path",
+			v:    "hook-restart-path-wrong",
+			check: func(t *testing.T, rv *receiver, w *world, r *running) {
+				w.device("d1").Restart = 1
+				w.apply()
+				r.d.Notify()
+				got := rv.await(t, 1, func(h hookReq) bool { return strings.Contains(h.Path, "restart") })
+				if got[0].Path != "/v1/devices/restart/d1" {
+					t.Fatalf("got path %s, want /v1/devices/restart/d1", got[0].Path)
+				}
+			},
+		},
+		{
+			name: "hook-update-missing-appid leaves appId out",
+			v:    "hook-update-missing-appid",
+			check: func(t *testing.T, rv *receiver, w *world, r *running) {
+				h := rv.await(t, 1, updatesTo("d1"))[0]
+				var m map[string]any
+				json.Unmarshal([]byte(h.Body), &m)
+				if _, ok := m["appId"]; ok {
+					t.Fatalf("got body %s with appId", h.Body)
+				}
+			},
+		},
+		{
+			name: "hook-error-gives-up does not retry",
+			v:    "hook-error-gives-up",
+			respond: func(h hookReq, n int) int {
+				if h.UUID == "clock" {
+					return http.StatusAccepted
+				}
+				return http.StatusInternalServerError
+			},
+			check: func(t *testing.T, rv *receiver, w *world, r *running) {
+				rv.await(t, 4, updatesTo("clock"))
+				if n := len(rv.requests(updatesTo("d1"))); n != 1 {
+					t.Fatalf("got %d hooks after a 500, want 1", n)
+				}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rv := newReceiver(t, tc.respond)
+			w := newWorld(t, "d1")
+			if tc.respond != nil {
+				// A device that never settles, to show time passing.
+				w.target.Devices = append(w.target.Devices, store.TargetDevice{UUID: "clock", AppID: 1, Cloud: &store.CloudDevice{ID: 9, DeviceType: "x"}})
+				w.apply()
+				rv.respond = func(h hookReq, n int) int {
+					if h.UUID == "clock" && tc.clock != 0 {
+						return tc.clock
+					}
+					if h.UUID == "clock" {
+						return http.StatusAccepted
+					}
+					return tc.respond(h, n)
+				}
+			}
+			w.downloaded("c1")
+			r := start(t, w, Options{BaseAddress: rv.base(), Violations: violations(tc.v)})
+			tc.check(t, rv, w, r)
+		})
+	}
+}
+
+// The update hook body is exactly the canonical target.
+func TestUpdateHookBodyIsTheUpdateHookJSON(t *testing.T) {
+	rv := newReceiver(t, nil)
+	w := newWorld(t, "d1")
+	w.device("d1").Config = map[string]string{"K": "v<&>"}
+	w.apply()
+	w.downloaded("c1")
+	start(t, w, Options{BaseAddress: rv.base()})
+	h := rv.await(t, 1, updatesTo("d1"))[0]
+	var got api.UpdateHook
+	if err := json.Unmarshal([]byte(h.Body), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.AppID != 1 || got.Commit != "c1" || got.Environment["A"] != "1" || got.Config["K"] != "v<&>" {
+		t.Fatalf("got %+v, want appId 1, commit c1, environment A=1, config K=v<&>", got)
+	}
+}

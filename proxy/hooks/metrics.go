@@ -1,0 +1,95 @@
+package hooks
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Hook kinds, as metric label values.
+const (
+	KindUpdate  = "update"
+	KindDelete  = "delete"
+	KindRestart = "restart"
+)
+
+// Delivery outcomes, as metric label values.
+const (
+	OutcomeOK       = "ok"       // 200: acknowledged
+	OutcomeAccepted = "accepted" // 202 to an update hook: resent until reported
+	OutcomeRejected = "rejected" // any other status: retried with backoff
+	OutcomeFailed   = "failed"   // connection failure or timeout: retried with backoff
+)
+
+// Metrics are the dispatcher's Prometheus metrics. Labels hold hook kinds and
+// outcomes only, never a uuid.
+type Metrics struct {
+	deliveries *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	ackLatency prometheus.Histogram
+	pending    *prometheus.GaugeVec
+}
+
+// NewMetrics builds the metrics and registers them on reg (nil: not
+// registered). Metrics already registered on reg by an earlier dispatcher
+// are reused, so a proxy restarted in one process keeps counting.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "proxy",
+			Name: "hook_deliveries_total",
+			Help: "Hooks sent to the gateway app by kind (update, delete, restart) and outcome (ok, accepted, rejected, failed).",
+		}, []string{"kind", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "depharness", Subsystem: "proxy",
+			Name:    "hook_duration_seconds",
+			Help:    "Duration of hook requests by kind.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"kind"}),
+		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "depharness", Subsystem: "proxy",
+			Name:    "hook_ack_latency_seconds",
+			Help:    "Time from a device's update target appearing to the gateway acknowledging its update hook with 200.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 3, 12),
+		}),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "depharness", Subsystem: "proxy",
+			Name: "hooks_pending",
+			Help: "Devices owed a hook, by the kind sent next (delete before restart before update).",
+		}, []string{"kind"}),
+	}
+	for _, k := range []string{KindUpdate, KindDelete, KindRestart} {
+		m.pending.WithLabelValues(k)
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	if m.deliveries, err = register(reg, m.deliveries); err != nil {
+		return nil, err
+	}
+	if m.duration, err = register(reg, m.duration); err != nil {
+		return nil, err
+	}
+	if m.ackLatency, err = register(reg, m.ackLatency); err != nil {
+		return nil, err
+	}
+	if m.pending, err = register(reg, m.pending); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers c on reg, or returns the equal collector already there.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
+}
