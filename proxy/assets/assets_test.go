@@ -511,6 +511,32 @@ func TestServeRebuildsAMissingTar(t *testing.T) {
 	}
 }
 
+func TestServeRecomputesAMissingChecksum(t *testing.T) {
+	r := newTestRegistry(t)
+	ref := r.push(t, "app/sum", sampleImage(t))
+	c, _ := newCache(t, Options{})
+	serve := func() string {
+		rec := httptest.NewRecorder()
+		if err := c.Serve(rec, httptest.NewRequest(http.MethodGet, "/", nil), 1, commit, ref); err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+		return rec.Header().Get("ETag")
+	}
+	want := serve()
+	if err := os.Remove(c.sumPath(1, commit)); err != nil {
+		t.Fatal(err)
+	}
+	if got := serve(); got != want {
+		t.Errorf("ETag without the checksum file: got %s, want %s", got, want)
+	}
+	if _, err := os.Stat(c.sumPath(1, commit)); err != nil {
+		t.Errorf("checksum file after Serve: got %v, want it written again", err)
+	}
+	if got := r.manifestGets.Load(); got != 1 {
+		t.Errorf("manifest fetches: got %d, want 1", got)
+	}
+}
+
 func TestServeConcurrentFirstRequestsBuildOnce(t *testing.T) {
 	r := newTestRegistry(t)
 	ref := r.push(t, "app/first", sampleImage(t))
