@@ -31,6 +31,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -113,6 +114,9 @@ type Cache struct {
 	// callers may be waiting for the same tar) until Close.
 	ctx    context.Context
 	cancel context.CancelFunc
+	mu     sync.Mutex
+	closed bool
+	builds sync.WaitGroup
 }
 
 // New returns a cache on opts.Dir, creating it and removing temporary files
@@ -164,10 +168,17 @@ func New(opts Options) (*Cache, error) {
 	return c, nil
 }
 
-// Close aborts builds in progress (their callers get an error). The cache
-// must not be used afterwards.
+// ErrClosed is returned by Ensure and Serve after Close.
+var ErrClosed = errors.New("assets: cache closed")
+
+// Close aborts builds in progress (their callers get an error) and waits for
+// them to clean up. Later builds fail with ErrClosed.
 func (c *Cache) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	c.cancel()
+	c.builds.Wait()
 	return nil
 }
 
@@ -253,6 +264,14 @@ func (c *Cache) Ensure(ctx context.Context, appID int64, commit, image string) e
 		if c.Has(appID, commit) { // finished by a flight that just landed
 			return nil, nil
 		}
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		c.builds.Add(1)
+		c.mu.Unlock()
+		defer c.builds.Done()
 		return nil, c.build(appID, commit, image)
 	})
 	select {
@@ -373,6 +392,9 @@ func (c *Cache) buildOnce(ctx context.Context, ref name.Reference, appID int64, 
 			os.Remove(tmp.Name())
 		}
 	}()
+	if err := tmp.Chmod(0o644); err != nil {
+		return st, permanent(err)
+	}
 	sum := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(&limitWriter{w: tmp, left: c.opts.MaxBytes}, sum), 256<<10)
 	st, err = flatten(ctx, layers, bw, flattenOptions{

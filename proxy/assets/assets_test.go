@@ -325,6 +325,30 @@ func TestEnsureReturnsWhenTheCallerGivesUpAndTheBuildGoesOn(t *testing.T) {
 	eventually(t, "the build to finish", func() bool { return c.Has(8, commit) })
 }
 
+func TestCloseAbortsBuildsAndRefusesNewOnes(t *testing.T) {
+	r := newTestRegistry(t)
+	ref := r.push(t, "app/closing", sampleImage(t))
+	c, _ := newCache(t, Options{})
+	release := r.hold()
+	t.Cleanup(release)
+
+	done := make(chan error, 1)
+	go func() { done <- c.Ensure(context.Background(), 12, commit, ref) }()
+	eventually(t, "the build to ask for the manifest", func() bool { return r.manifestGets.Load() == 1 })
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := <-done; err == nil {
+		t.Errorf("Ensure during Close: got nil error, want one")
+	}
+	if got := dirFiles(t, filepath.Join(c.opts.Dir, "12")); len(got) != 0 {
+		t.Errorf("files left after Close: got %q, want none", got)
+	}
+	if err := c.Ensure(context.Background(), 12, commit, ref); !errors.Is(err, ErrClosed) {
+		t.Errorf("Ensure after Close: got %v, want ErrClosed", err)
+	}
+}
+
 func TestEnsureRejectsUnsafeKeys(t *testing.T) {
 	c, _ := newCache(t, Options{})
 	for _, k := range []struct {

@@ -145,6 +145,11 @@ func TestFlatten(t *testing.T) {
 			want: []string{`a "a"`, "h => a", "h2 => a", `lower "l"`},
 		},
 		{
+			name:   "long names survive",
+			layers: [][]ent{{file("assets/"+strings.Repeat("d/", 80)+"f", "deep")}},
+			want:   []string{strings.Repeat("d/", 80) + `f "deep"`},
+		},
+		{
 			name:   "devices and fifos are dropped",
 			layers: [][]ent{{{name: "assets/null", typ: tar.TypeChar}, {name: "assets/fifo", typ: tar.TypeFifo}, file("assets/a", "a")}},
 			want:   []string{`a "a"`},
