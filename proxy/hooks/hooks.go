@@ -171,16 +171,16 @@ func (d *Dispatcher) Notify() {
 // every field except memo, which the device's one in-flight worker owns while
 // inFlight is set.
 type devState struct {
-	uuid        string
-	due         time.Time
-	index       int // in the heap; -1 when not in it
-	inFlight    bool
-	recheck     bool // the store changed while in flight
-	failures    int  // consecutive failed deliveries of workKey
-	workKey     string
-	kind        string // kind owed next, for the pending gauge ("" none)
-	lastAttempt time.Time
-	memo        memo
+	uuid     string
+	due      time.Time
+	index    int // in the heap; -1 when not in it
+	inFlight bool
+	recheck  bool // the store changed while in flight
+	failures int  // consecutive failed deliveries of workKey
+	workKey  string
+	kind     string    // kind owed next, for the pending gauge ("" none)
+	lastSent time.Time // when this run last sent it a hook (precise)
+	memo     memo
 }
 
 // memo is per-device worker memory, used only by deliberate violations.
@@ -317,14 +317,11 @@ func (rs *runState) rebuild(ctx context.Context) error {
 			rs.forget(st)
 			continue
 		}
-		if w.LastAttempt.After(st.lastAttempt) {
-			st.lastAttempt = w.LastAttempt
-		}
 		rs.setKind(st, kind)
 		if key != st.workKey || st.index < 0 {
 			st.workKey = key
 			st.failures = 0
-			rs.place(st, rs.pacedFrom(st.lastAttempt, now))
+			rs.place(st, d.earliest(st, w.LastAttempt, now))
 		}
 	}
 	for u, st := range rs.devices {
@@ -335,12 +332,23 @@ func (rs *runState) rebuild(ctx context.Context) error {
 	return nil
 }
 
-// pacedFrom is the earliest time a hook may be sent after one sent at last.
-func (rs *runState) pacedFrom(last, now time.Time) time.Time {
-	if last.IsZero() || rs.d.opts.Violations.On("hook-no-pacing") {
+// earliest is the earliest time, not before now, that the next hook may go
+// to st (HOOK-PACE): a retry interval after the last one this run sent, or
+// after the attempt stored in the store (stored; from before a restart). The
+// stored time is taken before the attempt is written and the request made,
+// and kept in milliseconds, so it gets a slack of a tenth of the interval.
+func (d *Dispatcher) earliest(st *devState, stored, now time.Time) time.Time {
+	if d.opts.Violations.On("hook-no-pacing") {
 		return now
 	}
-	return later(now, last.Add(rs.d.opts.RetryInterval))
+	t := now
+	if !st.lastSent.IsZero() {
+		t = later(t, st.lastSent.Add(d.opts.RetryInterval))
+	}
+	if !stored.IsZero() {
+		t = later(t, stored.Add(d.opts.RetryInterval+d.opts.RetryInterval/10+time.Millisecond))
+	}
+	return t
 }
 
 // place (re)schedules st at due.
@@ -398,7 +406,7 @@ func (rs *runState) handle(r result) {
 		return
 	}
 	if r.sent {
-		st.lastAttempt = r.attempt
+		st.lastSent = r.attempt
 	}
 	if !r.more && !st.recheck {
 		rs.forget(st)
@@ -418,12 +426,16 @@ func (rs *runState) handle(r result) {
 		rs.place(st, r.notDueAt)
 	case r.failed:
 		st.failures++
-		rs.place(st, later(now, st.lastAttempt.Add(d.backoff(st.failures))))
+		base := st.lastSent
+		if base.IsZero() {
+			base = now
+		}
+		rs.place(st, later(now, base.Add(d.backoff(st.failures))))
 	default:
 		if r.delivered {
 			st.failures = 0
 		}
-		rs.place(st, rs.pacedFrom(st.lastAttempt, now))
+		rs.place(st, d.earliest(st, time.Time{}, now))
 	}
 }
 
@@ -487,15 +499,13 @@ func (d *Dispatcher) deliver(ctx context.Context, st *devState) result {
 		return r
 	}
 	now := d.opts.Now()
-	if p := later(now, w.LastAttempt.Add(d.opts.RetryInterval)); !w.LastAttempt.IsZero() && p.After(now) &&
-		!d.opts.Violations.On("hook-no-pacing") {
+	if p := d.earliest(st, w.LastAttempt, now); p.After(now) {
 		r.more, r.kind, r.workKey, r.notDueAt = true, kind, key, p
 		return r
 	}
 
 	method, url, body := d.request(st, kind, w)
-	at, err := d.recordAttempt(ctx, st.uuid, now)
-	if err != nil {
+	if _, err := d.recordAttempt(ctx, st.uuid, now); err != nil {
 		if ctx.Err() != nil {
 			r.stop = true
 			return r
@@ -504,8 +514,8 @@ func (d *Dispatcher) deliver(ctx context.Context, st *devState) result {
 		r.more, r.failed, r.workKey, r.kind = true, true, key, kind
 		return r
 	}
-	r.sent, r.attempt = true, at
-	status, err := d.send(ctx, kind, method, url, body)
+	status, sentAt, err := d.send(ctx, kind, method, url, body)
+	r.sent, r.attempt = true, sentAt
 	if err != nil && ctx.Err() != nil {
 		r.stop = true
 		return r
@@ -614,8 +624,9 @@ func (d *Dispatcher) request(st *devState, kind string, w store.HookWork) (metho
 }
 
 // send performs one hook request and returns its status (0 with an error
-// when no answer came).
-func (d *Dispatcher) send(ctx context.Context, kind, method, url string, body []byte) (int, error) {
+// when no answer came) and when it was sent.
+func (d *Dispatcher) send(ctx context.Context, kind, method, url string, body []byte) (int, time.Time, error) {
+	sentAt := d.opts.Now()
 	ctx, cancel := context.WithTimeout(ctx, d.opts.Timeout)
 	defer cancel()
 	var rd io.Reader
@@ -624,7 +635,7 @@ func (d *Dispatcher) send(ctx context.Context, kind, method, url string, body []
 	}
 	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
-		return 0, err
+		return 0, sentAt, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -633,12 +644,12 @@ func (d *Dispatcher) send(ctx context.Context, kind, method, url string, body []
 	resp, err := d.client.Do(req)
 	if err != nil {
 		d.metrics.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
-		return 0, err
+		return 0, sentAt, err
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	d.metrics.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
-	return resp.StatusCode, nil
+	return resp.StatusCode, sentAt, nil
 }
 
 // classify maps an answer to a delivery outcome.
