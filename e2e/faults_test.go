@@ -1,0 +1,185 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/sim/client"
+)
+
+// supervisor is a client of the proxy's API on its current published port.
+func (w *world) supervisor(t testing.TB) *client.Client {
+	t.Helper()
+	c, err := client.New(client.Options{BaseURL: w.ProxyURL(), APIKey: supervisorKey, KeyMode: client.KeyInHeader})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestProxyKeepsServingAndQueuesReportsWhileTheCloudIsOffTheNetwork takes
+// the cloud container off the network: the proxy keeps answering its API
+// from its own store, accepts state reports and log lines (DEV-PUT-6,
+// DEV-LOG-2), refuses only what needs the cloud (provisioning: 503), and
+// delivers everything, in order and exactly once, when the cloud is back.
+func TestProxyKeepsServingAndQueuesReportsWhileTheCloudIsOffTheNetwork(t *testing.T) {
+	requireDocker(t)
+	w := startWorld(t, worldOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sup := w.supervisor(t)
+	var uuids []string
+	for range 3 {
+		p, err := sup.Provision(ctx, w.App.ID, "")
+		if err != nil {
+			t.Fatalf("provision before the outage: %v", err)
+		}
+		uuids = append(uuids, p.UUID)
+	}
+
+	w.Cloud.Disconnect(t)
+	outage := time.Now()
+
+	// The proxy answers from its store.
+	if err := sup.Ping(ctx); err != nil {
+		t.Fatalf("ping during the outage: %v", err)
+	}
+	ds, err := sup.Devices(ctx)
+	if err != nil {
+		t.Fatalf("GET /v1/devices during the outage: %v", err)
+	}
+	if len(ds) != len(uuids) {
+		t.Errorf("devices during the outage: got %d, want %d", len(ds), len(uuids))
+	}
+	// Reports and logs are accepted and kept.
+	const linesPerDevice = 20
+	status := "e2e-reported-during-outage"
+	online := true
+	for _, u := range uuids {
+		if _, err := sup.UpdateDevice(ctx, u, api.DeviceUpdate{Status: &status, IsOnline: &online}); err != nil {
+			t.Fatalf("PUT /v1/devices/%s during the outage: got %v, want 200", u, err)
+		}
+		for i := range linesPerDevice {
+			if err := sup.Log(ctx, u, api.LogEntry{Message: fmt.Sprintf("%s line %02d", u[:7], i)}); err != nil {
+				t.Fatalf("POST logs during the outage: got %v, want 202", err)
+			}
+		}
+	}
+	// Provisioning needs the cloud: 503, not a hang and not a 500.
+	if _, err := sup.Provision(ctx, w.App.ID, ""); client.StatusCode(err) != http.StatusServiceUnavailable {
+		t.Errorf("provision during the outage: got %v, want 503", err)
+	}
+	// Stay off for several poll and retry rounds, while the proxy keeps
+	// answering.
+	awaitCond(t, 30*time.Second, "three seconds of outage with the API answering", func() (bool, string) {
+		if err := sup.Ping(ctx); err != nil {
+			t.Fatalf("ping during the outage: %v", err)
+		}
+		return time.Since(outage) > 3*time.Second, time.Since(outage).String()
+	})
+
+	w.Cloud.Connect(t)
+	back := time.Now()
+	// The published port changes when the container rejoins the network.
+	w.Ctl.BaseURL = w.Cloud.URL(t, cloudPort)
+	awaitCond(t, time.Minute, "reports and logs delivered after the outage", func() (bool, string) {
+		var waiting []string
+		for _, u := range uuids {
+			d, err := w.Ctl.Device(ctx, u)
+			if err != nil {
+				return false, err.Error()
+			}
+			if d.Status != status || !d.IsOnline || d.LogCount < linesPerDevice {
+				waiting = append(waiting, fmt.Sprintf("%.7s status=%q online=%v logs=%d", u, d.Status, d.IsOnline, d.LogCount))
+			}
+		}
+		return len(waiting) == 0, strings.Join(waiting, "; ")
+	})
+	t.Logf("measured: outage %s; everything delivered %s after the cloud came back",
+		back.Sub(outage).Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
+	for _, u := range uuids {
+		lines, err := w.Ctl.Logs(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, l := range lines {
+			got = append(got, l.Message)
+		}
+		var want []string
+		for i := range linesPerDevice {
+			want = append(want, fmt.Sprintf("%s line %02d", u[:7], i))
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("log lines of %.7s in the cloud: got %q, want %q (in order, exactly once)", u, got, want)
+		}
+	}
+	if _, err := sup.Provision(ctx, w.App.ID, ""); err != nil {
+		t.Errorf("provision after the outage: %v", err)
+	}
+}
+
+// TestUpdateHooksWaitForAnImageTheRegistryCannotServe pushes a release
+// whose image sits in the registry while the registry container is off the
+// network: the proxy cannot pull it, so no device is told to update
+// (HOOK-UPD-2), the app keeps its previous commit and the new commit's
+// assets are 404; once the registry is back the pull is retried and every
+// device converges.
+func TestUpdateHooksWaitForAnImageTheRegistryCannotServe(t *testing.T) {
+	requireDocker(t)
+	const devices = 5
+	w := startWorld(t, worldOptions{Devices: devices})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	r1 := w.pushRelease(t, "r1")
+	w.awaitConverged(t, 2*time.Minute, devices, r1.Commit)
+
+	// Build the next image into the registry from the host, then cut the
+	// registry off before the cloud names it in the target.
+	hostReg := strings.TrimPrefix(w.Registry.URL(t, registryPort), "http://")
+	_, digest, err := registry.NewBuilder(registry.BuilderOptions{Registry: hostReg}).Build(ctx, fmt.Sprintf("apps/%d", w.App.ID),
+		registry.Layer{Files: map[string][]byte{"firmware.bin": []byte(strings.Repeat("firmware r2\n", 512)), "VERSION": []byte("r2")}})
+	if err != nil {
+		t.Fatalf("push the r2 image: %v", err)
+	}
+	w.Registry.Disconnect(t)
+	cut := time.Now()
+	r2, err := w.Ctl.PushRelease(ctx, w.App.ID, cloud.ReleaseSpec{Image: fmt.Sprintf("%s/apps/%d@%s", registryHost, w.App.ID, digest)})
+	if err != nil {
+		t.Fatalf("push release r2: %v", err)
+	}
+	sup := w.supervisor(t)
+	// For several poll rounds: the proxy knows the target but cannot pull.
+	awaitCond(t, 30*time.Second, "three seconds with the registry unreachable", func() (bool, string) {
+		apps, err := sup.Apps(ctx)
+		if err != nil {
+			t.Fatalf("GET /v1/dependent-apps: %v", err)
+		}
+		for _, a := range apps {
+			if a.ID == w.App.ID && a.Commit != r1.Commit {
+				t.Fatalf("dependent app commit while its image cannot be pulled: got %s, want %s", a.Commit, r1.Commit)
+			}
+		}
+		if _, err := sup.Assets(ctx, w.App.ID, r2.Commit, nil); client.StatusCode(err) != http.StatusNotFound {
+			t.Fatalf("assets of r2 before its image is pulled: got %v, want 404", err)
+		}
+		if got := commitsOf(w.cloudDevices(t)); !slices.Equal(got, []string{r1.Commit}) {
+			t.Fatalf("device commits while r2 cannot be pulled: got %v, want only r1 %s", got, r1.Commit)
+		}
+		return time.Since(cut) > 3*time.Second, time.Since(cut).String()
+	})
+
+	w.Registry.Connect(t)
+	back := time.Now()
+	w.awaitConverged(t, 2*time.Minute, devices, r2.Commit)
+	t.Logf("measured: registry off %s; %d devices on r2 %s after it came back",
+		back.Sub(cut).Round(time.Millisecond), devices, time.Since(back).Round(time.Millisecond))
+}
