@@ -25,8 +25,9 @@ func init() {
 
 func runFakeRegistry(ctx context.Context, env *cliEnv, args []string) error {
 	f := newFlags(env, "fake-registry", "Run the fake OCI registry: the distribution API under /v2/ (in memory, or on disk\n"+
-		"with --dir) and Prometheus metrics on the same listener. With --push, first push a directory\n"+
-		"as an image's /assets and print its digest reference on stdout.")
+		"with --dir), Prometheus metrics and the fault control API (/control/v1/: throttle, fail/{kind},\n"+
+		"corrupt, heal, requests) on the same listener. With --push, first push a directory as an\n"+
+		"image's /assets and print its digest reference on stdout.")
 	listen := f.String("listen", "FAKE_REGISTRY_LISTEN", "127.0.0.1:48481", "host:port to listen on (port 0 picks a free one)")
 	dir := f.String("dir", "FAKE_REGISTRY_DIR", "", "directory keeping blobs and manifests across restarts; empty keeps them in memory")
 	metricsPath := f.String("metrics", "FAKE_REGISTRY_METRICS", "/metrics", "path of the Prometheus metrics on the listener; empty or off disables them")
@@ -64,6 +65,7 @@ func runFakeRegistry(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", srv)
+	mux.Handle("/control/v1/", http.StripPrefix("/control/v1", srv.ControlHandler()))
 	if *metricsPath != "" {
 		mux.Handle("GET "+*metricsPath, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	}

@@ -134,6 +134,18 @@ func TestFakeRegistryServesPushedAssetsAndMetricsAndKeepsThemOnDisk(t *testing.T
 	if err := pull(first.ref); err != nil {
 		t.Fatalf("pull: %v", err)
 	}
+	req, err := http.NewRequest(http.MethodPut, "http://"+first.addr+"/control/v1/fail/manifest", strings.NewReader(`{"n":1,"status":404}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PUT /control/v1/fail/manifest: got %v %v, want 204", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if err := pull(first.ref); err == nil {
+		t.Errorf("pull with a 404 armed through the control API: got success, want failure")
+	}
 	resp, err := http.Get("http://" + first.addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)

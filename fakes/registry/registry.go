@@ -32,8 +32,9 @@ import (
 // documented default.
 type Options struct {
 	// Dir, if set, keeps blobs and manifests on disk under it, so that a
-	// new Server on the same Dir serves what an earlier one stored. Empty
-	// means in memory.
+	// new Server on the same Dir serves what an earlier one stored (one
+	// Server at a time; blobs are re-hashed on each read, fine for test
+	// sizes). Empty means in memory.
 	Dir string
 	// Logger receives one debug line per request and a warning for
 	// requests the registry does not understand. Nil discards.
@@ -146,15 +147,15 @@ const (
 
 // Request is one request the registry answered.
 type Request struct {
-	Time   time.Time
-	Method string
-	Path   string
-	Kind   Kind
-	Repo   string // "" for base, catalog and other
-	Target string // manifest tag or digest, blob digest, upload id
-	Status int
-	Bytes  int64  // response body bytes written
-	Fault  string // "", "fail", "corrupt" or "throttle"
+	Time   time.Time `json:"time"`
+	Method string    `json:"method"`
+	Path   string    `json:"path"`
+	Kind   Kind      `json:"kind"`
+	Repo   string    `json:"repo,omitempty"`   // "" for base, catalog and other
+	Target string    `json:"target,omitempty"` // manifest tag or digest, blob digest, upload id
+	Status int       `json:"status"`
+	Bytes  int64     `json:"bytes"`           // response body bytes written
+	Fault  string    `json:"fault,omitempty"` // "", "fail", "corrupt" or "throttle"
 }
 
 // classify splits a request path into its kind, repository and target,
