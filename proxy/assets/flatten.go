@@ -161,7 +161,9 @@ func (f *flattener) hidden(p string, rank int) bool {
 }
 
 // hidesBelow reports whether an upper layer than rank deleted directory a,
-// made it opaque or replaced it with a non-directory.
+// made it opaque or replaced it with a non-directory. A non-directory at a
+// in the same layer, earlier in its tar, also hides what comes below it:
+// extraction could not create it (and a symlink is never followed).
 func (f *flattener) hidesBelow(a string, rank int) bool {
 	if r, ok := f.whiteouts[a]; ok && r > rank {
 		return true
@@ -170,7 +172,7 @@ func (f *flattener) hidesBelow(a string, rank int) bool {
 		return true
 	}
 	e, ok := f.entries[a]
-	return ok && e.rank > rank && !e.dir
+	return ok && e.rank >= rank && !e.dir
 }
 
 // entry handles one member of a layer.

@@ -83,6 +83,19 @@ func TestFlatten(t *testing.T) {
 			want:   []string{"sub/ dir", `sub/x "x"`},
 		},
 		{
+			name:   "a whiteout's parent folder in a later layer replaces a lower file of that name",
+			layers: [][]ent{{file("assets/d", "file")}, {dir("assets/d/"), file("assets/d/.wh.z", "")}},
+			want:   []string{"d/ dir"},
+		},
+		{
+			name: "entries below a file or symlink of the same layer are dropped, links are not followed",
+			layers: [][]ent{{
+				file("assets/f", "file"), file("assets/f/x", "under a file"), dir("assets/sub/"),
+				symlink("assets/link", "sub"), file("assets/link/y", "through a link"),
+			}},
+			want: []string{`f "file"`, "link -> sub", "sub/ dir"},
+		},
+		{
 			name:   "folders from several layers merge",
 			layers: [][]ent{{dir("assets/sub/"), file("assets/sub/a", "a")}, {dir("assets/sub/"), file("assets/sub/b", "b")}},
 			want:   []string{"sub/ dir", `sub/a "a"`, `sub/b "b"`},
