@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/http"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -254,8 +256,9 @@ func cleanAssetPath(p string, dirOK bool) (string, error) {
 
 // Tar returns the layer's uncompressed tar. It fails on a Files, Delete or
 // Opaque path that is empty, absolute or escapes /assets, on a file whose
-// name is a whiteout (use Delete or Opaque), and on a path both written
-// and deleted by the layer (the outcome would depend on the consumer).
+// name is a whiteout (use Delete or Opaque), and where the outcome would
+// depend on the consumer: a path both written and deleted by the layer, or
+// a file of the layer where it also needs a directory.
 func (l Layer) Tar() ([]byte, error) {
 	files := make(map[string][]byte, len(l.Files))
 	for p, data := range l.Files {
@@ -271,6 +274,21 @@ func (l Layer) Tar() ([]byte, error) {
 		}
 		files[c] = data
 	}
+	// A file where the layer needs a directory (the parent of another file
+	// or of a whiteout) would make the outcome depend on entry order.
+	parentIsFile := func(c string) error {
+		for a := path.Dir(c); a != "."; a = path.Dir(a) {
+			if _, ok := files[a]; ok {
+				return fmt.Errorf("path %q lies under file %q of the same layer", c, a)
+			}
+		}
+		return nil
+	}
+	for c := range files {
+		if err := parentIsFile(c); err != nil {
+			return nil, err
+		}
+	}
 	deleted := map[string]bool{}
 	var whiteouts []string // tar names
 	for _, p := range l.Delete {
@@ -281,12 +299,21 @@ func (l Layer) Tar() ([]byte, error) {
 		if _, ok := files[c]; ok {
 			return nil, fmt.Errorf("path %q both written and deleted in one layer", c)
 		}
+		if err := parentIsFile(c); err != nil {
+			return nil, err
+		}
 		deleted[c] = true
 		whiteouts = append(whiteouts, path.Join(AssetsDir, path.Dir(c), whiteoutPrefix+path.Base(c)))
 	}
 	for _, p := range l.Opaque {
 		c, err := cleanAssetPath(p, true)
 		if err != nil {
+			return nil, err
+		}
+		if _, ok := files[c]; ok {
+			return nil, fmt.Errorf("opaque directory %q is a file of the same layer", c)
+		}
+		if err := parentIsFile(path.Join(c, opaqueWhiteout)); err != nil {
 			return nil, err
 		}
 		whiteouts = append(whiteouts, path.Join(AssetsDir, c, opaqueWhiteout))
@@ -443,10 +470,10 @@ func Flatten(layers ...Layer) map[string][]byte {
 				removeTree(p)
 			}
 		}
-		for p, data := range l.Files {
+		for _, p := range slices.Sorted(maps.Keys(l.Files)) {
 			if c, err := cleanAssetPath(p, false); err == nil {
 				place(c, false)
-				out[c] = bytes.Clone(data)
+				out[c] = bytes.Clone(l.Files[p])
 			}
 		}
 		for _, r := range l.Raw {

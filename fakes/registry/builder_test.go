@@ -67,6 +67,9 @@ func TestLayerTarRejectsAmbiguousOrEscapingPaths(t *testing.T) {
 		{"the same file given twice after cleaning", Layer{Files: map[string][]byte{"a/b": nil, "a//b": nil}}},
 		{"a path both written and deleted", Layer{Files: map[string][]byte{"a": nil}, Delete: []string{"a"}}},
 		{"a deletion of /assets itself", Layer{Delete: []string{"."}}},
+		{"a file that is the parent of another file", Layer{Files: map[string][]byte{"d": nil, "d/x": nil}}},
+		{"a deletion under a file of the layer", Layer{Files: map[string][]byte{"d": nil}, Delete: []string{"d/x"}}},
+		{"an opaque directory that is a file of the layer", Layer{Files: map[string][]byte{"d": nil}, Opaque: []string{"d"}}},
 		{"an opaque directory outside /assets", Layer{Opaque: []string{".."}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
