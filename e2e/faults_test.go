@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -182,4 +186,100 @@ func TestUpdateHooksWaitForAnImageTheRegistryCannotServe(t *testing.T) {
 	w.awaitConverged(t, 2*time.Minute, devices, r2.Commit)
 	t.Logf("measured: registry off %s; %d devices on r2 %s after it came back",
 		back.Sub(cut).Round(time.Millisecond), devices, time.Since(back).Round(time.Millisecond))
+}
+
+// registryControl sends one request to the fake registry's control API.
+func registryControl(t testing.TB, reg *service, method, path, body string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, reg.URL(t, registryPort)+"/control/v1/"+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("registry control %s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("registry control %s %s: got %s %s, want 2xx", method, path, resp.Status, b)
+	}
+}
+
+// assetFiles downloads the assets tar of appID at commit from the proxy.
+func assetFiles(t testing.TB, sup *client.Client, appID int64, commit string) map[string][]byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, err := sup.Assets(ctx, appID, commit, nil)
+	if err != nil {
+		t.Fatalf("GET assets of %.7s: %v", commit, err)
+	}
+	defer a.Close()
+	files := map[string][]byte{}
+	tr := tar.NewReader(a)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return files
+		}
+		if err != nil {
+			t.Fatalf("assets tar of %.7s: %v", commit, err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files[h.Name] = b
+		}
+	}
+}
+
+// TestFailingAndCorruptRegistryPullsAreRetriedAndNeverServed arms the
+// registry container, through its control API, to fail the next two
+// manifest pulls with 503 and to corrupt the next blob it serves, then
+// pushes a release: the proxy retries the pull, rejects the corrupt layer
+// (its digest does not match), and serves and hooks only the intact image.
+func TestFailingAndCorruptRegistryPullsAreRetriedAndNeverServed(t *testing.T) {
+	requireDocker(t)
+	const devices = 3
+	w := startWorld(t, worldOptions{Devices: devices})
+	r1 := w.pushRelease(t, "r1")
+	w.awaitConverged(t, 2*time.Minute, devices, r1.Commit)
+	proxyMetrics := w.Proxy.URL(t, proxyMetricsPort) + "/metrics"
+	regMetrics := w.Registry.URL(t, registryPort) + "/metrics"
+	retriesBefore := metricSum(t, proxyMetrics, "depharness_proxy_asset_build_retries_total", nil)
+
+	registryControl(t, w.Registry, http.MethodPut, "fail/manifest", `{"n": 2, "status": 503}`)
+	registryControl(t, w.Registry, http.MethodPut, "corrupt", `{"next": 1}`)
+	start := time.Now()
+	r2 := w.pushRelease(t, "r2")
+	w.awaitConverged(t, 2*time.Minute, devices, r2.Commit)
+	t.Logf("measured: %d devices on r2 %s after the push through 2 failed manifests and 1 corrupt blob",
+		devices, time.Since(start).Round(time.Millisecond))
+
+	if got := metricSum(t, regMetrics, "depharness_registry_faults_total", map[string]string{"fault": "fail"}); got < 2 {
+		t.Errorf("registry fail faults injected: got %v, want ≥ 2", got)
+	}
+	if got := metricSum(t, regMetrics, "depharness_registry_faults_total", map[string]string{"fault": "corrupt"}); got < 1 {
+		t.Errorf("registry corrupt faults injected: got %v, want ≥ 1", got)
+	}
+	retries := metricSum(t, proxyMetrics, "depharness_proxy_asset_build_retries_total", nil) - retriesBefore
+	if retries < 3 {
+		t.Errorf("asset build retries for r2: got %v, want ≥ 3 (two failed manifests, one corrupt blob)", retries)
+	}
+	got := assetFiles(t, w.supervisor(t), w.App.ID, r2.Commit)
+	if string(got["VERSION"]) != "r2" || !bytes.Equal(got["firmware.bin"], []byte(strings.Repeat("firmware r2\n", 512))) {
+		t.Errorf("assets served for r2: got VERSION %q and a %d-byte firmware.bin, want the intact r2 files", got["VERSION"], len(got["firmware.bin"]))
+	}
+	gwMetrics := w.Gateway.URL(t, gatewayMetricsPort) + "/metrics"
+	for _, bad := range []string{"checksum_mismatch", "bad_firmware"} {
+		if n := metricSum(t, gwMetrics, "depharness_gateway_flashes_total", map[string]string{"result": bad}); n != 0 {
+			t.Errorf("gateway flashes with result %s: got %v, want 0", bad, n)
+		}
+	}
 }
