@@ -261,6 +261,9 @@ type Report struct {
 	Commit      *string
 	Environment json.RawMessage
 	Config      json.RawMessage
+	// KeepCommitLocal stores Commit without sending it to the cloud: the
+	// deliberate violation put-commit-not-sent, for the self-check only.
+	KeepCommitLocal bool
 }
 
 // Empty reports whether r reports nothing.
@@ -323,8 +326,12 @@ WHERE uuid = ?`,
 			r.Status, isOnline, r.Commit, compactOrNil(r.Environment), compactOrNil(r.Config), uuid); err != nil {
 			return err
 		}
-		if r.Status != nil || r.IsOnline != nil || r.Commit != nil {
-			payload, err := json.Marshal(patchPayload{Status: r.Status, IsOnline: r.IsOnline, IsOnCommit: r.Commit})
+		sendCommit := r.Commit
+		if r.KeepCommitLocal {
+			sendCommit = nil
+		}
+		if r.Status != nil || r.IsOnline != nil || sendCommit != nil {
+			payload, err := json.Marshal(patchPayload{Status: r.Status, IsOnline: r.IsOnline, IsOnCommit: sendCommit})
 			if err != nil {
 				return err
 			}

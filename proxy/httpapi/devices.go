@@ -1,0 +1,291 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/proxy/cloudclient"
+	"github.com/depharness/depharness/proxy/store"
+)
+
+// provisionTimeout bounds provisioning (cloud call and store write). It runs
+// detached from the client's connection: a device the cloud created is
+// stored even if the client gave up waiting.
+const provisionTimeout = 30 * time.Second
+
+// deviceError maps the store's lookup errors to the API's.
+func deviceError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return errDeviceNotFound
+	case errors.Is(err, store.ErrDeleted):
+		return errDeviceDeleted
+	}
+	return unavailable(err)
+}
+
+// writeDevice sends d as a device object with status.
+func (h *Handler) writeDevice(w http.ResponseWriter, status int, d *store.Device) error {
+	bp := getBuf()
+	defer putBuf(bp)
+	b, err := appendDevice(*bp, d, h.v.On("put-isonline-number"))
+	if err != nil {
+		return unavailable(err)
+	}
+	*bp = b
+	writeJSON(w, status, b)
+	return nil
+}
+
+// listDevices is GET /v1/devices (DEV-LIST-1): every device, including those
+// awaiting a delete acknowledgement.
+func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) error {
+	hideMarked := h.v.On("list-hides-marked")
+	numericOnline := h.v.On("put-isonline-number")
+	bp := getBuf()
+	defer putBuf(bp)
+	b := append(*bp, '[')
+	first := true
+	err := h.opts.Store.EachDevice(r.Context(), func(d *store.Device) error {
+		if hideMarked && d.MarkedForDelete {
+			return nil
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		var err error
+		b, err = appendDevice(b, d, numericOnline)
+		return err
+	})
+	if err != nil {
+		return unavailable(err)
+	}
+	b = append(b, ']')
+	*bp = b
+	writeJSON(w, http.StatusOK, b)
+	return nil
+}
+
+// getDevice is GET /v1/devices/{uuid} (DEV-GET-1).
+func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) error {
+	d, err := h.opts.Store.DeviceByUUID(r.Context(), r.PathValue("uuid"))
+	if err != nil {
+		return deviceError(err)
+	}
+	if d.MarkedForDelete && !h.v.On("get-marked-200") {
+		return errDeviceDeleted
+	}
+	return h.writeDevice(w, http.StatusOK, &d)
+}
+
+// provision is POST /v1/devices (DEV-PROV-1..4).
+func (h *Handler) provision(w http.ResponseWriter, r *http.Request) error {
+	m, err := h.readObject(w, r)
+	if err != nil {
+		return err
+	}
+	appID, ok := jsonInteger(m["appId"])
+	if !ok || (appID <= 0 && !h.v.On("provision-appid-zero-ok")) {
+		return errAppIDInvalid
+	}
+	deviceType := h.deviceTypeDefault()
+	if raw, present := m["device_type"]; present && string(raw) != "null" {
+		s, ok := jsonString(raw)
+		if !ok || s == "" {
+			return errDeviceType
+		}
+		deviceType = s
+	}
+	uuid, err := h.newUUID()
+	if err != nil {
+		return unavailable(err)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), provisionTimeout)
+	defer cancel()
+	cd, err := h.opts.Cloud.Provision(ctx, appID, deviceType, uuid)
+	if err != nil {
+		if cloudclient.IsRejected(err) && !h.v.On("provision-cloud-error-503") {
+			return &Error{Status: http.StatusBadRequest, Text: api.ErrTextProvisioningFailed, Cause: err}
+		}
+		return unavailable(err)
+	}
+	if cd.DeviceType != "" {
+		deviceType = cd.DeviceType
+	}
+	if _, err := h.opts.Store.InsertProvisioned(ctx, store.NewDevice{
+		UUID: uuid, AppID: appID, DeviceType: deviceType, CloudID: cd.ID,
+		Name: cd.DeviceName, Note: cd.Note, LogsChannel: cd.LogsChannel, Status: cd.Status,
+	}); err != nil {
+		return unavailable(err)
+	}
+	h.log.Info("device provisioned", "uuid", uuid, "app", appID, "cloud_id", cd.ID)
+	if h.opts.OnProvisioned != nil {
+		h.opts.OnProvisioned()
+	}
+	resp := api.ProvisionResponse{ID: cd.ID, UUID: uuid, Name: cd.DeviceName, Note: cd.Note, DeviceType: deviceType}
+	if !h.v.On("provision-no-device-name") {
+		resp.DeviceName = cd.DeviceName
+	}
+	return writeValue(w, http.StatusCreated, resp)
+}
+
+// parseReport validates a PUT body (DEV-PUT-1, -2, -5): each known member
+// must have its exact JSON type; unknown members are ignored.
+func (h *Handler) parseReport(m map[string]json.RawMessage) (store.Report, error) {
+	var rep store.Report
+	if raw, ok := m["is_online"]; ok {
+		v, ok := jsonBool(raw)
+		if !ok {
+			return rep, errIsOnline
+		}
+		rep.IsOnline = &v
+	}
+	if raw, ok := m["status"]; ok {
+		s, ok := jsonString(raw)
+		if !ok || s == "" {
+			return rep, errStatus
+		}
+		rep.Status = &s
+	}
+	if raw, ok := m["commit"]; ok {
+		s, ok := jsonString(raw)
+		if !ok || s == "" {
+			return rep, errCommit
+		}
+		rep.Commit = &s
+	}
+	arraysOK := h.v.On("put-array-env-ok")
+	for _, f := range []struct {
+		name string
+		dst  *json.RawMessage
+		err  error
+	}{{"environment", &rep.Environment, errEnvironment}, {"config", &rep.Config, errConfig}} {
+		raw, ok := m[f.name]
+		if !ok {
+			continue
+		}
+		switch {
+		case jsonObject(raw):
+			*f.dst = raw
+		case arraysOK && len(raw) > 0 && raw[0] == '[':
+			*f.dst = json.RawMessage("{}")
+		default:
+			return rep, f.err
+		}
+	}
+	rep.KeepCommitLocal = h.v.On("put-commit-not-sent")
+	return rep, nil
+}
+
+// putDevice is PUT /v1/devices/{uuid} (DEV-PUT-1..6). The body is validated
+// before the lookup; the change and its cloud patch are stored in one
+// transaction and the answer does not wait for the cloud.
+func (h *Handler) putDevice(w http.ResponseWriter, r *http.Request) error {
+	uuid := r.PathValue("uuid")
+	ctx := r.Context()
+	if h.v.On("put-lookup-first") {
+		d, err := h.opts.Store.DeviceByUUID(ctx, uuid)
+		if err != nil {
+			return deviceError(err)
+		}
+		if d.MarkedForDelete && !h.v.On("put-marked-200") {
+			return errDeviceDeleted
+		}
+	}
+	m, err := h.readObject(w, r)
+	if err != nil {
+		return err
+	}
+	rep, err := h.parseReport(m)
+	if err != nil {
+		return err
+	}
+	if rep.Empty() {
+		if !h.v.On("put-no-attr-200") {
+			return errNoAttributes
+		}
+		return h.currentDevice(w, r, uuid)
+	}
+	d, _, err := h.opts.Store.ApplyReport(ctx, uuid, rep)
+	if errors.Is(err, store.ErrDeleted) && h.v.On("put-marked-200") {
+		return h.currentDevice(w, r, uuid)
+	}
+	if err != nil {
+		return deviceError(err)
+	}
+	if h.opts.OnDeviceReported != nil {
+		h.opts.OnDeviceReported(uuid)
+	}
+	return h.writeDevice(w, http.StatusOK, &d)
+}
+
+// currentDevice answers 200 with the stored device, changing nothing (for
+// the violations that accept what they must refuse).
+func (h *Handler) currentDevice(w http.ResponseWriter, r *http.Request, uuid string) error {
+	d, err := h.opts.Store.DeviceByUUID(r.Context(), uuid)
+	if err != nil {
+		return deviceError(err)
+	}
+	if d.MarkedForDelete && !h.v.On("put-marked-200") {
+		return errDeviceDeleted
+	}
+	return h.writeDevice(w, http.StatusOK, &d)
+}
+
+// postLog is POST /v1/devices/{uuid}/logs (DEV-LOG-1, -2): the line is
+// buffered durably for the cloud and answered 202.
+func (h *Handler) postLog(w http.ResponseWriter, r *http.Request) error {
+	uuid := r.PathValue("uuid")
+	m, err := h.readObject(w, r)
+	if err != nil {
+		return err
+	}
+	msg, ok := jsonString(m["message"])
+	if !ok {
+		return errMessage
+	}
+	line := cloudapi.LogLine{UUID: uuid, Message: msg}
+	if raw, present := m["timestamp"]; present {
+		if line.Timestamp, ok = jsonNumberMillis(raw); !ok {
+			return errTimestamp
+		}
+	} else if !h.v.On("logs-no-default-timestamp") {
+		line.Timestamp = h.now().UnixMilli()
+	}
+	if raw, present := m["isSystem"]; present {
+		if line.IsSystem, ok = jsonBool(raw); !ok {
+			return errIsSystem
+		}
+	}
+	payload, err := marshal(line)
+	if err != nil {
+		return unavailable(err)
+	}
+	dropped, err := h.opts.Store.AppendLog(r.Context(), uuid, payload, h.opts.MaxLogLines)
+	switch {
+	case errors.Is(err, store.ErrDeleted) && h.v.On("logs-marked-202"):
+		// accepted and discarded
+	case err != nil:
+		return deviceError(err)
+	}
+	if dropped > 0 {
+		h.metrics.logsDropped.Add(float64(dropped))
+		h.log.Warn("log buffer full: oldest lines dropped", "dropped", dropped)
+	}
+	if err == nil && h.opts.OnLogAccepted != nil {
+		h.opts.OnLogAccepted(uuid)
+	}
+	status := http.StatusAccepted
+	if h.v.On("logs-200") {
+		status = http.StatusOK
+	}
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(status)
+	return nil
+}

@@ -1,0 +1,312 @@
+// Package httpapi is the reference proxy's supervisor HTTP API for dependent
+// apps and devices (CONTRACT.md "General", "Dependent applications",
+// "Dependent devices"): authentication, handlers, one error type with one
+// writer, and request metrics.
+//
+// It reads and writes the proxy's state through proxy/store, provisions
+// through a Cloud, serves asset tars through an Assets, and never talks to
+// the cloud otherwise: device reports and log lines go to the store's outbox,
+// which proxy/outbox delivers. It must not import proxy/sync, proxy/hooks,
+// proxy/outbox, the fakes or the simulator.
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/proxy/store"
+	"github.com/depharness/depharness/proxy/violation"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Cloud provisions dependent devices in the cloud. *cloudclient.Client
+// implements it. A refusal must be recognised by cloudclient.IsRejected
+// (a *cloudclient.StatusError with a 4xx code); anything else is taken as
+// the cloud being unavailable.
+type Cloud interface {
+	Provision(ctx context.Context, appID int64, deviceType, uuid string) (cloudapi.Device, error)
+}
+
+// Assets serves the assets tar of an app's commit. *assets.Cache implements
+// it. image is the registry reference of that commit's image when the store
+// knows it ("" otherwise). If it fails before writing anything it returns an
+// error and the API answers 503.
+type Assets interface {
+	Serve(w http.ResponseWriter, r *http.Request, appID int64, commit, image string) error
+}
+
+// Options configure New. Store, Cloud, Assets and APIKey are required.
+type Options struct {
+	Store  *store.Store
+	Cloud  Cloud
+	Assets Assets
+	// APIKey is BALENA_SUPERVISOR_API_KEY: every route but GET /ping needs it.
+	APIKey string
+	// OnProvisioned, if set, is called after a device was provisioned and
+	// stored (e.g. to poll the target state early).
+	OnProvisioned func()
+	// OnDeviceReported, if set, is called after a PUT was stored, with the
+	// device's uuid (e.g. to wake the hook dispatcher and the outbox).
+	OnDeviceReported func(uuid string)
+	// OnLogAccepted, if set, is called after a log line was buffered (e.g.
+	// to wake the outbox).
+	OnLogAccepted func(uuid string)
+	// MaxLogLines bounds the durable buffer of log lines (LOG_BUFFER_LINES);
+	// 0 means store.DefaultMaxLogRows.
+	MaxLogLines int
+	// Violations are deliberate contract violations for the self-check; nil
+	// enables none.
+	Violations violation.Set
+	// Logger, if nil, discards.
+	Logger *slog.Logger
+	// Metrics, if nil, are built with NewMetrics(Registerer).
+	Metrics *Metrics
+	// Registerer, if nil, leaves the metrics unregistered.
+	Registerer prometheus.Registerer
+	// Now, if nil, is time.Now. It timestamps log lines sent without one.
+	Now func() time.Time
+	// Rand, if nil, is crypto/rand.Reader. New device uuids are read from it.
+	Rand io.Reader
+}
+
+// Handler is the supervisor API. It is an http.Handler.
+type Handler struct {
+	opts    Options
+	keySum  [sha256.Size]byte
+	mux     *http.ServeMux
+	log     *slog.Logger
+	metrics *Metrics
+	now     func() time.Time
+	rand    io.Reader
+	v       violation.Set
+	// fallback is the instrumented unknown-path route.
+	fallback http.Handler
+}
+
+// New returns the API handler for opts.
+func New(opts Options) (*Handler, error) {
+	switch {
+	case opts.Store == nil:
+		return nil, errors.New("httpapi: Store is required")
+	case opts.Cloud == nil:
+		return nil, errors.New("httpapi: Cloud is required")
+	case opts.Assets == nil:
+		return nil, errors.New("httpapi: Assets is required")
+	case opts.APIKey == "":
+		return nil, errors.New("httpapi: APIKey is required")
+	}
+	h := &Handler{
+		opts:    opts,
+		keySum:  sha256.Sum256([]byte(opts.APIKey)),
+		mux:     http.NewServeMux(),
+		log:     opts.Logger,
+		metrics: opts.Metrics,
+		now:     opts.Now,
+		rand:    opts.Rand,
+		v:       opts.Violations,
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.rand == nil {
+		h.rand = rand.Reader
+	}
+	if h.metrics == nil {
+		var err error
+		if h.metrics, err = NewMetrics(opts.Registerer); err != nil {
+			return nil, err
+		}
+	}
+	h.route("GET /ping", false, h.ping)
+	h.route("GET /v1/dependent-apps", true, h.listApps)
+	h.route("GET /v1/dependent-apps/{appId}/assets/{commit}", true, h.getAssets)
+	h.route("GET /v1/devices", true, h.listDevices)
+	h.route("POST /v1/devices", true, h.provision)
+	h.route("GET /v1/devices/{uuid}", true, h.getDevice)
+	h.route("PUT /v1/devices/{uuid}", true, h.putDevice)
+	h.route("POST /v1/devices/{uuid}/logs", true, h.postLog)
+	// Everything else: 401 without the key (gateway apps poll GET / and
+	// take 401 as "supervisor is up"), 404 with it.
+	h.fallback = h.route("/", !h.v.On("auth-unknown-path-404"), h.notFound)
+	return h, nil
+}
+
+// ServeHTTP serves the API. Paths that are not clean (//, /./, /../) go to
+// the unknown-path route rather than to ServeMux's redirect, so that they
+// too answer 401 without the key.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p := r.URL.Path; p == "" || p[0] != '/' || path.Clean(p) != p && !(strings.HasSuffix(p, "/") && path.Clean(p)+"/" == p) {
+		h.fallback.ServeHTTP(w, r)
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// handlerFunc is a route's handler: it writes a success response itself and
+// returns an error (an *Error, or any other error for 503) otherwise.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// route registers fn under pattern, with authentication (unless open),
+// panic recovery, the error writer and metrics labelled by the pattern's
+// path template.
+func (h *Handler) route(pattern string, auth bool, fn handlerFunc) http.Handler {
+	tmpl := pattern
+	if _, p, ok := strings.Cut(pattern, " "); ok {
+		tmpl = p
+	}
+	if tmpl == "/" {
+		tmpl = "other"
+	}
+	if pattern == "GET /ping" && h.v.On("ping-needs-key") {
+		auth = true
+	}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &responseRecorder{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				h.writeError(rec, r, fmt.Errorf("panic: %v", p))
+			}
+			method := methodLabel(r.Method)
+			h.metrics.requests.WithLabelValues(tmpl, method, statusLabel(rec.status())).Inc()
+			h.metrics.duration.WithLabelValues(tmpl, method).Observe(time.Since(start).Seconds())
+		}()
+		if auth && !h.authorized(r) {
+			h.writeError(rec, r, errUnauthorized)
+			return
+		}
+		if err := fn(rec, r); err != nil {
+			h.writeError(rec, r, err)
+		}
+	})
+	h.mux.Handle(pattern, handler)
+	return handler
+}
+
+// authorized reports whether r carries the API key: ?apikey=KEY, or
+// Authorization: Bearer KEY or ApiKey KEY (scheme case-insensitive). Keys
+// are compared in constant time, as SHA-256 sums so that even the key's
+// length does not leak.
+func (h *Handler) authorized(r *http.Request) bool {
+	if h.v.On("auth-open") {
+		return true
+	}
+	ok := false
+	if r.URL.RawQuery != "" {
+		for _, k := range r.URL.Query()["apikey"] {
+			ok = h.keyMatches(k) || ok
+		}
+	}
+	for _, a := range r.Header.Values("Authorization") {
+		scheme, cred, found := strings.Cut(strings.TrimSpace(a), " ")
+		if !found || !(strings.EqualFold(scheme, "Bearer") || strings.EqualFold(scheme, "ApiKey")) {
+			continue
+		}
+		ok = h.keyMatches(strings.TrimSpace(cred)) || ok
+	}
+	return ok
+}
+
+func (h *Handler) keyMatches(k string) bool {
+	sum := sha256.Sum256([]byte(k))
+	return subtle.ConstantTimeCompare(sum[:], h.keySum[:]) == 1
+}
+
+func (h *Handler) ping(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	io.WriteString(w, "OK")
+	return nil
+}
+
+func (h *Handler) notFound(w http.ResponseWriter, r *http.Request) error {
+	return errNotFound
+}
+
+// methodLabel bounds the method label to the methods HTTP defines.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
+}
+
+// responseRecorder remembers the status written through it.
+type responseRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *responseRecorder) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseRecorder) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// ReadFrom keeps http.ServeContent's sendfile path for asset tars.
+func (w *responseRecorder) ReadFrom(src io.Reader) (int64, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(w.ResponseWriter, src)
+}
+
+func (w *responseRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *responseRecorder) written() bool { return w.code != 0 }
+
+// status is the status sent, 200 if the handler wrote nothing at all.
+func (w *responseRecorder) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}
+
+// newUUID returns 32 random lowercase hex characters.
+func (h *Handler) newUUID() (string, error) {
+	var b [16]byte
+	if _, err := io.ReadFull(h.rand, b[:]); err != nil {
+		return "", fmt.Errorf("random uuid: %w", err)
+	}
+	return fmt.Sprintf("%x", b[:]), nil
+}
+
+// deviceTypeDefault is the device_type of POST /v1/devices without one.
+func (h *Handler) deviceTypeDefault() string {
+	if h.v.On("provision-default-generic") {
+		return "generic"
+	}
+	return api.DefaultDeviceType
+}
