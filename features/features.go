@@ -37,10 +37,18 @@ const (
 // Pickle is one runnable scenario (an outline gives one per example row)
 // with its tags.
 type Pickle struct {
-	URI  string
-	Name string
-	Line int64
-	Tags []string
+	URI   string
+	Name  string
+	Line  int64
+	Tags  []string
+	Steps []PickleStep
+}
+
+// PickleStep is one step of a pickle.
+type PickleStep struct {
+	Text string
+	// HasArgument is set when the step carries a table or a doc string.
+	HasArgument bool
 }
 
 // Clauses returns the clause IDs a pickle is tagged with.
@@ -98,6 +106,9 @@ func Pickles(fsys fs.FS) ([]Pickle, error) {
 			}
 			for _, t := range p.Tags {
 				pk.Tags = append(pk.Tags, t.Name)
+			}
+			for _, s := range p.Steps {
+				pk.Steps = append(pk.Steps, PickleStep{Text: s.Text, HasArgument: s.Argument != nil})
 			}
 			out = append(out, pk)
 		}

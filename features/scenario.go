@@ -1,0 +1,278 @@
+package features
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gavv/httpexpect/v2"
+
+	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/fakes/hookrecv"
+)
+
+// scenario is the state of one running scenario, created in sc.Before and
+// carried in the context.
+type scenario struct {
+	suite     *suite
+	cfg       Config
+	name, id  string
+	log       *syncBuffer // harness, fakes and target output
+	targetOut *syncBuffer // target output only
+	logger    *slog.Logger
+	rng       *mrand.Rand
+
+	dataDir string
+	port    int
+	apiKey  string
+	world   *World
+	gateway cloud.Gateway
+	other   *cloud.Gateway
+	hooks   *hookServer
+	target  Target
+	// fetchAssets is installed on the hook receiver when the gateway app
+	// fetches the assets of every update hook.
+	fetchAssets hookrecv.OnReceive
+
+	apps     map[string]*appState
+	releases map[string]*releaseState
+	devices  map[string]*deviceState
+	scripts  map[string]pendingScript
+
+	rep *collector // failures of the current step
+
+	last       *httpexpect.Response
+	lastMethod string
+	lastPath   string
+	lastBody   []byte
+	etag       string
+	fullTar    []byte
+	parallel   []*httpexpect.Response
+	logSent    map[string][2]int64 // message → [before, after] in ms
+}
+
+type appState struct {
+	name string
+	id   int64
+}
+
+type releaseState struct {
+	name   string
+	app    *appState
+	commit string
+}
+
+type deviceState struct {
+	alias   string
+	uuid    string
+	cloudID int64
+	app     *appState
+}
+
+type pendingScript struct {
+	kind    hookrecv.Kind
+	answers []hookrecv.Answer
+}
+
+// collector is the httpexpect reporter of a step: failures become the
+// step's error.
+type collector struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (c *collector) Errorf(message string, args ...any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.msgs = append(c.msgs, fmt.Sprintf(message, args...))
+}
+
+func (c *collector) err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.msgs) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(c.msgs, "\n"))
+}
+
+func (st *scenario) baseURL() string { return fmt.Sprintf("http://127.0.0.1:%d", st.port) }
+
+// expectWith returns an httpexpect instance on the target reporting to r.
+func (st *scenario) expectWith(r httpexpect.Reporter) *httpexpect.Expect {
+	return httpexpect.WithConfig(httpexpect.Config{
+		BaseURL:  st.baseURL(),
+		Reporter: r,
+		Client:   &http.Client{Timeout: 15 * time.Second},
+		Formatter: &httpexpect.DefaultFormatter{
+			DisableNames: true,
+		},
+		Printers: []httpexpect.Printer{httpexpect.NewCompactPrinter(logPrinter{st})},
+	})
+}
+
+// api returns the httpexpect instance of the current step.
+func (st *scenario) api() *httpexpect.Expect {
+	if st.rep == nil {
+		st.rep = &collector{}
+	}
+	return st.expectWith(st.rep)
+}
+
+// quiet returns an httpexpect instance whose failures are collected apart,
+// for polling.
+func (st *scenario) quiet() (*httpexpect.Expect, *collector) {
+	c := &collector{}
+	return st.expectWith(c), c
+}
+
+type logPrinter struct{ st *scenario }
+
+func (p logPrinter) Logf(format string, a ...any) { p.st.logf(format, a...) }
+
+// authed adds the API key to a request (as a Bearer header).
+func (st *scenario) authed(r *httpexpect.Request) *httpexpect.Request {
+	return r.WithHeader("Authorization", "Bearer "+st.apiKey)
+}
+
+// failFunc reports a failure that is not an httpexpect assertion.
+type failFunc func(format string, a ...any)
+
+// eventually runs check until it reports no failure, polling until the
+// await deadline; then it runs it once more reporting to the step.
+func (st *scenario) eventually(ctx context.Context, check func(e *httpexpect.Expect, fail failFunc)) error {
+	deadline := time.Now().Add(st.cfg.Timing.Await)
+	for {
+		e, c := st.quiet()
+		check(e, c.Errorf)
+		if c.err() == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			e := st.api()
+			check(e, st.rep.Errorf)
+			if err := st.rep.err(); err != nil {
+				return fmt.Errorf("not so within %s: %w", st.cfg.Timing.Await, err)
+			}
+			return nil
+		}
+		if err := sleepCtx(ctx, 25*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// waitFor polls cond until it returns nil or the await deadline passes.
+func (st *scenario) waitFor(ctx context.Context, cond func() error) error {
+	deadline := time.Now().Add(st.cfg.Timing.Await)
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not so within %s: %w", st.cfg.Timing.Await, err)
+		}
+		if err := sleepCtx(ctx, 25*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// awaitCtx is a context bounded by the await deadline.
+func (st *scenario) awaitCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, st.cfg.Timing.Await)
+}
+
+var placeholder = regexp.MustCompile(`\{(uuid|app|commit|cloud id) ([^}]+)\}`)
+
+// expand replaces {uuid D}, {app A}, {commit R1} and {cloud id D} with the
+// scenario's values.
+func (st *scenario) expand(s string) (string, error) {
+	var err error
+	out := placeholder.ReplaceAllStringFunc(s, func(m string) string {
+		p := placeholder.FindStringSubmatch(m)
+		kind, name := p[1], p[2]
+		switch kind {
+		case "uuid", "cloud id":
+			d, ok := st.devices[name]
+			if !ok {
+				err = fmt.Errorf("no device %q in this scenario", name)
+				return m
+			}
+			if kind == "uuid" {
+				return d.uuid
+			}
+			return strconv.FormatInt(d.cloudID, 10)
+		case "app":
+			a, ok := st.apps[name]
+			if !ok {
+				err = fmt.Errorf("no app %q in this scenario", name)
+				return m
+			}
+			return strconv.FormatInt(a.id, 10)
+		default:
+			r, ok := st.releases[name]
+			if !ok {
+				err = fmt.Errorf("no release %q in this scenario", name)
+				return m
+			}
+			return r.commit
+		}
+	})
+	return out, err
+}
+
+func (st *scenario) device(alias string) (*deviceState, error) {
+	d, ok := st.devices[alias]
+	if !ok {
+		return nil, fmt.Errorf("no device %q in this scenario", alias)
+	}
+	return d, nil
+}
+
+func (st *scenario) app(name string) (*appState, error) {
+	a, ok := st.apps[name]
+	if !ok {
+		return nil, fmt.Errorf("no app %q in this scenario", name)
+	}
+	return a, nil
+}
+
+func (st *scenario) release(name string) (*releaseState, error) {
+	r, ok := st.releases[name]
+	if !ok {
+		return nil, fmt.Errorf("no release %q in this scenario", name)
+	}
+	return r, nil
+}
+
+// addDevice records a device under alias and applies any hook script that
+// was set for it before it existed.
+func (st *scenario) addDevice(alias, uuid string, cloudID int64, app *appState) error {
+	if _, dup := st.devices[alias]; dup {
+		return fmt.Errorf("device %q already exists in this scenario", alias)
+	}
+	st.devices[alias] = &deviceState{alias: alias, uuid: uuid, cloudID: cloudID, app: app}
+	st.logf("device %s is %s (cloud id %d)", alias, uuid, cloudID)
+	return nil
+}

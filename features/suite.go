@@ -1,0 +1,422 @@
+package features
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cucumber/godog"
+
+	"github.com/depharness/depharness/fakes/cloud"
+)
+
+// Timing are the intervals the target is started with and the deadlines
+// of the suite. Zero fields take the defaults of DefaultTiming.
+type Timing struct {
+	// Poll is TARGET_POLL_INTERVAL.
+	Poll time.Duration
+	// Retry is HOOK_RETRY_INTERVAL.
+	Retry time.Duration
+	// HookTimeout is HOOK_TIMEOUT.
+	HookTimeout time.Duration
+	// Ready is how long a target may take to answer GET /ping.
+	Ready time.Duration
+	// Await is how long an "eventually" step waits.
+	Await time.Duration
+}
+
+// DefaultTiming is what zero Timing fields mean.
+var DefaultTiming = Timing{
+	Poll:        100 * time.Millisecond,
+	Retry:       300 * time.Millisecond,
+	HookTimeout: time.Second,
+	Ready:       30 * time.Second,
+	Await:       20 * time.Second,
+}
+
+func (t Timing) withDefaults() Timing {
+	d := DefaultTiming
+	if t.Poll > 0 {
+		d.Poll = t.Poll
+	}
+	if t.Retry > 0 {
+		d.Retry = t.Retry
+	}
+	if t.HookTimeout > 0 {
+		d.HookTimeout = t.HookTimeout
+	}
+	if t.Ready > 0 {
+		d.Ready = t.Ready
+	}
+	if t.Await > 0 {
+		d.Await = t.Await
+	}
+	return d
+}
+
+// Config configures a run of the suite.
+type Config struct {
+	// Target makes each scenario's supervisor. Required; see
+	// CommandTargetFactory.
+	Target TargetFactory
+	// TargetEnv is added to the harness variables (DEPHARNESS_VIOLATIONS
+	// for the self-check).
+	TargetEnv map[string]string
+	// World, if nil, is LocalWorld.
+	World WorldFactory
+	// Tags is a godog tag expression ("@HOOK-202", "~@reference"); empty
+	// runs every scenario.
+	Tags string
+	// Concurrency is how many scenarios run at once; 0 means 1.
+	Concurrency int
+	// Seed orders the scenarios and seeds the fakes; 0 draws one (printed).
+	Seed int64
+	// ReportDir, if set, receives cucumber.json, junit.xml, report.html and
+	// the logs of failed scenarios.
+	ReportDir string
+	// Output receives the console report; nil means os.Stdout.
+	Output io.Writer
+	// NoColors strips colours from the console report.
+	NoColors bool
+	// Timing, zero fields defaulted.
+	Timing Timing
+	// TestingT, if set, runs each scenario as a subtest.
+	TestingT *testing.T
+	// Logger receives harness messages; nil discards.
+	Logger *slog.Logger
+	// Features, if nil, is the suite's own Files.
+	Features fs.FS
+}
+
+// ScenarioResult is the outcome of one scenario.
+type ScenarioResult struct {
+	URI    string
+	Name   string
+	Tags   []string
+	Passed bool
+	// Err is the first failing step's error.
+	Err string
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	Seed      int64
+	Scenarios []ScenarioResult
+	// Status is godog's exit status: 0 passed, 1 failed, 2 bad options.
+	Status int
+}
+
+// Failed returns the scenarios that did not pass.
+func (r Result) Failed() []ScenarioResult {
+	var out []ScenarioResult
+	for _, s := range r.Scenarios {
+		if !s.Passed {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// ErrNoScenarios is returned when the tag expression selects nothing.
+var ErrNoScenarios = errors.New("the tag expression selects no scenario")
+
+// CommandTargetFactory returns a TargetFactory starting command with sh -c.
+func CommandTargetFactory(command string, ready time.Duration) TargetFactory {
+	return func(out io.Writer) Target {
+		return NewCommandTarget(CommandOptions{Command: command, Ready: ready}, out)
+	}
+}
+
+// Run runs the suite. It fails with ErrNoScenarios when nothing is
+// selected; a scenario failure is not an error but shows in the Result.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	if cfg.Target == nil {
+		return Result{}, errors.New("features: Config.Target is required")
+	}
+	if cfg.World == nil {
+		cfg.World = LocalWorld
+	}
+	if cfg.Features == nil {
+		cfg.Features = Files
+	}
+	if cfg.Output == nil {
+		cfg.Output = os.Stdout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Timing = cfg.Timing.withDefaults()
+	if cfg.Seed == 0 {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		cfg.Seed = int64(uint64(b[0])<<56|uint64(b[1])<<48|uint64(b[2])<<40|uint64(b[3])<<32|
+			uint64(b[4])<<24|uint64(b[5])<<16|uint64(b[6])<<8|uint64(b[7])) & (1<<62 - 1)
+		if cfg.Seed == 0 {
+			cfg.Seed = 1
+		}
+	}
+	n, err := countSelected(cfg.Features, cfg.Tags)
+	if err != nil {
+		return Result{}, err
+	}
+	if n == 0 {
+		return Result{}, fmt.Errorf("%w (tags %q)", ErrNoScenarios, cfg.Tags)
+	}
+	fmt.Fprintf(cfg.Output, "depharness verify: %d scenarios, seed %d (replay with --seed %d)\n", n, cfg.Seed, cfg.Seed)
+
+	format := "pretty"
+	if cfg.ReportDir != "" {
+		if err := os.MkdirAll(filepath.Join(cfg.ReportDir, "logs"), 0o755); err != nil {
+			return Result{}, err
+		}
+		format += ",cucumber:" + filepath.Join(cfg.ReportDir, "cucumber.json") +
+			",junit:" + filepath.Join(cfg.ReportDir, "junit.xml")
+	}
+	s := &suite{cfg: cfg}
+	ts := godog.TestSuite{
+		Name:                "depharness",
+		ScenarioInitializer: s.initScenario,
+		Options: &godog.Options{
+			Format:         format,
+			Tags:           cfg.Tags,
+			Concurrency:    max(cfg.Concurrency, 1),
+			Randomize:      cfg.Seed,
+			Output:         cfg.Output,
+			NoColors:       cfg.NoColors,
+			Strict:         true,
+			FS:             cfg.Features,
+			Paths:          []string{"."},
+			DefaultContext: ctx,
+			TestingT:       cfg.TestingT,
+		},
+	}
+	status := ts.Run()
+	res := Result{Seed: cfg.Seed, Status: status, Scenarios: s.results()}
+	if cfg.ReportDir != "" {
+		if err := WriteHTMLReportFiles(cfg.ReportDir); err != nil {
+			return res, fmt.Errorf("writing the HTML report: %w", err)
+		}
+	}
+	if status == 2 {
+		return res, errors.New("godog refused the options (see the output)")
+	}
+	return res, nil
+}
+
+// countSelected counts the pickles of fs that tags selects.
+func countSelected(fsys fs.FS, tags string) (int, error) {
+	feats, err := godog.TestSuite{Options: &godog.Options{Tags: tags, FS: fsys, Paths: []string{"."}}}.RetrieveFeatures()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, f := range feats {
+		n += len(f.Pickles)
+	}
+	return n, nil
+}
+
+// suite is the state shared by the scenarios of one run.
+type suite struct {
+	cfg Config
+
+	mu  sync.Mutex
+	res []ScenarioResult
+	seq int
+}
+
+func (s *suite) record(r ScenarioResult) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.res = append(s.res, r)
+}
+
+func (s *suite) results() []ScenarioResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]ScenarioResult(nil), s.res...)
+}
+
+func (s *suite) nextSeq() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	return s.seq
+}
+
+type scenarioKey struct{}
+
+// scenarioOf returns the scenario state carried in ctx.
+func scenarioOf(ctx context.Context) *scenario {
+	sc, _ := ctx.Value(scenarioKey{}).(*scenario)
+	return sc
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func (s *suite) initScenario(sc *godog.ScenarioContext) {
+	sc.Before(func(ctx context.Context, p *godog.Scenario) (context.Context, error) {
+		st, err := s.newScenario(ctx, p)
+		if err != nil {
+			return ctx, fmt.Errorf("setting up the scenario: %w", err)
+		}
+		return context.WithValue(ctx, scenarioKey{}, st), nil
+	})
+	sc.After(func(ctx context.Context, p *godog.Scenario, err error) (context.Context, error) {
+		st := scenarioOf(ctx)
+		r := ScenarioResult{URI: p.Uri, Name: p.Name, Passed: err == nil}
+		for _, t := range p.Tags {
+			r.Tags = append(r.Tags, t.Name)
+		}
+		if err != nil {
+			r.Err = err.Error()
+		}
+		s.record(r)
+		if st != nil {
+			st.close(err)
+		}
+		return ctx, nil
+	})
+	sc.StepContext().Before(func(ctx context.Context, step *godog.Step) (context.Context, error) {
+		if st := scenarioOf(ctx); st != nil {
+			st.logf("STEP %s", step.Text)
+		}
+		return ctx, nil
+	})
+	registerSteps(sc)
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, error) {
+	seq := s.nextSeq()
+	st := &scenario{
+		suite:    s,
+		cfg:      s.cfg,
+		name:     p.Name,
+		id:       fmt.Sprintf("%03d-%s", seq, strings.Trim(unsafeName.ReplaceAllString(p.Name, "-"), "-")),
+		log:      &syncBuffer{},
+		apps:     map[string]*appState{},
+		releases: map[string]*releaseState{},
+		devices:  map[string]*deviceState{},
+		scripts:  map[string]pendingScript{},
+		rng:      mrand.New(mrand.NewPCG(uint64(s.cfg.Seed), uint64(seq))),
+	}
+	st.logger = slog.New(slog.NewTextHandler(st.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	st.targetOut = &syncBuffer{}
+	ok := false
+	defer func() {
+		if !ok {
+			st.close(errors.New("setup failed"))
+		}
+	}()
+	var err error
+	st.dataDir, err = os.MkdirTemp("", "depharness-data-")
+	if err != nil {
+		return nil, err
+	}
+	w, err := s.cfg.World(ctx, WorldOptions{Seed: s.cfg.Seed + int64(seq), Logger: st.logger})
+	if err != nil {
+		return nil, fmt.Errorf("starting the world: %w", err)
+	}
+	st.world = w
+	st.gateway, err = w.Cloud.CreateGateway(cloud.GatewaySpec{})
+	if err != nil {
+		return nil, fmt.Errorf("creating the gateway: %w", err)
+	}
+	if st.port, err = freePort(); err != nil {
+		return nil, err
+	}
+	var kb [16]byte
+	_, _ = rand.Read(kb[:])
+	st.apiKey = hex.EncodeToString(kb[:])
+	st.hooks, err = newHookServer("/v1/devices/", st.logger)
+	if err != nil {
+		return nil, err
+	}
+	st.target = s.cfg.Target(io.MultiWriter(st.log, st.targetOut))
+	st.logf("scenario %q: data %s, supervisor port %d, hooks %s, cloud %s", p.Name, st.dataDir, st.port, st.hooks.baseURL(), w.CloudURL)
+	ok = true
+	return st, nil
+}
+
+// env returns the harness variables of CONTRACT.md for the target.
+func (st *scenario) env() map[string]string {
+	t := st.cfg.Timing
+	e := map[string]string{
+		"API_ENDPOINT":                          st.world.CloudURL,
+		"DEVICE_UUID":                           st.gateway.UUID,
+		"DEVICE_ID":                             strconv.FormatInt(st.gateway.DeviceID, 10),
+		"DEVICE_API_KEY":                        st.gateway.APIKey,
+		"BALENA_SUPERVISOR_API_KEY":             st.apiKey,
+		"BALENA_SUPERVISOR_PORT":                strconv.Itoa(st.port),
+		"BALENA_DEPENDENT_DEVICES_HOOK_ADDRESS": st.hooks.baseURL(),
+		"DATA_DIR":                              st.dataDir,
+		"TARGET_POLL_INTERVAL":                  t.Poll.String(),
+		"HOOK_RETRY_INTERVAL":                   t.Retry.String(),
+		"HOOK_TIMEOUT":                          t.HookTimeout.String(),
+	}
+	for k, v := range st.cfg.TargetEnv {
+		e[k] = v
+	}
+	return e
+}
+
+// close tears the scenario down and keeps its log if it failed.
+func (st *scenario) close(failure error) {
+	if st.target != nil && st.target.Running() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := st.target.Stop(ctx); err != nil {
+			st.logf("stopping the target: %v", err)
+		}
+		cancel()
+	}
+	if st.hooks != nil {
+		st.hooks.close()
+	}
+	if st.world != nil && st.world.Close != nil {
+		st.world.Close()
+	}
+	if failure != nil && st.cfg.ReportDir != "" {
+		st.logf("FAILED: %v", failure)
+		_ = os.WriteFile(filepath.Join(st.cfg.ReportDir, "logs", st.id+".log"), []byte(st.log.String()), 0o644)
+	}
+	if st.dataDir != "" {
+		_ = os.RemoveAll(st.dataDir)
+	}
+}
+
+func (st *scenario) logf(format string, a ...any) {
+	fmt.Fprintf(st.log, "%s harness: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, a...))
+}

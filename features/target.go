@@ -1,0 +1,356 @@
+package features
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Target is a supervisor under test, started by the harness with the
+// variables of CONTRACT.md's "Harness ⇄ target interface". It is started,
+// stopped and started again on the same DATA_DIR within one scenario.
+type Target interface {
+	// Start starts the supervisor with env (the harness variables) and
+	// returns once GET /ping answers 200, or with an error if it does not
+	// within the readiness deadline or exits first.
+	Start(ctx context.Context, env map[string]string) error
+	// Stop asks the supervisor to stop (SIGTERM) and waits for it; when ctx
+	// ends first it kills it.
+	Stop(ctx context.Context) error
+	// Kill kills the supervisor at once (SIGKILL), as in a crash.
+	Kill() error
+	// Running reports whether the supervisor is started and not yet gone.
+	Running() bool
+}
+
+// TargetFactory makes the Target of one scenario; out receives the
+// supervisor's output (the scenario log).
+type TargetFactory func(out io.Writer) Target
+
+// Restart stops t (gracefully, or by SIGKILL when kill is set) and starts
+// it again with env.
+func Restart(ctx context.Context, t Target, env map[string]string, kill bool) error {
+	var err error
+	if kill {
+		err = t.Kill()
+	} else {
+		err = t.Stop(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	return t.Start(ctx, env)
+}
+
+// CommandOptions configures a CommandTarget.
+type CommandOptions struct {
+	// Command is run with "sh -c". It inherits the process environment plus
+	// the harness variables (which win).
+	Command string
+	// Ready is the readiness deadline; 0 means 30s.
+	Ready time.Duration
+	// StopGrace is how long Stop waits after SIGTERM before SIGKILL when
+	// its ctx has no deadline; 0 means 10s.
+	StopGrace time.Duration
+}
+
+// CommandTarget runs a supervisor as a child process in its own process
+// group, so that signals reach everything the command starts.
+type CommandTarget struct {
+	opts CommandOptions
+	out  io.Writer
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has exited
+	werr error         // cmd.Wait's result, valid after done
+}
+
+// NewCommandTarget returns a CommandTarget writing the supervisor's stdout
+// and stderr to out.
+func NewCommandTarget(opts CommandOptions, out io.Writer) *CommandTarget {
+	if opts.Ready <= 0 {
+		opts.Ready = 30 * time.Second
+	}
+	if opts.StopGrace <= 0 {
+		opts.StopGrace = 10 * time.Second
+	}
+	if out == nil {
+		out = io.Discard
+	}
+	return &CommandTarget{opts: opts, out: out}
+}
+
+// Start implements Target.
+func (t *CommandTarget) Start(ctx context.Context, env map[string]string) error {
+	t.mu.Lock()
+	if t.cmd != nil {
+		t.mu.Unlock()
+		return errors.New("target: already started")
+	}
+	cmd := exec.Command("sh", "-c", t.opts.Command)
+	cmd.Env = mergeEnv(os.Environ(), env)
+	cmd.Stdout = t.out
+	cmd.Stderr = t.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.mu.Unlock()
+		return fmt.Errorf("target: starting %q: %w", t.opts.Command, err)
+	}
+	done := make(chan struct{})
+	t.cmd, t.done = cmd, done
+	t.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		t.mu.Lock()
+		t.werr = err
+		t.mu.Unlock()
+		close(done)
+	}()
+
+	port := env["BALENA_SUPERVISOR_PORT"]
+	if err := awaitReady(ctx, "http://127.0.0.1:"+port+"/ping", t.opts.Ready, done); err != nil {
+		_ = t.Kill()
+		return fmt.Errorf("target %q: %w", t.opts.Command, err)
+	}
+	return nil
+}
+
+// awaitReady polls url until it answers 200, the deadline passes, ctx ends
+// or exited is closed.
+func awaitReady(ctx context.Context, url string, deadline time.Duration, exited <-chan struct{}) error {
+	ctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var last string
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-exited:
+			return errors.New("exited before GET /ping answered 200")
+		case <-ctx.Done():
+			return fmt.Errorf("GET /ping did not answer 200 within %s (last: %s)", deadline, last)
+		case <-tick.C:
+		}
+	}
+}
+
+// signal sends sig to the process group of the running command and returns
+// its done channel (nil if not running).
+func (t *CommandTarget) signal(sig syscall.Signal) <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cmd == nil {
+		return nil
+	}
+	select {
+	case <-t.done:
+	default:
+		_ = syscall.Kill(-t.cmd.Process.Pid, sig)
+	}
+	return t.done
+}
+
+func (t *CommandTarget) reset() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	err := t.werr
+	t.cmd, t.done, t.werr = nil, nil, nil
+	return err
+}
+
+// Stop implements Target.
+func (t *CommandTarget) Stop(ctx context.Context) error {
+	done := t.signal(syscall.SIGTERM)
+	if done == nil {
+		return nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.opts.StopGrace)
+		defer cancel()
+	}
+	select {
+	case <-done:
+		err := t.reset()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && !ee.Exited() {
+			// Ended by the signal, without handling it: still a stop.
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("target exited after SIGTERM: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		_ = t.Kill()
+		return fmt.Errorf("target did not stop after SIGTERM: %w", ctx.Err())
+	}
+}
+
+// Kill implements Target.
+func (t *CommandTarget) Kill() error {
+	done := t.signal(syscall.SIGKILL)
+	if done == nil {
+		return nil
+	}
+	<-done
+	t.reset()
+	return nil
+}
+
+// Running implements Target.
+func (t *CommandTarget) Running() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cmd == nil {
+		return false
+	}
+	select {
+	case <-t.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// mergeEnv returns base with the variables of over set (replacing any of
+// the same name), in a stable order.
+func mergeEnv(base []string, over map[string]string) []string {
+	out := make([]string, 0, len(base)+len(over))
+	for _, kv := range base {
+		name := kv
+		for i := 0; i < len(kv); i++ {
+			if kv[i] == '=' {
+				name = kv[:i]
+				break
+			}
+		}
+		if _, ok := over[name]; !ok {
+			out = append(out, kv)
+		}
+	}
+	names := make([]string, 0, len(over))
+	for k := range over {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		out = append(out, k+"="+over[k])
+	}
+	return out
+}
+
+// InProcessTarget runs a supervisor as a function in this process: Start
+// calls Run in a goroutine with the harness variables as its environment;
+// Stop cancels it and waits; Kill cancels it too (there is no crash in
+// process: prefer a CommandTarget where a real SIGKILL matters).
+type InProcessTarget struct {
+	// Run is the supervisor's main: it serves until ctx ends.
+	Run   func(ctx context.Context, getenv func(string) string, out io.Writer) error
+	Ready time.Duration
+	Out   io.Writer
+
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+// Start implements Target.
+func (t *InProcessTarget) Start(ctx context.Context, env map[string]string) error {
+	t.mu.Lock()
+	if t.cancel != nil {
+		t.mu.Unlock()
+		return errors.New("target: already started")
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	t.cancel, t.done = cancel, done
+	t.mu.Unlock()
+	vars := map[string]string{}
+	for k, v := range env {
+		vars[k] = v
+	}
+	out := t.Out
+	if out == nil {
+		out = io.Discard
+	}
+	go func() {
+		err := t.Run(runCtx, func(k string) string { return vars[k] }, out)
+		t.mu.Lock()
+		t.err = err
+		t.mu.Unlock()
+		close(done)
+	}()
+	ready := t.Ready
+	if ready <= 0 {
+		ready = 30 * time.Second
+	}
+	if err := awaitReady(ctx, "http://127.0.0.1:"+env["BALENA_SUPERVISOR_PORT"]+"/ping", ready, done); err != nil {
+		_ = t.Kill()
+		return fmt.Errorf("in-process target: %w", err)
+	}
+	return nil
+}
+
+func (t *InProcessTarget) end() error {
+	t.mu.Lock()
+	cancel, done := t.cancel, t.done
+	t.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	<-done
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	err := t.err
+	t.cancel, t.done, t.err = nil, nil, nil
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// Stop implements Target.
+func (t *InProcessTarget) Stop(context.Context) error { return t.end() }
+
+// Kill implements Target.
+func (t *InProcessTarget) Kill() error { _ = t.end(); return nil }
+
+// Running implements Target.
+func (t *InProcessTarget) Running() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done == nil {
+		return false
+	}
+	select {
+	case <-t.done:
+		return false
+	default:
+		return true
+	}
+}

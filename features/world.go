@@ -1,0 +1,173 @@
+package features
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/proxy/cloudapi"
+)
+
+// CloudControl is what the steps need from the fake cloud: its control API,
+// its journal and await functions, and its fault knobs. *cloud.Server
+// satisfies it.
+type CloudControl interface {
+	CreateGateway(spec cloud.GatewaySpec) (cloud.Gateway, error)
+	CreateApp(spec cloud.AppSpec) (cloud.App, error)
+	DeleteApp(id int64) error
+	PushRelease(ctx context.Context, appID int64, spec cloud.ReleaseSpec) (cloud.Release, error)
+	SetAppEnv(appID int64, vars map[string]string) error
+	SetAppConfig(appID int64, vars map[string]string) error
+	SetDeviceEnv(uuid string, vars map[string]string) error
+	SetDeviceConfig(uuid string, vars map[string]string) error
+	CreateDevice(spec cloud.DeviceSpec) (cloud.DeviceInfo, error)
+	DeleteDevice(uuid string) error
+	MoveDevice(uuid string, appID int64, gateway string) error
+	RestartDevice(uuid string) (int64, error)
+	Device(uuid string) (cloud.DeviceInfo, error)
+	Logs(uuid string) ([]cloudapi.LogLine, error)
+	Requests(after uint64) []cloud.Request
+	RequestSeq() uint64
+	Await(ctx context.Context, pred func(*cloud.View) bool) error
+	AwaitDevice(ctx context.Context, uuid string, pred func(cloudapi.Device) bool) (cloudapi.Device, error)
+	AwaitLogs(ctx context.Context, uuid string, n int) ([]cloudapi.LogLine, error)
+	FailNext(route string, n, status int) error
+	Outage(mode cloud.OutageMode) error
+	ResetFaults()
+}
+
+// RegistryControl is what the steps need from the fake registry: its fault
+// knobs. *registry.Server satisfies it.
+type RegistryControl interface {
+	Throttle(bytesPerSec int64)
+	FailNext(kind registry.Kind, n, status int)
+	Fail(kind registry.Kind, status int)
+	Heal()
+}
+
+// ImageBuilder builds release images into the registry. *registry.Builder
+// satisfies it.
+type ImageBuilder interface {
+	Build(ctx context.Context, repo string, layers ...registry.Layer) (ref string, digest v1.Hash, err error)
+}
+
+// World is what one scenario runs in: a fake cloud reachable at CloudURL
+// (the target's API_ENDPOINT) and a fake registry the cloud's images point
+// to.
+type World struct {
+	CloudURL string
+	Cloud    CloudControl
+	Registry RegistryControl
+	Images   ImageBuilder
+	// Close stops the world's servers.
+	Close func()
+}
+
+// WorldOptions are what a WorldFactory is given.
+type WorldOptions struct {
+	// Seed seeds the fakes' randomness.
+	Seed int64
+	// Logger receives the fakes' logs (the scenario log).
+	Logger *slog.Logger
+}
+
+// WorldFactory starts a fresh world for one scenario.
+type WorldFactory func(ctx context.Context, opts WorldOptions) (*World, error)
+
+// LocalWorld is the default WorldFactory: a fake cloud and a fake registry
+// in this process, each on its own loopback port.
+func LocalWorld(ctx context.Context, opts WorldOptions) (*World, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var closers []func()
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	reg, err := registry.New(registry.Options{Logger: log.With("component", "registry"), Seed: opts.Seed})
+	if err != nil {
+		return nil, err
+	}
+	regAddr, stopReg, err := serveLoopback(reg, log)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, stopReg, func() { _ = reg.Close() })
+	builder := registry.NewBuilder(registry.BuilderOptions{Registry: regAddr, Transport: registry.HandlerTransport(reg)})
+
+	cl, err := cloud.New(cloud.Options{
+		Logger:     log.With("component", "cloud"),
+		Registerer: prometheus.NewRegistry(),
+		Seed:       uint64(opts.Seed),
+	})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	cloudAddr, stopCloud, err := serveLoopback(cl, log)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	closers = append(closers, stopCloud)
+	return &World{
+		CloudURL: "http://" + cloudAddr,
+		Cloud:    cl,
+		Registry: reg,
+		Images:   builder,
+		Close:    closeAll,
+	}, nil
+}
+
+// serveLoopback serves h on a fresh 127.0.0.1 port and returns host:port
+// and a function that stops the server.
+func serveLoopback(h http.Handler, log *slog.Logger) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("loopback server", "err", err)
+		}
+	}()
+	return ln.Addr().String(), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			_ = srv.Close()
+		}
+		<-done
+	}, nil
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// The fakes satisfy the seams.
+var (
+	_ CloudControl    = (*cloud.Server)(nil)
+	_ RegistryControl = (*registry.Server)(nil)
+	_ ImageBuilder    = (*registry.Builder)(nil)
+)
