@@ -2,10 +2,23 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 )
+
+// metricNameRE finds depharness metric names in the dashboard and rules.
+var metricNameRE = regexp.MustCompile(`depharness_[a-z0-9_]+`)
+
+// onlyAfterFaults are metric vectors that have no series until a fault or
+// a failure labels one: a load run without faults cannot show them.
+var onlyAfterFaults = map[string]bool{
+	"depharness_registry_faults_total": true,
+	"depharness_gateway_errors_total":  true,
+}
 
 // TestPrometheusScrapesEveryComponentThroughARolloutLoad runs a real
 // Prometheus (the Debian binary, as a host process) against the published
@@ -28,7 +41,12 @@ func TestPrometheusScrapesEveryComponentThroughARolloutLoad(t *testing.T) {
 	for name, u := range endpoints {
 		jobs = append(jobs, scrapeJob{Name: name, Targets: []string{strings.TrimPrefix(u, "http://")}})
 	}
-	prom := startPrometheus(t, jobs)
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	alerts := filepath.Join(root, "deploy", "alerts.yml")
+	prom := startPrometheus(t, jobs, alerts)
 	prom.AwaitQuery(t, 30*time.Second, `sum(up)`, func(s []promSample) bool { return len(s) == 1 && s[0].Value == float64(len(jobs)) })
 
 	start := time.Now()
@@ -63,6 +81,37 @@ func TestPrometheusScrapesEveryComponentThroughARolloutLoad(t *testing.T) {
 	for _, c := range checks {
 		got := prom.AwaitQuery(t, 30*time.Second, c.query, c.pred)
 		t.Logf("measured: %s: %s → %v", c.name, c.query, got)
+	}
+
+	// The alert rules of deploy/ evaluate against the real series, and
+	// every metric the dashboard and the rules name exists.
+	awaitCond(t, 30*time.Second, "every alert rule evaluated without error", func() (bool, string) {
+		rules, err := prom.Rules()
+		if err != nil {
+			return false, err.Error()
+		}
+		var bad []string
+		for _, r := range rules {
+			if r.Health != "ok" {
+				bad = append(bad, fmt.Sprintf("%s: %s %s", r.Name, r.Health, r.LastError))
+			}
+		}
+		return len(rules) > 0 && len(bad) == 0, fmt.Sprintf("%d rules; %v", len(rules), bad)
+	})
+	names, err := prom.MetricNames()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{alerts, filepath.Join(root, "deploy", "grafana", "depharness-dashboard.json")} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range metricNameRE.FindAllString(string(b), -1) {
+			if !names[n] && !onlyAfterFaults[n] {
+				t.Errorf("%s names %s, which no component exposed during the load run", filepath.Base(f), n)
+			}
+		}
 	}
 
 	for name, u := range endpoints {

@@ -38,9 +38,9 @@ type scrapeJob struct {
 	Targets []string
 }
 
-// startPrometheus runs prometheus scraping jobs every 500 ms until the end
-// of t. `make deps-docker` installs the binary.
-func startPrometheus(t testing.TB, jobs []scrapeJob) *promServer {
+// startPrometheus runs prometheus scraping jobs every 500 ms and evaluating
+// ruleFiles until the end of t. `make deps-docker` installs the binary.
+func startPrometheus(t testing.TB, jobs []scrapeJob, ruleFiles ...string) *promServer {
 	t.Helper()
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -48,7 +48,14 @@ func startPrometheus(t testing.TB, jobs []scrapeJob) *promServer {
 	}
 	dir := t.TempDir()
 	var cfg strings.Builder
-	cfg.WriteString("global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n  evaluation_interval: 500ms\nscrape_configs:\n")
+	cfg.WriteString("global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n  evaluation_interval: 500ms\n")
+	if len(ruleFiles) > 0 {
+		cfg.WriteString("rule_files:\n")
+		for _, f := range ruleFiles {
+			fmt.Fprintf(&cfg, "  - %q\n", f)
+		}
+	}
+	cfg.WriteString("scrape_configs:\n")
 	for _, j := range jobs {
 		fmt.Fprintf(&cfg, "  - job_name: %q\n    static_configs:\n      - targets: [", j.Name)
 		for i, tg := range j.Targets {
@@ -288,4 +295,58 @@ next:
 		}
 	}
 	return sum
+}
+
+// MetricNames returns the names of every series Prometheus holds.
+func (p *promServer) MetricNames() (map[string]bool, error) {
+	resp, err := http.Get(p.URL + "/api/v1/label/__name__/values")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string   `json:"status"`
+		Data   []string `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Status != "success" {
+		return nil, fmt.Errorf("label values: %s: %v", resp.Status, err)
+	}
+	out := map[string]bool{}
+	for _, n := range body.Data {
+		out[n] = true
+	}
+	return out, nil
+}
+
+// ruleHealth is a rule of GET /api/v1/rules.
+type ruleHealth struct {
+	Name      string `json:"name"`
+	Health    string `json:"health"`
+	LastError string `json:"lastError"`
+	State     string `json:"state"`
+}
+
+// Rules returns every rule Prometheus evaluates, with its health.
+func (p *promServer) Rules() ([]ruleHealth, error) {
+	resp, err := http.Get(p.URL + "/api/v1/rules")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+		Data   struct {
+			Groups []struct {
+				Rules []ruleHealth `json:"rules"`
+			} `json:"groups"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Status != "success" {
+		return nil, fmt.Errorf("rules: %s: %v", resp.Status, err)
+	}
+	var out []ruleHealth
+	for _, g := range body.Data.Groups {
+		out = append(out, g.Rules...)
+	}
+	return out, nil
 }

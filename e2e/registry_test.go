@@ -22,11 +22,11 @@ import (
 // registryPort is the fake registry's port inside its container.
 const registryPort = "48481/tcp"
 
-// startRegistry starts `depharness fake-registry` on nw as "registry".
+// startRegistry starts `depharness fake-registry` on nw as registryAlias.
 func startRegistry(t testing.TB, nw *testcontainers.DockerNetwork) *service {
 	t.Helper()
 	return startService(t, nw, serviceSpec{
-		Alias:     "registry",
+		Alias:     registryAlias,
 		Cmd:       []string{"fake-registry", "--listen", "0.0.0.0:48481"},
 		Ports:     []string{registryPort},
 		HealthURL: "http://127.0.0.1:48481/v2/",
@@ -34,7 +34,7 @@ func startRegistry(t testing.TB, nw *testcontainers.DockerNetwork) *service {
 }
 
 // hostRef rewrites an image reference handed out inside the network
-// ("registry:48481/apps/1@sha256:…") to the same repository and digest on
+// ("registry.localhost:48481/apps/1@sha256:…") to the same repository and digest on
 // the registry's published loopback port, which the Docker daemon reaches
 // (and treats as an insecure registry, being in 127.0.0.0/8).
 func hostRef(t testing.TB, reg *service, ref string) string {

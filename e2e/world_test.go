@@ -35,9 +35,15 @@ const supervisorKey = "e2e-supervisor-key"
 
 // registryHost is the fake registry as the containers reach it: the fake
 // cloud pushes release images there and hands out references with this host.
-// The Docker daemon reaches the same registry on its published loopback port
-// instead (see hostRef).
-const registryHost = "registry:48481"
+// The name is under .localhost (RFC 6761), which the proxy, like
+// go-containerregistry for loopback hosts, reaches over plain HTTP; a bare
+// "registry" would be tried over TLS. The Docker daemon reaches the same
+// registry on its published loopback port instead (see hostRef), and a
+// digest reference names the same image through either host.
+const registryHost = registryAlias + ":48481"
+
+// registryAlias is the fake registry container's name on the network.
+const registryAlias = "registry.localhost"
 
 // worldOptions shape a test world. Zero values mean the defaults in
 // parentheses.
