@@ -2,12 +2,14 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -259,5 +261,25 @@ func TestNewRejectsABadBaseURL(t *testing.T) {
 		if _, err := client.New(client.Options{BaseURL: base}); err == nil {
 			t.Errorf("New(%q): got no error, want one", base)
 		}
+	}
+}
+
+func TestUpdateDeviceSendsAnEmptyEnvironmentAsAnObject(t *testing.T) {
+	var got map[string]any
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := json.NewDecoder(r.Body).Decode(&got); err != nil {
+			t.Errorf("decoding body: %v", err)
+		}
+		w.Write([]byte(`{"uuid":"u"}`))
+	}))
+	t.Cleanup(srv.Close)
+	c := newClient(t, srv.URL, client.KeyInHeader, key)
+	commit := "c1"
+	if _, err := c.UpdateDevice(ctxT(t), "u", api.DeviceUpdate{Commit: &commit, Environment: api.Vars{}}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"commit": "c1", "environment": map[string]any{}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got body %v, want %v (config nil so absent, environment empty so {})", got, want)
 	}
 }

@@ -1,0 +1,610 @@
+package gateway_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/sim/client"
+	"github.com/depharness/depharness/sim/fleet"
+	"github.com/depharness/depharness/sim/gateway"
+	"github.com/depharness/depharness/sim/internal/supervisortest"
+)
+
+const (
+	key   = "s3cret"
+	appID = int64(13015)
+)
+
+func firmwareTar(t testing.TB, content string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, f := range [][2]string{{"firmware.bin", content}, {".config", "hidden " + content}} {
+		if err := tw.WriteHeader(&tar.Header{Name: f[0], Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(f[1]))}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(f[1]))
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// slogWriter sends log lines to t.Logf.
+type slogWriter struct{ t testing.TB }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
+	return len(p), nil
+}
+
+type world struct {
+	t       *testing.T
+	sup     *supervisortest.Server
+	down    atomic.Bool // the supervisor drops connections
+	supSrv  *httptest.Server
+	hookSrv *httptest.Server
+	fleet   *fleet.Fleet
+	gw      *gateway.Gateway
+	reg     *prometheus.Registry
+	hc      *http.Client
+	cancel  context.CancelFunc
+	runErr  chan error
+}
+
+type setup struct {
+	profile  fleet.Profile
+	policy   gateway.Policy
+	expected func(int64, string) (string, bool)
+	apps     []int64
+	noRun    bool
+}
+
+func start(t *testing.T, s setup) *world {
+	t.Helper()
+	w := &world{t: t, sup: supervisortest.New(key), reg: prometheus.NewRegistry(), runErr: make(chan error, 1)}
+	w.sup.SetApp(appID, "edgeApp1", "c1", firmwareTar(t, "one"))
+	h := w.sup.Handler()
+	w.supSrv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if w.down.Load() {
+			if conn, _, err := rw.(http.Hijacker).Hijack(); err == nil {
+				conn.Close()
+			}
+			return
+		}
+		h.ServeHTTP(rw, r)
+	}))
+	t.Cleanup(w.supSrv.Close)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	w.hc = &http.Client{Transport: tr}
+	t.Cleanup(tr.CloseIdleConnections)
+	c, err := client.New(client.Options{BaseURL: w.supSrv.URL, APIKey: key, HTTPClient: w.hc,
+		Retry: client.Retry{MaxAttempts: -1, Base: time.Millisecond, Max: 20 * time.Millisecond, Rand: rand.New(rand.NewPCG(1, 1))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(slogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	w.fleet, err = fleet.New(s.profile, fleet.Options{Logger: logger, RecordHistory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.gw, err = gateway.New(gateway.Options{Client: c, Fleet: w.fleet, Apps: s.apps, Policy: s.policy, Concurrency: 8, Logger: logger,
+		Registerer: w.reg, Rand: rand.New(rand.NewPCG(2, 2)), ExpectedChecksum: s.expected,
+		RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.hookSrv = httptest.NewServer(w.gw.Handler())
+	t.Cleanup(w.hookSrv.Close)
+	if s.noRun {
+		return w
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	var wg sync.WaitGroup
+	wg.Go(func() { w.fleet.Run(ctx) })
+	wg.Go(func() { w.runErr <- w.gw.Run(ctx) })
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	eventually(t, "every device is provisioned", func() bool { return len(w.gw.UUIDs()) == s.profile.Count })
+	return w
+}
+
+// eventually polls cond until it holds or 10s pass.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// await waits on the supervisor's state.
+func (w *world) await(what string, cond func(*supervisortest.Server) bool) {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.sup.Await(ctx, cond); err != nil {
+		w.t.Fatalf("waiting until %s: %v", what, err)
+	}
+}
+
+// hook sends a hook to the gateway and returns the answered status.
+func (w *world) hook(method, path string, body any) int {
+	w.t.Helper()
+	var rd *bytes.Reader
+	if s, ok := body.(string); ok {
+		rd = bytes.NewReader([]byte(s))
+	} else {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, w.hookSrv.URL+path, rd)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := w.hc.Do(req)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func target(commit string) api.UpdateHook {
+	return api.UpdateHook{AppID: appID, Commit: commit, Environment: api.Vars{"LOG_LEVEL": "debug"}, Config: api.Vars{"RESIN_SUPERVISOR_DELTA": "1"}}
+}
+
+// reportedTarget: a PUT that reports the device runs t.
+func reportedTarget(u api.DeviceUpdate, t api.UpdateHook) bool {
+	return u.Status != nil && *u.Status == gateway.StatusIdle && u.Commit != nil && *u.Commit == t.Commit &&
+		fmt.Sprint(u.Environment) == fmt.Sprint(t.Environment) && fmt.Sprint(u.Config) == fmt.Sprint(t.Config)
+}
+
+func hasUpdate(s *supervisortest.Server, uuid string, pred func(api.DeviceUpdate) bool) bool {
+	for _, u := range s.Updates(uuid) {
+		if pred(u) {
+			return true
+		}
+	}
+	return false
+}
+
+func counter(t testing.TB, c prometheus.Collector) float64 {
+	t.Helper()
+	return testutil.ToFloat64(c)
+}
+
+func quickProfile(n int) fleet.Profile {
+	return fleet.Profile{Count: n, Seed: 1, FlashTime: fleet.Dist{Mean: fleet.Duration(5 * time.Millisecond)}}
+}
+
+func TestProvisionsEveryDeviceAndReportsItIdle(t *testing.T) {
+	w := start(t, setup{profile: quickProfile(5)})
+	uuids := w.gw.UUIDs()
+	if got := len(w.sup.Devices()); got != 5 {
+		t.Fatalf("got %d devices at the supervisor, want 5", got)
+	}
+	for _, u := range uuids {
+		w.await("the device is reported idle and online", func(s *supervisortest.Server) bool {
+			return hasUpdate(s, u, func(u api.DeviceUpdate) bool {
+				return u.Status != nil && *u.Status == gateway.StatusIdle && u.IsOnline != nil && *u.IsOnline
+			})
+		})
+	}
+}
+
+func TestAckPolicyAnswers200AndUpdatesInTheBackground(t *testing.T) {
+	w := start(t, setup{profile: quickProfile(2), policy: gateway.PolicyAck})
+	uuid := w.gw.UUIDs()[0]
+	tg := target("c1")
+	if got := w.hook(http.MethodPut, "/v1/devices/"+uuid, tg); got != http.StatusOK {
+		t.Fatalf("got %d, want 200", got)
+	}
+	w.await("the device reports the target", func(s *supervisortest.Server) bool {
+		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, tg) })
+	})
+	ups := w.sup.Updates(uuid)
+	if !hasUpdate(w.sup, uuid, func(u api.DeviceUpdate) bool { return u.Status != nil && *u.Status == gateway.StatusUpdating }) {
+		t.Errorf("got reports %+v, want an Updating one before Idle", ups)
+	}
+	d, _ := w.gw.Device(uuid)
+	if s := d.Snapshot(); s.State != fleet.StateRunning || s.Commit != "c1" {
+		t.Errorf("got device %+v, want running c1", s)
+	}
+	if got := counter(t, w.gw.Metrics().HooksReceived.WithLabelValues("update", "200")); got != 1 {
+		t.Errorf("got %v update hooks answered 200, want 1", got)
+	}
+	eventually(t, "the device counts as converged", func() bool { return w.gw.Stats().Converged == 1 })
+	// The other device got no hook: not converged, still idle.
+	if st := w.gw.Stats(); st.States[fleet.StateIdle] != 1 || st.States[fleet.StateRunning] != 1 {
+		t.Errorf("got states %v, want one idle and one running", st.States)
+	}
+}
+
+func TestAcceptedPolicyAnswers202AndReportsWhenFlashed(t *testing.T) {
+	w := start(t, setup{profile: quickProfile(1), policy: gateway.PolicyAccepted})
+	uuid := w.gw.UUIDs()[0]
+	tg := target("c1")
+	if got := w.hook(http.MethodPut, "/v1/devices/"+uuid, tg); got != http.StatusAccepted {
+		t.Fatalf("got %d, want 202", got)
+	}
+	w.await("the device reports commit, environment and config of the target", func(s *supervisortest.Server) bool {
+		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, tg) })
+	})
+	dev := w.sup.Devices()[0]
+	if dev.Commit == nil || *dev.Commit != "c1" || dev.Environment["LOG_LEVEL"] != "debug" || dev.Config["RESIN_SUPERVISOR_DELTA"] != "1" {
+		t.Errorf("got supervisor's device %+v, want c1 with the target's environment and config", dev)
+	}
+	// The supervisor resends until it sees the report; a resend after the
+	// device reached the target is answered and reported again, not flashed.
+	n := len(w.sup.Updates(uuid))
+	if got := w.hook(http.MethodPut, "/v1/devices/"+uuid, tg); got != http.StatusAccepted {
+		t.Fatalf("resend: got %d, want 202", got)
+	}
+	w.await("the resend is reported again", func(s *supervisortest.Server) bool { return len(s.Updates(uuid)) > n })
+	if got := counter(t, w.gw.Metrics().Flashes.WithLabelValues("ok")); got != 1 {
+		t.Errorf("got %v flashes, want 1", got)
+	}
+	if u := w.sup.Updates(uuid)[n]; !reportedTarget(u, tg) {
+		t.Errorf("got re-report %+v, want the target", u)
+	}
+}
+
+func TestANewerTargetIsFlashedAfterTheCurrentOne(t *testing.T) {
+	w := start(t, setup{profile: quickProfile(1)})
+	uuid := w.gw.UUIDs()[0]
+	w.sup.SetApp(appID, "edgeApp1", "c2", firmwareTar(t, "two"))
+	t1, t2 := target("c1"), target("c2")
+	t2.Environment = api.Vars{}
+	w.hook(http.MethodPut, "/v1/devices/"+uuid, t1)
+	w.hook(http.MethodPut, "/v1/devices/"+uuid, t2)
+	w.await("the device reports c2", func(s *supervisortest.Server) bool {
+		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, t2) })
+	})
+	if env := w.sup.Devices()[0].Environment; len(env) != 0 {
+		t.Errorf("got environment %v, want {} (the target's)", env)
+	}
+}
+
+func TestDeleteForgetsTheDevice(t *testing.T) {
+	w := start(t, setup{profile: quickProfile(2)})
+	uuid := w.gw.UUIDs()[0]
+	cases := []struct {
+		name   string
+		method string
+		path   string
+		body   any
+		want   int
+	}{
+		{"delete of a managed device answers 200", http.MethodDelete, "/v1/devices/" + uuid, "", http.StatusOK},
+		{"an update hook of a forgotten device answers 404", http.MethodPut, "/v1/devices/" + uuid, target("c1"), http.StatusNotFound},
+		{"a restart hook of a forgotten device answers 404", http.MethodPut, "/v1/devices/" + uuid + "/restart", "", http.StatusNotFound},
+		{"a second delete answers 200", http.MethodDelete, "/v1/devices/" + uuid, "", http.StatusOK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := w.hook(tc.method, tc.path, tc.body); got != tc.want {
+				t.Errorf("got %d, want %d", got, tc.want)
+			}
+		})
+	}
+	if got := w.gw.UUIDs(); len(got) != 1 || got[0] == uuid {
+		t.Errorf("got managed %v, want only the other device", got)
+	}
+	if got := w.gw.Stats().Managed; got != 1 {
+		t.Errorf("got %d managed devices, want 1", got)
+	}
+}
+
+func TestHookServerAnswersMistakes(t *testing.T) {
+	w := start(t, setup{profile: quickProfile(1)})
+	uuid := w.gw.UUIDs()[0]
+	cases := []struct {
+		name, method, path string
+		body               any
+		want               int
+	}{
+		{"a malformed update body answers 400", http.MethodPut, "/v1/devices/" + uuid, "{not json", http.StatusBadRequest},
+		{"an update of an unknown device answers 404", http.MethodPut, "/v1/devices/0123456789abcdef0123456789abcdef", target("c1"), http.StatusNotFound},
+		{"an unknown path answers 404", http.MethodGet, "/v2/whatever", "", http.StatusNotFound},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := w.hook(tc.method, tc.path, tc.body); got != tc.want {
+				t.Errorf("got %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRestartRebootsTheDeviceAndLogsIt(t *testing.T) {
+	p := quickProfile(1)
+	p.RebootTime = fleet.Dist{Mean: fleet.Duration(10 * time.Millisecond)}
+	w := start(t, setup{profile: p})
+	uuid := w.gw.UUIDs()[0]
+	if got := w.hook(http.MethodPut, "/v1/devices/"+uuid+"/restart", ""); got != http.StatusOK {
+		t.Fatalf("got %d, want 200", got)
+	}
+	w.await("the restart's log line reaches the supervisor", func(s *supervisortest.Server) bool {
+		for _, l := range s.Logs(uuid) {
+			if l.Message == "Device restarted" && l.IsSystem != nil && *l.IsSystem && l.Timestamp != nil {
+				return true
+			}
+		}
+		return false
+	})
+	d, _ := w.gw.Device(uuid)
+	w.await("the device is reported online after the reboot", func(s *supervisortest.Server) bool {
+		ups := s.Updates(uuid)
+		last := ups[len(ups)-1]
+		return last.IsOnline != nil && *last.IsOnline && d.Snapshot().Online
+	})
+	var restarts int
+	for _, e := range w.fleet.History() {
+		if e.Kind == fleet.EventRestart {
+			restarts++
+		}
+	}
+	if restarts != 1 {
+		t.Errorf("got %d restarts of the device, want 1", restarts)
+	}
+	if got := counter(t, w.gw.Metrics().HooksReceived.WithLabelValues("restart", "200")); got != 1 {
+		t.Errorf("got %v restart hooks answered 200, want 1", got)
+	}
+}
+
+func TestAssetsAreDownloadedOncePerCommitUnderConcurrentHooks(t *testing.T) {
+	const n = 24
+	w := start(t, setup{profile: quickProfile(n), policy: gateway.PolicyAccepted})
+	uuids := w.gw.UUIDs()
+	for _, commit := range []string{"c1", "c2"} {
+		if commit == "c2" {
+			w.sup.SetApp(appID, "edgeApp1", "c2", firmwareTar(t, "two"))
+		}
+		tg := target(commit)
+		var wg sync.WaitGroup
+		for _, u := range uuids {
+			for range 3 { // a hook storm: every hook three times at once
+				wg.Go(func() {
+					if got := w.hook(http.MethodPut, "/v1/devices/"+u, tg); got != http.StatusAccepted {
+						t.Errorf("got %d, want 202", got)
+					}
+				})
+			}
+		}
+		wg.Wait()
+		eventually(t, "every device converged on "+commit, func() bool { return w.gw.Stats().Converged == n })
+		if got := w.sup.AssetGets(appID, commit); got != 1 {
+			t.Errorf("got %d downloads of %s, want 1", got, commit)
+		}
+	}
+	if got := counter(t, w.gw.Metrics().AssetDownloads); got != 2 {
+		t.Errorf("got asset_downloads_total %v, want 2", got)
+	}
+}
+
+func TestChecksumMismatchReportsFailure(t *testing.T) {
+	wrong := strings.Repeat("ab", 32)
+	w := start(t, setup{profile: quickProfile(1), policy: gateway.PolicyAccepted,
+		expected: func(app int64, commit string) (string, bool) { return wrong, app == appID && commit == "c1" }})
+	uuid := w.gw.UUIDs()[0]
+	tg := target("c1")
+	w.hook(http.MethodPut, "/v1/devices/"+uuid, tg)
+	w.await("the device reports Failed", func(s *supervisortest.Server) bool {
+		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return u.Status != nil && *u.Status == gateway.StatusFailed })
+	})
+	d, _ := w.gw.Device(uuid)
+	if s := d.Snapshot(); s.State != fleet.StateFailed || !strings.Contains(s.Failure, "checksum mismatch") {
+		t.Errorf("got device %+v, want failed with a checksum mismatch", s)
+	}
+	if hasUpdate(w.sup, uuid, func(u api.DeviceUpdate) bool { return u.Commit != nil }) {
+		t.Error("got a commit reported, want none: the firmware was refused")
+	}
+	// The supervisor's resend is answered and reported Failed again
+	// without flashing the same bad firmware a second time.
+	n := len(w.sup.Updates(uuid))
+	w.hook(http.MethodPut, "/v1/devices/"+uuid, tg)
+	w.await("the resend is reported", func(s *supervisortest.Server) bool { return len(s.Updates(uuid)) > n })
+	if got := counter(t, w.gw.Metrics().Flashes.WithLabelValues("checksum_mismatch")); got != 1 {
+		t.Errorf("got %v checksum mismatches, want 1 (no second flash)", got)
+	}
+	if got := w.gw.Stats().Converged; got != 0 {
+		t.Errorf("got %d converged, want 0", got)
+	}
+}
+
+func TestMatchingExpectedChecksumIsFlashed(t *testing.T) {
+	good := fleet.ChecksumFiles(map[string][]byte{"firmware.bin": []byte("one"), ".config": []byte("hidden one")})
+	w := start(t, setup{profile: quickProfile(1), expected: func(int64, string) (string, bool) { return good, true }})
+	uuid := w.gw.UUIDs()[0]
+	tg := target("c1")
+	w.hook(http.MethodPut, "/v1/devices/"+uuid, tg)
+	w.await("the device reports the target", func(s *supervisortest.Server) bool {
+		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, tg) })
+	})
+}
+
+func TestFlakyFlashesAreRetriedThenReportedFailed(t *testing.T) {
+	p := quickProfile(1)
+	p.FailureProbability = 1
+	w := start(t, setup{profile: p})
+	uuid := w.gw.UUIDs()[0]
+	w.hook(http.MethodPut, "/v1/devices/"+uuid, target("c1"))
+	eventually(t, "three flash attempts failed", func() bool {
+		return counter(t, w.gw.Metrics().Flashes.WithLabelValues("flash_failed")) == 3
+	})
+	w.await("the device reports Failed", func(s *supervisortest.Server) bool {
+		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return u.Status != nil && *u.Status == gateway.StatusFailed })
+	})
+	if got := w.sup.AssetGets(appID, "c1"); got != 1 {
+		t.Errorf("got %d downloads, want 1 (retries reuse the download)", got)
+	}
+}
+
+func TestLogsAreForwardedAtTheFleetsRate(t *testing.T) {
+	p := quickProfile(3)
+	p.LogRate = 200
+	w := start(t, setup{profile: p})
+	for _, uuid := range w.gw.UUIDs() {
+		w.await("device logs reach the supervisor", func(s *supervisortest.Server) bool { return len(s.Logs(uuid)) >= 5 })
+		for _, l := range w.sup.Logs(uuid)[:5] {
+			if !strings.Contains(l.Message, "sensor reading") || l.Timestamp == nil || l.IsSystem != nil {
+				t.Errorf("got log %+v, want a sensor line with a timestamp", l)
+			}
+		}
+	}
+	eventually(t, "logs_forwarded_total counts the 15 lines", func() bool { return counter(t, w.gw.Metrics().LogsForwarded) >= 15 })
+}
+
+func TestUpdatesWaitForOfflineDevices(t *testing.T) {
+	p := quickProfile(1)
+	p.Offline = fleet.Churn{Probability: 1, Interval: fleet.Duration(20 * time.Millisecond), Duration: fleet.Dist{Mean: fleet.Duration(30 * time.Millisecond)}}
+	w := start(t, setup{profile: p})
+	uuid := w.gw.UUIDs()[0]
+	w.await("the device is reported offline", func(s *supervisortest.Server) bool {
+		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return u.IsOnline != nil && !*u.IsOnline })
+	})
+	tg := target("c1")
+	w.hook(http.MethodPut, "/v1/devices/"+uuid, tg)
+	w.await("the device reports the target", func(s *supervisortest.Server) bool {
+		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, tg) })
+	})
+}
+
+func TestSurvivesASupervisorOutage(t *testing.T) {
+	w := start(t, setup{profile: quickProfile(4)})
+	w.down.Store(true)
+	tg := target("c1")
+	for _, u := range w.gw.UUIDs() {
+		if got := w.hook(http.MethodPut, "/v1/devices/"+u, tg); got != http.StatusOK {
+			t.Fatalf("got %d, want 200", got)
+		}
+	}
+	w.sup.FailNext(6, http.StatusServiceUnavailable)
+	before := w.sup.Requests()
+	w.down.Store(false)
+	eventually(t, "every device converged after the outage", func() bool { return w.gw.Stats().Converged == 4 })
+	if w.sup.Requests() <= before+6 {
+		t.Errorf("got %d requests after the outage, want more than the 6 failed ones", w.sup.Requests()-before)
+	}
+}
+
+func TestRunFailsForAnAppTheSupervisorRefuses(t *testing.T) {
+	w := start(t, setup{profile: quickProfile(1), apps: []int64{999}, noRun: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := w.gw.Run(ctx)
+	if !client.IsBadRequest(err) {
+		t.Fatalf("got %v, want the supervisor's 400", err)
+	}
+}
+
+func TestProvisionsIntoEveryListedAppWhenNoneIsGiven(t *testing.T) {
+	w := start(t, setup{profile: quickProfile(0), noRun: true})
+	w.sup.SetApp(appID+1, "edgeApp2", "d1", firmwareTar(t, "x"))
+	f, err := fleet.New(quickProfile(4), fleet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := client.New(client.Options{BaseURL: w.supSrv.URL, APIKey: key, HTTPClient: w.hc})
+	gw, err := gateway.New(gateway.Options{Client: c, Fleet: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- gw.Run(ctx) }()
+	eventually(t, "four devices are provisioned", func() bool { return len(gw.UUIDs()) == 4 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: got %v, want nil after cancel", err)
+	}
+	perApp := map[int64]int{}
+	for _, d := range w.sup.Devices() {
+		perApp[d.AppID]++
+	}
+	if perApp[appID] != 2 || perApp[appID+1] != 2 {
+		t.Errorf("got devices per app %v, want 2 and 2", perApp)
+	}
+}
+
+func TestMetricsAreLintClean(t *testing.T) {
+	w := start(t, setup{profile: quickProfile(2)})
+	w.hook(http.MethodPut, "/v1/devices/"+w.gw.UUIDs()[0], target("c1"))
+	eventually(t, "one device converged", func() bool { return w.gw.Stats().Converged == 1 })
+	problems, err := testutil.GatherAndLint(w.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+	want := `
+# HELP depharness_gateway_converged_devices Managed devices whose reported state equals their latest target.
+# TYPE depharness_gateway_converged_devices gauge
+depharness_gateway_converged_devices 1
+# HELP depharness_gateway_managed_devices Devices provisioned and not deleted.
+# TYPE depharness_gateway_managed_devices gauge
+depharness_gateway_managed_devices 2
+`
+	if err := testutil.GatherAndCompare(w.reg, strings.NewReader(want), "depharness_gateway_converged_devices", "depharness_gateway_managed_devices"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestNoGoroutineLeftAfterRunReturns(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Run("busy run", func(t *testing.T) {
+		p := quickProfile(6)
+		p.LogRate = 100
+		p.RebootTime = fleet.Dist{Mean: fleet.Duration(time.Millisecond)}
+		p.Offline = fleet.Churn{Probability: 0.5, Interval: fleet.Duration(5 * time.Millisecond), Duration: fleet.Dist{Mean: fleet.Duration(5 * time.Millisecond)}}
+		w := start(t, setup{profile: p, policy: gateway.PolicyAccepted})
+		for _, u := range w.gw.UUIDs() {
+			w.hook(http.MethodPut, "/v1/devices/"+u, target("c1"))
+			w.hook(http.MethodPut, "/v1/devices/"+u+"/restart", "")
+		}
+		w.hook(http.MethodDelete, "/v1/devices/"+w.gw.UUIDs()[0], "")
+		w.down.Store(true) // hooks keep coming while the supervisor is away
+		for _, u := range w.gw.UUIDs() {
+			w.hook(http.MethodPut, "/v1/devices/"+u, target("c1"))
+		}
+		w.cancel()
+		select {
+		case err := <-w.runErr:
+			if err != nil {
+				t.Errorf("Run: got %v, want nil", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return within 10s of cancel")
+		}
+	})
+	// The subtest's cleanups closed the servers and idle connections.
+	eventually(t, fmt.Sprintf("goroutines are back to %d", before), func() bool { return runtime.NumGoroutine() <= before })
+}

@@ -1,0 +1,93 @@
+package gateway
+
+import (
+	"github.com/depharness/depharness/sim/fleet"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the gateway's counters, all named depharness_gateway_*.
+// Gauges of device states are computed at scrape time (see New).
+type Metrics struct {
+	// HooksReceived counts hooks by kind (update, restart, delete) and the
+	// status the gateway answered.
+	HooksReceived *prometheus.CounterVec
+	// Reports counts PUT /v1/devices/{uuid} by result (ok, error).
+	Reports *prometheus.CounterVec
+	// Errors counts failures by operation (provision, download, report,
+	// log, flash).
+	Errors *prometheus.CounterVec
+	// Flashes counts finished flashes by result (ok, checksum_mismatch,
+	// bad_firmware, flash_failed).
+	Flashes *prometheus.CounterVec
+	// AssetDownloads counts asset downloads (one per app and commit).
+	AssetDownloads prometheus.Counter
+	// AssetBytes counts downloaded asset bytes.
+	AssetBytes prometheus.Counter
+	// LogsForwarded and LogsDropped count device log lines sent to the
+	// supervisor, and dropped because the forwarding queue was full.
+	LogsForwarded prometheus.Counter
+	LogsDropped   prometheus.Counter
+}
+
+// NewMetrics builds the gateway's counters and registers them on reg (nil:
+// not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	const ns, sub = "depharness", "gateway"
+	m := &Metrics{
+		HooksReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "hooks_received_total",
+			Help: "Hooks received from the supervisor, by kind and answered status."}, []string{"kind", "answer"}),
+		Reports: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reports_total",
+			Help: "Device state reports sent to the supervisor, by result."}, []string{"result"}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "errors_total",
+			Help: "Failed operations, by operation."}, []string{"op"}),
+		Flashes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "flashes_total",
+			Help: "Finished firmware flashes, by result."}, []string{"result"}),
+		AssetDownloads: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "asset_downloads_total",
+			Help: "Asset downloads from the supervisor."}),
+		AssetBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "asset_downloaded_bytes_total",
+			Help: "Bytes of assets downloaded from the supervisor."}),
+		LogsForwarded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "logs_forwarded_total",
+			Help: "Device log lines sent to the supervisor."}),
+		LogsDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "logs_dropped_total",
+			Help: "Device log lines dropped because the forwarding queue was full."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.HooksReceived, m.Reports, m.Errors, m.Flashes, m.AssetDownloads, m.AssetBytes, m.LogsForwarded, m.LogsDropped)
+	}
+	return m
+}
+
+// stateCollector computes the gateway's gauges at scrape time.
+type stateCollector struct {
+	g                          *Gateway
+	devices, online, converged *prometheus.Desc
+	managed                    *prometheus.Desc
+}
+
+func newStateCollector(g *Gateway) *stateCollector {
+	const ns, sub = "depharness", "gateway"
+	return &stateCollector{
+		g:         g,
+		devices:   prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "devices"), "Managed devices by firmware state.", []string{"state"}, nil),
+		online:    prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "devices_online"), "Managed devices that are online.", nil, nil),
+		converged: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "converged_devices"), "Managed devices whose reported state equals their latest target.", nil, nil),
+		managed:   prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "managed_devices"), "Devices provisioned and not deleted.", nil, nil),
+	}
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.devices
+	ch <- c.online
+	ch <- c.converged
+	ch <- c.managed
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.g.Stats()
+	for _, st := range fleet.States {
+		ch <- prometheus.MustNewConstMetric(c.devices, prometheus.GaugeValue, float64(s.States[st]), string(st))
+	}
+	ch <- prometheus.MustNewConstMetric(c.online, prometheus.GaugeValue, float64(s.Online))
+	ch <- prometheus.MustNewConstMetric(c.converged, prometheus.GaugeValue, float64(s.Converged))
+	ch <- prometheus.MustNewConstMetric(c.managed, prometheus.GaugeValue, float64(s.Managed))
+}
