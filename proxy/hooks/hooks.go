@@ -42,11 +42,8 @@ import (
 // Store is the hook state the dispatcher needs; *store.Store implements it.
 type Store interface {
 	PendingHooks(ctx context.Context) ([]store.HookWork, error)
-	HookWorkFor(ctx context.Context, uuid string) (store.HookWork, error)
-	AckUpdate(ctx context.Context, uuid, canonical string) (bool, time.Time, error)
-	AckRestart(ctx context.Context, uuid string) (bool, error)
-	RemoveDeleted(ctx context.Context, uuid string) (bool, error)
-	RecordHookAttempts(ctx context.Context, uuids []string, at time.Time) error
+	NewHookWorkReader(ctx context.Context) (*store.HookWorkReader, error)
+	WriteHookState(ctx context.Context, ws []store.HookWrite) ([]store.HookWriteResult, error)
 }
 
 // Defaults of Options.
@@ -97,7 +94,7 @@ type Dispatcher struct {
 	metrics *Metrics
 	client  *http.Client
 	notify  chan struct{}
-	attempt chan attemptReq
+	writes  chan writeReq
 }
 
 // New checks opts and builds a Dispatcher.
@@ -153,7 +150,7 @@ func New(opts Options) (*Dispatcher, error) {
 		metrics: m,
 		client:  client,
 		notify:  make(chan struct{}, 1),
-		attempt: make(chan attemptReq),
+		writes:  make(chan writeReq),
 	}, nil
 }
 
@@ -179,7 +176,7 @@ type devState struct {
 	failures int  // consecutive failed deliveries of workKey
 	workKey  string
 	kind     string    // kind owed next, for the pending gauge ("" none)
-	lastSent time.Time // when this run last sent it a hook (precise)
+	lastSent time.Time // when this run's last hook to it ended (precise)
 	memo     memo
 }
 
@@ -220,7 +217,7 @@ func (s *schedule) Pop() any {
 type result struct {
 	st        *devState
 	sent      bool      // a hook was sent (attempt recorded)
-	attempt   time.Time // when it was sent
+	attempt   time.Time // when its request ended (answer, error or timeout)
 	delivered bool      // the hook reached its goal (200, or 202 for an update)
 	failed    bool      // not delivered: back off
 	notDueAt  time.Time // not sent because pacing: due then
@@ -238,6 +235,7 @@ type runState struct {
 	inFlight int
 	results  chan result
 	counts   map[string]int
+	reader   *store.HookWorkReader
 }
 
 // Run dispatches hooks until ctx is done. It returns nil on cancellation and
@@ -255,9 +253,15 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	recCtx, stopRec := context.WithCancel(context.WithoutCancel(ctx))
 	var recWG sync.WaitGroup
 	recWG.Add(1)
-	go func() { defer recWG.Done(); d.recordAttempts(recCtx) }()
+	go func() { defer recWG.Done(); d.writeLoop(recCtx) }()
 	defer func() { stopRec(); recWG.Wait() }()
 
+	reader, err := d.opts.Store.NewHookWorkReader(ctx)
+	if err != nil {
+		return fmt.Errorf("hooks: %w", err)
+	}
+	defer reader.Close()
+	rs.reader = reader
 	if err := rs.rebuild(ctx); err != nil {
 		return err
 	}
@@ -394,7 +398,7 @@ func (rs *runState) launchDue(ctx context.Context) {
 		st.inFlight = true
 		st.recheck = false
 		rs.inFlight++
-		go func() { rs.results <- rs.d.deliver(ctx, st) }()
+		go func() { rs.results <- rs.d.deliver(ctx, rs.reader, st) }()
 	}
 }
 
@@ -476,9 +480,9 @@ func (d *Dispatcher) nextWork(w store.HookWork) (kind, key string) {
 
 // deliver is one worker step for st: re-read what the device is owed, send
 // the next hook if pacing allows, record the outcome, re-read what is left.
-func (d *Dispatcher) deliver(ctx context.Context, st *devState) result {
+func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, st *devState) result {
 	r := result{st: st}
-	w, err := d.opts.Store.HookWorkFor(ctx, st.uuid)
+	w, err := reader.Read(ctx, st.uuid)
 	if errors.Is(err, store.ErrNotFound) {
 		return r
 	}
@@ -505,7 +509,7 @@ func (d *Dispatcher) deliver(ctx context.Context, st *devState) result {
 	}
 
 	method, url, body := d.request(st, kind, w)
-	if _, err := d.recordAttempt(ctx, st.uuid, now); err != nil {
+	if _, err := d.writeState(ctx, store.HookWrite{UUID: st.uuid, Attempt: now}); err != nil {
 		if ctx.Err() != nil {
 			r.stop = true
 			return r
@@ -514,8 +518,8 @@ func (d *Dispatcher) deliver(ctx context.Context, st *devState) result {
 		r.more, r.failed, r.workKey, r.kind = true, true, key, kind
 		return r
 	}
-	status, sentAt, err := d.send(ctx, kind, method, url, body)
-	r.sent, r.attempt = true, sentAt
+	status, doneAt, err := d.send(ctx, kind, method, url, body)
+	r.sent, r.attempt = true, doneAt
 	if err != nil && ctx.Err() != nil {
 		r.stop = true
 		return r
@@ -524,10 +528,12 @@ func (d *Dispatcher) deliver(ctx context.Context, st *devState) result {
 	d.metrics.deliveries.WithLabelValues(kind, outcome).Inc()
 	d.log.Debug("hooks: sent", "kind", kind, "uuid", st.uuid, "status", status, "outcome", outcome, "err", err)
 
+	acked := false
 	switch outcome {
 	case OutcomeOK:
 		r.delivered = true
-		if err := d.acknowledge(ctx, kind, st, w); err != nil {
+		acked, err = d.acknowledge(ctx, kind, st, w)
+		if err != nil {
 			if ctx.Err() != nil {
 				r.stop = true
 				return r
@@ -547,15 +553,22 @@ func (d *Dispatcher) deliver(ctx context.Context, st *devState) result {
 		d.log.Warn("hooks: not delivered", "kind", kind, "uuid", st.uuid, "status", status, "err", err)
 	}
 
-	next, err := d.opts.Store.HookWorkFor(ctx, st.uuid)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return r
-	case err != nil:
-		if ctx.Err() != nil {
-			r.stop = true
+	// What is left: w less what was just acknowledged. A change of the
+	// store since w was read comes with a Notify, which marks this device
+	// for a re-read (recheck).
+	next := w
+	if acked {
+		switch kind {
+		case KindDelete:
 			return r
+		case KindRestart:
+			next.RestartsDue--
+		case KindUpdate:
+			next.Update, next.UpdateCanonical = nil, ""
 		}
+	} else if outcome == OutcomeOK {
+		// Not recorded: superseded in the meantime, or a store failure. Read
+		// again before the next send.
 		r.more, r.kind, r.workKey = true, kind, key
 		return r
 	}
@@ -624,9 +637,10 @@ func (d *Dispatcher) request(st *devState, kind string, w store.HookWork) (metho
 }
 
 // send performs one hook request and returns its status (0 with an error
-// when no answer came) and when it was sent.
+// when no answer came) and when it ended. Pacing counts from that end, so
+// that the gateway never sees two hooks closer than the retry interval, even
+// when the first was slow to arrive.
 func (d *Dispatcher) send(ctx context.Context, kind, method, url string, body []byte) (int, time.Time, error) {
-	sentAt := d.opts.Now()
 	ctx, cancel := context.WithTimeout(ctx, d.opts.Timeout)
 	defer cancel()
 	var rd io.Reader
@@ -635,7 +649,7 @@ func (d *Dispatcher) send(ctx context.Context, kind, method, url string, body []
 	}
 	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
-		return 0, sentAt, err
+		return 0, d.opts.Now(), err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -644,12 +658,12 @@ func (d *Dispatcher) send(ctx context.Context, kind, method, url string, body []
 	resp, err := d.client.Do(req)
 	if err != nil {
 		d.metrics.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
-		return 0, sentAt, err
+		return 0, d.opts.Now(), err
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	d.metrics.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
-	return resp.StatusCode, sentAt, nil
+	return resp.StatusCode, d.opts.Now(), nil
 }
 
 // classify maps an answer to a delivery outcome.
@@ -665,90 +679,91 @@ func classify(kind string, status int, err error) string {
 	return OutcomeRejected
 }
 
-// acknowledge records a 200 answer.
-func (d *Dispatcher) acknowledge(ctx context.Context, kind string, st *devState, w store.HookWork) error {
+// acknowledge records a 200 answer and reports whether it was recorded (an
+// update acknowledged is false if the target changed meanwhile).
+func (d *Dispatcher) acknowledge(ctx context.Context, kind string, st *devState, w store.HookWork) (bool, error) {
+	hw := store.HookWrite{UUID: st.uuid}
 	switch kind {
 	case KindDelete:
-		_, err := d.opts.Store.RemoveDeleted(ctx, st.uuid)
-		return err
+		hw.RemoveDeleted = true
 	case KindRestart:
-		_, err := d.opts.Store.AckRestart(ctx, st.uuid)
-		return err
+		hw.AckRestart = true
+	default:
+		if d.opts.Violations.On("hook-200-repeats") {
+			return false, nil
+		}
+		hw.AckUpdate = w.UpdateCanonical
 	}
-	if d.opts.Violations.On("hook-200-repeats") {
-		return nil
-	}
-	acked, changedAt, err := d.opts.Store.AckUpdate(ctx, st.uuid, w.UpdateCanonical)
+	res, err := d.writeState(ctx, hw)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if acked && !changedAt.IsZero() {
-		d.metrics.ackLatency.Observe(max(d.opts.Now().Sub(changedAt), 0).Seconds())
+	if kind == KindUpdate && res.Done && !res.TargetChangedAt.IsZero() {
+		d.metrics.ackLatency.Observe(max(d.opts.Now().Sub(res.TargetChangedAt), 0).Seconds())
 	}
-	return nil
+	return res.Done, nil
 }
 
-// attemptReq asks the attempt recorder to store one hook attempt.
-type attemptReq struct {
-	uuid string
-	at   time.Time
-	done chan attemptDone
+// writeReq asks the write loop to apply one hook-state write.
+type writeReq struct {
+	w    store.HookWrite
+	done chan writeDone
 }
 
-// attemptDone is the recorder's answer: the time stored, or an error.
-type attemptDone struct {
-	at  time.Time
+// writeDone is the write loop's answer.
+type writeDone struct {
+	res store.HookWriteResult
 	err error
 }
 
-// recordAttempt stores that a hook goes to uuid at at, before it is sent, so
-// that pacing holds across a restart. Concurrent calls are written in one
-// transaction (group commit).
-// It returns the time stored, which is at or a little later.
-func (d *Dispatcher) recordAttempt(ctx context.Context, uuid string, at time.Time) (time.Time, error) {
-	req := attemptReq{uuid: uuid, at: at, done: make(chan attemptDone, 1)}
+// writeState applies one hook-state write (an attempt before a send, an
+// acknowledgement after). Concurrent calls are written in one transaction
+// (group commit), so deliveries to many devices share the cost of commits.
+func (d *Dispatcher) writeState(ctx context.Context, w store.HookWrite) (store.HookWriteResult, error) {
+	req := writeReq{w: w, done: make(chan writeDone, 1)}
 	select {
-	case d.attempt <- req:
+	case d.writes <- req:
 	case <-ctx.Done():
-		return time.Time{}, ctx.Err()
+		return store.HookWriteResult{}, ctx.Err()
 	}
 	select {
 	case r := <-req.done:
-		return r.at, r.err
+		return r.res, r.err
 	case <-ctx.Done():
-		return time.Time{}, ctx.Err()
+		return store.HookWriteResult{}, ctx.Err()
 	}
 }
 
-// recordAttempts is the group-commit loop behind recordAttempt.
-func (d *Dispatcher) recordAttempts(ctx context.Context) {
+// writeLoop is the group-commit loop behind writeState.
+func (d *Dispatcher) writeLoop(ctx context.Context) {
 	for {
-		var batch []attemptReq
+		var batch []writeReq
 		select {
 		case <-ctx.Done():
 			return
-		case r := <-d.attempt:
+		case r := <-d.writes:
 			batch = append(batch, r)
 		}
 	drain:
 		for len(batch) < 256 {
 			select {
-			case r := <-d.attempt:
+			case r := <-d.writes:
 				batch = append(batch, r)
 			default:
 				break drain
 			}
 		}
-		// One timestamp per batch: the latest, so pacing is never shortened.
-		at := batch[0].at
-		uuids := make([]string, len(batch))
+		ws := make([]store.HookWrite, len(batch))
 		for i, r := range batch {
-			uuids[i] = r.uuid
-			at = later(at, r.at)
+			ws[i] = r.w
 		}
-		err := d.opts.Store.RecordHookAttempts(ctx, uuids, at)
-		for _, r := range batch {
-			r.done <- attemptDone{at: at, err: err}
+		res, err := d.opts.Store.WriteHookState(ctx, ws)
+		for i, r := range batch {
+			if err != nil {
+				r.done <- writeDone{err: err}
+				continue
+			}
+			r.done <- writeDone{res: res[i]}
 		}
 	}
 }

@@ -35,6 +35,7 @@ type receiver struct {
 	mu       sync.Mutex
 	reqs     []hookReq
 	inflight map[string]int
+	counts   map[string]int // hooks per uuid
 	overlaps int
 	changed  chan struct{} // closed and replaced on each request
 	respond  func(h hookReq, n int) int
@@ -42,7 +43,7 @@ type receiver struct {
 
 func newReceiver(t testing.TB, respond func(h hookReq, n int) int) *receiver {
 	t.Helper()
-	rv := &receiver{inflight: map[string]int{}, changed: make(chan struct{}), respond: respond}
+	rv := &receiver{inflight: map[string]int{}, counts: map[string]int{}, changed: make(chan struct{}), respond: respond}
 	rv.srv = httptest.NewServer(http.HandlerFunc(rv.serve))
 	t.Cleanup(rv.srv.Close)
 	return rv
@@ -62,12 +63,8 @@ func (rv *receiver) serve(w http.ResponseWriter, r *http.Request) {
 		rv.overlaps++
 	}
 	rv.reqs = append(rv.reqs, h)
-	n := 0
-	for _, q := range rv.reqs {
-		if q.UUID == h.UUID {
-			n++
-		}
-	}
+	rv.counts[h.UUID]++
+	n := rv.counts[h.UUID]
 	close(rv.changed)
 	rv.changed = make(chan struct{})
 	respond := rv.respond

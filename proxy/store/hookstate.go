@@ -120,16 +120,22 @@ type queryer interface {
 // deviceUpdateTarget reads uuid's update target through q (a transaction, so
 // that a caller can compare and write atomically, or the reader pool).
 func deviceUpdateTarget(ctx context.Context, q queryer, uuid string) (UpdateTarget, bool, error) {
+	return scanUpdateTarget(q.QueryRowContext(ctx, updateTargetQuery, uuid))
+}
+
+const updateTargetQuery = `
+SELECT d.app_id, d.marked_for_delete, d.target_environment, d.target_config, a.current_commit
+FROM devices d LEFT JOIN apps a ON a.id = d.app_id
+WHERE d.uuid = ?`
+
+func scanUpdateTarget(row *sql.Row) (UpdateTarget, bool, error) {
 	var (
 		appID    int64
 		marked   bool
 		env, cfg string
 		commit   sql.NullString
 	)
-	err := q.QueryRowContext(ctx, `
-SELECT d.app_id, d.marked_for_delete, d.target_environment, d.target_config, a.current_commit
-FROM devices d LEFT JOIN apps a ON a.id = d.app_id
-WHERE d.uuid = ?`, uuid).Scan(&appID, &marked, &env, &cfg, &commit)
+	err := row.Scan(&appID, &marked, &env, &cfg, &commit)
 	if errors.Is(err, sql.ErrNoRows) {
 		return UpdateTarget{}, false, ErrNotFound
 	}
@@ -300,108 +306,209 @@ func (s *Store) HookWorkFor(ctx context.Context, uuid string) (HookWork, error) 
 	return w, nil
 }
 
+// HookWrite is one change of a device's hook state. WriteHookState applies
+// several in one transaction, in order.
+type HookWrite struct {
+	UUID string
+	// Attempt, if not zero, records that a hook is being sent at that time
+	// (hook_last_at), so that pacing (HOOK-PACE) holds across a restart.
+	Attempt time.Time
+	// AckUpdate, if not empty, is the canonical target the gateway answered
+	// 200 to: it becomes update_acked only if it is still the device's
+	// current update target (a newer target stays owed).
+	AckUpdate string
+	// AckRestart records a 200 to one restart hook: restart_acked grows by
+	// one, never beyond restart_requested.
+	AckRestart bool
+	// RemoveDeleted records a 200 to the delete hook: the row goes, only if
+	// the device is still marked for deletion (one re-added to the target in
+	// the meantime stays).
+	RemoveDeleted bool
+}
+
+// HookWriteResult is what one HookWrite did.
+type HookWriteResult struct {
+	// Done: the acknowledgement or removal was recorded (always true for a
+	// write that only records an attempt).
+	Done bool
+	// TargetChangedAt is, for an acknowledged update, when that target
+	// appeared (zero if unknown), for the latency metric.
+	TargetChangedAt time.Time
+}
+
+// WriteHookState applies ws in one transaction (the dispatcher batches the
+// writes of concurrent deliveries) and reports what each did.
+func (s *Store) WriteHookState(ctx context.Context, ws []HookWrite) ([]HookWriteResult, error) {
+	if len(ws) == 0 {
+		return nil, nil
+	}
+	var out []HookWriteResult
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		out = make([]HookWriteResult, len(ws))
+		var attempt, target, ack, restart, remove *sql.Stmt
+		prep := func(p **sql.Stmt, q string) (*sql.Stmt, error) {
+			if *p != nil {
+				return *p, nil
+			}
+			st, err := tx.PrepareContext(ctx, q)
+			*p = st
+			return st, err
+		}
+		defer func() {
+			for _, st := range []*sql.Stmt{attempt, target, ack, restart, remove} {
+				if st != nil {
+					st.Close()
+				}
+			}
+		}()
+		for i, w := range ws {
+			if !w.Attempt.IsZero() {
+				st, err := prep(&attempt, `UPDATE devices SET hook_last_at = ? WHERE uuid = ?`)
+				if err != nil {
+					return err
+				}
+				if _, err := st.ExecContext(ctx, w.Attempt.UnixMilli(), w.UUID); err != nil {
+					return err
+				}
+				out[i].Done = true
+			}
+			switch {
+			case w.AckUpdate != "":
+				out[i].Done = false
+				tst, err := prep(&target, updateTargetQuery)
+				if err != nil {
+					return err
+				}
+				t, ok, err := scanUpdateTarget(tst.QueryRowContext(ctx, w.UUID))
+				if errors.Is(err, ErrNotFound) || (err == nil && (!ok || t.Canonical() != w.AckUpdate)) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				st, err := prep(&ack, `UPDATE devices SET update_acked = ? WHERE uuid = ? RETURNING target_changed_at`)
+				if err != nil {
+					return err
+				}
+				var changed sql.NullInt64
+				if err := st.QueryRowContext(ctx, w.AckUpdate, w.UUID).Scan(&changed); err != nil {
+					return err
+				}
+				out[i].Done = true
+				if changed.Valid {
+					out[i].TargetChangedAt = time.UnixMilli(changed.Int64)
+				}
+			case w.AckRestart:
+				st, err := prep(&restart, `
+UPDATE devices SET restart_acked = restart_acked + 1
+WHERE uuid = ? AND restart_acked < restart_requested AND marked_for_delete = 0`)
+				if err != nil {
+					return err
+				}
+				res, err := st.ExecContext(ctx, w.UUID)
+				if err != nil {
+					return err
+				}
+				n, err := res.RowsAffected()
+				if err != nil {
+					return err
+				}
+				out[i].Done = n == 1
+			case w.RemoveDeleted:
+				st, err := prep(&remove, `DELETE FROM devices WHERE uuid = ? AND marked_for_delete = 1`)
+				if err != nil {
+					return err
+				}
+				res, err := st.ExecContext(ctx, w.UUID)
+				if err != nil {
+					return err
+				}
+				n, err := res.RowsAffected()
+				if err != nil {
+					return err
+				}
+				out[i].Done = n == 1
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: write hook state: %w", err)
+	}
+	return out, nil
+}
+
+// HookWorkReader reads devices' hook work through one prepared statement:
+// cheaper than HookWorkFor when a dispatcher re-reads a device before every
+// send. Close it when done.
+type HookWorkReader struct {
+	stmt *sql.Stmt
+}
+
+// NewHookWorkReader prepares a HookWorkReader.
+func (s *Store) NewHookWorkReader(ctx context.Context) (*HookWorkReader, error) {
+	st, err := s.r.PrepareContext(ctx, hookWorkColumns+` WHERE d.uuid = ?`)
+	if err != nil {
+		return nil, fmt.Errorf("store: prepare hook work reader: %w", err)
+	}
+	return &HookWorkReader{stmt: st}, nil
+}
+
+// Read is HookWorkFor.
+func (r *HookWorkReader) Read(ctx context.Context, uuid string) (HookWork, error) {
+	w, err := scanHookWork(r.stmt.QueryRowContext(ctx, uuid))
+	if errors.Is(err, sql.ErrNoRows) {
+		return HookWork{}, ErrNotFound
+	}
+	if err != nil {
+		return HookWork{}, fmt.Errorf("store: hook work %s: %w", uuid, err)
+	}
+	return w, nil
+}
+
+// Close releases the prepared statement.
+func (r *HookWorkReader) Close() error { return r.stmt.Close() }
+
 // AckUpdate records that the gateway answered 200 to the update hook whose
 // canonical target is canonical — only if that is still the device's current
 // target (a newer target stays owed). It reports whether it acknowledged, and
 // when the acknowledged target appeared (zero if unknown), for the latency
 // metric.
 func (s *Store) AckUpdate(ctx context.Context, uuid, canonical string) (acked bool, targetChangedAt time.Time, err error) {
-	err = s.write(ctx, func(tx *sql.Tx) error {
-		t, ok, err := deviceUpdateTarget(ctx, tx, uuid)
-		if err != nil || !ok || t.Canonical() != canonical {
-			return err
-		}
-		var changed sql.NullInt64
-		if err := tx.QueryRowContext(ctx,
-			`UPDATE devices SET update_acked = ? WHERE uuid = ? RETURNING target_changed_at`,
-			canonical, uuid).Scan(&changed); err != nil {
-			return err
-		}
-		acked = true
-		if changed.Valid {
-			targetChangedAt = time.UnixMilli(changed.Int64)
-		}
-		return nil
-	})
-	if errors.Is(err, ErrNotFound) {
-		return false, time.Time{}, nil
-	}
+	r, err := s.WriteHookState(ctx, []HookWrite{{UUID: uuid, AckUpdate: canonical}})
 	if err != nil {
-		return false, time.Time{}, fmt.Errorf("store: ack update %s: %w", uuid, err)
+		return false, time.Time{}, err
 	}
-	return acked, targetChangedAt, nil
+	return r[0].Done, r[0].TargetChangedAt, nil
 }
 
 // AckRestart records that the gateway answered 200 to one restart hook:
 // restart_acked grows by one, never beyond restart_requested. It reports
 // whether a request was acknowledged.
 func (s *Store) AckRestart(ctx context.Context, uuid string) (bool, error) {
-	var n int64
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `
-UPDATE devices SET restart_acked = restart_acked + 1
-WHERE uuid = ? AND restart_acked < restart_requested AND marked_for_delete = 0`, uuid)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
+	r, err := s.WriteHookState(ctx, []HookWrite{{UUID: uuid, AckRestart: true}})
 	if err != nil {
-		return false, fmt.Errorf("store: ack restart %s: %w", uuid, err)
+		return false, err
 	}
-	return n == 1, nil
+	return r[0].Done, nil
 }
 
 // RemoveDeleted removes a device whose delete hook the gateway answered with
 // 200, only if it is still marked for deletion (a device re-added to the
 // target in the meantime stays). It reports whether a row was removed.
 func (s *Store) RemoveDeleted(ctx context.Context, uuid string) (bool, error) {
-	var n int64
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE uuid = ? AND marked_for_delete = 1`, uuid)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
+	r, err := s.WriteHookState(ctx, []HookWrite{{UUID: uuid, RemoveDeleted: true}})
 	if err != nil {
-		return false, fmt.Errorf("store: remove deleted %s: %w", uuid, err)
+		return false, err
 	}
-	return n == 1, nil
+	return r[0].Done, nil
 }
 
 // RecordHookAttempt records that a hook is being sent to uuid at at, so that
 // pacing (HOOK-PACE) holds across a restart of the proxy.
 func (s *Store) RecordHookAttempt(ctx context.Context, uuid string, at time.Time) error {
-	return s.RecordHookAttempts(ctx, []string{uuid}, at)
-}
-
-// RecordHookAttempts is RecordHookAttempt for several devices in one
-// transaction.
-func (s *Store) RecordHookAttempts(ctx context.Context, uuids []string, at time.Time) error {
-	if len(uuids) == 0 {
-		return nil
-	}
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		st, err := tx.PrepareContext(ctx, `UPDATE devices SET hook_last_at = ? WHERE uuid = ?`)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		ms := at.UnixMilli()
-		for _, u := range uuids {
-			if _, err := st.ExecContext(ctx, ms, u); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("store: record hook attempt: %w", err)
-	}
-	return nil
+	_, err := s.WriteHookState(ctx, []HookWrite{{UUID: uuid, Attempt: at}})
+	return err
 }
 
 // decodeVars decodes a stored JSON object; "" and "null" are the empty object.
