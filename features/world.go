@@ -83,17 +83,14 @@ type WorldOptions struct {
 type WorldFactory func(ctx context.Context, opts WorldOptions) (*World, error)
 
 // LocalWorld is the default WorldFactory: a fake cloud and a fake registry
-// in this process, each on its own loopback port.
+// in this process, each on its own loopback port, the cloud's releases
+// pointing into the registry. (world.StartFakes composes the same; the
+// suite starts its own so that it does not depend on the rest of the world
+// building.)
 func LocalWorld(ctx context.Context, opts WorldOptions) (*World, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	var closers []func()
-	closeAll := func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
-		}
 	}
 	reg, err := registry.New(registry.Options{Logger: log.With("component", "registry"), Seed: opts.Seed})
 	if err != nil {
@@ -101,32 +98,35 @@ func LocalWorld(ctx context.Context, opts WorldOptions) (*World, error) {
 	}
 	regAddr, stopReg, err := serveLoopback(reg, log)
 	if err != nil {
+		_ = reg.Close()
 		return nil, err
 	}
-	closers = append(closers, stopReg, func() { _ = reg.Close() })
-	builder := registry.NewBuilder(registry.BuilderOptions{Registry: regAddr, Transport: registry.HandlerTransport(reg)})
-
 	cl, err := cloud.New(cloud.Options{
 		Logger:     log.With("component", "cloud"),
 		Registerer: prometheus.NewRegistry(),
 		Seed:       uint64(opts.Seed),
 	})
 	if err != nil {
-		closeAll()
+		stopReg()
+		_ = reg.Close()
 		return nil, err
 	}
 	cloudAddr, stopCloud, err := serveLoopback(cl, log)
 	if err != nil {
-		closeAll()
+		stopReg()
+		_ = reg.Close()
 		return nil, err
 	}
-	closers = append(closers, stopCloud)
 	return &World{
 		CloudURL: "http://" + cloudAddr,
 		Cloud:    cl,
 		Registry: reg,
-		Images:   builder,
-		Close:    closeAll,
+		Images:   registry.NewBuilder(registry.BuilderOptions{Registry: regAddr, Transport: registry.HandlerTransport(reg)}),
+		Close: func() {
+			stopCloud()
+			stopReg()
+			_ = reg.Close()
+		},
 	}, nil
 }
 
@@ -137,7 +137,7 @@ func serveLoopback(h http.Handler, log *slog.Logger) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

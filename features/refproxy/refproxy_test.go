@@ -1,0 +1,84 @@
+package refproxy
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/depharness/depharness/features"
+)
+
+var (
+	tags        = flag.String("depharness.tags", "", "godog tag expression selecting scenarios")
+	concurrency = flag.Int("depharness.concurrency", 4, "scenarios run at once")
+	seed        = flag.Int64("depharness.seed", 0, "scenario order and fakes seed; 0 draws one")
+	reportDir   = flag.String("depharness.reports", "", "directory for cucumber JSON, JUnit and HTML reports")
+)
+
+// TestMain runs the reference proxy instead of the tests when the suite
+// starts this binary as its target.
+func TestMain(m *testing.M) {
+	if os.Getenv(TriggerEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := Main(ctx, os.Getenv, os.Stderr)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "reference proxy:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// TestFeatures runs the compliance suite against the reference proxy, each
+// scenario's proxy a child process of this test binary.
+func TestFeatures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the compliance suite takes a while; run without -short")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := *reportDir
+	if dir == "" {
+		dir = filepath.Join(t.TempDir(), "reports")
+	}
+	cfg := features.Config{
+		Target:      features.CommandTargetFactory(fmt.Sprintf("%s=1 exec %s", TriggerEnv, shellQuote(self)), 0),
+		TargetEnv:   Env,
+		Tags:        *tags,
+		Concurrency: *concurrency,
+		Seed:        *seed,
+		ReportDir:   dir,
+		Output:      testWriter{t},
+		NoColors:    true,
+		TestingT:    t,
+	}
+	res, err := features.Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("seed %d, %d scenarios, %d failed; reports in %s", res.Seed, len(res.Scenarios), len(res.Failed()), dir)
+	if res.Status != 0 {
+		t.Errorf("the suite failed against the reference proxy (godog status %d)", res.Status)
+	}
+}
+
+// testWriter sends the console report to the test log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
