@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/depharness/depharness/features"
 	"github.com/depharness/depharness/proxy"
 	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/proxy/violation"
@@ -29,7 +30,7 @@ const TriggerEnv = "DEPHARNESS_REFPROXY_CHILD"
 
 // Env is what the suite adds to the harness variables for the reference
 // proxy: no fixed metrics port, so scenarios can run side by side.
-var Env = map[string]string{"METRICS_ADDRESS": "off"}
+var Env = features.ReferenceProxyEnv
 
 // Config builds the proxy's configuration from the harness variables (and
 // the proxy's own METRICS_ADDRESS, DEPHARNESS_VIOLATIONS).

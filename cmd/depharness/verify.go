@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/depharness/depharness/features"
+	"github.com/depharness/depharness/proxy/violation"
+)
+
+func init() {
+	commands["verify"] = command{
+		summary: "run the compliance suite against a supervisor (default: the reference proxy)",
+		run:     runVerify,
+	}
+}
+
+// shellQuote quotes s for sh -c.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func runVerify(ctx context.Context, env *cliEnv, args []string) error {
+	f := newFlags(env, "verify", "Run the compliance suite of CONTRACT.md against a supervisor started as a command, "+
+		"one fresh fake cloud, registry, gateway app and DATA_DIR per scenario, and write reports.")
+	targetCmd := f.String("target-cmd", "DEPHARNESS_TARGET_CMD", "", "shell command starting the supervisor under test with the harness variables; empty runs this binary's reference proxy")
+	tags := f.String("tags", "DEPHARNESS_TAGS", "", `godog tag expression selecting scenarios ("@contract", "~@reference", "@HOOK-202")`)
+	reportDir := f.String("report-dir", "DEPHARNESS_REPORT_DIR", "reports", "directory for cucumber.json, junit.xml, report.html and the logs of failed scenarios")
+	concurrency := f.Int("concurrency", "DEPHARNESS_CONCURRENCY", 4, "scenarios run at once")
+	seed := f.Int64("seed", "DEPHARNESS_SEED", 0, "seed of the scenario order and the fakes; 0 draws one (printed, to replay a run)")
+	selfCheck := f.Bool("self-check", "", false, "prove the suite catches every named violation of the reference proxy, instead of a normal run")
+	poll := f.Duration("poll-interval", "", features.DefaultTiming.Poll, "TARGET_POLL_INTERVAL given to the target")
+	retry := f.Duration("hook-retry-interval", "", features.DefaultTiming.Retry, "HOOK_RETRY_INTERVAL given to the target")
+	hookTimeout := f.Duration("hook-timeout", "", features.DefaultTiming.HookTimeout, "HOOK_TIMEOUT given to the target")
+	ready := f.Duration("ready-timeout", "", features.DefaultTiming.Ready, "how long the target may take to answer GET /ping")
+	await := f.Duration("await-timeout", "", features.DefaultTiming.Await, "how long an \"eventually\" step waits")
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	log, err := f.logger()
+	if err != nil {
+		return err
+	}
+	if *concurrency < 1 {
+		return usagef("--concurrency must be at least 1, got %d", *concurrency)
+	}
+	cmd, targetEnv := *targetCmd, map[string]string{}
+	if cmd == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("locating this binary to run its reference proxy: %w", err)
+		}
+		cmd = "exec " + shellQuote(self) + " proxy"
+		for k, v := range features.ReferenceProxyEnv {
+			targetEnv[k] = v
+		}
+	}
+	timing := features.Timing{Poll: *poll, Retry: *retry, HookTimeout: *hookTimeout, Ready: *ready, Await: *await}
+	cfg := features.Config{
+		Target:      features.CommandTargetFactory(cmd, *ready),
+		TargetEnv:   targetEnv,
+		Tags:        *tags,
+		Concurrency: *concurrency,
+		Seed:        *seed,
+		ReportDir:   *reportDir,
+		Output:      env.stdout,
+		Timing:      timing,
+		Logger:      log,
+	}
+	if *selfCheck {
+		var vs []violation.Violation
+		for _, n := range violation.Names() {
+			vs = append(vs, violation.Known[n])
+		}
+		rows, err := features.SelfCheck(ctx, cfg, vs)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(env.stdout)
+		if missed := features.WriteSelfCheckTable(env.stdout, rows); missed > 0 {
+			return fmt.Errorf("self-check: %d of %d violations not caught (reports in %s/self-check)", missed, len(rows), *reportDir)
+		}
+		fmt.Fprintf(env.stdout, "\nself-check: all %d violations caught\n", len(rows))
+		return nil
+	}
+	res, err := features.Run(ctx, cfg)
+	if errors.Is(err, features.ErrNoScenarios) {
+		return usageError{err}
+	}
+	if err != nil {
+		return err
+	}
+	failed := res.Failed()
+	fmt.Fprintf(env.stdout, "\ndepharness verify: %d scenarios, %d failed, seed %d; reports in %s (report.html)\n",
+		len(res.Scenarios), len(failed), res.Seed, *reportDir)
+	if len(failed) > 0 || res.Status != 0 {
+		return fmt.Errorf("%d of %d scenarios failed (replay with --seed %d)", len(failed), len(res.Scenarios), res.Seed)
+	}
+	return nil
+}
