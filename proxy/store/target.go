@@ -458,3 +458,24 @@ func sameJSON(a, b string) bool {
 func nullIfEmpty(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
 
 func sortInt64s(s []int64) { sort.Slice(s, func(i, j int) bool { return s[i] < s[j] }) }
+
+// MarkedDevices lists the uuids of devices marked for deletion, sorted.
+func (s *Store) MarkedDevices(ctx context.Context) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT uuid FROM devices WHERE marked_for_delete = 1 ORDER BY uuid`)
+	if err != nil {
+		return nil, fmt.Errorf("store: marked devices: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("store: marked devices: %w", err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: marked devices: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,115 @@
+package sync
+
+import (
+	"errors"
+	stdsync "sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the syncer's Prometheus metrics. Labels hold outcomes only.
+type Metrics struct {
+	polls           *prometheus.CounterVec
+	rejected        prometheus.Counter
+	lookups         *prometheus.CounterVec
+	lastSuccess     prometheus.Gauge
+	age             prometheus.Gauge
+	downloading     prometheus.Gauge
+	downloads       *prometheus.CounterVec
+	downloadSeconds prometheus.Histogram
+
+	mu   stdsync.Mutex
+	last time.Time // of the last successful poll
+}
+
+// NewMetrics builds the metrics and registers them on reg (nil: not
+// registered). Metrics already registered on reg are reused.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	opts := func(name, help string) prometheus.Opts {
+		return prometheus.Opts{Namespace: "depharness", Subsystem: "proxy", Name: name, Help: help}
+	}
+	m := &Metrics{
+		polls: prometheus.NewCounterVec(prometheus.CounterOpts(opts("sync_polls_total",
+			"Polls of the cloud's target state by outcome (applied, not_modified, rejected, error).")), []string{"outcome"}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts(opts("sync_rejected_targets_total",
+			"Target states rejected whole as malformed; the last good one stays in force."))),
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts(opts("sync_device_lookups_total",
+			"Lookups of target devices unknown to the store (found, not_found, error).")), []string{"outcome"}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts(opts("sync_last_success_timestamp_seconds",
+			"Unix time of the last poll that left the store holding the cloud's target."))),
+		age: prometheus.NewGauge(prometheus.GaugeOpts(opts("sync_age_seconds",
+			"Seconds since the last successful poll (0 before the first)."))),
+		downloading: prometheus.NewGauge(prometheus.GaugeOpts(opts("sync_apps_downloading",
+			"Apps whose target release is being downloaded."))),
+		downloads: prometheus.NewCounterVec(prometheus.CounterOpts(opts("sync_downloads_total",
+			"Release download attempts by outcome (ok, error).")), []string{"outcome"}),
+		downloadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "depharness", Subsystem: "proxy", Name: "sync_download_duration_seconds",
+			Help:    "Duration of successful release downloads (pull and assets tar).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 9),
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	if m.polls, err = register(reg, m.polls); err != nil {
+		return nil, err
+	}
+	if m.rejected, err = register(reg, m.rejected); err != nil {
+		return nil, err
+	}
+	if m.lookups, err = register(reg, m.lookups); err != nil {
+		return nil, err
+	}
+	if m.lastSuccess, err = register(reg, m.lastSuccess); err != nil {
+		return nil, err
+	}
+	if m.age, err = register(reg, m.age); err != nil {
+		return nil, err
+	}
+	if m.downloading, err = register(reg, m.downloading); err != nil {
+		return nil, err
+	}
+	if m.downloads, err = register(reg, m.downloads); err != nil {
+		return nil, err
+	}
+	if m.downloadSeconds, err = register(reg, m.downloadSeconds); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// succeeded records a successful poll at now.
+func (m *Metrics) succeeded(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.last = now
+	m.lastSuccess.Set(float64(now.UnixMilli()) / 1000)
+	m.age.Set(0)
+}
+
+// observeAge updates the age gauge.
+func (m *Metrics) observeAge(now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.last.IsZero() {
+		return
+	}
+	m.age.Set(max(now.Sub(m.last), 0).Seconds())
+}
+
+// register registers c on reg, or returns the equal collector already there.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
+}
