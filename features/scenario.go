@@ -119,13 +119,20 @@ func (st *scenario) expectWith(r httpexpect.Reporter) *httpexpect.Expect {
 	})
 }
 
-// api returns the httpexpect instance of the current step.
+// api returns an httpexpect instance whose failures are failures of the
+// step running when they happen, even for a response kept from an earlier
+// step ("the answer").
 func (st *scenario) api() *httpexpect.Expect {
 	if st.rep == nil {
 		st.rep = &collector{}
 	}
-	return st.expectWith(st.rep)
+	return st.expectWith(stepReporter{st})
 }
+
+// stepReporter forwards failures to the current step's collector.
+type stepReporter struct{ st *scenario }
+
+func (r stepReporter) Errorf(message string, args ...any) { r.st.rep.Errorf(message, args...) }
 
 // quiet returns an httpexpect instance whose failures are collected apart,
 // for polling.

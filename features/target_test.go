@@ -1,17 +1,25 @@
 package features
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"testing/fstest"
 	"time"
+
+	"github.com/depharness/depharness/proxy/violation"
 )
 
 // pingServerEnv makes the test binary act as a minimal target: it serves
@@ -35,7 +43,7 @@ func pingServer() int {
 	}
 	fmt.Printf("started with DATA_DIR=%s\n", os.Getenv("DATA_DIR"))
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/ping" {
+		if r.URL.Path == "/ping" || strings.Contains(os.Getenv("DEPHARNESS_VIOLATIONS"), "open-door") {
 			fmt.Fprint(w, "OK")
 			return
 		}
@@ -142,5 +150,154 @@ func TestMergeEnvLetsTheHarnessWin(t *testing.T) {
 	want := []string{"A=1", "B=2", "C=3", "DATA_DIR=/new"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+// pingTarget is a target that answers /ping and refuses everything else
+// with 401: enough to run the suite's readiness and AUTH scenarios.
+func pingTarget(t *testing.T) TargetFactory {
+	return func(out io.Writer) Target {
+		return NewCommandTarget(CommandOptions{Command: pingServerEnv + "=1 " + selfCommand(t), Ready: 10 * time.Second}, out)
+	}
+}
+
+func TestRunPassesScenariosTheTargetSatisfiesAndWritesReports(t *testing.T) {
+	dir := t.TempDir()
+	var console bytes.Buffer
+	res, err := Run(testCtx(t), Config{
+		Target: pingTarget(t), Tags: "@AUTH-3", ReportDir: dir, Output: &console, NoColors: true, Seed: 7, Concurrency: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != 0 || len(res.Scenarios) != 1 || !res.Scenarios[0].Passed {
+		t.Fatalf("got status %d, scenarios %+v, want the one AUTH-3 scenario passed\n%s", res.Status, res.Scenarios, console.String())
+	}
+	if !strings.Contains(console.String(), "seed 7") {
+		t.Errorf("the console does not print the seed:\n%s", console.String())
+	}
+	for _, name := range []string{"cucumber.json", "junit.xml", "report.html"} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Size() == 0 {
+			t.Errorf("report %s: %v, want a non-empty file", name, err)
+		}
+	}
+	html, _ := os.ReadFile(filepath.Join(dir, "report.html"))
+	if !regexp.MustCompile(`id="AUTH-3">[\s\S]*?class="status passed">passed`).Match(html) {
+		t.Error("report.html does not show AUTH-3 passed")
+	}
+}
+
+// twoScenarios is a feature whose first scenario a refuse-everything target
+// passes and whose second it fails.
+var twoScenarios = fstest.MapFS{"x.feature": {Data: []byte(`Feature: x
+  Background:
+    Given the supervisor is running
+
+  @AUTH-1 @contract
+  Scenario: refused without a key
+    When the gateway app calls GET "/v1/devices" with no key
+    Then the answer is 401
+
+  @AUTH-1 @contract
+  Scenario: accepted with the key
+    When the gateway app calls GET "/v1/devices" with the key in the query
+    Then the answer is 200
+`)}}
+
+func TestRunReportsFailedScenariosWithTheirError(t *testing.T) {
+	dir := t.TempDir()
+	var console bytes.Buffer
+	res, err := Run(testCtx(t), Config{
+		Target: pingTarget(t), Features: twoScenarios, ReportDir: dir, Output: &console, NoColors: true, Concurrency: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != 1 {
+		t.Errorf("got godog status %d, want 1", res.Status)
+	}
+	got := map[string]ScenarioResult{}
+	for _, s := range res.Scenarios {
+		got[s.Name] = s
+	}
+	if r := got["refused without a key"]; !r.Passed {
+		t.Errorf("refusal scenario: got %+v, want passed", r)
+	}
+	if r := got["accepted with the key"]; r.Passed || !strings.Contains(r.Err, "401") || !strings.Contains(r.Err, "/v1/devices") {
+		t.Errorf("acceptance scenario: got %+v, want failed with the request and its 401", r)
+	}
+	logs, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
+	if len(logs) != 1 {
+		t.Fatalf("got scenario logs %v, want one for the failed scenario", logs)
+	}
+	b, _ := os.ReadFile(logs[0])
+	if !strings.Contains(string(b), "started with DATA_DIR=") || !strings.Contains(string(b), "STEP the answer is 200") {
+		t.Errorf("the scenario log lacks the target's output or the steps:\n%s", b)
+	}
+}
+
+func TestRunRefusesATagExpressionThatSelectsNothing(t *testing.T) {
+	_, err := Run(testCtx(t), Config{Target: pingTarget(t), Tags: "@NO-SUCH-CLAUSE", Output: io.Discard})
+	if !errors.Is(err, ErrNoScenarios) {
+		t.Errorf("got %v, want ErrNoScenarios", err)
+	}
+}
+
+func TestSelfCheckTellsCaughtFromMissedViolations(t *testing.T) {
+	fsys := fstest.MapFS{"x.feature": {Data: []byte(`Feature: x
+  Background:
+    Given the supervisor is running
+
+  @AUTH-1 @contract
+  Scenario: refused without a key
+    When the gateway app calls GET "/v1/devices" with no key
+    Then the answer is 401
+
+  @AUTH-3 @contract
+  Scenario: ping
+    When the gateway app calls GET "/ping" with no key
+    Then the answer is 200 "OK"
+`)}}
+	dir := t.TempDir()
+	var out bytes.Buffer
+	rows, err := SelfCheck(testCtx(t), Config{Target: pingTarget(t), Features: fsys, ReportDir: dir, Output: &out, Concurrency: 2},
+		[]violation.Violation{
+			{Name: "open-door", Clause: "AUTH-1", What: "serves requests without a key"},
+			{Name: "harmless", Clause: "AUTH-3", What: "changes nothing the suite sees"},
+			{Name: "unchecked", Clause: "ERR-1", What: "has no scenario"},
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]SelfCheckRow{}
+	for _, r := range rows {
+		got[r.Violation.Name] = r
+	}
+	if r := got["open-door"]; !r.Caught || r.Scenarios != 1 {
+		t.Errorf("open-door: got %+v, want caught by its 1 scenario", r)
+	}
+	if r := got["harmless"]; r.Caught || !strings.Contains(r.Note, "passed with the violation on") {
+		t.Errorf("harmless: got %+v, want not caught", r)
+	}
+	if r := got["unchecked"]; r.Caught || !strings.Contains(r.Note, "no scenario checks ERR-1") {
+		t.Errorf("unchecked: got %+v, want not caught for lack of scenarios", r)
+	}
+	var table bytes.Buffer
+	if missed := WriteSelfCheckTable(&table, rows); missed != 2 {
+		t.Errorf("got %d missed, want 2\n%s", missed, table.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "self-check", "open-door", "report.html")); err != nil {
+		t.Errorf("no report of the open-door run: %v", err)
+	}
+}
+
+func TestSelfCheckIsInconclusiveForAClauseThatFailsWithoutTheViolation(t *testing.T) {
+	rows, err := SelfCheck(testCtx(t), Config{Target: pingTarget(t), Features: twoScenarios, Output: io.Discard, Concurrency: 2},
+		[]violation.Violation{{Name: "open-door", Clause: "AUTH-1", What: "serves requests without a key"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].Caught || !strings.HasPrefix(rows[0].Note, "inconclusive") {
+		t.Errorf("got %+v, want one row, not caught, inconclusive", rows)
 	}
 }
