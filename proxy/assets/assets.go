@@ -32,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -59,6 +60,9 @@ var (
 	// ErrInvalidKey: the app id is not positive or the commit is not a safe
 	// file name (1 to 128 of [0-9A-Za-z._-], not starting with ".").
 	ErrInvalidKey = errors.New("assets: invalid app id or commit")
+	// ErrStalled: no byte came from the registry for Options.StallTimeout
+	// (the attempt is abandoned and retried).
+	ErrStalled = errors.New("assets: registry transfer stalled")
 )
 
 // Retry bounds the attempts of one build after registry faults (5xx, 408,
@@ -89,6 +93,9 @@ type Options struct {
 	Retry Retry
 	// BuildTimeout bounds one build, retries included; 0 means 30 minutes.
 	BuildTimeout time.Duration
+	// StallTimeout abandons (and retries) an attempt during which nothing
+	// came from the registry for that long; 0 means one minute.
+	StallTimeout time.Duration
 	// Logger, if nil, discards.
 	Logger *slog.Logger
 	// Registerer, if nil, leaves the metrics unregistered.
@@ -142,6 +149,9 @@ func New(opts Options) (*Cache, error) {
 	}
 	if opts.BuildTimeout <= 0 {
 		opts.BuildTimeout = 30 * time.Minute
+	}
+	if opts.StallTimeout <= 0 {
+		opts.StallTimeout = time.Minute
 	}
 	if opts.Transport == nil {
 		opts.Transport = remote.DefaultTransport
@@ -304,7 +314,7 @@ func (c *Cache) build(appID int64, commit, image string) (err error) {
 	wait := c.opts.Retry.Min
 	for attempt := 1; ; attempt++ {
 		var st flattenStats
-		st, err = c.buildOnce(ctx, ref, appID, commit)
+		st, err = c.watchedAttempt(ctx, ref, appID, commit)
 		if err == nil {
 			log.Info("assets ready", "entries", st.Entries, "bytes", st.Bytes, "dropped", st.Dropped, "attempts", attempt)
 			return nil
@@ -351,6 +361,42 @@ func isLoopback(hostport string) bool {
 	}
 	ip := net.ParseIP(strings.Trim(host, "[]"))
 	return ip != nil && ip.IsLoopback()
+}
+
+// progressKey carries an attempt's *atomic.Int64 (time of the last byte from
+// the registry, Unix nanoseconds) in request contexts.
+type progressKey struct{}
+
+// watchedAttempt runs buildOnce, abandoning it with ErrStalled when nothing
+// comes from the registry for opts.StallTimeout.
+func (c *Cache) watchedAttempt(ctx context.Context, ref name.Reference, appID int64, commit string) (flattenStats, error) {
+	last := &atomic.Int64{}
+	last.Store(time.Now().UnixNano())
+	actx, cancel := context.WithCancelCause(context.WithValue(ctx, progressKey{}, last))
+	defer cancel(nil)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		d := c.opts.StallTimeout
+		t := time.NewTicker(max(d/8, time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				if now.Sub(time.Unix(0, last.Load())) > d {
+					cancel(ErrStalled)
+					return
+				}
+			}
+		}
+	}()
+	st, err := c.buildOnce(actx, ref, appID, commit)
+	if err != nil && errors.Is(context.Cause(actx), ErrStalled) && ctx.Err() == nil {
+		return st, fmt.Errorf("%w (%v without data): %w", ErrStalled, c.opts.StallTimeout, err)
+	}
+	return st, err
 }
 
 // buildOnce is one attempt: fetch the manifest, stream the layers into a
@@ -593,6 +639,9 @@ func permanent(err error) error { return permanentError{err} }
 // 429), the size limit, local file errors and cancellation are not.
 func retryable(err error) bool {
 	var pe permanentError
+	if errors.Is(err, ErrStalled) {
+		return true
+	}
 	if errors.As(err, &pe) || errors.Is(err, ErrTooLarge) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
@@ -631,21 +680,30 @@ type countingTransport struct {
 
 func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	resp, err := t.inner.RoundTrip(r)
+	last, _ := r.Context().Value(progressKey{}).(*atomic.Int64)
+	if err == nil && last != nil {
+		last.Store(time.Now().UnixNano())
+	}
 	if err == nil && resp.Body != nil {
-		resp.Body = &countingBody{ReadCloser: resp.Body, n: t.n}
+		resp.Body = &countingBody{ReadCloser: resp.Body, n: t.n, last: last}
 	}
 	return resp, err
 }
 
+// countingBody counts bytes read and notes the time of the last ones.
 type countingBody struct {
 	io.ReadCloser
-	n prometheus.Counter
+	n    prometheus.Counter
+	last *atomic.Int64 // nil outside builds
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if n > 0 {
 		b.n.Add(float64(n))
+		if b.last != nil {
+			b.last.Store(time.Now().UnixNano())
+		}
 	}
 	return n, err
 }

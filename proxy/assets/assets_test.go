@@ -247,6 +247,41 @@ func TestEnsureGivesUpAfterTheLastAttempt(t *testing.T) {
 	}
 }
 
+func TestEnsureAbandonsAStalledTransferAndRetries(t *testing.T) {
+	r := newTestRegistry(t)
+	ref := r.push(t, "app/stall", sampleImage(t))
+	release := r.hold() // the registry accepts the manifest request and says nothing
+	t.Cleanup(release)
+	c, _ := newCache(t, Options{StallTimeout: 50 * time.Millisecond, Retry: Retry{Attempts: 2, Min: time.Millisecond}})
+
+	err := c.Ensure(context.Background(), 13, commit, ref)
+	if !errors.Is(err, ErrStalled) {
+		t.Fatalf("Ensure against a silent registry: got %v, want ErrStalled", err)
+	}
+	if got := r.manifestGets.Load(); got != 2 {
+		t.Errorf("manifest fetches: got %d, want 2 (a stall is retried)", got)
+	}
+	if got := dirFiles(t, filepath.Join(c.opts.Dir, "13")); len(got) != 0 {
+		t.Errorf("files left behind: got %q, want none", got)
+	}
+}
+
+func TestEnsureKeepsASlowTransferThatMakesProgress(t *testing.T) {
+	r := newTestRegistry(t)
+	body := strings.Repeat("0123456789abcdef", 1024) // 16 KiB: 16 pieces
+	ref := r.push(t, "app/slow", imageOf(t, static.NewLayer(tarOf(t, file("assets/a", body)), types.OCIUncompressedLayer)))
+	r.trickle.Store(int64(10 * time.Millisecond)) // about 170 ms in all
+	c, _ := newCache(t, Options{StallTimeout: 60 * time.Millisecond, Retry: Retry{Attempts: 1}})
+
+	if err := c.Ensure(context.Background(), 14, commit, ref); err != nil {
+		t.Fatalf("Ensure of a slow but steady transfer: %v", err)
+	}
+	want := []string{`a "` + body + `"`}
+	if got := readTarFile(t, c.TarPath(14, commit)); !slices.Equal(got, want) {
+		t.Errorf("members: got %d members, want the 16 KiB file", len(got))
+	}
+}
+
 func TestEnsureDoesNotRetryAMissingImage(t *testing.T) {
 	r := newTestRegistry(t)
 	ref := r.push(t, "app/exists", sampleImage(t))

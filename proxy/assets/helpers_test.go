@@ -157,6 +157,9 @@ type testRegistry struct {
 	failNext     atomic.Int64 // manifest GETs still to answer with 500
 	// corruptManifests, if true, serves manifests with one byte changed.
 	corruptManifests atomic.Bool
+	// trickle, if non-zero, sends blob bodies 1 KiB at a time with this
+	// pause between pieces.
+	trickle atomic.Int64
 
 	mu      sync.Mutex
 	corrupt map[string]bool // blob digests served with one byte flipped
@@ -201,6 +204,10 @@ func newTestRegistry(t testing.TB, opts ...registry.Option) *testRegistry {
 				serveCorrupted(w, req, inner)
 				return
 			}
+			if d := time.Duration(r.trickle.Load()); d > 0 {
+				serveTrickle(w, req, inner, d)
+				return
+			}
 		}
 		inner.ServeHTTP(w, req)
 	}))
@@ -222,6 +229,31 @@ func serveCorrupted(w http.ResponseWriter, req *http.Request, inner http.Handler
 	}
 	w.WriteHeader(rec.Code)
 	w.Write(b)
+}
+
+// serveTrickle serves inner's answer 1 KiB at a time, pausing d between
+// pieces: a slow transfer that keeps making progress.
+func serveTrickle(w http.ResponseWriter, req *http.Request, inner http.Handler, d time.Duration) {
+	rec := httptest.NewRecorder()
+	inner.ServeHTTP(rec, req)
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	b := rec.Body.Bytes()
+	for len(b) > 0 {
+		n := min(len(b), 1024)
+		if _, err := w.Write(b[:n]); err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+		b = b[n:]
+		select {
+		case <-time.After(d):
+		case <-req.Context().Done():
+			return
+		}
+	}
 }
 
 // push stores img as repo:latest and returns its digest reference.
