@@ -10,6 +10,31 @@
 // leaves a partial tar under its final name. Concurrent requests for the same
 // tar share one build.
 //
+// Decisions beyond the contract:
+//   - Member names are relative to /assets ("firmware.bin", "sub/", "sub/x.hex");
+//     /assets itself is not a member. Names are cleaned; an entry whose name
+//     climbs above the image root or whose cleaned path is not under /assets
+//     ("assets/../etc/passwd") is never emitted.
+//   - Union semantics are those of layer extraction (OCI image spec, Docker):
+//     a later layer's entry replaces the same path; ".wh.name" deletes name
+//     and its subtree in lower layers; ".wh..wh..opq" hides a folder's lower
+//     contents; a non-directory replaces a lower folder with everything in
+//     it, and a folder (even one written only as the parent of a whiteout)
+//     replaces a lower file. Entries below a file or symlink of the same
+//     layer are dropped.
+//   - Symlinks are never followed. One is kept when its target, resolved
+//     lexically from the link's folder, lies inside /assets, and is written
+//     relative ("/assets/x" from sub/l becomes "../x"); others are dropped.
+//     Hard links are kept when they point at a file of the same layer
+//     already written, with the target renamed like members. Devices and
+//     fifos are dropped. If /assets itself is a symlink the tar is empty.
+//   - The ETag is the tar's SHA-256 ("sha256:<hex>", strong), computed while
+//     building and kept in <commit>.tar.sha256. Builds are deterministic, so
+//     a rebuild of the same image gives the same bytes and ETag.
+//   - References are normally by digest; the manifest must hash to it. Tag
+//     references work but are not verified. Index manifests resolve to
+//     linux/amd64.
+//
 // It depends on the standard library, go-containerregistry, Prometheus and
 // proxy/violation only; it must not import the store, the HTTP API or
 // anything under fakes/ or sim/.
@@ -393,7 +418,7 @@ func (c *Cache) watchedAttempt(ctx context.Context, ref name.Reference, appID in
 		}
 	}()
 	st, err := c.buildOnce(actx, ref, appID, commit)
-	if err != nil && errors.Is(context.Cause(actx), ErrStalled) && ctx.Err() == nil {
+	if err != nil && !errors.Is(err, ErrStalled) && errors.Is(context.Cause(actx), ErrStalled) && ctx.Err() == nil {
 		return st, fmt.Errorf("%w (%v without data): %w", ErrStalled, c.opts.StallTimeout, err)
 	}
 	return st, err

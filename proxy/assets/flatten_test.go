@@ -111,6 +111,11 @@ func TestFlatten(t *testing.T) {
 			want:   []string{`b "b"`},
 		},
 		{
+			name:   "an /assets that a later layer turns into a symlink gives an empty tar",
+			layers: [][]ent{{file("assets/a", "a"), file("data/b", "b")}, {symlink("assets", "/data")}},
+			want:   []string{},
+		},
+		{
 			name:   "an image without /assets gives an empty tar",
 			layers: [][]ent{{dir("etc/"), file("etc/hostname", "h")}},
 			want:   []string{},
