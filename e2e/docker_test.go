@@ -202,6 +202,9 @@ type serviceSpec struct {
 	HealthURL string
 	// Volume, if set, is a named volume mounted at /data.
 	Volume string
+	// Files are copied into the container before it starts (path →
+	// contents), readable by the image's unprivileged user.
+	Files map[string][]byte
 }
 
 // service is a running depharness container.
@@ -225,6 +228,11 @@ func startService(t testing.TB, nw *testcontainers.DockerNetwork, spec serviceSp
 	}
 	if len(spec.Ports) > 0 {
 		opts = append(opts, testcontainers.WithExposedPorts(spec.Ports...))
+	}
+	for p, b := range spec.Files {
+		opts = append(opts, testcontainers.WithFiles(testcontainers.ContainerFile{
+			Reader: bytes.NewReader(b), ContainerFilePath: p, FileMode: 0o644,
+		}))
 	}
 	if spec.Volume != "" {
 		opts = append(opts, testcontainers.WithMounts(testcontainers.VolumeMount(spec.Volume, "/data")))
@@ -348,6 +356,35 @@ func (s *service) Start(t testing.TB) {
 	defer cancel()
 	if err := s.C.Start(ctx); err != nil {
 		t.Fatalf("start %s again: %v", s.Alias, err)
+	}
+}
+
+// Pause freezes every process of the container (cgroup freezer): it keeps
+// its state and its sockets, and answers nothing until Unpause.
+func (s *service) Pause(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := docker.ContainerPause(ctx, s.C.GetContainerID(), client.ContainerPauseOptions{}); err != nil {
+		t.Fatalf("pause %s: %v", s.Alias, err)
+	}
+	t.Cleanup(func() {
+		// A paused container cannot be stopped: thaw it before cleanup.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if st, err := s.C.State(ctx); err == nil && st.Paused {
+			_, _ = docker.ContainerUnpause(ctx, s.C.GetContainerID(), client.ContainerUnpauseOptions{})
+		}
+	})
+}
+
+// Unpause thaws a paused container.
+func (s *service) Unpause(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := docker.ContainerUnpause(ctx, s.C.GetContainerID(), client.ContainerUnpauseOptions{}); err != nil {
+		t.Fatalf("unpause %s: %v", s.Alias, err)
 	}
 }
 

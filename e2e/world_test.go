@@ -51,8 +51,11 @@ type worldOptions struct {
 	// Devices is the gateway's fleet size (0: no gateway container).
 	Devices int
 	// Policy is the gateway's hook answer policy ("" → the gateway's
-	// default).
+	// default, 200).
 	Policy string
+	// Profile, if set, is the fleet profile (JSON, see sim/fleet.Profile)
+	// the gateway runs; its count is overridden by Devices.
+	Profile string
 	// PollInterval is TARGET_POLL_INTERVAL (300ms).
 	PollInterval time.Duration
 	// HookRetry is HOOK_RETRY_INTERVAL (500ms).
@@ -119,7 +122,8 @@ func startWorld(t testing.TB, opts worldOptions) *world {
 		Volume:    w.ProxyVolume,
 	})
 	if opts.Devices > 0 {
-		w.Gateway = startGateway(t, w.Net, "gateway", "http://proxy:48484", app.ID, opts.Devices, opts.Policy)
+		w.Gateway = startGateway(t, w.Net, gatewaySpec{Alias: "gateway", Supervisor: "http://proxy:48484",
+			AppID: app.ID, Devices: opts.Devices, Policy: opts.Policy, Profile: opts.Profile})
 	}
 	return w
 }
@@ -140,26 +144,44 @@ func startCloud(t testing.TB, nw *testcontainers.DockerNetwork) *service {
 	})
 }
 
-// startGateway starts `depharness gateway` with a fleet of devices for app,
-// talking to the supervisor at supervisor (as seen on the network).
-func startGateway(t testing.TB, nw *testcontainers.DockerNetwork, alias, supervisor string, appID int64, devices int, policy string) *service {
+// gatewaySpec is one gateway app container with its fleet.
+type gatewaySpec struct {
+	Alias      string // network alias, the host of the proxy's hook address
+	Supervisor string // the proxy's API as seen on the network
+	AppID      int64  // dependent app the devices are provisioned into
+	Devices    int
+	Policy     string // "200", "202" or "" (the gateway's default)
+	Profile    string // fleet profile JSON, or "" for the default fleet
+}
+
+// startGateway starts `depharness gateway` with its fleet. It logs as JSON
+// at debug level, so tests can read the hooks it received from its log.
+func startGateway(t testing.TB, nw *testcontainers.DockerNetwork, g gatewaySpec) *service {
 	t.Helper()
 	cmd := []string{"gateway",
-		"--supervisor-address", supervisor,
+		"--supervisor-address", g.Supervisor,
 		"--api-key", supervisorKey,
 		"--listen", "0.0.0.0:1337",
 		"--metrics-listen", "0.0.0.0:1338",
-		"--app", strconv.FormatInt(appID, 10),
-		"--devices", strconv.Itoa(devices),
+		"--app", strconv.FormatInt(g.AppID, 10),
+		"--devices", strconv.Itoa(g.Devices),
+		"--seed", "1",
 	}
-	if policy != "" {
-		cmd = append(cmd, "--policy", policy)
+	if g.Policy != "" {
+		cmd = append(cmd, "--policy", g.Policy)
+	}
+	var files map[string][]byte
+	if g.Profile != "" {
+		cmd = append(cmd, "--profile", "/profile.json")
+		files = map[string][]byte{"/profile.json": []byte(g.Profile)}
 	}
 	return startService(t, nw, serviceSpec{
-		Alias:     alias,
+		Alias:     g.Alias,
 		Cmd:       cmd,
+		Env:       map[string]string{"LOG_FORMAT": "json", "LOG_LEVEL": "debug"},
 		Ports:     []string{gatewayPort, gatewayMetricsPort},
 		HealthURL: "http://127.0.0.1:1338/metrics",
+		Files:     files,
 	})
 }
 
