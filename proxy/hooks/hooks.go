@@ -48,9 +48,10 @@ type Store interface {
 
 // Defaults of Options.
 const (
-	DefaultRetryInterval = 30 * time.Second
-	DefaultTimeout       = 30 * time.Second
-	DefaultConcurrency   = 16
+	DefaultRetryInterval  = 30 * time.Second
+	DefaultTimeout        = 30 * time.Second
+	DefaultConcurrency    = 16
+	DefaultRescanInterval = time.Minute
 )
 
 // Options configure a Dispatcher.
@@ -71,6 +72,10 @@ type Options struct {
 	Concurrency int
 	// BackoffMax caps the backoff after failures. Zero means 10*RetryInterval.
 	BackoffMax time.Duration
+	// RescanInterval is how often the schedule is also rebuilt from the
+	// store without a Notify, a safety net for changes nobody announced.
+	// Zero means DefaultRescanInterval.
+	RescanInterval time.Duration
 	// HTTPClient, if nil, is a client with a transport that keeps up to
 	// Concurrency idle connections to the gateway.
 	HTTPClient *http.Client
@@ -122,6 +127,9 @@ func New(opts Options) (*Dispatcher, error) {
 	}
 	if opts.BackoffMax < opts.RetryInterval {
 		opts.BackoffMax = opts.RetryInterval
+	}
+	if opts.RescanInterval <= 0 {
+		opts.RescanInterval = DefaultRescanInterval
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -267,6 +275,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	rescan := time.NewTicker(d.opts.RescanInterval)
+	defer rescan.Stop()
 	for {
 		rs.launchDue(ctx)
 		wait := time.Hour
@@ -282,6 +292,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 			return nil
 		case <-d.notify:
+			if err := rs.rebuild(ctx); err != nil && ctx.Err() == nil {
+				d.log.Error("hooks: rebuild schedule", "err", err)
+			}
+		case <-rescan.C:
 			if err := rs.rebuild(ctx); err != nil && ctx.Err() == nil {
 				d.log.Error("hooks: rebuild schedule", "err", err)
 			}

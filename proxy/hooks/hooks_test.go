@@ -453,3 +453,12 @@ func TestUpdateHookBodyIsTheUpdateHookJSON(t *testing.T) {
 		t.Fatalf("got %+v, want appId 1, commit c1, environment A=1, config K=v<&>", got)
 	}
 }
+
+func TestRescanFindsWorkNobodyAnnounced(t *testing.T) {
+	rv := newReceiver(t, nil)
+	w := newWorld(t, "d1")
+	start(t, w, Options{BaseAddress: rv.base(), RescanInterval: 2 * ri})
+	w.downloaded("c1") // no Notify
+	rv.await(t, 1, updatesTo("d1"))
+	w.awaitSettled("d1")
+}

@@ -71,6 +71,9 @@ type TargetSummary struct {
 	Marked []MarkedDevice
 	// Unmarked are devices re-added to the target after being marked.
 	Unmarked []string
+	// FirstSeen are devices already in the store (provisioned through the
+	// API) seen in the target for the first time.
+	FirstSeen []string
 	// UpdateTargetChanged are devices whose update target (app, environment,
 	// config) changed.
 	UpdateTargetChanged []string
@@ -88,7 +91,7 @@ type MarkedDevice struct {
 
 // HookWorkChanged reports whether the summary may change what hooks are owed.
 func (s TargetSummary) HookWorkChanged() bool {
-	return len(s.Added)+len(s.Marked)+len(s.Unmarked)+len(s.UpdateTargetChanged)+len(s.RestartRequested) > 0
+	return len(s.Added)+len(s.Marked)+len(s.Unmarked)+len(s.FirstSeen)+len(s.UpdateTargetChanged)+len(s.RestartRequested) > 0
 }
 
 // metaTargetETag is the meta key of the last applied target's ETag.
@@ -308,6 +311,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)`,
 		}
 		if old.marked {
 			sum.Unmarked = append(sum.Unmarked, d.UUID)
+		} else if !old.inTarget {
+			sum.FirstSeen = append(sum.FirstSeen, d.UUID)
 		}
 		targetChanged := old.appID != d.AppID || !sameJSON(old.targetEnv, env) || !sameJSON(old.targetCfg, cfg)
 		if targetChanged {

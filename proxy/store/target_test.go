@@ -227,6 +227,9 @@ func TestApplyTarget(t *testing.T) {
 				if len(sum.RestartRequested) != 0 {
 					t.Fatalf("got restarts requested %v, want none", sum.RestartRequested)
 				}
+				if !slices.Equal(sum.FirstSeen, []string{"d1"}) || !sum.HookWorkChanged() {
+					t.Fatalf("got first seen %v, want [d1] (the provisioned device) and hook work changed", sum.FirstSeen)
+				}
 			},
 		},
 		{
