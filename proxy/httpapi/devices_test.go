@@ -135,7 +135,7 @@ type deviceFixture struct {
 	plain, marked string
 }
 
-func newDeviceFixture(t *testing.T, mods ...func(*Options)) deviceFixture {
+func newDeviceFixture(t testing.TB, mods ...func(*Options)) deviceFixture {
 	t.Helper()
 	e := newEnv(t, mods...)
 	plain, marked := e.provision(5), e.provision(5)
