@@ -1,7 +1,9 @@
 package cloud
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"net/http"
 	"slices"
@@ -250,6 +252,15 @@ func (s *Server) applyFaults(route string, w http.ResponseWriter, r *http.Reques
 		return faultOutcome{fault: "outage", drop: true}, true
 	}
 	ctx := r.Context()
+	f.mu.Lock()
+	_, delayed := f.delays[route]
+	if !delayed {
+		_, delayed = f.delays[RouteAll]
+	}
+	f.mu.Unlock()
+	if hang != nil || delayed {
+		prereadBody(r)
+	}
 	if hang != nil {
 		s.heldDelta(+1)
 		select {
@@ -326,3 +337,29 @@ func (s *Server) Held() int {
 	defer s.mu.Unlock()
 	return s.held
 }
+
+// maxPreread bounds the body read ahead of a hang or delay.
+const maxPreread = 16 << 20
+
+// prereadBody reads r's body (up to maxPreread) into memory before the
+// request is held, and puts it back for the handler. Only once the body is
+// read does the server watch the connection, so this is what lets a held
+// request end when its client gives up. A longer body is held unread.
+func prereadBody(r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	buf, err := io.ReadAll(io.LimitReader(r.Body, maxPreread))
+	rest := r.Body
+	if err != nil {
+		rest = io.NopCloser(errReader{err})
+	}
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(buf), rest), rest}
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }

@@ -1,0 +1,232 @@
+package cloud
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/depharness/depharness/proxy/cloudapi"
+)
+
+// faultKnobs drives the fault knobs either in-process or over the control
+// API: one test body, two targets.
+type faultKnobs interface {
+	Delay(route string, d, jitter time.Duration) error
+	Undelay(route string) error
+	FailNext(route string, n, status int) error
+	Unfail(route string) error
+	Outage(mode OutageMode) error
+	EndOutage() error
+	Hang(route string) error
+	Unhang(route string) error
+}
+
+type goKnobs struct{ s *Server }
+
+func (k goKnobs) Delay(r string, d, j time.Duration) error { return k.s.Delay(r, d, j) }
+func (k goKnobs) Undelay(r string) error                   { k.s.Undelay(r); return nil }
+func (k goKnobs) FailNext(r string, n, st int) error       { return k.s.FailNext(r, n, st) }
+func (k goKnobs) Unfail(r string) error                    { k.s.Unfail(r); return nil }
+func (k goKnobs) Outage(m OutageMode) error                { return k.s.Outage(m) }
+func (k goKnobs) EndOutage() error                         { k.s.EndOutage(); return nil }
+func (k goKnobs) Hang(r string) error                      { return k.s.Hang(r) }
+func (k goKnobs) Unhang(r string) error                    { k.s.Unhang(r); return nil }
+
+type httpKnobs struct{ c *ControlClient }
+
+func (k httpKnobs) ctx() context.Context { return context.Background() }
+func (k httpKnobs) Delay(r string, d, j time.Duration) error {
+	return k.c.Delay(k.ctx(), r, d, j)
+}
+func (k httpKnobs) Undelay(r string) error             { return k.c.Undelay(k.ctx(), r) }
+func (k httpKnobs) FailNext(r string, n, st int) error { return k.c.FailNext(k.ctx(), r, n, st) }
+func (k httpKnobs) Unfail(r string) error              { return k.c.Unfail(k.ctx(), r) }
+func (k httpKnobs) Outage(m OutageMode) error          { return k.c.Outage(k.ctx(), m) }
+func (k httpKnobs) EndOutage() error                   { return k.c.EndOutage(k.ctx()) }
+func (k httpKnobs) Hang(r string) error                { return k.c.Hang(k.ctx(), r) }
+func (k httpKnobs) Unhang(r string) error              { return k.c.Unhang(k.ctx(), r) }
+
+func TestFaultKnobsAndTheirUndo(t *testing.T) {
+	targets := []struct {
+		name  string
+		knobs func(c *testCloud) faultKnobs
+	}{
+		{"Go API", func(c *testCloud) faultKnobs { return goKnobs{c.Server} }},
+		{"control API", func(c *testCloud) faultKnobs { return httpKnobs{c.client()} }},
+	}
+	for _, target := range targets {
+		t.Run(target.name, func(t *testing.T) {
+			t.Run("FailNext fails exactly n requests of its route, then Unfail clears the rest", func(t *testing.T) {
+				c := newTestCloud(t, Options{})
+				k, f := target.knobs(c), c.fixture(t)
+				mustNoErr(t, k.FailNext(RouteState, 2, 503))
+				if r := c.call(t, "GET", getPath(hexOf('1')), f.gw.APIKey, nil); r.status != 200 {
+					t.Errorf("other route: got %d, want 200", r.status)
+				}
+				for i := range 2 {
+					if r := c.call(t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil); r.status != 503 {
+						t.Errorf("request %d: got %d, want 503", i+1, r.status)
+					}
+				}
+				if r := c.call(t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil); r.status != 200 {
+					t.Errorf("third request: got %d, want 200", r.status)
+				}
+				mustNoErr(t, k.FailNext(RouteAll, 5, 429))
+				if r := c.call(t, "GET", getPath(hexOf('1')), f.gw.APIKey, nil); r.status != 429 {
+					t.Errorf("with *: got %d, want 429", r.status)
+				}
+				mustNoErr(t, k.Unfail(RouteAll))
+				if r := c.call(t, "GET", getPath(hexOf('1')), f.gw.APIKey, nil); r.status != 200 {
+					t.Errorf("after Unfail: got %d, want 200", r.status)
+				}
+				req, err := c.AwaitRequest(testCtx(t), func(r Request) bool { return r.Status == 429 })
+				mustNoErr(t, err)
+				if req.Fault != "fail-next" || req.Route != RouteGet {
+					t.Errorf("journal: got %+v, want a fail-next on get", req)
+				}
+			})
+			t.Run("Outage 503 fails every protocol route but not control, EndOutage restores", func(t *testing.T) {
+				c := newTestCloud(t, Options{})
+				k, f := target.knobs(c), c.fixture(t)
+				mustNoErr(t, k.Outage(Outage503))
+				for _, p := range []string{statePath(f.gw.UUID), getPath(hexOf('1'))} {
+					if r := c.call(t, "GET", p, f.gw.APIKey, nil); r.status != 503 {
+						t.Errorf("%s: got %d, want 503", p, r.status)
+					}
+				}
+				if _, err := c.client().Info(testCtx(t)); err != nil {
+					t.Errorf("control API during an outage: %v", err)
+				}
+				mustNoErr(t, k.EndOutage())
+				if r := c.call(t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil); r.status != 200 {
+					t.Errorf("after EndOutage: got %d, want 200", r.status)
+				}
+			})
+			t.Run("Outage close drops connections without an answer", func(t *testing.T) {
+				c := newTestCloud(t, Options{})
+				k, f := target.knobs(c), c.fixture(t)
+				mustNoErr(t, k.Outage(OutageClose))
+				req, _ := http.NewRequestWithContext(testCtx(t), "GET", c.url+statePath(f.gw.UUID), nil)
+				req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
+				resp, err := http.DefaultClient.Do(req)
+				if err == nil {
+					resp.Body.Close()
+					t.Fatalf("got status %d, want a connection error", resp.StatusCode)
+				}
+				jr, err := c.AwaitRequest(testCtx(t), func(r Request) bool { return r.Fault == "outage" })
+				mustNoErr(t, err)
+				if jr.Status != 0 {
+					t.Errorf("journal status: got %d, want 0 (closed)", jr.Status)
+				}
+				mustNoErr(t, k.EndOutage())
+				if r := c.call(t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil); r.status != 200 {
+					t.Errorf("after EndOutage: got %d, want 200", r.status)
+				}
+			})
+			t.Run("Delay holds answers at least d, Undelay removes it", func(t *testing.T) {
+				c := newTestCloud(t, Options{})
+				k, f := target.knobs(c), c.fixture(t)
+				const d = 150 * time.Millisecond
+				mustNoErr(t, k.Delay(RoutePatch, d, 20*time.Millisecond))
+				mustNoErr(t, k.Delay(RouteAll, d, 0))
+				start := time.Now()
+				c.call(t, "PATCH", "/v6/device(1)", f.gw.APIKey, strings.NewReader(`{"status":"x"}`))
+				if took := time.Since(start); took < d {
+					t.Errorf("delayed request took %v, want at least %v", took, d)
+				}
+				mustNoErr(t, k.Undelay(RoutePatch))
+				mustNoErr(t, k.Undelay(RouteAll))
+				start = time.Now()
+				c.call(t, "PATCH", "/v6/device(1)", f.gw.APIKey, strings.NewReader(`{"status":"x"}`))
+				if took := time.Since(start); took >= d {
+					t.Errorf("undelayed request took %v, want under %v", took, d)
+				}
+			})
+			t.Run("Hang holds requests until Unhang", func(t *testing.T) {
+				c := newTestCloud(t, Options{})
+				k, f := target.knobs(c), c.fixture(t)
+				ctx := testCtx(t)
+				mustNoErr(t, k.Hang(RouteState))
+				done := make(chan int, 1)
+				go func() {
+					req, _ := http.NewRequestWithContext(ctx, "GET", c.url+statePath(f.gw.UUID), nil)
+					req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						done <- -1
+						return
+					}
+					resp.Body.Close()
+					done <- resp.StatusCode
+				}()
+				mustNoErr(t, c.Await(ctx, func(v *View) bool { return v.Held() == 1 }))
+				select {
+				case code := <-done:
+					t.Fatalf("hung request answered %d", code)
+				default:
+				}
+				mustNoErr(t, k.Unhang(RouteState))
+				select {
+				case code := <-done:
+					if code != 200 {
+						t.Errorf("released request: got %d, want 200", code)
+					}
+				case <-ctx.Done():
+					t.Fatal("request still hung after Unhang")
+				}
+			})
+			t.Run("a hung request ends when its client gives up", func(t *testing.T) {
+				c := newTestCloud(t, Options{})
+				k, f := target.knobs(c), c.fixture(t)
+				ctx := testCtx(t)
+				mustNoErr(t, k.Hang(RouteAll))
+				rctx, cancel := context.WithCancel(ctx)
+				errc := make(chan error, 1)
+				go func() {
+					req, _ := http.NewRequestWithContext(rctx, "POST", c.url+cloudapi.PathDevices, strings.NewReader("{}"))
+					req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
+					resp, err := http.DefaultClient.Do(req)
+					if err == nil {
+						resp.Body.Close()
+					}
+					errc <- err
+				}()
+				mustNoErr(t, c.Await(ctx, func(v *View) bool { return v.Held() == 1 }))
+				cancel()
+				if err := <-errc; !errors.Is(err, context.Canceled) {
+					t.Errorf("got %v, want context.Canceled", err)
+				}
+				jr, err := c.AwaitRequest(ctx, func(r Request) bool { return r.Route == RouteProvision })
+				mustNoErr(t, err)
+				if jr.Fault != "hang" || jr.Status != 0 {
+					t.Errorf("journal: got %+v, want a hang with status 0", jr)
+				}
+				mustNoErr(t, k.Unhang(RouteAll))
+				if got := c.Faults(); len(got.Hangs) != 0 || got.Held != 0 {
+					t.Errorf("after Unhang: got %+v, want no hangs", got)
+				}
+			})
+		})
+	}
+}
+
+func TestResetFaultsClearsEveryKnob(t *testing.T) {
+	c := newTestCloud(t, Options{})
+	mustNoErr(t, c.Delay(RouteState, time.Second, 0))
+	mustNoErr(t, c.FailNext(RouteLogs, 3, 500))
+	mustNoErr(t, c.Outage(Outage503))
+	mustNoErr(t, c.Hang(RouteGet))
+	fs, err := c.client().Faults(testCtx(t))
+	mustNoErr(t, err)
+	if fs.Outage != Outage503 || fs.Delays[RouteState] != "1s" || fs.FailNext[RouteLogs] != [2]int{3, 500} || len(fs.Hangs) != 1 {
+		t.Errorf("got faults %+v, want the four knobs", fs)
+	}
+	mustNoErr(t, c.client().ResetFaults(testCtx(t)))
+	fs = c.Faults()
+	if fs.Outage != "" || len(fs.Delays) != 0 || len(fs.FailNext) != 0 || len(fs.Hangs) != 0 {
+		t.Errorf("after reset got %+v, want none", fs)
+	}
+}
