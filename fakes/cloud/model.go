@@ -49,6 +49,10 @@ type gateway struct {
 	cacheETag    string
 	renders      uint64
 	droppedLogs  int64
+	// order is the sorted uuids of devices, valid while orderValid; it is
+	// invalidated when the set of devices changes.
+	order      []string
+	orderValid bool
 }
 
 // app is a dependent application.
@@ -248,6 +252,7 @@ func (s *Server) removeDeviceLocked(d *device) {
 	delete(d.app.devices, d.uuid)
 	if d.gateway != nil {
 		delete(d.gateway.devices, d.uuid)
+		d.gateway.orderValid = false
 		bumpGatewayLocked(d.gateway)
 	}
 	s.metrics.devices.Set(float64(len(s.devices)))
@@ -261,6 +266,7 @@ func (s *Server) addDeviceLocked(d *device) {
 	d.app.devices[d.uuid] = d
 	if d.gateway != nil {
 		d.gateway.devices[d.uuid] = d
+		d.gateway.orderValid = false
 		bumpGatewayLocked(d.gateway)
 	}
 	s.metrics.devices.Set(float64(len(s.devices)))

@@ -37,13 +37,19 @@ func renderStateLocked(gw *gateway) []byte {
 		appIDs = append(appIDs, id)
 	}
 	slices.Sort(appIDs)
-	uuids := make([]string, 0, len(gw.devices))
-	size := 64
-	for u, d := range gw.devices {
-		uuids = append(uuids, u)
-		size += len(deviceFragLocked(d)) + 1
+	if !gw.orderValid {
+		gw.order = gw.order[:0]
+		for u := range gw.devices {
+			gw.order = append(gw.order, u)
+		}
+		slices.Sort(gw.order)
+		gw.orderValid = true
 	}
-	slices.Sort(uuids)
+	uuids := gw.order
+	size := 64
+	for _, u := range uuids {
+		size += len(deviceFragLocked(gw.devices[u])) + 1
+	}
 	b := make([]byte, 0, size+len(appIDs)*256)
 	b = append(b, `{"local":{},"dependent":{"apps":{`...)
 	for i, id := range appIDs {

@@ -1,0 +1,172 @@
+package cloud
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// newScaleCloud is a fake cloud without an HTTP server, for in-process
+// scale tests and benchmarks.
+func newScaleCloud(tb testing.TB) *Server {
+	tb.Helper()
+	s, err := New(Options{Seed: 1, Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// populate gives gw n devices spread over apps dependent apps, each with a
+// device variable, the apps with config and env.
+func populate(tb testing.TB, s *Server, gw Gateway, apps, n int) []App {
+	tb.Helper()
+	var out []App
+	for i := range apps {
+		a, err := s.CreateApp(AppSpec{Gateway: gw.UUID, Config: map[string]string{"RATE": "10"}, Environment: map[string]string{"LEVEL": "info"}})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := s.PushRelease(tb.Context(), a.ID, ReleaseSpec{Image: fakeImage("apps/x", byte('a'+i%6))}); err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, a)
+	}
+	for i := range n {
+		if _, err := s.CreateDevice(DeviceSpec{AppID: out[i%apps].ID, Gateway: gw.UUID, Environment: map[string]string{"SLOT": "x"}}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return out
+}
+
+func TestHundredThousandDevicesFitAndRenderPerGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("scale test")
+	}
+	s := newScaleCloud(t)
+	start := time.Now()
+	var gws []Gateway
+	for range 10 {
+		gw, err := s.CreateGateway(GatewaySpec{})
+		mustNoErr(t, err)
+		populate(t, s, gw, 3, 10_000)
+		gws = append(gws, gw)
+	}
+	t.Logf("created 100,000 devices in %v", time.Since(start))
+	if got := s.Info().Devices; got != 100_000 {
+		t.Fatalf("got %d devices, want 100000", got)
+	}
+	start = time.Now()
+	body, _, err := s.State(gws[3].UUID)
+	mustNoErr(t, err)
+	t.Logf("rendered a 10,000-device state (%d bytes) in %v", len(body), time.Since(start))
+	var st cloudapi.TargetState
+	mustNoErr(t, json.Unmarshal(body, &st))
+	if len(st.Dependent.Devices) != 10_000 || len(st.Dependent.Apps) != 3 {
+		t.Errorf("got %d devices and %d apps, want 10000 and 3", len(st.Dependent.Devices), len(st.Dependent.Apps))
+	}
+	for u, d := range st.Dependent.Devices {
+		if info, err := s.Device(u); err != nil || info.Gateway != gws[3].UUID {
+			t.Fatalf("device %s in gateway 3's state: %v %+v", u, err, info)
+		}
+		for _, at := range d.Apps {
+			if at.Environment["SLOT"] != "x" || at.Environment["LEVEL"] != "info" || at.Config["RATE"] != "10" {
+				t.Fatalf("device %s: got target %+v, want merged variables", u, at)
+			}
+		}
+		break
+	}
+}
+
+func BenchmarkStateDocument10k(b *testing.B) {
+	s := newScaleCloud(b)
+	gw, err := s.CreateGateway(GatewaySpec{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	apps := populate(b, s, gw, 3, 10_000)
+	dev := s.Devices(DeviceFilter{Gateway: gw.UUID})[0].UUID
+	b.Run("one device changed", func(b *testing.B) {
+		var size int
+		for b.Loop() {
+			if _, err := s.RestartDevice(dev); err != nil {
+				b.Fatal(err)
+			}
+			body, _, err := s.State(gw.UUID)
+			if err != nil {
+				b.Fatal(err)
+			}
+			size = len(body)
+		}
+		b.SetBytes(int64(size))
+	})
+	b.Run("every device changed", func(b *testing.B) {
+		i := 0
+		var size int
+		for b.Loop() {
+			i++
+			// An app variable changes the target of every device of the app.
+			for _, a := range apps {
+				if err := s.SetAppEnv(a.ID, map[string]string{"GEN": string(rune('a' + i%26))}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			body, _, err := s.State(gw.UUID)
+			if err != nil {
+				b.Fatal(err)
+			}
+			size = len(body)
+		}
+		b.SetBytes(int64(size))
+	})
+}
+
+func BenchmarkStateNotModified(b *testing.B) {
+	s := newScaleCloud(b)
+	gw, err := s.CreateGateway(GatewaySpec{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	populate(b, s, gw, 3, 10_000)
+	_, etag, err := s.State(gw.UUID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := httptest.NewRequest("GET", "/device/v2/"+gw.UUID+"/state", nil)
+	req.Header.Set("Authorization", "Bearer "+gw.APIKey)
+	req.Header.Set("If-None-Match", etag)
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, req)
+		if w.Code != http.StatusNotModified {
+			b.Fatalf("got %d, want 304", w.Code)
+		}
+	}
+}
+
+func BenchmarkStateFullBody(b *testing.B) {
+	s := newScaleCloud(b)
+	gw, err := s.CreateGateway(GatewaySpec{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	populate(b, s, gw, 3, 10_000)
+	req := httptest.NewRequest("GET", "/device/v2/"+gw.UUID+"/state", nil)
+	req.Header.Set("Authorization", "Bearer "+gw.APIKey)
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, req)
+		if w.Code != http.StatusOK {
+			b.Fatalf("got %d, want 200", w.Code)
+		}
+		_, _ = io.Copy(io.Discard, w.Body)
+	}
+}
