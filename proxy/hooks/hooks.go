@@ -43,7 +43,7 @@ import (
 type Store interface {
 	PendingHooks(ctx context.Context) ([]store.HookWork, error)
 	NewHookWorkReader(ctx context.Context) (*store.HookWorkReader, error)
-	WriteHookState(ctx context.Context, ws []store.HookWrite) ([]store.HookWriteResult, error)
+	NewHookStateWriter(ctx context.Context) (*store.HookStateWriter, error)
 }
 
 // Defaults of Options.
@@ -258,10 +258,15 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	for _, k := range []string{KindUpdate, KindDelete, KindRestart} {
 		d.metrics.pending.WithLabelValues(k).Set(0)
 	}
+	writer, err := d.opts.Store.NewHookStateWriter(ctx)
+	if err != nil {
+		return fmt.Errorf("hooks: %w", err)
+	}
+	defer writer.Close()
 	recCtx, stopRec := context.WithCancel(context.WithoutCancel(ctx))
 	var recWG sync.WaitGroup
 	recWG.Add(1)
-	go func() { defer recWG.Done(); d.writeLoop(recCtx) }()
+	go func() { defer recWG.Done(); d.writeLoop(recCtx, writer) }()
 	defer func() { stopRec(); recWG.Wait() }()
 
 	reader, err := d.opts.Store.NewHookWorkReader(ctx)
@@ -749,7 +754,7 @@ func (d *Dispatcher) writeState(ctx context.Context, w store.HookWrite) (store.H
 }
 
 // writeLoop is the group-commit loop behind writeState.
-func (d *Dispatcher) writeLoop(ctx context.Context) {
+func (d *Dispatcher) writeLoop(ctx context.Context, writer *store.HookStateWriter) {
 	for {
 		var batch []writeReq
 		select {
@@ -771,7 +776,7 @@ func (d *Dispatcher) writeLoop(ctx context.Context) {
 		for i, r := range batch {
 			ws[i] = r.w
 		}
-		res, err := d.opts.Store.WriteHookState(ctx, ws)
+		res, err := writer.Write(ctx, ws)
 		for i, r := range batch {
 			if err != nil {
 				r.done <- writeDone{err: err}

@@ -336,38 +336,102 @@ type HookWriteResult struct {
 	TargetChangedAt time.Time
 }
 
-// WriteHookState applies ws in one transaction (the dispatcher batches the
-// writes of concurrent deliveries) and reports what each did.
+// Queries of WriteHookState.
+const (
+	qHookAttempt = `UPDATE devices SET hook_last_at = ? WHERE uuid = ?`
+	qHookAck     = `UPDATE devices SET update_acked = ? WHERE uuid = ? RETURNING target_changed_at`
+	qHookRestart = `
+UPDATE devices SET restart_acked = restart_acked + 1
+WHERE uuid = ? AND restart_acked < restart_requested AND marked_for_delete = 0`
+	qHookRemove = `DELETE FROM devices WHERE uuid = ? AND marked_for_delete = 1`
+)
+
+var hookWriteQueries = []string{qHookAttempt, updateTargetQuery, qHookAck, qHookRestart, qHookRemove}
+
+// WriteHookState applies ws in one transaction and reports what each did.
 func (s *Store) WriteHookState(ctx context.Context, ws []HookWrite) ([]HookWriteResult, error) {
+	return s.writeHookState(ctx, ws, nil)
+}
+
+// HookStateWriter is WriteHookState with its statements prepared once on the
+// writer connection: the dispatcher batches the writes of concurrent
+// deliveries through one. Close it when done.
+type HookStateWriter struct {
+	s     *Store
+	stmts map[string]*sql.Stmt
+}
+
+// NewHookStateWriter prepares a HookStateWriter.
+func (s *Store) NewHookStateWriter(ctx context.Context) (*HookStateWriter, error) {
+	w := &HookStateWriter{s: s, stmts: map[string]*sql.Stmt{}}
+	for _, q := range hookWriteQueries {
+		st, err := s.w.PrepareContext(ctx, q)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("store: prepare hook state writer: %w", err)
+		}
+		w.stmts[q] = st
+	}
+	return w, nil
+}
+
+// Write is WriteHookState.
+func (w *HookStateWriter) Write(ctx context.Context, ws []HookWrite) ([]HookWriteResult, error) {
+	return w.s.writeHookState(ctx, ws, w.stmts)
+}
+
+// Close releases the prepared statements.
+func (w *HookStateWriter) Close() error {
+	var errs []error
+	for _, st := range w.stmts {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// writeHookState applies ws in one transaction, with the statements of
+// prepared (nil: prepared in the transaction as needed).
+func (s *Store) writeHookState(ctx context.Context, ws []HookWrite, prepared map[string]*sql.Stmt) ([]HookWriteResult, error) {
 	if len(ws) == 0 {
 		return nil, nil
 	}
 	var out []HookWriteResult
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		out = make([]HookWriteResult, len(ws))
-		var attempt, target, ack, restart, remove *sql.Stmt
-		prep := func(p **sql.Stmt, q string) (*sql.Stmt, error) {
-			if *p != nil {
-				return *p, nil
-			}
-			st, err := tx.PrepareContext(ctx, q)
-			*p = st
-			return st, err
-		}
+		local := map[string]*sql.Stmt{}
 		defer func() {
-			for _, st := range []*sql.Stmt{attempt, target, ack, restart, remove} {
-				if st != nil {
-					st.Close()
-				}
+			for _, st := range local {
+				st.Close()
 			}
 		}()
+		stmt := func(q string) (*sql.Stmt, error) {
+			if st := local[q]; st != nil {
+				return st, nil
+			}
+			var st *sql.Stmt
+			var err error
+			if p := prepared[q]; p != nil {
+				st = tx.StmtContext(ctx, p)
+			} else if st, err = tx.PrepareContext(ctx, q); err != nil {
+				return nil, err
+			}
+			local[q] = st
+			return st, nil
+		}
+		exec := func(q string, args ...any) (int64, error) {
+			st, err := stmt(q)
+			if err != nil {
+				return 0, err
+			}
+			res, err := st.ExecContext(ctx, args...)
+			if err != nil {
+				return 0, err
+			}
+			return res.RowsAffected()
+		}
 		for i, w := range ws {
 			if !w.Attempt.IsZero() {
-				st, err := prep(&attempt, `UPDATE devices SET hook_last_at = ? WHERE uuid = ?`)
-				if err != nil {
-					return err
-				}
-				if _, err := st.ExecContext(ctx, w.Attempt.UnixMilli(), w.UUID); err != nil {
+				if _, err := exec(qHookAttempt, w.Attempt.UnixMilli(), w.UUID); err != nil {
 					return err
 				}
 				out[i].Done = true
@@ -375,7 +439,7 @@ func (s *Store) WriteHookState(ctx context.Context, ws []HookWrite) ([]HookWrite
 			switch {
 			case w.AckUpdate != "":
 				out[i].Done = false
-				tst, err := prep(&target, updateTargetQuery)
+				tst, err := stmt(updateTargetQuery)
 				if err != nil {
 					return err
 				}
@@ -386,12 +450,12 @@ func (s *Store) WriteHookState(ctx context.Context, ws []HookWrite) ([]HookWrite
 				if err != nil {
 					return err
 				}
-				st, err := prep(&ack, `UPDATE devices SET update_acked = ? WHERE uuid = ? RETURNING target_changed_at`)
+				ast, err := stmt(qHookAck)
 				if err != nil {
 					return err
 				}
 				var changed sql.NullInt64
-				if err := st.QueryRowContext(ctx, w.AckUpdate, w.UUID).Scan(&changed); err != nil {
+				if err := ast.QueryRowContext(ctx, w.AckUpdate, w.UUID).Scan(&changed); err != nil {
 					return err
 				}
 				out[i].Done = true
@@ -399,31 +463,13 @@ func (s *Store) WriteHookState(ctx context.Context, ws []HookWrite) ([]HookWrite
 					out[i].TargetChangedAt = time.UnixMilli(changed.Int64)
 				}
 			case w.AckRestart:
-				st, err := prep(&restart, `
-UPDATE devices SET restart_acked = restart_acked + 1
-WHERE uuid = ? AND restart_acked < restart_requested AND marked_for_delete = 0`)
-				if err != nil {
-					return err
-				}
-				res, err := st.ExecContext(ctx, w.UUID)
-				if err != nil {
-					return err
-				}
-				n, err := res.RowsAffected()
+				n, err := exec(qHookRestart, w.UUID)
 				if err != nil {
 					return err
 				}
 				out[i].Done = n == 1
 			case w.RemoveDeleted:
-				st, err := prep(&remove, `DELETE FROM devices WHERE uuid = ? AND marked_for_delete = 1`)
-				if err != nil {
-					return err
-				}
-				res, err := st.ExecContext(ctx, w.UUID)
-				if err != nil {
-					return err
-				}
-				n, err := res.RowsAffected()
+				n, err := exec(qHookRemove, w.UUID)
 				if err != nil {
 					return err
 				}
