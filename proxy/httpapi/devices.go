@@ -33,7 +33,8 @@ func deviceError(err error) error {
 func (h *Handler) writeDevice(w http.ResponseWriter, status int, d *store.Device) error {
 	bp := getBuf()
 	defer putBuf(bp)
-	b, err := appendDevice(*bp, d, h.v.On("put-isonline-number"))
+	v := d.View()
+	b, err := appendDevice(*bp, &v, h.v.On("put-isonline-number"))
 	if err != nil {
 		return unavailable(err)
 	}
@@ -47,11 +48,11 @@ func (h *Handler) writeDevice(w http.ResponseWriter, status int, d *store.Device
 func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) error {
 	hideMarked := h.v.On("list-hides-marked")
 	numericOnline := h.v.On("put-isonline-number")
-	bp := getBuf()
-	defer putBuf(bp)
+	bp := getListBuf()
+	defer putListBuf(bp)
 	b := append(*bp, '[')
 	first := true
-	err := h.opts.Store.EachDevice(r.Context(), func(d *store.Device) error {
+	err := h.opts.Store.EachDeviceView(r.Context(), func(d *store.DeviceView) error {
 		if hideMarked && d.MarkedForDelete {
 			return nil
 		}

@@ -22,7 +22,7 @@ import (
 // toAPIDevice maps a store row to the wire type: objects never null
 // (never-reported environment/config are {}), deviceId the cloud id as a
 // string, targetCommit the app's current (downloaded) commit.
-func toAPIDevice(d *store.Device) (api.Device, error) {
+func toAPIDevice(d *store.DeviceView) (api.Device, error) {
 	out := api.Device{
 		ID:               d.ID,
 		UUID:             d.UUID,
@@ -60,7 +60,7 @@ func toAPIDevice(d *store.Device) (api.Device, error) {
 
 // appendDevice appends d's JSON device object to b. With numericOnline
 // (the put-isonline-number violation) is_online is written as 0/1.
-func appendDevice(b []byte, d *store.Device, numericOnline bool) ([]byte, error) {
+func appendDevice(b []byte, d *store.DeviceView, numericOnline bool) ([]byte, error) {
 	b = append(b, `{"id":`...)
 	b = strconv.AppendInt(b, d.ID, 10)
 	b = append(b, `,"uuid":`...)
@@ -111,13 +111,14 @@ func appendDevice(b []byte, d *store.Device, numericOnline bool) ([]byte, error)
 }
 
 // appendObject appends a stored JSON object; nil (never reported) is {}.
-// Stored objects are compact and were validated on write; they are checked
-// again so that a damaged row gives an error, never a broken response.
+// Stored objects were validated as JSON objects when written (the store's
+// ApplyReport and ApplyTarget); here only their braces are checked, since a
+// full validation would cost a fifth of listing 10,000 devices.
 func appendObject(b []byte, raw json.RawMessage) ([]byte, error) {
 	if len(raw) == 0 {
 		return append(b, "{}"...), nil
 	}
-	if raw[0] != '{' || !json.Valid(raw) {
+	if len(raw) < 2 || raw[0] != '{' || raw[len(raw)-1] != '}' {
 		return nil, fmt.Errorf("stored value %.40q is not a JSON object", raw)
 	}
 	return append(b, raw...), nil
@@ -209,17 +210,32 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// bufPool recycles response buffers.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+// bufPool recycles device response buffers; listPool the large buffers of
+// device lists, so that listing many devices does not grow a buffer from
+// scratch every time.
+var (
+	bufPool  = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+	listPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+)
 
 func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
 
 func putBuf(b *[]byte) {
-	if cap(*b) > 1<<20 {
-		return // let big list buffers go
+	if cap(*b) > 64<<10 {
+		return
 	}
 	*b = (*b)[:0]
 	bufPool.Put(b)
+}
+
+func getListBuf() *[]byte { return listPool.Get().(*[]byte) }
+
+func putListBuf(b *[]byte) {
+	if cap(*b) > 64<<20 {
+		return
+	}
+	*b = (*b)[:0]
+	listPool.Put(b)
 }
 
 // writeJSON sends body as an application/json response.

@@ -23,7 +23,7 @@ func TestEncodedDeviceHasTheKeysOfTheWireType(t *testing.T) {
 		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
 		want = append(want, name)
 	}
-	b, err := appendDevice(nil, &store.Device{}, false)
+	b, err := appendDevice(nil, &store.DeviceView{}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,20 +47,20 @@ func TestEncodedDeviceHasTheKeysOfTheWireType(t *testing.T) {
 func TestEncodedDeviceEqualsTheWireTypeMapping(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		d    store.Device
+		d    store.DeviceView
 	}{
-		{"a fresh device", store.Device{ID: 1, UUID: "u", AppID: 2, DeviceType: "generic-amd64", CloudID: 3, Name: "n", Status: "Provisioned",
+		{"a fresh device", store.DeviceView{ID: 1, UUID: "u", AppID: 2, DeviceType: "generic-amd64", CloudID: 3, Name: "n", Status: "Provisioned",
 			TargetEnvironment: json.RawMessage(`{}`), TargetConfig: json.RawMessage(`{}`)}},
-		{"a reported device", store.Device{ID: 9, UUID: "abc", AppID: 1 << 40, DeviceType: "edge", LogsChannel: ptr("lc"), CloudID: math.MaxInt64,
+		{"a reported device", store.DeviceView{ID: 9, UUID: "abc", AppID: 1 << 40, DeviceType: "edge", LogsChannel: ptr("lc"), CloudID: math.MaxInt64,
 			Name: "blue-sun", Status: "Idle", IsOnline: ptr(false), DownloadProgress: ptr(42.5), ReportedCommit: ptr("c1"),
 			AppCurrentCommit: ptr("c2"), Environment: json.RawMessage(`{"A":"1","n":2,"o":{"x":[1,null]}}`), Config: json.RawMessage(`{}`),
 			TargetEnvironment: json.RawMessage(`{"A":"1"}`), TargetConfig: json.RawMessage(`{"RESIN_SUPERVISOR_DELTA":"1"}`)}},
-		{"online with tiny and huge progress", store.Device{IsOnline: ptr(true), DownloadProgress: ptr(1e-9)}},
-		{"huge progress", store.Device{DownloadProgress: ptr(1e22)}},
-		{"negative zero progress", store.Device{DownloadProgress: ptr(math.Copysign(0, -1))}},
-		{"strings needing escapes", store.Device{UUID: "q\"b\\s/\n\r\t\b\f\x00\x1f<>&", Name: "\u2028\u2029é😀",
+		{"online with tiny and huge progress", store.DeviceView{IsOnline: ptr(true), DownloadProgress: ptr(1e-9)}},
+		{"huge progress", store.DeviceView{DownloadProgress: ptr(1e22)}},
+		{"negative zero progress", store.DeviceView{DownloadProgress: ptr(math.Copysign(0, -1))}},
+		{"strings needing escapes", store.DeviceView{UUID: "q\"b\\s/\n\r\t\b\f\x00\x1f<>&", Name: "\u2028\u2029é😀",
 			Status: "bad utf8 \xff\xfe end", ReportedCommit: ptr("\x7f")}},
-		{"negative ids", store.Device{ID: -1, AppID: -2, CloudID: -3}},
+		{"negative ids", store.DeviceView{ID: -1, AppID: -2, CloudID: -3}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assertSameAsWireType(t, &tc.d)
@@ -68,7 +68,7 @@ func TestEncodedDeviceEqualsTheWireTypeMapping(t *testing.T) {
 	}
 }
 
-func assertSameAsWireType(t *testing.T, d *store.Device) {
+func assertSameAsWireType(t *testing.T, d *store.DeviceView) {
 	t.Helper()
 	fast, err := appendDevice(nil, d, false)
 	if err != nil {
@@ -100,7 +100,7 @@ func assertSameAsWireType(t *testing.T, d *store.Device) {
 
 func TestEncodedDeviceRefusesADamagedStoredObject(t *testing.T) {
 	for _, raw := range []string{`[1]`, `{"a":`, `"s"`} {
-		if _, err := appendDevice(nil, &store.Device{Environment: json.RawMessage(raw)}, false); err == nil {
+		if _, err := appendDevice(nil, &store.DeviceView{Environment: json.RawMessage(raw)}, false); err == nil {
 			t.Errorf("environment %s: no error, want one", raw)
 		}
 	}
@@ -111,7 +111,7 @@ func TestNumericOnlineWritesZeroOne(t *testing.T) {
 		on   *bool
 		want string
 	}{{ptr(true), `"is_online":1`}, {ptr(false), `"is_online":0`}, {nil, `"is_online":null`}} {
-		b, _ := appendDevice(nil, &store.Device{IsOnline: tc.on}, true)
+		b, _ := appendDevice(nil, &store.DeviceView{IsOnline: tc.on}, true)
 		if !strings.Contains(string(b), tc.want) {
 			t.Errorf("%s: want %s", b, tc.want)
 		}

@@ -252,6 +252,99 @@ func (s *Store) EachDevice(ctx context.Context, fn func(d *Device) error) error 
 	return nil
 }
 
+// DeviceView is the part of a device row that the supervisor API shows
+// (the device object), plus MarkedForDelete. Field meanings are Device's.
+type DeviceView struct {
+	ID                int64
+	UUID              string
+	AppID             int64
+	DeviceType        string
+	LogsChannel       *string
+	CloudID           int64
+	Name              string
+	Status            string
+	IsOnline          *bool
+	DownloadProgress  *float64
+	ReportedCommit    *string
+	Environment       json.RawMessage
+	Config            json.RawMessage
+	TargetEnvironment json.RawMessage
+	TargetConfig      json.RawMessage
+	AppCurrentCommit  *string
+	MarkedForDelete   bool
+}
+
+// View is d's DeviceView.
+func (d *Device) View() DeviceView {
+	return DeviceView{
+		ID: d.ID, UUID: d.UUID, AppID: d.AppID, DeviceType: d.DeviceType, LogsChannel: d.LogsChannel,
+		CloudID: d.CloudID, Name: d.Name, Status: d.Status, IsOnline: d.IsOnline,
+		DownloadProgress: d.DownloadProgress, ReportedCommit: d.ReportedCommit,
+		Environment: d.Environment, Config: d.Config,
+		TargetEnvironment: d.TargetEnvironment, TargetConfig: d.TargetConfig,
+		AppCurrentCommit: d.AppCurrentCommit, MarkedForDelete: d.MarkedForDelete,
+	}
+}
+
+// EachDeviceView is EachDevice reading only the DeviceView columns: listing
+// every device for the API reads a third fewer columns. *v is reused
+// between calls.
+func (s *Store) EachDeviceView(ctx context.Context, fn func(v *DeviceView) error) error {
+	rows, err := s.r.QueryContext(ctx, `
+SELECT d.id, d.uuid, d.app_id, d.device_type, d.logs_channel, d.cloud_id, d.name, d.status,
+       d.is_online, d.download_progress, d.reported_commit, d.environment, d.config,
+       d.target_environment, d.target_config, a.current_commit, d.marked_for_delete
+FROM devices d LEFT JOIN apps a ON a.id = d.app_id ORDER BY d.id`)
+	if err != nil {
+		return fmt.Errorf("store: list devices: %w", err)
+	}
+	defer rows.Close()
+	var (
+		v                            DeviceView
+		logsChannel, commit, current sql.NullString
+		env, cfg                     sql.NullString
+		targetEnv, targetCfg         string
+		isOnline                     sql.NullBool
+		progress                     sql.NullFloat64
+	)
+	dest := []any{&v.ID, &v.UUID, &v.AppID, &v.DeviceType, &logsChannel, &v.CloudID, &v.Name, &v.Status,
+		&isOnline, &progress, &commit, &env, &cfg, &targetEnv, &targetCfg, &current, &v.MarkedForDelete}
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return fmt.Errorf("store: list devices: %w", err)
+		}
+		v.LogsChannel = nullStringPtr(logsChannel)
+		v.IsOnline = nil
+		if isOnline.Valid {
+			b := isOnline.Bool
+			v.IsOnline = &b
+		}
+		v.DownloadProgress = nil
+		if progress.Valid {
+			p := progress.Float64
+			v.DownloadProgress = &p
+		}
+		v.ReportedCommit = nullStringPtr(commit)
+		v.Environment, v.Config = nil, nil
+		if env.Valid {
+			v.Environment = json.RawMessage(env.String)
+		}
+		if cfg.Valid {
+			v.Config = json.RawMessage(cfg.String)
+		}
+		v.TargetEnvironment = objectOrEmpty(targetEnv)
+		v.TargetConfig = objectOrEmpty(targetCfg)
+		v.AppCurrentCommit = nullStringPtr(current)
+		if err := fn(&v); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: list devices: %w", err)
+	}
+	return nil
+}
+
 // Report is what a gateway reports for a device (PUT /v1/devices/{uuid}).
 // Nil fields are not reported and not changed. Environment and Config, when
 // set, must be JSON objects (the caller validates).

@@ -377,3 +377,43 @@ VALUES (?, 5, 'generic-amd64', ?, 'n', 'Idle', '{"A":"1"}', '{}', '{"A":"1"}', 0
 		}
 	}
 }
+
+func TestEachDeviceViewEqualsViewOfEveryRow(t *testing.T) {
+	s := openAPIStore(t)
+	ctx := context.Background()
+	apiSeedApp(t, s, 5, "app", `{}`, "c1", true)
+	apiProvision(t, s, "a", 5, 1)
+	apiProvision(t, s, "b", 6, 2) // app unknown: no current commit
+	apiProvision(t, s, "c", 5, 3)
+	apiSetTarget(t, s, "a", `{"T":"1"}`, `{"C":"2"}`)
+	if _, _, err := s.ApplyReport(ctx, "a", Report{Status: apiStrPtr("Idle"), IsOnline: apiBoolPtr(false), Commit: apiStrPtr("c0"),
+		Environment: json.RawMessage(`{"E":1}`), Config: json.RawMessage(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.Exec(`UPDATE devices SET download_progress = 12.5, logs_channel = 'lc' WHERE uuid = 'c'`); err != nil {
+		t.Fatal(err)
+	}
+	apiMarkForDelete(t, s, "b")
+	full, err := s.ListDevices(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var views []DeviceView
+	if err := s.EachDeviceView(ctx, func(v *DeviceView) error {
+		views = append(views, *v)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(views) != len(full) {
+		t.Fatalf("got %d views, want %d", len(views), len(full))
+	}
+	for i := range full {
+		// JSON compares what the pointers point to.
+		got, _ := json.Marshal(views[i])
+		want, _ := json.Marshal(full[i].View())
+		if string(got) != string(want) {
+			t.Errorf("row %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+}
