@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
@@ -34,7 +33,6 @@ func BenchmarkUpdateHooks10k(b *testing.B) {
 				b.StartTimer()
 				r := start(b, w, Options{BaseAddress: rv.base(), Concurrency: conc})
 				deadline := time.Now().Add(5 * time.Minute)
-				t0, lastLog := time.Now(), time.Now()
 				for {
 					ok := testutil.ToFloat64(r.d.metrics.deliveries.WithLabelValues(KindUpdate, OutcomeOK))
 					left := testutil.ToFloat64(r.d.metrics.pending.WithLabelValues(KindUpdate))
@@ -45,10 +43,6 @@ func BenchmarkUpdateHooks10k(b *testing.B) {
 						b.Fatalf("got %v acknowledged, %v pending after 5m", ok, left)
 					}
 					time.Sleep(time.Millisecond)
-					if os.Getenv("HOOKS_BENCH_TRACE") != "" && time.Since(lastLog) > 200*time.Millisecond {
-						lastLog = time.Now()
-						fmt.Fprintf(os.Stderr, "%v ok=%v left=%v\n", time.Since(t0).Round(time.Millisecond), ok, left)
-					}
 				}
 				b.StopTimer()
 				r.stop()

@@ -100,6 +100,10 @@ type Dispatcher struct {
 	client  *http.Client
 	notify  chan struct{}
 	writes  chan writeReq
+
+	mu      sync.Mutex
+	dirty   map[string]bool // devices to re-read (NotifyDevice)
+	dirtyCh chan struct{}
 }
 
 // New checks opts and builds a Dispatcher.
@@ -159,6 +163,8 @@ func New(opts Options) (*Dispatcher, error) {
 		client:  client,
 		notify:  make(chan struct{}, 1),
 		writes:  make(chan writeReq),
+		dirty:   map[string]bool{},
+		dirtyCh: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -168,6 +174,19 @@ func New(opts Options) (*Dispatcher, error) {
 func (d *Dispatcher) Notify() {
 	select {
 	case d.notify <- struct{}{}:
+	default:
+	}
+}
+
+// NotifyDevice tells the dispatcher that one device's hook state changed
+// (e.g. the gateway reported its state): it re-reads that device only. It
+// never blocks.
+func (d *Dispatcher) NotifyDevice(uuid string) {
+	d.mu.Lock()
+	d.dirty[uuid] = true
+	d.mu.Unlock()
+	select {
+	case d.dirtyCh <- struct{}{}:
 	default:
 	}
 }
@@ -244,6 +263,9 @@ type runState struct {
 	results  chan result
 	counts   map[string]int
 	reader   *store.HookWorkReader
+
+	lastRebuildEnd  time.Time
+	lastRebuildTook time.Duration
 }
 
 // Run dispatches hooks until ctx is done. It returns nil on cancellation and
@@ -282,11 +304,24 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	defer timer.Stop()
 	rescan := time.NewTicker(d.opts.RescanInterval)
 	defer rescan.Stop()
+	// A rebuild reads every device: after one that took T, the next waits
+	// until 3T have passed, so that a burst of Notify calls costs at most a
+	// quarter of the scheduler's time.
+	var rebuildAt time.Time
 	for {
+		if !rebuildAt.IsZero() && !time.Now().Before(rebuildAt) {
+			rebuildAt = time.Time{}
+			if err := rs.rebuild(ctx); err != nil && ctx.Err() == nil {
+				d.log.Error("hooks: rebuild schedule", "err", err)
+			}
+		}
 		rs.launchDue(ctx)
 		wait := time.Hour
 		if len(rs.heap) > 0 && rs.inFlight < d.opts.Concurrency {
 			wait = max(rs.heap[0].due.Sub(d.opts.Now()), 0)
+		}
+		if !rebuildAt.IsZero() {
+			wait = min(wait, max(time.Until(rebuildAt), 0))
 		}
 		timer.Reset(wait)
 		select {
@@ -297,12 +332,16 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 			return nil
 		case <-d.notify:
-			if err := rs.rebuild(ctx); err != nil && ctx.Err() == nil {
-				d.log.Error("hooks: rebuild schedule", "err", err)
-			}
+			rebuildAt = rs.lastRebuildEnd.Add(3 * rs.lastRebuildTook)
 		case <-rescan.C:
-			if err := rs.rebuild(ctx); err != nil && ctx.Err() == nil {
-				d.log.Error("hooks: rebuild schedule", "err", err)
+			rebuildAt = rs.lastRebuildEnd.Add(3 * rs.lastRebuildTook)
+		case <-d.dirtyCh:
+			d.mu.Lock()
+			dirty := d.dirty
+			d.dirty = map[string]bool{}
+			d.mu.Unlock()
+			for u := range dirty {
+				rs.refresh(ctx, u)
 			}
 		case r := <-rs.results:
 			rs.inFlight--
@@ -315,6 +354,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // rebuild merges the store's pending hooks into the schedule.
 func (rs *runState) rebuild(ctx context.Context) error {
 	d := rs.d
+	start := time.Now()
+	defer func() {
+		rs.lastRebuildEnd = time.Now()
+		rs.lastRebuildTook = rs.lastRebuildEnd.Sub(start)
+	}()
 	works, err := d.opts.Store.PendingHooks(ctx)
 	if err != nil {
 		return fmt.Errorf("hooks: read pending hooks: %w", err)
@@ -322,29 +366,8 @@ func (rs *runState) rebuild(ctx context.Context) error {
 	now := d.opts.Now()
 	owed := make(map[string]bool, len(works))
 	for _, w := range works {
-		kind, key := d.nextWork(w)
-		if kind == "" {
-			continue
-		}
-		owed[w.UUID] = true
-		st := rs.devices[w.UUID]
-		if st == nil {
-			st = &devState{uuid: w.UUID, index: -1}
-			rs.devices[w.UUID] = st
-		}
-		if st.inFlight {
-			st.recheck = true
-			continue
-		}
-		if st.memo.gaveUpKey == key || (kind == KindUpdate && st.memo.stoppedCanon == w.UpdateCanonical) {
-			rs.forget(st)
-			continue
-		}
-		rs.setKind(st, kind)
-		if key != st.workKey || st.index < 0 {
-			st.workKey = key
-			st.failures = 0
-			rs.place(st, d.earliest(st, w.LastAttempt, now))
+		if rs.merge(w, now) {
+			owed[w.UUID] = true
 		}
 	}
 	for u, st := range rs.devices {
@@ -353,6 +376,55 @@ func (rs *runState) rebuild(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// refresh re-reads one device and merges it into the schedule.
+func (rs *runState) refresh(ctx context.Context, uuid string) {
+	w, err := rs.reader.Read(ctx, uuid)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		if ctx.Err() == nil {
+			rs.d.log.Error("hooks: read device hook state", "uuid", uuid, "err", err)
+		}
+		return
+	}
+	st := rs.devices[uuid]
+	if err == nil && rs.merge(w, rs.d.opts.Now()) {
+		return
+	}
+	if st != nil && !st.inFlight {
+		rs.forget(st)
+	}
+}
+
+// merge schedules what w says a device is owed; it reports whether the
+// device is owed a hook. A device in flight is only marked for a re-read
+// when its worker is done.
+func (rs *runState) merge(w store.HookWork, now time.Time) bool {
+	d := rs.d
+	kind, key := d.nextWork(w)
+	if kind == "" {
+		return false
+	}
+	st := rs.devices[w.UUID]
+	if st == nil {
+		st = &devState{uuid: w.UUID, index: -1}
+		rs.devices[w.UUID] = st
+	}
+	if st.inFlight {
+		st.recheck = true
+		return true
+	}
+	if st.memo.gaveUpKey == key || (kind == KindUpdate && st.memo.stoppedCanon == w.UpdateCanonical) {
+		rs.forget(st)
+		return false
+	}
+	rs.setKind(st, kind)
+	if key != st.workKey || st.index < 0 {
+		st.workKey = key
+		st.failures = 0
+		rs.place(st, d.earliest(st, w.LastAttempt, now))
+	}
+	return true
 }
 
 // earliest is the earliest time, not before now, that the next hook may go
@@ -384,13 +456,17 @@ func (rs *runState) place(st *devState, due time.Time) {
 	heap.Push(&rs.heap, st)
 }
 
-// forget drops st from the schedule.
+// forget drops st from the schedule. A device with violation memory stays
+// known (unscheduled), so that the violation holds across rebuilds.
 func (rs *runState) forget(st *devState) {
 	if st.index >= 0 {
 		heap.Remove(&rs.heap, st.index)
 	}
 	rs.setKind(st, "")
-	delete(rs.devices, st.uuid)
+	st.workKey = ""
+	if st.memo.stoppedCanon == "" && st.memo.gaveUpKey == "" {
+		delete(rs.devices, st.uuid)
+	}
 }
 
 // setKind moves st between pending-gauge kinds.

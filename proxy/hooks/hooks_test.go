@@ -363,6 +363,8 @@ func TestViolations(t *testing.T) {
 				return http.StatusAccepted
 			},
 			check: func(t *testing.T, rv *receiver, w *world, r *running) {
+				rv.await(t, 2, updatesTo("clock"))
+				r.d.Notify() // the violation holds across a rebuild
 				rv.await(t, 4, updatesTo("clock"))
 				if n := len(rv.requests(updatesTo("d1"))); n != 1 {
 					t.Fatalf("got %d hooks, want 1", n)
@@ -461,4 +463,25 @@ func TestRescanFindsWorkNobodyAnnounced(t *testing.T) {
 	w.downloaded("c1") // no Notify
 	rv.await(t, 1, updatesTo("d1"))
 	w.awaitSettled("d1")
+}
+
+func TestNotifyDeviceDropsSettledWorkAtOnce(t *testing.T) {
+	rv := newReceiver(t, func(hookReq, int) int { return http.StatusAccepted })
+	w := newWorld(t, "d1")
+	w.downloaded("c1")
+	r := start(t, w, Options{BaseAddress: rv.base(), RetryInterval: time.Hour})
+	rv.await(t, 1, updatesTo("d1"))
+	pending := func() float64 { return testutil.ToFloat64(r.d.metrics.pending.WithLabelValues(KindUpdate)) }
+	if p := pending(); p != 1 {
+		t.Fatalf("got %v pending updates in the 202 loop, want 1", p)
+	}
+	w.report("d1", "c1", `{"A":"1"}`)
+	r.d.NotifyDevice("d1")
+	deadline := time.Now().Add(10 * time.Second)
+	for pending() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("got %v pending updates 10s after the report, want 0", pending())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
