@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/depharness/depharness/proxy"
+	"github.com/depharness/depharness/proxy/config"
+	"github.com/depharness/depharness/proxy/violation"
+)
+
+func init() {
+	commands["proxy"] = command{
+		summary: "run the reference proxy (the supervisor side of the dependent-device API)",
+		run:     runProxy,
+	}
+}
+
+// proxyFlags binds every configuration variable of the reference proxy to a
+// flag with its environment variable, so that `depharness proxy` honours the
+// harness interface of CONTRACT.md.
+func proxyFlags(f *flags) func() (config.Config, error) {
+	endpoint := f.String("api-endpoint", "API_ENDPOINT", "", "the cloud's base URL (required)")
+	uuid := f.String("device-uuid", "DEVICE_UUID", "", "the gateway's uuid in the cloud (required)")
+	id := f.Int64("device-id", "DEVICE_ID", 0, "the gateway's device id in the cloud (required)")
+	devKey := f.String("device-api-key", "DEVICE_API_KEY", "", "the gateway's key for the cloud (required)")
+	apiKey := f.String("api-key", "BALENA_SUPERVISOR_API_KEY", "", "the key clients of the API must present (required)")
+	host := f.String("listen-host", "DEPHARNESS_LISTEN_HOST", config.DefaultListenHost, "host the API listens on")
+	port := f.Int("port", "BALENA_SUPERVISOR_PORT", config.DefaultPort, "port the API listens on")
+	hook := f.String("hook-address", "BALENA_DEPENDENT_DEVICES_HOOK_ADDRESS,RESIN_DEPENDENT_DEVICES_HOOK_ADDRESS", "http://0.0.0.0:1337/v1/devices/", "hook base address; the device uuid is appended")
+	dataDir := f.String("data-dir", "DATA_DIR", config.DefaultDataDir, "directory of the database and the assets cache")
+	poll := f.Duration("poll-interval", "TARGET_POLL_INTERVAL", config.DefaultPollInterval, "how often the target state is polled")
+	retry := f.Duration("hook-retry-interval", "HOOK_RETRY_INTERVAL", config.DefaultHookRetry, "hook pacing per device, the 202 loop's interval and the first backoff step")
+	timeout := f.Duration("hook-timeout", "HOOK_TIMEOUT", config.DefaultHookTimeout, "timeout of one hook request")
+	conc := f.Int("hook-concurrency", "HOOK_CONCURRENCY", config.DefaultHookConcurrency, "hooks in flight at once across devices")
+	backoff := f.Duration("hook-backoff-max", "HOOK_BACKOFF_MAX", 0, "cap of the backoff after failed hooks (default 10 × hook retry interval)")
+	assetMax := f.Int64("asset-max-bytes", "ASSET_MAX_BYTES", config.DefaultAssetMaxBytes, "largest assets tar of one release")
+	logBuf := f.Int("log-buffer-lines", "LOG_BUFFER_LINES", config.DefaultLogBufferLines, "log lines kept while the cloud is unreachable; the oldest are dropped beyond")
+	metrics := f.String("metrics-address", "METRICS_ADDRESS", config.DefaultMetricsAddress, "Prometheus listener host:port, or off")
+	viol := f.String("violations", "DEPHARNESS_VIOLATIONS", "", "deliberate contract violations, comma-separated; for the suite's self-check only")
+	return func() (config.Config, error) {
+		vs, err := violation.Parse(*viol)
+		if err != nil {
+			return config.Config{}, err
+		}
+		c := config.Config{
+			APIEndpoint: *endpoint, DeviceUUID: *uuid, DeviceID: *id, DeviceAPIKey: *devKey,
+			APIKey: *apiKey, ListenHost: *host, Port: *port, HookAddress: *hook, DataDir: *dataDir,
+			PollInterval: *poll, HookRetryInterval: *retry, HookTimeout: *timeout,
+			HookConcurrency: *conc, HookBackoffMax: *backoff, AssetMaxBytes: *assetMax,
+			LogBufferLines: *logBuf, MetricsAddress: *metrics, Violations: vs,
+		}.WithDefaults()
+		return c, c.Validate()
+	}
+}
+
+func runProxy(ctx context.Context, env *cliEnv, args []string) error {
+	f := newFlags(env, "proxy", "Run the reference proxy: the supervisor side of the dependent-device API.")
+	build := proxyFlags(f)
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	log, err := f.logger()
+	if err != nil {
+		return err
+	}
+	cfg, err := build()
+	if err != nil {
+		return usageError{fmt.Errorf("bad configuration:\n%w", err)}
+	}
+	p, err := proxy.New(cfg, proxy.Options{Logger: log})
+	if err != nil {
+		// An unusable DATA_DIR is bad configuration too: exit 2 before listening.
+		return usageError{err}
+	}
+	return p.Run(ctx)
+}

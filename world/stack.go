@@ -1,0 +1,296 @@
+package world
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/sim/client"
+	"github.com/depharness/depharness/sim/fleet"
+	"github.com/depharness/depharness/sim/gateway"
+)
+
+// StackOptions configure StartStack. Zero values mean the defaults given.
+type StackOptions struct {
+	Fakes FakesOptions
+	Proxy ProxyOptions
+	// NoGateway leaves the hooks to the user's own gateway app at
+	// Proxy.HookAddress: no reference gateway and no fleet are started.
+	NoGateway bool
+	// GatewayListen is the reference gateway's hook listener; empty means
+	// 127.0.0.1:0.
+	GatewayListen string
+	// GatewayMetricsListen, if set, serves the gateway's metrics there.
+	GatewayMetricsListen string
+	// Policy is the gateway's answer to update hooks; empty means 200.
+	Policy gateway.Policy
+	// Profile is the fleet; Profile.Count devices are provisioned.
+	Profile fleet.Profile
+	// Demo seeds the demo world: two dependent apps with releases. Without
+	// it the stack starts with no dependent app, and the fleet is
+	// provisioned once there is one.
+	Demo bool
+	// Logger, if nil, discards.
+	Logger *slog.Logger
+}
+
+// Stack is the whole world in one process.
+type Stack struct {
+	*Fakes
+	Proxy *Proxy
+	// Identity is the gateway device the proxy runs as.
+	Identity cloud.Gateway
+	// Apps are the demo's dependent apps (empty without Demo).
+	Apps []DemoApp
+	// Gateway and Fleet are nil with NoGateway.
+	Gateway *gateway.Gateway
+	Fleet   *fleet.Fleet
+	// GatewayURL is the gateway app's hook listener base URL.
+	GatewayURL string
+	// GatewayMetricsURL is set when GatewayMetricsListen was.
+	GatewayMetricsURL string
+	// GatewayMetrics gathers the gateway's metrics.
+	GatewayMetrics *prometheus.Registry
+
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	errMu   sync.Mutex
+	runErr  error
+	servers []*loopbackServer
+}
+
+// StartStack starts the fakes, creates the gateway identity and (with Demo)
+// the demo apps and releases, starts the reference proxy and, unless
+// NoGateway, the reference gateway app with its fleet.
+func StartStack(ctx context.Context, opts StackOptions) (_ *Stack, err error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	fk, err := StartFakes(ctx, opts.Fakes)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stack{Fakes: fk}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	s.Identity, err = fk.Cloud.CreateGateway(cloud.GatewaySpec{Name: "gateway", AppName: "gateway-fleet"})
+	if err != nil {
+		return nil, err
+	}
+	if opts.Demo {
+		if s.Apps, err = SeedDemo(ctx, fk, s.Identity); err != nil {
+			return nil, fmt.Errorf("seed demo world: %w", err)
+		}
+	}
+	var hookLn net.Listener
+	if !opts.NoGateway {
+		if hookLn, err = net.Listen("tcp", orDefaultAddr(opts.GatewayListen)); err != nil {
+			return nil, fmt.Errorf("gateway listen: %w", err)
+		}
+		s.GatewayURL = "http://" + hookLn.Addr().String()
+		opts.Proxy.HookAddress = hookBase(hookLn.Addr().String())
+	}
+	s.Proxy, _, err = fk.StartProxy(ctx, &s.Identity, opts.Proxy, log)
+	if err != nil {
+		if hookLn != nil {
+			hookLn.Close()
+		}
+		return nil, err
+	}
+	if opts.NoGateway {
+		return s, nil
+	}
+	if err := s.startGateway(ctx, opts, hookLn, log); err != nil {
+		hookLn.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Stack) startGateway(ctx context.Context, opts StackOptions, hookLn net.Listener, log *slog.Logger) error {
+	cl, err := client.New(client.Options{BaseURL: s.Proxy.URL, APIKey: s.Proxy.APIKey, Retry: client.Retry{MaxAttempts: -1}})
+	if err != nil {
+		return err
+	}
+	s.Fleet, err = fleet.New(opts.Profile, fleet.Options{Logger: log.With("component", "fleet")})
+	if err != nil {
+		return err
+	}
+	checksums := map[[2]string]string{}
+	for _, a := range s.Apps {
+		checksums[[2]string{fmt.Sprint(a.App.ID), a.Release.Commit}] = a.Checksum
+	}
+	s.GatewayMetrics = prometheus.NewRegistry()
+	var appIDs []int64
+	for _, a := range s.Apps {
+		appIDs = append(appIDs, a.App.ID)
+	}
+	s.Gateway, err = gateway.New(gateway.Options{
+		Client: cl, Fleet: s.Fleet, Apps: appIDs, Policy: opts.Policy,
+		Logger: log.With("component", "gateway"), Registerer: s.GatewayMetrics,
+		Rand: rand.New(rand.NewPCG(uint64(opts.Profile.Seed), 1)),
+		ExpectedChecksum: func(appID int64, commit string) (string, bool) {
+			c, ok := checksums[[2]string{fmt.Sprint(appID), commit}]
+			return c, ok
+		},
+	})
+	if err != nil {
+		return err
+	}
+	s.servers = append(s.servers, serveOn(hookLn, s.Gateway.Handler(), log))
+	if opts.GatewayMetricsListen != "" {
+		ms, err := serve(opts.GatewayMetricsListen, promhttp.HandlerFor(s.GatewayMetrics, promhttp.HandlerOpts{}), log)
+		if err != nil {
+			return err
+		}
+		s.servers = append(s.servers, ms)
+		s.GatewayMetricsURL = "http://" + ms.addr + "/metrics"
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	for name, run := range map[string]func(context.Context) error{"fleet": s.Fleet.Run, "gateway": s.Gateway.Run} {
+		s.wg.Go(func() {
+			if err := run(runCtx); err != nil && runCtx.Err() == nil {
+				log.Error("stopped", "component", name, "err", err)
+				s.errMu.Lock()
+				s.runErr = errors.Join(s.runErr, fmt.Errorf("%s: %w", name, err))
+				s.errMu.Unlock()
+			}
+		})
+	}
+	return nil
+}
+
+// Close stops the gateway and fleet, the proxy and the fakes, in that order.
+func (s *Stack) Close() error {
+	var errs []error
+	if s.cancel != nil {
+		s.cancel()
+		s.wg.Wait()
+	}
+	for _, srv := range s.servers {
+		errs = append(errs, srv.close())
+	}
+	if s.Proxy != nil {
+		errs = append(errs, s.Proxy.Stop())
+	}
+	errs = append(errs, s.Fakes.Close())
+	s.errMu.Lock()
+	errs = append(errs, s.runErr)
+	s.errMu.Unlock()
+	return errors.Join(errs...)
+}
+
+// DemoApp is a dependent app of the demo world with its release.
+type DemoApp struct {
+	App     cloud.App
+	Release cloud.Release
+	// Files are the release's /assets, flattened.
+	Files map[string][]byte
+	// Checksum is fleet.ChecksumFiles(Files): what a device verifies.
+	Checksum string
+}
+
+// SeedDemo creates the demo's two dependent apps under gw's application,
+// each with a release of firmware assets, and returns them.
+func SeedDemo(ctx context.Context, f *Fakes, gw cloud.Gateway) ([]DemoApp, error) {
+	specs := []struct {
+		name   string
+		config map[string]string
+		env    map[string]string
+		layers []cloud.Layer
+	}{
+		{
+			name:   "thermostat-fw",
+			config: map[string]string{"RESIN_SUPERVISOR_DELTA": "1"},
+			env:    map[string]string{"SAMPLE_RATE": "10"},
+			layers: []cloud.Layer{
+				{Files: map[string][]byte{
+					"assets/firmware.bin":   demoFirmware("thermostat", 1, 64<<10),
+					"assets/manifest.json":  []byte(`{"board":"esp32","version":"1.0.0"}`),
+					"assets/.build-info":    []byte("built-by=demo\n"),
+					"assets/calib/zone.hex": []byte(":10000000DEADBEEF\n:00000001FF\n"),
+				}},
+				{Files: map[string][]byte{"assets/manifest.json": []byte(`{"board":"esp32","version":"1.0.1"}`)}},
+			},
+		},
+		{
+			name: "led-strip-fw",
+			env:  map[string]string{"BRIGHTNESS": "80"},
+			layers: []cloud.Layer{
+				{Files: map[string][]byte{
+					"assets/firmware.hex": demoFirmware("led-strip", 1, 32<<10),
+					"assets/debug.log":    []byte("left over from the build\n"),
+				}},
+				{Delete: []string{"assets/debug.log"}},
+			},
+		},
+	}
+	var out []DemoApp
+	for _, sp := range specs {
+		app, err := f.Cloud.CreateApp(cloud.AppSpec{Name: sp.name, Gateway: gw.UUID, Config: sp.config, Environment: sp.env})
+		if err != nil {
+			return nil, err
+		}
+		rel, err := f.Cloud.PushRelease(ctx, app.ID, cloud.ReleaseSpec{Layers: sp.layers})
+		if err != nil {
+			return nil, err
+		}
+		files := FlattenAssets(sp.layers)
+		out = append(out, DemoApp{App: app, Release: rel, Files: files, Checksum: fleet.ChecksumFiles(files)})
+	}
+	return out, nil
+}
+
+// FlattenAssets is the /assets content (paths relative to /assets) that
+// release layers produce, as a supervisor must serve it.
+func FlattenAssets(layers []cloud.Layer) map[string][]byte {
+	rl := make([]registry.Layer, len(layers))
+	for i, l := range layers {
+		rl[i] = registry.LayerFromRoot(l.Files, l.Delete)
+	}
+	return registry.Flatten(rl...)
+}
+
+// demoFirmware is deterministic pseudo-firmware of n bytes.
+func demoFirmware(name string, version, n int) []byte {
+	r := rand.New(rand.NewPCG(uint64(len(name)), uint64(version)))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	copy(b, fmt.Sprintf("%s firmware v%d\n", name, version))
+	return b
+}
+
+// Convergence counts the dependent devices of gateway gw whose commit, as
+// the cloud last heard it from the supervisor, is their app's latest
+// release: the end-to-end measure of a rollout.
+func (f *Fakes) Convergence(gw string) (converged, total int) {
+	latest := map[int64]string{}
+	for _, a := range f.Cloud.Apps() {
+		if a.Release != nil {
+			latest[a.ID] = a.Release.Commit
+		}
+	}
+	for _, d := range f.Cloud.Devices(cloud.DeviceFilter{Gateway: gw}) {
+		total++
+		if c, ok := latest[d.AppID]; ok && d.IsOnCommit != nil && *d.IsOnCommit == c {
+			converged++
+		}
+	}
+	return converged, total
+}
