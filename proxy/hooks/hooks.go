@@ -434,7 +434,7 @@ func (rs *runState) merge(w store.HookWork, now time.Time) bool {
 // and kept in milliseconds, so it gets a slack of a tenth of the interval.
 func (d *Dispatcher) earliest(st *devState, stored, now time.Time) time.Time {
 	if d.opts.Violations.On("hook-no-pacing") {
-		return now
+		return later(now, st.lastSent.Add(d.opts.RetryInterval/10))
 	}
 	t := now
 	if !st.lastSent.IsZero() {

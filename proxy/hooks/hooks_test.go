@@ -485,3 +485,17 @@ func TestNotifyDeviceDropsSettledWorkAtOnce(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestViolationNoPacingResendsFasterThanTheRetryInterval(t *testing.T) {
+	rv := newReceiver(t, func(hookReq, int) int { return http.StatusAccepted })
+	w := newWorld(t, "d1")
+	w.downloaded("c1")
+	const interval = 2 * time.Second
+	start(t, w, Options{BaseAddress: rv.base(), RetryInterval: interval, Violations: violations("hook-no-pacing")})
+	got := rv.await(t, 3, updatesTo("d1"))
+	for _, g := range gaps(got) {
+		if g >= interval {
+			t.Fatalf("got gaps %v with pacing off, want them under the retry interval %v", gaps(got), interval)
+		}
+	}
+}
