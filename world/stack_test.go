@@ -1,0 +1,80 @@
+package world
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/sim/fleet"
+	"github.com/depharness/depharness/sim/gateway"
+)
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tlogWriter struct{ t testing.TB }
+
+func (w tlogWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
+
+// awaitConverged polls until every one of want devices reports its app's
+// latest release to the cloud, or fails the test at ctx's deadline.
+func awaitConverged(ctx context.Context, t *testing.T, st *Stack, want int) {
+	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		conv, total := st.Convergence(st.Identity.UUID)
+		if total == want && conv == want {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("converged %d of %d devices (want %d) before the deadline", conv, total, want)
+		case <-tick.C:
+		}
+	}
+}
+
+func TestStackRollsOutEveryReleaseToEveryDevice(t *testing.T) {
+	for _, pol := range []gateway.Policy{gateway.PolicyAck, gateway.PolicyAccepted} {
+		t.Run("gateway answers "+string(pol), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			const n = 12
+			st, err := StartStack(ctx, StackOptions{
+				Proxy:   ProxyOptions{DataDir: t.TempDir(), PollInterval: 100 * time.Millisecond, HookRetryInterval: 200 * time.Millisecond},
+				Policy:  pol,
+				Profile: fleet.Profile{Count: n, Seed: 7},
+				Demo:    true,
+				Logger:  testLogger(t),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := st.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			}()
+			awaitConverged(ctx, t, st, n)
+
+			app := st.Apps[0]
+			rel, err := st.Cloud.PushRelease(ctx, app.App.ID, cloud.ReleaseSpec{Layers: []cloud.Layer{{Files: map[string][]byte{"assets/firmware.bin": []byte("v2")}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			awaitConverged(ctx, t, st, n)
+			for _, d := range st.Cloud.Devices(cloud.DeviceFilter{AppID: app.App.ID}) {
+				if d.IsOnCommit == nil || *d.IsOnCommit != rel.Commit {
+					t.Errorf("device %s is on %v, want the new release %s", d.UUID, d.IsOnCommit, rel.Commit)
+				}
+			}
+			if s := st.Gateway.Stats(); s.Converged != n || s.States[fleet.StateFailed] != 0 {
+				t.Errorf("gateway stats = %+v, want %d converged and none failed", s, n)
+			}
+		})
+	}
+}
