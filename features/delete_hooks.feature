@@ -10,6 +10,7 @@ Feature: Delete hooks
       | firmware.bin | v1      |
     And a device "D" of "A" provisioned through the supervisor
     And "D" eventually receives an update hook for release "R1"
+    And the supervisor has fetched its target twice more
 
   @HOOK-DEL-1 @HOOK-ADDR-1 @contract
   Scenario: A device deleted in the cloud gets a delete hook, then is gone

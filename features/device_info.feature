@@ -49,6 +49,7 @@ Feature: Dependent device information
   @DEV-GET-1 @DEV-LIST-1 @HOOK-DEL-1 @contract
   Scenario: A device awaiting its delete acknowledgement is gone for GET but still listed
     Given a device "D" of "A" provisioned through the supervisor
+    And the supervisor has fetched its target twice more
     And the gateway app answers delete hooks for "D" with 500
     When device "D" is deleted in the cloud
     Then the supervisor eventually answers GET "/v1/devices/{uuid D}" with 410 "Device deleted"

@@ -92,7 +92,8 @@ Feature: Dependent device update
 
   @DEV-PUT-3 @HOOK-DEL-1 @contract
   Scenario: A device awaiting its delete acknowledgement is gone for PUT
-    Given the gateway app answers delete hooks for "D" with 500
+    Given the supervisor has fetched its target twice more
+    And the gateway app answers delete hooks for "D" with 500
     When device "D" is deleted in the cloud
     Then the supervisor eventually answers GET "/v1/devices/{uuid D}" with 410 "Device deleted"
     When the gateway app calls PUT "/v1/devices/{uuid D}" with body:

@@ -27,14 +27,15 @@ type hookServer struct {
 	done   chan struct{}
 }
 
-func newHookServer(prefix string, log *slog.Logger) (*hookServer, error) {
-	h := &hookServer{log: log, prefix: prefix}
+// newHookServer listens on port (which must be free) for hooks under
+// prefix.
+func newHookServer(port int, prefix string, log *slog.Logger) (*hookServer, error) {
+	h := &hookServer{log: log, prefix: prefix, port: port}
 	h.recv = hookrecv.New(hookrecv.Options{Prefix: prefix, Logger: log.With("component", "hooks")})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		return nil, err
 	}
-	h.port = ln.Addr().(*net.TCPAddr).Port
 	h.serve(ln)
 	return h, nil
 }

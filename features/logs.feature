@@ -27,7 +27,8 @@ Feature: Dependent device logs
 
   @DEV-LOG-1 @HOOK-DEL-1 @contract
   Scenario: Logs for a device awaiting its delete acknowledgement are gone
-    Given the gateway app answers delete hooks for "D" with 500
+    Given the supervisor has fetched its target twice more
+    And the gateway app answers delete hooks for "D" with 500
     When device "D" is deleted in the cloud
     Then the supervisor eventually answers GET "/v1/devices/{uuid D}" with 410 "Device deleted"
     When the gateway app calls POST "/v1/devices/{uuid D}/logs" with body:

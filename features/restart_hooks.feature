@@ -1,6 +1,8 @@
 Feature: Restart hooks
   A restart requested in the cloud for a dependent device becomes one
-  PUT <base><uuid>/restart per request.
+  PUT <base><uuid>/restart per request. Requests are made once the
+  supervisor has seen the device in its target (a supervisor need not replay
+  requests older than its knowledge of the device).
 
   Background:
     Given the supervisor is running
@@ -9,6 +11,7 @@ Feature: Restart hooks
       | firmware.bin | v1      |
     And a device "D" of "A" provisioned through the supervisor
     And "D" eventually receives an update hook for release "R1"
+    And the supervisor has fetched its target twice more
 
   @HOOK-RST-1 @HOOK-ADDR-1 @contract
   Scenario: One restart request gives one restart hook
@@ -37,6 +40,7 @@ Feature: Restart hooks
   @HOOK-RST-1 @contract
   Scenario: Restart hooks go only to the device they were requested for
     Given a device "D2" of "A" provisioned through the supervisor
+    And the supervisor has fetched its target twice more
     When a restart of "D2" is requested in the cloud
     Then "D2" eventually receives a restart hook
     And no further restart hook reaches "D" within 4 retry intervals

@@ -30,14 +30,15 @@ type scenario struct {
 	logger    *slog.Logger
 	rng       *mrand.Rand
 
-	dataDir string
-	port    int
-	apiKey  string
-	world   *World
-	gateway cloud.Gateway
-	other   *cloud.Gateway
-	hooks   *hookServer
-	target  Target
+	dataDir  string
+	port     int
+	hookPort int
+	apiKey   string
+	world    *World
+	gateway  cloud.Gateway
+	other    *cloud.Gateway
+	hooks    *hookServer
+	target   Target
 	// fetchAssets is installed on the hook receiver when the gateway app
 	// fetches the assets of every update hook.
 	fetchAssets hookrecv.OnReceive

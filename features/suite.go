@@ -187,7 +187,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		format += ",cucumber:" + filepath.Join(cfg.ReportDir, "cucumber.json") +
 			",junit:" + filepath.Join(cfg.ReportDir, "junit.xml")
 	}
-	s := &suite{cfg: cfg}
+	s := &suite{cfg: cfg, ports: newPortPool(cfg.Seed)}
 	ts := godog.TestSuite{
 		Name:                "depharness",
 		ScenarioInitializer: s.initScenario,
@@ -233,7 +233,8 @@ func countSelected(fsys fs.FS, tags string) (int, error) {
 
 // suite is the state shared by the scenarios of one run.
 type suite struct {
-	cfg Config
+	cfg   Config
+	ports *portPool
 
 	mu  sync.Mutex
 	res []ScenarioResult
@@ -355,13 +356,16 @@ func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, 
 	if err != nil {
 		return nil, fmt.Errorf("creating the gateway: %w", err)
 	}
-	if st.port, err = freePort(); err != nil {
+	if st.port, err = s.ports.take(); err != nil {
+		return nil, err
+	}
+	if st.hookPort, err = s.ports.take(); err != nil {
 		return nil, err
 	}
 	var kb [16]byte
 	_, _ = rand.Read(kb[:])
 	st.apiKey = hex.EncodeToString(kb[:])
-	st.hooks, err = newHookServer("/v1/devices/", st.logger)
+	st.hooks, err = newHookServer(st.hookPort, "/v1/devices/", st.logger)
 	if err != nil {
 		return nil, err
 	}
@@ -414,6 +418,11 @@ func (st *scenario) close(failure error) {
 	}
 	if st.dataDir != "" {
 		_ = os.RemoveAll(st.dataDir)
+	}
+	for _, p := range []int{st.port, st.hookPort} {
+		if p != 0 {
+			st.suite.ports.release(p)
+		}
 	}
 }
 

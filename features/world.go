@@ -3,9 +3,13 @@ package features
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -163,6 +167,57 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// portPool hands out loopback ports for listeners that must keep their port
+// across restarts (the supervisor's, the gateway app's). They come from
+// below the kernel's ephemeral range, so that no outgoing connection and no
+// listener on port 0 can take one while its owner is down, and a port is
+// never given to two scenarios at once.
+type portPool struct {
+	mu       sync.Mutex
+	lo, hi   int
+	rng      *mrand.Rand
+	reserved map[int]bool
+}
+
+func newPortPool(seed int64) *portPool {
+	lo, hi := 20000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var eLo, eHi int
+		if _, err := fmt.Sscan(string(b), &eLo, &eHi); err == nil && eLo > 2048 {
+			hi = eLo
+			lo = max(1024, eLo-12768)
+		}
+	}
+	return &portPool{lo: lo, hi: hi, rng: mrand.New(mrand.NewPCG(uint64(seed), 0x5eed)), reserved: map[int]bool{}}
+}
+
+// take reserves a port that is free now.
+func (p *portPool) take() (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for range 200 {
+		port := p.lo + p.rng.IntN(p.hi-p.lo)
+		if p.reserved[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		p.reserved[port] = true
+		return port, nil
+	}
+	return freePort()
+}
+
+// release returns a port to the pool.
+func (p *portPool) release(port int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.reserved, port)
 }
 
 // The fakes satisfy the seams.

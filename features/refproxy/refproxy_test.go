@@ -1,6 +1,7 @@
 package refproxy
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -61,7 +63,7 @@ func TestFeatures(t *testing.T) {
 		Concurrency: *concurrency,
 		Seed:        *seed,
 		ReportDir:   dir,
-		Output:      testWriter{t},
+		Output:      &testWriter{t: t},
 		NoColors:    true,
 		TestingT:    t,
 	}
@@ -75,10 +77,23 @@ func TestFeatures(t *testing.T) {
 	}
 }
 
-// testWriter sends the console report to the test log.
-type testWriter struct{ t *testing.T }
+// testWriter sends the console report to the test log, line by line.
+type testWriter struct {
+	t   *testing.T
+	mu  sync.Mutex
+	buf []byte
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		w.t.Log(string(w.buf[:i]))
+		w.buf = w.buf[i+1:]
+	}
 }
