@@ -1,0 +1,465 @@
+package outbox
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/proxy/cloudclient"
+	"github.com/depharness/depharness/proxy/store"
+	"github.com/depharness/depharness/proxy/violation"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+const gwUUID = "gateway0123456789abcdef012345678"
+
+// testCloud is a cloud serving PATCH /v6/device(<id>) and the log stream,
+// recording what it took, with knobs to fail.
+type testCloud struct {
+	mu sync.Mutex
+	// down answers 503 to everything while set.
+	down bool
+	// patchStatus, if set for a device id, is the answer to its PATCH.
+	patchStatus map[int64]int
+	// rejectLog, if set, makes a log batch holding that message answer 400.
+	rejectLog string
+	patches   []string // "<id> <body>"
+	logs      []cloudapi.LogLine
+	requests  int
+}
+
+var patchPath = regexp.MustCompile(`^/v6/device\((\d+)\)$`)
+
+func (c *testCloud) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.requests++
+	if c.down {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
+	body, _ := io.ReadAll(r.Body)
+	switch {
+	case r.Method == "PATCH" && patchPath.MatchString(r.URL.Path):
+		id, _ := strconv.ParseInt(patchPath.FindStringSubmatch(r.URL.Path)[1], 10, 64)
+		if code := c.patchStatus[id]; code != 0 {
+			http.Error(w, "refused", code)
+			return
+		}
+		c.patches = append(c.patches, fmt.Sprintf("%d %s", id, body))
+	case r.Method == "POST" && r.URL.Path == fmt.Sprintf(cloudapi.PathLogStreamFmt, gwUUID):
+		var batch []cloudapi.LogLine
+		sc := bufio.NewScanner(strings.NewReader(string(body)))
+		for sc.Scan() {
+			var l cloudapi.LogLine
+			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+				http.Error(w, "bad line", 400)
+				return
+			}
+			if c.rejectLog != "" && l.Message == c.rejectLog {
+				http.Error(w, "bad line", 400)
+				return
+			}
+			batch = append(batch, l)
+		}
+		c.logs = append(c.logs, batch...)
+	default:
+		http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusTeapot)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (c *testCloud) set(fn func(c *testCloud)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fn(c)
+}
+
+func (c *testCloud) Patches() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.patches...)
+}
+
+func (c *testCloud) LogMessages() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, l := range c.logs {
+		out = append(out, l.UUID+":"+l.Message)
+	}
+	return out
+}
+
+// env is a store, a test cloud behind a real cloud client, and an outbox.
+type env struct {
+	t     *testing.T
+	store *store.Store
+	cloud *testCloud
+	ob    *Outbox
+	reg   *prometheus.Registry
+	dir   string
+}
+
+func newEnv(t *testing.T, mods ...func(*Options)) *env {
+	t.Helper()
+	e := &env{t: t, cloud: &testCloud{patchStatus: map[int64]int{}}, reg: prometheus.NewRegistry(), dir: t.TempDir()}
+	srv := httptest.NewServer(e.cloud)
+	t.Cleanup(srv.Close)
+	var err error
+	if e.store, err = store.Open(e.dir, store.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.store.Close() })
+	cc, err := cloudclient.New(cloudclient.Options{BaseURL: srv.URL, GatewayUUID: gwUUID, GatewayID: 1, APIKey: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{
+		Store: e.store, Cloud: cc, RetryMin: 5 * time.Millisecond, RetryMax: 40 * time.Millisecond,
+		IdleCheck: time.Hour, Registerer: e.reg, Rand: rand.New(rand.NewPCG(1, 2)),
+		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, m := range mods {
+		m(&opts)
+	}
+	if e.ob, err = New(opts); err != nil {
+		t.Fatal(err)
+	}
+	for i, u := range []string{"dev-a", "dev-b"} {
+		if _, err := e.store.InsertProvisioned(context.Background(), store.NewDevice{UUID: u, AppID: 1, DeviceType: "t", CloudID: int64(11 + i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+// tWriter sends log output to t.Logf.
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// run starts the outbox until the test ends; Run must return nil promptly.
+func (e *env) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.ob.Run(ctx) }()
+	e.t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				e.t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			e.t.Errorf("Run did not return after cancel")
+		}
+	})
+}
+
+func (e *env) report(uuid, status string) {
+	e.t.Helper()
+	if _, _, err := e.store.ApplyReport(context.Background(), uuid, store.Report{Status: &status}); err != nil {
+		e.t.Fatal(err)
+	}
+	e.ob.Notify()
+}
+
+func (e *env) logLine(uuid, msg string) {
+	e.t.Helper()
+	b, _ := json.Marshal(cloudapi.LogLine{UUID: uuid, Message: msg, Timestamp: 1})
+	if _, err := e.store.AppendLog(context.Background(), uuid, b, 0); err != nil {
+		e.t.Fatal(err)
+	}
+	e.ob.Notify()
+}
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func (e *env) requests() int {
+	e.cloud.mu.Lock()
+	defer e.cloud.mu.Unlock()
+	return e.cloud.requests
+}
+
+func (e *env) depth(kind string) int64 {
+	n, err := e.store.OutboxDepth(context.Background(), kind)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+func patchWant(id int, status string) string { return fmt.Sprintf(`%d {"status":"%s"}`, id, status) }
+
+func TestPatchesAreDeliveredInOrderAcrossAnOutage(t *testing.T) {
+	e := newEnv(t)
+	e.cloud.set(func(c *testCloud) { c.down = true })
+	e.run()
+	var want []string
+	for i := 0; i < 10; i++ {
+		u, id := "dev-a", 11
+		if i%3 == 0 {
+			u, id = "dev-b", 12
+		}
+		e.report(u, fmt.Sprint("s", i))
+		want = append(want, patchWant(id, fmt.Sprint("s", i)))
+	}
+	waitFor(t, "two failed rounds", func() bool {
+		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(store.OutboxPatch)) >= 2
+	})
+	if got := e.cloud.Patches(); len(got) != 0 {
+		t.Fatalf("delivered during the outage: %v", got)
+	}
+	if d := e.depth(store.OutboxPatch); d != 10 {
+		t.Fatalf("depth during the outage = %d, want 10", d)
+	}
+	e.cloud.set(func(c *testCloud) { c.down = false })
+	waitFor(t, "all patches", func() bool { return len(e.cloud.Patches()) >= 10 })
+	if got := e.cloud.Patches(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("cloud got\n%v\nwant\n%v", got, want)
+	}
+	waitFor(t, "an empty outbox", func() bool { return e.depth(store.OutboxPatch) == 0 })
+	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(store.OutboxPatch)); got != 10 {
+		t.Errorf("delivered = %v, want 10", got)
+	}
+	waitFor(t, "the depth gauge at 0", func() bool {
+		return testutil.ToFloat64(e.ob.metrics.depth.WithLabelValues(store.OutboxPatch)) == 0
+	})
+}
+
+func TestLogsAreDeliveredInOrderInBatchesAcrossAnOutage(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.LogBatch = 3 })
+	e.cloud.set(func(c *testCloud) { c.down = true })
+	e.run()
+	var want []string
+	for i := 0; i < 10; i++ {
+		u := []string{"dev-a", "dev-b"}[i%2]
+		e.logLine(u, fmt.Sprint("m", i))
+		want = append(want, fmt.Sprintf("%s:m%d", u, i))
+	}
+	waitFor(t, "a failed round", func() bool {
+		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(store.OutboxLog)) >= 1
+	})
+	e.cloud.set(func(c *testCloud) { c.down = false })
+	waitFor(t, "all lines", func() bool { return len(e.cloud.LogMessages()) >= 10 })
+	waitFor(t, "an empty outbox", func() bool { return e.depth(store.OutboxLog) == 0 })
+	if got := e.cloud.LogMessages(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("cloud got\n%v\nwant\n%v (each once, in order)", got, want)
+	}
+}
+
+func TestDeliveryResumesAfterARestartOnTheSameData(t *testing.T) {
+	e := newEnv(t)
+	e.report("dev-a", "before-restart")
+	e.logLine("dev-b", "kept")
+	e.store.Close()
+	st, err := store.Open(e.dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e.store = st
+	e.ob.opts.Store = st
+	e.run()
+	waitFor(t, "the patch and the line", func() bool {
+		return len(e.cloud.Patches()) == 1 && len(e.cloud.LogMessages()) == 1
+	})
+	if got := e.cloud.Patches()[0]; got != patchWant(11, "before-restart") {
+		t.Errorf("patch = %s", got)
+	}
+}
+
+func TestARejectedPatchIsDroppedAndTheQueueMovesOn(t *testing.T) {
+	e := newEnv(t)
+	e.cloud.set(func(c *testCloud) { c.patchStatus[11] = http.StatusNotFound })
+	e.report("dev-a", "lost")
+	e.report("dev-b", "after")
+	e.run()
+	waitFor(t, "the later patch", func() bool { return len(e.cloud.Patches()) == 1 })
+	if got := e.cloud.Patches()[0]; got != patchWant(12, "after") {
+		t.Errorf("delivered %s, want the patch of dev-b", got)
+	}
+	waitFor(t, "an empty outbox", func() bool { return e.depth(store.OutboxPatch) == 0 })
+	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxPatch, "rejected")); got != 1 {
+		t.Errorf("dropped = %v, want 1", got)
+	}
+}
+
+func TestAnUnauthorizedPatchIsRetriedNotDropped(t *testing.T) {
+	e := newEnv(t)
+	e.cloud.set(func(c *testCloud) { c.patchStatus[11] = http.StatusUnauthorized })
+	e.report("dev-a", "s")
+	e.run()
+	waitFor(t, "two failed rounds", func() bool {
+		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(store.OutboxPatch)) >= 2
+	})
+	if d := e.depth(store.OutboxPatch); d != 1 {
+		t.Fatalf("depth = %d, want 1 (kept for retry)", d)
+	}
+	e.cloud.set(func(c *testCloud) { delete(c.patchStatus, 11) })
+	waitFor(t, "the patch", func() bool { return len(e.cloud.Patches()) == 1 })
+}
+
+func TestARejectedLogLineIsFoundAndDroppedAlone(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.LogBatch = 8 })
+	e.cloud.set(func(c *testCloud) { c.rejectLog = "bad" })
+	var want []string
+	for i := 0; i < 7; i++ {
+		msg := fmt.Sprint("m", i)
+		if i == 4 {
+			msg = "bad"
+		} else {
+			want = append(want, "dev-a:"+msg)
+		}
+		e.logLine("dev-a", msg)
+	}
+	e.run()
+	waitFor(t, "an empty outbox", func() bool { return e.depth(store.OutboxLog) == 0 })
+	if got := e.cloud.LogMessages(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("cloud got %v, want %v", got, want)
+	}
+	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxLog, "rejected")); got != 1 {
+		t.Errorf("dropped = %v, want 1", got)
+	}
+}
+
+func TestNotifyWakesAnIdleOutbox(t *testing.T) {
+	e := newEnv(t) // IdleCheck is an hour: only Notify can wake it
+	e.run()
+	waitFor(t, "the idle outbox to have looked once", func() bool {
+		return testutil.ToFloat64(e.ob.metrics.depth.WithLabelValues(store.OutboxPatch)) == 0 &&
+			testutil.CollectAndCount(e.ob.metrics.depth) == 2
+	})
+	e.report("dev-a", "woken")
+	waitFor(t, "the patch", func() bool { return len(e.cloud.Patches()) == 1 })
+}
+
+func TestRunStopsPromptlyDuringABackoff(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.RetryMin, o.RetryMax = time.Hour, time.Hour })
+	e.cloud.set(func(c *testCloud) { c.down = true })
+	e.report("dev-a", "s")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.ob.Run(ctx) }()
+	waitFor(t, "a failed round", func() bool {
+		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(store.OutboxPatch)) >= 1
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5 s of cancel")
+	}
+}
+
+func TestBackoffGrowsWithJitterUpToTheCap(t *testing.T) {
+	o, err := New(Options{Store: &store.Store{}, Cloud: nopCloud{}, RetryMin: 100 * time.Millisecond, RetryMax: time.Second, Rand: rand.New(rand.NewPCG(3, 4))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		n    int
+		base time.Duration
+	}{{1, 100 * time.Millisecond}, {2, 200 * time.Millisecond}, {4, 800 * time.Millisecond}, {5, time.Second}, {60, time.Second}} {
+		for i := 0; i < 20; i++ {
+			if d := o.backoff(tc.n); d < tc.base/2 || d > tc.base {
+				t.Fatalf("backoff(%d) = %v, want within [%v, %v]", tc.n, d, tc.base/2, tc.base)
+			}
+		}
+	}
+}
+
+type nopCloud struct{}
+
+func (nopCloud) PatchDevice(context.Context, int64, cloudapi.DevicePatch) error { return nil }
+func (nopCloud) SendLogs(context.Context, []cloudapi.LogLine) error             { return nil }
+
+func TestViolations(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// contract runs a scenario and reports whether the contract held.
+		contract func(t *testing.T, e *env) (bool, string)
+	}{
+		{"put-lost-on-outage", func(t *testing.T, e *env) (bool, string) {
+			e.cloud.set(func(c *testCloud) { c.down = true })
+			e.report("dev-a", "s")
+			e.run()
+			// Kept for a retry (a second request) or dropped (depth 0).
+			waitFor(t, "a retry or a drop", func() bool { return e.requests() >= 2 || e.depth(store.OutboxPatch) == 0 })
+			return e.depth(store.OutboxPatch) == 1, fmt.Sprint("depth ", e.depth(store.OutboxPatch))
+		}},
+		{"logs-lost-on-outage", func(t *testing.T, e *env) (bool, string) {
+			e.cloud.set(func(c *testCloud) { c.down = true })
+			e.logLine("dev-a", "m")
+			e.run()
+			// Kept for a retry (a second request) or dropped (depth 0).
+			waitFor(t, "a retry or a drop", func() bool { return e.requests() >= 2 || e.depth(store.OutboxLog) == 0 })
+			return e.depth(store.OutboxLog) == 1, fmt.Sprint("depth ", e.depth(store.OutboxLog))
+		}},
+		{"outbox-reorder", func(t *testing.T, e *env) (bool, string) {
+			e.report("dev-a", "first")
+			e.report("dev-a", "second")
+			e.run()
+			waitFor(t, "both patches", func() bool { return len(e.cloud.Patches()) == 2 })
+			got := e.cloud.Patches()
+			return got[0] == patchWant(11, "first"), fmt.Sprint(got)
+		}},
+	} {
+		t.Run(tc.name+" breaks "+violation.Known[tc.name].Clause, func(t *testing.T) {
+			if ok, got := tc.contract(t, newEnv(t)); !ok {
+				t.Fatalf("without the violation: contract broken: %s", got)
+			}
+			with := newEnv(t, func(o *Options) { o.Violations = violation.Set{tc.name: true} })
+			if ok, got := tc.contract(t, with); ok {
+				t.Fatalf("with the violation: contract still holds: %s", got)
+			}
+		})
+	}
+}
+
+func TestMetricsLintClean(t *testing.T) {
+	e := newEnv(t)
+	e.report("dev-a", "s")
+	e.logLine("dev-a", "m")
+	e.run()
+	waitFor(t, "delivery", func() bool { return len(e.cloud.Patches()) == 1 && len(e.cloud.LogMessages()) == 1 })
+	problems, err := testutil.GatherAndLint(e.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
