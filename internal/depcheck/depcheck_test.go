@@ -32,6 +32,8 @@ var rules = []rule{
 	{prefix: "proxy/violation", stdOnly: true},
 	{prefix: "proxy", denied: []string{"fakes", "sim", "features", "world", "cmd", "e2e"}},
 	{prefix: "fakes", allowed: []string{"proxy/api", "proxy/cloudapi", "fakes"}},
+	// Load scenarios drive the fake cloud through its HTTP control client.
+	{prefix: "sim/load", allowed: []string{"proxy/api", "sim", "fakes/cloud"}},
 	{prefix: "sim", allowed: []string{"proxy/api", "sim"}},
 }
 
