@@ -11,7 +11,42 @@ import (
 	"time"
 )
 
-// ControlPrefix is the path prefix of the HTTP control API.
+// ControlPrefix is the path prefix of the HTTP control API. Every route
+// needs "Authorization: Bearer <admin token>"; bodies are JSON, decoded
+// strictly (unknown fields are a 400); errors are plain text: 400 bad input
+// (nothing changed), 401, 404 unknown thing, 409 taken, 503 no builder.
+//
+//	GET    info                          seed and counts (Info)
+//	POST   gateways                      GatewaySpec → 201 Gateway
+//	GET    gateways                      []Gateway
+//	GET    gateways/{uuid}               Gateway
+//	GET    gateways/{uuid}/state         the gateway's target state document
+//	POST   apps                          AppSpec → 201 App
+//	GET    apps                          []App
+//	GET    apps/{id}                     App
+//	DELETE apps/{id}                     204; its devices go with it
+//	POST   apps/{id}/releases            ReleaseRequest → 201 Release
+//	GET    apps/{id}/releases            []Release
+//	PATCH  apps/{id}/vars/{env|config}   VarsRequest → 204
+//	POST   devices                       DeviceSpec → 201 DeviceInfo
+//	GET    devices[?gateway=U&app=N]     []DeviceInfo
+//	GET    devices/{uuid}                DeviceInfo
+//	DELETE devices/{uuid}                204
+//	PATCH  devices/{uuid}/vars/{kind}    VarsRequest → 204
+//	POST   devices/{uuid}/move           MoveRequest → 204
+//	POST   devices/{uuid}/restart        → RestartResponse
+//	GET    devices/{uuid}/logs           []cloudapi.LogLine
+//	GET    requests[?after=SEQ]          []Request (the journal)
+//	GET    faults                        FaultState
+//	DELETE faults                        204; every knob removed
+//	POST   faults/delay                  DelayRequest → 204
+//	DELETE faults/delay/{route}          204
+//	POST   faults/fail-next              FailNextRequest → 204
+//	DELETE faults/fail-next/{route}      204
+//	POST   faults/outage                 OutageRequest → 204
+//	DELETE faults/outage                 204
+//	POST   faults/hang                   HangRequest → 204
+//	DELETE faults/hang/{route}           204
 const ControlPrefix = "/control/v1/"
 
 // Body limits of the control API.

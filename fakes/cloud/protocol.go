@@ -184,17 +184,26 @@ func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request, gw *gat
 	if req.DeviceType == "" {
 		return errorf(http.StatusBadRequest, "device_type is required")
 	}
+	out, err := s.provision(gw, req)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, out)
+}
+
+// provision creates the device of a validated provisioning request of gw.
+func (s *Server) provision(gw *gateway, req cloudapi.ProvisionRequest) (cloudapi.Device, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.apps[req.BelongsToApplication]
 	if a == nil || a.parent != gw.app {
-		return errorf(http.StatusBadRequest, "belongs_to__application %d is not a dependent application of this gateway's application", req.BelongsToApplication)
+		return cloudapi.Device{}, errorf(http.StatusBadRequest, "belongs_to__application %d is not a dependent application of this gateway's application", req.BelongsToApplication)
 	}
 	if req.IsManagedByDevice != gw.deviceID {
-		return errorf(http.StatusBadRequest, "is_managed_by__device %d is not the calling gateway (device %d)", req.IsManagedByDevice, gw.deviceID)
+		return cloudapi.Device{}, errorf(http.StatusBadRequest, "is_managed_by__device %d is not the calling gateway (device %d)", req.IsManagedByDevice, gw.deviceID)
 	}
 	if s.devices[req.UUID] != nil || s.gateways[req.UUID] != nil {
-		return errorf(http.StatusConflict, "a device with uuid %s already exists", req.UUID)
+		return cloudapi.Device{}, errorf(http.StatusConflict, "a device with uuid %s already exists", req.UUID)
 	}
 	registered := s.now()
 	if req.RegisteredAt > 0 {
@@ -214,7 +223,7 @@ func (s *Server) handleProvision(w http.ResponseWriter, r *http.Request, gw *gat
 	}
 	s.addDeviceLocked(d)
 	s.notifyLocked()
-	return writeJSON(w, http.StatusCreated, cloudDeviceLocked(d))
+	return cloudDeviceLocked(d), nil
 }
 
 var patchPathRe = regexp.MustCompile(`^/v6/device\(([0-9]{1,18})\)$`)
