@@ -201,10 +201,12 @@ type devState struct {
 	inFlight bool
 	recheck  bool // the store changed while in flight
 	failures int  // consecutive failed deliveries of workKey
-	workKey  string
-	kind     string    // kind owed next, for the pending gauge ("" none)
-	lastSent time.Time // when this run's last hook to it ended (precise)
-	memo     memo
+	// backoffUntil is when workKey may be retried after failures.
+	backoffUntil time.Time
+	workKey      string
+	kind         string    // kind owed next, for the pending gauge ("" none)
+	lastSent     time.Time // when this run's last hook to it ended (precise)
+	memo         memo
 }
 
 // memo is per-device worker memory, used only by deliberate violations.
@@ -371,7 +373,11 @@ func (rs *runState) rebuild(ctx context.Context) error {
 		}
 	}
 	for u, st := range rs.devices {
-		if !owed[u] && !st.inFlight {
+		switch {
+		case owed[u]:
+		case st.inFlight:
+			st.recheck = true
+		default:
 			rs.forget(st)
 		}
 	}
@@ -387,11 +393,14 @@ func (rs *runState) refresh(ctx context.Context, uuid string) {
 		}
 		return
 	}
-	st := rs.devices[uuid]
 	if err == nil && rs.merge(w, rs.d.opts.Now()) {
 		return
 	}
-	if st != nil && !st.inFlight {
+	switch st := rs.devices[uuid]; {
+	case st == nil:
+	case st.inFlight:
+		st.recheck = true
+	default:
 		rs.forget(st)
 	}
 }
@@ -420,9 +429,12 @@ func (rs *runState) merge(w store.HookWork, now time.Time) bool {
 	}
 	rs.setKind(st, kind)
 	if key != st.workKey || st.index < 0 {
-		st.workKey = key
-		st.failures = 0
-		rs.place(st, d.earliest(st, w.LastAttempt, now))
+		if key != st.workKey {
+			st.workKey = key
+			st.failures = 0
+			st.backoffUntil = time.Time{}
+		}
+		rs.place(st, later(d.earliest(st, w.LastAttempt, now), st.backoffUntil))
 	}
 	return true
 }
@@ -507,34 +519,43 @@ func (rs *runState) handle(r result) {
 	if r.sent {
 		st.lastSent = r.attempt
 	}
-	if !r.more && !st.recheck {
+	recheck := st.recheck
+	st.recheck = false
+	if !r.more && !recheck {
 		rs.forget(st)
 		return
 	}
-	st.recheck = false
-	if r.workKey != st.workKey {
-		st.workKey = r.workKey
-		st.failures = 0
-	}
-	if r.kind != "" {
-		rs.setKind(st, r.kind)
-	}
 	now := d.opts.Now()
-	switch {
-	case !r.notDueAt.IsZero():
-		rs.place(st, r.notDueAt)
-	case r.failed:
-		st.failures++
-		base := st.lastSent
-		if base.IsZero() {
-			base = now
-		}
-		rs.place(st, later(now, base.Add(d.backoff(st.failures))))
-	default:
-		if r.delivered {
+	if r.more {
+		if r.workKey != st.workKey {
+			st.workKey = r.workKey
 			st.failures = 0
+			st.backoffUntil = time.Time{}
 		}
-		rs.place(st, d.earliest(st, time.Time{}, now))
+		rs.setKind(st, r.kind)
+		switch {
+		case !r.notDueAt.IsZero():
+			rs.place(st, r.notDueAt)
+		case r.failed:
+			st.failures++
+			base := st.lastSent
+			if base.IsZero() {
+				base = now
+			}
+			st.backoffUntil = later(now, base.Add(d.backoff(st.failures)))
+			rs.place(st, st.backoffUntil)
+		default:
+			if r.delivered {
+				st.failures = 0
+				st.backoffUntil = time.Time{}
+			}
+			rs.place(st, d.earliest(st, time.Time{}, now))
+		}
+	}
+	if recheck {
+		// The store changed while the hook was in flight: re-read at once.
+		// The worker still honours pacing and backoff (backoffUntil).
+		rs.place(st, now)
 	}
 }
 
@@ -598,7 +619,11 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 		return r
 	}
 	now := d.opts.Now()
-	if p := d.earliest(st, w.LastAttempt, now); p.After(now) {
+	p := d.earliest(st, w.LastAttempt, now)
+	if key == st.workKey {
+		p = later(p, st.backoffUntil)
+	}
+	if p.After(now) {
 		r.more, r.kind, r.workKey, r.notDueAt = true, kind, key, p
 		return r
 	}

@@ -186,7 +186,7 @@ func TestFailedHooksAreRetriedWithBackoff(t *testing.T) {
 		}},
 		{"timeouts are retried", func(h hookReq, n int) int {
 			if n <= 3 {
-				time.Sleep(300 * time.Millisecond) // longer than the hook timeout
+				time.Sleep(time.Second) // longer than the hook timeout
 			}
 			return http.StatusOK
 		}},
@@ -196,7 +196,7 @@ func TestFailedHooksAreRetriedWithBackoff(t *testing.T) {
 			rv := newReceiver(t, tc.respond)
 			w := newWorld(t, "d1")
 			w.downloaded("c1")
-			r := start(t, w, Options{BaseAddress: rv.base(), Timeout: 100 * time.Millisecond, BackoffMax: 8 * ri})
+			r := start(t, w, Options{BaseAddress: rv.base(), Timeout: 400 * time.Millisecond, BackoffMax: 8 * ri})
 			got := rv.await(t, 4, updatesTo("d1"))
 			w.awaitSettled("d1")
 			gs := gaps(got)
