@@ -142,6 +142,8 @@ func (x *deviceScanner) scanInto(sc interface{ Scan(...any) error }, d *Device) 
 	return nil
 }
 
+const deviceByUUID = deviceColumns + ` WHERE d.uuid = ?`
+
 func scanDevice(sc interface{ Scan(...any) error }) (Device, error) {
 	return newDeviceScanner().scan(sc)
 }
@@ -200,7 +202,11 @@ ON CONFLICT (uuid) DO UPDATE SET
 // DeviceByUUID reads one device, marked for deletion or not. ErrNotFound if
 // there is none.
 func (s *Store) DeviceByUUID(ctx context.Context, uuid string) (Device, error) {
-	d, err := scanDevice(s.r.QueryRowContext(ctx, deviceColumns+` WHERE d.uuid = ?`, uuid))
+	st, err := s.prepared(ctx, s.r, deviceByUUID)
+	if err != nil {
+		return Device{}, fmt.Errorf("store: device %s: %w", uuid, err)
+	}
+	d, err := scanDevice(st.QueryRowContext(ctx, uuid))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Device{}, ErrNotFound
 	}
@@ -389,12 +395,20 @@ func (s *Store) ApplyReport(ctx context.Context, uuid string, r Report) (d Devic
 			return Device{}, false, fmt.Errorf("store: reported %s is not a JSON object", name)
 		}
 	}
+	// Prepared on the writer before the transaction takes its only
+	// connection; bound to the transaction inside.
+	var stmts [4]*sql.Stmt
+	for i, q := range []string{deviceLookupForWrite, applyReportUpdate, outboxInsert, deviceByUUID} {
+		if stmts[i], err = s.prepared(ctx, s.w, q); err != nil {
+			return Device{}, false, fmt.Errorf("store: apply report %s: %w", uuid, err)
+		}
+	}
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		var (
 			cloudID int64
 			marked  bool
 		)
-		err := tx.QueryRowContext(ctx, `SELECT cloud_id, marked_for_delete FROM devices WHERE uuid = ?`, uuid).Scan(&cloudID, &marked)
+		err := tx.StmtContext(ctx, stmts[0]).QueryRowContext(ctx, uuid).Scan(&cloudID, &marked)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}
@@ -408,14 +422,7 @@ func (s *Store) ApplyReport(ctx context.Context, uuid string, r Report) (d Devic
 		if r.IsOnline != nil {
 			isOnline = *r.IsOnline
 		}
-		if _, err := tx.ExecContext(ctx, `
-UPDATE devices SET
-	status          = COALESCE(?, status),
-	is_online       = COALESCE(?, is_online),
-	reported_commit = COALESCE(?, reported_commit),
-	environment     = COALESCE(?, environment),
-	config          = COALESCE(?, config)
-WHERE uuid = ?`,
+		if _, err := tx.StmtContext(ctx, stmts[1]).ExecContext(ctx,
 			r.Status, isOnline, r.Commit, compactOrNil(r.Environment), compactOrNil(r.Config), uuid); err != nil {
 			return err
 		}
@@ -428,14 +435,13 @@ WHERE uuid = ?`,
 			if err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx,
-				`INSERT INTO outbox (kind, device_uuid, cloud_id, payload, created_at) VALUES ('patch', ?, ?, ?, ?)`,
-				uuid, cloudID, string(payload), s.nowMillis()); err != nil {
+			if _, err := tx.StmtContext(ctx, stmts[2]).ExecContext(ctx,
+				OutboxPatch, uuid, cloudID, string(payload), s.nowMillis()); err != nil {
 				return err
 			}
 			enqueued = true
 		}
-		if d, err = scanDevice(tx.QueryRowContext(ctx, deviceColumns+` WHERE d.uuid = ?`, uuid)); err != nil {
+		if d, err = scanDevice(tx.StmtContext(ctx, stmts[3]).QueryRowContext(ctx, uuid)); err != nil {
 			return err
 		}
 		t, ok, err := deviceUpdateTarget(ctx, tx, uuid)
@@ -464,6 +470,20 @@ WHERE uuid = ?`,
 	}
 	return d, enqueued, nil
 }
+
+// Statements of ApplyReport (and AppendLog), prepared once.
+const (
+	deviceLookupForWrite = `SELECT cloud_id, marked_for_delete FROM devices WHERE uuid = ?`
+	applyReportUpdate    = `
+UPDATE devices SET
+	status          = COALESCE(?, status),
+	is_online       = COALESCE(?, is_online),
+	reported_commit = COALESCE(?, reported_commit),
+	environment     = COALESCE(?, environment),
+	config          = COALESCE(?, config)
+WHERE uuid = ?`
+	outboxInsert = `INSERT INTO outbox (kind, device_uuid, cloud_id, payload, created_at) VALUES (?, ?, ?, ?, ?)`
+)
 
 // isJSONObject reports whether raw is one JSON object (after whitespace).
 func isJSONObject(raw json.RawMessage) bool {

@@ -417,3 +417,48 @@ func TestEachDeviceViewEqualsViewOfEveryRow(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent reports, log lines and reads share the prepared statements and
+// the one writer connection without deadlock, and every write lands.
+func TestConcurrentWritesAndReads(t *testing.T) {
+	s := openAPIStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	apiSeedApp(t, s, 5, "app", `{}`, "c1", true)
+	for i := 0; i < 4; i++ {
+		apiProvision(t, s, fmt.Sprint("u", i), 5, int64(i+1))
+	}
+	errs := make(chan error, 12)
+	for g := 0; g < 12; g++ {
+		go func() {
+			u := fmt.Sprint("u", g%4)
+			for i := 0; i < 20; i++ {
+				var err error
+				switch g % 3 {
+				case 0:
+					_, _, err = s.ApplyReport(ctx, u, Report{Status: apiStrPtr(fmt.Sprint(i))})
+				case 1:
+					_, err = s.AppendLog(ctx, u, logPayload(i), 0)
+				default:
+					_, err = s.DeviceByUUID(ctx, u)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for g := 0; g < 12; g++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := s.OutboxDepth(ctx, OutboxPatch); n != 4*20 {
+		t.Errorf("patch rows = %d, want 80", n)
+	}
+	if n, _ := s.OutboxDepth(ctx, OutboxLog); n != 4*20 {
+		t.Errorf("log rows = %d, want 80", n)
+	}
+}

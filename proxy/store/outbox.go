@@ -53,12 +53,19 @@ func (s *Store) AppendLog(ctx context.Context, uuid string, payload []byte, maxR
 	if !json.Valid(payload) {
 		return 0, errors.New("store: log payload is not JSON")
 	}
+	var lookup, insert *sql.Stmt
+	if lookup, err = s.prepared(ctx, s.w, deviceLookupForWrite); err == nil {
+		insert, err = s.prepared(ctx, s.w, outboxInsert)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: append log %s: %w", uuid, err)
+	}
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		var (
 			cloudID int64
 			marked  bool
 		)
-		err := tx.QueryRowContext(ctx, `SELECT cloud_id, marked_for_delete FROM devices WHERE uuid = ?`, uuid).Scan(&cloudID, &marked)
+		err := tx.StmtContext(ctx, lookup).QueryRowContext(ctx, uuid).Scan(&cloudID, &marked)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}
@@ -68,9 +75,8 @@ func (s *Store) AppendLog(ctx context.Context, uuid string, payload []byte, maxR
 		if marked {
 			return ErrDeleted
 		}
-		if _, err := tx.ExecContext(ctx,
-			`INSERT INTO outbox (kind, device_uuid, cloud_id, payload, created_at) VALUES ('log', ?, ?, ?, ?)`,
-			uuid, cloudID, string(payload), s.nowMillis()); err != nil {
+		if _, err := tx.StmtContext(ctx, insert).ExecContext(ctx,
+			OutboxLog, uuid, cloudID, string(payload), s.nowMillis()); err != nil {
 			return err
 		}
 		n, err := logRows(ctx, tx)

@@ -37,6 +37,8 @@ type Store struct {
 	w   *sql.DB // the one writer connection
 	r   *sql.DB // readers
 	now func() time.Time
+	// stmts caches prepared statements of hot queries (see prepared).
+	stmts stmtCache
 }
 
 // Options tune Open. The zero value is usable.
