@@ -16,7 +16,7 @@ import (
 
 	"github.com/depharness/depharness/proxy/api"
 	"github.com/depharness/depharness/sim/client"
-	"github.com/depharness/depharness/sim/internal/supervisortest"
+	"github.com/depharness/depharness/sim/supervisortest"
 )
 
 const key = "s3cret"

@@ -8,7 +8,7 @@ import (
 
 	"github.com/depharness/depharness/proxy/api"
 	"github.com/depharness/depharness/sim/client"
-	"github.com/depharness/depharness/sim/internal/supervisortest"
+	"github.com/depharness/depharness/sim/supervisortest"
 )
 
 // exampleSupervisor starts an in-memory supervisor with one dependent app.

@@ -24,7 +24,7 @@ import (
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
-	"github.com/depharness/depharness/sim/internal/supervisortest"
+	"github.com/depharness/depharness/sim/supervisortest"
 )
 
 const (

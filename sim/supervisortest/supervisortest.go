@@ -1,9 +1,10 @@
-// Package supervisortest is a minimal in-memory supervisor for the tests of
-// the sim packages: it serves the wire behaviour of the dependent-device API
-// (CONTRACT.md: auth, apps, assets with ETag and Range, provision, get, put,
-// logs, 404/410) over HTTP, records what it receives and offers an await API
-// so tests never sleep. It is not the reference proxy: it has no cloud, no
-// hooks and no durability.
+// Package supervisortest is a minimal in-memory supervisor for tests of
+// gateway apps, in the spirit of net/http/httptest: it serves the wire
+// behaviour of the dependent-device API (CONTRACT.md: auth, apps, assets
+// with ETag and Range, provision, get, put, logs, 404/410) over HTTP,
+// records what it receives, injects failures (FailNext) and offers an
+// await API so tests never sleep. It is not the reference proxy: it has no
+// cloud, sends no hooks and keeps nothing across restarts.
 //
 // It imports only proxy/api; the reference proxy's packages are off limits
 // to sim/.
