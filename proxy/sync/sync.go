@@ -418,6 +418,7 @@ func (s *Syncer) reconcileDownloads(ctx, dctx context.Context) {
 		c, cancel := context.WithCancel(dctx)
 		dl := &download{commit: a.Commit, image: a.Image, ctx: c, cancel: cancel}
 		s.downloads[a.AppID] = dl
+		s.metrics.downloading.Set(float64(len(s.downloads)))
 		s.dlWG.Add(1)
 		go s.runDownload(ctx, a.AppID, dl)
 	}
