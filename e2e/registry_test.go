@@ -16,6 +16,7 @@ import (
 	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
 
+	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
 )
 
@@ -165,5 +166,43 @@ func TestDockerDaemonPullsAnImagePushedToTheFakeRegistry(t *testing.T) {
 	}
 	if !bytes.Equal(got["firmware.bin"], layers[1].Files["firmware.bin"]) {
 		t.Errorf("firmware.bin: got the lower layer's version, want the upper layer's")
+	}
+}
+
+// TestDockerDaemonPullsAReleaseTheFakeCloudPushed pushes a release through
+// the fake cloud's control API: the cloud container builds the image and
+// pushes it to the registry container over the network, and hands out a
+// reference with the registry's network name. The same repository and
+// digest, on the registry's published loopback port, is what the Docker
+// daemon pulls.
+func TestDockerDaemonPullsAReleaseTheFakeCloudPushed(t *testing.T) {
+	requireDocker(t)
+	nw := newNetwork(t)
+	reg := startRegistry(t, nw)
+	cl := startCloud(t, nw)
+	ctl := &cloud.ControlClient{BaseURL: cl.URL(t, cloudPort), Token: adminToken}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	gw, err := ctl.CreateGateway(ctx, cloud.GatewaySpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := ctl.CreateApp(ctx, cloud.AppSpec{Gateway: gw.UUID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"assets/firmware.bin": bytes.Repeat([]byte{0xA5, 0x5A}, 1<<14), "assets/sub/x.hex": []byte(":00000001FF\n")}
+	rel, err := ctl.PushRelease(ctx, app.ID, cloud.ReleaseSpec{Layers: []cloud.Layer{{Files: files}}})
+	if err != nil {
+		t.Fatalf("push a release: %v", err)
+	}
+	if !strings.HasPrefix(rel.Image, registryHost+"/") {
+		t.Fatalf("release image: got %s, want a reference on %s", rel.Image, registryHost)
+	}
+	ref := hostRef(t, reg, rel.Image)
+	pullImage(t, ref)
+	got := imageAssets(t, ref)
+	if len(got) != 2 || !bytes.Equal(got["firmware.bin"], files["assets/firmware.bin"]) || !bytes.Equal(got["sub/x.hex"], files["assets/sub/x.hex"]) {
+		t.Errorf("/assets of the pulled release: got files %v, want firmware.bin and sub/x.hex as pushed", slices.Sorted(maps.Keys(got)))
 	}
 }
