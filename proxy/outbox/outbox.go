@@ -40,7 +40,7 @@ type Cloud interface {
 // Defaults of Options.
 const (
 	DefaultRetryMin    = 250 * time.Millisecond
-	DefaultRetryMax    = 30 * time.Second
+	DefaultRetryMax    = 5 * time.Second
 	DefaultLogBatch    = 500
 	DefaultCallTimeout = 30 * time.Second
 	DefaultIdleCheck   = 10 * time.Second
@@ -53,7 +53,8 @@ type Options struct {
 	Cloud Cloud
 	// RetryMin is the first backoff after the cloud was unavailable
 	// (default 250 ms); it doubles per failure up to RetryMax (default
-	// 30 s), with jitter.
+	// 5 s: one small request per few seconds costs a down cloud little, and
+	// delivery resumes soon after it is back), with jitter.
 	RetryMin, RetryMax time.Duration
 	// LogBatch is the most log lines sent in one request (default 500).
 	LogBatch int
