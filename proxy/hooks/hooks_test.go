@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -320,26 +321,46 @@ func TestRestartHookOncePerRequest(t *testing.T) {
 
 func TestHookStateIsDurableAcrossRestart(t *testing.T) {
 	const slow = 300 * time.Millisecond
+	var failing atomic.Bool
+	failing.Store(true)
 	rv := newReceiver(t, func(h hookReq, n int) int {
-		if h.UUID == "loop" {
+		switch {
+		case h.UUID == "loop":
 			return http.StatusAccepted
+		case h.UUID == "acked":
+			return http.StatusOK
+		case failing.Load():
+			return http.StatusServiceUnavailable
 		}
 		return http.StatusOK
 	})
-	w := newWorld(t, "acked", "loop")
+	w := newWorld(t, "acked", "loop", "gone", "rst")
 	w.downloaded("c1")
+	w.device("rst").Restart = 1
+	w.target.Devices = slices.DeleteFunc(w.target.Devices, func(d store.TargetDevice) bool { return d.UUID == "gone" })
+	w.apply()
+	w.report("rst", "c1", `{"A":"1"}`) // only the restart is owed
 	r := start(t, w, Options{BaseAddress: rv.base(), RetryInterval: slow})
 	rv.await(t, 1, updatesTo("acked"))
 	w.awaitSettled("acked")
 	rv.await(t, 1, updatesTo("loop"))
+	rv.await(t, 1, func(h hookReq) bool { return h.UUID == "gone" })
+	rv.await(t, 1, func(h hookReq) bool { return h.UUID == "rst" })
 	r.stop()
 	lastBefore := rv.requests(updatesTo("loop"))
 	w.reopen()
 
+	failing.Store(false)
 	r = start(t, w, Options{BaseAddress: rv.base(), RetryInterval: slow})
 	got := rv.await(t, len(lastBefore)+1, updatesTo("loop"))
 	if g := got[len(lastBefore)].At.Sub(lastBefore[len(lastBefore)-1].At); g < slow-3*time.Millisecond {
 		t.Fatalf("got the first hook after restart %v after the last one before, want at least %v", g, slow)
+	}
+	// The delete and the restart failed before the restart: still owed.
+	w.awaitSettled("gone")
+	w.awaitSettled("rst")
+	if _, err := w.st.HookWorkFor(context.Background(), "gone"); err != store.ErrNotFound {
+		t.Fatalf("got %v for the deleted device, want ErrNotFound", err)
 	}
 	if n := len(rv.requests(updatesTo("acked"))); n != 1 {
 		t.Fatalf("got %d update hooks to the acknowledged device across a restart, want 1", n)
