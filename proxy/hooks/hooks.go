@@ -191,8 +191,9 @@ func (d *Dispatcher) NotifyDevice(uuid string) {
 	}
 }
 
-// devState is the schedule entry of one device. The scheduler goroutine owns
-// every field except memo, which the device's one in-flight worker owns while
+// devState is the schedule entry of one device. The scheduler goroutine
+// writes every field except memo, and only while no worker has the device
+// (inFlight unset); the device's one worker reads them, and owns memo, while
 // inFlight is set.
 type devState struct {
 	uuid     string
@@ -670,7 +671,11 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 		if d.opts.Violations.On("hook-error-gives-up") {
 			st.memo.gaveUpKey = key
 		}
-		d.log.Warn("hooks: not delivered", "kind", kind, "uuid", st.uuid, "status", status, "err", err)
+		lvl := slog.LevelDebug // a gateway that is down would flood the log
+		if st.failures == 0 {
+			lvl = slog.LevelWarn
+		}
+		d.log.Log(ctx, lvl, "hooks: not delivered; retrying with backoff", "kind", kind, "uuid", st.uuid, "status", status, "err", err)
 	}
 
 	// What is left: w less what was just acknowledged. A change of the
