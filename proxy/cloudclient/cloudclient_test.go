@@ -328,9 +328,13 @@ func TestSendLogs(t *testing.T) {
 
 func TestCancelledContextIsUnavailableTransportError(t *testing.T) {
 	c, mt, _ := newMockClient(t)
-	on(mt, "PATCH "+testBase+"/v6/device(1)", httpmock.NewStringResponder(200, ""))
 	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
+	// The cloud hangs until the caller gives up.
+	on(mt, "PATCH "+testBase+"/v6/device(1)", func(req *http.Request) (*http.Response, error) {
+		cancel()
+		<-req.Context().Done()
+		return nil, req.Context().Err()
+	})
 	err := c.PatchDevice(ctx, 1, cloudapi.DevicePatch{})
 	if !errors.As(err, new(*TransportError)) || !IsUnavailable(err) {
 		t.Fatalf("err = %v, want an unavailable *TransportError", err)
