@@ -388,16 +388,37 @@ func isLoopback(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// progressKey carries an attempt's *atomic.Int64 (time of the last byte from
-// the registry, Unix nanoseconds) in request contexts.
+// progressKey carries an attempt's *progress in request contexts.
 type progressKey struct{}
 
-// watchedAttempt runs buildOnce, abandoning it with ErrStalled when nothing
-// comes from the registry for opts.StallTimeout.
+// progress tells whether an attempt is waiting on a silent registry: time
+// spent writing or between requests does not count, only time blocked in a
+// round trip or a body read.
+type progress struct {
+	waiting atomic.Int64 // calls blocked on the registry
+	last    atomic.Int64 // Unix nanoseconds of the last answer, or of the start of waiting
+}
+
+func (p *progress) begin() {
+	if p.waiting.Add(1) == 1 {
+		p.last.Store(time.Now().UnixNano())
+	}
+}
+
+func (p *progress) end() {
+	p.last.Store(time.Now().UnixNano())
+	p.waiting.Add(-1)
+}
+
+func (p *progress) stalled(now time.Time, d time.Duration) bool {
+	return p.waiting.Load() > 0 && now.Sub(time.Unix(0, p.last.Load())) > d
+}
+
+// watchedAttempt runs buildOnce, abandoning it with ErrStalled when it has
+// waited opts.StallTimeout for the registry without getting anything.
 func (c *Cache) watchedAttempt(ctx context.Context, ref name.Reference, appID int64, commit string) (flattenStats, error) {
-	last := &atomic.Int64{}
-	last.Store(time.Now().UnixNano())
-	actx, cancel := context.WithCancelCause(context.WithValue(ctx, progressKey{}, last))
+	p := &progress{}
+	actx, cancel := context.WithCancelCause(context.WithValue(ctx, progressKey{}, p))
 	defer cancel(nil)
 	done := make(chan struct{})
 	defer close(done)
@@ -410,7 +431,7 @@ func (c *Cache) watchedAttempt(ctx context.Context, ref name.Reference, appID in
 			case <-done:
 				return
 			case now := <-t.C:
-				if now.Sub(time.Unix(0, last.Load())) > d {
+				if p.stalled(now, d) {
 					cancel(ErrStalled)
 					return
 				}
@@ -704,31 +725,35 @@ type countingTransport struct {
 }
 
 func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	p, _ := r.Context().Value(progressKey{}).(*progress)
+	if p != nil {
+		p.begin()
+	}
 	resp, err := t.inner.RoundTrip(r)
-	last, _ := r.Context().Value(progressKey{}).(*atomic.Int64)
-	if err == nil && last != nil {
-		last.Store(time.Now().UnixNano())
+	if p != nil {
+		p.end()
 	}
 	if err == nil && resp.Body != nil {
-		resp.Body = &countingBody{ReadCloser: resp.Body, n: t.n, last: last}
+		resp.Body = &countingBody{ReadCloser: resp.Body, n: t.n, p: p}
 	}
 	return resp, err
 }
 
-// countingBody counts bytes read and notes the time of the last ones.
+// countingBody counts bytes read and reports reads to the attempt's progress.
 type countingBody struct {
 	io.ReadCloser
-	n    prometheus.Counter
-	last *atomic.Int64 // nil outside builds
+	n prometheus.Counter
+	p *progress // nil outside builds
 }
 
-func (b *countingBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
+func (b *countingBody) Read(buf []byte) (int, error) {
+	if b.p != nil {
+		b.p.begin()
+		defer b.p.end()
+	}
+	n, err := b.ReadCloser.Read(buf)
 	if n > 0 {
 		b.n.Add(float64(n))
-		if b.last != nil {
-			b.last.Store(time.Now().UnixNano())
-		}
 	}
 	return n, err
 }

@@ -268,17 +268,17 @@ func TestEnsureAbandonsAStalledTransferAndRetries(t *testing.T) {
 
 func TestEnsureKeepsASlowTransferThatMakesProgress(t *testing.T) {
 	r := newTestRegistry(t)
-	body := strings.Repeat("0123456789abcdef", 1024) // 16 KiB: 16 pieces
+	body := strings.Repeat("0123456789abcdef", 8*1024) // 128 KiB: 128 pieces
 	ref := r.push(t, "app/slow", imageOf(t, static.NewLayer(tarOf(t, file("assets/a", body)), types.OCIUncompressedLayer)))
-	r.trickle.Store(int64(10 * time.Millisecond)) // about 170 ms in all
-	c, _ := newCache(t, Options{StallTimeout: 60 * time.Millisecond, Retry: Retry{Attempts: 1}})
+	r.trickle.Store(int64(5 * time.Millisecond)) // at least 640 ms in all
+	c, _ := newCache(t, Options{StallTimeout: 400 * time.Millisecond, Retry: Retry{Attempts: 1}})
 
 	if err := c.Ensure(context.Background(), 14, commit, ref); err != nil {
 		t.Fatalf("Ensure of a slow but steady transfer: %v", err)
 	}
 	want := []string{`a "` + body + `"`}
 	if got := readTarFile(t, c.TarPath(14, commit)); !slices.Equal(got, want) {
-		t.Errorf("members: got %d members, want the 16 KiB file", len(got))
+		t.Errorf("members: got %d members, want the 128 KiB file", len(got))
 	}
 }
 
