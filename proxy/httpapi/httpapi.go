@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -150,11 +151,21 @@ func New(opts Options) (*Handler, error) {
 // the unknown-path route rather than to ServeMux's redirect, so that they
 // too answer 401 without the key.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if p := r.URL.Path; p == "" || p[0] != '/' || path.Clean(p) != p && !(strings.HasSuffix(p, "/") && path.Clean(p)+"/" == p) {
+	if !isCleanPath(r.URL.Path) {
 		h.fallback.ServeHTTP(w, r)
 		return
 	}
 	h.mux.ServeHTTP(w, r)
+}
+
+// isCleanPath reports whether ServeMux would route p without redirecting:
+// absolute, and path.Clean leaves it alone (but for one trailing slash).
+func isCleanPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	return c == p || (c != "/" && c+"/" == p)
 }
 
 // handlerFunc is a route's handler: it writes a success response itself and
@@ -183,7 +194,7 @@ func (h *Handler) route(pattern string, auth bool, fn handlerFunc) http.Handler 
 				if p == http.ErrAbortHandler {
 					panic(p)
 				}
-				h.writeError(rec, r, fmt.Errorf("panic: %v", p))
+				h.writeError(rec, r, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
 			}
 			method := methodLabel(r.Method)
 			h.metrics.requests.WithLabelValues(tmpl, method, statusLabel(rec.status())).Inc()

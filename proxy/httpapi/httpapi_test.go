@@ -57,6 +57,8 @@ func TestEveryRouteNeedsTheKey(t *testing.T) {
 		{"GET", "/no/such/path"},
 		{"DELETE", "/v1/devices/abc"},
 		{"GET", "//v1/devices"},
+		{"GET", "//"},
+		{"GET", "/v1/devices/./x"},
 		{"GET", "/v1/../v1/devices"},
 	}
 	creds := []struct {
