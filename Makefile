@@ -50,12 +50,12 @@ image: build ## the FROM-scratch container image holding the static binary
 	mkdir -p bin/image/data && chmod 0755 bin/image/data
 	docker build -q -t $(IMAGE) -f Dockerfile .
 
-compose-up: image ## the world as containers (docker-compose)
-	docker-compose up -d --build
-	docker-compose ps
+compose-up: image ## the world as containers (docker-compose; COMPOSE_FILES="-f docker-compose.yml -f docker-compose.scale.yml" for two gateways)
+	DEPHARNESS_IMAGE=$(IMAGE) docker-compose -p depharness $(COMPOSE_FILES) up -d
+	docker-compose -p depharness $(COMPOSE_FILES) ps
 
-compose-down: ## stop and remove the compose world and its volumes
-	docker-compose down -v --remove-orphans
+compose-down: ## stop and remove the compose world and its volumes (same COMPOSE_FILES as compose-up)
+	docker-compose -p depharness $(COMPOSE_FILES) down -v --remove-orphans
 
 deps-docker: ## Debian packages the Docker tests need (prometheus, promtool)
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
