@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
+	"github.com/depharness/depharness/sim/load"
 	"github.com/depharness/depharness/world"
 )
 
@@ -99,7 +99,7 @@ func runUp(ctx context.Context, env *cliEnv, args []string) error {
 		<-ctx.Done()
 		return nil
 	}
-	prog := newProgress(env.stderr)
+	prog := load.NewProgress(env.stderr)
 	if err := followRollout(ctx, st, prog, "initial release", prof.Count); err != nil {
 		return nil // interrupted
 	}
@@ -139,7 +139,7 @@ func upExports(st *world.Stack) string {
 
 // followRollout shows progress until every device of the gateway reports
 // its app's latest release to the cloud, or ctx ends.
-func followRollout(ctx context.Context, st *world.Stack, p *progress, what string, want int) error {
+func followRollout(ctx context.Context, st *world.Stack, p *load.Progress, what string, want int) error {
 	start := time.Now()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -148,62 +148,16 @@ func followRollout(ctx context.Context, st *world.Stack, p *progress, what strin
 		if total < want {
 			total = want
 		}
-		p.show(what, conv, total, time.Since(start))
+		p.Show(what, conv, total, time.Since(start))
 		if conv >= total && total > 0 {
-			p.done(what, total, time.Since(start))
+			p.Done(what, total, time.Since(start))
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			p.interrupt()
+			p.Interrupt()
 			return ctx.Err()
 		case <-tick.C:
 		}
-	}
-}
-
-// progress draws a bar on a terminal, or a line every few seconds elsewhere.
-type progress struct {
-	w        io.Writer
-	tty      bool
-	lastLine time.Time
-}
-
-func newProgress(w io.Writer) *progress {
-	p := &progress{w: w}
-	if f, ok := w.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			p.tty = true
-		}
-	}
-	return p
-}
-
-func (p *progress) show(what string, n, total int, el time.Duration) {
-	if p.tty {
-		const width = 30
-		filled := 0
-		if total > 0 {
-			filled = n * width / total
-		}
-		fmt.Fprintf(p.w, "\r%-28s [%s%s] %d/%d devices  %5.1fs", what, strings.Repeat("#", filled), strings.Repeat(".", width-filled), n, total, el.Seconds())
-		return
-	}
-	if time.Since(p.lastLine) >= 2*time.Second {
-		p.lastLine = time.Now()
-		fmt.Fprintf(p.w, "%s: %d/%d devices converged (%.1fs)\n", what, n, total, el.Seconds())
-	}
-}
-
-func (p *progress) done(what string, total int, el time.Duration) {
-	if p.tty {
-		fmt.Fprintln(p.w)
-	}
-	fmt.Fprintf(p.w, "%s: all %d devices converged in %.1fs\n", what, total, el.Seconds())
-}
-
-func (p *progress) interrupt() {
-	if p.tty {
-		fmt.Fprintln(p.w)
 	}
 }
