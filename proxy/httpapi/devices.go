@@ -50,7 +50,11 @@ func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) error {
 	numericOnline := h.v.On("put-isonline-number")
 	bp := getListBuf()
 	defer putListBuf(bp)
-	b := append(*bp, '[')
+	b := *bp
+	if hint := int(h.listSize.Load()); cap(b) < hint {
+		b = make([]byte, 0, hint+hint/8) // grow once, not by doubling
+	}
+	b = append(b, '[')
 	first := true
 	err := h.opts.Store.EachDeviceView(r.Context(), func(d *store.DeviceView) error {
 		if hideMarked && d.MarkedForDelete {
@@ -69,6 +73,7 @@ func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) error {
 	}
 	b = append(b, ']')
 	*bp = b
+	h.listSize.Store(int64(len(b)))
 	writeJSON(w, http.StatusOK, b)
 	return nil
 }

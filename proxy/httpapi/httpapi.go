@@ -23,6 +23,7 @@ import (
 	"path"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/depharness/depharness/proxy/api"
@@ -94,6 +95,9 @@ type Handler struct {
 	v       violation.Set
 	// fallback is the instrumented unknown-path route.
 	fallback http.Handler
+	// listSize is the size of the last device list, to size the next one's
+	// buffer at once.
+	listSize atomic.Int64
 }
 
 // New returns the API handler for opts.
