@@ -14,10 +14,10 @@ import (
 	"github.com/depharness/depharness/proxy/violation"
 )
 
-// ReferenceProxyEnv is what the suite adds to the harness variables when the
-// target is the reference proxy: no fixed metrics port, so that scenarios
-// can run side by side.
-var ReferenceProxyEnv = map[string]string{"METRICS_ADDRESS": "off"}
+// ReferenceProxyEnv returns what the suite adds to the harness variables
+// when the target is the reference proxy: no fixed metrics port, so that
+// scenarios can run side by side.
+func ReferenceProxyEnv() map[string]string { return map[string]string{"METRICS_ADDRESS": "off"} }
 
 // SelfCheckRow is the outcome of one violation: does the suite catch it?
 type SelfCheckRow struct {

@@ -52,9 +52,7 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 			return fmt.Errorf("locating this binary to run its reference proxy: %w", err)
 		}
 		cmd = "exec " + shellQuote(self) + " proxy"
-		for k, v := range features.ReferenceProxyEnv {
-			targetEnv[k] = v
-		}
+		targetEnv = features.ReferenceProxyEnv()
 	}
 	timing := features.Timing{Poll: *poll, Retry: *retry, HookTimeout: *hookTimeout, Ready: *ready, Await: *await}
 	cfg := features.Config{

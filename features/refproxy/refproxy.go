@@ -18,7 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/depharness/depharness/features"
 	"github.com/depharness/depharness/proxy"
 	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/proxy/violation"
@@ -27,10 +26,6 @@ import (
 // TriggerEnv, set to "1" in a test binary's environment, makes its TestMain
 // run the reference proxy (Main) instead of the tests.
 const TriggerEnv = "DEPHARNESS_REFPROXY_CHILD"
-
-// Env is what the suite adds to the harness variables for the reference
-// proxy: no fixed metrics port, so scenarios can run side by side.
-var Env = features.ReferenceProxyEnv
 
 // Config builds the proxy's configuration from the harness variables (and
 // the proxy's own METRICS_ADDRESS, DEPHARNESS_VIOLATIONS).

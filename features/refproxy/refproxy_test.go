@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +22,7 @@ var (
 	concurrency = flag.Int("depharness.concurrency", 4, "scenarios run at once")
 	seed        = flag.Int64("depharness.seed", 0, "scenario order and fakes seed; 0 draws one")
 	reportDir   = flag.String("depharness.reports", "", "directory for cucumber JSON, JUnit and HTML reports")
+	inProcess   = flag.Bool("depharness.inprocess", false, "run each scenario's proxy in this process (faster to debug; a kill is then a cancel)")
 )
 
 // TestMain runs the reference proxy instead of the tests when the suite
@@ -56,9 +58,13 @@ func TestFeatures(t *testing.T) {
 	if dir == "" {
 		dir = filepath.Join(t.TempDir(), "reports")
 	}
+	target := features.CommandTargetFactory(fmt.Sprintf("%s=1 exec %s", TriggerEnv, shellQuote(self)), 0)
+	if *inProcess {
+		target = func(out io.Writer) features.Target { return &features.InProcessTarget{Run: Main, Out: out} }
+	}
 	cfg := features.Config{
-		Target:      features.CommandTargetFactory(fmt.Sprintf("%s=1 exec %s", TriggerEnv, shellQuote(self)), 0),
-		TargetEnv:   Env,
+		Target:      target,
+		TargetEnv:   features.ReferenceProxyEnv(),
 		Tags:        *tags,
 		Concurrency: *concurrency,
 		Seed:        *seed,
