@@ -325,7 +325,9 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)`,
 			continue
 		}
 		changedAt := sql.NullInt64{}
-		if targetChanged {
+		if targetChanged || !old.inTarget {
+			// A device first seen (provisioned through the API) or re-added:
+			// its update target, as far as the hook latency goes, starts now.
 			changedAt = sql.NullInt64{Int64: now, Valid: true}
 		}
 		if _, err := tx.ExecContext(ctx, `
