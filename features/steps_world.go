@@ -447,6 +447,9 @@ func cloudEventuallyHasDevice(ctx context.Context, alias string, t *godog.Table)
 	actx, cancel := st.awaitCtx(ctx)
 	defer cancel()
 	got, err := st.world.Cloud.AwaitDevice(actx, d.uuid, matches)
+	if err != nil && ctx.Err() == nil && actx.Err() == nil {
+		return fmt.Errorf("cloud device %s: %w", alias, err)
+	}
 	if err != nil {
 		m := fields(got)
 		var diffs []string
@@ -455,7 +458,7 @@ func cloudEventuallyHasDevice(ctx context.Context, alias string, t *godog.Table)
 				diffs = append(diffs, fmt.Sprintf("%s: got %v, want %v", k, m[k], want[k]))
 			}
 		}
-		return fmt.Errorf("cloud device %s: %s (%w)", alias, strings.Join(diffs, "; "), err)
+		return fmt.Errorf("cloud device %s, within %s: %s", alias, st.cfg.Timing.Await, strings.Join(diffs, "; "))
 	}
 	return nil
 }
