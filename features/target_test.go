@@ -301,3 +301,39 @@ func TestSelfCheckIsInconclusiveForAClauseThatFailsWithoutTheViolation(t *testin
 		t.Errorf("got %+v, want one row, not caught, inconclusive", rows)
 	}
 }
+
+func TestInProcessTargetRunsUntilStoppedWithTheHarnessEnvironment(t *testing.T) {
+	gotDataDir := make(chan string, 2)
+	tg := &InProcessTarget{Run: func(ctx context.Context, getenv func(string) string, out io.Writer) error {
+		ln, err := net.Listen("tcp", "127.0.0.1:"+getenv("BALENA_SUPERVISOR_PORT"))
+		if err != nil {
+			return err
+		}
+		gotDataDir <- getenv("DATA_DIR")
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "OK") })}
+		go srv.Serve(ln)
+		<-ctx.Done()
+		srv.Close()
+		return ctx.Err()
+	}}
+	env := testEnv(t)
+	ctx := testCtx(t)
+	if err := tg.Start(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	if !tg.Running() {
+		t.Fatal("got not running after Start")
+	}
+	if got := <-gotDataDir; got != env["DATA_DIR"] {
+		t.Errorf("got DATA_DIR %q, want %q", got, env["DATA_DIR"])
+	}
+	if err := Restart(ctx, tg, env, true); err != nil {
+		t.Fatalf("restart after kill: %v", err)
+	}
+	if err := tg.Stop(ctx); err != nil {
+		t.Errorf("stop: got %v, want a clean stop (a cancelled run is not an error)", err)
+	}
+	if tg.Running() {
+		t.Error("got running after Stop")
+	}
+}
