@@ -3,12 +3,12 @@ package refproxy
 import (
 	"bytes"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,13 +17,28 @@ import (
 	"github.com/depharness/depharness/features"
 )
 
-var (
-	tags        = flag.String("depharness.tags", "", "godog tag expression selecting scenarios")
-	concurrency = flag.Int("depharness.concurrency", 4, "scenarios run at once")
-	seed        = flag.Int64("depharness.seed", 0, "scenario order and fakes seed; 0 draws one")
-	reportDir   = flag.String("depharness.reports", "", "directory for cucumber JSON, JUnit and HTML reports")
-	inProcess   = flag.Bool("depharness.inprocess", false, "run each scenario's proxy in this process (faster to debug; a kill is then a cancel)")
+// The suite's own test takes its knobs from the environment, with the
+// names of depharness verify's, so that `go test ./features/...` passes them
+// to this package only.
+const (
+	envTags        = "DEPHARNESS_TAGS"        // godog tag expression
+	envConcurrency = "DEPHARNESS_CONCURRENCY" // scenarios at once (default 4)
+	envSeed        = "DEPHARNESS_SEED"        // scenario order and fakes; 0 draws one
+	envReportDir   = "DEPHARNESS_REPORT_DIR"  // reports; default a temporary directory
+	envInProcess   = "DEPHARNESS_INPROCESS"   // "1": proxies in this process (a kill is a cancel)
 )
+
+func envInt(t *testing.T, name string, def int64) int64 {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", name, v, err)
+	}
+	return n
+}
 
 // TestMain runs the reference proxy instead of the tests when the suite
 // starts this binary as its target.
@@ -54,20 +69,20 @@ func TestFeatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := *reportDir
+	dir := os.Getenv(envReportDir)
 	if dir == "" {
 		dir = filepath.Join(t.TempDir(), "reports")
 	}
 	target := features.CommandTargetFactory(fmt.Sprintf("%s=1 exec %s", TriggerEnv, shellQuote(self)), 0)
-	if *inProcess {
+	if os.Getenv(envInProcess) == "1" {
 		target = func(out io.Writer) features.Target { return &features.InProcessTarget{Run: Main, Out: out} }
 	}
 	cfg := features.Config{
 		Target:      target,
 		TargetEnv:   features.ReferenceProxyEnv(),
-		Tags:        *tags,
-		Concurrency: *concurrency,
-		Seed:        *seed,
+		Tags:        os.Getenv(envTags),
+		Concurrency: int(envInt(t, envConcurrency, 4)),
+		Seed:        envInt(t, envSeed, 0),
 		ReportDir:   dir,
 		Output:      &testWriter{t: t},
 		NoColors:    true,
