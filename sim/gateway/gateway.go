@@ -145,6 +145,7 @@ type managed struct {
 	pending         *api.UpdateHook // latest target not yet worked on
 	target          *api.UpdateHook // latest target received
 	restarts        int
+	initialReport   bool
 	reportOnline    bool
 	reported        reported
 	flashAttempts   int
@@ -354,7 +355,7 @@ func (g *Gateway) updateHook(w http.ResponseWriter, r *http.Request) {
 	m.target, m.pending = &t, &t
 	g.enqueueLocked(m)
 	g.mu.Unlock()
-	g.log.Debug("update hook", "uuid", uuid, "commit", t.Commit, "policy", g.opts.Policy)
+	g.log.Debug("update hook", "uuid", uuid, "commit", t.Commit, "env", t.Environment, "config", t.Config, "policy", g.opts.Policy)
 	if g.opts.Policy == PolicyAccepted {
 		g.answer(w, "update", http.StatusAccepted, "Accepted")
 		return
@@ -618,25 +619,15 @@ func (g *Gateway) provision(ctx context.Context, d *fleet.Device, appID int64) e
 			return ctx.Err()
 		}
 	}
-	// The initial report goes out before hooks can reach the device, so
-	// that it never lands after the report of an update.
-	m := &managed{uuid: p.UUID, appID: appID, dev: d}
-	g.log.Info("device provisioned", "serial", d.Serial, "uuid", p.UUID, "app", appID, "name", p.Name)
-	snap := d.Snapshot()
-	status := StatusIdle
-	if snap.State == fleet.StateFailed {
-		status = StatusFailed
-	}
-	online := snap.Online
-	g.report(ctx, m, api.DeviceUpdate{Status: &status, IsOnline: &online}, nil)
+	// The device takes hooks at once; its initial report is its first
+	// piece of work, so that it never lands after the report of an update.
+	m := &managed{uuid: p.UUID, appID: appID, dev: d, initialReport: true}
 	g.mu.Lock()
 	g.byUUID[p.UUID] = m
 	g.byIndex[d.Index] = m
-	if d.Snapshot().Online != online {
-		m.reportOnline = true
-		g.enqueueLocked(m)
-	}
+	g.enqueueLocked(m)
 	g.mu.Unlock()
+	g.log.Info("device provisioned", "serial", d.Serial, "uuid", p.UUID, "app", appID, "name", p.Name)
 	return nil
 }
 
@@ -660,6 +651,15 @@ func (g *Gateway) work(ctx context.Context, m *managed) {
 	m.queued, m.working = false, true
 	for ctx.Err() == nil && !m.forgotten {
 		switch {
+		case m.initialReport:
+			m.initialReport = false
+			g.mu.Unlock()
+			snap := m.dev.Snapshot()
+			status := StatusIdle
+			if snap.State == fleet.StateFailed {
+				status = StatusFailed
+			}
+			g.report(ctx, m, api.DeviceUpdate{Status: &status, IsOnline: &snap.Online}, nil)
 		case m.restarts > 0:
 			m.restarts--
 			g.mu.Unlock()

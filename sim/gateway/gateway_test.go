@@ -56,7 +56,7 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-type world struct {
+type harness struct {
 	t       *testing.T
 	sup     *supervisortest.Server
 	down    atomic.Bool // the supervisor drops connections
@@ -78,9 +78,9 @@ type setup struct {
 	noRun    bool
 }
 
-func start(t *testing.T, s setup) *world {
+func start(t *testing.T, s setup) *harness {
 	t.Helper()
-	w := &world{t: t, sup: supervisortest.New(key), reg: prometheus.NewRegistry(), runErr: make(chan error, 1)}
+	w := &harness{t: t, sup: supervisortest.New(key), reg: prometheus.NewRegistry(), runErr: make(chan error, 1)}
 	w.sup.SetApp(appID, "edgeApp1", "c1", firmwareTar(t, "one"))
 	h := w.sup.Handler()
 	w.supSrv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
@@ -144,7 +144,7 @@ func eventually(t testing.TB, what string, cond func() bool) {
 }
 
 // await waits on the supervisor's state.
-func (w *world) await(what string, cond func(*supervisortest.Server) bool) {
+func (w *harness) await(what string, cond func(*supervisortest.Server) bool) {
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -154,7 +154,7 @@ func (w *world) await(what string, cond func(*supervisortest.Server) bool) {
 }
 
 // hook sends a hook to the gateway and returns the answered status.
-func (w *world) hook(method, path string, body any) int {
+func (w *harness) hook(method, path string, body any) int {
 	w.t.Helper()
 	var rd *bytes.Reader
 	if s, ok := body.(string); ok {
