@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -28,7 +27,6 @@ type scenario struct {
 	log       *syncBuffer // harness, fakes and target output
 	targetOut *syncBuffer // target output only
 	logger    *slog.Logger
-	rng       *mrand.Rand
 
 	dataDir  string
 	port     int

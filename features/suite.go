@@ -162,13 +162,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	cfg.Timing = cfg.Timing.withDefaults()
 	if cfg.Seed == 0 {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		cfg.Seed = int64(uint64(b[0])<<56|uint64(b[1])<<48|uint64(b[2])<<40|uint64(b[3])<<32|
-			uint64(b[4])<<24|uint64(b[5])<<16|uint64(b[6])<<8|uint64(b[7])) & (1<<62 - 1)
-		if cfg.Seed == 0 {
-			cfg.Seed = 1
-		}
+		cfg.Seed = mrand.Int64N(1<<62) + 1
 	}
 	n, err := countSelected(cfg.Features, cfg.Tags)
 	if err != nil {
@@ -304,6 +298,7 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 			r.Err = err.Error()
 		}
 		s.record(r)
+		s.cfg.Logger.Debug("scenario done", "scenario", p.Name, "passed", r.Passed, "err", r.Err)
 		if st != nil {
 			st.close(err)
 		}
@@ -332,7 +327,6 @@ func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, 
 		releases: map[string]*releaseState{},
 		devices:  map[string]*deviceState{},
 		scripts:  map[string]pendingScript{},
-		rng:      mrand.New(mrand.NewPCG(uint64(s.cfg.Seed), uint64(seq))),
 	}
 	st.logger = slog.New(slog.NewTextHandler(st.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	st.targetOut = &syncBuffer{}
