@@ -81,7 +81,7 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer, if nil, means the metrics are not registered.
 	Registerer prometheus.Registerer
-	// Now, if nil, is time.Now.
+	// Now, if nil, is time.Now. It times updates (UpdateDuration).
 	Now func() time.Time
 	// Rand, if nil, is seeded from the clock. It draws the jitter of
 	// retries.
@@ -144,6 +144,7 @@ type managed struct {
 	forgotten       bool
 	pending         *api.UpdateHook // latest target not yet worked on
 	target          *api.UpdateHook // latest target received
+	targetAt        time.Time       // when target was first received
 	restarts        int
 	initialReport   bool
 	reportOnline    bool
@@ -352,6 +353,9 @@ func (g *Gateway) updateHook(w http.ResponseWriter, r *http.Request) {
 	// A resend of a target being worked on is queued too: it is answered
 	// by reporting the device's state again once the work is done (a
 	// device already at the target is not flashed again).
+	if m.target == nil || targetKey(m.target) != targetKey(&t) {
+		m.targetAt = g.opts.Now()
+	}
 	m.target, m.pending = &t, &t
 	g.enqueueLocked(m)
 	g.mu.Unlock()
@@ -818,9 +822,13 @@ func (g *Gateway) report(ctx context.Context, m *managed, u api.DeviceUpdate, t 
 		m.reported.status = *u.Status
 	}
 	if t != nil {
+		first := !m.reported.matches(t)
 		m.reported.commit = t.Commit
 		m.reported.environment = canonical(t.Environment)
 		m.reported.config = canonical(t.Config)
+		if first && m.target != nil && targetKey(m.target) == targetKey(t) && !m.targetAt.IsZero() {
+			g.metrics.UpdateDuration.Observe(g.opts.Now().Sub(m.targetAt).Seconds())
+		}
 	}
 }
 

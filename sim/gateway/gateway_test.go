@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/depharness/depharness/proxy/api"
 	"github.com/depharness/depharness/sim/client"
@@ -241,6 +242,13 @@ func TestAckPolicyAnswers200AndUpdatesInTheBackground(t *testing.T) {
 		t.Errorf("got %v update hooks answered 200, want 1", got)
 	}
 	eventually(t, "the device counts as converged", func() bool { return w.gw.Stats().Converged == 1 })
+	var h dto.Metric
+	if err := w.gw.Metrics().UpdateDuration.Write(&h); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.GetHistogram().GetSampleCount(); got != 1 {
+		t.Errorf("got %d update durations observed, want 1", got)
+	}
 	// The other device got no hook: not converged, still idle.
 	if st := w.gw.Stats(); st.States[fleet.StateIdle] != 1 || st.States[fleet.StateRunning] != 1 {
 		t.Errorf("got states %v, want one idle and one running", st.States)

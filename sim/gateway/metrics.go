@@ -27,6 +27,9 @@ type Metrics struct {
 	// supervisor, and dropped because the forwarding queue was full.
 	LogsForwarded prometheus.Counter
 	LogsDropped   prometheus.Counter
+	// UpdateDuration observes the time from an update hook with a new
+	// target to the report that the device runs it.
+	UpdateDuration prometheus.Histogram
 }
 
 // NewMetrics builds the gateway's counters and registers them on reg (nil:
@@ -50,9 +53,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Device log lines sent to the supervisor."}),
 		LogsDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "logs_dropped_total",
 			Help: "Device log lines dropped because the forwarding queue was full."}),
+		UpdateDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "update_duration_seconds",
+			Help:    "Time from an update hook with a new target to the report that the device runs it.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.HooksReceived, m.Reports, m.Errors, m.Flashes, m.AssetDownloads, m.AssetBytes, m.LogsForwarded, m.LogsDropped)
+		reg.MustRegister(m.HooksReceived, m.Reports, m.Errors, m.Flashes, m.AssetDownloads, m.AssetBytes, m.LogsForwarded, m.LogsDropped, m.UpdateDuration)
 	}
 	return m
 }
