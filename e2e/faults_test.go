@@ -63,13 +63,17 @@ func TestProxyKeepsServingAndQueuesReportsWhileTheCloudIsOffTheNetwork(t *testin
 	if len(ds) != len(uuids) {
 		t.Errorf("devices during the outage: got %d, want %d", len(ds), len(uuids))
 	}
-	// Reports and logs are accepted and kept.
+	// Reports and logs are accepted and kept: three successive statuses
+	// per device (the cloud must end with the last) and log lines.
 	const linesPerDevice = 20
-	status := "e2e-reported-during-outage"
+	status := "e2e-reported-during-outage-3"
 	online := true
 	for _, u := range uuids {
-		if _, err := sup.UpdateDevice(ctx, u, api.DeviceUpdate{Status: &status, IsOnline: &online}); err != nil {
-			t.Fatalf("PUT /v1/devices/%s during the outage: got %v, want 200", u, err)
+		for i := 1; i <= 3; i++ {
+			st := fmt.Sprintf("e2e-reported-during-outage-%d", i)
+			if _, err := sup.UpdateDevice(ctx, u, api.DeviceUpdate{Status: &st, IsOnline: &online}); err != nil {
+				t.Fatalf("PUT /v1/devices/%s during the outage: got %v, want 200", u, err)
+			}
 		}
 		for i := range linesPerDevice {
 			if err := sup.Log(ctx, u, api.LogEntry{Message: fmt.Sprintf("%s line %02d", u[:7], i)}); err != nil {
@@ -81,13 +85,22 @@ func TestProxyKeepsServingAndQueuesReportsWhileTheCloudIsOffTheNetwork(t *testin
 	if _, err := sup.Provision(ctx, w.App.ID, ""); client.StatusCode(err) != http.StatusServiceUnavailable {
 		t.Errorf("provision during the outage: got %v, want 503", err)
 	}
-	// Stay off for several poll and retry rounds, while the proxy keeps
-	// answering.
-	awaitCond(t, 30*time.Second, "three seconds of outage with the API answering", func() (bool, string) {
+	// Stay off until the proxy has failed to deliver both a patch and a
+	// log batch (so they are queued, not merely in flight), while it keeps
+	// answering its API.
+	metrics := w.Proxy.URL(t, proxyMetricsPort) + "/metrics"
+	failedCalls := func() (patch, logs float64) {
+		return metricSum(t, metrics, "depharness_proxy_cloud_requests_total", map[string]string{"call": "patch", "code": "error"}),
+			metricSum(t, metrics, "depharness_proxy_cloud_requests_total", map[string]string{"call": "logs", "code": "error"})
+	}
+	var failedPatches, failedLogs float64
+	awaitCond(t, 90*time.Second, "failed patch and log deliveries during the outage", func() (bool, string) {
 		if err := sup.Ping(ctx); err != nil {
 			t.Fatalf("ping during the outage: %v", err)
 		}
-		return time.Since(outage) > 3*time.Second, time.Since(outage).String()
+		failedPatches, failedLogs = failedCalls()
+		return failedPatches > 0 && failedLogs > 0 && time.Since(outage) > 3*time.Second,
+			fmt.Sprintf("%v failed patch calls, %v failed log calls after %s", failedPatches, failedLogs, time.Since(outage).Round(time.Millisecond))
 	})
 
 	w.Cloud.Connect(t)
@@ -107,8 +120,8 @@ func TestProxyKeepsServingAndQueuesReportsWhileTheCloudIsOffTheNetwork(t *testin
 		}
 		return len(waiting) == 0, strings.Join(waiting, "; ")
 	})
-	t.Logf("measured: outage %s; everything delivered %s after the cloud came back",
-		back.Sub(outage).Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
+	t.Logf("measured: outage %s with %v failed patch and %v failed log calls; everything delivered %s after the cloud came back",
+		back.Sub(outage).Round(time.Millisecond), failedPatches, failedLogs, time.Since(back).Round(time.Millisecond))
 	for _, u := range uuids {
 		lines, err := w.Ctl.Logs(ctx, u)
 		if err != nil {
@@ -161,8 +174,15 @@ func TestUpdateHooksWaitForAnImageTheRegistryCannotServe(t *testing.T) {
 		t.Fatalf("push release r2: %v", err)
 	}
 	sup := w.supervisor(t)
-	// For several poll rounds: the proxy knows the target but cannot pull.
-	awaitCond(t, 30*time.Second, "three seconds with the registry unreachable", func() (bool, string) {
+	metrics := w.Proxy.URL(t, proxyMetricsPort) + "/metrics"
+	attempts := func() float64 {
+		return metricSum(t, metrics, "depharness_proxy_asset_build_retries_total", nil) +
+			metricSum(t, metrics, "depharness_proxy_asset_builds_total", map[string]string{"outcome": "failure"})
+	}
+	before := attempts()
+	// For three seconds at least, and until the proxy is downloading r2:
+	// it knows the target but cannot get the image.
+	awaitCond(t, time.Minute, "a download of r2 under way with the registry unreachable", func() (bool, string) {
 		apps, err := sup.Apps(ctx)
 		if err != nil {
 			t.Fatalf("GET /v1/dependent-apps: %v", err)
@@ -178,14 +198,16 @@ func TestUpdateHooksWaitForAnImageTheRegistryCannotServe(t *testing.T) {
 		if got := commitsOf(w.cloudDevices(t)); !slices.Equal(got, []string{r1.Commit}) {
 			t.Fatalf("device commits while r2 cannot be pulled: got %v, want only r1 %s", got, r1.Commit)
 		}
-		return time.Since(cut) > 3*time.Second, time.Since(cut).String()
+		downloading := metricSum(t, metrics, "depharness_proxy_sync_apps_downloading", nil)
+		return downloading == 1 && time.Since(cut) > 3*time.Second, fmt.Sprintf("%v apps downloading after %s", downloading, time.Since(cut).Round(time.Millisecond))
 	})
+	failedPulls := attempts() - before
 
 	w.Registry.Connect(t)
 	back := time.Now()
 	w.awaitConverged(t, 2*time.Minute, devices, r2.Commit)
-	t.Logf("measured: registry off %s; %d devices on r2 %s after it came back",
-		back.Sub(cut).Round(time.Millisecond), devices, time.Since(back).Round(time.Millisecond))
+	t.Logf("measured: registry off %s, %v failed pull attempts meanwhile; %d devices on r2 %s after it came back",
+		back.Sub(cut).Round(time.Millisecond), failedPulls, devices, time.Since(back).Round(time.Millisecond))
 }
 
 // registryControl sends one request to the fake registry's control API.

@@ -62,6 +62,9 @@ type worldOptions struct {
 	HookRetry time.Duration
 	// HookTimeout is HOOK_TIMEOUT (3s).
 	HookTimeout time.Duration
+	// ProxyEnv is added to the proxy's environment (DEPHARNESS_VIOLATIONS
+	// to show that a test catches a named violation).
+	ProxyEnv map[string]string
 }
 
 // world is the whole system as containers on one fresh network.
@@ -187,7 +190,7 @@ func startGateway(t testing.TB, nw *testcontainers.DockerNetwork, g gatewaySpec)
 
 // proxyEnv is the harness interface of CONTRACT.md for the proxy container.
 func (w *world) proxyEnv() map[string]string {
-	return map[string]string{
+	env := map[string]string{
 		"API_ENDPOINT":                          "http://cloud:48480",
 		"DEVICE_UUID":                           w.GW.UUID,
 		"DEVICE_ID":                             strconv.FormatInt(w.GW.DeviceID, 10),
@@ -203,6 +206,10 @@ func (w *world) proxyEnv() map[string]string {
 		"METRICS_ADDRESS":                       "0.0.0.0:48485",
 		"LOG_LEVEL":                             "debug",
 	}
+	for k, v := range w.opts.ProxyEnv {
+		env[k] = v
+	}
+	return env
 }
 
 // ProxyURL is the proxy's API on its published port.
