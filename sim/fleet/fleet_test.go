@@ -74,6 +74,12 @@ func TestChecksum(t *testing.T) {
 	if got := fleet.ChecksumFiles(map[string][]byte{"firmware.bin": []byte("AAAA"), "sub/x.hex": []byte(":00000001FF")}); got != sumA {
 		t.Errorf("ChecksumFiles: got %s, want Checksum's %s", got, sumA)
 	}
+	if _, err := fleet.ChecksumLimit(bytes.NewReader(a), 5); !errors.Is(err, fleet.ErrTooLarge) {
+		t.Errorf("ChecksumLimit of 15 content bytes with limit 5: got %v, want ErrTooLarge", err)
+	}
+	if got, err := fleet.ChecksumLimit(bytes.NewReader(a), 15); err != nil || got != sumA {
+		t.Errorf("ChecksumLimit at exactly the content size: got %s, %v; want %s", got, err, sumA)
+	}
 	if _, err := fleet.Checksum(strings.NewReader("this is not a tar archive, it is text that goes on long enough to fill a header block" + strings.Repeat(".", 600))); err == nil {
 		t.Error("Checksum of text: got no error, want one")
 	}
@@ -89,6 +95,10 @@ func TestParseProfile(t *testing.T) {
 	}
 	if p.Count != 3 || p.Seed != 7 || time.Duration(p.FlashTime.Max) != 2*time.Second || time.Duration(p.Offline.Interval) != 10*time.Second || p.LogRate != 0.5 {
 		t.Errorf("got %+v, want the file's values", p)
+	}
+	example, err := fleet.LoadProfile(filepath.Join("testdata", "profile.json"))
+	if err != nil || example.Count != 50 || example.FlashTime.Dist != fleet.DistNormal {
+		t.Errorf("testdata/profile.json: got %+v, %v; want the example profile of 50 devices", example, err)
 	}
 	path := filepath.Join(t.TempDir(), "profile.json")
 	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
