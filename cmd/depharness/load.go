@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
 	"github.com/depharness/depharness/sim/fleet"
@@ -43,6 +45,7 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 	cloudURL := f.String("cloud", "DEPHARNESS_CLOUD_URL", "", "the fake cloud the external supervisor is attached to")
 	adminToken := f.String("admin-token", "FAKE_CLOUD_ADMIN_TOKEN", "", "the fake cloud's control API token")
 	registryAddr := f.String("registry", "DEPHARNESS_REGISTRY", "", "external mode: host:port of a registry to build release images into; empty lets the cloud build them")
+	proxyMetrics := f.String("proxy-metrics", "LOAD_PROXY_METRICS", "", "external mode: the supervisor's Prometheus /metrics URL, read during each phase; empty: none")
 	gatewayUUID := f.String("gateway-uuid", "DEVICE_UUID", "", "external mode: the gateway device the supervisor runs as; empty: the cloud's only gateway")
 	gatewayListen := f.String("gateway-listen", "LOAD_GATEWAY_LISTEN", "", "the gateway's hook listener; empty: 127.0.0.1:0 in-process, 127.0.0.1:1337 with --proxy")
 	retry := f.Duration("hook-retry-interval", "HOOK_RETRY_INTERVAL", world.DefaultHookRetryInterval, "in-process proxy: HOOK_RETRY_INTERVAL")
@@ -129,6 +132,9 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 				return ref, err
 			}
 		}
+		if *proxyMetrics != "" {
+			opts.SupervisorMetrics = load.ScrapeMetrics(*proxyMetrics, nil)
+		}
 		config["proxy"], config["cloud"] = *proxyURL, *cloudURL
 	} else {
 		if listen == "" {
@@ -164,6 +170,7 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		defer st.Close()
 		opts.ProxyURL, opts.APIKey, opts.GatewayUUID = st.Proxy.URL, st.Proxy.APIKey, st.Identity.UUID
 		opts.Cloud = &cloud.ControlClient{BaseURL: st.CloudURL, Token: st.Cloud.AdminToken()}
+		opts.SupervisorMetrics = func(context.Context) ([]*dto.MetricFamily, error) { return st.Proxy.Registry.Gather() }
 		opts.CloudDevices = func(_ context.Context, f cloud.DeviceFilter) ([]cloud.DeviceInfo, error) {
 			return st.Cloud.Devices(f), nil
 		}

@@ -91,9 +91,13 @@ type Options struct {
 	Timeout time.Duration
 	// SampleEvery is the shortest interval between convergence samples;
 	// zero means DefaultSampleEvery. A sample that takes long spaces the
-	// next ones (three times its duration), so that polling stays a small
-	// part of the load.
+	// next ones (ten times its duration, up to a second), so that sampling
+	// stays a small part of the load.
 	SampleEvery time.Duration
+	// SupervisorMetrics, if set, is read at each phase's start and end and
+	// sampled (its gauges) during it; nil leaves the supervisor's own
+	// figures out of the report.
+	SupervisorMetrics MetricsSource
 	// Params are the scenarios' parameters.
 	Params Params
 	// Progress, if nil, shows nothing.

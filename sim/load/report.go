@@ -169,8 +169,65 @@ func plot(res *Result) template.HTML {
 	return template.HTML(b.String())
 }
 
+// plotGauges renders the supervisor's sampled gauges that were ever
+// non-zero (hooks pending, outbox depth) as lines against seconds, with a
+// legend; empty when there are none.
+func plotGauges(res *Result) template.HTML {
+	peaks := map[string]float64{}
+	for _, s := range res.Samples {
+		for k, v := range s.Gauges {
+			peaks[k] = math.Max(peaks[k], v)
+		}
+	}
+	var names []string
+	maxY := 0.0
+	for _, k := range sortedKeys(peaks) {
+		if peaks[k] > 0 {
+			names = append(names, k)
+			maxY = math.Max(maxY, peaks[k])
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	colors := []string{"#c62828", "#6a1b9a", "#ef6c00", "#2e7d32", "#00838f", "#4e342e", "#283593", "#ad1457"}
+	const W, left, right, top, bottom = 720.0, 60.0, 20.0, 16.0, 40.0
+	H := 220.0 + 16*float64(len(names))
+	pw, ph := W-left-right, 220.0-top-bottom
+	maxT := math.Max(res.Seconds, 1e-3)
+	for _, s := range res.Samples {
+		maxT = math.Max(maxT, s.T)
+	}
+	x := func(t float64) float64 { return left + t/maxT*pw }
+	y := func(v float64) float64 { return top + ph - v/maxY*ph }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" role="img" aria-label="supervisor gauges over time">`, W, H, W, H)
+	fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#fafafa" stroke="#999"/>`, left, top, pw, ph)
+	for i := 0; i <= 4; i++ {
+		v, t := maxY*float64(i)/4, maxT*float64(i)/4
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="11" text-anchor="end">%.0f</text>`, left-4, y(v)+4, v)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="11" text-anchor="middle">%.1fs</text>`, x(t), top+ph+16, t)
+	}
+	for i, name := range names {
+		c := colors[i%len(colors)]
+		var pts strings.Builder
+		for _, s := range res.Samples {
+			if v, ok := s.Gauges[name]; ok {
+				fmt.Fprintf(&pts, "%.1f,%.1f ", x(s.T), y(v))
+			}
+		}
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`, c, strings.TrimSpace(pts.String()))
+		ly := 220.0 + 16*float64(i)
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="3"/>`, left, ly-4, left+20, ly-4, c)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="11">%s (peak %.0f)</text>`, left+26, ly, template.HTMLEscapeString(name), peaks[name])
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
 var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
-	"plot": plot,
+	"plot":       plot,
+	"plotGauges": plotGauges,
 	"keys": func(v any) []string {
 		switch m := v.(type) {
 		case map[string]Percentiles:
@@ -178,6 +235,10 @@ var pageTmpl = template.Must(template.New("page").Funcs(template.FuncMap{
 		case map[string]int64:
 			return sortedKeys(m)
 		case map[string]any:
+			return sortedKeys(m)
+		case map[string]float64:
+			return sortedKeys(m)
+		case map[string]HistDelta:
 			return sortedKeys(m)
 		}
 		return nil
@@ -219,7 +280,7 @@ section{border-top:1px solid #ccc;margin-top:1.5em}
 <tr><td>GOMAXPROCS / CPUs</td><td>{{.Process.GOMAXPROCS}} / {{.Process.NumCPU}}</td></tr>
 <tr><td>wall time</td><td>{{printf "%.1f" .Process.WallSeconds}} s</td></tr>
 </table>
-{{range .Phases}}<section>
+{{range $ph := .Phases}}<section>
 <h2>{{.Scenario}}: {{if .Converged}}<span class="ok">{{.Reached}}/{{.Want}} converged in {{printf "%.3f" .Seconds}} s</span>{{else}}<span class="fail">{{.Reached}}/{{.Want}} after {{printf "%.3f" .Seconds}} s</span>{{end}}</h2>
 <p>{{.What}}</p>
 {{if .Error}}<p class="fail">{{.Error}}</p>{{end}}
@@ -238,6 +299,17 @@ section{border-top:1px solid #ccc;margin-top:1.5em}
 <table><tr><th>events</th><th>count</th></tr>
 {{$c := .Counts}}{{range $k := keys .Counts}}<tr><td>{{$k}}</td><td>{{index $c $k}}</td></tr>
 {{end}}</table>
+{{with .Supervisor}}<h3>the supervisor's own metrics</h3>
+{{plotGauges $ph}}
+<table><tr><th>histogram (observations in the phase)</th><th>count</th><th>mean (ms for _seconds)</th></tr>
+{{$hs := .Histograms}}{{range $k := keys .Histograms}}{{$v := index $hs $k}}<tr><td>{{$k}}</td><td>{{$v.Count}}</td><td>{{$v.Mean}}</td></tr>
+{{end}}</table>
+<table><tr><th>counter growth</th><th>value</th></tr>
+{{$cs := .Counters}}{{range $k := keys .Counters}}<tr><td>{{$k}}</td><td>{{index $cs $k}}</td></tr>
+{{end}}</table>
+<table><tr><th>gauge peak (sampled)</th><th>value</th></tr>
+{{$gs := .GaugePeaks}}{{range $k := keys .GaugePeaks}}<tr><td>{{$k}}</td><td>{{index $gs $k}}</td></tr>
+{{end}}</table>{{end}}
 </section>
 {{end}}</body></html>
 {{define "pct"}}<table><tr><th>{{.}}</th><th>count</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th></tr>{{end}}

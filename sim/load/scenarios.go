@@ -68,6 +68,12 @@ type Sample struct {
 	T         float64 `json:"t"`
 	Converged int     `json:"converged"`
 	Total     int     `json:"total"`
+	// ProbeMS is how long taking the sample took.
+	ProbeMS float64 `json:"probe_ms"`
+	// Gauges are the supervisor's gauges (hooks pending, outbox depth) at
+	// that moment, when its metrics are read; sampled at most twice a
+	// second.
+	Gauges map[string]float64 `json:"gauges,omitempty"`
 }
 
 // Result is the outcome of one phase.
@@ -103,6 +109,8 @@ type Result struct {
 	Errors map[string]int64 `json:"errors"`
 	// Counts are what happened: hooks by kind and answer, reports, events.
 	Counts map[string]int64 `json:"counts"`
+	// Supervisor is what the supervisor's own metrics say, if read.
+	Supervisor *SupervisorFigures `json:"supervisor,omitempty"`
 }
 
 // phase is a Result being measured.
@@ -116,6 +124,27 @@ type phase struct {
 	// expected are probe answers that are not errors ("GET
 	// /v1/devices/{uuid} 404" while waiting for a deletion).
 	expected map[string]bool
+	// supBefore is the supervisor's metrics at the start; lastGauges when
+	// its gauges were last sampled.
+	supBefore  map[string]metricPoint
+	lastGauges time.Time
+}
+
+// scrape reads the supervisor's metrics, if there is a source.
+func (p *phase) scrape(ctx context.Context) (map[string]metricPoint, bool) {
+	src := p.h.opts.SupervisorMetrics
+	if src == nil {
+		return nil, false
+	}
+	mfs, err := src(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.errs.Add("supervisor metrics", 1)
+			p.h.log.Warn("reading the supervisor's metrics", "err", err)
+		}
+		return nil, false
+	}
+	return flatten(mfs), true
 }
 
 func (h *Harness) newPhase(scenario, what string, params map[string]any) *phase {
@@ -124,8 +153,11 @@ func (h *Harness) newPhase(scenario, what string, params map[string]any) *phase 
 	h.probeAPI.Take()
 	h.hooks.Take()
 	h.gatewayCounters()
-	now := time.Now()
-	return &phase{h: h, start: now, res: &Result{Scenario: scenario, What: what, Params: params, Started: now.UTC()}}
+	p := &phase{h: h}
+	p.supBefore, _ = p.scrape(context.Background())
+	p.start = time.Now()
+	p.res = &Result{Scenario: scenario, What: what, Params: params, Started: p.start.UTC()}
+	return p
 }
 
 // since records a per-device latency from a device's start time to at.
@@ -173,7 +205,14 @@ func (p *phase) follow(ctx context.Context, label string, want int, pr probe, do
 			}
 		} else {
 			conv, total = c, tot
-			p.res.Samples = append(p.res.Samples, Sample{T: round3(time.Since(p.start).Seconds()), Converged: conv, Total: total})
+			smp := Sample{T: round3(time.Since(p.start).Seconds()), Converged: conv, Total: total, ProbeMS: ms(cost)}
+			if time.Since(p.lastGauges) >= 500*time.Millisecond {
+				if pts, ok := p.scrape(ctx); ok {
+					p.lastGauges = time.Now()
+					smp.Gauges = gauges(pts)
+				}
+			}
+			p.res.Samples = append(p.res.Samples, smp)
 		}
 		el := time.Since(p.start)
 		h.opts.Progress.Show(label, conv, want, el)
@@ -185,7 +224,7 @@ func (p *phase) follow(ctx context.Context, label string, want int, pr probe, do
 		if herr := h.Err(); herr != nil {
 			return p.giveUp(label, conv, herr)
 		}
-		wait := max(h.opts.SampleEvery, 3*cost)
+		wait := max(h.opts.SampleEvery, min(10*cost, time.Second))
 		select {
 		case <-ctx.Done():
 			why := ctx.Err()
@@ -234,6 +273,18 @@ func (p *phase) finish() *Result {
 		r.Counts["hooks "+k] += v
 		if _, status, _ := strings.Cut(k, " "); len(status) == 3 && status[0] != '2' {
 			r.Errors["hook answered "+k] += v
+		}
+	}
+	if p.supBefore != nil {
+		if after, ok := p.scrape(context.Background()); ok {
+			f := delta(p.supBefore, after)
+			f.GaugePeaks = map[string]float64{}
+			for _, smp := range r.Samples {
+				for k, v := range smp.Gauges {
+					f.GaugePeaks[k] = max(f.GaugePeaks[k], v)
+				}
+			}
+			r.Supervisor = &f
 		}
 	}
 	for k, v := range h.gatewayCounters() {
