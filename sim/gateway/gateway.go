@@ -418,12 +418,15 @@ func (g *Gateway) enqueueLocked(m *managed) {
 // reports, log forwarding) until ctx is done. It returns nil after a clean
 // shutdown, once every goroutine it started has ended, or the error that
 // made provisioning impossible (e.g. an app id the supervisor refuses).
+// A Gateway runs once.
 func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Lock()
 	if g.running || g.stopped {
 		g.mu.Unlock()
 		return errors.New("gateway: Run called twice")
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	g.running, g.runCtx = true, ctx
 	g.mu.Unlock()
 	defer func() {
@@ -439,8 +442,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 	stopWatch := g.opts.Fleet.Watch(g.onEvent)
 	defer stopWatch()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
 	for range g.opts.Concurrency {
 		wg.Go(func() { g.worker(ctx) })
