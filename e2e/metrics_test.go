@@ -16,8 +16,10 @@ var metricNameRE = regexp.MustCompile(`depharness_[a-z0-9_]+`)
 // onlyAfterFaults are metric vectors that have no series until a fault or
 // a failure labels one: a load run without faults cannot show them.
 var onlyAfterFaults = map[string]bool{
-	"depharness_registry_faults_total": true,
-	"depharness_gateway_errors_total":  true,
+	"depharness_registry_faults_total":      true,
+	"depharness_gateway_errors_total":       true,
+	"depharness_proxy_outbox_retries_total": true,
+	"depharness_proxy_outbox_dropped_total": true,
 }
 
 // TestPrometheusScrapesEveryComponentThroughARolloutLoad runs a real
@@ -29,8 +31,10 @@ var onlyAfterFaults = map[string]bool{
 // pass `promtool check metrics` without a single remark.
 func TestPrometheusScrapesEveryComponentThroughARolloutLoad(t *testing.T) {
 	requireDocker(t)
-	const devices = 20
-	w := startWorld(t, worldOptions{Devices: devices})
+	const devices = 40
+	// Devices log about a line a second each and flash in 50–300 ms.
+	w := startWorld(t, worldOptions{Devices: devices,
+		Profile: `{"count": 1, "seed": 7, "logRate": 1, "flashTime": {"dist": "uniform", "min": "50ms", "max": "300ms"}}`})
 	endpoints := map[string]string{
 		"proxy":    w.Proxy.URL(t, proxyMetricsPort),
 		"cloud":    w.Cloud.URL(t, cloudPort),
@@ -77,6 +81,9 @@ func TestPrometheusScrapesEveryComponentThroughARolloutLoad(t *testing.T) {
 		{"the gateway received every update hook", `sum(depharness_gateway_hooks_received_total{kind="update"})`, anyAbove(3*devices - 1)},
 		{"every device is converged", `depharness_gateway_converged_devices`, func(s []promSample) bool { return len(s) == 1 && s[0].Value == devices }},
 		{"the cloud counts the devices", `sum(depharness_cloud_devices)`, anyAbove(devices - 1)},
+		{"device log lines reach the cloud", `sum(rate(depharness_cloud_log_lines_total[1m]))`, anyAbove(0)},
+		{"the outbox delivers log lines", `sum(depharness_proxy_outbox_delivered_total{kind="log"})`, anyAbove(0)},
+		{"the target is polled", `sum(depharness_proxy_sync_polls_total)`, anyAbove(3)},
 	}
 	for _, c := range checks {
 		got := prom.AwaitQuery(t, 30*time.Second, c.query, c.pred)
