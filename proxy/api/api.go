@@ -7,6 +7,8 @@
 // one definition of the wire format.
 package api
 
+import "encoding/json"
+
 // Vars is an object of environment or configuration variables. Values are
 // whatever JSON the writer sent: the cloud only ever sends strings, a gateway
 // may report anything, and comparison is done on the canonical JSON encoding.
@@ -68,13 +70,36 @@ type ProvisionResponse struct {
 }
 
 // DeviceUpdate is the body of PUT /v1/devices/{uuid}. Nil fields are not
-// sent and not changed.
+// sent and not changed; an empty but non-nil Environment or Config is sent
+// as {} (a report that every variable was removed).
 type DeviceUpdate struct {
 	Status      *string `json:"status,omitempty"`
 	IsOnline    *bool   `json:"is_online,omitempty"`
 	Commit      *string `json:"commit,omitempty"`
 	Environment Vars    `json:"environment,omitempty"`
 	Config      Vars    `json:"config,omitempty"`
+}
+
+// MarshalJSON writes the fields that are set, keeping an empty non-nil
+// Environment or Config as {} where omitempty would drop it.
+func (u DeviceUpdate) MarshalJSON() ([]byte, error) {
+	m := make(map[string]any, 5)
+	if u.Status != nil {
+		m["status"] = *u.Status
+	}
+	if u.IsOnline != nil {
+		m["is_online"] = *u.IsOnline
+	}
+	if u.Commit != nil {
+		m["commit"] = *u.Commit
+	}
+	if u.Environment != nil {
+		m["environment"] = u.Environment
+	}
+	if u.Config != nil {
+		m["config"] = u.Config
+	}
+	return json.Marshal(m)
 }
 
 // LogEntry is the body of POST /v1/devices/{uuid}/logs.

@@ -259,34 +259,10 @@ func (c *Client) Device(ctx context.Context, uuid string) (*api.Device, error) {
 // sent as {} (it clears the variables).
 func (c *Client) UpdateDevice(ctx context.Context, uuid string, u api.DeviceUpdate) (*api.Device, error) {
 	var d api.Device
-	if err := c.doJSON(ctx, http.MethodPut, "/v1/devices/"+url.PathEscape(uuid), updateBody(u), &d, true); err != nil {
+	if err := c.doJSON(ctx, http.MethodPut, "/v1/devices/"+url.PathEscape(uuid), u, &d, true); err != nil {
 		return nil, err
 	}
 	return &d, nil
-}
-
-// updateBody is the JSON body of u: nil fields are absent, and an empty
-// but non-nil Environment or Config is sent as {} (api.DeviceUpdate's
-// omitempty would drop it, and then a gateway could never report that a
-// device's variables were all removed).
-func updateBody(u api.DeviceUpdate) map[string]any {
-	m := map[string]any{}
-	if u.Status != nil {
-		m["status"] = *u.Status
-	}
-	if u.IsOnline != nil {
-		m["is_online"] = *u.IsOnline
-	}
-	if u.Commit != nil {
-		m["commit"] = *u.Commit
-	}
-	if u.Environment != nil {
-		m["environment"] = u.Environment
-	}
-	if u.Config != nil {
-		m["config"] = u.Config
-	}
-	return m
 }
 
 // Log calls POST /v1/devices/{uuid}/logs with one log line.
