@@ -57,9 +57,9 @@ compose-up: image ## the world as containers (docker-compose; COMPOSE_FILES="-f 
 compose-down: ## stop and remove the compose world and its volumes (same COMPOSE_FILES as compose-up)
 	docker-compose -p depharness $(COMPOSE_FILES) down -v --remove-orphans
 
-deps-docker: ## Debian packages the Docker tests need (prometheus, promtool)
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+deps-docker: ## Debian packages the Docker tests need (prometheus, promtool, docker-compose)
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v docker-compose >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus docker-compose >/dev/null; }
 	@systemctl disable --now prometheus >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true
 
 test-docker: image deps-docker ## end-to-end tests with containers and a real Prometheus

@@ -1,0 +1,118 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/proxy/api"
+)
+
+// composeProject is the docker-compose project name of the test, apart
+// from `make compose-up`'s "depharness".
+const composeProject = "depharness-e2e"
+
+// compose runs docker-compose with the repository's files and the test's
+// project name.
+func compose(t testing.TB, root string, files []string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	full := []string{"-p", composeProject}
+	for _, f := range files {
+		full = append(full, "-f", filepath.Join(root, f))
+	}
+	cmd := exec.CommandContext(ctx, "docker-compose", append(full, args...)...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "DEPHARNESS_IMAGE="+imageName)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker-compose %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestComposeWorldsServeTheSeedPageExamples brings up docker-compose.yml
+// with docker-compose.scale.yml (two proxy+gateway pairs, one cloud, one
+// registry) as `make compose-up` does, checks the seed page's curl
+// examples against the published proxy ports, rolls a release out to both
+// fleets with one push, and takes everything down with its volumes.
+func TestComposeWorldsServeTheSeedPageExamples(t *testing.T) {
+	requireDocker(t)
+	if _, err := exec.LookPath("docker-compose"); err != nil {
+		t.Fatalf("docker-compose is needed (run `make deps-docker`): %v", err)
+	}
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []string{"48480", "48481", "48484", "48485", "48486", "1337", "48494", "48495", "48496", "1347"} {
+		if l, err := net.Listen("tcp", "127.0.0.1:"+port); err != nil {
+			t.Fatalf("port 127.0.0.1:%s, published by the compose files, is taken (a `make compose-up` or `make run` still running?): %v", port, err)
+		} else {
+			l.Close()
+		}
+	}
+	files := []string{"docker-compose.yml", "docker-compose.scale.yml"}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("---- compose logs ----\n%s", compose(t, root, files, "logs", "--no-color", "--tail", "40"))
+		}
+		compose(t, root, files, "down", "-v", "--remove-orphans", "-t", "5")
+	})
+	start := time.Now()
+	compose(t, root, files, "up", "-d", "--no-build")
+	t.Logf("measured: docker-compose up (registry, cloud, 3 seeds, 2 proxies, 2 gateways) took %s", time.Since(start).Round(time.Millisecond))
+
+	// The seed page's examples, with BALENA_SUPERVISOR_ADDRESS and the key
+	// of the compose file.
+	const key = "depharness-local-key"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, addr := range []string{"http://127.0.0.1:48484", "http://127.0.0.1:48494"} {
+		var apps []api.App
+		awaitCond(t, time.Minute, addr+" lists the seeded app", func() (bool, string) {
+			err := getJSON(addr+"/v1/dependent-apps?apikey="+key, "", &apps)
+			if err != nil {
+				return false, err.Error()
+			}
+			return len(apps) == 1 && apps[0].ID == 2 && apps[0].Commit != "", fmt.Sprint(apps)
+		})
+	}
+	ctl := &cloud.ControlClient{BaseURL: "http://127.0.0.1:48480", Token: "depharness-admin"}
+	rel, err := ctl.PushRelease(ctx, 2, cloud.ReleaseSpec{Layers: []cloud.Layer{{Files: map[string][]byte{"assets/firmware.bin": []byte("compose release 2\n")}}}})
+	if err != nil {
+		t.Fatalf("push a release to the compose cloud: %v", err)
+	}
+	pushed := time.Now()
+	for _, addr := range []string{"http://127.0.0.1:48484", "http://127.0.0.1:48494"} {
+		awaitCond(t, time.Minute, addr+" fleet on the new release", func() (bool, string) {
+			var ds []api.Device
+			if err := getJSON(addr+"/v1/devices?apikey="+key, "", &ds); err != nil {
+				return false, err.Error()
+			}
+			on := 0
+			for _, d := range ds {
+				if d.Commit != nil && *d.Commit == rel.Commit {
+					on++
+				}
+			}
+			return len(ds) == 10 && on == len(ds), fmt.Sprintf("%d devices, %d on %.7s", len(ds), on, rel.Commit)
+		})
+	}
+	t.Logf("measured: both fleets (2 × 10 devices) on the pushed release %s after the push", time.Since(pushed).Round(time.Millisecond))
+	gws, err := ctl.Gateways(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gws) != 2 || gws[0].AppID != gws[1].AppID {
+		t.Errorf("gateways in the compose cloud: got %+v, want two of one gateway app", gws)
+	}
+}
