@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/sim/load"
+	"github.com/depharness/depharness/world"
 )
 
 // readLoadReport reads the one JSON report in dir.
@@ -139,5 +144,60 @@ func TestLoadTakesItsSettingsFromTheEnvironment(t *testing.T) {
 	code, _, stderr := run(t, map[string]string{"LOAD_SCENARIO": "nope"}, "load", "--report-dir", t.TempDir())
 	if code != 2 || !strings.Contains(stderr, `unknown scenario "nope"`) {
 		t.Errorf("exit code %d, stderr %q; want LOAD_SCENARIO read and refused", code, stderr)
+	}
+}
+
+func TestLoadDrivesAnExternalSupervisorThroughItsCloudAndHookAddress(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	// A free port for the gateway's hook listener, which the supervisor is
+	// configured with before the load command listens on it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hookListen := ln.Addr().String()
+	ln.Close()
+	st, err := world.StartStack(ctx, world.StackOptions{
+		Proxy:     world.ProxyOptions{DataDir: t.TempDir(), HookAddress: "http://" + hookListen + "/v1/devices/", PollInterval: 100 * time.Millisecond, HookRetryInterval: 200 * time.Millisecond},
+		NoGateway: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+
+	dir := t.TempDir()
+	code, stdout, stderr := run(t, map[string]string{"FAKE_CLOUD_ADMIN_TOKEN": st.Cloud.AdminToken()}, "load",
+		"--proxy", st.Proxy.URL, "--api-key", st.Proxy.APIKey, "--cloud", st.CloudURL, "--registry", st.RegistryAddr,
+		"--proxy-metrics", st.Proxy.MetricsURL, "--gateway-listen", hookListen,
+		"--devices", "8", "--scenario", "rollout,env,delete", "--delete-count", "2", "--flash-time", "5ms",
+		"--timeout", "60s", "--report-dir", dir)
+	if code != 0 {
+		t.Fatalf("exit code %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	r := readLoadReport(t, dir)
+	if !r.Passed || r.Mode != "external" || len(r.Phases) != 4 {
+		t.Fatalf("report passed=%v mode=%q phases=%d, want a passed external run of 4 phases", r.Passed, r.Mode, len(r.Phases))
+	}
+	rollout := r.Phases[1]
+	if rollout.Scenario != load.ScenarioRollout || rollout.Supervisor == nil ||
+		rollout.Supervisor.Counters[`depharness_proxy_hook_deliveries_total{kind="update",outcome="ok"}`] != 8 {
+		t.Errorf("rollout phase %q: supervisor figures %+v, want 8 update hooks delivered, scraped from its /metrics", rollout.Scenario, rollout.Supervisor)
+	}
+	// The release was built into the registry by the load command: the
+	// cloud's release names that image.
+	apps := st.Cloud.Apps()
+	var loadApp *cloud.App
+	for i := range apps {
+		if strings.HasPrefix(apps[i].Name, "load-") {
+			loadApp = &apps[i]
+		}
+	}
+	if loadApp == nil || loadApp.Release == nil || !strings.HasPrefix(loadApp.Release.Image, st.RegistryAddr+"/load/") {
+		t.Errorf("load app %+v, want a release whose image the load command built into %s/load/", loadApp, st.RegistryAddr)
+	}
+	if got := len(st.Cloud.Devices(cloud.DeviceFilter{Gateway: st.Identity.UUID})); got != 6 {
+		t.Errorf("the cloud has %d devices left, want 8 - 2 deleted", got)
 	}
 }

@@ -385,7 +385,7 @@ func (h *Harness) pushRelease(ctx context.Context, commit string) (cloud.Release
 	h.checksumMu.Unlock()
 	spec := cloud.ReleaseSpec{Commit: commit}
 	if h.opts.BuildRelease != nil {
-		img, err := h.opts.BuildRelease(ctx, strings.ToLower(h.app.Name), files)
+		img, err := h.opts.BuildRelease(ctx, "load/"+strings.ToLower(h.app.Name), files)
 		if err != nil {
 			return cloud.Release{}, fmt.Errorf("load: building release image: %w", err)
 		}
