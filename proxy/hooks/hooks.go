@@ -31,6 +31,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/depharness/depharness/proxy/api"
@@ -100,6 +101,8 @@ type Dispatcher struct {
 	client  *http.Client
 	notify  chan struct{}
 	writes  chan writeReq
+
+	busy atomic.Int32 // workers delivering now
 
 	mu      sync.Mutex
 	dirty   map[string]bool // devices to re-read (NotifyDevice)
@@ -598,6 +601,8 @@ func (d *Dispatcher) nextWork(w store.HookWork) (kind, key string) {
 // deliver is one worker step for st: re-read what the device is owed, send
 // the next hook if pacing allows, record the outcome, re-read what is left.
 func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, st *devState) result {
+	d.busy.Add(1)
+	defer d.busy.Add(-1)
 	r := result{st: st}
 	w, err := reader.Read(ctx, st.uuid)
 	if errors.Is(err, store.ErrNotFound) {
@@ -829,6 +834,9 @@ func (d *Dispatcher) acknowledge(ctx context.Context, kind string, st *devState,
 	return res.Done, nil
 }
 
+// writeLinger bounds how long a group commit waits for more writes.
+const writeLinger = 500 * time.Microsecond
+
 // writeReq asks the write loop to apply one hook-state write.
 type writeReq struct {
 	w    store.HookWrite
@@ -861,6 +869,8 @@ func (d *Dispatcher) writeState(ctx context.Context, w store.HookWrite) (store.H
 
 // writeLoop is the group-commit loop behind writeState.
 func (d *Dispatcher) writeLoop(ctx context.Context, writer *store.HookStateWriter) {
+	linger := time.NewTimer(time.Hour)
+	defer linger.Stop()
 	for {
 		var batch []writeReq
 		select {
@@ -869,14 +879,35 @@ func (d *Dispatcher) writeLoop(ctx context.Context, writer *store.HookStateWrite
 		case r := <-d.writes:
 			batch = append(batch, r)
 		}
+		// Group commit: take what is queued; while fewer writes are queued
+		// than workers are busy, wait a little for theirs (a commit costs
+		// far more than the wait).
+		lingering := false
 	drain:
 		for len(batch) < 256 {
 			select {
 			case r := <-d.writes:
 				batch = append(batch, r)
+				continue
 			default:
+			}
+			if len(batch) >= int(d.busy.Load()) {
+				break
+			}
+			if !lingering {
+				lingering = true
+				linger.Reset(writeLinger)
+			}
+			select {
+			case r := <-d.writes:
+				batch = append(batch, r)
+			case <-linger.C:
+				lingering = false
 				break drain
 			}
+		}
+		if lingering {
+			linger.Stop() // Go ≥ 1.23: no stale tick can be received after Stop
 		}
 		ws := make([]store.HookWrite, len(batch))
 		for i, r := range batch {
