@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/depharness/depharness/features/clauses"
 	"github.com/depharness/depharness/proxy/violation"
 )
 
@@ -152,4 +153,21 @@ func WriteSelfCheckTable(w io.Writer, rows []SelfCheckRow) int {
 	}
 	tw.Flush()
 	return missed
+}
+
+// ClausesWithoutViolation returns the contract clauses that no violation of
+// vs breaks: the self-check cannot prove the suite would catch a
+// supervisor that gets them wrong.
+func ClausesWithoutViolation(vs []violation.Violation) []string {
+	have := map[string]bool{}
+	for _, v := range vs {
+		have[v.Clause] = true
+	}
+	var out []string
+	for _, c := range clauses.All() {
+		if c.Tier == clauses.Contract && !have[c.ID] {
+			out = append(out, c.ID)
+		}
+	}
+	return out
 }

@@ -337,3 +337,14 @@ func TestInProcessTargetRunsUntilStoppedWithTheHarnessEnvironment(t *testing.T) 
 		t.Error("got running after Stop")
 	}
 }
+
+func TestClausesWithoutViolationListsUncoveredContractClauses(t *testing.T) {
+	got := ClausesWithoutViolation([]violation.Violation{{Name: "a", Clause: "AUTH-1"}, {Name: "b", Clause: "DEV-PUT-5"}})
+	has := map[string]bool{}
+	for _, id := range got {
+		has[id] = true
+	}
+	if has["AUTH-1"] || has["DEV-PUT-5"] || !has["AUTH-3"] || !has["HOOK-202"] {
+		t.Errorf("got %v, want every contract clause but AUTH-1 (DEV-PUT-5 is reference anyway)", got)
+	}
+}
