@@ -19,9 +19,18 @@ import (
 // from `make compose-up`'s "depharness".
 const composeProject = "depharness-e2e"
 
-// compose runs docker-compose with the repository's files and the test's
-// project name.
-func compose(t testing.TB, root string, files []string, args ...string) string {
+// composePorts are the host port variables of the compose files, each set
+// by the test to a free loopback port so that it never meets a developer's
+// `make compose-up` or `make run` on the default ports.
+var composePorts = []string{
+	"CLOUD_HOST_PORT", "REGISTRY_HOST_PORT", "PROXY_HOST_PORT", "PROXY_METRICS_HOST_PORT",
+	"GATEWAY_HOST_PORT", "GATEWAY_METRICS_HOST_PORT", "PROXY_2_HOST_PORT", "PROXY_2_METRICS_HOST_PORT",
+	"GATEWAY_2_HOST_PORT", "GATEWAY_2_METRICS_HOST_PORT",
+}
+
+// compose runs docker-compose with the repository's files, the test's
+// project name and ports.
+func compose(t testing.TB, root string, files []string, ports map[string]string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -32,6 +41,9 @@ func compose(t testing.TB, root string, files []string, args ...string) string {
 	cmd := exec.CommandContext(ctx, "docker-compose", append(full, args...)...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "DEPHARNESS_IMAGE="+imageName)
+	for k, v := range ports {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("docker-compose %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -41,8 +53,9 @@ func compose(t testing.TB, root string, files []string, args ...string) string {
 
 // TestComposeWorldsServeTheSeedPageExamples brings up docker-compose.yml
 // with docker-compose.scale.yml (two proxy+gateway pairs, one cloud, one
-// registry) as `make compose-up` does, checks the seed page's curl
-// examples against the published proxy ports, rolls a release out to both
+// registry) as `make compose-up` does (on free host ports instead of the
+// defaults), checks the seed page's curl examples against the published
+// proxy ports, rolls a release out to both
 // fleets with one push, and takes everything down with its volumes.
 func TestComposeWorldsServeTheSeedPageExamples(t *testing.T) {
 	requireDocker(t)
@@ -53,22 +66,20 @@ func TestComposeWorldsServeTheSeedPageExamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, port := range []string{"48480", "48481", "48484", "48485", "48486", "1337", "48494", "48495", "48496", "1347"} {
-		if l, err := net.Listen("tcp", "127.0.0.1:"+port); err != nil {
-			t.Fatalf("port 127.0.0.1:%s, published by the compose files, is taken (a `make compose-up` or `make run` still running?): %v", port, err)
-		} else {
-			l.Close()
-		}
+	ports := map[string]string{}
+	for _, v := range composePorts {
+		_, p, _ := net.SplitHostPort(freeLoopbackAddr(t))
+		ports[v] = p
 	}
 	files := []string{"docker-compose.yml", "docker-compose.scale.yml"}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("---- compose logs ----\n%s", compose(t, root, files, "logs", "--no-color", "--tail", "40"))
+			t.Logf("---- compose logs ----\n%s", compose(t, root, files, ports, "logs", "--no-color", "--tail", "40"))
 		}
-		compose(t, root, files, "down", "-v", "--remove-orphans", "-t", "5")
+		compose(t, root, files, ports, "down", "-v", "--remove-orphans", "-t", "5")
 	})
 	start := time.Now()
-	compose(t, root, files, "up", "-d", "--no-build")
+	compose(t, root, files, ports, "up", "-d", "--no-build")
 	t.Logf("measured: docker-compose up (registry, cloud, 3 seeds, 2 proxies, 2 gateways) took %s", time.Since(start).Round(time.Millisecond))
 
 	// The seed page's examples, with BALENA_SUPERVISOR_ADDRESS and the key
@@ -76,7 +87,8 @@ func TestComposeWorldsServeTheSeedPageExamples(t *testing.T) {
 	const key = "depharness-local-key"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	for _, addr := range []string{"http://127.0.0.1:48484", "http://127.0.0.1:48494"} {
+	proxies := []string{"http://127.0.0.1:" + ports["PROXY_HOST_PORT"], "http://127.0.0.1:" + ports["PROXY_2_HOST_PORT"]}
+	for _, addr := range proxies {
 		var apps []api.App
 		awaitCond(t, time.Minute, addr+" lists the seeded app", func() (bool, string) {
 			err := getJSON(addr+"/v1/dependent-apps?apikey="+key, "", &apps)
@@ -86,13 +98,13 @@ func TestComposeWorldsServeTheSeedPageExamples(t *testing.T) {
 			return len(apps) == 1 && apps[0].ID == 2 && apps[0].Commit != "", fmt.Sprint(apps)
 		})
 	}
-	ctl := &cloud.ControlClient{BaseURL: "http://127.0.0.1:48480", Token: "depharness-admin"}
+	ctl := &cloud.ControlClient{BaseURL: "http://127.0.0.1:" + ports["CLOUD_HOST_PORT"], Token: "depharness-admin"}
 	rel, err := ctl.PushRelease(ctx, 2, cloud.ReleaseSpec{Layers: []cloud.Layer{{Files: map[string][]byte{"assets/firmware.bin": []byte("compose release 2\n")}}}})
 	if err != nil {
 		t.Fatalf("push a release to the compose cloud: %v", err)
 	}
 	pushed := time.Now()
-	for _, addr := range []string{"http://127.0.0.1:48484", "http://127.0.0.1:48494"} {
+	for _, addr := range proxies {
 		awaitCond(t, time.Minute, addr+" fleet on the new release", func() (bool, string) {
 			var ds []api.Device
 			if err := getJSON(addr+"/v1/devices?apikey="+key, "", &ds); err != nil {
