@@ -534,3 +534,78 @@ func TestViolations(t *testing.T) {
 		}
 	})
 }
+
+func TestRunRetriesWhileTheCloudIsDown(t *testing.T) {
+	f := newFixture(t, Options{PollInterval: 20 * time.Millisecond})
+	f.cloud.fail(http.StatusServiceUnavailable)
+	f.run(t)
+	eventually(t, "two failed polls", func() bool {
+		return testutil.ToFloat64(f.s.metrics.polls.WithLabelValues(OutcomeError)) >= 2
+	})
+	f.cloud.set(goodState())
+	eventually(t, "devices stored once the cloud is back", func() bool { return len(f.devices(t)) == 2 })
+}
+
+func TestTargetViolations(t *testing.T) {
+	removeD2 := func(s map[string]any) { delete(s["dependent"].(map[string]any)["devices"].(map[string]any), "d2") }
+	tests := []struct {
+		name  string
+		v     string
+		steps []func(map[string]any) // states polled after the first, good one
+		check func(t *testing.T, ds map[string]store.Device)
+	}{
+		{
+			name:  "delete-not-marked leaves a removed device unmarked",
+			v:     "delete-not-marked",
+			steps: []func(map[string]any){removeD2},
+			check: func(t *testing.T, ds map[string]store.Device) {
+				if ds["d2"].MarkedForDelete {
+					t.Fatal("d2 marked, want unmarked under the violation")
+				}
+			},
+		},
+		{
+			name:  "readded-stays-deleted keeps a re-added device marked",
+			v:     "readded-stays-deleted",
+			steps: []func(map[string]any){removeD2, func(map[string]any) {}},
+			check: func(t *testing.T, ds map[string]store.Device) {
+				if !ds["d2"].MarkedForDelete {
+					t.Fatal("d2 unmarked, want it to stay marked under the violation")
+				}
+			},
+		},
+		{
+			name: "app-removal-silent drops the devices of a removed app",
+			v:    "app-removal-silent",
+			steps: []func(map[string]any){func(s map[string]any) {
+				dep := s["dependent"].(map[string]any)
+				dep["apps"] = map[string]any{}
+				dep["devices"] = map[string]any{}
+			}},
+			check: func(t *testing.T, ds map[string]store.Device) {
+				if len(ds) != 0 {
+					t.Fatalf("got %d devices, want none (removed without a delete hook)", len(ds))
+				}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, Options{Violations: violation.Set{tc.v: true}})
+			ctx := context.Background()
+			if err := f.s.Poll(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, step := range tc.steps {
+				time.Sleep(2 * time.Millisecond) // the next poll starts after the devices were stored (ms clock)
+				s := goodState()
+				step(s)
+				f.cloud.set(s)
+				if err := f.s.Poll(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tc.check(t, f.devices(t))
+		})
+	}
+}
