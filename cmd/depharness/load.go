@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -66,6 +67,7 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		fl.DefValue = "warn"
 		_ = fl.Value.Set("warn")
 	}
+	blockProfile := f.String("blockprofile", "LOAD_BLOCKPROFILE", "", "write a profile of blocking (waits on locks, channels, connections) during the scenarios to this file")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -210,6 +212,15 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 			}
 			defer func() { pprof.StopCPUProfile(); pf.Close() }()
 		}
+		if *blockProfile != "" {
+			runtime.SetBlockProfileRate(int(100 * time.Microsecond))
+			defer func() {
+				runtime.SetBlockProfileRate(0)
+				if err := writeProfile("block", *blockProfile); err != nil {
+					log.Error("block profile", "err", err)
+				}
+			}()
+		}
 		for _, sc := range scenarios {
 			if ctx.Err() != nil {
 				break
@@ -233,6 +244,19 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		return errors.New("did not converge: " + strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// writeProfile writes the named runtime profile to path.
+func writeProfile(name, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // summarize prints one line per phase and the report's paths on stdout.

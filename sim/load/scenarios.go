@@ -378,12 +378,12 @@ func (h *Harness) cloudCommitProbe(commit string, seen *firstTimes) probe {
 // reports the app's first release to the cloud.
 func (h *Harness) Provision(ctx context.Context) (*Result, error) {
 	p := h.newPhase(ScenarioProvision, "provision every device through the supervisor and roll out the first release; converged = the cloud sees the device on that release", map[string]any{"devices": h.opts.Devices})
-	app, err := h.opts.Cloud.Apps(ctx)
+	apps, err := h.opts.Cloud.Apps(ctx)
 	if err != nil {
 		return p.finish(), err
 	}
 	var commit string
-	for _, a := range app {
+	for _, a := range apps {
 		if a.ID == h.app.ID && a.Release != nil {
 			commit = a.Release.Commit
 		}
@@ -640,8 +640,11 @@ func (h *Harness) RestartWave(ctx context.Context) (*Result, error) {
 		}
 	})
 	defer stop()
+	reqCtx, stopRequests := context.WithCancel(ctx)
+	reqDone := make(chan struct{})
 	go func() {
-		failed, last := each(ctx, uuids, 16, func(ctx context.Context, u string) error {
+		defer close(reqDone)
+		failed, last := each(reqCtx, uuids, 16, func(ctx context.Context, u string) error {
 			requested.note(u, time.Now())
 			_, err := h.opts.Cloud.RestartDevice(ctx, u)
 			return err
@@ -663,6 +666,8 @@ func (h *Harness) RestartWave(ctx context.Context) (*Result, error) {
 		return n, len(uuids), nil
 	}
 	err := p.follow(ctx, fmt.Sprintf("restart wave of %d", len(uuids)), len(uuids), pr, nil)
+	stopRequests() // a phase that gave up stops asking
+	<-reqDone
 	rq, hs := requested.snapshot(), hooked.snapshot()
 	p.since("request → restart hook", rq, hs)
 	p.since("request → device back up", rq, rebooted.snapshot())
@@ -687,8 +692,11 @@ func (h *Harness) DeletionWave(ctx context.Context) (*Result, error) {
 			hooked.note(uuid, at)
 		}
 	})
+	reqCtx, stopRequests := context.WithCancel(ctx)
+	reqDone := make(chan struct{})
 	go func() {
-		failed, last := each(ctx, uuids, 16, func(ctx context.Context, u string) error {
+		defer close(reqDone)
+		failed, last := each(reqCtx, uuids, 16, func(ctx context.Context, u string) error {
 			requested.note(u, time.Now())
 			return h.opts.Cloud.DeleteDevice(ctx, u)
 		})
@@ -730,6 +738,8 @@ func (h *Harness) DeletionWave(ctx context.Context) (*Result, error) {
 		return removed.len(), len(uuids), nil
 	}
 	err := p.follow(ctx, fmt.Sprintf("deletion wave of %d", len(uuids)), len(uuids), pr, nil)
+	stopRequests()
+	<-reqDone
 	rq, gs, hs, rs := requested.snapshot(), gone.snapshot(), hooked.snapshot(), removed.snapshot()
 	p.since("delete → 410 (sampled)", rq, gs)
 	p.since("delete → delete hook", rq, hs)
