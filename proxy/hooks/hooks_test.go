@@ -520,3 +520,111 @@ func TestViolationNoPacingResendsFasterThanTheRetryInterval(t *testing.T) {
 		}
 	}
 }
+
+func TestMoreViolations(t *testing.T) {
+	accepted := func(hookReq, int) int { return http.StatusAccepted }
+	tests := []struct {
+		name    string
+		v       string
+		respond func(h hookReq, n int) int
+		check   func(t *testing.T, rv *receiver, w *world, r *running)
+	}{
+		{
+			name:    "hook-200-repeats resends an acknowledged target",
+			v:       "hook-200-repeats",
+			respond: func(hookReq, int) int { return http.StatusOK },
+			check: func(t *testing.T, rv *receiver, w *world, r *running) {
+				rv.await(t, 3, updatesTo("d1"))
+			},
+		},
+		{
+			name:    "hook-202-commit-only stops once the commit is reported",
+			v:       "hook-202-commit-only",
+			respond: accepted,
+			check: func(t *testing.T, rv *receiver, w *world, r *running) {
+				rv.await(t, 1, updatesTo("d1"))
+				w.report("d1", "c1", `{"A":"other"}`)
+				reported := time.Now()
+				n := len(rv.requests(updatesTo("clock")))
+				rv.await(t, n+4, updatesTo("clock"))
+				for _, h := range rv.requests(updatesTo("d1")) {
+					if h.At.After(reported.Add(ri)) {
+						t.Fatalf("got a hook at %v after the commit was reported at %v, want none", h.At, reported)
+					}
+				}
+			},
+		},
+		{
+			name:    "hook-update-stale-env sends the reported environment",
+			v:       "hook-update-stale-env",
+			respond: accepted,
+			check: func(t *testing.T, rv *receiver, w *world, r *running) {
+				h := rv.await(t, 1, updatesTo("d1"))[0]
+				if !strings.Contains(h.Body, `"environment":{}`) {
+					t.Fatalf("got body %s, want the never-reported (empty) environment", h.Body)
+				}
+			},
+		},
+		{
+			name:    "hook-sends-superseded sends the older target after the newer one",
+			v:       "hook-sends-superseded",
+			respond: accepted,
+			check: func(t *testing.T, rv *receiver, w *world, r *running) {
+				rv.await(t, 1, updatesTo("d1"))
+				w.device("d1").Environment = map[string]string{"A": "2"}
+				w.apply()
+				r.d.Notify()
+				isNew := func(h hookReq) bool { return updatesTo("d1")(h) && strings.Contains(h.Body, `"A":"2"`) }
+				first := rv.await(t, 1, isNew)[0]
+				rv.await(t, 1, func(h hookReq) bool {
+					return updatesTo("d1")(h) && h.At.After(first.At) && strings.Contains(h.Body, `"A":"1"`)
+				})
+			},
+		},
+		{
+			name:    "delete-hook-not-sent never sends a DELETE",
+			v:       "delete-hook-not-sent",
+			respond: accepted,
+			check: func(t *testing.T, rv *receiver, w *world, r *running) {
+				w.target.Devices = slices.DeleteFunc(w.target.Devices, func(d store.TargetDevice) bool { return d.UUID == "d1" })
+				w.apply()
+				r.d.Notify()
+				n := len(rv.requests(updatesTo("clock")))
+				rv.await(t, n+3, updatesTo("clock"))
+				if got := rv.requests(func(h hookReq) bool { return h.Method == http.MethodDelete }); len(got) != 0 {
+					t.Fatalf("got %d DELETE hooks, want none", len(got))
+				}
+			},
+		},
+		{
+			name:    "restart-hook-not-sent never sends a restart",
+			v:       "restart-hook-not-sent",
+			respond: accepted,
+			check: func(t *testing.T, rv *receiver, w *world, r *running) {
+				w.device("d1").Restart = 1
+				w.apply()
+				r.d.Notify()
+				n := len(rv.requests(updatesTo("clock")))
+				rv.await(t, n+3, updatesTo("clock"))
+				if got := rv.requests(func(h hookReq) bool { return h.Restart }); len(got) != 0 {
+					t.Fatalf("got %d restart hooks, want none", len(got))
+				}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rv := newReceiver(t, nil)
+			w := newWorld(t, "d1", "clock") // clock: a 202 loop that shows time passing
+			rv.respond = func(h hookReq, n int) int {
+				if h.UUID == "clock" {
+					return http.StatusAccepted
+				}
+				return tc.respond(h, n)
+			}
+			w.downloaded("c1")
+			r := start(t, w, Options{BaseAddress: rv.base(), Violations: violations(tc.v)})
+			tc.check(t, rv, w, r)
+		})
+	}
+}
