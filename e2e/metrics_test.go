@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -121,9 +122,48 @@ func TestPrometheusScrapesEveryComponentThroughARolloutLoad(t *testing.T) {
 		}
 	}
 
+	// Every query of the dashboard evaluates (with its variables set).
+	exprs, err := dashboardExprs(filepath.Join(root, "deploy", "grafana", "depharness-dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range exprs {
+		q := strings.NewReplacer("$__rate_interval", "1m", "$instance", ".*").Replace(e)
+		if _, err := prom.Query(q); err != nil {
+			t.Errorf("dashboard query %s: %v", e, err)
+		}
+	}
+	t.Logf("measured: %d dashboard queries evaluate", len(exprs))
+
 	for name, u := range endpoints {
 		if out, err := promtoolCheckMetrics(fetchMetrics(t, u+"/metrics")); err != nil {
 			t.Errorf("%s /metrics: %v\n%s", name, err, out)
 		}
 	}
+}
+
+// dashboardExprs returns the PromQL expressions of a Grafana dashboard's
+// panels.
+func dashboardExprs(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var d struct {
+		Panels []struct {
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var out []string
+	for _, p := range d.Panels {
+		for _, t := range p.Targets {
+			out = append(out, t.Expr)
+		}
+	}
+	return out, nil
 }
