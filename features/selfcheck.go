@@ -9,7 +9,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/depharness/depharness/features/clauses"
 	"github.com/depharness/depharness/proxy/violation"
@@ -40,8 +43,9 @@ type SelfCheckRow struct {
 // each violation, the scenarios tagged with its clause with
 // DEPHARNESS_VIOLATIONS set to it. cfg is the configuration of a normal run
 // against the reference proxy; its Tags further restrict the scenarios.
-// Reports of each run go under cfg.ReportDir/self-check/.
-func SelfCheck(ctx context.Context, cfg Config, vs []violation.Violation) ([]SelfCheckRow, error) {
+// Reports of each run go under cfg.ReportDir/self-check/. Up to parallel
+// violations are checked at once.
+func SelfCheck(ctx context.Context, cfg Config, vs []violation.Violation, parallel int) ([]SelfCheckRow, error) {
 	if len(vs) == 0 {
 		return nil, errors.New("no violations to check")
 	}
@@ -51,7 +55,12 @@ func SelfCheck(ctx context.Context, cfg Config, vs []violation.Violation) ([]Sel
 		out = os.Stdout
 	}
 	base := cfg.ReportDir
-	run := func(name, tags string, env map[string]string) (Result, error) {
+	// One pool of ports for every run, so that runs side by side never
+	// hand out the same port.
+	if cfg.ports == nil {
+		cfg.ports = newPortPool(cfg.Seed)
+	}
+	run := func(ctx context.Context, name, tags string, env map[string]string) (Result, error) {
 		c := cfg
 		c.Tags = tags
 		if cfg.Tags != "" {
@@ -92,7 +101,7 @@ func SelfCheck(ctx context.Context, cfg Config, vs []violation.Violation) ([]Sel
 	}
 	sort.Strings(all)
 	fmt.Fprintf(out, "self-check: baseline run of the scenarios of %d clauses without violations\n", len(all))
-	baseline, err := run("baseline", strings.Join(all, ","), map[string]string{"DEPHARNESS_VIOLATIONS": ""})
+	baseline, err := run(ctx, "baseline", strings.Join(all, ","), map[string]string{"DEPHARNESS_VIOLATIONS": ""})
 	if err != nil && !errors.Is(err, ErrNoScenarios) {
 		return nil, fmt.Errorf("baseline: %w", err)
 	}
@@ -103,34 +112,45 @@ func SelfCheck(ctx context.Context, cfg Config, vs []violation.Violation) ([]Sel
 		}
 	}
 
-	var rows []SelfCheckRow
-	for _, v := range vs {
-		row := SelfCheckRow{Violation: v}
-		if f := failsClean["@"+v.Clause]; len(f) > 0 {
-			row.Note = fmt.Sprintf("inconclusive: %d scenarios of %s fail without the violation", len(f), v.Clause)
-			rows = append(rows, row)
-			fmt.Fprintf(out, "self-check: %-32s %s\n", v.Name, row.Note)
-			continue
-		}
-		res, err := run(v.Name, "@"+v.Clause, map[string]string{"DEPHARNESS_VIOLATIONS": v.Name})
-		switch {
-		case errors.Is(err, ErrNoScenarios):
-			row.Note = "no scenario checks " + v.Clause
-		case err != nil:
-			return rows, fmt.Errorf("violation %s: %w", v.Name, err)
-		}
-		row.Scenarios = len(res.Scenarios)
-		for _, s := range res.Failed() {
-			row.Failed = append(row.Failed, s.Name)
-		}
-		row.Caught = len(row.Failed) > 0
-		if !row.Caught && row.Note == "" {
-			row.Note = fmt.Sprintf("all %d scenarios of %s passed with the violation on", row.Scenarios, v.Clause)
-		}
-		fmt.Fprintf(out, "self-check: %-32s caught=%v (%d of %d scenarios failed)\n", v.Name, row.Caught, len(row.Failed), row.Scenarios)
-		rows = append(rows, row)
+	rows := make([]SelfCheckRow, len(vs))
+	var outMu sync.Mutex
+	say := func(format string, a ...any) {
+		outMu.Lock()
+		defer outMu.Unlock()
+		fmt.Fprintf(out, format, a...)
 	}
-	return rows, nil
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(parallel, 1))
+	for i, v := range vs {
+		g.Go(func() error {
+			row := SelfCheckRow{Violation: v}
+			defer func() { rows[i] = row }()
+			if f := failsClean["@"+v.Clause]; len(f) > 0 {
+				row.Note = fmt.Sprintf("inconclusive: %d scenarios of %s fail without the violation", len(f), v.Clause)
+				say("self-check: %-32s %s\n", v.Name, row.Note)
+				return nil
+			}
+			res, err := run(gctx, v.Name, "@"+v.Clause, map[string]string{"DEPHARNESS_VIOLATIONS": v.Name})
+			switch {
+			case errors.Is(err, ErrNoScenarios):
+				row.Note = "no scenario checks " + v.Clause
+			case err != nil:
+				return fmt.Errorf("violation %s: %w", v.Name, err)
+			}
+			row.Scenarios = len(res.Scenarios)
+			for _, s := range res.Failed() {
+				row.Failed = append(row.Failed, s.Name)
+			}
+			row.Caught = len(row.Failed) > 0
+			if !row.Caught && row.Note == "" {
+				row.Note = fmt.Sprintf("all %d scenarios of %s passed with the violation on", row.Scenarios, v.Clause)
+			}
+			say("self-check: %-32s caught=%v (%d of %d scenarios failed)\n", v.Name, row.Caught, len(row.Failed), row.Scenarios)
+			return nil
+		})
+	}
+	err = g.Wait()
+	return rows, err
 }
 
 // WriteSelfCheckTable prints the rows as a table and returns the number of

@@ -101,6 +101,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Features, if nil, is the suite's own Files.
 	Features fs.FS
+
+	// ports, if set, is shared with other runs of this process.
+	ports *portPool
 }
 
 // ScenarioResult is the outcome of one scenario.
@@ -181,7 +184,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		format += ",cucumber:" + filepath.Join(cfg.ReportDir, "cucumber.json") +
 			",junit:" + filepath.Join(cfg.ReportDir, "junit.xml")
 	}
-	s := &suite{cfg: cfg, ports: newPortPool(cfg.Seed)}
+	ports := cfg.ports
+	if ports == nil {
+		ports = newPortPool(cfg.Seed)
+	}
+	s := &suite{cfg: cfg, ports: ports}
 	ts := godog.TestSuite{
 		Name:                "depharness",
 		ScenarioInitializer: s.initScenario,

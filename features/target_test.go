@@ -265,7 +265,7 @@ func TestSelfCheckTellsCaughtFromMissedViolations(t *testing.T) {
 			{Name: "open-door", Clause: "AUTH-1", What: "serves requests without a key"},
 			{Name: "harmless", Clause: "AUTH-3", What: "changes nothing the suite sees"},
 			{Name: "unchecked", Clause: "ERR-1", What: "has no scenario"},
-		})
+		}, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +293,7 @@ func TestSelfCheckTellsCaughtFromMissedViolations(t *testing.T) {
 
 func TestSelfCheckIsInconclusiveForAClauseThatFailsWithoutTheViolation(t *testing.T) {
 	rows, err := SelfCheck(testCtx(t), Config{Target: pingTarget(t), Features: twoScenarios, Output: io.Discard, Concurrency: 2},
-		[]violation.Violation{{Name: "open-door", Clause: "AUTH-1", What: "serves requests without a key"}})
+		[]violation.Violation{{Name: "open-door", Clause: "AUTH-1", What: "serves requests without a key"}}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

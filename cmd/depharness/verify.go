@@ -30,6 +30,7 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 	concurrency := f.Int("concurrency", "DEPHARNESS_CONCURRENCY", 4, "scenarios run at once")
 	seed := f.Int64("seed", "DEPHARNESS_SEED", 0, "seed of the scenario order and the fakes; 0 draws one (printed, to replay a run)")
 	selfCheck := f.Bool("self-check", "", false, "prove the suite catches every named violation of the reference proxy, instead of a normal run")
+	selfCheckParallel := f.Int("self-check-parallel", "", 4, "violations checked at once by --self-check")
 	poll := f.Duration("poll-interval", "", features.DefaultTiming.Poll, "TARGET_POLL_INTERVAL given to the target")
 	retry := f.Duration("hook-retry-interval", "", features.DefaultTiming.Retry, "HOOK_RETRY_INTERVAL given to the target")
 	hookTimeout := f.Duration("hook-timeout", "", features.DefaultTiming.HookTimeout, "HOOK_TIMEOUT given to the target")
@@ -71,7 +72,7 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 		for _, n := range violation.Names() {
 			vs = append(vs, violation.Known[n])
 		}
-		rows, err := features.SelfCheck(ctx, cfg, vs)
+		rows, err := features.SelfCheck(ctx, cfg, vs, *selfCheckParallel)
 		if err != nil {
 			return err
 		}
