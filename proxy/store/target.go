@@ -179,6 +179,25 @@ func (s *Store) ApplyTarget(ctx context.Context, t Target, pollStartedAt time.Ti
 
 func (s *Store) applyTargetTx(ctx context.Context, tx *sql.Tx, t Target, pollStartedAt time.Time, sum *TargetSummary) error {
 	now := s.nowMillis()
+	// Statements run once per app or device are prepared once.
+	stmts := map[string]*sql.Stmt{}
+	defer func() {
+		for _, st := range stmts {
+			st.Close()
+		}
+	}()
+	exec := func(q string, args ...any) error {
+		st := stmts[q]
+		if st == nil {
+			var err error
+			if st, err = tx.PrepareContext(ctx, q); err != nil {
+				return err
+			}
+			stmts[q] = st
+		}
+		_, err := st.ExecContext(ctx, args...)
+		return err
+	}
 
 	// Apps.
 	type appRow struct {
@@ -211,7 +230,7 @@ func (s *Store) applyTargetTx(ctx context.Context, tx *sql.Tx, t Target, pollSta
 			return fmt.Errorf("app %d config: %w", a.ID, err)
 		}
 		commit, image, release := nullIfEmpty(a.Commit), nullIfEmpty(a.Image), sql.NullInt64{Int64: a.ReleaseID, Valid: a.ReleaseID != 0}
-		if _, err := tx.ExecContext(ctx, `
+		if err := exec(`
 INSERT INTO apps (id, name, parent_app, config, target_commit, target_image, release_id, in_target)
 VALUES (?, ?, ?, ?, ?, ?, ?, 1)
 ON CONFLICT(id) DO UPDATE SET name = excluded.name, parent_app = excluded.parent_app, config = excluded.config,
@@ -230,7 +249,7 @@ ON CONFLICT(id) DO UPDATE SET name = excluded.name, parent_app = excluded.parent
 	}
 	for id, r := range apps {
 		if r.inTarget && !inTargetApps[id] {
-			if _, err := tx.ExecContext(ctx, `UPDATE apps SET in_target = 0 WHERE id = ?`, id); err != nil {
+			if err := exec(`UPDATE apps SET in_target = 0 WHERE id = ?`, id); err != nil {
 				return err
 			}
 			sum.AppsRemoved = append(sum.AppsRemoved, id)
@@ -287,7 +306,7 @@ FROM devices`)
 			if name == "" {
 				name = d.Cloud.Name
 			}
-			if _, err := tx.ExecContext(ctx, `
+			if err := exec(`
 INSERT INTO devices (uuid, app_id, device_type, logs_channel, cloud_id, name, note,
 	target_environment, target_config, in_target, restart_requested, restart_acked, target_changed_at, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)`,
@@ -330,7 +349,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)`,
 			// its update target, as far as the hook latency goes, starts now.
 			changedAt = sql.NullInt64{Int64: now, Valid: true}
 		}
-		if _, err := tx.ExecContext(ctx, `
+		if err := exec(`
 UPDATE devices SET app_id = ?, name = ?, target_environment = ?, target_config = ?, in_target = 1,
 	marked_for_delete = 0, restart_requested = ?, restart_acked = ?,
 	target_changed_at = COALESCE(?, target_changed_at)
@@ -357,8 +376,7 @@ WHERE uuid = ?`,
 			// know it yet.
 			continue
 		}
-		if _, err := tx.ExecContext(ctx,
-			`UPDATE devices SET marked_for_delete = 1, in_target = 0 WHERE uuid = ?`, r.uuid); err != nil {
+		if err := exec(`UPDATE devices SET marked_for_delete = 1, in_target = 0 WHERE uuid = ?`, r.uuid); err != nil {
 			return fmt.Errorf("mark device %s: %w", r.uuid, err)
 		}
 		sum.Marked = append(sum.Marked, MarkedDevice{UUID: r.uuid, AppID: r.appID})
