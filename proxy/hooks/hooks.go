@@ -2,18 +2,21 @@
 // gateway app the update, delete and restart hooks its dependent devices are
 // owed (CONTRACT.md HOOK-*), from the durable hook state in proxy/store.
 //
-// Per device, hooks are serialized (never two in flight), paced (never more
-// often than the retry interval, also across a restart, through the store's
-// hook_last_at) and always carry the newest target (the device's state is
-// re-read right before each send). When several kinds are owed, a delete is
+// Per device, hooks are serialized (never two in flight), paced (the next
+// hook starts at least the retry interval after the previous one ended, also
+// across a restart, through the store's hook_last_at) and always carry the
+// newest target (the device's state is re-read right before each send). When several kinds are owed, a delete is
 // sent first and alone (a marked device is owed nothing else), then restarts,
 // then the update: a restart request is a one-shot action the gateway should
 // see promptly, while the update hook carries the whole target and is re-sent
 // until settled anyway.
 //
-// Across devices, hooks go out concurrently up to a bound. The schedule is an
-// in-memory heap ordered by next-due time, rebuilt from the store at start and
-// on Notify, so a tick never scans the table.
+// Across devices, hooks go out concurrently up to a bound; a failed hook is
+// retried with exponential backoff from the retry interval up to a cap, with
+// jitter. The schedule is an in-memory heap ordered by next-due time, rebuilt
+// from the store at start, on Notify and every RescanInterval (NotifyDevice
+// re-reads one device), so a tick never scans the table. Writes of concurrent
+// deliveries (attempts, acknowledgements) share one transaction.
 //
 // It depends on proxy/store, proxy/api and proxy/violation; it must not import
 // the HTTP API, sync, the cloud client, fakes or the simulator.
