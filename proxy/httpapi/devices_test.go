@@ -33,6 +33,7 @@ func TestProvision(t *testing.T) {
 		{"unknown members are ignored", `{"appId":5,"colour":"blue"}`, "generic-amd64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t)
 			code, body := e.do("POST", "/v1/devices", tc.body)
 			if code != http.StatusCreated {
@@ -108,6 +109,7 @@ func TestProvisionRefusals(t *testing.T) {
 		{"a failing cloud is 503", `{"appId":5}`, &cloudclient.StatusError{Call: cloudclient.CallProvision, Code: 500}, 503, api.ErrTextServiceUnavailable, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t)
 			e.cloud.setFail(tc.cloudErr)
 			code, body := e.do("POST", "/v1/devices", tc.body)
@@ -268,6 +270,7 @@ func TestPutDevice(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := newDeviceFixture(t)
 			f.cloud.setFail(unreachable) // the cloud being down changes nothing
 			code, body := f.do("PUT", "/v1/devices/"+f.plain, tc.body)
@@ -345,6 +348,7 @@ func TestPutDeviceRefusals(t *testing.T) {
 		{"a bad body on a marked device is 400", marked, `{"is_online":null}`, 400, api.ErrTextIsOnlineInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := newDeviceFixture(t)
 			uuid := map[target]string{plain: f.plain, marked: f.marked, missing: unknown}[tc.who]
 			before := f.listBody()
@@ -395,6 +399,7 @@ func TestPostLog(t *testing.T) {
 			cloudapi.LogLine{Message: "m", Timestamp: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := newDeviceFixture(t)
 			code, body := f.do("POST", "/v1/devices/"+f.plain+"/logs", tc.body)
 			if code != http.StatusAccepted || body != "" {
@@ -441,6 +446,7 @@ func TestPostLogRefusals(t *testing.T) {
 		{"a device awaiting a delete acknowledgement is gone", "marked", `{"message":"m"}`, 410, api.ErrTextDeviceDeleted},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := newDeviceFixture(t)
 			uuid := map[string]string{"plain": f.plain, "marked": f.marked}[tc.who]
 			if uuid == "" {

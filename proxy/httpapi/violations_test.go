@@ -112,6 +112,7 @@ func TestViolations(t *testing.T) {
 			t.Fatalf("violation %q is not registered", tc.name)
 		}
 		t.Run(tc.name+" breaks "+violation.Known[tc.name].Clause, func(t *testing.T) {
+			t.Parallel()
 			if ok, got := tc.contract(t, newDeviceFixture(t)); !ok {
 				t.Fatalf("without the violation: contract broken: %s", got)
 			}
