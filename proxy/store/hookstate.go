@@ -179,7 +179,8 @@ type HookWork struct {
 	// UpdateCanonical is Update's canonical JSON ("" when Update is nil).
 	UpdateCanonical string
 	// Target is the device's current update target whether owed or not; nil
-	// when its app has no downloaded commit or the device is marked.
+	// when its app has no downloaded commit, the device is marked, or it has
+	// not yet appeared in a cloud target.
 	Target *UpdateTarget
 	// ReportedCommit is the commit the gateway last reported (nil: never).
 	ReportedCommit *string
@@ -199,7 +200,7 @@ func (w HookWork) Pending() bool { return w.Delete || w.RestartsDue > 0 || w.Upd
 const hookWorkColumns = `
 SELECT d.uuid, d.app_id, d.marked_for_delete, d.restart_requested, d.restart_acked, d.update_acked,
        d.reported_commit, d.environment, d.config, d.target_environment, d.target_config,
-       d.hook_last_at, d.target_changed_at, a.current_commit
+       d.hook_last_at, d.target_changed_at, a.current_commit, d.in_target
 FROM devices d LEFT JOIN apps a ON a.id = d.app_id`
 
 func scanHookWork(sc interface{ Scan(...any) error }) (HookWork, error) {
@@ -213,10 +214,11 @@ func scanHookWork(sc interface{ Scan(...any) error }) (HookWork, error) {
 		targetEnv, targetCfg string
 		lastAt, changedAt    sql.NullInt64
 		currentCommit        sql.NullString
+		inTarget             bool
 	)
 	if err := sc.Scan(&w.UUID, &w.AppID, &marked, &requested, &acked, &updateAcked,
 		&reportedCommit, &repEnv, &repCfg, &targetEnv, &targetCfg,
-		&lastAt, &changedAt, &currentCommit); err != nil {
+		&lastAt, &changedAt, &currentCommit, &inTarget); err != nil {
 		return HookWork{}, err
 	}
 	if lastAt.Valid {
@@ -241,7 +243,10 @@ func scanHookWork(sc interface{ Scan(...any) error }) (HookWork, error) {
 	if acked < requested {
 		w.RestartsDue = requested - acked
 	}
-	if !currentCommit.Valid {
+	// No update is owed before the device's app has a downloaded commit, nor
+	// before the device appears in a cloud target: until then its target
+	// environment and config are unknown, and a hook would announce {}.
+	if !currentCommit.Valid || !inTarget {
 		return w, nil
 	}
 	t, err := makeUpdateTarget(w.AppID, currentCommit.String, targetEnv, targetCfg)

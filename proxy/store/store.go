@@ -162,6 +162,8 @@ CREATE TABLE meta (
 	value TEXT NOT NULL
 );
 `,
+	// 2: devices provisioned here and not yet seen in a cloud target.
+	`CREATE INDEX devices_unseen ON devices(id) WHERE in_target = 0 AND marked_for_delete = 0;`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

@@ -99,8 +99,14 @@ const metaTargetETag = "target_etag"
 
 // TargetETag is the ETag stored with the last applied target ("" if none).
 func (s *Store) TargetETag(ctx context.Context) (string, error) {
+	// The ETag names the cloud target the store was last brought up to date
+	// with. A device provisioned here since then, and not yet seen in any
+	// target, makes the store differ from it: the next poll must then fetch
+	// the whole target (so that a device deleted in the cloud in between is
+	// marked), whatever the cloud's ETag says.
 	var v string
-	err := s.r.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, metaTargetETag).Scan(&v)
+	err := s.r.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?
+AND NOT EXISTS (SELECT 1 FROM devices WHERE in_target = 0 AND marked_for_delete = 0)`, metaTargetETag).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}

@@ -317,3 +317,50 @@ func TestAppsNeedingDownloadAndCurrentCommit(t *testing.T) {
 		t.Fatalf("got %v for an unknown app, want ErrNotFound", err)
 	}
 }
+
+func TestTargetETagIsForgottenWhileAProvisionedDeviceIsUnseen(t *testing.T) {
+	s, clk := openTestStore(t)
+	ctx := context.Background()
+	app := TargetApp{ID: 1, Name: "one", Commit: "c1", Image: "r/one@sha256:aa"}
+	apply(t, s, Target{ETag: `"v1"`, Apps: []TargetApp{app}}, clk.t)
+	if got, _ := s.TargetETag(ctx); got != `"v1"` {
+		t.Fatalf("TargetETag after apply = %q, want %q", got, `"v1"`)
+	}
+	// Provisioned through the API: the store now holds a device that the
+	// target of "v1" does not list, so "v1" no longer describes the store.
+	insertLocalDevice(t, s, "dev", 1, clk.t)
+	if got, _ := s.TargetETag(ctx); got != "" {
+		t.Fatalf("TargetETag with an unseen device = %q, want \"\" (fetch the whole target)", got)
+	}
+	// The cloud deleted it before any target listed it: the next full
+	// target marks it, and the ETag is usable again.
+	clk.t = clk.t.Add(time.Second)
+	apply(t, s, Target{ETag: `"v1"`, Apps: []TargetApp{app}}, clk.t)
+	if d, _ := readDevice(t, s, "dev"); !d.marked {
+		t.Fatal("device absent from the full target was not marked for deletion")
+	}
+	if got, _ := s.TargetETag(ctx); got != `"v1"` {
+		t.Fatalf("TargetETag once the device is marked = %q, want %q", got, `"v1"`)
+	}
+}
+
+func TestNoUpdateHookIsOwedBeforeTheDeviceAppearsInATarget(t *testing.T) {
+	s, clk := openTestStore(t)
+	app := TargetApp{ID: 1, Name: "one", Commit: "c1", Image: "r/one@sha256:aa"}
+	apply(t, s, Target{Apps: []TargetApp{app}}, clk.t)
+	if err := s.SetAppCurrentCommit(context.Background(), 1, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	insertLocalDevice(t, s, "dev", 1, clk.t)
+	if w, ok := pendingByUUID(t, s)["dev"]; ok {
+		t.Fatalf("device not yet in any target is owed %+v, want nothing (its environment is unknown)", w)
+	}
+	apply(t, s, Target{Apps: []TargetApp{app}, Devices: []TargetDevice{{UUID: "dev", AppID: 1, Name: "d", Environment: map[string]string{"LED": "on"}}}}, clk.t)
+	w, ok := pendingByUUID(t, s)["dev"]
+	if !ok || w.Update == nil {
+		t.Fatalf("device in the target is owed %+v, want its update", w)
+	}
+	if got := w.Update.Environment["LED"]; got != "on" {
+		t.Errorf("owed update environment LED = %v, want the target's \"on\"", got)
+	}
+}

@@ -109,7 +109,6 @@ type Syncer struct {
 	downloads map[int64]*download // by app id
 	dlSem     chan struct{}
 	dlWG      stdsync.WaitGroup
-	etag      string
 }
 
 // download is one app's background download of one commit.
@@ -176,13 +175,9 @@ func (s *Syncer) Trigger() {
 // Run polls until ctx is done, then stops the downloads and returns nil. It
 // returns an error only if the store cannot be read at start.
 func (s *Syncer) Run(ctx context.Context) error {
-	etag, err := s.opts.Store.TargetETag(ctx)
-	if err != nil {
+	if _, err := s.opts.Store.TargetETag(ctx); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
-	s.mu.Lock()
-	s.etag = etag
-	s.mu.Unlock()
 	dctx, stopDownloads := context.WithCancel(ctx)
 	defer func() {
 		stopDownloads()
@@ -230,9 +225,13 @@ var errRejected = errors.New("target state rejected")
 // running.
 func (s *Syncer) Poll(ctx context.Context) error {
 	started := s.opts.Now()
-	s.mu.Lock()
-	etag := s.etag
-	s.mu.Unlock()
+	// The store keeps the ETag of the target it holds, and forgets it while
+	// it holds devices that no applied target has listed yet.
+	etag, err := s.opts.Store.TargetETag(ctx)
+	if err != nil {
+		s.metrics.polls.WithLabelValues(OutcomeError).Inc()
+		return fmt.Errorf("sync: %w", err)
+	}
 	if s.opts.Violations.On("state-no-etag") {
 		etag = ""
 	}
@@ -284,12 +283,6 @@ func (s *Syncer) Poll(ctx context.Context) error {
 	if s.opts.Violations.On("app-removal-silent") {
 		s.removeSilently(ctx, sum)
 	}
-	s.mu.Lock()
-	s.etag = newETag
-	if len(sum.Skipped) > 0 {
-		s.etag = "" // fetch again next time: some devices are still to be looked up
-	}
-	s.mu.Unlock()
 	s.metrics.polls.WithLabelValues(OutcomeApplied).Inc()
 	s.metrics.succeeded(s.opts.Now())
 	s.log.Info("sync: target applied", "apps", len(t.Apps), "devices", len(t.Devices),
