@@ -133,7 +133,7 @@ func (p *Proxy) build() error {
 	p.api, err = httpapi.New(httpapi.Options{
 		Store: p.store, Cloud: cloud, Assets: p.assets, APIKey: cfg.APIKey,
 		OnProvisioned:    p.sync.Trigger,
-		OnDeviceReported: func(string) { p.hooks.Notify(); p.outbox.Notify() },
+		OnDeviceReported: func(uuid string) { p.hooks.NotifyDevice(uuid); p.outbox.Notify() },
 		OnLogAccepted:    func(string) { p.outbox.Notify() },
 		MaxLogLines:      cfg.LogBufferLines,
 		Violations:       cfg.Violations,
