@@ -96,6 +96,7 @@ func (p *Proxy) build() error {
 	cloud, err := cloudclient.New(cloudclient.Options{
 		BaseURL: cfg.APIEndpoint, GatewayUUID: cfg.DeviceUUID, GatewayID: cfg.DeviceID,
 		APIKey: cfg.DeviceAPIKey, Registerer: reg, Logger: log.With("component", "cloud"),
+		Violations: cfg.Violations,
 	})
 	if err != nil {
 		return err

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/proxy/violation"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -68,6 +69,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Now, if nil, is time.Now. It gives registered_at when provisioning.
 	Now func() time.Time
+	// Violations enables deliberate contract violations (self-check only);
+	// nil enables none.
+	Violations violation.Set
 }
 
 // Client speaks the cloud protocol. It is safe for concurrent use.
@@ -80,6 +84,7 @@ type Client struct {
 	metrics *Metrics
 	log     *slog.Logger
 	now     func() time.Time
+	v       violation.Set
 }
 
 // New returns a client for opts.
@@ -100,6 +105,7 @@ func New(opts Options) (*Client, error) {
 		metrics: opts.Metrics,
 		log:     opts.Logger,
 		now:     opts.Now,
+		v:       opts.Violations,
 	}
 	if c.hc == nil {
 		c.hc = DefaultHTTPClient()
@@ -217,13 +223,17 @@ func (c *Client) GetState(ctx context.Context, etag string) (state *cloudapi.Tar
 // gateway, under uuid. A refusal (e.g. appID not a dependent app of the
 // gateway) is a *StatusError with a 4xx code.
 func (c *Client) Provision(ctx context.Context, appID int64, deviceType, uuid string) (cloudapi.Device, error) {
-	body, err := json.Marshal(cloudapi.ProvisionRequest{
+	req := cloudapi.ProvisionRequest{
 		BelongsToApplication: appID,
 		DeviceType:           deviceType,
 		IsManagedByDevice:    c.gwID,
 		UUID:                 uuid,
 		RegisteredAt:         c.now().Unix(),
-	})
+	}
+	if c.v.On("cloud-prov-unmanaged") {
+		req.IsManagedByDevice = 0
+	}
+	body, err := json.Marshal(req)
 	if err != nil {
 		return cloudapi.Device{}, err
 	}
@@ -245,7 +255,11 @@ func (c *Client) Provision(ctx context.Context, appID int64, deviceType, uuid st
 
 // PatchDevice sends patch to the cloud device id.
 func (c *Client) PatchDevice(ctx context.Context, id int64, patch cloudapi.DevicePatch) error {
-	body, err := json.Marshal(patch)
+	var v any = patch
+	if c.v.On("cloud-patch-commit-field") && patch.IsOnCommit != nil {
+		v = map[string]any{"status": patch.Status, "is_online": patch.IsOnline, "commit": *patch.IsOnCommit}
+	}
+	body, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
@@ -289,9 +303,15 @@ func (c *Client) SendLogs(ctx context.Context, lines []cloudapi.LogLine) error {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf) // Encode appends '\n' after each line
 	enc.SetEscapeHTML(false)
-	for _, l := range lines {
-		if err := enc.Encode(l); err != nil {
+	if c.v.On("cloud-logs-json-array") {
+		if err := enc.Encode(lines); err != nil {
 			return err
+		}
+	} else {
+		for _, l := range lines {
+			if err := enc.Encode(l); err != nil {
+				return err
+			}
 		}
 	}
 	path := fmt.Sprintf(cloudapi.PathLogStreamFmt, url.PathEscape(c.gwUUID))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/proxy/violation"
 	"github.com/jarcoal/httpmock"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -421,4 +422,50 @@ func TestMetricsAreSharedAcrossClientsOnOneRegistry(t *testing.T) {
 func on(mt *httpmock.MockTransport, methodURL string, r httpmock.Responder) {
 	method, u, _ := strings.Cut(methodURL, " ")
 	mt.RegisterResponder(method, u, r)
+}
+
+func TestViolationsBreakTheWireFormat(t *testing.T) {
+	capture := func(t *testing.T, mt *httpmock.MockTransport, route string) *string {
+		var body string
+		on(mt, route, func(req *http.Request) (*http.Response, error) {
+			b, _ := io.ReadAll(req.Body)
+			body = string(b)
+			return httpmock.NewStringResponse(201, `{"id":1,"uuid":"u"}`), nil
+		})
+		return &body
+	}
+	t.Run("cloud-prov-unmanaged drops is_managed_by__device", func(t *testing.T) {
+		c, mt, _ := newMockClient(t)
+		c.v = violation.Set{"cloud-prov-unmanaged": true}
+		body := capture(t, mt, "POST "+testBase+"/v6/device")
+		if _, err := c.Provision(context.Background(), 3, "generic-amd64", "u"); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(*body, `"is_managed_by__device":0`) {
+			t.Errorf("body = %s, want is_managed_by__device 0", *body)
+		}
+	})
+	t.Run("cloud-patch-commit-field sends commit, not is_on__commit", func(t *testing.T) {
+		c, mt, _ := newMockClient(t)
+		c.v = violation.Set{"cloud-patch-commit-field": true}
+		body := capture(t, mt, "PATCH "+testBase+"/v6/device(31)")
+		commit := "c1"
+		if err := c.PatchDevice(context.Background(), 31, cloudapi.DevicePatch{IsOnCommit: &commit}); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(*body, "is_on__commit") || !strings.Contains(*body, `"commit":"c1"`) {
+			t.Errorf("body = %s, want commit without is_on__commit", *body)
+		}
+	})
+	t.Run("cloud-logs-json-array sends one array", func(t *testing.T) {
+		c, mt, _ := newMockClient(t)
+		c.v = violation.Set{"cloud-logs-json-array": true}
+		body := capture(t, mt, "POST "+testBase+"/device/v2/"+testUUID+"/log-stream")
+		if err := c.SendLogs(context.Background(), []cloudapi.LogLine{{UUID: "a"}, {UUID: "b"}}); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(*body, "[") || strings.Count(*body, "\n") != 1 {
+			t.Errorf("body = %q, want a single JSON array line", *body)
+		}
+	})
 }

@@ -52,6 +52,10 @@ func init() {
 		Violation{Name: "hook-sends-superseded", Clause: "HOOK-PACE", What: "in the 202 loop, the previous, superseded target is sent again after the newer one"},
 		Violation{Name: "delete-hook-not-sent", Clause: "HOOK-DEL-1", What: "no DELETE hook is sent for a device marked for deletion"},
 		Violation{Name: "restart-hook-not-sent", Clause: "HOOK-RST-1", What: "no restart hook is sent for a restart requested in the cloud"},
+		// cloud client (proxy/cloudclient)
+		Violation{Name: "cloud-prov-unmanaged", Clause: "CLOUD-PROV", What: "provisioning omits is_managed_by__device, so the cloud refuses it"},
+		Violation{Name: "cloud-patch-commit-field", Clause: "CLOUD-PATCH", What: "the reported commit is sent as commit instead of is_on__commit"},
+		Violation{Name: "cloud-logs-json-array", Clause: "CLOUD-LOGS", What: "log lines are sent as one JSON array instead of newline-delimited JSON"},
 		// sync (proxy/sync)
 		Violation{Name: "state-no-etag", Clause: "CLOUD-STATE", What: "the target state is polled without If-None-Match"},
 		Violation{Name: "cloud-get-skipped", Clause: "CLOUD-GET", What: "target devices provisioned elsewhere are not looked up, so they never appear"},
