@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -15,9 +17,14 @@ import (
 	"github.com/depharness/depharness/proxy/api"
 )
 
-// composeProject is the docker-compose project name of the test, apart
-// from `make compose-up`'s "depharness".
-const composeProject = "depharness-e2e"
+// newComposeProject returns a docker-compose project name of its own
+// (apart from `make compose-up`'s "depharness" and from any other test run
+// on the same engine).
+func newComposeProject() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "depharness-e2e-" + hex.EncodeToString(b[:])
+}
 
 // composePorts are the host port variables of the compose files, each set
 // by the test to a free loopback port so that it never meets a developer's
@@ -30,11 +37,11 @@ var composePorts = []string{
 
 // compose runs docker-compose with the repository's files, the test's
 // project name and ports.
-func compose(t testing.TB, root string, files []string, ports map[string]string, args ...string) string {
+func compose(t testing.TB, root, project string, files []string, ports map[string]string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	full := []string{"-p", composeProject}
+	full := []string{"-p", project}
 	for _, f := range files {
 		full = append(full, "-f", filepath.Join(root, f))
 	}
@@ -72,14 +79,15 @@ func TestComposeWorldsServeTheSeedPageExamples(t *testing.T) {
 		ports[v] = p
 	}
 	files := []string{"docker-compose.yml", "docker-compose.scale.yml"}
+	project := newComposeProject()
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("---- compose logs ----\n%s", compose(t, root, files, ports, "logs", "--no-color", "--tail", "40"))
+			t.Logf("---- compose logs ----\n%s", compose(t, root, project, files, ports, "logs", "--no-color", "--tail", "40"))
 		}
-		compose(t, root, files, ports, "down", "-v", "--remove-orphans", "-t", "5")
+		compose(t, root, project, files, ports, "down", "-v", "--remove-orphans", "-t", "5")
 	})
 	start := time.Now()
-	compose(t, root, files, ports, "up", "-d", "--no-build")
+	compose(t, root, project, files, ports, "up", "-d", "--no-build")
 	t.Logf("measured: docker-compose up (registry, cloud, 3 seeds, 2 proxies, 2 gateways) took %s", time.Since(start).Round(time.Millisecond))
 
 	// The seed page's examples, with BALENA_SUPERVISOR_ADDRESS and the key

@@ -29,9 +29,10 @@ import (
 // defaultImage is the tag `make image` builds and DEPHARNESS_IMAGE names.
 const defaultImage = "depharness:local"
 
-// builtImage is the tag these tests give an image they build themselves
-// from the working tree when DEPHARNESS_IMAGE is not set.
-const builtImage = "depharness:e2e"
+// builtImagePrefix begins the tag these tests give an image they build
+// themselves from the working tree when DEPHARNESS_IMAGE is not set; a
+// random suffix keeps concurrent runs apart, and the tag is removed at exit.
+const builtImagePrefix = "depharness:e2e-"
 
 var (
 	// dockerErr is why no Docker engine is reachable; nil when one is.
@@ -40,6 +41,8 @@ var (
 	// could not be found or built.
 	imageName string
 	imageErr  error
+	// imageBuilt is set when imageName was built by this run.
+	imageBuilt bool
 	// docker is a client of the engine for what testcontainers does not
 	// offer (kill with a signal, network disconnect, image pull).
 	docker *testcontainers.DockerClient
@@ -60,6 +63,13 @@ func TestMain(m *testing.M) {
 	cancel()
 	code := m.Run()
 	if docker != nil {
+		if imageBuilt {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if _, err := docker.ImageRemove(ctx, imageName, client.ImageRemoveOptions{}); err != nil {
+				fmt.Fprintf(os.Stderr, "e2e: remove image %s: %v\n", imageName, err)
+			}
+			cancel()
+		}
 		_ = docker.Close()
 	}
 	os.Exit(code)
@@ -119,11 +129,15 @@ func ensureImage(ctx context.Context) (string, error) {
 	if out, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/depharness: %v\n%s", err, out)
 	}
-	img := exec.CommandContext(ctx, "docker", "build", "-q", "-t", builtImage, "-f", filepath.Join(root, "Dockerfile"), dir)
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	tag := builtImagePrefix + hex.EncodeToString(b[:])
+	img := exec.CommandContext(ctx, "docker", "build", "-q", "-t", tag, "-f", filepath.Join(root, "Dockerfile"), dir)
 	if out, err := img.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("docker build: %v\n%s", err, out)
 	}
-	return builtImage, nil
+	imageBuilt = true
+	return tag, nil
 }
 
 // repoRoot is the directory of go.mod above the working directory.
