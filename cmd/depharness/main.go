@@ -220,3 +220,14 @@ func (f *flags) logger() (*slog.Logger, error) {
 		return nil, usagef("invalid log format %q (text or json)", format)
 	}
 }
+
+// isTerminal reports whether w is a character device (colours and
+// progress bars are for terminals only).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

@@ -64,6 +64,7 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 		Seed:        *seed,
 		ReportDir:   *reportDir,
 		Output:      env.stdout,
+		NoColors:    !isTerminal(env.stdout),
 		Timing:      timing,
 		Logger:      log,
 	}
