@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -304,4 +305,58 @@ func TestFailingAndCorruptRegistryPullsAreRetriedAndNeverServed(t *testing.T) {
 			t.Errorf("gateway flashes with result %s: got %v, want 0", bad, n)
 		}
 	}
+}
+
+// TestRegistryRestartedMidPullIsRetriedFromItsDisk runs the registry on a
+// volume (--dir), throttles it through its control API so that pulling a
+// release takes seconds, and restarts the registry container while the
+// proxy is in the middle of the transfer: the cut transfer fails, the proxy
+// pulls again from the restarted registry (which kept its blobs on disk),
+// and every device gets the intact release.
+func TestRegistryRestartedMidPullIsRetriedFromItsDisk(t *testing.T) {
+	requireDocker(t)
+	const devices = 3
+	w := startWorld(t, worldOptions{Devices: devices, RegistryOnDisk: true})
+	r1 := w.pushRelease(t, "r1")
+	w.awaitConverged(t, 2*time.Minute, devices, r1.Commit)
+
+	metrics := w.Proxy.URL(t, proxyMetricsPort) + "/metrics"
+	pulledBefore := metricSum(t, metrics, "depharness_proxy_image_pull_bytes_total", nil)
+	retriesBefore := metricSum(t, metrics, "depharness_proxy_asset_build_retries_total", nil) +
+		metricSum(t, metrics, "depharness_proxy_asset_builds_total", map[string]string{"outcome": "failure"})
+	// 512 KiB that gzip cannot shrink, served at 64 KiB/s: about 8 s.
+	firmware := make([]byte, 512<<10)
+	_, _ = rand.Read(firmware)
+	registryControl(t, w.Registry, http.MethodPut, "throttle", `{"bytesPerSec": 65536}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	r2, err := w.Ctl.PushRelease(ctx, w.App.ID, cloud.ReleaseSpec{Layers: []cloud.Layer{{Files: map[string][]byte{"assets/firmware.bin": firmware}}}})
+	if err != nil {
+		t.Fatalf("push release r2: %v", err)
+	}
+	var pulled float64
+	awaitCond(t, time.Minute, "the proxy in the middle of pulling r2", func() (bool, string) {
+		pulled = metricSum(t, metrics, "depharness_proxy_image_pull_bytes_total", nil) - pulledBefore
+		downloading := metricSum(t, metrics, "depharness_proxy_sync_apps_downloading", nil)
+		return downloading == 1 && pulled > 64<<10, fmt.Sprintf("%v apps downloading, %v bytes pulled", downloading, pulled)
+	})
+	if pulled >= float64(len(firmware)) {
+		t.Fatalf("the pull finished (%v bytes) before the registry could be restarted", pulled)
+	}
+	stopped := time.Now()
+	w.Registry.Stop(t, 5*time.Second)
+	w.Registry.Start(t)
+	restarted := time.Now()
+	w.awaitConverged(t, 2*time.Minute, devices, r2.Commit)
+	retries := metricSum(t, metrics, "depharness_proxy_asset_build_retries_total", nil) +
+		metricSum(t, metrics, "depharness_proxy_asset_builds_total", map[string]string{"outcome": "failure"}) - retriesBefore
+	if retries < 1 {
+		t.Errorf("failed or retried asset builds after the registry restart: got %v, want ≥ 1 (the cut transfer)", retries)
+	}
+	got := assetFiles(t, w.supervisor(t), w.App.ID, r2.Commit)
+	if !bytes.Equal(got["firmware.bin"], firmware) {
+		t.Errorf("assets served for r2: got a %d-byte firmware.bin, want the pushed %d bytes", len(got["firmware.bin"]), len(firmware))
+	}
+	t.Logf("measured: registry stopped after %.0f of %d bytes of r2 had been pulled, healthy again %s later; %v failed or retried builds; %d devices on r2 %s after the stop",
+		pulled, len(firmware), restarted.Sub(stopped).Round(time.Millisecond), retries, devices, time.Since(stopped).Round(time.Millisecond))
 }

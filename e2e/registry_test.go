@@ -23,15 +23,27 @@ import (
 // registryPort is the fake registry's port inside its container.
 const registryPort = "48481/tcp"
 
-// startRegistry starts `depharness fake-registry` on nw as registryAlias.
+// startRegistry starts `depharness fake-registry` on nw as registryAlias,
+// in memory.
 func startRegistry(t testing.TB, nw *testcontainers.DockerNetwork) *service {
 	t.Helper()
-	return startService(t, nw, serviceSpec{
+	return startService(t, nw, registrySpec(""))
+}
+
+// registrySpec is the fake registry's container; with a volume, it keeps
+// its blobs and manifests there (--dir /data).
+func registrySpec(volume string) serviceSpec {
+	cmd := []string{"fake-registry", "--listen", "0.0.0.0:48481"}
+	if volume != "" {
+		cmd = append(cmd, "--dir", "/data/registry")
+	}
+	return serviceSpec{
 		Alias:     registryAlias,
-		Cmd:       []string{"fake-registry", "--listen", "0.0.0.0:48481"},
+		Cmd:       cmd,
 		Ports:     []string{registryPort},
 		HealthURL: "http://127.0.0.1:48481/v2/",
-	})
+		Volume:    volume,
+	}
 }
 
 // hostRef rewrites an image reference handed out inside the network

@@ -62,6 +62,9 @@ type worldOptions struct {
 	HookRetry time.Duration
 	// HookTimeout is HOOK_TIMEOUT (3s).
 	HookTimeout time.Duration
+	// RegistryOnDisk runs the registry with its blobs and manifests on a
+	// volume (--dir), so that they survive a restart of its container.
+	RegistryOnDisk bool
 	// ProxyEnv is added to the proxy's environment (DEPHARNESS_VIOLATIONS
 	// to show that a test catches a named violation).
 	ProxyEnv map[string]string
@@ -100,7 +103,11 @@ func startWorld(t testing.TB, opts worldOptions) *world {
 		opts.HookTimeout = 3 * time.Second
 	}
 	w := &world{t: t, opts: opts, Net: newNetwork(t)}
-	w.Registry = startRegistry(t, w.Net)
+	if opts.RegistryOnDisk {
+		w.Registry = startService(t, w.Net, registrySpec(newVolume(t, "registry-data")))
+	} else {
+		w.Registry = startRegistry(t, w.Net)
+	}
 	w.Cloud = startCloud(t, w.Net)
 	w.Ctl = &cloud.ControlClient{BaseURL: w.Cloud.URL(t, cloudPort), Token: adminToken}
 
