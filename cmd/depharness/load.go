@@ -173,8 +173,24 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		opts.ProxyURL, opts.APIKey, opts.GatewayUUID = st.Proxy.URL, st.Proxy.APIKey, st.Identity.UUID
 		opts.Cloud = &cloud.ControlClient{BaseURL: st.CloudURL, Token: st.Cloud.AdminToken()}
 		opts.SupervisorMetrics = func(context.Context) ([]*dto.MetricFamily, error) { return st.Proxy.Registry.Gather() }
-		opts.CloudDevices = func(_ context.Context, f cloud.DeviceFilter) ([]cloud.DeviceInfo, error) {
-			return st.Cloud.Devices(f), nil
+		opts.CloudLookup = func(ctx context.Context, uuids []string) ([]load.CloudDevice, error) {
+			out := make([]load.CloudDevice, 0, len(uuids))
+			// A predicate that holds at once: one read under the model's lock.
+			err := st.Cloud.Await(ctx, func(v *cloud.View) bool {
+				for _, u := range uuids {
+					d, ok := v.CloudDevice(u)
+					if !ok {
+						continue
+					}
+					cd := load.CloudDevice{UUID: u, IsOnline: d.IsOnline, LogCount: v.LogCount(u)}
+					if d.IsOnCommit != nil {
+						cd.IsOnCommit = *d.IsOnCommit
+					}
+					out = append(out, cd)
+				}
+				return true
+			})
+			return out, err
 		}
 		log.Info("world up", "proxy", st.Proxy.URL, "cloud", st.CloudURL, "proxy_metrics", st.Proxy.MetricsURL)
 	}

@@ -224,7 +224,7 @@ func (p *phase) follow(ctx context.Context, label string, want int, pr probe, do
 		if herr := h.Err(); herr != nil {
 			return p.giveUp(label, conv, herr)
 		}
-		wait := max(h.opts.SampleEvery, min(10*cost, time.Second))
+		wait := max(h.opts.SampleEvery, 10*cost)
 		select {
 		case <-ctx.Done():
 			why := ctx.Err()
@@ -358,14 +358,14 @@ func (h *Harness) Run(ctx context.Context, scenario string) (*Result, error) {
 // notes when each was first seen there.
 func (h *Harness) cloudCommitProbe(commit string, seen *firstTimes) probe {
 	return func(ctx context.Context) (int, int, error) {
-		ds, err := h.opts.CloudDevices(ctx, cloud.DeviceFilter{Gateway: h.gatewayUUID, AppID: h.app.ID})
+		ds, err := h.cloudDevices(ctx)
 		if err != nil {
 			return 0, 0, err
 		}
 		now := time.Now()
 		conv := 0
 		for _, d := range ds {
-			if d.IsOnCommit != nil && *d.IsOnCommit == commit {
+			if d.IsOnCommit == commit {
 				conv++
 				seen.note(d.UUID, now)
 			}
@@ -501,7 +501,7 @@ func (h *Harness) LogStorm(ctx context.Context) (*Result, error) {
 	n := h.opts.Params.LogLines
 	p := h.newPhase(ScenarioLogs, "send log lines for every device through the supervisor; converged = the cloud has received all of the device's lines", map[string]any{"lines_per_device": n, "devices": len(uuids), "concurrency": h.opts.Params.LogConcurrency})
 	base := map[string]int{}
-	ds, err := h.opts.CloudDevices(ctx, cloud.DeviceFilter{Gateway: h.gatewayUUID, AppID: h.app.ID})
+	ds, err := h.cloudDevices(ctx)
 	if err != nil {
 		return p.finish(), err
 	}
@@ -545,7 +545,7 @@ func (h *Harness) LogStorm(ctx context.Context) (*Result, error) {
 	}()
 	var delivered firstTimes
 	pr := func(ctx context.Context) (int, int, error) {
-		ds, err := h.opts.CloudDevices(ctx, cloud.DeviceFilter{Gateway: h.gatewayUUID, AppID: h.app.ID})
+		ds, err := h.cloudDevices(ctx)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -813,7 +813,7 @@ func (h *Harness) Churn(ctx context.Context) (*Result, error) {
 	defer timer.Stop()
 	var cloudPeakOffline int
 	pr := func(ctx context.Context) (int, int, error) {
-		ds, err := h.opts.CloudDevices(ctx, cloud.DeviceFilter{Gateway: h.gatewayUUID, AppID: h.app.ID})
+		ds, err := h.cloudDevices(ctx)
 		if err != nil {
 			return 0, 0, err
 		}
