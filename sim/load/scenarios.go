@@ -258,14 +258,14 @@ func (p *phase) finish() *Result {
 	r.Hooks, hookAnswers = h.hooks.Take()
 	var probeErrs map[string]int64
 	r.ProbeRequests, probeErrs = h.probeAPI.Take()
+	r.Latencies = p.lat.Take()
+	r.Errors = p.errs.Take()
+	r.Counts = p.counts.Take()
 	for k, v := range probeErrs {
 		if !p.expected[k] {
 			r.Errors["probe "+k] += v
 		}
 	}
-	r.Latencies = p.lat.Take()
-	r.Errors = p.errs.Take()
-	r.Counts = p.counts.Take()
 	for k, v := range apiErrs {
 		r.Errors["api "+k] += v
 	}

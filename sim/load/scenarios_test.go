@@ -2,10 +2,18 @@ package load
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/depharness/depharness/sim/client"
 )
 
 func TestParseScenariosAcceptsNamesListsAndAll(t *testing.T) {
@@ -54,4 +62,41 @@ func TestProgressWritesPlainLinesOffATerminal(t *testing.T) {
 	}
 	var nilProgress *Progress
 	nilProgress.Show("x", 1, 2, time.Second) // a nil Progress shows nothing
+}
+
+func TestAPhaseCountsUnexpectedAnswersToItsSamplingAsErrors(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/devices/deleted":
+			http.Error(w, "Device not found", http.StatusNotFound)
+		default:
+			http.Error(w, "database is locked", http.StatusInternalServerError)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	h := &Harness{
+		opts: Options{Logger: slog.New(slog.DiscardHandler)}, log: slog.New(slog.DiscardHandler),
+		api: &APIRecorder{}, probeAPI: &APIRecorder{}, hooks: &HookRecorder{},
+		metrics: prometheus.NewRegistry(), prevGW: map[string]float64{},
+	}
+	c, err := client.New(client.Options{BaseURL: srv.URL, HTTPClient: &http.Client{Transport: h.probeAPI}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := h.newPhase(ScenarioDelete, "test", nil)
+	p.expected = map[string]bool{"GET /v1/devices/{uuid} 404": true}
+	ctx := context.Background()
+	if _, err := c.Device(ctx, "deleted"); !client.IsNotFound(err) {
+		t.Fatalf("got %v, want 404", err)
+	}
+	if _, err := c.Device(ctx, "other"); client.StatusCode(err) != http.StatusInternalServerError {
+		t.Fatalf("got %v, want 500", err)
+	}
+	r := p.finish()
+	if got := r.Errors["probe GET /v1/devices/{uuid} 500"]; got != 1 || len(r.Errors) != 1 {
+		t.Errorf("errors = %v, want the 500 once and the expected 404 not at all", r.Errors)
+	}
+	if got := r.ProbeRequests["GET /v1/devices/{uuid}"].Count; got != 2 {
+		t.Errorf("timed %d sampling requests, want 2", got)
+	}
 }
