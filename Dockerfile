@@ -7,6 +7,9 @@
 # `... fake-cloud`, `... gateway`. Healthchecks use `depharness healthcheck --url`.
 FROM scratch
 
+LABEL org.opencontainers.image.title="depharness" \
+      org.opencontainers.image.description="Reference proxy, fakes, simulator and compliance suite of the balena dependent-device API, in one static binary"
+
 COPY bin/depharness /depharness
 # /data is the proxy's DATA_DIR. A named volume mounted here starts as a copy
 # of this directory, so it inherits the non-root owner.
@@ -16,6 +19,10 @@ USER 65532:65532
 WORKDIR /data
 ENV DATA_DIR=/data \
     DEPHARNESS_LISTEN_HOST=0.0.0.0
+
+# The default ports: fake cloud, fake registry, proxy API, proxy metrics,
+# gateway hooks, gateway metrics (as in docker-compose.yml).
+EXPOSE 48480 48481 48484 48485 1337 48486
 
 ENTRYPOINT ["/depharness"]
 CMD ["help"]

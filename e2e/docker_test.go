@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,8 +27,8 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 )
 
-// defaultImage is the tag `make image` builds and DEPHARNESS_IMAGE names.
-const defaultImage = "depharness:local"
+// loopback is the host address containers' ports are published on.
+var loopback = netip.MustParseAddr("127.0.0.1")
 
 // builtImagePrefix begins the tag these tests give an image they build
 // themselves from the working tree when DEPHARNESS_IMAGE is not set; a
@@ -241,7 +242,22 @@ func startService(t testing.TB, nw *testcontainers.DockerNetwork, spec serviceSp
 		testcontainers.WithLabels(map[string]string{"depharness.e2e": t.Name(), "depharness.service": spec.Alias}),
 	}
 	if len(spec.Ports) > 0 {
-		opts = append(opts, testcontainers.WithExposedPorts(spec.Ports...))
+		opts = append(opts,
+			testcontainers.WithExposedPorts(spec.Ports...),
+			// Published on loopback only, never on every interface.
+			testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
+				if hc.PortBindings == nil {
+					hc.PortBindings = network.PortMap{}
+				}
+				for _, p := range spec.Ports {
+					port, err := network.ParsePort(p)
+					if err != nil {
+						t.Fatalf("port %q: %v", p, err)
+					}
+					hc.PortBindings[port] = []network.PortBinding{{HostIP: loopback}}
+				}
+			}),
+		)
 	}
 	for p, b := range spec.Files {
 		opts = append(opts, testcontainers.WithFiles(testcontainers.ContainerFile{

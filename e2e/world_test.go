@@ -24,7 +24,7 @@ const (
 	proxyPort          = "48484/tcp"
 	proxyMetricsPort   = "48485/tcp"
 	gatewayPort        = "1337/tcp"
-	gatewayMetricsPort = "1338/tcp"
+	gatewayMetricsPort = "48486/tcp"
 )
 
 // adminToken guards the fake cloud's control API in every test world.
@@ -172,7 +172,7 @@ func startGateway(t testing.TB, nw *testcontainers.DockerNetwork, g gatewaySpec)
 		"--supervisor-address", g.Supervisor,
 		"--api-key", supervisorKey,
 		"--listen", "0.0.0.0:1337",
-		"--metrics-listen", "0.0.0.0:1338",
+		"--metrics-listen", "0.0.0.0:48486",
 		"--app", strconv.FormatInt(g.AppID, 10),
 		"--devices", strconv.Itoa(g.Devices),
 		"--seed", "1",
@@ -190,7 +190,7 @@ func startGateway(t testing.TB, nw *testcontainers.DockerNetwork, g gatewaySpec)
 		Cmd:       cmd,
 		Env:       map[string]string{"LOG_FORMAT": "json", "LOG_LEVEL": "debug"},
 		Ports:     []string{gatewayPort, gatewayMetricsPort},
-		HealthURL: "http://127.0.0.1:1338/metrics",
+		HealthURL: "http://127.0.0.1:48486/metrics",
 		Files:     files,
 	})
 }
