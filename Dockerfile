@@ -20,9 +20,8 @@ WORKDIR /data
 ENV DATA_DIR=/data \
     DEPHARNESS_LISTEN_HOST=0.0.0.0
 
-# The default ports: fake cloud, fake registry, proxy API, proxy metrics,
-# gateway hooks, gateway metrics (as in docker-compose.yml).
-EXPOSE 48480 48481 48484 48485 1337 48486
+# No EXPOSE: each subcommand listens on its own port (docker-compose.yml
+# publishes them per service).
 
 ENTRYPOINT ["/depharness"]
 CMD ["help"]
