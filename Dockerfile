@@ -1,7 +1,7 @@
 # The depharness image: the static binary alone, FROM scratch (no shell, no
 # libc, no package manager). Build it with `make image`, which first builds
-# bin/depharness with CGO_ENABLED=0 and the empty, unprivileged-owned data
-# directory bin/image/data that becomes /data.
+# bin/depharness with CGO_ENABLED=0 and makes the empty directory
+# bin/image/data that becomes /data, owned by the unprivileged user.
 #
 # Every subcommand runs from this one image: `docker run depharness:local proxy`,
 # `... fake-cloud`, `... gateway`. Healthchecks use `depharness healthcheck --url`.
