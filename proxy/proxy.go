@@ -103,6 +103,7 @@ func (p *Proxy) build() error {
 	}
 	p.assets, err = assets.New(assets.Options{
 		Dir: filepath.Join(cfg.DataDir, "assets"), MaxBytes: cfg.AssetMaxBytes,
+		StallTimeout: cfg.AssetStallTimeout, Insecure: cfg.RegistryInsecure,
 		Registerer: reg, Logger: log.With("component", "assets"), Violations: cfg.Violations,
 	})
 	if err != nil {

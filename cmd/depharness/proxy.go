@@ -35,6 +35,8 @@ func proxyFlags(f *flags) func() (config.Config, error) {
 	conc := f.Int("hook-concurrency", "HOOK_CONCURRENCY", config.DefaultHookConcurrency, "hooks in flight at once across devices")
 	backoff := f.Duration("hook-backoff-max", "HOOK_BACKOFF_MAX", 0, "cap of the backoff after failed hooks (default 10 × hook retry interval)")
 	assetMax := f.Int64("asset-max-bytes", "ASSET_MAX_BYTES", config.DefaultAssetMaxBytes, "largest assets tar of one release")
+	stall := f.Duration("asset-stall-timeout", "ASSET_STALL_TIMEOUT", config.DefaultAssetStall, "abandon and retry an image pull that received nothing for this long")
+	insecure := f.Bool("registry-insecure", "REGISTRY_INSECURE", false, "reach every registry over plain HTTP (loopback registries always are)")
 	logBuf := f.Int("log-buffer-lines", "LOG_BUFFER_LINES", config.DefaultLogBufferLines, "log lines kept while the cloud is unreachable; the oldest are dropped beyond")
 	metrics := f.String("metrics-address", "METRICS_ADDRESS", config.DefaultMetricsAddress, "Prometheus listener host:port, or off")
 	viol := f.String("violations", "DEPHARNESS_VIOLATIONS", "", "deliberate contract violations, comma-separated; for the suite's self-check only")
@@ -48,6 +50,7 @@ func proxyFlags(f *flags) func() (config.Config, error) {
 			APIKey: *apiKey, ListenHost: *host, Port: *port, HookAddress: *hook, DataDir: *dataDir,
 			PollInterval: *poll, HookRetryInterval: *retry, HookTimeout: *timeout,
 			HookConcurrency: *conc, HookBackoffMax: *backoff, AssetMaxBytes: *assetMax,
+			AssetStallTimeout: *stall, RegistryInsecure: *insecure,
 			LogBufferLines: *logBuf, MetricsAddress: *metrics, Violations: vs,
 		}.WithDefaults()
 		return c, c.Validate()

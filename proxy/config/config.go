@@ -30,6 +30,7 @@ const (
 	DefaultHookConcurrency = 16
 	DefaultAssetMaxBytes   = 1 << 30
 	DefaultLogBufferLines  = 100000
+	DefaultAssetStall      = 30 * time.Second
 )
 
 // Config is the whole configuration of the reference proxy. Zero values of
@@ -71,6 +72,13 @@ type Config struct {
 	HookBackoffMax time.Duration
 	// AssetMaxBytes limits one release's assets tar (ASSET_MAX_BYTES).
 	AssetMaxBytes int64
+	// AssetStallTimeout abandons and retries an image pull that received
+	// nothing from the registry for this long (ASSET_STALL_TIMEOUT, default
+	// 30s).
+	AssetStallTimeout time.Duration
+	// RegistryInsecure reaches every registry over plain HTTP
+	// (REGISTRY_INSECURE); registries on loopback addresses always are.
+	RegistryInsecure bool
 	// LogBufferLines bounds the durable buffer of log lines waiting for the
 	// cloud (LOG_BUFFER_LINES); when full the oldest are dropped and counted.
 	LogBufferLines int
@@ -110,6 +118,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.AssetMaxBytes == 0 {
 		c.AssetMaxBytes = DefaultAssetMaxBytes
+	}
+	if c.AssetStallTimeout == 0 {
+		c.AssetStallTimeout = DefaultAssetStall
 	}
 	if c.LogBufferLines == 0 {
 		c.LogBufferLines = DefaultLogBufferLines
@@ -156,6 +167,7 @@ func (c Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"TARGET_POLL_INTERVAL": c.PollInterval, "HOOK_RETRY_INTERVAL": c.HookRetryInterval,
 		"HOOK_TIMEOUT": c.HookTimeout, "HOOK_BACKOFF_MAX": c.HookBackoffMax,
+		"ASSET_STALL_TIMEOUT": c.AssetStallTimeout,
 	} {
 		if d <= 0 {
 			bad("%s must be a positive duration", name)
