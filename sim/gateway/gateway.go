@@ -4,12 +4,30 @@
 // downloads each release's assets once, flashes them onto the devices and
 // reports their state and logs back through the supervisor API.
 //
+// The gateway keeps no state of its own: when it starts again (a process
+// or container restart), it adopts the devices the supervisor already has
+// for its apps instead of provisioning the fleet a second time. The
+// adoptable devices are those of GET /v1/devices in one of its apps that
+// are not awaiting a delete acknowledgement (GET /v1/devices/{uuid}
+// answers 410 for those, which the list includes). Fleet devices, in index
+// order, each take the adoptable device of their app (Apps[index mod
+// len(Apps)], as for provisioning) with the lowest local id not taken yet;
+// only the fleet devices left without one are provisioned. Adoptable
+// devices beyond the fleet's size are logged and left alone (their hooks
+// answer 404, as for any device the gateway does not manage), and devices
+// of other apps are ignored. An adopted device is reported as a new one
+// is; since the simulated device starts without firmware, a target commit
+// on the supervisor's device object is flashed at once, as if an update
+// hook had brought it (the supervisor sends no hook for a target already
+// acknowledged or reported).
+//
 // Its devices are simulated (sim/fleet). It talks to the supervisor over
 // HTTP only, through sim/client; it must not import the reference proxy's
 // packages (proxy/api, the wire types, is the one exception).
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +37,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -70,7 +89,8 @@ type Options struct {
 	Fleet *fleet.Fleet
 	// Apps are the dependent apps to provision devices into, device i into
 	// Apps[i mod len(Apps)]. If empty, Run uses every app of GET
-	// /v1/dependent-apps, waiting until there is one.
+	// /v1/dependent-apps, waiting until there is one. Devices the
+	// supervisor already has in these apps are adopted first (Run).
 	Apps []int64
 	// Policy, if empty, is PolicyAck.
 	Policy Policy
@@ -133,7 +153,7 @@ type Gateway struct {
 	stopped bool
 }
 
-// managed is a provisioned device. Fields below mu are guarded by
+// managed is a provisioned or adopted device. Fields below mu are guarded by
 // Gateway.mu.
 type managed struct {
 	uuid  string
@@ -229,7 +249,7 @@ func New(opts Options) (*Gateway, error) {
 // Metrics returns the gateway's counters.
 func (g *Gateway) Metrics() *Metrics { return g.metrics }
 
-// Device returns the fleet device provisioned as uuid.
+// Device returns the fleet device managed as uuid.
 func (g *Gateway) Device(uuid string) (*fleet.Device, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -413,9 +433,11 @@ func (g *Gateway) enqueueLocked(m *managed) {
 	g.queue <- m // capacity is the fleet's size: never blocks
 }
 
-// Run waits for the supervisor, provisions every fleet device, then does
-// the work hooks and devices ask for (updates, restarts, is_online
-// reports, log forwarding) until ctx is done. It returns nil after a clean
+// Run waits for the supervisor, adopts the devices it already has for the
+// gateway's apps (see the package documentation for the rule), provisions
+// the fleet devices left without one, then does the work hooks and devices
+// ask for (updates, restarts, is_online reports, log forwarding) until ctx
+// is done. It returns nil after a clean
 // shutdown, once every goroutine it started has ended, or the error that
 // made provisioning impossible (e.g. an app id the supervisor refuses).
 // A Gateway runs once.
@@ -544,7 +566,9 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// provisionAll provisions every fleet device, Concurrency at a time.
+// provisionAll waits for the supervisor and the apps, adopts the devices
+// the supervisor already has for them (see adoptAll) and provisions the
+// fleet devices left over, Concurrency at a time.
 func (g *Gateway) provisionAll(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
 		err := g.opts.Client.Ping(ctx)
@@ -572,7 +596,11 @@ func (g *Gateway) provisionAll(ctx context.Context) error {
 			}
 		}
 	}
-	devices := g.opts.Fleet.Devices()
+	devices, err := g.adoptAll(ctx, apps)
+	if err != nil {
+		return err
+	}
+	adopted := len(g.opts.Fleet.Devices()) - len(devices)
 	sem := make(chan struct{}, g.opts.Concurrency)
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
@@ -597,9 +625,156 @@ func (g *Gateway) provisionAll(ctx context.Context) error {
 	}
 	wg.Wait()
 	if firstErr == nil {
-		g.log.Info("fleet provisioned", "devices", len(devices), "apps", apps)
+		g.log.Info("fleet provisioned", "adopted", adopted, "provisioned", len(devices), "apps", apps)
 	}
 	return firstErr
+}
+
+// adoptAll makes the gateway manage again the devices the supervisor
+// already has for its apps (those a previous run of the gateway
+// provisioned), so that a restarted gateway neither leaves them without
+// anyone answering their hooks nor provisions the fleet a second time. It
+// returns the fleet devices left without a device to adopt, which are to
+// be provisioned. The package documentation states the rule.
+func (g *Gateway) adoptAll(ctx context.Context, apps []int64) ([]*fleet.Device, error) {
+	byApp, err := g.adoptable(ctx, apps)
+	if err != nil {
+		return nil, err
+	}
+	var rest []*fleet.Device
+	for _, d := range g.opts.Fleet.Devices() {
+		app := apps[d.Index%len(apps)]
+		q := byApp[app]
+		if len(q) == 0 {
+			rest = append(rest, d)
+			continue
+		}
+		byApp[app] = q[1:]
+		g.adopt(d, q[0])
+	}
+	for _, app := range apps {
+		left := byApp[app]
+		if len(left) == 0 {
+			continue
+		}
+		uuids := make([]string, 0, min(len(left), 10))
+		for _, d := range left[:min(len(left), 10)] {
+			uuids = append(uuids, d.UUID)
+		}
+		g.log.Warn("devices beyond the fleet's size are left alone", "app", app, "devices", len(left), "uuids", uuids)
+		delete(byApp, app)
+	}
+	return rest, nil
+}
+
+// adoptable returns the adoptable devices of each of apps, by ascending
+// local id, retrying what may succeed later.
+func (g *Gateway) adoptable(ctx context.Context, apps []int64) (map[int64][]api.Device, error) {
+	ours := map[int64]bool{}
+	for _, a := range apps {
+		ours[a] = true
+	}
+	for attempt := 1; ; attempt++ {
+		byApp, err := g.listAdoptable(ctx, ours)
+		if err == nil {
+			return byApp, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		g.metrics.Errors.WithLabelValues("adopt").Inc()
+		if code := client.StatusCode(err); code >= 400 && code < 500 {
+			return nil, fmt.Errorf("listing the devices to adopt: %w", err)
+		}
+		g.log.Warn("listing the devices to adopt", "err", err)
+		if sleepCtx(ctx, g.backoff(attempt)) != nil {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (g *Gateway) listAdoptable(ctx context.Context, ours map[int64]bool) (map[int64][]api.Device, error) {
+	list, err := g.opts.Client.Devices(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var cands []api.Device
+	for _, d := range list {
+		if ours[d.AppID] && d.UUID != "" {
+			cands = append(cands, d)
+		}
+	}
+	slices.SortStableFunc(cands, func(a, b api.Device) int { return cmp.Compare(a.ID, b.ID) })
+	// The list includes devices awaiting a delete acknowledgement and does
+	// not say which: ask for each.
+	fresh := make([]*api.Device, len(cands))
+	errs := make([]error, len(cands))
+	sem := make(chan struct{}, g.opts.Concurrency)
+	var wg sync.WaitGroup
+	for i, d := range cands {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return nil, ctx.Err()
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			dev, err := g.opts.Client.Device(ctx, d.UUID)
+			switch {
+			case err == nil:
+				fresh[i] = dev
+			case client.IsGone(err):
+				g.log.Info("device awaiting deletion is not adopted", "uuid", d.UUID, "app", d.AppID)
+			case client.IsNotFound(err):
+				// Deleted since the list was read.
+			default:
+				errs[i] = fmt.Errorf("device %s: %w", d.UUID, err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	byApp := map[int64][]api.Device{}
+	for i, d := range fresh {
+		if d == nil {
+			continue
+		}
+		dev := *d
+		dev.UUID, dev.AppID = cands[i].UUID, cands[i].AppID
+		byApp[dev.AppID] = append(byApp[dev.AppID], dev)
+	}
+	return byApp, nil
+}
+
+// adopt makes d the fleet device behind the supervisor's device dev. Its
+// first work is an initial report, as for a provisioned device. The fleet
+// device holds no firmware yet (the fleet starts empty), so if dev has a
+// target commit, that target, as an update hook would give it (the
+// device's targetCommit, targetEnvironment and targetConfig), is its
+// pending update: it is flashed and reported at once, even when the
+// supervisor already shows it on that commit and will send no hook (a
+// 200-acknowledged target is not sent again), and a hook with a newer
+// target supersedes it.
+func (g *Gateway) adopt(d *fleet.Device, dev api.Device) {
+	m := &managed{uuid: dev.UUID, appID: dev.AppID, dev: d, initialReport: true}
+	if dev.TargetCommit != nil && *dev.TargetCommit != "" {
+		t := &api.UpdateHook{AppID: dev.AppID, Commit: *dev.TargetCommit, Environment: dev.TargetEnvironment, Config: dev.TargetConfig}
+		m.target, m.pending, m.targetAt = t, t, g.opts.Now()
+	}
+	g.mu.Lock()
+	g.byUUID[m.uuid] = m
+	g.byIndex[d.Index] = m
+	g.enqueueLocked(m)
+	g.mu.Unlock()
+	g.metrics.Adopted.Inc()
+	commit := ""
+	if dev.Commit != nil {
+		commit = *dev.Commit
+	}
+	g.log.Info("device adopted", "serial", d.Serial, "uuid", dev.UUID, "app", dev.AppID, "name", dev.Name, "commit", commit)
 }
 
 // provision provisions one device, retrying what may succeed later, then
@@ -632,6 +807,7 @@ func (g *Gateway) provision(ctx context.Context, d *fleet.Device, appID int64) e
 	g.byIndex[d.Index] = m
 	g.enqueueLocked(m)
 	g.mu.Unlock()
+	g.metrics.Provisioned.Inc()
 	g.log.Info("device provisioned", "serial", d.Serial, "uuid", p.UUID, "app", appID, "name", p.Name)
 	return nil
 }

@@ -68,6 +68,7 @@ type harness struct {
 	reg     *prometheus.Registry
 	hc      *http.Client
 	cancel  context.CancelFunc
+	stop    func() // stops the running gateway and its fleet, waits for them
 	runErr  chan error
 }
 
@@ -98,6 +99,15 @@ func start(t *testing.T, s setup) *harness {
 	tr.MaxIdleConnsPerHost = 64
 	w.hc = &http.Client{Transport: tr}
 	t.Cleanup(tr.CloseIdleConnections)
+	w.launch(s)
+	return w
+}
+
+// launch starts a gateway with a fleet of its own against w's supervisor
+// (and a hook server of its own), as a process of the gateway app would.
+func (w *harness) launch(s setup) {
+	t := w.t
+	t.Helper()
 	c, err := client.New(client.Options{BaseURL: w.supSrv.URL, APIKey: key, HTTPClient: w.hc,
 		Retry: client.Retry{MaxAttempts: -1, Base: time.Millisecond, Max: 20 * time.Millisecond, Rand: rand.New(rand.NewPCG(1, 1))}})
 	if err != nil {
@@ -108,6 +118,7 @@ func start(t *testing.T, s setup) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.reg = prometheus.NewRegistry()
 	w.gw, err = gateway.New(gateway.Options{Client: c, Fleet: w.fleet, Apps: s.apps, Policy: s.policy, Concurrency: 8, Logger: logger,
 		Registerer: w.reg, Rand: rand.New(rand.NewPCG(2, 2)), ExpectedChecksum: s.expected,
 		RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond})
@@ -117,19 +128,33 @@ func start(t *testing.T, s setup) *harness {
 	w.hookSrv = httptest.NewServer(w.gw.Handler())
 	t.Cleanup(w.hookSrv.Close)
 	if s.noRun {
-		return w
+		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
+	w.runErr = make(chan error, 1)
 	var wg sync.WaitGroup
-	wg.Go(func() { w.fleet.Run(ctx) })
-	wg.Go(func() { w.runErr <- w.gw.Run(ctx) })
-	t.Cleanup(func() {
+	fl, gw, runErr := w.fleet, w.gw, w.runErr
+	wg.Go(func() { fl.Run(ctx) })
+	wg.Go(func() { runErr <- gw.Run(ctx) })
+	w.stop = sync.OnceFunc(func() {
 		cancel()
 		wg.Wait()
 	})
+	t.Cleanup(w.stop)
 	eventually(t, "every device is provisioned", func() bool { return len(w.gw.UUIDs()) == s.profile.Count })
-	return w
+}
+
+// restart stops the running gateway (its Run returns nil, its hook server
+// closes) and launches a new one against the same supervisor.
+func (w *harness) restart(s setup) {
+	w.t.Helper()
+	w.stop()
+	if err := <-w.runErr; err != nil {
+		w.t.Fatalf("Run of the stopped gateway: got %v, want nil", err)
+	}
+	w.hookSrv.Close()
+	w.launch(s)
 }
 
 // eventually polls cond until it holds or 10s pass.
@@ -577,7 +602,7 @@ func TestMetricsAreLintClean(t *testing.T) {
 # HELP depharness_gateway_converged_devices Managed devices whose reported state equals their latest target.
 # TYPE depharness_gateway_converged_devices gauge
 depharness_gateway_converged_devices 1
-# HELP depharness_gateway_managed_devices Devices provisioned and not deleted.
+# HELP depharness_gateway_managed_devices Devices provisioned or adopted and not deleted.
 # TYPE depharness_gateway_managed_devices gauge
 depharness_gateway_managed_devices 2
 `

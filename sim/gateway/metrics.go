@@ -13,8 +13,8 @@ type Metrics struct {
 	HooksReceived *prometheus.CounterVec
 	// Reports counts PUT /v1/devices/{uuid} by result (ok, error).
 	Reports *prometheus.CounterVec
-	// Errors counts failures by operation (provision, download, report,
-	// log, flash).
+	// Errors counts failures by operation (adopt, provision, download,
+	// report, log, flash).
 	Errors *prometheus.CounterVec
 	// Flashes counts finished flashes by result (ok, checksum_mismatch,
 	// bad_firmware, flash_failed).
@@ -27,6 +27,10 @@ type Metrics struct {
 	// supervisor, and dropped because the forwarding queue was full.
 	LogsForwarded prometheus.Counter
 	LogsDropped   prometheus.Counter
+	// Provisioned counts devices provisioned (POST /v1/devices); Adopted
+	// counts devices a previous run provisioned that this run manages again.
+	Provisioned prometheus.Counter
+	Adopted     prometheus.Counter
 	// UpdateDuration observes the time from an update hook with a new
 	// target to the report that the device runs it.
 	UpdateDuration prometheus.Histogram
@@ -53,12 +57,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Device log lines sent to the supervisor."}),
 		LogsDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "logs_dropped_total",
 			Help: "Device log lines dropped because the forwarding queue was full."}),
+		Provisioned: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "devices_provisioned_total",
+			Help: "Devices provisioned through the supervisor."}),
+		Adopted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "devices_adopted_total",
+			Help: "Devices the supervisor already had for the gateway's apps, managed again at start."}),
 		UpdateDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "update_duration_seconds",
 			Help:    "Time from an update hook with a new target to the report that the device runs it.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.HooksReceived, m.Reports, m.Errors, m.Flashes, m.AssetDownloads, m.AssetBytes, m.LogsForwarded, m.LogsDropped, m.UpdateDuration)
+		reg.MustRegister(m.HooksReceived, m.Reports, m.Errors, m.Flashes, m.AssetDownloads, m.AssetBytes, m.LogsForwarded, m.LogsDropped, m.Provisioned, m.Adopted, m.UpdateDuration)
 	}
 	return m
 }
@@ -77,7 +85,7 @@ func newStateCollector(g *Gateway) *stateCollector {
 		devices:   prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "devices"), "Managed devices by firmware state.", []string{"state"}, nil),
 		online:    prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "devices_online"), "Managed devices that are online.", nil, nil),
 		converged: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "converged_devices"), "Managed devices whose reported state equals their latest target.", nil, nil),
-		managed:   prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "managed_devices"), "Devices provisioned and not deleted.", nil, nil),
+		managed:   prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "managed_devices"), "Devices provisioned or adopted and not deleted.", nil, nil),
 	}
 }
 
