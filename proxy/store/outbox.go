@@ -4,7 +4,8 @@ package store
 // gateway and not yet delivered to the cloud, in acceptance order. Patches
 // are written by ApplyReport; log lines by AppendLog, bounded (the oldest are
 // dropped when full). proxy/outbox reads them in seq order and acknowledges
-// (deletes) them after the cloud took them.
+// (deletes) them after the cloud took them: a prefix of the queue
+// (AckOutbox) or any set of rows (AckOutboxRows), each in one transaction.
 
 import (
 	"context"
@@ -187,6 +188,42 @@ func (s *Store) AckOutbox(ctx context.Context, kind string, uptoSeq int64) (int6
 	})
 	if err != nil {
 		return 0, fmt.Errorf("store: ack outbox: %w", err)
+	}
+	return n, nil
+}
+
+// AckOutboxRows deletes the rows of kind whose seq is in seqs, in one
+// transaction: they were delivered (or dropped for good). Unlike
+// AckOutbox it acknowledges any subset of the queue, so that rows held back
+// (a device whose delivery failed) stay queued while later rows of other
+// devices are acknowledged. Seqs of rows already gone are ignored. It
+// returns how many rows it deleted.
+func (s *Store) AckOutboxRows(ctx context.Context, kind string, seqs []int64) (int64, error) {
+	if err := checkKind(kind); err != nil {
+		return 0, err
+	}
+	if len(seqs) == 0 {
+		return 0, nil
+	}
+	list, err := json.Marshal(seqs)
+	if err != nil {
+		return 0, fmt.Errorf("store: ack outbox rows: %w", err)
+	}
+	var n int64
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `
+DELETE FROM outbox WHERE kind = ? AND seq IN (SELECT value FROM json_each(?))`, kind, string(list))
+		if err != nil {
+			return err
+		}
+		if n, err = res.RowsAffected(); err != nil || n == 0 || kind != OutboxLog {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE meta SET value = CAST(MAX(CAST(value AS INTEGER) - ?, 0) AS TEXT) WHERE key = ?`, n, metaLogRows)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: ack outbox rows: %w", err)
 	}
 	return n, nil
 }

@@ -137,3 +137,72 @@ func TestOutboxKindsAreSeparateQueuesInSeqOrder(t *testing.T) {
 		t.Errorf("unknown kind accepted")
 	}
 }
+
+func TestAckOutboxRowsDeletesExactlyTheListedRowsOfItsKind(t *testing.T) {
+	s := openAPIStore(t)
+	ctx := context.Background()
+	apiProvision(t, s, "u1", 1, 1)
+	// Interleaved: patch s0, log m0, patch s1, log m1, ... (seqs shared by both kinds).
+	for i := 0; i < 4; i++ {
+		if _, _, err := s.ApplyReport(ctx, "u1", Report{Status: apiStrPtr(fmt.Sprint("s", i))}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AppendLog(ctx, "u1", logPayload(i), 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	patches, _ := s.NextOutbox(ctx, OutboxPatch, 10)
+	logs, _ := s.NextOutbox(ctx, OutboxLog, 10)
+	if len(patches) != 4 || len(logs) != 4 {
+		t.Fatalf("got %d patches and %d logs, want 4 and 4", len(patches), len(logs))
+	}
+	// Ack patches s0 and s2 (a gap at s1), plus a log row's seq and a seq
+	// that does not exist: only the two patch rows may go.
+	n, err := s.AckOutboxRows(ctx, OutboxPatch, []int64{patches[0].Seq, patches[2].Seq, logs[1].Seq, 1 << 40})
+	if err != nil || n != 2 {
+		t.Fatalf("AckOutboxRows = %d, %v; want 2, nil", n, err)
+	}
+	if got, want := fmt.Sprint(outboxPayloads(t, s, OutboxPatch)), `[{"status":"s1"} {"status":"s3"}]`; got != want {
+		t.Errorf("patches left = %s, want %s", got, want)
+	}
+	if d, _ := s.OutboxDepth(ctx, OutboxLog); d != 4 {
+		t.Errorf("log depth = %d, want 4 (acking patches must not touch logs)", d)
+	}
+	// Acking the same rows again deletes nothing.
+	if n, err := s.AckOutboxRows(ctx, OutboxPatch, []int64{patches[0].Seq, patches[2].Seq}); err != nil || n != 0 {
+		t.Errorf("second AckOutboxRows = %d, %v; want 0, nil", n, err)
+	}
+	if n, err := s.AckOutboxRows(ctx, OutboxPatch, nil); err != nil || n != 0 {
+		t.Errorf("AckOutboxRows(nil) = %d, %v; want 0, nil", n, err)
+	}
+	if _, err := s.AckOutboxRows(ctx, "other", []int64{1}); err == nil {
+		t.Errorf("unknown kind accepted")
+	}
+}
+
+func TestAckOutboxRowsFreesRoomInTheBoundedLogBuffer(t *testing.T) {
+	s := openAPIStore(t)
+	ctx := context.Background()
+	apiProvision(t, s, "u1", 1, 1)
+	for i := 1; i <= 3; i++ {
+		if _, err := s.AppendLog(ctx, "u1", logPayload(i), 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, _ := s.NextOutbox(ctx, OutboxLog, 3)
+	if n, err := s.AckOutboxRows(ctx, OutboxLog, []int64{rows[0].Seq, rows[2].Seq}); err != nil || n != 2 {
+		t.Fatalf("AckOutboxRows = %d, %v; want 2", n, err)
+	}
+	// Two lines fit without a drop, the third drops the oldest (m2).
+	for i := 4; i <= 5; i++ {
+		if n, err := s.AppendLog(ctx, "u1", logPayload(i), 3); err != nil || n != 0 {
+			t.Fatalf("AppendLog %d = %d, %v; want no drop", i, n, err)
+		}
+	}
+	if n, err := s.AppendLog(ctx, "u1", logPayload(6), 3); err != nil || n != 1 {
+		t.Fatalf("AppendLog 6 = %d, %v; want 1 dropped", n, err)
+	}
+	if got, want := fmt.Sprint(outboxPayloads(t, s, OutboxLog)), `[{"message":"m4"} {"message":"m5"} {"message":"m6"}]`; got != want {
+		t.Errorf("buffered = %s, want %s", got, want)
+	}
+}
