@@ -50,11 +50,14 @@ type Layer struct {
 	Files map[string][]byte
 	// Delete lists paths relative to /assets (files or directories) that
 	// this layer removes from lower layers, each as a whiteout entry
-	// ".wh.<name>" in its parent directory.
+	// ".wh.<name>" in its parent directory. The parent directories are
+	// written as directory entries, so they replace a lower layer's file at
+	// their paths: Delete "d/e/z" removes a lower file "d/e".
 	Delete []string
 	// Opaque lists directories relative to /assets ("" or "." for /assets
 	// itself) whose lower-layer content this layer hides, each as an opaque
-	// whiteout ".wh..wh..opq" inside the directory.
+	// whiteout ".wh..wh..opq" inside the directory (written, with its
+	// parents, as directory entries).
 	Opaque []string
 	// Raw entries are written to the layer's tar as they are, with
 	// arbitrary names ("assets/../escape", "/assets/x", "etc/passwd") and
@@ -257,8 +260,18 @@ func cleanAssetPath(p string, dirOK bool) (string, error) {
 // Tar returns the layer's uncompressed tar. It fails on a Files, Delete or
 // Opaque path that is empty, absolute or escapes /assets, on a file whose
 // name is a whiteout (use Delete or Opaque), and where the outcome would
-// depend on the consumer: a path both written and deleted by the layer, or
-// a file of the layer where it also needs a directory.
+// depend on the consumer:
+//   - a path that is both a file and a directory of the layer ("d/e" and
+//     "d/e/z" in Files, a Delete or Opaque path under a file): no extraction
+//     can create both;
+//   - a path both written and deleted by the layer;
+//   - a deleted path that is also a directory of the layer (Delete "d" with
+//     Files "d/x", Delete "d/x" or Opaque "d"): the OCI rule says the
+//     whiteout hides lower layers only, but ggcr's mutate.Extract lets it
+//     hide the layer's own entries too, and Docker on overlayfs fails to
+//     create the whiteout over the layer's directory.
+//
+// Repeated Delete or Opaque paths are written once.
 func (l Layer) Tar() ([]byte, error) {
 	files := make(map[string][]byte, len(l.Files))
 	for p, data := range l.Files {
@@ -274,23 +287,7 @@ func (l Layer) Tar() ([]byte, error) {
 		}
 		files[c] = data
 	}
-	// A file where the layer needs a directory (the parent of another file
-	// or of a whiteout) would make the outcome depend on entry order.
-	parentIsFile := func(c string) error {
-		for a := path.Dir(c); a != "."; a = path.Dir(a) {
-			if _, ok := files[a]; ok {
-				return fmt.Errorf("path %q lies under file %q of the same layer", c, a)
-			}
-		}
-		return nil
-	}
-	for c := range files {
-		if err := parentIsFile(c); err != nil {
-			return nil, err
-		}
-	}
 	deleted := map[string]bool{}
-	var whiteouts []string // tar names
 	for _, p := range l.Delete {
 		c, err := cleanAssetPath(p, false)
 		if err != nil {
@@ -299,12 +296,9 @@ func (l Layer) Tar() ([]byte, error) {
 		if _, ok := files[c]; ok {
 			return nil, fmt.Errorf("path %q both written and deleted in one layer", c)
 		}
-		if err := parentIsFile(c); err != nil {
-			return nil, err
-		}
 		deleted[c] = true
-		whiteouts = append(whiteouts, path.Join(AssetsDir, path.Dir(c), whiteoutPrefix+path.Base(c)))
 	}
+	opaque := map[string]bool{}
 	for _, p := range l.Opaque {
 		c, err := cleanAssetPath(p, true)
 		if err != nil {
@@ -313,28 +307,59 @@ func (l Layer) Tar() ([]byte, error) {
 		if _, ok := files[c]; ok {
 			return nil, fmt.Errorf("opaque directory %q is a file of the same layer", c)
 		}
-		if err := parentIsFile(path.Join(c, opaqueWhiteout)); err != nil {
-			return nil, err
+		opaque[c] = true
+	}
+
+	// The directories the layer's tar holds (relative to /assets, "" for
+	// /assets itself), each with the first path that needs it.
+	needs := map[string]string{"": ""}
+	need := func(dir, by string) {
+		if _, ok := needs[dir]; !ok {
+			needs[dir] = by
 		}
+	}
+	parents := func(c string) {
+		for a := path.Dir(c); a != "."; a = path.Dir(a) {
+			need(a, c)
+		}
+	}
+	for _, c := range slices.Sorted(maps.Keys(files)) {
+		parents(c)
+	}
+	for _, c := range slices.Sorted(maps.Keys(deleted)) {
+		parents(c)
+	}
+	for _, c := range slices.Sorted(maps.Keys(opaque)) {
+		if c != "" {
+			need(c, path.Join(c, opaqueWhiteout))
+			parents(c)
+		}
+	}
+	for _, c := range slices.Sorted(maps.Keys(files)) {
+		if by, ok := needs[c]; ok {
+			return nil, fmt.Errorf("path %q is both a file and a directory of the same layer (the directory holds %q)", c, by)
+		}
+	}
+	for _, c := range slices.Sorted(maps.Keys(deleted)) {
+		if by, ok := needs[c]; ok {
+			return nil, fmt.Errorf("deleted path %q is also a directory of the same layer (it holds %q): a whiteout hides lower layers only, consumers disagree on such a layer", c, by)
+		}
+	}
+
+	var whiteouts []string // tar names
+	for c := range deleted {
+		whiteouts = append(whiteouts, path.Join(AssetsDir, path.Dir(c), whiteoutPrefix+path.Base(c)))
+	}
+	for c := range opaque {
 		whiteouts = append(whiteouts, path.Join(AssetsDir, c, opaqueWhiteout))
 	}
 	sort.Strings(whiteouts)
 
-	dirs := map[string]bool{AssetsDir: true}
-	addParents := func(name string) {
-		for d := path.Dir(name); d != "." && d != "/"; d = path.Dir(d) {
-			dirs[d] = true
-		}
+	dirs := make(map[string]bool, len(needs))
+	for d := range needs {
+		dirs[path.Join(AssetsDir, d)] = true
 	}
-	for _, w := range whiteouts {
-		addParents(w)
-	}
-	names := make([]string, 0, len(files))
-	for c := range files {
-		names = append(names, c)
-		addParents(path.Join(AssetsDir, c))
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(files))
 	dirNames := make([]string, 0, len(dirs))
 	for d := range dirs {
 		dirNames = append(dirNames, d)
@@ -412,35 +437,78 @@ func writeEntry(tw *tar.Writer, e RawEntry) error {
 // applied in order, as a compliant consumer must serve it (APP-ASSET-3/4):
 // paths relative to /assets mapped to contents, regular files only.
 //
-// It follows the OCI layer rules: a layer's whiteouts (Delete, Opaque and
-// raw ".wh." entries) hide lower-layer content only, then its files are
-// added, later entries winning. Raw entry names are read as a consumer
-// must read them: leading "/" dropped, cleaned; a name whose cleaned path
-// escapes the root or lies outside /assets contributes nothing. As when a
-// layer is extracted, an entry replaces whatever was at its path (a file
-// replaces a directory tree; a directory keeps the tree but replaces a
-// file) and any file where one of its parent directories goes. A raw entry
-// that is not a regular file (symlink, hard link, directory, device) is not
-// listed itself.
+// It applies each layer to the result of the layers below it, as Docker's
+// layer extraction and overlayfs do, and as the OCI image spec describes:
+//   - First the layer's whiteouts (Delete, Opaque and raw ".wh." entries)
+//     remove lower-layer content: a deleted path with its tree, everything
+//     below an opaque directory. They never hide the layer's own entries.
+//   - Then its directories replace lower-layer files at their paths: the
+//     parents of its files, of its whiteouts and its opaque directories
+//     (Tar writes each as an entry), and raw directory entries. So
+//     Layer{Delete: ["d/e/z"]} removes a lower file "d/e".
+//   - Then its files and raw entries, in tar order, later entries winning.
+//     An entry replaces whatever was at its path (a file or symlink replaces
+//     a directory tree) and any file where one of its parent directories
+//     goes. A raw entry that is not a regular file (symlink, hard link,
+//     directory, device) is not listed itself.
+//
+// What a layer removed stays removed whatever upper layers do: a directory
+// in layer 3 over a file in layer 2 does not bring back what layer 1 had
+// under that path. (ggcr's mutate.Extract does bring it back; Docker and
+// overlayfs do not, and Flatten follows them.)
+//
+// Raw entry names are read as a consumer must read them: leading "/"
+// dropped, cleaned; a name whose cleaned path escapes the root or lies
+// outside /assets contributes nothing. Files, Delete and Opaque paths that
+// are empty, absolute or escape /assets are skipped; for a layer that Tar
+// refuses otherwise the result means nothing, as no image can hold it.
 func Flatten(layers ...Layer) map[string][]byte {
 	out := map[string][]byte{}
-	removeTree := func(p string) {
+	removeBelow := func(p string) {
 		for k := range out {
-			if p == "" || k == p || strings.HasPrefix(k, p+"/") {
+			if p == "" || strings.HasPrefix(k, p+"/") {
 				delete(out, k)
 			}
 		}
 	}
+	removeTree := func(p string) {
+		delete(out, p)
+		removeBelow(p)
+	}
+	// place makes room for an entry at p: a directory replaces a file, a
+	// non-directory replaces a tree, and a file where a parent directory
+	// goes is replaced by it.
+	place := func(p string, dir bool) {
+		for a := path.Dir(p); a != "."; a = path.Dir(a) {
+			delete(out, a)
+		}
+		if dir {
+			delete(out, p)
+		} else {
+			removeTree(p)
+		}
+	}
 	for _, l := range layers {
+		dirs := map[string]bool{} // the layer's directories from Files, Delete and Opaque
+		parents := func(c string) {
+			for a := path.Dir(c); a != "."; a = path.Dir(a) {
+				dirs[a] = true
+			}
+		}
 		// Whiteouts first: they apply to lower layers only.
 		for _, p := range l.Delete {
 			if c, err := cleanAssetPath(p, false); err == nil {
 				removeTree(c)
+				parents(c)
 			}
 		}
 		for _, p := range l.Opaque {
 			if c, err := cleanAssetPath(p, true); err == nil {
-				removeTree(c)
+				removeBelow(c)
+				if c != "" {
+					dirs[c] = true
+					parents(c)
+				}
 			}
 		}
 		for _, r := range l.Raw {
@@ -448,33 +516,35 @@ func Flatten(layers ...Layer) map[string][]byte {
 			if !ok || rel == "" {
 				continue
 			}
-			switch base, dir := path.Base(rel), path.Dir(rel); {
+			base, dir := path.Base(rel), path.Dir(rel)
+			if dir == "." {
+				dir = ""
+			}
+			switch {
 			case base == opaqueWhiteout:
-				if dir == "." {
-					dir = ""
-				}
-				removeTree(dir)
+				removeBelow(dir)
 			case strings.HasPrefix(base, whiteoutPrefix):
-				removeTree(path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)))
+				if target := path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)); target == "" {
+					removeBelow("") // ".wh." in /assets names /assets itself
+				} else if target != ".." && !strings.HasPrefix(target, "../") {
+					removeTree(target)
+				}
 			}
 		}
-		// An entry replaces whatever was at its path, and a file where one
-		// of its parent directories must be.
-		place := func(p string, dir bool) {
-			for a := path.Dir(p); a != "."; a = path.Dir(a) {
-				delete(out, a)
-			}
-			if dir {
-				delete(out, p)
-			} else {
-				removeTree(p)
-			}
-		}
+		files := map[string]string{} // clean path → key in l.Files
 		for _, p := range slices.Sorted(maps.Keys(l.Files)) {
 			if c, err := cleanAssetPath(p, false); err == nil {
-				place(c, false)
-				out[c] = bytes.Clone(l.Files[p])
+				files[c] = p
+				parents(c)
 			}
+		}
+		// The layer's directory entries replace lower files.
+		for d := range dirs {
+			delete(out, d)
+		}
+		for _, c := range slices.Sorted(maps.Keys(files)) {
+			place(c, false)
+			out[c] = bytes.Clone(l.Files[files[c]])
 		}
 		for _, r := range l.Raw {
 			rel, ok := rawAssetPath(r.Name)

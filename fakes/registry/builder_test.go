@@ -59,24 +59,48 @@ func TestLayerTarRejectsAmbiguousOrEscapingPaths(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		layer Layer
+		want  string // part of the error
 	}{
-		{"a file path that escapes /assets", Layer{Files: map[string][]byte{"../x": nil}}},
-		{"an absolute file path", Layer{Files: map[string][]byte{"/x": nil}}},
-		{"an empty file path", Layer{Files: map[string][]byte{"": nil}}},
-		{"a file named like a whiteout", Layer{Files: map[string][]byte{"d/.wh.x": nil}}},
-		{"the same file given twice after cleaning", Layer{Files: map[string][]byte{"a/b": nil, "a//b": nil}}},
-		{"a path both written and deleted", Layer{Files: map[string][]byte{"a": nil}, Delete: []string{"a"}}},
-		{"a deletion of /assets itself", Layer{Delete: []string{"."}}},
-		{"a file that is the parent of another file", Layer{Files: map[string][]byte{"d": nil, "d/x": nil}}},
-		{"a deletion under a file of the layer", Layer{Files: map[string][]byte{"d": nil}, Delete: []string{"d/x"}}},
-		{"an opaque directory that is a file of the layer", Layer{Files: map[string][]byte{"d": nil}, Opaque: []string{"d"}}},
-		{"an opaque directory outside /assets", Layer{Opaque: []string{".."}}},
+		{"a file path that escapes /assets", Layer{Files: map[string][]byte{"../x": nil}}, "escapes"},
+		{"an absolute file path", Layer{Files: map[string][]byte{"/x": nil}}, "relative"},
+		{"an empty file path", Layer{Files: map[string][]byte{"": nil}}, "empty"},
+		{"a file named like a whiteout", Layer{Files: map[string][]byte{"d/.wh.x": nil}}, "whiteout name"},
+		{"the same file given twice after cleaning", Layer{Files: map[string][]byte{"a/b": nil, "a//b": nil}}, "twice"},
+		{"a path both written and deleted", Layer{Files: map[string][]byte{"a": nil}, Delete: []string{"a"}}, "both written and deleted"},
+		{"a deletion of /assets itself", Layer{Delete: []string{"."}}, "empty"},
+		{"a path that is both a file and a directory", Layer{Files: map[string][]byte{"d/e": nil, "d/e/z": nil}},
+			`path "d/e" is both a file and a directory of the same layer (the directory holds "d/e/z")`},
+		{"a file that is an ancestor of another file", Layer{Files: map[string][]byte{"d": nil, "d/x/y": nil}}, `path "d" is both a file and a directory`},
+		{"a deletion under a file of the layer", Layer{Files: map[string][]byte{"d": nil}, Delete: []string{"d/x"}}, `path "d" is both a file and a directory`},
+		{"an opaque directory that is a file of the layer", Layer{Files: map[string][]byte{"d": nil}, Opaque: []string{"d"}}, "opaque directory"},
+		{"an opaque directory under a file of the layer", Layer{Files: map[string][]byte{"d": nil}, Opaque: []string{"d/e"}}, `path "d" is both a file and a directory`},
+		{"a deleted directory that holds a file of the layer", Layer{Files: map[string][]byte{"d/x": nil}, Delete: []string{"d"}},
+			`deleted path "d" is also a directory of the same layer (it holds "d/x")`},
+		{"a deleted directory that holds another deletion", Layer{Delete: []string{"d", "d/x"}}, `deleted path "d" is also a directory`},
+		{"a deleted directory that the layer makes opaque", Layer{Delete: []string{"d"}, Opaque: []string{"d"}}, `deleted path "d" is also a directory`},
+		{"an opaque directory outside /assets", Layer{Opaque: []string{".."}}, "escapes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := tc.layer.Tar(); err == nil {
-				t.Errorf("Tar: got nil error, want one")
+			_, err := tc.layer.Tar()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Tar: got error %v, want one containing %q", err, tc.want)
+			}
+			if _, err := Image(tc.layer); err == nil {
+				t.Errorf("Image: got nil error, want the layer refused")
 			}
 		})
+	}
+}
+
+func TestLayerTarWritesRepeatedDeletionsAndOpaqueDirectoriesOnce(t *testing.T) {
+	b, err := Layer{Delete: []string{"x", "./x", "d/y", "d/y"}, Opaque: []string{"o", "o/"}}.Tar()
+	if err != nil {
+		t.Fatalf("Tar: %v", err)
+	}
+	got := tarEntries(t, b)
+	want := []string{"assets/ 5", "assets/d/ 5", "assets/o/ 5", "assets/.wh.x 0", "assets/d/.wh.y 0", "assets/o/.wh..wh..opq 0"}
+	if !slices.Equal(got, want) {
+		t.Errorf("tar entries:\ngot  %q\nwant %q", got, want)
 	}
 }
 
@@ -115,6 +139,36 @@ func TestFlatten(t *testing.T) {
 		{"a file under a lower file replaces that file with a directory",
 			[]Layer{{Files: map[string][]byte{"d": b("1")}}, {Files: map[string][]byte{"d/x": b("2")}}},
 			map[string][]byte{"d/x": b("2")}},
+		{"a deletion under a lower file replaces that file with the deletion's directory",
+			[]Layer{{Files: map[string][]byte{"d/e": b("1"), "k": b("2")}}, {Delete: []string{"d/e/z"}}},
+			map[string][]byte{"k": b("2")}},
+		{"a deletion replaces a lower file where any of its parent directories goes",
+			[]Layer{{Files: map[string][]byte{"d": b("1"), "k": b("2")}}, {Delete: []string{"d/e/z"}}},
+			map[string][]byte{"k": b("2")}},
+		{"an opaque directory replaces a lower file at its path",
+			[]Layer{{Files: map[string][]byte{"d": b("1"), "k": b("2")}}, {Opaque: []string{"d"}}},
+			map[string][]byte{"k": b("2")}},
+		{"an opaque directory replaces a lower file where its parent goes",
+			[]Layer{{Files: map[string][]byte{"d": b("1"), "k": b("2")}}, {Opaque: []string{"d/e"}}},
+			map[string][]byte{"k": b("2")}},
+		{"a deletion keeps lower files beside its path",
+			[]Layer{{Files: map[string][]byte{"d/e/y": b("1"), "d/f": b("2")}}, {Delete: []string{"d/e/z"}}},
+			map[string][]byte{"d/e/y": b("1"), "d/f": b("2")}},
+		{"a directory over a file does not bring back what the file replaced",
+			[]Layer{{Files: map[string][]byte{"d/x": b("1")}}, {Files: map[string][]byte{"d": b("2")}}, {Files: map[string][]byte{"d/y": b("3")}}},
+			map[string][]byte{"d/y": b("3")}},
+		{"a deletion's directory over a file does not bring back what the file replaced",
+			[]Layer{{Files: map[string][]byte{"d/x": b("1")}}, {Files: map[string][]byte{"d": b("2")}}, {Delete: []string{"d/z"}}},
+			map[string][]byte{}},
+		{"a raw directory entry replaces a lower file and keeps a lower tree",
+			[]Layer{{Files: map[string][]byte{"f": b("1"), "t/x": b("2")}}, {Raw: []RawEntry{{Name: "assets/f/", Type: tar.TypeDir}, {Name: "assets/t", Type: tar.TypeDir}}}},
+			map[string][]byte{"t/x": b("2")}},
+		{"a raw opaque marker without its directory entry keeps a lower file at the directory's path",
+			[]Layer{{Files: map[string][]byte{"d": b("1")}}, {Raw: []RawEntry{{Name: "assets/d/.wh..wh..opq"}}}},
+			map[string][]byte{"d": b("1")}},
+		{"a raw whiteout named .wh. in /assets deletes all of /assets",
+			[]Layer{{Files: map[string][]byte{"a": b("1"), "d/x": b("2")}}, {Raw: []RawEntry{{Name: "assets/.wh."}}}},
+			map[string][]byte{}},
 		{"raw entries that escape /assets or lie outside it are dropped",
 			[]Layer{{Raw: []RawEntry{
 				{Name: "assets/../escape", Data: b("e")},
