@@ -85,7 +85,14 @@ func TestRunServesTheAPIAndMetricsUntilCancelled(t *testing.T) {
 	if code, body := get(t, base+"/v1/devices?apikey=s3cret"); code != 200 || strings.TrimSpace(body) != "[]" {
 		t.Errorf("GET /v1/devices = %d %q, want 200 []", code, body)
 	}
-	code, metrics := get(t, "http://"+mln.Addr().String()+"/metrics")
+	// The poll counter appears once the first poll is done: wait for it.
+	var code int
+	var metrics string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if code, metrics = get(t, "http://"+mln.Addr().String()+"/metrics"); strings.Contains(metrics, "depharness_proxy_sync_polls_total") {
+			break
+		}
+	}
 	for _, want := range []string{"depharness_proxy_http_requests_total", "depharness_proxy_sync_polls_total", "go_goroutines"} {
 		if code != 200 || !strings.Contains(metrics, want) {
 			t.Errorf("GET /metrics = %d, lacks %s", code, want)
