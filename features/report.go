@@ -254,6 +254,15 @@ func WriteHTML(w io.Writer, r Report) error {
 var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"lower": strings.ToLower,
 	"cls":   func(s string) string { return strings.ReplaceAll(s, " ", "-") },
+	"failedClauses": func(cs []ClauseReport) []ClauseReport {
+		var out []ClauseReport
+		for _, c := range cs {
+			if c.Status == StatusFailed {
+				out = append(out, c)
+			}
+		}
+		return out
+	},
 }).Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -282,6 +291,7 @@ ul{margin:0;padding-left:1.2em}
 Scenarios: {{.Scenarios.Total}} run, <span class="passed">{{.Scenarios.Passed}} passed</span>,
 <span class="failed">{{.Scenarios.Failed}} failed</span>, <span class="skipped">{{.Scenarios.Skipped}} skipped</span>.</p>
 <div class="verdict {{if .Compliant}}ok{{else}}bad{{end}}">{{.Verdict}}</div>
+{{with failedClauses .Clauses}}<p>Failed clauses: {{range $i, $c := .}}{{if $i}}, {{end}}<a href="#{{$c.ID}}">{{$c.ID}}</a>{{end}}</p>{{end}}
 <table>
 <tr><th>Tier</th><th>Clauses</th><th>Passed</th><th>Failed</th><th>Skipped</th><th>Not run</th></tr>
 {{range .Tiers}}<tr><td><span class="tier {{.Tier}}">{{.Tier}}</span></td><td>{{.Total}}</td><td class="passed">{{.Passed}}</td><td class="failed">{{.Failed}}</td><td class="skipped">{{.Skipped}}</td><td class="not-run">{{.NotRun}}</td></tr>

@@ -97,6 +97,7 @@ func TestWriteHTMLIsSelfContainedAndEscaped(t *testing.T) {
 		"<style>", "Not compliant: 1 of 3 contract clauses failed",
 		`id="AUTH-1"`, "Every route needs the API key.", "request: GET /v1/devices HTTP/1.1",
 		"no scenario ran", "Streams &amp; caches.", "&lt;script&gt;alert(1)&lt;/script&gt;",
+		`Failed clauses: <a href="#AUTH-1">AUTH-1</a>, <a href="#APP-ASSET-4">APP-ASSET-4</a>`,
 	} {
 		if !strings.Contains(html, want) {
 			t.Errorf("the HTML lacks %q", want)
