@@ -2,14 +2,20 @@ package main
 
 import (
 	"context"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/supervisortest"
+	"github.com/depharness/depharness/world"
 )
 
 func TestGatewayRefusesBadFlags(t *testing.T) {
@@ -127,5 +133,142 @@ func TestParseExpectedChecksums(t *testing.T) {
 	os.WriteFile(bad, []byte(`{"c1": "x"}`), 0o600)
 	if _, err := loadExpectedChecksums(bad); err == nil {
 		t.Error("got no error for a key without app id, want one")
+	}
+}
+
+func TestGatewayRestartedAgainstTheReferenceProxyAdoptsItsDevices(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	// One hook address for both runs, as a container's: the supervisor is
+	// configured with it before the gateway listens on it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hookListen := ln.Addr().String()
+	ln.Close()
+	st, err := world.StartStack(ctx, world.StackOptions{
+		Proxy:     world.ProxyOptions{DataDir: t.TempDir(), HookAddress: "http://" + hookListen + "/v1/devices/", PollInterval: 50 * time.Millisecond, HookRetryInterval: 100 * time.Millisecond},
+		NoGateway: true,
+		Demo:      true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	sup, err := client.New(client.Options{BaseURL: st.Proxy.URL, APIKey: st.Proxy.APIKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, a := range st.Apps {
+		ids = append(ids, strconv.FormatInt(a.App.ID, 10))
+	}
+	const n = 4
+	// start runs the gateway subcommand; stop ends it and checks its exit.
+	start := func() (stop func()) {
+		rctx, rcancel := context.WithCancel(ctx)
+		var stderr syncBuffer
+		env := &cliEnv{stdout: &syncBuffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
+		done := make(chan int, 1)
+		go func() {
+			done <- runMain(rctx, env, []string{"gateway", "--supervisor-address", st.Proxy.URL, "--api-key", st.Proxy.APIKey,
+				"--listen", hookListen, "--app", strings.Join(ids, ","), "--devices", strconv.Itoa(n), "--seed", "3"})
+		}()
+		return func() {
+			t.Helper()
+			rcancel()
+			select {
+			case code := <-done:
+				if code != 0 {
+					t.Fatalf("gateway: got exit code %d, want 0\n%s", code, stderr.String())
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("gateway did not stop within 20s of cancel")
+			}
+		}
+	}
+	cloudUUIDs := func() []string {
+		var out []string
+		for _, d := range st.Cloud.Devices(cloud.DeviceFilter{Gateway: st.Identity.UUID}) {
+			out = append(out, d.UUID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	awaitCond := func(what string, cond func() bool) {
+		t.Helper()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for !cond() {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("waiting until %s: %v (the cloud has devices %v)", what, ctx.Err(), cloudUUIDs())
+			case <-tick.C:
+			}
+		}
+	}
+
+	stop := start()
+	awaitCond("every device on its release in the cloud", func() bool {
+		conv, total := st.Convergence(st.Identity.UUID)
+		return conv == n && total == n
+	})
+	stop()
+	first := cloudUUIDs()
+
+	// While the gateway is down, a device is deleted in the cloud: the
+	// proxy marks it (410) and its delete hook waits for the gateway.
+	deleted := first[0]
+	if err := st.Cloud.DeleteDevice(deleted); err != nil {
+		t.Fatal(err)
+	}
+	awaitCond("the proxy answers 410 for the deleted device", func() bool {
+		_, err := sup.Device(ctx, deleted)
+		return client.IsGone(err)
+	})
+
+	stop = start()
+	defer stop()
+	awaitCond("the deleted device's delete hook answered and the device gone from the proxy", func() bool {
+		_, err := sup.Device(ctx, deleted)
+		return client.IsNotFound(err)
+	})
+	awaitCond("the fleet is whole again in the cloud", func() bool { return len(cloudUUIDs()) == n })
+	second := cloudUUIDs()
+	var kept []string
+	for _, u := range first[1:] {
+		if slices.Contains(second, u) {
+			kept = append(kept, u)
+		}
+	}
+	if len(kept) != n-1 || slices.Contains(second, deleted) {
+		t.Errorf("got devices %v after the restart, want the %d survivors of %v adopted and one new in place of %s", second, n-1, first, deleted)
+	}
+	list, err := sup.Devices(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != n {
+		t.Errorf("got %d devices at the proxy, want %d (no second fleet)", len(list), n)
+	}
+
+	// The adopted devices answer their hooks: a new release reaches them.
+	rel, err := st.Cloud.PushRelease(ctx, st.Apps[0].App.ID, cloud.ReleaseSpec{Layers: []cloud.Layer{{Files: map[string][]byte{"assets/firmware.bin": []byte("v2")}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitCond("every device on its app's latest release in the cloud", func() bool {
+		conv, total := st.Convergence(st.Identity.UUID)
+		return conv == n && total == n
+	})
+	onNew := 0
+	for _, d := range st.Cloud.Devices(cloud.DeviceFilter{Gateway: st.Identity.UUID, AppID: st.Apps[0].App.ID}) {
+		if d.IsOnCommit != nil && *d.IsOnCommit == rel.Commit && d.Status == "Idle" {
+			onNew++
+		}
+	}
+	if onNew != n/2 {
+		t.Errorf("got %d devices of app %d idle on %s, want %d", onNew, st.Apps[0].App.ID, rel.Commit, n/2)
 	}
 }
