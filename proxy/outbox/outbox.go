@@ -1,11 +1,33 @@
 // Package outbox delivers the store's outbox to the cloud: device reports
 // ('patch' rows, PATCH of the cloud device) and log lines ('log' rows, the
-// gateway's log stream), each kind strictly in acceptance order, and
-// deletes rows only after the cloud took them (DEV-PUT-6, DEV-LOG-2).
+// gateway's log stream), and deletes rows only after the cloud took them
+// (DEV-PUT-6, DEV-LOG-2).
+//
+// Log lines go in acceptance order, in batches (one request each). Patches
+// are read in batches too, in seq order, and grouped by cloud device: each
+// device's patches are sent one after the other in seq order (the order the
+// contract protects is the cloud's view of one device), different devices
+// concurrently with a bounded pool. A device's later patch is never sent
+// before its earlier one succeeded (or was refused for good): when a patch
+// fails because the cloud is unavailable, that device's remaining patches
+// stay queued, in order, for the next round, while the other devices' rows
+// of the batch are acknowledged.
+//
+// Every batch is acknowledged in ONE store transaction (the delivered and
+// dropped rows, by seq), so acknowledging costs the store's single writer
+// one transaction per batch, not one per row. If the acknowledgement itself
+// fails, the delivered rows are remembered and acknowledged before anything
+// else is read, so a row acknowledged or delivered is never sent again while
+// the process runs. A crash between a delivery and its acknowledgement (or a
+// shutdown whose acknowledgement fails) sends that batch's delivered rows
+// again after the restart: delivery is at least once across a crash (a PATCH
+// of the same fields is idempotent; a log line may then appear twice),
+// exactly once otherwise.
 //
 // While the cloud is unreachable or failing it retries with exponential
-// backoff and jitter; rows the cloud refuses for good (4xx, e.g. a deleted
-// device) are dropped, logged and counted, so the queue can never wedge.
+// backoff and jitter; rows the cloud refuses for good (4xx other than 401,
+// e.g. a deleted device) are dropped, logged and counted, so the queue can
+// never wedge.
 //
 // It depends on proxy/store, proxy/cloudapi, proxy/cloudclient (for error
 // classification) and proxy/violation; it must not import the API, sync or
@@ -37,19 +59,30 @@ type Cloud interface {
 	SendLogs(ctx context.Context, lines []cloudapi.LogLine) error
 }
 
+// Store is the outbox's view of the store; *store.Store implements it.
+type Store interface {
+	NextOutbox(ctx context.Context, kind string, limit int) ([]store.OutboxRow, error)
+	AckOutboxRows(ctx context.Context, kind string, seqs []int64) (int64, error)
+	OutboxDepth(ctx context.Context, kind string) (int64, error)
+}
+
 // Defaults of Options.
 const (
-	DefaultRetryMin    = 250 * time.Millisecond
-	DefaultRetryMax    = 5 * time.Second
-	DefaultLogBatch    = 500
-	DefaultCallTimeout = 30 * time.Second
-	DefaultIdleCheck   = 10 * time.Second
-	patchBatch         = 100
+	DefaultRetryMin         = 250 * time.Millisecond
+	DefaultRetryMax         = 5 * time.Second
+	DefaultLogBatch         = 500
+	DefaultPatchBatch       = 512
+	DefaultPatchConcurrency = 16
+	DefaultCallTimeout      = 30 * time.Second
+	DefaultIdleCheck        = 10 * time.Second
+	// settleTimeout bounds an acknowledgement made after Run's context
+	// ended (what was delivered before shutdown is still acknowledged).
+	settleTimeout = 5 * time.Second
 )
 
 // Options configure New. Store and Cloud are required.
 type Options struct {
-	Store *store.Store
+	Store Store
 	Cloud Cloud
 	// RetryMin is the first backoff after the cloud was unavailable
 	// (default 250 ms); it doubles per failure up to RetryMax (default
@@ -58,6 +91,13 @@ type Options struct {
 	RetryMin, RetryMax time.Duration
 	// LogBatch is the most log lines sent in one request (default 500).
 	LogBatch int
+	// PatchBatch is the most patches read, delivered and acknowledged as
+	// one batch (default 512).
+	PatchBatch int
+	// PatchConcurrency is the most devices whose patches are being
+	// delivered at once (default 16, the default cloud client's idle
+	// connections per host).
+	PatchConcurrency int
 	// CallTimeout bounds one cloud call (default 30 s).
 	CallTimeout time.Duration
 	// IdleCheck is how often an idle outbox looks for rows without being
@@ -84,6 +124,9 @@ type Outbox struct {
 	wake    map[string]chan struct{}
 	randMu  sync.Mutex
 	rand    *rand.Rand
+	// unsettled holds, per kind, rows delivered or dropped whose
+	// acknowledgement failed; only that kind's loop touches its entry.
+	unsettled map[string]*settlement
 }
 
 // New returns an outbox for opts.
@@ -103,6 +146,12 @@ func New(opts Options) (*Outbox, error) {
 	if opts.LogBatch <= 0 {
 		opts.LogBatch = DefaultLogBatch
 	}
+	if opts.PatchBatch <= 0 {
+		opts.PatchBatch = DefaultPatchBatch
+	}
+	if opts.PatchConcurrency <= 0 {
+		opts.PatchConcurrency = DefaultPatchConcurrency
+	}
 	if opts.CallTimeout <= 0 {
 		opts.CallTimeout = DefaultCallTimeout
 	}
@@ -115,6 +164,9 @@ func New(opts Options) (*Outbox, error) {
 		metrics: opts.Metrics,
 		wake:    map[string]chan struct{}{store.OutboxPatch: make(chan struct{}, 1), store.OutboxLog: make(chan struct{}, 1)},
 		rand:    opts.Rand,
+		unsettled: map[string]*settlement{
+			store.OutboxPatch: {}, store.OutboxLog: {},
+		},
 	}
 	if o.log == nil {
 		o.log = slog.New(slog.DiscardHandler)
@@ -234,11 +286,76 @@ func permanent(err error) bool {
 	return cloudclient.IsRejected(err) && errors.As(err, &se) && se.Code != http.StatusUnauthorized
 }
 
-// deliverPatches sends the oldest patches one by one, in seq order, and
-// acknowledges each after the cloud took it (or refused it for good). It
-// reports whether it got through everything it read.
+// settlement is what a round did with the rows it read: the seqs to
+// acknowledge (delete), how many of them the cloud took, and how many were
+// dropped, by reason.
+type settlement struct {
+	seqs      []int64
+	delivered int
+	dropped   map[string]int
+}
+
+func (s *settlement) deliver(seq int64) {
+	s.seqs = append(s.seqs, seq)
+	s.delivered++
+}
+
+func (s *settlement) drop(seq int64, reason string) {
+	s.seqs = append(s.seqs, seq)
+	if s.dropped == nil {
+		s.dropped = map[string]int{}
+	}
+	s.dropped[reason]++
+}
+
+func (s *settlement) add(t *settlement) {
+	s.seqs = append(s.seqs, t.seqs...)
+	s.delivered += t.delivered
+	for r, n := range t.dropped {
+		if s.dropped == nil {
+			s.dropped = map[string]int{}
+		}
+		s.dropped[r] += n
+	}
+}
+
+// settle acknowledges the rows of kind in s, together with any left from an
+// earlier failed acknowledgement, in one transaction, and counts them. On
+// failure they are kept for the next settle: a round must settle before it
+// reads, so no delivered row is read (and sent) again. It runs even after
+// ctx ended, briefly, so that a shutdown acknowledges what it delivered.
+func (o *Outbox) settle(ctx context.Context, kind string, s *settlement) error {
+	pending := o.unsettled[kind]
+	if s != nil {
+		pending.add(s)
+	}
+	if len(pending.seqs) == 0 {
+		return nil
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	if _, err := o.opts.Store.AckOutboxRows(actx, kind, pending.seqs); err != nil {
+		return fmt.Errorf("outbox: ack %d %s rows: %w", len(pending.seqs), kind, err)
+	}
+	o.metrics.delivered.WithLabelValues(kind).Add(float64(pending.delivered))
+	for reason, n := range pending.dropped {
+		o.metrics.dropped.WithLabelValues(kind, reason).Add(float64(n))
+	}
+	*pending = settlement{}
+	return nil
+}
+
+// deliverPatches delivers one batch of the oldest patches: grouped by cloud
+// device, each device's in seq order, devices concurrently; then it
+// acknowledges the batch's delivered and dropped rows in one transaction.
+// A device whose patch failed (cloud unavailable) keeps that patch and its
+// later ones queued, and the round returns the failure (back off). It
+// reports whether it read a full batch, so that more may be waiting.
 func (o *Outbox) deliverPatches(ctx context.Context) (bool, error) {
-	rows, err := o.opts.Store.NextOutbox(ctx, store.OutboxPatch, patchBatch)
+	if err := o.settle(ctx, store.OutboxPatch, nil); err != nil {
+		return false, err
+	}
+	rows, err := o.opts.Store.NextOutbox(ctx, store.OutboxPatch, o.opts.PatchBatch)
 	if err != nil || len(rows) == 0 {
 		return false, err
 	}
@@ -247,13 +364,87 @@ func (o *Outbox) deliverPatches(ctx context.Context) (bool, error) {
 			rows[i], rows[j] = rows[j], rows[i]
 		}
 	}
+	chains := byDevice(rows)
+	results := make([]chainResult, len(chains))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(o.opts.PatchConcurrency, len(chains)) {
+		wg.Go(func() {
+			for i := range work {
+				results[i] = o.deliverChain(ctx, chains[i])
+			}
+		})
+	}
+	for i := range chains {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+
+	var (
+		done    settlement
+		failed  int
+		held    int
+		failure error
+	)
+	for i := range results {
+		done.add(&results[i].settlement)
+		if results[i].err != nil {
+			failed++
+			held += results[i].held
+			if failure == nil {
+				failure = results[i].err
+			}
+		}
+	}
+	if err := o.settle(ctx, store.OutboxPatch, &done); err != nil {
+		return false, err
+	}
+	if failure != nil {
+		return false, fmt.Errorf("%d patches of %d devices held back: %w", held, failed, failure)
+	}
+	return len(rows) == o.opts.PatchBatch, nil
+}
+
+// byDevice splits rows into per-device chains, keeping the rows' order
+// within each chain; chains are in the order of their first row.
+func byDevice(rows []store.OutboxRow) [][]store.OutboxRow {
+	index := map[int64]int{}
+	var chains [][]store.OutboxRow
 	for _, r := range rows {
+		i, ok := index[r.CloudID]
+		if !ok {
+			i = len(chains)
+			index[r.CloudID] = i
+			chains = append(chains, nil)
+		}
+		chains[i] = append(chains[i], r)
+	}
+	return chains
+}
+
+// chainResult is what delivering one device's chain did: rows delivered or
+// dropped, and, if the cloud was unavailable, the error and how many rows
+// (the failed one and those after it) stay queued.
+type chainResult struct {
+	settlement
+	err  error
+	held int
+}
+
+// deliverChain sends one device's patches in order, stopping at the first
+// that fails for a reason other than a refusal for good.
+func (o *Outbox) deliverChain(ctx context.Context, rows []store.OutboxRow) chainResult {
+	var res chainResult
+	for i, r := range rows {
+		if err := ctx.Err(); err != nil {
+			res.err, res.held = err, len(rows)-i
+			return res
+		}
 		var p cloudapi.DevicePatch
 		if err := json.Unmarshal(r.Payload, &p); err != nil {
 			o.log.Error("dropping an undecodable device patch", "seq", r.Seq, "device", r.DeviceUUID, "err", err)
-			if err := o.drop(ctx, store.OutboxPatch, r.Seq, "undecodable", 1); err != nil {
-				return false, err
-			}
+			res.drop(r.Seq, "undecodable")
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, o.opts.CallTimeout)
@@ -261,40 +452,52 @@ func (o *Outbox) deliverPatches(ctx context.Context) (bool, error) {
 		cancel()
 		switch {
 		case err == nil:
-			if err := o.ack(ctx, store.OutboxPatch, r.Seq, 1); err != nil {
-				return false, err
-			}
+			res.deliver(r.Seq)
 		case permanent(err):
 			o.log.Warn("cloud refused a device patch: dropped", "seq", r.Seq, "device", r.DeviceUUID, "cloud_id", r.CloudID, "err", err)
-			if err := o.drop(ctx, store.OutboxPatch, r.Seq, "rejected", 1); err != nil {
-				return false, err
-			}
+			res.drop(r.Seq, "rejected")
+		case ctx.Err() != nil:
+			// Shutting down: not the cloud's answer; keep the row.
+			res.err, res.held = ctx.Err(), len(rows)-i
+			return res
 		case o.opts.Violations.On("put-lost-on-outage"):
-			if err := o.drop(ctx, store.OutboxPatch, r.Seq, "unavailable", 1); err != nil {
-				return false, err
-			}
+			res.drop(r.Seq, "unavailable")
 		default:
-			return false, err
+			res.err, res.held = err, len(rows)-i
+			return res
 		}
 	}
-	return len(rows) == patchBatch, nil
+	return res
 }
 
 // deliverLogs sends the oldest log lines in one batch and acknowledges them
-// after the cloud took them. A batch the cloud refuses is split in halves
-// until the refused line is found alone and dropped.
+// after the cloud took them, in one transaction. A batch the cloud refuses
+// is split in halves until the refused line is found alone and dropped;
+// what was delivered or dropped before a failure is still acknowledged
+// (once, with the rest of the batch's outcome).
 func (o *Outbox) deliverLogs(ctx context.Context) (bool, error) {
+	if err := o.settle(ctx, store.OutboxLog, nil); err != nil {
+		return false, err
+	}
 	rows, err := o.opts.Store.NextOutbox(ctx, store.OutboxLog, o.opts.LogBatch)
 	if err != nil || len(rows) == 0 {
 		return false, err
 	}
-	if err := o.sendLogRows(ctx, rows); err != nil {
+	var done settlement
+	sendErr := o.sendLogRows(ctx, rows, &done)
+	if err := o.settle(ctx, store.OutboxLog, &done); err != nil {
 		return false, err
+	}
+	if sendErr != nil {
+		return false, sendErr
 	}
 	return len(rows) == o.opts.LogBatch, nil
 }
 
-func (o *Outbox) sendLogRows(ctx context.Context, rows []store.OutboxRow) error {
+// sendLogRows sends rows as one request (or, if the cloud refuses it, as
+// halves), recording in done what the cloud took and what was dropped. It
+// stops at the first failure, leaving the rest unrecorded (queued).
+func (o *Outbox) sendLogRows(ctx context.Context, rows []store.OutboxRow, done *settlement) error {
 	lines := make([]cloudapi.LogLine, 0, len(rows))
 	for _, r := range rows {
 		var l cloudapi.LogLine
@@ -302,60 +505,46 @@ func (o *Outbox) sendLogRows(ctx context.Context, rows []store.OutboxRow) error 
 			// Send what precedes it, then drop it, keeping the order.
 			i := len(lines)
 			if i > 0 {
-				if err := o.sendLogRows(ctx, rows[:i]); err != nil {
+				if err := o.sendLogRows(ctx, rows[:i], done); err != nil {
 					return err
 				}
 			}
 			o.log.Error("dropping an undecodable log line", "seq", r.Seq, "device", r.DeviceUUID, "err", err)
-			if err := o.drop(ctx, store.OutboxLog, r.Seq, "undecodable", 1); err != nil {
-				return err
-			}
+			done.drop(r.Seq, "undecodable")
 			if rest := rows[i+1:]; len(rest) > 0 {
-				return o.sendLogRows(ctx, rest)
+				return o.sendLogRows(ctx, rest, done)
 			}
 			return nil
 		}
 		lines = append(lines, l)
 	}
-	last := rows[len(rows)-1].Seq
 	cctx, cancel := context.WithTimeout(ctx, o.opts.CallTimeout)
 	err := o.opts.Cloud.SendLogs(cctx, lines)
 	cancel()
 	switch {
 	case err == nil:
-		return o.ack(ctx, store.OutboxLog, last, len(rows))
+		for _, r := range rows {
+			done.deliver(r.Seq)
+		}
+		return nil
 	case permanent(err) && len(rows) > 1:
 		half := len(rows) / 2
-		if err := o.sendLogRows(ctx, rows[:half]); err != nil {
+		if err := o.sendLogRows(ctx, rows[:half], done); err != nil {
 			return err
 		}
-		return o.sendLogRows(ctx, rows[half:])
+		return o.sendLogRows(ctx, rows[half:], done)
 	case permanent(err):
 		o.log.Warn("cloud refused a log line: dropped", "seq", rows[0].Seq, "device", rows[0].DeviceUUID, "err", err)
-		return o.drop(ctx, store.OutboxLog, last, "rejected", 1)
-	case o.opts.Violations.On("logs-lost-on-outage"):
-		return o.drop(ctx, store.OutboxLog, last, "unavailable", len(rows))
+		done.drop(rows[0].Seq, "rejected")
+		return nil
+	case ctx.Err() == nil && o.opts.Violations.On("logs-lost-on-outage"):
+		for _, r := range rows {
+			done.drop(r.Seq, "unavailable")
+		}
+		return nil
 	default:
 		return err
 	}
-}
-
-// ack deletes rows of kind up to seq after delivery of n of them.
-func (o *Outbox) ack(ctx context.Context, kind string, seq int64, n int) error {
-	if _, err := o.opts.Store.AckOutbox(ctx, kind, seq); err != nil {
-		return fmt.Errorf("outbox: ack: %w", err)
-	}
-	o.metrics.delivered.WithLabelValues(kind).Add(float64(n))
-	return nil
-}
-
-// drop deletes rows of kind up to seq that will never be delivered.
-func (o *Outbox) drop(ctx context.Context, kind string, seq int64, reason string, n int) error {
-	if _, err := o.opts.Store.AckOutbox(ctx, kind, seq); err != nil {
-		return fmt.Errorf("outbox: drop: %w", err)
-	}
-	o.metrics.dropped.WithLabelValues(kind, reason).Add(float64(n))
-	return nil
 }
 
 func (o *Outbox) updateDepth(ctx context.Context, kind string) {

@@ -220,7 +220,17 @@ func (e *env) depth(kind string) int64 {
 
 func patchWant(id int, status string) string { return fmt.Sprintf(`%d {"status":"%s"}`, id, status) }
 
-func TestPatchesAreDeliveredInOrderAcrossAnOutage(t *testing.T) {
+// perDevice splits "<id> <body>" records by device id, keeping their order.
+func perDevice(records []string) map[string][]string {
+	out := map[string][]string{}
+	for _, r := range records {
+		id, _, _ := strings.Cut(r, " ")
+		out[id] = append(out[id], r)
+	}
+	return out
+}
+
+func TestPatchesAreDeliveredInOrderPerDeviceAcrossAnOutage(t *testing.T) {
 	e := newEnv(t)
 	e.cloud.set(func(c *testCloud) { c.down = true })
 	e.run()
@@ -244,10 +254,14 @@ func TestPatchesAreDeliveredInOrderAcrossAnOutage(t *testing.T) {
 	}
 	e.cloud.set(func(c *testCloud) { c.down = false })
 	waitFor(t, "all patches", func() bool { return len(e.cloud.Patches()) >= 10 })
-	if got := e.cloud.Patches(); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("cloud got\n%v\nwant\n%v", got, want)
+	if got, want := perDevice(e.cloud.Patches()), perDevice(want); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("cloud got, per device,\n%v\nwant\n%v", got, want)
 	}
 	waitFor(t, "an empty outbox", func() bool { return e.depth(store.OutboxPatch) == 0 })
+	// Counted just after the rows are deleted.
+	waitFor(t, "10 counted as delivered", func() bool {
+		return testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(store.OutboxPatch)) >= 10
+	})
 	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(store.OutboxPatch)); got != 10 {
 		t.Errorf("delivered = %v, want 10", got)
 	}
@@ -309,6 +323,9 @@ func TestARejectedPatchIsDroppedAndTheQueueMovesOn(t *testing.T) {
 		t.Errorf("delivered %s, want the patch of dev-b", got)
 	}
 	waitFor(t, "an empty outbox", func() bool { return e.depth(store.OutboxPatch) == 0 })
+	waitFor(t, "the drop counted", func() bool {
+		return testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxPatch, "rejected")) >= 1
+	})
 	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxPatch, "rejected")); got != 1 {
 		t.Errorf("dropped = %v, want 1", got)
 	}
@@ -347,6 +364,9 @@ func TestARejectedLogLineIsFoundAndDroppedAlone(t *testing.T) {
 	if got := e.cloud.LogMessages(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("cloud got %v, want %v", got, want)
 	}
+	waitFor(t, "the drop counted", func() bool {
+		return testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxLog, "rejected")) >= 1
+	})
 	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxLog, "rejected")); got != 1 {
 		t.Errorf("dropped = %v, want 1", got)
 	}
