@@ -1,9 +1,9 @@
 package assets
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/depharness/depharness/proxy/internal/promreg"
 )
 
 // Metrics are the asset cache's Prometheus metrics. Labels hold outcomes
@@ -64,30 +64,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.builds, err = register(reg, m.builds); err != nil {
+	if m.builds, err = promreg.Register(reg, m.builds); err != nil {
 		return nil, err
 	}
-	if m.buildDuration, err = register(reg, m.buildDuration); err != nil {
+	if m.buildDuration, err = promreg.Register(reg, m.buildDuration); err != nil {
 		return nil, err
 	}
 	for _, c := range []*prometheus.Counter{&m.buildRetries, &m.hits, &m.misses, &m.bytesServed, &m.pullBytes} {
-		if *c, err = register(reg, *c); err != nil {
+		if *c, err = promreg.Register(reg, *c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
-}
-
-// register registers c on reg, or returns the equal collector already there.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }

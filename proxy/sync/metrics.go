@@ -1,11 +1,12 @@
 package sync
 
 import (
-	"errors"
 	stdsync "sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/depharness/depharness/proxy/internal/promreg"
 )
 
 // Metrics are the syncer's Prometheus metrics. Labels hold outcomes only.
@@ -54,28 +55,28 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.polls, err = register(reg, m.polls); err != nil {
+	if m.polls, err = promreg.Register(reg, m.polls); err != nil {
 		return nil, err
 	}
-	if m.rejected, err = register(reg, m.rejected); err != nil {
+	if m.rejected, err = promreg.Register(reg, m.rejected); err != nil {
 		return nil, err
 	}
-	if m.lookups, err = register(reg, m.lookups); err != nil {
+	if m.lookups, err = promreg.Register(reg, m.lookups); err != nil {
 		return nil, err
 	}
-	if m.lastSuccess, err = register(reg, m.lastSuccess); err != nil {
+	if m.lastSuccess, err = promreg.Register(reg, m.lastSuccess); err != nil {
 		return nil, err
 	}
-	if m.age, err = register(reg, m.age); err != nil {
+	if m.age, err = promreg.Register(reg, m.age); err != nil {
 		return nil, err
 	}
-	if m.downloading, err = register(reg, m.downloading); err != nil {
+	if m.downloading, err = promreg.Register(reg, m.downloading); err != nil {
 		return nil, err
 	}
-	if m.downloads, err = register(reg, m.downloads); err != nil {
+	if m.downloads, err = promreg.Register(reg, m.downloads); err != nil {
 		return nil, err
 	}
-	if m.downloadSeconds, err = register(reg, m.downloadSeconds); err != nil {
+	if m.downloadSeconds, err = promreg.Register(reg, m.downloadSeconds); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -98,18 +99,4 @@ func (m *Metrics) observeAge(now time.Time) {
 		return
 	}
 	m.age.Set(max(now.Sub(m.last), 0).Seconds())
-}
-
-// register registers c on reg, or returns the equal collector already there.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
