@@ -46,7 +46,12 @@ type upper struct {
 // flattener streams the union of an image's layers, restricted to /assets,
 // into a tar. Layers are read once each, from the top one down: an entry is
 // written when no upper layer has the same path, deleted it (whiteout), made
-// a parent opaque or replaced a parent with a non-directory. Member order in
+// a parent opaque or replaced a parent with a non-directory; a non-directory
+// also needs that no upper layer has entries below its path (which make the
+// path a directory of that layer, with or without an entry of its own). What
+// a layer removes stays removed whatever upper layers do: a layer's
+// non-directory at p hides lower layers' entries below p even when it is
+// itself hidden by an upper layer's directory at p. Member order in
 // the output follows that walk; extraction does not depend on it, since no
 // path is written twice except where one layer itself repeats a path (then
 // the layer's order, last wins, is kept). Memory grows with the number of
@@ -58,6 +63,8 @@ type flattener struct {
 	entries   map[string]upper // path (from the image root, no leading "/") → upmost version
 	whiteouts map[string]int   // path deleted by a whiteout → rank of the layer holding it
 	opaques   map[string]int   // directory made opaque → rank of the layer holding the marker
+	nondirs   map[string]int   // path of a non-directory, emitted or not → rank of the upmost layer with one
+	impliedBy map[string]int   // path with an entry below it, emitted or not → rank of the upmost such layer
 	stats     flattenStats
 }
 
@@ -72,6 +79,8 @@ func flatten(ctx context.Context, layers []v1.Layer, w io.Writer, opts flattenOp
 		entries:   map[string]upper{},
 		whiteouts: map[string]int{},
 		opaques:   map[string]int{},
+		nondirs:   map[string]int{},
+		impliedBy: map[string]int{},
 	}
 	n := len(layers)
 	for k := range n {
@@ -139,10 +148,16 @@ func underAssets(p string) bool {
 	return p == assetsDir || strings.HasPrefix(p, assetsDir+"/")
 }
 
-// hidden reports whether the version of p in the layer of the given rank is
-// shadowed by an upper layer.
-func (f *flattener) hidden(p string, rank int) bool {
+// hidden reports whether the version of p (a directory if dir) in the layer
+// of the given rank is shadowed by an upper layer.
+func (f *flattener) hidden(p string, dir bool, rank int) bool {
 	if e, ok := f.entries[p]; ok && e.rank > rank {
+		return true
+	}
+	// An upper layer has entries below p, so p is a directory there, which
+	// replaces a non-directory. An upper directory entry at p, if any, is in
+	// entries; this also covers layers that write no entry for p itself.
+	if r, ok := f.impliedBy[p]; ok && r > rank && !dir {
 		return true
 	}
 	if r, ok := f.whiteouts[p]; ok && r > rank {
@@ -161,14 +176,20 @@ func (f *flattener) hidden(p string, rank int) bool {
 }
 
 // hidesBelow reports whether an upper layer than rank deleted directory a,
-// made it opaque or replaced it with a non-directory. A non-directory at a
-// in the same layer, earlier in its tar, also hides what comes below it:
-// extraction could not create it (and a symlink is never followed).
+// made it opaque or replaced it with a non-directory. The non-directory
+// counts even when it was not emitted (an upper layer has a again, say as a
+// directory): its layer removed the lower tree at a, and upper layers do not
+// bring it back. A non-directory at a in the same layer, earlier in its tar,
+// also hides what comes below it: extraction could not create it (and a
+// symlink is never followed).
 func (f *flattener) hidesBelow(a string, rank int) bool {
 	if r, ok := f.whiteouts[a]; ok && r > rank {
 		return true
 	}
 	if r, ok := f.opaques[a]; ok && r > rank {
+		return true
+	}
+	if r, ok := f.nondirs[a]; ok && r > rank {
 		return true
 	}
 	e, ok := f.entries[a]
@@ -201,10 +222,14 @@ func (f *flattener) entry(tr *tar.Reader, hdr *tar.Header, rank int) error {
 		return nil
 	}
 
-	if !underAssets(p) || f.hidden(p, rank) {
+	if !underAssets(p) {
 		return nil
 	}
 	isDir := hdr.Typeflag == tar.TypeDir
+	f.mark(p, isDir, rank)
+	if f.hidden(p, isDir, rank) {
+		return nil
+	}
 	f.entries[p] = upper{rank: rank, dir: isDir}
 	if p == assetsDir {
 		return nil // the folder itself: members are relative to it
@@ -264,6 +289,25 @@ func (f *flattener) entry(tr *tar.Reader, hdr *tar.Header, rank int) error {
 	f.entries[p] = upper{rank: rank, dir: isDir, emitted: true}
 	f.stats.Entries++
 	return nil
+}
+
+// mark records what the layer of the given rank does to lower layers by
+// having an entry at p (under /assets), whether or not the entry is emitted:
+// a non-directory removes the lower tree at p (nondirs), and p's folders
+// under /assets are directories of the layer, replacing lower non-directories
+// at their paths (impliedBy). Layers come top down, so the first rank
+// recorded for a path is the upmost; once a folder is recorded, so are its
+// own folders, and the walk up stops there.
+func (f *flattener) mark(p string, dir bool, rank int) {
+	if _, seen := f.nondirs[p]; !seen && !dir {
+		f.nondirs[p] = rank
+	}
+	for a := path.Dir(p); underAssets(a); a = path.Dir(a) {
+		if _, seen := f.impliedBy[a]; seen {
+			break
+		}
+		f.impliedBy[a] = rank
+	}
 }
 
 // memberName is the output name of a path relative to /assets.

@@ -88,6 +88,67 @@ func TestFlatten(t *testing.T) {
 			want:   []string{"d/ dir"},
 		},
 		{
+			name: "a file between two folders removes the lowest folder's contents for good",
+			layers: [][]ent{
+				{dir("assets/a/"), file("assets/a/a", "lowest")},
+				{file("assets/a", "a file")},
+				{dir("assets/a/"), file("assets/a/b", "top")},
+			},
+			want: []string{"a/ dir", `a/b "top"`},
+		},
+		{
+			name: "a symlink between two folders removes the lowest folder's contents for good",
+			layers: [][]ent{
+				{dir("assets/a/"), file("assets/a/a", "lowest"), dir("assets/a/s/"), file("assets/a/s/x", "x")},
+				{dir("assets/a/"), symlink("assets/a/s", "..")},
+				{dir("assets/a/s/"), file("assets/a/s/y", "top")},
+			},
+			want: []string{"a/ dir", `a/a "lowest"`, "a/s/ dir", `a/s/y "top"`},
+		},
+		{
+			name: "a file hidden by a whiteout above it still removes the folder below it",
+			layers: [][]ent{
+				{dir("assets/a/"), file("assets/a/x", "lowest")},
+				{file("assets/a", "a file")},
+				{file("assets/.wh.a", "")},
+			},
+			want: []string{},
+		},
+		{
+			name: "an entry without its parent folder entry replaces a lower file of the parent's name",
+			layers: [][]ent{
+				{file("assets/d", "a file"), file("assets/keep", "k")},
+				{file("assets/d/x", "x")},
+			},
+			want: []string{`d/x "x"`, `keep "k"`},
+		},
+		{
+			name: "an entry without its parent folder entries replaces lower files at every parent",
+			layers: [][]ent{
+				{file("assets/d", "d file")},
+				{dir("assets/d/"), file("assets/d/e", "e file")},
+				{file("assets/d/e/f/x", "x")},
+			},
+			want: []string{"d/ dir", `d/e/f/x "x"`},
+		},
+		{
+			name: "a folder implied by an entry keeps a lower folder of that name with its contents",
+			layers: [][]ent{
+				{dir("assets/d/"), file("assets/d/old", "old")},
+				{file("assets/d/x", "x")},
+			},
+			want: []string{"d/ dir", `d/old "old"`, `d/x "x"`},
+		},
+		{
+			name: "a folder implied by an entry that a later layer deletes still replaces a lower file",
+			layers: [][]ent{
+				{file("assets/d", "a file")},
+				{file("assets/d/x", "x")},
+				{file("assets/d/.wh.x", "")},
+			},
+			want: []string{},
+		},
+		{
 			name: "entries below a file or symlink of the same layer are dropped, links are not followed",
 			layers: [][]ent{{
 				file("assets/f", "file"), file("assets/f/x", "under a file"), dir("assets/sub/"),
