@@ -1,0 +1,299 @@
+package world
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/proxy/assets"
+)
+
+var (
+	assetsCrossSeed   = flag.Int64("assets.crosscheck.seed", 0, "seed of TestProxyAssetsMatchRegistryFlatten (0: from the clock)")
+	assetsCrossImages = flag.Int("assets.crosscheck.images", 100, "images built by TestProxyAssetsMatchRegistryFlatten")
+)
+
+// crossNames are the path elements of random images: few, so that layers
+// collide on the same paths (file over directory and back, deletions and
+// opaque directories over both), one of them hidden.
+var crossNames = []string{"a", "b", ".h"}
+
+// crossPaths are every path of one to three crossNames elements.
+func crossPaths() []string {
+	var out []string
+	level := []string{""}
+	for range 3 {
+		var next []string
+		for _, p := range level {
+			for _, n := range crossNames {
+				next = append(next, path.Join(p, n))
+			}
+		}
+		out = append(out, next...)
+		level = next
+	}
+	return out
+}
+
+// randomAssetsLayer builds a layer that registry.Layer.Tar accepts: files,
+// deletions and opaque directories drawn from paths, then raw directories,
+// symlinks and files, each placed where the layer already has its parent
+// directory and nothing at its path (nor, for a non-directory, below it), as
+// a real layer's tar would hold them: raw entries on which consumers agree.
+func randomAssetsLayer(rnd *rand.Rand, paths []string, serial *int) registry.Layer {
+	l := registry.Layer{Files: map[string][]byte{}}
+	for range rnd.Intn(7) {
+		p := paths[rnd.Intn(len(paths))]
+		next := l
+		switch k := rnd.Intn(10); {
+		case k < 6:
+			next.Files = maps.Clone(l.Files)
+			*serial++
+			next.Files[p] = fmt.Appendf(nil, "content %d of %s", *serial, p)
+		case k < 9:
+			next.Delete = append(slices.Clone(l.Delete), p)
+		default:
+			if rnd.Intn(4) == 0 {
+				p = "" // /assets itself
+			}
+			next.Opaque = append(slices.Clone(l.Opaque), p)
+		}
+		if _, err := next.Tar(); err == nil {
+			l = next
+		}
+	}
+	// The layer's directories (Tar writes the parents of its files,
+	// deletions and opaque directories) and every path it has an entry at.
+	dirs, taken := map[string]bool{"": true}, map[string]bool{"": true}
+	parents := func(p string) {
+		for a := path.Dir(p); a != "."; a = path.Dir(a) {
+			dirs[a], taken[a] = true, true
+		}
+	}
+	for p := range l.Files {
+		taken[p] = true
+		parents(p)
+	}
+	for _, p := range l.Delete {
+		taken[p] = true
+		parents(p)
+	}
+	for _, p := range l.Opaque {
+		dirs[p], taken[p] = true, true
+		parents(p)
+	}
+	below := func(p string) bool {
+		for q := range taken {
+			if strings.HasPrefix(q, p+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	for range rnd.Intn(3) {
+		p := paths[rnd.Intn(len(paths))]
+		parent := path.Dir(p)
+		if parent == "." {
+			parent = ""
+		}
+		if !dirs[parent] || taken[p] {
+			continue
+		}
+		name := path.Join(registry.AssetsDir, p)
+		switch k := rnd.Intn(3); {
+		case k == 0:
+			l.Raw = append(l.Raw, registry.RawEntry{Name: name + "/", Type: tar.TypeDir})
+			dirs[p] = true
+		case below(p):
+			continue
+		case k == 1:
+			l.Raw = append(l.Raw, registry.RawEntry{Name: name, Type: tar.TypeSymlink, Linkname: "a"})
+		default:
+			*serial++
+			l.Raw = append(l.Raw, registry.RawEntry{Name: name, Data: fmt.Appendf(nil, "raw content %d of %s", *serial, p)})
+		}
+		taken[p] = true
+	}
+	return l
+}
+
+// describeAssetsLayers prints layers for a failure message.
+func describeAssetsLayers(layers []registry.Layer) string {
+	var b strings.Builder
+	for i, l := range layers {
+		fmt.Fprintf(&b, "\n  layer %d: files %q delete %q opaque %q", i, slices.Sorted(maps.Keys(l.Files)), l.Delete, l.Opaque)
+		for _, r := range l.Raw {
+			fmt.Fprintf(&b, " raw %q(type %c)", r.Name, r.Type)
+		}
+	}
+	return b.String()
+}
+
+// tarFiles reads an asset tar as an extraction sees it and returns its
+// regular files. It fails on a tar that no extraction reproduces faithfully:
+// a member name given twice, or a member below a non-directory member.
+func tarFiles(r io.Reader) (map[string][]byte, error) {
+	files := map[string][]byte{}
+	nondirs := map[string]bool{}
+	seen := map[string]bool{}
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		name := strings.TrimSuffix(h.Name, "/")
+		if seen[name] {
+			return nil, fmt.Errorf("member %q appears twice", name)
+		}
+		seen[name] = true
+		if h.Typeflag != tar.TypeDir {
+			nondirs[name] = true
+		}
+		if h.Typeflag == tar.TypeReg {
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				return nil, err
+			}
+			files[name] = b
+		}
+	}
+	for name := range seen {
+		for a := path.Dir(name); a != "."; a = path.Dir(a) {
+			if nondirs[a] {
+				return nil, fmt.Errorf("member %q lies below the non-directory member %q", name, a)
+			}
+		}
+	}
+	return files, nil
+}
+
+// TestProxyAssetsMatchRegistryFlatten builds random multi-layer images
+// (files, deletions, opaque directories, raw directories, symlinks and
+// files, on few paths so that files and directories replace each other
+// across layers), pushes each to a fake registry on a loopback listener,
+// builds its asset tar with the reference proxy's cache, pulling over that
+// listener, and checks that the tar's regular files are exactly what
+// registry.Flatten (verified against Docker's layer by layer extraction)
+// says a compliant supervisor serves.
+func TestProxyAssetsMatchRegistryFlatten(t *testing.T) {
+	seed := *assetsCrossSeed
+	if seed == 0 {
+		seed = time.Now().UnixNano()
+	}
+	n := *assetsCrossImages
+	t.Logf("seed %d, %d images (rerun with -assets.crosscheck.seed=%d)", seed, n, seed)
+	rnd := rand.New(rand.NewSource(seed))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+time.Duration(n)*100*time.Millisecond)
+	defer cancel()
+
+	log := testLogger(t)
+	reg, err := registry.New(registry.Options{Logger: log})
+	if err != nil {
+		t.Fatalf("registry.New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := reg.Close(); err != nil {
+			t.Errorf("registry Close: %v", err)
+		}
+	})
+	srv, err := serve("", reg, log)
+	if err != nil {
+		t.Fatalf("serving the registry: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.close(); err != nil {
+			t.Errorf("registry server close: %v", err)
+		}
+	})
+	builders := []*registry.Builder{
+		registry.NewBuilder(registry.BuilderOptions{Registry: srv.addr, Format: registry.FormatDocker}),
+		registry.NewBuilder(registry.BuilderOptions{Registry: srv.addr, Format: registry.FormatOCI}),
+	}
+	cache, err := assets.New(assets.Options{Dir: t.TempDir(), Logger: log, Retry: assets.Retry{Attempts: 1}})
+	if err != nil {
+		t.Fatalf("assets.New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := cache.Close(); err != nil {
+			t.Errorf("cache Close: %v", err)
+		}
+	})
+
+	// The images are drawn in order from the seed, then built and checked a
+	// few at a time.
+	paths := crossPaths()
+	serial, nonEmpty := 0, 0
+	images := make([][]registry.Layer, n)
+	for i := range images {
+		images[i] = make([]registry.Layer, 2+rnd.Intn(4))
+		for j := range images[i] {
+			images[i][j] = randomAssetsLayer(rnd, paths, &serial)
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for i, layers := range images {
+		want := registry.Flatten(layers...)
+		if len(want) > 0 {
+			nonEmpty++
+		}
+		g.Go(func() error {
+			if err := checkProxyAssets(gctx, cache, builders[i%2], i, layers, want); err != nil {
+				return fmt.Errorf("seed %d image %d: %w%s", seed, i, err, describeAssetsLayers(layers))
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d of %d images with assets", nonEmpty, n)
+	if min := n / 2; nonEmpty < min {
+		t.Errorf("coverage: got %d images with assets, want at least %d", nonEmpty, min)
+	}
+}
+
+// checkProxyAssets pushes image i, has the cache build its asset tar and
+// compares the tar's regular files with want.
+func checkProxyAssets(ctx context.Context, cache *assets.Cache, b *registry.Builder, i int, layers []registry.Layer, want map[string][]byte) error {
+	ref, _, err := b.Build(ctx, fmt.Sprintf("apps/%d", i+1), layers...)
+	if err != nil {
+		return fmt.Errorf("Build: %w", err)
+	}
+	appID, commit := int64(i+1), fmt.Sprintf("commit%d", i)
+	if err := cache.Ensure(ctx, appID, commit, ref); err != nil {
+		return fmt.Errorf("Ensure %s: %w", ref, err)
+	}
+	f, err := os.Open(cache.TarPath(appID, commit))
+	if err != nil {
+		return fmt.Errorf("opening the tar: %w", err)
+	}
+	defer f.Close()
+	got, err := tarFiles(f)
+	if err != nil {
+		return fmt.Errorf("reading the tar: %w", err)
+	}
+	if !maps.EqualFunc(got, want, bytes.Equal) {
+		return fmt.Errorf("proxy tar files got %q, want %q (registry.Flatten)", got, want)
+	}
+	return nil
+}
