@@ -33,7 +33,7 @@ bench: ## Go benchmarks of the proxy, fakes and simulator (see README for target
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime=$(BENCHTIME) ./proxy/... ./fakes/... ./sim/...
 
 fuzz: ## run every fuzz target for FUZZTIME each
-	@set -e; for pkg in $$($(GO) list ./...); do \
+	@set -e; for pkg in $(PKGS); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
