@@ -6,8 +6,10 @@
 // It is SQLite through modernc.org/sqlite (no cgo), in WAL mode with
 // synchronous=NORMAL, which keeps every committed transaction across a crash
 // of the process (kill -9). There is one writer connection; reads use a
-// separate pool. Schema changes are versioned migrations, applied in order at
-// Open.
+// separate pool. Writes are group-committed: concurrent writes share one
+// transaction, each in its own savepoint, and each returns once that
+// transaction committed (see groupcommit.go). Schema changes are versioned
+// migrations, applied in order at Open.
 //
 // It depends on the standard library and the SQLite driver only; it must not
 // import other proxy packages except proxy/api for shared value types.
@@ -21,9 +23,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // also registers the "sqlite" driver, for the readers
 )
 
 // FileName is the database's name inside the data directory.
@@ -34,9 +37,12 @@ var ErrNotFound = errors.New("store: not found")
 
 // Store is the proxy's database. Its methods are safe for concurrent use.
 type Store struct {
-	w   *sql.DB // the one writer connection
-	r   *sql.DB // readers
-	now func() time.Time
+	w  *sql.DB    // the one writer connection
+	r  *sql.DB    // readers
+	gc *committer // runs the writes on w
+
+	closeOnce sync.Once
+	now       func() time.Time
 	// stmts caches prepared statements of hot queries (see prepared).
 	stmts stmtCache
 }
@@ -63,10 +69,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		wq[k] = v
 	}
 	wq.Set("_txlock", "immediate")
-	w, err := sql.Open("sqlite", "file:"+path+"?"+wq.Encode())
+	wc, err := sqlite.NewConnector("file:" + path + "?" + wq.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
+	w := sql.OpenDB(detachedConnector{wc})
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
@@ -90,11 +97,18 @@ func Open(dir string, opts Options) (*Store, error) {
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
 	s.r = r
+	if s.gc, err = newCommitter(w); err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
-// Close closes the database.
+// Close waits for the writes already submitted and closes the database.
+// Writes submitted afterwards fail.
 func (s *Store) Close() error {
+	s.closeOnce.Do(s.gc.close)
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
@@ -194,17 +208,17 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
-// write runs fn in one write transaction, committed if fn returns nil.
+// write runs fn in a write transaction and returns once that transaction
+// committed: fn's changes are kept if it returns nil, and undone if it
+// returns an error (or panics: that becomes an error). The transaction may
+// hold the writes of concurrent callers too, each in its own savepoint, run
+// one after the other (fn sees the changes of those before it): fn must not
+// depend on being alone in its transaction. If ctx ends before fn started, fn
+// is not run and write returns ctx.Err(); once started, fn's statements are
+// not interrupted by the end of ctx (see groupcommit.go), though database/sql
+// refuses new ones.
 func (s *Store) write(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
+	return s.gc.do(ctx, fn)
 }
 
 // nowMillis is the store clock in milliseconds since the Unix epoch.
