@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/depharness/depharness/proxy/config"
 )
 
 // syncBuffer is a bytes.Buffer safe for a command's goroutines and the
@@ -90,5 +92,27 @@ func TestEnvironmentVariablesFillFlagsAndLegacyNamesWork(t *testing.T) {
 	}
 	if cfg.Port != 4321 {
 		t.Errorf("Port = %d, want the flag's 4321 over the variable's 1234", cfg.Port)
+	}
+}
+
+func TestProxyCommandBindsEveryConfigurationVariable(t *testing.T) {
+	f := newFlags(&cliEnv{stderr: &syncBuffer{}, getenv: func(string) string { return "" }}, "proxy", "")
+	proxyFlags(f)
+	bound := map[string]bool{}
+	for _, envs := range f.envs {
+		for _, e := range strings.Split(envs, ",") {
+			bound[e] = true
+		}
+	}
+	for _, v := range config.Variables {
+		if !bound[v] {
+			t.Errorf("config reads %s but `depharness proxy` has no flag for it", v)
+		}
+		delete(bound, v)
+	}
+	delete(bound, "LOG_LEVEL")
+	delete(bound, "LOG_FORMAT")
+	for v := range bound {
+		t.Errorf("`depharness proxy` binds %s, which config.FromEnv does not read", v)
 	}
 }

@@ -1,0 +1,45 @@
+package config
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestFromEnvReadsEveryVariable(t *testing.T) {
+	env := map[string]string{
+		EnvAPIEndpoint: "http://cloud:1", EnvDeviceUUID: "gw", EnvDeviceID: "7", EnvDeviceAPIKey: "dk",
+		EnvAPIKey: "k", EnvPort: "1234", EnvHookAddressLegacy: "http://gw:1337/v1/devices/", EnvDataDir: "/d",
+		EnvPollInterval: "100ms", EnvHookRetry: "200ms", EnvHookTimeout: "1s", EnvListenHost: "0.0.0.0",
+		EnvHookConcurrency: "3", EnvHookBackoffMax: "2s", EnvAssetMaxBytes: "99", EnvAssetStall: "5s",
+		EnvRegistryInsecure: "true", EnvLogBufferLines: "10", EnvMetricsAddress: "off",
+	}
+	c, err := FromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		APIEndpoint: "http://cloud:1", DeviceUUID: "gw", DeviceID: 7, DeviceAPIKey: "dk", APIKey: "k",
+		ListenHost: "0.0.0.0", Port: 1234, HookAddress: "http://gw:1337/v1/devices/", DataDir: "/d",
+		PollInterval: 100 * time.Millisecond, HookRetryInterval: 200 * time.Millisecond, HookTimeout: time.Second,
+		HookConcurrency: 3, HookBackoffMax: 2 * time.Second, AssetMaxBytes: 99, AssetStallTimeout: 5 * time.Second,
+		RegistryInsecure: true, LogBufferLines: 10, MetricsAddress: "off",
+	}
+	if len(c.Violations) != 0 {
+		t.Errorf("Violations = %v, want none", c.Violations)
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("FromEnv =\n%+v\nwant\n%+v", c, want)
+	}
+}
+
+func TestFromEnvNamesEveryBadVariable(t *testing.T) {
+	env := map[string]string{EnvDeviceID: "seven", EnvHookRetry: "soon", EnvViolations: "nope"}
+	_, err := FromEnv(func(k string) string { return env[k] })
+	for _, want := range []string{`DEVICE_ID="seven"`, `HOOK_RETRY_INTERVAL="soon"`, `unknown violation "nope"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("FromEnv error %v does not name %s", err, want)
+		}
+	}
+}
