@@ -9,7 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -173,12 +176,15 @@ func freePort() (int, error) {
 // across restarts (the supervisor's, the gateway app's). They come from
 // below the kernel's ephemeral range, so that no outgoing connection and no
 // listener on port 0 can take one while its owner is down, and a port is
-// never given to two scenarios at once.
+// never given to two scenarios at once, even by suites running in other
+// processes: each reservation holds an exclusive lock on a file named after
+// the port until it is released.
 type portPool struct {
 	mu       sync.Mutex
 	lo, hi   int
 	rng      *mrand.Rand
-	reserved map[int]bool
+	lockDir  string
+	reserved map[int]*os.File // port → its held lock file
 }
 
 func newPortPool(seed int64) *portPool {
@@ -190,7 +196,27 @@ func newPortPool(seed int64) *portPool {
 			lo = max(1024, eLo-12768)
 		}
 	}
-	return &portPool{lo: lo, hi: hi, rng: mrand.New(mrand.NewPCG(uint64(seed), 0x5eed)), reserved: map[int]bool{}}
+	return &portPool{
+		lo: lo, hi: hi, rng: mrand.New(mrand.NewPCG(uint64(seed), 0x5eed)),
+		lockDir: filepath.Join(os.TempDir(), "depharness-ports"), reserved: map[int]*os.File{},
+	}
+}
+
+// lock takes the cross-process lock of port, or reports that another
+// process holds it.
+func (p *portPool) lock(port int) (*os.File, bool) {
+	if err := os.MkdirAll(p.lockDir, 0o777); err != nil {
+		return nil, false
+	}
+	f, err := os.OpenFile(filepath.Join(p.lockDir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return nil, false
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, false
+	}
+	return f, true
 }
 
 // take reserves a port that is free now.
@@ -199,24 +225,32 @@ func (p *portPool) take() (int, error) {
 	defer p.mu.Unlock()
 	for range 200 {
 		port := p.lo + p.rng.IntN(p.hi-p.lo)
-		if p.reserved[port] {
+		if p.reserved[port] != nil {
+			continue
+		}
+		lf, ok := p.lock(port)
+		if !ok {
 			continue
 		}
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
+			lf.Close()
 			continue
 		}
 		ln.Close()
-		p.reserved[port] = true
+		p.reserved[port] = lf
 		return port, nil
 	}
-	return freePort()
+	return 0, fmt.Errorf("no free loopback port in %d-%d after 200 tries", p.lo, p.hi)
 }
 
-// release returns a port to the pool.
+// release returns a port to the pool and drops its lock.
 func (p *portPool) release(port int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if lf := p.reserved[port]; lf != nil {
+		lf.Close() // closing the file releases the flock
+	}
 	delete(p.reserved, port)
 }
 
