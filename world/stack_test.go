@@ -72,8 +72,13 @@ func TestStackRollsOutEveryReleaseToEveryDevice(t *testing.T) {
 					t.Errorf("device %s is on %v, want the new release %s", d.UUID, d.IsOnCommit, rel.Commit)
 				}
 			}
-			if s := st.Gateway.Stats(); s.Converged != n || s.States[fleet.StateFailed] != 0 {
-				t.Errorf("gateway stats = %+v, want %d converged and none failed", s, n)
+			// The gateway records a report once its PUT is answered, which
+			// may be a moment after the cloud heard of it.
+			for s := st.Gateway.Stats(); s.Converged != n || s.States[fleet.StateFailed] != 0; s = st.Gateway.Stats() {
+				if s.States[fleet.StateFailed] != 0 || ctx.Err() != nil {
+					t.Fatalf("gateway stats = %+v, want %d converged and none failed", s, n)
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 		})
 	}
