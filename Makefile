@@ -64,7 +64,7 @@ deps-docker: ## Debian packages the Docker tests need (prometheus, promtool, doc
 	@systemctl disable --now prometheus >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true
 
 test-docker: image deps-docker ## end-to-end tests with containers and a real Prometheus
-	DEPHARNESS_IMAGE=$(IMAGE) $(GO) test -count=1 -timeout 20m -v ./e2e/... 2>&1 | tee reports/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+	DEPHARNESS_IMAGE=$(IMAGE) $(GO) test -count=1 -timeout 20m -v ./e2e/... 2>&1 | tee reports/e2e.log | awk -f e2e/summary.awk ; exit $${PIPESTATUS[0]}
 
 clean: ## remove build output, data and generated reports
 	rm -rf bin data

@@ -26,13 +26,28 @@ func newComposeProject() string {
 	return "depharness-e2e-" + hex.EncodeToString(b[:])
 }
 
-// composePorts are the host port variables of the compose files, each set
-// by the test to a free loopback port so that it never meets a developer's
-// `make compose-up` or `make run` on the default ports.
+// composePorts are the host port variables of the compose files. The test
+// sets each one empty, so that Docker publishes every port on a free
+// loopback port of its choosing (bound at once, no window in which another
+// program can take it) and the test never meets a developer's
+// `make compose-up` or `make run` on the default ports; composePort reads
+// the ports back.
 var composePorts = []string{
 	"CLOUD_HOST_PORT", "REGISTRY_HOST_PORT", "PROXY_HOST_PORT", "PROXY_METRICS_HOST_PORT",
 	"GATEWAY_HOST_PORT", "GATEWAY_METRICS_HOST_PORT", "PROXY_2_HOST_PORT", "PROXY_2_METRICS_HOST_PORT",
 	"GATEWAY_2_HOST_PORT", "GATEWAY_2_METRICS_HOST_PORT",
+}
+
+// composePort returns the host address ("127.0.0.1:port") that Docker
+// published for a service's container port.
+func composePort(t testing.TB, root, project string, files []string, ports map[string]string, service, port string) string {
+	t.Helper()
+	out := strings.TrimSpace(compose(t, root, project, files, ports, "port", service, port))
+	host, p, err := net.SplitHostPort(out)
+	if err != nil || host != "127.0.0.1" || p == "0" {
+		t.Fatalf("docker-compose port %s %s: got %q, want 127.0.0.1:<port>", service, port, out)
+	}
+	return out
 }
 
 // compose runs docker-compose with the repository's files, the test's
@@ -61,7 +76,7 @@ func compose(t testing.TB, root, project string, files []string, ports map[strin
 // TestComposeWorldsServeTheSeedPageExamples brings up docker-compose.yml
 // with docker-compose.scale.yml (two proxy+gateway pairs, one cloud, one
 // registry) as `make compose-up` does (on free host ports instead of the
-// defaults), checks the seed page's curl examples against the published
+// defaults, on ports Docker picks), checks the seed page's curl examples against the published
 // proxy ports, rolls a release out to both
 // fleets with one push, and takes everything down with its volumes.
 func TestComposeWorldsServeTheSeedPageExamples(t *testing.T) {
@@ -75,8 +90,7 @@ func TestComposeWorldsServeTheSeedPageExamples(t *testing.T) {
 	}
 	ports := map[string]string{}
 	for _, v := range composePorts {
-		_, p, _ := net.SplitHostPort(freeLoopbackAddr(t))
-		ports[v] = p
+		ports[v] = ""
 	}
 	files := []string{"docker-compose.yml", "docker-compose.scale.yml"}
 	project := newComposeProject()
@@ -95,7 +109,10 @@ func TestComposeWorldsServeTheSeedPageExamples(t *testing.T) {
 	const key = "depharness-local-key"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	proxies := []string{"http://127.0.0.1:" + ports["PROXY_HOST_PORT"], "http://127.0.0.1:" + ports["PROXY_2_HOST_PORT"]}
+	proxies := []string{
+		"http://" + composePort(t, root, project, files, ports, "proxy", "48484"),
+		"http://" + composePort(t, root, project, files, ports, "proxy-2", "48484"),
+	}
 	for _, addr := range proxies {
 		var apps []api.App
 		awaitCond(t, time.Minute, addr+" lists the seeded app", func() (bool, string) {
@@ -106,7 +123,7 @@ func TestComposeWorldsServeTheSeedPageExamples(t *testing.T) {
 			return len(apps) == 1 && apps[0].ID == 2 && apps[0].Commit != "", fmt.Sprint(apps)
 		})
 	}
-	ctl := &cloud.ControlClient{BaseURL: "http://127.0.0.1:" + ports["CLOUD_HOST_PORT"], Token: "depharness-admin"}
+	ctl := &cloud.ControlClient{BaseURL: "http://" + composePort(t, root, project, files, ports, "cloud", "48480"), Token: "depharness-admin"}
 	rel, err := ctl.PushRelease(ctx, 2, cloud.ReleaseSpec{Layers: []cloud.Layer{{Files: map[string][]byte{"assets/firmware.bin": []byte("compose release 2\n")}}}})
 	if err != nil {
 		t.Fatalf("push a release to the compose cloud: %v", err)
