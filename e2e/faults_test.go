@@ -37,7 +37,10 @@ func (w *world) supervisor(t testing.TB) *client.Client {
 // delivers everything, in order and exactly once, when the cloud is back.
 func TestProxyKeepsServingAndQueuesReportsWhileTheCloudIsOffTheNetwork(t *testing.T) {
 	requireDocker(t)
-	w := startWorld(t, worldOptions{})
+	// A cloud off the network does not refuse connections: calls on a kept
+	// connection wait, and CLOUD_TIMEOUT is how soon the proxy gives up
+	// on them and queues.
+	w := startWorld(t, worldOptions{ProxyEnv: map[string]string{"CLOUD_TIMEOUT": "3s"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sup := w.supervisor(t)

@@ -95,7 +95,7 @@ func (p *Proxy) build() error {
 	cfg, log, reg := p.cfg, p.log, p.reg
 	cloud, err := cloudclient.New(cloudclient.Options{
 		BaseURL: cfg.APIEndpoint, GatewayUUID: cfg.DeviceUUID, GatewayID: cfg.DeviceID,
-		APIKey: cfg.DeviceAPIKey, Registerer: reg, Logger: log.With("component", "cloud"),
+		APIKey: cfg.DeviceAPIKey, Timeout: cfg.CloudTimeout, Registerer: reg, Logger: log.With("component", "cloud"),
 		Violations: cfg.Violations,
 	})
 	if err != nil {
@@ -118,7 +118,7 @@ func (p *Proxy) build() error {
 		return err
 	}
 	p.outbox, err = outbox.New(outbox.Options{
-		Store: p.store, Cloud: cloud, Registerer: reg, Logger: log.With("component", "outbox"),
+		Store: p.store, Cloud: cloud, CallTimeout: cfg.CloudTimeout, Registerer: reg, Logger: log.With("component", "outbox"),
 		Violations: cfg.Violations,
 	})
 	if err != nil {

@@ -36,6 +36,7 @@ func proxyFlags(f *flags) func() (config.Config, error) {
 	backoff := f.Duration("hook-backoff-max", config.EnvHookBackoffMax, 0, "cap of the backoff after failed hooks (default 10 × hook retry interval)")
 	assetMax := f.Int64("asset-max-bytes", config.EnvAssetMaxBytes, config.DefaultAssetMaxBytes, "largest assets tar of one release")
 	stall := f.Duration("asset-stall-timeout", config.EnvAssetStall, config.DefaultAssetStall, "abandon and retry an image pull that received nothing for this long")
+	cloudTimeout := f.Duration("cloud-timeout", config.EnvCloudTimeout, config.DefaultCloudTimeout, "timeout of one request to the cloud (poll, provisioning, report, logs)")
 	insecure := f.Bool("registry-insecure", config.EnvRegistryInsecure, false, "reach every registry over plain HTTP (loopback registries always are)")
 	logBuf := f.Int("log-buffer-lines", config.EnvLogBufferLines, config.DefaultLogBufferLines, "log lines kept while the cloud is unreachable; the oldest are dropped beyond")
 	metrics := f.String("metrics-address", config.EnvMetricsAddress, config.DefaultMetricsAddress, "Prometheus listener host:port, or off")
@@ -50,7 +51,7 @@ func proxyFlags(f *flags) func() (config.Config, error) {
 			APIKey: *apiKey, ListenHost: *host, Port: *port, HookAddress: *hook, DataDir: *dataDir,
 			PollInterval: *poll, HookRetryInterval: *retry, HookTimeout: *timeout,
 			HookConcurrency: *conc, HookBackoffMax: *backoff, AssetMaxBytes: *assetMax,
-			AssetStallTimeout: *stall, RegistryInsecure: *insecure,
+			AssetStallTimeout: *stall, RegistryInsecure: *insecure, CloudTimeout: *cloudTimeout,
 			LogBufferLines: *logBuf, MetricsAddress: *metrics, Violations: vs,
 		}.WithDefaults()
 		return c, c.Validate()

@@ -58,9 +58,11 @@ type Options struct {
 	GatewayID int64
 	// APIKey is the gateway's cloud key (DEVICE_API_KEY).
 	APIKey string
-	// HTTPClient, if nil, is a client with a 30 s overall timeout and
-	// bounded dial, TLS and header timeouts.
+	// HTTPClient, if nil, is DefaultHTTPClient(Timeout).
 	HTTPClient *http.Client
+	// Timeout bounds one cloud request, from dial to the last byte of the
+	// answer, when HTTPClient is nil (default DefaultTimeout).
+	Timeout time.Duration
 	// Metrics, if nil, are built with NewMetrics(Registerer).
 	Metrics *Metrics
 	// Registerer, if nil, leaves the metrics unregistered.
@@ -108,7 +110,7 @@ func New(opts Options) (*Client, error) {
 		v:       opts.Violations,
 	}
 	if c.hc == nil {
-		c.hc = DefaultHTTPClient()
+		c.hc = DefaultHTTPClient(opts.Timeout)
 	}
 	if c.metrics == nil {
 		if c.metrics, err = NewMetrics(opts.Registerer); err != nil {
@@ -124,14 +126,23 @@ func New(opts Options) (*Client, error) {
 	return c, nil
 }
 
-// DefaultHTTPClient is the client New uses when Options.HTTPClient is nil.
-func DefaultHTTPClient() *http.Client {
+// DefaultTimeout bounds one cloud request when Options.Timeout is zero.
+const DefaultTimeout = 30 * time.Second
+
+// DefaultHTTPClient is the client New uses when Options.HTTPClient is nil:
+// timeout (DefaultTimeout if zero or less) bounds a whole request, and the
+// dial and TLS handshake take at most 5 s of it.
+func DefaultHTTPClient(timeout time.Duration) *http.Client {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	step := min(5*time.Second, timeout)
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	t.TLSHandshakeTimeout = 5 * time.Second
-	t.ResponseHeaderTimeout = 20 * time.Second
+	t.DialContext = (&net.Dialer{Timeout: step, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = step
+	t.ResponseHeaderTimeout = timeout
 	t.MaxIdleConnsPerHost = 16
-	return &http.Client{Transport: t, Timeout: 30 * time.Second}
+	return &http.Client{Transport: t, Timeout: timeout}
 }
 
 // StatusError is a cloud answer with an HTTP status of 300 or more (other

@@ -368,6 +368,34 @@ func TestAgainstRealServerWithDefaultClient(t *testing.T) {
 	}
 }
 
+func TestTimeoutEndsACallToACloudThatStopsAnswering(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // accepts the request, then never answers
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+	c, err := New(Options{BaseURL: srv.URL, GatewayUUID: testUUID, APIKey: testKey, Timeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The caller's own deadline (10 s) comes before DefaultTimeout (30 s):
+	// the call ends with the client's timeout only if Options.Timeout holds.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = c.PatchDevice(ctx, 3, cloudapi.DevicePatch{})
+	var ne interface{ Timeout() bool }
+	if !IsUnavailable(err) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("err = %v, want an unavailable timeout", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the caller's context ended first: %v", ctx.Err())
+	}
+}
+
 func TestMetricsCountCallsByCodeAndLintClean(t *testing.T) {
 	c, mt, reg := newMockClient(t)
 	on(mt, "PATCH "+testBase+"/v6/device(1)", httpmock.NewStringResponder(200, ""))

@@ -31,6 +31,7 @@ const (
 	DefaultAssetMaxBytes   = 1 << 30
 	DefaultLogBufferLines  = 100000
 	DefaultAssetStall      = 30 * time.Second
+	DefaultCloudTimeout    = 30 * time.Second
 )
 
 // Config is the whole configuration of the reference proxy. Zero values of
@@ -70,6 +71,11 @@ type Config struct {
 	// HookBackoffMax caps the backoff after failed hooks (HOOK_BACKOFF_MAX,
 	// default 10 × HookRetryInterval).
 	HookBackoffMax time.Duration
+	// CloudTimeout bounds one request to the cloud: a target poll, a
+	// provisioning or lookup call, a report or a batch of logs
+	// (CLOUD_TIMEOUT, default 30s). A cloud that stops answering is noticed,
+	// and its queued reports kept for the next try, after this long.
+	CloudTimeout time.Duration
 	// AssetMaxBytes limits one release's assets tar (ASSET_MAX_BYTES).
 	AssetMaxBytes int64
 	// AssetStallTimeout abandons and retries an image pull that received
@@ -122,6 +128,9 @@ func (c Config) WithDefaults() Config {
 	if c.AssetStallTimeout == 0 {
 		c.AssetStallTimeout = DefaultAssetStall
 	}
+	if c.CloudTimeout == 0 {
+		c.CloudTimeout = DefaultCloudTimeout
+	}
 	if c.LogBufferLines == 0 {
 		c.LogBufferLines = DefaultLogBufferLines
 	}
@@ -167,7 +176,7 @@ func (c Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"TARGET_POLL_INTERVAL": c.PollInterval, "HOOK_RETRY_INTERVAL": c.HookRetryInterval,
 		"HOOK_TIMEOUT": c.HookTimeout, "HOOK_BACKOFF_MAX": c.HookBackoffMax,
-		"ASSET_STALL_TIMEOUT": c.AssetStallTimeout,
+		"ASSET_STALL_TIMEOUT": c.AssetStallTimeout, "CLOUD_TIMEOUT": c.CloudTimeout,
 	} {
 		if d <= 0 {
 			bad("%s must be a positive duration", name)

@@ -43,6 +43,7 @@ func TestValidateNamesEveryBadVariable(t *testing.T) {
 		{"negative poll", func(c *Config) { c.PollInterval = -time.Second }, "TARGET_POLL_INTERVAL must be a positive duration"},
 		{"backoff below retry", func(c *Config) { c.HookBackoffMax = time.Second }, "HOOK_BACKOFF_MAX"},
 		{"negative stall timeout", func(c *Config) { c.AssetStallTimeout = -time.Second }, "ASSET_STALL_TIMEOUT must be a positive duration"},
+		{"negative cloud timeout", func(c *Config) { c.CloudTimeout = -time.Second }, "CLOUD_TIMEOUT must be a positive duration"},
 		{"bad metrics address", func(c *Config) { c.MetricsAddress = "nope" }, "METRICS_ADDRESS"},
 		{"port out of range", func(c *Config) { c.Port = 70000 }, "BALENA_SUPERVISOR_PORT"},
 	}

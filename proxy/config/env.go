@@ -30,6 +30,7 @@ const (
 	EnvAssetMaxBytes     = "ASSET_MAX_BYTES"
 	EnvAssetStall        = "ASSET_STALL_TIMEOUT"
 	EnvRegistryInsecure  = "REGISTRY_INSECURE"
+	EnvCloudTimeout      = "CLOUD_TIMEOUT"
 	EnvLogBufferLines    = "LOG_BUFFER_LINES"
 	EnvMetricsAddress    = "METRICS_ADDRESS"
 	EnvViolations        = "DEPHARNESS_VIOLATIONS"
@@ -41,7 +42,7 @@ var Variables = []string{
 	EnvAPIEndpoint, EnvDeviceUUID, EnvDeviceID, EnvDeviceAPIKey, EnvAPIKey, EnvPort,
 	EnvHookAddress, EnvHookAddressLegacy, EnvDataDir, EnvPollInterval, EnvHookRetry, EnvHookTimeout,
 	EnvListenHost, EnvHookConcurrency, EnvHookBackoffMax, EnvAssetMaxBytes, EnvAssetStall,
-	EnvRegistryInsecure, EnvLogBufferLines, EnvMetricsAddress, EnvViolations,
+	EnvRegistryInsecure, EnvCloudTimeout, EnvLogBufferLines, EnvMetricsAddress, EnvViolations,
 }
 
 // FromEnv builds a validated configuration from environment variables
@@ -72,6 +73,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	for name, d := range map[string]*time.Duration{
 		EnvPollInterval: &c.PollInterval, EnvHookRetry: &c.HookRetryInterval, EnvHookTimeout: &c.HookTimeout,
 		EnvHookBackoffMax: &c.HookBackoffMax, EnvAssetStall: &c.AssetStallTimeout,
+		EnvCloudTimeout: &c.CloudTimeout,
 	} {
 		parse(name, func(v string) (err error) { *d, err = time.ParseDuration(v); return })
 	}
