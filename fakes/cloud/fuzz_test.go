@@ -1,45 +1,15 @@
 package cloud
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/depharness/depharness/proxy/cloudapi"
 )
-
-// FuzzAppendJSONString holds the state renderer's string encoder equal to
-// encoding/json: both decode to the same string.
-func FuzzAppendJSONString(f *testing.F) {
-	for _, s := range []string{"", "plain", `q"uote\back`, "\x00\x1f\n\r\t", "é ü 日本", "\u2028\u2029", "\xff\xfe bad utf8", "<&>"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		ours := appendJSONString(nil, s)
-		if !json.Valid(ours) {
-			t.Fatalf("%q encodes to invalid JSON %s", s, ours)
-		}
-		var got, want string
-		if err := json.Unmarshal(ours, &got); err != nil {
-			t.Fatal(err)
-		}
-		std, _ := json.Marshal(s)
-		if err := json.Unmarshal(std, &want); err != nil {
-			t.Fatal(err)
-		}
-		if got != want {
-			t.Errorf("%q: got %q, want %q", s, got, want)
-		}
-		if utf8.ValidString(s) && got != s {
-			t.Errorf("valid %q decoded to %q", s, got)
-		}
-	})
-}
 
 // FuzzProtocolBodies feeds arbitrary bodies to every protocol route that
 // reads one: the fake answers a 2xx or 4xx, never a 5xx, and never panics.

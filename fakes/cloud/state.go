@@ -6,7 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/depharness/depharness/internal/jsonstr"
 )
 
 // stateLocked returns the rendered target state document of gw and its
@@ -60,18 +61,18 @@ func renderStateLocked(gw *gateway) []byte {
 		b = append(b, '"')
 		b = strconv.AppendInt(b, id, 10)
 		b = append(b, `":{"name":`...)
-		b = appendJSONString(b, a.name)
+		b = jsonstr.Append(b, a.name)
 		b = append(b, `,"parentApp":`...)
 		b = strconv.AppendInt(b, a.parent.id, 10)
 		b = append(b, `,"config":`...)
 		b = appendVars(b, a.config, nil)
 		if r := a.release; r != nil {
 			b = append(b, `,"commit":`...)
-			b = appendJSONString(b, r.Commit)
+			b = jsonstr.Append(b, r.Commit)
 			b = append(b, `,"releaseId":`...)
 			b = strconv.AppendInt(b, r.ID, 10)
 			b = append(b, `,"image":`...)
-			b = appendJSONString(b, r.Image)
+			b = jsonstr.Append(b, r.Image)
 		}
 		b = append(b, '}')
 	}
@@ -94,9 +95,9 @@ func deviceFragLocked(d *device) []byte {
 		return d.frag
 	}
 	b := make([]byte, 0, 160)
-	b = appendJSONString(b, d.uuid)
+	b = jsonstr.Append(b, d.uuid)
 	b = append(b, `:{"name":`...)
-	b = appendJSONString(b, d.name)
+	b = jsonstr.Append(b, d.name)
 	if d.restart != 0 {
 		b = append(b, `,"restart":`...)
 		b = strconv.AppendInt(b, d.restart, 10)
@@ -136,63 +137,11 @@ func appendVars(b []byte, base, over map[string]string) []byte {
 		if !ok {
 			v = base[k]
 		}
-		b = appendJSONString(b, k)
+		b = jsonstr.Append(b, k)
 		b = append(b, ':')
-		b = appendJSONString(b, v)
+		b = jsonstr.Append(b, v)
 	}
 	return append(b, '}')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string, escaping like encoding/json
-// without HTML escaping (invalid UTF-8 becomes U+FFFD).
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // etagMatches reports whether an If-None-Match header value matches etag

@@ -30,6 +30,8 @@ var rules = []rule{
 	{prefix: "proxy/api", stdOnly: true},
 	{prefix: "proxy/cloudapi", stdOnly: true},
 	{prefix: "proxy/violation", stdOnly: true},
+	// Leaf helpers the proxy and the fakes share.
+	{prefix: "internal/jsonstr", stdOnly: true},
 	// The hook dispatcher and the target sync work on the store alone; the
 	// composition (package proxy) wires them to the other parts.
 	{prefix: "proxy/hooks", denied: []string{"fakes", "sim", "features", "world", "cmd", "e2e",
@@ -37,7 +39,7 @@ var rules = []rule{
 	{prefix: "proxy/sync", denied: []string{"fakes", "sim", "features", "world", "cmd", "e2e",
 		"proxy/httpapi", "proxy/cloudclient", "proxy/assets", "proxy/outbox", "proxy/hooks"}},
 	{prefix: "proxy", denied: []string{"fakes", "sim", "features", "world", "cmd", "e2e"}},
-	{prefix: "fakes/cloud", allowed: []string{"proxy/cloudapi"}},
+	{prefix: "fakes/cloud", allowed: []string{"proxy/cloudapi", "internal/jsonstr"}},
 	{prefix: "fakes/hookrecv", allowed: []string{"proxy/api"}},
 	{prefix: "fakes", allowed: []string{"proxy/api", "proxy/cloudapi", "fakes"}},
 	// Load scenarios drive the fake cloud through its HTTP control client.

@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"unicode/utf8"
 
+	"github.com/depharness/depharness/internal/jsonstr"
 	"github.com/depharness/depharness/proxy/api"
 	"github.com/depharness/depharness/proxy/store"
 )
@@ -64,11 +64,11 @@ func appendDevice(b []byte, d *store.DeviceView, numericOnline bool) ([]byte, er
 	b = append(b, `{"id":`...)
 	b = strconv.AppendInt(b, d.ID, 10)
 	b = append(b, `,"uuid":`...)
-	b = appendString(b, d.UUID)
+	b = jsonstr.Append(b, d.UUID)
 	b = append(b, `,"appId":`...)
 	b = strconv.AppendInt(b, d.AppID, 10)
 	b = append(b, `,"device_type":`...)
-	b = appendString(b, d.DeviceType)
+	b = jsonstr.Append(b, d.DeviceType)
 	b = append(b, `,"logs_channel":`...)
 	b = appendStringPtr(b, d.LogsChannel)
 	b = append(b, `,"deviceId":"`...)
@@ -85,9 +85,9 @@ func appendDevice(b []byte, d *store.DeviceView, numericOnline bool) ([]byte, er
 		b = strconv.AppendBool(b, *d.IsOnline)
 	}
 	b = append(b, `,"name":`...)
-	b = appendString(b, d.Name)
+	b = jsonstr.Append(b, d.Name)
 	b = append(b, `,"status":`...)
-	b = appendString(b, d.Status)
+	b = jsonstr.Append(b, d.Status)
 	b = append(b, `,"download_progress":`...)
 	b = appendFloatPtr(b, d.DownloadProgress)
 	b = append(b, `,"commit":`...)
@@ -128,7 +128,7 @@ func appendStringPtr(b []byte, s *string) []byte {
 	if s == nil {
 		return append(b, "null"...)
 	}
-	return appendString(b, *s)
+	return jsonstr.Append(b, *s)
 }
 
 // appendFloatPtr appends f as encoding/json would; NaN and infinities,
@@ -151,63 +151,6 @@ func appendFloatPtr(b []byte, f *float64) []byte {
 		}
 	}
 	return b
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string the way encoding/json does
-// without HTML escaping: quotes, backslashes and control characters
-// escaped, invalid UTF-8 replaced by U+FFFD, U+2028 and U+2029 escaped.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // bufPool recycles device response buffers; listPool the large buffers of

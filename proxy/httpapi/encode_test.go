@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/depharness/depharness/proxy/api"
 	"github.com/depharness/depharness/proxy/store"
@@ -116,30 +115,6 @@ func TestNumericOnlineWritesZeroOne(t *testing.T) {
 			t.Errorf("%s: want %s", b, tc.want)
 		}
 	}
-}
-
-// FuzzAppendString holds the string encoder equal to encoding/json's.
-func FuzzAppendString(f *testing.F) {
-	for _, s := range []string{"", "plain", "q\"\\", "\x00\x1f\x7f", "\u2028", "\xff", "é😀", "<&>"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		got := appendString(nil, s)
-		want, err := marshal(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(got) != string(want) {
-			t.Fatalf("appendString(%q) = %s, want %s", s, got, want)
-		}
-		var back string
-		if err := json.Unmarshal(got, &back); err != nil {
-			t.Fatal(err)
-		}
-		if utf8.ValidString(s) && back != s {
-			t.Fatalf("round trip of %q gave %q", s, back)
-		}
-	})
 }
 
 // FuzzAppendFloat holds the number encoder equal to encoding/json's.
