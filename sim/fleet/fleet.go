@@ -459,6 +459,33 @@ func (d *Device) Update(ctx context.Context, target Target, fetch func(context.C
 	return nil
 }
 
+// ErrNotRunningCommit is Configure's answer when the device does not run
+// the target's commit: only a flash can bring it there.
+var ErrNotRunningCommit = errors.New("device does not run the target's commit")
+
+// Configure applies target's environment and config to a device that
+// already runs target.Commit, without downloading or flashing: it waits
+// until the device is online, then takes the new variables and logs a
+// system line. A device in any other state is left alone
+// (ErrNotRunningCommit); ctx's error is returned as is.
+func (d *Device) Configure(ctx context.Context, target Target) error {
+	d.updMu.Lock()
+	defer d.updMu.Unlock()
+	if err := d.awaitOnline(ctx); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	if d.state != StateRunning || d.commit != target.Commit {
+		d.mu.Unlock()
+		return ErrNotRunningCommit
+	}
+	d.env = maps.Clone(target.Environment)
+	d.cfg = maps.Clone(target.Config)
+	d.mu.Unlock()
+	d.fleet.emit(d.event(EventLog, "", "", "Configuration applied", true))
+	return nil
+}
+
 // Restart reboots the device: it goes offline for a time drawn from the
 // profile's RebootTime, comes back online and logs a system line. Its
 // firmware state is unchanged.

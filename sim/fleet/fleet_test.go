@@ -268,6 +268,35 @@ func TestUpdateKeepsTheStateWhenTheDownloadFails(t *testing.T) {
 	}
 }
 
+func TestConfigureChangesOnlyTheVariablesOfTheRunningCommit(t *testing.T) {
+	f, err := fleet.New(fleet.Profile{Count: 1}, fleet.Options{RecordHistory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := f.Device(0)
+	if err := d.Configure(t.Context(), fleet.Target{Commit: "c1"}); !errors.Is(err, fleet.ErrNotRunningCommit) {
+		t.Fatalf("configure a device without firmware: got %v, want ErrNotRunningCommit", err)
+	}
+	if err := d.Update(t.Context(), fleet.Target{Commit: "c1", Environment: map[string]any{"E": "1"}}, func(context.Context) (fleet.Firmware, error) { return goodFirmware(t, "c1", "v1"), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Configure(t.Context(), fleet.Target{Commit: "c2", Environment: map[string]any{"E": "2"}}); !errors.Is(err, fleet.ErrNotRunningCommit) {
+		t.Fatalf("configure for another commit: got %v, want ErrNotRunningCommit", err)
+	}
+	before := len(f.History())
+	if err := d.Configure(t.Context(), fleet.Target{Commit: "c1", Environment: map[string]any{"E": "2"}, Config: map[string]any{"C": "3"}}); err != nil {
+		t.Fatalf("configure the running commit: %v", err)
+	}
+	if s := d.Snapshot(); s.State != fleet.StateRunning || s.Commit != "c1" || s.Environment["E"] != "2" || s.Config["C"] != "3" {
+		t.Errorf("got %+v, want running c1 with E=2 and C=3", s)
+	}
+	// No state change (no download, no flash): one system log line.
+	h := f.History()[before:]
+	if len(h) != 1 || h[0].Kind != fleet.EventLog || !h[0].System {
+		t.Errorf("got events %+v, want one system log line", h)
+	}
+}
+
 func TestUpdateWaitsForAnOfflineDevice(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := fleet.Profile{Count: 1, Offline: fleet.Churn{Probability: 1, Interval: fleet.Duration(time.Second), Duration: fleet.Dist{Mean: fleet.Duration(5 * time.Second)}}}

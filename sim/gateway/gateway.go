@@ -1,8 +1,9 @@
 // Package gateway is the reference gateway app of a dependent application:
 // the user program that runs next to the supervisor, provisions dependent
 // devices, listens for the supervisor's hooks (update, restart, delete),
-// downloads each release's assets once, flashes them onto the devices and
-// reports their state and logs back through the supervisor API.
+// downloads each release's assets once, flashes them onto the devices (a
+// target that changes only environment or config is applied without a
+// flash) and reports their state and logs back through the supervisor API.
 //
 // The gateway keeps no state of its own: when it starts again (a process
 // or container restart), it adopts the devices the supervisor already has
@@ -878,6 +879,19 @@ func (g *Gateway) update(ctx context.Context, m *managed, t *api.UpdateHook) {
 		canonical(snap.Environment) == canonical(t.Environment) && canonical(snap.Config) == canonical(t.Config) {
 		g.reportRunning(ctx, m, t)
 		return
+	}
+	if snap.State == fleet.StateRunning && snap.Commit == t.Commit {
+		// Only environment or config changed: applied without a download
+		// or a flash, as a real gateway would.
+		switch err := m.dev.Configure(ctx, target); {
+		case err == nil:
+			g.metrics.Reconfigurations.Inc()
+			g.reportRunning(ctx, m, t)
+			return
+		case ctx.Err() != nil:
+			return
+		}
+		// The device left the commit meanwhile: flash it.
 	}
 	g.mu.Lock()
 	bad := m.badTarget == key

@@ -325,6 +325,42 @@ func TestANewerTargetIsFlashedAfterTheCurrentOne(t *testing.T) {
 	}
 }
 
+func TestAVariablesOnlyChangeIsAppliedWithoutAFlash(t *testing.T) {
+	w := start(t, setup{profile: quickProfile(1)})
+	uuid := w.gw.UUIDs()[0]
+	t1 := target("c1")
+	w.hook(http.MethodPut, "/v1/devices/"+uuid, t1)
+	w.await("the device reports c1", func(s *supervisortest.Server) bool {
+		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, t1) })
+	})
+	t2 := target("c1")
+	t2.Environment = api.Vars{"LOG_LEVEL": "info", "NEW": "1"}
+	n := len(w.sup.Updates(uuid))
+	w.hook(http.MethodPut, "/v1/devices/"+uuid, t2)
+	w.await("the device reports the new environment", func(s *supervisortest.Server) bool {
+		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, t2) })
+	})
+	m := w.gw.Metrics()
+	if got := counter(t, m.Flashes.WithLabelValues("ok")); got != 1 {
+		t.Errorf("got %v flashes, want 1 (the commit's)", got)
+	}
+	if got := counter(t, m.Reconfigurations); got != 1 {
+		t.Errorf("got %v reconfigurations, want 1", got)
+	}
+	if got := counter(t, m.AssetDownloads); got != 1 {
+		t.Errorf("got %v asset downloads, want 1", got)
+	}
+	for _, u := range w.sup.Updates(uuid)[n:] {
+		if u.Status != nil && *u.Status == gateway.StatusUpdating {
+			t.Errorf("got report %+v, want no Updating for a variables-only change", u)
+		}
+	}
+	d, _ := w.gw.Device(uuid)
+	if s := d.Snapshot(); s.Environment["NEW"] != "1" || s.Commit != "c1" {
+		t.Errorf("got device %+v, want c1 with the new environment", s)
+	}
+}
+
 func TestDeleteForgetsTheDevice(t *testing.T) {
 	w := start(t, setup{profile: quickProfile(2)})
 	uuid := w.gw.UUIDs()[0]

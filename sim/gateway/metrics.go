@@ -19,6 +19,9 @@ type Metrics struct {
 	// Flashes counts finished flashes by result (ok, checksum_mismatch,
 	// bad_firmware, flash_failed).
 	Flashes *prometheus.CounterVec
+	// Reconfigurations counts targets that changed only environment or
+	// config, applied to a device running the commit without a flash.
+	Reconfigurations prometheus.Counter
 	// AssetDownloads counts asset downloads (one per app and commit).
 	AssetDownloads prometheus.Counter
 	// AssetBytes counts downloaded asset bytes.
@@ -49,6 +52,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Failed operations, by operation."}, []string{"op"}),
 		Flashes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "flashes_total",
 			Help: "Finished firmware flashes, by result."}, []string{"result"}),
+		Reconfigurations: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reconfigurations_total",
+			Help: "Targets that changed only environment or config, applied without a flash."}),
 		AssetDownloads: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "asset_downloads_total",
 			Help: "Asset downloads from the supervisor."}),
 		AssetBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "asset_downloaded_bytes_total",
@@ -66,7 +71,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.HooksReceived, m.Reports, m.Errors, m.Flashes, m.AssetDownloads, m.AssetBytes, m.LogsForwarded, m.LogsDropped, m.Provisioned, m.Adopted, m.UpdateDuration)
+		reg.MustRegister(m.HooksReceived, m.Reports, m.Errors, m.Flashes, m.Reconfigurations, m.AssetDownloads, m.AssetBytes, m.LogsForwarded, m.LogsDropped, m.Provisioned, m.Adopted, m.UpdateDuration)
 	}
 	return m
 }
