@@ -103,7 +103,7 @@ func (p *Proxy) build() error {
 	}
 	p.assets, err = assets.New(assets.Options{
 		Dir: filepath.Join(cfg.DataDir, "assets"), MaxBytes: cfg.AssetMaxBytes,
-		StallTimeout: cfg.AssetStallTimeout, Insecure: cfg.RegistryInsecure,
+		StallTimeout: cfg.AssetStallTimeout, Insecure: cfg.RegistryInsecure, InsecureRegistries: cfg.RegistryInsecureHosts,
 		Registerer: reg, Logger: log.With("component", "assets"), Violations: cfg.Violations,
 	})
 	if err != nil {

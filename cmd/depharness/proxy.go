@@ -37,7 +37,7 @@ func proxyFlags(f *flags) func() (config.Config, error) {
 	assetMax := f.Int64("asset-max-bytes", config.EnvAssetMaxBytes, config.DefaultAssetMaxBytes, "largest assets tar of one release")
 	stall := f.Duration("asset-stall-timeout", config.EnvAssetStall, config.DefaultAssetStall, "abandon and retry an image pull that received nothing for this long")
 	cloudTimeout := f.Duration("cloud-timeout", config.EnvCloudTimeout, config.DefaultCloudTimeout, "timeout of one request to the cloud (poll, provisioning, report, logs)")
-	insecure := f.Bool("registry-insecure", config.EnvRegistryInsecure, false, "reach every registry over plain HTTP (loopback registries always are)")
+	insecure := f.String("registry-insecure", config.EnvRegistryInsecure, "false", "registries reached over plain HTTP: true (all), false, or host[:port],… (loopback registries always are)")
 	logBuf := f.Int("log-buffer-lines", config.EnvLogBufferLines, config.DefaultLogBufferLines, "log lines kept while the cloud is unreachable; the oldest are dropped beyond")
 	metrics := f.String("metrics-address", config.EnvMetricsAddress, config.DefaultMetricsAddress, "Prometheus listener host:port, or off")
 	viol := f.String("violations", config.EnvViolations, "", "deliberate contract violations, comma-separated; for the suite's self-check only")
@@ -46,12 +46,16 @@ func proxyFlags(f *flags) func() (config.Config, error) {
 		if err != nil {
 			return config.Config{}, err
 		}
+		allInsecure, insecureHosts, err := config.ParseRegistryInsecure(*insecure)
+		if err != nil {
+			return config.Config{}, fmt.Errorf("%s: %w", config.EnvRegistryInsecure, err)
+		}
 		c := config.Config{
 			APIEndpoint: *endpoint, DeviceUUID: *uuid, DeviceID: *id, DeviceAPIKey: *devKey,
 			APIKey: *apiKey, ListenHost: *host, Port: *port, HookAddress: *hook, DataDir: *dataDir,
 			PollInterval: *poll, HookRetryInterval: *retry, HookTimeout: *timeout,
 			HookConcurrency: *conc, HookBackoffMax: *backoff, AssetMaxBytes: *assetMax,
-			AssetStallTimeout: *stall, RegistryInsecure: *insecure, CloudTimeout: *cloudTimeout,
+			AssetStallTimeout: *stall, RegistryInsecure: allInsecure, RegistryInsecureHosts: insecureHosts, CloudTimeout: *cloudTimeout,
 			LogBufferLines: *logBuf, MetricsAddress: *metrics, Violations: vs,
 		}.WithDefaults()
 		return c, c.Validate()

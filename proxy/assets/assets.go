@@ -112,8 +112,13 @@ type Options struct {
 	// Transport carries registry requests; nil means remote.DefaultTransport.
 	Transport http.RoundTripper
 	// Insecure, if true, reaches every registry over plain HTTP. Registries on
-	// loopback addresses (127.0.0.0/8, ::1, localhost) always are.
+	// loopback addresses (127.0.0.0/8, ::1, localhost, *.localhost) always
+	// are.
 	Insecure bool
+	// InsecureRegistries are further registries reached over plain HTTP: a
+	// "host" entry matches the host on any port, a "host:port" entry that
+	// port only.
+	InsecureRegistries []string
 	// Retry bounds retries of a failing build.
 	Retry Retry
 	// BuildTimeout bounds one build, retries included; 0 means 30 minutes.
@@ -366,13 +371,33 @@ func (c *Cache) parseRef(image string) (name.Reference, error) {
 	if err != nil {
 		return nil, permanent(fmt.Errorf("image reference %q: %w", image, err))
 	}
-	if c.opts.Insecure || isLoopback(ref.Context().RegistryStr()) {
+	if c.plainHTTP(ref.Context().RegistryStr()) {
 		ref, err = name.ParseReference(image, name.WeakValidation, name.Insecure)
 		if err != nil {
 			return nil, permanent(fmt.Errorf("image reference %q: %w", image, err))
 		}
 	}
 	return ref, nil
+}
+
+// plainHTTP reports whether the registry host[:port] is reached over plain
+// HTTP: every registry with Insecure, a loopback one, or one that
+// InsecureRegistries names.
+func (c *Cache) plainHTTP(hostport string) bool {
+	if c.opts.Insecure || isLoopback(hostport) {
+		return true
+	}
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	for _, e := range c.opts.InsecureRegistries {
+		bare := strings.TrimSuffix(strings.TrimPrefix(e, "["), "]")
+		if strings.EqualFold(e, hostport) || strings.EqualFold(bare, host) {
+			return true
+		}
+	}
+	return false
 }
 
 // isLoopback reports whether a registry host[:port] is on this machine.

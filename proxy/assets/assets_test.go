@@ -685,3 +685,46 @@ func TestViolations(t *testing.T) {
 		})
 	}
 }
+
+func TestPlainHTTPRegistries(t *testing.T) {
+	some, err := New(Options{Dir: t.TempDir(), InsecureRegistries: []string{"reg.lan", "build.lan:5000", "[fd00::2]"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := New(Options{Dir: t.TempDir(), Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	none, err := New(Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		image           string
+		some, all, none string // the scheme each cache uses
+	}{
+		{"127.0.0.1:5000/app@sha256:" + strings.Repeat("a", 64), "http", "http", "http"},
+		{"registry.localhost:48481/app:1", "http", "http", "http"},
+		{"reg.lan/app:1", "http", "http", "https"},
+		{"REG.lan:8443/app:1", "http", "http", "https"},
+		{"build.lan:5000/app:1", "http", "http", "https"},
+		{"build.lan:5001/app:1", "https", "http", "https"},
+		{"registry.example.com/app:1", "https", "http", "https"},
+		{"[fd00::2]:5000/app:1", "http", "http", "https"},
+		{"[fd00::3]:5000/app:1", "https", "http", "https"},
+	} {
+		for _, c := range []struct {
+			name  string
+			cache *Cache
+			want  string
+		}{{"listed", some, tc.some}, {"all", all, tc.all}, {"none", none, tc.none}} {
+			ref, err := c.cache.parseRef(tc.image)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.image, err)
+			}
+			if got := ref.Context().Scheme(); got != c.want {
+				t.Errorf("%s with %s insecure registries: got %s, want %s", tc.image, c.name, got, c.want)
+			}
+		}
+	}
+}

@@ -83,8 +83,12 @@ type Config struct {
 	// 30s).
 	AssetStallTimeout time.Duration
 	// RegistryInsecure reaches every registry over plain HTTP
-	// (REGISTRY_INSECURE); registries on loopback addresses always are.
+	// (REGISTRY_INSECURE=true); registries on loopback addresses always are.
 	RegistryInsecure bool
+	// RegistryInsecureHosts are the registries reached over plain HTTP when
+	// not all are (REGISTRY_INSECURE=host[:port],…): a bare host matches
+	// any port.
+	RegistryInsecureHosts []string
 	// LogBufferLines bounds the durable buffer of log lines waiting for the
 	// cloud (LOG_BUFFER_LINES); when full the oldest are dropped and counted.
 	LogBufferLines int
@@ -200,6 +204,37 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ParseRegistryInsecure reads a REGISTRY_INSECURE value: a boolean (every
+// registry, or none beyond the loopback ones) or a comma-separated list of
+// registries, each a host or host:port without a scheme or path.
+func ParseRegistryInsecure(v string) (all bool, hosts []string, err error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return false, nil, nil
+	}
+	if b, err := strconv.ParseBool(v); err == nil {
+		return b, nil, nil
+	}
+	for _, e := range strings.Split(v, ",") {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			return false, nil, fmt.Errorf("empty registry in %q", v)
+		}
+		host := strings.TrimSuffix(strings.TrimPrefix(e, "["), "]") // a bare IPv6 address
+		if h, p, err := net.SplitHostPort(e); err == nil {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return false, nil, fmt.Errorf("registry %q: bad port", e)
+			}
+			host = h
+		}
+		if host == "" || (net.ParseIP(host) == nil && strings.ContainsAny(host, "/:@ []")) {
+			return false, nil, fmt.Errorf("registry %q: want true, false or host[:port],… (no scheme or path)", e)
+		}
+		hosts = append(hosts, e)
+	}
+	return false, hosts, nil
 }
 
 // ListenAddress is the API's host:port.

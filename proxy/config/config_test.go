@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,37 @@ func TestValidateReportsAllProblemsAtOnce(t *testing.T) {
 	for _, want := range []string{"API_ENDPOINT", "DEVICE_UUID", "DEVICE_ID", "DEVICE_API_KEY", "BALENA_SUPERVISOR_API_KEY"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+}
+
+func TestParseRegistryInsecure(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		all   bool
+		hosts []string
+		bad   bool
+	}{
+		{in: ""}, {in: "false"}, {in: "0"},
+		{in: "true", all: true}, {in: "1", all: true},
+		{in: "reg.lan", hosts: []string{"reg.lan"}},
+		{in: " reg.lan , build.lan:5000,10.0.0.7:5000", hosts: []string{"reg.lan", "build.lan:5000", "10.0.0.7:5000"}},
+		{in: "[fd00::1]:5000,[fd00::2]", hosts: []string{"[fd00::1]:5000", "[fd00::2]"}},
+		{in: "http://reg.lan", bad: true},
+		{in: "reg.lan/path", bad: true},
+		{in: "reg.lan,,other", bad: true},
+		{in: "reg.lan:http", bad: true},
+		{in: "reg.lan:0", bad: true},
+	} {
+		all, hosts, err := ParseRegistryInsecure(tc.in)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("%q: got %v %v, want an error", tc.in, all, hosts)
+			}
+			continue
+		}
+		if err != nil || all != tc.all || !slices.Equal(hosts, tc.hosts) {
+			t.Errorf("%q: got %v %q %v, want %v %q", tc.in, all, hosts, err, tc.all, tc.hosts)
 		}
 	}
 }

@@ -69,7 +69,10 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	parse(EnvHookConcurrency, func(v string) (err error) { c.HookConcurrency, err = strconv.Atoi(v); return })
 	parse(EnvLogBufferLines, func(v string) (err error) { c.LogBufferLines, err = strconv.Atoi(v); return })
 	parse(EnvAssetMaxBytes, func(v string) (err error) { c.AssetMaxBytes, err = strconv.ParseInt(v, 10, 64); return })
-	parse(EnvRegistryInsecure, func(v string) (err error) { c.RegistryInsecure, err = strconv.ParseBool(v); return })
+	parse(EnvRegistryInsecure, func(v string) (err error) {
+		c.RegistryInsecure, c.RegistryInsecureHosts, err = ParseRegistryInsecure(v)
+		return
+	})
 	for name, d := range map[string]*time.Duration{
 		EnvPollInterval: &c.PollInterval, EnvHookRetry: &c.HookRetryInterval, EnvHookTimeout: &c.HookTimeout,
 		EnvHookBackoffMax: &c.HookBackoffMax, EnvAssetStall: &c.AssetStallTimeout,

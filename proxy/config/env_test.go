@@ -35,10 +35,24 @@ func TestFromEnvReadsEveryVariable(t *testing.T) {
 	}
 }
 
+func TestFromEnvReadsAListOfPlainHTTPRegistries(t *testing.T) {
+	env := map[string]string{
+		EnvAPIEndpoint: "http://cloud:1", EnvDeviceUUID: "gw", EnvDeviceID: "7", EnvDeviceAPIKey: "dk", EnvAPIKey: "k",
+		EnvRegistryInsecure: "reg.lan,build.lan:5000",
+	}
+	c, err := FromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RegistryInsecure || !reflect.DeepEqual(c.RegistryInsecureHosts, []string{"reg.lan", "build.lan:5000"}) {
+		t.Errorf("got %v %q, want the two registries only", c.RegistryInsecure, c.RegistryInsecureHosts)
+	}
+}
+
 func TestFromEnvNamesEveryBadVariable(t *testing.T) {
-	env := map[string]string{EnvDeviceID: "seven", EnvHookRetry: "soon", EnvViolations: "nope"}
+	env := map[string]string{EnvDeviceID: "seven", EnvHookRetry: "soon", EnvViolations: "nope", EnvRegistryInsecure: "http://reg.lan"}
 	_, err := FromEnv(func(k string) string { return env[k] })
-	for _, want := range []string{`DEVICE_ID="seven"`, `HOOK_RETRY_INTERVAL="soon"`, `unknown violation "nope"`} {
+	for _, want := range []string{`DEVICE_ID="seven"`, `HOOK_RETRY_INTERVAL="soon"`, `unknown violation "nope"`, `REGISTRY_INSECURE="http://reg.lan"`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("FromEnv error %v does not name %s", err, want)
 		}
