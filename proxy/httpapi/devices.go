@@ -46,14 +46,16 @@ func (h *Handler) writeDevice(w http.ResponseWriter, status int, d *store.Device
 // listDevices is GET /v1/devices (DEV-LIST-1): every device, including those
 // awaiting a delete acknowledgement.
 func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) error {
+	gen := h.opts.Store.Generation()
+	if body, ok := h.cache.deviceList(gen); ok {
+		writeJSON(w, http.StatusOK, body)
+		return nil
+	}
 	hideMarked := h.v.On("list-hides-marked")
 	numericOnline := h.v.On("put-isonline-number")
-	bp := getListBuf()
-	defer putListBuf(bp)
-	b := *bp
-	if hint := int(h.listSize.Load()); cap(b) < hint {
-		b = make([]byte, 0, hint+hint/8) // grow once, not by doubling
-	}
+	// A new buffer each time: it becomes the cached body.
+	hint := max(int(h.listSize.Load()), 512)
+	b := make([]byte, 0, hint+hint/8) // grow once, not by doubling
 	b = append(b, '[')
 	first := true
 	err := h.opts.Store.EachDeviceView(r.Context(), func(d *store.DeviceView) error {
@@ -72,22 +74,35 @@ func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) error {
 		return unavailable(err)
 	}
 	b = append(b, ']')
-	*bp = b
 	h.listSize.Store(int64(len(b)))
+	h.cache.putDeviceList(gen, b)
 	writeJSON(w, http.StatusOK, b)
 	return nil
 }
 
 // getDevice is GET /v1/devices/{uuid} (DEV-GET-1).
 func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) error {
-	d, err := h.opts.Store.DeviceByUUID(r.Context(), r.PathValue("uuid"))
+	uuid := r.PathValue("uuid")
+	gen := h.opts.Store.Generation()
+	if body, ok := h.cache.device(uuid, gen); ok {
+		writeJSON(w, http.StatusOK, body)
+		return nil
+	}
+	d, err := h.opts.Store.DeviceByUUID(r.Context(), uuid)
 	if err != nil {
 		return deviceError(err)
 	}
 	if d.MarkedForDelete && !h.v.On("get-marked-200") {
 		return errDeviceDeleted
 	}
-	return h.writeDevice(w, http.StatusOK, &d)
+	v := d.View()
+	body, err := appendDevice(make([]byte, 0, 512), &v, h.v.On("put-isonline-number"))
+	if err != nil {
+		return unavailable(err)
+	}
+	h.cache.putDevice(uuid, gen, body)
+	writeJSON(w, http.StatusOK, body)
+	return nil
 }
 
 // provision is POST /v1/devices (DEV-PROV-1..4).

@@ -153,13 +153,9 @@ func appendFloatPtr(b []byte, f *float64) []byte {
 	return b
 }
 
-// bufPool recycles device response buffers; listPool the large buffers of
-// device lists, so that listing many devices does not grow a buffer from
-// scratch every time.
-var (
-	bufPool  = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-	listPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
-)
+// bufPool recycles the buffers of device responses to writes (reads are
+// encoded into the bodies the read cache keeps).
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
 
@@ -169,16 +165,6 @@ func putBuf(b *[]byte) {
 	}
 	*b = (*b)[:0]
 	bufPool.Put(b)
-}
-
-func getListBuf() *[]byte { return listPool.Get().(*[]byte) }
-
-func putListBuf(b *[]byte) {
-	if cap(*b) > 64<<20 {
-		return
-	}
-	*b = (*b)[:0]
-	listPool.Put(b)
 }
 
 // writeJSON sends body as an application/json response.

@@ -98,6 +98,8 @@ type Handler struct {
 	// listSize is the size of the last device list, to size the next one's
 	// buffer at once.
 	listSize atomic.Int64
+	// cache holds the bodies of device reads until the next write.
+	cache readCache
 }
 
 // New returns the API handler for opts.

@@ -69,6 +69,8 @@ type committer struct {
 	// batches and batched count transactions and the writes they held
 	// (for tests).
 	batches, batched atomic.Int64
+	// gen counts finished write transactions (see Store.Generation).
+	gen atomic.Uint64
 }
 
 // newCommitter prepares the savepoint statements on db.
@@ -217,7 +219,9 @@ func (c *committer) runTx(batch []*writeReq) (rest []*writeReq) {
 			r.done <- err
 			return nil
 		}
-		r.done <- tx.Commit()
+		err = tx.Commit()
+		c.gen.Add(1) // before the writer hears of it: see Store.Generation
+		r.done <- err
 		return nil
 	}
 	tx, err := c.db.BeginTx(bg, nil)
@@ -256,6 +260,7 @@ func (c *committer) runTx(batch []*writeReq) (rest []*writeReq) {
 		}
 	}
 	err = tx.Commit()
+	c.gen.Add(1)
 	for _, r := range ran {
 		if r.err != nil {
 			r.done <- r.err

@@ -534,3 +534,36 @@ func BenchmarkApplyReportConcurrent256(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
 }
+
+// A writer that has been answered always finds Generation moved: a read
+// cache keyed by it never hides a finished write (alone or batched).
+func TestGenerationMovesBeforeEveryWriterIsAnswered(t *testing.T) {
+	s := openAPIStore(t)
+	before := s.Generation()
+	if err := s.write(context.Background(), putMeta("g-alone", "v")); err != nil {
+		t.Fatal(err)
+	}
+	if s.Generation() == before {
+		t.Fatal("Generation did not move after a lone write")
+	}
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			g := s.Generation()
+			if err := s.write(context.Background(), putMeta(fmt.Sprintf("g%03d", i), "v")); err != nil {
+				errs <- err
+				return
+			}
+			if s.Generation() == g {
+				errs <- fmt.Errorf("write %d answered with Generation still %d", i, g)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

@@ -208,6 +208,13 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
+// Generation is a number that changes whenever a write may have changed
+// the database: it moves after each write transaction ends and before its
+// writers are answered. A reader that reads Generation, then the database,
+// may reuse what it derived for as long as Generation still returns the
+// same number: no write finished in between.
+func (s *Store) Generation() uint64 { return s.gc.gen.Load() }
+
 // write runs fn in a write transaction and returns once that transaction
 // committed: fn's changes are kept if it returns nil, and undone if it
 // returns an error (or panics: that becomes an error). The transaction may
