@@ -4,7 +4,7 @@
 # The complete log is kept in reports/e2e.log by the Makefile.
 /^=== RUN   [^\/]*$/ { buf = "" }
 { buf = buf $0 "\n" }
-/^(=== RUN|--- |PASS|FAIL|ok|panic)/ { print }
+/^(=== RUN|--- |PASS|FAIL|ok|panic)/ { print; fflush() }
 /^--- FAIL: [^\/]*$/ {
 	printf "---- output of the failed test ----\n%s---- end of output ----\n", buf
 	buf = ""
