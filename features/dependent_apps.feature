@@ -24,6 +24,9 @@ Feature: Dependent applications list
     And app "B" has config variable "RESIN_SUPERVISOR_DELTA" set to "1"
     When the supervisor has downloaded release "R1" of "A"
     And the supervisor has downloaded release "R2" of "B"
+    # The config was set after the push: a poll between the two may have
+    # brought the release without it. Two more polls bring the latest.
+    And the supervisor has fetched its target twice more
     Then the dependent apps list is exactly:
       | app | release | config                           |
       | A   | R1      | {}                               |
