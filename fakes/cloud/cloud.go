@@ -17,6 +17,7 @@ package cloud
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net/http"
@@ -61,6 +62,14 @@ type Options struct {
 	// LogsPerDevice bounds the log lines kept per device (oldest dropped,
 	// still counted by LogCount). 0 means DefaultLogsPerDevice.
 	LogsPerDevice int
+	// StateFile, if set, keeps the model on disk (see persist.go): New
+	// loads it when the file exists (then Seed is the saved one, and an
+	// empty AdminToken is the saved one), changes reach it within
+	// SaveInterval, and Close writes it a last time.
+	StateFile string
+	// SaveInterval bounds how long a change waits to reach StateFile; 0
+	// means DefaultSaveInterval.
+	SaveInterval time.Duration
 }
 
 // Server is the fake cloud. It is an http.Handler; the caller chooses the
@@ -80,7 +89,16 @@ type Server struct {
 
 	faults faults
 
+	// The state file (persist.go).
+	stateFile      string
+	saveMu         sync.Mutex // serialises Save
+	lastSavedModel [32]byte   // hash of the last content written; guarded by saveMu
+	stopSave       chan struct{}
+	saveDone       chan struct{}
+	closeOnce      sync.Once
+
 	mu      sync.Mutex
+	pcg     *mrand.PCG    // the source of rng, kept in the state file
 	rng     *mrand.Rand   // guarded by mu
 	changed chan struct{} // closed and replaced on every change; guarded by mu
 	model                 // guarded by mu
@@ -115,7 +133,8 @@ func New(opts Options) (*Server, error) {
 			s.seed = 1
 		}
 	}
-	s.rng = mrand.New(mrand.NewPCG(s.seed, s.seed^0x9e3779b97f4a7c15))
+	s.pcg = mrand.NewPCG(s.seed, s.seed^0x9e3779b97f4a7c15)
+	s.rng = mrand.New(s.pcg)
 	if s.adminToken == "" {
 		var b [16]byte
 		_, _ = rand.Read(b[:])
@@ -145,6 +164,26 @@ func New(opts Options) (*Server, error) {
 	s.logsPerDevice = opts.LogsPerDevice
 	if s.logsPerDevice <= 0 {
 		s.logsPerDevice = DefaultLogsPerDevice
+	}
+	if s.stateFile = opts.StateFile; s.stateFile != "" {
+		loaded, err := s.loadState(s.stateFile, opts.AdminToken != "")
+		if err != nil {
+			return nil, fmt.Errorf("fake cloud: state file %s: %w", s.stateFile, err)
+		}
+		if loaded {
+			s.log.Info("fake cloud state loaded", "file", s.stateFile, "gateways", len(s.gateways),
+				"apps", len(s.apps), "devices", len(s.devices))
+		}
+		// Writable now, not at the first change: a bad path fails here.
+		if err := s.Save(); err != nil {
+			return nil, err
+		}
+		interval := opts.SaveInterval
+		if interval <= 0 {
+			interval = DefaultSaveInterval
+		}
+		s.stopSave, s.saveDone = make(chan struct{}), make(chan struct{})
+		go s.saveLoop(interval, s.stopSave, s.saveDone)
 	}
 	s.faults.init(s.seed)
 	s.handler = s.routes()

@@ -10,6 +10,8 @@ type Metrics struct {
 	devices      prometheus.Gauge
 	logLines     *prometheus.CounterVec
 	stateRenders prometheus.Counter
+	// stateSaves and stateSaveErrors count writes of the state file.
+	stateSaves, stateSaveErrors prometheus.Counter
 }
 
 // NewMetrics builds the metrics and registers them on reg (nil: unregistered).
@@ -36,9 +38,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "depharness", Subsystem: "cloud", Name: "state_renders_total",
 			Help: "Target state documents rendered (a cached document answers without rendering).",
 		}),
+		stateSaves: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "cloud", Name: "state_file_saves_total",
+			Help: "Writes of the state file (only with a state file; unchanged models are not written).",
+		}),
+		stateSaveErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "cloud", Name: "state_file_save_errors_total",
+			Help: "Failed writes of the state file (the previous file stays).",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.devices, m.logLines, m.stateRenders} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.devices, m.logLines, m.stateRenders, m.stateSaves, m.stateSaveErrors} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -1,0 +1,233 @@
+package cloud
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/depharness/depharness/proxy/cloudapi"
+)
+
+// populateAll gives c a model with every kind of thing the state file keeps:
+// two gateways of one gateway app, an app with variables and two releases,
+// a device provisioned through the protocol that reported a status and
+// logged, one created through the control API with its own variables, and
+// a deleted device (whose id stays taken).
+func populateAll(t *testing.T, c *testCloud) fixture {
+	t.Helper()
+	f := c.fixture(t)
+	_, err := c.CreateGateway(GatewaySpec{AppID: f.gw.AppID, Name: "second"})
+	mustNoErr(t, err)
+	mustNoErr(t, c.SetAppConfig(f.app.ID, map[string]string{"C": "1"}))
+	mustNoErr(t, c.SetAppEnv(f.app.ID, map[string]string{"E": "app"}))
+	for _, d := range []byte{'a', 'b'} {
+		_, err := c.PushRelease(testCtx(t), f.app.ID, ReleaseSpec{Image: fakeImage("apps/x", d)})
+		mustNoErr(t, err)
+	}
+	if r := c.call(t, "POST", cloudapi.PathDevices, f.gw.APIKey, provisionBody(f.app.ID, f.gw.DeviceID, hexOf('7'))); r.status != 201 {
+		t.Fatalf("provision: %d %s", r.status, r.body)
+	}
+	d, err := c.Device(hexOf('7'))
+	mustNoErr(t, err)
+	if r := c.call(t, "PATCH", fmt.Sprintf(cloudapi.PathDeviceFmt, d.ID), f.gw.APIKey, strings.NewReader(`{"status":"Idle","is_online":true,"is_on__commit":"`+strings.Repeat("c", 40)+`"}`)); r.status != 200 {
+		t.Fatalf("patch: %d %s", r.status, r.body)
+	}
+	logs := `{"uuid":"` + hexOf('7') + `","message":"hello","timestamp":1700000000000,"isSystem":false}` + "\n"
+	if r := c.call(t, "POST", logsPath(f.gw.UUID), f.gw.APIKey, strings.NewReader(logs)); r.status/100 != 2 {
+		t.Fatalf("logs: %d %s", r.status, r.body)
+	}
+	created, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID, Gateway: f.gw.UUID})
+	mustNoErr(t, err)
+	mustNoErr(t, c.SetDeviceEnv(created.UUID, map[string]string{"E": "device"}))
+	gone, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID, Gateway: f.gw.UUID})
+	mustNoErr(t, err)
+	mustNoErr(t, c.DeleteDevice(gone.UUID))
+	return f
+}
+
+// view is everything the control API and the protocol show of a model.
+type view struct {
+	gateways []Gateway
+	apps     []App
+	releases []Release
+	devices  []DeviceInfo
+	logs     []cloudapi.LogLine
+	state    string
+	etag     string
+}
+
+func viewOf(t *testing.T, c *testCloud, f fixture) view {
+	t.Helper()
+	v := view{gateways: c.Gateways(), apps: c.Apps(), devices: c.Devices(DeviceFilter{})}
+	var err error
+	v.releases, err = c.Releases(f.app.ID)
+	mustNoErr(t, err)
+	v.logs, err = c.Logs(hexOf('7'))
+	mustNoErr(t, err)
+	body, etag, err := c.State(f.gw.UUID)
+	mustNoErr(t, err)
+	v.state, v.etag = string(body), etag
+	return v
+}
+
+func TestAStateFileKeepsTheModelAcrossARestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cloud.json")
+	c1 := newTestCloud(t, Options{StateFile: path, AdminToken: ""})
+	f := populateAll(t, c1)
+	before := viewOf(t, c1, f)
+	mustNoErr(t, c1.Close())
+
+	c2 := newTestCloud(t, Options{StateFile: path, Seed: 7})
+	t.Cleanup(func() { c2.Close() })
+	after := viewOf(t, c2, f)
+	for _, part := range []struct {
+		name          string
+		before, after any
+	}{
+		{"gateways", before.gateways, after.gateways}, {"apps", before.apps, after.apps},
+		{"releases", before.releases, after.releases}, {"devices", before.devices, after.devices},
+		{"logs", before.logs, after.logs}, {"state document", before.state, after.state}, {"etag", before.etag, after.etag},
+	} {
+		// As JSON: what a client sees (and times without their monotonic
+		// clock readings).
+		b, _ := json.Marshal(part.before)
+		a, _ := json.Marshal(part.after)
+		if string(a) != string(b) || len(b) < 3 {
+			t.Errorf("after a restart the %s differ:\nbefore %s\nafter  %s", part.name, b, a)
+		}
+	}
+	if c2.AdminToken() != c1.AdminToken() || c2.Seed() != c1.Seed() {
+		t.Errorf("admin token and seed: got %s %d, want %s %d", c2.AdminToken(), c2.Seed(), c1.AdminToken(), c1.Seed())
+	}
+	// The gateway's key still works, and its cached ETag still matches.
+	if r := c2.call(t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil, "If-None-Match", before.etag); r.status != 304 {
+		t.Errorf("state with the old ETag: got %d, want 304", r.status)
+	}
+	// What the restarted cloud makes next collides with nothing from
+	// before: the random source and the id counters went on.
+	taken := map[string]bool{}
+	ids := map[int64]bool{}
+	for _, d := range before.devices {
+		taken[d.UUID], ids[d.ID] = true, true
+	}
+	for _, g := range before.gateways {
+		taken[g.UUID], ids[g.DeviceID] = true, true
+	}
+	for range 3 {
+		d, err := c2.CreateDevice(DeviceSpec{AppID: f.app.ID, Gateway: f.gw.UUID})
+		mustNoErr(t, err)
+		if taken[d.UUID] || ids[d.ID] {
+			t.Errorf("new device %s (id %d) reuses a uuid or id of before the restart", d.UUID, d.ID)
+		}
+		taken[d.UUID], ids[d.ID] = true, true
+	}
+	if maxID := before.devices[len(before.devices)-1].ID; ids[maxID+1] {
+		t.Errorf("the deleted device's id %d was reused", maxID+1)
+	}
+	r, err := c2.PushRelease(testCtx(t), f.app.ID, ReleaseSpec{Image: fakeImage("apps/x", 'c')})
+	mustNoErr(t, err)
+	for _, old := range before.releases {
+		if r.ID == old.ID || r.Commit == old.Commit {
+			t.Errorf("new release %+v repeats %+v", r, old)
+		}
+	}
+	a, err := c2.CreateApp(AppSpec{Gateway: f.gw.UUID})
+	mustNoErr(t, err)
+	for _, old := range before.apps {
+		if a.ID == old.ID || a.ID == f.gw.AppID {
+			t.Errorf("new app id %d is taken", a.ID)
+		}
+	}
+}
+
+// A change reaches the file within the save interval, without Close: a
+// cloud killed after that loses nothing.
+func TestAChangeReachesTheStateFileWithoutClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cloud.json")
+	c1 := newTestCloud(t, Options{StateFile: path, SaveInterval: 10 * time.Millisecond})
+	t.Cleanup(func() { c1.Close() })
+	gw, err := c1.CreateGateway(GatewaySpec{})
+	mustNoErr(t, err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(path)
+		mustNoErr(t, err)
+		if bytes.Contains(b, []byte(gw.UUID)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new gateway did not reach the state file within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c2 := newTestCloud(t, Options{StateFile: path})
+	t.Cleanup(func() { c2.Close() })
+	if _, err := c2.Gateway(gw.UUID); err != nil {
+		t.Errorf("a cloud started from the file does not know the gateway: %v", err)
+	}
+}
+
+func TestAnUnchangedModelIsNotWrittenAgain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cloud.json")
+	c1 := newTestCloud(t, Options{StateFile: path})
+	populateAll(t, c1)
+	mustNoErr(t, c1.Close())
+	c2 := newTestCloud(t, Options{StateFile: path})
+	t.Cleanup(func() { c2.Close() })
+	st1, err := os.Stat(path)
+	mustNoErr(t, err)
+	mustNoErr(t, c2.Save())
+	st2, err := os.Stat(path)
+	mustNoErr(t, err)
+	if !os.SameFile(st1, st2) {
+		t.Error("Save of an unchanged model replaced the file")
+	}
+	_, err = c2.CreateGateway(GatewaySpec{})
+	mustNoErr(t, err)
+	mustNoErr(t, c2.Save())
+	st3, err := os.Stat(path)
+	mustNoErr(t, err)
+	if os.SameFile(st2, st3) {
+		t.Error("Save of a changed model did not replace the file")
+	}
+}
+
+func TestABadStateFileIsRefusedAndLeftAsItIs(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.json")
+	c := newTestCloud(t, Options{StateFile: good})
+	populateAll(t, c)
+	mustNoErr(t, c.Close())
+	b, err := os.ReadFile(good)
+	mustNoErr(t, err)
+	for name, content := range map[string]string{
+		"not JSON":          "{not json",
+		"an unknown field":  strings.Replace(string(b), `"version":1`, `"version":1,"surprise":true`, 1),
+		"another version":   strings.Replace(string(b), `"version":1`, `"version":99`, 1),
+		"a dangling app id": strings.Replace(string(b), `"parentApp":1`, `"parentApp":999`, 1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if content == string(b) {
+				t.Fatal("the corruption did not apply")
+			}
+			path := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".json")
+			mustNoErr(t, os.WriteFile(path, []byte(content), 0o600))
+			if _, err := New(Options{StateFile: path}); err == nil || !strings.Contains(err.Error(), path) {
+				t.Fatalf("New: got %v, want an error naming %s", err, path)
+			}
+			after, err := os.ReadFile(path)
+			mustNoErr(t, err)
+			if string(after) != content {
+				t.Error("the refused file was changed")
+			}
+		})
+	}
+	if _, err := New(Options{StateFile: filepath.Join(dir, "no-such-dir", "cloud.json")}); err == nil {
+		t.Error("New with a state file in a missing directory: got nil, want an error")
+	}
+}
