@@ -148,20 +148,52 @@ func cloudCreateGateway(ctx context.Context, env *cliEnv, name string, args []st
 	f.Int64Var(&spec.AppID, "app-id", 0, "existing gateway app to join; 0 creates one")
 	f.StringVar(&spec.AppName, "app-name", "", "name of the new gateway app")
 	asEnv := f.FlagSet.Bool("env", false, "print API_ENDPOINT, DEVICE_UUID, DEVICE_ID, DEVICE_API_KEY lines instead of JSON")
+	existOK := f.FlagSet.Bool("exist-ok", false, "with --uuid: succeed if that gateway exists with the given device id, api key and app (for seeding a cloud that keeps its state)")
 	if _, err := f.parse(args, false); err != nil {
 		return err
 	}
+	if *existOK && spec.UUID == "" {
+		return usagef("--exist-ok needs --uuid")
+	}
 	ctx, cancel := f.ctx(ctx)
 	defer cancel()
-	gw, err := f.client().CreateGateway(ctx, spec)
+	gw, found, err := existingGateway(ctx, f.client(), spec, *existOK)
 	if err != nil {
 		return err
+	}
+	if !found {
+		if gw, err = f.client().CreateGateway(ctx, spec); err != nil {
+			return err
+		}
 	}
 	if *asEnv {
 		_, err := fmt.Fprintf(env.stdout, "API_ENDPOINT=%s\nDEVICE_UUID=%s\nDEVICE_ID=%d\nDEVICE_API_KEY=%s\n", strings.TrimRight(*f.url, "/"), gw.UUID, gw.DeviceID, gw.APIKey)
 		return err
 	}
 	return printJSON(env.stdout, gw)
+}
+
+// existingGateway finds the gateway spec names when existOK: an existing
+// one with another identity is an error, not a success.
+func existingGateway(ctx context.Context, c *cloud.ControlClient, spec cloud.GatewaySpec, existOK bool) (cloud.Gateway, bool, error) {
+	if !existOK {
+		return cloud.Gateway{}, false, nil
+	}
+	gws, err := c.Gateways(ctx)
+	if err != nil {
+		return cloud.Gateway{}, false, err
+	}
+	for _, gw := range gws {
+		if gw.UUID != spec.UUID {
+			continue
+		}
+		if (spec.DeviceID != 0 && gw.DeviceID != spec.DeviceID) || (spec.APIKey != "" && gw.APIKey != spec.APIKey) ||
+			(spec.AppID != 0 && gw.AppID != spec.AppID) {
+			return cloud.Gateway{}, false, fmt.Errorf("gateway %s exists with another identity (device id %d, app %d)", gw.UUID, gw.DeviceID, gw.AppID)
+		}
+		return gw, true, nil
+	}
+	return cloud.Gateway{}, false, nil
 }
 
 func cloudGateways(ctx context.Context, env *cliEnv, name string, args []string) error {
@@ -200,6 +232,7 @@ func cloudCreateApp(ctx context.Context, env *cliEnv, name string, args []string
 	f.StringVar(&spec.Name, "name", "", "app name; empty generates one")
 	f.Int64Var(&spec.ParentApp, "parent-app", 0, "gateway app id the app is a dependent app of")
 	f.StringVar(&spec.Gateway, "gateway", "", "gateway uuid whose app is the parent (instead of --parent-app)")
+	existOK := f.FlagSet.Bool("exist-ok", false, "with --name and --parent-app: print the app of that name under that parent if there is one, instead of creating another")
 	rest, err := f.parse(args, true)
 	if err != nil {
 		return err
@@ -207,8 +240,22 @@ func cloudCreateApp(ctx context.Context, env *cliEnv, name string, args []string
 	if spec.Config, err = parseVars(rest); err != nil {
 		return err
 	}
+	if *existOK && (spec.Name == "" || spec.ParentApp == 0) {
+		return usagef("--exist-ok needs --name and --parent-app")
+	}
 	ctx, cancel := f.ctx(ctx)
 	defer cancel()
+	if *existOK {
+		apps, err := f.client().Apps(ctx)
+		if err != nil {
+			return err
+		}
+		for _, a := range apps {
+			if a.Name == spec.Name && a.ParentApp == spec.ParentApp {
+				return printJSON(env.stdout, a)
+			}
+		}
+	}
 	a, err := f.client().CreateApp(ctx, spec)
 	if err != nil {
 		return err
@@ -265,6 +312,7 @@ func cloudPush(ctx context.Context, env *cliEnv, name string, args []string) err
 	prefix := f.FlagSet.String("prefix", "assets", "image folder the directory is placed in; '' for the image root")
 	image := f.String("image", "", "", "use this ready image reference (host:port/repo@sha256:…) instead of --dir")
 	commit := f.String("commit", "", "", "release commit (40 hex); empty generates one")
+	ifNone := f.FlagSet.Bool("if-no-release", false, "push only if the app has no release yet; otherwise print its current one")
 	if _, err := f.parse(args, false); err != nil {
 		return err
 	}
@@ -287,6 +335,17 @@ func cloudPush(ctx context.Context, env *cliEnv, name string, args []string) err
 	}
 	ctx, cancel := f.ctx(ctx)
 	defer cancel()
+	if *ifNone {
+		apps, err := f.client().Apps(ctx)
+		if err != nil {
+			return err
+		}
+		for _, a := range apps {
+			if a.ID == *app && a.Release != nil {
+				return printJSON(env.stdout, a.Release)
+			}
+		}
+	}
 	rel, err := f.client().PushRelease(ctx, *app, spec)
 	if err != nil {
 		return err

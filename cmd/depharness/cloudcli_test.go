@@ -235,3 +235,75 @@ func TestCloudCLIRefusesBadUsage(t *testing.T) {
 		}
 	})
 }
+
+// The compose seeding: a fake cloud with a state file, seeded by
+// create-gateway --exist-ok, create-app --exist-ok and push
+// --if-no-release, restarted and seeded again, keeps one gateway of that
+// identity, one app and one release, and serves the gateway's target as
+// before.
+func TestSeedingACloudThatKeepsItsStateIsIdempotent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cloud.json")
+	const uuid, key = "9d3a2f6b1c7e4d0a8b5f2e1c3a7d9b01", "seed-key"
+	image := "127.0.0.1:5000/apps/2@sha256:" + strings.Repeat("d", 64)
+	type seeded struct {
+		gw struct {
+			UUID, APIKey    string
+			DeviceID, AppID int64
+		}
+		app struct{ ID int64 }
+		rel struct {
+			ID     int64
+			Commit string
+		}
+	}
+	seed := func(c *fakeCloudRun) seeded {
+		var s seeded
+		c.mustCLI(t, &s.gw, "create-gateway", "--uuid", uuid, "--device-id", "1001", "--api-key", key, "--name", "gw", "--app-name", "gateways", "--exist-ok")
+		c.mustCLI(t, &s.app, "create-app", "--parent-app", fmt.Sprint(s.gw.AppID), "--name", "sensors", "--exist-ok")
+		c.mustCLI(t, &s.rel, "push", "--app", fmt.Sprint(s.app.ID), "--image", image, "--if-no-release")
+		return s
+	}
+	c1 := startFakeCloud(t, "--state-file", path, "--save-interval", "10ms")
+	first := seed(c1)
+	again := seed(c1) // a second run of the seeds changes nothing
+	if again != first {
+		t.Fatalf("seeding twice: got %+v, then %+v", first, again)
+	}
+	if code := c1.stop(); code != 0 {
+		t.Fatalf("fake-cloud exit %d, want 0", code)
+	}
+	c2 := startFakeCloud(t, "--state-file", path)
+	if after := seed(c2); after != first {
+		t.Errorf("seeding after a restart: got %+v, want %+v", after, first)
+	}
+	var apps []struct{ ID int64 }
+	c2.mustCLI(t, &apps, "apps")
+	if len(apps) != 1 {
+		t.Errorf("apps after the restart: got %d, want 1", len(apps))
+	}
+	// The gateway created by the first run's --gateway flag is still known
+	// too, with its key.
+	c2.uuid, c2.key = c1.uuid, c1.key
+	if st := c2.state(t); st.Dependent.Apps == nil {
+		t.Errorf("the first run's gateway has no target state after the restart: %+v", st)
+	}
+	// Another identity under the same uuid is refused.
+	if code, _, stderr := c2.cli(t, "create-gateway", "--uuid", uuid, "--api-key", "other", "--exist-ok"); code == 0 || !strings.Contains(stderr, "another identity") {
+		t.Errorf("create-gateway --exist-ok with another key: exit %d, stderr %q; want a refusal", code, stderr)
+	}
+	if code := c2.stop(); code != 0 {
+		t.Fatalf("fake-cloud exit %d, want 0", code)
+	}
+	// A state file that is not one is bad configuration: exit 2, file kept.
+	if err := os.WriteFile(path, []byte("{garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut syncBuffer
+	env := &cliEnv{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }}
+	if code := runMain(context.Background(), env, []string{"fake-cloud", "--listen", "127.0.0.1:0", "--state-file", path}); code != 2 {
+		t.Errorf("fake-cloud with a corrupt state file: exit %d, want 2; stderr %s", code, errOut.String())
+	}
+	if b, _ := os.ReadFile(path); string(b) != "{garbage" {
+		t.Errorf("the corrupt state file was changed to %q", b)
+	}
+}

@@ -33,6 +33,8 @@ func runFakeCloud(ctx context.Context, env *cliEnv, args []string) error {
 	reg := f.String("registry", "FAKE_CLOUD_REGISTRY", "", "host:port of the registry release images are pushed to; empty: releases must name a ready image")
 	seed := f.Int64("seed", "FAKE_CLOUD_SEED", 0, "seed of generated names, ids, keys and delay jitter; 0 picks one (logged)")
 	gateway := f.Bool("gateway", "FAKE_CLOUD_GATEWAY", false, "create one gateway at start and print API_ENDPOINT, DEVICE_UUID, DEVICE_ID, DEVICE_API_KEY on stdout")
+	stateFile := f.String("state-file", "FAKE_CLOUD_STATE_FILE", "", "keep the model in this file across restarts (loaded at start, saved after changes and at exit); empty keeps it in memory only")
+	saveInterval := f.Duration("save-interval", "FAKE_CLOUD_SAVE_INTERVAL", cloud.DefaultSaveInterval, "with --state-file, how soon a change is written")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -43,7 +45,10 @@ func runFakeCloud(ctx context.Context, env *cliEnv, args []string) error {
 	if *seed < 0 {
 		return usagef("--seed must not be negative")
 	}
-	opts := cloud.Options{Logger: log, AdminToken: *adminToken, Seed: uint64(*seed)}
+	if *saveInterval <= 0 {
+		return usagef("--save-interval must be positive")
+	}
+	opts := cloud.Options{Logger: log, AdminToken: *adminToken, Seed: uint64(*seed), StateFile: *stateFile, SaveInterval: *saveInterval}
 	if *reg != "" {
 		if _, _, err := net.SplitHostPort(*reg); err != nil {
 			return usagef("--registry %q: want host:port", *reg)
@@ -55,8 +60,12 @@ func runFakeCloud(ctx context.Context, env *cliEnv, args []string) error {
 	opts.Registerer = metrics
 	srv, err := cloud.New(opts)
 	if err != nil {
+		if *stateFile != "" {
+			return usageError{err} // an unusable state file is bad configuration
+		}
 		return err
 	}
+	defer srv.Close() // on early returns; the normal end reports its error
 	if *adminToken == "" {
 		log.Info("generated control API token", "admin_token", srv.AdminToken())
 	}
@@ -95,6 +104,9 @@ func runFakeCloud(ctx context.Context, env *cliEnv, args []string) error {
 		if !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("shutdown: %w", err)
 		}
+	}
+	if err := srv.Close(); err != nil {
+		return err
 	}
 	log.Info("fake cloud stopped")
 	return nil
