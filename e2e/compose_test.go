@@ -75,10 +75,11 @@ func compose(t testing.TB, root, project string, files []string, ports map[strin
 
 // TestComposeWorldsServeTheSeedPageExamples brings up docker-compose.yml
 // with docker-compose.scale.yml (two proxy+gateway pairs, one cloud, one
-// registry) as `make compose-up` does (on free host ports instead of the
-// defaults, on ports Docker picks), checks the seed page's curl examples against the published
-// proxy ports, rolls a release out to both
-// fleets with one push, and takes everything down with its volumes.
+// registry) as `make compose-up` does (on ports Docker picks instead of
+// the defaults), checks the seed page's curl examples against the published
+// proxy ports, rolls a release out to both fleets with one push, restarts
+// the cloud and the registry and runs the seeds again (nothing is lost or
+// added), and takes everything down with its volumes.
 func TestComposeWorldsServeTheSeedPageExamples(t *testing.T) {
 	requireDocker(t)
 	if _, err := exec.LookPath("docker-compose"); err != nil {
@@ -151,5 +152,38 @@ func TestComposeWorldsServeTheSeedPageExamples(t *testing.T) {
 	}
 	if len(gws) != 2 || gws[0].AppID != gws[1].AppID {
 		t.Errorf("gateways in the compose cloud: got %+v, want two of one gateway app", gws)
+	}
+
+	// The cloud and the registry keep their state on volumes: restarted,
+	// and with every seed run again by a second `up`, the world is as it
+	// was (one dependent app, on the pushed release; both gateways).
+	compose(t, root, project, files, ports, "restart", "-t", "5", "cloud", "registry")
+	compose(t, root, project, files, ports, "up", "-d", "--no-build")
+	ctl.BaseURL = "http://" + composePort(t, root, project, files, ports, "cloud", "48480")
+	awaitCond(t, time.Minute, "the restarted cloud keeps its model", func() (bool, string) {
+		apps, err := ctl.Apps(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		gws, err := ctl.Gateways(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		ok := len(apps) == 1 && apps[0].ID == 2 && apps[0].Release != nil && apps[0].Release.Commit == rel.Commit &&
+			apps[0].Devices == 20 && len(gws) == 2
+		return ok, fmt.Sprintf("apps %+v, %d gateways", apps, len(gws))
+	})
+	// The seeds did run twice (and succeeded: `up` waits for them).
+	if logs := compose(t, root, project, files, ports, "logs", "--no-color", "seed-app"); strings.Count(logs, `"sensors"`) < 2 {
+		t.Errorf("seed-app ran fewer than two times:\n%s", logs)
+	}
+	for _, addr := range proxies {
+		var apps []api.App
+		awaitCond(t, time.Minute, addr+" still on the pushed release", func() (bool, string) {
+			if err := getJSON(addr+"/v1/dependent-apps?apikey="+key, "", &apps); err != nil {
+				return false, err.Error()
+			}
+			return len(apps) == 1 && apps[0].Commit == rel.Commit, fmt.Sprint(apps)
+		})
 	}
 }
