@@ -1,7 +1,8 @@
 // Package cloud is a fake balena cloud: it serves the cloud protocol of
 // CONTRACT.md ("Cloud protocol": target state with ETag, provisioning, device
 // PATCH and lookup, the log stream) to any number of gateways, keeps its
-// whole model in memory, and offers what a test harness needs around it: a Go
+// whole model in memory (and, with Options.StateFile, on disk across
+// restarts), and offers what a test harness needs around it: a Go
 // control API and the same over HTTP under /control/v1/, fault knobs
 // (Delay, FailNext, Outage, Hang), await functions built on change
 // notification, a journal of received protocol requests, and Prometheus

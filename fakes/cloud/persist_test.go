@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // populateAll gives c a model with every kind of thing the state file keeps:
@@ -230,4 +232,35 @@ func TestABadStateFileIsRefusedAndLeftAsItIs(t *testing.T) {
 	if _, err := New(Options{StateFile: filepath.Join(dir, "no-such-dir", "cloud.json")}); err == nil {
 		t.Error("New with a state file in a missing directory: got nil, want an error")
 	}
+}
+
+// BenchmarkSaveAfterAChange10k is one Save of a model with 10,000 devices
+// after a device reported a new status: the time a change costs the
+// cloud's lock and the disk, at most once per save interval.
+func BenchmarkSaveAfterAChange10k(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "cloud.json")
+	s, err := New(Options{Seed: 1, StateFile: path, SaveInterval: time.Hour, Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	gw, err := s.CreateGateway(GatewaySpec{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	populate(b, s, gw, 3, 10_000)
+	uuid := s.Devices(DeviceFilter{})[0].UUID
+	for i := 0; b.Loop(); i++ {
+		s.mu.Lock()
+		s.devices[uuid].status = fmt.Sprint("s", i)
+		s.mu.Unlock()
+		if err := s.Save(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(st.Size())/(1<<20), "file-MiB")
 }
