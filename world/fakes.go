@@ -34,6 +34,11 @@ type FakesOptions struct {
 	AdminToken string
 	// RegistryDir, if set, keeps the registry's blobs on disk.
 	RegistryDir string
+	// CloudStateFile, if set, keeps the cloud's model on disk (loaded when
+	// it exists; see cloud.Options.StateFile). Release images name the
+	// registry's address: a world resumed from these files needs the
+	// registry on the same RegistryListen address.
+	CloudStateFile string
 	// Seed seeds both fakes; 0 draws one (logged by the cloud).
 	Seed int64
 	// Logger, if nil, discards.
@@ -94,6 +99,7 @@ func StartFakes(ctx context.Context, opts FakesOptions) (*Fakes, error) {
 		AdminToken: opts.AdminToken,
 		Seed:       uint64(opts.Seed),
 		Builder:    CloudBuilder(f.Images),
+		StateFile:  opts.CloudStateFile,
 	})
 	if err != nil {
 		f.Close()
@@ -123,13 +129,17 @@ func CloudBuilder(b *registry.Builder) cloud.ImageBuilder {
 	})
 }
 
-// Close stops the fakes' servers.
+// Close stops the fakes' servers (and writes the cloud's state file a last
+// time).
 func (f *Fakes) Close() error {
 	var errs []error
 	for i := len(f.servers) - 1; i >= 0; i-- {
 		errs = append(errs, f.servers[i].close())
 	}
 	f.servers = nil
+	if f.Cloud != nil {
+		errs = append(errs, f.Cloud.Close())
+	}
 	if f.Registry != nil {
 		errs = append(errs, f.Registry.Close())
 	}

@@ -37,7 +37,10 @@ type StackOptions struct {
 	Profile fleet.Profile
 	// Demo seeds the demo world: two dependent apps with releases. Without
 	// it the stack starts with no dependent app, and the fleet is
-	// provisioned once there is one.
+	// provisioned once there is one. A cloud that loaded a state file with
+	// a gateway is not seeded: the stack resumes as that gateway (the one
+	// named DemoGatewayName, else the first), with its apps, and the
+	// gateway app adopts the devices the proxy still has.
 	Demo bool
 	// Logger, if nil, discards.
 	Logger *slog.Logger
@@ -49,8 +52,12 @@ type Stack struct {
 	Proxy *Proxy
 	// Identity is the gateway device the proxy runs as.
 	Identity cloud.Gateway
-	// Apps are the demo's dependent apps (empty without Demo).
+	// Apps are the demo's dependent apps (empty without Demo). Resumed
+	// apps have no Files or Checksum: what was pushed is not known.
 	Apps []DemoApp
+	// Resumed tells that the cloud came from a state file with a gateway,
+	// so nothing was seeded.
+	Resumed bool
 	// Gateway and Fleet are nil with NoGateway.
 	Gateway *gateway.Gateway
 	Fleet   *fleet.Fleet
@@ -67,6 +74,9 @@ type Stack struct {
 	runErr  error
 	servers []*loopbackServer
 }
+
+// DemoGatewayName is the name of the gateway device StartStack creates.
+const DemoGatewayName = "gateway"
 
 // StartStack starts the fakes, creates the gateway identity and (with Demo)
 // the demo apps and releases, starts the reference proxy and, unless
@@ -86,13 +96,30 @@ func StartStack(ctx context.Context, opts StackOptions) (_ *Stack, err error) {
 			s.Close()
 		}
 	}()
-	s.Identity, err = fk.Cloud.CreateGateway(cloud.GatewaySpec{Name: "gateway", AppName: "gateway-fleet"})
-	if err != nil {
-		return nil, err
-	}
-	if opts.Demo {
-		if s.Apps, err = SeedDemo(ctx, fk, s.Identity); err != nil {
-			return nil, fmt.Errorf("seed demo world: %w", err)
+	if gws := fk.Cloud.Gateways(); len(gws) > 0 {
+		s.Resumed = true
+		s.Identity = gws[0]
+		for _, gw := range gws {
+			if gw.Name == DemoGatewayName {
+				s.Identity = gw
+				break
+			}
+		}
+		for _, a := range fk.Cloud.Apps() {
+			if a.ParentApp == s.Identity.AppID && a.Release != nil {
+				s.Apps = append(s.Apps, DemoApp{App: a, Release: *a.Release})
+			}
+		}
+		log.Info("resuming the world of the cloud's state file", "gateway", s.Identity.UUID, "apps", len(s.Apps))
+	} else {
+		s.Identity, err = fk.Cloud.CreateGateway(cloud.GatewaySpec{Name: DemoGatewayName, AppName: "gateway-fleet"})
+		if err != nil {
+			return nil, err
+		}
+		if opts.Demo {
+			if s.Apps, err = SeedDemo(ctx, fk, s.Identity); err != nil {
+				return nil, fmt.Errorf("seed demo world: %w", err)
+			}
 		}
 	}
 	var hookLn net.Listener
@@ -131,7 +158,9 @@ func (s *Stack) startGateway(ctx context.Context, opts StackOptions, hookLn net.
 	}
 	checksums := map[[2]string]string{}
 	for _, a := range s.Apps {
-		checksums[[2]string{fmt.Sprint(a.App.ID), a.Release.Commit}] = a.Checksum
+		if a.Checksum != "" {
+			checksums[[2]string{fmt.Sprint(a.App.ID), a.Release.Commit}] = a.Checksum
+		}
 	}
 	s.GatewayMetrics = prometheus.NewRegistry()
 	var appIDs []int64
@@ -276,10 +305,29 @@ func demoFirmware(name string, version, n int) []byte {
 	return b
 }
 
+// FleetConvergence is Convergence over the devices the reference gateway
+// manages (every device of the gateway identity with NoGateway): a resumed
+// world may hold devices of an earlier, larger fleet that no one manages.
+func (s *Stack) FleetConvergence() (converged, total int) {
+	if s.Gateway == nil {
+		return s.Convergence(s.Identity.UUID)
+	}
+	managed := map[string]bool{}
+	for _, u := range s.Gateway.UUIDs() {
+		managed[u] = true
+	}
+	return s.convergence(s.Identity.UUID, managed)
+}
+
 // Convergence counts the dependent devices of gateway gw whose commit, as
 // the cloud last heard it from the supervisor, is their app's latest
 // release: the end-to-end measure of a rollout.
 func (f *Fakes) Convergence(gw string) (converged, total int) {
+	return f.convergence(gw, nil)
+}
+
+// convergence is Convergence over the devices of only (all if nil).
+func (f *Fakes) convergence(gw string, only map[string]bool) (converged, total int) {
 	latest := map[int64]string{}
 	for _, a := range f.Cloud.Apps() {
 		if a.Release != nil {
@@ -287,6 +335,9 @@ func (f *Fakes) Convergence(gw string) (converged, total int) {
 		}
 	}
 	for _, d := range f.Cloud.Devices(cloud.DeviceFilter{Gateway: gw}) {
+		if only != nil && !only[d.UUID] {
+			continue
+		}
 		total++
 		if c, ok := latest[d.AppID]; ok && d.IsOnCommit != nil && *d.IsOnCommit == c {
 			converged++

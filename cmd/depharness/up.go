@@ -25,7 +25,8 @@ func init() {
 func runUp(ctx context.Context, env *cliEnv, args []string) error {
 	f := newFlags(env, "up", "Start the fake cloud, the fake registry, the reference proxy, the reference gateway app and a\n"+
 		"fleet of simulated devices in one process, with a seeded demo world, then roll a new release out.")
-	dataDir := f.String("data-dir", "DEPHARNESS_DATA_DIR", "data", "state directory (the proxy's DATA_DIR is <data-dir>/proxy, wiped at start)")
+	dataDir := f.String("data-dir", "DEPHARNESS_DATA_DIR", "data", "state directory: the cloud's model (cloud.json), the registry's blobs (registry/) and the proxy's DATA_DIR (proxy/); a world found there is resumed")
+	fresh := f.Bool("fresh", "DEPHARNESS_FRESH", false, "discard the world in --data-dir and start a new one")
 	devices := f.Int("devices", "DEPHARNESS_DEVICES", 20, "number of simulated dependent devices")
 	profile := f.String("profile", "DEPHARNESS_PROFILE", "", "fleet profile JSON file (its count is overridden by --devices)")
 	seed := f.Int64("seed", "DEPHARNESS_SEED", 1, "seed of the fakes and the fleet")
@@ -63,12 +64,16 @@ func runUp(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	}
 	prof.Count = *devices
-	proxyDir := filepath.Join(*dataDir, "proxy")
-	if err := os.RemoveAll(proxyDir); err != nil {
+	dirs, err := prepareDataDir(*dataDir, *fresh)
+	if err != nil {
 		return usagef("data dir: %v", err)
 	}
+	proxyDir := dirs.proxy
 	opts := world.StackOptions{
-		Fakes: world.FakesOptions{CloudListen: *cloudListen, RegistryListen: *registryListen, AdminToken: *adminToken, Seed: *seed, Logger: log},
+		Fakes: world.FakesOptions{
+			CloudListen: *cloudListen, RegistryListen: *registryListen, AdminToken: *adminToken, Seed: *seed, Logger: log,
+			CloudStateFile: dirs.cloudState, RegistryDir: dirs.registry,
+		},
 		Proxy: world.ProxyOptions{
 			DataDir: proxyDir, Listen: *listen, MetricsListen: *metrics, APIKey: *apiKey,
 			PollInterval: *poll, HookRetryInterval: *retry,
@@ -125,6 +130,37 @@ func runUp(ctx context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
+// upDirs are the parts of up's data directory.
+type upDirs struct{ cloudState, registry, proxy string }
+
+// prepareDataDir lays out dir for a world: kept as it is when it holds a
+// cloud state file (the world resumes), else (or with fresh) emptied of
+// what up keeps there, since a proxy's or registry's state without the
+// cloud it belongs to cannot be resumed.
+func prepareDataDir(dir string, fresh bool) (upDirs, error) {
+	d := upDirs{
+		cloudState: filepath.Join(dir, "cloud.json"),
+		registry:   filepath.Join(dir, "registry"),
+		proxy:      filepath.Join(dir, "proxy"),
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return d, err
+	}
+	_, err := os.Stat(d.cloudState)
+	switch {
+	case err == nil && !fresh:
+		return d, nil
+	case err != nil && !os.IsNotExist(err):
+		return d, err
+	}
+	for _, p := range []string{d.cloudState, d.registry, d.proxy} {
+		if err := os.RemoveAll(p); err != nil {
+			return d, err
+		}
+	}
+	return d, nil
+}
+
 // upExports are the shell lines that make the seed page's curl examples
 // work against the world.
 func upExports(st *world.Stack) string {
@@ -144,7 +180,7 @@ func followRollout(ctx context.Context, st *world.Stack, p *load.Progress, what 
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		conv, total := st.Convergence(st.Identity.UUID)
+		conv, total := st.FleetConvergence()
 		if total < want {
 			total = want
 		}
