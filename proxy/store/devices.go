@@ -397,8 +397,8 @@ func (s *Store) ApplyReport(ctx context.Context, uuid string, r Report) (d Devic
 	}
 	// Prepared on the writer before the transaction takes its only
 	// connection; bound to the transaction inside.
-	var stmts [4]*sql.Stmt
-	for i, q := range []string{deviceLookupForWrite, applyReportUpdate, outboxInsert, deviceByUUID} {
+	var stmts [6]*sql.Stmt
+	for i, q := range []string{deviceLookupForWrite, applyReportUpdate, outboxInsert, deviceByUUID, updateTargetQuery, setUpdateAcked} {
 		if stmts[i], err = s.prepared(ctx, s.w, q); err != nil {
 			return Device{}, false, fmt.Errorf("store: apply report %s: %w", uuid, err)
 		}
@@ -444,7 +444,7 @@ func (s *Store) ApplyReport(ctx context.Context, uuid string, r Report) (d Devic
 		if d, err = scanDevice(tx.StmtContext(ctx, stmts[3]).QueryRowContext(ctx, uuid)); err != nil {
 			return err
 		}
-		t, ok, err := deviceUpdateTarget(ctx, tx, uuid)
+		t, ok, err := scanUpdateTarget(tx.StmtContext(ctx, stmts[4]).QueryRowContext(ctx, uuid))
 		if err != nil || !ok {
 			return err
 		}
@@ -456,7 +456,7 @@ func (s *Store) ApplyReport(ctx context.Context, uuid string, r Report) (d Devic
 		if err != nil || !match {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE devices SET update_acked = ? WHERE uuid = ?`, canon, uuid); err != nil {
+		if _, err := tx.StmtContext(ctx, stmts[5]).ExecContext(ctx, canon, uuid); err != nil {
 			return err
 		}
 		d.UpdateAcked = &canon

@@ -108,20 +108,15 @@ func ReportedMatchesTarget(t UpdateTarget, reportedCommit, environmentJSON, conf
 // the device has none: its app has no downloaded commit yet, or it is marked
 // for deletion. ErrNotFound if the device does not exist.
 func (s *Store) DeviceUpdateTarget(ctx context.Context, uuid string) (t UpdateTarget, ok bool, err error) {
-	return deviceUpdateTarget(ctx, s.r, uuid)
+	st, err := s.prepared(ctx, s.r, updateTargetQuery)
+	if err != nil {
+		return UpdateTarget{}, false, fmt.Errorf("store: device update target: %w", err)
+	}
+	return scanUpdateTarget(st.QueryRowContext(ctx, uuid))
 }
 
-// queryer is what *sql.DB and *sql.Tx share for reads.
-type queryer interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-// deviceUpdateTarget reads uuid's update target through q (a transaction, so
-// that a caller can compare and write atomically, or the reader pool).
-func deviceUpdateTarget(ctx context.Context, q queryer, uuid string) (UpdateTarget, bool, error) {
-	return scanUpdateTarget(q.QueryRowContext(ctx, updateTargetQuery, uuid))
-}
+// setUpdateAcked records the acknowledged canonical target of a device.
+const setUpdateAcked = `UPDATE devices SET update_acked = ? WHERE uuid = ?`
 
 const updateTargetQuery = `
 SELECT d.app_id, d.marked_for_delete, d.target_environment, d.target_config, a.current_commit

@@ -141,9 +141,11 @@ func (s *Store) NextOutbox(ctx context.Context, kind string, limit int) ([]Outbo
 	if limit <= 0 {
 		limit = 1
 	}
-	rows, err := s.r.QueryContext(ctx, `
-SELECT seq, kind, device_uuid, cloud_id, payload, created_at FROM outbox
-WHERE kind = ? ORDER BY seq LIMIT ?`, kind, limit)
+	st, err := s.prepared(ctx, s.r, nextOutbox)
+	if err != nil {
+		return nil, fmt.Errorf("store: next outbox: %w", err)
+	}
+	rows, err := st.QueryContext(ctx, kind, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: next outbox: %w", err)
 	}
@@ -233,12 +235,23 @@ func (s *Store) OutboxDepth(ctx context.Context, kind string) (int64, error) {
 	if err := checkKind(kind); err != nil {
 		return 0, err
 	}
+	st, err := s.prepared(ctx, s.r, outboxDepth)
+	if err != nil {
+		return 0, fmt.Errorf("store: outbox depth: %w", err)
+	}
 	var n int64
-	if err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox WHERE kind = ?`, kind).Scan(&n); err != nil {
+	if err := st.QueryRowContext(ctx, kind).Scan(&n); err != nil {
 		return 0, fmt.Errorf("store: outbox depth: %w", err)
 	}
 	return n, nil
 }
+
+const (
+	nextOutbox = `
+SELECT seq, kind, device_uuid, cloud_id, payload, created_at FROM outbox
+WHERE kind = ? ORDER BY seq LIMIT ?`
+	outboxDepth = `SELECT COUNT(*) FROM outbox WHERE kind = ?`
+)
 
 func checkKind(kind string) error {
 	if kind != OutboxPatch && kind != OutboxLog {
