@@ -328,26 +328,30 @@ func writeFileAtomic(path string, b []byte) error {
 }
 
 // saveLoop saves after changes, at most once per interval, until stop is
-// closed.
+// closed. Each pass takes the change channel before it saves, so that a
+// change made during or after the save wakes the next pass: none is missed.
+// A failed save is tried again after the interval.
 func (s *Server) saveLoop(interval time.Duration, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	for {
 		s.mu.Lock()
 		changed := s.changed
 		s.mu.Unlock()
-		select {
-		case <-stop:
-			return
-		case <-changed:
+		if err := s.Save(); err != nil {
+			// Try again after the interval, change or not.
+			s.metrics.stateSaveErrors.Inc()
+			s.log.Error("saving the state file", "file", s.stateFile, "err", err)
+		} else {
+			select {
+			case <-stop:
+				return
+			case <-changed:
+			}
 		}
 		select {
 		case <-stop:
 			return
 		case <-time.After(interval):
-		}
-		if err := s.Save(); err != nil {
-			s.metrics.stateSaveErrors.Inc()
-			s.log.Error("saving the state file", "file", s.stateFile, "err", err)
 		}
 	}
 }

@@ -155,23 +155,43 @@ func TestAChangeReachesTheStateFileWithoutClose(t *testing.T) {
 	t.Cleanup(func() { c1.Close() })
 	gw, err := c1.CreateGateway(GatewaySpec{})
 	mustNoErr(t, err)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		b, err := os.ReadFile(path)
-		mustNoErr(t, err)
-		if bytes.Contains(b, []byte(gw.UUID)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the new gateway did not reach the state file within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	awaitInFile(t, path, gw.UUID)
 	c2 := newTestCloud(t, Options{StateFile: path})
 	t.Cleanup(func() { c2.Close() })
 	if _, err := c2.Gateway(gw.UUID); err != nil {
 		t.Errorf("a cloud started from the file does not know the gateway: %v", err)
 	}
+}
+
+// awaitInFile waits until the file at path holds want.
+func awaitInFile(t *testing.T, path, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if b, err := os.ReadFile(path); err == nil && bytes.Contains(b, []byte(want)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not reach %s within 10s", want, path)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A save that fails (here: its directory is gone) is tried again without
+// waiting for another change.
+func TestAFailedSaveIsRetried(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	mustNoErr(t, os.Mkdir(dir, 0o755))
+	path := filepath.Join(dir, "cloud.json")
+	c := newTestCloud(t, Options{StateFile: path, SaveInterval: 10 * time.Millisecond})
+	t.Cleanup(func() { c.Close() })
+	mustNoErr(t, os.RemoveAll(dir))
+	gw, err := c.CreateGateway(GatewaySpec{})
+	mustNoErr(t, err)
+	time.Sleep(50 * time.Millisecond) // some saves fail meanwhile
+	mustNoErr(t, os.Mkdir(dir, 0o755))
+	awaitInFile(t, path, gw.UUID)
 }
 
 func TestAnUnchangedModelIsNotWrittenAgain(t *testing.T) {
