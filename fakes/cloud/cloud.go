@@ -102,9 +102,12 @@ type Server struct {
 	pcg     *mrand.PCG    // the source of rng, kept in the state file
 	rng     *mrand.Rand   // guarded by mu
 	changed chan struct{} // closed and replaced on every change; guarded by mu
-	model                 // guarded by mu
-	journal journal       // guarded by mu
-	held    int           // requests held by Hang; guarded by mu
+	// modelChanged is closed and replaced on every change of the model
+	// (not of the journal); guarded by mu.
+	modelChanged chan struct{}
+	model                // guarded by mu
+	journal      journal // guarded by mu
+	held         int     // requests held by Hang; guarded by mu
 }
 
 // New returns a fake cloud configured by opts.
@@ -117,6 +120,8 @@ func New(opts Options) (*Server, error) {
 		builder:    opts.Builder,
 		gatherer:   opts.Gatherer,
 		changed:    make(chan struct{}),
+
+		modelChanged: make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -220,8 +225,17 @@ func (s *Server) routes() http.Handler {
 	return mux
 }
 
-// notifyLocked wakes every waiter of the await functions.
+// notifyLocked tells that the model changed: it wakes every waiter of the
+// await functions and the state-file saver.
 func (s *Server) notifyLocked() {
+	s.wakeLocked()
+	close(s.modelChanged)
+	s.modelChanged = make(chan struct{})
+}
+
+// wakeLocked wakes every waiter of the await functions, for changes outside
+// the model (the journal, held requests) that the state file does not keep.
+func (s *Server) wakeLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
 }

@@ -327,7 +327,7 @@ func closeConn(w http.ResponseWriter) {
 func (s *Server) heldDelta(d int) {
 	s.mu.Lock()
 	s.held += d
-	s.notifyLocked()
+	s.wakeLocked()
 	s.mu.Unlock()
 }
 

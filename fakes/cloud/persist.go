@@ -2,11 +2,13 @@ package cloud
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -101,9 +103,9 @@ func (s *Server) snapshotLocked() (*snapshot, error) {
 	sn := &snapshot{
 		Version: stateFileVersion, AdminToken: s.adminToken, Seed: s.seed, Random: rnd,
 		NextAppID: s.nextAppID, NextDeviceID: s.nextDeviceID, NextReleaseID: s.nextReleaseID,
-		AppIDs: sortedKeys(s.appIDs), DeviceIDs: sortedKeys(s.deviceIDs),
+		AppIDs: slices.Sorted(maps.Keys(s.appIDs)), DeviceIDs: slices.Sorted(maps.Keys(s.deviceIDs)),
 	}
-	for _, id := range sortedKeys(s.gatewayApps) {
+	for _, id := range slices.Sorted(maps.Keys(s.gatewayApps)) {
 		ga := s.gatewayApps[id]
 		sn.GatewayApps = append(sn.GatewayApps, snapGatewayApp{ID: ga.id, Name: ga.name})
 	}
@@ -111,17 +113,17 @@ func (s *Server) snapshotLocked() (*snapshot, error) {
 	for _, gw := range s.gateways {
 		gws = append(gws, gw)
 	}
-	slices.SortFunc(gws, func(a, b *gateway) int { return int(a.deviceID - b.deviceID) })
+	slices.SortFunc(gws, func(a, b *gateway) int { return cmp.Compare(a.deviceID, b.deviceID) })
 	for _, gw := range gws {
 		sn.Gateways = append(sn.Gateways, snapGateway{UUID: gw.uuid, DeviceID: gw.deviceID, APIKey: gw.apiKey,
 			Name: gw.name, AppID: gw.app.id, DroppedLogs: gw.droppedLogs})
 	}
-	for _, id := range sortedKeys(s.apps) {
+	for _, id := range slices.Sorted(maps.Keys(s.apps)) {
 		a := s.apps[id]
 		sn.Apps = append(sn.Apps, snapApp{ID: a.id, Name: a.name, ParentApp: a.parent.id,
 			Config: a.config, Environment: a.env, Releases: a.releases})
 	}
-	for _, id := range sortedKeys(s.devicesByID) {
+	for _, id := range slices.Sorted(maps.Keys(s.devicesByID)) {
 		d := s.devicesByID[id]
 		sd := snapDevice{ID: d.id, UUID: d.uuid, Name: d.name, DeviceType: d.deviceType, AppID: d.app.id,
 			Environment: d.env, Config: d.config, Restart: d.restart, RegisteredAt: d.registeredAt,
@@ -133,15 +135,6 @@ func (s *Server) snapshotLocked() (*snapshot, error) {
 		sn.Devices = append(sn.Devices, sd)
 	}
 	return sn, nil
-}
-
-func sortedKeys[V any](m map[int64]V) []int64 {
-	out := make([]int64, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // restoreLocked replaces the (empty) model by sn's, checking that every
@@ -335,7 +328,7 @@ func (s *Server) saveLoop(interval time.Duration, stop <-chan struct{}, done cha
 	defer close(done)
 	for {
 		s.mu.Lock()
-		changed := s.changed
+		changed := s.modelChanged
 		s.mu.Unlock()
 		if err := s.Save(); err != nil {
 			// Try again after the interval, change or not.

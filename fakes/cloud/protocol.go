@@ -97,7 +97,7 @@ func (s *Server) record(req Request, start time.Time) {
 	s.log.Debug("request", "method", req.Method, "path", req.Path, "route", req.Route, "status", req.Status, "fault", req.Fault, "duration", req.Duration)
 	s.mu.Lock()
 	s.journal.addLocked(req)
-	s.notifyLocked()
+	s.wakeLocked()
 	s.mu.Unlock()
 }
 
