@@ -149,7 +149,8 @@ Feature: Dependent device update
       {"status": "Idle", "commit": "{commit R1}"}
       """
     And the cloud is reachable again
-    Then the cloud eventually has device "D" with:
+    # Kept: an older update delivered after the newest would undo it.
+    Then the cloud eventually has device "D", and keeps for 2 retry intervals, with:
       | field         | value         |
       | status        | "Idle"        |
       | is_online     | true          |

@@ -51,6 +51,7 @@ func registerWorldSteps(sc stepper) {
 	sc.Step(`^the cloud fails the next (\d+) state requests with (\d{3})$`, cloudFailsState)
 	sc.Step(`^the cloud has device "([^"]*)" in app "([^"]*)", managed by this gateway, of type "([^"]*)"$`, cloudHasDevice)
 	sc.Step(`^the cloud eventually has device "([^"]*)" with:$`, cloudEventuallyHasDevice)
+	sc.Step(`^the cloud eventually has device "([^"]*)", and keeps for (\d+) retry intervals?, with:$`, cloudEventuallyKeepsDevice)
 	sc.Step(`^the cloud's device "([^"]*)" has no environment variable "([^"]*)"$`, cloudDeviceLacksEnv)
 	sc.Step(`^the cloud eventually received exactly these log lines:$`, cloudReceivedLogs)
 	sc.Step(`^the cloud eventually received the log line "([^"]*)" for "([^"]*)" stamped with the time it was sent$`, cloudReceivedStampedLog)
@@ -420,6 +421,19 @@ func cloudHasDevice(ctx context.Context, alias, appName, deviceType string) erro
 }
 
 func cloudEventuallyHasDevice(ctx context.Context, alias string, t *godog.Table) error {
+	return cloudDeviceReaches(ctx, alias, 0, t)
+}
+
+// cloudEventuallyKeepsDevice is cloudEventuallyHasDevice, then the cloud's
+// device must keep matching for n retry intervals: a later delivery of an
+// older report (updates delivered out of order) would undo the match.
+func cloudEventuallyKeepsDevice(ctx context.Context, alias string, n int, t *godog.Table) error {
+	return cloudDeviceReaches(ctx, alias, n, t)
+}
+
+// cloudDeviceReaches waits until the cloud's view of the device matches t,
+// then, for keep retry intervals, until it stops matching (an error).
+func cloudDeviceReaches(ctx context.Context, alias string, keep int, t *godog.Table) error {
 	st := scenarioOf(ctx)
 	d, err := st.device(alias)
 	if err != nil {
@@ -435,15 +449,17 @@ func cloudEventuallyHasDevice(ctx context.Context, alias string, t *godog.Table)
 		_ = json.Unmarshal(b, &m)
 		return m
 	}
-	matches := func(dev cloudapi.Device) bool {
+	diff := func(dev cloudapi.Device) []string {
 		m := fields(dev)
+		var diffs []string
 		for _, k := range order {
 			if !reflect.DeepEqual(m[k], want[k]) {
-				return false
+				diffs = append(diffs, fmt.Sprintf("%s: got %v, want %v", k, m[k], want[k]))
 			}
 		}
-		return true
+		return diffs
 	}
+	matches := func(dev cloudapi.Device) bool { return len(diff(dev)) == 0 }
 	actx, cancel := st.awaitCtx(ctx)
 	defer cancel()
 	got, err := st.world.Cloud.AwaitDevice(actx, d.uuid, matches)
@@ -451,14 +467,20 @@ func cloudEventuallyHasDevice(ctx context.Context, alias string, t *godog.Table)
 		return fmt.Errorf("cloud device %s: %w", alias, err)
 	}
 	if err != nil {
-		m := fields(got)
-		var diffs []string
-		for _, k := range order {
-			if !reflect.DeepEqual(m[k], want[k]) {
-				diffs = append(diffs, fmt.Sprintf("%s: got %v, want %v", k, m[k], want[k]))
-			}
-		}
-		return fmt.Errorf("cloud device %s, within %s: %s", alias, st.cfg.Timing.Await, strings.Join(diffs, "; "))
+		return fmt.Errorf("cloud device %s, within %s: %s", alias, st.cfg.Timing.Await, strings.Join(diff(got), "; "))
+	}
+	if keep == 0 {
+		return nil
+	}
+	window := time.Duration(keep) * st.cfg.Timing.Retry
+	wctx, wcancel := context.WithTimeout(ctx, window)
+	defer wcancel()
+	changed, err := st.world.Cloud.AwaitDevice(wctx, d.uuid, func(dev cloudapi.Device) bool { return !matches(dev) })
+	if err == nil {
+		return fmt.Errorf("cloud device %s matched, then changed within %s: %s", alias, window, strings.Join(diff(changed), "; "))
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	return nil
 }
