@@ -7,15 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"path"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/fakes/registry"
 )
 
 func init() {
@@ -280,29 +278,15 @@ func cloudApps(ctx context.Context, env *cliEnv, name string, args []string) err
 // readAssetDir reads the regular files under dir into image paths under
 // prefix (hidden files included; symlinks and special files are an error).
 func readAssetDir(dir, prefix string) (map[string][]byte, error) {
-	files := map[string][]byte{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return nil
-		}
-		if !d.Type().IsRegular() {
-			return fmt.Errorf("%s is not a regular file", p)
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		files[path.Join(prefix, filepath.ToSlash(rel))] = data
-		return nil
-	})
-	return files, err
+	rel, err := registry.FilesFromDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	files := make(map[string][]byte, len(rel))
+	for p, data := range rel {
+		files[path.Join(prefix, p)] = data
+	}
+	return files, nil
 }
 
 func cloudPush(ctx context.Context, env *cliEnv, name string, args []string) error {
