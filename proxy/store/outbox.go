@@ -176,9 +176,20 @@ func (s *Store) AckOutbox(ctx context.Context, kind string, uptoSeq int64) (int6
 	if err := checkKind(kind); err != nil {
 		return 0, err
 	}
+	n, err := s.deleteOutbox(ctx, kind, `DELETE FROM outbox WHERE kind = ? AND seq <= ?`, uptoSeq)
+	if err != nil {
+		return 0, fmt.Errorf("store: ack outbox: %w", err)
+	}
+	return n, nil
+}
+
+// deleteOutbox runs del (a DELETE of outbox rows of kind, with arg as its
+// second parameter) and, for log rows, takes what it deleted off the
+// durable count of buffered log lines, in one transaction.
+func (s *Store) deleteOutbox(ctx context.Context, kind, del string, arg any) (int64, error) {
 	var n int64
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE kind = ? AND seq <= ?`, kind, uptoSeq)
+		res, err := tx.ExecContext(ctx, del, kind, arg)
 		if err != nil {
 			return err
 		}
@@ -188,10 +199,7 @@ func (s *Store) AckOutbox(ctx context.Context, kind string, uptoSeq int64) (int6
 		_, err = tx.ExecContext(ctx, `UPDATE meta SET value = CAST(MAX(CAST(value AS INTEGER) - ?, 0) AS TEXT) WHERE key = ?`, n, metaLogRows)
 		return err
 	})
-	if err != nil {
-		return 0, fmt.Errorf("store: ack outbox: %w", err)
-	}
-	return n, nil
+	return n, err
 }
 
 // AckOutboxRows deletes the rows of kind whose seq is in seqs, in one
@@ -211,19 +219,7 @@ func (s *Store) AckOutboxRows(ctx context.Context, kind string, seqs []int64) (i
 	if err != nil {
 		return 0, fmt.Errorf("store: ack outbox rows: %w", err)
 	}
-	var n int64
-	err = s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `
-DELETE FROM outbox WHERE kind = ? AND seq IN (SELECT value FROM json_each(?))`, kind, string(list))
-		if err != nil {
-			return err
-		}
-		if n, err = res.RowsAffected(); err != nil || n == 0 || kind != OutboxLog {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `UPDATE meta SET value = CAST(MAX(CAST(value AS INTEGER) - ?, 0) AS TEXT) WHERE key = ?`, n, metaLogRows)
-		return err
-	})
+	n, err := s.deleteOutbox(ctx, kind, `DELETE FROM outbox WHERE kind = ? AND seq IN (SELECT value FROM json_each(?))`, string(list))
 	if err != nil {
 		return 0, fmt.Errorf("store: ack outbox rows: %w", err)
 	}
