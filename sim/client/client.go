@@ -372,7 +372,7 @@ func (c *Client) once(ctx context.Context, method, path string, h http.Header, b
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, c.redact(err, path)
 	}
 	if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusNotModified {
 		return resp, nil
@@ -381,6 +381,22 @@ func (c *Client) once(ctx context.Context, method, path string, h http.Header, b
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	return nil, &Error{Method: method, Path: path, StatusCode: resp.StatusCode, Body: strings.TrimSpace(string(b))}
+}
+
+// redact keeps the API key out of a transport error: Go's *url.Error
+// carries the whole request URL, and the key rides in its query in
+// KeyInQuery mode, so a logged "connection refused" would print it.
+func (c *Client) redact(err error, path string) error {
+	var ue *url.Error
+	if c.key == "" || !errors.As(err, &ue) {
+		return err
+	}
+	u := c.base.String() + path
+	if c.mode == KeyInQuery {
+		u += "?apikey=REDACTED"
+	}
+	ue.URL = u
+	return err
 }
 
 // drain reads and closes a response body so the connection can be reused.

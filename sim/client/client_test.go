@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -178,3 +179,30 @@ func TestUpdateDeviceSendsAnEmptyEnvironmentAsAnObject(t *testing.T) {
 }
 
 func errorsAs(err error, target **client.Error) bool { return errors.As(err, target) }
+
+func TestTransportErrorsNeverCarryTheKey(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now: every request fails in the transport
+	for _, mode := range []client.KeyMode{client.KeyInQuery, client.KeyInHeader} {
+		c := newClient(t, "http://"+addr, mode, key)
+		for name, call := range map[string]func() error{
+			"ping":    func() error { return c.Ping(ctxT(t)) },
+			"devices": func() error { _, err := c.Devices(ctxT(t)); return err },
+		} {
+			err := call()
+			if err == nil {
+				t.Fatalf("mode %d, %s: got no error, want a connection error", mode, name)
+			}
+			if strings.Contains(err.Error(), key) {
+				t.Errorf("mode %d, %s: error %q carries the API key", mode, name, err)
+			}
+			if !strings.Contains(err.Error(), addr) {
+				t.Errorf("mode %d, %s: error %q does not name the address any more, want it kept", mode, name, err)
+			}
+		}
+	}
+}
