@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -142,7 +143,7 @@ type controlHandler func(w http.ResponseWriter, r *http.Request) error
 func (s *Server) control(h controlHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(tok), []byte(s.adminToken)) != 1 {
+		if !ok || !strings.EqualFold(scheme, "Bearer") || !s.isAdminToken(tok) {
 			writeError(s.log, w, errorf(http.StatusUnauthorized, "Unauthorized: the control API needs Authorization: Bearer <admin token>"))
 			return
 		}
@@ -150,6 +151,14 @@ func (s *Server) control(h controlHandler) http.Handler {
 			writeError(s.log, w, err)
 		}
 	})
+}
+
+// isAdminToken compares tok with the admin token in constant time, length
+// included: both sides are hashed first, since subtle.ConstantTimeCompare
+// returns at once when the lengths differ.
+func (s *Server) isAdminToken(tok string) bool {
+	got, want := sha256.Sum256([]byte(tok)), sha256.Sum256([]byte(s.adminToken))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
 // decodeControl decodes a control body strictly: unknown fields are errors.
