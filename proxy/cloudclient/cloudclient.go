@@ -266,9 +266,28 @@ func (c *Client) Provision(ctx context.Context, appID int64, deviceType, uuid st
 
 // PatchDevice sends patch to the cloud device id.
 func (c *Client) PatchDevice(ctx context.Context, id int64, patch cloudapi.DevicePatch) error {
+	if c.v.On("cloud-patch-drop-offline") && patch.IsOnline != nil && !*patch.IsOnline {
+		patch.IsOnline = nil
+		if patch == (cloudapi.DevicePatch{}) {
+			return nil
+		}
+	}
 	var v any = patch
 	if c.v.On("cloud-patch-commit-field") && patch.IsOnCommit != nil {
 		v = map[string]any{"status": patch.Status, "is_online": patch.IsOnline, "commit": *patch.IsOnCommit}
+	}
+	if c.v.On("cloud-patch-environment") {
+		m := map[string]any{"environment": map[string]string{}}
+		if patch.Status != nil {
+			m["status"] = *patch.Status
+		}
+		if patch.IsOnline != nil {
+			m["is_online"] = *patch.IsOnline
+		}
+		if patch.IsOnCommit != nil {
+			m["is_on__commit"] = *patch.IsOnCommit
+		}
+		v = m
 	}
 	body, err := json.Marshal(v)
 	if err != nil {

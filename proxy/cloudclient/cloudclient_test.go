@@ -485,6 +485,37 @@ func TestViolationsBreakTheWireFormat(t *testing.T) {
 			t.Errorf("body = %s, want commit without is_on__commit", *body)
 		}
 	})
+	t.Run("cloud-patch-environment adds an environment field", func(t *testing.T) {
+		c, mt, _ := newMockClient(t)
+		c.v = violation.Set{"cloud-patch-environment": true}
+		body := capture(t, mt, "PATCH "+testBase+"/v6/device(31)")
+		status := "Idle"
+		if err := c.PatchDevice(context.Background(), 31, cloudapi.DevicePatch{Status: &status}); err != nil {
+			t.Fatal(err)
+		}
+		if *body != `{"environment":{},"status":"Idle"}` {
+			t.Errorf("body = %s, want status and an environment", *body)
+		}
+	})
+	t.Run("cloud-patch-drop-offline leaves is_online false out", func(t *testing.T) {
+		c, mt, _ := newMockClient(t)
+		c.v = violation.Set{"cloud-patch-drop-offline": true}
+		body := capture(t, mt, "PATCH "+testBase+"/v6/device(31)")
+		status, off := "Idle", false
+		if err := c.PatchDevice(context.Background(), 31, cloudapi.DevicePatch{Status: &status, IsOnline: &off}); err != nil {
+			t.Fatal(err)
+		}
+		if *body != `{"status":"Idle"}` {
+			t.Errorf("body = %s, want status alone", *body)
+		}
+		*body = "none"
+		if err := c.PatchDevice(context.Background(), 31, cloudapi.DevicePatch{IsOnline: &off}); err != nil {
+			t.Fatal(err)
+		}
+		if *body != "none" {
+			t.Errorf("a patch of is_online false alone was sent: %s", *body)
+		}
+	})
 	t.Run("cloud-logs-json-array sends one array", func(t *testing.T) {
 		c, mt, _ := newMockClient(t)
 		c.v = violation.Set{"cloud-logs-json-array": true}

@@ -456,6 +456,23 @@ func TestViolations(t *testing.T) {
 			got := e.cloud.Patches()
 			return got[0] == patchWant(11, "first"), fmt.Sprint(got)
 		}},
+		{"outbox-late-older-patch", func(t *testing.T, e *env) (bool, string) {
+			e.report("dev-a", "first")
+			e.report("dev-a", "second")
+			e.run()
+			waitFor(t, "both patches", func() bool { return len(e.cloud.Patches()) == 2 })
+			time.Sleep(lateDelay + 500*time.Millisecond)
+			got := e.cloud.Patches()
+			return len(got) == 2 && got[1] == patchWant(11, "second"), fmt.Sprint(got)
+		}},
+		{"logs-resent-after-success", func(t *testing.T, e *env) (bool, string) {
+			e.logLine("dev-a", "once")
+			e.run()
+			waitFor(t, "the line", func() bool { return len(e.cloud.LogMessages()) == 1 })
+			time.Sleep(lateDelay + 500*time.Millisecond)
+			got := e.cloud.LogMessages()
+			return len(got) == 1, fmt.Sprint(got)
+		}},
 	} {
 		t.Run(tc.name+" breaks "+violation.Known[tc.name].Clause, func(t *testing.T) {
 			if ok, got := tc.contract(t, newEnv(t)); !ok {

@@ -35,10 +35,17 @@ func init() {
 		Violation{Name: "logs-200", Clause: "DEV-LOG-1", What: "answers 200 instead of 202 to a log line"},
 		Violation{Name: "logs-marked-202", Clause: "DEV-LOG-1", What: "log lines of a device awaiting a delete acknowledgement are accepted instead of 410"},
 		Violation{Name: "logs-no-default-timestamp", Clause: "DEV-LOG-2", What: "a log line without timestamp reaches the cloud with timestamp 0 instead of the receive time"},
+		Violation{Name: "list-deviceid-number", Clause: "DEV-LIST-1", What: "device objects of GET /v1/devices (only) carry deviceId as a number instead of a string"},
+		Violation{Name: "put-reply-appid-string", Clause: "DEV-PUT-1", What: "the device object answering PUT /v1/devices/:uuid (only) carries appId as a string"},
+		Violation{Name: "put-cloud-fail-500", Clause: "ERR-1", What: "PUT /v1/devices/:uuid waits for the cloud and answers 500 when the cloud fails"},
+		Violation{Name: "body-limit-1mib", Clause: "BODY-1", What: "request bodies over 1 MiB (not 10 MiB) answer 413"},
+		Violation{Name: "auth-apikey-any-key", Clause: "AUTH-1", What: "Authorization: ApiKey with any key is accepted"},
 		// outbox (proxy/outbox)
 		Violation{Name: "put-lost-on-outage", Clause: "DEV-PUT-6", What: "a device update the cloud could not take (unreachable, 5xx) is dropped instead of retried"},
 		Violation{Name: "logs-lost-on-outage", Clause: "DEV-LOG-2", What: "log lines the cloud could not take (unreachable, 5xx) are dropped instead of retried"},
 		Violation{Name: "outbox-reorder", Clause: "DEV-PUT-6", What: "queued device updates are delivered newest first after an outage"},
+		Violation{Name: "outbox-late-older-patch", Clause: "DEV-PUT-6", What: "a device's oldest queued update is sent again a second after its newer ones were delivered"},
+		Violation{Name: "logs-resent-after-success", Clause: "DEV-LOG-2", What: "every log batch the cloud took is sent again a second later"},
 		// hooks (proxy/hooks)
 		Violation{Name: "hook-restart-path-wrong", Clause: "HOOK-ADDR-1", What: "restart hooks go to <base>restart/<uuid> instead of <base><uuid>/restart"},
 		Violation{Name: "hook-update-missing-appid", Clause: "HOOK-UPD-1", What: "the update hook body has no appId"},
@@ -55,6 +62,8 @@ func init() {
 		Violation{Name: "cloud-prov-unmanaged", Clause: "CLOUD-PROV", What: "provisioning omits is_managed_by__device, so the cloud refuses it"},
 		Violation{Name: "cloud-patch-commit-field", Clause: "CLOUD-PATCH", What: "the reported commit is sent as commit instead of is_on__commit"},
 		Violation{Name: "cloud-logs-json-array", Clause: "CLOUD-LOGS", What: "log lines are sent as one JSON array instead of newline-delimited JSON"},
+		Violation{Name: "cloud-patch-environment", Clause: "CLOUD-PATCH", What: "device PATCHes also carry an environment field"},
+		Violation{Name: "cloud-patch-drop-offline", Clause: "DEV-PUT-4", What: "a reported is_online false is left out of the device PATCH (only true reaches the cloud)"},
 		// sync (proxy/sync)
 		Violation{Name: "state-no-etag", Clause: "CLOUD-STATE", What: "the target state is polled without If-None-Match"},
 		Violation{Name: "cloud-get-skipped", Clause: "CLOUD-GET", What: "target devices provisioned elsewhere are not looked up, so they never appear"},
