@@ -1,0 +1,280 @@
+package features
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cucumber/godog"
+
+	"github.com/depharness/depharness/fakes/cloud"
+)
+
+// Steps that judge the cloud calls from the raw bodies the fake cloud
+// journaled (CLOUD-PATCH, DEV-PUT-4, CLOUD-LOGS), so that what the fake's
+// lenient decoder would ignore (an extra field) or what leaves no trace in
+// its model (a value equal to the one it had) is still seen.
+
+func registerCloudBodySteps(sc stepper) {
+	sc.Step(`^the cloud eventually received PATCHes of "([^"]*)" carrying:$`, cloudReceivedPatchFields)
+	sc.Step(`^every PATCH the cloud received carries only status, is_online and is_on__commit, of their types$`, everyPatchWellFormed)
+	sc.Step(`^the cloud eventually received the log line "([^"]*)" for "([^"]*)"$`, cloudReceivedLogLine)
+	sc.Step(`^every log stream request the cloud received is newline-delimited JSON of uuid, message, timestamp and isSystem of this gateway's devices$`, everyLogStreamWellFormed)
+	sc.Step(`^the cloud eventually received exactly these log lines, and no more within (\d+) retry intervals:$`, cloudReceivedLogsAndNoMore)
+}
+
+// patchFields are the fields of CLOUD-PATCH and the check of each value.
+var patchFields = map[string]func(any) bool{
+	"status":        func(v any) bool { s, ok := v.(string); return ok && s != "" },
+	"is_online":     func(v any) bool { _, ok := v.(bool); return ok },
+	"is_on__commit": func(v any) bool { s, ok := v.(string); return ok && s != "" },
+}
+
+// decodeObject decodes a JSON object body (numbers as float64, like the
+// scenario's tables).
+func decodeObject(b []byte) (map[string]any, error) {
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&m); err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, errors.New("null, not an object")
+	}
+	if dec.More() {
+		return nil, errors.New("data after the JSON object")
+	}
+	return m, nil
+}
+
+// answered reports whether the fake itself handled r (no fault answered
+// or dropped it before its body was read).
+func answered(r cloud.Request) bool { return r.Fault == "" && r.Status != 0 }
+
+func (st *scenario) patchesOf(d *deviceState) []cloud.Request {
+	path := fmt.Sprintf("/v6/device(%d)", d.cloudID)
+	var out []cloud.Request
+	for _, r := range st.world.Cloud.Requests(0) {
+		if r.Route == cloud.RoutePatch && answered(r) && strings.HasPrefix(r.Path, path) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func cloudReceivedPatchFields(ctx context.Context, alias string, t *godog.Table) error {
+	st := scenarioOf(ctx)
+	d, err := st.device(alias)
+	if err != nil {
+		return err
+	}
+	want, order, err := st.fieldTable(t)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	err = st.waitFor(ctx, func() error {
+		seen := map[string][]any{}
+		for _, r := range st.patchesOf(d) {
+			m, err := decodeObject(r.Body)
+			if err != nil || r.Status != 200 {
+				continue
+			}
+			for k, v := range m {
+				seen[k] = append(seen[k], v)
+			}
+		}
+		missing = missing[:0]
+		for _, k := range order {
+			found := false
+			for _, v := range seen[k] {
+				found = found || reflect.DeepEqual(v, want[k])
+			}
+			if !found {
+				missing = append(missing, fmt.Sprintf("%s %s (sent: %s)", k, compactJSON(want[k]), compactJSON(seen[k])))
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("no PATCH of device %s (cloud id %d) taken by the cloud carried %s", alias, d.cloudID, strings.Join(missing, ", "))
+		}
+		return nil
+	})
+	return err
+}
+
+func everyPatchWellFormed(ctx context.Context) error {
+	st := scenarioOf(ctx)
+	var probs []string
+	n := 0
+	for _, r := range st.world.Cloud.Requests(0) {
+		if r.Route != cloud.RoutePatch || !answered(r) {
+			continue
+		}
+		n++
+		where := fmt.Sprintf("PATCH %s %s", r.Path, preview(r.Body))
+		if !r.WholeBody() {
+			probs = append(probs, fmt.Sprintf("%s: body of %d bytes, more than the journal keeps", where, r.BodySize))
+			continue
+		}
+		m, err := decodeObject(r.Body)
+		if err != nil {
+			probs = append(probs, fmt.Sprintf("%s: not a JSON object: %v", where, err))
+			continue
+		}
+		if len(m) == 0 {
+			probs = append(probs, where+": no field (want any of status, is_online, is_on__commit)")
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			ok, known := patchFields[k]
+			switch {
+			case !known:
+				probs = append(probs, fmt.Sprintf("%s: field %s (want only status, is_online, is_on__commit)", where, k))
+			case !ok(m[k]):
+				probs = append(probs, fmt.Sprintf("%s: field %s: got %s %s", where, k, jsonKind(m[k]), compactJSON(m[k])))
+			}
+		}
+	}
+	if n == 0 {
+		return errors.New("the cloud received no PATCH of a device")
+	}
+	if len(probs) > 0 {
+		return errors.New(strings.Join(probs, "\n"))
+	}
+	return nil
+}
+
+func cloudReceivedLogLine(ctx context.Context, msg, alias string) error {
+	st := scenarioOf(ctx)
+	d, err := st.device(alias)
+	if err != nil {
+		return err
+	}
+	return st.waitFor(ctx, func() error {
+		lines, err := st.world.Cloud.Logs(d.uuid)
+		if err != nil {
+			return err
+		}
+		for _, l := range lines {
+			if l.Message == msg {
+				return nil
+			}
+		}
+		var streams []string
+		for _, r := range st.world.Cloud.Requests(0) {
+			if r.Route == cloud.RouteLogs {
+				streams = append(streams, fmt.Sprintf("%d %s", r.Status, preview(r.Body)))
+			}
+		}
+		return fmt.Errorf("the cloud holds %d log lines of %s (uuid %s), none %q; log stream requests: [%s]", len(lines), alias, d.uuid, msg, strings.Join(streams, ", "))
+	})
+}
+
+// logLineKinds are the members of a CLOUD-LOGS line and their JSON kinds.
+var logLineKinds = map[string]string{"uuid": "string", "message": "string", "timestamp": "number", "isSystem": "boolean"}
+
+func everyLogStreamWellFormed(ctx context.Context) error {
+	st := scenarioOf(ctx)
+	devices := map[string]bool{}
+	for _, d := range st.devices {
+		devices[d.uuid] = true
+	}
+	var probs []string
+	n := 0
+	for _, r := range st.world.Cloud.Requests(0) {
+		if r.Route != cloud.RouteLogs || !answered(r) {
+			continue
+		}
+		n++
+		body := r.Body
+		if !r.WholeBody() {
+			// Judge the whole lines the journal kept.
+			i := bytes.LastIndexByte(body, '\n')
+			body = body[:i+1]
+		}
+		for i, line := range bytes.Split(body, []byte("\n")) {
+			line = bytes.TrimSuffix(line, []byte("\r"))
+			if len(bytes.TrimSpace(line)) == 0 {
+				continue
+			}
+			where := fmt.Sprintf("POST %s line %d %s", r.Path, i+1, preview(line))
+			m, err := decodeObject(line)
+			if err != nil {
+				probs = append(probs, fmt.Sprintf("%s: not one JSON object per line: %v", where, err))
+				continue
+			}
+			for k, kind := range logLineKinds {
+				v, ok := m[k]
+				got := jsonKind(v)
+				if got == "integer" {
+					got = "number"
+				}
+				switch {
+				case !ok:
+					probs = append(probs, fmt.Sprintf("%s: no %s", where, k))
+				case got != kind:
+					probs = append(probs, fmt.Sprintf("%s: %s: got %s, want a %s", where, k, jsonKind(v), kind))
+				}
+			}
+			if u, ok := m["uuid"].(string); ok && !devices[u] {
+				probs = append(probs, fmt.Sprintf("%s: uuid %s is not a dependent device of this scenario (the line's uuid is the dependent device's)", where, u))
+			}
+		}
+	}
+	if n == 0 {
+		return errors.New("the cloud received no log stream request")
+	}
+	if len(probs) > 0 {
+		sort.Strings(probs)
+		return errors.New(strings.Join(probs, "\n"))
+	}
+	return nil
+}
+
+// cloudReceivedLogsAndNoMore is "the cloud eventually received exactly
+// these log lines", then the cloud must receive no further line of those
+// devices for n retry intervals: a batch sent again after the cloud took it
+// (DEV-LOG-2, exactly once) shows as a line too many.
+func cloudReceivedLogsAndNoMore(ctx context.Context, n int, t *godog.Table) error {
+	if err := cloudReceivedLogs(ctx, t); err != nil {
+		return err
+	}
+	st := scenarioOf(ctx)
+	rows, err := st.logTable(t)
+	if err != nil {
+		return err
+	}
+	want := map[string]int{}
+	for _, r := range rows {
+		want[r.device.uuid]++
+	}
+	window := time.Duration(n) * st.cfg.Timing.Retry
+	if err := sleepCtx(ctx, window); err != nil {
+		return err
+	}
+	var probs []string
+	for uuid, k := range want {
+		lines, err := st.world.Cloud.Logs(uuid)
+		if err != nil {
+			return err
+		}
+		if len(lines) != k {
+			probs = append(probs, fmt.Sprintf("device %s: got %d log lines %+v, want exactly %d", uuid, len(lines), lines, k))
+		}
+	}
+	if len(probs) > 0 {
+		sort.Strings(probs)
+		return fmt.Errorf("within %s after the lines arrived: %s", window, strings.Join(probs, "; "))
+	}
+	return nil
+}
