@@ -108,6 +108,35 @@ func cloudReceivedPatchFields(ctx context.Context, alias string, t *godog.Table)
 	return err
 }
 
+// patchProblems returns the ways a PATCH body differs from CLOUD-PATCH: a
+// JSON object of any of status, is_online and is_on__commit, of their
+// types, and no other field.
+func patchProblems(body []byte) []string {
+	m, err := decodeObject(body)
+	if err != nil {
+		return []string{fmt.Sprintf("not a JSON object: %v", err)}
+	}
+	var probs []string
+	if len(m) == 0 {
+		probs = append(probs, "no field (want any of status, is_online, is_on__commit)")
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		ok, known := patchFields[k]
+		switch {
+		case !known:
+			probs = append(probs, fmt.Sprintf("field %s (want only status, is_online, is_on__commit)", k))
+		case !ok(m[k]):
+			probs = append(probs, fmt.Sprintf("field %s: got %s %s", k, jsonKind(m[k]), compactJSON(m[k])))
+		}
+	}
+	return probs
+}
+
 func everyPatchWellFormed(ctx context.Context) error {
 	st := scenarioOf(ctx)
 	var probs []string
@@ -117,32 +146,13 @@ func everyPatchWellFormed(ctx context.Context) error {
 			continue
 		}
 		n++
-		where := fmt.Sprintf("PATCH %s %s", r.Path, preview(r.Body))
+		where := fmt.Sprintf("PATCH %s %s", r.Path, bodyPreview(r.Body))
 		if !r.WholeBody() {
 			probs = append(probs, fmt.Sprintf("%s: body of %d bytes, more than the journal keeps", where, r.BodySize))
 			continue
 		}
-		m, err := decodeObject(r.Body)
-		if err != nil {
-			probs = append(probs, fmt.Sprintf("%s: not a JSON object: %v", where, err))
-			continue
-		}
-		if len(m) == 0 {
-			probs = append(probs, where+": no field (want any of status, is_online, is_on__commit)")
-		}
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			ok, known := patchFields[k]
-			switch {
-			case !known:
-				probs = append(probs, fmt.Sprintf("%s: field %s (want only status, is_online, is_on__commit)", where, k))
-			case !ok(m[k]):
-				probs = append(probs, fmt.Sprintf("%s: field %s: got %s %s", where, k, jsonKind(m[k]), compactJSON(m[k])))
-			}
+		for _, p := range patchProblems(r.Body) {
+			probs = append(probs, where+": "+p)
 		}
 	}
 	if n == 0 {
@@ -183,9 +193,55 @@ func cloudReceivedLogLine(ctx context.Context, msg, alias string) error {
 // logLineKinds are the members of a CLOUD-LOGS line and their JSON kinds.
 var logLineKinds = map[string]string{"uuid": "string", "message": "string", "timestamp": "number", "isSystem": "boolean"}
 
+// logStreamProblems returns the ways a log-stream body differs from
+// CLOUD-LOGS: one JSON object per line ("\n"-separated; a "\r" before it
+// and empty lines are tolerated) with uuid (one of devices), message,
+// timestamp and isSystem of their types.
+func logStreamProblems(body []byte, devices map[string]bool) []string {
+	var probs []string
+	for i, line := range bytes.Split(body, []byte("\n")) {
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		where := fmt.Sprintf("line %d %s", i+1, bodyPreview(line))
+		m, err := decodeObject(line)
+		if err != nil {
+			probs = append(probs, fmt.Sprintf("%s: not one JSON object per line: %v", where, err))
+			continue
+		}
+		for _, k := range []string{"uuid", "message", "timestamp", "isSystem"} {
+			v, ok := m[k]
+			got := jsonKind(v)
+			if got == "integer" {
+				got = "number"
+			}
+			switch {
+			case !ok:
+				probs = append(probs, fmt.Sprintf("%s: no %s", where, k))
+			case got != logLineKinds[k]:
+				probs = append(probs, fmt.Sprintf("%s: %s: got %s, want a %s", where, k, jsonKind(v), logLineKinds[k]))
+			}
+		}
+		if u, ok := m["uuid"].(string); ok && !devices[u] {
+			probs = append(probs, fmt.Sprintf("%s: uuid %s is not a dependent device of this scenario (the line's uuid is the dependent device's)", where, u))
+		}
+	}
+	return probs
+}
+
+// bodyPreview shows the start of a journaled body in a message.
+func bodyPreview(b []byte) string {
+	if len(b) > 200 {
+		return fmt.Sprintf("%q…", b[:200])
+	}
+	return fmt.Sprintf("%q", b)
+}
+
 func everyLogStreamWellFormed(ctx context.Context) error {
 	st := scenarioOf(ctx)
-	devices := map[string]bool{}
+	// The gateway's own lines, if a supervisor sends them, are no fault.
+	devices := map[string]bool{st.gateway.UUID: true}
 	for _, d := range st.devices {
 		devices[d.uuid] = true
 	}
@@ -202,33 +258,8 @@ func everyLogStreamWellFormed(ctx context.Context) error {
 			i := bytes.LastIndexByte(body, '\n')
 			body = body[:i+1]
 		}
-		for i, line := range bytes.Split(body, []byte("\n")) {
-			line = bytes.TrimSuffix(line, []byte("\r"))
-			if len(bytes.TrimSpace(line)) == 0 {
-				continue
-			}
-			where := fmt.Sprintf("POST %s line %d %s", r.Path, i+1, preview(line))
-			m, err := decodeObject(line)
-			if err != nil {
-				probs = append(probs, fmt.Sprintf("%s: not one JSON object per line: %v", where, err))
-				continue
-			}
-			for k, kind := range logLineKinds {
-				v, ok := m[k]
-				got := jsonKind(v)
-				if got == "integer" {
-					got = "number"
-				}
-				switch {
-				case !ok:
-					probs = append(probs, fmt.Sprintf("%s: no %s", where, k))
-				case got != kind:
-					probs = append(probs, fmt.Sprintf("%s: %s: got %s, want a %s", where, k, jsonKind(v), kind))
-				}
-			}
-			if u, ok := m["uuid"].(string); ok && !devices[u] {
-				probs = append(probs, fmt.Sprintf("%s: uuid %s is not a dependent device of this scenario (the line's uuid is the dependent device's)", where, u))
-			}
+		for _, p := range logStreamProblems(body, devices) {
+			probs = append(probs, fmt.Sprintf("POST %s %s", r.Path, p))
 		}
 	}
 	if n == 0 {
