@@ -56,7 +56,7 @@ func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) error {
 	}
 	hideMarked := h.v.On("list-hides-marked")
 	numericOnline := h.v.On("put-isonline-number")
-	numericDeviceID := h.v.On("list-deviceid-number")
+	reportedNumeric := h.v.On("list-reported-online-number")
 	// A new buffer each time: it becomes the cached body.
 	hint := max(int(h.listSize.Load()), 512)
 	b := make([]byte, 0, hint+hint/8) // grow once, not by doubling
@@ -70,12 +70,8 @@ func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) error {
 			b = append(b, ',')
 		}
 		first = false
-		start := len(b)
 		var err error
-		b, err = appendDevice(b, d, numericOnline)
-		if err == nil && numericDeviceID {
-			b = append(b[:start], deviceIDAsNumber(b[start:])...)
-		}
+		b, err = appendDevice(b, d, numericOnline || (reportedNumeric && d.IsOnline != nil))
 		return err
 	})
 	if err != nil {

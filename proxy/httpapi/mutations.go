@@ -12,25 +12,6 @@ import (
 // Helpers of deliberate violations (self-check only): each turns a correct
 // answer into the broken one its violation names.
 
-// deviceIDAsNumber rewrites the "deviceId":"<digits>" member of one
-// encoded device object as a JSON number (the list-deviceid-number
-// violation, the historical v7+ integer).
-func deviceIDAsNumber(obj []byte) []byte {
-	const key = `"deviceId":"`
-	i := bytes.Index(obj, []byte(key))
-	if i < 0 {
-		return obj
-	}
-	start := i + len(key)
-	end := bytes.IndexByte(obj[start:], '"')
-	if end < 0 {
-		return obj
-	}
-	out := append([]byte(nil), obj[:start-1]...)
-	out = append(out, obj[start:start+end]...)
-	return append(out, obj[start+end+1:]...)
-}
-
 // appIDAsString rewrites the "appId":<n> member of an encoded device object
 // as a JSON string (the put-reply-appid-string violation).
 func appIDAsString(obj []byte, appID int64) []byte {

@@ -108,9 +108,10 @@ func TestViolations(t *testing.T) {
 			json.Unmarshal(rows[0].Payload, &l)
 			return l.Timestamp == testNow.UnixMilli(), string(rows[0].Payload)
 		}},
-		{"list-deviceid-number", func(t *testing.T, f deviceFixture) (bool, string) {
+		{"list-reported-online-number", func(t *testing.T, f deviceFixture) (bool, string) {
+			f.do("PUT", "/v1/devices/"+f.plain, `{"is_online":true}`)
 			b := f.listBody()
-			return !strings.Contains(b, `"deviceId":1`) && strings.Contains(b, `"deviceId":"`), b
+			return strings.Contains(b, `"is_online":true`) && !strings.Contains(b, `"is_online":1`), b
 		}},
 		{"put-reply-appid-string", func(t *testing.T, f deviceFixture) (bool, string) {
 			_, b := f.do("PUT", "/v1/devices/"+f.plain, `{"status":"x"}`)

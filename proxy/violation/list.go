@@ -35,7 +35,7 @@ func init() {
 		Violation{Name: "logs-200", Clause: "DEV-LOG-1", What: "answers 200 instead of 202 to a log line"},
 		Violation{Name: "logs-marked-202", Clause: "DEV-LOG-1", What: "log lines of a device awaiting a delete acknowledgement are accepted instead of 410"},
 		Violation{Name: "logs-no-default-timestamp", Clause: "DEV-LOG-2", What: "a log line without timestamp reaches the cloud with timestamp 0 instead of the receive time"},
-		Violation{Name: "list-deviceid-number", Clause: "DEV-LIST-1", What: "device objects of GET /v1/devices (only) carry deviceId as a number instead of a string"},
+		Violation{Name: "list-reported-online-number", Clause: "DEV-LIST-1", What: "device objects of GET /v1/devices (only) carry a reported is_online as 0/1 instead of a boolean"},
 		Violation{Name: "put-reply-appid-string", Clause: "DEV-PUT-1", What: "the device object answering PUT /v1/devices/:uuid (only) carries appId as a string"},
 		Violation{Name: "put-cloud-fail-500", Clause: "ERR-1", What: "PUT /v1/devices/:uuid waits for the cloud and answers 500 when the cloud fails"},
 		Violation{Name: "body-limit-1mib", Clause: "BODY-1", What: "request bodies over 1 MiB (not 10 MiB) answer 413"},
