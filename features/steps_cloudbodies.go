@@ -23,6 +23,7 @@ import (
 
 func registerCloudBodySteps(sc stepper) {
 	sc.Step(`^the cloud eventually received PATCHes of "([^"]*)" carrying:$`, cloudReceivedPatchFields)
+	sc.Step(`^every provisioning request the cloud received carries belongs_to__application, device_type, is_managed_by__device, uuid and registered_at$`, everyProvisionWellFormed)
 	sc.Step(`^every PATCH the cloud received carries only status, is_online and is_on__commit, of their types$`, everyPatchWellFormed)
 	sc.Step(`^the cloud eventually received the log line "([^"]*)" for "([^"]*)"$`, cloudReceivedLogLine)
 	sc.Step(`^every log stream request the cloud received is newline-delimited JSON of uuid, message, timestamp and isSystem of this gateway's devices$`, everyLogStreamWellFormed)
@@ -157,6 +158,62 @@ func everyPatchWellFormed(ctx context.Context) error {
 	}
 	if n == 0 {
 		return errors.New("the cloud received no PATCH of a device")
+	}
+	if len(probs) > 0 {
+		return errors.New(strings.Join(probs, "\n"))
+	}
+	return nil
+}
+
+// provisionProblems returns the ways a provisioning body differs from
+// CLOUD-PROV: a JSON object with belongs_to__application (a positive
+// integer), device_type (text), is_managed_by__device (the calling
+// gateway's device id), uuid (32 hex characters) and registered_at (a
+// number); other fields are left alone.
+func provisionProblems(body []byte, gatewayID int64) []string {
+	m, err := decodeObject(body)
+	if err != nil {
+		return []string{fmt.Sprintf("not a JSON object: %v", err)}
+	}
+	var probs []string
+	if v, ok := m["belongs_to__application"].(float64); !ok || v <= 0 || v != float64(int64(v)) {
+		probs = append(probs, fmt.Sprintf("belongs_to__application: got %s, want a positive integer", compactJSON(m["belongs_to__application"])))
+	}
+	if v, ok := m["device_type"].(string); !ok || v == "" {
+		probs = append(probs, fmt.Sprintf("device_type: got %s, want text", compactJSON(m["device_type"])))
+	}
+	if v, ok := m["is_managed_by__device"].(float64); !ok || int64(v) != gatewayID {
+		probs = append(probs, fmt.Sprintf("is_managed_by__device: got %s, want the gateway's device id %d", compactJSON(m["is_managed_by__device"]), gatewayID))
+	}
+	if v, ok := m["uuid"].(string); !ok || !uuidRe.MatchString(v) {
+		probs = append(probs, fmt.Sprintf("uuid: got %s, want 32 lowercase hex characters", compactJSON(m["uuid"])))
+	}
+	if _, ok := m["registered_at"].(float64); !ok {
+		probs = append(probs, fmt.Sprintf("registered_at: got %s, want a number", compactJSON(m["registered_at"])))
+	}
+	return probs
+}
+
+func everyProvisionWellFormed(ctx context.Context) error {
+	st := scenarioOf(ctx)
+	var probs []string
+	n := 0
+	for _, r := range st.world.Cloud.Requests(0) {
+		if r.Route != cloud.RouteProvision || !answered(r) {
+			continue
+		}
+		n++
+		where := fmt.Sprintf("POST %s %s", r.Path, bodyPreview(r.Body))
+		if !r.WholeBody() {
+			probs = append(probs, fmt.Sprintf("%s: body of %d bytes, more than the journal keeps", where, r.BodySize))
+			continue
+		}
+		for _, p := range provisionProblems(r.Body, st.gateway.DeviceID) {
+			probs = append(probs, where+": "+p)
+		}
+	}
+	if n == 0 {
+		return errors.New("the cloud received no provisioning request")
 	}
 	if len(probs) > 0 {
 		return errors.New(strings.Join(probs, "\n"))

@@ -48,3 +48,23 @@ func TestLogStreamProblems(t *testing.T) {
 		}
 	}
 }
+
+func TestProvisionProblems(t *testing.T) {
+	const u = "0123456789abcdef0123456789abcdef"
+	for _, tc := range []struct {
+		body string
+		want string
+	}{
+		{`{"belongs_to__application":5,"device_type":"edge","is_managed_by__device":7,"uuid":"` + u + `","registered_at":1700000000}`, ""},
+		{`{"belongs_to__application":5,"device_type":"edge","is_managed_by__device":7,"uuid":"` + u + `","registered_at":1700000000,"extra":1}`, ""},
+		{`{"belongs_to__application":5,"device_type":"edge","is_managed_by__device":7,"uuid":"` + u + `"}`, "registered_at: got null"},
+		{`{"belongs_to__application":5,"device_type":"edge","is_managed_by__device":0,"uuid":"` + u + `","registered_at":1}`, "is_managed_by__device: got 0"},
+		{`{"belongs_to__application":"5","device_type":"edge","is_managed_by__device":7,"uuid":"` + u + `","registered_at":1}`, "belongs_to__application"},
+		{`{"belongs_to__application":5,"device_type":"edge","is_managed_by__device":7,"uuid":"U","registered_at":1}`, "uuid: got"},
+	} {
+		probs := strings.Join(provisionProblems([]byte(tc.body), 7), "; ")
+		if tc.want == "" && probs != "" || !strings.Contains(probs, tc.want) {
+			t.Errorf("%s: got problems %q, want %q", tc.body, probs, tc.want)
+		}
+	}
+}

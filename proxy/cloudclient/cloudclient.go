@@ -244,7 +244,12 @@ func (c *Client) Provision(ctx context.Context, appID int64, deviceType, uuid st
 	if c.v.On("cloud-prov-unmanaged") {
 		req.IsManagedByDevice = 0
 	}
-	body, err := json.Marshal(req)
+	var v any = req
+	if c.v.On("cloud-prov-no-registered-at") {
+		v = map[string]any{"belongs_to__application": req.BelongsToApplication, "device_type": req.DeviceType,
+			"is_managed_by__device": req.IsManagedByDevice, "uuid": req.UUID}
+	}
+	body, err := json.Marshal(v)
 	if err != nil {
 		return cloudapi.Device{}, err
 	}

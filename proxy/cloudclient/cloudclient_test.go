@@ -485,6 +485,17 @@ func TestViolationsBreakTheWireFormat(t *testing.T) {
 			t.Errorf("body = %s, want commit without is_on__commit", *body)
 		}
 	})
+	t.Run("cloud-prov-no-registered-at leaves registered_at out", func(t *testing.T) {
+		c, mt, _ := newMockClient(t)
+		c.v = violation.Set{"cloud-prov-no-registered-at": true}
+		body := capture(t, mt, "POST "+testBase+"/v6/device")
+		if _, err := c.Provision(context.Background(), 3, "generic-amd64", "u"); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(*body, "registered_at") || !strings.Contains(*body, `"is_managed_by__device"`) {
+			t.Errorf("body = %s, want the fields but registered_at", *body)
+		}
+	})
 	t.Run("cloud-patch-environment adds an environment field", func(t *testing.T) {
 		c, mt, _ := newMockClient(t)
 		c.v = violation.Set{"cloud-patch-environment": true}
