@@ -85,3 +85,20 @@ Feature: Dependent device logs
     Then the cloud eventually received the log line "first" for "D"
     And the cloud eventually received the log line "second" for "E"
     And every log stream request the cloud received is newline-delimited JSON of uuid, message, timestamp and isSystem of this gateway's devices
+
+  # The lines are sent while the cloud is unreachable so that they reach it
+  # as one batch, which the cloud refuses whole for its one bad line.
+  @DEV-LOG-2 @reference
+  Scenario: A batch the cloud refuses for one bad line delivers its other lines once
+    Given the cloud refuses every log stream request holding the line "poison"
+    And the cloud is unreachable
+    When the gateway app sends these log lines:
+      | device | message | timestamp     | isSystem |
+      | D      | a       | 1700000000001 | false    |
+      | D      | poison  | 1700000000002 | false    |
+      | D      | c       | 1700000000003 | false    |
+    And the cloud is reachable again
+    Then the cloud eventually received exactly these log lines, and no more within 10 retry intervals:
+      | device | message | timestamp     | isSystem |
+      | D      | a       | 1700000000001 | false    |
+      | D      | c       | 1700000000003 | false    |

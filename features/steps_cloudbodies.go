@@ -27,6 +27,7 @@ func registerCloudBodySteps(sc stepper) {
 	sc.Step(`^every PATCH the cloud received carries only status, is_online and is_on__commit, of their types$`, everyPatchWellFormed)
 	sc.Step(`^the cloud eventually received the log line "([^"]*)" for "([^"]*)"$`, cloudReceivedLogLine)
 	sc.Step(`^every log stream request the cloud received is newline-delimited JSON of uuid, message, timestamp and isSystem of this gateway's devices$`, everyLogStreamWellFormed)
+	sc.Step(`^the cloud refuses every log stream request holding the line "([^"]*)"$`, cloudRefusesLogLine)
 	sc.Step(`^the cloud eventually received exactly these log lines, and no more within (\d+) retry intervals:$`, cloudReceivedLogsAndNoMore)
 }
 
@@ -326,6 +327,11 @@ func everyLogStreamWellFormed(ctx context.Context) error {
 		sort.Strings(probs)
 		return errors.New(strings.Join(probs, "\n"))
 	}
+	return nil
+}
+
+func cloudRefusesLogLine(ctx context.Context, msg string) error {
+	scenarioOf(ctx).world.Cloud.RefuseLogLines(msg)
 	return nil
 }
 

@@ -345,6 +345,9 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, gw *gateway)
 		if l.UUID == "" {
 			return errorf(http.StatusBadRequest, "line %d: uuid is required (nothing of this request was stored)", n)
 		}
+		if s.logLineRefused(l.Message) {
+			return errorf(http.StatusBadRequest, "line %d: refused (injected; nothing of this request was stored)", n)
+		}
 		lines = append(lines, l)
 	}
 	if err := sc.Err(); err != nil {

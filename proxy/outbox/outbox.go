@@ -533,6 +533,11 @@ func (o *Outbox) sendLogRows(ctx context.Context, rows []store.OutboxRow, done *
 			o.late(ctx, func(ctx context.Context) error { return o.opts.Cloud.SendLogs(ctx, lines) })
 		}
 		return nil
+	case permanent(err) && len(rows) > 1 && o.opts.Violations.On("logs-refused-batch-dropped"):
+		for _, r := range rows {
+			done.drop(r.Seq, "rejected")
+		}
+		return nil
 	case permanent(err) && len(rows) > 1:
 		half := len(rows) / 2
 		if err := o.sendLogRows(ctx, rows[:half], done); err != nil {

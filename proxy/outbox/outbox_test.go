@@ -465,6 +465,16 @@ func TestViolations(t *testing.T) {
 			got := e.cloud.Patches()
 			return len(got) == 2 && got[1] == patchWant(11, "second"), fmt.Sprint(got)
 		}},
+		{"logs-refused-batch-dropped", func(t *testing.T, e *env) (bool, string) {
+			e.cloud.set(func(c *testCloud) { c.rejectLog = "bad" })
+			e.logLine("dev-a", "a")
+			e.logLine("dev-a", "bad")
+			e.logLine("dev-a", "c")
+			e.run()
+			waitFor(t, "the batch settled", func() bool { return e.depth(store.OutboxLog) == 0 })
+			got := e.cloud.LogMessages()
+			return fmt.Sprint(got) == "[dev-a:a dev-a:c]", fmt.Sprint(got)
+		}},
 		{"logs-resent-after-success", func(t *testing.T, e *env) (bool, string) {
 			e.logLine("dev-a", "once")
 			e.run()

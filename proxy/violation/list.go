@@ -45,6 +45,7 @@ func init() {
 		Violation{Name: "logs-lost-on-outage", Clause: "DEV-LOG-2", What: "log lines the cloud could not take (unreachable, 5xx) are dropped instead of retried"},
 		Violation{Name: "outbox-reorder", Clause: "DEV-PUT-6", What: "queued device updates are delivered newest first after an outage"},
 		Violation{Name: "outbox-late-older-patch", Clause: "DEV-PUT-6", What: "a device's oldest queued update is sent again a second after its newer ones were delivered"},
+		Violation{Name: "logs-refused-batch-dropped", Clause: "DEV-LOG-2", What: "a log batch the cloud refuses for one bad line is dropped whole instead of split to deliver the other lines"},
 		Violation{Name: "logs-resent-after-success", Clause: "DEV-LOG-2", What: "every log batch the cloud took is sent again a second later"},
 		// hooks (proxy/hooks)
 		Violation{Name: "hook-restart-path-wrong", Clause: "HOOK-ADDR-1", What: "restart hooks go to <base>restart/<uuid> instead of <base><uuid>/restart"},
