@@ -344,7 +344,16 @@ func (c *Client) SendLogs(ctx context.Context, lines []cloudapi.LogLine) error {
 		}
 	} else {
 		for _, l := range lines {
-			if err := enc.Encode(l); err != nil {
+			var v any = l
+			if c.v.On("cloud-logs-omit-false") {
+				v = struct {
+					UUID      string `json:"uuid"`
+					Message   string `json:"message"`
+					Timestamp int64  `json:"timestamp"`
+					IsSystem  bool   `json:"isSystem,omitempty"`
+				}(l)
+			}
+			if err := enc.Encode(v); err != nil {
 				return err
 			}
 		}

@@ -527,6 +527,18 @@ func TestViolationsBreakTheWireFormat(t *testing.T) {
 			t.Errorf("a patch of is_online false alone was sent: %s", *body)
 		}
 	})
+	t.Run("cloud-logs-omit-false leaves isSystem false out", func(t *testing.T) {
+		c, mt, _ := newMockClient(t)
+		c.v = violation.Set{"cloud-logs-omit-false": true}
+		body := capture(t, mt, "POST "+testBase+"/device/v2/"+testUUID+"/log-stream")
+		if err := c.SendLogs(context.Background(), []cloudapi.LogLine{{UUID: "a", Message: "m"}, {UUID: "b", IsSystem: true}}); err != nil {
+			t.Fatal(err)
+		}
+		want := `{"uuid":"a","message":"m","timestamp":0}` + "\n" + `{"uuid":"b","message":"","timestamp":0,"isSystem":true}` + "\n"
+		if *body != want {
+			t.Errorf("body = %q, want %q", *body, want)
+		}
+	})
 	t.Run("cloud-logs-json-array sends one array", func(t *testing.T) {
 		c, mt, _ := newMockClient(t)
 		c.v = violation.Set{"cloud-logs-json-array": true}

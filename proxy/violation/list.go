@@ -63,6 +63,7 @@ func init() {
 		Violation{Name: "cloud-prov-unmanaged", Clause: "CLOUD-PROV", What: "provisioning omits is_managed_by__device, so the cloud refuses it"},
 		Violation{Name: "cloud-patch-commit-field", Clause: "CLOUD-PATCH", What: "the reported commit is sent as commit instead of is_on__commit"},
 		Violation{Name: "cloud-logs-json-array", Clause: "CLOUD-LOGS", What: "log lines are sent as one JSON array instead of newline-delimited JSON"},
+		Violation{Name: "cloud-logs-omit-false", Clause: "CLOUD-LOGS", What: "log lines leave isSystem out when it is false"},
 		Violation{Name: "cloud-prov-no-registered-at", Clause: "CLOUD-PROV", What: "provisioning requests carry no registered_at"},
 		Violation{Name: "cloud-patch-environment", Clause: "CLOUD-PATCH", What: "device PATCHes also carry an environment field"},
 		Violation{Name: "cloud-patch-drop-offline", Clause: "DEV-PUT-4", What: "a reported is_online false is left out of the device PATCH (only true reaches the cloud)"},
