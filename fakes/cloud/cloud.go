@@ -4,10 +4,9 @@
 // whole model in memory (and, with Options.StateFile, on disk across
 // restarts), and offers what a test harness needs around it: a Go
 // control API and the same over HTTP under /control/v1/, fault knobs
-// (Delay, FailNext, Outage, Hang), await functions built on change
-// notification, a journal of received protocol requests (with the start of
-// each body), and Prometheus
-// metrics on /metrics.
+// (Delay, FailNext, Outage, Hang, RefuseLogLines), await functions built on
+// change notification, a journal of received protocol requests (with the
+// start of each body), and Prometheus metrics on /metrics.
 //
 // It imports only the leaf wire package proxy/cloudapi from this module
 // (plus the standard library and the Prometheus client); it must not import
