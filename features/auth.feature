@@ -41,6 +41,23 @@ Feature: API key, readiness, errors and request bodies
       | GET    | /no/such/route                      | the wrong key in a header  |
 
   @AUTH-1 @contract
+  Scenario Outline: A wrong key is refused under every scheme
+    When the gateway app calls <method> "<path>" with the wrong key in <where>
+    Then the answer is 401
+
+    Examples:
+      | method | path               | where                       |
+      | GET    | /v1/devices        | the query                   |
+      | GET    | /v1/devices        | a Bearer header             |
+      | GET    | /v1/devices        | an ApiKey header            |
+      | GET    | /v1/devices        | a lower-case bearer header  |
+      | GET    | /v1/devices        | an upper-case APIKEY header |
+      | GET    | /v1/devices        | a lower-case apikey header  |
+      | GET    | /v1/dependent-apps | an ApiKey header            |
+      | POST   | /v1/devices        | an ApiKey header            |
+      | GET    | /                  | an ApiKey header            |
+
+  @AUTH-1 @contract
   Scenario: A key in an unknown header scheme is refused
     When the gateway app calls GET "/v1/devices" with the key in a Basic header
     Then the answer is 401
@@ -94,3 +111,20 @@ Feature: API key, readiness, errors and request bodies
       | POST   | /v1/devices               |
       | PUT    | /v1/devices/{uuid D}      |
       | POST   | /v1/devices/{uuid D}/logs |
+
+  @BODY-1 @contract
+  Scenario Outline: A body of exactly 10 MiB is judged on its content, one byte more is refused
+    Given a dependent app "A" with a release "R1" holding files:
+      | path         | content |
+      | firmware.bin | v1      |
+    And a device "D" of "A" provisioned through the supervisor
+    When the gateway app calls <method> "<path>" with the body <body> padded to 10 MiB
+    Then the answer is <status>
+    When the gateway app calls <method> "<path>" with the body <body> padded to 10 MiB and one byte
+    Then the answer is 413
+
+    Examples:
+      | method | path                      | body                             | status |
+      | PUT    | /v1/devices/{uuid D}      | {"status": "…"}                  | 200    |
+      | POST   | /v1/devices/{uuid D}/logs | {"message": "…"}                 | 202    |
+      | POST   | /v1/devices               | {"appId": 0, "note": "…"}        | 400    |

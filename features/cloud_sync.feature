@@ -59,6 +59,10 @@ Feature: Cloud protocol
       | field     | value  |
       | status    | "Idle" |
       | is_online | true   |
+    And the cloud eventually received the log line "hello cloud" for "D"
+    And every log stream request the cloud received is newline-delimited JSON of uuid, message, timestamp and isSystem of this gateway's devices
+    And every PATCH the cloud received carries only status, is_online and is_on__commit, of their types
+    And every provisioning request the cloud received carries belongs_to__application, device_type, is_managed_by__device, uuid and registered_at
     And every request to the cloud carried the gateway's key
     And the cloud saw no request it did not understand
 

@@ -13,20 +13,44 @@ Feature: Dependent device information
   Scenario: No devices gives an empty list
     Then the device list is empty
 
+  # A fresh device's is_online, status, name, download_progress and
+  # logs_channel are open within their types (the contract's Latitude): a
+  # supervisor may take is_online from the cloud's provisioning answer.
   @DEV-LIST-1 @DEV-GET-1 @contract
-  Scenario: The device object has exactly the contract's fields and types
+  Scenario: The device object has the contract's fields and types
     Given a device "D" of "A" provisioned through the supervisor
-    Then the device object of "D" has exactly the contract's fields
+    Then the device object of "D" has the contract's fields and types
     And the supervisor shows device "D" with:
       | field             | value           |
       | uuid              | "{uuid D}"      |
       | appId             | {app A}         |
       | deviceId          | "{cloud id D}"  |
-      | is_online         | null            |
-      | download_progress | null            |
       | environment       | {}              |
       | config            | {}              |
-    And every device in the device list has exactly the contract's fields
+    And every device in the device list has the contract's fields and types
+
+  # Every device answer of every scenario is checked against the contract's
+  # device object; here the list holds a device that has reported its state
+  # beside one that has not.
+  @DEV-LIST-1 @DEV-PUT-1 @contract
+  Scenario: Listed devices are whole device objects after reports too
+    Given a device "D" of "A" provisioned through the supervisor
+    And a device "E" of "A" provisioned through the supervisor
+    When the gateway app reports for "D":
+      """
+      {"status": "Idle", "is_online": true, "commit": "{commit R1}", "environment": {"LED": "on"}, "config": {"RATE": "9600"}}
+      """
+    And the gateway app reports for "E":
+      """
+      {"is_online": false}
+      """
+    Then the device list holds exactly "D" and "E"
+    And the supervisor shows device "D" with:
+      | field       | value            |
+      | is_online   | true             |
+      | commit      | "{commit R1}"    |
+      | environment | {"LED": "on"}    |
+      | config      | {"RATE": "9600"} |
 
   @DEV-GET-1 @contract
   Scenario: The target commit is the app's downloaded commit and the target variables are the cloud's

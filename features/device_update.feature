@@ -116,6 +116,42 @@ Feature: Dependent device update
     And the cloud's device "D" has no environment variable "SECRET"
     And the cloud saw no request it did not understand
 
+  # Judged from the PATCH bodies as sent: every reported value arrives (a
+  # false as much as a true), and no PATCH carries any other field.
+  @DEV-PUT-4 @CLOUD-PATCH @contract
+  Scenario: Every reported status, is_online and commit reaches the cloud in PATCHes of only those fields
+    When the gateway app reports for "D":
+      """
+      {"status": "Updating", "is_online": true, "commit": "{commit R1}", "environment": {"SECRET": "local"}, "config": {"C": "1"}}
+      """
+    Then the cloud eventually received PATCHes of "D" carrying:
+      | field         | value         |
+      | status        | "Updating"    |
+      | is_online     | true          |
+      | is_on__commit | "{commit R1}" |
+    When the gateway app reports for "D":
+      """
+      {"is_online": false}
+      """
+    Then the cloud eventually received PATCHes of "D" carrying:
+      | field     | value |
+      | is_online | false |
+    When the gateway app reports for "D":
+      """
+      {"status": "Idle", "environment": {"X": "1"}}
+      """
+    And the gateway app reports for "D":
+      """
+      {"config": {"RATE": "9600"}}
+      """
+    Then the cloud eventually has device "D" with:
+      | field         | value         |
+      | status        | "Idle"        |
+      | is_online     | false         |
+      | is_on__commit | "{commit R1}" |
+    And every PATCH the cloud received carries only status, is_online and is_on__commit, of their types
+    And the cloud saw no request it did not understand
+
   @DEV-PUT-5 @reference
   Scenario Outline: Validation happens before the lookup, arrays are not objects, null is not a boolean
     When the gateway app calls PUT "/v1/devices/<device>" with body:
@@ -149,8 +185,9 @@ Feature: Dependent device update
       {"status": "Idle", "commit": "{commit R1}"}
       """
     And the cloud is reachable again
-    # Kept: an older update delivered after the newest would undo it.
-    Then the cloud eventually has device "D", and keeps for 2 retry intervals, with:
+    # Kept for 10 retry intervals: an older update delivered after the
+    # newest, even a few seconds late, would undo it.
+    Then the cloud eventually has device "D", and keeps for 10 retry intervals, with:
       | field         | value         |
       | status        | "Idle"        |
       | is_online     | true          |

@@ -62,3 +62,19 @@ Feature: Faults of the cloud, the registry and the gateway app
     Then the supervisor eventually shows device "D" with:
       | field             | value               |
       | targetEnvironment | {"AFTER": "outage"} |
+
+  # A supervisor may queue the update (200) or refuse it as unavailable
+  # (503); it never answers 500.
+  @ERR-1 @DEV-PUT-1 @contract
+  Scenario Outline: An update while the cloud fails is 200 or 503, never 500
+    Given <fault>
+    When the gateway app calls PUT "/v1/devices/{uuid D}" with body:
+      """
+      {"status": "Idle", "is_online": true}
+      """
+    Then the answer is 200 or 503
+
+    Examples:
+      | fault                                |
+      | the cloud answers every request with 500 |
+      | the cloud is unreachable             |

@@ -17,6 +17,7 @@ Feature: Provisioning dependent devices
     Then the answer is 201
     And the answer is a provisioned device "D" of type "generic-amd64"
     And the cloud has device "D" in app "A", managed by this gateway, of type "generic-amd64"
+    And every provisioning request the cloud received carries belongs_to__application, device_type, is_managed_by__device, uuid and registered_at
     And the supervisor shows device "D" with:
       | field       | value           |
       | appId       | {app A}         |

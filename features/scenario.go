@@ -47,6 +47,9 @@ type scenario struct {
 	scripts  map[string]pendingScript
 
 	rep *collector // failures of the current step
+	// reference is true in @reference scenarios: device objects must then
+	// have exactly the contract's fields (devicecheck.go).
+	reference bool
 
 	last       *httpexpect.Response
 	lastMethod string
@@ -55,7 +58,10 @@ type scenario struct {
 	etag       string
 	fullTar    []byte
 	parallel   []*httpexpect.Response
-	logSent    map[string][2]int64 // message → [before, after] in ms
+	// lastDeviceProbs are the device-object problems of the last answer,
+	// reported by the step that looks at it.
+	lastDeviceProbs []string
+	logSent         map[string][2]int64 // message → [before, after] in ms
 }
 
 type appState struct {
@@ -105,12 +111,21 @@ func (c *collector) err() error {
 
 func (st *scenario) baseURL() string { return fmt.Sprintf("http://127.0.0.1:%d", st.port) }
 
-// expectWith returns an httpexpect instance on the target reporting to r.
+// expectWith returns an httpexpect instance on the target reporting to r,
+// device-object problems (devicecheck.go) included.
 func (st *scenario) expectWith(r httpexpect.Reporter) *httpexpect.Expect {
+	return st.expectWithDeviceReport(r, r.Errorf)
+}
+
+// expectWithDeviceReport is expectWith with device-object problems
+// reported to devReport.
+func (st *scenario) expectWithDeviceReport(r httpexpect.Reporter, devReport func(string, ...any)) *httpexpect.Expect {
 	return httpexpect.WithConfig(httpexpect.Config{
 		BaseURL:  st.baseURL(),
 		Reporter: r,
-		Client:   &http.Client{Timeout: 15 * time.Second},
+		Client: &http.Client{Timeout: 15 * time.Second, Transport: &deviceCheck{
+			base: http.DefaultTransport, exact: st.reference, report: devReport,
+		}},
 		Formatter: &httpexpect.DefaultFormatter{
 			DisableNames: true,
 		},

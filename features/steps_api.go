@@ -28,11 +28,13 @@ var uuidRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
 func registerAPISteps(sc stepper) {
 	sc.Step(`^the gateway app calls (GET|POST|PUT|DELETE) "([^"]*)"$`, callWithKey)
 	sc.Step(`^the gateway app calls (GET|POST|PUT|DELETE) "([^"]*)" with the key in (the query|a Bearer header|an ApiKey header|a lower-case bearer header|an upper-case APIKEY header|a Basic header)$`, callWithKeyIn)
-	sc.Step(`^the gateway app calls (GET|POST|PUT|DELETE) "([^"]*)" with (no key|the wrong key in the query|the wrong key in a header)$`, callWithKeyIn)
+	sc.Step(`^the gateway app calls (GET|POST|PUT|DELETE) "([^"]*)" with (no key|the wrong key in (?:the query|a header|a Bearer header|an ApiKey header|a lower-case bearer header|an upper-case APIKEY header|a lower-case apikey header))$`, callWithKeyIn)
 	sc.Step(`^the gateway app calls (GET|POST|PUT|DELETE) "([^"]*)" with body:$`, callWithBody)
 	sc.Step(`^the gateway app calls (GET|POST|PUT|DELETE) "([^"]*)" with a JSON body of (\d+) MiB$`, callWithHugeBody)
+	sc.Step(`^the gateway app calls (POST|PUT) "([^"]*)" with the body (.+) padded to (\d+) MiB( and one byte)?$`, callWithPaddedBody)
 
 	sc.Step(`^the answer is (\d{3})$`, answerIs)
+	sc.Step(`^the answer is (\d{3}) or (\d{3})$`, answerIsEither)
 	sc.Step(`^the answer is (\d{3}) "([^"]*)"$`, answerIsText)
 	sc.Step(`^the answer is (\d{3}) with JSON:$`, answerIsJSON)
 	sc.Step(`^the answer is plain text$`, answerIsPlainText)
@@ -53,8 +55,8 @@ func registerAPISteps(sc stepper) {
 	sc.Step(`^the supervisor shows device "([^"]*)" with:$`, showsDevice)
 	sc.Step(`^the supervisor eventually shows device "([^"]*)" with:$`, eventuallyShowsDevice)
 	sc.Step(`^the answer is the device object of "([^"]*)" with:$`, answerIsDevice)
-	sc.Step(`^the device object of "([^"]*)" has exactly the contract's fields$`, deviceHasContractFields)
-	sc.Step(`^every device in the device list has exactly the contract's fields$`, everyDeviceHasContractFields)
+	sc.Step(`^the device object of "([^"]*)" has the contract's fields and types$`, deviceHasContractFields)
+	sc.Step(`^every device in the device list has the contract's fields and types$`, everyDeviceHasContractFields)
 
 	sc.Step(`^the gateway app reports for "([^"]*)":$`, reportFor)
 	sc.Step(`^the gateway app reports the target of "([^"]*)"$`, reportTarget)
@@ -80,7 +82,11 @@ func (st *scenario) call(method, path string, body []byte, decorate func(*httpex
 	if err != nil {
 		return err
 	}
-	req := st.api().Request(method, p)
+	st.lastDeviceProbs = nil
+	e := st.expectWithDeviceReport(stepReporter{st}, func(format string, a ...any) {
+		st.lastDeviceProbs = append(st.lastDeviceProbs, fmt.Sprintf(format, a...))
+	})
+	req := e.Request(method, p)
 	if body != nil {
 		req = req.WithHeader("Content-Type", "application/json").WithBytes(body)
 	}
@@ -115,8 +121,16 @@ func callWithKeyIn(ctx context.Context, method, path, where string) error {
 			return r.WithHeader("Authorization", "Basic "+st.apiKey)
 		case "the wrong key in the query":
 			return r.WithQuery("apikey", wrong)
-		case "the wrong key in a header":
+		case "the wrong key in a header", "the wrong key in a Bearer header":
 			return r.WithHeader("Authorization", "Bearer "+wrong)
+		case "the wrong key in an ApiKey header":
+			return r.WithHeader("Authorization", "ApiKey "+wrong)
+		case "the wrong key in a lower-case bearer header":
+			return r.WithHeader("Authorization", "bearer "+wrong)
+		case "the wrong key in an upper-case APIKEY header":
+			return r.WithHeader("Authorization", "APIKEY "+wrong)
+		case "the wrong key in a lower-case apikey header":
+			return r.WithHeader("Authorization", "apikey "+wrong)
 		}
 		return r // no key
 	})
@@ -140,9 +154,60 @@ func callWithHugeBody(ctx context.Context, method, path string, mib int) error {
 	return st.call(method, path, b.Bytes(), st.authed)
 }
 
+// needLast is the first thing every step about "the answer" does: there
+// must be one, and if it carried device objects they must be whole (their
+// problems, found when the answer arrived, fail the step that looks at it).
+// padMark is where callWithPaddedBody pads the body.
+const padMark = "…"
+
+// callWithPaddedBody sends body with its padMark replaced by as many "x"
+// as make the whole body exactly mib MiB, or one byte more (BODY-1's
+// boundary: up to 10 MiB is read and judged on its content, more is 413).
+func callWithPaddedBody(ctx context.Context, method, path, body string, mib int, plusOne string) error {
+	st := scenarioOf(ctx)
+	b, err := st.expand(body)
+	if err != nil {
+		return err
+	}
+	if strings.Count(b, padMark) != 1 {
+		return fmt.Errorf("body %s: want exactly one %s where the padding goes", b, padMark)
+	}
+	size := mib << 20
+	if plusOne != "" {
+		size++
+	}
+	pad := size - (len(b) - len(padMark))
+	if pad < 0 {
+		return fmt.Errorf("body %s is longer than %d bytes already", b, size)
+	}
+	full := strings.Replace(b, padMark, strings.Repeat("x", pad), 1)
+	if len(full) != size {
+		return fmt.Errorf("padded body has %d bytes, want %d", len(full), size)
+	}
+	return st.call(method, path, []byte(full), st.authed)
+}
+
+func answerIsEither(ctx context.Context, a, b int) error {
+	st := scenarioOf(ctx)
+	if err := st.needLast(); err != nil {
+		return err
+	}
+	raw := st.last.Raw()
+	if raw == nil {
+		return fmt.Errorf("%s %s: no answer, want %d or %d", st.lastMethod, st.lastPath, a, b)
+	}
+	if got := raw.StatusCode; got != a && got != b {
+		return fmt.Errorf("%s %s: got %d %q, want %d or %d", st.lastMethod, st.lastPath, got, preview(st.lastBody), a, b)
+	}
+	return nil
+}
+
 func (st *scenario) needLast() error {
 	if st.last == nil {
 		return errors.New("no request was made in this scenario")
+	}
+	if len(st.lastDeviceProbs) > 0 {
+		return errors.New(strings.Join(st.lastDeviceProbs, "\n"))
 	}
 	return nil
 }
@@ -493,66 +558,6 @@ func answerIsDevice(ctx context.Context, alias string, t *godog.Table) error {
 	return nil
 }
 
-// deviceFieldKinds is the device object of CONTRACT.md: field → allowed
-// JSON kinds.
-var deviceFieldKinds = map[string][]string{
-	"id": {"integer"}, "uuid": {"string"}, "appId": {"integer"}, "device_type": {"string"},
-	"logs_channel": {"string", "null"}, "deviceId": {"string"}, "is_online": {"boolean", "null"},
-	"name": {"string"}, "status": {"string"}, "download_progress": {"number", "null"},
-	"commit": {"string", "null"}, "targetCommit": {"string", "null"},
-	"environment": {"object"}, "targetEnvironment": {"object"}, "config": {"object"}, "targetConfig": {"object"},
-}
-
-func jsonKind(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return "null"
-	case string:
-		return "string"
-	case bool:
-		return "boolean"
-	case float64:
-		if x == float64(int64(x)) {
-			return "integer"
-		}
-		return "number"
-	case map[string]any:
-		return "object"
-	case []any:
-		return "array"
-	}
-	return fmt.Sprintf("%T", v)
-}
-
-// checkDeviceShape returns the ways obj differs from the device object.
-func checkDeviceShape(obj map[string]any) []string {
-	var probs []string
-	for k, kinds := range deviceFieldKinds {
-		v, ok := obj[k]
-		if !ok {
-			probs = append(probs, "missing field "+k)
-			continue
-		}
-		kind := jsonKind(v)
-		okKind := false
-		for _, want := range kinds {
-			if kind == want || (want == "number" && kind == "integer") {
-				okKind = true
-			}
-		}
-		if !okKind {
-			probs = append(probs, fmt.Sprintf("field %s: got %s %v, want %s", k, kind, v, strings.Join(kinds, " or ")))
-		}
-	}
-	for k := range obj {
-		if _, ok := deviceFieldKinds[k]; !ok {
-			probs = append(probs, "unexpected field "+k)
-		}
-	}
-	sort.Strings(probs)
-	return probs
-}
-
 func deviceHasContractFields(ctx context.Context, alias string) error {
 	st := scenarioOf(ctx)
 	d, err := st.device(alias)
@@ -563,7 +568,7 @@ func deviceHasContractFields(ctx context.Context, alias string) error {
 	if st.rep.err() != nil {
 		return nil
 	}
-	if probs := checkDeviceShape(obj.Raw()); len(probs) > 0 {
+	if probs := checkDeviceShape(obj.Raw(), st.reference); len(probs) > 0 {
 		return fmt.Errorf("GET /v1/devices/%s: %s", d.uuid, strings.Join(probs, "; "))
 	}
 	return nil
@@ -583,7 +588,7 @@ func everyDeviceHasContractFields(ctx context.Context) error {
 		if !ok {
 			return fmt.Errorf("GET /v1/devices: element %d is %s, want an object", i, jsonKind(v))
 		}
-		if probs := checkDeviceShape(m); len(probs) > 0 {
+		if probs := checkDeviceShape(m, st.reference); len(probs) > 0 {
 			return fmt.Errorf("GET /v1/devices: element %d: %s", i, strings.Join(probs, "; "))
 		}
 	}

@@ -335,6 +335,9 @@ func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, 
 		devices:  map[string]*deviceState{},
 		scripts:  map[string]pendingScript{},
 	}
+	for _, t := range p.Tags {
+		st.reference = st.reference || t.Name == TagReference
+	}
 	st.logger = slog.New(slog.NewTextHandler(st.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	st.targetOut = &syncBuffer{}
 	ok := false

@@ -49,6 +49,7 @@ type CloudControl interface {
 	FailNext(route string, n, status int) error
 	Outage(mode cloud.OutageMode) error
 	ResetFaults()
+	RefuseLogLines(message string)
 }
 
 // RegistryControl is what the steps need from the fake registry: its fault

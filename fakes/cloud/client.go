@@ -263,3 +263,14 @@ func (c *ControlClient) Hang(ctx context.Context, route string) error {
 func (c *ControlClient) Unhang(ctx context.Context, route string) error {
 	return c.do(ctx, http.MethodDelete, "faults/hang/"+url.PathEscape(route), nil, nil)
 }
+
+// RefuseLogLines makes the log stream refuse requests holding a line with
+// message, until UnrefuseLogLines.
+func (c *ControlClient) RefuseLogLines(ctx context.Context, message string) error {
+	return c.do(ctx, http.MethodPost, "faults/refuse-log-lines", RefuseLogLinesRequest{Message: message}, nil)
+}
+
+// UnrefuseLogLines removes every RefuseLogLines.
+func (c *ControlClient) UnrefuseLogLines(ctx context.Context) error {
+	return c.do(ctx, http.MethodDelete, "faults/refuse-log-lines", nil, nil)
+}

@@ -4,9 +4,9 @@
 // whole model in memory (and, with Options.StateFile, on disk across
 // restarts), and offers what a test harness needs around it: a Go
 // control API and the same over HTTP under /control/v1/, fault knobs
-// (Delay, FailNext, Outage, Hang), await functions built on change
-// notification, a journal of received protocol requests, and Prometheus
-// metrics on /metrics.
+// (Delay, FailNext, Outage, Hang, RefuseLogLines), await functions built on
+// change notification, a journal of received protocol requests (with the
+// start of each body), and Prometheus metrics on /metrics.
 //
 // It imports only the leaf wire package proxy/cloudapi from this module
 // (plus the standard library and the Prometheus client); it must not import
@@ -31,8 +31,12 @@ import (
 
 // Default limits of Options.
 const (
-	DefaultJournalSize   = 100_000
-	DefaultLogsPerDevice = 10_000
+	DefaultJournalSize = 100_000
+	// DefaultJournalBodyBytes bounds the body kept per journal entry.
+	DefaultJournalBodyBytes = 64 << 10
+	// DefaultJournalBodyBudget bounds the body bytes of the whole journal.
+	DefaultJournalBodyBudget = 64 << 20
+	DefaultLogsPerDevice     = 10_000
 )
 
 // Options configure New. Every zero value means the documented default.
@@ -60,6 +64,13 @@ type Options struct {
 	// JournalSize bounds the journal of protocol requests (oldest dropped).
 	// 0 means DefaultJournalSize.
 	JournalSize int
+	// JournalBodyBytes bounds the start of each request body kept in the
+	// journal (Request.Body); 0 means DefaultJournalBodyBytes.
+	JournalBodyBytes int
+	// JournalBodyBudget bounds the body bytes the whole journal keeps: past
+	// it, the oldest entries lose their bodies (their BodySize stays). 0
+	// means DefaultJournalBodyBudget.
+	JournalBodyBudget int
 	// LogsPerDevice bounds the log lines kept per device (oldest dropped,
 	// still counted by LogCount). 0 means DefaultLogsPerDevice.
 	LogsPerDevice int
@@ -167,6 +178,14 @@ func New(opts Options) (*Server, error) {
 		n = DefaultJournalSize
 	}
 	s.journal.limit = n
+	s.journal.bodyLimit = opts.JournalBodyBytes
+	if s.journal.bodyLimit <= 0 {
+		s.journal.bodyLimit = DefaultJournalBodyBytes
+	}
+	s.journal.bodyBudget = opts.JournalBodyBudget
+	if s.journal.bodyBudget <= 0 {
+		s.journal.bodyBudget = DefaultJournalBodyBudget
+	}
 	s.logsPerDevice = opts.LogsPerDevice
 	if s.logsPerDevice <= 0 {
 		s.logsPerDevice = DefaultLogsPerDevice

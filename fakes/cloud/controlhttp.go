@@ -48,6 +48,8 @@ import (
 //	DELETE faults/outage                 204
 //	POST   faults/hang                   HangRequest → 204
 //	DELETE faults/hang/{route}           204
+//	POST   faults/refuse-log-lines       RefuseLogLinesRequest → 204
+//	DELETE faults/refuse-log-lines       204
 const ControlPrefix = "/control/v1/"
 
 // Body limits of the control API.
@@ -109,6 +111,12 @@ type FailNextRequest struct {
 // OutageRequest is the body of POST /control/v1/faults/outage.
 type OutageRequest struct {
 	Mode OutageMode `json:"mode"`
+}
+
+// RefuseLogLinesRequest is the body of POST
+// /control/v1/faults/refuse-log-lines.
+type RefuseLogLinesRequest struct {
+	Message string `json:"message"`
 }
 
 // HangRequest is the body of POST /control/v1/faults/hang.
@@ -502,6 +510,18 @@ func (s *Server) controlRoutes(mux *http.ServeMux) {
 			return err
 		}
 		s.Unhang(r.PathValue("route"))
+		return noContent(w)
+	})
+	h("POST faults/refuse-log-lines", func(w http.ResponseWriter, r *http.Request) error {
+		var rr RefuseLogLinesRequest
+		if err := decodeControl(r, maxControlBody, &rr); err != nil {
+			return err
+		}
+		s.RefuseLogLines(rr.Message)
+		return noContent(w)
+	})
+	h("DELETE faults/refuse-log-lines", func(w http.ResponseWriter, r *http.Request) error {
+		s.UnrefuseLogLines()
 		return noContent(w)
 	})
 }

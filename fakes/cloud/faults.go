@@ -47,6 +47,8 @@ type faults struct {
 	failNext map[string]failFault
 	hangs    map[string]chan struct{}
 	outage   OutageMode
+	// refusedLogs are the messages of log lines the log stream refuses.
+	refusedLogs map[string]bool
 }
 
 type delayFault struct{ d, jitter time.Duration }
@@ -61,6 +63,8 @@ type FaultState struct {
 	// FailNext by route: requests left to fail and their status.
 	FailNext map[string][2]int `json:"failNext"`
 	Hangs    []string          `json:"hangs"`
+	// RefusedLogLines are the messages set by RefuseLogLines.
+	RefusedLogLines []string `json:"refusedLogLines"`
 	// Held is the number of requests currently held by Hang.
 	Held int `json:"held"`
 }
@@ -182,7 +186,9 @@ func (s *Server) Unhang(route string) {
 	s.log.Info("fault: unhang", "route", route)
 }
 
-// ResetFaults removes every fault knob (hung requests are released).
+// ResetFaults removes every fault knob of availability (hung requests are
+// released). What RefuseLogLines refuses is content, not availability: it
+// stays until UnrefuseLogLines.
 func (s *Server) ResetFaults() {
 	s.faults.mu.Lock()
 	defer s.faults.mu.Unlock()
@@ -194,6 +200,34 @@ func (s *Server) ResetFaults() {
 	clear(s.faults.failNext)
 	s.faults.outage = ""
 	s.log.Info("fault: reset")
+}
+
+// RefuseLogLines makes the log stream refuse (400, whole, CLOUD-LOGS) every
+// request holding a line whose message is message, as a cloud refuses a bad
+// line, until UnrefuseLogLines.
+func (s *Server) RefuseLogLines(message string) {
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	if s.faults.refusedLogs == nil {
+		s.faults.refusedLogs = map[string]bool{}
+	}
+	s.faults.refusedLogs[message] = true
+	s.log.Info("fault: refuse log lines", "message", message)
+}
+
+// UnrefuseLogLines removes every RefuseLogLines.
+func (s *Server) UnrefuseLogLines() {
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	clear(s.faults.refusedLogs)
+	s.log.Info("fault: unrefuse log lines")
+}
+
+// logLineRefused reports whether RefuseLogLines refuses message.
+func (s *Server) logLineRefused(message string) bool {
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	return s.faults.refusedLogs[message]
 }
 
 // Faults returns a snapshot of the fault knobs.
@@ -221,6 +255,11 @@ func (s *Server) faultKnobs() FaultState {
 		fs.Hangs = append(fs.Hangs, r)
 	}
 	slices.Sort(fs.Hangs)
+	fs.RefusedLogLines = []string{}
+	for m := range s.faults.refusedLogs {
+		fs.RefusedLogLines = append(fs.RefusedLogLines, m)
+	}
+	slices.Sort(fs.RefusedLogLines)
 	return fs
 }
 

@@ -22,6 +22,8 @@ type faultKnobs interface {
 	EndOutage() error
 	Hang(route string) error
 	Unhang(route string) error
+	RefuseLogLines(message string) error
+	UnrefuseLogLines() error
 }
 
 type goKnobs struct{ s *Server }
@@ -34,6 +36,8 @@ func (k goKnobs) Outage(m OutageMode) error                { return k.s.Outage(m
 func (k goKnobs) EndOutage() error                         { k.s.EndOutage(); return nil }
 func (k goKnobs) Hang(r string) error                      { return k.s.Hang(r) }
 func (k goKnobs) Unhang(r string) error                    { k.s.Unhang(r); return nil }
+func (k goKnobs) RefuseLogLines(m string) error            { k.s.RefuseLogLines(m); return nil }
+func (k goKnobs) UnrefuseLogLines() error                  { k.s.UnrefuseLogLines(); return nil }
 
 type httpKnobs struct{ c *ControlClient }
 
@@ -48,6 +52,8 @@ func (k httpKnobs) Outage(m OutageMode) error          { return k.c.Outage(k.ctx
 func (k httpKnobs) EndOutage() error                   { return k.c.EndOutage(k.ctx()) }
 func (k httpKnobs) Hang(r string) error                { return k.c.Hang(k.ctx(), r) }
 func (k httpKnobs) Unhang(r string) error              { return k.c.Unhang(k.ctx(), r) }
+func (k httpKnobs) RefuseLogLines(m string) error      { return k.c.RefuseLogLines(k.ctx(), m) }
+func (k httpKnobs) UnrefuseLogLines() error            { return k.c.UnrefuseLogLines(k.ctx()) }
 
 func TestFaultKnobsAndTheirUndo(t *testing.T) {
 	targets := []struct {
@@ -124,6 +130,30 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 				mustNoErr(t, k.EndOutage())
 				if r := c.call(t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil); r.status != 200 {
 					t.Errorf("after EndOutage: got %d, want 200", r.status)
+				}
+			})
+			t.Run("RefuseLogLines refuses a whole request holding the line, UnrefuseLogLines takes it", func(t *testing.T) {
+				c := newTestCloud(t, Options{})
+				k, f := target.knobs(c), c.fixture(t)
+				d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
+				mustNoErr(t, err)
+				mustNoErr(t, k.RefuseLogLines("bad"))
+				if got := c.Faults().RefusedLogLines; len(got) != 1 || got[0] != "bad" {
+					t.Errorf("fault state: got %v, want [bad]", got)
+				}
+				body := logLine(d.UUID, "good", 1) + logLine(d.UUID, "bad", 2)
+				if r := c.call(t, "POST", logsPath(f.gw.UUID), f.gw.APIKey, strings.NewReader(body)); r.status != 400 {
+					t.Errorf("got %d (%s), want 400", r.status, r.body)
+				}
+				if l, _ := c.Logs(d.UUID); len(l) != 0 {
+					t.Errorf("got %d lines stored of a refused request, want 0", len(l))
+				}
+				mustNoErr(t, k.UnrefuseLogLines())
+				if r := c.call(t, "POST", logsPath(f.gw.UUID), f.gw.APIKey, strings.NewReader(body)); r.status != 200 {
+					t.Errorf("after UnrefuseLogLines: got %d (%s), want 200", r.status, r.body)
+				}
+				if l, _ := c.Logs(d.UUID); len(l) != 2 {
+					t.Errorf("got %d lines, want 2", len(l))
 				}
 			})
 			t.Run("Delay holds answers at least d, Undelay removes it", func(t *testing.T) {

@@ -21,6 +21,8 @@ import (
 const (
 	maxJSONBody = 1 << 20 // provisioning and PATCH bodies
 	maxLogLine  = 1 << 20 // one line of a log stream
+	// maxLogStream bounds one log-stream request, which is taken whole.
+	maxLogStream = 64 << 20
 )
 
 // gwHandler handles a protocol request of an authenticated gateway.
@@ -55,8 +57,19 @@ func (s *Server) protocol(route string, h gwHandler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		req := Request{Time: s.now(), Method: r.Method, Path: r.URL.RequestURI(), Route: route}
+		var tap *bodyTap
+		if r.Body != nil && r.Body != http.NoBody {
+			tap = &bodyTap{ReadCloser: r.Body, limit: s.journal.bodyLimit}
+			r.Body = tap
+		}
+		keepBody := func() {
+			if tap != nil {
+				req.Body, req.BodySize = tap.taken()
+			}
+		}
 		if out, done := s.applyFaults(route, sw, r); done {
 			req.Fault, req.Status = out.fault, out.status
+			keepBody()
 			s.record(req, start)
 			if out.drop {
 				closeConn(w)
@@ -81,6 +94,7 @@ func (s *Server) protocol(route string, h gwHandler) http.Handler {
 		if req.Status == 0 {
 			req.Status = http.StatusOK
 		}
+		keepBody()
 		s.record(req, start)
 	})
 }
@@ -300,20 +314,24 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, gw *gateway) 
 	return writeJSON(w, http.StatusOK, list)
 }
 
-// handleLogs stores the lines of a log stream as they arrive, one line at a
-// time, so a long-lived streaming body is visible line by line. Lines for a
-// uuid that is not a dependent device of the calling gateway are dropped and
-// counted (Gateway.DroppedLogs and depharness_cloud_log_lines_total{result=
-// "unknown_device"}): a supervisor legitimately sends buffered lines of a
-// device deleted meanwhile. A malformed line answers 400; the lines before it
-// are kept.
+// handleLogs takes a log stream whole or refuses it whole (CLOUD-LOGS): it
+// reads and checks every line first, and only when all are good stores them
+// together, so that no line of a refused request is kept (a supervisor that
+// re-sends the good lines of a refused batch must not create duplicates).
+// A malformed line answers 400, a line over maxLogLine or a stream over
+// maxLogStream 413. Lines for a uuid that is not a dependent device of the
+// calling gateway are dropped and counted (Gateway.DroppedLogs and
+// depharness_cloud_log_lines_total{result="unknown_device"}): a supervisor
+// legitimately sends buffered lines of a device deleted meanwhile.
 func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, gw *gateway) error {
 	if err := checkOwnUUID(r, gw); err != nil {
 		return err
 	}
-	sc := bufio.NewScanner(r.Body)
+	body := http.MaxBytesReader(nil, r.Body, maxLogStream)
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 0, 64<<10), maxLogLine)
-	n, stored, dropped := 0, 0, 0
+	var lines []cloudapi.LogLine
+	n := 0
 	for sc.Scan() {
 		n++
 		b := bytes.TrimSpace(sc.Bytes())
@@ -322,30 +340,42 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, gw *gateway)
 		}
 		var l cloudapi.LogLine
 		if err := json.Unmarshal(b, &l); err != nil {
-			return errorf(http.StatusBadRequest, "line %d: malformed JSON: %v", n, err)
+			return errorf(http.StatusBadRequest, "line %d: malformed JSON: %v (nothing of this request was stored)", n, err)
 		}
 		if l.UUID == "" {
-			return errorf(http.StatusBadRequest, "line %d: uuid is required", n)
+			return errorf(http.StatusBadRequest, "line %d: uuid is required (nothing of this request was stored)", n)
 		}
-		s.mu.Lock()
-		if d := s.devices[l.UUID]; d != nil && d.gateway == gw {
-			s.appendLogLocked(d, l)
-			stored++
-			s.metrics.logLines.WithLabelValues("stored").Inc()
-		} else {
-			gw.droppedLogs++
-			dropped++
-			s.metrics.logLines.WithLabelValues("unknown_device").Inc()
+		if s.logLineRefused(l.Message) {
+			return errorf(http.StatusBadRequest, "line %d: refused (injected; nothing of this request was stored)", n)
 		}
-		s.notifyLocked()
-		s.mu.Unlock()
+		lines = append(lines, l)
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return errorf(http.StatusRequestEntityTooLarge, "line %d: over %d bytes", n+1, maxLogLine)
+			return errorf(http.StatusRequestEntityTooLarge, "line %d: over %d bytes (nothing of this request was stored)", n+1, maxLogLine)
 		}
-		return errorf(http.StatusBadRequest, "reading the log stream: %v", err)
+		if errors.As(err, new(*http.MaxBytesError)) {
+			return errorf(http.StatusRequestEntityTooLarge, "log stream over %d bytes (nothing of this request was stored)", maxLogStream)
+		}
+		return errorf(http.StatusBadRequest, "reading the log stream: %v (nothing of this request was stored)", err)
 	}
+	stored, dropped := 0, 0
+	s.mu.Lock()
+	for _, l := range lines {
+		if d := s.devices[l.UUID]; d != nil && d.gateway == gw {
+			s.appendLogLocked(d, l)
+			stored++
+		} else {
+			gw.droppedLogs++
+			dropped++
+		}
+	}
+	if len(lines) > 0 {
+		s.notifyLocked()
+	}
+	s.mu.Unlock()
+	s.metrics.logLines.WithLabelValues("stored").Add(float64(stored))
+	s.metrics.logLines.WithLabelValues("unknown_device").Add(float64(dropped))
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintf(w, "stored %d, dropped %d (unknown device)\n", stored, dropped)
 	return nil

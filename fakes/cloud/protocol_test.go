@@ -382,14 +382,23 @@ func TestLogStreamStoresLinesOfOwnDevicesAndDropsOthers(t *testing.T) {
 		t.Errorf("unknown_device metric: got %v, want 2", got)
 	}
 
-	t.Run("a malformed line answers 400 and keeps the lines before it", func(t *testing.T) {
+	t.Run("a malformed line answers 400 and stores no line of the request", func(t *testing.T) {
 		r := c.call(t, "POST", logsPath(f.gw.UUID), f.gw.APIKey, strings.NewReader(logLine(d.UUID, "three", 5)+"{nope\n"+logLine(d.UUID, "never", 6)))
 		if r.status != 400 || !strings.Contains(r.body, "line 2") {
 			t.Errorf("got %d (%s), want 400 naming line 2", r.status, r.body)
 		}
 		l, _ := c.Logs(d.UUID)
-		if len(l) != 3 || l[2].Message != "three" {
-			t.Errorf("got %d lines ending %+v, want 3 ending with \"three\"", len(l), l[len(l)-1])
+		if len(l) != 2 || l[1].Message != "two" {
+			t.Errorf("got %d lines %+v, want the 2 of the earlier request", len(l), l)
+		}
+	})
+	t.Run("a JSON array instead of lines answers 400 and stores nothing", func(t *testing.T) {
+		r := c.call(t, "POST", logsPath(f.gw.UUID), f.gw.APIKey, strings.NewReader(`[`+strings.TrimSpace(logLine(d.UUID, "in array", 7))+`]`+"\n"))
+		if r.status != 400 {
+			t.Errorf("got %d (%s), want 400", r.status, r.body)
+		}
+		if l, _ := c.Logs(d.UUID); len(l) != 2 {
+			t.Errorf("got %d lines, want 2", len(l))
 		}
 	})
 	t.Run("a line without uuid answers 400", func(t *testing.T) {
@@ -399,7 +408,7 @@ func TestLogStreamStoresLinesOfOwnDevicesAndDropsOthers(t *testing.T) {
 	})
 }
 
-func TestLogStreamIsReadLineByLine(t *testing.T) {
+func TestLogStreamIsStoredWholeWhenItEnds(t *testing.T) {
 	c := newTestCloud(t, Options{})
 	f := c.fixture(t)
 	d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
@@ -423,14 +432,10 @@ func TestLogStreamIsReadLineByLine(t *testing.T) {
 		if _, err := io.WriteString(pw, logLine(d.UUID, fmt.Sprint("line ", i), int64(i))); err != nil {
 			t.Fatal(err)
 		}
-		// Each line is stored while the body is still open.
-		lines, err := c.AwaitLogs(ctx, d.UUID, i)
-		if err != nil {
-			t.Fatalf("line %d not stored while streaming: %v", i, err)
-		}
-		if got := lines[i-1].Message; got != fmt.Sprint("line ", i) {
-			t.Errorf("got %q, want %q", got, fmt.Sprint("line ", i))
-		}
+	}
+	// The lines were read (the pipe took them) but the request is open.
+	if l, _ := c.Logs(d.UUID); len(l) != 0 {
+		t.Fatalf("got %d lines stored before the request ended, want 0", len(l))
 	}
 	pw.Close()
 	select {
@@ -440,6 +445,51 @@ func TestLogStreamIsReadLineByLine(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("stream request did not finish")
+	}
+	lines, err := c.Logs(d.UUID)
+	mustNoErr(t, err)
+	if len(lines) != 3 || lines[2].Message != "line 3" {
+		t.Errorf("got %+v, want the 3 lines", lines)
+	}
+}
+
+func TestJournalKeepsRequestBodies(t *testing.T) {
+	c := newTestCloud(t, Options{JournalBodyBytes: 8, JournalBodyBudget: 20})
+	f := c.fixture(t)
+	d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
+	mustNoErr(t, err)
+	path := fmt.Sprintf(cloudapi.PathDeviceFmt, d.ID)
+	for _, body := range []string{`{"status":"a"}`, `{"is_online":false}`, `{"status":"b"}`} {
+		if r := c.call(t, "PATCH", path, f.gw.APIKey, strings.NewReader(body)); r.status != 200 {
+			t.Fatalf("PATCH %s: got %d (%s)", body, r.status, r.body)
+		}
+	}
+	reqs := c.Requests(0)
+	if len(reqs) != 3 {
+		t.Fatalf("got %d journal entries, want 3", len(reqs))
+	}
+	// 8 bytes each, budget 20: the oldest lost its body, the others keep
+	// their starts.
+	want := []struct {
+		body string
+		size int64
+	}{{"", 14}, {`{"is_onl`, 19}, {`{"status`, 14}}
+	for i, w := range want {
+		if string(reqs[i].Body) != w.body || reqs[i].BodySize != w.size || reqs[i].WholeBody() {
+			t.Errorf("entry %d: got body %q of %d bytes, want %q of %d, not whole", i, reqs[i].Body, reqs[i].BodySize, w.body, w.size)
+		}
+	}
+
+	c2 := newTestCloud(t, Options{})
+	f2 := c2.fixture(t)
+	d2, err := c2.CreateDevice(DeviceSpec{AppID: f2.app.ID})
+	mustNoErr(t, err)
+	body := `{"is_online":false}`
+	if r := c2.call(t, "PATCH", fmt.Sprintf(cloudapi.PathDeviceFmt, d2.ID), f2.gw.APIKey, strings.NewReader(body)); r.status != 200 {
+		t.Fatalf("got %d", r.status)
+	}
+	if got := c2.Requests(0); len(got) != 1 || string(got[0].Body) != body || !got[0].WholeBody() {
+		t.Errorf("got %+v, want one entry with the whole body %s", got, body)
 	}
 }
 

@@ -189,4 +189,15 @@ type Request struct {
 	// Fault names the injected fault that answered, if any: "outage",
 	// "fail-next", "hang".
 	Fault string `json:"fault,omitempty"`
+	// Body is the start of the request body as the fake read it, at most
+	// Options.JournalBodyBytes, and nothing once the journal's budget of
+	// body bytes (Options.JournalBodyBudget) needed the room for newer
+	// bodies. It is shared: read it, never change it.
+	Body []byte `json:"body,omitempty"`
+	// BodySize is how many bytes of body the fake read in all; Body is
+	// the whole body when len(Body) == BodySize.
+	BodySize int64 `json:"body_size,omitempty"`
 }
+
+// WholeBody reports whether Body holds the whole body the fake read.
+func (r Request) WholeBody() bool { return int64(len(r.Body)) == r.BodySize }

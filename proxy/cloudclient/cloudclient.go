@@ -244,7 +244,12 @@ func (c *Client) Provision(ctx context.Context, appID int64, deviceType, uuid st
 	if c.v.On("cloud-prov-unmanaged") {
 		req.IsManagedByDevice = 0
 	}
-	body, err := json.Marshal(req)
+	var v any = req
+	if c.v.On("cloud-prov-no-registered-at") {
+		v = map[string]any{"belongs_to__application": req.BelongsToApplication, "device_type": req.DeviceType,
+			"is_managed_by__device": req.IsManagedByDevice, "uuid": req.UUID}
+	}
+	body, err := json.Marshal(v)
 	if err != nil {
 		return cloudapi.Device{}, err
 	}
@@ -266,9 +271,28 @@ func (c *Client) Provision(ctx context.Context, appID int64, deviceType, uuid st
 
 // PatchDevice sends patch to the cloud device id.
 func (c *Client) PatchDevice(ctx context.Context, id int64, patch cloudapi.DevicePatch) error {
+	if c.v.On("cloud-patch-drop-offline") && patch.IsOnline != nil && !*patch.IsOnline {
+		patch.IsOnline = nil
+		if patch == (cloudapi.DevicePatch{}) {
+			return nil
+		}
+	}
 	var v any = patch
 	if c.v.On("cloud-patch-commit-field") && patch.IsOnCommit != nil {
 		v = map[string]any{"status": patch.Status, "is_online": patch.IsOnline, "commit": *patch.IsOnCommit}
+	}
+	if c.v.On("cloud-patch-environment") {
+		m := map[string]any{"environment": map[string]string{}}
+		if patch.Status != nil {
+			m["status"] = *patch.Status
+		}
+		if patch.IsOnline != nil {
+			m["is_online"] = *patch.IsOnline
+		}
+		if patch.IsOnCommit != nil {
+			m["is_on__commit"] = *patch.IsOnCommit
+		}
+		v = m
 	}
 	body, err := json.Marshal(v)
 	if err != nil {
@@ -320,7 +344,16 @@ func (c *Client) SendLogs(ctx context.Context, lines []cloudapi.LogLine) error {
 		}
 	} else {
 		for _, l := range lines {
-			if err := enc.Encode(l); err != nil {
+			var v any = l
+			if c.v.On("cloud-logs-omit-false") {
+				v = struct {
+					UUID      string `json:"uuid"`
+					Message   string `json:"message"`
+					Timestamp int64  `json:"timestamp"`
+					IsSystem  bool   `json:"isSystem,omitempty"`
+				}(l)
+			}
+			if err := enc.Encode(v); err != nil {
 				return err
 			}
 		}

@@ -485,6 +485,60 @@ func TestViolationsBreakTheWireFormat(t *testing.T) {
 			t.Errorf("body = %s, want commit without is_on__commit", *body)
 		}
 	})
+	t.Run("cloud-prov-no-registered-at leaves registered_at out", func(t *testing.T) {
+		c, mt, _ := newMockClient(t)
+		c.v = violation.Set{"cloud-prov-no-registered-at": true}
+		body := capture(t, mt, "POST "+testBase+"/v6/device")
+		if _, err := c.Provision(context.Background(), 3, "generic-amd64", "u"); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(*body, "registered_at") || !strings.Contains(*body, `"is_managed_by__device"`) {
+			t.Errorf("body = %s, want the fields but registered_at", *body)
+		}
+	})
+	t.Run("cloud-patch-environment adds an environment field", func(t *testing.T) {
+		c, mt, _ := newMockClient(t)
+		c.v = violation.Set{"cloud-patch-environment": true}
+		body := capture(t, mt, "PATCH "+testBase+"/v6/device(31)")
+		status := "Idle"
+		if err := c.PatchDevice(context.Background(), 31, cloudapi.DevicePatch{Status: &status}); err != nil {
+			t.Fatal(err)
+		}
+		if *body != `{"environment":{},"status":"Idle"}` {
+			t.Errorf("body = %s, want status and an environment", *body)
+		}
+	})
+	t.Run("cloud-patch-drop-offline leaves is_online false out", func(t *testing.T) {
+		c, mt, _ := newMockClient(t)
+		c.v = violation.Set{"cloud-patch-drop-offline": true}
+		body := capture(t, mt, "PATCH "+testBase+"/v6/device(31)")
+		status, off := "Idle", false
+		if err := c.PatchDevice(context.Background(), 31, cloudapi.DevicePatch{Status: &status, IsOnline: &off}); err != nil {
+			t.Fatal(err)
+		}
+		if *body != `{"status":"Idle"}` {
+			t.Errorf("body = %s, want status alone", *body)
+		}
+		*body = "none"
+		if err := c.PatchDevice(context.Background(), 31, cloudapi.DevicePatch{IsOnline: &off}); err != nil {
+			t.Fatal(err)
+		}
+		if *body != "none" {
+			t.Errorf("a patch of is_online false alone was sent: %s", *body)
+		}
+	})
+	t.Run("cloud-logs-omit-false leaves isSystem false out", func(t *testing.T) {
+		c, mt, _ := newMockClient(t)
+		c.v = violation.Set{"cloud-logs-omit-false": true}
+		body := capture(t, mt, "POST "+testBase+"/device/v2/"+testUUID+"/log-stream")
+		if err := c.SendLogs(context.Background(), []cloudapi.LogLine{{UUID: "a", Message: "m"}, {UUID: "b", IsSystem: true}}); err != nil {
+			t.Fatal(err)
+		}
+		want := `{"uuid":"a","message":"m","timestamp":0}` + "\n" + `{"uuid":"b","message":"","timestamp":0,"isSystem":true}` + "\n"
+		if *body != want {
+			t.Errorf("body = %q, want %q", *body, want)
+		}
+	})
 	t.Run("cloud-logs-json-array sends one array", func(t *testing.T) {
 		c, mt, _ := newMockClient(t)
 		c.v = violation.Set{"cloud-logs-json-array": true}

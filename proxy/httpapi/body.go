@@ -19,10 +19,14 @@ import (
 func (h *Handler) readObject(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, error) {
 	body := r.Body
 	if !h.v.On("body-no-limit") {
-		if r.ContentLength > api.MaxBodyBytes {
+		limit := int64(api.MaxBodyBytes)
+		if h.v.On("body-limit-1mib") {
+			limit = 1 << 20
+		}
+		if r.ContentLength > limit {
 			return nil, errBodyTooLarge
 		}
-		body = http.MaxBytesReader(w, r.Body, api.MaxBodyBytes)
+		body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	b, err := io.ReadAll(body)
 	if err != nil {

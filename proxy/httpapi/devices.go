@@ -39,6 +39,9 @@ func (h *Handler) writeDevice(w http.ResponseWriter, status int, d *store.Device
 		return unavailable(err)
 	}
 	*bp = b
+	if h.v.On("put-reply-appid-string") {
+		b = appIDAsString(b, d.AppID)
+	}
 	writeJSON(w, status, b)
 	return nil
 }
@@ -53,6 +56,7 @@ func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) error {
 	}
 	hideMarked := h.v.On("list-hides-marked")
 	numericOnline := h.v.On("put-isonline-number")
+	reportedNumeric := h.v.On("list-reported-online-number")
 	// A new buffer each time: it becomes the cached body.
 	hint := max(int(h.listSize.Load()), 512)
 	b := make([]byte, 0, hint+hint/8) // grow once, not by doubling
@@ -67,7 +71,7 @@ func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) error {
 		}
 		first = false
 		var err error
-		b, err = appendDevice(b, d, numericOnline)
+		b, err = appendDevice(b, d, numericOnline || (reportedNumeric && d.IsOnline != nil))
 		return err
 	})
 	if err != nil {
@@ -239,6 +243,11 @@ func (h *Handler) putDevice(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err != nil {
 		return deviceError(err)
+	}
+	if h.v.On("put-cloud-fail-500") {
+		if err := h.patchNow(ctx, d.CloudID, rep); cloudclient.IsUnavailable(err) {
+			return &Error{Status: http.StatusInternalServerError, Text: "Internal server error", Cause: err}
+		}
 	}
 	if h.opts.OnDeviceReported != nil {
 		h.opts.OnDeviceReported(uuid)

@@ -56,6 +56,14 @@ func (c *fakeCloud) Provision(ctx context.Context, appID int64, deviceType, uuid
 		BelongsToApplication: cloudapi.Ref{ID: appID}}, nil
 }
 
+// PatchDevice fails as told, else takes the patch (only the violation
+// put-cloud-fail-500 patches from the API).
+func (c *fakeCloud) PatchDevice(ctx context.Context, id int64, patch cloudapi.DevicePatch) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fail
+}
+
 func (c *fakeCloud) setFail(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -237,6 +237,9 @@ func (h *Handler) authorized(r *http.Request) bool {
 		if !found || !(strings.EqualFold(scheme, "Bearer") || strings.EqualFold(scheme, "ApiKey")) {
 			continue
 		}
+		if strings.EqualFold(scheme, "ApiKey") && h.v.On("auth-apikey-any-key") && strings.TrimSpace(cred) != "" {
+			ok = true
+		}
 		ok = h.keyMatches(strings.TrimSpace(cred)) || ok
 	}
 	return ok

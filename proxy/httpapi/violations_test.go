@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
 )
@@ -106,6 +107,28 @@ func TestViolations(t *testing.T) {
 			var l cloudapi.LogLine
 			json.Unmarshal(rows[0].Payload, &l)
 			return l.Timestamp == testNow.UnixMilli(), string(rows[0].Payload)
+		}},
+		{"list-reported-online-number", func(t *testing.T, f deviceFixture) (bool, string) {
+			f.do("PUT", "/v1/devices/"+f.plain, `{"is_online":true}`)
+			b := f.listBody()
+			return strings.Contains(b, `"is_online":true`) && !strings.Contains(b, `"is_online":1`), b
+		}},
+		{"put-reply-appid-string", func(t *testing.T, f deviceFixture) (bool, string) {
+			_, b := f.do("PUT", "/v1/devices/"+f.plain, `{"status":"x"}`)
+			var m map[string]any
+			json.Unmarshal([]byte(b), &m)
+			_, isNum := m["appId"].(float64)
+			return isNum, b
+		}},
+		{"put-cloud-fail-500", func(t *testing.T, f deviceFixture) (bool, string) {
+			f.cloud.setFail(&cloudclient.StatusError{Call: cloudclient.CallPatch, Code: 500})
+			code, b := f.do("PUT", "/v1/devices/"+f.plain, `{"status":"x"}`)
+			return code == 200, fmt.Sprintf("%d %q", code, b)
+		}},
+		{"body-limit-1mib", status("PUT", plainPath(""), `{"status":"x"}`+strings.Repeat(" ", 2<<20), 200)},
+		{"auth-apikey-any-key", func(t *testing.T, f deviceFixture) (bool, string) {
+			code, b := f.raw("GET", "/v1/devices", "", http.Header{"Authorization": {"ApiKey not-the-key"}})
+			return code == 401, fmt.Sprintf("%d %q", code, b)
 		}},
 	} {
 		if _, ok := violation.Known[tc.name]; !ok {

@@ -453,6 +453,9 @@ func (o *Outbox) deliverChain(ctx context.Context, rows []store.OutboxRow) chain
 		switch {
 		case err == nil:
 			res.deliver(r.Seq)
+			if i == 0 && len(rows) > 1 && o.opts.Violations.On("outbox-late-older-patch") {
+				o.late(ctx, func(ctx context.Context) error { return o.opts.Cloud.PatchDevice(ctx, r.CloudID, p) })
+			}
 		case permanent(err):
 			o.log.Warn("cloud refused a device patch: dropped", "seq", r.Seq, "device", r.DeviceUUID, "cloud_id", r.CloudID, "err", err)
 			res.drop(r.Seq, "rejected")
@@ -526,6 +529,14 @@ func (o *Outbox) sendLogRows(ctx context.Context, rows []store.OutboxRow, done *
 		for _, r := range rows {
 			done.deliver(r.Seq)
 		}
+		if o.opts.Violations.On("logs-resent-after-success") {
+			o.late(ctx, func(ctx context.Context) error { return o.opts.Cloud.SendLogs(ctx, lines) })
+		}
+		return nil
+	case permanent(err) && len(rows) > 1 && o.opts.Violations.On("logs-refused-batch-dropped"):
+		for _, r := range rows {
+			done.drop(r.Seq, "rejected")
+		}
 		return nil
 	case permanent(err) && len(rows) > 1:
 		half := len(rows) / 2
@@ -545,6 +556,26 @@ func (o *Outbox) sendLogRows(ctx context.Context, rows []store.OutboxRow, done *
 	default:
 		return err
 	}
+}
+
+// lateDelay is how long after a delivery the late-delivery violations send
+// again what the cloud already took.
+const lateDelay = time.Second
+
+// late calls send once, lateDelay from now, unless ctx ends first: a
+// delivery the cloud already took, made again late (the violations
+// outbox-late-older-patch and logs-resent-after-success).
+func (o *Outbox) late(ctx context.Context, send func(context.Context) error) {
+	go func() {
+		if !sleep(ctx, lateDelay) {
+			return
+		}
+		cctx, cancel := context.WithTimeout(ctx, o.opts.CallTimeout)
+		defer cancel()
+		if err := send(cctx); err != nil {
+			o.log.Debug("late delivery failed", "err", err)
+		}
+	}()
 }
 
 func (o *Outbox) updateDepth(ctx context.Context, kind string) {

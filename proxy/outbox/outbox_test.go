@@ -456,6 +456,33 @@ func TestViolations(t *testing.T) {
 			got := e.cloud.Patches()
 			return got[0] == patchWant(11, "first"), fmt.Sprint(got)
 		}},
+		{"outbox-late-older-patch", func(t *testing.T, e *env) (bool, string) {
+			e.report("dev-a", "first")
+			e.report("dev-a", "second")
+			e.run()
+			waitFor(t, "both patches", func() bool { return len(e.cloud.Patches()) == 2 })
+			time.Sleep(lateDelay + 500*time.Millisecond)
+			got := e.cloud.Patches()
+			return len(got) == 2 && got[1] == patchWant(11, "second"), fmt.Sprint(got)
+		}},
+		{"logs-refused-batch-dropped", func(t *testing.T, e *env) (bool, string) {
+			e.cloud.set(func(c *testCloud) { c.rejectLog = "bad" })
+			e.logLine("dev-a", "a")
+			e.logLine("dev-a", "bad")
+			e.logLine("dev-a", "c")
+			e.run()
+			waitFor(t, "the batch settled", func() bool { return e.depth(store.OutboxLog) == 0 })
+			got := e.cloud.LogMessages()
+			return fmt.Sprint(got) == "[dev-a:a dev-a:c]", fmt.Sprint(got)
+		}},
+		{"logs-resent-after-success", func(t *testing.T, e *env) (bool, string) {
+			e.logLine("dev-a", "once")
+			e.run()
+			waitFor(t, "the line", func() bool { return len(e.cloud.LogMessages()) == 1 })
+			time.Sleep(lateDelay + 500*time.Millisecond)
+			got := e.cloud.LogMessages()
+			return len(got) == 1, fmt.Sprint(got)
+		}},
 	} {
 		t.Run(tc.name+" breaks "+violation.Known[tc.name].Clause, func(t *testing.T) {
 			if ok, got := tc.contract(t, newEnv(t)); !ok {
