@@ -11,6 +11,11 @@ func init() {
 		Violation{Name: "assets-ignore-whiteouts", Clause: "APP-ASSET-3", What: "files deleted by a later image layer stay in the asset tar"},
 		Violation{Name: "assets-lower-layer-wins", Clause: "APP-ASSET-3", What: "a file overwritten in a later layer keeps its earlier content in the asset tar"},
 		Violation{Name: "assets-drop-dotfiles", Clause: "APP-ASSET-4", What: "top-level hidden files are left out of the asset tar, like tar *"},
+		Violation{Name: "assets-root-opaque-ignored", Clause: "APP-ASSET-3", What: "an opaque whiteout directly in /assets is ignored: lower layers' assets stay in the tar"},
+		Violation{Name: "assets-unsafe-links", Clause: "APP-ASSET-5", What: "symlinks and hard links are written into the asset tar as the image has them, absolute and escaping ones included"},
+		Violation{Name: "assets-lexical-links", Clause: "APP-ASSET-5", What: "links are judged lexically where each stands: a hard link to a symlink, or a symlink through a linked folder, can lead out of the extraction folder"},
+		Violation{Name: "assets-keep-setuid", Clause: "APP-ASSET-5", What: "setuid, setgid and sticky bits of image files are kept in the asset tar"},
+		Violation{Name: "assets-keep-devices", Clause: "APP-ASSET-5", What: "device nodes and FIFOs of the image are written into the asset tar"},
 		// supervisor API (proxy/httpapi)
 		Violation{Name: "auth-open", Clause: "AUTH-1", What: "requests without a key or with a wrong key are served instead of answered 401"},
 		Violation{Name: "auth-unknown-path-404", Clause: "AUTH-1", What: "unknown paths answer 404 without checking the key instead of 401"},
