@@ -34,4 +34,5 @@ func registerSteps(sc *godog.ScenarioContext) {
 	registerAPISteps(sc)
 	registerWorldSteps(sc)
 	registerHookSteps(sc)
+	registerAssetSteps(sc)
 }

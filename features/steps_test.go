@@ -36,6 +36,7 @@ func TestEveryStepHasExactlyOneFittingDefinition(t *testing.T) {
 	registerAPISteps(rec)
 	registerWorldSteps(rec)
 	registerHookSteps(rec)
+	registerAssetSteps(rec)
 	ps, err := Pickles(nil)
 	if err != nil {
 		t.Fatal(err)
