@@ -56,6 +56,7 @@ type scenario struct {
 	fullTar    []byte
 	parallel   []*httpexpect.Response
 	logSent    map[string][2]int64 // message → [before, after] in ms
+	raw        *rawClient          // a client speaking raw TCP to the target (SRV-1)
 }
 
 type appState struct {

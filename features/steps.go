@@ -35,4 +35,5 @@ func registerSteps(sc *godog.ScenarioContext) {
 	registerWorldSteps(sc)
 	registerHookSteps(sc)
 	registerAssetSteps(sc)
+	registerServerSteps(sc)
 }

@@ -37,6 +37,7 @@ func TestEveryStepHasExactlyOneFittingDefinition(t *testing.T) {
 	registerWorldSteps(rec)
 	registerHookSteps(rec)
 	registerAssetSteps(rec)
+	registerServerSteps(rec)
 	ps, err := Pickles(nil)
 	if err != nil {
 		t.Fatal(err)
