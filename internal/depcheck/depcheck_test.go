@@ -44,7 +44,7 @@ var rules = []rule{
 	{prefix: "fakes/hookrecv", allowed: []string{"proxy/api"}},
 	{prefix: "fakes", allowed: []string{"proxy/api", "proxy/cloudapi", "fakes"}},
 	// Load scenarios drive the fake cloud through its HTTP control client.
-	{prefix: "sim/load", allowed: []string{"proxy/api", "sim", "fakes/cloud"}},
+	{prefix: "sim/load", allowed: []string{"proxy/api", "sim", "fakes/cloud", "internal/httpserver"}},
 	{prefix: "sim", allowed: []string{"proxy/api", "sim"}},
 }
 
