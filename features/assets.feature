@@ -155,3 +155,75 @@ Feature: Dependent application assets
       | path         | content       |
       | firmware.bin | random 200000 |
       | b.bin        | random 1000   |
+
+  @APP-ASSET-3 @contract
+  Scenario: A whiteout and an opaque marker directly in /assets
+    Given a dependent app "A" with a release "R1" built from layers:
+      | layer | path                 | content |
+      | 1     | /assets/old.bin      | old     |
+      | 1     | /assets/dir/x.txt    | x       |
+      | 2     | /assets/.wh..wh..opq |         |
+      | 2     | /assets/new.bin      | new     |
+      | 2     | /assets/gone.bin     | gone    |
+      | 3     | /assets/.wh.gone.bin |         |
+      | 3     | /assets/top.bin      | top     |
+    When the supervisor has downloaded release "R1" of "A"
+    Then the assets of "A" at release "R1" are exactly:
+      | path    | content |
+      | new.bin | new     |
+      | top.bin | top     |
+
+  @APP-ASSET-5 @reference
+  Scenario: A hard link to a symbolic link cannot lead out of the extraction folder
+    The symlink is harmless where it stands; a hard link to it extracts as
+    the same symlink at the hard link's place, where it leads out.
+    Given a dependent app "A" with a release "R1" built from layers of entries:
+      | layer | path                             | type     | mode | content                            |
+      | 1     | /assets/firmware.bin             | file     |      | fw                                 |
+      | 1     | /assets/a/b/c/d/e/f/g/h/l        | symlink  |      | ../../../../../../../../etc/passwd |
+      | 1     | /assets/evil                     | hardlink |      | assets/a/b/c/d/e/f/g/h/l           |
+      | 1     | /assets/x/y/s                    | symlink  |      | ../..                              |
+      | 1     | /assets/esc                      | hardlink |      | assets/x/y/s                       |
+      | 1     | /assets/esc/pwned                | file     |      | written through esc                |
+    When the supervisor has downloaded release "R1" of "A"
+    Then the assets of "A" at release "R1" are safe to extract anywhere
+    And the assets of "A" at release "R1" are exactly:
+      | path         | content |
+      | firmware.bin | fw      |
+
+  @APP-ASSET-5 @reference
+  Scenario: Links are judged where they lead after extraction, through the tar's other links
+    Given a dependent app "A" with a release "R1" built from layers of entries:
+      | layer | path                      | type    | mode | content                 |
+      | 1     | /assets/firmware.bin      | file    |      | fw                      |
+      | 1     | /assets/a/b/c/top         | symlink |      | ../../..                |
+      | 1     | /assets/out               | symlink |      | a/b/c/top/..            |
+      | 1     | /assets/sub/fw            | symlink |      | /assets/firmware.bin    |
+      | 1     | /assets/etc               | symlink |      | /etc                    |
+      | 1     | /assets/parent            | symlink |      | /assets/..              |
+      | 2     | /assets/up                | symlink |      | ..                      |
+      | 2     | /assets/up/pwned          | file    |      | written through up      |
+    When the supervisor has downloaded release "R1" of "A"
+    Then the assets of "A" at release "R1" are safe to extract anywhere
+    And the assets of "A" at release "R1" are exactly:
+      | path         | content |
+      | firmware.bin | fw      |
+
+  @APP-ASSET-5 @reference
+  Scenario: Device nodes and FIFOs are dropped, setuid, setgid and sticky bits cleared
+    Given a dependent app "A" with a release "R1" built from layers of entries:
+      | layer | path              | type  | mode | content |
+      | 1     | /assets/tool      | file  | 4755 | t       |
+      | 1     | /assets/group     | file  | 2755 | g       |
+      | 1     | /assets/tmp       | dir   | 1777 |         |
+      | 1     | /assets/tmp/x     | file  |      | x       |
+      | 1     | /assets/null      | char  |      |         |
+      | 1     | /assets/disk      | block |      |         |
+      | 1     | /assets/pipe      | fifo  |      |         |
+    When the supervisor has downloaded release "R1" of "A"
+    Then the assets of "A" at release "R1" are safe to extract anywhere
+    And the assets of "A" at release "R1" are exactly:
+      | path  | content |
+      | tool  | t       |
+      | group | g       |
+      | tmp/x | x       |

@@ -2,15 +2,14 @@ package features
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/depharness/depharness/fakes/hookrecv"
+	"github.com/depharness/depharness/internal/httpserver"
 )
 
 // hookServer is the gateway app's hook listener of one scenario: a fixed
@@ -23,8 +22,7 @@ type hookServer struct {
 	mu     sync.Mutex
 	recv   *hookrecv.Receiver
 	prefix string
-	srv    *http.Server
-	done   chan struct{}
+	srv    *httpserver.Server
 }
 
 // newHookServer listens on port (which must be free) for hooks under
@@ -74,14 +72,12 @@ func (h *hookServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *hookServer) serve(ln net.Listener) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
+	srv := httpserver.Start(ln, h, httpserver.Options{})
 	h.mu.Lock()
-	h.srv, h.done = srv, done
+	h.srv = srv
 	h.mu.Unlock()
 	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Err(); err != nil {
 			h.log.Error("hook server", "err", err)
 		}
 	}()
@@ -91,14 +87,13 @@ func (h *hookServer) serve(ln net.Listener) {
 // then gets connection refused.
 func (h *hookServer) stopListening() {
 	h.mu.Lock()
-	srv, done := h.srv, h.done
-	h.srv, h.done = nil, nil
+	srv := h.srv
+	h.srv = nil
 	h.mu.Unlock()
 	if srv == nil {
 		return
 	}
 	_ = srv.Close()
-	<-done
 }
 
 // startListening listens on the same port again.

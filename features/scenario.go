@@ -62,6 +62,7 @@ type scenario struct {
 	// reported by the step that looks at it.
 	lastDeviceProbs []string
 	logSent         map[string][2]int64 // message → [before, after] in ms
+	raw             *rawClient          // a client speaking raw TCP to the target (SRV-1)
 }
 
 type appState struct {

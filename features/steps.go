@@ -35,4 +35,6 @@ func registerSteps(sc *godog.ScenarioContext) {
 	registerWorldSteps(sc)
 	registerHookSteps(sc)
 	registerCloudBodySteps(sc)
+	registerAssetSteps(sc)
+	registerServerSteps(sc)
 }

@@ -37,6 +37,8 @@ func TestEveryStepHasExactlyOneFittingDefinition(t *testing.T) {
 	registerWorldSteps(rec)
 	registerHookSteps(rec)
 	registerCloudBodySteps(rec)
+	registerAssetSteps(rec)
+	registerServerSteps(rec)
 	ps, err := Pickles(nil)
 	if err != nil {
 		t.Fatal(err)

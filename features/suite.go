@@ -403,6 +403,9 @@ func (st *scenario) env() map[string]string {
 
 // close tears the scenario down and keeps its log if it failed.
 func (st *scenario) close(failure error) {
+	if st.raw != nil {
+		st.raw.close()
+	}
 	if st.target != nil && st.target.Running() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if err := st.target.Stop(ctx); err != nil {

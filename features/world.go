@@ -2,7 +2,6 @@ package features
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/internal/httpserver"
 	"github.com/depharness/depharness/proxy/cloudapi"
 )
 
@@ -145,21 +145,16 @@ func serveLoopback(h http.Handler, log *slog.Logger) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
+	srv := httpserver.Start(ln, h, httpserver.Options{})
 	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Err(); err != nil {
 			log.Error("loopback server", "err", err)
 		}
 	}()
 	return ln.Addr().String(), func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			_ = srv.Close()
-		}
-		<-done
+		_ = srv.Shutdown(ctx) // closes what is left when ctx ends
 	}, nil
 }
 

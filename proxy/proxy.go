@@ -9,7 +9,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -22,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/depharness/depharness/internal/httpserver"
 	"github.com/depharness/depharness/proxy/assets"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/config"
@@ -183,18 +183,21 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	servers := []*http.Server{{Handler: p.api, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn)}}
-	listeners := []net.Listener{p.ln}
+	// Both listeners bound what a client can hold (SRV-1).
+	srvOpts := httpserver.Options{ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn)}
+	if p.cfg.Violations.On("srv-no-deadlines") {
+		srvOpts.ReadHeaderTimeout, srvOpts.BodyReadTimeout, srvOpts.IdleTimeout = -1, -1, -1
+	}
+	servers := []*httpserver.Server{httpserver.Start(p.ln, p.api, srvOpts)}
 	if p.mln != nil {
-		servers = append(servers, &http.Server{Handler: p.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second})
-		listeners = append(listeners, p.mln)
+		servers = append(servers, httpserver.Start(p.mln, p.MetricsHandler(), srvOpts))
 	}
 	errc := make(chan error, 8)
 	var wg gosync.WaitGroup
-	for i, srv := range servers {
+	for _, srv := range servers {
 		wg.Go(func() {
-			if err := srv.Serve(listeners[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("serve %s: %w", listeners[i].Addr(), err)
+			if err := srv.Err(); err != nil {
+				errc <- fmt.Errorf("serve %s: %w", srv.Addr(), err)
 			}
 		})
 	}
@@ -226,9 +229,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
 	defer done()
 	for _, srv := range servers {
-		if err := srv.Shutdown(shutdownCtx); err != nil {
-			srv.Close()
-		}
+		srv.Shutdown(shutdownCtx) // closes what is left when shutdownCtx ends
 	}
 	wg.Wait()
 	p.log.Info("reference proxy stopped")

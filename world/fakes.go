@@ -23,6 +23,7 @@ import (
 
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/internal/httpserver"
 )
 
 // FakesOptions configure StartFakes. Zero values mean the defaults given.
@@ -146,11 +147,11 @@ func (f *Fakes) Close() error {
 	return errors.Join(errs...)
 }
 
-// loopbackServer is an http.Server on its own listener.
+// loopbackServer is an HTTP server on its own listener (SRV-1's bounds,
+// through httpserver).
 type loopbackServer struct {
 	addr string
-	srv  *http.Server
-	done chan struct{}
+	srv  *httpserver.Server
 	once sync.Once
 	err  error
 }
@@ -170,12 +171,10 @@ func serve(addr string, h http.Handler, log *slog.Logger) (*loopbackServer, erro
 func serveOn(ln net.Listener, h http.Handler, log *slog.Logger) *loopbackServer {
 	s := &loopbackServer{
 		addr: ln.Addr().String(),
-		srv:  &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)},
-		done: make(chan struct{}),
+		srv:  httpserver.Start(ln, h, httpserver.Options{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}),
 	}
 	go func() {
-		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Err(); err != nil {
 			log.Error("server stopped", "addr", s.addr, "err", err)
 		}
 	}()
@@ -186,10 +185,9 @@ func (s *loopbackServer) close() error {
 	s.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := s.srv.Shutdown(ctx); err != nil {
-			s.err = s.srv.Close()
+		if err := s.srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			s.err = err
 		}
-		<-s.done
 	})
 	return s.err
 }

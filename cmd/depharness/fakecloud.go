@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/internal/httpserver"
 )
 
 func init() {
@@ -74,9 +74,7 @@ func runFakeCloud(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return usagef("listen on %s: %v", *listen, err)
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
+	hs := httpserver.Start(ln, srv, httpserver.Options{})
 	addr := ln.Addr().String()
 	log.Info("fake cloud listening", "addr", addr, "seed", srv.Seed(), "registry", *reg)
 
@@ -90,8 +88,8 @@ func runFakeCloud(ctx context.Context, env *cliEnv, args []string) error {
 	}
 
 	select {
-	case err := <-served:
-		return fmt.Errorf("serve: %w", err)
+	case <-hs.Done():
+		return fmt.Errorf("serve: %w", hs.Err())
 	case <-ctx.Done():
 	}
 	// Release requests held by Hang so that they can finish.
@@ -99,8 +97,8 @@ func runFakeCloud(ctx context.Context, env *cliEnv, args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
-		// Long-lived log streams may outlast the grace period: cut them.
-		_ = hs.Close()
+		// Long-lived log streams may outlast the grace period: Shutdown
+		// cuts them.
 		if !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("shutdown: %w", err)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/internal/httpserver"
 )
 
 func init() {
@@ -69,9 +70,7 @@ func runFakeRegistry(ctx context.Context, env *cliEnv, args []string) error {
 	if *metricsPath != "" {
 		mux.Handle("GET "+*metricsPath, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
+	hs := httpserver.Start(ln, mux, httpserver.Options{})
 	addr := ln.Addr().String()
 	log.Info("fake registry listening", "addr", addr, "dir", *dir, "metrics", *metricsPath, "seed", *seed)
 
@@ -87,15 +86,15 @@ func runFakeRegistry(ctx context.Context, env *cliEnv, args []string) error {
 	}
 
 	select {
-	case err := <-served:
-		return fmt.Errorf("serve: %w", err)
+	case <-hs.Done():
+		return fmt.Errorf("serve: %w", hs.Err())
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
-		// Throttled transfers may outlast the grace period: cut them.
-		_ = hs.Close()
+		// Throttled transfers may outlast the grace period: Shutdown cuts
+		// them.
 		if !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("shutdown: %w", err)
 		}

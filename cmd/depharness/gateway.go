@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/depharness/depharness/internal/httpserver"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
@@ -116,19 +116,21 @@ func runGateway(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return usagef("--listen %s: %v", *listen, err)
 	}
-	servers := []*http.Server{{Handler: gw.Handler(), ReadHeaderTimeout: 10 * time.Second}}
-	listeners := []net.Listener{hookLn}
+	var servers []*httpserver.Server
+	var mln net.Listener
 	if *metricsListen != "" {
-		mln, err := net.Listen("tcp", *metricsListen)
+		mln, err = net.Listen("tcp", *metricsListen)
 		if err != nil {
 			hookLn.Close()
 			return usagef("--metrics-listen %s: %v", *metricsListen, err)
 		}
+		log.Info("metrics listening", "addr", mln.Addr().String())
+	}
+	servers = append(servers, httpserver.Start(hookLn, gw.Handler(), httpserver.Options{}))
+	if mln != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		servers = append(servers, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second})
-		listeners = append(listeners, mln)
-		log.Info("metrics listening", "addr", mln.Addr().String())
+		servers = append(servers, httpserver.Start(mln, mux, httpserver.Options{}))
 	}
 	log.Info("gateway starting", "supervisor", *supervisor, "hooks", "http://"+hookLn.Addr().String()+"/v1/devices/",
 		"devices", profile.Count, "apps", appIDs, "policy", pol, "seed", profile.Seed)
@@ -137,10 +139,10 @@ func runGateway(ctx context.Context, env *cliEnv, args []string) error {
 	defer cancel()
 	errs := make(chan error, len(servers)+1)
 	var wg sync.WaitGroup
-	for i, srv := range servers {
+	for _, srv := range servers {
 		wg.Go(func() {
-			if err := srv.Serve(listeners[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errs <- fmt.Errorf("serve %s: %w", listeners[i].Addr(), err)
+			if err := srv.Err(); err != nil {
+				errs <- fmt.Errorf("serve %s: %w", srv.Addr(), err)
 			}
 		})
 	}
@@ -161,9 +163,7 @@ func runGateway(ctx context.Context, env *cliEnv, args []string) error {
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
 	for _, srv := range servers {
-		if err := srv.Shutdown(sctx); err != nil {
-			_ = srv.Close()
-		}
+		_ = srv.Shutdown(sctx) // closes what is left when sctx ends
 	}
 	wg.Wait()
 	log.Info("gateway stopped")

@@ -66,13 +66,17 @@ type Layer struct {
 	Raw []RawEntry
 }
 
-// RawEntry is one tar entry written verbatim into a layer.
+// RawEntry is one tar entry written verbatim into a layer: any type
+// (tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock,
+// tar.TypeFifo, ...) and any mode bits, setuid, setgid and sticky included.
 type RawEntry struct {
 	Name     string // the tar member name, unmodified
 	Type     byte   // tar type flag; 0 means tar.TypeReg
 	Linkname string // target of a symlink or hard link
 	Data     []byte // contents of a regular file
-	Mode     int64  // permission bits; 0 means 0o644 (0o755 for a directory)
+	Mode     int64  // mode bits (0o4755 is setuid); 0 means 0o644 (0o755 for a directory)
+	// Devmajor and Devminor number a character or block device.
+	Devmajor, Devminor int64
 }
 
 // Format selects the media types of built images.
@@ -421,6 +425,9 @@ func writeEntry(tw *tar.Writer, e RawEntry) error {
 	}
 	if typ == tar.TypeReg {
 		h.Size = int64(len(e.Data))
+	}
+	if typ == tar.TypeChar || typ == tar.TypeBlock {
+		h.Devmajor, h.Devminor = e.Devmajor, e.Devminor
 	}
 	if err := tw.WriteHeader(h); err != nil {
 		return fmt.Errorf("tar entry %q: %w", e.Name, err)

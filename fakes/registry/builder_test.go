@@ -3,6 +3,7 @@ package registry
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"io"
 	"maps"
 	"os"
@@ -52,6 +53,51 @@ func TestLayerTarHasDirectoriesWhiteoutsFilesThenRawEntries(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("tar entries:\ngot  %q\nwant %q", got, want)
+	}
+}
+
+func TestLayerTarWritesRawLinksDevicesFifosAndModeBitsAsGiven(t *testing.T) {
+	l := Layer{Raw: []RawEntry{
+		{Name: "assets/a/b/l", Type: tar.TypeSymlink, Linkname: "../../etc/passwd"},
+		{Name: "assets/evil", Type: tar.TypeLink, Linkname: "assets/a/b/l"},
+		{Name: "assets/null", Type: tar.TypeChar, Devmajor: 1, Devminor: 3},
+		{Name: "assets/sda", Type: tar.TypeBlock, Devmajor: 8},
+		{Name: "assets/pipe", Type: tar.TypeFifo},
+		{Name: "assets/tool", Data: []byte("t"), Mode: 0o4755},
+		{Name: "assets/tmp/", Type: tar.TypeDir, Mode: 0o1777},
+		{Name: "assets/g", Data: []byte("g"), Mode: 0o2750},
+	}}
+	b, err := l.Tar()
+	if err != nil {
+		t.Fatalf("Tar: %v", err)
+	}
+	var got []string
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(h.Name, "assets/") || h.Name == "assets/" {
+			continue
+		}
+		got = append(got, fmt.Sprintf("%s %c %s %d,%d %o", h.Name, h.Typeflag, h.Linkname, h.Devmajor, h.Devminor, h.Mode))
+	}
+	want := []string{
+		"assets/a/b/l 2 ../../etc/passwd 0,0 644",
+		"assets/evil 1 assets/a/b/l 0,0 644",
+		"assets/null 3  1,3 644",
+		"assets/sda 4  8,0 644",
+		"assets/pipe 6  0,0 644",
+		"assets/tool 0  0,0 4755",
+		"assets/tmp/ 5  0,0 1777",
+		"assets/g 0  0,0 2750",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("raw entries:\ngot  %q\nwant %q", got, want)
 	}
 }
 

@@ -32,6 +32,7 @@ var rules = []rule{
 	{prefix: "proxy/violation", stdOnly: true},
 	// Leaf helpers the proxy and the fakes share.
 	{prefix: "internal/jsonstr", stdOnly: true},
+	{prefix: "internal/httpserver", stdOnly: true},
 	// The hook dispatcher and the target sync work on the store alone; the
 	// composition (package proxy) wires them to the other parts.
 	{prefix: "proxy/hooks", denied: []string{"fakes", "sim", "features", "world", "cmd", "e2e",
@@ -43,7 +44,7 @@ var rules = []rule{
 	{prefix: "fakes/hookrecv", allowed: []string{"proxy/api"}},
 	{prefix: "fakes", allowed: []string{"proxy/api", "proxy/cloudapi", "fakes"}},
 	// Load scenarios drive the fake cloud through its HTTP control client.
-	{prefix: "sim/load", allowed: []string{"proxy/api", "sim", "fakes/cloud"}},
+	{prefix: "sim/load", allowed: []string{"proxy/api", "sim", "fakes/cloud", "internal/httpserver"}},
 	{prefix: "sim", allowed: []string{"proxy/api", "sim"}},
 }
 

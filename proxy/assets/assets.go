@@ -22,12 +22,19 @@
 //     it, and a folder (even one written only as the parent of a whiteout)
 //     replaces a lower file. Entries below a file or symlink of the same
 //     layer are dropped.
-//   - Symlinks are never followed. One is kept when its target, resolved
-//     lexically from the link's folder, lies inside /assets, and is written
-//     relative ("/assets/x" from sub/l becomes "../x"); others are dropped.
-//     Hard links are kept when they point at a file of the same layer
-//     already written, with the target renamed like members. Devices and
-//     fifos are dropped. If /assets itself is a symlink the tar is empty.
+//   - The tar is safe to extract anywhere (APP-ASSET-5). Links are never
+//     followed while flattening. Hard links are kept when they point at a
+//     file of the same layer already written, with the target renamed like
+//     members; a hard link to a symlink of the same layer becomes that
+//     symlink at the link's place (what extraction makes of it). Symlinks
+//     come last in the tar, each kept only if no other member is at or
+//     below its path and its text (an absolute "/assets/x" rewritten
+//     relative, "../x" from sub/l; other absolute texts dropped), resolved
+//     from where it stands through the tar's other links, stays inside the
+//     tar's root. Devices and fifos are dropped; setuid, setgid and sticky
+//     bits are cleared. Dropped entries are counted by reason in
+//     depharness_proxy_asset_entries_dropped_total. If /assets itself is a
+//     symlink the tar is empty.
 //   - The ETag is the tar's SHA-256 ("sha256:<hex>", strong), computed while
 //     building and kept in <commit>.tar.sha256. Builds are deterministic, so
 //     a rebuild of the same image gives the same bytes and ETag.
@@ -346,6 +353,9 @@ func (c *Cache) build(appID int64, commit, image string) (err error) {
 		var st flattenStats
 		st, err = c.watchedAttempt(ctx, ref, appID, commit)
 		if err == nil {
+			for reason, n := range st.DroppedBy {
+				c.metrics.dropped.WithLabelValues(reason).Add(float64(n))
+			}
 			log.Info("assets ready", "entries", st.Entries, "bytes", st.Bytes, "dropped", st.Dropped, "attempts", attempt)
 			return nil
 		}
@@ -519,6 +529,11 @@ func (c *Cache) buildOnce(ctx context.Context, ref name.Reference, appID int64, 
 		ignoreWhiteouts: c.opts.Violations.On("assets-ignore-whiteouts"),
 		lowerWins:       c.opts.Violations.On("assets-lower-layer-wins"),
 		dropDotfiles:    c.opts.Violations.On("assets-drop-dotfiles"),
+		rootOpaque:      c.opts.Violations.On("assets-root-opaque-ignored"),
+		unsafeLinks:     c.opts.Violations.On("assets-unsafe-links"),
+		lexicalLinks:    c.opts.Violations.On("assets-lexical-links"),
+		keepSetuid:      c.opts.Violations.On("assets-keep-setuid"),
+		keepDevices:     c.opts.Violations.On("assets-keep-devices"),
 	})
 	if err != nil {
 		return st, err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -26,13 +27,39 @@ type flattenOptions struct {
 	ignoreWhiteouts bool // whiteout markers are not applied (APP-ASSET-3)
 	lowerWins       bool // a lower layer's version of a file wins (APP-ASSET-3)
 	dropDotfiles    bool // top-level hidden entries are dropped, like `tar *` (APP-ASSET-4)
+	rootOpaque      bool // an opaque marker directly in /assets is ignored (APP-ASSET-3)
+	unsafeLinks     bool // symlinks and hard links are written as the layer has them (APP-ASSET-5)
+	lexicalLinks    bool // links judged lexically where each stands, hard links to symlinks kept (APP-ASSET-5)
+	keepSetuid      bool // setuid, setgid and sticky bits are kept (APP-ASSET-5)
+	keepDevices     bool // device nodes and FIFOs are written (APP-ASSET-5)
 }
+
+// Reasons an entry under /assets is not emitted (the reason label of the
+// dropped-entries metric).
+const (
+	dropLinkOutside  = "link-outside"    // a symlink or hard link that resolves outside the tar's root
+	dropLinkLoop     = "link-loop"       // a symlink whose resolution does not end
+	dropLinkConflict = "link-conflict"   // a symlink where the tar has a file or folder, or above other members
+	dropLinkTarget   = "hardlink-target" // a hard link to nothing this layer put in the tar
+	dropDevice       = "device"          // a character or block device node
+	dropFifo         = "fifo"            // a named pipe
+	dropOtherType    = "other-type"      // any other type of entry
+)
 
 // flattenStats says what a flatten emitted and dropped.
 type flattenStats struct {
-	Entries int   // members written
-	Dropped int   // entries under /assets that were not emitted (escaping links, devices, ...)
-	Bytes   int64 // file content bytes written
+	Entries   int            // members written
+	Dropped   int            // entries under /assets that were not emitted (escaping links, devices, ...)
+	DroppedBy map[string]int // Dropped by reason (the drop* constants)
+	Bytes     int64          // file content bytes written
+}
+
+func (s *flattenStats) drop(reason string) {
+	s.Dropped++
+	if s.DroppedBy == nil {
+		s.DroppedBy = map[string]int{}
+	}
+	s.DroppedBy[reason]++
 }
 
 // upper records a path seen in a layer processed earlier (an upper layer),
@@ -41,6 +68,16 @@ type upper struct {
 	rank    int  // the layer's rank: higher is upper
 	dir     bool // it is a directory (a non-directory hides everything below it)
 	emitted bool // it was written to the output
+	link    int  // 1 + the index in flattener.links of the symlink held here, 0 if none
+}
+
+// pendingLink is a symbolic link (or a hard link to one) kept for the end of
+// the tar, where links are judged against the whole tree.
+type pendingLink struct {
+	path       string      // from the image root, under assets/
+	text       string      // the link's text as the layer has it
+	hdr        *tar.Header // the member to write, Linkname set at the end
+	superseded bool        // a later entry of the same layer took the path
 }
 
 // flattener streams the union of an image's layers, restricted to /assets,
@@ -65,6 +102,8 @@ type flattener struct {
 	opaques   map[string]int   // directory made opaque → rank of the layer holding the marker
 	nondirs   map[string]int   // path of a non-directory, emitted or not → rank of the upmost layer with one
 	impliedBy map[string]int   // path with an entry below it, emitted or not → rank of the upmost such layer
+	written   map[string]bool  // path of a member written (not a pending link)
+	links     []pendingLink
 	stats     flattenStats
 }
 
@@ -81,6 +120,7 @@ func flatten(ctx context.Context, layers []v1.Layer, w io.Writer, opts flattenOp
 		opaques:   map[string]int{},
 		nondirs:   map[string]int{},
 		impliedBy: map[string]int{},
+		written:   map[string]bool{},
 	}
 	n := len(layers)
 	for k := range n {
@@ -91,6 +131,9 @@ func flatten(ctx context.Context, layers []v1.Layer, w io.Writer, opts flattenOp
 		if err := f.layer(ctx, layers[i], n-1-k); err != nil {
 			return f.stats, fmt.Errorf("layer %d of %d: %w", i+1, n, err)
 		}
+	}
+	if err := f.writeLinks(); err != nil {
+		return f.stats, err
 	}
 	if err := f.tw.Close(); err != nil {
 		return f.stats, err
@@ -210,6 +253,9 @@ func (f *flattener) entry(tr *tar.Reader, hdr *tar.Header, rank int) error {
 			return nil
 		}
 		if base == whiteoutOpaque {
+			if f.opts.rootOpaque && parent == assetsDir {
+				return nil
+			}
 			if _, seen := f.opaques[parent]; !seen && (parent == "" || underAssets(parent)) {
 				f.opaques[parent] = rank
 			}
@@ -230,6 +276,10 @@ func (f *flattener) entry(tr *tar.Reader, hdr *tar.Header, rank int) error {
 	if f.hidden(p, isDir, rank) {
 		return nil
 	}
+	// A later entry of the same layer replaces a symlink held for the end.
+	if e, ok := f.entries[p]; ok && e.link > 0 {
+		f.links[e.link-1].superseded = true
+	}
 	f.entries[p] = upper{rank: rank, dir: isDir}
 	if p == assetsDir {
 		return nil // the folder itself: members are relative to it
@@ -239,10 +289,14 @@ func (f *flattener) entry(tr *tar.Reader, hdr *tar.Header, rank int) error {
 		return nil
 	}
 
+	mode := hdr.Mode & 0o777
+	if f.opts.keepSetuid {
+		mode = hdr.Mode & 0o7777
+	}
 	out := &tar.Header{
 		Typeflag: hdr.Typeflag,
 		Name:     f.memberName(rel),
-		Mode:     hdr.Mode & 0o7777,
+		Mode:     mode,
 		ModTime:  hdr.ModTime,
 		Uid:      hdr.Uid,
 		Gid:      hdr.Gid,
@@ -255,25 +309,64 @@ func (f *flattener) entry(tr *tar.Reader, hdr *tar.Header, rank int) error {
 	case tar.TypeReg:
 		out.Size = hdr.Size
 	case tar.TypeSymlink:
-		target, ok := symlinkTarget(p, hdr.Linkname)
-		if !ok {
-			f.stats.Dropped++
+		switch {
+		case f.opts.unsafeLinks:
+			out.Linkname = hdr.Linkname
+		case f.opts.lexicalLinks:
+			target, ok := symlinkTarget(p, hdr.Linkname)
+			if !ok {
+				f.stats.drop(dropLinkOutside)
+				return nil
+			}
+			out.Linkname = target
+		default:
+			f.hold(p, hdr.Linkname, out, rank)
 			return nil
 		}
-		out.Linkname = target
 	case tar.TypeLink:
 		t, ok := cleanName(hdr.Linkname)
+		if f.opts.unsafeLinks {
+			if !ok || !underAssets(t) || t == assetsDir {
+				f.stats.drop(dropLinkOutside)
+				return nil
+			}
+			out.Linkname = f.memberName(strings.TrimPrefix(t, assetsDir+"/"))
+			break
+		}
 		e, seen := f.entries[t]
-		// A hard link is kept when its target is a file of this same layer
-		// already written (tar order puts the target first); anything else
-		// would point at content that is not in the output.
-		if !ok || t == assetsDir || !underAssets(t) || !seen || e.rank != rank || !e.emitted || e.dir {
-			f.stats.Dropped++
+		// A hard link is kept when its target is a file or symlink of this
+		// same layer already taken (tar order puts the target first);
+		// anything else would point at content that is not in the output.
+		if !ok || t == assetsDir || !underAssets(t) || !seen || e.rank != rank || e.dir {
+			f.stats.drop(dropLinkTarget)
+			return nil
+		}
+		if e.link > 0 && !f.opts.lexicalLinks {
+			// Extracted, a hard link to a symlink is that symlink at the
+			// new place: it is written as one, and judged from there.
+			f.hold(p, f.links[e.link-1].text, &tar.Header{
+				Name: out.Name, Mode: out.Mode, ModTime: out.ModTime,
+				Uid: out.Uid, Gid: out.Gid, Uname: out.Uname, Gname: out.Gname,
+			}, rank)
+			return nil
+		}
+		if !e.emitted {
+			f.stats.drop(dropLinkTarget)
 			return nil
 		}
 		out.Linkname = f.memberName(strings.TrimPrefix(t, assetsDir+"/"))
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		if !f.opts.keepDevices {
+			if hdr.Typeflag == tar.TypeFifo {
+				f.stats.drop(dropFifo)
+			} else {
+				f.stats.drop(dropDevice)
+			}
+			return nil
+		}
+		out.Devmajor, out.Devminor = hdr.Devmajor, hdr.Devminor
 	default:
-		f.stats.Dropped++ // devices, fifos: not assets
+		f.stats.drop(dropOtherType)
 		return nil
 	}
 	if err := f.tw.WriteHeader(out); err != nil {
@@ -287,8 +380,191 @@ func (f *flattener) entry(tr *tar.Reader, hdr *tar.Header, rank int) error {
 		}
 	}
 	f.entries[p] = upper{rank: rank, dir: isDir, emitted: true}
+	f.written[p] = true
 	f.stats.Entries++
 	return nil
+}
+
+// hold keeps a symlink at p (under /assets) with the layer's text for the
+// end of the tar; hdr is its member without Linkname.
+func (f *flattener) hold(p, text string, hdr *tar.Header, rank int) {
+	hdr.Typeflag = tar.TypeSymlink
+	f.links = append(f.links, pendingLink{path: p, text: text, hdr: hdr})
+	f.entries[p] = upper{rank: rank, link: len(f.links)}
+}
+
+// writeLinks writes the symlinks held back, after every other member, each
+// only if it is safe wherever the tar is extracted (APP-ASSET-5):
+//   - A link stands at a path no other member is at or below: extraction
+//     never writes through a link, and creates links where folders are
+//     real folders.
+//   - Its text, an absolute one into /assets rewritten relative to the
+//     link's folder, stays inside the tar's root read lexically from the
+//     link's folder, and also resolved from where the link stands through
+//     the links kept (a link through a linked folder follows that folder's
+//     link, then ".." climbs from where that led), and resolution ends (at
+//     most maxLinkHops links).
+//
+// Dropping a link changes how others resolve, so the judgement repeats
+// until every link left is safe.
+func (f *flattener) writeLinks() error {
+	type kept struct {
+		rel  string // member path relative to /assets
+		text string // the text written
+		hdr  *tar.Header
+	}
+	// Paths that have members below them.
+	above := map[string]bool{}
+	markAbove := func(p string) {
+		for a := path.Dir(p); underAssets(a) && !above[a]; a = path.Dir(a) {
+			above[a] = true
+		}
+	}
+	for p := range f.written {
+		markAbove(p)
+	}
+	for _, l := range f.links {
+		if !l.superseded {
+			markAbove(l.path)
+		}
+	}
+	var ks []kept
+	for _, l := range f.links {
+		if l.superseded {
+			continue
+		}
+		if f.written[l.path] || above[l.path] {
+			f.stats.drop(dropLinkConflict)
+			continue
+		}
+		rel := strings.TrimPrefix(l.path, assetsDir+"/")
+		text, ok := relativeText(rel, l.text)
+		if ok {
+			// Lexically inside too, so that extractors that check links
+			// by their text alone take it.
+			c := path.Clean(path.Dir(rel) + "/" + text)
+			ok = c != ".." && !strings.HasPrefix(c, "../")
+		}
+		if !ok {
+			f.stats.drop(dropLinkOutside)
+			continue
+		}
+		ks = append(ks, kept{rel: rel, text: text, hdr: l.hdr})
+	}
+	for {
+		tree := make(map[string]string, len(ks))
+		for _, k := range ks {
+			tree[k.rel] = k.text
+		}
+		safe := ks[:0:0]
+		for _, k := range ks {
+			switch resolveLink(tree, k.rel) {
+			case resolvedInside:
+				safe = append(safe, k)
+			case resolvedOutside:
+				f.stats.drop(dropLinkOutside)
+			case resolvedLoop:
+				f.stats.drop(dropLinkLoop)
+			}
+		}
+		if len(safe) == len(ks) {
+			break
+		}
+		ks = safe
+	}
+	for _, k := range ks {
+		k.hdr.Linkname = k.text
+		if err := f.tw.WriteHeader(k.hdr); err != nil {
+			return err
+		}
+		f.stats.Entries++
+	}
+	return nil
+}
+
+// relativeText is the text written for a symlink at rel (relative to
+// /assets) whose layer text is text: a relative text as it is, an absolute
+// one into /assets as the same path relative to the link's folder. ok is
+// false for an empty text and an absolute one elsewhere.
+func relativeText(rel, text string) (string, bool) {
+	if text == "" {
+		return "", false
+	}
+	if !path.IsAbs(text) {
+		return text, true
+	}
+	parts := strings.Split(text, "/")
+	i := 0
+	for i < len(parts) && (parts[i] == "" || parts[i] == ".") {
+		i++
+	}
+	if i == len(parts) || parts[i] != assetsDir {
+		return "", false
+	}
+	rest := strings.Join(parts[i+1:], "/")
+	up := strings.Repeat("../", strings.Count(rel, "/"))
+	switch {
+	case up == "" && rest == "":
+		return ".", true
+	case rest == "":
+		return strings.TrimSuffix(up, "/"), true
+	}
+	return up + rest, true
+}
+
+// maxLinkHops bounds the links followed in one resolution, as Linux does
+// (ELOOP after 40).
+const maxLinkHops = 40
+
+type resolution int
+
+const (
+	resolvedInside resolution = iota
+	resolvedOutside
+	resolvedLoop
+)
+
+// resolveLink resolves the symlink at rel in tree (member path → text, paths
+// relative to the tar's root) as a kernel would after extraction, but
+// treating every path that is not a link as a folder, so that the answer
+// holds whatever else exists: a text that would climb above the root, or
+// is absolute, is outside.
+func resolveLink(tree map[string]string, rel string) resolution {
+	hops := 0
+	var follow func(dir []string, text string) ([]string, resolution)
+	follow = func(dir []string, text string) ([]string, resolution) {
+		if path.IsAbs(text) {
+			return nil, resolvedOutside
+		}
+		at := slices.Clip(dir)
+		for c := range strings.SplitSeq(text, "/") {
+			switch c {
+			case "", ".":
+			case "..":
+				if len(at) == 0 {
+					return nil, resolvedOutside
+				}
+				at = slices.Clip(at[:len(at)-1])
+			default:
+				at = append(at, c)
+				t, ok := tree[strings.Join(at, "/")]
+				if !ok {
+					continue
+				}
+				if hops++; hops > maxLinkHops {
+					return nil, resolvedLoop
+				}
+				var r resolution
+				if at, r = follow(at[:len(at)-1], t); r != resolvedInside {
+					return nil, r
+				}
+			}
+		}
+		return at, resolvedInside
+	}
+	dir := strings.Split(rel, "/")
+	_, r := follow(dir[:len(dir)-1], tree[rel])
+	return r
 }
 
 // mark records what the layer of the given rank does to lower layers by

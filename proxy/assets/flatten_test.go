@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -224,6 +225,73 @@ func TestFlatten(t *testing.T) {
 			want: []string{`a "a"`, "h => a", "h2 => a", `lower "l"`},
 		},
 		{
+			name: "a hard link to a symlink is that symlink at the link's place, dropped when it leads out from there",
+			layers: [][]ent{{
+				dir("assets/a/b/c/d/e/f/g/h/"),
+				symlink("assets/a/b/c/d/e/f/g/h/l", "../../../../../../../../etc/passwd"),
+				hardlink("assets/evil", "assets/a/b/c/d/e/f/g/h/l"),
+				file("assets/x", "x"), symlink("assets/l2", "x"), dir("assets/sub/"), hardlink("assets/sub/h2", "assets/l2"),
+				symlink("assets/sub/up", "../x"), hardlink("assets/h3", "assets/sub/up"),
+			}},
+			want: []string{
+				"a/b/c/d/e/f/g/h/ dir", "a/b/c/d/e/f/g/h/l -> ../../../../../../../../etc/passwd",
+				"l2 -> x", "sub/ dir", "sub/h2 -> x", "sub/up -> ../x", `x "x"`,
+			},
+		},
+		{
+			name: "a symlink through a linked folder is resolved where that folder's link leads",
+			layers: [][]ent{{
+				dir("assets/a/b/c/"), symlink("assets/a/b/c/top", "../../.."),
+				symlink("assets/out", "a/b/c/top/.."),
+				symlink("assets/in", "a/b/c/top/a"),
+				dir("assets/p/q/"), symlink("assets/d", "p/q"), symlink("assets/y", "d/.."),
+				symlink("assets/z", "d/../.."), symlink("assets/p/w", "../d/../../.."),
+			}},
+			want: []string{
+				"a/b/c/ dir", "a/b/c/top -> ../../..", "d -> p/q", "in -> a/b/c/top/a", "p/q/ dir", "y -> d/..",
+			},
+		},
+		{
+			name: "a symlink through a dropped link is judged without it",
+			layers: [][]ent{{
+				symlink("assets/bad", "../.."), symlink("assets/via", "bad/x"), symlink("assets/ok", "via2/.."),
+				dir("assets/via2/"),
+			}},
+			want: []string{"ok -> via2/..", "via -> bad/x", "via2/ dir"},
+		},
+		{
+			name:   "symlinks that loop are dropped",
+			layers: [][]ent{{symlink("assets/a", "b"), symlink("assets/b", "a/x"), symlink("assets/self", "self")}},
+			want:   []string{},
+		},
+		{
+			name: "absolute links into /assets are rewritten relative, other absolute links dropped",
+			layers: [][]ent{{
+				dir("assets/s/t/"), file("assets/x", "x"),
+				symlink("assets/s/t/abs", "/assets/x"), symlink("assets/s/root", "//./assets"),
+				symlink("assets/top", "/assets"), symlink("assets/back", "/assets/../assets/x"),
+				symlink("assets/etc", "/etc"), symlink("assets/assetsx", "/assetsx/y"),
+			}},
+			want: []string{"s/root -> ..", "s/t/ dir", "s/t/abs -> ../../x", "top -> .", `x "x"`},
+		},
+		{
+			name: "a symlink where the tar has a file or folder, or above other members, is dropped",
+			layers: [][]ent{{
+				file("assets/l/x", "x"), symlink("assets/l", "."),
+				dir("assets/d/"), symlink("assets/d", "."),
+				symlink("assets/s/inner", "."), symlink("assets/s", "."),
+			}},
+			want: []string{"d/ dir", `l/x "x"`, "s/inner -> ."},
+		},
+		{
+			name: "a later entry of the same layer replaces a symlink held for the end",
+			layers: [][]ent{{
+				symlink("assets/a", "x"), file("assets/a", "file"),
+				symlink("assets/b", "x"), symlink("assets/b", "y"),
+			}},
+			want: []string{`a "file"`, "b -> y"},
+		},
+		{
 			name:   "long names survive",
 			layers: [][]ent{{file("assets/"+strings.Repeat("d/", 80)+"f", "deep")}},
 			want:   []string{strings.Repeat("d/", 80) + `f "deep"`},
@@ -232,6 +300,41 @@ func TestFlatten(t *testing.T) {
 			name:   "devices and fifos are dropped",
 			layers: [][]ent{{{name: "assets/null", typ: tar.TypeChar}, {name: "assets/fifo", typ: tar.TypeFifo}, file("assets/a", "a")}},
 			want:   []string{`a "a"`},
+		},
+		{
+			name: "violation assets-unsafe-links writes links as the image has them",
+			layers: [][]ent{{
+				file("assets/x", "x"), symlink("assets/abs", "/etc/passwd"), symlink("assets/up", "../../y"),
+				hardlink("assets/h", "assets/abs"), hardlink("assets/lower", "assets/elsewhere"),
+			}},
+			opts: flattenOptions{unsafeLinks: true},
+			want: []string{"abs -> /etc/passwd", "h => abs", "lower => elsewhere", "up -> ../../y", `x "x"`},
+		},
+		{
+			name: "violation assets-lexical-links keeps hard links to symlinks and links through linked folders",
+			layers: [][]ent{{
+				dir("assets/a/b/"), symlink("assets/a/b/l", "../../etc/passwd"), hardlink("assets/evil", "assets/a/b/l"),
+				symlink("assets/a/top", ".."), symlink("assets/out", "a/top/.."),
+			}},
+			opts: flattenOptions{lexicalLinks: true},
+			want: []string{"a/b/ dir", "a/b/l -> ../../etc/passwd", "a/top -> ..", "evil => a/b/l", "out -> a"},
+		},
+		{
+			name:   "violation assets-keep-devices writes device nodes and fifos",
+			layers: [][]ent{{{name: "assets/null", typ: tar.TypeChar}, {name: "assets/fifo", typ: tar.TypeFifo}}},
+			opts:   flattenOptions{keepDevices: true},
+			want:   []string{`fifo ""`, `null ""`},
+		},
+		{
+			name:   "violation assets-root-opaque-ignored keeps lower layers' assets under an opaque /assets",
+			layers: [][]ent{{file("assets/a", "a"), dir("assets/d/"), file("assets/d/x", "x")}, {file("assets/.wh..wh..opq", ""), file("assets/b", "b")}},
+			opts:   flattenOptions{rootOpaque: true},
+			want:   []string{`a "a"`, `b "b"`, "d/ dir", `d/x "x"`},
+		},
+		{
+			name:   "an opaque marker directly in /assets hides lower layers' assets",
+			layers: [][]ent{{file("assets/a", "a"), dir("assets/d/"), file("assets/d/x", "x")}, {file("assets/.wh..wh..opq", ""), file("assets/b", "b")}},
+			want:   []string{`b "b"`},
 		},
 		{
 			name:   "violation assets-keep-prefix keeps the assets/ prefix",
@@ -273,6 +376,9 @@ func TestFlatten(t *testing.T) {
 				t.Errorf("members:\n got %s\nwant %s", strings.Join(got, " | "), strings.Join(tt.want, " | "))
 			}
 			for _, m := range got {
+				if tt.opts.unsafeLinks {
+					break
+				}
 				if strings.HasPrefix(m, "/") || strings.Contains(m, "..") && !strings.Contains(m, "->") {
 					t.Errorf("member %q is not a plain relative name", m)
 				}
@@ -322,6 +428,69 @@ func TestRelPath(t *testing.T) {
 	for _, tt := range tests {
 		if got := relPath(tt.from, tt.to); got != tt.want {
 			t.Errorf("relPath(%q, %q): got %q, want %q", tt.from, tt.to, got, tt.want)
+		}
+	}
+}
+
+func TestFlattenClearsSpecialModeBitsAndCountsDropsByReason(t *testing.T) {
+	layers := []v1.Layer{layerOf(t,
+		withMode(file("assets/tool", "t"), 0o4755), withMode(file("assets/group", "g"), 0o2750),
+		withMode(dir("assets/tmp/"), 0o1777), withMode(symlink("assets/l", "tool"), 0o6777),
+		ent{name: "assets/null", typ: tar.TypeChar}, ent{name: "assets/sda", typ: tar.TypeBlock},
+		ent{name: "assets/fifo", typ: tar.TypeFifo},
+		symlink("assets/out", "../x"), symlink("assets/loop", "loop"), hardlink("assets/h", "assets/none"),
+		file("assets/c/x", "x"), symlink("assets/c", "."),
+	)}
+	for _, keep := range []bool{false, true} {
+		var out bytes.Buffer
+		st, err := flatten(context.Background(), layers, &out, flattenOptions{keepSetuid: keep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]int64{"tool": 0o755, "group": 0o750, "tmp/": 0o777, "l": 0o777, "c/x": 0o644}
+		if keep {
+			want = map[string]int64{"tool": 0o4755, "group": 0o2750, "tmp/": 0o1777, "l": 0o6777, "c/x": 0o644}
+		}
+		tr := tar.NewReader(&out)
+		got := map[string]int64{}
+		for {
+			h, err := tr.Next()
+			if err != nil {
+				break
+			}
+			got[h.Name] = h.Mode
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("keepSetuid=%v: modes: got %v, want %v", keep, got, want)
+		}
+		wantDrops := map[string]int{dropDevice: 2, dropFifo: 1, dropLinkOutside: 1, dropLinkLoop: 1, dropLinkTarget: 1, dropLinkConflict: 1}
+		if !maps.Equal(st.DroppedBy, wantDrops) || st.Dropped != 7 {
+			t.Errorf("drops: got %d %v, want 7 %v", st.Dropped, st.DroppedBy, wantDrops)
+		}
+	}
+}
+
+func TestRelativeText(t *testing.T) {
+	tests := []struct {
+		rel, text, want string
+		ok              bool
+	}{
+		{"x", "y", "y", true},
+		{"s/x", "../y", "../y", true},
+		{"x", "/assets/y", "y", true},
+		{"s/t/x", "/assets/y/z", "../../y/z", true},
+		{"s/x", "/assets", "..", true},
+		{"x", "/assets/", ".", true},
+		{"x", "/./assets/y", "y", true},
+		{"x", "/etc/passwd", "", false},
+		{"x", "/assetsx", "", false},
+		{"x", "/", "", false},
+		{"x", "", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := relativeText(tt.rel, tt.text)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("relativeText(%q, %q): got %q %v, want %q %v", tt.rel, tt.text, got, ok, tt.want, tt.ok)
 		}
 	}
 }

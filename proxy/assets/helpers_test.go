@@ -34,6 +34,7 @@ type ent struct {
 	body string
 	typ  byte
 	link string
+	mode int64 // 0 means 0o644 (0o755 for a directory)
 }
 
 func file(name, body string) ent  { return ent{name: name, body: body} }
@@ -42,6 +43,9 @@ func symlink(name, to string) ent { return ent{name: name, typ: tar.TypeSymlink,
 func hardlink(name, to string) ent {
 	return ent{name: name, typ: tar.TypeLink, link: to}
 }
+
+// withMode returns e with its mode bits set to mode.
+func withMode(e ent, mode int64) ent { e.mode = mode; return e }
 
 // tarOf returns a tar stream of es.
 func tarOf(t testing.TB, es ...ent) []byte {
@@ -57,6 +61,11 @@ func tarOf(t testing.TB, es ...ent) []byte {
 			h.Typeflag, h.Size = tar.TypeReg, int64(len(e.body))
 		case e.typ == tar.TypeDir:
 			h.Mode = 0o755
+		case e.typ == tar.TypeChar || e.typ == tar.TypeBlock:
+			h.Devmajor, h.Devminor = 1, 3
+		}
+		if e.mode != 0 {
+			h.Mode = e.mode
 		}
 		if err := tw.WriteHeader(h); err != nil {
 			t.Fatalf("tar header %s: %v", e.name, err)

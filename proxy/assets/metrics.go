@@ -16,6 +16,7 @@ type Metrics struct {
 	misses        prometheus.Counter
 	bytesServed   prometheus.Counter
 	pullBytes     prometheus.Counter
+	dropped       *prometheus.CounterVec
 }
 
 // NewMetrics builds the metrics and registers them on reg (nil: not
@@ -59,6 +60,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "image_pull_bytes_total",
 			Help: "Bytes of registry response bodies read while pulling images.",
 		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "proxy",
+			Name: "asset_entries_dropped_total",
+			Help: "Entries under /assets left out of asset tars, by reason (link-outside, link-loop, link-conflict, hardlink-target, device, fifo, other-type).",
+		}, []string{"reason"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -68,6 +74,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return nil, err
 	}
 	if m.buildDuration, err = promreg.Register(reg, m.buildDuration); err != nil {
+		return nil, err
+	}
+	if m.dropped, err = promreg.Register(reg, m.dropped); err != nil {
 		return nil, err
 	}
 	for _, c := range []*prometheus.Counter{&m.buildRetries, &m.hits, &m.misses, &m.bytesServed, &m.pullBytes} {

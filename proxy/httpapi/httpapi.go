@@ -207,7 +207,7 @@ func (h *Handler) route(pattern string, auth bool, fn handlerFunc) http.Handler 
 			h.metrics.duration.WithLabelValues(tmpl, method).Observe(time.Since(start).Seconds())
 		}()
 		if auth && !h.authorized(r) {
-			h.writeError(rec, r, errUnauthorized)
+			h.refuse(rec, r)
 			return
 		}
 		if err := fn(rec, r); err != nil {
@@ -216,6 +216,25 @@ func (h *Handler) route(pattern string, auth bool, fn handlerFunc) http.Handler 
 	})
 	h.mux.Handle(pattern, handler)
 	return handler
+}
+
+// refuse answers 401 to a request without a valid key at once, without
+// reading its body, and closes the connection of a request that announces
+// one (SRV-1): Connection: close keeps net/http from reading the body
+// before it answers, and a read deadline already passed keeps it from
+// draining the body afterwards to reuse the connection.
+func (h *Handler) refuse(w *responseRecorder, r *http.Request) {
+	if r.ContentLength != 0 {
+		if h.v.On("srv-keyless-reads-body") {
+			io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
+		} else {
+			w.Header().Set("Connection", "close")
+			if !h.v.On("srv-keyless-drains-body") {
+				_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+			}
+		}
+	}
+	h.writeError(w, r, errUnauthorized)
 }
 
 // authorized reports whether r carries the API key: ?apikey=KEY, or

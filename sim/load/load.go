@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/httpserver"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
@@ -254,7 +255,7 @@ type Harness struct {
 	checksumMu sync.Mutex
 	checksums  map[string]string // "<app>/<commit>" → fleet checksum
 
-	srv    *http.Server
+	srv    *httpserver.Server
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	errMu  sync.Mutex
@@ -333,11 +334,11 @@ func Start(ctx context.Context, opts Options) (_ *Harness, err error) {
 		return nil, err
 	}
 	h.hooks = &HookRecorder{Next: h.gw.Handler()}
-	h.srv = &http.Server{Handler: h.hooks, ReadHeaderTimeout: 10 * time.Second}
+	h.srv = httpserver.Start(opts.HookListener, h.hooks, httpserver.Options{})
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	h.cancel = cancel
 	h.wg.Go(func() {
-		if err := h.srv.Serve(opts.HookListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := h.srv.Err(); err != nil {
 			h.fail(fmt.Errorf("hook server: %w", err))
 		}
 	})
@@ -370,9 +371,7 @@ func (h *Harness) Close() error {
 	h.cancel()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := h.srv.Shutdown(sctx); err != nil {
-		_ = h.srv.Close()
-	}
+	_ = h.srv.Shutdown(sctx) // closes what is left when sctx ends
 	h.wg.Wait()
 	return h.Err()
 }
