@@ -14,7 +14,6 @@ Feature: Server hygiene
   Scenario Outline: A request without a valid key is answered 401 at once, without waiting for its body
     When a client sends PUT "/v1/devices/0123456789abcdef0123456789abcdef" <key>, announcing a body of 100000 bytes that it sends one byte every 100 ms
     Then that client is answered 401 within 1 s of its headers
-    And that client's connection is then closed within 1 s
 
     Examples:
       | key              |

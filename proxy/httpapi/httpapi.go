@@ -229,9 +229,7 @@ func (h *Handler) refuse(w *responseRecorder, r *http.Request) {
 			io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
 		} else {
 			w.Header().Set("Connection", "close")
-			if !h.v.On("srv-keyless-drains-body") {
-				_ = http.NewResponseController(w).SetReadDeadline(time.Now())
-			}
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 		}
 	}
 	h.writeError(w, r, errUnauthorized)

@@ -90,15 +90,3 @@ func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
 }
-
-func TestViolationSrvKeylessDrainsBodyKeepsTheConnection(t *testing.T) {
-	e := newEnv(t, withViolations("srv-keyless-drains-body"))
-	resp, took, c, err := keylessDribble(t, e, "", 2*time.Second)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || took > time.Second {
-		t.Fatalf("got %v after %v (%v), want 401 at once", resp, took, err)
-	}
-	c.SetReadDeadline(time.Now().Add(time.Second))
-	if _, err := c.Read(make([]byte, 1)); !isTimeout(err) {
-		t.Errorf("after the 401, read got %v; want the connection held open while the body drains", err)
-	}
-}
