@@ -12,6 +12,9 @@
 // reading its body (an asset build, say) is neither cut off nor cancelled.
 // Requests without a body have none.
 //
+// "OPTIONS *" is not answered by net/http: it reaches the handler like any
+// other request (a handler of an API with a key answers it 401 without it).
+//
 // It imports only the standard library.
 package httpserver
 
@@ -100,6 +103,9 @@ func Start(ln net.Listener, h http.Handler, opts Options) *Server {
 			IdleTimeout:       opts.IdleTimeout,
 			MaxHeaderBytes:    opts.MaxHeaderBytes,
 			ErrorLog:          opts.ErrorLog,
+			// "OPTIONS *" goes to h like any request, so that it needs
+			// the same key (net/http would answer it 200 itself).
+			DisableGeneralOptionsHandler: true,
 		},
 		done: make(chan struct{}),
 	}

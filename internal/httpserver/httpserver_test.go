@@ -197,3 +197,23 @@ func TestCloseAndShutdownStopServing(t *testing.T) {
 		t.Errorf("Close after Shutdown: %v", err)
 	}
 }
+
+func TestOptionsStarReachesTheHandler(t *testing.T) {
+	refuse := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "Unauthorized", http.StatusUnauthorized)
+	})
+	s := start(t, refuse, Options{})
+	c := dial(t, s)
+	if _, err := io.WriteString(c, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("OPTIONS * = %d, want the handler's 401 (not net/http's own 200)", resp.StatusCode)
+	}
+}
