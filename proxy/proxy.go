@@ -147,9 +147,13 @@ func (p *Proxy) build() error {
 // Handler is the supervisor API.
 func (p *Proxy) Handler() http.Handler { return p.api }
 
-// MetricsHandler serves the proxy's Prometheus metrics.
+// MetricsHandler serves the proxy's Prometheus metrics at GET (and HEAD)
+// /metrics, the metrics listener's only route: other paths are 404, other
+// methods on /metrics 405.
 func (p *Proxy) MetricsHandler() http.Handler {
-	return promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{Registry: p.reg})
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{Registry: p.reg}))
+	return mux
 }
 
 // Ready is closed once Run listens; Addr is valid from then on.
