@@ -38,8 +38,8 @@ func (h *Handler) listApps(w http.ResponseWriter, r *http.Request) error {
 // -2): the tar of the app's current, downloaded commit; 404 Not found for an
 // unknown app or any other commit.
 func (h *Handler) getAssets(w http.ResponseWriter, r *http.Request) error {
-	appID, err := strconv.ParseInt(r.PathValue("appId"), 10, 64)
-	if err != nil || appID <= 0 {
+	appID, ok := parseAppID(r.PathValue("appId"))
+	if !ok {
 		return errNotFound
 	}
 	commit := r.PathValue("commit")
@@ -67,4 +67,14 @@ func (h *Handler) getAssets(w http.ResponseWriter, r *http.Request) error {
 		return unavailable(err)
 	}
 	return nil
+}
+
+// parseAppID accepts an app id in its canonical form only: a positive
+// decimal number without sign or leading zeros ("+2" and "02" name no app).
+func parseAppID(s string) (int64, bool) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 || strconv.FormatInt(id, 10) != s {
+		return 0, false
+	}
+	return id, true
 }

@@ -61,6 +61,9 @@ func TestAssets(t *testing.T) {
 		{"an unknown app is not found", "/v1/dependent-apps/9/assets/c1", 404, api.ErrTextNotFound},
 		{"a non-numeric app id is not found", "/v1/dependent-apps/x/assets/c1", 404, api.ErrTextNotFound},
 		{"a negative app id is not found", "/v1/dependent-apps/-1/assets/c1", 404, api.ErrTextNotFound},
+		{"an app id with a plus sign is not found", "/v1/dependent-apps/+1/assets/c1", 404, api.ErrTextNotFound},
+		{"an app id with a leading zero is not found", "/v1/dependent-apps/01/assets/c1", 404, api.ErrTextNotFound},
+		{"a zero app id is not found", "/v1/dependent-apps/0/assets/c1", 404, api.ErrTextNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body := e.do("GET", tc.path, "")
