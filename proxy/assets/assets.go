@@ -87,7 +87,10 @@ const tmpPrefix = ".tmp-"
 
 // Errors returned by the cache.
 var (
-	// ErrTooLarge: the tar would exceed Options.MaxBytes.
+	// ErrTooLarge: the tar would exceed Options.MaxBytes. It is counted
+	// (depharness_proxy_asset_too_large_total) and logged once; later
+	// Ensure calls for the same app and commit return it at once, without
+	// pulling, and the error has a Permanent method that returns true.
 	ErrTooLarge = errors.New("assets: tar exceeds the size limit")
 	// ErrInvalidKey: the app id is not positive or the commit is not a safe
 	// file name (1 to 128 of [0-9A-Za-z._-], not starting with ".").
@@ -161,6 +164,9 @@ type Cache struct {
 	mu     sync.Mutex
 	closed bool
 	builds sync.WaitGroup
+	// tooLarge holds the failures of the tars (by flight key) that exceeded
+	// MaxBytes: Ensure returns them again without pulling.
+	tooLarge map[string]error
 }
 
 // New returns a cache on opts.Dir, creating it and removing temporary files
@@ -193,7 +199,7 @@ func New(opts Options) (*Cache, error) {
 	if opts.Transport == nil {
 		opts.Transport = remote.DefaultTransport
 	}
-	c := &Cache{opts: opts, log: opts.Logger, now: opts.Now}
+	c := &Cache{opts: opts, log: opts.Logger, now: opts.Now, tooLarge: map[string]error{}}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -305,8 +311,14 @@ func (c *Cache) Ensure(ctx context.Context, appID int64, commit, image string) e
 		c.metrics.hits.Inc()
 		return nil
 	}
-	c.metrics.misses.Inc()
 	key := strconv.FormatInt(appID, 10) + "/" + commit
+	c.mu.Lock()
+	refused := c.tooLarge[key]
+	c.mu.Unlock()
+	if refused != nil {
+		return refused
+	}
+	c.metrics.misses.Inc()
 	ch := c.flights.DoChan(key, func() (any, error) {
 		if c.Has(appID, commit) { // finished by a flight that just landed
 			return nil, nil
@@ -319,7 +331,20 @@ func (c *Cache) Ensure(ctx context.Context, appID int64, commit, image string) e
 		c.builds.Add(1)
 		c.mu.Unlock()
 		defer c.builds.Done()
-		return nil, c.build(appID, commit, image)
+		err := c.build(appID, commit, image)
+		if errors.Is(err, ErrTooLarge) {
+			// Pulling it again would give the same tar: remember the
+			// failure for the life of the cache (a restarted proxy, maybe
+			// with a larger ASSET_MAX_BYTES, tries once more).
+			err = notRetried{err}
+			c.mu.Lock()
+			c.tooLarge[key] = err
+			c.mu.Unlock()
+			c.metrics.tooLarge.Inc()
+			c.log.Error("asset tar over ASSET_MAX_BYTES: this release is not pulled again", "app", appID, "commit", commit,
+				"max_bytes", c.opts.MaxBytes)
+		}
+		return nil, err
 	})
 	select {
 	case res := <-ch:
@@ -638,10 +663,38 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, appID int64, commi
 	h := w.Header()
 	h.Set("Content-Type", ct)
 	h.Set("ETag", etag)
+	if rg := r.Header.Get("Range"); rg != "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Range", unsatisfiableEmptySuffixes(rg, fi.Size()))
+	}
 	cw := &countingResponseWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, "", fi.ModTime(), f)
 	c.metrics.bytesServed.Add(float64(cw.n))
 	return nil
+}
+
+// unsatisfiableEmptySuffixes rewrites each suffix range of length zero
+// ("-0") of the Range header rg into one past the end of a size-byte body.
+// RFC 9110 §14.1.2 makes such a range unsatisfiable (a Range of only those is
+// answered 416 with "Content-Range: bytes */size"), but http.ServeContent
+// serves it as an empty range "bytes size-(size-1)/size" with 206.
+func unsatisfiableEmptySuffixes(rg string, size int64) string {
+	specs, ok := strings.CutPrefix(rg, "bytes=")
+	if !ok {
+		return rg
+	}
+	parts := strings.Split(specs, ",")
+	for i, p := range parts {
+		start, end, ok := strings.Cut(strings.TrimSpace(p), "-")
+		if !ok || strings.TrimSpace(start) != "" {
+			continue
+		}
+		end = strings.TrimSpace(end)
+		if end != "" && strings.Trim(end, "0") == "" {
+			parts[i] = strconv.FormatInt(size, 10) + "-"
+		}
+	}
+	return "bytes=" + strings.Join(parts, ",")
 }
 
 // etag returns the strong ETag of the open tar f: its SHA-256, read from the
@@ -711,6 +764,16 @@ func isNotEmpty(err error) bool {
 	var pe *fs.PathError
 	return errors.As(err, &pe) && strings.Contains(pe.Err.Error(), "not empty")
 }
+
+// notRetried is a build failure that Ensure returns again, without pulling,
+// for the same app and commit (a tar over MaxBytes). Its Permanent method
+// tells callers (the target sync) not to ask again until the target
+// changes.
+type notRetried struct{ err error }
+
+func (e notRetried) Error() string   { return e.err.Error() }
+func (e notRetried) Unwrap() error   { return e.err }
+func (e notRetried) Permanent() bool { return true }
 
 // permanentError marks an error that a retry cannot cure.
 type permanentError struct{ err error }

@@ -311,6 +311,26 @@ func TestEnsureEnforcesMaxBytes(t *testing.T) {
 	if got := r.manifestGets.Load(); got != 1 {
 		t.Errorf("manifest fetches: got %d, want 1 (the size limit is not retried)", got)
 	}
+	// Asked again (the target sync does), the same release is not pulled
+	// again: the failure is returned at once, marked permanent, and
+	// counted once.
+	for range 3 {
+		err = c.Ensure(context.Background(), 5, commit, ref)
+		var p interface{ Permanent() bool }
+		if !errors.Is(err, ErrTooLarge) || !errors.As(err, &p) || !p.Permanent() {
+			t.Fatalf("Ensure again: got %v, want a permanent ErrTooLarge", err)
+		}
+	}
+	if got := r.manifestGets.Load(); got != 1 {
+		t.Errorf("manifest fetches after asking again: got %d, want 1", got)
+	}
+	if got := testutil.ToFloat64(c.metrics.tooLarge); got != 1 {
+		t.Errorf("too-large count: got %v, want 1", got)
+	}
+	// Another commit of the app (a new target) is pulled.
+	if err := c.Ensure(context.Background(), 5, "other", ref); !errors.Is(err, ErrTooLarge) || r.manifestGets.Load() != 2 {
+		t.Errorf("Ensure of another commit: got %v after %d manifest fetches, want ErrTooLarge after 2", err, r.manifestGets.Load())
+	}
 }
 
 func TestEnsureConcurrentCallsBuildOnce(t *testing.T) {
@@ -726,5 +746,53 @@ func TestPlainHTTPRegistries(t *testing.T) {
 				t.Errorf("%s with %s insecure registries: got %s, want %s", tc.image, c.name, got, c.want)
 			}
 		}
+	}
+}
+
+func TestServeAnEmptySuffixRangeIsUnsatisfiable(t *testing.T) {
+	r := newTestRegistry(t)
+	ref := r.push(t, "app/suffix", sampleImage(t))
+	c, _ := newCache(t, Options{})
+	srv := httptest.NewServer(serveHandler(t, c, ref))
+	t.Cleanup(srv.Close)
+	get := func(t *testing.T, hdr ...string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, b
+	}
+	_, whole := get(t)
+	size := itoa(len(whole))
+
+	for _, rg := range []string{"bytes=-0", "bytes=-000", "bytes= -0 , -0"} {
+		resp, _ := get(t, "Range", rg)
+		if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable || resp.Header.Get("Content-Range") != "bytes */"+size {
+			t.Errorf("Range %q: got %d Content-Range %q, want 416 bytes */%s", rg, resp.StatusCode, resp.Header.Get("Content-Range"), size)
+		}
+	}
+	resp, b := get(t, "Range", "bytes=-0,0-9")
+	if resp.StatusCode != http.StatusPartialContent || resp.Header.Get("Content-Range") != "bytes 0-9/"+size || string(b) != string(whole[:10]) {
+		t.Errorf("Range -0,0-9: got %d Content-Range %q, want 206 of bytes 0-9 only", resp.StatusCode, resp.Header.Get("Content-Range"))
+	}
+	if resp, _ := get(t, "Range", "bytes=-1"); resp.StatusCode != http.StatusPartialContent || resp.Header.Get("Content-Range") != "bytes "+itoa(len(whole)-1)+"-"+itoa(len(whole)-1)+"/"+size {
+		t.Errorf("Range -1: got %d Content-Range %q, want the last byte", resp.StatusCode, resp.Header.Get("Content-Range"))
+	}
+	// A failing If-Range still makes the Range ignored: the whole tar.
+	if resp, b := get(t, "Range", "bytes=-0", "If-Range", `"other"`); resp.StatusCode != http.StatusOK || len(b) != len(whole) {
+		t.Errorf("Range -0 with a stale If-Range: got %d with %d bytes, want 200 with the whole tar", resp.StatusCode, len(b))
 	}
 }

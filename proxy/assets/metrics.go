@@ -17,6 +17,7 @@ type Metrics struct {
 	bytesServed   prometheus.Counter
 	pullBytes     prometheus.Counter
 	dropped       *prometheus.CounterVec
+	tooLarge      prometheus.Counter
 }
 
 // NewMetrics builds the metrics and registers them on reg (nil: not
@@ -65,6 +66,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "asset_entries_dropped_total",
 			Help: "Entries under /assets left out of asset tars, by reason (link-outside, link-loop, link-conflict, hardlink-target, device, fifo, other-type).",
 		}, []string{"reason"}),
+		tooLarge: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "proxy",
+			Name: "asset_too_large_total",
+			Help: "Releases whose asset tar exceeded ASSET_MAX_BYTES: each counted once, and not pulled again by this process.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -79,7 +85,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	if m.dropped, err = promreg.Register(reg, m.dropped); err != nil {
 		return nil, err
 	}
-	for _, c := range []*prometheus.Counter{&m.buildRetries, &m.hits, &m.misses, &m.bytesServed, &m.pullBytes} {
+	for _, c := range []*prometheus.Counter{&m.buildRetries, &m.hits, &m.misses, &m.bytesServed, &m.pullBytes, &m.tooLarge} {
 		if *c, err = promreg.Register(reg, *c); err != nil {
 			return nil, err
 		}

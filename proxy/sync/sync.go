@@ -447,6 +447,12 @@ func (s *Syncer) runDownload(ctx context.Context, appID int64, dl *download) {
 			break
 		}
 		s.metrics.downloads.WithLabelValues(OutcomeError).Inc()
+		if isPermanent(err) {
+			// The same release would fail the same way (a tar over
+			// ASSET_MAX_BYTES): wait for the app's target to change.
+			s.log.Error("sync: download failed; not retried until the app's target changes", "app", appID, "commit", dl.commit, "image", dl.image, "err", err)
+			return
+		}
 		s.log.Warn("sync: download failed; retrying", "app", appID, "commit", dl.commit, "image", dl.image, "in", wait, "err", err)
 		select {
 		case <-time.After(wait):
@@ -479,6 +485,13 @@ func (s *Syncer) runDownload(ctx context.Context, appID int64, dl *download) {
 	s.mu.Unlock()
 	s.log.Info("sync: release ready", "app", appID, "commit", dl.commit)
 	s.opts.OnChange()
+}
+
+// isPermanent reports whether err of Assets.Ensure says that the same
+// release will never download (it has a Permanent method returning true).
+func isPermanent(err error) bool {
+	var p interface{ Permanent() bool }
+	return errors.As(err, &p) && p.Permanent()
 }
 
 // makeCurrent sets dl's commit as appID's current commit unless dl was

@@ -117,7 +117,15 @@ type testAssets struct {
 	block   map[string]chan struct{} // Ensure of "app/commit" waits for close (or ctx)
 	pruned  []string
 	changed chan struct{}
+	// permanent makes Ensure of "app/commit" fail with a permanent error.
+	permanent map[string]bool
 }
+
+// permanentError is a download failure that a retry cannot cure.
+type permanentError struct{}
+
+func (permanentError) Error() string   { return "assets: tar exceeds the size limit" }
+func (permanentError) Permanent() bool { return true }
 
 func newTestAssets() *testAssets {
 	return &testAssets{failN: map[string]int{}, block: map[string]chan struct{}{}, changed: make(chan struct{}, 100)}
@@ -132,8 +140,12 @@ func (a *testAssets) Ensure(ctx context.Context, appID int64, commit, image stri
 	if fail {
 		a.failN[key]--
 	}
+	perm := a.permanent[key]
 	a.mu.Unlock()
 	a.changed <- struct{}{}
+	if perm {
+		return permanentError{}
+	}
 	if fail {
 		return errors.New("registry unavailable")
 	}
@@ -446,6 +458,30 @@ func TestFailedDownloadIsRetried(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(f.s.metrics.downloads.WithLabelValues(OutcomeError)); got != 2 {
 		t.Fatalf("got %v failed downloads counted, want 2", got)
+	}
+}
+
+func TestAPermanentDownloadFailureIsNotRetriedUntilTheTargetChanges(t *testing.T) {
+	f := newFixture(t, Options{PollInterval: 20 * time.Millisecond})
+	f.assets.mu.Lock()
+	f.assets.permanent = map[string]bool{"1/c1": true}
+	f.assets.mu.Unlock()
+	f.run(t)
+	<-f.assets.changed // Ensure(1, c1) failed
+	// Many polls and retry intervals (20 ms each) later, no other call.
+	time.Sleep(500 * time.Millisecond)
+	if calls := f.assets.calls(); len(calls) != 1 {
+		t.Fatalf("got Ensure calls %v, want one (a permanent failure is not retried)", calls)
+	}
+	if got := testutil.ToFloat64(f.s.metrics.downloads.WithLabelValues(OutcomeError)); got != 1 {
+		t.Fatalf("got %v failed downloads counted, want 1", got)
+	}
+	s := goodState()
+	s["dependent"].(map[string]any)["apps"].(map[string]any)["1"].(map[string]any)["commit"] = "c2"
+	f.cloud.set(s)
+	eventually(t, "commit c2 current", func() bool { return f.currentCommit(t, "d1") == "c2" })
+	if calls := f.assets.calls(); len(calls) != 2 || calls[1] != "1/c2" {
+		t.Fatalf("got Ensure calls %v, want 1/c1 then 1/c2", calls)
 	}
 }
 
