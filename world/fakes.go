@@ -33,6 +33,13 @@ type FakesOptions struct {
 	CloudListen, RegistryListen string
 	// AdminToken guards the fake cloud's control API; empty generates one.
 	AdminToken string
+	// RegistryToken guards the fake registry's control API and pushes
+	// (pulls stay open); empty generates one. The cloud's image builder
+	// pushes with it.
+	RegistryToken string
+	// MaxBlobBytes bounds a blob pushed to the registry; zero means
+	// registry.DefaultMaxBlobBytes.
+	MaxBlobBytes int64
 	// RegistryDir, if set, keeps the registry's blobs on disk.
 	RegistryDir string
 	// CloudStateFile, if set, keeps the cloud's model on disk (loaded when
@@ -58,6 +65,8 @@ type Fakes struct {
 	// RegistryAddr is host:port of the registry, as it appears in image
 	// references.
 	RegistryAddr string
+	// RegistryToken is the registry's admin token.
+	RegistryToken string
 	// Images builds and pushes images into Registry.
 	Images *registry.Builder
 
@@ -71,11 +80,15 @@ func StartFakes(ctx context.Context, opts FakesOptions) (*Fakes, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := &Fakes{}
+	f := &Fakes{RegistryToken: opts.RegistryToken}
+	if f.RegistryToken == "" {
+		f.RegistryToken = randomHex(16)
+	}
 	regMetrics := prometheus.NewRegistry()
 	var err error
 	f.Registry, err = registry.New(registry.Options{
 		Dir: opts.RegistryDir, Logger: log.With("component", "registry"), Metrics: registry.NewMetrics(regMetrics), Seed: opts.Seed,
+		AdminToken: f.RegistryToken, MaxBlobBytes: opts.MaxBlobBytes,
 	})
 	if err != nil {
 		return nil, err
@@ -91,7 +104,7 @@ func StartFakes(ctx context.Context, opts FakesOptions) (*Fakes, error) {
 	}
 	f.servers = append(f.servers, rs)
 	f.RegistryAddr = rs.addr
-	f.Images = registry.NewBuilder(registry.BuilderOptions{Registry: rs.addr, Transport: registry.HandlerTransport(f.Registry)})
+	f.Images = registry.NewBuilder(registry.BuilderOptions{Registry: rs.addr, Transport: registry.HandlerTransport(f.Registry), Token: f.RegistryToken})
 
 	f.CloudMetrics = prometheus.NewRegistry()
 	f.Cloud, err = cloud.New(cloud.Options{

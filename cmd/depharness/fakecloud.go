@@ -31,6 +31,7 @@ func runFakeCloud(ctx context.Context, env *cliEnv, args []string) error {
 	listen := f.String("listen", "FAKE_CLOUD_LISTEN", "127.0.0.1:48480", "host:port to listen on (port 0 picks a free one)")
 	adminToken := f.String("admin-token", "FAKE_CLOUD_ADMIN_TOKEN", "", "token of the control API; empty generates one (logged)")
 	reg := f.String("registry", "FAKE_CLOUD_REGISTRY", "", "host:port of the registry release images are pushed to; empty: releases must name a ready image")
+	regToken := f.String("registry-token", "FAKE_REGISTRY_ADMIN_TOKEN", "", "the registry's admin token, sent with pushes to --registry")
 	seed := f.Int64("seed", "FAKE_CLOUD_SEED", 0, "seed of generated names, ids, keys and delay jitter; 0 picks one (logged)")
 	gateway := f.Bool("gateway", "FAKE_CLOUD_GATEWAY", false, "create one gateway at start and print API_ENDPOINT, DEVICE_UUID, DEVICE_ID, DEVICE_API_KEY on stdout")
 	stateFile := f.String("state-file", "FAKE_CLOUD_STATE_FILE", "", "keep the model in this file across restarts (loaded at start, saved after changes and at exit); empty keeps it in memory only")
@@ -53,7 +54,7 @@ func runFakeCloud(ctx context.Context, env *cliEnv, args []string) error {
 		if _, _, err := net.SplitHostPort(*reg); err != nil {
 			return usagef("--registry %q: want host:port", *reg)
 		}
-		opts.Builder = registryBuilder(registry.NewBuilder(registry.BuilderOptions{Registry: *reg}))
+		opts.Builder = registryBuilder(registry.NewBuilder(registry.BuilderOptions{Registry: *reg, Token: *regToken}))
 	}
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -27,14 +27,17 @@ func init() {
 func runFakeRegistry(ctx context.Context, env *cliEnv, args []string) error {
 	f := newFlags(env, "fake-registry", "Run the fake OCI registry: the distribution API under /v2/ (in memory, or on disk\n"+
 		"with --dir), Prometheus metrics and the fault control API (/control/v1/: throttle, fail/{kind},\n"+
-		"corrupt, heal, requests) on the same listener. With --push, first push a directory as an\n"+
-		"image's /assets and print its digest reference on stdout.")
+		"corrupt, heal, requests) on the same listener. With --admin-token, pushes and the control API\n"+
+		"need it (pulls never do). With --push, first push a directory as an image's /assets and print\n"+
+		"its digest reference on stdout.")
 	listen := f.String("listen", "FAKE_REGISTRY_LISTEN", "127.0.0.1:48481", "host:port to listen on (port 0 picks a free one)")
 	dir := f.String("dir", "FAKE_REGISTRY_DIR", "", "directory keeping blobs and manifests across restarts; empty keeps them in memory")
 	metricsPath := f.String("metrics", "FAKE_REGISTRY_METRICS", "/metrics", "path of the Prometheus metrics on the listener; empty or off disables them")
 	seed := f.Int64("seed", "FAKE_REGISTRY_SEED", 0, "seed of the fault randomness; 0 picks one (logged)")
 	push := f.String("push", "FAKE_REGISTRY_PUSH", "", "directory pushed at start as the /assets of an image")
 	pushRepo := f.String("push-repo", "FAKE_REGISTRY_PUSH_REPO", "assets/demo", "repository of the image pushed with --push")
+	adminToken := f.String("admin-token", "FAKE_REGISTRY_ADMIN_TOKEN", "", "token the control API and pushes need (Authorization: Bearer, or a Docker login's password); empty leaves them open")
+	maxBlob := f.Int64("max-blob-bytes", "FAKE_REGISTRY_MAX_BLOB_BYTES", registry.DefaultMaxBlobBytes, "largest blob a push may upload; larger ones are answered 413")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -51,10 +54,15 @@ func runFakeRegistry(ctx context.Context, env *cliEnv, args []string) error {
 	if *seed == 0 {
 		*seed = time.Now().UnixNano()
 	}
+	if *maxBlob <= 0 {
+		return usagef("--max-blob-bytes must be positive")
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := registry.New(registry.Options{Dir: *dir, Logger: log, Metrics: registry.NewMetrics(reg), Seed: *seed})
+	srv, err := registry.New(registry.Options{
+		Dir: *dir, Logger: log, Metrics: registry.NewMetrics(reg), Seed: *seed, AdminToken: *adminToken, MaxBlobBytes: *maxBlob,
+	})
 	if err != nil {
 		return err
 	}
@@ -72,10 +80,14 @@ func runFakeRegistry(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	hs := httpserver.Start(ln, mux, httpserver.Options{})
 	addr := ln.Addr().String()
-	log.Info("fake registry listening", "addr", addr, "dir", *dir, "metrics", *metricsPath, "seed", *seed)
+	log.Info("fake registry listening", "addr", addr, "dir", *dir, "metrics", *metricsPath, "seed", *seed,
+		"max_blob_bytes", *maxBlob, "admin_token_set", *adminToken != "")
+	if *adminToken == "" {
+		log.Warn("no admin token: anyone who reaches the listener can push and drive the control API")
+	}
 
 	if *push != "" {
-		b := registry.NewBuilder(registry.BuilderOptions{Registry: addr})
+		b := registry.NewBuilder(registry.BuilderOptions{Registry: addr, Token: *adminToken})
 		ref, _, err := b.BuildFromDir(ctx, *pushRepo, *push)
 		if err != nil {
 			_ = hs.Close()

@@ -171,3 +171,49 @@ func TestFakeRegistryRejectsBadFlags(t *testing.T) {
 		})
 	}
 }
+
+func TestFakeRegistryWithAnAdminTokenGuardsItsControlAPIAndPushes(t *testing.T) {
+	assets := t.TempDir()
+	if err := os.WriteFile(filepath.Join(assets, "firmware.bin"), []byte("fw"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// --push pushes with the token.
+	r := startFakeRegistry(t, "--admin-token", "reg-tok", "--push", assets, "--push-repo", "apps/8")
+	if !strings.HasPrefix(r.ref, r.addr+"/apps/8@sha256:") {
+		t.Fatalf("pushed ref: got %q, want %s/apps/8@sha256:…", r.ref, r.addr)
+	}
+	call := func(method, path, auth string) int {
+		t.Helper()
+		req, err := http.NewRequest(method, "http://"+r.addr+path, strings.NewReader(`{"bytesPerSec":1000}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := call("PUT", "/control/v1/throttle", ""); got != http.StatusUnauthorized {
+		t.Errorf("PUT /control/v1/throttle without the token: got %d, want 401", got)
+	}
+	if got := call("POST", "/v2/apps/9/blobs/uploads/", ""); got != http.StatusUnauthorized {
+		t.Errorf("POST an upload without the token: got %d, want 401", got)
+	}
+	if got := call("PUT", "/control/v1/throttle", "Bearer reg-tok"); got != http.StatusNoContent {
+		t.Errorf("PUT /control/v1/throttle with the token: got %d, want 204", got)
+	}
+	if got := call("DELETE", "/control/v1/throttle", "Bearer reg-tok"); got != http.StatusNoContent {
+		t.Errorf("DELETE /control/v1/throttle with the token: got %d, want 204", got)
+	}
+	if got := call("GET", "/v2/", ""); got != http.StatusOK {
+		t.Errorf("GET /v2/ without the token: got %d, want 200 (pulls are open)", got)
+	}
+	if code := r.stop(); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+}

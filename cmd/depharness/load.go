@@ -46,6 +46,7 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 	cloudURL := f.String("cloud", "DEPHARNESS_CLOUD_URL", "", "the fake cloud the external supervisor is attached to")
 	adminToken := f.String("admin-token", "FAKE_CLOUD_ADMIN_TOKEN", "", "the fake cloud's control API token")
 	registryAddr := f.String("registry", "DEPHARNESS_REGISTRY", "", "external mode: host:port of a registry to build release images into; empty lets the cloud build them")
+	registryToken := f.String("registry-token", "FAKE_REGISTRY_ADMIN_TOKEN", "", "external mode: the --registry's admin token, sent with pushes")
 	proxyMetrics := f.String("proxy-metrics", "LOAD_PROXY_METRICS", "", "external mode: the supervisor's Prometheus /metrics URL, read during each phase; empty: none")
 	gatewayUUID := f.String("gateway-uuid", "DEVICE_UUID", "", "external mode: the gateway device the supervisor runs as; empty: the cloud's only gateway")
 	gatewayListen := f.String("gateway-listen", "LOAD_GATEWAY_LISTEN", "", "the gateway's hook listener; empty: 127.0.0.1:0 in-process, 127.0.0.1:1337 with --proxy")
@@ -128,7 +129,7 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 			if _, _, err := net.SplitHostPort(*registryAddr); err != nil {
 				return usagef("--registry %q: want host:port", *registryAddr)
 			}
-			b := registry.NewBuilder(registry.BuilderOptions{Registry: *registryAddr})
+			b := registry.NewBuilder(registry.BuilderOptions{Registry: *registryAddr, Token: *registryToken})
 			opts.BuildRelease = func(ctx context.Context, repo string, files map[string][]byte) (string, error) {
 				ref, _, err := b.Build(ctx, repo, registry.Layer{Files: files})
 				return ref, err

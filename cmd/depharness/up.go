@@ -40,6 +40,7 @@ func runUp(ctx context.Context, env *cliEnv, args []string) error {
 	gatewayListen := f.String("gateway-listen", "GATEWAY_LISTEN", "127.0.0.1:1337", "the reference gateway's hook listen address")
 	gatewayMetrics := f.String("gateway-metrics-listen", "GATEWAY_METRICS_LISTEN", "127.0.0.1:48486", "the gateway's metrics listen address")
 	adminToken := f.String("admin-token", "FAKE_CLOUD_ADMIN_TOKEN", "", "the fake cloud's control API token (generated if empty)")
+	registryToken := f.String("registry-token", "FAKE_REGISTRY_ADMIN_TOKEN", "", "the fake registry's admin token for pushes and its control API (generated if empty)")
 	apiKey := f.String("api-key", "BALENA_SUPERVISOR_API_KEY", "", "the proxy's API key (generated if empty)")
 	envFile := f.String("env-file", "DEPHARNESS_ENV_FILE", "", "also write the export lines to this file")
 	poll := f.Duration("poll-interval", "TARGET_POLL_INTERVAL", world.DefaultPollInterval, "the proxy's target poll interval")
@@ -71,7 +72,7 @@ func runUp(ctx context.Context, env *cliEnv, args []string) error {
 	proxyDir := dirs.proxy
 	opts := world.StackOptions{
 		Fakes: world.FakesOptions{
-			CloudListen: *cloudListen, RegistryListen: *registryListen, AdminToken: *adminToken, Seed: *seed, Logger: log,
+			CloudListen: *cloudListen, RegistryListen: *registryListen, AdminToken: *adminToken, RegistryToken: *registryToken, Seed: *seed, Logger: log,
 			CloudStateFile: dirs.cloudState, RegistryDir: dirs.registry,
 		},
 		Proxy: world.ProxyOptions{
@@ -170,6 +171,7 @@ func upExports(st *world.Stack) string {
 	fmt.Fprintf(&b, "export DEPHARNESS_CLOUD_URL=%s\n", st.CloudURL)
 	fmt.Fprintf(&b, "export FAKE_CLOUD_ADMIN_TOKEN=%s\n", st.Cloud.AdminToken())
 	fmt.Fprintf(&b, "export DEPHARNESS_REGISTRY=%s\n", st.RegistryAddr)
+	fmt.Fprintf(&b, "export FAKE_REGISTRY_ADMIN_TOKEN=%s\n", st.RegistryToken)
 	return b.String()
 }
 

@@ -89,6 +89,10 @@ func TestUpResumesItsWorld(t *testing.T) {
 	if strings.Contains(first, "resuming") {
 		t.Fatal("the first run says it resumed")
 	}
+	// The registry's blobs are under --data-dir, not in up's memory.
+	if blobs, err := os.ReadDir(filepath.Join(dir, "registry", "blobs", "sha256")); err != nil || len(blobs) == 0 {
+		t.Errorf("registry blobs under the data dir: %d, %v; want the demo's blobs there", len(blobs), err)
+	}
 	second := run()
 	if !strings.Contains(second, "resuming the world") {
 		t.Errorf("the second run did not resume; stderr:\n%s", second)

@@ -104,6 +104,9 @@ type BuilderOptions struct {
 	// Created is the creation time recorded in the image config; zero means
 	// the Unix epoch, so that the same layers always give the same digest.
 	Created time.Time
+	// Token is the registry's admin token (Options.AdminToken), sent with
+	// every request of a push; empty sends none.
+	Token string
 }
 
 // Builder turns asset files into container images and pushes them to a
@@ -163,7 +166,7 @@ func (b *Builder) Push(ctx context.Context, repo string, img v1.Image) (ref stri
 	if inner == nil {
 		inner = remote.DefaultTransport
 	}
-	ro := []remote.Option{remote.WithContext(ctx), remote.WithAuth(authn.Anonymous), remote.WithTransport(builderTransport{inner})}
+	ro := []remote.Option{remote.WithContext(ctx), remote.WithAuth(authn.Anonymous), remote.WithTransport(builderTransport{inner, b.opts.Token})}
 	if err := remote.Write(d, img, ro...); err != nil {
 		return "", v1.Hash{}, fmt.Errorf("registry: push %s: %w", d, err)
 	}
@@ -663,10 +666,16 @@ func assetRel(p string) (string, bool) {
 // them alone, so that releases can be pushed while pulls are failing.
 const BuilderHeader = "Depharness-Image-Builder"
 
-type builderTransport struct{ inner http.RoundTripper }
+type builderTransport struct {
+	inner http.RoundTripper
+	token string
+}
 
 func (t builderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	r := req.Clone(req.Context())
 	r.Header.Set(BuilderHeader, "1")
+	if t.token != "" {
+		r.Header.Set("Authorization", "Bearer "+t.token)
+	}
 	return t.inner.RoundTrip(r)
 }

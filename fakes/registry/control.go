@@ -23,7 +23,8 @@ import (
 //	DELETE requests                                   ResetRequests()
 //
 // Success is 204 (200 with a body for GET); bad input is 400 with a plain
-// text reason.
+// text reason. With Options.AdminToken every route needs it ("Authorization:
+// Bearer <token>"); without it the answer is 401.
 func (s *Server) ControlHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /throttle", func(w http.ResponseWriter, r *http.Request) {
@@ -109,7 +110,7 @@ func (s *Server) ControlHandler() http.Handler {
 		s.ResetRequests()
 		w.WriteHeader(http.StatusNoContent)
 	})
-	return mux
+	return s.requireToken(mux)
 }
 
 func decodeControl(r *http.Request, v any) error {

@@ -6,6 +6,10 @@
 // files live under /assets, pushes them, and predicts the flattened /assets
 // content a compliant supervisor must serve.
 //
+// With an admin token (Options.AdminToken) the control API and every push
+// need it; pulls never do. A pushed blob is bounded (Options.MaxBlobBytes,
+// 413 beyond) and, with a Dir, spooled to disk while it is uploaded.
+//
 // It must not depend on the proxy, the simulator or the suite: it imports
 // only the standard library, go-containerregistry and the Prometheus client.
 package registry
@@ -13,6 +17,8 @@ package registry
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"fmt"
 	"io"
 	"log"
@@ -49,6 +55,15 @@ type Options struct {
 	// RequestLogSize bounds the recorded requests (oldest dropped); zero
 	// means 10000.
 	RequestLogSize int
+	// AdminToken, if set, guards the control API and every push: requests
+	// other than GET and HEAD under /v2/ need "Authorization: Bearer
+	// <token>" (or Basic with the token as password) and are answered 401
+	// without it. Pulls stay open. Empty leaves everything open.
+	AdminToken string
+	// MaxBlobBytes bounds one pushed blob: an upload that would exceed it
+	// is answered 413 (before its body is read when its Content-Length
+	// says so). Zero means DefaultMaxBlobBytes.
+	MaxBlobBytes int64
 }
 
 // Server is the fake registry: an http.Handler serving the OCI
@@ -57,10 +72,13 @@ type Options struct {
 type Server struct {
 	inner   http.Handler
 	journal *journal // nil in memory mode
-	log     *slog.Logger
-	metrics *Metrics
-	now     func() time.Time
-	logSize int
+	uploads *uploads
+	// tokenSum is the SHA-256 of Options.AdminToken; nil when none is set.
+	tokenSum *[sha256.Size]byte
+	log      *slog.Logger
+	metrics  *Metrics
+	now      func() time.Time
+	logSize  int
 
 	fmu    sync.Mutex // guards the fault state below
 	rnd    *rand.Rand
@@ -98,6 +116,21 @@ func New(opts Options) (*Server, error) {
 	}
 	if s.logSize <= 0 {
 		s.logSize = 10000
+	}
+	if opts.AdminToken != "" {
+		sum := sha256.Sum256([]byte(opts.AdminToken))
+		s.tokenSum = &sum
+	}
+	if opts.MaxBlobBytes <= 0 {
+		opts.MaxBlobBytes = DefaultMaxBlobBytes
+	}
+	spool := ""
+	if opts.Dir != "" {
+		spool = filepath.Join(opts.Dir, "uploads")
+	}
+	var err error
+	if s.uploads, err = newUploads(spool, opts.MaxBlobBytes); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
 	}
 	ropts := []ggcr.Option{ggcr.Logger(log.New(io.Discard, "", 0))}
 	var entries []journalEntry
@@ -217,6 +250,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.record(rec)
 	}()
 
+	if !s.authorized(r) && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		refuse(rw)
+		return
+	}
 	if pull {
 		if status, ok := s.takeFailure(kind); ok {
 			rw.fault = "fail"
@@ -228,7 +265,49 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveManifestWrite(rw, r, repo, target)
 		return
 	}
+	if kind == KindUpload {
+		s.serveUpload(rw, r, repo, target)
+		return
+	}
 	s.inner.ServeHTTP(rw, r)
+}
+
+// authorized reports whether r carries the admin token (always, when none
+// is set). Both sides are hashed first, so that the comparison takes the
+// same time whatever the token's length.
+func (s *Server) authorized(r *http.Request) bool {
+	if s.tokenSum == nil {
+		return true
+	}
+	tok := ""
+	if scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok {
+		switch {
+		case strings.EqualFold(scheme, "Bearer"):
+			tok = strings.TrimSpace(cred)
+		case strings.EqualFold(scheme, "Basic"):
+			_, tok, _ = r.BasicAuth()
+		}
+	}
+	sum := sha256.Sum256([]byte(tok))
+	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
+}
+
+// refuse answers a request without the admin token: 401 with a Basic
+// challenge, so that Docker clients retry with their login.
+func refuse(w http.ResponseWriter) {
+	w.Header().Set("WWW-Authenticate", `Basic realm="depharness fake registry"`)
+	writeUploadError(w, http.StatusUnauthorized, "UNAUTHORIZED", "pushes and the control API need the registry's admin token")
+}
+
+// requireToken guards h with the admin token, if one is set.
+func (s *Server) requireToken(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorized(r) {
+			refuse(w)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // serveManifestWrite passes a manifest PUT or DELETE to ggcr and journals it
