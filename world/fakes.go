@@ -87,7 +87,7 @@ func StartFakes(ctx context.Context, opts FakesOptions) (*Fakes, error) {
 	regMetrics := prometheus.NewRegistry()
 	var err error
 	f.Registry, err = registry.New(registry.Options{
-		Dir: opts.RegistryDir, Logger: log.With("component", "registry"), Metrics: registry.NewMetrics(regMetrics), Seed: opts.Seed,
+		Dir: opts.RegistryDir, Logger: log.With("component", "fake-registry"), Metrics: registry.NewMetrics(regMetrics), Seed: opts.Seed,
 		AdminToken: f.RegistryToken, MaxBlobBytes: opts.MaxBlobBytes,
 	})
 	if err != nil {
@@ -108,7 +108,7 @@ func StartFakes(ctx context.Context, opts FakesOptions) (*Fakes, error) {
 
 	f.CloudMetrics = prometheus.NewRegistry()
 	f.Cloud, err = cloud.New(cloud.Options{
-		Logger:     log.With("component", "cloud"),
+		Logger:     log.With("component", "fake-cloud"),
 		Registerer: f.CloudMetrics,
 		AdminToken: opts.AdminToken,
 		Seed:       uint64(opts.Seed),

@@ -111,7 +111,9 @@ func (f *Fakes) StartProxy(ctx context.Context, gw *cloud.Gateway, opts ProxyOpt
 	cfg.ListenHost, cfg.Port, cfg.MetricsAddress = host, port, mln.Addr().String()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	p, err := proxy.New(cfg, proxy.Options{Logger: log.With("component", "proxy"), Registry: reg, Listener: ln, MetricsListener: mln})
+	// The proxy names its parts itself (component=hooks, sync, …): a
+	// component given here would appear twice on each line.
+	p, err := proxy.New(cfg, proxy.Options{Logger: log, Registry: reg, Listener: ln, MetricsListener: mln})
 	if err != nil {
 		ln.Close()
 		mln.Close()
