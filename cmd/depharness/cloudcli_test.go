@@ -307,3 +307,32 @@ func TestSeedingACloudThatKeepsItsStateIsIdempotent(t *testing.T) {
 		t.Errorf("the corrupt state file was changed to %q", b)
 	}
 }
+
+func TestFakeCloudPrintsAGeneratedTokenAndNeverLogsIt(t *testing.T) {
+	var out, errOut syncBuffer
+	env := &cliEnv{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }}
+	ctx, cancel := context.WithCancel(context.Background())
+	code := make(chan int, 1)
+	go func() {
+		code <- runMain(ctx, env, []string{"fake-cloud", "--listen", "127.0.0.1:0", "--log-level", "debug"})
+	}()
+	var tok string
+	for deadline := time.Now().Add(10 * time.Second); tok == "" || !strings.Contains(errOut.String(), "fake cloud listening"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("no FAKE_CLOUD_ADMIN_TOKEN line on stdout within 10s; stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+		}
+		for _, line := range strings.Split(out.String(), "\n") {
+			if v, ok := strings.CutPrefix(line, "FAKE_CLOUD_ADMIN_TOKEN="); ok {
+				tok = v
+			}
+		}
+	}
+	cancel()
+	if c := <-code; c != 0 {
+		t.Errorf("exit code %d, want 0", c)
+	}
+	if len(tok) < 16 || strings.Contains(errOut.String(), tok) {
+		t.Errorf("generated token %q: want a token printed on stdout and absent from the log:\n%s", tok, errOut.String())
+	}
+}

@@ -29,7 +29,7 @@ func runFakeCloud(ctx context.Context, env *cliEnv, args []string) error {
 		"releases pushed as files are built into images and pushed to that registry. With --gateway, a\n"+
 		"gateway is created at start and its identity printed on stdout as environment lines.")
 	listen := f.String("listen", "FAKE_CLOUD_LISTEN", "127.0.0.1:48480", "host:port to listen on (port 0 picks a free one)")
-	adminToken := f.String("admin-token", "FAKE_CLOUD_ADMIN_TOKEN", "", "token of the control API; empty generates one (logged)")
+	adminToken := f.String("admin-token", "FAKE_CLOUD_ADMIN_TOKEN", "", "token of the control API; empty generates one (printed on stdout as FAKE_CLOUD_ADMIN_TOKEN=…)")
 	reg := f.String("registry", "FAKE_CLOUD_REGISTRY", "", "host:port of the registry release images are pushed to; empty: releases must name a ready image")
 	regToken := f.String("registry-token", "FAKE_REGISTRY_ADMIN_TOKEN", "", "the registry's admin token, sent with pushes to --registry")
 	seed := f.Int64("seed", "FAKE_CLOUD_SEED", 0, "seed of generated names, ids, keys and delay jitter; 0 picks one (logged)")
@@ -68,7 +68,9 @@ func runFakeCloud(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer srv.Close() // on early returns; the normal end reports its error
 	if *adminToken == "" {
-		log.Info("generated control API token", "admin_token", srv.AdminToken())
+		// Printed for the operator, never logged: no token in any log.
+		fmt.Fprintf(env.stdout, "FAKE_CLOUD_ADMIN_TOKEN=%s\n", srv.AdminToken())
+		log.Info("generated a control API token (printed on stdout as FAKE_CLOUD_ADMIN_TOKEN)")
 	}
 
 	ln, err := net.Listen("tcp", *listen)
