@@ -110,7 +110,7 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		FirmwareBytes: *fwBytes, Timeout: *timeout, SampleEvery: *sample,
 		Params:   load.Params{DeleteCount: *delCount, RestartCount: *rstCount, LogLines: *logLines, ChurnDuration: *churnDur},
 		Progress: load.NewProgress(env.stderr),
-		Logger:   log.With("component", "load"),
+		Logger:   log,
 	}
 	config := map[string]any{
 		"devices": *devices, "scenario": *scenario, "seed": *seed, "policy": string(pol), "timeout": timeout.String(),

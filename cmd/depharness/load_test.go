@@ -38,11 +38,22 @@ func readLoadReport(t *testing.T, dir string) load.Report {
 
 func TestLoadRunsEveryScenarioInProcessAndWritesAReport(t *testing.T) {
 	dir := t.TempDir()
-	code, stdout, stderr := run(t, nil, "load", "--devices", "12", "--scenario", "all", "--report-dir", dir,
+	code, stdout, stderr := run(t, nil, "load", "--devices", "12", "--scenario", "all", "--report-dir", dir, "--log-level", "debug",
 		"--timeout", "60s", "--poll-interval", "100ms", "--hook-retry-interval", "200ms", "--churn-duration", "1s",
 		"--flash-time", "5ms", "--delete-count", "3", "--restart-count", "2", "--log-lines", "4")
 	if code != 0 {
 		t.Fatalf("exit code %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	sawComponent := false
+	for _, line := range strings.Split(stderr, "\n") {
+		n := strings.Count(line, " component=")
+		sawComponent = sawComponent || n > 0
+		if n > 1 {
+			t.Errorf("a log line names its component %d times: %s", n, line)
+		}
+	}
+	if !sawComponent {
+		t.Errorf("no log line names its component:\n%s", stderr)
 	}
 	r := readLoadReport(t, dir)
 	if !r.Passed || r.Mode != "in-process" {

@@ -105,7 +105,9 @@ type Options struct {
 	Params Params
 	// Progress, if nil, shows nothing.
 	Progress *Progress
-	// Logger, if nil, discards.
+	// Logger, if nil, discards. The harness's own lines carry
+	// component=load, its gateway's and fleet's component=gateway and
+	// fleet: give a Logger without a component.
 	Logger *slog.Logger
 }
 
@@ -272,7 +274,7 @@ func Start(ctx context.Context, opts Options) (_ *Harness, err error) {
 		return nil, err
 	}
 	h := &Harness{
-		opts: opts, log: opts.Logger,
+		opts: opts, log: opts.Logger.With("component", "load"),
 		api:       &APIRecorder{},
 		probeAPI:  &APIRecorder{},
 		rand:      rand.New(rand.NewPCG(uint64(opts.Seed), 3)),
@@ -320,13 +322,13 @@ func Start(ctx context.Context, opts Options) (_ *Harness, err error) {
 		Offline: fleet.Churn{Probability: opts.Params.ChurnProbability, Interval: fleet.Duration(opts.Params.ChurnInterval),
 			Duration: fleet.Dist{Dist: fleet.DistUniform, Min: fleet.Duration(200 * time.Millisecond), Max: fleet.Duration(2 * time.Second)}},
 	}
-	if h.fleet, err = fleet.New(prof, fleet.Options{Logger: h.log.With("component", "fleet")}); err != nil {
+	if h.fleet, err = fleet.New(prof, fleet.Options{Logger: h.opts.Logger.With("component", "fleet")}); err != nil {
 		return nil, err
 	}
 	h.metrics = prometheus.NewRegistry()
 	h.gw, err = gateway.New(gateway.Options{
 		Client: h.client, Fleet: h.fleet, Apps: []int64{h.app.ID}, Policy: opts.Policy, Concurrency: opts.GatewayConcurrency,
-		Logger: h.log.With("component", "gateway"), Registerer: h.metrics,
+		Logger: h.opts.Logger.With("component", "gateway"), Registerer: h.metrics,
 		Rand:             rand.New(rand.NewPCG(uint64(opts.Seed), 5)),
 		ExpectedChecksum: h.expectedChecksum,
 	})
