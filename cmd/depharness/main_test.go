@@ -59,6 +59,7 @@ func TestProxyRefusesBadConfigurationWithExitTwoBeforeListening(t *testing.T) {
 		{"no configuration at all", nil, "BALENA_SUPERVISOR_API_KEY is required"},
 		{"unparsable duration", map[string]string{"HOOK_RETRY_INTERVAL": "soon"}, "invalid value \"soon\" for HOOK_RETRY_INTERVAL"},
 		{"unknown violation", map[string]string{"DEPHARNESS_VIOLATIONS": "nope"}, `unknown violation "nope"`},
+		{"unknown allowance", map[string]string{"DEPHARNESS_ALLOWANCES": "slow-start,nope"}, `unknown allowance "nope"`},
 		{"unwritable data dir", map[string]string{
 			"API_ENDPOINT": "http://127.0.0.1:1", "DEVICE_UUID": "gw", "DEVICE_ID": "1", "DEVICE_API_KEY": "k",
 			"BALENA_SUPERVISOR_API_KEY": "k", "DATA_DIR": "/proc/depharness-data", "BALENA_SUPERVISOR_PORT": "0",

@@ -210,7 +210,13 @@ func (h *Handler) route(pattern string, auth bool, fn handlerFunc) http.Handler 
 			h.writeError(rec, r, errUnauthorized)
 			return
 		}
-		if err := fn(rec, r); err != nil {
+		var out http.ResponseWriter = rec
+		if extra, pretty := h.v.Allows("extra-fields"), h.v.Allows("pretty-json"); extra || pretty {
+			rw := &reshapeWriter{ResponseWriter: rec, extra: extra, pretty: pretty}
+			defer rw.flush()
+			out = rw
+		}
+		if err := fn(out, r); err != nil {
 			h.writeError(rec, r, err)
 		}
 	})
