@@ -21,9 +21,12 @@ import (
 // scenario is the state of one running scenario, created in sc.Before and
 // carried in the context.
 type scenario struct {
-	suite     *suite
-	cfg       Config
-	name, id  string
+	suite    *suite
+	cfg      Config
+	name, id string
+	// reference is set for a scenario tagged @reference: it may check what
+	// the contract tier leaves open (ERR-2's exact messages).
+	reference bool
 	log       *syncBuffer // harness, fakes and target output
 	targetOut *syncBuffer // target output only
 	logger    *slog.Logger

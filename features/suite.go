@@ -335,6 +335,9 @@ func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, 
 		devices:  map[string]*deviceState{},
 		scripts:  map[string]pendingScript{},
 	}
+	for _, t := range p.Tags {
+		st.reference = st.reference || t.Name == "@reference"
+	}
 	st.logger = slog.New(slog.NewTextHandler(st.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	st.targetOut = &syncBuffer{}
 	ok := false
@@ -401,7 +404,8 @@ func (st *scenario) env() map[string]string {
 // close tears the scenario down and keeps its log if it failed.
 func (st *scenario) close(failure error) {
 	if st.target != nil && st.target.Running() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// More than the target's 10 s to exit: Stop's own grace decides.
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		if err := st.target.Stop(ctx); err != nil {
 			st.logf("stopping the target: %v", err)
 		}

@@ -22,8 +22,8 @@ type Target interface {
 	// returns once GET /ping answers 200, or with an error if it does not
 	// within the readiness deadline or exits first.
 	Start(ctx context.Context, env map[string]string) error
-	// Stop asks the supervisor to stop (SIGTERM) and waits for it; when ctx
-	// ends first it kills it.
+	// Stop asks the supervisor to stop (SIGTERM) and waits up to 10 s for
+	// it to exit, with any status; then (or when ctx ends) it kills it.
 	Stop(ctx context.Context) error
 	// Kill kills the supervisor at once (SIGKILL), as in a crash.
 	Kill() error
@@ -57,8 +57,8 @@ type CommandOptions struct {
 	Command string
 	// Ready is the readiness deadline; 0 means 30s.
 	Ready time.Duration
-	// StopGrace is how long Stop waits after SIGTERM before SIGKILL when
-	// its ctx has no deadline; 0 means 10s.
+	// StopGrace is how long Stop waits after SIGTERM before SIGKILL; 0
+	// means 10s (CONTRACT.md: a target has up to 10 s to exit).
 	StopGrace time.Duration
 }
 
@@ -186,26 +186,25 @@ func (t *CommandTarget) Stop(ctx context.Context) error {
 	if done == nil {
 		return nil
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t.opts.StopGrace)
-		defer cancel()
-	}
+	grace := time.NewTimer(t.opts.StopGrace)
+	defer grace.Stop()
 	select {
 	case <-done:
-		err := t.reset()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && !ee.Exited() {
-			// Ended by the signal, without handling it: still a stop.
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("target exited after SIGTERM: %w", err)
+		// Any exit status after SIGTERM is a stop (CONTRACT.md "Latitude"):
+		// 0, 143, or ended by the signal itself.
+		if err := t.reset(); err != nil {
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) {
+				return fmt.Errorf("target: waiting for it after SIGTERM: %w", err)
+			}
 		}
 		return nil
+	case <-grace.C:
+		_ = t.Kill()
+		return fmt.Errorf("target did not exit within %s of SIGTERM (killed)", t.opts.StopGrace)
 	case <-ctx.Done():
 		_ = t.Kill()
-		return fmt.Errorf("target did not stop after SIGTERM: %w", ctx.Err())
+		return fmt.Errorf("target stop abandoned (killed): %w", ctx.Err())
 	}
 }
 

@@ -52,8 +52,53 @@ func pingServer() int {
 	go srv.Serve(ln)
 	<-ctx.Done()
 	srv.Close()
+	if d, err := time.ParseDuration(os.Getenv("FEATURES_TEST_STOP_DELAY")); err == nil {
+		time.Sleep(d)
+	}
 	fmt.Println("stopped gracefully")
-	return 0
+	code, _ := strconv.Atoi(os.Getenv("FEATURES_TEST_EXIT_CODE"))
+	return code
+}
+
+func TestCommandTargetStopTakesAnyExitStatusWithinTenSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		delay, grace time.Duration
+		code         string
+		wantErr      string
+	}{
+		{"exit 143 after a slow stop", 1500 * time.Millisecond, 0, "143", ""},
+		{"exit 1", 0, 0, "1", ""},
+		{"slower than the grace", 5 * time.Second, 500 * time.Millisecond, "0", "did not exit within 500ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := &syncBuffer{}
+			tg := NewCommandTarget(CommandOptions{Command: selfCommand(t), Ready: 10 * time.Second, StopGrace: tc.grace}, out)
+			env := testEnv(t)
+			env["FEATURES_TEST_STOP_DELAY"], env["FEATURES_TEST_EXIT_CODE"] = tc.delay.String(), tc.code
+			ctx := testCtx(t)
+			if err := tg.Start(ctx, env); err != nil {
+				t.Fatalf("start: %v\noutput: %s", err, out)
+			}
+			t.Cleanup(func() { _ = tg.Kill() })
+			start := time.Now()
+			err := tg.Stop(ctx)
+			took := time.Since(start)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("Stop: %v, want no error for exit status %s after SIGTERM", err, tc.code)
+			case tc.wantErr == "" && took < tc.delay:
+				t.Errorf("Stop returned after %s, before the target exited (%s)", took, tc.delay)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("Stop: %v, want an error saying %q", err, tc.wantErr)
+			case tc.wantErr != "" && took > tc.grace+2*time.Second:
+				t.Errorf("Stop took %s, want the kill soon after the grace of %s", took, tc.grace)
+			}
+			if tg.Running() {
+				t.Error("running after Stop")
+			}
+		})
+	}
 }
 
 func testEnv(t *testing.T) map[string]string {

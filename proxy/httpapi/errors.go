@@ -71,6 +71,9 @@ func (h *Handler) writeError(w *responseRecorder, r *http.Request, err error) {
 	if e.Status >= 500 && h.v.On("error-500") {
 		e = &Error{Status: http.StatusInternalServerError, Text: "Internal server error", Cause: e.Cause}
 	}
+	if e == errDeviceNotFound && h.v.On("error-text-device-not-found") {
+		e = errorf(e.Status, strings.ToLower(e.Text))
+	}
 	if h.v.Allows("other-texts") {
 		// Another plain-text message for every error, as another compliant
 		// supervisor may word it (ERR-2 is reference tier).

@@ -250,7 +250,11 @@ func (h *Handler) authorized(r *http.Request) bool {
 
 func (h *Handler) keyMatches(k string) bool {
 	sum := sha256.Sum256([]byte(k))
-	return subtle.ConstantTimeCompare(sum[:], h.keySum[:]) == 1
+	ok := subtle.ConstantTimeCompare(sum[:], h.keySum[:]) == 1
+	if ok && h.v.On("auth-key-logged") {
+		h.log.Info("request authorized", "key", k)
+	}
+	return ok
 }
 
 func (h *Handler) ping(w http.ResponseWriter, r *http.Request) error {

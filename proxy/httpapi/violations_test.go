@@ -79,6 +79,10 @@ func TestViolations(t *testing.T) {
 			return strings.Contains(b, `"device_name":`), b
 		}},
 		{"get-marked-200", status("GET", markedPath, "", 410)},
+		{"error-text-device-not-found", func(t *testing.T, f deviceFixture) (bool, string) {
+			code, b := f.do("GET", "/v1/devices/"+unknown, "")
+			return code == 404 && b == "Device not found", fmt.Sprintf("%d %q", code, b)
+		}},
 		{"put-isonline-number", func(t *testing.T, f deviceFixture) (bool, string) {
 			_, b := f.do("PUT", "/v1/devices/"+f.plain, `{"is_online":true}`)
 			return strings.Contains(b, `"is_online":true`), b

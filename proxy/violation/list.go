@@ -14,6 +14,8 @@ func init() {
 		// supervisor API (proxy/httpapi)
 		Violation{Name: "auth-open", Clause: "AUTH-1", What: "requests without a key or with a wrong key are served instead of answered 401"},
 		Violation{Name: "auth-unknown-path-404", Clause: "AUTH-1", What: "unknown paths answer 404 without checking the key instead of 401"},
+		Violation{Name: "auth-key-logged", Clause: "AUTH-2", What: "the presented API key is written to the log with every authorized request"},
+		Violation{Name: "error-text-device-not-found", Clause: "ERR-2", What: "an unknown device answers 404 \"device not found\" instead of the quoted \"Device not found\""},
 		Violation{Name: "ping-needs-key", Clause: "AUTH-3", What: "GET /ping without a key answers 401 instead of 200 OK"},
 		Violation{Name: "error-500", Clause: "ERR-1", What: "an unexpected failure (store error, cloud failure while provisioning, panic) answers 500 instead of 503"},
 		Violation{Name: "malformed-json-503", Clause: "BODY-1", What: "a malformed JSON body answers 503 instead of 400"},
