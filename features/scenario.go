@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cucumber/godog"
 	"github.com/gavv/httpexpect/v2"
 
 	"github.com/depharness/depharness/fakes/cloud"
@@ -24,6 +25,9 @@ type scenario struct {
 	suite    *suite
 	cfg      Config
 	name, id string
+	pickle   *godog.Scenario
+	// failed is the first step that failed, for the report.
+	failed *failedStep
 	// reference is set for a scenario tagged @reference: it may check what
 	// the contract tier leaves open (ERR-2's exact messages).
 	reference bool
@@ -59,6 +63,12 @@ type scenario struct {
 	fullTar    []byte
 	parallel   []*httpexpect.Response
 	logSent    map[string][2]int64 // message → [before, after] in ms
+}
+
+// failedStep is where a scenario failed and whether the harness did.
+type failedStep struct {
+	where   string // "file.feature:line Step text"
+	harness bool
 }
 
 type appState struct {
@@ -235,14 +245,14 @@ func (st *scenario) expand(s string) (string, error) {
 		case "app":
 			a, ok := st.apps[name]
 			if !ok {
-				err = fmt.Errorf("no app %q in this scenario", name)
+				err = arrange(fmt.Errorf("no app %q in this scenario", name))
 				return m
 			}
 			return strconv.FormatInt(a.id, 10)
 		default:
 			r, ok := st.releases[name]
 			if !ok {
-				err = fmt.Errorf("no release %q in this scenario", name)
+				err = arrange(fmt.Errorf("no release %q in this scenario", name))
 				return m
 			}
 			return r.commit
@@ -254,7 +264,7 @@ func (st *scenario) expand(s string) (string, error) {
 func (st *scenario) device(alias string) (*deviceState, error) {
 	d, ok := st.devices[alias]
 	if !ok {
-		return nil, fmt.Errorf("no device %q in this scenario", alias)
+		return nil, arrange(fmt.Errorf("no device %q in this scenario", alias))
 	}
 	return d, nil
 }
@@ -262,7 +272,7 @@ func (st *scenario) device(alias string) (*deviceState, error) {
 func (st *scenario) app(name string) (*appState, error) {
 	a, ok := st.apps[name]
 	if !ok {
-		return nil, fmt.Errorf("no app %q in this scenario", name)
+		return nil, arrange(fmt.Errorf("no app %q in this scenario", name))
 	}
 	return a, nil
 }
@@ -270,7 +280,7 @@ func (st *scenario) app(name string) (*appState, error) {
 func (st *scenario) release(name string) (*releaseState, error) {
 	r, ok := st.releases[name]
 	if !ok {
-		return nil, fmt.Errorf("no release %q in this scenario", name)
+		return nil, arrange(fmt.Errorf("no release %q in this scenario", name))
 	}
 	return r, nil
 }
@@ -279,7 +289,7 @@ func (st *scenario) release(name string) (*releaseState, error) {
 // was set for it before it existed.
 func (st *scenario) addDevice(alias, uuid string, cloudID int64, app *appState) error {
 	if _, dup := st.devices[alias]; dup {
-		return fmt.Errorf("device %q already exists in this scenario", alias)
+		return arrange(fmt.Errorf("device %q already exists in this scenario", alias))
 	}
 	st.devices[alias] = &deviceState{alias: alias, uuid: uuid, cloudID: cloudID, app: app}
 	st.logf("device %s is %s (cloud id %d)", alias, uuid, cloudID)

@@ -204,7 +204,7 @@ func (st *scenario) decodeJSON(s string) (any, error) {
 	}
 	var v any
 	if err := json.Unmarshal([]byte(s), &v); err != nil {
-		return nil, fmt.Errorf("the scenario's JSON %q: %w", s, err)
+		return nil, arrange(fmt.Errorf("the scenario's JSON %q: %w", s, err))
 	}
 	return v, nil
 }

@@ -70,13 +70,24 @@ func registerWorldSteps(sc stepper) {
 func supervisorRunning(ctx context.Context) error {
 	st := scenarioOf(ctx)
 	st.logf("starting the supervisor")
-	return st.target.Start(ctx, st.env())
+	return arrange(st.target.Start(ctx, st.env()))
 }
 
 func supervisorRestarted(ctx context.Context, how string) error {
 	st := scenarioOf(ctx)
 	st.logf("supervisor %s, then started again", how)
-	return Restart(ctx, st.target, st.env(), how == "killed")
+	var err error
+	if how == "killed" {
+		err = st.target.Kill()
+	} else {
+		err = st.target.Stop(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	// Not starting again (or not getting ready) is a harness failure, not
+	// a verdict: the self-check does not count it as catching a violation.
+	return arrange(st.target.Start(ctx, st.env()))
 }
 
 func supervisorRestartedForHooks(ctx context.Context) error {
@@ -195,11 +206,11 @@ func layersTable(t *godog.Table) ([]registry.Layer, error) {
 
 func (st *scenario) createApp(name string, gateway string) (*appState, error) {
 	if _, dup := st.apps[name]; dup {
-		return nil, fmt.Errorf("app %q already exists in this scenario", name)
+		return nil, arrange(fmt.Errorf("app %q already exists in this scenario", name))
 	}
 	a, err := st.world.Cloud.CreateApp(cloud.AppSpec{Name: name, Gateway: gateway})
 	if err != nil {
-		return nil, fmt.Errorf("creating app %s: %w", name, err)
+		return nil, arrange(fmt.Errorf("creating app %s: %w", name, err))
 	}
 	app := &appState{name: a.Name, id: a.ID}
 	st.apps[name] = app
@@ -209,15 +220,15 @@ func (st *scenario) createApp(name string, gateway string) (*appState, error) {
 
 func (st *scenario) push(ctx context.Context, app *appState, release string, layers []registry.Layer) error {
 	if _, dup := st.releases[release]; dup {
-		return fmt.Errorf("release %q already exists in this scenario", release)
+		return arrange(fmt.Errorf("release %q already exists in this scenario", release))
 	}
 	ref, _, err := st.world.Images.Build(ctx, fmt.Sprintf("apps/%d", app.id), layers...)
 	if err != nil {
-		return fmt.Errorf("building the image of release %s: %w", release, err)
+		return arrange(fmt.Errorf("building the image of release %s: %w", release, err))
 	}
 	r, err := st.world.Cloud.PushRelease(ctx, app.id, cloud.ReleaseSpec{Image: ref})
 	if err != nil {
-		return fmt.Errorf("pushing release %s: %w", release, err)
+		return arrange(fmt.Errorf("pushing release %s: %w", release, err))
 	}
 	st.releases[release] = &releaseState{name: release, app: app, commit: r.Commit}
 	st.logf("release %s of %s is commit %s, image %s", release, app.name, r.Commit, ref)
@@ -261,7 +272,7 @@ func appOfOtherGateway(ctx context.Context, name string) error {
 	if st.other == nil {
 		gw, err := st.world.Cloud.CreateGateway(cloud.GatewaySpec{})
 		if err != nil {
-			return fmt.Errorf("creating another gateway: %w", err)
+			return arrange(fmt.Errorf("creating another gateway: %w", err))
 		}
 		st.other = &gw
 	}
@@ -290,9 +301,9 @@ func setAppVar(ctx context.Context, appName, kind, name, value string) error {
 	}
 	vars := map[string]string{name: value}
 	if kind == "environment" {
-		return st.world.Cloud.SetAppEnv(a.id, vars)
+		return arrange(st.world.Cloud.SetAppEnv(a.id, vars))
 	}
-	return st.world.Cloud.SetAppConfig(a.id, vars)
+	return arrange(st.world.Cloud.SetAppConfig(a.id, vars))
 }
 
 func setDeviceVar(ctx context.Context, alias, kind, name, value string) error {
@@ -303,9 +314,9 @@ func setDeviceVar(ctx context.Context, alias, kind, name, value string) error {
 	}
 	vars := map[string]string{name: value}
 	if kind == "environment" {
-		return st.world.Cloud.SetDeviceEnv(d.uuid, vars)
+		return arrange(st.world.Cloud.SetDeviceEnv(d.uuid, vars))
 	}
-	return st.world.Cloud.SetDeviceConfig(d.uuid, vars)
+	return arrange(st.world.Cloud.SetDeviceConfig(d.uuid, vars))
 }
 
 func createCloudDevice(ctx context.Context, alias, appName string) error {
@@ -316,7 +327,7 @@ func createCloudDevice(ctx context.Context, alias, appName string) error {
 	}
 	d, err := st.world.Cloud.CreateDevice(cloud.DeviceSpec{AppID: a.id, Gateway: st.gateway.UUID})
 	if err != nil {
-		return fmt.Errorf("creating device %s in the cloud: %w", alias, err)
+		return arrange(fmt.Errorf("creating device %s in the cloud: %w", alias, err))
 	}
 	return st.addDevice(alias, d.UUID, d.ID, a)
 }
@@ -327,7 +338,7 @@ func deleteCloudDevice(ctx context.Context, alias string) error {
 	if err != nil {
 		return err
 	}
-	return st.world.Cloud.DeleteDevice(d.uuid)
+	return arrange(st.world.Cloud.DeleteDevice(d.uuid))
 }
 
 func moveToOther(ctx context.Context, alias, appName string) error {
@@ -341,9 +352,9 @@ func moveToOther(ctx context.Context, alias, appName string) error {
 		return err
 	}
 	if st.other == nil {
-		return errors.New("no other gateway in this scenario")
+		return arrange(errors.New("no other gateway in this scenario"))
 	}
-	return st.world.Cloud.MoveDevice(d.uuid, a.id, st.other.UUID)
+	return arrange(st.world.Cloud.MoveDevice(d.uuid, a.id, st.other.UUID))
 }
 
 func moveBack(ctx context.Context, alias, appName string) error {
@@ -356,7 +367,7 @@ func moveBack(ctx context.Context, alias, appName string) error {
 	if err != nil {
 		return err
 	}
-	return st.world.Cloud.MoveDevice(d.uuid, a.id, st.gateway.UUID)
+	return arrange(st.world.Cloud.MoveDevice(d.uuid, a.id, st.gateway.UUID))
 }
 
 func removeApp(ctx context.Context, appName string) error {
@@ -365,7 +376,7 @@ func removeApp(ctx context.Context, appName string) error {
 	if err != nil {
 		return err
 	}
-	return st.world.Cloud.DeleteApp(a.id)
+	return arrange(st.world.Cloud.DeleteApp(a.id))
 }
 
 func requestRestart(ctx context.Context, alias string) error {
@@ -376,11 +387,11 @@ func requestRestart(ctx context.Context, alias string) error {
 	}
 	n, err := st.world.Cloud.RestartDevice(d.uuid)
 	st.logf("restart of %s requested (counter %d)", alias, n)
-	return err
+	return arrange(err)
 }
 
 func cloudUnreachable(ctx context.Context) error {
-	return scenarioOf(ctx).world.Cloud.Outage(cloud.OutageClose)
+	return arrange(scenarioOf(ctx).world.Cloud.Outage(cloud.OutageClose))
 }
 
 func cloudReachable(ctx context.Context) error {
@@ -389,11 +400,11 @@ func cloudReachable(ctx context.Context) error {
 }
 
 func cloudFailsAll(ctx context.Context, status int) error {
-	return scenarioOf(ctx).world.Cloud.FailNext(cloud.RouteAll, 1<<30, status)
+	return arrange(scenarioOf(ctx).world.Cloud.FailNext(cloud.RouteAll, 1<<30, status))
 }
 
 func cloudFailsState(ctx context.Context, n, status int) error {
-	return scenarioOf(ctx).world.Cloud.FailNext(cloud.RouteState, n, status)
+	return arrange(scenarioOf(ctx).world.Cloud.FailNext(cloud.RouteState, n, status))
 }
 
 func cloudHasDevice(ctx context.Context, alias, appName, deviceType string) error {
