@@ -202,6 +202,45 @@ func SelfCheck(ctx context.Context, cfg Config, plan SelfCheckPlan) (SelfCheckRe
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(plan.Parallel, 1))
+	var runs []AllowanceRow
+	var names []string
+	for _, a := range as {
+		runs = append(runs, AllowanceRow{Name: a.Name, What: a.What})
+		names = append(names, a.Name)
+	}
+	if len(as) > 1 {
+		// First: the longest run (every delay at once) starts earliest.
+		runs = append([]AllowanceRow{{Name: AllAllowances, What: strings.Join(names, ",")}}, runs...)
+	}
+	rep.Allowances = make([]AllowanceRow, len(runs))
+	for i, row := range runs {
+		g.Go(func() error {
+			defer func() { rep.Allowances[i] = row }()
+			list, dir := row.Name, "allowance-"+row.Name
+			if row.Name == AllAllowances {
+				list, dir = strings.Join(names, ","), "allowances-all"
+			}
+			res, err := run(gctx, dir, "~@reference", with("DEPHARNESS_ALLOWANCES", list))
+			switch {
+			case errors.Is(err, ErrNoScenarios) && restricted:
+				row.Skipped = true
+				say("self-check: allowance %-24s skipped: --tags select no contract-tier scenario\n", row.Name)
+				return nil
+			case err != nil:
+				return fmt.Errorf("allowance %s: %w", row.Name, err)
+			}
+			row.Scenarios = len(res.Scenarios)
+			row.Failed = res.Failed()
+			for _, s := range row.Failed {
+				if failedClean[s.URI+"\x00"+s.Name] {
+					row.FailsClean = append(row.FailsClean, s.Name)
+				}
+			}
+			row.Passed = len(row.Failed) == 0 && res.Status == 0
+			say("self-check: allowance %-24s passed=%v (%d of %d contract-tier scenarios failed)\n", row.Name, row.Passed, len(row.Failed), row.Scenarios)
+			return nil
+		})
+	}
 	for i, v := range vs {
 		g.Go(func() error {
 			row := SelfCheckRow{Violation: v}
@@ -246,44 +285,6 @@ func SelfCheck(ctx context.Context, cfg Config, plan SelfCheckPlan) (SelfCheckRe
 		})
 	}
 
-	var runs []AllowanceRow
-	var names []string
-	for _, a := range as {
-		runs = append(runs, AllowanceRow{Name: a.Name, What: a.What})
-		names = append(names, a.Name)
-	}
-	if len(as) > 1 {
-		runs = append(runs, AllowanceRow{Name: AllAllowances, What: strings.Join(names, ",")})
-	}
-	rep.Allowances = make([]AllowanceRow, len(runs))
-	for i, row := range runs {
-		g.Go(func() error {
-			defer func() { rep.Allowances[i] = row }()
-			list, dir := row.Name, "allowance-"+row.Name
-			if row.Name == AllAllowances {
-				list, dir = strings.Join(names, ","), "allowances-all"
-			}
-			res, err := run(gctx, dir, "~@reference", with("DEPHARNESS_ALLOWANCES", list))
-			switch {
-			case errors.Is(err, ErrNoScenarios) && restricted:
-				row.Skipped = true
-				say("self-check: allowance %-24s skipped: --tags select no contract-tier scenario\n", row.Name)
-				return nil
-			case err != nil:
-				return fmt.Errorf("allowance %s: %w", row.Name, err)
-			}
-			row.Scenarios = len(res.Scenarios)
-			row.Failed = res.Failed()
-			for _, s := range row.Failed {
-				if failedClean[s.URI+"\x00"+s.Name] {
-					row.FailsClean = append(row.FailsClean, s.Name)
-				}
-			}
-			row.Passed = len(row.Failed) == 0 && res.Status == 0
-			say("self-check: allowance %-24s passed=%v (%d of %d contract-tier scenarios failed)\n", row.Name, row.Passed, len(row.Failed), row.Scenarios)
-			return nil
-		})
-	}
 	err = g.Wait()
 	return rep, err
 }

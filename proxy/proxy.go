@@ -260,5 +260,5 @@ func (p *Proxy) Run(ctx context.Context) error {
 // the API listens) and slow-stop (before Run returns after ctx ends).
 const (
 	SlowStart = 3 * time.Second
-	SlowStop  = 6 * time.Second
+	SlowStop  = 4 * time.Second
 )

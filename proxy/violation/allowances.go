@@ -23,7 +23,7 @@ func init() {
 		Allowance{Name: "slow-start", Latitude: "start-up time up to the ready timeout",
 			What: "GET /ping answers only 3 s after the start (the API listens late)"},
 		Allowance{Name: "slow-stop", Latitude: "up to 10 s to exit after SIGTERM",
-			What: "the process takes 6 s more to exit after SIGTERM"},
+			What: "the process takes 4 s more to exit after SIGTERM"},
 		Allowance{Name: "no-keepalive", Latitude: "connection reuse or not",
 			What: "hooks and cloud calls open a new connection for every request"},
 	)
