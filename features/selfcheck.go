@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"text/tabwriter"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -180,7 +181,9 @@ func SelfCheck(ctx context.Context, cfg Config, plan SelfCheckPlan) (SelfCheckRe
 	}
 	fmt.Fprintf(out, "self-check: baseline run without violations or allowances (scenarios of %d clauses%s)\n",
 		len(all), map[bool]string{true: " and the contract tier", false: ""}[len(as) > 0])
+	began := time.Now()
 	baseline, err := run(ctx, "baseline", baseTags, clean)
+	fmt.Fprintf(out, "self-check: baseline: %d scenarios, %d failed, in %s\n", len(baseline.Scenarios), len(baseline.Failed()), time.Since(began).Round(time.Second))
 	if err != nil && !errors.Is(err, ErrNoScenarios) {
 		return rep, fmt.Errorf("baseline: %w", err)
 	}
@@ -220,6 +223,7 @@ func SelfCheck(ctx context.Context, cfg Config, plan SelfCheckPlan) (SelfCheckRe
 			if row.Name == AllAllowances {
 				list, dir = strings.Join(names, ","), "allowances-all"
 			}
+			began := time.Now()
 			res, err := run(gctx, dir, "~@reference", with("DEPHARNESS_ALLOWANCES", list))
 			switch {
 			case errors.Is(err, ErrNoScenarios) && restricted:
@@ -237,7 +241,8 @@ func SelfCheck(ctx context.Context, cfg Config, plan SelfCheckPlan) (SelfCheckRe
 				}
 			}
 			row.Passed = len(row.Failed) == 0 && res.Status == 0
-			say("self-check: allowance %-24s passed=%v (%d of %d contract-tier scenarios failed)\n", row.Name, row.Passed, len(row.Failed), row.Scenarios)
+			say("self-check: allowance %-24s passed=%v (%d of %d contract-tier scenarios failed) in %s\n",
+				row.Name, row.Passed, len(row.Failed), row.Scenarios, time.Since(began).Round(time.Second))
 			return nil
 		})
 	}
@@ -250,6 +255,7 @@ func SelfCheck(ctx context.Context, cfg Config, plan SelfCheckPlan) (SelfCheckRe
 				say("self-check: %-34s %s\n", v.Name, row.Note)
 				return nil
 			}
+			began := time.Now()
 			res, err := run(gctx, v.Name, "@"+v.Clause, with("DEPHARNESS_VIOLATIONS", v.Name))
 			switch {
 			case errors.Is(err, ErrNoScenarios) && restricted:
@@ -280,7 +286,8 @@ func SelfCheck(ctx context.Context, cfg Config, plan SelfCheckPlan) (SelfCheckRe
 			case row.Note == "":
 				row.Note = fmt.Sprintf("all %d scenarios of %s passed with the violation on", row.Scenarios, v.Clause)
 			}
-			say("self-check: %-34s caught=%v (%d of %d scenarios failed) %s\n", v.Name, row.Caught, len(row.Failed), row.Scenarios, row.CaughtAt)
+			say("self-check: %-34s caught=%v (%d of %d scenarios failed) in %s %s\n",
+				v.Name, row.Caught, len(row.Failed), row.Scenarios, time.Since(began).Round(time.Second), row.CaughtAt)
 			return nil
 		})
 	}
@@ -302,6 +309,34 @@ func firstErr(rs []ScenarioResult) string {
 		return e
 	}
 	return ""
+}
+
+// groupSteps summarises failures by their failing step, most frequent
+// first: "delete_hooks.feature:12 \"D\" eventually receives… (×4); …", at
+// most limit steps, then how many more.
+func groupSteps(rs []ScenarioResult, limit int) string {
+	count := map[string]int{}
+	var order []string
+	for _, r := range rs {
+		at := r.Step
+		if at == "" {
+			at = r.URI + " (scenario setup)"
+		}
+		if count[at] == 0 {
+			order = append(order, at)
+		}
+		count[at]++
+	}
+	sort.SliceStable(order, func(i, j int) bool { return count[order[i]] > count[order[j]] })
+	var parts []string
+	for i, at := range order {
+		if i == limit {
+			parts = append(parts, fmt.Sprintf("and %d more steps", len(order)-limit))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s (×%d)", at, count[at]))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // WriteSelfCheckTable prints the report as two tables, violations then
@@ -332,15 +367,7 @@ func WriteSelfCheckTable(w io.Writer, rep SelfCheckReport) (missedViolations, fa
 				verdict, note = "skipped", "--tags select no contract-tier scenario"
 			case !r.Passed:
 				verdict = "FAILS"
-				var fs []string
-				for _, s := range r.Failed {
-					at := s.Step
-					if at == "" {
-						at = s.URI + " (setup)"
-					}
-					fs = append(fs, fmt.Sprintf("%q at %s", s.Name, at))
-				}
-				note = strings.Join(fs, "; ")
+				note = "failing steps: " + groupSteps(r.Failed, 4)
 				if len(r.FailsClean) > 0 {
 					note += fmt.Sprintf(" (%d of them fail without it too)", len(r.FailsClean))
 				}

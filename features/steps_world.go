@@ -70,7 +70,7 @@ func registerWorldSteps(sc stepper) {
 func supervisorRunning(ctx context.Context) error {
 	st := scenarioOf(ctx)
 	st.logf("starting the supervisor")
-	return arrange(st.target.Start(ctx, st.env()))
+	return startVerdict(st.target.Start(ctx, st.env()))
 }
 
 func supervisorRestarted(ctx context.Context, how string) error {
@@ -87,7 +87,18 @@ func supervisorRestarted(ctx context.Context, how string) error {
 	}
 	// Not starting again (or not getting ready) is a harness failure, not
 	// a verdict: the self-check does not count it as catching a violation.
-	return arrange(st.target.Start(ctx, st.env()))
+	return startVerdict(st.target.Start(ctx, st.env()))
+}
+
+// startVerdict classifies a failed start: a target that answers GET /ping
+// with another status than 200 breaks AUTH-3 (an assertion); any other
+// failure to start or get ready is the harness's (a HarnessError).
+func startVerdict(err error) error {
+	var pr *PingRefusedError
+	if errors.As(err, &pr) {
+		return err
+	}
+	return arrange(err)
 }
 
 func supervisorRestartedForHooks(ctx context.Context) error {

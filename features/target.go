@@ -124,8 +124,21 @@ func (t *CommandTarget) Start(ctx context.Context, env map[string]string) error 
 	return nil
 }
 
+// PingRefusedError is a readiness failure of a target that is up and
+// answering, but whose GET /ping without a key never answered 200: that
+// breaks AUTH-3, a verdict on the target rather than a harness failure.
+type PingRefusedError struct {
+	Status   string // the last answer, e.g. "401 Unauthorized"
+	Deadline time.Duration
+}
+
+func (e *PingRefusedError) Error() string {
+	return fmt.Sprintf("GET /ping without a key answered %s, not 200, throughout the ready timeout of %s (AUTH-3)", e.Status, e.Deadline)
+}
+
 // awaitReady polls url until it answers 200, the deadline passes, ctx ends
-// or exited is closed.
+// or exited is closed. When the deadline passes while the target answers
+// with another status, the error is a *PingRefusedError.
 func awaitReady(ctx context.Context, url string, deadline time.Duration, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
@@ -133,6 +146,7 @@ func awaitReady(ctx context.Context, url string, deadline time.Duration, exited 
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	var last string
+	answered := false
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		resp, err := client.Do(req)
@@ -142,14 +156,18 @@ func awaitReady(ctx context.Context, url string, deadline time.Duration, exited 
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
-			last = resp.Status
-		} else {
-			last = err.Error()
+			last, answered = resp.Status, true
+		} else if ctx.Err() == nil {
+			// A request cut by the deadline itself says nothing new.
+			last, answered = err.Error(), false
 		}
 		select {
 		case <-exited:
 			return errors.New("exited before GET /ping answered 200")
 		case <-ctx.Done():
+			if answered {
+				return &PingRefusedError{Status: last, Deadline: deadline}
+			}
 			return fmt.Errorf("GET /ping did not answer 200 within %s (last: %s)", deadline, last)
 		case <-tick.C:
 		}

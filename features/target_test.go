@@ -52,6 +52,10 @@ func pingServer() int {
 	}
 	fmt.Printf("started with DATA_DIR=%s\n", os.Getenv("DATA_DIR"))
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ping" && strings.Contains(os.Getenv("DEPHARNESS_VIOLATIONS"), "ping-locked") {
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+			return
+		}
 		if r.URL.Path == "/ping" || open {
 			fmt.Fprint(w, "OK")
 			return
@@ -380,6 +384,20 @@ func TestSelfCheckTellsCaughtFromMissedViolationsAndFairFromUnfairAllowances(t *
 	}
 	if _, err := os.Stat(filepath.Join(dir, "self-check", "open-door", "report.html")); err != nil {
 		t.Errorf("no report of the open-door run: %v", err)
+	}
+}
+
+func TestAPingThatAnswersButNot200IsAVerdictNotAHarnessFailure(t *testing.T) {
+	target := func(out io.Writer) Target {
+		return NewCommandTarget(CommandOptions{Command: pingServerEnv + "=1 " + selfCommand(t), Ready: time.Second}, out)
+	}
+	rep, err := SelfCheck(testCtx(t), Config{Target: target, Features: selfCheckFeature, Output: io.Discard, Concurrency: 2},
+		SelfCheckPlan{Violations: []violation.Violation{{Name: "ping-locked", Clause: "AUTH-3", What: "GET /ping needs the key"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Violations[0]; !r.Caught || r.CaughtAt != "x.feature:3 the supervisor is running" {
+		t.Errorf("got %+v, want caught at the readiness step (AUTH-3)", r)
 	}
 }
 

@@ -112,6 +112,9 @@ func (h *Handler) provision(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	appID, ok := jsonInteger(m["appId"])
+	if s, isString := jsonString(m["appId"]); isString && !ok && h.v.On("provision-appid-string-ok") {
+		appID, ok = jsonInteger(json.RawMessage(s))
+	}
 	if !ok || (appID <= 0 && !h.v.On("provision-appid-zero-ok")) {
 		return errAppIDInvalid
 	}

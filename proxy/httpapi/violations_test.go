@@ -69,6 +69,7 @@ func TestViolations(t *testing.T) {
 			return strings.Contains(b, `"device_type":"generic-amd64"`), b
 		}},
 		{"provision-appid-zero-ok", status("POST", fixed("/v1/devices"), `{"appId":0}`, 400)},
+		{"provision-appid-string-ok", status("POST", fixed("/v1/devices"), `{"appId":"5"}`, 400)},
 		{"provision-cloud-error-503", func(t *testing.T, f deviceFixture) (bool, string) {
 			f.cloud.setFail(rejected)
 			code, b := f.do("POST", "/v1/devices", `{"appId":99}`)
