@@ -74,6 +74,9 @@ func (h *Handler) writeError(w *responseRecorder, r *http.Request, err error) {
 	if e == errDeviceNotFound && h.v.On("error-text-device-not-found") {
 		e = errorf(e.Status, strings.ToLower(e.Text))
 	}
+	if h.v.On("error-body-empty") {
+		e = &Error{Status: e.Status, Cause: e.Cause}
+	}
 	if h.v.Allows("other-texts") {
 		// Another plain-text message for every error, as another compliant
 		// supervisor may word it (ERR-2 is reference tier).

@@ -80,6 +80,10 @@ func TestViolations(t *testing.T) {
 			return strings.Contains(b, `"device_name":`), b
 		}},
 		{"get-marked-200", status("GET", markedPath, "", 410)},
+		{"error-body-empty", func(t *testing.T, f deviceFixture) (bool, string) {
+			code, b := f.do("GET", "/v1/devices/"+unknown, "")
+			return code == 404 && b != "", fmt.Sprintf("%d %q", code, b)
+		}},
 		{"error-text-device-not-found", func(t *testing.T, f deviceFixture) (bool, string) {
 			code, b := f.do("GET", "/v1/devices/"+unknown, "")
 			return code == 404 && b == "Device not found", fmt.Sprintf("%d %q", code, b)

@@ -28,6 +28,7 @@ func init() {
 		Violation{Name: "provision-appid-string-ok", Clause: "DEV-PROV-2", What: "an appId given as a string of digits (\"5\") is taken as the integer and provisioned instead of answered 400"},
 		Violation{Name: "provision-cloud-error-503", Clause: "DEV-PROV-3", What: "the cloud refusing to provision (4xx) answers 503 instead of 400"},
 		Violation{Name: "provision-no-device-name", Clause: "DEV-PROV-4", What: "the 201 body of POST /v1/devices has no device_name"},
+		Violation{Name: "error-body-empty", Clause: "DEV-GET-1", What: "error answers (404 Device not found among them) have an empty body"},
 		Violation{Name: "get-marked-200", Clause: "DEV-GET-1", What: "GET of a device awaiting a delete acknowledgement answers 200 instead of 410"},
 		Violation{Name: "put-isonline-number", Clause: "DEV-PUT-1", What: "is_online is rendered as 0/1 instead of true/false in device objects"},
 		Violation{Name: "put-no-attr-200", Clause: "DEV-PUT-2", What: "a PUT with no usable field answers 200 instead of 400"},
