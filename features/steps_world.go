@@ -85,8 +85,8 @@ func supervisorRestarted(ctx context.Context, how string) error {
 	if err != nil {
 		return err
 	}
-	// Not starting again (or not getting ready) is a harness failure, not
-	// a verdict: the self-check does not count it as catching a violation.
+	// Not starting again, or not getting ready, is a harness failure unless
+	// /ping answers otherwise than 200 (startVerdict).
 	return startVerdict(st.target.Start(ctx, st.env()))
 }
 
