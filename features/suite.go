@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -421,7 +422,18 @@ func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, 
 	var kb [16]byte
 	_, _ = rand.Read(kb[:])
 	st.apiKey = hex.EncodeToString(kb[:])
-	st.hooks, err = newHookServer(st.hookPort, "/v1/devices/", st.logger)
+	// Another process on the machine may bind the port between the pool's
+	// check and this listener: take another one then.
+	for try := 0; ; try++ {
+		st.hooks, err = newHookServer(st.hookPort, "/v1/devices/", st.logger)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || try == 3 {
+			break
+		}
+		s.ports.release(st.hookPort)
+		if st.hookPort, err = s.ports.take(); err != nil {
+			return nil, err
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
