@@ -81,7 +81,7 @@ func TestAllowancesChangeOnlyWhatTheContractLeavesOpen(t *testing.T) {
 		var p struct{ UUID string }
 		json.Unmarshal([]byte(body), &p)
 		_, body = f.do("GET", "/v1/devices/"+p.UUID, "")
-		for _, want := range []string{`"is_online":false`, `"download_progress":0`, `"logs_channel":"`} {
+		for _, want := range []string{`"is_online":false`, `"download_progress":0`, `"logs_channel":"`, `"status":"Idle"`, `"name":"device-`} {
 			if !strings.Contains(body, want) {
 				t.Errorf("new device %s: want %s", body, want)
 			}

@@ -151,6 +151,7 @@ func (h *Handler) provision(w http.ResponseWriter, r *http.Request) error {
 		// may set them: is_online from the cloud's answer, no download yet.
 		online, progress, channel := cd.IsOnline, 0.0, "logs-"+uuid
 		nd.IsOnline, nd.DownloadProgress = &online, &progress
+		nd.Status, nd.Name = "Idle", "device-"+uuid[:7]
 		if nd.LogsChannel == nil {
 			nd.LogsChannel = &channel
 		}

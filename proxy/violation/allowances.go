@@ -13,7 +13,7 @@ func init() {
 		Allowance{Name: "other-texts", Latitude: "any plain-text error message",
 			What: "every error answer has another plain-text message than the contract quotes"},
 		Allowance{Name: "online-from-cloud", Latitude: "initial values of a new device",
-			What: "a new device starts with is_online taken from the cloud's answer (false), download_progress 0 and a logs_channel string"},
+			What: "a new device starts with is_online taken from the cloud's answer (false), status \"Idle\", its own name, download_progress 0 and a logs_channel string"},
 		Allowance{Name: "cadence-2x", Latitude: "timing within the bounds",
 			What: "hooks to a device are paced (and 202 repeats sent) at 2 retry intervals, failed hooks back off twice as long within the HOOK-ERR bound, the target is polled every 1.5 poll intervals"},
 		Allowance{Name: "extra-cloud-calls", Latitude: "extra requests to the cloud",
