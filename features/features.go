@@ -49,6 +49,9 @@ type PickleStep struct {
 	Text string
 	// HasArgument is set when the step carries a table or a doc string.
 	HasArgument bool
+	// Line is the step's line in its feature file (in a Background or a
+	// Scenario Outline, the line of the step as written there).
+	Line int64
 }
 
 // Clauses returns the clause IDs a pickle is tagged with.
@@ -87,7 +90,15 @@ func Pickles(fsys fs.FS) ([]Pickle, error) {
 		lines := map[string]int64{}
 		if doc.Feature != nil {
 			for _, ch := range doc.Feature.Children {
+				if bg := ch.Background; bg != nil {
+					for _, st := range bg.Steps {
+						lines[st.Id] = st.Location.Line
+					}
+				}
 				if sc := ch.Scenario; sc != nil {
+					for _, st := range sc.Steps {
+						lines[st.Id] = st.Location.Line
+					}
 					lines[sc.Id] = sc.Location.Line
 					for _, ex := range sc.Examples {
 						for _, row := range ex.TableBody {
@@ -108,7 +119,11 @@ func Pickles(fsys fs.FS) ([]Pickle, error) {
 				pk.Tags = append(pk.Tags, t.Name)
 			}
 			for _, s := range p.Steps {
-				pk.Steps = append(pk.Steps, PickleStep{Text: s.Text, HasArgument: s.Argument != nil})
+				ps := PickleStep{Text: s.Text, HasArgument: s.Argument != nil}
+				if len(s.AstNodeIds) > 0 {
+					ps.Line = lines[s.AstNodeIds[0]]
+				}
+				pk.Steps = append(pk.Steps, ps)
 			}
 			out = append(out, pk)
 		}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cucumber/godog"
 	"github.com/gavv/httpexpect/v2"
 
 	"github.com/depharness/depharness/fakes/cloud"
@@ -21,9 +22,16 @@ import (
 // scenario is the state of one running scenario, created in sc.Before and
 // carried in the context.
 type scenario struct {
-	suite     *suite
-	cfg       Config
-	name, id  string
+	suite    *suite
+	cfg      Config
+	name, id string
+	pickle   *godog.Scenario
+	// failed is the first step that failed, for the report.
+	failed *failedStep
+	// reference is set for a scenario tagged @reference: it may check what
+	// the contract tier leaves open (ERR-2's exact messages; device objects
+	// with exactly the contract's fields, devicecheck.go).
+	reference bool
 	log       *syncBuffer // harness, fakes and target output
 	targetOut *syncBuffer // target output only
 	logger    *slog.Logger
@@ -47,9 +55,6 @@ type scenario struct {
 	scripts  map[string]pendingScript
 
 	rep *collector // failures of the current step
-	// reference is true in @reference scenarios: device objects must then
-	// have exactly the contract's fields (devicecheck.go).
-	reference bool
 
 	last       *httpexpect.Response
 	lastMethod string
@@ -63,6 +68,12 @@ type scenario struct {
 	lastDeviceProbs []string
 	logSent         map[string][2]int64 // message → [before, after] in ms
 	raw             *rawClient          // a client speaking raw TCP to the target (SRV-1)
+}
+
+// failedStep is where a scenario failed and whether the harness did.
+type failedStep struct {
+	where   string // "file.feature:line Step text"
+	harness bool
 }
 
 type appState struct {
@@ -248,14 +259,14 @@ func (st *scenario) expand(s string) (string, error) {
 		case "app":
 			a, ok := st.apps[name]
 			if !ok {
-				err = fmt.Errorf("no app %q in this scenario", name)
+				err = arrange(fmt.Errorf("no app %q in this scenario", name))
 				return m
 			}
 			return strconv.FormatInt(a.id, 10)
 		default:
 			r, ok := st.releases[name]
 			if !ok {
-				err = fmt.Errorf("no release %q in this scenario", name)
+				err = arrange(fmt.Errorf("no release %q in this scenario", name))
 				return m
 			}
 			return r.commit
@@ -267,7 +278,7 @@ func (st *scenario) expand(s string) (string, error) {
 func (st *scenario) device(alias string) (*deviceState, error) {
 	d, ok := st.devices[alias]
 	if !ok {
-		return nil, fmt.Errorf("no device %q in this scenario", alias)
+		return nil, arrange(fmt.Errorf("no device %q in this scenario", alias))
 	}
 	return d, nil
 }
@@ -275,7 +286,7 @@ func (st *scenario) device(alias string) (*deviceState, error) {
 func (st *scenario) app(name string) (*appState, error) {
 	a, ok := st.apps[name]
 	if !ok {
-		return nil, fmt.Errorf("no app %q in this scenario", name)
+		return nil, arrange(fmt.Errorf("no app %q in this scenario", name))
 	}
 	return a, nil
 }
@@ -283,7 +294,7 @@ func (st *scenario) app(name string) (*appState, error) {
 func (st *scenario) release(name string) (*releaseState, error) {
 	r, ok := st.releases[name]
 	if !ok {
-		return nil, fmt.Errorf("no release %q in this scenario", name)
+		return nil, arrange(fmt.Errorf("no release %q in this scenario", name))
 	}
 	return r, nil
 }
@@ -292,7 +303,7 @@ func (st *scenario) release(name string) (*releaseState, error) {
 // was set for it before it existed.
 func (st *scenario) addDevice(alias, uuid string, cloudID int64, app *appState) error {
 	if _, dup := st.devices[alias]; dup {
-		return fmt.Errorf("device %q already exists in this scenario", alias)
+		return arrange(fmt.Errorf("device %q already exists in this scenario", alias))
 	}
 	st.devices[alias] = &deviceState{alias: alias, uuid: uuid, cloudID: cloudID, app: app}
 	st.logf("device %s is %s (cloud id %d)", alias, uuid, cloudID)

@@ -21,15 +21,18 @@ func registerSteps(sc *godog.ScenarioContext) {
 		}
 		return ctx, nil
 	})
-	sc.StepContext().After(func(ctx context.Context, _ *godog.Step, _ godog.StepResultStatus, err error) (context.Context, error) {
+	sc.StepContext().After(func(ctx context.Context, step *godog.Step, _ godog.StepResultStatus, err error) (context.Context, error) {
 		st := scenarioOf(ctx)
 		if st == nil || st.rep == nil {
 			return ctx, nil
 		}
 		if err == nil {
-			return ctx, st.rep.err()
+			err = st.rep.err()
 		}
-		return ctx, nil
+		if err != nil && st.failed == nil && st.pickle != nil {
+			st.failed = &failedStep{where: st.suite.stepWhere(st.pickle, step), harness: IsHarnessError(err)}
+		}
+		return ctx, err
 	})
 	registerAPISteps(sc)
 	registerWorldSteps(sc)

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,8 +80,9 @@ type Config struct {
 	TargetEnv map[string]string
 	// World, if nil, is LocalWorld.
 	World WorldFactory
-	// Tags is a godog tag expression ("@HOOK-202", "~@reference"); empty
-	// runs every scenario.
+	// Tags is a godog tag expression ("@HOOK-202", "~@reference",
+	// "@A && ~@B", "@A,@B"), which may also group with parentheses
+	// ("(@A,@B) && ~@reference"); empty runs every scenario.
 	Tags string
 	// Concurrency is how many scenarios run at once; 0 means 1.
 	Concurrency int
@@ -114,7 +116,18 @@ type ScenarioResult struct {
 	Passed bool
 	// Err is the first failing step's error.
 	Err string
+	// Step is the first failing step, "file.feature:line Step text" (empty
+	// when the scenario failed before any step, in its setup).
+	Step string
+	// Harness is set when the failure is a HarnessError (target start or
+	// readiness, fakes, world setup, the scenario's own arrangement), not an
+	// assertion about the target.
+	Harness bool
 }
+
+// AtAssertion reports whether the scenario failed at an assertion step: a
+// verdict on the target, not a harness or arrangement failure.
+func (r ScenarioResult) AtAssertion() bool { return !r.Passed && !r.Harness && r.Step != "" }
 
 // Result is the outcome of a run.
 type Result struct {
@@ -134,6 +147,9 @@ func (r Result) Failed() []ScenarioResult {
 	}
 	return out
 }
+
+// ErrBadTags is returned for a tag expression that cannot be read.
+var ErrBadTags = errors.New("bad tag expression")
 
 // ErrNoScenarios is returned when the tag expression selects nothing.
 var ErrNoScenarios = errors.New("the tag expression selects no scenario")
@@ -167,7 +183,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Seed == 0 {
 		cfg.Seed = mrand.Int64N(1<<62) + 1
 	}
-	n, err := countSelected(cfg.Features, cfg.Tags)
+	tags, err := GodogTags(cfg.Tags)
+	if err != nil {
+		return Result{}, fmt.Errorf("%w: %v", ErrBadTags, err)
+	}
+	n, err := countSelected(cfg.Features, tags)
 	if err != nil {
 		return Result{}, err
 	}
@@ -188,13 +208,26 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if ports == nil {
 		ports = newPortPool(cfg.Seed)
 	}
-	s := &suite{cfg: cfg, ports: ports}
+	pickles, err := Pickles(cfg.Features)
+	if err != nil {
+		return Result{}, err
+	}
+	s := &suite{cfg: cfg, ports: ports, stepLines: map[string][]int64{}}
+	for _, p := range pickles {
+		k := p.URI + "\x00" + p.Name
+		if _, ok := s.stepLines[k]; ok {
+			continue // another example row of an outline: the same lines
+		}
+		for _, ps := range p.Steps {
+			s.stepLines[k] = append(s.stepLines[k], ps.Line)
+		}
+	}
 	ts := godog.TestSuite{
 		Name:                "depharness",
 		ScenarioInitializer: s.initScenario,
 		Options: &godog.Options{
 			Format:         format,
-			Tags:           cfg.Tags,
+			Tags:           tags,
 			Concurrency:    max(cfg.Concurrency, 1),
 			Randomize:      cfg.Seed,
 			Output:         cfg.Output,
@@ -236,6 +269,9 @@ func countSelected(fsys fs.FS, tags string) (int, error) {
 type suite struct {
 	cfg   Config
 	ports *portPool
+	// stepLines are the feature-file lines of each scenario's steps, by
+	// uri and scenario name, for the report of a failing step.
+	stepLines map[string][]int64
 
 	mu  sync.Mutex
 	res []ScenarioResult
@@ -252,6 +288,18 @@ func (s *suite) results() []ScenarioResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]ScenarioResult(nil), s.res...)
+}
+
+// stepWhere is "file.feature:line Text" of step in scenario p.
+func (s *suite) stepWhere(p *godog.Scenario, step *godog.Step) string {
+	uri := strings.TrimPrefix(p.Uri, "./")
+	lines := s.stepLines[p.Uri+"\x00"+p.Name]
+	for i, ps := range p.Steps {
+		if ps.Id == step.Id && i < len(lines) && lines[i] > 0 {
+			return fmt.Sprintf("%s:%d %s", uri, lines[i], step.Text)
+		}
+	}
+	return uri + " " + step.Text
 }
 
 func (s *suite) nextSeq() int {
@@ -291,7 +339,7 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 	sc.Before(func(ctx context.Context, p *godog.Scenario) (context.Context, error) {
 		st, err := s.newScenario(ctx, p)
 		if err != nil {
-			return ctx, fmt.Errorf("setting up the scenario: %w", err)
+			return ctx, arrange(fmt.Errorf("setting up the scenario: %w", err))
 		}
 		return context.WithValue(ctx, scenarioKey{}, st), nil
 	})
@@ -303,6 +351,10 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 		}
 		if err != nil {
 			r.Err = err.Error()
+			r.Harness = IsHarnessError(err)
+			if st != nil && st.failed != nil {
+				r.Step, r.Harness = st.failed.where, st.failed.harness
+			}
 		}
 		s.record(r)
 		s.cfg.Logger.Debug("scenario done", "scenario", p.Name, "passed", r.Passed, "err", r.Err)
@@ -327,6 +379,7 @@ func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, 
 	st := &scenario{
 		suite:    s,
 		cfg:      s.cfg,
+		pickle:   p,
 		name:     p.Name,
 		id:       fmt.Sprintf("%03d-%s", seq, strings.Trim(unsafeName.ReplaceAllString(p.Name, "-"), "-")),
 		log:      &syncBuffer{},
@@ -369,7 +422,18 @@ func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, 
 	var kb [16]byte
 	_, _ = rand.Read(kb[:])
 	st.apiKey = hex.EncodeToString(kb[:])
-	st.hooks, err = newHookServer(st.hookPort, "/v1/devices/", st.logger)
+	// Another process on the machine may bind the port between the pool's
+	// check and this listener: take another one then.
+	for try := 0; ; try++ {
+		st.hooks, err = newHookServer(st.hookPort, "/v1/devices/", st.logger)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || try == 3 {
+			break
+		}
+		s.ports.release(st.hookPort)
+		if st.hookPort, err = s.ports.take(); err != nil {
+			return nil, err
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -407,7 +471,8 @@ func (st *scenario) close(failure error) {
 		st.raw.close()
 	}
 	if st.target != nil && st.target.Running() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// More than the target's 10 s to exit: Stop's own grace decides.
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		if err := st.target.Stop(ctx); err != nil {
 			st.logf("stopping the target: %v", err)
 		}

@@ -22,8 +22,8 @@ type Target interface {
 	// returns once GET /ping answers 200, or with an error if it does not
 	// within the readiness deadline or exits first.
 	Start(ctx context.Context, env map[string]string) error
-	// Stop asks the supervisor to stop (SIGTERM) and waits for it; when ctx
-	// ends first it kills it.
+	// Stop asks the supervisor to stop (SIGTERM) and waits up to 10 s for
+	// it to exit, with any status; then (or when ctx ends) it kills it.
 	Stop(ctx context.Context) error
 	// Kill kills the supervisor at once (SIGKILL), as in a crash.
 	Kill() error
@@ -57,8 +57,8 @@ type CommandOptions struct {
 	Command string
 	// Ready is the readiness deadline; 0 means 30s.
 	Ready time.Duration
-	// StopGrace is how long Stop waits after SIGTERM before SIGKILL when
-	// its ctx has no deadline; 0 means 10s.
+	// StopGrace is how long Stop waits after SIGTERM before SIGKILL; 0
+	// means 10s (CONTRACT.md: a target has up to 10 s to exit).
 	StopGrace time.Duration
 }
 
@@ -124,8 +124,21 @@ func (t *CommandTarget) Start(ctx context.Context, env map[string]string) error 
 	return nil
 }
 
+// PingRefusedError is a readiness failure of a target that is up and
+// answering, but whose GET /ping without a key never answered 200: that
+// breaks AUTH-3, a verdict on the target rather than a harness failure.
+type PingRefusedError struct {
+	Status   string // the last answer, e.g. "401 Unauthorized"
+	Deadline time.Duration
+}
+
+func (e *PingRefusedError) Error() string {
+	return fmt.Sprintf("GET /ping without a key answered %s, not 200, throughout the ready timeout of %s (AUTH-3)", e.Status, e.Deadline)
+}
+
 // awaitReady polls url until it answers 200, the deadline passes, ctx ends
-// or exited is closed.
+// or exited is closed. When the deadline passes while the target answers
+// with another status, the error is a *PingRefusedError.
 func awaitReady(ctx context.Context, url string, deadline time.Duration, exited <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
@@ -133,6 +146,7 @@ func awaitReady(ctx context.Context, url string, deadline time.Duration, exited 
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	var last string
+	answered := false
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		resp, err := client.Do(req)
@@ -142,14 +156,18 @@ func awaitReady(ctx context.Context, url string, deadline time.Duration, exited 
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
-			last = resp.Status
-		} else {
-			last = err.Error()
+			last, answered = resp.Status, true
+		} else if ctx.Err() == nil {
+			// A request cut by the deadline itself says nothing new.
+			last, answered = err.Error(), false
 		}
 		select {
 		case <-exited:
 			return errors.New("exited before GET /ping answered 200")
 		case <-ctx.Done():
+			if answered {
+				return &PingRefusedError{Status: last, Deadline: deadline}
+			}
 			return fmt.Errorf("GET /ping did not answer 200 within %s (last: %s)", deadline, last)
 		case <-tick.C:
 		}
@@ -186,26 +204,25 @@ func (t *CommandTarget) Stop(ctx context.Context) error {
 	if done == nil {
 		return nil
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t.opts.StopGrace)
-		defer cancel()
-	}
+	grace := time.NewTimer(t.opts.StopGrace)
+	defer grace.Stop()
 	select {
 	case <-done:
-		err := t.reset()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && !ee.Exited() {
-			// Ended by the signal, without handling it: still a stop.
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("target exited after SIGTERM: %w", err)
+		// Any exit status after SIGTERM is a stop (CONTRACT.md "Latitude"):
+		// 0, 143, or ended by the signal itself.
+		if err := t.reset(); err != nil {
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) {
+				return fmt.Errorf("target: waiting for it after SIGTERM: %w", err)
+			}
 		}
 		return nil
+	case <-grace.C:
+		_ = t.Kill()
+		return fmt.Errorf("target did not exit within %s of SIGTERM (killed)", t.opts.StopGrace)
 	case <-ctx.Done():
 		_ = t.Kill()
-		return fmt.Errorf("target did not stop after SIGTERM: %w", ctx.Err())
+		return fmt.Errorf("target stop abandoned (killed): %w", ctx.Err())
 	}
 }
 

@@ -36,6 +36,15 @@ func TestMain(m *testing.M) {
 func pingServer() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
+	if strings.Contains(os.Getenv("DEPHARNESS_VIOLATIONS"), "no-start") {
+		fmt.Println("refusing to start")
+		return 3
+	}
+	open := strings.Contains(os.Getenv("DEPHARNESS_VIOLATIONS"), "open-door") || strings.Contains(os.Getenv("DEPHARNESS_ALLOWANCES"), "lenient")
+	text := "Unauthorized"
+	if strings.Contains(os.Getenv("DEPHARNESS_ALLOWANCES"), "reworded") {
+		text = "no entry without the key"
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("BALENA_SUPERVISOR_PORT"))
 	if err != nil {
 		fmt.Println("listen:", err)
@@ -43,17 +52,66 @@ func pingServer() int {
 	}
 	fmt.Printf("started with DATA_DIR=%s\n", os.Getenv("DATA_DIR"))
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/ping" || strings.Contains(os.Getenv("DEPHARNESS_VIOLATIONS"), "open-door") {
+		if r.URL.Path == "/ping" && strings.Contains(os.Getenv("DEPHARNESS_VIOLATIONS"), "ping-locked") {
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+			return
+		}
+		if r.URL.Path == "/ping" || open {
 			fmt.Fprint(w, "OK")
 			return
 		}
-		http.Error(w, "Unauthorized", http.StatusUnauthorized)
+		http.Error(w, text, http.StatusUnauthorized)
 	})}
 	go srv.Serve(ln)
 	<-ctx.Done()
 	srv.Close()
+	if d, err := time.ParseDuration(os.Getenv("FEATURES_TEST_STOP_DELAY")); err == nil {
+		time.Sleep(d)
+	}
 	fmt.Println("stopped gracefully")
-	return 0
+	code, _ := strconv.Atoi(os.Getenv("FEATURES_TEST_EXIT_CODE"))
+	return code
+}
+
+func TestCommandTargetStopTakesAnyExitStatusWithinTenSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		delay, grace time.Duration
+		code         string
+		wantErr      string
+	}{
+		{"exit 143 after a slow stop", 1500 * time.Millisecond, 0, "143", ""},
+		{"exit 1", 0, 0, "1", ""},
+		{"slower than the grace", 5 * time.Second, 500 * time.Millisecond, "0", "did not exit within 500ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := &syncBuffer{}
+			tg := NewCommandTarget(CommandOptions{Command: selfCommand(t), Ready: 10 * time.Second, StopGrace: tc.grace}, out)
+			env := testEnv(t)
+			env["FEATURES_TEST_STOP_DELAY"], env["FEATURES_TEST_EXIT_CODE"] = tc.delay.String(), tc.code
+			ctx := testCtx(t)
+			if err := tg.Start(ctx, env); err != nil {
+				t.Fatalf("start: %v\noutput: %s", err, out)
+			}
+			t.Cleanup(func() { _ = tg.Kill() })
+			start := time.Now()
+			err := tg.Stop(ctx)
+			took := time.Since(start)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("Stop: %v, want no error for exit status %s after SIGTERM", err, tc.code)
+			case tc.wantErr == "" && took < tc.delay:
+				t.Errorf("Stop returned after %s, before the target exited (%s)", took, tc.delay)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("Stop: %v, want an error saying %q", err, tc.wantErr)
+			case tc.wantErr != "" && took > tc.grace+2*time.Second:
+				t.Errorf("Stop took %s, want the kill soon after the grace of %s", took, tc.grace)
+			}
+			if tg.Running() {
+				t.Error("running after Stop")
+			}
+		})
+	}
 }
 
 func testEnv(t *testing.T) map[string]string {
@@ -243,38 +301,58 @@ func TestRunRefusesATagExpressionThatSelectsNothing(t *testing.T) {
 	}
 }
 
-func TestSelfCheckTellsCaughtFromMissedViolations(t *testing.T) {
-	fsys := fstest.MapFS{"x.feature": {Data: []byte(`Feature: x
+// selfCheckFeature has a scenario of AUTH-1, of AUTH-3 and of ERR-2
+// (reference tier).
+var selfCheckFeature = fstest.MapFS{"x.feature": {Data: []byte(`Feature: x
   Background:
     Given the supervisor is running
 
   @AUTH-1 @contract
   Scenario: refused without a key
     When the gateway app calls GET "/v1/devices" with no key
-    Then the answer is 401
+    Then the answer is 401 "Unauthorized"
 
   @AUTH-3 @contract
   Scenario: ping
     When the gateway app calls GET "/ping" with no key
     Then the answer is 200 "OK"
+
+  @ERR-2 @reference
+  Scenario: the exact message
+    When the gateway app calls GET "/v1/devices" with no key
+    Then the answer is 401 "Unauthorized"
 `)}}
+
+func TestSelfCheckTellsCaughtFromMissedViolationsAndFairFromUnfairAllowances(t *testing.T) {
+	fsys := selfCheckFeature
 	dir := t.TempDir()
 	var out bytes.Buffer
-	rows, err := SelfCheck(testCtx(t), Config{Target: pingTarget(t), Features: fsys, ReportDir: dir, Output: &out, Concurrency: 2},
-		[]violation.Violation{
-			{Name: "open-door", Clause: "AUTH-1", What: "serves requests without a key"},
-			{Name: "harmless", Clause: "AUTH-3", What: "changes nothing the suite sees"},
-			{Name: "unchecked", Clause: "ERR-1", What: "has no scenario"},
-		}, 3)
+	rep, err := SelfCheck(testCtx(t), Config{Target: pingTarget(t), Features: fsys, ReportDir: dir, Output: &out, Concurrency: 2},
+		SelfCheckPlan{
+			Violations: []violation.Violation{
+				{Name: "open-door", Clause: "AUTH-1", What: "serves requests without a key"},
+				{Name: "no-start", Clause: "AUTH-1", What: "never gets ready"},
+				{Name: "harmless", Clause: "AUTH-3", What: "changes nothing the suite sees"},
+				{Name: "unchecked", Clause: "ERR-1", What: "has no scenario"},
+			},
+			Allowances: []violation.Allowance{
+				{Name: "reworded", Latitude: "any message", What: "another 401 text"},
+				{Name: "lenient", Latitude: "none", What: "serves without a key (not compliant: its row must fail)"},
+			},
+			Parallel: 3,
+		})
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]SelfCheckRow{}
-	for _, r := range rows {
+	for _, r := range rep.Violations {
 		got[r.Violation.Name] = r
 	}
-	if r := got["open-door"]; !r.Caught || r.Scenarios != 1 {
-		t.Errorf("open-door: got %+v, want caught by its 1 scenario", r)
+	if r := got["open-door"]; !r.Caught || r.Scenarios != 1 || r.CaughtAt != `x.feature:8 the answer is 401 "Unauthorized"` {
+		t.Errorf("open-door: got %+v, want caught by its 1 scenario at x.feature:8", r)
+	}
+	if r := got["no-start"]; r.Caught || len(r.Failed) != 1 || !strings.Contains(r.Note, "none at an assertion") {
+		t.Errorf("no-start: got %+v, want a failure at readiness that does not count as caught", r)
 	}
 	if r := got["harmless"]; r.Caught || !strings.Contains(r.Note, "passed with the violation on") {
 		t.Errorf("harmless: got %+v, want not caught", r)
@@ -282,23 +360,74 @@ func TestSelfCheckTellsCaughtFromMissedViolations(t *testing.T) {
 	if r := got["unchecked"]; r.Caught || !strings.Contains(r.Note, "no scenario checks ERR-1") {
 		t.Errorf("unchecked: got %+v, want not caught for lack of scenarios", r)
 	}
+	allow := map[string]AllowanceRow{}
+	for _, r := range rep.Allowances {
+		allow[r.Name] = r
+	}
+	if r := allow["reworded"]; !r.Passed || r.Scenarios != 2 {
+		t.Errorf("reworded: got %+v, want the 2 contract-tier scenarios to pass (the message is ERR-2, reference)", r)
+	}
+	if r := allow["lenient"]; r.Passed || len(r.Failed) != 1 {
+		t.Errorf("lenient: got %+v, want its row to fail", r)
+	}
+	if r := allow[AllAllowances]; r.Passed || r.Scenarios != 2 {
+		t.Errorf("all at once: got %+v, want it run and failed", r)
+	}
 	var table bytes.Buffer
-	if missed := WriteSelfCheckTable(&table, rows); missed != 2 {
-		t.Errorf("got %d missed, want 2\n%s", missed, table.String())
+	if missed, failed := WriteSelfCheckTable(&table, rep); missed != 3 || failed != 2 {
+		t.Errorf("got %d missed, %d failed allowance rows; want 3 and 2\n%s", missed, failed, table.String())
+	}
+	for _, want := range []string{`x.feature:8 the answer is 401 "Unauthorized"`, "ALLOWANCE", "FAILS", "reworded"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("the table lacks %q:\n%s", want, table.String())
+		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "self-check", "open-door", "report.html")); err != nil {
 		t.Errorf("no report of the open-door run: %v", err)
 	}
 }
 
-func TestSelfCheckIsInconclusiveForAClauseThatFailsWithoutTheViolation(t *testing.T) {
-	rows, err := SelfCheck(testCtx(t), Config{Target: pingTarget(t), Features: twoScenarios, Output: io.Discard, Concurrency: 2},
-		[]violation.Violation{{Name: "open-door", Clause: "AUTH-1", What: "serves requests without a key"}}, 1)
+func TestAPingThatAnswersButNot200IsAVerdictNotAHarnessFailure(t *testing.T) {
+	target := func(out io.Writer) Target {
+		return NewCommandTarget(CommandOptions{Command: pingServerEnv + "=1 " + selfCommand(t), Ready: time.Second}, out)
+	}
+	rep, err := SelfCheck(testCtx(t), Config{Target: target, Features: selfCheckFeature, Output: io.Discard, Concurrency: 2},
+		SelfCheckPlan{Violations: []violation.Violation{{Name: "ping-locked", Clause: "AUTH-3", What: "GET /ping needs the key"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 1 || rows[0].Caught || !strings.HasPrefix(rows[0].Note, "inconclusive") {
+	if r := rep.Violations[0]; !r.Caught || r.CaughtAt != "x.feature:3 the supervisor is running" {
+		t.Errorf("got %+v, want caught at the readiness step (AUTH-3)", r)
+	}
+}
+
+func TestSelfCheckIsInconclusiveForAClauseThatFailsWithoutTheViolation(t *testing.T) {
+	rep, err := SelfCheck(testCtx(t), Config{Target: pingTarget(t), Features: twoScenarios, Output: io.Discard, Concurrency: 2},
+		SelfCheckPlan{Violations: []violation.Violation{{Name: "open-door", Clause: "AUTH-1", What: "serves requests without a key"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows := rep.Violations; len(rows) != 1 || rows[0].Caught || !strings.HasPrefix(rows[0].Note, "inconclusive") {
 		t.Errorf("got %+v, want one row, not caught, inconclusive", rows)
+	}
+}
+
+func TestSelfCheckWithTagsSelectsTheIntersectionAndSkipsTheRest(t *testing.T) {
+	rep, err := SelfCheck(testCtx(t), Config{Target: pingTarget(t), Features: selfCheckFeature, Output: io.Discard, Concurrency: 2, Tags: "~@reference"},
+		SelfCheckPlan{Violations: []violation.Violation{
+			{Name: "open-door", Clause: "AUTH-1", What: "serves requests without a key"},
+			{Name: "elsewhere", Clause: "ERR-1", What: "has no scenario in the selection"},
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Violations {
+		if r.Violation.Name == "open-door" && r.Scenarios == 0 {
+			t.Errorf("open-door: got %+v, want its AUTH-1 scenarios run under --tags", r)
+		}
+		if r.Violation.Name == "elsewhere" && !r.Skipped {
+			t.Errorf("elsewhere: got %+v, want skipped", r)
+		}
 	}
 }
 
@@ -338,13 +467,13 @@ func TestInProcessTargetRunsUntilStoppedWithTheHarnessEnvironment(t *testing.T) 
 	}
 }
 
-func TestClausesWithoutViolationListsUncoveredContractClauses(t *testing.T) {
+func TestClausesWithoutViolationListsUncoveredClausesOfBothTiers(t *testing.T) {
 	got := ClausesWithoutViolation([]violation.Violation{{Name: "a", Clause: "AUTH-1"}, {Name: "b", Clause: "DEV-PUT-5"}})
 	has := map[string]bool{}
 	for _, id := range got {
 		has[id] = true
 	}
-	if has["AUTH-1"] || has["DEV-PUT-5"] || !has["AUTH-3"] || !has["HOOK-202"] {
-		t.Errorf("got %v, want every contract clause but AUTH-1 (DEV-PUT-5 is reference anyway)", got)
+	if has["AUTH-1"] || has["DEV-PUT-5"] || !has["AUTH-3"] || !has["HOOK-202"] || !has["DEV-PUT-6"] || !has["HOOK-REF-1"] {
+		t.Errorf("got %v, want every clause, contract (AUTH-3) and reference (DEV-PUT-6), but AUTH-1 and DEV-PUT-5", got)
 	}
 }

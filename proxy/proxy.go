@@ -93,6 +93,12 @@ func New(cfg config.Config, opts Options) (*Proxy, error) {
 
 func (p *Proxy) build() error {
 	cfg, log, reg := p.cfg, p.log, p.reg
+	// The parts see the allowances in the same Set as the violations.
+	cfg.Violations = cfg.Violations.Union(cfg.Allowances)
+	poll := cfg.PollInterval
+	if cfg.Violations.Allows("cadence-2x") {
+		poll = poll * 3 / 2 // slower than the reference, within CLOUD-STATE's 2 intervals
+	}
 	cloud, err := cloudclient.New(cloudclient.Options{
 		BaseURL: cfg.APIEndpoint, GatewayUUID: cfg.DeviceUUID, GatewayID: cfg.DeviceID,
 		APIKey: cfg.DeviceAPIKey, Timeout: cfg.CloudTimeout, Registerer: reg, Logger: log.With("component", "cloud"),
@@ -125,7 +131,7 @@ func (p *Proxy) build() error {
 		return err
 	}
 	p.sync, err = targetsync.New(targetsync.Options{
-		Store: p.store, Cloud: cloud, Assets: p.assets, PollInterval: cfg.PollInterval,
+		Store: p.store, Cloud: cloud, Assets: p.assets, PollInterval: poll,
 		OnChange: p.hooks.Notify, Registerer: reg, Logger: log.With("component", "sync"),
 		Violations: cfg.Violations,
 	})
@@ -173,6 +179,14 @@ func (p *Proxy) Addr() string {
 func (p *Proxy) Run(ctx context.Context) error {
 	defer p.store.Close()
 	defer p.assets.Close()
+	if p.cfg.Allowances.Allows("slow-start") {
+		// A slow start-up: the API listens (and /ping answers) 3 s late.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(SlowStart):
+		}
+	}
 	var err error
 	if p.ln == nil {
 		if p.ln, err = net.Listen("tcp", p.cfg.ListenAddress()); err != nil {
@@ -220,6 +234,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if len(p.cfg.Violations) > 0 {
 		p.log.Warn("deliberate contract violations enabled: for the suite's self-check only", "violations", fmt.Sprint(p.cfg.Violations))
 	}
+	if len(p.cfg.Allowances) > 0 {
+		p.log.Warn("allowances enabled (deviations the contract allows): for the suite's self-check only", "allowances", fmt.Sprint(p.cfg.Allowances))
+	}
 	p.log.Info("reference proxy listening", attrs...)
 	close(p.ready)
 
@@ -236,6 +253,17 @@ func (p *Proxy) Run(ctx context.Context) error {
 		srv.Shutdown(shutdownCtx) // closes what is left when shutdownCtx ends
 	}
 	wg.Wait()
+	if p.cfg.Allowances.Allows("slow-stop") && runErr == nil {
+		// A slow shutdown, still under the harness's 10 s before SIGKILL.
+		time.Sleep(SlowStop)
+	}
 	p.log.Info("reference proxy stopped")
 	return runErr
 }
+
+// SlowStart and SlowStop are the delays of the allowances slow-start (before
+// the API listens) and slow-stop (before Run returns after ctx ends).
+const (
+	SlowStart = 3 * time.Second
+	SlowStop  = 4 * time.Second
+)

@@ -16,6 +16,7 @@ import (
 	"github.com/depharness/depharness/proxy"
 	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/proxy/store"
+	"github.com/depharness/depharness/proxy/violation"
 )
 
 func TestNewRefusesBadConfigurationAndAnUnusableDataDir(t *testing.T) {
@@ -116,5 +117,49 @@ func TestRunServesTheAPIAndMetricsUntilCancelled(t *testing.T) {
 	}
 	if _, err := http.Get(base + "/ping"); err == nil {
 		t.Error("the API still answers after Run returned")
+	}
+}
+
+func TestSlowStartAndSlowStopDelayOnlyReadinessAndExit(t *testing.T) {
+	cl, err := cloud.New(cloud.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := httptest.NewServer(cl)
+	t.Cleanup(cs.Close)
+	gw, err := cl.CreateGateway(cloud.GatewaySpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allow, err := violation.ParseAllowances("slow-start,slow-stop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := proxy.New(config.Config{
+		APIEndpoint: cs.URL, DeviceUUID: gw.UUID, DeviceID: gw.DeviceID, DeviceAPIKey: gw.APIKey,
+		APIKey: "s3cret", DataDir: t.TempDir(), Port: 0, MetricsAddress: "off", Allowances: allow,
+	}, proxy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- p.Run(ctx) }()
+	<-p.Ready()
+	if took := time.Since(start); took < proxy.SlowStart {
+		t.Errorf("ready after %s, want at least slow-start's %s", took, proxy.SlowStart)
+	}
+	if code, body := get(t, "http://"+p.Addr()+"/ping"); code != 200 || body != "OK" {
+		t.Errorf("GET /ping = %d %q, want 200 OK once ready", code, body)
+	}
+	cancel()
+	stop := time.Now()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+	if took := time.Since(stop); took < proxy.SlowStop || took > proxy.SlowStop+5*time.Second {
+		t.Errorf("Run returned %s after cancel, want slow-stop's %s (and well under 10 s)", took, proxy.SlowStop)
 	}
 }

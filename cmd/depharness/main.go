@@ -41,6 +41,11 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
+// exitStatus asks runMain for a given exit code, without a message.
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
 // usagef returns a usageError with a formatted message.
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
@@ -72,6 +77,10 @@ func runMain(ctx context.Context, env *cliEnv, args []string) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, new(exitStatus)):
+		var es exitStatus
+		errors.As(err, &es)
+		return int(es)
 	case errors.As(err, new(usageError)):
 		fmt.Fprintf(env.stderr, "depharness %s: %v\n", args[0], err)
 		return 2

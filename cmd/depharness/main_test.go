@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/depharness/depharness/proxy/config"
 )
@@ -59,6 +60,7 @@ func TestProxyRefusesBadConfigurationWithExitTwoBeforeListening(t *testing.T) {
 		{"no configuration at all", nil, "BALENA_SUPERVISOR_API_KEY is required"},
 		{"unparsable duration", map[string]string{"HOOK_RETRY_INTERVAL": "soon"}, "invalid value \"soon\" for HOOK_RETRY_INTERVAL"},
 		{"unknown violation", map[string]string{"DEPHARNESS_VIOLATIONS": "nope"}, `unknown violation "nope"`},
+		{"unknown allowance", map[string]string{"DEPHARNESS_ALLOWANCES": "slow-start,nope"}, `unknown allowance "nope"`},
 		{"unwritable data dir", map[string]string{
 			"API_ENDPOINT": "http://127.0.0.1:1", "DEVICE_UUID": "gw", "DEVICE_ID": "1", "DEVICE_API_KEY": "k",
 			"BALENA_SUPERVISOR_API_KEY": "k", "DATA_DIR": "/proc/depharness-data", "BALENA_SUPERVISOR_PORT": "0",
@@ -114,5 +116,26 @@ func TestProxyCommandBindsEveryConfigurationVariable(t *testing.T) {
 	delete(bound, "LOG_FORMAT")
 	for v := range bound {
 		t.Errorf("`depharness proxy` binds %s, which config.FromEnv does not read", v)
+	}
+}
+
+func TestProxyExitsWith143AfterSIGTERMUnderTheAllowanceExit143(t *testing.T) {
+	environ := map[string]string{
+		"API_ENDPOINT": "http://127.0.0.1:1", "DEVICE_UUID": "gw", "DEVICE_ID": "1", "DEVICE_API_KEY": "k",
+		"BALENA_SUPERVISOR_API_KEY": "k", "DATA_DIR": t.TempDir(), "BALENA_SUPERVISOR_PORT": "0",
+		"METRICS_ADDRESS": "off",
+	}
+	for _, tc := range []struct {
+		allowances string
+		want       int
+	}{{"", 0}, {"exit-143", 143}} {
+		environ["DEPHARNESS_ALLOWANCES"] = tc.allowances
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond) // stands for SIGTERM
+		var out, errb syncBuffer
+		code := runMain(ctx, &cliEnv{stdout: &out, stderr: &errb, getenv: func(k string) string { return environ[k] }}, []string{"proxy"})
+		cancel()
+		if code != tc.want {
+			t.Errorf("allowances %q: exit %d, want %d; stderr:\n%s", tc.allowances, code, tc.want, errb.String())
+		}
 	}
 }

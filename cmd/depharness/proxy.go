@@ -41,8 +41,13 @@ func proxyFlags(f *flags) func() (config.Config, error) {
 	logBuf := f.Int("log-buffer-lines", config.EnvLogBufferLines, config.DefaultLogBufferLines, "log lines kept while the cloud is unreachable; the oldest are dropped beyond")
 	metrics := f.String("metrics-address", config.EnvMetricsAddress, config.DefaultMetricsAddress, "Prometheus listener host:port, or off")
 	viol := f.String("violations", config.EnvViolations, "", "deliberate contract violations, comma-separated; for the suite's self-check only")
+	allow := f.String("allowances", config.EnvAllowances, "", "deviations the contract allows, comma-separated; for the suite's self-check only")
 	return func() (config.Config, error) {
 		vs, err := violation.Parse(*viol)
+		if err != nil {
+			return config.Config{}, err
+		}
+		as, err := violation.ParseAllowances(*allow)
 		if err != nil {
 			return config.Config{}, err
 		}
@@ -56,7 +61,7 @@ func proxyFlags(f *flags) func() (config.Config, error) {
 			PollInterval: *poll, HookRetryInterval: *retry, HookTimeout: *timeout,
 			HookConcurrency: *conc, HookBackoffMax: *backoff, AssetMaxBytes: *assetMax,
 			AssetStallTimeout: *stall, RegistryInsecure: allInsecure, RegistryInsecureHosts: insecureHosts, CloudTimeout: *cloudTimeout,
-			LogBufferLines: *logBuf, MetricsAddress: *metrics, Violations: vs,
+			LogBufferLines: *logBuf, MetricsAddress: *metrics, Violations: vs, Allowances: as,
 		}.WithDefaults()
 		return c, c.Validate()
 	}
@@ -81,5 +86,13 @@ func runProxy(ctx context.Context, env *cliEnv, args []string) error {
 		// An unusable DATA_DIR is bad configuration too: exit 2 before listening.
 		return usageError{err}
 	}
-	return p.Run(ctx)
+	if err := p.Run(ctx); err != nil {
+		return err
+	}
+	if ctx.Err() != nil && cfg.Allowances.Allows("exit-143") {
+		// 128+SIGTERM, as a process ended by the signal reports itself
+		// from a shell: any exit status after SIGTERM is allowed.
+		return exitStatus(143)
+	}
+	return nil
 }

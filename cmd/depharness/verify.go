@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/depharness/depharness/features"
 	"github.com/depharness/depharness/proxy/violation"
@@ -29,8 +30,8 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 	reportDir := f.String("report-dir", "DEPHARNESS_REPORT_DIR", "reports", "directory for cucumber.json, junit.xml, report.html and the logs of failed scenarios")
 	concurrency := f.Int("concurrency", "DEPHARNESS_CONCURRENCY", 4, "scenarios run at once")
 	seed := f.Int64("seed", "DEPHARNESS_SEED", 0, "seed of the scenario order and the fakes; 0 draws one (printed, to replay a run)")
-	selfCheck := f.Bool("self-check", "", false, "prove the suite catches every named violation of the reference proxy, instead of a normal run")
-	selfCheckParallel := f.Int("self-check-parallel", "", 4, "violations checked at once by --self-check")
+	selfCheck := f.Bool("self-check", "", false, "prove the suite catches every named violation of the reference proxy and passes every allowance in its contract tier, instead of a normal run")
+	selfCheckParallel := f.Int("self-check-parallel", "", 4, "runs (violations, allowances) side by side in --self-check")
 	poll := f.Duration("poll-interval", "", features.DefaultTiming.Poll, "TARGET_POLL_INTERVAL given to the target")
 	retry := f.Duration("hook-retry-interval", "", features.DefaultTiming.Retry, "HOOK_RETRY_INTERVAL given to the target")
 	hookTimeout := f.Duration("hook-timeout", "", features.DefaultTiming.HookTimeout, "HOOK_TIMEOUT given to the target")
@@ -69,27 +70,46 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 		Logger:      log,
 	}
 	if *selfCheck {
-		var vs []violation.Violation
+		plan := features.SelfCheckPlan{Parallel: *selfCheckParallel}
 		for _, n := range violation.Names() {
-			vs = append(vs, violation.Known[n])
+			plan.Violations = append(plan.Violations, violation.Known[n])
 		}
-		rows, err := features.SelfCheck(ctx, cfg, vs, *selfCheckParallel)
+		for _, n := range violation.AllowanceNames() {
+			plan.Allowances = append(plan.Allowances, violation.KnownAllowances[n])
+		}
+		start := time.Now()
+		rep, err := features.SelfCheck(ctx, cfg, plan)
+		if errors.Is(err, features.ErrBadTags) {
+			return usageError{err}
+		}
 		if err != nil {
 			return err
 		}
 		fmt.Fprintln(env.stdout)
-		missed := features.WriteSelfCheckTable(env.stdout, rows)
-		if un := features.ClausesWithoutViolation(vs); len(un) > 0 {
-			fmt.Fprintf(env.stdout, "\ncontract clauses no violation breaks (not proven by the self-check): %s\n", strings.Join(un, ", "))
+		missed, failed := features.WriteSelfCheckTable(env.stdout, rep)
+		un := features.ClausesWithoutViolation(plan.Violations)
+		if len(un) > 0 {
+			fmt.Fprintf(env.stdout, "\nclauses no violation breaks (not proven by the self-check): %s\n", strings.Join(un, ", "))
 		}
+		fmt.Fprintf(env.stdout, "\nself-check took %s\n", time.Since(start).Round(time.Second))
+		var probs []string
 		if missed > 0 {
-			return fmt.Errorf("self-check: %d of %d violations not caught (reports in %s/self-check)", missed, len(rows), *reportDir)
+			probs = append(probs, fmt.Sprintf("%d of %d violations not caught at an assertion", missed, len(rep.Violations)))
 		}
-		fmt.Fprintf(env.stdout, "\nself-check: all %d violations caught\n", len(rows))
+		if failed > 0 {
+			probs = append(probs, fmt.Sprintf("the contract tier fails %d of %d allowance runs", failed, len(rep.Allowances)))
+		}
+		if len(un) > 0 && *tags == "" {
+			probs = append(probs, fmt.Sprintf("%d clauses have no violation", len(un)))
+		}
+		if len(probs) > 0 {
+			return fmt.Errorf("self-check: %s (reports in %s/self-check)", strings.Join(probs, "; "), *reportDir)
+		}
+		fmt.Fprintf(env.stdout, "self-check: every violation caught at an assertion, the contract tier passes every allowance\n")
 		return nil
 	}
 	res, err := features.Run(ctx, cfg)
-	if errors.Is(err, features.ErrNoScenarios) {
+	if errors.Is(err, features.ErrNoScenarios) || errors.Is(err, features.ErrBadTags) {
 		return usageError{err}
 	}
 	if err != nil {

@@ -59,3 +59,12 @@ func TestVerifyExitsOneAndReportsWhenTheTargetFails(t *testing.T) {
 		t.Errorf("the scenario log lacks the target's output:\n%s", b)
 	}
 }
+
+func TestVerifyRefusesAnUnreadableTagExpressionWithExitTwo(t *testing.T) {
+	for _, tags := range []string{"(@AUTH-1,@AUTH-3", "@AUTH-1 and @AUTH-3", "@AUTH-1 && ~@AUTH-1"} {
+		code, _, stderr := run(t, nil, "verify", "--tags", tags, "--report-dir", t.TempDir())
+		if code != 2 || !strings.Contains(stderr, "tag expression") {
+			t.Errorf("--tags %q: got exit %d, stderr %q; want 2 and a message about the expression", tags, code, stderr)
+		}
+	}
+}

@@ -38,6 +38,9 @@ const (
 	CallPatch     = "patch"
 	CallGetDevice = "get_device"
 	CallLogs      = "logs"
+	// CallExtra is a request outside the contract's calls (allowance
+	// extra-cloud-calls only).
+	CallExtra = "extra"
 )
 
 // Limits on response bodies read from the cloud.
@@ -111,6 +114,7 @@ func New(opts Options) (*Client, error) {
 	}
 	if c.hc == nil {
 		c.hc = DefaultHTTPClient(opts.Timeout)
+		c.hc.Transport.(*http.Transport).DisableKeepAlives = c.v.Allows("no-keepalive")
 	}
 	if c.metrics == nil {
 		if c.metrics, err = NewMetrics(opts.Registerer); err != nil {
@@ -214,6 +218,10 @@ func (c *Client) GetState(ctx context.Context, etag string) (state *cloudapi.Tar
 	if etag != "" {
 		hdr.Set("If-None-Match", etag)
 	}
+	extra := c.v.Allows("extra-cloud-calls")
+	if extra {
+		c.extraCall(ctx, "/config")
+	}
 	resp, err := c.do(ctx, CallState, http.MethodGet, path, hdr, nil)
 	if err != nil {
 		var se *StatusError
@@ -227,7 +235,21 @@ func (c *Client) GetState(ctx context.Context, etag string) (state *cloudapi.Tar
 	if err := decodeJSON(resp.Body, maxStateBytes, &st); err != nil {
 		return nil, "", false, &ProtocolError{Call: CallState, Err: err}
 	}
+	if extra {
+		for id := range st.Dependent.Apps {
+			c.extraCall(ctx, "/v6/application("+url.PathEscape(id)+")")
+		}
+	}
 	return &st, resp.Header.Get("ETag"), false, nil
+}
+
+// extraCall makes a request outside the cloud protocol of the contract, as
+// another supervisor may (allowance extra-cloud-calls), and ignores its
+// outcome (the fake cloud answers 404).
+func (c *Client) extraCall(ctx context.Context, path string) {
+	if resp, err := c.do(ctx, CallExtra, http.MethodGet, path, nil, nil); err == nil {
+		closeBody(resp)
+	}
 }
 
 // Provision registers a new dependent device of app appID, managed by the

@@ -98,6 +98,10 @@ type Config struct {
 	// Violations are deliberate contract violations for the suite's
 	// self-check only (DEPHARNESS_VIOLATIONS). Empty in any real use.
 	Violations violation.Set
+	// Allowances are deviations the contract allows (CONTRACT.md
+	// "Latitude"), for the suite's self-check only (DEPHARNESS_ALLOWANCES).
+	// Empty in any real use.
+	Allowances violation.Set
 }
 
 // WithDefaults returns c with every unset optional field at its default.

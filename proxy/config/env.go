@@ -34,6 +34,7 @@ const (
 	EnvLogBufferLines    = "LOG_BUFFER_LINES"
 	EnvMetricsAddress    = "METRICS_ADDRESS"
 	EnvViolations        = "DEPHARNESS_VIOLATIONS"
+	EnvAllowances        = "DEPHARNESS_ALLOWANCES"
 )
 
 // Variables lists every variable FromEnv reads, for commands that bind
@@ -43,6 +44,7 @@ var Variables = []string{
 	EnvHookAddress, EnvHookAddressLegacy, EnvDataDir, EnvPollInterval, EnvHookRetry, EnvHookTimeout,
 	EnvListenHost, EnvHookConcurrency, EnvHookBackoffMax, EnvAssetMaxBytes, EnvAssetStall,
 	EnvRegistryInsecure, EnvCloudTimeout, EnvLogBufferLines, EnvMetricsAddress, EnvViolations,
+	EnvAllowances,
 }
 
 // FromEnv builds a validated configuration from environment variables
@@ -81,6 +83,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		parse(name, func(v string) (err error) { *d, err = time.ParseDuration(v); return })
 	}
 	parse(EnvViolations, func(v string) (err error) { c.Violations, err = violation.Parse(v); return })
+	parse(EnvAllowances, func(v string) (err error) { c.Allowances, err = violation.ParseAllowances(v); return })
 	c = c.WithDefaults()
 	if len(errs) > 0 {
 		return c, errors.Join(errs...)

@@ -50,9 +50,9 @@ func TestFromEnvReadsAListOfPlainHTTPRegistries(t *testing.T) {
 }
 
 func TestFromEnvNamesEveryBadVariable(t *testing.T) {
-	env := map[string]string{EnvDeviceID: "seven", EnvHookRetry: "soon", EnvViolations: "nope", EnvRegistryInsecure: "http://reg.lan"}
+	env := map[string]string{EnvDeviceID: "seven", EnvHookRetry: "soon", EnvViolations: "nope", EnvAllowances: "pretty-json,lax", EnvRegistryInsecure: "http://reg.lan"}
 	_, err := FromEnv(func(k string) string { return env[k] })
-	for _, want := range []string{`DEVICE_ID="seven"`, `HOOK_RETRY_INTERVAL="soon"`, `unknown violation "nope"`, `REGISTRY_INSECURE="http://reg.lan"`} {
+	for _, want := range []string{`DEVICE_ID="seven"`, `HOOK_RETRY_INTERVAL="soon"`, `unknown violation "nope"`, `unknown allowance "lax" (known: `, `REGISTRY_INSECURE="http://reg.lan"`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("FromEnv error %v does not name %s", err, want)
 		}

@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/proxy/internal/latitude"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
 	"github.com/prometheus/client_golang/prometheus"
@@ -160,6 +161,7 @@ func New(opts Options) (*Dispatcher, error) {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConns = 2 * opts.Concurrency
 		tr.MaxIdleConnsPerHost = opts.Concurrency
+		tr.DisableKeepAlives = opts.Violations.Allows("no-keepalive")
 		client = &http.Client{Transport: tr}
 	}
 	return &Dispatcher{
@@ -457,7 +459,11 @@ func (d *Dispatcher) earliest(st *devState, stored, now time.Time) time.Time {
 	}
 	t := now
 	if !st.lastSent.IsZero() {
-		t = later(t, st.lastSent.Add(d.opts.RetryInterval))
+		pace := d.opts.RetryInterval
+		if d.opts.Violations.Allows("cadence-2x") {
+			pace *= 2 // slower than the reference, within HOOK-202's 3 intervals
+		}
+		t = later(t, st.lastSent.Add(pace))
 	}
 	if !stored.IsZero() {
 		t = later(t, stored.Add(d.opts.RetryInterval+d.opts.RetryInterval/10+time.Millisecond))
@@ -579,6 +585,10 @@ func (d *Dispatcher) backoff(n int) time.Duration {
 		b *= 2
 	}
 	b = min(b, d.opts.BackoffMax)
+	if d.opts.Violations.Allows("cadence-2x") {
+		// Twice as long, still within HOOK-ERR's 10 retry intervals.
+		b = min(2*b, d.opts.BackoffMax)
+	}
 	j := time.Duration(float64(b) * (0.8 + 0.4*d.opts.Rand.Float64()))
 	return min(max(j, d.opts.RetryInterval), d.opts.BackoffMax)
 }
@@ -763,6 +773,11 @@ func (d *Dispatcher) request(st *devState, kind string, w store.HookWork) (metho
 			old := m.superseded
 			m.superseded = nil
 			return http.MethodPut, base, old
+		}
+	}
+	if extra, pretty := v.Allows("extra-fields"), v.Allows("pretty-json"); extra || pretty {
+		if b, err := latitude.Reshape(body, extra, pretty); err == nil {
+			body = b
 		}
 	}
 	st.memo.lastSentCanon, st.memo.lastSentBody = w.UpdateCanonical, body

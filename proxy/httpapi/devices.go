@@ -116,6 +116,9 @@ func (h *Handler) provision(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	appID, ok := jsonInteger(m["appId"])
+	if s, isString := jsonString(m["appId"]); isString && !ok && h.v.On("provision-appid-string-ok") {
+		appID, ok = jsonInteger(json.RawMessage(s))
+	}
 	if !ok || (appID <= 0 && !h.v.On("provision-appid-zero-ok")) {
 		return errAppIDInvalid
 	}
@@ -143,10 +146,21 @@ func (h *Handler) provision(w http.ResponseWriter, r *http.Request) error {
 	if cd.DeviceType != "" {
 		deviceType = cd.DeviceType
 	}
-	if _, err := h.opts.Store.InsertProvisioned(ctx, store.NewDevice{
+	nd := store.NewDevice{
 		UUID: uuid, AppID: appID, DeviceType: deviceType, CloudID: cd.ID,
 		Name: cd.DeviceName, Note: cd.Note, LogsChannel: cd.LogsChannel, Status: cd.Status,
-	}); err != nil {
+	}
+	if h.v.Allows("online-from-cloud") {
+		// Other initial values within their types, as another supervisor
+		// may set them: is_online from the cloud's answer, no download yet.
+		online, progress, channel := cd.IsOnline, 0.0, "logs-"+uuid
+		nd.IsOnline, nd.DownloadProgress = &online, &progress
+		nd.Status, nd.Name = "Idle", "device-"+uuid[:7]
+		if nd.LogsChannel == nil {
+			nd.LogsChannel = &channel
+		}
+	}
+	if _, err := h.opts.Store.InsertProvisioned(ctx, nd); err != nil {
 		return unavailable(err)
 	}
 	h.log.Info("device provisioned", "uuid", uuid, "app", appID, "cloud_id", cd.ID)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/depharness/depharness/proxy/api"
 )
@@ -69,6 +70,17 @@ func (h *Handler) writeError(w *responseRecorder, r *http.Request, err error) {
 	}
 	if e.Status >= 500 && h.v.On("error-500") {
 		e = &Error{Status: http.StatusInternalServerError, Text: "Internal server error", Cause: e.Cause}
+	}
+	if e == errDeviceNotFound && h.v.On("error-text-device-not-found") {
+		e = errorf(e.Status, strings.ToLower(e.Text))
+	}
+	if h.v.On("error-body-empty") {
+		e = &Error{Status: e.Status, Cause: e.Cause}
+	}
+	if h.v.Allows("other-texts") {
+		// Another plain-text message for every error, as another compliant
+		// supervisor may word it (ERR-2 is reference tier).
+		e = &Error{Status: e.Status, Text: fmt.Sprintf("error %d: %s", e.Status, strings.ToLower(http.StatusText(e.Status))), Cause: e.Cause}
 	}
 	switch {
 	case e.Status >= 500:

@@ -210,7 +210,13 @@ func (h *Handler) route(pattern string, auth bool, fn handlerFunc) http.Handler 
 			h.refuse(rec, r)
 			return
 		}
-		if err := fn(rec, r); err != nil {
+		var out http.ResponseWriter = rec
+		if extra, pretty := h.v.Allows("extra-fields"), h.v.Allows("pretty-json"); extra || pretty {
+			rw := &reshapeWriter{ResponseWriter: rec, extra: extra, pretty: pretty}
+			defer rw.flush()
+			out = rw
+		}
+		if err := fn(out, r); err != nil {
 			h.writeError(rec, r, err)
 		}
 	})
@@ -264,7 +270,11 @@ func (h *Handler) authorized(r *http.Request) bool {
 
 func (h *Handler) keyMatches(k string) bool {
 	sum := sha256.Sum256([]byte(k))
-	return subtle.ConstantTimeCompare(sum[:], h.keySum[:]) == 1
+	ok := subtle.ConstantTimeCompare(sum[:], h.keySum[:]) == 1
+	if ok && h.v.On("auth-key-logged") {
+		h.log.Info("request authorized", "key", k)
+	}
+	return ok
 }
 
 func (h *Handler) ping(w http.ResponseWriter, r *http.Request) error {

@@ -70,6 +70,7 @@ func TestViolations(t *testing.T) {
 			return strings.Contains(b, `"device_type":"generic-amd64"`), b
 		}},
 		{"provision-appid-zero-ok", status("POST", fixed("/v1/devices"), `{"appId":0}`, 400)},
+		{"provision-appid-string-ok", status("POST", fixed("/v1/devices"), `{"appId":"5"}`, 400)},
 		{"provision-cloud-error-503", func(t *testing.T, f deviceFixture) (bool, string) {
 			f.cloud.setFail(rejected)
 			code, b := f.do("POST", "/v1/devices", `{"appId":99}`)
@@ -80,6 +81,14 @@ func TestViolations(t *testing.T) {
 			return strings.Contains(b, `"device_name":`), b
 		}},
 		{"get-marked-200", status("GET", markedPath, "", 410)},
+		{"error-body-empty", func(t *testing.T, f deviceFixture) (bool, string) {
+			code, b := f.do("GET", "/v1/devices/"+unknown, "")
+			return code == 404 && b != "", fmt.Sprintf("%d %q", code, b)
+		}},
+		{"error-text-device-not-found", func(t *testing.T, f deviceFixture) (bool, string) {
+			code, b := f.do("GET", "/v1/devices/"+unknown, "")
+			return code == 404 && b == "Device not found", fmt.Sprintf("%d %q", code, b)
+		}},
 		{"put-isonline-number", func(t *testing.T, f deviceFixture) (bool, string) {
 			_, b := f.do("PUT", "/v1/devices/"+f.plain, `{"is_online":true}`)
 			return strings.Contains(b, `"is_online":true`), b

@@ -167,6 +167,10 @@ type NewDevice struct {
 	LogsChannel *string
 	// Status, if empty, is "Provisioned".
 	Status string
+	// IsOnline and DownloadProgress, if set, are the new device's initial
+	// values (nil: null). A device that already exists keeps its own.
+	IsOnline         *bool
+	DownloadProgress *float64
 }
 
 // InsertProvisioned stores a device just provisioned in the cloud and
@@ -180,13 +184,13 @@ func (s *Store) InsertProvisioned(ctx context.Context, nd NewDevice) (Device, er
 	var d Device
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `
-INSERT INTO devices (uuid, app_id, device_type, logs_channel, cloud_id, name, note, status, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO devices (uuid, app_id, device_type, logs_channel, cloud_id, name, note, status, created_at, is_online, download_progress)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (uuid) DO UPDATE SET
 	app_id = excluded.app_id, device_type = excluded.device_type, logs_channel = excluded.logs_channel,
 	cloud_id = excluded.cloud_id, name = excluded.name, note = excluded.note`,
 			nd.UUID, nd.AppID, nd.DeviceType, nd.LogsChannel, nd.CloudID, nd.Name, nd.Note, nd.Status,
-			s.nowMillis()); err != nil {
+			s.nowMillis(), nd.IsOnline, nd.DownloadProgress); err != nil {
 			return err
 		}
 		var err error

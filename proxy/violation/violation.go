@@ -31,11 +31,15 @@ func register(vs ...Violation) {
 		if _, dup := Known[v.Name]; dup {
 			panic("violation: duplicate " + v.Name)
 		}
+		if _, dup := KnownAllowances[v.Name]; dup {
+			panic("violation: " + v.Name + " is also an allowance")
+		}
 		Known[v.Name] = v
 	}
 }
 
-// Set is the set of enabled violations. The nil Set enables none.
+// Set is the set of enabled violations (and allowances, see Allows). The
+// nil Set enables none.
 type Set map[string]bool
 
 // On reports whether the named violation is enabled. It panics on a name that
