@@ -405,6 +405,10 @@ func (s *Store) ApplyReport(ctx context.Context, uuid string, r Report) (d Devic
 			return Device{}, false, fmt.Errorf("store: apply report %s: %w", uuid, err)
 		}
 	}
+	cs, err := s.countStmts(ctx)
+	if err != nil {
+		return Device{}, false, fmt.Errorf("store: apply report %s: %w", uuid, err)
+	}
 	var (
 		merged  bool
 		dropped int64
@@ -438,7 +442,7 @@ func (s *Store) ApplyReport(ctx context.Context, uuid string, r Report) (d Devic
 			sendCommit = nil
 		}
 		if r.Status != nil || r.IsOnline != nil || sendCommit != nil {
-			if merged, dropped, err = s.enqueuePatch(ctx, tx, stmts[2], stmts[6], uuid, cloudID,
+			if merged, dropped, err = s.enqueuePatch(ctx, tx, stmts[2], stmts[6], cs, uuid, cloudID,
 				patchPayload{Status: r.Status, IsOnline: r.IsOnline, IsOnCommit: sendCommit}); err != nil {
 				return err
 			}
@@ -532,8 +536,8 @@ func rawPtr(raw json.RawMessage) *string {
 // row afterwards deletes nothing. The queue is then bounded in bytes: the
 // oldest reports of other devices are dropped beyond s.reportQueueBytes.
 // It returns whether it merged and how many reports it dropped.
-func (s *Store) enqueuePatch(ctx context.Context, tx *sql.Tx, insert, queued *sql.Stmt, uuid string, cloudID int64, p patchPayload) (merged bool, dropped int64, err error) {
-	c, err := readCounts(ctx, tx, OutboxPatch)
+func (s *Store) enqueuePatch(ctx context.Context, tx *sql.Tx, insert, queued *sql.Stmt, cs countStmts, uuid string, cloudID int64, p patchPayload) (merged bool, dropped int64, err error) {
+	c, err := readCounts(ctx, tx, cs, OutboxPatch)
 	if err != nil {
 		return false, 0, err
 	}
@@ -587,5 +591,5 @@ func (s *Store) enqueuePatch(ctx context.Context, tx *sql.Tx, insert, queued *sq
 	if dropped, err = trimOldest(ctx, tx, OutboxPatch, &c, math.MaxInt64, s.reportQueueBytes, seq); err != nil {
 		return false, 0, err
 	}
-	return merged, dropped, writeCounts(ctx, tx, OutboxPatch, c)
+	return merged, dropped, writeCounts(ctx, tx, cs, OutboxPatch, c)
 }

@@ -78,8 +78,11 @@ func (s *Store) AppendLogBounded(ctx context.Context, uuid string, payload []byt
 		return 0, errors.New("store: log payload is not JSON")
 	}
 	var lookup, insert *sql.Stmt
+	var cs countStmts
 	if lookup, err = s.prepared(ctx, s.w, deviceLookupForWrite); err == nil {
-		insert, err = s.prepared(ctx, s.w, outboxInsert)
+		if insert, err = s.prepared(ctx, s.w, outboxInsert); err == nil {
+			cs, err = s.countStmts(ctx)
+		}
 	}
 	if err != nil {
 		return 0, fmt.Errorf("store: append log %s: %w", uuid, err)
@@ -100,7 +103,7 @@ func (s *Store) AppendLogBounded(ctx context.Context, uuid string, payload []byt
 		if marked {
 			return ErrDeleted
 		}
-		c, err := readCounts(ctx, tx, OutboxLog)
+		c, err := readCounts(ctx, tx, cs, OutboxLog)
 		if err != nil {
 			return err
 		}
@@ -118,7 +121,7 @@ func (s *Store) AppendLogBounded(ctx context.Context, uuid string, payload []byt
 		if dropped, err = trimOldest(ctx, tx, OutboxLog, &c, int64(maxRows), maxBytes, seq); err != nil {
 			return err
 		}
-		return writeCounts(ctx, tx, OutboxLog, c)
+		return writeCounts(ctx, tx, cs, OutboxLog, c)
 	})
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrDeleted) {
 		return 0, err
@@ -133,13 +136,34 @@ func (s *Store) AppendLogBounded(ctx context.Context, uuid string, payload []byt
 // bytes.
 type outboxCounts struct{ rows, bytes int64 }
 
+const (
+	countsRead  = `SELECT (SELECT value FROM meta WHERE key = ?), (SELECT value FROM meta WHERE key = ?)`
+	countsWrite = `INSERT INTO meta (key, value) VALUES (?, ?), (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`
+)
+
+// countStmts are countsRead and countsWrite prepared on the writer (nil:
+// not prepared), for the hot write paths.
+type countStmts struct{ read, write *sql.Stmt }
+
+func (s *Store) countStmts(ctx context.Context) (cs countStmts, err error) {
+	if cs.read, err = s.prepared(ctx, s.w, countsRead); err == nil {
+		cs.write, err = s.prepared(ctx, s.w, countsWrite)
+	}
+	return cs, err
+}
+
 // readCounts reads the counts of kind from meta, or counts the table once
 // for a count meta does not have yet.
-func readCounts(ctx context.Context, tx *sql.Tx, kind string) (outboxCounts, error) {
+func readCounts(ctx context.Context, tx *sql.Tx, cs countStmts, kind string) (outboxCounts, error) {
 	var c outboxCounts
 	var rows, bytes sql.NullString
-	err := tx.QueryRowContext(ctx, `SELECT (SELECT value FROM meta WHERE key = ?), (SELECT value FROM meta WHERE key = ?)`,
-		metaRows(kind), metaBytes(kind)).Scan(&rows, &bytes)
+	var row *sql.Row
+	if cs.read != nil {
+		row = tx.StmtContext(ctx, cs.read).QueryRowContext(ctx, metaRows(kind), metaBytes(kind))
+	} else {
+		row = tx.QueryRowContext(ctx, countsRead, metaRows(kind), metaBytes(kind))
+	}
+	err := row.Scan(&rows, &bytes)
 	if err != nil {
 		return c, err
 	}
@@ -156,10 +180,14 @@ func readCounts(ctx context.Context, tx *sql.Tx, kind string) (outboxCounts, err
 	return c, nil
 }
 
-func writeCounts(ctx context.Context, tx *sql.Tx, kind string, c outboxCounts) error {
-	_, err := tx.ExecContext(ctx,
-		`INSERT INTO meta (key, value) VALUES (?, ?), (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
-		metaRows(kind), strconv.FormatInt(max(c.rows, 0), 10), metaBytes(kind), strconv.FormatInt(max(c.bytes, 0), 10))
+func writeCounts(ctx context.Context, tx *sql.Tx, cs countStmts, kind string, c outboxCounts) error {
+	args := []any{metaRows(kind), strconv.FormatInt(max(c.rows, 0), 10), metaBytes(kind), strconv.FormatInt(max(c.bytes, 0), 10)}
+	var err error
+	if cs.write != nil {
+		_, err = tx.StmtContext(ctx, cs.write).ExecContext(ctx, args...)
+	} else {
+		_, err = tx.ExecContext(ctx, countsWrite, args...)
+	}
 	return err
 }
 
@@ -224,7 +252,7 @@ func (s *Store) OutboxCounters(ctx context.Context) (OutboxCounters, error) {
 	}
 	defer tx.Rollback()
 	for _, kind := range []string{OutboxPatch, OutboxLog} {
-		c, err := readCounts(ctx, tx, kind)
+		c, err := readCounts(ctx, tx, countStmts{}, kind)
 		if err != nil {
 			return oc, fmt.Errorf("store: outbox counters: %w", err)
 		}
