@@ -25,6 +25,8 @@ type hookServer struct {
 	prefix string
 	srv    *http.Server
 	done   chan struct{}
+	// listenedAt is when the listener last started listening again.
+	listenedAt time.Time
 }
 
 // newHookServer listens on port (which must be free) for hooks under
@@ -115,7 +117,18 @@ func (h *hookServer) startListening(ctx context.Context) error {
 		return fmt.Errorf("listening for hooks again on port %d: %w", h.port, err)
 	}
 	h.serve(ln)
+	h.mu.Lock()
+	h.listenedAt = time.Now()
+	h.mu.Unlock()
 	return nil
+}
+
+// listeningSince is when the listener last started listening again (zero if
+// it never stopped).
+func (h *hookServer) listeningSince() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.listenedAt
 }
 
 func (h *hookServer) close() {

@@ -56,6 +56,13 @@ type scenario struct {
 	fullTar    []byte
 	parallel   []*httpexpect.Response
 	logSent    map[string][2]int64 // message → [before, after] in ms
+
+	// targetChanges are the times the scenario changed a device's target
+	// in the cloud (new device, variable, release); readyAt is when the
+	// supervisor last answered GET /ping 200 after a (re)start. Timing
+	// bounds are measured from them (bounds.go).
+	targetChanges []time.Time
+	readyAt       time.Time
 }
 
 type appState struct {
@@ -279,6 +286,7 @@ func (st *scenario) addDevice(alias, uuid string, cloudID int64, app *appState) 
 		return fmt.Errorf("device %q already exists in this scenario", alias)
 	}
 	st.devices[alias] = &deviceState{alias: alias, uuid: uuid, cloudID: cloudID, app: app}
+	st.noteTargetChange()
 	st.logf("device %s is %s (cloud id %d)", alias, uuid, cloudID)
 	return nil
 }

@@ -69,13 +69,17 @@ func registerWorldSteps(sc stepper) {
 func supervisorRunning(ctx context.Context) error {
 	st := scenarioOf(ctx)
 	st.logf("starting the supervisor")
-	return st.target.Start(ctx, st.env())
+	err := st.target.Start(ctx, st.env())
+	st.readyAt = time.Now()
+	return err
 }
 
 func supervisorRestarted(ctx context.Context, how string) error {
 	st := scenarioOf(ctx)
 	st.logf("supervisor %s, then started again", how)
-	return Restart(ctx, st.target, st.env(), how == "killed")
+	err := Restart(ctx, st.target, st.env(), how == "killed")
+	st.readyAt = time.Now()
+	return err
 }
 
 func supervisorRestartedForHooks(ctx context.Context) error {
@@ -211,6 +215,7 @@ func (st *scenario) push(ctx context.Context, app *appState, release string, lay
 		return fmt.Errorf("pushing release %s: %w", release, err)
 	}
 	st.releases[release] = &releaseState{name: release, app: app, commit: r.Commit}
+	st.noteTargetChange()
 	st.logf("release %s of %s is commit %s, image %s", release, app.name, r.Commit, ref)
 	return nil
 }
@@ -280,6 +285,7 @@ func setAppVar(ctx context.Context, appName, kind, name, value string) error {
 		return err
 	}
 	vars := map[string]string{name: value}
+	defer st.noteTargetChange()
 	if kind == "environment" {
 		return st.world.Cloud.SetAppEnv(a.id, vars)
 	}
@@ -293,6 +299,7 @@ func setDeviceVar(ctx context.Context, alias, kind, name, value string) error {
 		return err
 	}
 	vars := map[string]string{name: value}
+	defer st.noteTargetChange()
 	if kind == "environment" {
 		return st.world.Cloud.SetDeviceEnv(d.uuid, vars)
 	}
