@@ -138,6 +138,7 @@ func (m *lagMeter) worst(from, to time.Time) time.Duration {
 
 func registerBoundSteps(sc stepper) {
 	sc.Step(`^no further (update|delete|restart) hook reaches "([^"]*)" while the contract would have repeated it$`, noRepeatWhileOwed)
+	sc.Step(`^no (update|delete|restart) hook reaches "([^"]*)" again after the restart, while the contract would have repeated it$`, noRepeatAfterRestart)
 	sc.Step(`^no update hook for release "([^"]*)" reaches "([^"]*)" while the contract would have sent it$`, noHookForReleaseWhileDue)
 	sc.Step(`^the hooks to "([^"]*)" kept the contract's timing$`, hooksKeptTiming)
 	sc.Step(`^the first hook of the newest target reached "([^"]*)" within the contract's bound$`, firstHookInBound)
@@ -174,6 +175,24 @@ func noRepeatWhileOwed(ctx context.Context, kind, alias string) error {
 	since := time.Now()
 	return st.windowFor(ctx, fmt.Sprintf("want no further %s hook to %s within %s (3 × HOOK-202's bound of 3 retry intervals)", kind, alias, w),
 		hookrecv.And(hookrecv.For(d.uuid, hookrecv.Kind(kind)), hookrecv.After(since)), w)
+}
+
+// noRepeatAfterRestart is noRepeatWhileOwed across a restart: hooks count
+// from the moment the supervisor was stopped or killed, and the window, 3 ×
+// HOOK-202's bound, from its first GET /ping 200 (HOOK-REF-1: nothing
+// acknowledged is sent again).
+func noRepeatAfterRestart(ctx context.Context, kind, alias string) error {
+	st := scenarioOf(ctx)
+	d, err := st.device(alias)
+	if err != nil {
+		return err
+	}
+	if st.restartedAt.IsZero() {
+		return errors.New("the supervisor was not restarted in this scenario")
+	}
+	w := 3 * st.bounds().repeat202()
+	return st.windowFor(ctx, fmt.Sprintf("want no %s hook to %s from the restart until %s after it was ready (3 × HOOK-202's bound of 3 retry intervals)", kind, alias, w),
+		hookrecv.And(hookrecv.For(d.uuid, hookrecv.Kind(kind)), hookrecv.After(st.restartedAt)), max(time.Until(st.readyAt.Add(w)), 0))
 }
 
 // noHookForReleaseWhileDue: the window is 3 times HOOK-UPD-1's bound for a

@@ -63,6 +63,7 @@ type scenario struct {
 	// bounds are measured from them (bounds.go).
 	targetChanges []time.Time
 	readyAt       time.Time
+	restartedAt   time.Time // when the last restart began (stop or kill)
 }
 
 type appState struct {

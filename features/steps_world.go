@@ -77,6 +77,7 @@ func supervisorRunning(ctx context.Context) error {
 func supervisorRestarted(ctx context.Context, how string) error {
 	st := scenarioOf(ctx)
 	st.logf("supervisor %s, then started again", how)
+	st.restartedAt = time.Now()
 	err := Restart(ctx, st.target, st.env(), how == "killed")
 	st.readyAt = time.Now()
 	return err

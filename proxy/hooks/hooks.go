@@ -460,7 +460,7 @@ func (rs *runState) merge(w store.HookWork, now time.Time) bool {
 		st.recheck = true
 		return true
 	}
-	if st.memo.gaveUpKey == key || (kind == KindUpdate && st.memo.stoppedCanon == w.UpdateCanonical) {
+	if st.memo.gaveUpKey == key || (kind == KindUpdate && st.memo.stoppedCanon != "" && st.memo.stoppedCanon == w.UpdateCanonical) {
 		rs.forget(st)
 		return false
 	}
