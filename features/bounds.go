@@ -137,6 +137,7 @@ func (m *lagMeter) worst(from, to time.Time) time.Duration {
 }
 
 func registerBoundSteps(sc stepper) {
+	schedLag() // measuring from the start, so that the first scenario's slack is measured too
 	sc.Step(`^no further (update|delete|restart) hook reaches "([^"]*)" while the contract would have repeated it$`, noRepeatWhileOwed)
 	sc.Step(`^no (update|delete|restart) hook reaches "([^"]*)" again after the restart, while the contract would have repeated it$`, noRepeatAfterRestart)
 	sc.Step(`^no update hook for release "([^"]*)" reaches "([^"]*)" while the contract would have sent it$`, noHookForReleaseWhileDue)
