@@ -197,8 +197,8 @@ func noRepeatAfterRestart(ctx context.Context, kind, alias string) error {
 }
 
 // noHookForReleaseWhileDue: the window is 3 times HOOK-UPD-1's bound for a
-// first hook (with HOOK_TIMEOUT when a hook to the device was in flight
-// lately), counted from now.
+// first hook (with HOOK_TIMEOUT when another hook to the device may be in
+// flight meanwhile), counted from now.
 func noHookForReleaseWhileDue(ctx context.Context, release, alias string) error {
 	st := scenarioOf(ctx)
 	d, err := st.device(alias)
@@ -209,13 +209,13 @@ func noHookForReleaseWhileDue(ctx context.Context, release, alias string) error 
 	if err != nil {
 		return err
 	}
+	// Another hook to the device may be in flight during the window when
+	// one is now, or when the last one is owed again (failed, or 202).
 	b := st.bounds()
 	busy := false
-	recent := time.Now().Add(-b.retryAfterFailure())
-	for _, h := range st.hooksTo(d.uuid) {
-		if !h.Done() || h.Received.After(recent) {
-			busy = true
-		}
+	if hs := st.hooksTo(d.uuid); len(hs) > 0 {
+		last := hs[len(hs)-1]
+		busy = !last.Done() || last.Failed() || (last.Kind == hookrecv.Update && last.Status == http.StatusAccepted)
 	}
 	w := 3 * b.firstHook(busy)
 	return st.windowFor(ctx, fmt.Sprintf("want no update hook to %s for release %s within %s (3 × HOOK-UPD-1's bound)", alias, release, w),
