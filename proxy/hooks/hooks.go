@@ -140,6 +140,9 @@ func New(opts Options) (*Dispatcher, error) {
 	if opts.Violations.On("hook-timeout-tenth") {
 		opts.Timeout /= 10
 	}
+	if opts.Violations.On("hook-timeout-triple") {
+		opts.Timeout *= 3
+	}
 	if opts.Violations.On("hook-one-device-at-a-time") {
 		opts.Concurrency = 1
 	}

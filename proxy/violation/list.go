@@ -55,6 +55,7 @@ func init() {
 		Violation{Name: "hook-202-never-stops", Clause: "HOOK-202", What: "the 202 loop never stops: after the gateway reports the target, the last hook is still re-sent every 5 retry intervals"},
 		Violation{Name: "hook-202-stale-repeat", Clause: "HOOK-202", What: "repeats in the 202 loop carry environment and config {} instead of the whole target"},
 		Violation{Name: "hook-timeout-tenth", Clause: "HOOK-ERR", What: "the hook timeout is a tenth of HOOK_TIMEOUT: an answer within half of it counts as a timeout"},
+		Violation{Name: "hook-timeout-triple", Clause: "HOOK-ERR", What: "the hook timeout is 3 × HOOK_TIMEOUT: an unanswered hook is given up only after 2 × HOOK_TIMEOUT have passed"},
 		Violation{Name: "hook-error-retry-late", Clause: "HOOK-ERR", What: "a hook that was not delivered is retried only after 20 retry intervals"},
 		Violation{Name: "hook-pace-per-kind", Clause: "HOOK-PACE", What: "hooks are paced per kind: a restart, delete or update hook follows a hook of another kind to the same device at once"},
 		Violation{Name: "hook-update-late", Clause: "HOOK-UPD-1", What: "the first update hook for a new target waits 10 retry intervals"},
