@@ -162,19 +162,26 @@ func (st *scenario) windowFor(ctx context.Context, what string, pred func(hookre
 	return nil
 }
 
-// noRepeatWhileOwed: a hook that was acknowledged (200, or the gateway
-// reported the target) is not sent again. Had it still been owed, the
-// contract would have repeated it within HOOK-202's bound (3 retry
-// intervals); the window is 3 times that.
+// noRepeatWhileOwed: a hook that is no longer owed (answered 200, the
+// gateway reported the target, the device was re-added) is not sent again.
+// Had it still been owed, the contract would have repeated it within
+// HOOK-ERR's bound (10 retry intervals + HOOK_TIMEOUT) if its last attempt
+// failed, else within HOOK-202's (3 retry intervals); the window is 3 times
+// that bound.
 func noRepeatWhileOwed(ctx context.Context, kind, alias string) error {
 	st := scenarioOf(ctx)
 	d, err := st.device(alias)
 	if err != nil {
 		return err
 	}
-	w := 3 * st.bounds().repeat202()
+	b := st.bounds()
+	w, why := 3*b.repeat202(), "3 × HOOK-202's bound of 3 retry intervals"
+	hs := hookrecv.Filter(st.hooksTo(d.uuid), func(h hookrecv.Hook) bool { return h.Kind == hookrecv.Kind(kind) })
+	if len(hs) > 0 && hs[len(hs)-1].Failed() {
+		w, why = 3*b.retryAfterFailure(), "3 × HOOK-ERR's bound of 10 retry intervals + HOOK_TIMEOUT"
+	}
 	since := time.Now()
-	return st.windowFor(ctx, fmt.Sprintf("want no further %s hook to %s within %s (3 × HOOK-202's bound of 3 retry intervals)", kind, alias, w),
+	return st.windowFor(ctx, fmt.Sprintf("want no further %s hook to %s within %s (%s)", kind, alias, w, why),
 		hookrecv.And(hookrecv.For(d.uuid, hookrecv.Kind(kind)), hookrecv.After(since)), w)
 }
 
