@@ -504,6 +504,8 @@ func owedHookAfterRestart(ctx context.Context, alias, kind string) error {
 	bound, clause := b.firstHook(true), "HOOK-UPD-1's first-hook bound"
 	switch {
 	case prev == nil:
+	case kind == string(hookrecv.Update) && targetKey(next) != targetKey(*prev):
+		// A target not sent before the restart: HOOK-UPD-1's bound.
 	case prev.Outcome == hookrecv.Answered && prev.Status == http.StatusAccepted && kind == string(hookrecv.Update):
 		bound, clause = b.repeat202(), "HOOK-202's repeat bound"
 	case prev.Outcome == hookrecv.Answered && prev.Status == http.StatusOK:
