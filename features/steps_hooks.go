@@ -31,6 +31,7 @@ func registerHookSteps(sc stepper) {
 	sc.Step(`^"([^"]*)" eventually receives a restart hook answered (\d{3})$`, receivesRestartAnswered)
 	sc.Step(`^"([^"]*)" eventually receives an update hook for release "([^"]*)"$`, receivesUpdateFor)
 	sc.Step(`^"([^"]*)" eventually receives (\d+) update hooks for release "([^"]*)"$`, receivesNUpdatesFor)
+	sc.Step(`^"([^"]*)" eventually receives (\d+) update hook attempts? for release "([^"]*)"$`, receivesNUpdateAttemptsFor)
 	sc.Step(`^"([^"]*)" receives (\d+) more update hooks? for release "([^"]*)"$`, receivesMoreUpdatesFor)
 	sc.Step(`^"([^"]*)" receives (\d+) more (delete|restart) hooks?$`, receivesMore)
 	sc.Step(`^"([^"]*)" eventually receives an update hook with body:$`, receivesUpdateWithBody)
@@ -198,7 +199,15 @@ func (st *scenario) hookList() string {
 	return b.String()
 }
 
+// kindOf matches the hooks of kind to uuid that the supervisor received an
+// answer to (or a refusal): a request it gave up on before the answer was
+// not received as a hook (HOOK-ERR); attemptOf counts those too.
 func kindOf(uuid string, kind hookrecv.Kind) func(hookrecv.Hook) bool {
+	return hookrecv.And(hookrecv.For(uuid, kind), hookrecv.IsDone, func(h hookrecv.Hook) bool { return !h.Abandoned() })
+}
+
+// attemptOf matches every ended request of kind to uuid, given up or not.
+func attemptOf(uuid string, kind hookrecv.Kind) func(hookrecv.Hook) bool {
 	return hookrecv.And(hookrecv.For(uuid, kind), hookrecv.IsDone)
 }
 
@@ -252,6 +261,24 @@ func receivesNUpdatesFor(ctx context.Context, alias string, n int, release strin
 		return err
 	}
 	_, err = st.await(ctx, fmt.Sprintf("%d update hooks to %s for release %s", n, alias, release), pred, n)
+	return err
+}
+
+// receivesNUpdateAttemptsFor counts requests the supervisor gave up on too.
+func receivesNUpdateAttemptsFor(ctx context.Context, alias string, n int, release string) error {
+	st := scenarioOf(ctx)
+	d, err := st.device(alias)
+	if err != nil {
+		return err
+	}
+	r, err := st.release(release)
+	if err != nil {
+		return err
+	}
+	_, err = st.await(ctx, fmt.Sprintf("%d update hook attempts to %s for release %s", n, alias, release),
+		hookrecv.And(attemptOf(d.uuid, hookrecv.Update), func(h hookrecv.Hook) bool {
+			return h.Update != nil && h.Update.Commit == r.commit
+		}), n)
 	return err
 }
 
