@@ -262,14 +262,16 @@ func (st *scenario) changeExplains(hs []hookrecv.Hook, prev, h hookrecv.Hook) bo
 			break
 		}
 	}
-	var origin time.Time
-	for _, c := range st.targetChanges {
-		if !c.After(firstSent) && c.After(origin) {
-			origin = c
+	// The origin: the last change that began before prev's target was
+	// first sent.
+	origin := -1
+	for i, c := range st.targetChanges {
+		if c.from.Before(firstSent) {
+			origin = i
 		}
 	}
-	for _, c := range st.targetChanges {
-		if c.After(origin) && !c.After(h.Received) {
+	for _, c := range st.targetChanges[origin+1:] {
+		if c.from.Before(h.Received) {
 			return true
 		}
 	}
@@ -280,7 +282,7 @@ func (st *scenario) changeExplains(hs []hookrecv.Hook, prev, h hookrecv.Hook) bo
 // cloud between from and to.
 func (st *scenario) targetChangedBetween(from, to time.Time) bool {
 	for _, c := range st.targetChanges {
-		if !c.Before(from) && !c.After(to) {
+		if !c.to.Before(from) && !c.from.After(to) {
 			return true
 		}
 	}
@@ -406,7 +408,8 @@ func firstHookInBound(ctx context.Context, alias string) error {
 	if len(st.targetChanges) == 0 {
 		return errors.New("the scenario changed no target to measure from")
 	}
-	changed := st.targetChanges[len(st.targetChanges)-1]
+	last := st.targetChanges[len(st.targetChanges)-1]
+	changed := last.to
 	hs := st.hooksTo(d.uuid)
 	var newest *hookrecv.Hook
 	for i := range hs {
@@ -424,8 +427,8 @@ func firstHookInBound(ctx context.Context, alias string) error {
 			break
 		}
 	}
-	if first.Received.Before(changed) {
-		return fmt.Errorf("the newest target of %s was first sent in %s, before the scenario's last change at %s", alias, first, changed.Format("15:04:05.000"))
+	if first.Received.Before(last.from) {
+		return fmt.Errorf("the newest target of %s was first sent in %s, before the scenario's last change at %s", alias, first, last.from.Format("15:04:05.000"))
 	}
 	from, why := changed, "the change"
 	for _, r := range st.releases {
@@ -559,8 +562,39 @@ func pollsInEveryWindow(ctx context.Context) error {
 	return nil
 }
 
+// targetChange is a change of a target in the cloud that the scenario made:
+// it became visible in the cloud's state at some time between from and to.
+type targetChange struct{ from, to time.Time }
+
 // noteTargetChange records that the scenario changed a target in the cloud
-// just now (the change is visible in the cloud's state from then on).
-func (st *scenario) noteTargetChange() {
-	st.targetChanges = append(st.targetChanges, time.Now())
+// between from and now.
+func (st *scenario) noteTargetChange(from time.Time) {
+	st.targetChanges = append(st.targetChanges, targetChange{from: from, to: time.Now()})
+}
+
+// noteNewDevice records a device appearing in the target: through the
+// supervisor's provisioning call, it became visible while that call was
+// being answered (the cloud's journal has its start); created in the
+// cloud, just now.
+func (st *scenario) noteNewDevice() {
+	from := time.Now()
+	reqs := st.world.Cloud.Requests(0)
+	last := st.lastChangeTo()
+	for i := len(reqs) - 1; i >= 0; i-- {
+		r := reqs[i]
+		if r.Route == cloud.RouteProvision && r.Status == http.StatusCreated && r.Gateway == st.gateway.UUID && r.Time.After(last) {
+			from = r.Time
+			break
+		}
+	}
+	st.noteTargetChange(from)
+}
+
+// lastChangeTo is when the scenario's last target change was complete
+// (zero if none).
+func (st *scenario) lastChangeTo() time.Time {
+	if n := len(st.targetChanges); n > 0 {
+		return st.targetChanges[n-1].to
+	}
+	return time.Time{}
 }

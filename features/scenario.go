@@ -61,7 +61,7 @@ type scenario struct {
 	// in the cloud (new device, variable, release); readyAt is when the
 	// supervisor last answered GET /ping 200 after a (re)start. Timing
 	// bounds are measured from them (bounds.go).
-	targetChanges []time.Time
+	targetChanges []targetChange
 	readyAt       time.Time
 	restartedAt   time.Time // when the last restart began (stop or kill)
 }
@@ -287,7 +287,7 @@ func (st *scenario) addDevice(alias, uuid string, cloudID int64, app *appState) 
 		return fmt.Errorf("device %q already exists in this scenario", alias)
 	}
 	st.devices[alias] = &deviceState{alias: alias, uuid: uuid, cloudID: cloudID, app: app}
-	st.noteTargetChange()
+	st.noteNewDevice()
 	st.logf("device %s is %s (cloud id %d)", alias, uuid, cloudID)
 	return nil
 }

@@ -211,12 +211,13 @@ func (st *scenario) push(ctx context.Context, app *appState, release string, lay
 	if err != nil {
 		return fmt.Errorf("building the image of release %s: %w", release, err)
 	}
+	pushed := time.Now()
 	r, err := st.world.Cloud.PushRelease(ctx, app.id, cloud.ReleaseSpec{Image: ref})
 	if err != nil {
 		return fmt.Errorf("pushing release %s: %w", release, err)
 	}
 	st.releases[release] = &releaseState{name: release, app: app, commit: r.Commit}
-	st.noteTargetChange()
+	st.noteTargetChange(pushed)
 	st.logf("release %s of %s is commit %s, image %s", release, app.name, r.Commit, ref)
 	return nil
 }
@@ -286,7 +287,7 @@ func setAppVar(ctx context.Context, appName, kind, name, value string) error {
 		return err
 	}
 	vars := map[string]string{name: value}
-	defer st.noteTargetChange()
+	defer st.noteTargetChange(time.Now())
 	if kind == "environment" {
 		return st.world.Cloud.SetAppEnv(a.id, vars)
 	}
@@ -300,7 +301,7 @@ func setDeviceVar(ctx context.Context, alias, kind, name, value string) error {
 		return err
 	}
 	vars := map[string]string{name: value}
-	defer st.noteTargetChange()
+	defer st.noteTargetChange(time.Now())
 	if kind == "environment" {
 		return st.world.Cloud.SetDeviceEnv(d.uuid, vars)
 	}
