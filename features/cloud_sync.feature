@@ -14,6 +14,7 @@ Feature: Cloud protocol
     And the supervisor has downloaded release "R1" of "A"
     When the supervisor has fetched its target twice more
     Then the supervisor revalidated the target state with If-None-Match and got 304
+    And the cloud sees a state poll in every window of 2 poll intervals
     And every request to the cloud carried the gateway's key
     And the cloud saw no request it did not understand
 

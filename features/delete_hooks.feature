@@ -27,8 +27,8 @@ Feature: Delete hooks
     Then the supervisor eventually answers GET "/v1/devices/{uuid D}" with 410 "Device deleted"
     And "D" eventually receives 4 delete hooks
     And the supervisor eventually answers GET "/v1/devices/{uuid D}" with 404 "Device not found"
-    And no further delete hook reaches "D" within 4 retry intervals
-    And the delete hooks to "D" were spaced at least the retry interval apart
+    And no further delete hook reaches "D" while the contract would have repeated it
+    And the hooks to "D" kept the contract's timing
 
   @HOOK-DEL-1 @contract
   Scenario: A device moved to another gateway gets a delete hook
@@ -47,7 +47,7 @@ Feature: Delete hooks
       | path         | content |
       | firmware.bin | v2      |
     And the supervisor has downloaded release "R2" of "A"
-    Then no update hook for release "R2" reaches "D" within 4 retry intervals
+    Then no update hook for release "R2" reaches "D" while the contract would have sent it
 
   @HOOK-REF-2 @reference
   Scenario: A whole app removed from the target sends a delete hook for each of its devices
@@ -66,7 +66,7 @@ Feature: Delete hooks
     And "D" eventually receives a delete hook
     And device "D" is moved back to app "A" of this gateway
     Then the supervisor eventually answers GET "/v1/devices/{uuid D}" with 200
-    And no further delete hook reaches "D" within 4 retry intervals
+    And no further delete hook reaches "D" while the contract would have repeated it
     When the gateway app calls POST "/v1/devices/{uuid D}/logs" with body:
       """
       {"message": "back"}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/depharness/depharness/fakes/hookrecv"
 	"github.com/depharness/depharness/internal/httpserver"
@@ -23,6 +24,8 @@ type hookServer struct {
 	recv   *hookrecv.Receiver
 	prefix string
 	srv    *httpserver.Server
+	// listenedAt is when the listener last started listening again.
+	listenedAt time.Time
 }
 
 // newHookServer listens on port (which must be free) for hooks under
@@ -110,7 +113,18 @@ func (h *hookServer) startListening(ctx context.Context) error {
 		return fmt.Errorf("listening for hooks again on port %d: %w", h.port, err)
 	}
 	h.serve(ln)
+	h.mu.Lock()
+	h.listenedAt = time.Now()
+	h.mu.Unlock()
 	return nil
+}
+
+// listeningSince is when the listener last started listening again (zero if
+// it never stopped).
+func (h *hookServer) listeningSince() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.listenedAt
 }
 
 func (h *hookServer) close() {

@@ -18,7 +18,7 @@ Feature: Restart hooks
     When a restart of "D" is requested in the cloud
     Then "D" eventually receives a restart hook
     And every hook went to the gateway app's address for its device
-    And no further restart hook reaches "D" within 4 retry intervals
+    And no further restart hook reaches "D" while the contract would have repeated it
 
   @HOOK-RST-1 @contract
   Scenario: Each request gives its own hook
@@ -27,15 +27,15 @@ Feature: Restart hooks
     And a restart of "D" is requested in the cloud
     And a restart of "D" is requested in the cloud
     Then "D" eventually receives 3 restart hooks
-    And no further restart hook reaches "D" within 4 retry intervals
+    And no further restart hook reaches "D" while the contract would have repeated it
 
   @HOOK-RST-1 @contract
   Scenario: A restart hook that fails is retried until a 200
     Given the gateway app answers restart hooks for "D" with 500, refuse, then 200
     When a restart of "D" is requested in the cloud
     Then "D" eventually receives 3 restart hooks
-    And no further restart hook reaches "D" within 4 retry intervals
-    And the restart hooks to "D" were spaced at least the retry interval apart
+    And no further restart hook reaches "D" while the contract would have repeated it
+    And the hooks to "D" kept the contract's timing
 
   @HOOK-RST-1 @contract
   Scenario: Restart hooks go only to the device they were requested for
@@ -43,4 +43,4 @@ Feature: Restart hooks
     And the supervisor has fetched its target twice more
     When a restart of "D2" is requested in the cloud
     Then "D2" eventually receives a restart hook
-    And no further restart hook reaches "D" within 4 retry intervals
+    And no further restart hook reaches "D" while the contract would have repeated it

@@ -68,6 +68,14 @@ type scenario struct {
 	lastDeviceProbs []string
 	logSent         map[string][2]int64 // message → [before, after] in ms
 	raw             *rawClient          // a client speaking raw TCP to the target (SRV-1)
+
+	// targetChanges are the times the scenario changed a device's target
+	// in the cloud (new device, variable, release); readyAt is when the
+	// supervisor last answered GET /ping 200 after a (re)start. Timing
+	// bounds are measured from them (bounds.go).
+	targetChanges []targetChange
+	readyAt       time.Time
+	restartedAt   time.Time // when the last restart began (stop or kill)
 }
 
 // failedStep is where a scenario failed and whether the harness did.
@@ -306,6 +314,7 @@ func (st *scenario) addDevice(alias, uuid string, cloudID int64, app *appState) 
 		return arrange(fmt.Errorf("device %q already exists in this scenario", alias))
 	}
 	st.devices[alias] = &deviceState{alias: alias, uuid: uuid, cloudID: cloudID, app: app}
+	st.noteNewDevice()
 	st.logf("device %s is %s (cloud id %d)", alias, uuid, cloudID)
 	return nil
 }

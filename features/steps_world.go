@@ -70,12 +70,15 @@ func registerWorldSteps(sc stepper) {
 func supervisorRunning(ctx context.Context) error {
 	st := scenarioOf(ctx)
 	st.logf("starting the supervisor")
-	return startVerdict(st.target.Start(ctx, st.env()))
+	err := startVerdict(st.target.Start(ctx, st.env()))
+	st.readyAt = time.Now()
+	return err
 }
 
 func supervisorRestarted(ctx context.Context, how string) error {
 	st := scenarioOf(ctx)
 	st.logf("supervisor %s, then started again", how)
+	st.restartedAt = time.Now()
 	var err error
 	if how == "killed" {
 		err = st.target.Kill()
@@ -87,7 +90,9 @@ func supervisorRestarted(ctx context.Context, how string) error {
 	}
 	// Not starting again, or not getting ready, is a harness failure unless
 	// /ping answers otherwise than 200 (startVerdict).
-	return startVerdict(st.target.Start(ctx, st.env()))
+	err = startVerdict(st.target.Start(ctx, st.env()))
+	st.readyAt = time.Now()
+	return err
 }
 
 // startVerdict classifies a failed start: a target that answers GET /ping
@@ -237,11 +242,13 @@ func (st *scenario) push(ctx context.Context, app *appState, release string, lay
 	if err != nil {
 		return arrange(fmt.Errorf("building the image of release %s: %w", release, err))
 	}
+	pushed := time.Now()
 	r, err := st.world.Cloud.PushRelease(ctx, app.id, cloud.ReleaseSpec{Image: ref})
 	if err != nil {
 		return arrange(fmt.Errorf("pushing release %s: %w", release, err))
 	}
 	st.releases[release] = &releaseState{name: release, app: app, commit: r.Commit}
+	st.noteTargetChange(pushed)
 	st.logf("release %s of %s is commit %s, image %s", release, app.name, r.Commit, ref)
 	return nil
 }
@@ -311,6 +318,7 @@ func setAppVar(ctx context.Context, appName, kind, name, value string) error {
 		return err
 	}
 	vars := map[string]string{name: value}
+	defer st.noteTargetChange(time.Now())
 	if kind == "environment" {
 		return arrange(st.world.Cloud.SetAppEnv(a.id, vars))
 	}
@@ -324,6 +332,7 @@ func setDeviceVar(ctx context.Context, alias, kind, name, value string) error {
 		return err
 	}
 	vars := map[string]string{name: value}
+	defer st.noteTargetChange(time.Now())
 	if kind == "environment" {
 		return arrange(st.world.Cloud.SetDeviceEnv(d.uuid, vars))
 	}

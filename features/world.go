@@ -59,6 +59,9 @@ type RegistryControl interface {
 	FailNext(kind registry.Kind, n, status int)
 	Fail(kind registry.Kind, status int)
 	Heal()
+	// Requests is the registry's request journal (timing bounds measure
+	// from when an image was fully served).
+	Requests() []registry.Request
 }
 
 // ImageBuilder builds release images into the registry. *registry.Builder

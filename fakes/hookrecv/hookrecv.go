@@ -10,6 +10,7 @@
 package hookrecv
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -60,7 +61,9 @@ type Hook struct {
 	Kind   Kind
 	Body   []byte
 	// Update is the decoded body of an update hook, nil otherwise or when
-	// the body did not decode (BodyError says why).
+	// the body does not hold the contract's fields with their types
+	// (BodyError says why). Additional fields are allowed (CONTRACT.md,
+	// Latitude) and ignored.
 	Update    *api.UpdateHook
 	BodyError string
 	Received  time.Time
@@ -72,6 +75,27 @@ type Hook struct {
 	Status int
 	// Note is what the OnReceive callback returned for this request.
 	Note string
+	// Script is the answer the receiver was scripted to give this request.
+	Script Answer
+}
+
+// Abandoned reports whether the client gave up on the request before it
+// was answered: such a request was neither received nor acknowledged as a
+// hook (HOOK-ERR).
+func (h Hook) Abandoned() bool { return h.Outcome == Abandoned }
+
+// Failed reports whether the request ended without delivering the hook: any
+// status other than 200 (and 202 for an update hook), a refused connection
+// or a request the client abandoned (HOOK-ERR). A pending request has not
+// failed yet.
+func (h Hook) Failed() bool {
+	switch h.Outcome {
+	case Refused, Abandoned:
+		return true
+	case Answered:
+		return h.Status != http.StatusOK && !(h.Kind == Update && h.Status == http.StatusAccepted)
+	}
+	return false
 }
 
 // Done reports whether the request has ended.
@@ -277,18 +301,19 @@ func (r *Receiver) classify(req *http.Request) (string, Kind) {
 
 // ServeHTTP records and answers one hook.
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	received := r.now()
 	uuid, kind := r.classify(req)
 	body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
 	h := &Hook{
 		Method: req.Method, Path: req.URL.Path, UUID: uuid, Kind: kind, Body: body,
-		Received: r.now(), Outcome: Pending,
+		Received: received, Outcome: Pending,
 	}
 	if err != nil {
 		h.BodyError = err.Error()
 	}
 	if kind == Update && err == nil {
 		var u api.UpdateHook
-		if derr := decodeStrict(body, &u); derr != nil {
+		if derr := decodeHook(body, &u); derr != nil {
 			h.BodyError = derr.Error()
 		} else {
 			h.Update = &u
@@ -309,6 +334,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	} else {
 		ans = r.nextAnswerLocked(uuid, kind)
 	}
+	h.Script = ans
 	r.notifyLocked()
 	r.mu.Unlock()
 	r.log.Debug("hook received", "seq", h.Seq, "method", req.Method, "path", req.URL.Path, "answer", ans.String())
@@ -381,14 +407,45 @@ func refuse(w http.ResponseWriter) (Outcome, int) {
 	panic(http.ErrAbortHandler)
 }
 
-func decodeStrict(b []byte, v any) error {
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+// hookFields are the fields every update hook body carries (HOOK-UPD-1);
+// other fields are allowed.
+var hookFields = []string{"appId", "commit", "environment", "config"}
+
+// decodeHook decodes an update hook body: one JSON object holding each of
+// hookFields with the contract's type (appId an integer, commit a string,
+// environment and config objects), any other fields ignored.
+func decodeHook(b []byte, u *api.UpdateHook) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var fields map[string]json.RawMessage
+	if err := dec.Decode(&fields); err != nil {
 		return err
 	}
 	if dec.More() {
 		return fmt.Errorf("trailing data after JSON body")
+	}
+	if fields == nil {
+		return fmt.Errorf("body is null, want an object")
+	}
+	for _, f := range hookFields {
+		raw, ok := fields[f]
+		if !ok {
+			return fmt.Errorf("no %s", f)
+		}
+		if string(bytes.TrimSpace(raw)) == "null" {
+			return fmt.Errorf("%s is null", f)
+		}
+	}
+	if err := json.Unmarshal(fields["appId"], &u.AppID); err != nil {
+		return fmt.Errorf("appId: %w", err)
+	}
+	if err := json.Unmarshal(fields["commit"], &u.Commit); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	if err := json.Unmarshal(fields["environment"], &u.Environment); err != nil {
+		return fmt.Errorf("environment: %w", err)
+	}
+	if err := json.Unmarshal(fields["config"], &u.Config); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	return nil
 }

@@ -290,3 +290,63 @@ func TestTheEveryDeviceTemplateIsSteppedThroughPerDevice(t *testing.T) {
 		t.Errorf("new device c: got %d, want the new template's 500", st)
 	}
 }
+
+func TestUpdateBodiesAreJudgedOnTheContractsFieldsOnly(t *testing.T) {
+	r, srv := newServer(t, Options{})
+	cases := []struct {
+		name, body string
+		wantErr    bool
+	}{
+		{"the four fields", `{"appId":5,"commit":"c","environment":{"A":"1"},"config":{}}`, false},
+		{"additional fields allowed", `{"appId":5,"commit":"c","environment":{},"config":{},"releaseId":9,"x":[1]}`, false},
+		{"any key order and formatting", "{\n \"config\": {},\n \"environment\": {},\n \"commit\": \"c\",\n \"appId\": 5\n}", false},
+		{"no config", `{"appId":5,"commit":"c","environment":{}}`, true},
+		{"config null", `{"appId":5,"commit":"c","environment":{},"config":null}`, true},
+		{"appId a string", `{"appId":"5","commit":"c","environment":{},"config":{}}`, true},
+		{"appId not an integer", `{"appId":5.5,"commit":"c","environment":{},"config":{}}`, true},
+		{"environment an array", `{"appId":5,"commit":"c","environment":[],"config":{}}`, true},
+		{"commit a number", `{"appId":5,"commit":1,"environment":{},"config":{}}`, true},
+		{"trailing data", `{"appId":5,"commit":"c","environment":{},"config":{}} {}`, true},
+		{"not an object", `[1]`, true},
+	}
+	for i, c := range cases {
+		uuid := fmt.Sprintf("dev%d", i)
+		if _, err := send(t, srv.Client(), "PUT", srv.URL+"/v1/devices/"+uuid, c.body); err != nil {
+			t.Fatal(err)
+		}
+		hs, err := r.AwaitHooks(awaitCtx(t), And(For(uuid, Update), IsDone), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := hs[0]
+		if gotErr := h.Update == nil; gotErr != c.wantErr {
+			t.Errorf("%s: decoded %v (body error %q), want a body error: %v", c.name, h.Update, h.BodyError, c.wantErr)
+		}
+		if !c.wantErr && (h.Update.AppID != 5 || h.Update.Commit != "c") {
+			t.Errorf("%s: got %+v, want appId 5 and commit c", c.name, h.Update)
+		}
+	}
+}
+
+func TestFailedAndAbandonedFollowTheOutcome(t *testing.T) {
+	cases := []struct {
+		h    Hook
+		want bool
+	}{
+		{Hook{Kind: Update, Outcome: Answered, Status: 200}, false},
+		{Hook{Kind: Update, Outcome: Answered, Status: 202}, false},
+		{Hook{Kind: Restart, Outcome: Answered, Status: 202}, true},
+		{Hook{Kind: Delete, Outcome: Answered, Status: 500}, true},
+		{Hook{Kind: Update, Outcome: Refused}, true},
+		{Hook{Kind: Update, Outcome: Abandoned}, true},
+		{Hook{Kind: Update, Outcome: Pending}, false},
+	}
+	for _, c := range cases {
+		if got := c.h.Failed(); got != c.want {
+			t.Errorf("%s: Failed() = %v, want %v", c.h, got, c.want)
+		}
+	}
+	if !(Hook{Outcome: Abandoned}).Abandoned() || (Hook{Outcome: Refused}).Abandoned() {
+		t.Error("Abandoned() must hold for abandoned requests only")
+	}
+}

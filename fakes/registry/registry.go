@@ -189,6 +189,8 @@ type Request struct {
 	Status int       `json:"status"`
 	Bytes  int64     `json:"bytes"`           // response body bytes written
 	Fault  string    `json:"fault,omitempty"` // "", "fail", "corrupt" or "throttle"
+	// Done is when the answer was complete (its last byte written).
+	Done time.Time `json:"done"`
 }
 
 // classify splits a request path into its kind, repository and target,
@@ -234,6 +236,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	defer func() {
 		rec.Status, rec.Bytes, rec.Fault = rw.status, rw.bytes, rw.fault
+		rec.Done = s.now()
 		if rec.Status == 0 {
 			rec.Status = http.StatusOK
 		}

@@ -111,6 +111,11 @@ type Dispatcher struct {
 	mu      sync.Mutex
 	dirty   map[string]bool // devices to re-read (NotifyDevice)
 	dirtyCh chan struct{}
+
+	// violMu guards violation memory that outlives a device's schedule
+	// entry (hook-config-ignored, hook-acks-in-memory).
+	violMu   sync.Mutex
+	violAcks map[string]string
 }
 
 // New checks opts and builds a Dispatcher.
@@ -132,6 +137,15 @@ func New(opts Options) (*Dispatcher, error) {
 	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = DefaultConcurrency
+	}
+	if opts.Violations.On("hook-timeout-tenth") {
+		opts.Timeout /= 10
+	}
+	if opts.Violations.On("hook-timeout-triple") {
+		opts.Timeout *= 3
+	}
+	if opts.Violations.On("hook-one-device-at-a-time") {
+		opts.Concurrency = 1
 	}
 	if opts.BackoffMax <= 0 {
 		opts.BackoffMax = 10 * opts.RetryInterval
@@ -173,6 +187,8 @@ func New(opts Options) (*Dispatcher, error) {
 		writes:  make(chan writeReq),
 		dirty:   map[string]bool{},
 		dirtyCh: make(chan struct{}, 1),
+
+		violAcks: map[string]string{},
 	}, nil
 }
 
@@ -225,6 +241,11 @@ type memo struct {
 	superseded    []byte // hook-sends-superseded: an older body to send again
 	stoppedCanon  string // hook-202-stops / hook-202-commit-only: target no longer sent
 	gaveUpKey     string // hook-error-gives-up: work abandoned
+	acceptedCanon string // hook-202-cadence-5x: the target last answered 202
+	loopBody      []byte // hook-202-never-stops: the body last answered 202
+	lateKey       string // hook-update-late: the work first seen at lateSince
+	lateSince     time.Time
+	lastKind      string // hook-pace-per-kind: the kind last sent
 }
 
 // schedule is a min-heap of devices by due time.
@@ -311,6 +332,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err := rs.rebuild(ctx); err != nil {
 		return err
 	}
+	if d.opts.Violations.On("hook-resume-late") {
+		// Owed hooks wait 10 retry intervals after every start.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(10 * d.opts.RetryInterval):
+		}
+	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	rescan := time.NewTicker(d.opts.RescanInterval)
@@ -386,6 +415,7 @@ func (rs *runState) rebuild(ctx context.Context) error {
 		case owed[u]:
 		case st.inFlight:
 			st.recheck = true
+		case d.loopsOn(st) && st.index >= 0:
 		default:
 			rs.forget(st)
 		}
@@ -420,6 +450,9 @@ func (rs *runState) refresh(ctx context.Context, uuid string) {
 func (rs *runState) merge(w store.HookWork, now time.Time) bool {
 	d := rs.d
 	kind, key := d.nextWork(w)
+	if kind == "" && d.loopsOn(rs.devices[w.UUID]) {
+		kind, key = KindUpdate, loopKey
+	}
 	if kind == "" {
 		return false
 	}
@@ -432,7 +465,7 @@ func (rs *runState) merge(w store.HookWork, now time.Time) bool {
 		st.recheck = true
 		return true
 	}
-	if st.memo.gaveUpKey == key || (kind == KindUpdate && st.memo.stoppedCanon == w.UpdateCanonical) {
+	if st.memo.gaveUpKey == key || (kind == KindUpdate && st.memo.stoppedCanon != "" && st.memo.stoppedCanon == w.UpdateCanonical) {
 		rs.forget(st)
 		return false
 	}
@@ -443,7 +476,11 @@ func (rs *runState) merge(w store.HookWork, now time.Time) bool {
 			st.failures = 0
 			st.backoffUntil = time.Time{}
 		}
-		rs.place(st, later(d.earliest(st, w.LastAttempt, now), st.backoffUntil))
+		due := later(d.earliest(st, w.LastAttempt, now), st.backoffUntil)
+		if d.opts.Violations.On("hook-pace-per-kind") && kind != st.memo.lastKind {
+			due = now
+		}
+		rs.place(st, due)
 	}
 	return true
 }
@@ -489,7 +526,7 @@ func (rs *runState) forget(st *devState) {
 	}
 	rs.setKind(st, "")
 	st.workKey = ""
-	if st.memo.stoppedCanon == "" && st.memo.gaveUpKey == "" {
+	if st.memo.stoppedCanon == "" && st.memo.gaveUpKey == "" && st.memo.loopBody == nil {
 		delete(rs.devices, st.uuid)
 	}
 }
@@ -557,6 +594,9 @@ func (rs *runState) handle(r result) {
 			}
 			st.backoffUntil = later(now, base.Add(d.backoff(st.failures)))
 			rs.place(st, st.backoffUntil)
+		case d.opts.Violations.On("hook-pace-per-kind") && r.kind != st.memo.lastKind:
+			// Another kind is owed: sent at once, paced per kind only.
+			rs.place(st, now)
 		default:
 			if r.delivered {
 				st.failures = 0
@@ -579,6 +619,12 @@ func (rs *runState) handle(r result) {
 func (d *Dispatcher) backoff(n int) time.Duration {
 	if d.opts.Violations.On("hook-no-pacing") {
 		return d.opts.RetryInterval / 10
+	}
+	if d.opts.Violations.On("hook-no-backoff") {
+		return d.opts.RetryInterval
+	}
+	if d.opts.Violations.On("hook-error-retry-late") {
+		return 20 * d.opts.RetryInterval
 	}
 	b := d.opts.RetryInterval
 	for i := 1; i < n && b < d.opts.BackoffMax; i++ {
@@ -634,6 +680,13 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 	if kind == KindUpdate && d.violationStopsUpdate(st, w) {
 		kind = ""
 	}
+	looping := false
+	if kind == "" && d.loopsOn(st) {
+		kind, key, looping = KindUpdate, loopKey, true
+	}
+	if kind == KindUpdate && !looping && d.violationSkipsUpdate(ctx, st, w) {
+		return r
+	}
 	if kind == "" || st.memo.gaveUpKey == key {
 		return r
 	}
@@ -642,12 +695,20 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 	if key == st.workKey {
 		p = later(p, st.backoffUntil)
 	}
+	if d.opts.Violations.On("hook-pace-per-kind") && kind != st.memo.lastKind {
+		p = now
+	}
+	p = later(p, d.violationDelay(st, kind, key, w, looping, now))
 	if p.After(now) {
 		r.more, r.kind, r.workKey, r.notDueAt = true, kind, key, p
 		return r
 	}
 
 	method, url, body := d.request(st, kind, w)
+	if looping {
+		method, url, body = http.MethodPut, d.opts.BaseAddress+st.uuid, st.memo.loopBody
+	}
+	st.memo.lastKind = kind
 	if _, err := d.writeState(ctx, store.HookWrite{UUID: st.uuid, Attempt: now}); err != nil {
 		if ctx.Err() != nil {
 			r.stop = true
@@ -671,6 +732,7 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 	switch outcome {
 	case OutcomeOK:
 		r.delivered = true
+		st.memo.loopBody = nil
 		acked, err = d.acknowledge(ctx, kind, st, w)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -683,6 +745,12 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 		r.delivered = true
 		if d.opts.Violations.On("hook-202-stops") {
 			st.memo.stoppedCanon = w.UpdateCanonical
+		}
+		if !looping {
+			st.memo.acceptedCanon = w.UpdateCanonical
+		}
+		if d.opts.Violations.On("hook-202-never-stops") {
+			st.memo.loopBody = body
 		}
 	default:
 		r.failed = true
@@ -716,6 +784,9 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 		return r
 	}
 	nk, nkey := d.nextWork(next)
+	if nk == "" && d.loopsOn(st) {
+		nk, nkey = KindUpdate, loopKey
+	}
 	if nk == "" || st.memo.gaveUpKey == nkey ||
 		(nk == KindUpdate && st.memo.stoppedCanon == next.UpdateCanonical) {
 		return r
@@ -753,6 +824,10 @@ func (d *Dispatcher) request(st *devState, kind string, w store.HookWork) (metho
 	body = []byte(w.UpdateCanonical)
 	v := d.opts.Violations
 	switch {
+	case v.On("hook-202-stale-repeat") && st.memo.lastSentCanon == w.UpdateCanonical:
+		h := w.Update.Hook()
+		h.Environment, h.Config = api.Vars{}, api.Vars{}
+		body, _ = json.Marshal(h)
 	case v.On("hook-update-missing-appid"):
 		h := w.Update.Hook()
 		body, _ = json.Marshal(map[string]any{"commit": h.Commit, "environment": h.Environment, "config": h.Config})
@@ -839,6 +914,17 @@ func (d *Dispatcher) acknowledge(ctx context.Context, kind string, st *devState,
 	default:
 		if d.opts.Violations.On("hook-200-repeats") {
 			return false, nil
+		}
+		if d.opts.Violations.On("hook-acks-in-memory") {
+			d.violMu.Lock()
+			d.violAcks[st.uuid] = w.UpdateCanonical
+			d.violMu.Unlock()
+			return true, nil
+		}
+		if d.opts.Violations.On("hook-config-ignored") {
+			d.violMu.Lock()
+			d.violAcks[st.uuid] = sansConfig(w)
+			d.violMu.Unlock()
 		}
 		hw.AckUpdate = w.UpdateCanonical
 	}
@@ -947,4 +1033,64 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// loopKey is the work key of hook-202-never-stops' endless loop.
+const loopKey = "update loop"
+
+// loopsOn reports whether hook-202-never-stops keeps re-sending st's last
+// accepted update hook although nothing is owed.
+func (d *Dispatcher) loopsOn(st *devState) bool {
+	return st != nil && st.memo.loopBody != nil && d.opts.Violations.On("hook-202-never-stops")
+}
+
+// violationDelay is the earliest time the violations that send late allow
+// the next hook to st (zero when none applies).
+func (d *Dispatcher) violationDelay(st *devState, kind, key string, w store.HookWork, looping bool, now time.Time) time.Time {
+	v := d.opts.Violations
+	var t time.Time
+	switch {
+	case looping:
+		// hook-202-never-stops: the settled loop goes on every 5 intervals.
+		t = st.lastSent.Add(5 * d.opts.RetryInterval)
+	case kind == KindUpdate && v.On("hook-202-cadence-5x") && st.memo.acceptedCanon == w.UpdateCanonical:
+		t = st.lastSent.Add(5 * d.opts.RetryInterval)
+	}
+	if kind == KindUpdate && v.On("hook-update-late") {
+		if st.memo.lateKey != key {
+			st.memo.lateKey, st.memo.lateSince = key, now
+		}
+		t = later(t, st.memo.lateSince.Add(10*d.opts.RetryInterval))
+	}
+	return t
+}
+
+// violationSkipsUpdate applies the violations that take an update hook as
+// acknowledged without sending it: hook-acks-in-memory (acknowledged in
+// this run's memory only) and hook-config-ignored (the acknowledged target
+// differed only in config). It reports whether nothing is to be sent.
+func (d *Dispatcher) violationSkipsUpdate(ctx context.Context, st *devState, w store.HookWork) bool {
+	v := d.opts.Violations
+	d.violMu.Lock()
+	acked := d.violAcks[st.uuid]
+	d.violMu.Unlock()
+	switch {
+	case v.On("hook-acks-in-memory"):
+		return acked == w.UpdateCanonical
+	case v.On("hook-config-ignored") && acked != "" && acked == sansConfig(w):
+		_, err := d.writeState(ctx, store.HookWrite{UUID: st.uuid, AckUpdate: w.UpdateCanonical})
+		return err == nil
+	}
+	return false
+}
+
+// sansConfig is w's update target without its config.
+func sansConfig(w store.HookWork) string {
+	if w.Update == nil {
+		return ""
+	}
+	h := w.Update.Hook()
+	h.Config = nil
+	b, _ := json.Marshal(h)
+	return string(b)
 }

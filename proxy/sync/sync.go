@@ -126,6 +126,9 @@ func New(opts Options) (*Syncer, error) {
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = DefaultPollInterval
 	}
+	if opts.Violations.On("state-poll-slow") {
+		opts.PollInterval *= 10
+	}
 	if opts.DownloadConcurrency <= 0 {
 		opts.DownloadConcurrency = DefaultDownloadConcurrency
 	}
