@@ -16,9 +16,9 @@ import (
 
 	"github.com/cucumber/godog"
 
+	cloudapi "github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
-	"github.com/depharness/depharness/proxy/cloudapi"
 )
 
 // Steps that arrange the world (cloud, registry) and run the supervisor.

@@ -14,7 +14,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	cloudapi "github.com/depharness/depharness/api/cloud"
 )
 
 // The fake cloud keeps its model in memory. With Options.StateFile it also

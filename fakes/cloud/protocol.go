@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	cloudapi "github.com/depharness/depharness/api/cloud"
 )
 
 // Limits of protocol bodies.

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 )
 
 // Error is the one error type of the API: the status and the plain-text body
@@ -31,7 +31,7 @@ func (e *Error) Unwrap() error { return e.Cause }
 // errorf returns an *Error with status and text.
 func errorf(status int, text string) *Error { return &Error{Status: status, Text: text} }
 
-// The fixed errors of the contract (ERR-2 texts from proxy/api).
+// The fixed errors of the contract (ERR-2 texts from api).
 var (
 	errUnauthorized   = errorf(http.StatusUnauthorized, api.ErrTextUnauthorized)
 	errNotFound       = errorf(http.StatusNotFound, api.ErrTextNotFound)

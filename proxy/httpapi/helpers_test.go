@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
@@ -43,22 +43,22 @@ type provisionCall struct {
 	UUID       string
 }
 
-func (c *fakeCloud) Provision(ctx context.Context, appID int64, deviceType, uuid string) (cloudapi.Device, error) {
+func (c *fakeCloud) Provision(ctx context.Context, appID int64, deviceType, uuid string) (cloud.Device, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls = append(c.calls, provisionCall{appID, deviceType, uuid})
 	if c.fail != nil {
-		return cloudapi.Device{}, c.fail
+		return cloud.Device{}, c.fail
 	}
 	c.nextID++
 	id := 1000 + c.nextID
-	return cloudapi.Device{ID: id, UUID: uuid, DeviceName: fmt.Sprintf("device-%d", id), DeviceType: deviceType,
-		BelongsToApplication: cloudapi.Ref{ID: appID}}, nil
+	return cloud.Device{ID: id, UUID: uuid, DeviceName: fmt.Sprintf("device-%d", id), DeviceType: deviceType,
+		BelongsToApplication: cloud.Ref{ID: appID}}, nil
 }
 
 // PatchDevice fails as told, else takes the patch (only the violation
 // put-cloud-fail-500 patches from the API).
-func (c *fakeCloud) PatchDevice(ctx context.Context, id int64, patch cloudapi.DevicePatch) error {
+func (c *fakeCloud) PatchDevice(ctx context.Context, id int64, patch cloud.DevicePatch) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.fail

@@ -26,8 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,7 +38,7 @@ import (
 // (a *cloudclient.StatusError with a 4xx code); anything else is taken as
 // the cloud being unavailable.
 type Cloud interface {
-	Provision(ctx context.Context, appID int64, deviceType, uuid string) (cloudapi.Device, error)
+	Provision(ctx context.Context, appID int64, deviceType, uuid string) (cloud.Device, error)
 }
 
 // Assets serves the assets tar of an app's commit. *assets.Cache implements

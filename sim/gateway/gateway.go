@@ -24,7 +24,7 @@
 //
 // Its devices are simulated (sim/fleet). It talks to the supervisor over
 // HTTP only, through sim/client; it must not import the reference proxy's
-// packages (proxy/api, the wire types, is the one exception).
+// packages (api, the wire types, is the one exception).
 package gateway
 
 import (
@@ -46,7 +46,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
 )

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 )
 
 // apiRoute is the route template of a supervisor API request, e.g.

@@ -1,4 +1,4 @@
-package cloudapi_test
+package cloud_test
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.json with the re-encoded examples")
@@ -42,7 +42,7 @@ func roundTrip[T any](data []byte) ([]byte, error) {
 }
 
 // dropCloudOnlyFields: the cloud's device resource carries many more fields
-// than the protocol uses (created_at here); cloudapi.Device keeps only the
+// than the protocol uses (created_at here); cloud.Device keeps only the
 // ones it names, so they are dropped on re-encoding.
 func dropCloudOnlyFields(doc any) any {
 	delete(doc.(map[string]any), "created_at")
@@ -51,12 +51,12 @@ func dropCloudOnlyFields(doc any) any {
 
 func TestGoldenCloudProtocolExamples(t *testing.T) {
 	cases := []goldenCase{
-		{name: "target state keeps apps with and without a release and devices with and without restart", file: "target-state.json", roundTrip: roundTrip[cloudapi.TargetState]},
-		{name: "provision request keeps every field", file: "provision-request.json", roundTrip: roundTrip[cloudapi.ProvisionRequest]},
-		{name: "provisioned device keeps the protocol's fields and drops the rest", file: "device.json", roundTrip: roundTrip[cloudapi.Device], expect: dropCloudOnlyFields},
-		{name: "device lookup keeps the d array", file: "device-list.json", roundTrip: roundTrip[cloudapi.DeviceList]},
-		{name: "device patch keeps status is_online is_on__commit", file: "device-patch.json", roundTrip: roundTrip[cloudapi.DevicePatch]},
-		{name: "log stream line keeps uuid message timestamp isSystem", file: "log-line.json", roundTrip: roundTrip[cloudapi.LogLine]},
+		{name: "target state keeps apps with and without a release and devices with and without restart", file: "target-state.json", roundTrip: roundTrip[cloud.TargetState]},
+		{name: "provision request keeps every field", file: "provision-request.json", roundTrip: roundTrip[cloud.ProvisionRequest]},
+		{name: "provisioned device keeps the protocol's fields and drops the rest", file: "device.json", roundTrip: roundTrip[cloud.Device], expect: dropCloudOnlyFields},
+		{name: "device lookup keeps the d array", file: "device-list.json", roundTrip: roundTrip[cloud.DeviceList]},
+		{name: "device patch keeps status is_online is_on__commit", file: "device-patch.json", roundTrip: roundTrip[cloud.DevicePatch]},
+		{name: "log stream line keeps uuid message timestamp isSystem", file: "log-line.json", roundTrip: roundTrip[cloud.LogLine]},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { runGolden(t, tc) })
@@ -70,7 +70,7 @@ func TestGoldenTargetStateFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var s cloudapi.TargetState
+	var s cloud.TargetState
 	if err := json.Unmarshal(data, &s); err != nil {
 		t.Fatal(err)
 	}

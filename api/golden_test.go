@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.json with the re-encoded examples")
