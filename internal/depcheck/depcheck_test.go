@@ -28,18 +28,20 @@ type rule struct {
 }
 
 var rules = []rule{
-	// The floor: the wire types and the leaf helpers.
+	// The floor: the wire types and the leaf helpers (internal/promreg
+	// imports the Prometheus client too).
 	{prefixes: []string{"api", "internal/jsonstr", "internal/httpserver", "proxy/violation"}, stdOnly: true},
+	{prefixes: []string{"internal"}, may: []string{}},
 	// The hook dispatcher and the target sync work on the store alone; the
 	// composition (package proxy) wires them to the other parts.
-	{prefixes: []string{"proxy/hooks", "proxy/sync"}, may: []string{"api", "proxy/store", "proxy/violation", "proxy/internal"}},
+	{prefixes: []string{"proxy/hooks", "proxy/sync"}, may: []string{"api", "proxy/store", "proxy/violation", "proxy/internal", "internal"}},
 	// The proxy, the fakes and the simulator stand side by side on the floor.
 	{prefixes: []string{"proxy"}, may: []string{"api", "proxy", "internal"}},
-	{prefixes: []string{"fakes/cloud"}, may: []string{"api/cloud", "internal/jsonstr"}},
-	{prefixes: []string{"fakes"}, may: []string{"api", "fakes"}},
+	{prefixes: []string{"fakes/cloud"}, may: []string{"api/cloud", "internal"}},
+	{prefixes: []string{"fakes"}, may: []string{"api", "fakes", "internal"}},
 	// Load scenarios drive the fake cloud through its HTTP control client.
-	{prefixes: []string{"sim/load"}, may: []string{"api", "sim", "fakes/cloud", "internal/httpserver"}},
-	{prefixes: []string{"sim"}, may: []string{"api", "sim"}},
+	{prefixes: []string{"sim/load"}, may: []string{"api", "sim", "fakes/cloud", "internal"}},
+	{prefixes: []string{"sim"}, may: []string{"api", "sim", "internal"}},
 	{prefixes: []string{"world"}, may: []string{"api", "proxy", "fakes", "sim", "internal"}},
 }
 
@@ -131,6 +133,9 @@ func TestTheRulesCatchABrokenDirection(t *testing.T) {
 		{"the cloud wire types import the proxy", "api/cloud", []string{module + "proxy/store"}, true},
 		{"the wire types import the standard library", "api/cloud", []string{"encoding/json"}, false},
 		{"a leaf helper imports the wire types", "internal/jsonstr", []string{module + "api"}, true},
+		{"the metrics factory imports the proxy", "internal/promreg", []string{module + "proxy/store"}, true},
+		{"the metrics factory imports the Prometheus client", "internal/promreg", []string{"github.com/prometheus/client_golang/prometheus"}, false},
+		{"a fake imports a leaf helper", "fakes/cloud", []string{module + "internal/promreg", module + "api/cloud"}, false},
 		{"the hook dispatcher imports the cloud client", "proxy/hooks", []string{module + "proxy/cloudclient"}, true},
 		{"the sync imports the hook dispatcher", "proxy/sync", []string{module + "proxy/hooks"}, true},
 		{"the hook dispatcher imports the store", "proxy/hooks", []string{module + "proxy/store", module + "api"}, false},

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/httpserver"
 )
 
 // Error is the one error type of the API: the status and the plain-text body
@@ -63,7 +64,7 @@ func unavailable(cause error) *Error {
 // status and text; any other error is an unexpected failure: 503. The cause
 // is logged (with the path only: the query may hold the key), never sent. If
 // the handler already started its response, nothing more can be sent.
-func (h *Handler) writeError(w *responseRecorder, r *http.Request, err error) {
+func (h *Handler) writeError(w *httpserver.StatusRecorder, r *http.Request, err error) {
 	var e *Error
 	if !errors.As(err, &e) {
 		e = unavailable(err)
@@ -88,7 +89,7 @@ func (h *Handler) writeError(w *responseRecorder, r *http.Request, err error) {
 	case e.Cause != nil:
 		h.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", e.Status, "err", e.Cause)
 	}
-	if w.written() {
+	if w.Written() {
 		return
 	}
 	hdr := w.Header()
