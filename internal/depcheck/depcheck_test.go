@@ -30,8 +30,8 @@ type rule struct {
 var rules = []rule{
 	// The floor: the wire types and the leaf helpers (internal/promreg
 	// imports the Prometheus client too).
-	{prefixes: []string{"api", "internal/jsonstr", "internal/httpserver", "proxy/violation"}, stdOnly: true},
-	{prefixes: []string{"internal"}, may: []string{}},
+	{prefixes: []string{"internal/promreg"}, may: []string{}},
+	{prefixes: []string{"api", "internal", "proxy/violation"}, stdOnly: true},
 	// The hook dispatcher and the target sync work on the store alone; the
 	// composition (package proxy) wires them to the other parts.
 	{prefixes: []string{"proxy/hooks", "proxy/sync"}, may: []string{"api", "proxy/store", "proxy/violation", "proxy/internal", "internal"}},

@@ -17,6 +17,7 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -435,7 +436,7 @@ func (d *Device) Update(ctx context.Context, target Target, fetch func(context.C
 	}
 
 	var ferr *FlashError
-	sum, err := Checksum(bytesReader(fw.Tar))
+	sum, err := Checksum(bytes.NewReader(fw.Tar))
 	switch {
 	case err != nil:
 		ferr = &FlashError{Commit: target.Commit, Err: ErrBadFirmware, Detail: err.Error()}
