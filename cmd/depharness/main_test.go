@@ -1,35 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/depharness/depharness/internal/syncbuf"
 	"github.com/depharness/depharness/proxy/config"
 )
 
-// syncBuffer is a bytes.Buffer safe for a command's goroutines and the
-// test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a bytes.Buffer safe for concurrent writes and the test.
+type syncBuffer = syncbuf.Buffer
 
 // run calls runMain in-process with the given environment.
 func run(t *testing.T, environ map[string]string, args ...string) (code int, stdout, stderr string) {

@@ -8,8 +8,12 @@ import (
 	"time"
 )
 
-// Sleep waits for d, or until ctx is done: then it returns ctx.Err().
+// Sleep waits for d, or until ctx is done: then it returns ctx.Err(). A
+// d <= 0 returns ctx.Err() at once.
 func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -19,3 +19,14 @@ func TestSleepWaitsOrEndsWithTheContext(t *testing.T) {
 		t.Errorf("Sleep(1h) with a 10ms context = %v after %s, want DeadlineExceeded at once", err, time.Since(start))
 	}
 }
+
+func TestSleepOfNothingReportsTheContextAtOnce(t *testing.T) {
+	if err := Sleep(context.Background(), 0); err != nil {
+		t.Errorf("Sleep(0) = %v, want nil", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Sleep(ctx, -time.Second); !errors.Is(err, context.Canceled) {
+		t.Errorf("Sleep(-1s) on a cancelled context = %v, want Canceled", err)
+	}
+}
