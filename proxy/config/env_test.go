@@ -2,6 +2,7 @@ package config
 
 import (
 	"maps"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -133,6 +134,22 @@ func TestOnlyTheRequiredSettingsMustBeSet(t *testing.T) {
 		delete(env, s.Env)
 		if _, err := FromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), s.Env) {
 			t.Errorf("FromEnv without %s: error %v, want one naming it", s.Env, err)
+		}
+	}
+}
+
+// The README's table of the proxy's settings names every setting's
+// variable (and nothing guards it but this test).
+func TestTheREADMEListsEverySetting(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(b), "## The reference proxy")
+	section, _, _ = strings.Cut(section, "\n## ")
+	for _, s := range Settings {
+		if !strings.Contains(section, "`"+s.Env+"`") {
+			t.Errorf("README's section on the reference proxy lacks `%s`", s.Env)
 		}
 	}
 }
