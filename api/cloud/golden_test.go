@@ -1,19 +1,15 @@
 package cloud_test
 
 import (
-	"bytes"
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/api/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden.json with the re-encoded examples")
 
 // The examples under testdata/ are documents of the cloud protocol
 // (CONTRACT.md, "Cloud protocol"): a target state with an app that has a
@@ -22,24 +18,9 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden.json with the
 // returns (CLOUD-PROV); the device lookup (CLOUD-GET); a patch
 // (CLOUD-PATCH); a log-stream line (CLOUD-LOGS). Each is decoded into its
 // wire type and encoded again; the result must be the same JSON document
-// (compared as generic JSON) except for what a case's expect states. The
+// (compared as generic JSON) except for what a case's Expect states. The
 // re-encoded bytes are pinned in testdata/<name>.golden.json (go test -run
 // Golden -update rewrites them).
-
-type goldenCase struct {
-	name      string
-	file      string
-	roundTrip func([]byte) ([]byte, error)
-	expect    func(doc any) any
-}
-
-func roundTrip[T any](data []byte) ([]byte, error) {
-	var v T
-	if err := json.Unmarshal(data, &v); err != nil {
-		return nil, err
-	}
-	return json.MarshalIndent(v, "", "  ")
-}
 
 // dropCloudOnlyFields: the cloud's device resource carries many more fields
 // than the protocol uses (created_at here); cloud.Device keeps only the
@@ -50,16 +31,16 @@ func dropCloudOnlyFields(doc any) any {
 }
 
 func TestGoldenCloudProtocolExamples(t *testing.T) {
-	cases := []goldenCase{
-		{name: "target state keeps apps with and without a release and devices with and without restart", file: "target-state.json", roundTrip: roundTrip[cloud.TargetState]},
-		{name: "provision request keeps every field", file: "provision-request.json", roundTrip: roundTrip[cloud.ProvisionRequest]},
-		{name: "provisioned device keeps the protocol's fields and drops the rest", file: "device.json", roundTrip: roundTrip[cloud.Device], expect: dropCloudOnlyFields},
-		{name: "device lookup keeps the d array", file: "device-list.json", roundTrip: roundTrip[cloud.DeviceList]},
-		{name: "device patch keeps status is_online is_on__commit", file: "device-patch.json", roundTrip: roundTrip[cloud.DevicePatch]},
-		{name: "log stream line keeps uuid message timestamp isSystem", file: "log-line.json", roundTrip: roundTrip[cloud.LogLine]},
+	cases := []golden.Case{
+		{Name: "target state keeps apps with and without a release and devices with and without restart", File: "target-state.json", RoundTrip: golden.RoundTrip[cloud.TargetState]},
+		{Name: "provision request keeps every field", File: "provision-request.json", RoundTrip: golden.RoundTrip[cloud.ProvisionRequest]},
+		{Name: "provisioned device keeps the protocol's fields and drops the rest", File: "device.json", RoundTrip: golden.RoundTrip[cloud.Device], Expect: dropCloudOnlyFields},
+		{Name: "device lookup keeps the d array", File: "device-list.json", RoundTrip: golden.RoundTrip[cloud.DeviceList]},
+		{Name: "device patch keeps status is_online is_on__commit", File: "device-patch.json", RoundTrip: golden.RoundTrip[cloud.DevicePatch]},
+		{Name: "log stream line keeps uuid message timestamp isSystem", File: "log-line.json", RoundTrip: golden.RoundTrip[cloud.LogLine]},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) { runGolden(t, tc) })
+		t.Run(tc.Name, func(t *testing.T) { golden.Run(t, tc) })
 	}
 }
 
@@ -88,48 +69,5 @@ func TestGoldenTargetStateFields(t *testing.T) {
 	}
 	if len(s.Local) == 0 {
 		t.Error("got empty local section, want it kept as raw JSON")
-	}
-}
-
-func runGolden(t *testing.T, tc goldenCase) {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", tc.file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := tc.roundTrip(data)
-	if err != nil {
-		t.Fatalf("decoding %s: %v", tc.file, err)
-	}
-	var want any
-	if err := json.Unmarshal(data, &want); err != nil {
-		t.Fatalf("example %s is not JSON: %v", tc.file, err)
-	}
-	if tc.expect != nil {
-		want = tc.expect(want)
-	}
-	var got any
-	if err := json.Unmarshal(out, &got); err != nil {
-		t.Fatalf("re-encoded %s is not JSON: %v", tc.file, err)
-	}
-	if !reflect.DeepEqual(got, want) {
-		wantJSON, _ := json.MarshalIndent(want, "", "  ")
-		t.Errorf("re-encoded %s:\ngot  %s\nwant %s", tc.file, out, wantJSON)
-	}
-
-	golden := filepath.Join("testdata", strings.TrimSuffix(tc.file, ".json")+".golden.json")
-	out = append(out, '\n')
-	if *update {
-		if err := os.WriteFile(golden, out, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	pinned, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -run Golden -update to create it)", err)
-	}
-	if !bytes.Equal(out, pinned) {
-		t.Errorf("re-encoded %s differs from %s:\ngot  %s\nwant %s", tc.file, golden, out, pinned)
 	}
 }
