@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/fakes/cloud"
-	"github.com/depharness/depharness/proxy/api"
 )
 
 // newComposeProject returns a docker-compose project name of its own

@@ -13,7 +13,7 @@
 // creates is removed by the test itself (TESTCONTAINERS_RYUK_DISABLED=true).
 //
 // Nothing in the module imports this package. It imports the leaf wire
-// packages (proxy/api, proxy/cloudapi) and the fakes' Go types only to speak
+// packages (api, api/cloud) and the fakes' Go types only to speak
 // their HTTP APIs; the programs under test run as containers, never
 // in-process.
 package e2e

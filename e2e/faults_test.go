@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
-	"github.com/depharness/depharness/proxy/api"
 	"github.com/depharness/depharness/sim/client"
 )
 

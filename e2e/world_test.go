@@ -14,8 +14,8 @@ import (
 
 	"github.com/testcontainers/testcontainers-go"
 
+	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/fakes/cloud"
-	"github.com/depharness/depharness/proxy/api"
 )
 
 // Ports inside the containers, the same as in docker-compose.yml.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/hookrecv"
+	"github.com/depharness/depharness/internal/ctxtime"
 )
 
 // scenario is the state of one running scenario, created in sc.Before and
@@ -205,7 +206,7 @@ func (st *scenario) eventually(ctx context.Context, check func(e *httpexpect.Exp
 			}
 			return nil
 		}
-		if err := sleepCtx(ctx, 25*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 25*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -222,20 +223,9 @@ func (st *scenario) waitFor(ctx context.Context, cond func() error) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not so within %s: %w", st.cfg.Timing.Await, err)
 		}
-		if err := sleepCtx(ctx, 25*time.Millisecond); err != nil {
+		if err := ctxtime.Sleep(ctx, 25*time.Millisecond); err != nil {
 			return err
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

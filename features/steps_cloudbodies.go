@@ -14,6 +14,7 @@ import (
 	"github.com/cucumber/godog"
 
 	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/ctxtime"
 )
 
 // Steps that judge the cloud calls from the raw bodies the fake cloud
@@ -353,7 +354,7 @@ func cloudReceivedLogsAndNoMore(ctx context.Context, n int, t *godog.Table) erro
 		want[r.device.uuid]++
 	}
 	window := time.Duration(n) * st.cfg.Timing.Retry
-	if err := sleepCtx(ctx, window); err != nil {
+	if err := ctxtime.Sleep(ctx, window); err != nil {
 		return err
 	}
 	var probs []string

@@ -16,9 +16,10 @@ import (
 
 	"github.com/cucumber/godog"
 
+	cloudapi "github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/internal/ctxtime"
 )
 
 // Steps that arrange the world (cloud, registry) and run the supervisor.
@@ -112,7 +113,7 @@ func supervisorRestartedForHooks(ctx context.Context) error {
 
 func waitPolls(ctx context.Context, n int) error {
 	st := scenarioOf(ctx)
-	return sleepCtx(ctx, time.Duration(n)*st.cfg.Timing.Poll)
+	return ctxtime.Sleep(ctx, time.Duration(n)*st.cfg.Timing.Poll)
 }
 
 func fetchedTwiceMore(ctx context.Context) error {

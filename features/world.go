@@ -17,10 +17,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus"
 
+	cloudapi "github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
 	"github.com/depharness/depharness/internal/httpserver"
-	"github.com/depharness/depharness/proxy/cloudapi"
 )
 
 // CloudControl is what the steps need from the fake cloud: its control API,

@@ -24,10 +24,10 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/depharness/depharness/api"
+	cloudapi "github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/proxy"
-	"github.com/depharness/depharness/proxy/api"
-	"github.com/depharness/depharness/proxy/cloudapi"
 	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/sim/client"
 )

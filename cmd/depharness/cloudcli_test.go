@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 )
 
 // fakeCloudRun is one `depharness fake-cloud --gateway` running in-process.
@@ -94,9 +94,9 @@ func (c *fakeCloudRun) mustCLI(t *testing.T, out any, args ...string) {
 	}
 }
 
-func (c *fakeCloudRun) state(t *testing.T) cloudapi.TargetState {
+func (c *fakeCloudRun) state(t *testing.T) cloud.TargetState {
 	t.Helper()
-	req, _ := http.NewRequest("GET", c.url+fmt.Sprintf(cloudapi.PathStateFmt, c.uuid), nil)
+	req, _ := http.NewRequest("GET", c.url+fmt.Sprintf(cloud.PathStateFmt, c.uuid), nil)
 	req.Header.Set("Authorization", "Bearer "+c.key)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -106,7 +106,7 @@ func (c *fakeCloudRun) state(t *testing.T) cloudapi.TargetState {
 	if resp.StatusCode != 200 {
 		t.Fatalf("state: got %d, want 200", resp.StatusCode)
 	}
-	var st cloudapi.TargetState
+	var st cloud.TargetState
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestCloudCLIBuildsAWorldOnAFakeCloudWithARegistry(t *testing.T) {
 		t.Errorf("got app target %+v, want the pushed release and RATE, MODE", a)
 	}
 	d := st.Dependent.Devices[dev.UUID]
-	want := cloudapi.DeviceAppTarget{Config: map[string]string{"RATE": "5", "MODE": "fast"}, Environment: map[string]string{"LEVEL": "debug"}}
+	want := cloud.DeviceAppTarget{Config: map[string]string{"RATE": "5", "MODE": "fast"}, Environment: map[string]string{"LEVEL": "debug"}}
 	if got := d.Apps[fmt.Sprint(app.ID)]; d.Restart != 1 || fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("got device target %+v, want restart 1 and %+v", d, want)
 	}

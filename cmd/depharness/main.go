@@ -175,6 +175,13 @@ func (f *flags) Duration(name, env string, def time.Duration, usage string) *tim
 	return p
 }
 
+// Var defines a flag of any flag.Value with an environment variable
+// equivalent (and legacy aliases, as String's).
+func (f *flags) Var(v flag.Value, name, env, usage string) {
+	f.FlagSet.Var(v, name, usage)
+	f.bindEnv(name, env)
+}
+
 func (f *flags) bindEnv(name, env string) {
 	if env != "" {
 		f.envs[name] = env

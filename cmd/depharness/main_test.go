@@ -1,34 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/depharness/depharness/internal/syncbuf"
 	"github.com/depharness/depharness/proxy/config"
 )
 
-// syncBuffer is a bytes.Buffer safe for a command's goroutines and the
-// test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a bytes.Buffer safe for concurrent writes and the test.
+type syncBuffer = syncbuf.Buffer
 
 // run calls runMain in-process with the given environment.
 func run(t *testing.T, environ map[string]string, args ...string) (code int, stdout, stderr string) {
@@ -97,25 +81,38 @@ func TestEnvironmentVariablesFillFlagsAndLegacyNamesWork(t *testing.T) {
 	}
 }
 
-func TestProxyCommandBindsEveryConfigurationVariable(t *testing.T) {
-	f := newFlags(&cliEnv{stderr: &syncBuffer{}, getenv: func(string) string { return "" }}, "proxy", "")
-	proxyFlags(f)
-	bound := map[string]bool{}
-	for _, envs := range f.envs {
-		for _, e := range strings.Split(envs, ",") {
-			bound[e] = true
+// The proxy's flags come from config.Settings: each setting has its flag and
+// variable, and --help shows a default exactly when the setting has one
+// (never "0" for a required id or "0s" for a derived bound).
+func TestProxyHelpShowsEverySettingWithItsTrueDefault(t *testing.T) {
+	code, _, stderr := run(t, nil, "proxy", "--help")
+	if code != 0 {
+		t.Fatalf("exit code = %d, want 0", code)
+	}
+	entries := map[string]string{} // flag → its help entry
+	for _, e := range strings.Split(stderr, "\n  --")[1:] {
+		name, _, _ := strings.Cut(e, " ")
+		entries[name] = e
+	}
+	for _, s := range config.Settings {
+		e, ok := entries[s.Flag]
+		if !ok {
+			t.Errorf("--help lacks --%s", s.Flag)
+			continue
+		}
+		if !strings.Contains(e, "["+s.Env) {
+			t.Errorf("--%s does not name %s:\n%s", s.Flag, s.Env, e)
+		}
+		def := fmt.Sprintf("(default %q)", s.Default)
+		if got := strings.Contains(e, def); got != (s.Default != "") {
+			t.Errorf("--%s shows %s: %v, want %v:\n%s", s.Flag, def, got, s.Default != "", e)
+		}
+		if s.Default == "" && strings.Contains(e, "(default \"") {
+			t.Errorf("--%s shows a default it does not have:\n%s", s.Flag, e)
 		}
 	}
-	for _, v := range config.Variables {
-		if !bound[v] {
-			t.Errorf("config reads %s but `depharness proxy` has no flag for it", v)
-		}
-		delete(bound, v)
-	}
-	delete(bound, "LOG_LEVEL")
-	delete(bound, "LOG_FORMAT")
-	for v := range bound {
-		t.Errorf("`depharness proxy` binds %s, which config.FromEnv does not read", v)
+	if len(entries) != len(config.Settings)+2 { // + --log-level, --log-format
+		t.Errorf("--help shows %d flags, want the %d settings and the two log flags", len(entries), len(config.Settings))
 	}
 }
 

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	cloudapi "github.com/depharness/depharness/api/cloud"
 )
 
 // View is read access to the fake cloud's model for Await predicates. It

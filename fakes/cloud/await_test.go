@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	cloudapi "github.com/depharness/depharness/api/cloud"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 

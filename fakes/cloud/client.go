@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	cloudapi "github.com/depharness/depharness/api/cloud"
 )
 
 // ControlClient is a Go client of the HTTP control API (/control/v1/) of a

@@ -8,7 +8,7 @@
 // change notification, a journal of received protocol requests (with the
 // start of each body), and Prometheus metrics on /metrics.
 //
-// It imports only the leaf wire package proxy/cloudapi from this module
+// It imports only the leaf wire package api/cloud from this module
 // (plus the standard library and the Prometheus client); it must not import
 // the proxy, the simulator or the suite. Images of releases are built through
 // the small ImageBuilder interface, which the fake registry satisfies through

@@ -8,7 +8,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	cloudapi "github.com/depharness/depharness/api/cloud"
 )
 
 // DefaultDeviceType is the device type of a device created without one.

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	cloudapi "github.com/depharness/depharness/api/cloud"
 )
 
 func (c *testCloud) client() *ControlClient {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	cloudapi "github.com/depharness/depharness/api/cloud"
 )
 
 // faultKnobs drives the fault knobs either in-process or over the control

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	cloudapi "github.com/depharness/depharness/api/cloud"
 )
 
 // FuzzProtocolBodies feeds arbitrary bodies to every protocol route that

@@ -1,6 +1,10 @@
 package cloud
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/depharness/depharness/internal/promreg"
+)
 
 // Metrics are the fake cloud's Prometheus metrics (namespace "depharness",
 // subsystem "cloud"). Labels carry route names, never uuids.
@@ -14,45 +18,40 @@ type Metrics struct {
 	stateSaves, stateSaveErrors prometheus.Counter
 }
 
-// NewMetrics builds the metrics and registers them on reg (nil: unregistered).
+// NewMetrics builds the metrics and registers them on reg (nil: unregistered);
+// metrics already registered on reg by an earlier fake cloud are reused.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	f := promreg.With(reg)
 	m := &Metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "cloud", Name: "requests_total",
 			Help: "Protocol requests answered by the fake cloud, by route and status code (\"closed\" when the connection was dropped).",
 		}, []string{"route", "code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		duration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "depharness", Subsystem: "cloud", Name: "request_duration_seconds",
 			Help:    "Time to answer a protocol request, including injected delays, by route.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route"}),
-		devices: prometheus.NewGauge(prometheus.GaugeOpts{
+		devices: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: "depharness", Subsystem: "cloud", Name: "devices",
 			Help: "Dependent devices known to the fake cloud.",
 		}),
-		logLines: prometheus.NewCounterVec(prometheus.CounterOpts{
+		logLines: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "cloud", Name: "log_lines_total",
 			Help: "Log lines received on log streams, by result (stored, unknown_device).",
 		}, []string{"result"}),
-		stateRenders: prometheus.NewCounter(prometheus.CounterOpts{
+		stateRenders: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "cloud", Name: "state_renders_total",
 			Help: "Target state documents rendered (a cached document answers without rendering).",
 		}),
-		stateSaves: prometheus.NewCounter(prometheus.CounterOpts{
+		stateSaves: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "cloud", Name: "state_file_saves_total",
 			Help: "Writes of the state file (only with a state file; unchanged models are not written).",
 		}),
-		stateSaveErrors: prometheus.NewCounter(prometheus.CounterOpts{
+		stateSaveErrors: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "cloud", Name: "state_file_save_errors_total",
 			Help: "Failed writes of the state file (the previous file stays).",
 		}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration, m.devices, m.logLines, m.stateRenders, m.stateSaves, m.stateSaveErrors} {
-			if err := reg.Register(c); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return m, nil
+	return m, f.Err()
 }

@@ -3,7 +3,7 @@ package cloud
 import (
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	cloudapi "github.com/depharness/depharness/api/cloud"
 )
 
 // model is the fake cloud's whole state. Every field is guarded by

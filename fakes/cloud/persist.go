@@ -10,11 +10,11 @@ import (
 	"io/fs"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	cloudapi "github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/atomicfile"
 )
 
 // The fake cloud keeps its model in memory. With Options.StateFile it also
@@ -280,44 +280,12 @@ func (s *Server) Save() error {
 	if sum == s.lastSavedModel {
 		return nil
 	}
-	if err := writeFileAtomic(s.stateFile, b); err != nil {
+	if err := atomicfile.Write(s.stateFile, b); err != nil {
 		return fmt.Errorf("fake cloud: state file: %w", err)
 	}
 	s.lastSavedModel = sum
 	s.metrics.stateSaves.Inc()
 	return nil
-}
-
-// writeFileAtomic replaces path by b: a temporary file in the same
-// directory, synced, renamed over path, then the directory synced.
-func writeFileAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a successful rename, there is nothing to remove
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // saveLoop saves after changes, at most once per interval, until stop is

@@ -14,7 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	cloudapi "github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/httpserver"
 )
 
 // Limits of protocol bodies.
@@ -28,34 +29,12 @@ const (
 // gwHandler handles a protocol request of an authenticated gateway.
 type gwHandler func(w http.ResponseWriter, r *http.Request, gw *gateway) error
 
-// statusWriter records the status of an answer.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 // protocol wraps a protocol handler of route: fault knobs, authentication,
 // the error writer, the journal and the metrics.
 func (s *Server) protocol(route string, h gwHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &httpserver.StatusRecorder{ResponseWriter: w}
 		req := Request{Time: s.now(), Method: r.Method, Path: r.URL.RequestURI(), Route: route}
 		var tap *bodyTap
 		if r.Body != nil && r.Body != http.NoBody {
@@ -90,7 +69,7 @@ func (s *Server) protocol(route string, h gwHandler) http.Handler {
 		out := sw
 		if af := s.takeAnswerFault(route); af.drop || af.delay > 0 {
 			held = &heldAnswer{header: http.Header{}}
-			out = &statusWriter{ResponseWriter: held}
+			out = &httpserver.StatusRecorder{ResponseWriter: held}
 			defer func() {
 				keepBody()
 				if af.drop {
@@ -105,7 +84,7 @@ func (s *Server) protocol(route string, h gwHandler) http.Handler {
 				select {
 				case <-t.C:
 					held.send(sw)
-					req.Status = sw.status
+					req.Status = sw.Status()
 				case <-r.Context().Done():
 					req.Status = 0 // the client gave up: the answer is lost
 				}
@@ -121,10 +100,7 @@ func (s *Server) protocol(route string, h gwHandler) http.Handler {
 		if held != nil {
 			return
 		}
-		req.Status = sw.status
-		if req.Status == 0 {
-			req.Status = http.StatusOK
-		}
+		req.Status = sw.Status()
 		keepBody()
 		s.record(req, start)
 	})

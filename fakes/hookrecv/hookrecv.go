@@ -6,7 +6,7 @@
 // requests left hanging until the client gives up).
 //
 // Tests observe it through Hooks, AwaitHooks and MaxConcurrent, never
-// through sleeps. It imports only the standard library and proxy/api.
+// through sleeps. It imports only the standard library and api.
 package hookrecv
 
 import (
@@ -21,7 +21,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 )
 
 // Kind is the kind of a hook.

@@ -1,6 +1,10 @@
 package registry
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/depharness/depharness/internal/promreg"
+)
 
 // Metrics are the fake registry's Prometheus metrics.
 type Metrics struct {
@@ -15,30 +19,33 @@ type Metrics struct {
 }
 
 // NewMetrics creates the registry's metrics and registers them on reg. A nil
-// reg leaves them unregistered (they still count).
+// reg leaves them unregistered (they still count); metrics already registered
+// on reg by an earlier registry are reused. It panics if a metric of another
+// shape holds one of the names.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promreg.With(reg)
 	m := &Metrics{
-		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Requests: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "depharness",
 			Subsystem: "registry",
 			Name:      "requests_total",
 			Help:      "Registry requests by kind (manifest, blob, upload, tags, catalog, base, other), method and status code.",
 		}, []string{"kind", "method", "code"}),
-		BlobBytes: prometheus.NewCounter(prometheus.CounterOpts{
+		BlobBytes: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "depharness",
 			Subsystem: "registry",
 			Name:      "blob_bytes_total",
 			Help:      "Bytes of blob bodies served to pulls.",
 		}),
-		Faults: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Faults: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "depharness",
 			Subsystem: "registry",
 			Name:      "faults_total",
 			Help:      "Requests a fault was injected into, by fault (fail, corrupt, throttle).",
 		}, []string{"fault"}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.Requests, m.BlobBytes, m.Faults)
+	if err := f.Err(); err != nil {
+		panic(err)
 	}
 	return m
 }

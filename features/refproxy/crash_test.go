@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/depharness/depharness/api"
+	cloudapi "github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/fakes/cloud"
-	"github.com/depharness/depharness/proxy/api"
-	"github.com/depharness/depharness/proxy/cloudapi"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/world"
 )

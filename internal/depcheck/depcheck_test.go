@@ -3,8 +3,10 @@ package depcheck
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -14,38 +16,66 @@ const module = "github.com/depharness/depharness/"
 type pkg struct {
 	ImportPath string
 	Imports    []string
-	Standard   bool
 }
 
-// rule says which module packages (by prefix) a package may import; stdOnly
-// packages may import nothing outside the standard library.
+// rule says what the packages under prefixes may import of this module (may,
+// by prefix), or that they may import only the standard library (stdOnly).
+// The first rule that matches a package applies.
 type rule struct {
-	prefix  string
-	stdOnly bool
-	allowed []string // module-relative prefixes, e.g. "proxy/api"
-	denied  []string
+	prefixes []string
+	stdOnly  bool
+	may      []string // module-relative prefixes, e.g. "api"
 }
 
 var rules = []rule{
-	{prefix: "proxy/api", stdOnly: true},
-	{prefix: "proxy/cloudapi", stdOnly: true},
-	{prefix: "proxy/violation", stdOnly: true},
-	// Leaf helpers the proxy and the fakes share.
-	{prefix: "internal/jsonstr", stdOnly: true},
-	{prefix: "internal/httpserver", stdOnly: true},
+	// The floor: the wire types and the leaf helpers (internal/promreg
+	// imports the Prometheus client too).
+	{prefixes: []string{"internal/promreg"}, may: []string{}},
+	{prefixes: []string{"api", "internal", "proxy/violation"}, stdOnly: true},
 	// The hook dispatcher and the target sync work on the store alone; the
 	// composition (package proxy) wires them to the other parts.
-	{prefix: "proxy/hooks", denied: []string{"fakes", "sim", "features", "world", "cmd", "e2e",
-		"proxy/httpapi", "proxy/cloudclient", "proxy/assets", "proxy/outbox", "proxy/sync"}},
-	{prefix: "proxy/sync", denied: []string{"fakes", "sim", "features", "world", "cmd", "e2e",
-		"proxy/httpapi", "proxy/cloudclient", "proxy/assets", "proxy/outbox", "proxy/hooks"}},
-	{prefix: "proxy", denied: []string{"fakes", "sim", "features", "world", "cmd", "e2e"}},
-	{prefix: "fakes/cloud", allowed: []string{"proxy/cloudapi", "internal/jsonstr"}},
-	{prefix: "fakes/hookrecv", allowed: []string{"proxy/api"}},
-	{prefix: "fakes", allowed: []string{"proxy/api", "proxy/cloudapi", "fakes"}},
+	{prefixes: []string{"proxy/hooks", "proxy/sync"}, may: []string{"api", "proxy/store", "proxy/violation", "proxy/internal", "internal"}},
+	// The proxy, the fakes and the simulator stand side by side on the floor.
+	{prefixes: []string{"proxy"}, may: []string{"api", "proxy", "internal"}},
+	{prefixes: []string{"fakes/cloud"}, may: []string{"api/cloud", "internal"}},
+	{prefixes: []string{"fakes"}, may: []string{"api", "fakes", "internal"}},
 	// Load scenarios drive the fake cloud through its HTTP control client.
-	{prefix: "sim/load", allowed: []string{"proxy/api", "sim", "fakes/cloud", "internal/httpserver"}},
-	{prefix: "sim", allowed: []string{"proxy/api", "sim"}},
+	{prefixes: []string{"sim/load"}, may: []string{"api", "sim", "fakes/cloud", "internal"}},
+	{prefixes: []string{"sim"}, may: []string{"api", "sim", "internal"}},
+	{prefixes: []string{"world"}, may: []string{"api", "proxy", "fakes", "sim", "internal"}},
+}
+
+// Nothing outside proxy/ imports proxy/ except the composition points; the
+// suite's self-check also reads the reference proxy's catalogue of
+// violations and allowances.
+var (
+	composition = []string{"world", "cmd", "features/refproxy"}
+	proxyShared = map[string][]string{"features": {"proxy/violation"}}
+)
+
+// check returns one message per import that breaks the rules, for the
+// packages' own (non-test) imports.
+func check(pkgs []pkg) []string {
+	var bad []string
+	for _, p := range pkgs {
+		rel := strings.TrimPrefix(p.ImportPath, module)
+		i := slices.IndexFunc(rules, func(r rule) bool { return anyUnder(rel, r.prefixes) })
+		for _, imp := range p.Imports {
+			inModule := strings.HasPrefix(imp, module)
+			impRel := strings.TrimPrefix(imp, module)
+			std := !strings.Contains(strings.SplitN(imp, "/", 2)[0], ".")
+			switch {
+			case i >= 0 && rules[i].stdOnly && !std:
+				bad = append(bad, fmt.Sprintf("%s imports %s; it may import only the standard library", rel, imp))
+			case i >= 0 && inModule && rules[i].may != nil && !anyUnder(impRel, rules[i].may):
+				bad = append(bad, fmt.Sprintf("%s imports %s; it may import only %v of this module", rel, impRel, rules[i].may))
+			case inModule && under(impRel, "proxy") && !under(rel, "proxy") && !anyUnder(rel, composition) &&
+				!anyUnder(impRel, proxyShared[rel]):
+				bad = append(bad, fmt.Sprintf("%s imports %s; only %v import the proxy", rel, impRel, composition))
+			}
+		}
+	}
+	return bad
 }
 
 func listPackages(t *testing.T) []pkg {
@@ -76,40 +106,61 @@ func under(path, prefix string) bool {
 	return path == prefix || strings.HasPrefix(path, prefix+"/")
 }
 
+func anyUnder(path string, prefixes []string) bool {
+	return slices.ContainsFunc(prefixes, func(p string) bool { return under(path, p) })
+}
+
 func TestDependenciesFlowOneWay(t *testing.T) {
 	pkgs := listPackages(t)
 	if len(pkgs) < 5 {
 		t.Fatalf("go list found %d packages, want the whole module", len(pkgs))
 	}
-	for _, p := range pkgs {
-		rel := strings.TrimPrefix(p.ImportPath, module)
-		for _, r := range rules {
-			if !under(rel, r.prefix) {
-				continue
-			}
-			for _, imp := range p.Imports {
-				internal := strings.HasPrefix(imp, module)
-				impRel := strings.TrimPrefix(imp, module)
-				std := !strings.Contains(strings.SplitN(imp, "/", 2)[0], ".")
-				switch {
-				case r.stdOnly && !std:
-					t.Errorf("%s imports %s; it may import only the standard library", rel, imp)
-				case internal && len(r.allowed) > 0 && !anyUnder(impRel, r.allowed):
-					t.Errorf("%s imports %s; it may import only %v of this module", rel, impRel, r.allowed)
-				case internal && anyUnder(impRel, r.denied):
-					t.Errorf("%s imports %s; %s must not depend on %v", rel, impRel, r.prefix, r.denied)
-				}
-			}
-			break // the first matching rule is the most specific
-		}
+	for _, msg := range check(pkgs) {
+		t.Error(msg)
 	}
 }
 
-func anyUnder(path string, prefixes []string) bool {
-	for _, p := range prefixes {
-		if under(path, p) {
-			return true
-		}
+// TestTheRulesCatchABrokenDirection feeds the rules one made-up package per
+// rule that breaks it, and one that keeps it.
+func TestTheRulesCatchABrokenDirection(t *testing.T) {
+	tests := []struct {
+		name    string
+		pkg     string
+		imports []string
+		broken  bool
+	}{
+		{"the wire types import a third-party package", "api", []string{"github.com/x/y"}, true},
+		{"the cloud wire types import the proxy", "api/cloud", []string{module + "proxy/store"}, true},
+		{"the wire types import the standard library", "api/cloud", []string{"encoding/json"}, false},
+		{"a leaf helper imports the wire types", "internal/jsonstr", []string{module + "api"}, true},
+		{"the metrics factory imports the proxy", "internal/promreg", []string{module + "proxy/store"}, true},
+		{"the metrics factory imports the Prometheus client", "internal/promreg", []string{"github.com/prometheus/client_golang/prometheus"}, false},
+		{"a fake imports a leaf helper", "fakes/cloud", []string{module + "internal/promreg", module + "api/cloud"}, false},
+		{"the hook dispatcher imports the cloud client", "proxy/hooks", []string{module + "proxy/cloudclient"}, true},
+		{"the sync imports the hook dispatcher", "proxy/sync", []string{module + "proxy/hooks"}, true},
+		{"the hook dispatcher imports the store", "proxy/hooks", []string{module + "proxy/store", module + "api"}, false},
+		{"the proxy imports a fake", "proxy/httpapi", []string{module + "fakes/cloud"}, true},
+		{"the proxy imports the suite", "proxy", []string{module + "features"}, true},
+		{"a fake imports the proxy", "fakes/hookrecv", []string{module + "proxy/store"}, true},
+		{"the fake cloud imports the fake registry", "fakes/cloud", []string{module + "fakes/registry"}, true},
+		{"a fake imports the simulator", "fakes/registry", []string{module + "sim/client"}, true},
+		{"the simulator imports the proxy", "sim/client", []string{module + "proxy/config"}, true},
+		{"the simulator imports a fake", "sim/gateway", []string{module + "fakes/cloud"}, true},
+		{"the load scenarios import the fake cloud", "sim/load", []string{module + "fakes/cloud"}, false},
+		{"the load scenarios import the world", "sim/load", []string{module + "world"}, true},
+		{"the world imports the suite", "world", []string{module + "features"}, true},
+		{"the suite imports the proxy's store", "features", []string{module + "proxy/store"}, true},
+		{"the suite reads the violation catalogue", "features", []string{module + "proxy/violation"}, false},
+		{"the suite's reference target imports the proxy", "features/refproxy", []string{module + "proxy"}, false},
+		{"the end-to-end tests import the proxy", "e2e", []string{module + "proxy/config"}, true},
+		{"the CLI imports the proxy", "cmd/depharness", []string{module + "proxy/config"}, false},
 	}
-	return false
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := check([]pkg{{ImportPath: module + tt.pkg, Imports: tt.imports}})
+			if broken := len(got) > 0; broken != tt.broken {
+				t.Errorf("check(%s imports %v) = %q; broken = %v, want %v", tt.pkg, tt.imports, got, broken, tt.broken)
+			}
+		})
+	}
 }

@@ -73,6 +73,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/depharness/depharness/internal/atomicfile"
 	"github.com/depharness/depharness/proxy/violation"
 )
 
@@ -83,7 +84,7 @@ const ContentType = "application/x-tar"
 const DefaultMaxBytes int64 = 1 << 30
 
 // tmpPrefix starts the names of temporary files; commits never start with ".".
-const tmpPrefix = ".tmp-"
+const tmpPrefix = atomicfile.TempPrefix
 
 // Errors returned by the cache.
 var (
@@ -574,7 +575,7 @@ func (c *Cache) buildOnce(ctx context.Context, ref name.Reference, appID int64, 
 	}
 	// The checksum goes first: a tar under its final name always has one
 	// (and a checksum left alone by a crash is rewritten by the next build).
-	if err := writeFileAtomic(c.sumPath(appID, commit), []byte(hex.EncodeToString(sum.Sum(nil))+"\n")); err != nil {
+	if err := atomicfile.Write(c.sumPath(appID, commit), []byte(hex.EncodeToString(sum.Sum(nil))+"\n")); err != nil {
 		return st, permanent(err)
 	}
 	if err := os.Rename(tmp.Name(), c.TarPath(appID, commit)); err != nil {
@@ -584,35 +585,6 @@ func (c *Cache) buildOnce(ctx context.Context, ref name.Reference, appID int64, 
 		return st, permanent(err)
 	}
 	return st, nil
-}
-
-// writeFileAtomic writes data to a temporary file next to p, fsyncs it and
-// renames it to p.
-func writeFileAtomic(p string, data []byte) (err error) {
-	dir := filepath.Dir(p)
-	f, err := os.CreateTemp(dir, tmpPrefix+filepath.Base(p)+"-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), p); err != nil {
-		return err
-	}
-	return syncDir(dir)
 }
 
 // syncDir fsyncs a directory so that renames in it are durable.
@@ -715,7 +687,7 @@ func (c *Cache) etag(appID int64, commit string, f *os.File) (string, error) {
 		return "", fmt.Errorf("assets: %w", err)
 	}
 	s := hex.EncodeToString(sum.Sum(nil))
-	if err := writeFileAtomic(c.sumPath(appID, commit), []byte(s+"\n")); err != nil {
+	if err := atomicfile.Write(c.sumPath(appID, commit), []byte(s+"\n")); err != nil {
 		c.log.Warn("writing asset checksum", "app", appID, "commit", commit, "err", err)
 	}
 	return `"sha256:` + s + `"`, nil

@@ -3,7 +3,7 @@ package assets
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/depharness/depharness/proxy/internal/promreg"
+	"github.com/depharness/depharness/internal/promreg"
 )
 
 // Metrics are the asset cache's Prometheus metrics. Labels hold outcomes
@@ -24,71 +24,54 @@ type Metrics struct {
 // registered). Metrics already registered on reg by an earlier cache are
 // reused, so a proxy restarted in one process keeps counting.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	f := promreg.With(reg)
 	m := &Metrics{
-		builds: prometheus.NewCounterVec(prometheus.CounterOpts{
+		builds: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name: "asset_builds_total",
 			Help: "Asset tar builds by outcome (success, failure).",
 		}, []string{"outcome"}),
-		buildDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		buildDuration: f.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name:    "asset_build_duration_seconds",
 			Help:    "Duration of asset tar builds (pull and flatten), retries included.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 4, 9),
 		}),
-		buildRetries: prometheus.NewCounter(prometheus.CounterOpts{
+		buildRetries: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name: "asset_build_retries_total",
 			Help: "Build attempts repeated after a registry fault or a corrupt transfer.",
 		}),
-		hits: prometheus.NewCounter(prometheus.CounterOpts{
+		hits: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name: "asset_cache_hits_total",
 			Help: "Ensure calls that found the asset tar already on disk.",
 		}),
-		misses: prometheus.NewCounter(prometheus.CounterOpts{
+		misses: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name: "asset_cache_misses_total",
 			Help: "Ensure calls that had to build (or wait for a build of) the asset tar.",
 		}),
-		bytesServed: prometheus.NewCounter(prometheus.CounterOpts{
+		bytesServed: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name: "asset_bytes_served_total",
 			Help: "Bytes of asset tars written to HTTP clients.",
 		}),
-		pullBytes: prometheus.NewCounter(prometheus.CounterOpts{
+		pullBytes: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name: "image_pull_bytes_total",
 			Help: "Bytes of registry response bodies read while pulling images.",
 		}),
-		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+		dropped: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name: "asset_entries_dropped_total",
 			Help: "Entries under /assets left out of asset tars, by reason (link-outside, link-loop, link-conflict, hardlink-target, device, fifo, other-type).",
 		}, []string{"reason"}),
-		tooLarge: prometheus.NewCounter(prometheus.CounterOpts{
+		tooLarge: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name: "asset_too_large_total",
 			Help: "Releases whose asset tar exceeded ASSET_MAX_BYTES: each counted once, and not pulled again by this process.",
 		}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	var err error
-	if m.builds, err = promreg.Register(reg, m.builds); err != nil {
-		return nil, err
-	}
-	if m.buildDuration, err = promreg.Register(reg, m.buildDuration); err != nil {
-		return nil, err
-	}
-	if m.dropped, err = promreg.Register(reg, m.dropped); err != nil {
-		return nil, err
-	}
-	for _, c := range []*prometheus.Counter{&m.buildRetries, &m.hits, &m.misses, &m.bytesServed, &m.pullBytes, &m.tooLarge} {
-		if *c, err = promreg.Register(reg, *c); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
+	return m, f.Err()
 }

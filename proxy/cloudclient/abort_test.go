@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 )
 
 // A call abandoned without an answer (issue 10, finding 2b) must not leave
@@ -49,7 +49,7 @@ func TestAnAbandonedCallResetsItsConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	status := "x"
-	err = c.PatchDevice(context.Background(), 1, cloudapi.DevicePatch{Status: &status})
+	err = c.PatchDevice(context.Background(), 1, cloud.DevicePatch{Status: &status})
 	if !OutcomeUnknown(err) {
 		t.Errorf("PatchDevice to a cloud that read the request and never answered: %v, want an unknown outcome", err)
 	}
@@ -75,7 +75,7 @@ func TestARefusedConnectionIsNotAnUnknownOutcome(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = c.SendLogs(context.Background(), []cloudapi.LogLine{{UUID: "u", Message: "m"}})
+	err = c.SendLogs(context.Background(), []cloud.LogLine{{UUID: "u", Message: "m"}})
 	if err == nil || !IsUnavailable(err) || OutcomeUnknown(err) {
 		t.Errorf("SendLogs to a closed port: %v, want unavailable and not an unknown outcome", err)
 	}

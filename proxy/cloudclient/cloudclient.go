@@ -7,7 +7,7 @@
 // can tell a cloud that refuses (4xx, IsRejected) from a cloud that cannot be
 // reached or fails (transport error, 5xx, 429, IsUnavailable).
 //
-// It depends on proxy/cloudapi and the Prometheus client only; it must not
+// It depends on api/cloud and the Prometheus client only; it must not
 // import other proxy packages, fakes or the simulator.
 package cloudclient
 
@@ -28,7 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/violation"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -244,8 +244,8 @@ func IsRejected(err error) bool {
 
 // GetState fetches the gateway's target state. With a non-empty etag it
 // asks If-None-Match; a 304 answer gives notModified and newETag == etag.
-func (c *Client) GetState(ctx context.Context, etag string) (state *cloudapi.TargetState, newETag string, notModified bool, err error) {
-	path := fmt.Sprintf(cloudapi.PathStateFmt, url.PathEscape(c.gwUUID))
+func (c *Client) GetState(ctx context.Context, etag string) (state *cloud.TargetState, newETag string, notModified bool, err error) {
+	path := fmt.Sprintf(cloud.PathStateFmt, url.PathEscape(c.gwUUID))
 	hdr := http.Header{}
 	if etag != "" {
 		hdr.Set("If-None-Match", etag)
@@ -263,7 +263,7 @@ func (c *Client) GetState(ctx context.Context, etag string) (state *cloudapi.Tar
 		return nil, "", false, err
 	}
 	defer closeBody(resp)
-	var st cloudapi.TargetState
+	var st cloud.TargetState
 	if err := decodeJSON(resp.Body, maxStateBytes, &st); err != nil {
 		return nil, "", false, &ProtocolError{Call: CallState, Err: err}
 	}
@@ -287,8 +287,8 @@ func (c *Client) extraCall(ctx context.Context, path string) {
 // Provision registers a new dependent device of app appID, managed by the
 // gateway, under uuid. A refusal (e.g. appID not a dependent app of the
 // gateway) is a *StatusError with a 4xx code.
-func (c *Client) Provision(ctx context.Context, appID int64, deviceType, uuid string) (cloudapi.Device, error) {
-	req := cloudapi.ProvisionRequest{
+func (c *Client) Provision(ctx context.Context, appID int64, deviceType, uuid string) (cloud.Device, error) {
+	req := cloud.ProvisionRequest{
 		BelongsToApplication: appID,
 		DeviceType:           deviceType,
 		IsManagedByDevice:    c.gwID,
@@ -305,29 +305,29 @@ func (c *Client) Provision(ctx context.Context, appID int64, deviceType, uuid st
 	}
 	body, err := json.Marshal(v)
 	if err != nil {
-		return cloudapi.Device{}, err
+		return cloud.Device{}, err
 	}
 	hdr := http.Header{"Content-Type": {"application/json"}}
-	resp, err := c.do(ctx, CallProvision, http.MethodPost, cloudapi.PathDevices, hdr, body)
+	resp, err := c.do(ctx, CallProvision, http.MethodPost, cloud.PathDevices, hdr, body)
 	if err != nil {
-		return cloudapi.Device{}, err
+		return cloud.Device{}, err
 	}
 	defer closeBody(resp)
-	var d cloudapi.Device
+	var d cloud.Device
 	if err := decodeJSON(resp.Body, maxDeviceBytes, &d); err != nil {
-		return cloudapi.Device{}, &ProtocolError{Call: CallProvision, Err: err}
+		return cloud.Device{}, &ProtocolError{Call: CallProvision, Err: err}
 	}
 	if d.ID <= 0 {
-		return cloudapi.Device{}, &ProtocolError{Call: CallProvision, Err: fmt.Errorf("device id %d", d.ID)}
+		return cloud.Device{}, &ProtocolError{Call: CallProvision, Err: fmt.Errorf("device id %d", d.ID)}
 	}
 	return d, nil
 }
 
 // PatchDevice sends patch to the cloud device id.
-func (c *Client) PatchDevice(ctx context.Context, id int64, patch cloudapi.DevicePatch) error {
+func (c *Client) PatchDevice(ctx context.Context, id int64, patch cloud.DevicePatch) error {
 	if c.v.On("cloud-patch-drop-offline") && patch.IsOnline != nil && !*patch.IsOnline {
 		patch.IsOnline = nil
-		if patch == (cloudapi.DevicePatch{}) {
+		if patch == (cloud.DevicePatch{}) {
 			return nil
 		}
 	}
@@ -353,7 +353,7 @@ func (c *Client) PatchDevice(ctx context.Context, id int64, patch cloudapi.Devic
 		return err
 	}
 	hdr := http.Header{"Content-Type": {"application/json"}}
-	resp, err := c.do(ctx, CallPatch, http.MethodPatch, fmt.Sprintf(cloudapi.PathDeviceFmt, id), hdr, body)
+	resp, err := c.do(ctx, CallPatch, http.MethodPatch, fmt.Sprintf(cloud.PathDeviceFmt, id), hdr, body)
 	if err != nil {
 		return err
 	}
@@ -363,29 +363,29 @@ func (c *Client) PatchDevice(ctx context.Context, id int64, patch cloudapi.Devic
 
 // GetDeviceByUUID looks a device up by uuid. found is false when the cloud
 // knows no such device.
-func (c *Client) GetDeviceByUUID(ctx context.Context, uuid string) (dev cloudapi.Device, found bool, err error) {
+func (c *Client) GetDeviceByUUID(ctx context.Context, uuid string) (dev cloud.Device, found bool, err error) {
 	q := url.Values{"$filter": {"uuid eq '" + strings.ReplaceAll(uuid, "'", "''") + "'"}}
-	path := cloudapi.PathDevices + "?" + strings.ReplaceAll(q.Encode(), "+", "%20")
+	path := cloud.PathDevices + "?" + strings.ReplaceAll(q.Encode(), "+", "%20")
 	resp, err := c.do(ctx, CallGetDevice, http.MethodGet, path, nil, nil)
 	if err != nil {
-		return cloudapi.Device{}, false, err
+		return cloud.Device{}, false, err
 	}
 	defer closeBody(resp)
-	var list cloudapi.DeviceList
+	var list cloud.DeviceList
 	if err := decodeJSON(resp.Body, maxDeviceBytes, &list); err != nil {
-		return cloudapi.Device{}, false, &ProtocolError{Call: CallGetDevice, Err: err}
+		return cloud.Device{}, false, &ProtocolError{Call: CallGetDevice, Err: err}
 	}
 	for _, d := range list.D {
 		if d.UUID == uuid {
 			return d, true, nil
 		}
 	}
-	return cloudapi.Device{}, false, nil
+	return cloud.Device{}, false, nil
 }
 
 // SendLogs posts lines to the gateway's log stream as newline-delimited JSON,
 // in order, in one request. An empty batch sends nothing.
-func (c *Client) SendLogs(ctx context.Context, lines []cloudapi.LogLine) error {
+func (c *Client) SendLogs(ctx context.Context, lines []cloud.LogLine) error {
 	if len(lines) == 0 {
 		return nil
 	}
@@ -412,7 +412,7 @@ func (c *Client) SendLogs(ctx context.Context, lines []cloudapi.LogLine) error {
 			}
 		}
 	}
-	path := fmt.Sprintf(cloudapi.PathLogStreamFmt, url.PathEscape(c.gwUUID))
+	path := fmt.Sprintf(cloud.PathLogStreamFmt, url.PathEscape(c.gwUUID))
 	hdr := http.Header{"Content-Type": {"application/x-ndjson"}}
 	resp, err := c.do(ctx, CallLogs, http.MethodPost, path, hdr, buf.Bytes())
 	if err != nil {

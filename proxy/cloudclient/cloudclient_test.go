@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/violation"
 	"github.com/jarcoal/httpmock"
 	"github.com/prometheus/client_golang/prometheus"
@@ -155,11 +155,11 @@ func TestProvision(t *testing.T) {
 	t.Run("a 201 answer gives the cloud device and the request carries the gateway and uuid", func(t *testing.T) {
 		c, mt, _ := newMockClient(t)
 		on(mt, path, authed(t, func(req *http.Request) (*http.Response, error) {
-			var pr cloudapi.ProvisionRequest
+			var pr cloud.ProvisionRequest
 			if err := json.NewDecoder(req.Body).Decode(&pr); err != nil {
 				t.Errorf("decode request: %v", err)
 			}
-			want := cloudapi.ProvisionRequest{BelongsToApplication: 42, DeviceType: "edge", IsManagedByDevice: 7, UUID: "u1", RegisteredAt: 1700000000}
+			want := cloud.ProvisionRequest{BelongsToApplication: 42, DeviceType: "edge", IsManagedByDevice: 7, UUID: "u1", RegisteredAt: 1700000000}
 			if pr != want {
 				t.Errorf("request = %+v, want %+v", pr, want)
 			}
@@ -229,7 +229,7 @@ func TestPatchDevice(t *testing.T) {
 			return httpmock.NewStringResponse(200, "OK"), nil
 		}))
 		st, commit := "Idle", "c1"
-		if err := c.PatchDevice(context.Background(), 31, cloudapi.DevicePatch{Status: &st, IsOnCommit: &commit}); err != nil {
+		if err := c.PatchDevice(context.Background(), 31, cloud.DevicePatch{Status: &st, IsOnCommit: &commit}); err != nil {
 			t.Fatalf("PatchDevice: %v", err)
 		}
 		if n := mt.GetTotalCallCount(); n != 1 {
@@ -240,7 +240,7 @@ func TestPatchDevice(t *testing.T) {
 		c, mt, _ := newMockClient(t)
 		on(mt, "PATCH "+testBase+"/v6/device(31)", httpmock.NewStringResponder(404, ""))
 		on := true
-		err := c.PatchDevice(context.Background(), 31, cloudapi.DevicePatch{IsOnline: &on})
+		err := c.PatchDevice(context.Background(), 31, cloud.DevicePatch{IsOnline: &on})
 		if !IsRejected(err) || IsUnavailable(err) {
 			t.Fatalf("err = %v, want rejected and not unavailable", err)
 		}
@@ -285,14 +285,14 @@ func TestGetDeviceByUUID(t *testing.T) {
 func TestSendLogs(t *testing.T) {
 	t.Run("lines are sent as newline-delimited JSON in order", func(t *testing.T) {
 		c, mt, _ := newMockClient(t)
-		var got []cloudapi.LogLine
+		var got []cloud.LogLine
 		on(mt, "POST "+testBase+"/device/v2/"+testUUID+"/log-stream", authed(t, func(req *http.Request) (*http.Response, error) {
 			if ct := req.Header.Get("Content-Type"); ct != "application/x-ndjson" {
 				t.Errorf("Content-Type = %q, want application/x-ndjson", ct)
 			}
 			sc := bufio.NewScanner(req.Body)
 			for sc.Scan() {
-				var l cloudapi.LogLine
+				var l cloud.LogLine
 				if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 					t.Errorf("line %q: %v", sc.Text(), err)
 				}
@@ -300,7 +300,7 @@ func TestSendLogs(t *testing.T) {
 			}
 			return httpmock.NewStringResponse(200, ""), nil
 		}))
-		want := []cloudapi.LogLine{
+		want := []cloud.LogLine{
 			{UUID: "a", Message: "one <b>", Timestamp: 1, IsSystem: false},
 			{UUID: "b", Message: "two\nlines", Timestamp: 2, IsSystem: true},
 		}
@@ -336,7 +336,7 @@ func TestCancelledContextIsUnavailableTransportError(t *testing.T) {
 		<-req.Context().Done()
 		return nil, req.Context().Err()
 	})
-	err := c.PatchDevice(ctx, 1, cloudapi.DevicePatch{})
+	err := c.PatchDevice(ctx, 1, cloud.DevicePatch{})
 	if !errors.As(err, new(*TransportError)) || !IsUnavailable(err) {
 		t.Fatalf("err = %v, want an unavailable *TransportError", err)
 	}
@@ -358,11 +358,11 @@ func TestAgainstRealServerWithDefaultClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.PatchDevice(context.Background(), 3, cloudapi.DevicePatch{}); err != nil {
+	if err := c.PatchDevice(context.Background(), 3, cloud.DevicePatch{}); err != nil {
 		t.Fatalf("PatchDevice: %v", err)
 	}
 	srv.Close()
-	err = c.PatchDevice(context.Background(), 3, cloudapi.DevicePatch{})
+	err = c.PatchDevice(context.Background(), 3, cloud.DevicePatch{})
 	if !IsUnavailable(err) {
 		t.Fatalf("after close: err = %v, want unavailable", err)
 	}
@@ -386,7 +386,7 @@ func TestTimeoutEndsACallToACloudThatStopsAnswering(t *testing.T) {
 	// the call ends with the client's timeout only if Options.Timeout holds.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = c.PatchDevice(ctx, 3, cloudapi.DevicePatch{})
+	err = c.PatchDevice(ctx, 3, cloud.DevicePatch{})
 	var ne interface{ Timeout() bool }
 	if !IsUnavailable(err) || !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("err = %v, want an unavailable timeout", err)
@@ -402,7 +402,7 @@ func TestMetricsCountCallsByCodeAndLintClean(t *testing.T) {
 	on(mt, "PATCH "+testBase+"/v6/device(2)", httpmock.NewStringResponder(404, ""))
 	on(mt, "PATCH "+testBase+"/v6/device(3)", httpmock.ConnectionFailure)
 	for _, id := range []int64{1, 1, 2, 3} {
-		c.PatchDevice(context.Background(), id, cloudapi.DevicePatch{})
+		c.PatchDevice(context.Background(), id, cloud.DevicePatch{})
 	}
 	for _, tc := range []struct {
 		code string
@@ -478,7 +478,7 @@ func TestViolationsBreakTheWireFormat(t *testing.T) {
 		c.v = violation.Set{"cloud-patch-commit-field": true}
 		body := capture(t, mt, "PATCH "+testBase+"/v6/device(31)")
 		commit := "c1"
-		if err := c.PatchDevice(context.Background(), 31, cloudapi.DevicePatch{IsOnCommit: &commit}); err != nil {
+		if err := c.PatchDevice(context.Background(), 31, cloud.DevicePatch{IsOnCommit: &commit}); err != nil {
 			t.Fatal(err)
 		}
 		if strings.Contains(*body, "is_on__commit") || !strings.Contains(*body, `"commit":"c1"`) {
@@ -501,7 +501,7 @@ func TestViolationsBreakTheWireFormat(t *testing.T) {
 		c.v = violation.Set{"cloud-patch-environment": true}
 		body := capture(t, mt, "PATCH "+testBase+"/v6/device(31)")
 		status := "Idle"
-		if err := c.PatchDevice(context.Background(), 31, cloudapi.DevicePatch{Status: &status}); err != nil {
+		if err := c.PatchDevice(context.Background(), 31, cloud.DevicePatch{Status: &status}); err != nil {
 			t.Fatal(err)
 		}
 		if *body != `{"environment":{},"status":"Idle"}` {
@@ -513,14 +513,14 @@ func TestViolationsBreakTheWireFormat(t *testing.T) {
 		c.v = violation.Set{"cloud-patch-drop-offline": true}
 		body := capture(t, mt, "PATCH "+testBase+"/v6/device(31)")
 		status, off := "Idle", false
-		if err := c.PatchDevice(context.Background(), 31, cloudapi.DevicePatch{Status: &status, IsOnline: &off}); err != nil {
+		if err := c.PatchDevice(context.Background(), 31, cloud.DevicePatch{Status: &status, IsOnline: &off}); err != nil {
 			t.Fatal(err)
 		}
 		if *body != `{"status":"Idle"}` {
 			t.Errorf("body = %s, want status alone", *body)
 		}
 		*body = "none"
-		if err := c.PatchDevice(context.Background(), 31, cloudapi.DevicePatch{IsOnline: &off}); err != nil {
+		if err := c.PatchDevice(context.Background(), 31, cloud.DevicePatch{IsOnline: &off}); err != nil {
 			t.Fatal(err)
 		}
 		if *body != "none" {
@@ -531,7 +531,7 @@ func TestViolationsBreakTheWireFormat(t *testing.T) {
 		c, mt, _ := newMockClient(t)
 		c.v = violation.Set{"cloud-logs-omit-false": true}
 		body := capture(t, mt, "POST "+testBase+"/device/v2/"+testUUID+"/log-stream")
-		if err := c.SendLogs(context.Background(), []cloudapi.LogLine{{UUID: "a", Message: "m"}, {UUID: "b", IsSystem: true}}); err != nil {
+		if err := c.SendLogs(context.Background(), []cloud.LogLine{{UUID: "a", Message: "m"}, {UUID: "b", IsSystem: true}}); err != nil {
 			t.Fatal(err)
 		}
 		want := `{"uuid":"a","message":"m","timestamp":0}` + "\n" + `{"uuid":"b","message":"","timestamp":0,"isSystem":true}` + "\n"
@@ -543,7 +543,7 @@ func TestViolationsBreakTheWireFormat(t *testing.T) {
 		c, mt, _ := newMockClient(t)
 		c.v = violation.Set{"cloud-logs-json-array": true}
 		body := capture(t, mt, "POST "+testBase+"/device/v2/"+testUUID+"/log-stream")
-		if err := c.SendLogs(context.Background(), []cloudapi.LogLine{{UUID: "a"}, {UUID: "b"}}); err != nil {
+		if err := c.SendLogs(context.Background(), []cloud.LogLine{{UUID: "a"}, {UUID: "b"}}); err != nil {
 			t.Fatal(err)
 		}
 		if !strings.HasPrefix(*body, "[") || strings.Count(*body, "\n") != 1 {

@@ -3,7 +3,7 @@ package cloudclient
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/depharness/depharness/proxy/internal/promreg"
+	"github.com/depharness/depharness/internal/promreg"
 )
 
 // Metrics are the cloud client's Prometheus metrics. Labels hold call names
@@ -17,28 +17,19 @@ type Metrics struct {
 // registered). Metrics already registered on reg by an earlier client are
 // reused, so a proxy restarted in one process keeps counting.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	f := promreg.With(reg)
 	m := &Metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name: "cloud_requests_total",
 			Help: "Requests to the cloud by call and HTTP status (\"error\": no answer).",
 		}, []string{"call", "code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		duration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name:    "cloud_request_duration_seconds",
 			Help:    "Duration of requests to the cloud by call.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
 		}, []string{"call"}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	var err error
-	if m.requests, err = promreg.Register(reg, m.requests); err != nil {
-		return nil, err
-	}
-	if m.duration, err = promreg.Register(reg, m.duration); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return m, f.Err()
 }

@@ -2,7 +2,7 @@
 // interface of CONTRACT.md ("Harness ⇄ target interface") plus the settings a
 // production operator needs, with their defaults and validation.
 //
-// It imports only the standard library and proxy/api and proxy/violation.
+// It imports only the standard library and api and proxy/violation.
 package config
 
 import (
@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/proxy/violation"
 )
 

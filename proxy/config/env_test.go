@@ -1,10 +1,14 @@
 package config
 
 import (
+	"maps"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/depharness/depharness/proxy/violation"
 )
 
 func TestFromEnvReadsEveryVariable(t *testing.T) {
@@ -15,7 +19,12 @@ func TestFromEnvReadsEveryVariable(t *testing.T) {
 		EnvHookConcurrency: "3", EnvHookBackoffMax: "2s", EnvAssetMaxBytes: "99", EnvAssetStall: "5s",
 		EnvRegistryInsecure: "true", EnvLogBufferLines: "10", EnvMetricsAddress: "off",
 		EnvLogBufferBytes: "5000", EnvLogBatchBytes: "3000", EnvLogLineMaxBytes: "2000", EnvReportQueueBytes: "4000",
-		EnvCloudTimeout: "3s",
+		EnvCloudTimeout: "3s", EnvViolations: "logs-200", EnvAllowances: "pretty-json",
+	}
+	for _, s := range Settings {
+		if env[s.Env] == "" && env[s.Legacy] == "" {
+			t.Fatalf("the test sets no value for %s", s.Env)
+		}
 	}
 	c, err := FromEnv(func(k string) string { return env[k] })
 	if err != nil {
@@ -28,9 +37,7 @@ func TestFromEnvReadsEveryVariable(t *testing.T) {
 		HookConcurrency: 3, HookBackoffMax: 2 * time.Second, AssetMaxBytes: 99, AssetStallTimeout: 5 * time.Second,
 		RegistryInsecure: true, LogBufferLines: 10, MetricsAddress: "off",
 		LogBufferBytes: 5000, LogBatchBytes: 3000, LogLineMaxBytes: 2000, ReportQueueBytes: 4000, CloudTimeout: 3 * time.Second,
-	}
-	if len(c.Violations) != 0 {
-		t.Errorf("Violations = %v, want none", c.Violations)
+		Violations: violation.Set{"logs-200": true}, Allowances: violation.Set{"pretty-json": true},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("FromEnv =\n%+v\nwant\n%+v", c, want)
@@ -57,6 +64,92 @@ func TestFromEnvNamesEveryBadVariable(t *testing.T) {
 	for _, want := range []string{`DEVICE_ID="seven"`, `HOOK_RETRY_INTERVAL="soon"`, `unknown violation "nope"`, `unknown allowance "lax" (known: `, `REGISTRY_INSECURE="http://reg.lan"`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("FromEnv error %v does not name %s", err, want)
+		}
+	}
+}
+
+func TestEverySettingHasItsOwnVariableFlagHelpAndParser(t *testing.T) {
+	envs, flags := map[string]bool{}, map[string]bool{}
+	for _, s := range Settings {
+		for _, e := range []string{s.Env, s.Legacy} {
+			if e != "" && envs[e] {
+				t.Errorf("variable %s is bound twice", e)
+			}
+			envs[e] = true
+		}
+		if s.Env == "" || s.Flag == "" || s.Help == "" || s.Set == nil {
+			t.Errorf("setting %+v lacks a variable, flag, help or parser", s)
+		}
+		if flags[s.Flag] {
+			t.Errorf("flag --%s is bound twice", s.Flag)
+		}
+		flags[s.Flag] = true
+		if s.Default != "" && strings.Contains(s.Help, "(default") {
+			t.Errorf("%s has a default and its help states another: %q", s.Env, s.Help)
+		}
+	}
+}
+
+// The defaults the table shows are the ones a Config gets: applying every
+// setting's Default to an empty Config gives what WithDefaults gives (with
+// the port, which only FromEnv defaults).
+func TestSettingDefaultsAreTheConfigDefaults(t *testing.T) {
+	var c Config
+	for _, s := range Settings {
+		if s.Default == "" {
+			continue
+		}
+		before := c
+		if err := s.Set(&c, s.Default); err != nil {
+			t.Errorf("%s: default %q does not parse: %v", s.Env, s.Default, err)
+		}
+		if reflect.DeepEqual(before, c) && s.Env != EnvRegistryInsecure {
+			t.Errorf("%s: default %q sets nothing", s.Env, s.Default)
+		}
+	}
+	if want := (Config{Port: DefaultPort}).WithDefaults(); !reflect.DeepEqual(c.WithDefaults(), want) {
+		t.Errorf("the table's defaults give\n%+v\nwant the Config defaults\n%+v", c.WithDefaults(), want)
+	}
+}
+
+// A setting whose help says it is required fails FromEnv when unset, naming
+// its variable; every other may be left unset.
+func TestOnlyTheRequiredSettingsMustBeSet(t *testing.T) {
+	full := map[string]string{
+		EnvAPIEndpoint: "http://cloud:1", EnvDeviceUUID: "gw", EnvDeviceID: "7", EnvDeviceAPIKey: "dk", EnvAPIKey: "k",
+	}
+	if _, err := FromEnv(func(k string) string { return full[k] }); err != nil {
+		t.Fatalf("FromEnv with the required settings only: %v", err)
+	}
+	for _, s := range Settings {
+		required := strings.Contains(s.Help, "(required)")
+		if _, set := full[s.Env]; set != required {
+			t.Errorf("%s: required = %v, but the test's required set says %v", s.Env, required, set)
+			continue
+		}
+		if !required {
+			continue
+		}
+		env := maps.Clone(full)
+		delete(env, s.Env)
+		if _, err := FromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), s.Env) {
+			t.Errorf("FromEnv without %s: error %v, want one naming it", s.Env, err)
+		}
+	}
+}
+
+// The README's table of the proxy's settings names every setting's
+// variable (and nothing guards it but this test).
+func TestTheREADMEListsEverySetting(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(b), "## The reference proxy")
+	section, _, _ = strings.Cut(section, "\n## ")
+	for _, s := range Settings {
+		if !strings.Contains(section, "`"+s.Env+"`") {
+			t.Errorf("README's section on the reference proxy lacks `%s`", s.Env)
 		}
 	}
 }

@@ -18,7 +18,7 @@
 // re-reads one device), so a tick never scans the table. Writes of concurrent
 // deliveries (attempts, acknowledgements) share one transaction.
 //
-// It depends on proxy/store, proxy/api and proxy/violation; it must not import
+// It depends on proxy/store, api and proxy/violation; it must not import
 // the HTTP API, sync, the cloud client, fakes or the simulator.
 package hooks
 
@@ -37,7 +37,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/proxy/internal/latitude"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"

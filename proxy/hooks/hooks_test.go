@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )

@@ -3,7 +3,7 @@ package hooks
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/depharness/depharness/proxy/internal/promreg"
+	"github.com/depharness/depharness/internal/promreg"
 )
 
 // Hook kinds, as metric label values.
@@ -34,25 +34,26 @@ type Metrics struct {
 // registered). Metrics already registered on reg by an earlier dispatcher
 // are reused, so a proxy restarted in one process keeps counting.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	f := promreg.With(reg)
 	m := &Metrics{
-		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+		deliveries: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name: "hook_deliveries_total",
 			Help: "Hooks sent to the gateway app by kind (update, delete, restart) and outcome (ok, accepted, rejected, failed).",
 		}, []string{"kind", "outcome"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		duration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name:    "hook_duration_seconds",
 			Help:    "Duration of hook requests by kind.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"kind"}),
-		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+		ackLatency: f.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name:    "hook_ack_latency_seconds",
 			Help:    "Time from a device's update target appearing to the gateway acknowledging its update hook with 200.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 3, 12),
 		}),
-		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		pending: f.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name: "hooks_pending",
 			Help: "Devices owed a hook, by the kind sent next (delete before restart before update).",
@@ -61,21 +62,5 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, k := range []string{KindUpdate, KindDelete, KindRestart} {
 		m.pending.WithLabelValues(k)
 	}
-	if reg == nil {
-		return m, nil
-	}
-	var err error
-	if m.deliveries, err = promreg.Register(reg, m.deliveries); err != nil {
-		return nil, err
-	}
-	if m.duration, err = promreg.Register(reg, m.duration); err != nil {
-		return nil, err
-	}
-	if m.ackLatency, err = promreg.Register(reg, m.ackLatency); err != nil {
-		return nil, err
-	}
-	if m.pending, err = promreg.Register(reg, m.pending); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return m, f.Err()
 }

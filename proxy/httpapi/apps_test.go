@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/proxy/store"
 )
 

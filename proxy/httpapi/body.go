@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 )
 
 // readObject reads the request body, at most api.MaxBodyBytes (413 beyond,

@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 )
@@ -294,7 +294,7 @@ func (h *Handler) postLog(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errMessage
 	}
-	line := cloudapi.LogLine{UUID: uuid, Message: msg}
+	line := cloud.LogLine{UUID: uuid, Message: msg}
 	if raw, present := m["timestamp"]; present {
 		if line.Timestamp, ok = jsonNumberMillis(raw); !ok {
 			return errTimestamp

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/depharness/depharness/proxy/api"
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -383,20 +383,20 @@ func TestPostLog(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		body string
-		want cloudapi.LogLine
+		want cloud.LogLine
 	}{
 		{"a message without timestamp gets the receive time in ms", `{"message":"hello"}`,
-			cloudapi.LogLine{Message: "hello", Timestamp: testNow.UnixMilli()}},
+			cloud.LogLine{Message: "hello", Timestamp: testNow.UnixMilli()}},
 		{"a given timestamp is kept", `{"message":"m","timestamp":1472142960}`,
-			cloudapi.LogLine{Message: "m", Timestamp: 1472142960}},
+			cloud.LogLine{Message: "m", Timestamp: 1472142960}},
 		{"a fractional timestamp is truncated", `{"message":"m","timestamp":12.9}`,
-			cloudapi.LogLine{Message: "m", Timestamp: 12}},
+			cloud.LogLine{Message: "m", Timestamp: 12}},
 		{"isSystem is kept", `{"message":"m","timestamp":1,"isSystem":true}`,
-			cloudapi.LogLine{Message: "m", Timestamp: 1, IsSystem: true}},
+			cloud.LogLine{Message: "m", Timestamp: 1, IsSystem: true}},
 		{"an empty message is a message", `{"message":"","timestamp":1}`,
-			cloudapi.LogLine{Message: "", Timestamp: 1}},
+			cloud.LogLine{Message: "", Timestamp: 1}},
 		{"unknown members are ignored", `{"message":"m","timestamp":1,"level":"info"}`,
-			cloudapi.LogLine{Message: "m", Timestamp: 1}},
+			cloud.LogLine{Message: "m", Timestamp: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -409,7 +409,7 @@ func TestPostLog(t *testing.T) {
 			if len(rows) != 1 {
 				t.Fatalf("outbox has %d log rows, want 1", len(rows))
 			}
-			var got cloudapi.LogLine
+			var got cloud.LogLine
 			if err := json.Unmarshal(rows[0].Payload, &got); err != nil {
 				t.Fatal(err)
 			}
@@ -472,7 +472,7 @@ func TestLogBufferDropsOldestAndCounts(t *testing.T) {
 	}
 	var msgs []string
 	for _, r := range f.outbox(store.OutboxLog) {
-		var l cloudapi.LogLine
+		var l cloud.LogLine
 		json.Unmarshal(r.Payload, &l)
 		msgs = append(msgs, l.Message)
 	}

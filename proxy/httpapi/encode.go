@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/internal/jsonstr"
-	"github.com/depharness/depharness/proxy/api"
 	"github.com/depharness/depharness/proxy/store"
 )
 

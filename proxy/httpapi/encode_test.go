@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/proxy/store"
 )
 

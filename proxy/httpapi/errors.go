@@ -8,7 +8,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/httpserver"
 )
 
 // Error is the one error type of the API: the status and the plain-text body
@@ -31,7 +32,7 @@ func (e *Error) Unwrap() error { return e.Cause }
 // errorf returns an *Error with status and text.
 func errorf(status int, text string) *Error { return &Error{Status: status, Text: text} }
 
-// The fixed errors of the contract (ERR-2 texts from proxy/api).
+// The fixed errors of the contract (ERR-2 texts from api).
 var (
 	errUnauthorized   = errorf(http.StatusUnauthorized, api.ErrTextUnauthorized)
 	errNotFound       = errorf(http.StatusNotFound, api.ErrTextNotFound)
@@ -63,7 +64,7 @@ func unavailable(cause error) *Error {
 // status and text; any other error is an unexpected failure: 503. The cause
 // is logged (with the path only: the query may hold the key), never sent. If
 // the handler already started its response, nothing more can be sent.
-func (h *Handler) writeError(w *responseRecorder, r *http.Request, err error) {
+func (h *Handler) writeError(w *httpserver.StatusRecorder, r *http.Request, err error) {
 	var e *Error
 	if !errors.As(err, &e) {
 		e = unavailable(err)
@@ -88,7 +89,7 @@ func (h *Handler) writeError(w *responseRecorder, r *http.Request, err error) {
 	case e.Cause != nil:
 		h.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", e.Status, "err", e.Cause)
 	}
-	if w.written() {
+	if w.Written() {
 		return
 	}
 	hdr := w.Header()

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/depharness/depharness/proxy/api"
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/store"
 )
 
@@ -139,7 +139,7 @@ func FuzzLogBody(f *testing.F) {
 			if err != nil || int64(len(rows)) != before+1 {
 				t.Fatalf("outbox: %d rows (%v), want %d", len(rows), err, before+1)
 			}
-			var l cloudapi.LogLine
+			var l cloud.LogLine
 			if err := json.Unmarshal(rows[len(rows)-1].Payload, &l); err != nil {
 				t.Fatal(err)
 			}

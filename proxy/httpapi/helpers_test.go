@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,8 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/syncbuf"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
@@ -43,22 +43,22 @@ type provisionCall struct {
 	UUID       string
 }
 
-func (c *fakeCloud) Provision(ctx context.Context, appID int64, deviceType, uuid string) (cloudapi.Device, error) {
+func (c *fakeCloud) Provision(ctx context.Context, appID int64, deviceType, uuid string) (cloud.Device, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls = append(c.calls, provisionCall{appID, deviceType, uuid})
 	if c.fail != nil {
-		return cloudapi.Device{}, c.fail
+		return cloud.Device{}, c.fail
 	}
 	c.nextID++
 	id := 1000 + c.nextID
-	return cloudapi.Device{ID: id, UUID: uuid, DeviceName: fmt.Sprintf("device-%d", id), DeviceType: deviceType,
-		BelongsToApplication: cloudapi.Ref{ID: appID}}, nil
+	return cloud.Device{ID: id, UUID: uuid, DeviceName: fmt.Sprintf("device-%d", id), DeviceType: deviceType,
+		BelongsToApplication: cloud.Ref{ID: appID}}, nil
 }
 
 // PatchDevice fails as told, else takes the patch (only the violation
 // put-cloud-fail-500 patches from the API).
-func (c *fakeCloud) PatchDevice(ctx context.Context, id int64, patch cloudapi.DevicePatch) error {
+func (c *fakeCloud) PatchDevice(ctx context.Context, id int64, patch cloud.DevicePatch) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.fail
@@ -126,23 +126,8 @@ type testEnv struct {
 	provs    int
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a bytes.Buffer safe for concurrent writes and the test.
+type syncBuffer = syncbuf.Buffer
 
 // newEnv starts an API; mods adjust the options before New.
 func newEnv(t testing.TB, mods ...func(*Options)) *testEnv {

@@ -26,8 +26,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/httpserver"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,7 +39,7 @@ import (
 // (a *cloudclient.StatusError with a 4xx code); anything else is taken as
 // the cloud being unavailable.
 type Cloud interface {
-	Provision(ctx context.Context, appID int64, deviceType, uuid string) (cloudapi.Device, error)
+	Provision(ctx context.Context, appID int64, deviceType, uuid string) (cloud.Device, error)
 }
 
 // Assets serves the assets tar of an app's commit. *assets.Cache implements
@@ -201,7 +202,7 @@ func (h *Handler) route(pattern string, auth bool, fn handlerFunc) http.Handler 
 	}
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &responseRecorder{ResponseWriter: w}
+		rec := &httpserver.StatusRecorder{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
@@ -210,7 +211,7 @@ func (h *Handler) route(pattern string, auth bool, fn handlerFunc) http.Handler 
 				h.writeError(rec, r, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
 			}
 			method := methodLabel(r.Method)
-			h.metrics.requests.WithLabelValues(tmpl, method, statusLabel(rec.status())).Inc()
+			h.metrics.requests.WithLabelValues(tmpl, method, statusLabel(rec.Status())).Inc()
 			h.metrics.duration.WithLabelValues(tmpl, method).Observe(time.Since(start).Seconds())
 		}()
 		if auth && !h.authorized(r) {
@@ -236,7 +237,7 @@ func (h *Handler) route(pattern string, auth bool, fn handlerFunc) http.Handler 
 // one (SRV-1): Connection: close keeps net/http from reading the body
 // before it answers, and a read deadline already passed keeps it from
 // draining the body afterwards to reuse the connection.
-func (h *Handler) refuse(w *responseRecorder, r *http.Request) {
+func (h *Handler) refuse(w *httpserver.StatusRecorder, r *http.Request) {
 	if r.ContentLength != 0 {
 		if h.v.On("srv-keyless-reads-body") {
 			io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
@@ -303,49 +304,6 @@ func methodLabel(m string) string {
 		return m
 	}
 	return "other"
-}
-
-// responseRecorder remembers the status written through it.
-type responseRecorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *responseRecorder) WriteHeader(code int) {
-	if w.code == 0 {
-		w.code = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *responseRecorder) Write(p []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
-	return w.ResponseWriter.Write(p)
-}
-
-// ReadFrom keeps http.ServeContent's sendfile path for asset tars.
-func (w *responseRecorder) ReadFrom(src io.Reader) (int64, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
-	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
-		return rf.ReadFrom(src)
-	}
-	return io.Copy(w.ResponseWriter, src)
-}
-
-func (w *responseRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func (w *responseRecorder) written() bool { return w.code != 0 }
-
-// status is the status sent, 200 if the handler wrote nothing at all.
-func (w *responseRecorder) status() int {
-	if w.code == 0 {
-		return http.StatusOK
-	}
-	return w.code
 }
 
 // newUUID returns 32 random lowercase hex characters.

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/depharness/depharness/internal/httpserver"
 	"github.com/depharness/depharness/proxy/internal/latitude"
 )
 
@@ -48,7 +49,7 @@ func (w *reshapeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // flush sends a held-back JSON answer, reshaped (as it was if it cannot be).
 func (w *reshapeWriter) flush() {
-	if rec, ok := w.ResponseWriter.(*responseRecorder); !w.json || ok && rec.written() {
+	if rec, ok := w.ResponseWriter.(*httpserver.StatusRecorder); !w.json || ok && rec.Written() {
 		return // not JSON, or an error answer was written instead
 	}
 	body := w.buf.Bytes()

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"unicode/utf8"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 )
 
 // LogTruncatedMark ends the message of a log line cut to fit
@@ -16,7 +16,7 @@ const LogTruncatedMark = "…[truncated]"
 // at most limit bytes (DEV-LOG-2: the line is still accepted, 202, and
 // delivered; a line's size in the buffer, in a batch and at the cloud is
 // bounded). limit must leave room for the line without its message.
-func truncateLogLine(line cloudapi.LogLine, limit int) ([]byte, error) {
+func truncateLogLine(line cloud.LogLine, limit int) ([]byte, error) {
 	msg := line.Message
 	line.Message = LogTruncatedMark
 	base, err := marshal(line)

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 )
 
 // A message over LOG_LINE_MAX_BYTES is cut at a character boundary so that
@@ -20,7 +20,7 @@ func TestTruncateLogLineFitsTheLimitAtACharacterBoundary(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			const limit = 1024
-			line := cloudapi.LogLine{UUID: "0123456789abcdef0123456789abcdef", Message: msg, Timestamp: 1700000000000}
+			line := cloud.LogLine{UUID: "0123456789abcdef0123456789abcdef", Message: msg, Timestamp: 1700000000000}
 			out, err := truncateLogLine(line, limit)
 			if err != nil {
 				t.Fatal(err)
@@ -28,7 +28,7 @@ func TestTruncateLogLineFitsTheLimitAtACharacterBoundary(t *testing.T) {
 			if len(out) > limit || len(out) < limit-12 {
 				t.Errorf("line of %d bytes, want at most %d and not much less", len(out), limit)
 			}
-			var back cloudapi.LogLine
+			var back cloud.LogLine
 			if err := json.Unmarshal(out, &back); err != nil {
 				t.Fatal(err)
 			}

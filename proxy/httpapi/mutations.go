@@ -5,7 +5,7 @@ import (
 	"context"
 	"strconv"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/store"
 )
 
@@ -23,7 +23,7 @@ func appIDAsString(obj []byte, appID int64) []byte {
 // devicePatcher is the cloud client's PATCH of a device, which the
 // put-cloud-fail-500 violation calls from the request.
 type devicePatcher interface {
-	PatchDevice(ctx context.Context, id int64, patch cloudapi.DevicePatch) error
+	PatchDevice(ctx context.Context, id int64, patch cloud.DevicePatch) error
 }
 
 // patchNow sends rep's cloud fields to the cloud at once, as the historical
@@ -34,5 +34,5 @@ func (h *Handler) patchNow(ctx context.Context, cloudID int64, rep store.Report)
 	if !ok || (rep.Status == nil && rep.IsOnline == nil && rep.Commit == nil) {
 		return nil
 	}
-	return pc.PatchDevice(ctx, cloudID, cloudapi.DevicePatch{Status: rep.Status, IsOnline: rep.IsOnline, IsOnCommit: rep.Commit})
+	return pc.PatchDevice(ctx, cloudID, cloud.DevicePatch{Status: rep.Status, IsOnline: rep.IsOnline, IsOnCommit: rep.Commit})
 }

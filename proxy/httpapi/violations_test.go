@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
@@ -113,7 +113,7 @@ func TestViolations(t *testing.T) {
 			if len(rows) != 1 {
 				return false, fmt.Sprint(len(rows), " rows")
 			}
-			var l cloudapi.LogLine
+			var l cloud.LogLine
 			json.Unmarshal(rows[0].Payload, &l)
 			return l.Timestamp == testNow.UnixMilli(), string(rows[0].Payload)
 		}},

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,7 +33,7 @@ type fakeCloud struct {
 
 func newFakeCloud() *fakeCloud { return &fakeCloud{accepted: map[int64][]string{}} }
 
-func (c *fakeCloud) PatchDevice(ctx context.Context, id int64, p cloudapi.DevicePatch) error {
+func (c *fakeCloud) PatchDevice(ctx context.Context, id int64, p cloud.DevicePatch) error {
 	status := ""
 	if p.Status != nil {
 		status = *p.Status
@@ -57,7 +57,7 @@ func (c *fakeCloud) PatchDevice(ctx context.Context, id int64, p cloudapi.Device
 	return err
 }
 
-func (c *fakeCloud) SendLogs(ctx context.Context, lines []cloudapi.LogLine) error {
+func (c *fakeCloud) SendLogs(ctx context.Context, lines []cloud.LogLine) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, l := range lines {

@@ -38,7 +38,7 @@
 // line, which is dropped and counted by reason; any other failure of the
 // log stream is transient.
 //
-// It depends on proxy/store, proxy/cloudapi, proxy/cloudclient (for error
+// It depends on proxy/store, api/cloud, proxy/cloudclient (for error
 // classification) and proxy/violation; it must not import the API, sync or
 // hook packages, the fakes or the simulator.
 package outbox
@@ -55,7 +55,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
@@ -65,8 +65,8 @@ import (
 // Cloud takes device patches and log lines. *cloudclient.Client implements
 // it; errors are classified with cloudclient.IsRejected.
 type Cloud interface {
-	PatchDevice(ctx context.Context, id int64, patch cloudapi.DevicePatch) error
-	SendLogs(ctx context.Context, lines []cloudapi.LogLine) error
+	PatchDevice(ctx context.Context, id int64, patch cloud.DevicePatch) error
+	SendLogs(ctx context.Context, lines []cloud.LogLine) error
 }
 
 // Store is the outbox's view of the store; *store.Store implements it.
@@ -564,7 +564,7 @@ func (o *Outbox) deliverChain(ctx context.Context, rows []store.OutboxRow) chain
 			res.err, res.held = err, len(rows)-i
 			return res
 		}
-		var p cloudapi.DevicePatch
+		var p cloud.DevicePatch
 		if err := json.Unmarshal(r.Payload, &p); err != nil {
 			o.log.Error("dropping an undecodable device patch", "seq", r.Seq, "device", r.DeviceUUID, "err", err)
 			res.drop(r.Seq, "undecodable")
@@ -629,9 +629,9 @@ func (o *Outbox) deliverLogs(ctx context.Context) (bool, error) {
 // halves), recording in done what the cloud took and what was dropped. It
 // stops at the first failure, leaving the rest unrecorded (queued).
 func (o *Outbox) sendLogRows(ctx context.Context, rows []store.OutboxRow, done *settlement) error {
-	lines := make([]cloudapi.LogLine, 0, len(rows))
+	lines := make([]cloud.LogLine, 0, len(rows))
 	for _, r := range rows {
-		var l cloudapi.LogLine
+		var l cloud.LogLine
 		if err := json.Unmarshal(r.Payload, &l); err != nil {
 			// Send what precedes it, then drop it, keeping the order.
 			i := len(lines)

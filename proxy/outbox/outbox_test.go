@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
@@ -38,7 +38,7 @@ type testCloud struct {
 	// rejectLog, if set, makes a log batch holding that message answer 400.
 	rejectLog string
 	patches   []string // "<id> <body>"
-	logs      []cloudapi.LogLine
+	logs      []cloud.LogLine
 	requests  int
 }
 
@@ -61,11 +61,11 @@ func (c *testCloud) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		c.patches = append(c.patches, fmt.Sprintf("%d %s", id, body))
-	case r.Method == "POST" && r.URL.Path == fmt.Sprintf(cloudapi.PathLogStreamFmt, gwUUID):
-		var batch []cloudapi.LogLine
+	case r.Method == "POST" && r.URL.Path == fmt.Sprintf(cloud.PathLogStreamFmt, gwUUID):
+		var batch []cloud.LogLine
 		sc := bufio.NewScanner(strings.NewReader(string(body)))
 		for sc.Scan() {
-			var l cloudapi.LogLine
+			var l cloud.LogLine
 			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 				http.Error(w, "bad line", 400)
 				return
@@ -185,7 +185,7 @@ func (e *env) report(uuid, status string) {
 
 func (e *env) logLine(uuid, msg string) {
 	e.t.Helper()
-	b, _ := json.Marshal(cloudapi.LogLine{UUID: uuid, Message: msg, Timestamp: 1})
+	b, _ := json.Marshal(cloud.LogLine{UUID: uuid, Message: msg, Timestamp: 1})
 	if _, err := e.store.AppendLog(context.Background(), uuid, b, 0); err != nil {
 		e.t.Fatal(err)
 	}
@@ -423,8 +423,8 @@ func TestBackoffGrowsWithJitterUpToTheCap(t *testing.T) {
 
 type nopCloud struct{}
 
-func (nopCloud) PatchDevice(context.Context, int64, cloudapi.DevicePatch) error { return nil }
-func (nopCloud) SendLogs(context.Context, []cloudapi.LogLine) error             { return nil }
+func (nopCloud) PatchDevice(context.Context, int64, cloud.DevicePatch) error { return nil }
+func (nopCloud) SendLogs(context.Context, []cloud.LogLine) error             { return nil }
 
 func TestViolations(t *testing.T) {
 	for _, tc := range []struct {

@@ -1,35 +1,19 @@
 package outbox
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/depharness/depharness/internal/syncbuf"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// syncBuffer is a bytes.Buffer safe for the outbox's loops and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a bytes.Buffer safe for concurrent writes and the test.
+type syncBuffer = syncbuf.Buffer
 
 // Issue 10, finding 2b: the outbox logged "cloud available again: outbox
 // delivery resumed" after any round without an error, also one that found

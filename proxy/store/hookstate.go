@@ -14,7 +14,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 )
 
 // UpdateTarget is what a device's update hook carries: its app, the app's

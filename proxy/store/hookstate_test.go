@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 )
 
 func pendingByUUID(t testing.TB, s *Store) map[string]HookWork {

@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/store"
 )
 
 // The store writes patch payloads without importing the cloud wire package;
-// this pins that they decode as cloudapi.DevicePatch and re-encode the same.
+// this pins that they decode as cloud.DevicePatch and re-encode the same.
 func TestPatchPayloadIsCloudDevicePatchJSON(t *testing.T) {
 	s, err := store.Open(t.TempDir(), store.Options{Now: func() time.Time { return time.Unix(1, 0) }})
 	if err != nil {
@@ -30,7 +30,7 @@ func TestPatchPayloadIsCloudDevicePatchJSON(t *testing.T) {
 	if err != nil || len(rows) != 1 {
 		t.Fatalf("NextOutbox = %v, %v", rows, err)
 	}
-	var p cloudapi.DevicePatch
+	var p cloud.DevicePatch
 	if err := json.Unmarshal(rows[0].Payload, &p); err != nil {
 		t.Fatal(err)
 	}

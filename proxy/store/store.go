@@ -12,7 +12,7 @@
 // migrations, applied in order at Open.
 //
 // It depends on the standard library and the SQLite driver only; it must not
-// import other proxy packages except proxy/api for shared value types.
+// import other proxy packages except api for shared value types.
 package store
 
 import (

@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/depharness/depharness/proxy/internal/promreg"
+	"github.com/depharness/depharness/internal/promreg"
 )
 
 // Metrics are the syncer's Prometheus metrics. Labels hold outcomes only.
@@ -27,59 +27,32 @@ type Metrics struct {
 // NewMetrics builds the metrics and registers them on reg (nil: not
 // registered). Metrics already registered on reg are reused.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	f := promreg.With(reg)
 	opts := func(name, help string) prometheus.Opts {
 		return prometheus.Opts{Namespace: "depharness", Subsystem: "proxy", Name: name, Help: help}
 	}
 	m := &Metrics{
-		polls: prometheus.NewCounterVec(prometheus.CounterOpts(opts("sync_polls_total",
+		polls: f.NewCounterVec(prometheus.CounterOpts(opts("sync_polls_total",
 			"Polls of the cloud's target state by outcome (applied, not_modified, rejected, error).")), []string{"outcome"}),
-		rejected: prometheus.NewCounter(prometheus.CounterOpts(opts("sync_rejected_targets_total",
+		rejected: f.NewCounter(prometheus.CounterOpts(opts("sync_rejected_targets_total",
 			"Target states rejected whole as malformed; the last good one stays in force."))),
-		lookups: prometheus.NewCounterVec(prometheus.CounterOpts(opts("sync_device_lookups_total",
+		lookups: f.NewCounterVec(prometheus.CounterOpts(opts("sync_device_lookups_total",
 			"Lookups of target devices unknown to the store (found, not_found, error).")), []string{"outcome"}),
-		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts(opts("sync_last_success_timestamp_seconds",
+		lastSuccess: f.NewGauge(prometheus.GaugeOpts(opts("sync_last_success_timestamp_seconds",
 			"Unix time of the last poll that left the store holding the cloud's target."))),
-		age: prometheus.NewGauge(prometheus.GaugeOpts(opts("sync_age_seconds",
+		age: f.NewGauge(prometheus.GaugeOpts(opts("sync_age_seconds",
 			"Seconds since the last successful poll (0 before the first)."))),
-		downloading: prometheus.NewGauge(prometheus.GaugeOpts(opts("sync_apps_downloading",
+		downloading: f.NewGauge(prometheus.GaugeOpts(opts("sync_apps_downloading",
 			"Apps whose target release is being downloaded."))),
-		downloads: prometheus.NewCounterVec(prometheus.CounterOpts(opts("sync_downloads_total",
+		downloads: f.NewCounterVec(prometheus.CounterOpts(opts("sync_downloads_total",
 			"Release download attempts by outcome (ok, error).")), []string{"outcome"}),
-		downloadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+		downloadSeconds: f.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "depharness", Subsystem: "proxy", Name: "sync_download_duration_seconds",
 			Help:    "Duration of successful release downloads (pull and assets tar).",
 			Buckets: prometheus.ExponentialBuckets(0.01, 4, 9),
 		}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	var err error
-	if m.polls, err = promreg.Register(reg, m.polls); err != nil {
-		return nil, err
-	}
-	if m.rejected, err = promreg.Register(reg, m.rejected); err != nil {
-		return nil, err
-	}
-	if m.lookups, err = promreg.Register(reg, m.lookups); err != nil {
-		return nil, err
-	}
-	if m.lastSuccess, err = promreg.Register(reg, m.lastSuccess); err != nil {
-		return nil, err
-	}
-	if m.age, err = promreg.Register(reg, m.age); err != nil {
-		return nil, err
-	}
-	if m.downloading, err = promreg.Register(reg, m.downloading); err != nil {
-		return nil, err
-	}
-	if m.downloads, err = promreg.Register(reg, m.downloads); err != nil {
-		return nil, err
-	}
-	if m.downloadSeconds, err = promreg.Register(reg, m.downloadSeconds); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return m, f.Err()
 }
 
 // succeeded records a successful poll at now.

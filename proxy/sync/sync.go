@@ -10,7 +10,7 @@
 // When the cloud cannot be reached the proxy keeps serving from the store and
 // the next poll tries again.
 //
-// It depends on proxy/store, proxy/cloudapi and proxy/violation, and reaches
+// It depends on proxy/store, api/cloud and proxy/violation, and reaches
 // the cloud client and the asset cache through small interfaces; it must not
 // import the HTTP API, the hook dispatcher, fakes or the simulator.
 package sync
@@ -23,7 +23,7 @@ import (
 	stdsync "sync"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,9 +34,9 @@ import (
 type Cloud interface {
 	// GetState fetches the target state; with a non-empty etag a 304 gives
 	// notModified.
-	GetState(ctx context.Context, etag string) (state *cloudapi.TargetState, newETag string, notModified bool, err error)
+	GetState(ctx context.Context, etag string) (state *cloud.TargetState, newETag string, notModified bool, err error)
 	// GetDeviceByUUID looks a device up; found is false if the cloud has none.
-	GetDeviceByUUID(ctx context.Context, uuid string) (dev cloudapi.Device, found bool, err error)
+	GetDeviceByUUID(ctx context.Context, uuid string) (dev cloud.Device, found bool, err error)
 }
 
 // Assets is the part of the asset cache sync uses; *assets.Cache implements it.

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
@@ -31,15 +31,15 @@ type testCloud struct {
 	mu          stdsync.Mutex
 	state       any // marshalled as the state body
 	status      int // if not 0, the state answers this
-	devices     map[string]cloudapi.Device
+	devices     map[string]cloud.Device
 	ifNoneMatch []string // If-None-Match of each state request
 	lookups     []string
 }
 
 func newTestCloud(t *testing.T) *testCloud {
-	c := &testCloud{devices: map[string]cloudapi.Device{}}
+	c := &testCloud{devices: map[string]cloud.Device{}}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+fmt.Sprintf(cloudapi.PathStateFmt, gwUUID), func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+fmt.Sprintf(cloud.PathStateFmt, gwUUID), func(w http.ResponseWriter, r *http.Request) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.ifNoneMatch = append(c.ifNoneMatch, r.Header.Get("If-None-Match"))
@@ -57,13 +57,13 @@ func newTestCloud(t *testing.T) *testCloud {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(body)
 	})
-	mux.HandleFunc("GET "+cloudapi.PathDevices, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+cloud.PathDevices, func(w http.ResponseWriter, r *http.Request) {
 		f := r.URL.Query().Get("$filter")
 		uuid := strings.TrimSuffix(strings.TrimPrefix(f, "uuid eq '"), "'")
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.lookups = append(c.lookups, uuid)
-		list := cloudapi.DeviceList{D: []cloudapi.Device{}}
+		list := cloud.DeviceList{D: []cloud.Device{}}
 		if d, ok := c.devices[uuid]; ok {
 			list.D = append(list.D, d)
 		}
@@ -97,7 +97,7 @@ func (c *testCloud) fail(status int) {
 
 func (c *testCloud) addDevice(uuid string, id int64) {
 	c.mu.Lock()
-	c.devices[uuid] = cloudapi.Device{ID: id, UUID: uuid, DeviceName: "cloud-" + uuid, DeviceType: "generic-amd64"}
+	c.devices[uuid] = cloud.Device{ID: id, UUID: uuid, DeviceName: "cloud-" + uuid, DeviceType: "generic-amd64"}
 	c.mu.Unlock()
 }
 

@@ -7,7 +7,7 @@ import (
 	"sort"
 	"strconv"
 
-	"github.com/depharness/depharness/proxy/cloudapi"
+	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/store"
 )
 
@@ -27,7 +27,7 @@ var (
 // (and an image never comes without a commit); device uuids are alphanumeric;
 // each device names exactly one app, which is one of the target's apps; restart
 // counters are not negative. Apps and devices come out sorted by id and uuid.
-func Validate(st *cloudapi.TargetState) (store.Target, error) {
+func Validate(st *cloud.TargetState) (store.Target, error) {
 	if st == nil {
 		return store.Target{}, errors.New("no target state")
 	}

@@ -4,7 +4,7 @@
 // read and update them and send their logs.
 //
 // It speaks HTTP only and depends on nothing of this project but the wire
-// types of proxy/api; it must never import the reference proxy's other
+// types of api; it must never import the reference proxy's other
 // packages, so that it works the same against any supervisor.
 package client
 
@@ -24,7 +24,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 )
 
 // KeyMode says how the API key is sent.

@@ -6,7 +6,7 @@ import (
 	"io"
 	"net/http/httptest"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/supervisortest"
 )

@@ -13,10 +13,11 @@
 //
 // The package knows nothing of HTTP or of the supervisor API: the gateway
 // (sim/gateway) moves firmware and reports between the two. It imports only
-// the standard library.
+// the standard library and internal/ctxtime.
 package fleet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +27,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/depharness/depharness/internal/ctxtime"
 )
 
 // State is a device's firmware state.
@@ -246,21 +249,6 @@ func (f *Fleet) Run(ctx context.Context) error {
 	return nil
 }
 
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // Target is what a device is asked to run: the update hook's content.
 type Target struct {
 	AppID       int64
@@ -430,12 +418,12 @@ func (d *Device) Update(ctx context.Context, target Target, fetch func(context.C
 	d.setState(StateFlashing, target.Commit, "")
 	flashTime := d.fleet.profile.FlashTime.Sample(d.flashRand)
 	flaky := d.flashRand.Float64() < d.fleet.profile.FailureProbability
-	if err := sleep(ctx, flashTime); err != nil {
+	if err := ctxtime.Sleep(ctx, flashTime); err != nil {
 		return err
 	}
 
 	var ferr *FlashError
-	sum, err := Checksum(bytesReader(fw.Tar))
+	sum, err := Checksum(bytes.NewReader(fw.Tar))
 	switch {
 	case err != nil:
 		ferr = &FlashError{Commit: target.Commit, Err: ErrBadFirmware, Detail: err.Error()}
@@ -494,7 +482,7 @@ func (d *Device) Restart(ctx context.Context) error {
 	defer d.updMu.Unlock()
 	d.fleet.emit(d.event(EventRestart, "", "", "", false))
 	d.hold()
-	err := sleep(ctx, d.fleet.profile.RebootTime.Sample(d.flashRand))
+	err := ctxtime.Sleep(ctx, d.fleet.profile.RebootTime.Sample(d.flashRand))
 	d.release()
 	if err != nil {
 		return err
@@ -507,14 +495,14 @@ func (d *Device) Restart(ctx context.Context) error {
 func (d *Device) churn(ctx context.Context) {
 	c := d.fleet.profile.Offline
 	for {
-		if sleep(ctx, time.Duration(c.Interval)) != nil {
+		if ctxtime.Sleep(ctx, time.Duration(c.Interval)) != nil {
 			return
 		}
 		if d.churnRand.Float64() >= c.Probability {
 			continue
 		}
 		d.hold()
-		err := sleep(ctx, c.Duration.Sample(d.churnRand))
+		err := ctxtime.Sleep(ctx, c.Duration.Sample(d.churnRand))
 		d.release()
 		if err != nil {
 			return
@@ -529,7 +517,7 @@ func (d *Device) logs(ctx context.Context) {
 	for {
 		wait := time.Duration(d.logRand.ExpFloat64() / rate * float64(time.Second))
 		reading := d.logRand.IntN(1000)
-		if sleep(ctx, wait) != nil {
+		if ctxtime.Sleep(ctx, wait) != nil {
 			return
 		}
 		d.mu.Lock()

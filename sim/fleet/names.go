@@ -1,9 +1,5 @@
 package fleet
 
-import "bytes"
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
-
 // Words of device names, like the cloud's ("blue-sun", "wild-paper").
 var adjectives = []string{
 	"blue", "wild", "quiet", "bold", "calm", "dark", "eager", "fancy", "gentle", "happy",

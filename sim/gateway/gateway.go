@@ -24,10 +24,11 @@
 //
 // Its devices are simulated (sim/fleet). It talks to the supervisor over
 // HTTP only, through sim/client; it must not import the reference proxy's
-// packages (proxy/api, the wire types, is the one exception).
+// packages (api, the wire types, is the one exception).
 package gateway
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -46,7 +47,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/ctxtime"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
 )
@@ -556,17 +558,6 @@ func (g *Gateway) backoff(attempt int) time.Duration {
 	return d/2 + time.Duration(j)
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // provisionAll waits for the supervisor and the apps, adopts the devices
 // the supervisor already has for them (see adoptAll) and provisions the
 // fleet devices left over, Concurrency at a time.
@@ -577,7 +568,7 @@ func (g *Gateway) provisionAll(ctx context.Context) error {
 			break
 		}
 		g.log.Info("waiting for the supervisor", "err", err)
-		if sleepCtx(ctx, g.backoff(attempt)) != nil {
+		if ctxtime.Sleep(ctx, g.backoff(attempt)) != nil {
 			return ctx.Err()
 		}
 	}
@@ -592,7 +583,7 @@ func (g *Gateway) provisionAll(ctx context.Context) error {
 		}
 		if len(apps) == 0 {
 			g.log.Info("waiting for a dependent app", "err", err)
-			if sleepCtx(ctx, g.backoff(attempt)) != nil {
+			if ctxtime.Sleep(ctx, g.backoff(attempt)) != nil {
 				return ctx.Err()
 			}
 		}
@@ -688,7 +679,7 @@ func (g *Gateway) adoptable(ctx context.Context, apps []int64) (map[int64][]api.
 			return nil, fmt.Errorf("listing the devices to adopt: %w", err)
 		}
 		g.log.Warn("listing the devices to adopt", "err", err)
-		if sleepCtx(ctx, g.backoff(attempt)) != nil {
+		if ctxtime.Sleep(ctx, g.backoff(attempt)) != nil {
 			return nil, ctx.Err()
 		}
 	}
@@ -796,7 +787,7 @@ func (g *Gateway) provision(ctx context.Context, d *fleet.Device, appID int64) e
 			return fmt.Errorf("provisioning device %s into app %d: %w", d.Serial, appID, err)
 		}
 		g.log.Warn("provisioning", "serial", d.Serial, "app", appID, "err", err)
-		if sleepCtx(ctx, g.backoff(attempt)) != nil {
+		if ctxtime.Sleep(ctx, g.backoff(attempt)) != nil {
 			return ctx.Err()
 		}
 	}
@@ -1082,7 +1073,7 @@ func (g *Gateway) download(ctx context.Context, appID int64, commit string) (fle
 	fw = fleet.Firmware{AppID: appID, Commit: commit, Tar: tar}
 	// An unreadable tar keeps an empty checksum: every device flashing it
 	// then fails verification (fleet.ErrBadFirmware).
-	if sum, err := fleet.Checksum(bytesReader(tar)); err == nil {
+	if sum, err := fleet.Checksum(bytes.NewReader(tar)); err == nil {
 		fw.Checksum = sum
 	} else {
 		g.log.Warn("assets are not a readable tar", "app", appID, "commit", commit, "err", err)

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"github.com/depharness/depharness/internal/promreg"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -40,38 +41,40 @@ type Metrics struct {
 }
 
 // NewMetrics builds the gateway's counters and registers them on reg (nil:
-// not registered).
+// not registered); metrics already registered on reg by an earlier gateway
+// are reused. It panics if a metric of another shape holds one of the names.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promreg.With(reg)
 	const ns, sub = "depharness", "gateway"
 	m := &Metrics{
-		HooksReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "hooks_received_total",
+		HooksReceived: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "hooks_received_total",
 			Help: "Hooks received from the supervisor, by kind and answered status."}, []string{"kind", "answer"}),
-		Reports: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reports_total",
+		Reports: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reports_total",
 			Help: "Device state reports sent to the supervisor, by result."}, []string{"result"}),
-		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "errors_total",
+		Errors: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "errors_total",
 			Help: "Failed operations, by operation."}, []string{"op"}),
-		Flashes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "flashes_total",
+		Flashes: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "flashes_total",
 			Help: "Finished firmware flashes, by result."}, []string{"result"}),
-		Reconfigurations: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reconfigurations_total",
+		Reconfigurations: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reconfigurations_total",
 			Help: "Targets that changed only environment or config, applied without a flash."}),
-		AssetDownloads: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "asset_downloads_total",
+		AssetDownloads: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "asset_downloads_total",
 			Help: "Asset downloads from the supervisor."}),
-		AssetBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "asset_downloaded_bytes_total",
+		AssetBytes: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "asset_downloaded_bytes_total",
 			Help: "Bytes of assets downloaded from the supervisor."}),
-		LogsForwarded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "logs_forwarded_total",
+		LogsForwarded: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "logs_forwarded_total",
 			Help: "Device log lines sent to the supervisor."}),
-		LogsDropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "logs_dropped_total",
+		LogsDropped: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "logs_dropped_total",
 			Help: "Device log lines dropped because the forwarding queue was full."}),
-		Provisioned: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "devices_provisioned_total",
+		Provisioned: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "devices_provisioned_total",
 			Help: "Devices provisioned through the supervisor."}),
-		Adopted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "devices_adopted_total",
+		Adopted: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "devices_adopted_total",
 			Help: "Devices the supervisor already had for the gateway's apps, managed again at start."}),
-		UpdateDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "update_duration_seconds",
+		UpdateDuration: f.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "update_duration_seconds",
 			Help:    "Time from an update hook with a new target to the report that the device runs it.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.HooksReceived, m.Reports, m.Errors, m.Flashes, m.Reconfigurations, m.AssetDownloads, m.AssetBytes, m.LogsForwarded, m.LogsDropped, m.Provisioned, m.Adopted, m.UpdateDuration)
+	if err := f.Err(); err != nil {
+		panic(err)
 	}
 	return m
 }

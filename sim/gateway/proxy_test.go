@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	cloudapi "github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/fakes/cloud"
-	"github.com/depharness/depharness/proxy/cloudapi"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
 	"github.com/depharness/depharness/world"

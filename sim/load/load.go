@@ -9,7 +9,7 @@
 //
 // It talks to the supervisor over HTTP only, so it works the same against
 // the in-process reference proxy and an external one. It may import
-// proxy/api, sim/* and fakes/cloud; it must not import world/ or the
+// api, sim/* and fakes/cloud; it must not import world/ or the
 // reference proxy's packages (internal/depcheck enforces it): the command
 // composes the in-process world and hands this package URLs and clients.
 package load

@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/fakes/cloud"
-	"github.com/depharness/depharness/proxy/api"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
 )

@@ -10,7 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/httpserver"
 )
 
 // apiRoute is the route template of a supervisor API request, e.g.
@@ -178,13 +179,13 @@ func (h *HookRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		watch(kind, uuid, u, start)
 	}
-	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	sw := &httpserver.StatusRecorder{ResponseWriter: w}
 	h.Next.ServeHTTP(sw, r)
 	if kind == "" {
 		kind = "unknown"
 	}
 	h.lat.Add(kind, now().Sub(start))
-	h.answers.Add(kind+" "+strconv.Itoa(sw.status), 1)
+	h.answers.Add(kind+" "+strconv.Itoa(sw.Status()), 1)
 }
 
 // hookKind tells a hook's kind and device from its method and path
@@ -203,23 +204,3 @@ func hookKind(r *http.Request) (kind, uuid string) {
 	}
 	return "", ""
 }
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if !w.wrote {
-		w.status, w.wrote = code, true
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	w.wrote = true
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/sim/client"
 )
 

@@ -6,7 +6,7 @@
 // await API so tests never sleep. It is not the reference proxy: it has no
 // cloud, sends no hooks and keeps nothing across restarts.
 //
-// It imports only proxy/api; the reference proxy's packages are off limits
+// It imports only api; the reference proxy's packages are off limits
 // to sim/.
 package supervisortest
 
@@ -24,7 +24,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/depharness/depharness/proxy/api"
+	"github.com/depharness/depharness/api"
 )
 
 // Server is the in-memory supervisor. Use Handler with an httptest.Server.

@@ -1,11 +1,11 @@
-// Package cloudapi holds the wire types of the cloud protocol that a
+// Package cloud holds the wire types of the cloud protocol that a
 // supervisor speaks to the balena API for its dependent devices (CONTRACT.md,
 // "Cloud protocol"): the dependent target state, provisioning, device PATCH
 // and lookup, and the log stream.
 //
 // It is a leaf package: it imports only the standard library. The reference
 // proxy's cloud client and the fake cloud both use it.
-package cloudapi
+package cloud
 
 import "encoding/json"
 
