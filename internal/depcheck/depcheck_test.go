@@ -45,6 +45,8 @@ var rules = []rule{
 	{prefix: "fakes", allowed: []string{"proxy/api", "proxy/cloudapi", "fakes"}},
 	// Load scenarios drive the fake cloud through its HTTP control client.
 	{prefix: "sim/load", allowed: []string{"proxy/api", "sim", "fakes/cloud", "internal/httpserver"}},
+	// The live fleet view sees the fleet and the gateway, never the proxy.
+	{prefix: "sim/fleetview", allowed: []string{"proxy/api", "sim/fleet", "sim/gateway"}},
 	{prefix: "sim", allowed: []string{"proxy/api", "sim"}},
 }
 
