@@ -77,16 +77,17 @@ const (
 
 // device is what the model knows of one fleet device.
 type device struct {
-	uuid    string
-	app     int64
-	managed bool
-	deleted bool
-	online  bool
-	fw      fleet.State
-	commit  string // the commit it runs
-	working string // the commit being downloaded, flashed, or that failed
-	target  string // the latest update hook's commit
-	failure string
+	uuid     string
+	app      int64
+	managed  bool
+	deleted  bool
+	online   bool
+	fw       fleet.State
+	commit   string // the commit it runs
+	working  string // the commit being downloaded, flashed, or that failed
+	target   string // the latest update hook's commit
+	targetAt time.Time
+	failure  string
 }
 
 type appInfo struct {
@@ -148,8 +149,9 @@ type Stats struct {
 	Hooks      map[string]uint64 `json:"hooks"`
 	Reports    uint64            `json:"reports"`
 	ErrorCount uint64            `json:"errorCount"`
-	// ErrSeq moves with every new error; Errors (newest first) is sent
-	// only in snapshots and when ErrSeq moved.
+	// ErrSeq counts the errors; Errors, newest first, are all those kept
+	// (MaxErrors) in a snapshot, and only those since the previous frame
+	// in a delta.
 	ErrSeq uint64       `json:"errSeq"`
 	Errors []ErrorEntry `json:"errors,omitempty"`
 }
@@ -182,7 +184,9 @@ type Model struct {
 	errs       []ErrorEntry // ring, newest at errs[(errNext-1) mod len]
 	errNext    int
 	errSeq     uint64
+	appsStale  chan struct{} // an update hook named a commit Apps did not
 	samples    []sample
+	releasedAt time.Time // when an app's release last changed
 
 	// Published: what the last Step sent.
 	seq        uint64
@@ -213,6 +217,7 @@ func NewModel(f *fleet.Fleet, now func() time.Time) *Model {
 		commits:   []string{""},
 		hooks:     map[string]uint64{},
 		errs:      make([]ErrorEntry, 0, MaxErrors),
+		appsStale: make(chan struct{}, 1),
 	}
 	for i, d := range devs {
 		m.serials[i], m.names[i] = d.Serial, d.Name
@@ -222,6 +227,7 @@ func NewModel(f *fleet.Fleet, now func() time.Time) *Model {
 	m.pubStates = make([]byte, len(devs))
 	m.pubCommits = make([]int32, len(devs))
 	m.publishLocked(m.now())
+	m.samples = nil // the first step's figures are the baseline
 	return m
 }
 
@@ -292,11 +298,18 @@ func (m *Model) HookReceived(kind string, index int, status int, commit string) 
 		return
 	}
 	d := &m.devs[index]
-	d.target = commit
+	d.target, d.targetAt = commit, m.now()
 	if a := m.apps[d.app]; a != nil && a.hookCommit != commit {
 		a.hookCommit = commit
 		if a.commit == "" {
-			a.since = m.now()
+			a.since = d.targetAt
+			m.releasedAt = a.since
+		}
+		if a.commit != commit {
+			select { // the supervisor's apps may have a new release
+			case m.appsStale <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
@@ -351,7 +364,7 @@ func (m *Model) SetApps(apps []api.App) {
 		ai.name = a.Name
 		if ai.commit != a.Commit {
 			if ai.release() != a.Commit {
-				ai.since = now
+				ai.since, m.releasedAt = now, now
 			}
 			ai.commit = a.Commit
 		}
@@ -376,8 +389,10 @@ func (m *Model) cellLocked(d *device) Cell {
 	case fleet.StateFailed:
 		return Failed
 	case fleet.StateRunning:
+		// The target is the newer of the app's release and the device's
+		// latest update hook (which may come before Apps tells of it).
 		want := d.target
-		if a := m.apps[d.app]; a != nil && a.release() != "" {
+		if a := m.apps[d.app]; a != nil && a.release() != "" && (d.target == "" || !d.targetAt.After(a.since)) {
 			want = a.release()
 		}
 		if want == "" || d.commit == want {
@@ -414,8 +429,9 @@ type frame struct {
 }
 
 // Step publishes the model's current state as the next frame and returns
-// it: "snap" with every device when more than a third of them changed
-// (cheaper than a delta then), else "delta" with the changed ones.
+// it: "delta" with the devices that changed since the previous step, or
+// "snap" with every device when that is shorter (about half the fleet
+// changed).
 func (m *Model) Step() (kind string, seq uint64, data []byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -434,11 +450,9 @@ func (m *Model) Step() (kind string, seq uint64, data []byte) {
 			cix = append(cix, m.pubCommits[i])
 		}
 	}
-	if len(idx) > len(m.pubStates)/3 {
-		return "snap", m.seq, m.snapshotLocked()
-	}
 	st := m.stats
-	if m.errSeq == prevErrSeq {
+	st.Errors = st.Errors[:min(uint64(len(st.Errors)), m.errSeq-prevErrSeq)]
+	if len(st.Errors) == 0 {
 		st.Errors = nil
 	}
 	f := frame{Seq: m.seq, N: len(m.pubStates), Idx: idx, States: string(states), Cix: cix, Stats: &st}
@@ -451,6 +465,13 @@ func (m *Model) Step() (kind string, seq uint64, data []byte) {
 	b, err := json.Marshal(f)
 	if err != nil {
 		panic(fmt.Sprintf("fleetview: encoding a delta: %v", err)) // only plain types
+	}
+	// A change costs about 8 bytes in a delta, a device about 4 in a
+	// snapshot: past a quarter of the fleet, send the smaller.
+	if len(idx) > len(m.pubStates)/4 {
+		if snap := m.snapshotLocked(); len(snap) < len(b) {
+			return "snap", m.seq, snap
+		}
 	}
 	return "delta", m.seq, b
 }
@@ -521,19 +542,28 @@ func (m *Model) publishLocked(now time.Time) {
 	}
 	m.samples = m.samples[cut:]
 	first, last := m.samples[0], m.samples[len(m.samples)-1]
-	rate := func(a, b uint64) float64 {
+	rate := func(first sample, a, b uint64) float64 {
 		dt := last.t.Sub(first.t).Seconds()
 		if dt <= 0 {
 			return 0
 		}
 		return float64(b-a) / dt
 	}
+	// The rollout's rate counts from the last step before the release
+	// changed, when that is within the window.
+	rolloutFirst := first
+	for _, smp := range m.samples {
+		if smp.t.After(m.releasedAt) {
+			break
+		}
+		rolloutFirst = smp
+	}
 
 	st := Stats{
 		Time: now.UnixMilli(), Devices: len(m.devs), Counts: map[string]int{},
 		Active: active, OnTarget: onTarget,
-		Rate: rate(first.reached, last.reached), HookRate: rate(first.hooks, last.hooks),
-		ReportRate: rate(first.reports, last.reports), ErrorRate: rate(first.errs, last.errs),
+		Rate: rate(rolloutFirst, rolloutFirst.reached, last.reached), HookRate: rate(first, first.hooks, last.hooks),
+		ReportRate: rate(first, first.reports, last.reports), ErrorRate: rate(first, first.errs, last.errs),
 		Hooks: map[string]uint64{}, Reports: m.reports, ErrorCount: m.errCount, ErrSeq: m.errSeq,
 	}
 	for _, c := range Cells {

@@ -199,6 +199,13 @@ func TestStepSendsOnlyWhatChangedAndDeltasRebuildTheSnapshot(t *testing.T) {
 		t.Fatalf("a new error: got %s %+v, want a delta carrying it with the device's serial", kind, f.Stats)
 	}
 	apply(kind, data)
+	m.Failed("report", 8, errors.New("second"))
+	m.Failed("report", 9, errors.New("third"))
+	kind, _, data = m.Step()
+	if f := decode(t, data); kind != "delta" || len(f.Stats.Errors) != 2 || f.Stats.Errors[0].Message != "third" || f.Stats.Errors[1].Message != "second" {
+		t.Fatalf("two more errors: got %s %+v, want a delta carrying only those two, newest first", kind, f.Stats.Errors)
+	}
+	apply(kind, data)
 
 	_, snap := m.Snapshot()
 	want := decode(t, snap)
@@ -221,7 +228,7 @@ func TestRatesProgressAndAppsOverTime(t *testing.T) {
 	for s := range 4 { // one second each: 5 hooks, 5 reports and one device reaching its target
 		c.add(time.Second)
 		for range 5 {
-			m.HookReceived("update", s, 202, "new")
+			m.HookReceived("update", 2*s, 202, "new")
 			m.Reported(s)
 		}
 		m.FleetEvent(state(2*s, fleet.StateRunning, "new"))
@@ -265,5 +272,36 @@ func TestErrorsAreBoundedNewestFirst(t *testing.T) {
 		if e.Device == -1 && e.Serial != "" || e.Device >= 3 {
 			t.Errorf("error of device %d has serial %q", e.Device, e.Serial)
 		}
+	}
+}
+
+func TestAHookAheadOfTheAppsListSetsTheTarget(t *testing.T) {
+	m, c := newModel(t, 2)
+	m.SetApps([]api.App{{ID: 1, Name: "fw", Commit: "c1"}})
+	for i := range 2 {
+		m.DeviceManaged(i, fmt.Sprint("u", i), 1)
+		m.FleetEvent(state(i, fleet.StateRunning, "c1"))
+	}
+	c.add(time.Second)
+	m.HookReceived("update", 0, 202, "c2") // the supervisor's list still says c1
+	select {
+	case <-m.appsStale:
+	default:
+		t.Error("a hook with a new commit did not ask for the apps again")
+	}
+	if got := cellOf(t, m, 0); got != Pending.Name() {
+		t.Errorf("device told of c2, running c1: got %q, want pending", got)
+	}
+	if got := cellOf(t, m, 1); got != OnTarget.Name() {
+		t.Errorf("device not told yet, running c1: got %q, want on target (the list's release)", got)
+	}
+	m.FleetEvent(state(0, fleet.StateRunning, "c2"))
+	if got := cellOf(t, m, 0); got != OnTarget.Name() {
+		t.Errorf("device running its hook's c2: got %q, want on target", got)
+	}
+	c.add(time.Second)
+	m.SetApps([]api.App{{ID: 1, Name: "fw", Commit: "c2"}})
+	if got := cellOf(t, m, 1); got != Pending.Name() {
+		t.Errorf("once the list says c2, the device running c1: got %q, want pending", got)
 	}
 }

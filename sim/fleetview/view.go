@@ -167,6 +167,8 @@ func (v *View) pollApps(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.C:
+		case <-v.model.appsStale:
+			t.Stop()
 		}
 	}
 }

@@ -15,7 +15,9 @@
   // fv is the page's model, also read by the browser test.
   const fv = window.fleetview = {
     n: 0, seq: 0, states: new Uint8Array(0), cix: new Int32Array(0), commits: [''],
-    stats: null, errors: [], frames: 0, lastFrameBytes: 0, lastRenderMs: 0, maxRenderMs: 0, reconnects: 0,
+    stats: null, errors: [], frames: 0, lastFrameBytes: 0, maxFrameBytes: 0, lastRenderMs: 0, maxRenderMs: 0, reconnects: 0,
+    // Render times (ms) of whole repaints and of repaints of changed cells.
+    render: { full: { n: 0, last: 0, max: 0 }, delta: { n: 0, last: 0, max: 0, cells: 0 } },
     count(name) {
       const code = STATES.find(([, n]) => n === name)[0].charCodeAt(0);
       let k = 0;
@@ -32,8 +34,8 @@
     const top = wrap.getBoundingClientRect().top + window.scrollY;
     const maxH = Math.max(200, window.innerHeight - top - 48);
     const n = Math.max(fv.n, 1);
-    pitch = Math.max(3, Math.min(20, Math.floor(Math.sqrt((w * maxH) / n))));
-    size = pitch >= 5 ? pitch - 1 : pitch;
+    pitch = Math.max(3, Math.min(28, Math.floor(Math.sqrt((w * maxH) / n))));
+    size = pitch >= 12 ? pitch - 2 : pitch >= 5 ? pitch - 1 : pitch;
     cols = Math.max(1, Math.floor(w / pitch));
     const rows = Math.ceil(fv.n / cols);
     const dpr = window.devicePixelRatio || 1;
@@ -59,6 +61,7 @@
   function render() {
     rafPending = false;
     const t0 = performance.now();
+    const wasFull = full, cells = dirty.length;
     if (full) {
       ctx.clearRect(0, 0, canvas.width, canvas.height);
       // One pass per colour: few fillStyle changes for 10,000 cells.
@@ -79,6 +82,9 @@
     const dt = performance.now() - t0;
     fv.lastRenderMs = dt;
     fv.maxRenderMs = Math.max(fv.maxRenderMs, dt);
+    const r = wasFull ? fv.render.full : fv.render.delta;
+    r.n++; r.last = dt; r.max = Math.max(r.max, dt);
+    if (!wasFull) r.cells = Math.max(r.cells, cells);
   }
   let rafPending = false;
   function schedule() {
@@ -94,6 +100,7 @@
     fv.cix = Int32Array.from(f.cix);
     fv.commits = f.commits || [''];
     fv.seq = f.seq;
+    fv.errors = f.stats.errors || [];
     applyStats(f.stats);
     layout();
     schedule();
@@ -108,12 +115,12 @@
       fv.cix[i] = f.cix[k];
       if (!full) dirty.push(i);
     }
+    if (f.stats.errors) fv.errors = f.stats.errors.concat(fv.errors).slice(0, 50); // the new ones
     applyStats(f.stats);
     schedule();
   }
   function applyStats(st) {
     fv.stats = st;
-    if (st.errors) fv.errors = st.errors;
   }
 
   let es = null;
@@ -122,6 +129,7 @@
     const on = (kind, fn) => es.addEventListener(kind, (e) => {
       fv.frames++;
       fv.lastFrameBytes = e.data.length;
+      fv.maxFrameBytes = Math.max(fv.maxFrameBytes, e.data.length);
       fn(JSON.parse(e.data));
     });
     on('snap', applySnap);
@@ -171,7 +179,8 @@
     $('hook-rate').textContent = fmt(st.hookRate);
     const h = st.hooks || {};
     const hookTotal = Object.values(h).reduce((a, b) => a + b, 0);
-    $('hook-total').textContent = `${hookTotal.toLocaleString()} total · ${h.update || 0} upd · ${h.restart || 0} rst · ${h.delete || 0} del`;
+    const kinds = ['update', 'restart', 'delete', 'unknown'].filter((k) => h[k]).map((k) => `${k} ${h[k].toLocaleString()}`);
+    $('hook-total').textContent = `${hookTotal.toLocaleString()} total` + (kinds.length ? ` · ${kinds.join(' · ')}` : '');
     $('report-rate').textContent = fmt(st.reportRate);
     $('report-total').textContent = `${st.reports.toLocaleString()} total`;
     $('error-rate').textContent = fmt(st.errorRate);
