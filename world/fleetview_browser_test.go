@@ -79,8 +79,11 @@ func awaitPage(t *testing.T, ctx context.Context, what string, timeout time.Dura
 // errors list. Screenshots go to reports/ (and, with -update, the rollout's
 // to docs/ for the README).
 func TestFleetViewInBrowser(t *testing.T) {
-	ctx := browsertest.New(t, 1440, 900, 2*time.Minute)
-	const devices = 48
+	ctx := browsertest.New(t, 1440, 900, 4*time.Minute)
+	devices, midway := 48, 0.5 // the screenshot is taken past midway
+	if *updateDocs {
+		devices, midway = 400, 0.7 // a fleet that looks like one, for the README
+	}
 	st, err := StartStack(t.Context(), StackOptions{
 		Proxy:  ProxyOptions{DataDir: t.TempDir(), PollInterval: 200 * time.Millisecond, HookRetryInterval: 500 * time.Millisecond},
 		Policy: gateway.PolicyAccepted,
@@ -97,14 +100,15 @@ func TestFleetViewInBrowser(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(st.FleetViewURL)); err != nil {
 		t.Fatalf("open %s: %v", st.FleetViewURL, err)
 	}
+	wait := time.Duration(devices/48+1) * 30 * time.Second
 	allOnTarget := func(release string) func(pageState) bool {
 		return func(p pageState) bool {
 			return p.N == devices && p.OnTarget == devices && p.Legend == fmt.Sprint(devices) && p.Progress == "100%" &&
 				(release == "" || contains(p.AppCommits, release))
 		}
 	}
-	p := awaitPage(t, ctx, "the initial releases on every device", 60*time.Second, allOnTarget(""))
-	t.Logf("initial releases: %+v", p)
+	p := awaitPage(t, ctx, "the initial releases on every device", wait, allOnTarget(""))
+	t.Logf("initial releases: %d of %d on target, %s, %d errors listed", p.OnTarget, p.N, p.Progress, len(p.ErrorOps))
 
 	app := st.Apps[0]
 	rel, err := st.Cloud.PushRelease(t.Context(), app.App.ID, cloud.ReleaseSpec{Layers: []cloud.Layer{{Files: map[string][]byte{
@@ -112,10 +116,10 @@ func TestFleetViewInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p = awaitPage(t, ctx, "the rollout under way", 30*time.Second, func(p pageState) bool {
-		return contains(p.AppCommits, rel.Commit) && p.Busy >= 4 && p.Progress != "100%"
+	p = awaitPage(t, ctx, "the rollout under way", wait, func(p pageState) bool {
+		return contains(p.AppCommits, rel.Commit) && p.Busy >= 4 && p.Progress != "100%" && float64(p.OnTarget) >= midway*float64(devices)
 	})
-	t.Logf("rollout under way: %+v", p)
+	t.Logf("rollout under way: %d of %d on target, %d busy, %s", p.OnTarget, p.N, p.Busy, p.Progress)
 	shot := browsertest.RepoPath(t, "reports/fleet-view-rollout.png")
 	browsertest.Screenshot(t, ctx, shot)
 	if *updateDocs {
@@ -128,8 +132,9 @@ func TestFleetViewInBrowser(t *testing.T) {
 		}
 	}
 
-	p = awaitPage(t, ctx, "the pushed release on every device", 60*time.Second, allOnTarget(rel.Commit))
-	t.Logf("rollout done: %+v", p)
+	p = awaitPage(t, ctx, "the pushed release on every device", wait, allOnTarget(rel.Commit))
+	t.Logf("rollout done: %d of %d on target, %s, errors listed %v; render %.1f ms (max %.1f ms), last frame %d bytes",
+		p.OnTarget, p.N, p.Progress, p.ErrorOps, p.RenderMs, p.MaxMs, p.FrameBytes)
 	if !contains(p.ErrorOps, "flash") {
 		t.Errorf("errors list shows operations %v, want a failed flash among them (text %q)", p.ErrorOps, p.ErrorText)
 	}
@@ -137,8 +142,8 @@ func TestFleetViewInBrowser(t *testing.T) {
 
 	// The page agrees with the server's own account of the fleet.
 	stats := st.FleetView.Model().Stats()
-	if stats.OnTarget != devices || stats.Counts["failed"] != 0 {
-		t.Errorf("server stats: %d on target, %d failed; want %d and 0", stats.OnTarget, stats.Counts["failed"], devices)
+	if stats.OnTarget != devices || stats.Counts["failed"] != 0 || stats.Rate <= 0 {
+		t.Errorf("server stats: %d on target, %d failed, rate %v/s; want %d, 0 and a rate", stats.OnTarget, stats.Counts["failed"], stats.Rate, devices)
 	}
 }
 

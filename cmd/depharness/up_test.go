@@ -79,6 +79,7 @@ func TestUpResumesItsWorld(t *testing.T) {
 		code := runMain(ctx, env, []string{"up", "--data-dir", dir, "--devices", "3", "--exit-after-rollout",
 			"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--cloud-listen", "127.0.0.1:0",
 			"--registry-listen", registry, "--gateway-listen", "127.0.0.1:0", "--gateway-metrics-listen", "127.0.0.1:0",
+			"--fleet-view-listen", "127.0.0.1:0",
 			"--poll-interval", "100ms", "--hook-retry-interval", "200ms", "--log-format", "json"})
 		if code != 0 {
 			t.Fatalf("up: exit %d; stderr:\n%s", code, errOut.String())
@@ -88,6 +89,9 @@ func TestUpResumesItsWorld(t *testing.T) {
 	first := run()
 	if strings.Contains(first, "resuming") {
 		t.Fatal("the first run says it resumed")
+	}
+	if !strings.Contains(first, "fleet view: http://127.0.0.1:") {
+		t.Errorf("up did not say where its fleet view is; stderr:\n%s", first)
 	}
 	second := run()
 	if !strings.Contains(second, "resuming the world") {
