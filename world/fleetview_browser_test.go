@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 
 	"github.com/depharness/depharness/fakes/cloud"
@@ -137,6 +139,31 @@ func TestFleetViewInBrowser(t *testing.T) {
 		p.OnTarget, p.N, p.Progress, p.ErrorOps, p.RenderMs, p.MaxMs, p.FrameBytes)
 	if !contains(p.ErrorOps, "flash") {
 		t.Errorf("errors list shows operations %v, want a failed flash among them (text %q)", p.ErrorOps, p.ErrorText)
+	}
+	// Hovering a cell tells which device it is and what it runs.
+	const dev = 4 // of the first app (devices go round-robin into the apps)
+	pt, err := chromedp.Run(ctx, chromedp.Evaluate[struct{ X, Y float64 }](fmt.Sprintf(`window.fleetview.cellCenter(%d)`, dev)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, pt.X, pt.Y)); err != nil {
+		t.Fatal(err)
+	}
+	serial := st.Fleet.Device(dev).Serial
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tip, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('tip').hidden ? '' : document.getElementById('tip').textContent`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(tip, fmt.Sprintf("device #%d", dev)) && strings.Contains(tip, serial) && strings.Contains(tip, "on target") &&
+			strings.Contains(tip, rel.Commit) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hovering cell %d shows %q, want device #%d, %s, on target and commit %s", dev, tip, dev, serial, rel.Commit)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	browsertest.Screenshot(t, ctx, browsertest.RepoPath(t, "reports/fleet-view.png"))
 

@@ -46,6 +46,11 @@
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     full = true;
   }
+  // cellCenter is where cell i is drawn, in viewport pixels.
+  fv.cellCenter = (i) => {
+    const r = canvas.getBoundingClientRect();
+    return { x: r.left + (i % cols) * pitch + size / 2, y: r.top + Math.floor(i / cols) * pitch + size / 2 };
+  };
   function paintCell(i) {
     const x = (i % cols) * pitch, y = Math.floor(i / cols) * pitch, s = fv.states[i];
     ctx.clearRect(x, y, pitch, pitch);
