@@ -371,7 +371,7 @@ func (m *Model) SetApps(apps []api.App) {
 	}
 }
 
-// cellLocked is device d's cell state and the commit it runs.
+// cellLocked is device d's cell state.
 func (m *Model) cellLocked(d *device) Cell {
 	switch {
 	case d.deleted:
@@ -402,12 +402,18 @@ func (m *Model) cellLocked(d *device) Cell {
 	return Pending
 }
 
+// commitLocked is c's index in the commit table. The table's last entry,
+// "…", stands for every commit beyond maxCommits.
 func (m *Model) commitLocked(c string) int32 {
 	if i, ok := m.commitIdx[c]; ok {
 		return i
 	}
+	if len(m.commits) == maxCommits-1 {
+		m.commitIdx["…"] = int32(len(m.commits))
+		m.commits = append(m.commits, "…")
+	}
 	if len(m.commits) >= maxCommits {
-		return m.commitLocked("…")
+		return m.commitIdx["…"]
 	}
 	i := int32(len(m.commits))
 	m.commitIdx[c] = i
@@ -640,5 +646,3 @@ func (m *Model) Device(i int) (DeviceInfo, bool) {
 	}
 	return info, true
 }
-
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

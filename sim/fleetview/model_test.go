@@ -305,3 +305,21 @@ func TestAHookAheadOfTheAppsListSetsTheTarget(t *testing.T) {
 		t.Errorf("once the list says c2, the device running c1: got %q, want pending", got)
 	}
 }
+
+func TestTheCommitTableIsBounded(t *testing.T) {
+	m, _ := newModel(t, 1)
+	m.DeviceManaged(0, "u0", 1)
+	for i := range maxCommits + 100 {
+		m.FleetEvent(state(0, fleet.StateRunning, fmt.Sprint("c", i)))
+		m.Step()
+	}
+	_, snap := m.Snapshot()
+	f := decode(t, snap)
+	if len(f.Commits) != maxCommits || f.Commits[maxCommits-1] != "…" || f.Commits[f.Cix[0]] != "…" {
+		t.Errorf("after %d commits: table of %d ending %q, the device's %q; want %d ending and showing …",
+			maxCommits+100, len(f.Commits), f.Commits[len(f.Commits)-1], f.Commits[f.Cix[0]], maxCommits)
+	}
+	if d, _ := m.Device(0); d.Commit != fmt.Sprint("c", maxCommits+99) {
+		t.Errorf("the device's details: got commit %q, want the real one", d.Commit)
+	}
+}
