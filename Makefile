@@ -10,7 +10,7 @@ FUZZTIME ?= 10s
 export TESTCONTAINERS_RYUK_DISABLED := true
 export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
 
-.PHONY: help build run test lint bench fuzz clean image compose-up compose-down test-docker deps-docker verify self-check load
+.PHONY: help build run test lint bench fuzz clean image compose-up compose-down test-docker deps-docker deps-browser verify self-check load
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ build: ## build the static depharness binary into bin/
 run: build ## bring the whole world up in one process (depharness up)
 	$(BIN) up
 
-test: ## all unit, integration and BDD tests, with the race detector
+test: ## all unit, integration and BDD tests, with the race detector (browser tests skip without chromium: make deps-browser)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
 lint: ## go vet, and gofmt must print nothing
@@ -62,6 +62,10 @@ deps-docker: ## Debian packages the Docker tests need (prometheus, promtool, doc
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v docker-compose >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus docker-compose >/dev/null; }
 	@systemctl disable --now prometheus >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true
+
+deps-browser: ## Debian's chromium, for the fleet view's browser tests (headless, driven by chromedp)
+	@command -v chromium >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 test-docker: image deps-docker ## end-to-end tests with containers and a real Prometheus
 	DEPHARNESS_IMAGE=$(IMAGE) $(GO) test -count=1 -timeout 20m -v ./e2e/... 2>&1 | tee reports/e2e.log | awk -f e2e/summary.awk ; exit $${PIPESTATUS[0]}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/hookrecv"
+	"github.com/depharness/depharness/internal/ctxtime"
 )
 
 // Timing clauses checked from both sides. Every bound here is the one
@@ -530,7 +531,7 @@ func pollsInEveryWindow(ctx context.Context) error {
 	st := scenarioOf(ctx)
 	b := st.bounds()
 	start := time.Now()
-	if err := sleepCtx(ctx, 4*b.pollWindow()); err != nil {
+	if err := ctxtime.Sleep(ctx, 4*b.pollWindow()); err != nil {
 		return err
 	}
 	end := time.Now()

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -16,6 +17,7 @@ import (
 	"github.com/depharness/depharness/fakes/registry"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
+	"github.com/depharness/depharness/sim/fleetview"
 	"github.com/depharness/depharness/sim/gateway"
 )
 
@@ -31,6 +33,12 @@ type StackOptions struct {
 	GatewayListen string
 	// GatewayMetricsListen, if set, serves the gateway's metrics there.
 	GatewayMetricsListen string
+	// FleetViewListen, if set, serves the live fleet view there
+	// (sim/fleetview); "127.0.0.1:0" picks a free port.
+	FleetViewListen string
+	// FleetViewInterval is the fleet view's frame interval; zero means its
+	// default.
+	FleetViewInterval time.Duration
 	// Policy is the gateway's answer to update hooks; empty means 200.
 	Policy gateway.Policy
 	// Profile is the fleet; Profile.Count devices are provisioned.
@@ -67,6 +75,9 @@ type Stack struct {
 	GatewayMetricsURL string
 	// GatewayMetrics gathers the gateway's metrics.
 	GatewayMetrics *prometheus.Registry
+	// FleetView and FleetViewURL are set when FleetViewListen was.
+	FleetView    *fleetview.View
+	FleetViewURL string
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -162,6 +173,15 @@ func (s *Stack) startGateway(ctx context.Context, opts StackOptions, hookLn net.
 			checksums[[2]string{fmt.Sprint(a.App.ID), a.Release.Commit}] = a.Checksum
 		}
 	}
+	var observer gateway.Observer
+	if opts.FleetViewListen != "" {
+		s.FleetView, err = fleetview.New(fleetview.Options{Fleet: s.Fleet, Apps: cl.Apps, Interval: opts.FleetViewInterval,
+			Logger: log.With("component", "fleetview")})
+		if err != nil {
+			return err
+		}
+		observer = s.FleetView.Observer()
+	}
 	s.GatewayMetrics = prometheus.NewRegistry()
 	var appIDs []int64
 	for _, a := range s.Apps {
@@ -170,7 +190,7 @@ func (s *Stack) startGateway(ctx context.Context, opts StackOptions, hookLn net.
 	s.Gateway, err = gateway.New(gateway.Options{
 		Client: cl, Fleet: s.Fleet, Apps: appIDs, Policy: opts.Policy,
 		Logger: log.With("component", "gateway"), Registerer: s.GatewayMetrics,
-		Rand: rand.New(rand.NewPCG(uint64(opts.Profile.Seed), 1)),
+		Rand: rand.New(rand.NewPCG(uint64(opts.Profile.Seed), 1)), Observer: observer,
 		ExpectedChecksum: func(appID int64, commit string) (string, bool) {
 			c, ok := checksums[[2]string{fmt.Sprint(appID), commit}]
 			return c, ok
@@ -188,9 +208,19 @@ func (s *Stack) startGateway(ctx context.Context, opts StackOptions, hookLn net.
 		s.servers = append(s.servers, ms)
 		s.GatewayMetricsURL = "http://" + ms.addr + "/metrics"
 	}
+	runs := map[string]func(context.Context) error{"fleet": s.Fleet.Run, "gateway": s.Gateway.Run}
+	if s.FleetView != nil {
+		vs, err := serve(opts.FleetViewListen, s.FleetView.Handler(), log)
+		if err != nil {
+			return fmt.Errorf("fleet view listen: %w", err)
+		}
+		s.servers = append(s.servers, vs)
+		s.FleetViewURL = "http://" + vs.addr + "/"
+		runs["fleetview"] = s.FleetView.Run
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
-	for name, run := range map[string]func(context.Context) error{"fleet": s.Fleet.Run, "gateway": s.Gateway.Run} {
+	for name, run := range runs {
 		s.wg.Go(func() {
 			if err := run(runCtx); err != nil && runCtx.Err() == nil {
 				log.Error("stopped", "component", name, "err", err)

@@ -21,6 +21,7 @@ import (
 	"github.com/depharness/depharness/internal/httpserver"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
+	"github.com/depharness/depharness/sim/fleetview"
 	"github.com/depharness/depharness/sim/gateway"
 )
 
@@ -50,6 +51,7 @@ func runGateway(ctx context.Context, env *cliEnv, args []string) error {
 	concurrency := f.Int("concurrency", "GATEWAY_CONCURRENCY", 16, "devices updated at once, and log lines in flight")
 	seed := f.Int64("seed", "GATEWAY_SEED", 0, "seed of the fleet and of retry jitter; when not given, the profile's seed")
 	metricsListen := f.String("metrics-listen", "GATEWAY_METRICS_LISTEN", "", "host:port serving Prometheus /metrics; empty disables it")
+	fleetViewListen := f.String("fleet-view-listen", "GATEWAY_FLEET_VIEW_LISTEN", "", "host:port serving the live fleet view (a browser page, e.g. 127.0.0.1:48487); empty disables it")
 	checksums := f.String("expected-checksums", "GATEWAY_EXPECTED_CHECKSUMS", "", `JSON file {"<appId>/<commit>": "<sha256 hex>"} of releases' expected checksums (fleet.Checksum)`)
 	if err := f.Parse(args); err != nil {
 		return err
@@ -104,10 +106,18 @@ func runGateway(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return usagef("fleet: %v", err)
 	}
+	var view *fleetview.View
+	var observer gateway.Observer
+	if *fleetViewListen != "" {
+		if view, err = fleetview.New(fleetview.Options{Fleet: fl, Apps: c.Apps, Logger: log}); err != nil {
+			return err
+		}
+		observer = view.Observer()
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gw, err := gateway.New(gateway.Options{Client: c, Fleet: fl, Apps: appIDs, Policy: pol, Concurrency: *concurrency,
-		Logger: log, Registerer: reg, Rand: rand.New(rand.NewPCG(s, 2)), ExpectedChecksum: expected})
+		Logger: log, Registerer: reg, Rand: rand.New(rand.NewPCG(s, 2)), ExpectedChecksum: expected, Observer: observer})
 	if err != nil {
 		return err
 	}
@@ -127,6 +137,20 @@ func runGateway(ctx context.Context, env *cliEnv, args []string) error {
 		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
 	servers = append(servers, httpserver.Start(hookLn, gw.Handler(), httpserver.Options{}))
+	if view != nil {
+		vln, err := net.Listen("tcp", *fleetViewListen)
+		if err != nil {
+			for _, srv := range servers {
+				srv.Close()
+			}
+			if mln != nil {
+				mln.Close()
+			}
+			return usagef("--fleet-view-listen %s: %v", *fleetViewListen, err)
+		}
+		servers = append(servers, httpserver.Start(vln, view.Handler(), httpserver.Options{}))
+		log.Info("fleet view listening", "url", "http://"+vln.Addr().String()+"/")
+	}
 	if mln != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -147,6 +171,9 @@ func runGateway(ctx context.Context, env *cliEnv, args []string) error {
 		})
 	}
 	wg.Go(func() { _ = fl.Run(ctx) })
+	if view != nil {
+		wg.Go(func() { _ = view.Run(ctx) })
+	}
 	wg.Go(func() {
 		if err := gw.Run(ctx); err != nil {
 			errs <- err

@@ -39,6 +39,7 @@ func runUp(ctx context.Context, env *cliEnv, args []string) error {
 	registryListen := f.String("registry-listen", "FAKE_REGISTRY_LISTEN", "127.0.0.1:48481", "the fake registry's listen address")
 	gatewayListen := f.String("gateway-listen", "GATEWAY_LISTEN", "127.0.0.1:1337", "the reference gateway's hook listen address")
 	gatewayMetrics := f.String("gateway-metrics-listen", "GATEWAY_METRICS_LISTEN", "127.0.0.1:48486", "the gateway's metrics listen address")
+	fleetView := f.String("fleet-view-listen", "GATEWAY_FLEET_VIEW_LISTEN", "127.0.0.1:48487", "the live fleet view's listen address (open it in a browser); empty disables it")
 	adminToken := f.String("admin-token", "FAKE_CLOUD_ADMIN_TOKEN", "", "the fake cloud's control API token (generated if empty)")
 	registryToken := f.String("registry-token", "FAKE_REGISTRY_ADMIN_TOKEN", "", "the fake registry's admin token for pushes and its control API (generated if empty)")
 	apiKey := f.String("api-key", "BALENA_SUPERVISOR_API_KEY", "", "the proxy's API key (generated if empty)")
@@ -79,7 +80,7 @@ func runUp(ctx context.Context, env *cliEnv, args []string) error {
 			DataDir: proxyDir, Listen: *listen, MetricsListen: *metrics, APIKey: *apiKey,
 			PollInterval: *poll, HookRetryInterval: *retry,
 		},
-		NoGateway: *noGateway, GatewayListen: *gatewayListen, GatewayMetricsListen: *gatewayMetrics,
+		NoGateway: *noGateway, GatewayListen: *gatewayListen, GatewayMetricsListen: *gatewayMetrics, FleetViewListen: *fleetView,
 		Policy: pol, Profile: prof, Demo: true, Logger: log,
 	}
 	if *noGateway {
@@ -101,6 +102,9 @@ func runUp(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	log.Info("world up", "proxy", st.Proxy.URL, "cloud", st.CloudURL, "registry", st.RegistryAddr,
 		"proxy_metrics", st.Proxy.MetricsURL, "apps", len(st.Apps), "devices", prof.Count)
+	if st.FleetViewURL != "" {
+		fmt.Fprintf(env.stderr, "fleet view: %s\n", st.FleetViewURL)
+	}
 	if *noGateway {
 		<-ctx.Done()
 		return nil

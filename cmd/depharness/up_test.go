@@ -79,6 +79,7 @@ func TestUpResumesItsWorld(t *testing.T) {
 		code := runMain(ctx, env, []string{"up", "--data-dir", dir, "--devices", "3", "--exit-after-rollout",
 			"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--cloud-listen", "127.0.0.1:0",
 			"--registry-listen", registry, "--gateway-listen", "127.0.0.1:0", "--gateway-metrics-listen", "127.0.0.1:0",
+			"--fleet-view-listen", "127.0.0.1:0",
 			"--poll-interval", "100ms", "--hook-retry-interval", "200ms", "--log-format", "json"})
 		if code != 0 {
 			t.Fatalf("up: exit %d; stderr:\n%s", code, errOut.String())
@@ -92,6 +93,9 @@ func TestUpResumesItsWorld(t *testing.T) {
 	// The registry's blobs are under --data-dir, not in up's memory.
 	if blobs, err := os.ReadDir(filepath.Join(dir, "registry", "blobs", "sha256")); err != nil || len(blobs) == 0 {
 		t.Errorf("registry blobs under the data dir: %d, %v; want the demo's blobs there", len(blobs), err)
+	}
+	if !strings.Contains(first, "fleet view: http://127.0.0.1:") {
+		t.Errorf("up did not say where its fleet view is; stderr:\n%s", first)
 	}
 	second := run()
 	if !strings.Contains(second, "resuming the world") {

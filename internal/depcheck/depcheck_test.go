@@ -29,8 +29,10 @@ type rule struct {
 
 var rules = []rule{
 	// The floor: the wire types and the leaf helpers (internal/promreg
-	// imports the Prometheus client too).
+	// imports the Prometheus client too, internal/browsertest chromedp).
 	{prefixes: []string{"internal/promreg"}, may: []string{}},
+	// The browser driver of the page tests (chromedp), used by tests only.
+	{prefixes: []string{"internal/browsertest"}, may: []string{}},
 	{prefixes: []string{"api", "internal", "proxy/violation"}, stdOnly: true},
 	// The hook dispatcher and the target sync work on the store alone; the
 	// composition (package proxy) wires them to the other parts.
@@ -41,6 +43,8 @@ var rules = []rule{
 	{prefixes: []string{"fakes"}, may: []string{"api", "fakes", "internal"}},
 	// Load scenarios drive the fake cloud through its HTTP control client.
 	{prefixes: []string{"sim/load"}, may: []string{"api", "sim", "fakes/cloud", "internal"}},
+	// The live fleet view sees the fleet and the gateway, never the proxy.
+	{prefixes: []string{"sim/fleetview"}, may: []string{"api", "sim/fleet", "sim/gateway", "internal"}},
 	{prefixes: []string{"sim"}, may: []string{"api", "sim", "internal"}},
 	{prefixes: []string{"world"}, may: []string{"api", "proxy", "fakes", "sim", "internal"}},
 }

@@ -130,6 +130,9 @@ type Options struct {
 	// LogQueue is the number of device log lines waiting to be forwarded
 	// before new ones are dropped; zero means 4096.
 	LogQueue int
+	// Observer, if nil, is told nothing. It sees the gateway's side of the
+	// fleet for a live view (sim/fleetview).
+	Observer Observer
 }
 
 // Gateway is the reference gateway app.
@@ -230,6 +233,9 @@ func New(opts Options) (*Gateway, error) {
 	}
 	if opts.LogQueue <= 0 {
 		opts.LogQueue = 4096
+	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
 	}
 	g := &Gateway{
 		opts:    opts,
@@ -347,13 +353,17 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		g.log.Warn("unexpected request to the hook server", "method", r.Method, "path", r.URL.Path)
 		g.metrics.HooksReceived.WithLabelValues("unknown", "404").Inc()
+		g.opts.Observer.HookReceived("unknown", -1, http.StatusNotFound, "")
 		http.Error(w, "Not found", http.StatusNotFound)
 	})
 	return mux
 }
 
-func (g *Gateway) answer(w http.ResponseWriter, kind string, status int, msg string) {
+// answer writes a hook's answer; index is the fleet device's (-1: none) and
+// commit the update hook's target commit, for the Observer.
+func (g *Gateway) answer(w http.ResponseWriter, kind string, index int, commit string, status int, msg string) {
 	g.metrics.HooksReceived.WithLabelValues(kind, strconv.Itoa(status)).Inc()
+	g.opts.Observer.HookReceived(kind, index, status, commit)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, msg)
@@ -362,7 +372,7 @@ func (g *Gateway) answer(w http.ResponseWriter, kind string, status int, msg str
 func (g *Gateway) updateHook(w http.ResponseWriter, r *http.Request) {
 	var t api.UpdateHook
 	if err := json.NewDecoder(io.LimitReader(r.Body, api.MaxBodyBytes)).Decode(&t); err != nil {
-		g.answer(w, "update", http.StatusBadRequest, "Malformed update hook body")
+		g.answer(w, "update", -1, "", http.StatusBadRequest, "Malformed update hook body")
 		return
 	}
 	uuid := r.PathValue("uuid")
@@ -370,7 +380,7 @@ func (g *Gateway) updateHook(w http.ResponseWriter, r *http.Request) {
 	m := g.byUUID[uuid]
 	if m == nil {
 		g.mu.Unlock()
-		g.answer(w, "update", http.StatusNotFound, "Device not found")
+		g.answer(w, "update", -1, t.Commit, http.StatusNotFound, "Device not found")
 		return
 	}
 	// A resend of a target being worked on is queued too: it is answered
@@ -381,49 +391,55 @@ func (g *Gateway) updateHook(w http.ResponseWriter, r *http.Request) {
 	}
 	m.target, m.pending = &t, &t
 	g.enqueueLocked(m)
+	index := m.dev.Index
 	g.mu.Unlock()
 	g.log.Debug("update hook", "uuid", uuid, "commit", t.Commit, "env", t.Environment, "config", t.Config, "policy", g.opts.Policy)
 	if g.opts.Policy == PolicyAccepted {
-		g.answer(w, "update", http.StatusAccepted, "Accepted")
+		g.answer(w, "update", index, t.Commit, http.StatusAccepted, "Accepted")
 		return
 	}
-	g.answer(w, "update", http.StatusOK, "OK")
+	g.answer(w, "update", index, t.Commit, http.StatusOK, "OK")
 }
 
 func (g *Gateway) restartHook(w http.ResponseWriter, r *http.Request) {
 	uuid := r.PathValue("uuid")
 	g.mu.Lock()
 	m := g.byUUID[uuid]
+	index := -1
 	if m != nil {
 		m.restarts++
 		g.enqueueLocked(m)
+		index = m.dev.Index
 	}
 	g.mu.Unlock()
 	if m == nil {
-		g.answer(w, "restart", http.StatusNotFound, "Device not found")
+		g.answer(w, "restart", -1, "", http.StatusNotFound, "Device not found")
 		return
 	}
-	g.answer(w, "restart", http.StatusOK, "OK")
+	g.answer(w, "restart", index, "", http.StatusOK, "OK")
 }
 
 func (g *Gateway) deleteHook(w http.ResponseWriter, r *http.Request) {
 	uuid := r.PathValue("uuid")
-	g.forget(uuid)
-	g.answer(w, "delete", http.StatusOK, "OK")
+	index := g.forget(uuid)
+	g.answer(w, "delete", index, "", http.StatusOK, "OK")
 }
 
-// forget drops a device: no more work, reports or logs for it.
-func (g *Gateway) forget(uuid string) {
+// forget drops a device: no more work, reports or logs for it. It returns
+// the device's fleet index, or -1 if it was not managed.
+func (g *Gateway) forget(uuid string) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	m := g.byUUID[uuid]
 	if m == nil {
-		return
+		return -1
 	}
 	m.forgotten = true
 	delete(g.byUUID, uuid)
 	delete(g.byIndex, m.dev.Index)
+	g.opts.Observer.DeviceForgotten(m.dev.Index, uuid)
 	g.log.Info("device forgotten", "uuid", uuid, "serial", m.dev.Serial)
+	return m.dev.Index
 }
 
 // enqueueLocked queues m for a worker unless it is queued or being worked
@@ -532,7 +548,7 @@ func (g *Gateway) forwardLogs(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				g.metrics.Errors.WithLabelValues("log").Inc()
+				g.failed("log", l.m.dev.Index, err)
 				g.log.Warn("forwarding a log line", "uuid", l.m.uuid, "err", err)
 				if client.IsGone(err) {
 					g.forget(l.m.uuid)
@@ -674,7 +690,7 @@ func (g *Gateway) adoptable(ctx context.Context, apps []int64) (map[int64][]api.
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		g.metrics.Errors.WithLabelValues("adopt").Inc()
+		g.failed("adopt", -1, err)
 		if code := client.StatusCode(err); code >= 400 && code < 500 {
 			return nil, fmt.Errorf("listing the devices to adopt: %w", err)
 		}
@@ -760,6 +776,7 @@ func (g *Gateway) adopt(d *fleet.Device, dev api.Device) {
 	g.byUUID[m.uuid] = m
 	g.byIndex[d.Index] = m
 	g.enqueueLocked(m)
+	g.opts.Observer.DeviceManaged(d.Index, m.uuid, m.appID)
 	g.mu.Unlock()
 	g.metrics.Adopted.Inc()
 	commit := ""
@@ -782,7 +799,7 @@ func (g *Gateway) provision(ctx context.Context, d *fleet.Device, appID int64) e
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		g.metrics.Errors.WithLabelValues("provision").Inc()
+		g.failed("provision", d.Index, err)
 		if client.IsBadRequest(err) || client.IsUnauthorized(err) {
 			return fmt.Errorf("provisioning device %s into app %d: %w", d.Serial, appID, err)
 		}
@@ -798,6 +815,7 @@ func (g *Gateway) provision(ctx context.Context, d *fleet.Device, appID int64) e
 	g.byUUID[p.UUID] = m
 	g.byIndex[d.Index] = m
 	g.enqueueLocked(m)
+	g.opts.Observer.DeviceManaged(d.Index, m.uuid, m.appID)
 	g.mu.Unlock()
 	g.metrics.Provisioned.Inc()
 	g.log.Info("device provisioned", "serial", d.Serial, "uuid", p.UUID, "app", appID, "name", p.Name)
@@ -908,7 +926,7 @@ func (g *Gateway) update(ctx context.Context, m *managed, t *api.UpdateHook) {
 		g.reportRunning(ctx, m, t)
 	case ctx.Err() != nil:
 	case errors.As(err, &ferr):
-		g.metrics.Errors.WithLabelValues("flash").Inc()
+		g.failed("flash", m.dev.Index, err)
 		g.log.Warn("flash failed", "uuid", m.uuid, "commit", t.Commit, "err", err)
 		g.mu.Lock()
 		retry := false
@@ -936,7 +954,7 @@ func (g *Gateway) update(ctx context.Context, m *managed, t *api.UpdateHook) {
 		}
 	default:
 		// The download failed: try again later.
-		g.metrics.Errors.WithLabelValues("download").Inc()
+		g.failed("download", m.dev.Index, err)
 		g.log.Warn("downloading assets", "app", t.AppID, "commit", t.Commit, "err", err)
 		g.retryLater(m, t, 1)
 	}
@@ -989,7 +1007,7 @@ func (g *Gateway) report(ctx context.Context, m *managed, u api.DeviceUpdate, t 
 			return
 		}
 		g.metrics.Reports.WithLabelValues("error").Inc()
-		g.metrics.Errors.WithLabelValues("report").Inc()
+		g.failed("report", m.dev.Index, err)
 		g.log.Warn("reporting device state", "uuid", m.uuid, "err", err)
 		if client.IsGone(err) || client.IsNotFound(err) {
 			g.forget(m.uuid)
@@ -997,6 +1015,7 @@ func (g *Gateway) report(ctx context.Context, m *managed, u api.DeviceUpdate, t 
 		return
 	}
 	g.metrics.Reports.WithLabelValues("ok").Inc()
+	g.opts.Observer.Reported(m.dev.Index)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if u.Status != nil {

@@ -78,6 +78,7 @@ type setup struct {
 	expected func(int64, string) (string, bool)
 	apps     []int64
 	noRun    bool
+	observer gateway.Observer
 }
 
 func start(t *testing.T, s setup) *harness {
@@ -121,7 +122,7 @@ func (w *harness) launch(s setup) {
 	w.reg = prometheus.NewRegistry()
 	w.gw, err = gateway.New(gateway.Options{Client: c, Fleet: w.fleet, Apps: s.apps, Policy: s.policy, Concurrency: 8, Logger: logger,
 		Registerer: w.reg, Rand: rand.New(rand.NewPCG(2, 2)), ExpectedChecksum: s.expected,
-		RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond})
+		RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond, Observer: s.observer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/depharness/depharness/sim/supervisortest"
+)
+
+// The gateway command serves the fleet view with --fleet-view-listen, and
+// an open event stream does not hold up its shutdown.
+func TestGatewayServesTheFleetView(t *testing.T) {
+	sup := supervisortest.New("k")
+	sup.SetApp(13015, "edgeApp1", "c1", nil)
+	srv := httptest.NewServer(sup.Handler())
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	env := &cliEnv{stdout: &syncBuffer{}, stderr: &stderr, getenv: func(k string) string {
+		return map[string]string{"BALENA_SUPERVISOR_ADDRESS": srv.URL, "BALENA_SUPERVISOR_API_KEY": "k",
+			"GATEWAY_DEVICES": "3", "GATEWAY_FLEET_VIEW_LISTEN": "127.0.0.1:0"}[k]
+	}}
+	done := make(chan int, 1)
+	go func() { done <- runMain(ctx, env, []string{"gateway", "--listen", "127.0.0.1:0", "--app", "13015"}) }()
+
+	urlRE := regexp.MustCompile(`fleet view listening"? url=(http://\S+/)`)
+	var url string
+	var state struct {
+		Stats struct {
+			Active int
+			Apps   []struct{ Name, Commit string }
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if url == "" {
+			if m := urlRE.FindStringSubmatch(stderr.String()); m != nil {
+				url = m[1]
+			}
+		}
+		if url != "" {
+			if resp, err := http.Get(url + "api/state"); err == nil {
+				json.NewDecoder(resp.Body).Decode(&state)
+				resp.Body.Close()
+				if state.Stats.Active == 3 && len(state.Stats.Apps) == 1 && state.Stats.Apps[0].Name == "edgeApp1" && state.Stats.Apps[0].Commit == "c1" {
+					break
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fleet view at %q shows %+v, want 3 devices of edgeApp1 at c1\n%s", url, state, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp, err := http.Get(url + "events")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /events: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("got exit code %d, want 0\n%s", code, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway did not stop within 10 s of cancel with a fleet view stream open")
+	}
+}
