@@ -38,7 +38,7 @@ func TestAllowancesExtraCloudCallsAndNoKeepalive(t *testing.T) {
 		wantConns int
 	}{
 		{"", []string{"/device/v2/" + testUUID + "/state"}, 1},
-		{"extra-cloud-calls,no-keepalive", []string{"/config", "/device/v2/" + testUUID + "/state", "/v6/application(7)"}, 3},
+		{"extra-cloud-calls,no-keepalive", []string{"/device/v2/" + testUUID + "/state", "/config", "/v6/application(7)"}, 3},
 	} {
 		mu.Lock()
 		paths, conns = nil, map[string]bool{}

@@ -250,10 +250,6 @@ func (c *Client) GetState(ctx context.Context, etag string) (state *cloud.Target
 	if etag != "" {
 		hdr.Set("If-None-Match", etag)
 	}
-	extra := c.v.Allows("extra-cloud-calls")
-	if extra {
-		c.extraCall(ctx, "/config")
-	}
 	resp, err := c.do(ctx, CallState, http.MethodGet, path, hdr, nil)
 	if err != nil {
 		var se *StatusError
@@ -267,7 +263,8 @@ func (c *Client) GetState(ctx context.Context, etag string) (state *cloud.Target
 	if err := decodeJSON(resp.Body, maxStateBytes, &st); err != nil {
 		return nil, "", false, &ProtocolError{Call: CallState, Err: err}
 	}
-	if extra {
+	if c.v.Allows("extra-cloud-calls") {
+		c.extraCall(ctx, "/config")
 		for id := range st.Dependent.Apps {
 			c.extraCall(ctx, "/v6/application("+url.PathEscape(id)+")")
 		}
@@ -277,7 +274,8 @@ func (c *Client) GetState(ctx context.Context, etag string) (state *cloud.Target
 
 // extraCall makes a request outside the cloud protocol of the contract, as
 // another supervisor may (allowance extra-cloud-calls), and ignores its
-// outcome (the fake cloud answers 404).
+// outcome (the fake cloud answers 404). GetState makes them after the state
+// request, which polls start to start do not wait for.
 func (c *Client) extraCall(ctx context.Context, path string) {
 	if resp, err := c.do(ctx, CallExtra, http.MethodGet, path, nil, nil); err == nil {
 		closeBody(resp)

@@ -203,11 +203,14 @@ func (s *Syncer) Run(ctx context.Context) error {
 		case <-s.trigger:
 		case <-poll.C:
 		}
+		started := time.Now()
 		if s.Poll(ctx) == nil {
 			s.reconcileDownloads(ctx, dctx)
 		}
 		s.metrics.observeAge(s.opts.Now())
-		poll.Reset(s.opts.PollInterval)
+		// Polls start one interval apart, however long applying a target
+		// took (CLOUD-STATE: a poll in every window of 2 intervals).
+		poll.Reset(max(s.opts.PollInterval-time.Since(started), 0))
 	}
 }
 
