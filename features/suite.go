@@ -24,6 +24,7 @@ import (
 	"github.com/cucumber/godog"
 
 	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/version"
 )
 
 // Timing are the intervals the target is started with and the deadlines
@@ -103,6 +104,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Features, if nil, is the suite's own Files.
 	Features fs.FS
+	// Command is the target command as the user gave it, for the report
+	// and its rerun command ("" for the reference proxy).
+	Command string
 
 	// ports, if set, is shared with other runs of this process.
 	ports *portPool
@@ -198,11 +202,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 	format := "pretty"
 	if cfg.ReportDir != "" {
-		if err := os.MkdirAll(filepath.Join(cfg.ReportDir, "logs"), 0o755); err != nil {
+		if err := PrepareReportDir(cfg.ReportDir); err != nil {
 			return Result{}, err
 		}
-		format += ",cucumber:" + filepath.Join(cfg.ReportDir, "cucumber.json") +
-			",junit:" + filepath.Join(cfg.ReportDir, "junit.xml")
+		// junit.xml is written from cucumber.json with the report.
+		format += ",cucumber:" + filepath.Join(cfg.ReportDir, "cucumber.json")
 	}
 	ports := cfg.ports
 	if ports == nil {
@@ -242,8 +246,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	status := ts.Run()
 	res := Result{Seed: cfg.Seed, Status: status, Scenarios: s.results()}
 	if cfg.ReportDir != "" {
-		if err := WriteHTMLReportFiles(cfg.ReportDir); err != nil {
-			return res, fmt.Errorf("writing the HTML report: %w", err)
+		total, err := countSelected(cfg.Features, "")
+		if err != nil {
+			return res, err
+		}
+		info := RunInfo{Seed: cfg.Seed, Tags: cfg.Tags, Command: cfg.Command, Version: version.String(), Selected: n, Total: total}
+		if err := WriteReportFiles(cfg.ReportDir, info, FeatureSources(cfg.Features)); err != nil {
+			return res, fmt.Errorf("writing the reports: %w", err)
 		}
 	}
 	if status == 2 {
@@ -381,7 +390,7 @@ func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, 
 		cfg:      s.cfg,
 		pickle:   p,
 		name:     p.Name,
-		id:       fmt.Sprintf("%03d-%s", seq, strings.Trim(unsafeName.ReplaceAllString(p.Name, "-"), "-")),
+		id:       fmt.Sprintf("%03d-%s", seq, logName(p.Name)),
 		log:      &syncBuffer{},
 		apps:     map[string]*appState{},
 		releases: map[string]*releaseState{},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/features"
+	"github.com/depharness/depharness/features/clauses"
 	"github.com/depharness/depharness/proxy/violation"
 )
 
@@ -37,8 +38,12 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 	hookTimeout := f.Duration("hook-timeout", "", features.DefaultTiming.HookTimeout, "HOOK_TIMEOUT given to the target")
 	ready := f.Duration("ready-timeout", "", features.DefaultTiming.Ready, "how long the target may take to answer GET /ping")
 	await := f.Duration("await-timeout", "", features.DefaultTiming.Await, "how long an \"eventually\" step waits")
+	listClauses := f.Bool("list-clauses", "", false, "print the contract's clauses (id, tier, text) and exit; the whole contract is docs/contract.md")
 	if err := f.Parse(args); err != nil {
 		return err
+	}
+	if *listClauses {
+		return clauses.WriteList(env.stdout, clauses.All())
 	}
 	log, err := f.logger()
 	if err != nil {
@@ -58,6 +63,7 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	timing := features.Timing{Poll: *poll, Retry: *retry, HookTimeout: *hookTimeout, Ready: *ready, Await: *await}
 	cfg := features.Config{
+		Command:     *targetCmd,
 		Target:      features.CommandTargetFactory(cmd, *ready),
 		TargetEnv:   targetEnv,
 		Tags:        *tags,
@@ -68,6 +74,26 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 		NoColors:    !isTerminal(env.stdout),
 		Timing:      timing,
 		Logger:      log,
+	}
+	// Refuse bad options before starting anything. The self-check
+	// intersects --tags with each clause's tags: only the expression's
+	// syntax matters there.
+	if _, err := features.SelectScenarios(cfg); errors.Is(err, features.ErrBadTags) ||
+		!*selfCheck && errors.Is(err, features.ErrNoScenarios) {
+		return usageError{err}
+	} else if err != nil && !errors.Is(err, features.ErrNoScenarios) {
+		return err
+	}
+	// Start the target once before any scenario: a target that cannot
+	// start is said once, with its exit status and last output, instead of
+	// by every scenario in turn.
+	if err := features.Preflight(ctx, cfg); err != nil {
+		var pe *features.PreflightError
+		if errors.As(err, &pe) {
+			fmt.Fprint(env.stderr, pe.Explain())
+			return exitStatus(1)
+		}
+		return err
 	}
 	if *selfCheck {
 		plan := features.SelfCheckPlan{Parallel: *selfCheckParallel}

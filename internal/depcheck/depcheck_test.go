@@ -33,6 +33,7 @@ var rules = []rule{
 	// Leaf helpers the proxy and the fakes share.
 	{prefix: "internal/jsonstr", stdOnly: true},
 	{prefix: "internal/httpserver", stdOnly: true},
+	{prefix: "internal/version", stdOnly: true},
 	// The hook dispatcher and the target sync work on the store alone; the
 	// composition (package proxy) wires them to the other parts.
 	{prefix: "proxy/hooks", denied: []string{"fakes", "sim", "features", "world", "cmd", "e2e",

@@ -1,0 +1,113 @@
+package features
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCommandTargetStartErrorCarriesTheExitStatusAndTheLastOutputLines(t *testing.T) {
+	cmd := `for i in $(seq 1 40); do echo "noise $i"; done; echo 'config: HOOK_TIMEOUT="soon" is not a duration' >&2; exit 7`
+	tg := NewCommandTarget(CommandOptions{Command: cmd, Ready: 10 * time.Second}, nil)
+	err := tg.Start(testCtx(t), testEnv(t))
+	var se *StartError
+	if !errors.As(err, &se) {
+		t.Fatalf("got %v, want a *StartError", err)
+	}
+	if se.Exit != "exit status 7" {
+		t.Errorf("got exit %q, want \"exit status 7\"", se.Exit)
+	}
+	if len(se.Output) != startErrorLines || se.Output[len(se.Output)-1] != `config: HOOK_TIMEOUT="soon" is not a duration` {
+		t.Errorf("got output %q, want the last %d lines ending with the cause", se.Output, startErrorLines)
+	}
+	msg := err.Error()
+	for _, want := range []string{"exited (exit status 7) before GET /ping answered 200", "is not a duration", "noise 40"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the error lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "noise 1\n") || strings.Contains(msg, "noise 20\n") {
+		t.Errorf("the error carries more than the last lines:\n%s", msg)
+	}
+}
+
+func TestCommandTargetStartErrorOfACommandNotFound(t *testing.T) {
+	tg := NewCommandTarget(CommandOptions{Command: "exec /nonexistent/my-supervisor", Ready: 10 * time.Second}, nil)
+	err := tg.Start(testCtx(t), testEnv(t))
+	if err == nil || !strings.Contains(err.Error(), "exit status 127") || !strings.Contains(err.Error(), "/nonexistent/my-supervisor: not found") {
+		t.Fatalf("got %v, want the shell's status 127 and its \"not found\"", err)
+	}
+}
+
+func TestTailWriterKeepsTheLastLinesEachBounded(t *testing.T) {
+	w := newTailWriter(3, 10)
+	fmt.Fprint(w, "one\r\ntwo\n\n")
+	fmt.Fprint(w, "three\nfour is a long line, cut\nfi")
+	fmt.Fprint(w, "ve")
+	got := w.lines()
+	want := []string{"three", "four is a  …", "five"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	w.reset()
+	if len(w.lines()) != 0 {
+		t.Error("reset kept lines")
+	}
+}
+
+func TestPreflightSaysOnceWhyTheTargetDoesNotStart(t *testing.T) {
+	dir := t.TempDir()
+	// Reports of an earlier run are removed; other files are kept.
+	for _, f := range []string{"report.html", "junit.xml", "logs/001-old.log", "notes.txt"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("old"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := Config{Target: CommandTargetFactory("exec /nonexistent/my-supervisor", 10*time.Second), ReportDir: dir}
+	err := Preflight(testCtx(t), cfg)
+	var pe *PreflightError
+	if !errors.As(err, &pe) {
+		t.Fatalf("got %v, want a *PreflightError", err)
+	}
+	text := pe.Explain()
+	for _, want := range []string{"did not start, so no scenario was run", "command:  exec /nonexistent/my-supervisor", "exit status 127", "/nonexistent/my-supervisor: not found", filepath.Join(dir, "logs", "000-preflight.log")} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the explanation lacks %q:\n%s", want, text)
+		}
+	}
+	if b, err := os.ReadFile(pe.Log); err != nil || !strings.Contains(string(b), "not found") {
+		t.Errorf("preflight log: %v, %q; want the target's output", err, b)
+	}
+	for _, f := range []string{"report.html", "junit.xml", "logs/001-old.log"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s of an earlier run is still there (%v)", f, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "notes.txt")); err != nil {
+		t.Errorf("a file that is no report was removed: %v", err)
+	}
+}
+
+func TestPreflightPassesATargetThatStarts(t *testing.T) {
+	if err := Preflight(testCtx(t), Config{Target: pingTarget(t)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPreflightLeavesATargetThatAnswersPingOtherwiseToTheScenarios(t *testing.T) {
+	// A /ping answered 401 breaks AUTH-3: a verdict the scenarios give.
+	cfg := Config{Target: func(out io.Writer) Target {
+		return NewCommandTarget(CommandOptions{Command: "DEPHARNESS_VIOLATIONS=ping-locked " + pingServerEnv + "=1 " + selfCommand(t), Ready: time.Second}, out)
+	}}
+	if err := Preflight(testCtx(t), cfg); err != nil {
+		t.Errorf("got %v, want no preflight error", err)
+	}
+}
