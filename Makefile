@@ -6,17 +6,19 @@ IMAGE ?= depharness:local
 # Every package but the Docker end-to-end tests, which `test-docker` runs.
 PKGS = $(shell $(GO) list ./... | grep -v /e2e)
 BENCHTIME ?= 1x
+# The version the binary reports (verify's report, --version): git describe, or "dev".
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 FUZZTIME ?= 10s
 export TESTCONTAINERS_RYUK_DISABLED := true
 export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
 
-.PHONY: help build run test lint bench fuzz clean image compose-up compose-down test-docker deps-docker verify self-check load
+.PHONY: help build run test lint bench fuzz clean image compose-up compose-down test-docker deps-docker deps-browser verify self-check load
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build the static depharness binary into bin/
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN) ./cmd/depharness
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w -X github.com/depharness/depharness/internal/version.Version=$(VERSION)' -o $(BIN) ./cmd/depharness
 
 run: build ## bring the whole world up in one process (depharness up)
 	$(BIN) up
@@ -62,6 +64,10 @@ deps-docker: ## Debian packages the Docker tests need (prometheus, promtool, doc
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v docker-compose >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus docker-compose >/dev/null; }
 	@systemctl disable --now prometheus >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true
+
+deps-browser: ## Debian's chromium, for the tests that look at pages in a browser (they skip without it)
+	@command -v chromium >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 test-docker: image deps-docker ## end-to-end tests with containers and a real Prometheus
 	DEPHARNESS_IMAGE=$(IMAGE) $(GO) test -count=1 -timeout 20m -v ./e2e/... 2>&1 | tee reports/e2e.log | awk -f e2e/summary.awk ; exit $${PIPESTATUS[0]}

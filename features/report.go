@@ -93,6 +93,9 @@ func (i RunInfo) TargetText() string {
 	return redactText(i.Command)
 }
 
+// Redacted reports whether the target command shows redacted keys.
+func (i RunInfo) Redacted() bool { return i.Command != redactText(i.Command) }
+
 // RerunCommand is a command line that runs the same scenarios against the
 // same target in the same order; extra is added (e.g. other tags).
 func (i RunInfo) RerunCommand(tags string) string {
@@ -668,6 +671,24 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 		}
 		return out
 	},
+	"passedOnly": func(ss []ScenarioReport) []ScenarioReport {
+		var out []ScenarioReport
+		for _, s := range ss {
+			if s.Status == StatusPassed {
+				out = append(out, s)
+			}
+		}
+		return out
+	},
+	"notPassed": func(ss []ScenarioReport) []ScenarioReport {
+		var out []ScenarioReport
+		for _, s := range ss {
+			if s.Status != StatusPassed {
+				out = append(out, s)
+			}
+		}
+		return out
+	},
 	"runClauses": func(cs []ClauseReport) []ClauseReport {
 		var out []ClauseReport
 		for _, c := range cs {
@@ -686,11 +707,16 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 		}
 		return out
 	},
-	"tagOf": func(ids []string) string {
-		if len(ids) == 0 {
+	// rerunTags selects a failed scenario's clause again: the clause its
+	// failing step checks, else the scenarios tagged with all its clauses.
+	"rerunTags": func(s ScenarioReport) string {
+		if s.Detail != nil && s.Detail.Clause != "" {
+			return "@" + s.Detail.Clause
+		}
+		if len(s.Clauses) == 0 {
 			return ""
 		}
-		return "@" + strings.Join(ids, ",@")
+		return "@" + strings.Join(s.Clauses, " && @")
 	},
 }).Parse(reportHTML))
 
