@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -159,6 +160,49 @@ func SelectScenarios(cfg Config) (int, error) {
 	n, err := countSelected(fsys, tags)
 	if err != nil {
 		return 0, err
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("%w (tags %q)", ErrNoScenarios, cfg.Tags)
+	}
+	return n, nil
+}
+
+// ListScenarios writes the scenarios cfg.Tags selects, one a line:
+// "file.feature:line  name  @tags", and returns how many. Nothing is run.
+func ListScenarios(w io.Writer, cfg Config) (int, error) {
+	fsys := cfg.Features
+	if fsys == nil {
+		fsys = Files
+	}
+	tags, err := GodogTags(cfg.Tags)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrBadTags, err)
+	}
+	feats, err := godog.TestSuite{Options: &godog.Options{Tags: tags, FS: fsys, Paths: []string{"."}}}.RetrieveFeatures()
+	if err != nil {
+		return 0, err
+	}
+	selected := map[string]int{}
+	for _, f := range feats {
+		for _, p := range f.Pickles {
+			selected[strings.TrimPrefix(p.Uri, "./")+"\x00"+p.Name]++
+		}
+	}
+	all, err := Pickles(fsys)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, p := range all {
+		k := p.URI + "\x00" + p.Name
+		if selected[k] == 0 {
+			continue
+		}
+		selected[k]--
+		n++
+		if _, err := fmt.Fprintf(w, "%s:%d\t%s\t%s\n", p.URI, p.Line, p.Name, strings.Join(p.Tags, " ")); err != nil {
+			return n, err
+		}
 	}
 	if n == 0 {
 		return 0, fmt.Errorf("%w (tags %q)", ErrNoScenarios, cfg.Tags)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 )
 
@@ -109,5 +110,58 @@ func TestPreflightLeavesATargetThatAnswersPingOtherwiseToTheScenarios(t *testing
 	}}
 	if err := Preflight(testCtx(t), cfg); err != nil {
 		t.Errorf("got %v, want no preflight error", err)
+	}
+}
+
+// threeFailing is a feature whose three scenarios a refuse-everything
+// target fails.
+var threeFailing = fstest.MapFS{"x.feature": {Data: []byte(`Feature: x
+  Background:
+    Given the supervisor is running
+
+  @AUTH-1 @contract
+  Scenario: one
+    When the gateway app calls GET "/v1/devices" with the key in the query
+    Then the answer is 200
+
+  @AUTH-1 @contract
+  Scenario: two
+    When the gateway app calls GET "/v1/devices" with the key in the query
+    Then the answer is 200
+
+  @AUTH-1 @contract
+  Scenario: three
+    When the gateway app calls GET "/v1/devices" with the key in the query
+    Then the answer is 200
+`)}}
+
+func TestFailFastStopsStartingScenariosAfterTheFirstFailure(t *testing.T) {
+	for _, failFast := range []bool{false, true} {
+		res, err := Run(testCtx(t), Config{Target: pingTarget(t), Features: threeFailing, Output: io.Discard, Concurrency: 1, FailFast: failFast})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 3
+		if failFast {
+			want = 1
+		}
+		if got := len(res.Failed()); got != want {
+			t.Errorf("fail-fast %v: got %d failed scenarios, want %d", failFast, got, want)
+		}
+	}
+}
+
+func TestListScenariosPrintsTheSelectionWithLinesAndTags(t *testing.T) {
+	var b strings.Builder
+	n, err := ListScenarios(&b, Config{Features: twoScenarios, Tags: "@AUTH-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "x.feature:6\trefused without a key\t@AUTH-1 @contract\nx.feature:11\taccepted with the key\t@AUTH-1 @contract\n"
+	if n != 2 || b.String() != want {
+		t.Errorf("got %d:\n%s\nwant 2:\n%s", n, b.String(), want)
+	}
+	if _, err := ListScenarios(io.Discard, Config{Features: twoScenarios, Tags: "@AUTH-3"}); !errors.Is(err, ErrNoScenarios) {
+		t.Errorf("got %v, want ErrNoScenarios", err)
 	}
 }

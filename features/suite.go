@@ -104,6 +104,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Features, if nil, is the suite's own Files.
 	Features fs.FS
+	// FailFast stops starting scenarios after the first failure (those
+	// running finish).
+	FailFast bool
 	// Command is the target command as the user gave it, for the report
 	// and its rerun command ("" for the reference proxy).
 	Command string
@@ -237,6 +240,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			Output:         cfg.Output,
 			NoColors:       cfg.NoColors,
 			Strict:         true,
+			StopOnFailure:  cfg.FailFast,
 			FS:             cfg.Features,
 			Paths:          []string{"."},
 			DefaultContext: ctx,

@@ -38,12 +38,25 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 	hookTimeout := f.Duration("hook-timeout", "", features.DefaultTiming.HookTimeout, "HOOK_TIMEOUT given to the target")
 	ready := f.Duration("ready-timeout", "", features.DefaultTiming.Ready, "how long the target may take to answer GET /ping")
 	await := f.Duration("await-timeout", "", features.DefaultTiming.Await, "how long an \"eventually\" step waits")
+	list := f.Bool("list", "", false, "print the scenarios --tags selects (file:line, name, tags) and exit, running nothing")
+	failFast := f.Bool("fail-fast", "DEPHARNESS_FAIL_FAST", false, "stop starting scenarios after the first failure")
 	listClauses := f.Bool("list-clauses", "", false, "print the contract's clauses (id, tier, text) and exit; the whole contract is docs/contract.md")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
 	if *listClauses {
 		return clauses.WriteList(env.stdout, clauses.All())
+	}
+	if *list {
+		n, err := features.ListScenarios(env.stdout, features.Config{Tags: *tags})
+		if errors.Is(err, features.ErrNoScenarios) || errors.Is(err, features.ErrBadTags) {
+			return usageError{err}
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "\n%d scenarios\n", n)
+		return nil
 	}
 	log, err := f.logger()
 	if err != nil {
@@ -69,6 +82,7 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 		Tags:        *tags,
 		Concurrency: *concurrency,
 		Seed:        *seed,
+		FailFast:    *failFast,
 		ReportDir:   *reportDir,
 		Output:      env.stdout,
 		NoColors:    !isTerminal(env.stdout),

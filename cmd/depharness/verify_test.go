@@ -125,3 +125,18 @@ func TestVerifyRefusesAnUnreadableTagExpressionWithExitTwo(t *testing.T) {
 		}
 	}
 }
+
+func TestVerifyListPrintsTheSelectedScenariosAndRunsNothing(t *testing.T) {
+	dir := t.TempDir()
+	code, stdout, _ := run(t, nil, "verify", "--list", "--tags", "@DEV-LOG-1 && @HOOK-DEL-1", "--report-dir", dir)
+	if code != 0 || !strings.Contains(stdout, "logs.feature:29\tLogs for a device awaiting its delete acknowledgement are gone\t@DEV-LOG-1 @HOOK-DEL-1 @contract") ||
+		!strings.Contains(stdout, "\n1 scenarios") {
+		t.Errorf("got exit %d, stdout:\n%s\nwant 0 and the one scenario with its line and tags", code, stdout)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("--list wrote %d entries in the report directory, want none", len(entries))
+	}
+	if code, _, _ := run(t, nil, "verify", "--list", "--tags", "@NO-SUCH-CLAUSE"); code != 2 {
+		t.Errorf("--list selecting nothing: got exit %d, want 2", code)
+	}
+}
