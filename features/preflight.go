@@ -157,7 +157,7 @@ func SelectScenarios(cfg Config) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrBadTags, err)
 	}
-	n, err := countSelected(fsys, tags)
+	n, err := countSelected(fsys, tags, cfg.Paths...)
 	if err != nil {
 		return 0, err
 	}
@@ -178,14 +178,14 @@ func ListScenarios(w io.Writer, cfg Config) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrBadTags, err)
 	}
-	feats, err := godog.TestSuite{Options: &godog.Options{Tags: tags, FS: fsys, Paths: []string{"."}}}.RetrieveFeatures()
+	feats, err := godog.TestSuite{Options: &godog.Options{Tags: tags, FS: fsys, Paths: pathsOr(cfg.Paths)}}.RetrieveFeatures()
 	if err != nil {
 		return 0, err
 	}
 	selected := map[string]int{}
 	for _, f := range feats {
 		for _, p := range f.Pickles {
-			selected[strings.TrimPrefix(p.Uri, "./")+"\x00"+p.Name]++
+			selected[fileURI(p.Uri)+"\x00"+p.Name]++
 		}
 	}
 	all, err := Pickles(fsys)

@@ -165,3 +165,60 @@ func TestListScenariosPrintsTheSelectionWithLinesAndTags(t *testing.T) {
 		t.Errorf("got %v, want ErrNoScenarios", err)
 	}
 }
+
+func TestEveryRunWritesItsFailedScenariosAndARerunRunsOnlyThose(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Run(testCtx(t), Config{Target: pingTarget(t), Features: twoScenarios, ReportDir: dir, Output: io.Discard, Concurrency: 2}); err != nil {
+		t.Fatal(err)
+	}
+	list := filepath.Join(dir, RerunFile)
+	b, err := os.ReadFile(list)
+	if err != nil || string(b) != "x.feature:11\n" {
+		t.Fatalf("rerun list: %v, %q; want the failed scenario's file:line", err, b)
+	}
+	paths, err := ReadRerunFile(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(testCtx(t), Config{Target: pingTarget(t), Features: twoScenarios, ReportDir: dir, Output: io.Discard, Paths: paths, RerunFrom: list})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Scenarios) != 1 || res.Scenarios[0].Name != "accepted with the key" || res.Scenarios[0].URI != "x.feature" ||
+		!strings.HasPrefix(res.Scenarios[0].Step, "x.feature:13 ") {
+		t.Errorf("got %+v, want the one failed scenario, run again, failing at x.feature:13", res.Scenarios)
+	}
+	html, _ := os.ReadFile(filepath.Join(dir, "report.html"))
+	if !strings.Contains(string(html), "x.feature:11 ") && !strings.Contains(string(html), "x.feature:11 ·") {
+		t.Errorf("the rerun's report lacks the scenario at x.feature:11")
+	}
+	if !strings.Contains(string(html), "--rerun &#39;"+list) {
+		t.Errorf("the rerun's report does not rerun with the list")
+	}
+}
+
+func TestScenarioLineIsTheOutlinesForAnExampleRow(t *testing.T) {
+	src := []byte("Feature: f\n\n  Scenario Outline: o\n    Given <x>\n\n    Examples:\n      | x |\n      | a |\n      | b |\n\n  Scenario: s\n    Given y\n")
+	for line, want := range map[int]int{8: 3, 9: 3, 11: 11, 3: 3} {
+		if got := scenarioLine(src, line); got != want {
+			t.Errorf("line %d: got %d, want %d", line, got, want)
+		}
+	}
+}
+
+func TestReadRerunFileRefusesWhatIsNoScenarioLine(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "rerun.txt")
+	if err := os.WriteFile(p, []byte("# failed\nlogs.feature:13\n\nfaults.feature:38\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadRerunFile(p)
+	if err != nil || strings.Join(got, ",") != "logs.feature:13,faults.feature:38" {
+		t.Errorf("got %v, %v", got, err)
+	}
+	if err := os.WriteFile(p, []byte("logs.feature\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadRerunFile(p); err == nil {
+		t.Error("a line without :line was taken")
+	}
+}

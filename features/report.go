@@ -79,6 +79,8 @@ type RunInfo struct {
 	Version string
 	// Selected scenarios of Total in the suite: fewer is a subset run.
 	Selected, Total int
+	// RerunFrom is the rerun list the run took (--rerun), if any.
+	RerunFrom string
 }
 
 // Subset reports whether the run selected only some of the suite's
@@ -105,6 +107,9 @@ func (i RunInfo) RerunCommand(tags string) string {
 	}
 	if tags != "" {
 		parts = append(parts, "--tags", shellQuote(tags))
+	}
+	if i.RerunFrom != "" {
+		parts = append(parts, "--rerun", shellQuote(i.RerunFrom))
 	}
 	if i.Seed != 0 {
 		parts = append(parts, "--seed", strconv.FormatInt(i.Seed, 10))
@@ -253,7 +258,7 @@ type Sources func(uri string) []byte
 // FeatureSources reads feature files from fsys.
 func FeatureSources(fsys fs.FS) Sources {
 	return func(uri string) []byte {
-		b, err := fs.ReadFile(fsys, strings.TrimPrefix(uri, "./"))
+		b, err := fs.ReadFile(fsys, fileURI(uri))
 		if err != nil {
 			return nil
 		}
@@ -423,7 +428,7 @@ func BuildRunReport(feats []CucumberFeature, cs []clauses.Clause, now time.Time,
 				continue
 			}
 			status, failure, step := elementStatus(el)
-			sr := ScenarioReport{Feature: strings.TrimPrefix(f.URI, "./"), FeatureName: f.Name, Name: el.Name, Line: el.Line, Status: status, Failure: redactText(strings.ReplaceAll(failure, "\r\n", "\n"))}
+			sr := ScenarioReport{Feature: fileURI(f.URI), FeatureName: f.Name, Name: el.Name, Line: el.Line, Status: status, Failure: redactText(strings.ReplaceAll(failure, "\r\n", "\n"))}
 			var d time.Duration
 			for _, s := range el.Steps {
 				d += time.Duration(s.Result.Duration)
@@ -565,8 +570,71 @@ func WriteHTMLReportFiles(dir string) error {
 	return WriteReportFiles(dir, RunInfo{}, nil)
 }
 
+// RerunFile is the name, in a report directory, of the list of the run's
+// failed scenarios that verify --rerun takes.
+const RerunFile = "rerun.txt"
+
+// RerunList is the failed scenarios of a report as "file.feature:line"
+// lines, the line being the scenario's (an outline's, for one of its
+// examples), each once, in feature order.
+func RerunList(r Report, src Sources) string {
+	var b strings.Builder
+	seen := map[string]bool{}
+	for _, f := range r.Failures {
+		line := f.Line
+		if src != nil {
+			line = scenarioLine(src(f.Feature), f.Line)
+		}
+		k := fmt.Sprintf("%s:%d", f.Feature, line)
+		if !seen[k] {
+			seen[k] = true
+			b.WriteString(k + "\n")
+		}
+	}
+	return b.String()
+}
+
+// scenarioLine is the line of the scenario (or outline) holding line:
+// line itself, or the nearest scenario keyword above it.
+func scenarioLine(src []byte, line int) int {
+	lines := strings.Split(string(src), "\n")
+	for n := min(line, len(lines)); n >= 1; n-- {
+		t := strings.TrimSpace(lines[n-1])
+		for _, kw := range []string{"Scenario:", "Scenario Outline:", "Scenario Template:", "Example:"} {
+			if strings.HasPrefix(t, kw) {
+				return n
+			}
+		}
+	}
+	return line
+}
+
+// ReadRerunFile reads a rerun list: "file.feature:line" lines (blank lines
+// and # comments skipped).
+func ReadRerunFile(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for i, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		if !rerunLine.MatchString(l) {
+			return nil, fmt.Errorf("%s:%d: %q is not file.feature:line", path, i+1, l)
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+var rerunLine = regexp.MustCompile(`^[^\s:]+\.feature:\d+$`)
+
 // WriteReportFiles reads dir/cucumber.json and writes dir/report.html,
-// dir/junit.xml and dir/contract.md (the contract the report links to).
+// dir/junit.xml, dir/rerun.txt (the failed scenarios, for --rerun) and
+// dir/contract.md (the contract the report links to).
 // Scenario logs are found in dir/logs by name.
 func WriteReportFiles(dir string, info RunInfo, src Sources) error {
 	f, err := os.Open(filepath.Join(dir, "cucumber.json"))
@@ -586,6 +654,9 @@ func WriteReportFiles(dir string, info RunInfo, src Sources) error {
 		return err
 	}
 	r := BuildRunReport(feats, clauses.All(), time.Now(), info, src, scenarioLogs(dir))
+	if err := os.WriteFile(filepath.Join(dir, RerunFile), []byte(RerunList(r, src)), 0o644); err != nil {
+		return err
+	}
 	r.ContractLink = "contract.md"
 	if err := writeFile(filepath.Join(dir, "report.html"), func(w io.Writer) error { return WriteHTML(w, r) }); err != nil {
 		return err
@@ -661,7 +732,13 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 	"md":    inlineMarkdown,
 	"cls":   func(s string) string { return strings.ReplaceAll(s, " ", "-") },
 	"rerun": func(info RunInfo, tags string) string { return info.RerunCommand(tags) },
-	"dur":   func(d time.Duration) string { return d.Round(time.Millisecond).String() },
+	// rerunClause runs a clause's scenarios again, whatever list this run
+	// took.
+	"rerunClause": func(info RunInfo, tags string) string {
+		info.RerunFrom = ""
+		return info.RerunCommand(tags)
+	},
+	"dur": func(d time.Duration) string { return d.Round(time.Millisecond).String() },
 	"failedClauses": func(cs []ClauseReport) []ClauseReport {
 		var out []ClauseReport
 		for _, c := range cs {

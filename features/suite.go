@@ -104,6 +104,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Features, if nil, is the suite's own Files.
 	Features fs.FS
+	// Paths, if set, are the feature files or "file.feature:line" scenarios
+	// to run (a rerun file's lines); empty is every file.
+	Paths []string
+	// RerunFrom names the rerun list Paths came from, for the report.
+	RerunFrom string
 	// FailFast stops starting scenarios after the first failure (those
 	// running finish).
 	FailFast bool
@@ -194,7 +199,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %v", ErrBadTags, err)
 	}
-	n, err := countSelected(cfg.Features, tags)
+	n, err := countSelected(cfg.Features, tags, cfg.Paths...)
 	if err != nil {
 		return Result{}, err
 	}
@@ -242,7 +247,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			Strict:         true,
 			StopOnFailure:  cfg.FailFast,
 			FS:             cfg.Features,
-			Paths:          []string{"."},
+			Paths:          pathsOr(cfg.Paths),
 			DefaultContext: ctx,
 			TestingT:       cfg.TestingT,
 		},
@@ -254,7 +259,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		if err != nil {
 			return res, err
 		}
-		info := RunInfo{Seed: cfg.Seed, Tags: cfg.Tags, Command: cfg.Command, Version: version.String(), Selected: n, Total: total}
+		info := RunInfo{Seed: cfg.Seed, Tags: cfg.Tags, Command: cfg.Command, Version: version.String(), Selected: n, Total: total, RerunFrom: cfg.RerunFrom}
 		if err := WriteReportFiles(cfg.ReportDir, info, FeatureSources(cfg.Features)); err != nil {
 			return res, fmt.Errorf("writing the reports: %w", err)
 		}
@@ -265,9 +270,24 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	return res, nil
 }
 
+// pathsOr is paths, or every feature file when empty.
+func pathsOr(paths []string) []string {
+	if len(paths) == 0 {
+		return []string{"."}
+	}
+	return paths
+}
+
+// fileURI is a pickle's URI without the ":line" of a "file:line" path.
+func fileURI(uri string) string {
+	return lineSuffix.ReplaceAllString(strings.TrimPrefix(uri, "./"), "")
+}
+
+var lineSuffix = regexp.MustCompile(`:\d+$`)
+
 // countSelected counts the pickles of fs that tags selects.
-func countSelected(fsys fs.FS, tags string) (int, error) {
-	feats, err := godog.TestSuite{Options: &godog.Options{Tags: tags, FS: fsys, Paths: []string{"."}}}.RetrieveFeatures()
+func countSelected(fsys fs.FS, tags string, paths ...string) (int, error) {
+	feats, err := godog.TestSuite{Options: &godog.Options{Tags: tags, FS: fsys, Paths: pathsOr(paths)}}.RetrieveFeatures()
 	if err != nil {
 		return 0, err
 	}
@@ -305,8 +325,8 @@ func (s *suite) results() []ScenarioResult {
 
 // stepWhere is "file.feature:line Text" of step in scenario p.
 func (s *suite) stepWhere(p *godog.Scenario, step *godog.Step) string {
-	uri := strings.TrimPrefix(p.Uri, "./")
-	lines := s.stepLines[p.Uri+"\x00"+p.Name]
+	uri := fileURI(p.Uri)
+	lines := s.stepLines[uri+"\x00"+p.Name]
 	for i, ps := range p.Steps {
 		if ps.Id == step.Id && i < len(lines) && lines[i] > 0 {
 			return fmt.Sprintf("%s:%d %s", uri, lines[i], step.Text)
@@ -358,7 +378,7 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 	})
 	sc.After(func(ctx context.Context, p *godog.Scenario, err error) (context.Context, error) {
 		st := scenarioOf(ctx)
-		r := ScenarioResult{URI: p.Uri, Name: p.Name, Passed: err == nil}
+		r := ScenarioResult{URI: fileURI(p.Uri), Name: p.Name, Passed: err == nil}
 		for _, t := range p.Tags {
 			r.Tags = append(r.Tags, t.Name)
 		}

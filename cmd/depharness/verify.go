@@ -39,6 +39,7 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 	ready := f.Duration("ready-timeout", "", features.DefaultTiming.Ready, "how long the target may take to answer GET /ping")
 	await := f.Duration("await-timeout", "", features.DefaultTiming.Await, "how long an \"eventually\" step waits")
 	list := f.Bool("list", "", false, "print the scenarios --tags selects (file:line, name, tags) and exit, running nothing")
+	rerun := f.String("rerun", "DEPHARNESS_RERUN", "", "run only the scenarios listed in this file (file.feature:line lines; every run writes the failed ones to rerun.txt in its report directory)")
 	failFast := f.Bool("fail-fast", "DEPHARNESS_FAIL_FAST", false, "stop starting scenarios after the first failure")
 	listClauses := f.Bool("list-clauses", "", false, "print the contract's clauses (id, tier, text) and exit; the whole contract is docs/contract.md")
 	if err := f.Parse(args); err != nil {
@@ -47,8 +48,24 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 	if *listClauses {
 		return clauses.WriteList(env.stdout, clauses.All())
 	}
+	var paths []string
+	if *rerun != "" {
+		if *selfCheck {
+			return usagef("--rerun and --self-check do not go together")
+		}
+		// Read before the report directory, which may hold this very
+		// file, is emptied.
+		var err error
+		if paths, err = features.ReadRerunFile(*rerun); err != nil {
+			return usageError{err}
+		}
+		if len(paths) == 0 {
+			fmt.Fprintf(env.stdout, "depharness verify: %s lists no scenario: nothing to rerun\n", *rerun)
+			return nil
+		}
+	}
 	if *list {
-		n, err := features.ListScenarios(env.stdout, features.Config{Tags: *tags})
+		n, err := features.ListScenarios(env.stdout, features.Config{Tags: *tags, Paths: paths})
 		if errors.Is(err, features.ErrNoScenarios) || errors.Is(err, features.ErrBadTags) {
 			return usageError{err}
 		}
@@ -83,6 +100,8 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 		Concurrency: *concurrency,
 		Seed:        *seed,
 		FailFast:    *failFast,
+		Paths:       paths,
+		RerunFrom:   *rerun,
 		ReportDir:   *reportDir,
 		Output:      env.stdout,
 		NoColors:    !isTerminal(env.stdout),

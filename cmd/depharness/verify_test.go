@@ -140,3 +140,16 @@ func TestVerifyListPrintsTheSelectedScenariosAndRunsNothing(t *testing.T) {
 		t.Errorf("--list selecting nothing: got exit %d, want 2", code)
 	}
 }
+
+func TestVerifyRerunOfAnEmptyListRunsNothingAndOfAGarbledOneIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	empty, bad := filepath.Join(dir, "empty.txt"), filepath.Join(dir, "bad.txt")
+	_ = os.WriteFile(empty, nil, 0o644)
+	_ = os.WriteFile(bad, []byte("logs.feature\n"), 0o644)
+	if code, stdout, _ := run(t, nil, "verify", "--rerun", empty, "--report-dir", dir); code != 0 || !strings.Contains(stdout, "nothing to rerun") {
+		t.Errorf("empty list: got exit %d, stdout %q; want 0 and nothing to rerun", code, stdout)
+	}
+	if code, _, stderr := run(t, nil, "verify", "--rerun", bad, "--report-dir", dir); code != 2 || !strings.Contains(stderr, "is not file.feature:line") {
+		t.Errorf("garbled list: got exit %d, stderr %q; want 2", code, stderr)
+	}
+}
