@@ -268,8 +268,9 @@ func FeatureSources(fsys fs.FS) Sources {
 
 // checksComment is a step's clause annotation in a feature file: it names
 // the clause of the steps after it, up to the next annotation, within one
-// scenario.
-var checksComment = regexp.MustCompile(`^\s*#\s*checks:\s*([A-Z][A-Z0-9-]*-[A-Z0-9-]*[A-Z0-9])\s*$`)
+// scenario; "# checks: all" says the steps after it check all the
+// scenario's clauses at once.
+var checksComment = regexp.MustCompile(`^\s*#\s*checks:\s*([A-Z][A-Z0-9-]*-[A-Z0-9-]*[A-Z0-9]|all)\s*$`)
 
 // annotatedClause returns the clause named by the last "# checks:" comment
 // between a scenario's line and its step's line, or "".
@@ -294,7 +295,8 @@ func clauseOfStep(ids []string, src []byte, scenarioLine, stepLine int, msg stri
 	if len(ids) == 0 {
 		return "", ""
 	}
-	if a := annotatedClause(src, scenarioLine, stepLine); a != "" {
+	a := annotatedClause(src, scenarioLine, stepLine)
+	if a != "" && a != "all" {
 		for _, id := range ids {
 			if id == a {
 				return id, "the step's annotation in the feature file"

@@ -238,7 +238,7 @@ func TestFeatureFileAnnotationsNameAClauseOfTheirScenario(t *testing.T) {
 					t.Errorf("%s:%d: %q is not \"# checks: CLAUSE-ID\"", p, i+1, trimmed)
 					continue
 				}
-				found := false
+				found := m[1] == "all"
 				for _, tg := range tags {
 					found = found || tg == "@"+m[1]
 				}
@@ -344,5 +344,19 @@ func TestJUnitHasClassnamesClausePropertiesAndTheFailureInTheBody(t *testing.T) 
 	if c.Failure == nil || c.Failure.Message != "Then the answer is 202: unexpected http status value" ||
 		!strings.Contains(c.Failure.Body, "expected value:") || !strings.Contains(c.Failure.Body, "Bearer <redacted>") || strings.Contains(c.Failure.Body, "0123abcd") {
 		t.Errorf("got failure %+v, want a short message and the whole redacted text in the body", c.Failure)
+	}
+}
+
+func TestChecksAllLeavesTheStepToEveryClauseOfItsScenario(t *testing.T) {
+	src := []byte("Feature: f\n  Scenario: s\n    # checks: A-1\n    Then one\n    # checks: all\n    Then both\n")
+	ids := []string{"A-1", "B-1"}
+	if got, _ := clauseOfStep(ids, src, 2, 4, ""); got != "A-1" {
+		t.Errorf("step under A-1: got %q", got)
+	}
+	if got, _ := clauseOfStep(ids, src, 2, 6, ""); got != "" {
+		t.Errorf("step under all: got %q, want none", got)
+	}
+	if got, how := clauseOfStep(ids, src, 2, 6, "B-1 broken"); got != "B-1" || !strings.Contains(how, "names") {
+		t.Errorf("step under all whose failure names B-1: got %q (%s)", got, how)
 	}
 }
