@@ -6,6 +6,8 @@ IMAGE ?= depharness:local
 # Every package but the Docker end-to-end tests, which `test-docker` runs.
 PKGS = $(shell $(GO) list ./... | grep -v /e2e)
 BENCHTIME ?= 1x
+# The version the binary reports (verify's report, --version): git describe, or "dev".
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 FUZZTIME ?= 10s
 export TESTCONTAINERS_RYUK_DISABLED := true
 export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
@@ -16,7 +18,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build the static depharness binary into bin/
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN) ./cmd/depharness
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w -X github.com/depharness/depharness/internal/version.Version=$(VERSION)' -o $(BIN) ./cmd/depharness
 
 run: build ## bring the whole world up in one process (depharness up)
 	$(BIN) up
@@ -63,7 +65,7 @@ deps-docker: ## Debian packages the Docker tests need (prometheus, promtool, doc
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus docker-compose >/dev/null; }
 	@systemctl disable --now prometheus >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true
 
-deps-browser: ## Debian's chromium, for the fleet view's browser tests (headless, driven by chromedp)
+deps-browser: ## Debian's chromium, for the tests that look at pages in a browser (the fleet view, the report)
 	@command -v chromium >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 

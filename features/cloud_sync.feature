@@ -56,14 +56,19 @@ Feature: Cloud protocol
       {"status": "Idle", "is_online": true}
       """
     And the gateway app sends the log line "hello cloud" for "D" without a timestamp
+    # checks: CLOUD-PATCH
     Then the cloud eventually has device "D" with:
       | field     | value  |
       | status    | "Idle" |
       | is_online | true   |
+    # checks: CLOUD-LOGS
     And the cloud eventually received the log line "hello cloud" for "D"
     And every log stream request the cloud received is newline-delimited JSON of uuid, message, timestamp and isSystem of this gateway's devices
+    # checks: CLOUD-PATCH
     And every PATCH the cloud received carries only status, is_online and is_on__commit, of their types
+    # checks: CLOUD-PROV
     And every provisioning request the cloud received carries belongs_to__application, device_type, is_managed_by__device, uuid and registered_at
+    # checks: all
     And every request to the cloud carried the gateway's key
     And the cloud saw no request it did not understand
 

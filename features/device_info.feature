@@ -19,6 +19,7 @@ Feature: Dependent device information
   @DEV-LIST-1 @DEV-GET-1 @contract
   Scenario: The device object has the contract's fields and types
     Given a device "D" of "A" provisioned through the supervisor
+    # checks: DEV-GET-1
     Then the device object of "D" has the contract's fields and types
     And the supervisor shows device "D" with:
       | field             | value           |
@@ -27,6 +28,7 @@ Feature: Dependent device information
       | deviceId          | "{cloud id D}"  |
       | environment       | {}              |
       | config            | {}              |
+    # checks: DEV-LIST-1
     And every device in the device list has the contract's fields and types
 
   # Every device answer of every scenario is checked against the contract's
@@ -36,6 +38,7 @@ Feature: Dependent device information
   Scenario: Listed devices are whole device objects after reports too
     Given a device "D" of "A" provisioned through the supervisor
     And a device "E" of "A" provisioned through the supervisor
+    # checks: DEV-PUT-1
     When the gateway app reports for "D":
       """
       {"status": "Idle", "is_online": true, "commit": "{commit R1}", "environment": {"LED": "on"}, "config": {"RATE": "9600"}}
@@ -44,7 +47,9 @@ Feature: Dependent device information
       """
       {"is_online": false}
       """
+    # checks: DEV-LIST-1
     Then the device list holds exactly "D" and "E"
+    # checks: DEV-PUT-1
     And the supervisor shows device "D" with:
       | field       | value            |
       | is_online   | true             |
@@ -76,7 +81,9 @@ Feature: Dependent device information
     And the supervisor has fetched its target twice more
     And the gateway app answers delete hooks for "D" with 500
     When device "D" is deleted in the cloud
+    # checks: DEV-GET-1
     Then the supervisor eventually answers GET "/v1/devices/{uuid D}" with 410 "Device deleted"
+    # checks: DEV-LIST-1
     And the device list holds exactly "D"
 
   @DEV-LIST-1 @CLOUD-GET @contract

@@ -95,7 +95,9 @@ Feature: Dependent device update
     Given the supervisor has fetched its target twice more
     And the gateway app answers delete hooks for "D" with 500
     When device "D" is deleted in the cloud
+    # checks: HOOK-DEL-1
     Then the supervisor eventually answers GET "/v1/devices/{uuid D}" with 410 "Device deleted"
+    # checks: DEV-PUT-3
     When the gateway app calls PUT "/v1/devices/{uuid D}" with body:
       """
       {"status": "Idle"}
@@ -108,12 +110,14 @@ Feature: Dependent device update
       """
       {"status": "Updating", "is_online": true, "commit": "{commit R1}", "environment": {"SECRET": "local"}, "config": {"C": "1"}}
       """
+    # checks: DEV-PUT-4
     Then the cloud eventually has device "D" with:
       | field         | value         |
       | status        | "Updating"    |
       | is_online     | true          |
       | is_on__commit | "{commit R1}" |
     And the cloud's device "D" has no environment variable "SECRET"
+    # checks: CLOUD-PATCH
     And the cloud saw no request it did not understand
 
   # Judged from the PATCH bodies as sent: every reported value arrives (a

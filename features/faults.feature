@@ -16,10 +16,13 @@ Feature: Faults of the cloud, the registry and the gateway app
   Scenario: Reads are served while the cloud is unreachable
     Given the cloud is unreachable
     When the supervisor has waited 3 poll intervals
+    # checks: DEV-LIST-1
     Then the device list holds exactly "D"
+    # checks: APP-LIST-1
     And the dependent apps list is exactly:
       | app | release | config |
       | A   | R1      | {}     |
+    # checks: ERR-1
     And the assets of "A" at release "R1" are exactly:
       | path         | content |
       | firmware.bin | v1      |
@@ -38,6 +41,7 @@ Feature: Faults of the cloud, the registry and the gateway app
       """
       {"message": "offline"}
       """
+    # checks: DEV-LOG-1
     Then the answer is 202
 
   @ERR-1 @HOOK-UPD-2 @contract
@@ -46,10 +50,12 @@ Feature: Faults of the cloud, the registry and the gateway app
     When a release "R2" of "A" holding files is pushed:
       | path         | content       |
       | firmware.bin | random 100000 |
+    # checks: ERR-1
     Then the supervisor eventually lists release "R2" of "A"
     And the assets of "A" at release "R2" are exactly:
       | path         | content       |
       | firmware.bin | random 100000 |
+    # checks: HOOK-UPD-2
     And "D" eventually receives an update hook for release "R2"
     And every update hook could fetch its assets at once
 
@@ -72,6 +78,7 @@ Feature: Faults of the cloud, the registry and the gateway app
       """
       {"status": "Idle", "is_online": true}
       """
+    # checks: ERR-1
     Then the answer is 200 or 503
 
     Examples:

@@ -30,7 +30,9 @@ Feature: Dependent device logs
     Given the supervisor has fetched its target twice more
     And the gateway app answers delete hooks for "D" with 500
     When device "D" is deleted in the cloud
+    # checks: HOOK-DEL-1
     Then the supervisor eventually answers GET "/v1/devices/{uuid D}" with 410 "Device deleted"
+    # checks: DEV-LOG-1
     When the gateway app calls POST "/v1/devices/{uuid D}/logs" with body:
       """
       {"message": "hello"}
@@ -48,6 +50,7 @@ Feature: Dependent device logs
       | D      | three   | 1700000000004 | false    |
     # Held for 10 retry intervals: a batch sent again after the cloud took
     # it, even a few seconds late, shows as a line too many.
+    # checks: DEV-LOG-2
     Then the cloud eventually received exactly these log lines, and no more within 10 retry intervals:
       | device | message | timestamp     | isSystem |
       | D      | one     | 1700000000001 | false    |
@@ -78,10 +81,12 @@ Feature: Dependent device logs
   @CLOUD-LOGS @DEV-LOG-1 @contract
   Scenario: Accepted log lines reach the cloud as newline-delimited JSON tagged with the device
     Given a device "E" of "A" provisioned through the supervisor
+    # checks: DEV-LOG-1
     When the gateway app sends these log lines:
       | device | message | timestamp     | isSystem |
       | D      | first   | 1700000000001 | false    |
       | E      | second  | 1700000000002 | true     |
+    # checks: CLOUD-LOGS
     Then the cloud eventually received the log line "first" for "D"
     And the cloud eventually received the log line "second" for "E"
     And every log stream request the cloud received is newline-delimited JSON of uuid, message, timestamp and isSystem of this gateway's devices

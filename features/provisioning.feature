@@ -14,10 +14,13 @@ Feature: Provisioning dependent devices
       """
       {"appId": {app A}}
       """
+    # checks: DEV-PROV-1
     Then the answer is 201
     And the answer is a provisioned device "D" of type "generic-amd64"
+    # checks: CLOUD-PROV
     And the cloud has device "D" in app "A", managed by this gateway, of type "generic-amd64"
     And every provisioning request the cloud received carries belongs_to__application, device_type, is_managed_by__device, uuid and registered_at
+    # checks: DEV-PROV-1
     And the supervisor shows device "D" with:
       | field       | value           |
       | appId       | {app A}         |
@@ -30,8 +33,10 @@ Feature: Provisioning dependent devices
       """
       {"appId": {app A}, "device_type": "edge"}
       """
+    # checks: DEV-PROV-1
     Then the answer is 201
     And the answer is a provisioned device "D" of type "edge"
+    # checks: CLOUD-PROV
     And the cloud has device "D" in app "A", managed by this gateway, of type "edge"
 
   @DEV-PROV-1 @contract
@@ -69,6 +74,7 @@ Feature: Provisioning dependent devices
       """
       {"appId": {app X}}
       """
+    # checks: DEV-PROV-3
     Then the answer is 400 "Provisioning failed, invalid appId or credentials"
     When the gateway app calls POST "/v1/devices" with body:
       """
@@ -84,6 +90,7 @@ Feature: Provisioning dependent devices
       """
       {"appId": {app A}}
       """
+    # checks: DEV-PROV-3
     Then the answer is 503
 
   @DEV-PROV-3 @ERR-1 @contract
@@ -93,6 +100,7 @@ Feature: Provisioning dependent devices
       """
       {"appId": {app A}}
       """
+    # checks: DEV-PROV-3
     Then the answer is 503
 
   @DEV-PROV-4 @reference

@@ -1,13 +1,17 @@
 package features
 
 import (
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"html/template"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,8 +49,9 @@ type CucumberStep struct {
 	Name    string `json:"name"`
 	Line    int    `json:"line"`
 	Result  struct {
-		Status string `json:"status"`
-		Error  string `json:"error_message"`
+		Status   string `json:"status"`
+		Error    string `json:"error_message"`
+		Duration int64  `json:"duration"` // nanoseconds
 	} `json:"result"`
 }
 
@@ -56,17 +61,120 @@ const (
 	StatusFailed  = "failed"
 	StatusSkipped = "skipped"
 	StatusNotRun  = "not run"
+	// StatusBlocked is a clause whose scenarios failed only at steps that
+	// check another clause: it was not reached, neither passed nor failed.
+	StatusBlocked = "not reached"
 )
+
+// RunInfo is what the report says about the run itself.
+type RunInfo struct {
+	// Seed of the scenario order and the fakes.
+	Seed int64
+	// Tags is the tag expression ("" for every scenario).
+	Tags string
+	// Command is the target command as given ("" for this binary's
+	// reference proxy); keys in it are redacted in the report.
+	Command string
+	// Version of depharness.
+	Version string
+	// Selected scenarios of Total in the suite: fewer is a subset run.
+	Selected, Total int
+	// RerunFrom is the rerun list the run took (--rerun), if any.
+	RerunFrom string
+}
+
+// Subset reports whether the run selected only some of the suite's
+// scenarios.
+func (i RunInfo) Subset() bool { return i.Total > 0 && i.Selected < i.Total }
+
+// TargetText is the target command for people, keys redacted.
+func (i RunInfo) TargetText() string {
+	if i.Command == "" {
+		return "the reference proxy of this depharness"
+	}
+	return redactText(i.Command)
+}
+
+// Redacted reports whether the target command shows redacted keys.
+func (i RunInfo) Redacted() bool { return i.Command != redactText(i.Command) }
+
+// RerunCommand is a command line that runs the same scenarios against the
+// same target in the same order; extra is added (e.g. other tags).
+func (i RunInfo) RerunCommand(tags string) string {
+	parts := []string{"depharness", "verify"}
+	if i.Command != "" {
+		parts = append(parts, "--target-cmd", shellQuote(redactText(i.Command)))
+	}
+	if tags != "" {
+		parts = append(parts, "--tags", shellQuote(tags))
+	}
+	if i.RerunFrom != "" {
+		parts = append(parts, "--rerun", shellQuote(i.RerunFrom))
+	}
+	if i.Seed != 0 {
+		parts = append(parts, "--seed", strconv.FormatInt(i.Seed, 10))
+	}
+	return strings.Join(parts, " ")
+}
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// FailureSection is one labelled part of a failure: "request", "response",
+// "assertion", "expected value", … Text is kept as written (preformatted).
+type FailureSection struct {
+	Label string
+	Text  string
+}
+
+// FailurePart is one failed assertion of a step.
+type FailurePart struct {
+	// Summary is the failure's first paragraph ("unexpected http status
+	// value", or the whole message of a step that failed otherwise).
+	Summary string
+	// Sections are the labelled parts of an HTTP assertion's failure.
+	Sections []FailureSection
+}
+
+// Failure is a failing step, split for reading.
+type Failure struct {
+	// Step is "Then the answer is 202", Line its line in the feature file.
+	Step string
+	Line int
+	// Parts are the failed assertions of the step, most often one.
+	Parts []FailurePart
+	// Clause is the clause the failing step checks (ClauseHow says how it
+	// is known); empty when the scenario's clauses cannot be told apart.
+	Clause    string
+	ClauseHow string
+}
 
 // ScenarioReport is one scenario's line in the report.
 type ScenarioReport struct {
 	Feature string
-	Name    string
-	Line    int
-	Status  string
+	// FeatureName is the feature's title.
+	FeatureName string
+	Name        string
+	Line        int
+	Status      string
+	// Clauses are the clause IDs the scenario is tagged with.
+	Clauses []string
+	// Reference is set for a scenario tagged @reference.
+	Reference bool
 	// Failure is the failing step and its error (the request and the
-	// answer, for API assertions).
+	// answer, for API assertions), keys redacted.
 	Failure string
+	// Detail is Failure split for reading; nil for a scenario that did not
+	// fail.
+	Detail *Failure
+	// Log is the scenario's log, relative to the report directory
+	// ("logs/007-….log"), when one was kept.
+	Log string
+	// Duration is the scenario's run time (the sum of its steps').
+	Duration time.Duration
+	// Elsewhere, in a clause's row, is the clause the scenario's failing
+	// step checks when that is another one: this clause was not reached.
+	Elsewhere string
 }
 
 // ClauseReport is one clause's row of the matrix.
@@ -83,77 +191,291 @@ type TierSummary struct {
 	Total                           int
 }
 
+// Verdict classes: how the report's banner is coloured.
+const (
+	VerdictOK      = "ok"
+	VerdictBad     = "bad"
+	VerdictNeutral = "neutral"
+)
+
 // Report is the compliance report: clauses of CONTRACT.md and the results
 // of the scenarios that check them.
 type Report struct {
 	Generated time.Time
+	Info      RunInfo
 	Scenarios struct{ Total, Passed, Failed, Skipped int }
 	Tiers     []TierSummary
 	Clauses   []ClauseReport
+	// Failures are the failed scenarios, in feature order.
+	Failures []ScenarioReport
 	// Untagged are scenarios that name no known clause.
 	Untagged []ScenarioReport
+	// all are every scenario, in feature order.
+	all []ScenarioReport
 	// Verdict is one line: does the target pass the contract tier?
 	Verdict string
+	// VerdictClass is VerdictOK, VerdictBad or VerdictNeutral (a subset run
+	// with nothing failed).
+	VerdictClass string
 	// Compliant is true when every contract clause passed.
 	Compliant bool
+	// ContractLink is where the contract is, relative to the report
+	// ("contract.md", written beside it); empty leaves the link out.
+	ContractLink string
 }
 
 // elementStatus summarizes the steps of a scenario: failed if any step
 // failed or was undefined or pending, skipped if all were skipped, passed
-// otherwise.
-func elementStatus(el CucumberElement) (string, string) {
+// otherwise. For a failure it also returns the failing step.
+func elementStatus(el CucumberElement) (string, string, *CucumberStep) {
 	if len(el.Steps) == 0 {
-		return StatusSkipped, ""
+		return StatusSkipped, "", nil
 	}
 	all := true
-	for _, s := range el.Steps {
+	for i, s := range el.Steps {
 		switch s.Result.Status {
 		case "failed", "undefined", "pending", "ambiguous":
 			msg := s.Result.Error
 			if msg == "" {
 				msg = "step is " + s.Result.Status
 			}
-			return StatusFailed, fmt.Sprintf("%s%s (line %d):\n%s", s.Keyword, s.Name, s.Line, msg)
+			return StatusFailed, fmt.Sprintf("%s%s (line %d):\n%s", s.Keyword, s.Name, s.Line, msg), &el.Steps[i]
 		case "skipped":
 		default:
 			all = false
 		}
 	}
 	if all {
-		return StatusSkipped, ""
+		return StatusSkipped, "", nil
 	}
-	return StatusPassed, ""
+	return StatusPassed, "", nil
+}
+
+// Sources gives the text of a feature file by its URI, for the clause
+// annotations of steps ("# checks: ID"); nil reads none.
+type Sources func(uri string) []byte
+
+// FeatureSources reads feature files from fsys.
+func FeatureSources(fsys fs.FS) Sources {
+	return func(uri string) []byte {
+		b, err := fs.ReadFile(fsys, fileURI(uri))
+		if err != nil {
+			return nil
+		}
+		return b
+	}
+}
+
+// checksComment is a step's clause annotation in a feature file: it names
+// the clause of the steps after it, up to the next annotation, within one
+// scenario; "# checks: all" says the steps after it check all the
+// scenario's clauses at once.
+var checksComment = regexp.MustCompile(`^\s*#\s*checks:\s*([A-Z][A-Z0-9-]*-[A-Z0-9-]*[A-Z0-9]|all)\s*$`)
+
+// annotatedClause returns the clause named by the last "# checks:" comment
+// between a scenario's line and its step's line, or "".
+func annotatedClause(src []byte, scenarioLine, stepLine int) string {
+	if src == nil || stepLine <= scenarioLine {
+		return ""
+	}
+	lines := strings.Split(string(src), "\n")
+	id := ""
+	for n := scenarioLine + 1; n < stepLine && n-1 < len(lines); n++ {
+		if m := checksComment.FindStringSubmatch(lines[n-1]); m != nil {
+			id = m[1]
+		}
+	}
+	return id
+}
+
+// clauseOfStep tells which of a scenario's clauses its failing step
+// checks: the step's "# checks:" annotation in the feature file, else the
+// one clause the failure's text names, else the scenario's only clause.
+func clauseOfStep(ids []string, src []byte, scenarioLine, stepLine int, msg string) (string, string) {
+	if len(ids) == 0 {
+		return "", ""
+	}
+	a := annotatedClause(src, scenarioLine, stepLine)
+	if a != "" && a != "all" {
+		for _, id := range ids {
+			if id == a {
+				return id, "the step's annotation in the feature file"
+			}
+		}
+	}
+	if len(ids) == 1 {
+		return ids[0], "the scenario's only clause"
+	}
+	var named []string
+	for _, id := range ids {
+		if regexp.MustCompile(`(^|[^A-Z0-9-])` + regexp.QuoteMeta(id) + `($|[^A-Z0-9-])`).MatchString(msg) {
+			named = append(named, id)
+		}
+	}
+	if len(named) == 1 {
+		return named[0], "the failure names it"
+	}
+	return "", ""
+}
+
+// failureSection starts a labelled section of an httpexpect failure.
+var failureSection = regexp.MustCompile(`^([a-z][a-z ]{2,30}):\s*(.*)$`)
+
+// splitFailure splits a step's error into parts (one per failed
+// assertion, when a step made several), each a summary and labelled
+// sections ("request:", "response:", "assertion:", "expected value:", …).
+func splitFailure(msg string) []FailurePart {
+	var parts []FailurePart
+	cur := &FailurePart{}
+	var summary []string
+	flush := func() {
+		cur.Summary = strings.TrimSpace(strings.Join(summary, "\n"))
+		for i := range cur.Sections {
+			cur.Sections[i].Text = strings.TrimRight(cur.Sections[i].Text, "\n ")
+		}
+		// The bodies follow the request and the answer they belong to.
+		rank := map[string]int{"request": 0, "request body": 1, "response": 2, "response body": 3}
+		at := func(l string) int {
+			if r, ok := rank[l]; ok {
+				return r
+			}
+			return 4
+		}
+		sort.SliceStable(cur.Sections, func(i, j int) bool { return at(cur.Sections[i].Label) < at(cur.Sections[j].Label) })
+		if cur.Summary != "" || len(cur.Sections) > 0 {
+			parts = append(parts, *cur)
+		}
+		cur, summary = &FailurePart{}, nil
+	}
+	for _, line := range strings.Split(strings.ReplaceAll(msg, "\r\n", "\n"), "\n") {
+		if m := failureSection.FindStringSubmatch(line); m != nil && knownSection[m[1]] {
+			cur.Sections = append(cur.Sections, FailureSection{Label: m[1], Text: m[2]})
+			continue
+		}
+		if len(cur.Sections) == 0 {
+			summary = append(summary, line)
+			continue
+		}
+		sec := &cur.Sections[len(cur.Sections)-1]
+		if line != "" && !strings.HasPrefix(line, " ") && !strings.HasPrefix(line, "\t") {
+			// Unindented text after the sections: the next assertion's
+			// failure.
+			flush()
+			summary = append(summary, line)
+			continue
+		}
+		if sec.Text == "" {
+			sec.Text = strings.TrimPrefix(line, "  ")
+		} else {
+			sec.Text += "\n" + strings.TrimPrefix(line, "  ")
+		}
+	}
+	flush()
+	return parts
+}
+
+var knownSection = map[string]bool{
+	"request": true, "request body": true, "response": true, "response body": true,
+	"assertion": true, "expected value": true, "actual value": true, "expected": true,
+	"actual": true, "errors": true, "path": true, "diff": true, "reference": true,
+	"expected type": true, "actual type": true, "expected range": true, "expected element": true,
+	"expected key": true, "expected keys": true, "expected values": true, "expected value type": true,
+	"expected schema": true, "expected subset": true, "unexpected value": true, "property": true,
+}
+
+// redactions hide keys and tokens in what the report shows.
+var redactions = []struct {
+	re   *regexp.Regexp
+	with string
+}{
+	{regexp.MustCompile(`(?i)(authorization:\s*(?:bearer|apikey)\s+)[^\s"']+`), "${1}<redacted>"},
+	{regexp.MustCompile(`(?i)([?&]apikey=)[^&\s"']+`), "${1}<redacted>"},
+	{regexp.MustCompile(`(?i)\b([A-Z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD)[A-Z0-9_]*=)('[^']*'|"[^"]*"|[^\s;&|]+)`), "${1}<redacted>"},
+	{regexp.MustCompile(`(?i)(--[a-z0-9-]*(?:key|token|secret|password)[= ])('[^']*'|"[^"]*"|[^\s;&|]+)`), "${1}<redacted>"},
+}
+
+// redactText replaces keys and tokens in s (Authorization headers,
+// ?apikey=, *_KEY=… and *TOKEN=… assignments, --api-key … flags) with
+// "<redacted>".
+func redactText(s string) string {
+	for _, r := range redactions {
+		s = r.re.ReplaceAllString(s, r.with)
+	}
+	return s
 }
 
 // BuildReport builds the report of a run from its cucumber JSON features.
 func BuildReport(feats []CucumberFeature, cs []clauses.Clause, now time.Time) Report {
-	r := Report{Generated: now}
+	return BuildRunReport(feats, cs, now, RunInfo{}, nil, nil)
+}
+
+// BuildRunReport is BuildReport with what the run was (info), the feature
+// files' text (src, for step annotations) and the scenario logs kept
+// (logs: scenario name → paths relative to the report directory, in run
+// order; nil for none).
+func BuildRunReport(feats []CucumberFeature, cs []clauses.Clause, now time.Time, info RunInfo, src Sources, logs map[string][]string) Report {
+	r := Report{Generated: now, Info: info}
 	byClause := map[string][]ScenarioReport{}
+	known := map[string]bool{}
+	for _, c := range cs {
+		known[c.ID] = true
+	}
 	for _, f := range feats {
+		var text []byte
+		if src != nil {
+			text = src(f.URI)
+		}
 		for _, el := range f.Elements {
 			if el.Type != "" && el.Type != "scenario" {
 				continue
 			}
-			status, failure := elementStatus(el)
-			sr := ScenarioReport{Feature: f.URI, Name: el.Name, Line: el.Line, Status: status, Failure: failure}
+			status, failure, step := elementStatus(el)
+			sr := ScenarioReport{Feature: fileURI(f.URI), FeatureName: f.Name, Name: el.Name, Line: el.Line, Status: status, Failure: redactText(strings.ReplaceAll(failure, "\r\n", "\n"))}
+			var d time.Duration
+			for _, s := range el.Steps {
+				d += time.Duration(s.Result.Duration)
+			}
+			sr.Duration = d
+			seen := map[string]bool{}
+			for _, t := range el.Tags {
+				sr.Reference = sr.Reference || t.Name == TagReference
+				if clauses.IsTag(t.Name) && !seen[t.Name] {
+					seen[t.Name] = true
+					sr.Clauses = append(sr.Clauses, strings.TrimPrefix(t.Name, "@"))
+				}
+			}
+			if status == StatusFailed {
+				msg := step.Result.Error
+				if msg == "" {
+					msg = "step is " + step.Result.Status
+				}
+				fd := &Failure{Step: strings.TrimSpace(step.Keyword) + " " + step.Name, Line: step.Line, Parts: splitFailure(redactText(msg))}
+				fd.Clause, fd.ClauseHow = clauseOfStep(sr.Clauses, text, el.Line, step.Line, msg)
+				sr.Detail = fd
+				if ls := logs[logName(el.Name)]; len(ls) > 0 {
+					sr.Log = ls[0]
+					logs[logName(el.Name)] = ls[1:]
+				}
+			}
+			r.all = append(r.all, sr)
 			r.Scenarios.Total++
 			switch status {
 			case StatusPassed:
 				r.Scenarios.Passed++
 			case StatusFailed:
 				r.Scenarios.Failed++
+				r.Failures = append(r.Failures, sr)
 			default:
 				r.Scenarios.Skipped++
 			}
 			tagged := false
-			seen := map[string]bool{}
-			for _, t := range el.Tags {
-				if clauses.IsTag(t.Name) && !seen[t.Name] {
-					seen[t.Name] = true
-					id := strings.TrimPrefix(t.Name, "@")
-					byClause[id] = append(byClause[id], sr)
-					tagged = true
+			for _, id := range sr.Clauses {
+				in := sr
+				if sr.Detail != nil && sr.Detail.Clause != "" && sr.Detail.Clause != id {
+					in.Elsewhere = sr.Detail.Clause
 				}
+				byClause[id] = append(byClause[id], in)
+				tagged = tagged || known[id]
 			}
 			if !tagged {
 				r.Untagged = append(r.Untagged, sr)
@@ -166,26 +488,37 @@ func BuildReport(feats []CucumberFeature, cs []clauses.Clause, now time.Time) Re
 	}
 	for _, c := range cs {
 		cr := ClauseReport{Clause: c, Scenarios: byClause[c.ID], Status: StatusNotRun}
-		passed, failed := 0, 0
+		passed, failed, blocked := 0, 0, 0
 		for _, s := range cr.Scenarios {
-			switch s.Status {
-			case StatusPassed:
+			switch {
+			case s.Status == StatusPassed:
 				passed++
-			case StatusFailed:
+			case s.Status == StatusFailed && s.Elsewhere != "":
+				blocked++
+			case s.Status == StatusFailed:
 				failed++
 			}
 		}
 		switch {
 		case failed > 0:
 			cr.Status = StatusFailed
+		case blocked > 0:
+			cr.Status = StatusBlocked
 		case passed > 0:
 			cr.Status = StatusPassed
 		case len(cr.Scenarios) > 0:
 			cr.Status = StatusSkipped
 		}
-		sort.SliceStable(cr.Scenarios, func(i, j int) bool {
-			return cr.Scenarios[i].Status == StatusFailed && cr.Scenarios[j].Status != StatusFailed
-		})
+		rank := func(s ScenarioReport) int {
+			switch {
+			case s.Status == StatusFailed && s.Elsewhere == "":
+				return 0
+			case s.Status == StatusFailed:
+				return 1
+			}
+			return 2
+		}
+		sort.SliceStable(cr.Scenarios, func(i, j int) bool { return rank(cr.Scenarios[i]) < rank(cr.Scenarios[j]) })
 		t := tiers[c.Tier]
 		t.Total++
 		switch cr.Status {
@@ -193,7 +526,7 @@ func BuildReport(feats []CucumberFeature, cs []clauses.Clause, now time.Time) Re
 			t.Passed++
 		case StatusFailed:
 			t.Failed++
-		case StatusSkipped:
+		case StatusSkipped, StatusBlocked:
 			t.Skipped++
 		default:
 			t.NotRun++
@@ -201,18 +534,28 @@ func BuildReport(feats []CucumberFeature, cs []clauses.Clause, now time.Time) Re
 		r.Clauses = append(r.Clauses, cr)
 	}
 	r.Tiers = []TierSummary{*tiers[clauses.Contract], *tiers[clauses.Reference]}
-	ct := tiers[clauses.Contract]
+	ct, rt := tiers[clauses.Contract], tiers[clauses.Reference]
 	r.Compliant = ct.Total > 0 && ct.Passed == ct.Total
+	subset := fmt.Sprintf("subset: %d of %d scenarios", info.Selected, info.Total)
 	switch {
+	case r.Compliant && rt.Failed == 0:
+		r.Verdict, r.VerdictClass = fmt.Sprintf("Compliant: all %d contract clauses passed.", ct.Total), VerdictOK
 	case r.Compliant:
-		r.Verdict = fmt.Sprintf("Compliant: all %d contract clauses passed.", ct.Total)
+		r.Verdict, r.VerdictClass = fmt.Sprintf("Compliant: all %d contract clauses passed; %d of %d reference clauses failed.", ct.Total, rt.Failed, rt.Total), VerdictOK
 	case ct.Failed > 0:
-		r.Verdict = fmt.Sprintf("Not compliant: %d of %d contract clauses failed.", ct.Failed, ct.Total)
+		r.Verdict, r.VerdictClass = fmt.Sprintf("Not compliant: %d of %d contract clauses failed.", ct.Failed, ct.Total), VerdictBad
+	case info.Subset() && rt.Failed == 0 && r.Scenarios.Failed == 0:
+		r.Verdict, r.VerdictClass = fmt.Sprintf("Passed (%s).", subset), VerdictNeutral
+	case info.Subset():
+		r.Verdict, r.VerdictClass = fmt.Sprintf("Failed (%s): %d scenarios failed, %d reference clauses.", subset, r.Scenarios.Failed, rt.Failed), VerdictBad
 	default:
-		r.Verdict = fmt.Sprintf("Incomplete: %d of %d contract clauses were not checked in this run.", ct.NotRun+ct.Skipped, ct.Total)
+		r.Verdict, r.VerdictClass = fmt.Sprintf("Incomplete: %d of %d contract clauses were not checked in this run.", ct.NotRun+ct.Skipped, ct.Total), VerdictBad
 	}
 	return r
 }
+
+// scenarioList returns every scenario of the report, in feature order.
+func (r Report) scenarioList() []ScenarioReport { return r.all }
 
 // ReadCucumberJSON reads a cucumber JSON report.
 func ReadCucumberJSON(rd io.Reader) ([]CucumberFeature, error) {
@@ -223,8 +566,79 @@ func ReadCucumberJSON(rd io.Reader) ([]CucumberFeature, error) {
 	return feats, nil
 }
 
-// WriteHTMLReportFiles reads dir/cucumber.json and writes dir/report.html.
+// WriteHTMLReportFiles reads dir/cucumber.json and writes dir/report.html
+// and dir/junit.xml, with no run information.
 func WriteHTMLReportFiles(dir string) error {
+	return WriteReportFiles(dir, RunInfo{}, nil)
+}
+
+// RerunFile is the name, in a report directory, of the list of the run's
+// failed scenarios that verify --rerun takes.
+const RerunFile = "rerun.txt"
+
+// RerunList is the failed scenarios of a report as "file.feature:line"
+// lines, the line being the scenario's (an outline's, for one of its
+// examples), each once, in feature order.
+func RerunList(r Report, src Sources) string {
+	var b strings.Builder
+	seen := map[string]bool{}
+	for _, f := range r.Failures {
+		line := f.Line
+		if src != nil {
+			line = scenarioLine(src(f.Feature), f.Line)
+		}
+		k := fmt.Sprintf("%s:%d", f.Feature, line)
+		if !seen[k] {
+			seen[k] = true
+			b.WriteString(k + "\n")
+		}
+	}
+	return b.String()
+}
+
+// scenarioLine is the line of the scenario (or outline) holding line:
+// line itself, or the nearest scenario keyword above it.
+func scenarioLine(src []byte, line int) int {
+	lines := strings.Split(string(src), "\n")
+	for n := min(line, len(lines)); n >= 1; n-- {
+		t := strings.TrimSpace(lines[n-1])
+		for _, kw := range []string{"Scenario:", "Scenario Outline:", "Scenario Template:", "Example:"} {
+			if strings.HasPrefix(t, kw) {
+				return n
+			}
+		}
+	}
+	return line
+}
+
+// ReadRerunFile reads a rerun list: "file.feature:line" lines (blank lines
+// and # comments skipped).
+func ReadRerunFile(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for i, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		if !rerunLine.MatchString(l) {
+			return nil, fmt.Errorf("%s:%d: %q is not file.feature:line", path, i+1, l)
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+var rerunLine = regexp.MustCompile(`^[^\s:]+\.feature:\d+$`)
+
+// WriteReportFiles reads dir/cucumber.json and writes dir/report.html,
+// dir/junit.xml, dir/rerun.txt (the failed scenarios, for --rerun) and
+// dir/contract.md (the contract the report links to).
+// Scenario logs are found in dir/logs by name.
+func WriteReportFiles(dir string, info RunInfo, src Sources) error {
 	f, err := os.Open(filepath.Join(dir, "cucumber.json"))
 	if err != nil {
 		return err
@@ -234,16 +648,54 @@ func WriteHTMLReportFiles(dir string) error {
 	if err != nil {
 		return err
 	}
-	out, err := os.Create(filepath.Join(dir, "report.html"))
+	contract, err := clauses.ContractMarkdown()
 	if err != nil {
 		return err
 	}
-	if err := WriteHTML(out, BuildReport(feats, clauses.All(), time.Now())); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "contract.md"), contract, 0o644); err != nil {
+		return err
+	}
+	r := BuildRunReport(feats, clauses.All(), time.Now(), info, src, scenarioLogs(dir))
+	if err := os.WriteFile(filepath.Join(dir, RerunFile), []byte(RerunList(r, src)), 0o644); err != nil {
+		return err
+	}
+	r.ContractLink = "contract.md"
+	if err := writeFile(filepath.Join(dir, "report.html"), func(w io.Writer) error { return WriteHTML(w, r) }); err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(dir, "junit.xml"), func(w io.Writer) error { return WriteJUnit(w, r) })
+}
+
+func writeFile(path string, write func(io.Writer) error) error {
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(out); err != nil {
 		out.Close()
 		return err
 	}
 	return out.Close()
 }
+
+// scenarioLogs maps the scenario names of dir/logs/NNN-name.log files to
+// their paths relative to dir, in run order. A name is matched by its
+// file-name form (the same for names that differ only in punctuation;
+// those share the list).
+func scenarioLogs(dir string) map[string][]string {
+	paths, _ := filepath.Glob(filepath.Join(dir, "logs", "[0-9][0-9][0-9]*-*.log"))
+	sort.Strings(paths)
+	byFile := map[string][]string{}
+	for _, p := range paths {
+		base := strings.TrimSuffix(filepath.Base(p), ".log")
+		i := strings.IndexByte(base, '-')
+		byFile[base[i+1:]] = append(byFile[base[i+1:]], "logs/"+filepath.Base(p))
+	}
+	return byFile
+}
+
+// logName is a scenario name in the form its log file takes.
+func logName(name string) string { return strings.Trim(unsafeName.ReplaceAllString(name, "-"), "-") }
 
 // WriteHTML renders the report as one self-contained HTML page (inline CSS,
 // no scripts, no network).
@@ -251,9 +703,44 @@ func WriteHTML(w io.Writer, r Report) error {
 	return reportTemplate.Execute(w, r)
 }
 
+// inlineMarkdown renders the inline Markdown of clause texts: `code` as
+// <code>, **strong** and *emphasis*; everything else escaped.
+func inlineMarkdown(s string) template.HTML {
+	var b strings.Builder
+	parts := strings.Split(s, "`")
+	for i, p := range parts {
+		if i%2 == 1 && i < len(parts)-1 {
+			b.WriteString("<code>" + template.HTMLEscapeString(p) + "</code>")
+			continue
+		}
+		if i%2 == 1 { // an unmatched backtick
+			p = "`" + p
+		}
+		e := template.HTMLEscapeString(p)
+		e = mdStrong.ReplaceAllString(e, "<strong>$1</strong>")
+		e = mdEm.ReplaceAllString(e, "$1<em>$2</em>")
+		b.WriteString(e)
+	}
+	return template.HTML(b.String())
+}
+
+var (
+	mdStrong = regexp.MustCompile(`\*\*([^*]+)\*\*`)
+	mdEm     = regexp.MustCompile(`(^|[\s(])\*([^*\s][^*]*)\*`)
+)
+
 var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"lower": strings.ToLower,
+	"md":    inlineMarkdown,
 	"cls":   func(s string) string { return strings.ReplaceAll(s, " ", "-") },
+	"rerun": func(info RunInfo, tags string) string { return info.RerunCommand(tags) },
+	// rerunClause runs a clause's scenarios again, whatever list this run
+	// took.
+	"rerunClause": func(info RunInfo, tags string) string {
+		info.RerunFrom = ""
+		return info.RerunCommand(tags)
+	},
+	"dur": func(d time.Duration) string { return d.Round(time.Millisecond).String() },
 	"failedClauses": func(cs []ClauseReport) []ClauseReport {
 		var out []ClauseReport
 		for _, c := range cs {
@@ -263,51 +750,54 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 		}
 		return out
 	},
-}).Parse(`<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>depharness compliance report</title>
-<style>
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em;color:#222;max-width:1400px}
-h1{margin-bottom:.2em}
-.verdict{font-size:1.3em;font-weight:600;padding:.6em 1em;border-radius:6px;margin:1em 0}
-.verdict.ok{background:#e3f6e5;color:#145a20}.verdict.bad{background:#fde6e6;color:#8a1010}
-table{border-collapse:collapse;width:100%;margin:1em 0}
-th,td{border:1px solid #ddd;padding:.4em .6em;text-align:left;vertical-align:top}
-th{background:#f3f3f3}
-.status{font-weight:600;white-space:nowrap}
-.passed{color:#147a2a}.failed{color:#b01010}.skipped,.not-run{color:#8a6d00}
-tr.failed td{background:#fff5f5}
-pre{white-space:pre-wrap;font-size:.85em;background:#f8f8f8;border:1px solid #eee;padding:.5em;max-height:30em;overflow:auto}
-.tier{font-size:.85em;padding:.1em .4em;border-radius:4px;background:#eef}
-.tier.reference{background:#f4eefc}
-ul{margin:0;padding-left:1.2em}
-</style>
-</head>
-<body>
-<h1>depharness compliance report</h1>
-<p>Generated {{.Generated.Format "2006-01-02 15:04:05 MST"}}.
-Scenarios: {{.Scenarios.Total}} run, <span class="passed">{{.Scenarios.Passed}} passed</span>,
-<span class="failed">{{.Scenarios.Failed}} failed</span>, <span class="skipped">{{.Scenarios.Skipped}} skipped</span>.</p>
-<div class="verdict {{if .Compliant}}ok{{else}}bad{{end}}">{{.Verdict}}</div>
-{{with failedClauses .Clauses}}<p>Failed clauses: {{range $i, $c := .}}{{if $i}}, {{end}}<a href="#{{$c.ID}}">{{$c.ID}}</a>{{end}}</p>{{end}}
-<table>
-<tr><th>Tier</th><th>Clauses</th><th>Passed</th><th>Failed</th><th>Skipped</th><th>Not run</th></tr>
-{{range .Tiers}}<tr><td><span class="tier {{.Tier}}">{{.Tier}}</span></td><td>{{.Total}}</td><td class="passed">{{.Passed}}</td><td class="failed">{{.Failed}}</td><td class="skipped">{{.Skipped}}</td><td class="not-run">{{.NotRun}}</td></tr>
-{{end}}</table>
-<h2>Clauses</h2>
-<table>
-<tr><th>Clause</th><th>Tier</th><th>Text</th><th>Status</th><th>Scenarios</th></tr>
-{{range .Clauses}}<tr class="{{cls .Status}}" id="{{.ID}}">
-<td><b>{{.ID}}</b><br><small>{{.Area}}</small></td>
-<td><span class="tier {{.Tier}}">{{.Tier}}</span></td>
-<td>{{.Text}}</td>
-<td class="status {{cls .Status}}">{{.Status}}</td>
-<td>{{if .Scenarios}}<ul>{{range .Scenarios}}<li><span class="{{cls .Status}}">{{.Status}}</span> {{.Feature}}:{{.Line}} {{.Name}}{{if .Failure}}<pre>{{.Failure}}</pre>{{end}}</li>{{end}}</ul>{{else}}<i>no scenario ran</i>{{end}}</td>
-</tr>
-{{end}}</table>
-{{if .Untagged}}<h2>Scenarios without a clause</h2><ul>{{range .Untagged}}<li><span class="{{cls .Status}}">{{.Status}}</span> {{.Feature}}:{{.Line}} {{.Name}}{{if .Failure}}<pre>{{.Failure}}</pre>{{end}}</li>{{end}}</ul>{{end}}
-</body>
-</html>
-`))
+	"passedOnly": func(ss []ScenarioReport) []ScenarioReport {
+		var out []ScenarioReport
+		for _, s := range ss {
+			if s.Status == StatusPassed {
+				out = append(out, s)
+			}
+		}
+		return out
+	},
+	"notPassed": func(ss []ScenarioReport) []ScenarioReport {
+		var out []ScenarioReport
+		for _, s := range ss {
+			if s.Status != StatusPassed {
+				out = append(out, s)
+			}
+		}
+		return out
+	},
+	"runClauses": func(cs []ClauseReport) []ClauseReport {
+		var out []ClauseReport
+		for _, c := range cs {
+			if c.Status != StatusNotRun {
+				out = append(out, c)
+			}
+		}
+		return out
+	},
+	"notRunClauses": func(cs []ClauseReport) []ClauseReport {
+		var out []ClauseReport
+		for _, c := range cs {
+			if c.Status == StatusNotRun {
+				out = append(out, c)
+			}
+		}
+		return out
+	},
+	// rerunTags selects a failed scenario's clause again: the clause its
+	// failing step checks, else the scenarios tagged with all its clauses.
+	"rerunTags": func(s ScenarioReport) string {
+		if s.Detail != nil && s.Detail.Clause != "" {
+			return "@" + s.Detail.Clause
+		}
+		if len(s.Clauses) == 0 {
+			return ""
+		}
+		return "@" + strings.Join(s.Clauses, " && @")
+	},
+}).Parse(reportHTML))
+
+//go:embed report.html.tmpl
+var reportHTML string

@@ -141,14 +141,17 @@ func (st *scenario) expectWith(r httpexpect.Reporter) *httpexpect.Expect {
 // expectWithDeviceReport is expectWith with device-object problems
 // reported to devReport.
 func (st *scenario) expectWithDeviceReport(r httpexpect.Reporter, devReport func(string, ...any)) *httpexpect.Expect {
+	// The bodies of a failing exchange are shown with it (failtext.go).
+	rec := &bodyRecorder{base: &deviceCheck{
+		base: http.DefaultTransport, exact: st.reference, report: devReport,
+	}}
 	return httpexpect.WithConfig(httpexpect.Config{
 		BaseURL:  st.baseURL(),
 		Reporter: r,
-		Client: &http.Client{Timeout: 15 * time.Second, Transport: &deviceCheck{
-			base: http.DefaultTransport, exact: st.reference, report: devReport,
-		}},
-		Formatter: &httpexpect.DefaultFormatter{
-			DisableNames: true,
+		Client:   &http.Client{Timeout: 15 * time.Second, Transport: rec},
+		Formatter: &bodyFormatter{
+			DefaultFormatter: httpexpect.DefaultFormatter{DisableNames: true},
+			rec:              rec,
 		},
 		Printers: []httpexpect.Printer{httpexpect.NewCompactPrinter(logPrinter{st})},
 	})

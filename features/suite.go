@@ -24,6 +24,7 @@ import (
 	"github.com/cucumber/godog"
 
 	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/version"
 )
 
 // Timing are the intervals the target is started with and the deadlines
@@ -103,6 +104,17 @@ type Config struct {
 	Logger *slog.Logger
 	// Features, if nil, is the suite's own Files.
 	Features fs.FS
+	// Paths, if set, are the feature files or "file.feature:line" scenarios
+	// to run (a rerun file's lines); empty is every file.
+	Paths []string
+	// RerunFrom names the rerun list Paths came from, for the report.
+	RerunFrom string
+	// FailFast stops starting scenarios after the first failure (those
+	// running finish).
+	FailFast bool
+	// Command is the target command as the user gave it, for the report
+	// and its rerun command ("" for the reference proxy).
+	Command string
 
 	// ports, if set, is shared with other runs of this process.
 	ports *portPool
@@ -187,7 +199,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %v", ErrBadTags, err)
 	}
-	n, err := countSelected(cfg.Features, tags)
+	n, err := countSelected(cfg.Features, tags, cfg.Paths...)
 	if err != nil {
 		return Result{}, err
 	}
@@ -198,11 +210,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 	format := "pretty"
 	if cfg.ReportDir != "" {
-		if err := os.MkdirAll(filepath.Join(cfg.ReportDir, "logs"), 0o755); err != nil {
+		if err := PrepareReportDir(cfg.ReportDir); err != nil {
 			return Result{}, err
 		}
-		format += ",cucumber:" + filepath.Join(cfg.ReportDir, "cucumber.json") +
-			",junit:" + filepath.Join(cfg.ReportDir, "junit.xml")
+		// junit.xml is written from cucumber.json with the report.
+		format += ",cucumber:" + filepath.Join(cfg.ReportDir, "cucumber.json")
 	}
 	ports := cfg.ports
 	if ports == nil {
@@ -233,8 +245,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			Output:         cfg.Output,
 			NoColors:       cfg.NoColors,
 			Strict:         true,
+			StopOnFailure:  cfg.FailFast,
 			FS:             cfg.Features,
-			Paths:          []string{"."},
+			Paths:          pathsOr(cfg.Paths),
 			DefaultContext: ctx,
 			TestingT:       cfg.TestingT,
 		},
@@ -242,8 +255,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	status := ts.Run()
 	res := Result{Seed: cfg.Seed, Status: status, Scenarios: s.results()}
 	if cfg.ReportDir != "" {
-		if err := WriteHTMLReportFiles(cfg.ReportDir); err != nil {
-			return res, fmt.Errorf("writing the HTML report: %w", err)
+		total, err := countSelected(cfg.Features, "")
+		if err != nil {
+			return res, err
+		}
+		info := RunInfo{Seed: cfg.Seed, Tags: cfg.Tags, Command: cfg.Command, Version: version.String(), Selected: n, Total: total, RerunFrom: cfg.RerunFrom}
+		if err := WriteReportFiles(cfg.ReportDir, info, FeatureSources(cfg.Features)); err != nil {
+			return res, fmt.Errorf("writing the reports: %w", err)
 		}
 	}
 	if status == 2 {
@@ -252,9 +270,24 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	return res, nil
 }
 
+// pathsOr is paths, or every feature file when empty.
+func pathsOr(paths []string) []string {
+	if len(paths) == 0 {
+		return []string{"."}
+	}
+	return paths
+}
+
+// fileURI is a pickle's URI without the ":line" of a "file:line" path.
+func fileURI(uri string) string {
+	return lineSuffix.ReplaceAllString(strings.TrimPrefix(uri, "./"), "")
+}
+
+var lineSuffix = regexp.MustCompile(`:\d+$`)
+
 // countSelected counts the pickles of fs that tags selects.
-func countSelected(fsys fs.FS, tags string) (int, error) {
-	feats, err := godog.TestSuite{Options: &godog.Options{Tags: tags, FS: fsys, Paths: []string{"."}}}.RetrieveFeatures()
+func countSelected(fsys fs.FS, tags string, paths ...string) (int, error) {
+	feats, err := godog.TestSuite{Options: &godog.Options{Tags: tags, FS: fsys, Paths: pathsOr(paths)}}.RetrieveFeatures()
 	if err != nil {
 		return 0, err
 	}
@@ -292,8 +325,8 @@ func (s *suite) results() []ScenarioResult {
 
 // stepWhere is "file.feature:line Text" of step in scenario p.
 func (s *suite) stepWhere(p *godog.Scenario, step *godog.Step) string {
-	uri := strings.TrimPrefix(p.Uri, "./")
-	lines := s.stepLines[p.Uri+"\x00"+p.Name]
+	uri := fileURI(p.Uri)
+	lines := s.stepLines[uri+"\x00"+p.Name]
 	for i, ps := range p.Steps {
 		if ps.Id == step.Id && i < len(lines) && lines[i] > 0 {
 			return fmt.Sprintf("%s:%d %s", uri, lines[i], step.Text)
@@ -345,7 +378,7 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 	})
 	sc.After(func(ctx context.Context, p *godog.Scenario, err error) (context.Context, error) {
 		st := scenarioOf(ctx)
-		r := ScenarioResult{URI: p.Uri, Name: p.Name, Passed: err == nil}
+		r := ScenarioResult{URI: fileURI(p.Uri), Name: p.Name, Passed: err == nil}
 		for _, t := range p.Tags {
 			r.Tags = append(r.Tags, t.Name)
 		}
@@ -381,7 +414,7 @@ func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, 
 		cfg:      s.cfg,
 		pickle:   p,
 		name:     p.Name,
-		id:       fmt.Sprintf("%03d-%s", seq, strings.Trim(unsafeName.ReplaceAllString(p.Name, "-"), "-")),
+		id:       fmt.Sprintf("%03d-%s", seq, logName(p.Name)),
 		log:      &syncBuffer{},
 		apps:     map[string]*appState{},
 		releases: map[string]*releaseState{},

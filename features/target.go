@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -68,6 +69,8 @@ type CommandTarget struct {
 	opts CommandOptions
 	out  io.Writer
 
+	tail *tailWriter // the last lines of the current run's output
+
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
@@ -86,7 +89,7 @@ func NewCommandTarget(opts CommandOptions, out io.Writer) *CommandTarget {
 	if out == nil {
 		out = io.Discard
 	}
-	return &CommandTarget{opts: opts, out: out}
+	return &CommandTarget{opts: opts, out: out, tail: newTailWriter(startErrorLines, startErrorLineBytes)}
 }
 
 // Start implements Target.
@@ -98,8 +101,10 @@ func (t *CommandTarget) Start(ctx context.Context, env map[string]string) error 
 	}
 	cmd := exec.Command("sh", "-c", t.opts.Command)
 	cmd.Env = mergeEnv(os.Environ(), env)
-	cmd.Stdout = t.out
-	cmd.Stderr = t.out
+	t.tail.reset()
+	out := io.MultiWriter(t.out, t.tail)
+	cmd.Stdout = out
+	cmd.Stderr = out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.mu.Unlock()
@@ -118,10 +123,146 @@ func (t *CommandTarget) Start(ctx context.Context, env map[string]string) error 
 
 	port := env["BALENA_SUPERVISOR_PORT"]
 	if err := awaitReady(ctx, "http://127.0.0.1:"+port+"/ping", t.opts.Ready, done); err != nil {
+		exited := errors.Is(err, errExited)
+		var werr error
+		if exited {
+			<-done
+			t.mu.Lock()
+			werr = t.werr
+			t.mu.Unlock()
+		}
 		_ = t.Kill()
-		return fmt.Errorf("target %q: %w", t.opts.Command, err)
+		se := &StartError{Command: t.opts.Command, Err: err, Output: t.tail.lines()}
+		if exited {
+			se.Exit = exitStatus(werr)
+		}
+		return se
 	}
 	return nil
+}
+
+// How much of a target's output a StartError carries: its last lines, each
+// cut to a bound (the whole output is in the scenario's log).
+const (
+	startErrorLines     = 12
+	startErrorLineBytes = 400
+)
+
+// StartError is a target that did not get ready: it exited first (Exit is
+// its status) or GET /ping did not answer 200 in time. It carries the last
+// lines the target wrote, which usually say why.
+type StartError struct {
+	Command string
+	// Err is what went wrong: errExited, a timeout, or a *PingRefusedError.
+	Err error
+	// Exit is the exit status of a target that exited ("exit status 127",
+	// "killed by signal 9"), empty otherwise.
+	Exit string
+	// Output are the last lines of the target's output, bounded.
+	Output []string
+}
+
+func (e *StartError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "target %q: ", e.Command)
+	if errors.Is(e.Err, errExited) && e.Exit != "" {
+		fmt.Fprintf(&b, "exited (%s) before GET /ping answered 200", e.Exit)
+	} else {
+		b.WriteString(e.Err.Error())
+	}
+	b.WriteString(e.OutputText())
+	return b.String()
+}
+
+// OutputText is the target's last output as an indented block after a
+// line saying so, or a line saying it wrote nothing.
+func (e *StartError) OutputText() string {
+	if len(e.Output) == 0 {
+		return "; it wrote no output"
+	}
+	return "; its last output:\n    " + strings.Join(e.Output, "\n    ")
+}
+
+func (e *StartError) Unwrap() error { return e.Err }
+
+// exitStatus describes how a command ended: "exit status 127", "killed by
+// signal 9".
+func exitStatus(err error) string {
+	var ee *exec.ExitError
+	if err == nil {
+		return "exit status 0"
+	}
+	if !errors.As(err, &ee) {
+		return err.Error()
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return fmt.Sprintf("killed by signal %d (%s)", int(ws.Signal()), ws.Signal())
+	}
+	return fmt.Sprintf("exit status %d", ee.ExitCode())
+}
+
+// tailWriter keeps the last n lines written to it, each cut to max bytes.
+type tailWriter struct {
+	n, max int
+
+	mu      sync.Mutex
+	done    []string
+	partial []byte
+}
+
+func newTailWriter(n, max int) *tailWriter { return &tailWriter{n: n, max: max} }
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, c := range p {
+		if c == '\n' {
+			w.push()
+			continue
+		}
+		if len(w.partial) <= w.max {
+			w.partial = append(w.partial, c)
+		}
+	}
+	return len(p), nil
+}
+
+func (w *tailWriter) push() {
+	line := strings.TrimRight(strings.ToValidUTF8(string(w.partial), "?"), "\r")
+	if len(w.partial) > w.max {
+		line = strings.ToValidUTF8(line[:w.max], "") + " …"
+	}
+	w.partial = w.partial[:0]
+	w.done = append(w.done, line)
+	if len(w.done) > w.n {
+		w.done = append(w.done[:0], w.done[len(w.done)-w.n:]...)
+	}
+}
+
+func (w *tailWriter) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.done, w.partial = nil, nil
+}
+
+// lines returns the kept lines, an unterminated last line included, and
+// without blank lines.
+func (w *tailWriter) lines() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, 0, len(w.done)+1)
+	for _, l := range w.done {
+		if strings.TrimSpace(l) != "" {
+			out = append(out, l)
+		}
+	}
+	if p := strings.TrimSpace(string(w.partial)); p != "" {
+		out = append(out, strings.ToValidUTF8(p, "?"))
+	}
+	if len(out) > w.n {
+		out = out[len(out)-w.n:]
+	}
+	return out
 }
 
 // PingRefusedError is a readiness failure of a target that is up and
@@ -135,6 +276,9 @@ type PingRefusedError struct {
 func (e *PingRefusedError) Error() string {
 	return fmt.Sprintf("GET /ping without a key answered %s, not 200, throughout the ready timeout of %s (AUTH-3)", e.Status, e.Deadline)
 }
+
+// errExited is a target that exited before it was ready.
+var errExited = errors.New("exited before GET /ping answered 200")
 
 // awaitReady polls url until it answers 200, the deadline passes, ctx ends
 // or exited is closed. When the deadline passes while the target answers
@@ -163,7 +307,7 @@ func awaitReady(ctx context.Context, url string, deadline time.Duration, exited 
 		}
 		select {
 		case <-exited:
-			return errors.New("exited before GET /ping answered 200")
+			return errExited
 		case <-ctx.Done():
 			if answered {
 				return &PingRefusedError{Status: last, Deadline: deadline}
@@ -326,7 +470,17 @@ func (t *InProcessTarget) Start(ctx context.Context, env map[string]string) erro
 		ready = 30 * time.Second
 	}
 	if err := awaitReady(ctx, "http://127.0.0.1:"+env["BALENA_SUPERVISOR_PORT"]+"/ping", ready, done); err != nil {
+		var runErr error
+		if errors.Is(err, errExited) {
+			<-done
+			t.mu.Lock()
+			runErr = t.err
+			t.mu.Unlock()
+		}
 		_ = t.Kill()
+		if runErr != nil {
+			return fmt.Errorf("in-process target: %w: %v", err, runErr)
+		}
 		return fmt.Errorf("in-process target: %w", err)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/features"
+	"github.com/depharness/depharness/features/clauses"
 	"github.com/depharness/depharness/proxy/violation"
 )
 
@@ -37,8 +38,42 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 	hookTimeout := f.Duration("hook-timeout", "", features.DefaultTiming.HookTimeout, "HOOK_TIMEOUT given to the target")
 	ready := f.Duration("ready-timeout", "", features.DefaultTiming.Ready, "how long the target may take to answer GET /ping")
 	await := f.Duration("await-timeout", "", features.DefaultTiming.Await, "how long an \"eventually\" step waits")
+	list := f.Bool("list", "", false, "print the scenarios --tags selects (file:line, name, tags) and exit, running nothing")
+	rerun := f.String("rerun", "DEPHARNESS_RERUN", "", "run only the scenarios listed in this file (file.feature:line lines; every run writes the failed ones to rerun.txt in its report directory)")
+	failFast := f.Bool("fail-fast", "DEPHARNESS_FAIL_FAST", false, "stop starting scenarios after the first failure")
+	listClauses := f.Bool("list-clauses", "", false, "print the contract's clauses (id, tier, text) and exit; the whole contract is docs/contract.md")
 	if err := f.Parse(args); err != nil {
 		return err
+	}
+	if *listClauses {
+		return clauses.WriteList(env.stdout, clauses.All())
+	}
+	var paths []string
+	if *rerun != "" {
+		if *selfCheck {
+			return usagef("--rerun and --self-check do not go together")
+		}
+		// Read before the report directory, which may hold this very
+		// file, is emptied.
+		var err error
+		if paths, err = features.ReadRerunFile(*rerun); err != nil {
+			return usageError{err}
+		}
+		if len(paths) == 0 {
+			fmt.Fprintf(env.stdout, "depharness verify: %s lists no scenario: nothing to rerun\n", *rerun)
+			return nil
+		}
+	}
+	if *list {
+		n, err := features.ListScenarios(env.stdout, features.Config{Tags: *tags, Paths: paths})
+		if errors.Is(err, features.ErrNoScenarios) || errors.Is(err, features.ErrBadTags) {
+			return usageError{err}
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "\n%d scenarios\n", n)
+		return nil
 	}
 	log, err := f.logger()
 	if err != nil {
@@ -58,16 +93,40 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	timing := features.Timing{Poll: *poll, Retry: *retry, HookTimeout: *hookTimeout, Ready: *ready, Await: *await}
 	cfg := features.Config{
+		Command:     *targetCmd,
 		Target:      features.CommandTargetFactory(cmd, *ready),
 		TargetEnv:   targetEnv,
 		Tags:        *tags,
 		Concurrency: *concurrency,
 		Seed:        *seed,
+		FailFast:    *failFast,
+		Paths:       paths,
+		RerunFrom:   *rerun,
 		ReportDir:   *reportDir,
 		Output:      env.stdout,
 		NoColors:    !isTerminal(env.stdout),
 		Timing:      timing,
 		Logger:      log,
+	}
+	// Refuse bad options before starting anything. The self-check
+	// intersects --tags with each clause's tags: only the expression's
+	// syntax matters there.
+	if _, err := features.SelectScenarios(cfg); errors.Is(err, features.ErrBadTags) ||
+		!*selfCheck && errors.Is(err, features.ErrNoScenarios) {
+		return usageError{err}
+	} else if err != nil && !errors.Is(err, features.ErrNoScenarios) {
+		return err
+	}
+	// Start the target once before any scenario: a target that cannot
+	// start is said once, with its exit status and last output, instead of
+	// by every scenario in turn.
+	if err := features.Preflight(ctx, cfg); err != nil {
+		var pe *features.PreflightError
+		if errors.As(err, &pe) {
+			fmt.Fprint(env.stderr, pe.Explain())
+			return exitStatus(1)
+		}
+		return err
 	}
 	if *selfCheck {
 		plan := features.SelfCheckPlan{Parallel: *selfCheckParallel}
