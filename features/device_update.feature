@@ -188,6 +188,7 @@ Feature: Dependent device update
       """
       {"status": "Idle", "commit": "{commit R1}"}
       """
+    And the supervisor has tried to send status "Idle" of "D" to the unreachable cloud
     And the cloud is reachable again
     # Kept for 10 retry intervals: an older update delivered after the
     # newest, even a few seconds late, would undo it.

@@ -85,6 +85,7 @@ Feature: Durability across supervisor restarts and crashes
       """
       {"status": "Flashing", "is_online": true}
       """
+    And the supervisor has tried to send status "Flashing" of "D" to the unreachable cloud
     And the supervisor is killed and started again
     And the cloud is reachable again
     Then the cloud eventually has device "D" with:

@@ -50,6 +50,7 @@ func registerWorldSteps(sc stepper) {
 	sc.Step(`^the cloud is unreachable$`, cloudUnreachable)
 	sc.Step(`^the cloud is reachable again$`, cloudReachable)
 	sc.Step(`^the cloud answers every request with (\d{3})$`, cloudFailsAll)
+	sc.Step(`^the supervisor has tried to send status "([^"]*)" of "([^"]*)" to the unreachable cloud$`, triedPatchDuringOutage)
 	sc.Step(`^the cloud fails the next (\d+) state requests with (\d{3})$`, cloudFailsState)
 	sc.Step(`^the cloud has device "([^"]*)" in app "([^"]*)", managed by this gateway, of type "([^"]*)"$`, cloudHasDevice)
 	sc.Step(`^the cloud eventually has device "([^"]*)" with:$`, cloudEventuallyHasDevice)
@@ -422,6 +423,39 @@ func cloudReachable(ctx context.Context) error {
 
 func cloudFailsAll(ctx context.Context, status int) error {
 	return arrange(scenarioOf(ctx).world.Cloud.FailNext(cloud.RouteAll, 1<<30, status))
+}
+
+// triedPatchDuringOutage waits until a PATCH of the device carrying status
+// met the outage, so that what the supervisor does with an update the cloud
+// could not take is what the scenario then sees (a supervisor that tried an
+// update only once the cloud was back would hide one that it drops).
+func triedPatchDuringOutage(ctx context.Context, status, alias string) error {
+	st := scenarioOf(ctx)
+	d, err := st.device(alias)
+	if err != nil {
+		return err
+	}
+	path := fmt.Sprintf("/v6/device(%d)", d.cloudID)
+	actx, cancel := st.awaitCtx(ctx)
+	defer cancel()
+	err = st.world.Cloud.Await(actx, func(v *cloud.View) bool {
+		for _, r := range v.Requests(0) {
+			if r.Route != cloud.RoutePatch || r.Fault != "outage" || !strings.HasPrefix(r.Path, path) {
+				continue
+			}
+			var p struct {
+				Status string `json:"status"`
+			}
+			if json.Unmarshal(r.Body, &p) == nil && p.Status == status {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		return fmt.Errorf("no PATCH of %s with status %q reached the unreachable cloud: %w", alias, status, err)
+	}
+	return nil
 }
 
 func cloudFailsState(ctx context.Context, n, status int) error {

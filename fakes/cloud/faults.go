@@ -447,6 +447,10 @@ func (s *Server) applyFaults(route string, w http.ResponseWriter, r *http.Reques
 		hang = f.hangs[RouteAll]
 	}
 	f.mu.Unlock()
+	if outage == Outage503 || outage == OutageClose {
+		// The request was sent whole: the journal keeps what it carried.
+		prereadBody(r)
+	}
 	switch outage {
 	case Outage503:
 		http.Error(w, "cloud outage (injected)", http.StatusServiceUnavailable)

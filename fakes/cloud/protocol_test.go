@@ -504,3 +504,24 @@ func TestUnknownRoutesAnswer404(t *testing.T) {
 		}
 	}
 }
+
+func TestJournalKeepsTheBodiesOfRequestsAnOutageRefused(t *testing.T) {
+	for _, mode := range []OutageMode{Outage503, OutageClose} {
+		c := newTestCloud(t, Options{})
+		f := c.fixture(t)
+		d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
+		mustNoErr(t, err)
+		mustNoErr(t, c.Outage(mode))
+		body := `{"status":"Idle"}`
+		req, err := http.NewRequest("PATCH", c.url+fmt.Sprintf(cloudapi.PathDeviceFmt, d.ID), strings.NewReader(body))
+		mustNoErr(t, err)
+		req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+		got := c.Requests(0)
+		if len(got) != 1 || got[0].Fault != "outage" || string(got[0].Body) != body {
+			t.Errorf("outage %v: got %+v, want one entry refused by the outage with the body %s", mode, got, body)
+		}
+	}
+}
