@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/supervisortest"
@@ -245,10 +246,15 @@ func TestGatewayRestartedAgainstTheReferenceProxyAdoptsItsDevices(t *testing.T) 
 	if len(kept) != n-1 || slices.Contains(second, deleted) {
 		t.Errorf("got devices %v after the restart, want the %d survivors of %v adopted and one new in place of %s", second, n-1, first, deleted)
 	}
-	list, err := sup.Devices(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The proxy learns of the replacement device from its next poll, after
+	// the cloud has it: wait for its list to be whole too, then check that
+	// it holds no second fleet.
+	var list []api.Device
+	awaitCond("the fleet is whole again at the proxy", func() bool {
+		l, err := sup.Devices(ctx)
+		list = l
+		return err == nil && len(l) >= n
+	})
 	if len(list) != n {
 		t.Errorf("got %d devices at the proxy, want %d (no second fleet)", len(list), n)
 	}

@@ -1039,9 +1039,11 @@ func later(a, b time.Time) time.Time {
 const loopKey = "update loop"
 
 // loopsOn reports whether hook-202-never-stops keeps re-sending st's last
-// accepted update hook although nothing is owed.
+// accepted update hook although nothing is owed. The scheduler may not read
+// memo while a worker has the device: a device in flight counts as looping,
+// which only marks it for a re-read when its worker is done.
 func (d *Dispatcher) loopsOn(st *devState) bool {
-	return st != nil && st.memo.loopBody != nil && d.opts.Violations.On("hook-202-never-stops")
+	return st != nil && d.opts.Violations.On("hook-202-never-stops") && (st.inFlight || st.memo.loopBody != nil)
 }
 
 // violationDelay is the earliest time the violations that send late allow
