@@ -40,6 +40,9 @@ func proxyFlags(f *flags) func() (config.Config, error) {
 	insecure := f.String("registry-insecure", config.EnvRegistryInsecure, "false", "registries reached over plain HTTP: true (all), false, or host[:port],… (loopback registries always are)")
 	logBuf := f.Int("log-buffer-lines", config.EnvLogBufferLines, config.DefaultLogBufferLines, "log lines kept while the cloud is unreachable; the oldest are dropped beyond")
 	metrics := f.String("metrics-address", config.EnvMetricsAddress, config.DefaultMetricsAddress, "Prometheus listener host:port, or off")
+	srvHeader := f.Duration("server-header-timeout", config.EnvServerHeader, 0, "read deadline of a request's headers (default 10s, at most 30s)")
+	srvBody := f.Duration("server-body-timeout", config.EnvServerBody, 0, "read deadline of a request's body, from its headers (default 30s, at most 30s)")
+	srvIdle := f.Duration("server-idle-timeout", config.EnvServerIdle, 0, "idle kept-alive connections closed after (default 60s, at most 120s)")
 	viol := f.String("violations", config.EnvViolations, "", "deliberate contract violations, comma-separated; for the suite's self-check only")
 	return func() (config.Config, error) {
 		vs, err := violation.Parse(*viol)
@@ -57,6 +60,7 @@ func proxyFlags(f *flags) func() (config.Config, error) {
 			HookConcurrency: *conc, HookBackoffMax: *backoff, AssetMaxBytes: *assetMax,
 			AssetStallTimeout: *stall, RegistryInsecure: allInsecure, RegistryInsecureHosts: insecureHosts, CloudTimeout: *cloudTimeout,
 			LogBufferLines: *logBuf, MetricsAddress: *metrics, Violations: vs,
+			ServerHeaderTimeout: *srvHeader, ServerBodyTimeout: *srvBody, ServerIdleTimeout: *srvIdle,
 		}.WithDefaults()
 		return c, c.Validate()
 	}

@@ -98,7 +98,20 @@ type Config struct {
 	// Violations are deliberate contract violations for the suite's
 	// self-check only (DEPHARNESS_VIOLATIONS). Empty in any real use.
 	Violations violation.Set
+	// ServerHeaderTimeout, ServerBodyTimeout and ServerIdleTimeout are the
+	// listeners' read deadlines and idle timeout (SERVER_HEADER_TIMEOUT,
+	// SERVER_BODY_TIMEOUT, SERVER_IDLE_TIMEOUT); zero means
+	// internal/httpserver's defaults (10s, 30s, 60s). SRV-1 caps them at
+	// MaxServerReadTimeout and MaxServerIdleTimeout. Shorter ones let a
+	// test see a slow client cut off quickly.
+	ServerHeaderTimeout, ServerBodyTimeout, ServerIdleTimeout time.Duration
 }
+
+// SRV-1's caps of the server settings.
+const (
+	MaxServerReadTimeout = 30 * time.Second
+	MaxServerIdleTimeout = 120 * time.Second
+)
 
 // WithDefaults returns c with every unset optional field at its default.
 func (c Config) WithDefaults() Config {
@@ -197,6 +210,15 @@ func (c Config) Validate() error {
 	}
 	if c.LogBufferLines < 1 {
 		bad("LOG_BUFFER_LINES must be positive")
+	}
+	for name, d := range map[string]struct{ v, max time.Duration }{
+		"SERVER_HEADER_TIMEOUT": {c.ServerHeaderTimeout, MaxServerReadTimeout},
+		"SERVER_BODY_TIMEOUT":   {c.ServerBodyTimeout, MaxServerReadTimeout},
+		"SERVER_IDLE_TIMEOUT":   {c.ServerIdleTimeout, MaxServerIdleTimeout},
+	} {
+		if d.v < 0 || d.v > d.max {
+			bad("%s must be a positive duration of at most %s (SRV-1)", name, d.max)
+		}
 	}
 	if c.MetricsAddress != "off" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {

@@ -34,6 +34,9 @@ const (
 	EnvLogBufferLines    = "LOG_BUFFER_LINES"
 	EnvMetricsAddress    = "METRICS_ADDRESS"
 	EnvViolations        = "DEPHARNESS_VIOLATIONS"
+	EnvServerHeader      = "SERVER_HEADER_TIMEOUT"
+	EnvServerBody        = "SERVER_BODY_TIMEOUT"
+	EnvServerIdle        = "SERVER_IDLE_TIMEOUT"
 )
 
 // Variables lists every variable FromEnv reads, for commands that bind
@@ -43,6 +46,7 @@ var Variables = []string{
 	EnvHookAddress, EnvHookAddressLegacy, EnvDataDir, EnvPollInterval, EnvHookRetry, EnvHookTimeout,
 	EnvListenHost, EnvHookConcurrency, EnvHookBackoffMax, EnvAssetMaxBytes, EnvAssetStall,
 	EnvRegistryInsecure, EnvCloudTimeout, EnvLogBufferLines, EnvMetricsAddress, EnvViolations,
+	EnvServerHeader, EnvServerBody, EnvServerIdle,
 }
 
 // FromEnv builds a validated configuration from environment variables
@@ -77,6 +81,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		EnvPollInterval: &c.PollInterval, EnvHookRetry: &c.HookRetryInterval, EnvHookTimeout: &c.HookTimeout,
 		EnvHookBackoffMax: &c.HookBackoffMax, EnvAssetStall: &c.AssetStallTimeout,
 		EnvCloudTimeout: &c.CloudTimeout,
+		EnvServerHeader: &c.ServerHeaderTimeout, EnvServerBody: &c.ServerBodyTimeout, EnvServerIdle: &c.ServerIdleTimeout,
 	} {
 		parse(name, func(v string) (err error) { *d, err = time.ParseDuration(v); return })
 	}

@@ -58,3 +58,33 @@ func TestFromEnvNamesEveryBadVariable(t *testing.T) {
 		}
 	}
 }
+
+func TestFromEnvReadsTheServerDeadlinesWithinSRV1(t *testing.T) {
+	base := map[string]string{
+		EnvAPIEndpoint: "http://cloud:1", EnvDeviceUUID: "gw", EnvDeviceID: "7", EnvDeviceAPIKey: "dk", EnvAPIKey: "k",
+	}
+	env := func(extra map[string]string) func(string) string {
+		return func(k string) string {
+			if v, ok := extra[k]; ok {
+				return v
+			}
+			return base[k]
+		}
+	}
+	c, err := FromEnv(env(map[string]string{EnvServerHeader: "1s", EnvServerBody: "2s", EnvServerIdle: "3s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ServerHeaderTimeout != time.Second || c.ServerBodyTimeout != 2*time.Second || c.ServerIdleTimeout != 3*time.Second {
+		t.Errorf("server deadlines = %s, %s, %s; want 1s, 2s, 3s", c.ServerHeaderTimeout, c.ServerBodyTimeout, c.ServerIdleTimeout)
+	}
+	if c, err := FromEnv(env(nil)); err != nil || c.ServerHeaderTimeout != 0 || c.ServerBodyTimeout != 0 || c.ServerIdleTimeout != 0 {
+		t.Errorf("unset: %+v, %v; want zero (the server's defaults)", c, err)
+	}
+	_, err = FromEnv(env(map[string]string{EnvServerHeader: "31s", EnvServerBody: "-1s", EnvServerIdle: "121s"}))
+	for _, name := range []string{EnvServerHeader, EnvServerBody, EnvServerIdle} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("a value beyond SRV-1's bound: error %v does not name %s", err, name)
+		}
+	}
+}
