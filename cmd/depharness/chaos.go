@@ -31,7 +31,7 @@ func runChaos(ctx context.Context, env *cliEnv, args []string) error {
 	outages := f.Int("outages", "CHAOS_OUTAGES", 3, "times the cloud drops off and returns")
 	conns := f.Int("conns", "CHAOS_CONNS", 256, "idle or dribbling connections held against the API")
 	seed := f.Int64("seed", "CHAOS_SEED", 0, "seed of the fault schedule; 0 draws one")
-	rss := f.Int("rss-bound-mib", "CHAOS_RSS_BOUND_MIB", 256, "peak RSS the proxy may reach, MiB")
+	rss := f.Int("rss-bound-mib", "CHAOS_RSS_BOUND_MIB", 128, "peak RSS the proxy may reach, MiB")
 	p99 := f.Duration("p99-bound", "CHAOS_P99_BOUND", 0, "API p99 allowed while connections are held (default 1s)")
 	dir := f.String("dir", "CHAOS_DIR", "", "work directory (the proxy's data and log); empty: a temporary one, removed after a passing run")
 	reportDir := f.String("report-dir", "CHAOS_REPORT_DIR", "reports", "directory of chaos.json")

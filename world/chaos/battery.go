@@ -410,8 +410,14 @@ func (b *battery) scrapeDrops() {
 	b.mu.Unlock()
 }
 
-// kill SIGKILLs the proxy and waits for it to be gone.
-func (b *battery) kill() {
+// kill SIGKILLs the proxy and waits for it to be gone. It reports whether
+// the proxy was still running (false: it had exited by itself).
+func (b *battery) kill() (wasRunning bool) {
+	select {
+	case <-b.procDone:
+	default:
+		wasRunning = true
+	}
 	b.scrapeDrops()
 	if hwm := readHWM(b.proc.Process.Pid); hwm > 0 {
 		b.mu.Lock()
@@ -426,6 +432,7 @@ func (b *battery) kill() {
 	b.curDrops = 0
 	b.mu.Unlock()
 	b.proc = nil
+	return wasRunning
 }
 
 // integrity runs PRAGMA integrity_check on the stopped proxy's database.

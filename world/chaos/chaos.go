@@ -49,7 +49,7 @@ type Options struct {
 	// kill lands at a uniformly drawn point of [0, MaxUp] after the
 	// proxy answered its first /ping.
 	MaxUp time.Duration
-	// RSSBound is the peak resident set size the proxy may reach (256 MiB).
+	// RSSBound is the peak resident set size the proxy may reach (128 MiB: 3× what a run measures).
 	RSSBound int64
 	// P99Bound is the API's 99th percentile latency allowed while the
 	// connections are held (1s).
@@ -114,7 +114,7 @@ func (o *Options) defaults() error {
 		o.MaxUp = 2500 * time.Millisecond
 	}
 	if o.RSSBound <= 0 {
-		o.RSSBound = 256 << 20
+		o.RSSBound = 128 << 20
 	}
 	if o.P99Bound <= 0 {
 		o.P99Bound = time.Second
@@ -134,6 +134,8 @@ type Figures struct {
 	Devices int    `json:"devices"`
 	Kills   int    `json:"kills"`
 	Outages int    `json:"outages"`
+	// Crashes are incarnations found exited by themselves at a kill.
+	Crashes int `json:"crashes"`
 
 	// Reports: PUTs answered 200, and those whose latest value of a field
 	// the cloud does not hold at the end.
@@ -193,6 +195,7 @@ func (f *Figures) Failures() []string {
 			out = append(out, fmt.Sprintf(format, a...))
 		}
 	}
+	check(f.Crashes > 0, "the proxy exited by itself %d times", f.Crashes)
 	check(f.ReportsLost > 0, "%d acknowledged reports lost", f.ReportsLost)
 	check(f.LogLinesLost > 0, "%d acknowledged log lines lost (beyond %d counted drops)", f.LogLinesLost, f.LogLinesDropped)
 	check(f.LogLinesDuplicate > 0, "%d duplicate log lines", f.LogLinesDuplicate)
@@ -216,6 +219,7 @@ func (f *Figures) Print(w io.Writer) {
 		{"devices", fmt.Sprint(f.Devices)},
 		{"proxy SIGKILLs", fmt.Sprint(f.Kills)},
 		{"cloud outages", fmt.Sprint(f.Outages)},
+		{"proxy crashes (own exits)", fmt.Sprint(f.Crashes)},
 		{"reports acknowledged", fmt.Sprint(f.ReportsAcked)},
 		{"acknowledged reports lost", fmt.Sprint(f.ReportsLost)},
 		{"log lines acknowledged", fmt.Sprint(f.LogLinesAcked)},

@@ -222,7 +222,9 @@ func (b *battery) rollout(ctx context.Context, fig *Figures) error {
 		if runErr != nil {
 			break
 		}
-		b.kill()
+		if !b.kill() {
+			fig.Crashes++
+		}
 		fig.Kills++
 		b.integrity(fig)
 		fmt.Fprintf(b.opts.Out, "chaos: kill %d/%d after %s up\n", i+1, len(ups), up.Round(time.Millisecond))
@@ -251,8 +253,10 @@ func (b *battery) rollout(ctx context.Context, fig *Figures) error {
 		return runErr
 	}
 	fmt.Fprintf(b.opts.Out, "chaos: faults over after %s; settling\n", time.Since(start).Round(time.Millisecond))
-	if b.proc == nil {
-		return fmt.Errorf("proxy not running after the schedule")
+	select {
+	case <-b.procDone:
+		return fmt.Errorf("the proxy exited by itself after the schedule: see %s", b.logFile.Name())
+	default:
 	}
 	return b.settle(ctx, fig, loads)
 }
