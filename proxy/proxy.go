@@ -79,7 +79,11 @@ func New(cfg config.Config, opts Options) (*Proxy, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	st, err := store.Open(cfg.DataDir, store.Options{})
+	st, err := store.Open(cfg.DataDir, store.Options{
+		ReportQueueBytes: cfg.ReportQueueBytes,
+		// Violations that need a device's reports queued apart.
+		KeepReportsUnmerged: cfg.Violations.On("outbox-reorder") || cfg.Violations.On("outbox-late-older-patch"),
+	})
 	if err != nil {
 		return nil, fmt.Errorf("DATA_DIR %q: %w", cfg.DataDir, err)
 	}
@@ -117,9 +121,20 @@ func (p *Proxy) build() error {
 	if err != nil {
 		return err
 	}
-	p.outbox, err = outbox.New(outbox.Options{
-		Store: p.store, Cloud: cloud, CallTimeout: cfg.CloudTimeout, Registerer: reg, Logger: log.With("component", "outbox"),
+	// The outbox bounds each call itself (CLOUD_TIMEOUT, stretched after a
+	// call whose outcome is unknown, see outbox.Options.CallTimeout): its
+	// client allows the stretched bound.
+	outboxCloud, err := cloudclient.New(cloudclient.Options{
+		BaseURL: cfg.APIEndpoint, GatewayUUID: cfg.DeviceUUID, GatewayID: cfg.DeviceID,
+		APIKey: cfg.DeviceAPIKey, Timeout: outbox.MaxCallTimeout(cfg.CloudTimeout), Registerer: reg, Logger: log.With("component", "cloud"),
 		Violations: cfg.Violations,
+	})
+	if err != nil {
+		return err
+	}
+	p.outbox, err = outbox.New(outbox.Options{
+		Store: p.store, Cloud: outboxCloud, CallTimeout: cfg.CloudTimeout, LogBatchBytes: cfg.LogBatchBytes,
+		Registerer: reg, Logger: log.With("component", "outbox"), Violations: cfg.Violations,
 	})
 	if err != nil {
 		return err
@@ -138,6 +153,8 @@ func (p *Proxy) build() error {
 		OnDeviceReported: func(uuid string) { p.hooks.NotifyDevice(uuid); p.outbox.Notify() },
 		OnLogAccepted:    func(string) { p.outbox.Notify() },
 		MaxLogLines:      cfg.LogBufferLines,
+		MaxLogBytes:      cfg.LogBufferBytes,
+		MaxLogLineBytes:  cfg.LogLineMaxBytes,
 		Violations:       cfg.Violations,
 		Registerer:       reg, Logger: log.With("component", "api"),
 	})

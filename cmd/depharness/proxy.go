@@ -39,6 +39,10 @@ func proxyFlags(f *flags) func() (config.Config, error) {
 	cloudTimeout := f.Duration("cloud-timeout", config.EnvCloudTimeout, config.DefaultCloudTimeout, "timeout of one request to the cloud (poll, provisioning, report, logs)")
 	insecure := f.String("registry-insecure", config.EnvRegistryInsecure, "false", "registries reached over plain HTTP: true (all), false, or host[:port],… (loopback registries always are)")
 	logBuf := f.Int("log-buffer-lines", config.EnvLogBufferLines, config.DefaultLogBufferLines, "log lines kept while the cloud is unreachable; the oldest are dropped beyond")
+	logBytes := f.Int64("log-buffer-bytes", config.EnvLogBufferBytes, config.DefaultLogBufferBytes, "bytes of log lines kept while the cloud is unreachable; the oldest are dropped beyond")
+	logBatch := f.Int64("log-batch-bytes", config.EnvLogBatchBytes, config.DefaultLogBatchBytes, "most bytes of log lines sent in one request (a larger line goes alone)")
+	logLine := f.Int("log-line-max-bytes", config.EnvLogLineMaxBytes, config.DefaultLogLineMaxBytes, "longest log line sent to the cloud; a longer message is cut and marked")
+	reportQueue := f.Int64("report-queue-bytes", config.EnvReportQueueBytes, config.DefaultReportQueueBytes, "bytes of queued reports (merged per device); the oldest are dropped beyond")
 	metrics := f.String("metrics-address", config.EnvMetricsAddress, config.DefaultMetricsAddress, "Prometheus listener host:port, or off")
 	srvHeader := f.Duration("server-header-timeout", config.EnvServerHeader, 0, "read deadline of a request's headers (default 10s, at most 30s)")
 	srvBody := f.Duration("server-body-timeout", config.EnvServerBody, 0, "read deadline of a request's body, from its headers (default 30s, at most 30s)")
@@ -59,7 +63,8 @@ func proxyFlags(f *flags) func() (config.Config, error) {
 			PollInterval: *poll, HookRetryInterval: *retry, HookTimeout: *timeout,
 			HookConcurrency: *conc, HookBackoffMax: *backoff, AssetMaxBytes: *assetMax,
 			AssetStallTimeout: *stall, RegistryInsecure: allInsecure, RegistryInsecureHosts: insecureHosts, CloudTimeout: *cloudTimeout,
-			LogBufferLines: *logBuf, MetricsAddress: *metrics, Violations: vs,
+			LogBufferLines: *logBuf, LogBufferBytes: *logBytes, LogBatchBytes: *logBatch, LogLineMaxBytes: *logLine,
+			ReportQueueBytes: *reportQueue, MetricsAddress: *metrics, Violations: vs,
 			ServerHeaderTimeout: *srvHeader, ServerBodyTimeout: *srvBody, ServerIdleTimeout: *srvIdle,
 		}.WithDefaults()
 		return c, c.Validate()

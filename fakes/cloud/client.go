@@ -274,3 +274,25 @@ func (c *ControlClient) RefuseLogLines(ctx context.Context, message string) erro
 func (c *ControlClient) UnrefuseLogLines(ctx context.Context) error {
 	return c.do(ctx, http.MethodDelete, "faults/refuse-log-lines", nil, nil)
 }
+
+// DropAnswers makes the next n requests of route be handled and then
+// dropped unanswered; n = 0 removes the knob.
+func (c *ControlClient) DropAnswers(ctx context.Context, route string, n int) error {
+	return c.do(ctx, http.MethodPost, "faults/drop-answers", DropAnswersRequest{Route: route, N: n}, nil)
+}
+
+// Undrop removes what is left of a DropAnswers of route.
+func (c *ControlClient) Undrop(ctx context.Context, route string) error {
+	return c.do(ctx, http.MethodDelete, "faults/drop-answers/"+url.PathEscape(route), nil, nil)
+}
+
+// DelayAnswers makes the next n requests of route be handled at once and
+// answered d later; n = 0 removes the knob.
+func (c *ControlClient) DelayAnswers(ctx context.Context, route string, d time.Duration, n int) error {
+	return c.do(ctx, http.MethodPost, "faults/delay-answers", DelayAnswersRequest{Route: route, Delay: d.String(), N: n}, nil)
+}
+
+// UndelayAnswers removes what is left of a DelayAnswers of route.
+func (c *ControlClient) UndelayAnswers(ctx context.Context, route string) error {
+	return c.do(ctx, http.MethodDelete, "faults/delay-answers/"+url.PathEscape(route), nil, nil)
+}

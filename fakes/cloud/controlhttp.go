@@ -50,6 +50,10 @@ import (
 //	DELETE faults/hang/{route}           204
 //	POST   faults/refuse-log-lines       RefuseLogLinesRequest → 204
 //	DELETE faults/refuse-log-lines       204
+//	POST   faults/drop-answers           DropAnswersRequest → 204
+//	DELETE faults/drop-answers/{route}   204
+//	POST   faults/delay-answers          DelayAnswersRequest → 204
+//	DELETE faults/delay-answers/{route}  204
 const ControlPrefix = "/control/v1/"
 
 // Body limits of the control API.
@@ -117,6 +121,20 @@ type OutageRequest struct {
 // /control/v1/faults/refuse-log-lines.
 type RefuseLogLinesRequest struct {
 	Message string `json:"message"`
+}
+
+// DropAnswersRequest is the body of POST /control/v1/faults/drop-answers.
+type DropAnswersRequest struct {
+	Route string `json:"route"`
+	N     int    `json:"n"`
+}
+
+// DelayAnswersRequest is the body of POST /control/v1/faults/delay-answers.
+// Delay is Go syntax ("5s").
+type DelayAnswersRequest struct {
+	Route string `json:"route"`
+	Delay string `json:"delay"`
+	N     int    `json:"n"`
 }
 
 // HangRequest is the body of POST /control/v1/faults/hang.
@@ -522,6 +540,44 @@ func (s *Server) controlRoutes(mux *http.ServeMux) {
 	})
 	h("DELETE faults/refuse-log-lines", func(w http.ResponseWriter, r *http.Request) error {
 		s.UnrefuseLogLines()
+		return noContent(w)
+	})
+	h("POST faults/drop-answers", func(w http.ResponseWriter, r *http.Request) error {
+		var dr DropAnswersRequest
+		if err := decodeControl(r, maxControlBody, &dr); err != nil {
+			return err
+		}
+		if err := s.DropAnswers(dr.Route, dr.N); err != nil {
+			return err
+		}
+		return noContent(w)
+	})
+	h("DELETE faults/drop-answers/{route}", func(w http.ResponseWriter, r *http.Request) error {
+		if err := checkRoute(r.PathValue("route")); err != nil {
+			return err
+		}
+		s.Undrop(r.PathValue("route"))
+		return noContent(w)
+	})
+	h("POST faults/delay-answers", func(w http.ResponseWriter, r *http.Request) error {
+		var dr DelayAnswersRequest
+		if err := decodeControl(r, maxControlBody, &dr); err != nil {
+			return err
+		}
+		d, err := time.ParseDuration(dr.Delay)
+		if err != nil {
+			return invalidf("delay %q: want a Go duration like 5s", dr.Delay)
+		}
+		if err := s.DelayAnswers(dr.Route, d, dr.N); err != nil {
+			return err
+		}
+		return noContent(w)
+	})
+	h("DELETE faults/delay-answers/{route}", func(w http.ResponseWriter, r *http.Request) error {
+		if err := checkRoute(r.PathValue("route")); err != nil {
+			return err
+		}
+		s.UndelayAnswers(r.PathValue("route"))
 		return noContent(w)
 	})
 }

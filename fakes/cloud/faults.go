@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	mrand "math/rand/v2"
 	"net/http"
 	"slices"
@@ -49,6 +50,15 @@ type faults struct {
 	outage   OutageMode
 	// refusedLogs are the messages of log lines the log stream refuses.
 	refusedLogs map[string]bool
+	// dropAnswers and delayAnswers lose or hold back the answers of
+	// requests that are handled (DropAnswers, DelayAnswers).
+	dropAnswers  map[string]int
+	delayAnswers map[string]answerDelay
+}
+
+type answerDelay struct {
+	n int
+	d time.Duration
 }
 
 type delayFault struct{ d, jitter time.Duration }
@@ -67,6 +77,18 @@ type FaultState struct {
 	RefusedLogLines []string `json:"refusedLogLines"`
 	// Held is the number of requests currently held by Hang.
 	Held int `json:"held"`
+	// DropAnswers by route: requests left to be handled and then dropped
+	// unanswered.
+	DropAnswers map[string]int `json:"dropAnswers"`
+	// DelayAnswers by route: requests left to be handled and then answered
+	// late, and the delay ("5s").
+	DelayAnswers map[string]DelayAnswersState `json:"delayAnswers"`
+}
+
+// DelayAnswersState is what is left of a DelayAnswers knob.
+type DelayAnswersState struct {
+	N     int    `json:"n"`
+	Delay string `json:"delay"`
 }
 
 func (f *faults) init(seed uint64) {
@@ -74,6 +96,8 @@ func (f *faults) init(seed uint64) {
 	f.delays = map[string]delayFault{}
 	f.failNext = map[string]failFault{}
 	f.hangs = map[string]chan struct{}{}
+	f.dropAnswers = map[string]int{}
+	f.delayAnswers = map[string]answerDelay{}
 }
 
 func checkRoute(route string) error {
@@ -186,6 +210,139 @@ func (s *Server) Unhang(route string) {
 	s.log.Info("fault: unhang", "route", route)
 }
 
+// DropAnswers makes the next n requests of route (or RouteAll) be handled
+// as usual (what they change is changed, what they send is stored) and then
+// their connection closed without an answer: a request whose outcome its
+// client cannot know. n = 0 removes the knob. Checked after the other knobs:
+// a request answered by Outage, FailNext or a Hang its client left is not
+// handled and does not count.
+func (s *Server) DropAnswers(route string, n int) error {
+	if err := checkRoute(route); err != nil {
+		return err
+	}
+	if n < 0 {
+		return invalidf("n must not be negative (got %d)", n)
+	}
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	if n == 0 {
+		delete(s.faults.dropAnswers, route)
+	} else {
+		s.faults.dropAnswers[route] = n
+	}
+	s.log.Info("fault: drop answers", "route", route, "n", n)
+	return nil
+}
+
+// Undrop removes what is left of a DropAnswers of route.
+func (s *Server) Undrop(route string) {
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	delete(s.faults.dropAnswers, route)
+	s.log.Info("fault: undrop answers", "route", route)
+}
+
+// DelayAnswers makes the next n requests of route (or RouteAll) be handled
+// at once, as usual, and answered only d later. A client that gives up
+// before (a timeout shorter than d) gets no answer, though its request was
+// handled: its outcome is unknown to it. n = 0 removes the knob. Counted
+// like DropAnswers; a request that both knobs match is dropped.
+func (s *Server) DelayAnswers(route string, d time.Duration, n int) error {
+	if err := checkRoute(route); err != nil {
+		return err
+	}
+	if n < 0 || d < 0 {
+		return invalidf("n and delay must not be negative (got %d, %v)", n, d)
+	}
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	if n == 0 {
+		delete(s.faults.delayAnswers, route)
+	} else {
+		s.faults.delayAnswers[route] = answerDelay{n: n, d: d}
+	}
+	s.log.Info("fault: delay answers", "route", route, "delay", d, "n", n)
+	return nil
+}
+
+// UndelayAnswers removes what is left of a DelayAnswers of route.
+func (s *Server) UndelayAnswers(route string) {
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	delete(s.faults.delayAnswers, route)
+	s.log.Info("fault: undelay answers", "route", route)
+}
+
+// answerFault is what happens to the answer of a handled request: dropped,
+// or held for delay; neither when zero.
+type answerFault struct {
+	drop  bool
+	delay time.Duration
+}
+
+// takeAnswerFault counts one request of route against DropAnswers and
+// DelayAnswers and returns what happens to its answer.
+func (s *Server) takeAnswerFault(route string) answerFault {
+	f := &s.faults
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, key := range []string{route, RouteAll} {
+		if n := f.dropAnswers[key]; n > 0 {
+			if n == 1 {
+				delete(f.dropAnswers, key)
+			} else {
+				f.dropAnswers[key] = n - 1
+			}
+			return answerFault{drop: true}
+		}
+	}
+	for _, key := range []string{route, RouteAll} {
+		if a, ok := f.delayAnswers[key]; ok {
+			if a.n <= 1 {
+				delete(f.delayAnswers, key)
+			} else {
+				a.n--
+				f.delayAnswers[key] = a
+			}
+			return answerFault{delay: a.d}
+		}
+	}
+	return answerFault{}
+}
+
+// heldAnswer records a handler's answer so that it can be sent later, or
+// never.
+type heldAnswer struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (h *heldAnswer) Header() http.Header { return h.header }
+func (h *heldAnswer) WriteHeader(code int) {
+	if h.status == 0 {
+		h.status = code
+	}
+}
+func (h *heldAnswer) Write(b []byte) (int, error) {
+	if h.status == 0 {
+		h.status = http.StatusOK
+	}
+	return h.body.Write(b)
+}
+
+// send writes the held answer to w.
+func (h *heldAnswer) send(w http.ResponseWriter) {
+	for k, v := range h.header {
+		w.Header()[k] = v
+	}
+	if h.status == 0 {
+		h.status = http.StatusOK
+	}
+	w.WriteHeader(h.status)
+	_, _ = w.Write(h.body.Bytes())
+}
+
 // ResetFaults removes every fault knob of availability (hung requests are
 // released). What RefuseLogLines refuses is content, not availability: it
 // stays until UnrefuseLogLines.
@@ -198,6 +355,8 @@ func (s *Server) ResetFaults() {
 	}
 	clear(s.faults.delays)
 	clear(s.faults.failNext)
+	clear(s.faults.dropAnswers)
+	clear(s.faults.delayAnswers)
 	s.faults.outage = ""
 	s.log.Info("fault: reset")
 }
@@ -255,6 +414,11 @@ func (s *Server) faultKnobs() FaultState {
 		fs.Hangs = append(fs.Hangs, r)
 	}
 	slices.Sort(fs.Hangs)
+	fs.DropAnswers = maps.Clone(s.faults.dropAnswers)
+	fs.DelayAnswers = map[string]DelayAnswersState{}
+	for r, a := range s.faults.delayAnswers {
+		fs.DelayAnswers[r] = DelayAnswersState{N: a.n, Delay: a.d.String()}
+	}
 	fs.RefusedLogLines = []string{}
 	for m := range s.faults.refusedLogs {
 		fs.RefusedLogLines = append(fs.RefusedLogLines, m)

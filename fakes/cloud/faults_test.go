@@ -3,6 +3,7 @@ package cloud
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -24,6 +25,10 @@ type faultKnobs interface {
 	Unhang(route string) error
 	RefuseLogLines(message string) error
 	UnrefuseLogLines() error
+	DropAnswers(route string, n int) error
+	Undrop(route string) error
+	DelayAnswers(route string, d time.Duration, n int) error
+	UndelayAnswers(route string) error
 }
 
 type goKnobs struct{ s *Server }
@@ -38,6 +43,12 @@ func (k goKnobs) Hang(r string) error                      { return k.s.Hang(r) 
 func (k goKnobs) Unhang(r string) error                    { k.s.Unhang(r); return nil }
 func (k goKnobs) RefuseLogLines(m string) error            { k.s.RefuseLogLines(m); return nil }
 func (k goKnobs) UnrefuseLogLines() error                  { k.s.UnrefuseLogLines(); return nil }
+func (k goKnobs) DropAnswers(r string, n int) error        { return k.s.DropAnswers(r, n) }
+func (k goKnobs) Undrop(r string) error                    { k.s.Undrop(r); return nil }
+func (k goKnobs) DelayAnswers(r string, d time.Duration, n int) error {
+	return k.s.DelayAnswers(r, d, n)
+}
+func (k goKnobs) UndelayAnswers(r string) error { k.s.UndelayAnswers(r); return nil }
 
 type httpKnobs struct{ c *ControlClient }
 
@@ -54,6 +65,12 @@ func (k httpKnobs) Hang(r string) error                { return k.c.Hang(k.ctx()
 func (k httpKnobs) Unhang(r string) error              { return k.c.Unhang(k.ctx(), r) }
 func (k httpKnobs) RefuseLogLines(m string) error      { return k.c.RefuseLogLines(k.ctx(), m) }
 func (k httpKnobs) UnrefuseLogLines() error            { return k.c.UnrefuseLogLines(k.ctx()) }
+func (k httpKnobs) DropAnswers(r string, n int) error  { return k.c.DropAnswers(k.ctx(), r, n) }
+func (k httpKnobs) Undrop(r string) error              { return k.c.Undrop(k.ctx(), r) }
+func (k httpKnobs) DelayAnswers(r string, d time.Duration, n int) error {
+	return k.c.DelayAnswers(k.ctx(), r, d, n)
+}
+func (k httpKnobs) UndelayAnswers(r string) error { return k.c.UndelayAnswers(k.ctx(), r) }
 
 func TestFaultKnobsAndTheirUndo(t *testing.T) {
 	targets := []struct {
@@ -156,6 +173,102 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 					t.Errorf("got %d lines, want 2", len(l))
 				}
 			})
+			t.Run("DropAnswers stores exactly n requests and drops their answers, Undrop clears the rest", func(t *testing.T) {
+				c := newTestCloud(t, Options{})
+				k, f := target.knobs(c), c.fixture(t)
+				d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
+				mustNoErr(t, err)
+				mustNoErr(t, k.DropAnswers(RouteLogs, 2))
+				if got := c.Faults().DropAnswers[RouteLogs]; got != 2 {
+					t.Errorf("fault state: got %d left, want 2", got)
+				}
+				for i := range 2 {
+					body := logLine(d.UUID, fmt.Sprint("dropped-", i), int64(i))
+					req, _ := http.NewRequestWithContext(testCtx(t), "POST", c.url+logsPath(f.gw.UUID), strings.NewReader(body))
+					req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
+					resp, err := http.DefaultClient.Do(req)
+					if err == nil {
+						resp.Body.Close()
+						t.Fatalf("request %d: got status %d, want the connection closed unanswered", i+1, resp.StatusCode)
+					}
+				}
+				if r := c.call(t, "POST", logsPath(f.gw.UUID), f.gw.APIKey, strings.NewReader(logLine(d.UUID, "answered", 3))); r.status != 200 {
+					t.Errorf("third request: got %d, want 200", r.status)
+				}
+				l, _ := c.Logs(d.UUID)
+				if got := len(l); got != 3 {
+					t.Errorf("got %d lines stored, want 3 (the dropped answers' requests were handled)", got)
+				}
+				jr, err := c.AwaitRequest(testCtx(t), func(r Request) bool { return r.Fault == "drop-answer" })
+				mustNoErr(t, err)
+				if jr.Status != 0 || jr.Route != RouteLogs {
+					t.Errorf("journal: got %+v, want a drop-answer on logs with status 0", jr)
+				}
+				mustNoErr(t, k.DropAnswers(RoutePatch, 5))
+				mustNoErr(t, k.Undrop(RoutePatch))
+				if r := c.call(t, "PATCH", fmt.Sprintf("/v6/device(%d)", d.ID), f.gw.APIKey, strings.NewReader(`{"status":"x"}`)); r.status != 200 {
+					t.Errorf("after Undrop: got %d, want 200", r.status)
+				}
+				if got := c.Faults().DropAnswers; len(got) != 0 {
+					t.Errorf("fault state after Undrop: got %v, want none", got)
+				}
+			})
+			t.Run("DelayAnswers applies at once and answers d later; a client that left first gets nothing", func(t *testing.T) {
+				c := newTestCloud(t, Options{})
+				k, f := target.knobs(c), c.fixture(t)
+				dev, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
+				mustNoErr(t, err)
+				const d = 300 * time.Millisecond
+				mustNoErr(t, k.DelayAnswers(RoutePatch, d, 2))
+				if got := c.Faults().DelayAnswers[RoutePatch]; got != (DelayAnswersState{N: 2, Delay: "300ms"}) {
+					t.Errorf("fault state: got %+v", got)
+				}
+				patch := func(ctx context.Context, status string) (int, error) {
+					req, _ := http.NewRequestWithContext(ctx, "PATCH", c.url+fmt.Sprintf("/v6/device(%d)", dev.ID), strings.NewReader(`{"status":"`+status+`"}`))
+					req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						return 0, err
+					}
+					resp.Body.Close()
+					return resp.StatusCode, nil
+				}
+				// A client that waits gets the answer, no sooner than d.
+				start := time.Now()
+				if code, err := patch(testCtx(t), "waited"); err != nil || code != 200 {
+					t.Errorf("waiting client: got %d, %v; want 200", code, err)
+				}
+				if took := time.Since(start); took < d {
+					t.Errorf("answer after %v, want at least %v", took, d)
+				}
+				// A client that gives up first: no answer, but the PATCH
+				// was applied.
+				ctx, cancel := context.WithTimeout(testCtx(t), d/3)
+				_, err = patch(ctx, "gave-up")
+				cancel()
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("impatient client: got %v, want a timeout", err)
+				}
+				if got, _ := c.Device(dev.UUID); got.Status != "gave-up" {
+					t.Errorf("status: got %q, want the abandoned request applied", got.Status)
+				}
+				jr, err := c.AwaitRequest(testCtx(t), func(r Request) bool { return r.Fault == "delay-answer" && r.Status == 0 })
+				mustNoErr(t, err)
+				if jr.Route != RoutePatch {
+					t.Errorf("journal: got %+v, want the lost answer on patch", jr)
+				}
+				// Two requests used the knob: the third is answered at once.
+				start = time.Now()
+				if code, err := patch(testCtx(t), "third"); err != nil || code != 200 || time.Since(start) >= d {
+					t.Errorf("third request: got %d, %v after %v; want 200 at once", code, err, time.Since(start))
+				}
+				mustNoErr(t, k.DelayAnswers(RouteAll, d, 3))
+				mustNoErr(t, k.UndelayAnswers(RouteAll))
+				start = time.Now()
+				if code, err := patch(testCtx(t), "fourth"); err != nil || code != 200 || time.Since(start) >= d {
+					t.Errorf("after UndelayAnswers: got %d, %v after %v; want 200 at once", code, err, time.Since(start))
+				}
+			})
 			t.Run("Delay holds answers at least d, Undelay removes it", func(t *testing.T) {
 				c := newTestCloud(t, Options{})
 				k, f := target.knobs(c), c.fixture(t)
@@ -249,6 +362,8 @@ func TestResetFaultsClearsEveryKnob(t *testing.T) {
 	mustNoErr(t, c.FailNext(RouteLogs, 3, 500))
 	mustNoErr(t, c.Outage(Outage503))
 	mustNoErr(t, c.Hang(RouteGet))
+	mustNoErr(t, c.DropAnswers(RouteLogs, 1))
+	mustNoErr(t, c.DelayAnswers(RoutePatch, time.Second, 1))
 	fs, err := c.client().Faults(testCtx(t))
 	mustNoErr(t, err)
 	if fs.Outage != Outage503 || fs.Delays[RouteState] != "1s" || fs.FailNext[RouteLogs] != [2]int{3, 500} || len(fs.Hangs) != 1 {
@@ -256,7 +371,7 @@ func TestResetFaultsClearsEveryKnob(t *testing.T) {
 	}
 	mustNoErr(t, c.client().ResetFaults(testCtx(t)))
 	fs = c.Faults()
-	if fs.Outage != "" || len(fs.Delays) != 0 || len(fs.FailNext) != 0 || len(fs.Hangs) != 0 {
+	if fs.Outage != "" || len(fs.Delays) != 0 || len(fs.FailNext) != 0 || len(fs.Hangs) != 0 || len(fs.DropAnswers) != 0 || len(fs.DelayAnswers) != 0 {
 		t.Errorf("after reset got %+v, want none", fs)
 	}
 }

@@ -84,11 +84,42 @@ func (s *Server) protocol(route string, h gwHandler) http.Handler {
 		if gw != nil {
 			req.Gateway = gw.uuid
 		}
+		// DropAnswers, DelayAnswers: the request is handled, its answer
+		// held, then lost or sent late.
+		var held *heldAnswer
+		out := sw
+		if af := s.takeAnswerFault(route); af.drop || af.delay > 0 {
+			held = &heldAnswer{header: http.Header{}}
+			out = &statusWriter{ResponseWriter: held}
+			defer func() {
+				keepBody()
+				if af.drop {
+					req.Fault, req.Status = "drop-answer", 0
+					s.record(req, start)
+					closeConn(w)
+					return
+				}
+				req.Fault = "delay-answer"
+				t := time.NewTimer(af.delay)
+				defer t.Stop()
+				select {
+				case <-t.C:
+					held.send(sw)
+					req.Status = sw.status
+				case <-r.Context().Done():
+					req.Status = 0 // the client gave up: the answer is lost
+				}
+				s.record(req, start)
+			}()
+		}
 		if err == nil {
-			err = h(sw, r, gw)
+			err = h(out, r, gw)
 		}
 		if err != nil {
-			writeError(s.log, sw, err)
+			writeError(s.log, out, err)
+		}
+		if held != nil {
+			return
 		}
 		req.Status = sw.status
 		if req.Status == 0 {

@@ -187,7 +187,9 @@ type Request struct {
 	Status   int           `json:"status"`
 	Duration time.Duration `json:"duration"`
 	// Fault names the injected fault that answered, if any: "outage",
-	// "fail-next", "hang".
+	// "fail-next", "hang"; or the fault that lost or delayed the answer of
+	// a request that was handled: "drop-answer" (Status 0),
+	// "delay-answer" (Status 0 when the client left before the answer).
 	Fault string `json:"fault,omitempty"`
 	// Body is the start of the request body as the fake read it, at most
 	// Options.JournalBodyBytes, and nothing once the journal's budget of

@@ -21,9 +21,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/depharness/depharness/proxy/cloudapi"
@@ -138,11 +140,29 @@ func DefaultHTTPClient(timeout time.Duration) *http.Client {
 	}
 	step := min(5*time.Second, timeout)
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DialContext = (&net.Dialer{Timeout: step, KeepAlive: 30 * time.Second}).DialContext
+	t.DialContext = abortingDial((&net.Dialer{Timeout: step, KeepAlive: 30 * time.Second}).DialContext)
 	t.TLSHandshakeTimeout = step
 	t.ResponseHeaderTimeout = timeout
 	t.MaxIdleConnsPerHost = 16
 	return &http.Client{Transport: t, Timeout: timeout}
+}
+
+// abortingDial wraps dial so that every TCP connection it makes is closed
+// with a reset (SO_LINGER 0) rather than an orderly shutdown. The
+// transport closes a connection when it gives up on a request (timeout,
+// cancel): with a reset, the kernel discards the request bytes the cloud
+// has not yet acknowledged instead of retransmitting them for minutes, so
+// a request abandoned while the cloud was unreachable cannot reach it
+// later, after newer requests (DEV-LOG-2, DEV-PUT-6: a device's older
+// report or log lines applied after its newer ones).
+func abortingDial(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if tc, ok := c.(*net.TCPConn); ok && err == nil {
+			_ = tc.SetLinger(0)
+		}
+		return c, err
+	}
 }
 
 // StatusError is a cloud answer with an HTTP status of 300 or more (other
@@ -165,6 +185,18 @@ func (e *StatusError) Error() string {
 type TransportError struct {
 	Call string
 	Err  error
+	// Sent is true when the whole request had been written to the cloud
+	// before the failure: the cloud may have taken it (OutcomeUnknown).
+	Sent bool
+}
+
+// OutcomeUnknown reports whether err is a request the cloud may have taken
+// without the client knowing: written whole, then no answer (timeout,
+// connection lost). A request that was never sent whole (connection
+// refused, no route, DNS) has not been taken.
+func OutcomeUnknown(err error) bool {
+	var te *TransportError
+	return errors.As(err, &te) && te.Sent
 }
 
 func (e *TransportError) Error() string { return fmt.Sprintf("cloud %s: %v", e.Call, e.Err) }
@@ -376,6 +408,10 @@ func (c *Client) do(ctx context.Context, call, method, path string, hdr http.Hea
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
+	var sent atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(i httptrace.WroteRequestInfo) { sent.Store(i.Err == nil) },
+	})
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
 		return nil, fmt.Errorf("cloud %s: %w", call, err)
@@ -390,7 +426,7 @@ func (c *Client) do(ctx context.Context, call, method, path string, hdr http.Hea
 	c.metrics.duration.WithLabelValues(call).Observe(time.Since(start).Seconds())
 	if err != nil {
 		c.metrics.requests.WithLabelValues(call, "error").Inc()
-		err = &TransportError{Call: call, Err: redactURL(err)}
+		err = &TransportError{Call: call, Err: redactURL(err), Sent: sent.Load()}
 		c.log.Debug("cloud request failed", "call", call, "method", method, "err", err)
 		return nil, err
 	}

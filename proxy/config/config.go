@@ -20,18 +20,25 @@ import (
 
 // Defaults of the settings that have one.
 const (
-	DefaultPort            = 48484
-	DefaultListenHost      = "127.0.0.1"
-	DefaultMetricsAddress  = "127.0.0.1:48485"
-	DefaultDataDir         = "data"
-	DefaultPollInterval    = 60 * time.Second
-	DefaultHookRetry       = 30 * time.Second
-	DefaultHookTimeout     = 30 * time.Second
-	DefaultHookConcurrency = 16
-	DefaultAssetMaxBytes   = 1 << 30
-	DefaultLogBufferLines  = 100000
-	DefaultAssetStall      = 30 * time.Second
-	DefaultCloudTimeout    = 30 * time.Second
+	DefaultPort             = 48484
+	DefaultListenHost       = "127.0.0.1"
+	DefaultMetricsAddress   = "127.0.0.1:48485"
+	DefaultDataDir          = "data"
+	DefaultPollInterval     = 60 * time.Second
+	DefaultHookRetry        = 30 * time.Second
+	DefaultHookTimeout      = 30 * time.Second
+	DefaultHookConcurrency  = 16
+	DefaultAssetMaxBytes    = 1 << 30
+	DefaultLogBufferLines   = 100000
+	DefaultLogBufferBytes   = 64 << 20
+	DefaultLogBatchBytes    = 1 << 20
+	DefaultLogLineMaxBytes  = 256 << 10
+	DefaultReportQueueBytes = 16 << 20
+	// MinLogLineMaxBytes is the least LOG_LINE_MAX_BYTES: room for a
+	// line's uuid, timestamp and isSystem and some message.
+	MinLogLineMaxBytes  = 1 << 10
+	DefaultAssetStall   = 30 * time.Second
+	DefaultCloudTimeout = 30 * time.Second
 )
 
 // Config is the whole configuration of the reference proxy. Zero values of
@@ -92,6 +99,23 @@ type Config struct {
 	// LogBufferLines bounds the durable buffer of log lines waiting for the
 	// cloud (LOG_BUFFER_LINES); when full the oldest are dropped and counted.
 	LogBufferLines int
+	// LogBufferBytes bounds the same buffer in bytes of buffered lines (as
+	// sent to the cloud, LOG_BUFFER_BYTES, default 64 MiB); when full the
+	// oldest lines are dropped and counted.
+	LogBufferBytes int64
+	// LogBatchBytes caps the bytes of one log-stream request
+	// (LOG_BATCH_BYTES, default 1 MiB; a single line larger than the cap
+	// goes alone). It also bounds the memory a drain holds.
+	LogBatchBytes int64
+	// LogLineMaxBytes bounds one log line as sent to the cloud
+	// (LOG_LINE_MAX_BYTES, default 256 KiB): a longer message is cut, at a
+	// character boundary, and ends with httpapi.LogTruncatedMark; counted.
+	LogLineMaxBytes int
+	// ReportQueueBytes bounds the queued reports in bytes
+	// (REPORT_QUEUE_BYTES, default 16 MiB). A device's queued reports are
+	// merged into one; beyond the bound the oldest devices' reports are
+	// dropped and counted.
+	ReportQueueBytes int64
 	// MetricsAddress is the Prometheus listener (METRICS_ADDRESS); "off"
 	// disables it.
 	MetricsAddress string
@@ -150,6 +174,18 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.LogBufferLines == 0 {
 		c.LogBufferLines = DefaultLogBufferLines
+	}
+	if c.LogBufferBytes == 0 {
+		c.LogBufferBytes = DefaultLogBufferBytes
+	}
+	if c.LogBatchBytes == 0 {
+		c.LogBatchBytes = DefaultLogBatchBytes
+	}
+	if c.LogLineMaxBytes == 0 {
+		c.LogLineMaxBytes = DefaultLogLineMaxBytes
+	}
+	if c.ReportQueueBytes == 0 {
+		c.ReportQueueBytes = DefaultReportQueueBytes
 	}
 	if c.MetricsAddress == "" {
 		c.MetricsAddress = DefaultMetricsAddress
@@ -219,6 +255,18 @@ func (c Config) Validate() error {
 		if d.v < 0 || d.v > d.max {
 			bad("%s must be a positive duration of at most %s (SRV-1)", name, d.max)
 		}
+	}
+	if c.LogLineMaxBytes < MinLogLineMaxBytes {
+		bad("LOG_LINE_MAX_BYTES must be at least %d", MinLogLineMaxBytes)
+	}
+	if c.LogBufferBytes < int64(c.LogLineMaxBytes) {
+		bad("LOG_BUFFER_BYTES (%d) must be at least LOG_LINE_MAX_BYTES (%d)", c.LogBufferBytes, c.LogLineMaxBytes)
+	}
+	if c.LogBatchBytes < 1 {
+		bad("LOG_BATCH_BYTES must be positive")
+	}
+	if c.ReportQueueBytes < 1<<10 {
+		bad("REPORT_QUEUE_BYTES must be at least 1024")
 	}
 	if c.MetricsAddress != "off" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {

@@ -32,6 +32,10 @@ const (
 	EnvRegistryInsecure  = "REGISTRY_INSECURE"
 	EnvCloudTimeout      = "CLOUD_TIMEOUT"
 	EnvLogBufferLines    = "LOG_BUFFER_LINES"
+	EnvLogBufferBytes    = "LOG_BUFFER_BYTES"
+	EnvLogBatchBytes     = "LOG_BATCH_BYTES"
+	EnvLogLineMaxBytes   = "LOG_LINE_MAX_BYTES"
+	EnvReportQueueBytes  = "REPORT_QUEUE_BYTES"
 	EnvMetricsAddress    = "METRICS_ADDRESS"
 	EnvViolations        = "DEPHARNESS_VIOLATIONS"
 	EnvServerHeader      = "SERVER_HEADER_TIMEOUT"
@@ -47,6 +51,7 @@ var Variables = []string{
 	EnvListenHost, EnvHookConcurrency, EnvHookBackoffMax, EnvAssetMaxBytes, EnvAssetStall,
 	EnvRegistryInsecure, EnvCloudTimeout, EnvLogBufferLines, EnvMetricsAddress, EnvViolations,
 	EnvServerHeader, EnvServerBody, EnvServerIdle,
+	EnvLogBufferBytes, EnvLogBatchBytes, EnvLogLineMaxBytes, EnvReportQueueBytes,
 }
 
 // FromEnv builds a validated configuration from environment variables
@@ -73,6 +78,10 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	parse(EnvHookConcurrency, func(v string) (err error) { c.HookConcurrency, err = strconv.Atoi(v); return })
 	parse(EnvLogBufferLines, func(v string) (err error) { c.LogBufferLines, err = strconv.Atoi(v); return })
 	parse(EnvAssetMaxBytes, func(v string) (err error) { c.AssetMaxBytes, err = strconv.ParseInt(v, 10, 64); return })
+	parse(EnvLogBufferBytes, func(v string) (err error) { c.LogBufferBytes, err = strconv.ParseInt(v, 10, 64); return })
+	parse(EnvLogBatchBytes, func(v string) (err error) { c.LogBatchBytes, err = strconv.ParseInt(v, 10, 64); return })
+	parse(EnvLogLineMaxBytes, func(v string) (err error) { c.LogLineMaxBytes, err = strconv.Atoi(v); return })
+	parse(EnvReportQueueBytes, func(v string) (err error) { c.ReportQueueBytes, err = strconv.ParseInt(v, 10, 64); return })
 	parse(EnvRegistryInsecure, func(v string) (err error) {
 		c.RegistryInsecure, c.RegistryInsecureHosts, err = ParseRegistryInsecure(v)
 		return

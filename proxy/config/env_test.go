@@ -14,6 +14,7 @@ func TestFromEnvReadsEveryVariable(t *testing.T) {
 		EnvPollInterval: "100ms", EnvHookRetry: "200ms", EnvHookTimeout: "1s", EnvListenHost: "0.0.0.0",
 		EnvHookConcurrency: "3", EnvHookBackoffMax: "2s", EnvAssetMaxBytes: "99", EnvAssetStall: "5s",
 		EnvRegistryInsecure: "true", EnvLogBufferLines: "10", EnvMetricsAddress: "off",
+		EnvLogBufferBytes: "5000", EnvLogBatchBytes: "3000", EnvLogLineMaxBytes: "2000", EnvReportQueueBytes: "4000",
 		EnvCloudTimeout: "3s",
 	}
 	c, err := FromEnv(func(k string) string { return env[k] })
@@ -25,7 +26,8 @@ func TestFromEnvReadsEveryVariable(t *testing.T) {
 		ListenHost: "0.0.0.0", Port: 1234, HookAddress: "http://gw:1337/v1/devices/", DataDir: "/d",
 		PollInterval: 100 * time.Millisecond, HookRetryInterval: 200 * time.Millisecond, HookTimeout: time.Second,
 		HookConcurrency: 3, HookBackoffMax: 2 * time.Second, AssetMaxBytes: 99, AssetStallTimeout: 5 * time.Second,
-		RegistryInsecure: true, LogBufferLines: 10, MetricsAddress: "off", CloudTimeout: 3 * time.Second,
+		RegistryInsecure: true, LogBufferLines: 10, MetricsAddress: "off",
+		LogBufferBytes: 5000, LogBatchBytes: 3000, LogLineMaxBytes: 2000, ReportQueueBytes: 4000, CloudTimeout: 3 * time.Second,
 	}
 	if len(c.Violations) != 0 {
 		t.Errorf("Violations = %v, want none", c.Violations)

@@ -297,7 +297,13 @@ func (h *Handler) postLog(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return unavailable(err)
 	}
-	dropped, err := h.opts.Store.AppendLog(r.Context(), uuid, payload, h.opts.MaxLogLines)
+	if limit := h.opts.MaxLogLineBytes; limit > 0 && len(payload) > limit {
+		if payload, err = truncateLogLine(line, limit); err != nil {
+			return unavailable(err)
+		}
+		h.metrics.logsCut.Inc()
+	}
+	dropped, err := h.opts.Store.AppendLogBounded(r.Context(), uuid, payload, h.opts.MaxLogLines, h.opts.MaxLogBytes)
 	switch {
 	case errors.Is(err, store.ErrDeleted) && h.v.On("logs-marked-202"):
 		// accepted and discarded

@@ -68,6 +68,13 @@ type Options struct {
 	// MaxLogLines bounds the durable buffer of log lines (LOG_BUFFER_LINES);
 	// 0 means store.DefaultMaxLogRows.
 	MaxLogLines int
+	// MaxLogBytes bounds the same buffer in bytes (LOG_BUFFER_BYTES); 0
+	// means store.DefaultMaxLogBytes.
+	MaxLogBytes int64
+	// MaxLogLineBytes bounds one buffered line's JSON (LOG_LINE_MAX_BYTES):
+	// a longer message is cut (see truncateLogLine); 0 means no bound
+	// beyond the body limit.
+	MaxLogLineBytes int
 	// Violations are deliberate contract violations for the self-check; nil
 	// enables none.
 	Violations violation.Set

@@ -13,6 +13,7 @@ type Metrics struct {
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	logsDropped prometheus.Counter
+	logsCut     prometheus.Counter
 }
 
 // NewMetrics builds the metrics and registers them on reg (nil: not
@@ -33,7 +34,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		logsDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "depharness", Subsystem: "proxy",
 			Name: "log_buffer_dropped_total",
-			Help: "Log lines dropped, oldest first, because the durable log buffer was full.",
+			Help: "Log lines dropped, oldest first, because the durable log buffer was full (LOG_BUFFER_LINES or LOG_BUFFER_BYTES).",
+		}),
+		logsCut: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "depharness", Subsystem: "proxy",
+			Name: "log_lines_truncated_total",
+			Help: "Log lines accepted with their message cut to fit LOG_LINE_MAX_BYTES.",
 		}),
 	}
 	if reg == nil {
@@ -47,6 +53,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return nil, err
 	}
 	if m.logsDropped, err = promreg.Register(reg, m.logsDropped); err != nil {
+		return nil, err
+	}
+	if m.logsCut, err = promreg.Register(reg, m.logsCut); err != nil {
 		return nil, err
 	}
 	return m, nil

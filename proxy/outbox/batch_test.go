@@ -152,7 +152,7 @@ type batchEnv struct {
 
 func newBatchEnv(t *testing.T, devices int, mods ...func(*Options)) *batchEnv {
 	t.Helper()
-	st, err := store.Open(t.TempDir(), store.Options{})
+	st, err := store.Open(t.TempDir(), store.Options{KeepReportsUnmerged: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +381,7 @@ func TestABatchIsAcknowledgedInOneTransaction(t *testing.T) {
 	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(store.OutboxLog)); got != 15 {
 		t.Errorf("log lines delivered = %v, want 15", got)
 	}
-	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxLog, "rejected")); got != 1 {
+	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxLog, "refused_400")); got != 1 {
 		t.Errorf("log lines dropped = %v, want 1", got)
 	}
 	if got := len(e.cloud.logLines()); got != 15 {
@@ -399,7 +399,7 @@ func (e *batchEnv) waitSettled(patches, lines float64) {
 		return len(e.queued(store.OutboxPatch)) == 0 && len(e.queued(store.OutboxLog)) == 0 &&
 			testutil.ToFloat64(m.delivered.WithLabelValues(store.OutboxPatch)) >= patches &&
 			testutil.ToFloat64(m.delivered.WithLabelValues(store.OutboxLog))+
-				testutil.ToFloat64(m.dropped.WithLabelValues(store.OutboxLog, "rejected")) >= lines
+				testutil.ToFloat64(m.dropped.WithLabelValues(store.OutboxLog, "refused_400")) >= lines
 	})
 }
 

@@ -22,12 +22,21 @@
 // shutdown whose acknowledgement fails) sends that batch's delivered rows
 // again after the restart: delivery is at least once across a crash (a PATCH
 // of the same fields is idempotent; a log line may then appear twice),
-// exactly once otherwise.
+// exactly once otherwise, with one exception (DEV-LOG-2): a call whose
+// outcome is unknown (sent whole, then no answer: timeout, connection
+// lost) may have been taken, and its rows are sent again, first, before
+// any newer row of their kind. The next call then waits longer (see
+// callTimeout), so that a slow cloud is answered rather than sent the
+// same rows a third time; and the cloud client resets abandoned
+// connections, so that the abandoned request cannot reach the cloud later.
 //
 // While the cloud is unreachable or failing it retries with exponential
-// backoff and jitter; rows the cloud refuses for good (4xx other than 401,
-// e.g. a deleted device) are dropped, logged and counted, so the queue can
-// never wedge.
+// backoff and jitter. Patches the cloud refuses for good (4xx other than
+// 401, e.g. a deleted device) are dropped, logged and counted, so the
+// queue can never wedge. A log batch the cloud refuses (400 or 413: it
+// takes a request whole or refuses it whole) is split to find the refused
+// line, which is dropped and counted by reason; any other failure of the
+// log stream is transient.
 //
 // It depends on proxy/store, proxy/cloudapi, proxy/cloudclient (for error
 // classification) and proxy/violation; it must not import the API, sync or
@@ -43,6 +52,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/depharness/depharness/proxy/cloudapi"
@@ -61,7 +71,7 @@ type Cloud interface {
 
 // Store is the outbox's view of the store; *store.Store implements it.
 type Store interface {
-	NextOutbox(ctx context.Context, kind string, limit int) ([]store.OutboxRow, error)
+	NextOutboxBytes(ctx context.Context, kind string, limit int, maxBytes int64) ([]store.OutboxRow, error)
 	AckOutboxRows(ctx context.Context, kind string, seqs []int64) (int64, error)
 	OutboxDepth(ctx context.Context, kind string) (int64, error)
 }
@@ -71,6 +81,7 @@ const (
 	DefaultRetryMin         = 250 * time.Millisecond
 	DefaultRetryMax         = 5 * time.Second
 	DefaultLogBatch         = 500
+	DefaultLogBatchBytes    = 1 << 20
 	DefaultPatchBatch       = 512
 	DefaultPatchConcurrency = 16
 	DefaultCallTimeout      = 30 * time.Second
@@ -91,6 +102,10 @@ type Options struct {
 	RetryMin, RetryMax time.Duration
 	// LogBatch is the most log lines sent in one request (default 500).
 	LogBatch int
+	// LogBatchBytes caps the payload bytes of the log lines sent in one
+	// request (default 1 MiB); a line larger than the cap goes alone. It
+	// also bounds what a drain holds in memory: one batch at a time.
+	LogBatchBytes int64
 	// PatchBatch is the most patches read, delivered and acknowledged as
 	// one batch (default 512).
 	PatchBatch int
@@ -98,7 +113,11 @@ type Options struct {
 	// delivered at once (default 16, the default cloud client's idle
 	// connections per host).
 	PatchConcurrency int
-	// CallTimeout bounds one cloud call (default 30 s).
+	// CallTimeout bounds one cloud call (default 30 s). After a call whose
+	// outcome is unknown (sent, then no answer in time) the next call of
+	// that kind may wait longer, up to maxSlowFactor × CallTimeout, so
+	// that a slow cloud is answered rather than sent the same lines again
+	// (see callTimeouts); the cloud client's own timeout must allow that.
 	CallTimeout time.Duration
 	// IdleCheck is how often an idle outbox looks for rows without being
 	// notified (default 10 s): a safety net, Notify is the normal wake-up.
@@ -127,6 +146,14 @@ type Outbox struct {
 	// unsettled holds, per kind, rows delivered or dropped whose
 	// acknowledgement failed; only that kind's loop touches its entry.
 	unsettled map[string]*settlement
+	// timeouts are the current call timeouts, per kind.
+	timeouts map[string]*callTimeout
+	// answers counts, per kind, the calls the cloud answered (with a
+	// status): what shows that it is reachable.
+	answers map[string]*atomic.Int64
+	// seen are the store's counters last turned into metrics.
+	countersMu sync.Mutex
+	seen       store.OutboxCounters
 }
 
 // New returns an outbox for opts.
@@ -145,6 +172,9 @@ func New(opts Options) (*Outbox, error) {
 	}
 	if opts.LogBatch <= 0 {
 		opts.LogBatch = DefaultLogBatch
+	}
+	if opts.LogBatchBytes <= 0 {
+		opts.LogBatchBytes = DefaultLogBatchBytes
 	}
 	if opts.PatchBatch <= 0 {
 		opts.PatchBatch = DefaultPatchBatch
@@ -166,6 +196,10 @@ func New(opts Options) (*Outbox, error) {
 		rand:    opts.Rand,
 		unsettled: map[string]*settlement{
 			store.OutboxPatch: {}, store.OutboxLog: {},
+		},
+		answers: map[string]*atomic.Int64{store.OutboxPatch: {}, store.OutboxLog: {}},
+		timeouts: map[string]*callTimeout{
+			store.OutboxPatch: {base: opts.CallTimeout}, store.OutboxLog: {base: opts.CallTimeout},
 		},
 	}
 	if o.log == nil {
@@ -219,6 +253,7 @@ func (o *Outbox) loop(ctx context.Context, kind string, step func(context.Contex
 	idle := time.NewTicker(o.opts.IdleCheck)
 	defer idle.Stop()
 	for ctx.Err() == nil {
+		answered := o.answers[kind].Load()
 		more, err := step(ctx)
 		o.updateDepth(ctx, kind)
 		switch {
@@ -237,7 +272,9 @@ func (o *Outbox) loop(ctx context.Context, kind string, step func(context.Contex
 				return
 			}
 			continue
-		case failures > 0:
+		case failures > 0 && o.answers[kind].Load() != answered:
+			// Only an answer of the cloud shows it is back: a round that
+			// found nothing to send (or only undecodable rows) does not.
 			o.log.Info("cloud available again: outbox delivery resumed", "kind", kind, "after_failures", failures)
 			failures = 0
 		}
@@ -278,12 +315,98 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// permanent reports whether the cloud refused a row for good: 4xx other
+// permanent reports whether the cloud refused a patch for good: 4xx other
 // than 401 (the gateway's own key failing is not the row's fault), 408 and
-// 429.
+// 429 (e.g. 404: the device is gone).
 func permanent(err error) bool {
 	var se *cloudclient.StatusError
 	return cloudclient.IsRejected(err) && errors.As(err, &se) && se.Code != http.StatusUnauthorized
+}
+
+// refusedLogs reports whether the cloud refused the content of a log
+// stream request (DEV-LOG-2: 400 or 413) and gives the drop reason of a
+// line found refused alone. Any other failure, other 4xx included, is
+// transient: the lines stay queued.
+func refusedLogs(err error) (reason string, ok bool) {
+	var se *cloudclient.StatusError
+	if !errors.As(err, &se) {
+		return "", false
+	}
+	switch se.Code {
+	case http.StatusBadRequest:
+		return "refused_400", true
+	case http.StatusRequestEntityTooLarge:
+		return "refused_413", true
+	}
+	return "", false
+}
+
+// maxSlowFactor bounds how far callTimeout stretches CallTimeout.
+const maxSlowFactor = 8
+
+// MaxCallTimeout is the longest a call may wait for the cloud when
+// Options.CallTimeout is callTimeout: the timeout a cloud client given to
+// the outbox must allow.
+func MaxCallTimeout(callTimeout time.Duration) time.Duration {
+	return maxSlowFactor * callTimeout
+}
+
+// callTimeout is the timeout of the next cloud call of one kind. It starts
+// at base (CallTimeout). A call whose outcome is unknown (sent, then no
+// answer in time: the cloud may have taken it) doubles it, up to
+// maxSlowFactor × base, so the next call (the same rows again) gives a
+// slow cloud the time to answer instead of being sent the rows a third
+// time (DEV-LOG-2: re-sent at most once for a cloud that answers within
+// twice the timeout). An answer sets it to twice that answer's time,
+// within [base, maxSlowFactor × base]: it stays long while the cloud stays
+// slow, and returns to base once the cloud answers fast again.
+type callTimeout struct {
+	mu   sync.Mutex
+	base time.Duration
+	cur  time.Duration
+}
+
+func (t *callTimeout) get() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return max(t.cur, t.base)
+}
+
+func (t *callTimeout) unknown() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cur = min(2*max(t.cur, t.base), maxSlowFactor*t.base)
+}
+
+func (t *callTimeout) answered(took time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cur = min(max(2*took, t.base), maxSlowFactor*t.base)
+}
+
+// call makes one cloud call of kind with the kind's current timeout and
+// records its outcome: answered (a status, refusals included), unknown
+// (the request was sent and no answer came: it may have been applied), or
+// neither (not sent, e.g. connection refused, or shutting down).
+func (o *Outbox) call(ctx context.Context, kind string, send func(context.Context) error) error {
+	t := o.timeouts[kind]
+	cctx, cancel := context.WithTimeout(ctx, t.get())
+	start := time.Now()
+	err := send(cctx)
+	took := time.Since(start)
+	cancel()
+	var se *cloudclient.StatusError
+	switch {
+	case err == nil || errors.As(err, &se):
+		o.answers[kind].Add(1)
+		t.answered(took)
+	case ctx.Err() == nil && cloudclient.OutcomeUnknown(err):
+		t.unknown()
+		o.metrics.unknown.WithLabelValues(kind).Inc()
+		o.log.Warn("cloud call sent without an answer: outcome unknown, the same rows will be sent again",
+			"kind", kind, "err", err, "next_timeout", t.get())
+	}
+	return err
 }
 
 // settlement is what a round did with the rows it read: the seqs to
@@ -355,7 +478,7 @@ func (o *Outbox) deliverPatches(ctx context.Context) (bool, error) {
 	if err := o.settle(ctx, store.OutboxPatch, nil); err != nil {
 		return false, err
 	}
-	rows, err := o.opts.Store.NextOutbox(ctx, store.OutboxPatch, o.opts.PatchBatch)
+	rows, err := o.opts.Store.NextOutboxBytes(ctx, store.OutboxPatch, o.opts.PatchBatch, 0)
 	if err != nil || len(rows) == 0 {
 		return false, err
 	}
@@ -447,9 +570,7 @@ func (o *Outbox) deliverChain(ctx context.Context, rows []store.OutboxRow) chain
 			res.drop(r.Seq, "undecodable")
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, o.opts.CallTimeout)
-		err := o.opts.Cloud.PatchDevice(cctx, r.CloudID, p)
-		cancel()
+		err := o.call(ctx, store.OutboxPatch, func(ctx context.Context) error { return o.opts.Cloud.PatchDevice(ctx, r.CloudID, p) })
 		switch {
 		case err == nil:
 			res.deliver(r.Seq)
@@ -473,16 +594,21 @@ func (o *Outbox) deliverChain(ctx context.Context, rows []store.OutboxRow) chain
 	return res
 }
 
-// deliverLogs sends the oldest log lines in one batch and acknowledges them
-// after the cloud took them, in one transaction. A batch the cloud refuses
-// is split in halves until the refused line is found alone and dropped;
-// what was delivered or dropped before a failure is still acknowledged
-// (once, with the rest of the batch's outcome).
+// deliverLogs sends the oldest log lines in one batch (at most LogBatch
+// lines and LogBatchBytes bytes) and acknowledges them after the cloud took
+// them, in one transaction. The cloud takes a request whole or refuses it
+// whole (CLOUD-LOGS): a batch it refuses (400 or 413) is split in halves,
+// each sent on its own, until the refused line is found alone and dropped;
+// a half the cloud took is never sent again. What was delivered or dropped
+// before a failure is still acknowledged (once, with the rest of the
+// batch's outcome). After a failure the next round starts again at the
+// oldest line not acknowledged: after a request whose outcome is unknown,
+// its lines are sent again first, before any newer line.
 func (o *Outbox) deliverLogs(ctx context.Context) (bool, error) {
 	if err := o.settle(ctx, store.OutboxLog, nil); err != nil {
 		return false, err
 	}
-	rows, err := o.opts.Store.NextOutbox(ctx, store.OutboxLog, o.opts.LogBatch)
+	rows, err := o.opts.Store.NextOutboxBytes(ctx, store.OutboxLog, o.opts.LogBatch, o.opts.LogBatchBytes)
 	if err != nil || len(rows) == 0 {
 		return false, err
 	}
@@ -494,7 +620,9 @@ func (o *Outbox) deliverLogs(ctx context.Context) (bool, error) {
 	if sendErr != nil {
 		return false, sendErr
 	}
-	return len(rows) == o.opts.LogBatch, nil
+	// More may be waiting (a batch is cut by LogBatch or by the byte
+	// cap): the next round finds out.
+	return true, nil
 }
 
 // sendLogRows sends rows as one request (or, if the cloud refuses it, as
@@ -521,9 +649,8 @@ func (o *Outbox) sendLogRows(ctx context.Context, rows []store.OutboxRow, done *
 		}
 		lines = append(lines, l)
 	}
-	cctx, cancel := context.WithTimeout(ctx, o.opts.CallTimeout)
-	err := o.opts.Cloud.SendLogs(cctx, lines)
-	cancel()
+	err := o.call(ctx, store.OutboxLog, func(ctx context.Context) error { return o.opts.Cloud.SendLogs(ctx, lines) })
+	reason, refused := refusedLogs(err)
 	switch {
 	case err == nil:
 		for _, r := range rows {
@@ -533,20 +660,20 @@ func (o *Outbox) sendLogRows(ctx context.Context, rows []store.OutboxRow, done *
 			o.late(ctx, func(ctx context.Context) error { return o.opts.Cloud.SendLogs(ctx, lines) })
 		}
 		return nil
-	case permanent(err) && len(rows) > 1 && o.opts.Violations.On("logs-refused-batch-dropped"):
+	case refused && len(rows) > 1 && o.opts.Violations.On("logs-refused-batch-dropped"):
 		for _, r := range rows {
-			done.drop(r.Seq, "rejected")
+			done.drop(r.Seq, reason)
 		}
 		return nil
-	case permanent(err) && len(rows) > 1:
+	case refused && len(rows) > 1:
 		half := len(rows) / 2
 		if err := o.sendLogRows(ctx, rows[:half], done); err != nil {
 			return err
 		}
 		return o.sendLogRows(ctx, rows[half:], done)
-	case permanent(err):
-		o.log.Warn("cloud refused a log line: dropped", "seq", rows[0].Seq, "device", rows[0].DeviceUUID, "err", err)
-		done.drop(rows[0].Seq, "rejected")
+	case refused:
+		o.log.Warn("cloud refused a log line: dropped", "seq", rows[0].Seq, "device", rows[0].DeviceUUID, "reason", reason, "err", err)
+		done.drop(rows[0].Seq, reason)
 		return nil
 	case ctx.Err() == nil && o.opts.Violations.On("logs-lost-on-outage"):
 		for _, r := range rows {
@@ -578,8 +705,32 @@ func (o *Outbox) late(ctx context.Context, send func(context.Context) error) {
 	}()
 }
 
+// Counters is what a Store may offer for the queue metrics;
+// *store.Store does.
+type Counters interface {
+	OutboxCounters(ctx context.Context) (store.OutboxCounters, error)
+}
+
 func (o *Outbox) updateDepth(ctx context.Context, kind string) {
 	if ctx.Err() != nil {
+		return
+	}
+	if cs, ok := o.opts.Store.(Counters); ok {
+		c, err := cs.OutboxCounters(ctx)
+		if err != nil {
+			return
+		}
+		o.metrics.depth.WithLabelValues(kind).Set(float64(c.Rows[kind]))
+		o.metrics.bytes.WithLabelValues(kind).Set(float64(c.Bytes[kind]))
+		o.countersMu.Lock()
+		if d := c.PatchesMerged - o.seen.PatchesMerged; d > 0 {
+			o.metrics.merged.Add(float64(d))
+		}
+		if d := c.PatchesDropped - o.seen.PatchesDropped; d > 0 {
+			o.metrics.queueDropped.Add(float64(d))
+		}
+		o.seen.PatchesMerged, o.seen.PatchesDropped = max(o.seen.PatchesMerged, c.PatchesMerged), max(o.seen.PatchesDropped, c.PatchesDropped)
+		o.countersMu.Unlock()
 		return
 	}
 	n, err := o.opts.Store.OutboxDepth(ctx, kind)

@@ -122,7 +122,7 @@ func newEnv(t *testing.T, mods ...func(*Options)) *env {
 	srv := httptest.NewServer(e.cloud)
 	t.Cleanup(srv.Close)
 	var err error
-	if e.store, err = store.Open(e.dir, store.Options{}); err != nil {
+	if e.store, err = store.Open(e.dir, store.Options{KeepReportsUnmerged: true}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.store.Close() })
@@ -296,7 +296,7 @@ func TestDeliveryResumesAfterARestartOnTheSameData(t *testing.T) {
 	e.report("dev-a", "before-restart")
 	e.logLine("dev-b", "kept")
 	e.store.Close()
-	st, err := store.Open(e.dir, store.Options{})
+	st, err := store.Open(e.dir, store.Options{KeepReportsUnmerged: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,9 +365,9 @@ func TestARejectedLogLineIsFoundAndDroppedAlone(t *testing.T) {
 		t.Fatalf("cloud got %v, want %v", got, want)
 	}
 	waitFor(t, "the drop counted", func() bool {
-		return testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxLog, "rejected")) >= 1
+		return testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxLog, "refused_400")) >= 1
 	})
-	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxLog, "rejected")); got != 1 {
+	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxLog, "refused_400")); got != 1 {
 		t.Errorf("dropped = %v, want 1", got)
 	}
 }

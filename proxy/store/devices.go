@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -380,7 +381,8 @@ type patchPayload struct {
 
 // ApplyReport stores r for uuid in one transaction: the reported fields;
 // an outbox 'patch' row with status, is_online and commit if r has any of
-// them (DEV-PUT-4: environment and config stay local); and, when the
+// them (DEV-PUT-4: environment and config stay local), merged with the
+// device's report still queued, if any (DEV-PUT-6, see enqueuePatch); and, when the
 // device's reported state now equals its update target, update_acked (so no
 // further update hook is sent for that target, HOOK-202). It returns the
 // updated device. ErrNotFound for an unknown uuid, ErrDeleted for a device
@@ -397,13 +399,22 @@ func (s *Store) ApplyReport(ctx context.Context, uuid string, r Report) (d Devic
 	}
 	// Prepared on the writer before the transaction takes its only
 	// connection; bound to the transaction inside.
-	var stmts [6]*sql.Stmt
-	for i, q := range []string{deviceLookupForWrite, applyReportUpdate, outboxInsert, deviceByUUID, updateTargetQuery, setUpdateAcked} {
+	var stmts [7]*sql.Stmt
+	for i, q := range []string{deviceLookupForWrite, applyReportUpdate, outboxInsert, deviceByUUID, updateTargetQuery, setUpdateAcked, queuedPatch} {
 		if stmts[i], err = s.prepared(ctx, s.w, q); err != nil {
 			return Device{}, false, fmt.Errorf("store: apply report %s: %w", uuid, err)
 		}
 	}
+	cs, err := s.countStmts(ctx)
+	if err != nil {
+		return Device{}, false, fmt.Errorf("store: apply report %s: %w", uuid, err)
+	}
+	var (
+		merged  bool
+		dropped int64
+	)
 	err = s.write(ctx, func(tx *sql.Tx) error {
+		merged, dropped, enqueued = false, 0, false
 		var (
 			cloudID int64
 			marked  bool
@@ -431,12 +442,8 @@ func (s *Store) ApplyReport(ctx context.Context, uuid string, r Report) (d Devic
 			sendCommit = nil
 		}
 		if r.Status != nil || r.IsOnline != nil || sendCommit != nil {
-			payload, err := json.Marshal(patchPayload{Status: r.Status, IsOnline: r.IsOnline, IsOnCommit: sendCommit})
-			if err != nil {
-				return err
-			}
-			if _, err := tx.StmtContext(ctx, stmts[2]).ExecContext(ctx,
-				OutboxPatch, uuid, cloudID, string(payload), s.nowMillis()); err != nil {
+			if merged, dropped, err = s.enqueuePatch(ctx, tx, stmts[2], stmts[6], cs, uuid, cloudID,
+				patchPayload{Status: r.Status, IsOnline: r.IsOnline, IsOnCommit: sendCommit}); err != nil {
 				return err
 			}
 			enqueued = true
@@ -468,6 +475,10 @@ func (s *Store) ApplyReport(ctx context.Context, uuid string, r Report) (d Devic
 	if err != nil {
 		return Device{}, false, fmt.Errorf("store: apply report %s: %w", uuid, err)
 	}
+	if merged {
+		s.patchesMerged.Add(1)
+	}
+	s.patchesDropped.Add(dropped)
 	return d, enqueued, nil
 }
 
@@ -482,7 +493,10 @@ UPDATE devices SET
 	environment     = COALESCE(?, environment),
 	config          = COALESCE(?, config)
 WHERE uuid = ?`
-	outboxInsert = `INSERT INTO outbox (kind, device_uuid, cloud_id, payload, created_at) VALUES (?, ?, ?, ?, ?)`
+	outboxInsert = `INSERT INTO outbox (kind, device_uuid, cloud_id, payload, created_at, size) VALUES (?, ?, ?, ?, ?, ?)`
+	// queuedPatch is a device's queued report, if any (at most one: reports
+	// are merged).
+	queuedPatch = `SELECT seq, payload FROM outbox WHERE kind = 'patch' AND device_uuid = ? ORDER BY seq DESC LIMIT 1`
 )
 
 // isJSONObject reports whether raw is one JSON object (after whitespace).
@@ -510,4 +524,72 @@ func rawPtr(raw json.RawMessage) *string {
 	}
 	s := string(raw)
 	return &s
+}
+
+// enqueuePatch queues p for device uuid (DEV-PUT-6). A report of the device
+// still queued is merged into it: p's fields win, the queued report's other
+// fields are kept, and the merged report replaces the queued one as a new
+// row (the old row is deleted). The cloud thus gets the latest value of
+// each field, never an older value after a newer one: a report already
+// being delivered when it is merged is delivered before the merged row,
+// which repeats its fields or carries newer values; acknowledging the old
+// row afterwards deletes nothing. The queue is then bounded in bytes: the
+// oldest reports of other devices are dropped beyond s.reportQueueBytes.
+// It returns whether it merged and how many reports it dropped.
+func (s *Store) enqueuePatch(ctx context.Context, tx *sql.Tx, insert, queued *sql.Stmt, cs countStmts, uuid string, cloudID int64, p patchPayload) (merged bool, dropped int64, err error) {
+	c, err := readCounts(ctx, tx, cs, OutboxPatch)
+	if err != nil {
+		return false, 0, err
+	}
+	var (
+		oldSeq  int64
+		oldBody string
+	)
+	err = sql.ErrNoRows
+	if !s.unmerged {
+		err = tx.StmtContext(ctx, queued).QueryRowContext(ctx, uuid).Scan(&oldSeq, &oldBody)
+	}
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return false, 0, err
+	default:
+		var old patchPayload
+		if err := json.Unmarshal([]byte(oldBody), &old); err == nil {
+			if p.Status == nil {
+				p.Status = old.Status
+			}
+			if p.IsOnline == nil {
+				p.IsOnline = old.IsOnline
+			}
+			if p.IsOnCommit == nil {
+				p.IsOnCommit = old.IsOnCommit
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq = ?`, oldSeq); err != nil {
+			return false, 0, err
+		}
+		c.rows--
+		c.bytes -= int64(len(oldBody))
+		merged = true
+	}
+	payload, err := json.Marshal(p)
+	if err != nil {
+		return false, 0, err
+	}
+	res, err := tx.StmtContext(ctx, insert).ExecContext(ctx,
+		OutboxPatch, uuid, cloudID, string(payload), s.nowMillis(), len(payload))
+	if err != nil {
+		return false, 0, err
+	}
+	seq, err := res.LastInsertId()
+	if err != nil {
+		return false, 0, err
+	}
+	c.rows++
+	c.bytes += int64(len(payload))
+	if dropped, err = trimOldest(ctx, tx, OutboxPatch, &c, math.MaxInt64, s.reportQueueBytes, seq); err != nil {
+		return false, 0, err
+	}
+	return merged, dropped, writeCounts(ctx, tx, cs, OutboxPatch, c)
 }

@@ -438,8 +438,9 @@ func TestConcurrentWritesAndReads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, _ := s.OutboxDepth(ctx, OutboxPatch); n != 4*20 {
-		t.Errorf("patch rows = %d, want 80", n)
+	// Each device's reports are merged into one queued row (DEV-PUT-6).
+	if n, _ := s.OutboxDepth(ctx, OutboxPatch); n != 4 {
+		t.Errorf("patch rows = %d, want 4 (one merged report per device)", n)
 	}
 	if n, _ := s.OutboxDepth(ctx, OutboxLog); n != 4*20 {
 		t.Errorf("log rows = %d, want 80", n)

@@ -23,14 +23,27 @@ const (
 	OutboxLog   = "log"   // payload: cloudapi.LogLine JSON
 )
 
-// DefaultMaxLogRows bounds the buffered log lines when AppendLog is given no
-// bound.
-const DefaultMaxLogRows = 100000
+// Default bounds of the outbox.
+const (
+	// DefaultMaxLogRows bounds the buffered log lines when AppendLog is
+	// given no bound.
+	DefaultMaxLogRows = 100000
+	// DefaultMaxLogBytes bounds the buffered log lines' payload bytes when
+	// AppendLogBounded is given no bound.
+	DefaultMaxLogBytes = 64 << 20
+	// DefaultReportQueueBytes bounds the queued reports' payload bytes when
+	// Options.ReportQueueBytes is zero.
+	DefaultReportQueueBytes = 16 << 20
+)
 
 // metaLogRows is the meta key of the number of 'log' rows in the outbox,
 // kept in the same transactions that change it so that bounding the buffer
-// costs no count of the table.
+// costs no count of the table. The other counts follow the same pattern:
+// outbox_<kind>_rows and outbox_<kind>_bytes (payload bytes).
 const metaLogRows = "outbox_log_rows"
+
+func metaRows(kind string) string  { return "outbox_" + kind + "_rows" }
+func metaBytes(kind string) string { return "outbox_" + kind + "_bytes" }
 
 // OutboxRow is one undelivered report or log line.
 type OutboxRow struct {
@@ -42,26 +55,40 @@ type OutboxRow struct {
 	CreatedAt  time.Time
 }
 
-// AppendLog buffers one log line of device uuid (payload: the
-// cloudapi.LogLine JSON) and, if more than maxRows lines are then buffered,
-// drops the oldest ones; it returns how many it dropped. maxRows ≤ 0 means
-// DefaultMaxLogRows. ErrNotFound for an unknown device, ErrDeleted for one
-// marked for deletion; nothing is written then.
+// AppendLog is AppendLogBounded with the default byte bound.
 func (s *Store) AppendLog(ctx context.Context, uuid string, payload []byte, maxRows int) (dropped int64, err error) {
+	return s.AppendLogBounded(ctx, uuid, payload, maxRows, 0)
+}
+
+// AppendLogBounded buffers one log line of device uuid (payload: the
+// cloudapi.LogLine JSON) and, if more than maxRows lines or more than
+// maxBytes payload bytes are then buffered, drops the oldest ones (never
+// the line just added); it returns how many it dropped. maxRows ≤ 0 means
+// DefaultMaxLogRows, maxBytes ≤ 0 DefaultMaxLogBytes. ErrNotFound for an
+// unknown device, ErrDeleted for one marked for deletion; nothing is
+// written then.
+func (s *Store) AppendLogBounded(ctx context.Context, uuid string, payload []byte, maxRows int, maxBytes int64) (dropped int64, err error) {
 	if maxRows <= 0 {
 		maxRows = DefaultMaxLogRows
+	}
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxLogBytes
 	}
 	if !json.Valid(payload) {
 		return 0, errors.New("store: log payload is not JSON")
 	}
 	var lookup, insert *sql.Stmt
+	var cs countStmts
 	if lookup, err = s.prepared(ctx, s.w, deviceLookupForWrite); err == nil {
-		insert, err = s.prepared(ctx, s.w, outboxInsert)
+		if insert, err = s.prepared(ctx, s.w, outboxInsert); err == nil {
+			cs, err = s.countStmts(ctx)
+		}
 	}
 	if err != nil {
 		return 0, fmt.Errorf("store: append log %s: %w", uuid, err)
 	}
 	err = s.write(ctx, func(tx *sql.Tx) error {
+		dropped = 0
 		var (
 			cloudID int64
 			marked  bool
@@ -76,26 +103,25 @@ func (s *Store) AppendLog(ctx context.Context, uuid string, payload []byte, maxR
 		if marked {
 			return ErrDeleted
 		}
-		if _, err := tx.StmtContext(ctx, insert).ExecContext(ctx,
-			OutboxLog, uuid, cloudID, string(payload), s.nowMillis()); err != nil {
-			return err
-		}
-		n, err := logRows(ctx, tx)
+		c, err := readCounts(ctx, tx, cs, OutboxLog)
 		if err != nil {
 			return err
 		}
-		if over := n - int64(maxRows); over > 0 {
-			res, err := tx.ExecContext(ctx, `
-DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE kind = 'log' ORDER BY seq LIMIT ?)`, over)
-			if err != nil {
-				return err
-			}
-			if dropped, err = res.RowsAffected(); err != nil {
-				return err
-			}
-			n -= dropped
+		res, err := tx.StmtContext(ctx, insert).ExecContext(ctx,
+			OutboxLog, uuid, cloudID, string(payload), s.nowMillis(), len(payload))
+		if err != nil {
+			return err
 		}
-		return setLogRows(ctx, tx, n)
+		seq, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		c.rows++
+		c.bytes += int64(len(payload))
+		if dropped, err = trimOldest(ctx, tx, OutboxLog, &c, int64(maxRows), maxBytes, seq); err != nil {
+			return err
+		}
+		return writeCounts(ctx, tx, cs, OutboxLog, c)
 	})
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrDeleted) {
 		return 0, err
@@ -106,35 +132,149 @@ DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE kind = 'log' ORDER
 	return dropped, nil
 }
 
-// logRows is the number of 'log' rows, read from meta, or counted once if
-// meta does not have it yet.
-func logRows(ctx context.Context, tx *sql.Tx) (int64, error) {
-	var v string
-	err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, metaLogRows).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		var n int64
-		err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox WHERE kind = 'log'`).Scan(&n)
-		return n, err
+// outboxCounts are the rows of one kind in the outbox and their payload
+// bytes.
+type outboxCounts struct{ rows, bytes int64 }
+
+const (
+	countsRead  = `SELECT (SELECT value FROM meta WHERE key = ?), (SELECT value FROM meta WHERE key = ?)`
+	countsWrite = `INSERT INTO meta (key, value) VALUES (?, ?), (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`
+)
+
+// countStmts are countsRead and countsWrite prepared on the writer (nil:
+// not prepared), for the hot write paths.
+type countStmts struct{ read, write *sql.Stmt }
+
+func (s *Store) countStmts(ctx context.Context) (cs countStmts, err error) {
+	if cs.read, err = s.prepared(ctx, s.w, countsRead); err == nil {
+		cs.write, err = s.prepared(ctx, s.w, countsWrite)
 	}
+	return cs, err
+}
+
+// readCounts reads the counts of kind from meta, or counts the table once
+// for a count meta does not have yet.
+func readCounts(ctx context.Context, tx *sql.Tx, cs countStmts, kind string) (outboxCounts, error) {
+	var c outboxCounts
+	var rows, bytes sql.NullString
+	var row *sql.Row
+	if cs.read != nil {
+		row = tx.StmtContext(ctx, cs.read).QueryRowContext(ctx, metaRows(kind), metaBytes(kind))
+	} else {
+		row = tx.QueryRowContext(ctx, countsRead, metaRows(kind), metaBytes(kind))
+	}
+	err := row.Scan(&rows, &bytes)
+	if err != nil {
+		return c, err
+	}
+	if !rows.Valid || !bytes.Valid {
+		err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE kind = ?`, kind).Scan(&c.rows, &c.bytes)
+		return c, err
+	}
+	if c.rows, err = strconv.ParseInt(rows.String, 10, 64); err != nil {
+		return c, fmt.Errorf("meta %s: %w", metaRows(kind), err)
+	}
+	if c.bytes, err = strconv.ParseInt(bytes.String, 10, 64); err != nil {
+		return c, fmt.Errorf("meta %s: %w", metaBytes(kind), err)
+	}
+	return c, nil
+}
+
+func writeCounts(ctx context.Context, tx *sql.Tx, cs countStmts, kind string, c outboxCounts) error {
+	args := []any{metaRows(kind), strconv.FormatInt(max(c.rows, 0), 10), metaBytes(kind), strconv.FormatInt(max(c.bytes, 0), 10)}
+	var err error
+	if cs.write != nil {
+		_, err = tx.StmtContext(ctx, cs.write).ExecContext(ctx, args...)
+	} else {
+		_, err = tx.ExecContext(ctx, countsWrite, args...)
+	}
+	return err
+}
+
+// trimOldest deletes the oldest rows of kind, never the row keep, until c
+// is within maxRows and maxBytes, and takes them off c. It returns how many
+// it deleted.
+func trimOldest(ctx context.Context, tx *sql.Tx, kind string, c *outboxCounts, maxRows, maxBytes, keep int64) (int64, error) {
+	if c.rows <= maxRows && c.bytes <= maxBytes {
+		return 0, nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT seq, size FROM outbox WHERE kind = ? AND seq <> ? ORDER BY seq`, kind, keep)
 	if err != nil {
 		return 0, err
 	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("meta %s: %w", metaLogRows, err)
+	var seqs []int64
+	rowsLeft, bytesLeft := c.rows, c.bytes
+	for (rowsLeft > maxRows || bytesLeft > maxBytes) && rows.Next() {
+		var seq, size int64
+		if err := rows.Scan(&seq, &size); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		seqs = append(seqs, seq)
+		rowsLeft--
+		bytesLeft -= size
 	}
-	return n + 1, nil // the row just inserted
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return 0, err
+	}
+	if len(seqs) == 0 {
+		return 0, nil
+	}
+	list, err := json.Marshal(seqs)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))`, string(list)); err != nil {
+		return 0, err
+	}
+	c.rows, c.bytes = rowsLeft, bytesLeft
+	return int64(len(seqs)), nil
 }
 
-func setLogRows(ctx context.Context, tx *sql.Tx, n int64) error {
-	_, err := tx.ExecContext(ctx,
-		`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
-		metaLogRows, strconv.FormatInt(n, 10))
-	return err
+// OutboxCounters are the outbox's sizes and the report queue's counters.
+type OutboxCounters struct {
+	// Rows and Bytes (payload bytes) queued, by kind.
+	Rows, Bytes map[string]int64
+	// PatchesMerged counts, since Open, queued reports merged into a newer
+	// report of the same device; PatchesDropped those dropped because the
+	// report queue was over its byte bound.
+	PatchesMerged, PatchesDropped int64
+}
+
+// OutboxCounters returns the outbox's sizes (from the counts kept with
+// every change, without counting the table) and counters.
+func (s *Store) OutboxCounters(ctx context.Context) (OutboxCounters, error) {
+	oc := OutboxCounters{Rows: map[string]int64{}, Bytes: map[string]int64{},
+		PatchesMerged: s.patchesMerged.Load(), PatchesDropped: s.patchesDropped.Load()}
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return oc, fmt.Errorf("store: outbox counters: %w", err)
+	}
+	defer tx.Rollback()
+	for _, kind := range []string{OutboxPatch, OutboxLog} {
+		c, err := readCounts(ctx, tx, countStmts{}, kind)
+		if err != nil {
+			return oc, fmt.Errorf("store: outbox counters: %w", err)
+		}
+		oc.Rows[kind], oc.Bytes[kind] = c.rows, c.bytes
+	}
+	return oc, nil
+}
+
+// NextOutboxBytes reads undelivered rows of kind, oldest first: at most
+// limit rows, and no more payload bytes than maxBytes, except that the
+// oldest row is always read (a row larger than maxBytes goes alone). Rows
+// past the cap are not read from the database.
+func (s *Store) NextOutboxBytes(ctx context.Context, kind string, limit int, maxBytes int64) ([]OutboxRow, error) {
+	return s.nextOutbox(ctx, kind, limit, maxBytes)
 }
 
 // NextOutbox reads up to limit undelivered rows of kind, oldest first.
 func (s *Store) NextOutbox(ctx context.Context, kind string, limit int) ([]OutboxRow, error) {
+	return s.nextOutbox(ctx, kind, limit, 0)
+}
+
+func (s *Store) nextOutbox(ctx context.Context, kind string, limit int, maxBytes int64) ([]OutboxRow, error) {
 	if err := checkKind(kind); err != nil {
 		return nil, err
 	}
@@ -150,17 +290,27 @@ func (s *Store) NextOutbox(ctx context.Context, kind string, limit int) ([]Outbo
 		return nil, fmt.Errorf("store: next outbox: %w", err)
 	}
 	defer rows.Close()
-	var out []OutboxRow
+	var (
+		out   []OutboxRow
+		total int64
+	)
 	for rows.Next() {
 		var (
 			r       OutboxRow
-			payload string
+			payload []byte
 			created int64
+			size    int64
 		)
-		if err := rows.Scan(&r.Seq, &r.Kind, &r.DeviceUUID, &r.CloudID, &payload, &created); err != nil {
+		// size is read before the payload: a row that would pass the cap
+		// ends the batch without its payload being copied.
+		if err := rows.Scan(&r.Seq, &r.Kind, &r.DeviceUUID, &r.CloudID, &size, &created, &payload); err != nil {
 			return nil, fmt.Errorf("store: next outbox: %w", err)
 		}
-		r.Payload = json.RawMessage(payload)
+		if maxBytes > 0 && len(out) > 0 && total+size > maxBytes {
+			break
+		}
+		total += size
+		r.Payload = payload
 		r.CreatedAt = time.UnixMilli(created)
 		out = append(out, r)
 	}
@@ -176,27 +326,31 @@ func (s *Store) AckOutbox(ctx context.Context, kind string, uptoSeq int64) (int6
 	if err := checkKind(kind); err != nil {
 		return 0, err
 	}
-	n, err := s.deleteOutbox(ctx, kind, `DELETE FROM outbox WHERE kind = ? AND seq <= ?`, uptoSeq)
+	n, err := s.deleteOutbox(ctx, kind, `seq <= ?`, uptoSeq)
 	if err != nil {
 		return 0, fmt.Errorf("store: ack outbox: %w", err)
 	}
 	return n, nil
 }
 
-// deleteOutbox runs del (a DELETE of outbox rows of kind, with arg as its
-// second parameter) and, for log rows, takes what it deleted off the
-// durable count of buffered log lines, in one transaction.
-func (s *Store) deleteOutbox(ctx context.Context, kind, del string, arg any) (int64, error) {
+// deleteOutbox deletes the rows of kind that cond (an SQL condition on
+// outbox rows with one parameter, arg) selects and takes them off the
+// durable counts of kind, in one transaction.
+func (s *Store) deleteOutbox(ctx context.Context, kind, cond string, arg any) (int64, error) {
 	var n int64
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, del, kind, arg)
-		if err != nil {
+		var size int64
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE kind = ? AND `+cond, kind, arg).Scan(&n, &size); err != nil {
 			return err
 		}
-		if n, err = res.RowsAffected(); err != nil || n == 0 || kind != OutboxLog {
+		if n == 0 {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE kind = ? AND `+cond, kind, arg); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE meta SET value = CAST(MAX(CAST(value AS INTEGER) - ?, 0) AS TEXT) WHERE key = ?`, n, metaLogRows)
+		_, err := tx.ExecContext(ctx, `UPDATE meta SET value = CAST(MAX(CAST(value AS INTEGER) - (CASE key WHEN ? THEN ? ELSE ? END), 0) AS TEXT) WHERE key IN (?, ?)`,
+			metaRows(kind), n, size, metaRows(kind), metaBytes(kind))
 		return err
 	})
 	return n, err
@@ -219,7 +373,7 @@ func (s *Store) AckOutboxRows(ctx context.Context, kind string, seqs []int64) (i
 	if err != nil {
 		return 0, fmt.Errorf("store: ack outbox rows: %w", err)
 	}
-	n, err := s.deleteOutbox(ctx, kind, `DELETE FROM outbox WHERE kind = ? AND seq IN (SELECT value FROM json_each(?))`, string(list))
+	n, err := s.deleteOutbox(ctx, kind, `seq IN (SELECT value FROM json_each(?))`, string(list))
 	if err != nil {
 		return 0, fmt.Errorf("store: ack outbox rows: %w", err)
 	}
@@ -244,7 +398,7 @@ func (s *Store) OutboxDepth(ctx context.Context, kind string) (int64, error) {
 
 const (
 	nextOutbox = `
-SELECT seq, kind, device_uuid, cloud_id, payload, created_at FROM outbox
+SELECT seq, kind, device_uuid, cloud_id, size, created_at, payload FROM outbox
 WHERE kind = ? ORDER BY seq LIMIT ?`
 	outboxDepth = `SELECT COUNT(*) FROM outbox WHERE kind = ?`
 )

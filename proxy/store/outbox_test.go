@@ -111,9 +111,12 @@ func TestAppendLogRefusesUnknownAndMarkedDevices(t *testing.T) {
 func TestOutboxKindsAreSeparateQueuesInSeqOrder(t *testing.T) {
 	s := openAPIStore(t)
 	ctx := context.Background()
-	apiProvision(t, s, "u1", 1, 1)
+	// One device per report: a device's reports would be merged.
 	for i := 0; i < 3; i++ {
-		if _, _, err := s.ApplyReport(ctx, "u1", Report{Status: apiStrPtr(fmt.Sprint("s", i))}); err != nil {
+		apiProvision(t, s, fmt.Sprint("u", i+1), 1, int64(i+1))
+	}
+	for i := 0; i < 3; i++ {
+		if _, _, err := s.ApplyReport(ctx, fmt.Sprint("u", i+1), Report{Status: apiStrPtr(fmt.Sprint("s", i))}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.AppendLog(ctx, "u1", logPayload(i), 0); err != nil {
@@ -141,10 +144,13 @@ func TestOutboxKindsAreSeparateQueuesInSeqOrder(t *testing.T) {
 func TestAckOutboxRowsDeletesExactlyTheListedRowsOfItsKind(t *testing.T) {
 	s := openAPIStore(t)
 	ctx := context.Background()
-	apiProvision(t, s, "u1", 1, 1)
-	// Interleaved: patch s0, log m0, patch s1, log m1, ... (seqs shared by both kinds).
 	for i := 0; i < 4; i++ {
-		if _, _, err := s.ApplyReport(ctx, "u1", Report{Status: apiStrPtr(fmt.Sprint("s", i))}); err != nil {
+		apiProvision(t, s, fmt.Sprint("u", i+1), 1, int64(i+1))
+	}
+	// Interleaved: patch s0, log m0, patch s1, log m1, ... (seqs shared by
+	// both kinds; one device per report, as a device's reports are merged).
+	for i := 0; i < 4; i++ {
+		if _, _, err := s.ApplyReport(ctx, fmt.Sprint("u", i+1), Report{Status: apiStrPtr(fmt.Sprint("s", i))}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.AppendLog(ctx, "u1", logPayload(i), 4); err != nil {

@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite" // also registers the "sqlite" driver, for the readers
@@ -45,12 +46,27 @@ type Store struct {
 	now       func() time.Time
 	// stmts caches prepared statements of hot queries (see prepared).
 	stmts stmtCache
+
+	reportQueueBytes int64
+	unmerged         bool
+	// patchesMerged and patchesDropped count, since Open, queued reports
+	// merged into a newer one and dropped because the queue was full.
+	patchesMerged, patchesDropped atomic.Int64
 }
 
 // Options tune Open. The zero value is usable.
 type Options struct {
 	// Now, if nil, is time.Now.
 	Now func() time.Time
+	// ReportQueueBytes bounds the queued reports ('patch' outbox rows) in
+	// payload bytes (default DefaultReportQueueBytes): beyond it the
+	// oldest are dropped and counted (OutboxCounters).
+	ReportQueueBytes int64
+	// KeepReportsUnmerged queues every report as its own row (the
+	// behaviour before merging). Only for the self-check violations that
+	// need several queued reports of one device (outbox-reorder,
+	// outbox-late-older-patch) and for tests of per-device ordering.
+	KeepReportsUnmerged bool
 }
 
 // Open opens (creating if needed) the database in dir and applies pending
@@ -81,7 +97,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	s := &Store{w: w, now: opts.Now}
+	s := &Store{w: w, now: opts.Now, reportQueueBytes: opts.ReportQueueBytes, unmerged: opts.KeepReportsUnmerged}
+	if s.reportQueueBytes <= 0 {
+		s.reportQueueBytes = DefaultReportQueueBytes
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -178,6 +197,14 @@ CREATE TABLE meta (
 `,
 	// 2: devices provisioned here and not yet seen in a cloud target.
 	`CREATE INDEX devices_unseen ON devices(id) WHERE in_target = 0 AND marked_for_delete = 0;`,
+	// 3: outbox rows know their payload's size in bytes (the buffers are
+	// bounded in bytes, batches capped in bytes), and a device's queued
+	// report is found by its uuid (reports of one device are merged).
+	`
+ALTER TABLE outbox ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+UPDATE outbox SET size = length(CAST(payload AS BLOB));
+CREATE INDEX outbox_kind_device ON outbox(kind, device_uuid, seq);
+`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
