@@ -51,6 +51,7 @@ self-check: build ## prove the suite catches every named violation of the refere
 
 chaos: build ## fault battery: SIGKILLs and cloud outages in a 1,000-device rollout, held connections, API fuzzing; fails on any loss
 	$(BIN) chaos --kills $(CHAOS_KILLS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
+	DEPHARNESS_CHAOS_SELFTEST=1 $(GO) test -count=1 -v -run '^TestBattery' ./world/chaos/
 	$(GO) test -run '^$$' -fuzz '^FuzzAPIRequest$$' -fuzztime $(CHAOS_FUZZTIME) -parallel 2 ./proxy/httpapi/
 
 load: build ## a rollout load run against the in-process world, report in reports/

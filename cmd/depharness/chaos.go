@@ -28,7 +28,7 @@ func runChaos(ctx context.Context, env *cliEnv, args []string) error {
 		"schedule comes from --seed (0 draws one; printed either way).")
 	devices := f.Int("devices", "CHAOS_DEVICES", 1000, "devices in the rollout")
 	kills := f.Int("kills", "CHAOS_KILLS", 20, "SIGKILLs of the proxy")
-	outages := f.Int("outages", "CHAOS_OUTAGES", 3, "times the cloud drops off and returns")
+	outages := f.Int("outages", "CHAOS_OUTAGES", 4, "times the cloud fails and returns: unreachable, dropping connections, dropping answers, answering late, in turn")
 	conns := f.Int("conns", "CHAOS_CONNS", 256, "idle or dribbling connections held against the API")
 	seed := f.Int64("seed", "CHAOS_SEED", 0, "seed of the fault schedule; 0 draws one")
 	rss := f.Int("rss-bound-mib", "CHAOS_RSS_BOUND_MIB", 128, "peak RSS the proxy may reach, MiB")

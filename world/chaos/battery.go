@@ -32,7 +32,7 @@ import (
 // event is a fault at a point in time.
 type event struct {
 	at   time.Time
-	what string // "kill", "cloud-down", "cloud-drop"
+	what string // "start", "kill", "cloud-down"
 }
 
 // logRequest is a log-stream request the cloud answered.
@@ -69,6 +69,7 @@ type battery struct {
 	events   []event
 	logReqs  []logRequest
 	hooks    []hookSeen
+	periods  []period
 	dropped  float64 // counted drops of the proxy's incarnations so far
 	curDrops float64 // last scrape of the running incarnation
 	peakRSS  int64
@@ -254,19 +255,22 @@ func (b *battery) recordLogs(next http.Handler) http.Handler {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r)
-		lr := logRequest{start: start, end: time.Now(), status: sw.status}
-		dec := json.NewDecoder(bytes.NewReader(body))
-		for {
-			var l cloudapi.LogLine
-			if dec.Decode(&l) != nil {
-				break
+		// Deferred: a fault that drops the answer aborts the handler.
+		defer func() {
+			lr := logRequest{start: start, end: time.Now(), status: sw.status}
+			dec := json.NewDecoder(bytes.NewReader(body))
+			for {
+				var l cloudapi.LogLine
+				if dec.Decode(&l) != nil {
+					break
+				}
+				lr.messages = append(lr.messages, l.Message)
 			}
-			lr.messages = append(lr.messages, l.Message)
-		}
-		b.mu.Lock()
-		b.logReqs = append(b.logReqs, lr)
-		b.mu.Unlock()
+			b.mu.Lock()
+			b.logReqs = append(b.logReqs, lr)
+			b.mu.Unlock()
+		}()
+		next.ServeHTTP(sw, r)
 	})
 }
 
@@ -374,8 +378,11 @@ func readHWM(pid int) int64 {
 	return 0
 }
 
-// scrapeDrops reads the running proxy's counted log-line drops (every
-// *_dropped_total series naming logs).
+// scrapeDrops reads the running proxy's documented drops of log lines:
+// the buffer's (full: LOG_BUFFER_LINES or LOG_BUFFER_BYTES, oldest first)
+// and the lines the cloud refused alone (400, 413). A line dropped for any
+// other reason (the cloud unavailable, say) is not a documented drop: it
+// counts as lost.
 func (b *battery) scrapeDrops() {
 	hc := &http.Client{Timeout: time.Second}
 	resp, err := hc.Get("http://" + b.metricsAddr + "/metrics")
@@ -393,10 +400,9 @@ func (b *battery) scrapeDrops() {
 		}
 		name, _, _ := strings.Cut(line, " ")
 		series, _, _ := strings.Cut(name, "{")
-		if !strings.HasPrefix(series, "depharness_proxy_") || !strings.HasSuffix(series, "dropped_total") {
-			continue
-		}
-		if !strings.Contains(series, "log") && !strings.Contains(name, `kind="log`) {
+		buffer := series == "depharness_proxy_log_buffer_dropped_total"
+		refused := series == "depharness_proxy_outbox_dropped_total" && strings.Contains(name, `kind="log"`) && strings.Contains(name, `reason="refused_`)
+		if !buffer && !refused {
 			continue
 		}
 		fs := strings.Fields(line)

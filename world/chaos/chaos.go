@@ -35,10 +35,12 @@ type Options struct {
 	Devices int
 	// Kills is how many times the proxy is SIGKILLed (20).
 	Kills int
-	// Outages is how many times the cloud drops off and returns (3),
-	// alternating between unreachable (its listener closed: connection
-	// refused, connections in flight cut) and dropping every connection
-	// without an answer.
+	// Outages is how many times the cloud drops off and returns (4), in
+	// turn unreachable (its listener closed: connection refused,
+	// connections in flight cut), closing every connection before
+	// handling its request, handling every request and dropping its
+	// answer, and answering only after CLOUD_TIMEOUT; then once more,
+	// unreachable, while the load stops (not counted here).
 	Outages int
 	// Conns is the number of idle or dribbling connections of the second
 	// part (256).
@@ -56,6 +58,9 @@ type Options struct {
 	P99Bound time.Duration
 	// Out receives progress lines; nil discards.
 	Out io.Writer
+	// MaxOutage is the longest an outage lasts (4s); each lasts a drawn
+	// time of [1s, MaxOutage].
+	MaxOutage time.Duration
 	// SettleTimeout is how long, after the faults, the cloud has to hold
 	// every acknowledged report and line and every device its last
 	// release (120s).
@@ -78,12 +83,13 @@ const (
 	idleTimeout   = 3 * time.Second
 	// inDoubt is how long after a request was answered a kill or a cloud
 	// cut may still have kept that answer from the proxy, or the proxy
-	// from committing what it learned (one group commit on a loaded
-	// machine takes milliseconds; 1 s is a wide margin). A log batch or a
-	// hook whose answer was so close to a fault may legitimately be sent
-	// again (DEV-LOG-2: "a request whose outcome the proxy cannot know";
-	// HOOK-REF-1 counts only what was acknowledged).
-	inDoubt = time.Second
+	// from committing what it learned: a group commit on the loaded
+	// machine takes milliseconds, 200 ms is a wide margin (and no wider:
+	// with a kill every 1.5 s, a wider window would excuse much). A log
+	// batch or a hook whose answer was so close to a fault may
+	// legitimately be sent again (DEV-LOG-2: "a request whose outcome the
+	// proxy cannot know"; HOOK-REF-1 counts only what was acknowledged).
+	inDoubt = 200 * time.Millisecond
 	// closeSlack is the time a held connection may take beyond its
 	// deadline to be seen closed, on a loaded 2-core machine.
 	closeSlack = time.Second
@@ -102,7 +108,7 @@ func (o *Options) defaults() error {
 		o.Kills = 20
 	}
 	if o.Outages <= 0 {
-		o.Outages = 3
+		o.Outages = 4
 	}
 	if o.Conns <= 0 {
 		o.Conns = 256
@@ -118,6 +124,9 @@ func (o *Options) defaults() error {
 	}
 	if o.P99Bound <= 0 {
 		o.P99Bound = time.Second
+	}
+	if o.MaxOutage <= time.Second {
+		o.MaxOutage = 4 * time.Second
 	}
 	if o.SettleTimeout <= 0 {
 		o.SettleTimeout = 120 * time.Second

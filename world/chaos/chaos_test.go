@@ -47,8 +47,9 @@ func runChildProxy() int {
 	return 0
 }
 
-// small is a run sized for a unit test: every fault kind, a few of each.
-func small(t *testing.T, violations string) *Figures {
+// small is a run sized for a test: every fault kind, a few of each. A run
+// that loses something waits settle for it.
+func small(t *testing.T, violations string, settle time.Duration) *Figures {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -57,31 +58,35 @@ func small(t *testing.T, violations string) *Figures {
 	t.Setenv(childEnv, "1")
 	var out strings.Builder
 	fig, err := Run(t.Context(), Options{
-		ProxyBin: exe, Dir: t.TempDir(), Devices: 64, Kills: 4, Outages: 2, Conns: 28,
-		Seed: 20261206, MaxUp: 1500 * time.Millisecond, SettleTimeout: 20 * time.Second, Out: &out, Violations: violations,
+		ProxyBin: exe, Dir: t.TempDir(), Devices: 64, Kills: 4, Outages: 4, Conns: 28,
+		Seed: 20261206, MaxUp: 1500 * time.Millisecond, MaxOutage: 2 * time.Second, SettleTimeout: settle, Out: &out, Violations: violations,
 	})
 	if err != nil {
 		t.Fatalf("battery did not run: %v\n%s", err, out.String())
 	}
-	var table strings.Builder
-	fig.Print(&table)
-	t.Logf("%s\n%s", out.String(), table.String())
+	t.Cleanup(func() {
+		if t.Failed() {
+			var table strings.Builder
+			fig.Print(&table)
+			t.Logf("%s\n%s", out.String(), table.String())
+		}
+	})
 	return fig
 }
 
 // The battery passes the reference proxy and, with each deliberate
 // violation that breaks what it measures, names that loss.
 func TestBatteryPassesTheProxyAndCatchesEachLoss(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the proxy as a child process a few dozen times")
+	if os.Getenv("DEPHARNESS_CHAOS_SELFTEST") == "" {
+		t.Skip("six small batteries, two and a half minutes: make chaos runs them (DEPHARNESS_CHAOS_SELFTEST=1)")
 	}
 	t.Run("clean", func(t *testing.T) {
-		fig := small(t, "")
+		fig := small(t, "", time.Minute)
 		if fails := fig.Failures(); len(fails) > 0 {
 			t.Errorf("the reference proxy failed the battery: %v", fails)
 		}
-		if fig.Kills != 4 || fig.IntegrityChecks != 5 || fig.Outages != 2 || fig.Conns != 28 {
-			t.Errorf("kills %d, integrity checks %d, outages %d, conns %d; want 4, 5, 2, 28", fig.Kills, fig.IntegrityChecks, fig.Outages, fig.Conns)
+		if fig.Kills != 4 || fig.IntegrityChecks != 5 || fig.Outages != 5 || fig.Conns != 28 {
+			t.Errorf("kills %d, integrity checks %d, outages %d, conns %d; want 4, 5, 5, 28", fig.Kills, fig.IntegrityChecks, fig.Outages, fig.Conns)
 		}
 		if fig.ReportsAcked == 0 || fig.LogLinesAcked == 0 || fig.HooksAcked < 64 || fig.APIRequests == 0 || fig.PeakRSS == 0 {
 			t.Errorf("nothing measured: %+v", fig)
@@ -95,10 +100,11 @@ func TestBatteryPassesTheProxyAndCatchesEachLoss(t *testing.T) {
 		{"srv-no-deadlines", "not closed within their deadline"},
 	} {
 		t.Run(tc.violation, func(t *testing.T) {
-			fails := small(t, tc.violation).Failures()
+			fails := small(t, tc.violation, 10*time.Second).Failures()
 			if !strings.Contains(strings.Join(fails, "; "), tc.want) {
 				t.Errorf("with %s the battery reports %v; want %q", tc.violation, fails, tc.want)
 			}
+			t.Logf("with %s the battery reports: %s", tc.violation, strings.Join(fails, "; "))
 		})
 	}
 }

@@ -21,6 +21,27 @@ const (
 	linesPerTurn = 4
 )
 
+// outageModes are the ways the cloud fails, in turn: unreachable (its
+// listener closed, connections cut), every connection closed unanswered
+// before the request is handled, every request handled and then left
+// unanswered (its outcome unknown to the proxy), every request handled and
+// answered only after CLOUD_TIMEOUT.
+var outageModes = []string{"unreachable", "dropping connections", "dropping answers", "answering late"}
+
+// holdAfterSettle is how long the battery keeps watching once the cloud
+// holds everything: three times CLOUD_TIMEOUT, the delay after which an
+// unanswered delivery is sent again.
+const holdAfterSettle = 3 * cloudTimeout
+
+// lateAnswer is how late the cloud answers while "answering late".
+const lateAnswer = cloudTimeout + time.Second
+
+// period is a stretch of time a cloud fault lasted.
+type period struct {
+	from, to time.Time
+	what     string
+}
+
 // deviceLoad is what one device was sent and what was acknowledged.
 type deviceLoad struct {
 	uuid string
@@ -34,7 +55,7 @@ type deviceLoad struct {
 	ackedLogs map[int]bool
 	unknown   map[int]bool
 	// until is when the device falls silent (half the devices do, at a
-	// drawn point of the schedule), so that a device's last report or
+	// drawn point of the schedule, half of those during an outage), so that a device's last report or
 	// line may land during an outage or just before a kill: merging may
 	// skip intermediate values (DEV-PUT-6), only the last one is judged.
 	until time.Time
@@ -134,16 +155,25 @@ func (b *battery) rollout(ctx context.Context, fig *Figures) error {
 	for i := range outages {
 		outages[i] = outage{
 			at:     time.Duration(b.rng.Int64N(int64(max(total, time.Second)))),
-			length: time.Second + time.Duration(b.rng.Int64N(int64(3*time.Second))),
-			mode:   []string{"unreachable", "drop"}[i%2],
+			length: time.Second + time.Duration(b.rng.Int64N(int64(b.opts.MaxOutage-time.Second))),
+			mode:   outageModes[i%len(outageModes)],
 		}
+	}
+	slices.SortFunc(outages, func(a, b outage) int { return int(a.at - b.at) })
+	for i := 1; i < len(outages); i++ { // one at a time, as planned
+		outages[i].at = max(outages[i].at, outages[i-1].at+outages[i-1].length+200*time.Millisecond)
 	}
 
 	start := time.Now()
 	for i, d := range loads {
 		d.until = start.Add(24 * time.Hour)
 		if (i/workers)%2 == 0 {
-			d.until = start.Add(time.Duration(b.rng.Int64N(int64(max(total, time.Second)))))
+			// Half of these fall silent during an outage.
+			at := time.Duration(b.rng.Int64N(int64(max(total, time.Second))))
+			if o := outages[b.rng.IntN(len(outages))]; b.rng.IntN(2) == 0 {
+				at = o.at + time.Duration(b.rng.Int64N(int64(o.length)))
+			}
+			d.until = start.Add(at)
 		}
 	}
 	loadCtx, stopLoad := context.WithCancel(ctx)
@@ -195,17 +225,30 @@ func (b *battery) rollout(ctx context.Context, fig *Figures) error {
 				return
 			}
 			fmt.Fprintf(b.opts.Out, "chaos: cloud %s for %s\n", o.mode, o.length.Round(time.Millisecond))
-			if o.mode == "unreachable" {
+			from := time.Now()
+			switch o.mode {
+			case "unreachable":
 				b.cloudDown()
 				time.Sleep(o.length)
-				if err = b.cloudUp(); err != nil {
-					break
-				}
-			} else {
-				b.note("cloud-drop")
+				err = b.cloudUp()
+			case "dropping connections":
 				b.fakes.Cloud.Outage(cloud.OutageClose)
 				time.Sleep(o.length)
 				b.fakes.Cloud.EndOutage()
+			case "dropping answers":
+				err = b.fakes.Cloud.DropAnswers(cloud.RouteAll, 1<<30)
+				time.Sleep(o.length)
+				b.fakes.Cloud.Undrop(cloud.RouteAll)
+			case "answering late":
+				err = b.fakes.Cloud.DelayAnswers(cloud.RouteAll, lateAnswer, 1<<30)
+				time.Sleep(o.length)
+				b.fakes.Cloud.UndelayAnswers(cloud.RouteAll)
+			}
+			b.mu.Lock()
+			b.periods = append(b.periods, period{from: from, to: time.Now(), what: "cloud " + o.mode})
+			b.mu.Unlock()
+			if err != nil {
+				break
 			}
 			fig.Outages++
 		}
@@ -246,6 +289,23 @@ func (b *battery) rollout(ctx context.Context, fig *Figures) error {
 	}
 	if err := <-outagesDone; err != nil && runErr == nil {
 		runErr = err
+	}
+	if runErr == nil {
+		// The last outage: the load stops while the cloud is unreachable,
+		// so every device's last report and lines wait in the outbox, and
+		// are delivered when it returns.
+		fmt.Fprintln(b.opts.Out, "chaos: cloud unreachable while the load stops")
+		from := time.Now()
+		b.cloudDown()
+		time.Sleep(500 * time.Millisecond)
+		stopLoad()
+		wg.Wait()
+		time.Sleep(time.Second)
+		runErr = b.cloudUp()
+		b.mu.Lock()
+		b.periods = append(b.periods, period{from: from, to: time.Now(), what: "cloud unreachable"})
+		b.mu.Unlock()
+		fig.Outages++
 	}
 	stopLoad()
 	wg.Wait()
@@ -312,6 +372,13 @@ func (b *battery) settle(ctx context.Context, fig *Figures, loads []*deviceLoad)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+	// Hold a while longer, so that a late re-send of what was delivered
+	// (after a timeout of CLOUD_TIMEOUT, say) is seen.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(holdAfterSettle):
+	}
 	b.scrapeDrops()
 	b.account(fig, loads, release, missingReports)
 	return nil
@@ -362,7 +429,7 @@ func (b *battery) hookAcked(commit string) map[string]bool {
 // the cloud cut off while or just after it was answered.
 func inDoubtAt(events []event, from, to time.Time, kinds ...string) bool {
 	for i, e := range events {
-		if !slices.Contains(kinds, e.what) || e.at.After(to.Add(inDoubt)) || e.at.Before(from.Add(-inDoubt)) {
+		if !slices.Contains(kinds, e.what) || e.at.After(to.Add(inDoubt)) || e.at.Before(from.Add(-5*time.Second)) {
 			continue
 		}
 		if !e.at.Before(from) {
@@ -384,10 +451,33 @@ func inDoubtAt(events []event, from, to time.Time, kinds ...string) bool {
 	return false
 }
 
+// logRequestInDoubt reports whether the cloud may have stored the lines of
+// r without the proxy learning it: r was taken (answered 2xx, or left
+// unanswered) and the proxy was killed or the cloud cut off near it; or the
+// cloud handled it and dropped its answer ("dropping answers"), or
+// answered it late ("answering late"). A request refused, or closed before
+// it was handled ("dropping connections"), stored nothing.
+func logRequestInDoubt(r logRequest, events []event, periods []period) bool {
+	taken := r.status/100 == 2 || r.status == 0
+	if taken && inDoubtAt(events, r.start, r.end, "kill", "cloud-down") {
+		return true
+	}
+	for _, p := range periods {
+		if p.from.After(r.end) || p.to.Before(r.start) {
+			continue
+		}
+		if p.what == "cloud answering late" || (p.what == "cloud dropping answers" && taken) {
+			return true
+		}
+	}
+	return false
+}
+
 // account fills the figures of the first part.
 func (b *battery) account(fig *Figures, loads []*deviceLoad, release string, missingReports int) {
 	b.mu.Lock()
 	events := append([]event(nil), b.events...)
+	periods := append([]period(nil), b.periods...)
 	logReqs := append([]logRequest(nil), b.logReqs...)
 	hooks := append([]hookSeen(nil), b.hooks...)
 	fig.LogLinesDropped = int(b.dropped + b.curDrops)
@@ -405,14 +495,26 @@ func (b *battery) account(fig *Figures, loads []*deviceLoad, release string, mis
 		start = logReqs[0].start
 	}
 	// Log lines, in the order the cloud holds them per device.
+	// Each extra arrival of a line needs a request carrying it whose
+	// outcome the proxy could not know (a fault during or just after it,
+	// whatever its status: a dropped answer has none).
 	var missing int
-	arrivedAt := map[string][]int{} // message -> indexes of the answered requests that carried it
+	doubtful := map[string]int{} // message -> requests carrying it that were in doubt
+	carriers := map[string][]int{}
+	doubt := make([]bool, len(logReqs))
 	for i, r := range logReqs {
-		if r.status/100 != 2 {
-			continue
-		}
+		doubt[i] = logRequestInDoubt(r, events, periods)
 		for _, m := range r.messages {
-			arrivedAt[m] = append(arrivedAt[m], i)
+			carriers[m] = append(carriers[m], i)
+		}
+	}
+	// Only a carrier followed by another can explain a repeat: the last
+	// one, whatever its fate, caused no further send.
+	for m, cs := range carriers {
+		for _, i := range cs[:len(cs)-1] {
+			if doubt[i] {
+				doubtful[m]++
+			}
 		}
 	}
 	for _, d := range loads {
@@ -427,16 +529,12 @@ func (b *battery) account(fig *Figures, loads []*deviceLoad, release string, mis
 			}
 			seen[seq]++
 			if seen[seq] > 1 {
-				// A repeat is explained when the request that carried the
-				// line before it may have lost its answer to a fault.
-				reqs := arrivedAt[l.Message]
-				k := seen[seq] - 2
-				if k < len(reqs) && inDoubtAt(events, logReqs[reqs[k]].start, logReqs[reqs[k]].end, "kill", "cloud-down", "cloud-drop") {
+				if seen[seq]-1 <= doubtful[l.Message] {
 					fig.LogLinesInDoubt++
 				} else {
 					fig.LogLinesDuplicate++
 					if fig.LogLinesDuplicate <= 3 {
-						fig.Notes = append(fig.Notes, duplicateNote(l.Message, reqs, logReqs, events, start))
+						fig.Notes = append(fig.Notes, duplicateNote(l.Message, carriers[l.Message], logReqs, events, start))
 					}
 				}
 				continue
