@@ -31,7 +31,11 @@ import (
 
 // event is a fault at a point in time.
 type event struct {
-	at   time.Time
+	at time.Time
+	// window is how long after a request's answer this fault may still
+	// have kept the proxy from recording it (a kill's: see commitLag).
+	window time.Duration
+
 	what string // "start", "kill", "cloud-down"
 }
 
@@ -70,8 +74,9 @@ type battery struct {
 	logReqs  []logRequest
 	hooks    []hookSeen
 	periods  []period
-	dropped  float64 // counted drops of the proxy's incarnations so far
-	curDrops float64 // last scrape of the running incarnation
+	puts     []putDone // PUTs answered 200 in the last few seconds
+	dropped  float64   // counted drops of the proxy's incarnations so far
+	curDrops float64   // last scrape of the running incarnation
 	peakRSS  int64
 
 	apiKey      string
@@ -186,8 +191,44 @@ func (b *battery) close() {
 
 func (b *battery) note(what string) {
 	b.mu.Lock()
-	b.events = append(b.events, event{at: time.Now(), what: what})
+	e := event{at: time.Now(), what: what, window: inDoubt}
+	if what == "kill" {
+		e.window = max(inDoubt, b.commitLagLocked(e.at))
+	}
+	b.events = append(b.events, e)
 	b.mu.Unlock()
+}
+
+// putDone is a PUT the proxy answered 200: when, and how long it took.
+type putDone struct {
+	at   time.Time
+	took time.Duration
+}
+
+func (b *battery) notePut(took time.Duration) {
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	i := 0
+	for i < len(b.puts) && now.Sub(b.puts[i].at) > 3*time.Second {
+		i++
+	}
+	b.puts = append(b.puts[i:], putDone{at: now, took: took})
+}
+
+// commitLagLocked is the longest a PUT answered 200 in the two seconds
+// before t took: the proxy answers a PUT once it is committed, so this is
+// what a commit took on the machine just then (group commit behind other
+// writers, scheduling). A kill within that long of an answer may have come
+// before the proxy recorded what the answer told it.
+func (b *battery) commitLagLocked(t time.Time) time.Duration {
+	var lag time.Duration
+	for _, p := range b.puts {
+		if t.Sub(p.at) <= 2*time.Second {
+			lag = max(lag, p.took)
+		}
+	}
+	return lag
 }
 
 // cloudUp serves the fake cloud on cloudAddr again.

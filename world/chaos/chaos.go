@@ -21,6 +21,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -83,12 +84,14 @@ const (
 	idleTimeout   = 3 * time.Second
 	// inDoubt is how long after a request was answered a kill or a cloud
 	// cut may still have kept that answer from the proxy, or the proxy
-	// from committing what it learned: a group commit on the loaded
-	// machine takes milliseconds, 200 ms is a wide margin (and no wider:
-	// with a kill every 1.5 s, a wider window would excuse much). A log
-	// batch or a hook whose answer was so close to a fault may
-	// legitimately be sent again (DEV-LOG-2: "a request whose outcome the
-	// proxy cannot know"; HOOK-REF-1 counts only what was acknowledged).
+	// from committing what it learned, at least: a commit takes
+	// milliseconds. For a kill it is widened to the commit lag measured
+	// just before it (the slowest PUT answered in the 2 s before: a PUT is
+	// answered once committed), so that a loaded machine's slow commits
+	// excuse no more than they explain. A log batch or a hook whose answer
+	// was so close to a fault may legitimately be sent again (DEV-LOG-2:
+	// "a request whose outcome the proxy cannot know"; HOOK-REF-1 counts
+	// only what was acknowledged).
 	inDoubt = 200 * time.Millisecond
 	// closeSlack is the time a held connection may take beyond its
 	// deadline to be seen closed, on a loaded 2-core machine.
@@ -134,7 +137,20 @@ func (o *Options) defaults() error {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
+	o.Out = &lockedWriter{w: o.Out}
 	return os.MkdirAll(filepath.Join(o.Dir, "data"), 0o755)
+}
+
+// lockedWriter serialises the progress lines of the battery's goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // Figures are what a run measured.
@@ -171,6 +187,10 @@ type Figures struct {
 	HooksResent      int `json:"hooks_resent"`
 	HooksInDoubt     int `json:"hooks_resent_in_doubt"`
 	DevicesConverged int `json:"devices_on_last_release"`
+
+	// MaxDoubtWindow is the widest window after an answer in which a kill
+	// excused a repeat (inDoubt, or the commit lag measured before it).
+	MaxDoubtWindow time.Duration `json:"max_doubt_window_ns"`
 
 	IntegrityChecks   int `json:"integrity_checks"`
 	IntegrityFailures int `json:"integrity_failures"`
@@ -242,6 +262,7 @@ func (f *Figures) Print(w io.Writer) {
 		{"update hooks acknowledged", fmt.Sprint(f.HooksAcked)},
 		{"acknowledged hooks re-sent", fmt.Sprint(f.HooksResent)},
 		{"hooks re-sent in doubt", fmt.Sprint(f.HooksInDoubt)},
+		{"widest doubt window at a kill", ms(f.MaxDoubtWindow)},
 		{"devices on the last release", fmt.Sprintf("%d of %d", f.DevicesConverged, f.Devices)},
 		{"integrity checks ok", fmt.Sprintf("%d of %d", f.IntegrityChecks-f.IntegrityFailures, f.IntegrityChecks)},
 		{"peak RSS of the proxy", fmt.Sprintf("%.1f MiB (bound %d MiB)", float64(f.PeakRSS)/(1<<20), f.RSSBound>>20)},

@@ -103,10 +103,12 @@ func (b *battery) turn(ctx context.Context, hc *http.Client, d *deviceLoad) (ok 
 		d.next++
 		d.pending = true
 	}
+	t0 := time.Now()
 	code, err := b.do(ctx, hc, http.MethodPut, "/v1/devices/"+d.uuid, reportBody(d.next))
 	if err != nil || code != http.StatusOK {
 		return false
 	}
+	b.notePut(time.Since(t0))
 	d.pending, d.ackedN = false, d.next
 	d.reports++
 	for range linesPerTurn {
@@ -429,7 +431,7 @@ func (b *battery) hookAcked(commit string) map[string]bool {
 // the cloud cut off while or just after it was answered.
 func inDoubtAt(events []event, from, to time.Time, kinds ...string) bool {
 	for i, e := range events {
-		if !slices.Contains(kinds, e.what) || e.at.After(to.Add(inDoubt)) || e.at.Before(from.Add(-5*time.Second)) {
+		if !slices.Contains(kinds, e.what) || e.at.After(to.Add(e.window)) || e.at.Before(from.Add(-5*time.Second)) {
 			continue
 		}
 		if !e.at.Before(from) {
@@ -482,6 +484,9 @@ func (b *battery) account(fig *Figures, loads []*deviceLoad, release string, mis
 	hooks := append([]hookSeen(nil), b.hooks...)
 	fig.LogLinesDropped = int(b.dropped + b.curDrops)
 	b.mu.Unlock()
+	for _, e := range events {
+		fig.MaxDoubtWindow = max(fig.MaxDoubtWindow, e.window)
+	}
 
 	fig.ReportsLost = missingReports
 	for _, d := range loads {
@@ -569,9 +574,23 @@ func (b *battery) account(fig *Figures, loads []*deviceLoad, release string, mis
 			acked[key] = h // the new answer is the acknowledgement from here on
 		} else {
 			fig.HooksResent++
+			if fig.HooksResent <= 5 {
+				fig.Notes = append(fig.Notes, fmt.Sprintf("hook %.8s… %.7s answered 200 %s, sent again %s later; %s",
+					h.uuid, h.commit, first.answered.Sub(start).Round(time.Millisecond), h.arrived.Sub(first.answered).Round(time.Millisecond), nextKill(events, first.answered)))
+			}
 		}
 	}
 	fig.DevicesConverged = len(b.hookAcked(release))
+}
+
+// nextKill describes the first kill after t.
+func nextKill(events []event, t time.Time) string {
+	for _, e := range events {
+		if e.what == "kill" && e.at.After(t) {
+			return fmt.Sprintf("the next kill came %s after the answer", e.at.Sub(t).Round(time.Millisecond))
+		}
+	}
+	return "no kill after the answer"
 }
 
 // duplicateNote describes an unexplained repeat: the requests that carried
