@@ -9,10 +9,15 @@ BENCHTIME ?= 1x
 # The version the binary reports (verify's report, --version): git describe, or "dev".
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 FUZZTIME ?= 10s
+# make chaos: SIGKILLs of the proxy (CHAOS_KILLS=200 for a longer run), a fixed seed to replay
+# one (CHAOS_SEED=…; empty draws one), and how long the whole-API fuzzer runs.
+CHAOS_KILLS ?= 20
+CHAOS_SEED ?=
+CHAOS_FUZZTIME ?= 20s
 export TESTCONTAINERS_RYUK_DISABLED := true
 export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
 
-.PHONY: help build run test lint bench fuzz clean image compose-up compose-down test-docker deps-docker deps-browser verify self-check load
+.PHONY: help build run test lint bench fuzz clean image compose-up compose-down test-docker deps-docker deps-browser verify self-check load chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,6 +50,11 @@ verify: build ## run the compliance suite against the reference proxy, reports i
 
 self-check: build ## prove the suite catches every violation (at an assertion) and passes every allowance; prints both tables
 	$(BIN) verify --self-check
+
+chaos: build ## fault battery: SIGKILLs and cloud outages in a 1,000-device rollout, held connections, API fuzzing; fails on any loss
+	$(BIN) chaos --kills $(CHAOS_KILLS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
+	DEPHARNESS_CHAOS_SELFTEST=1 $(GO) test -count=1 -v -run '^TestBattery' ./world/chaos/
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIRequest$$' -fuzztime $(CHAOS_FUZZTIME) -parallel 2 ./proxy/httpapi/
 
 load: build ## a rollout load run against the in-process world, report in reports/
 	$(BIN) load

@@ -219,7 +219,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Both listeners bound what a client can hold (SRV-1).
-	srvOpts := httpserver.Options{ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn)}
+	srvOpts := httpserver.Options{ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		ReadHeaderTimeout: p.cfg.ServerHeaderTimeout, BodyReadTimeout: p.cfg.ServerBodyTimeout, IdleTimeout: p.cfg.ServerIdleTimeout}
 	if p.cfg.Violations.On("srv-no-deadlines") {
 		srvOpts.ReadHeaderTimeout, srvOpts.BodyReadTimeout, srvOpts.IdleTimeout = -1, -1, -1
 	}

@@ -46,7 +46,8 @@ var rules = []rule{
 	// The live fleet view sees the fleet and the gateway, never the proxy.
 	{prefixes: []string{"sim/fleetview"}, may: []string{"api", "sim/fleet", "sim/gateway", "internal"}},
 	{prefixes: []string{"sim"}, may: []string{"api", "sim", "internal"}},
-	{prefixes: []string{"world"}, may: []string{"api", "proxy", "fakes", "sim", "internal"}},
+	// world/chaos (the fault battery) builds on the world it starts.
+	{prefixes: []string{"world"}, may: []string{"api", "proxy", "fakes", "sim", "internal", "world"}},
 }
 
 // Nothing outside proxy/ imports proxy/ except the composition points; the

@@ -126,7 +126,20 @@ type Config struct {
 	// "Latitude"), for the suite's self-check only (DEPHARNESS_ALLOWANCES).
 	// Empty in any real use.
 	Allowances violation.Set
+	// ServerHeaderTimeout, ServerBodyTimeout and ServerIdleTimeout are the
+	// listeners' read deadlines and idle timeout (SERVER_HEADER_TIMEOUT,
+	// SERVER_BODY_TIMEOUT, SERVER_IDLE_TIMEOUT); zero means
+	// internal/httpserver's defaults (10s, 30s, 60s). SRV-1 caps them at
+	// MaxServerReadTimeout and MaxServerIdleTimeout. Shorter ones let a
+	// test see a slow client cut off quickly.
+	ServerHeaderTimeout, ServerBodyTimeout, ServerIdleTimeout time.Duration
 }
+
+// SRV-1's caps of the server settings.
+const (
+	MaxServerReadTimeout = 30 * time.Second
+	MaxServerIdleTimeout = 120 * time.Second
+)
 
 // WithDefaults returns c with every unset optional field at its default.
 func (c Config) WithDefaults() Config {
@@ -237,6 +250,15 @@ func (c Config) Validate() error {
 	}
 	if c.LogBufferLines < 1 {
 		bad("LOG_BUFFER_LINES must be positive")
+	}
+	for name, d := range map[string]struct{ v, max time.Duration }{
+		"SERVER_HEADER_TIMEOUT": {c.ServerHeaderTimeout, MaxServerReadTimeout},
+		"SERVER_BODY_TIMEOUT":   {c.ServerBodyTimeout, MaxServerReadTimeout},
+		"SERVER_IDLE_TIMEOUT":   {c.ServerIdleTimeout, MaxServerIdleTimeout},
+	} {
+		if d.v < 0 || d.v > d.max {
+			bad("%s must be a positive duration of at most %s (SRV-1)", name, d.max)
+		}
 	}
 	if c.LogLineMaxBytes < MinLogLineMaxBytes {
 		bad("LOG_LINE_MAX_BYTES must be at least %d", MinLogLineMaxBytes)

@@ -40,6 +40,9 @@ const (
 	EnvMetricsAddress    = "METRICS_ADDRESS"
 	EnvViolations        = "DEPHARNESS_VIOLATIONS"
 	EnvAllowances        = "DEPHARNESS_ALLOWANCES"
+	EnvServerHeader      = "SERVER_HEADER_TIMEOUT"
+	EnvServerBody        = "SERVER_BODY_TIMEOUT"
+	EnvServerIdle        = "SERVER_IDLE_TIMEOUT"
 )
 
 // Setting is one setting of the reference proxy, bound once: FromEnv reads
@@ -128,6 +131,15 @@ var Settings = []Setting{
 	{Env: EnvMetricsAddress, Flag: "metrics-address", Default: DefaultMetricsAddress,
 		Help: "Prometheus listener host:port, or off",
 		Set:  field(text, func(c *Config) *string { return &c.MetricsAddress })},
+	{Env: EnvServerHeader, Flag: "server-header-timeout",
+		Help: "read deadline of a request's headers (default 10s, at most 30s)",
+		Set:  field(time.ParseDuration, func(c *Config) *time.Duration { return &c.ServerHeaderTimeout })},
+	{Env: EnvServerBody, Flag: "server-body-timeout",
+		Help: "read deadline of a request's body, from its headers (default 30s, at most 30s)",
+		Set:  field(time.ParseDuration, func(c *Config) *time.Duration { return &c.ServerBodyTimeout })},
+	{Env: EnvServerIdle, Flag: "server-idle-timeout",
+		Help: "idle kept-alive connections closed after (default 60s, at most 120s)",
+		Set:  field(time.ParseDuration, func(c *Config) *time.Duration { return &c.ServerIdleTimeout })},
 	{Env: EnvViolations, Flag: "violations",
 		Help: "deliberate contract violations, comma-separated; for the suite's self-check only",
 		Set:  field(violation.Parse, func(c *Config) *violation.Set { return &c.Violations })},

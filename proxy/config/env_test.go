@@ -20,6 +20,7 @@ func TestFromEnvReadsEveryVariable(t *testing.T) {
 		EnvRegistryInsecure: "true", EnvLogBufferLines: "10", EnvMetricsAddress: "off",
 		EnvLogBufferBytes: "5000", EnvLogBatchBytes: "3000", EnvLogLineMaxBytes: "2000", EnvReportQueueBytes: "4000",
 		EnvCloudTimeout: "3s", EnvViolations: "logs-200", EnvAllowances: "pretty-json",
+		EnvServerHeader: "4s", EnvServerBody: "6s", EnvServerIdle: "8s",
 	}
 	for _, s := range Settings {
 		if env[s.Env] == "" && env[s.Legacy] == "" {
@@ -38,6 +39,7 @@ func TestFromEnvReadsEveryVariable(t *testing.T) {
 		RegistryInsecure: true, LogBufferLines: 10, MetricsAddress: "off",
 		LogBufferBytes: 5000, LogBatchBytes: 3000, LogLineMaxBytes: 2000, ReportQueueBytes: 4000, CloudTimeout: 3 * time.Second,
 		Violations: violation.Set{"logs-200": true}, Allowances: violation.Set{"pretty-json": true},
+		ServerHeaderTimeout: 4 * time.Second, ServerBodyTimeout: 6 * time.Second, ServerIdleTimeout: 8 * time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("FromEnv =\n%+v\nwant\n%+v", c, want)
@@ -150,6 +152,36 @@ func TestTheREADMEListsEverySetting(t *testing.T) {
 	for _, s := range Settings {
 		if !strings.Contains(section, "`"+s.Env+"`") {
 			t.Errorf("README's section on the reference proxy lacks `%s`", s.Env)
+		}
+	}
+}
+
+func TestFromEnvReadsTheServerDeadlinesWithinSRV1(t *testing.T) {
+	base := map[string]string{
+		EnvAPIEndpoint: "http://cloud:1", EnvDeviceUUID: "gw", EnvDeviceID: "7", EnvDeviceAPIKey: "dk", EnvAPIKey: "k",
+	}
+	env := func(extra map[string]string) func(string) string {
+		return func(k string) string {
+			if v, ok := extra[k]; ok {
+				return v
+			}
+			return base[k]
+		}
+	}
+	c, err := FromEnv(env(map[string]string{EnvServerHeader: "1s", EnvServerBody: "2s", EnvServerIdle: "3s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ServerHeaderTimeout != time.Second || c.ServerBodyTimeout != 2*time.Second || c.ServerIdleTimeout != 3*time.Second {
+		t.Errorf("server deadlines = %s, %s, %s; want 1s, 2s, 3s", c.ServerHeaderTimeout, c.ServerBodyTimeout, c.ServerIdleTimeout)
+	}
+	if c, err := FromEnv(env(nil)); err != nil || c.ServerHeaderTimeout != 0 || c.ServerBodyTimeout != 0 || c.ServerIdleTimeout != 0 {
+		t.Errorf("unset: %+v, %v; want zero (the server's defaults)", c, err)
+	}
+	_, err = FromEnv(env(map[string]string{EnvServerHeader: "31s", EnvServerBody: "-1s", EnvServerIdle: "121s"}))
+	for _, name := range []string{EnvServerHeader, EnvServerBody, EnvServerIdle} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("a value beyond SRV-1's bound: error %v does not name %s", err, name)
 		}
 	}
 }
