@@ -49,7 +49,7 @@ verify: build ## run the compliance suite against the reference proxy, reports i
 	$(BIN) verify
 
 self-check: build ## prove the suite catches every violation (at an assertion) and passes every allowance; prints both tables
-	$(BIN) verify --self-check
+	$(BIN) verify --self-check --self-check-parallel 6
 
 chaos: build ## fault battery: SIGKILLs and cloud outages in a 1,000-device rollout, held connections, API fuzzing; fails on any loss
 	$(BIN) chaos --kills $(CHAOS_KILLS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
