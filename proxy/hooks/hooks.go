@@ -16,7 +16,8 @@
 // jitter. The schedule is an in-memory heap ordered by next-due time, rebuilt
 // from the store at start, on Notify and every RescanInterval (NotifyDevice
 // re-reads one device), so a tick never scans the table. Writes of concurrent
-// deliveries (attempts, acknowledgements) share one transaction.
+// deliveries (attempts, acknowledgements) share transactions through the
+// store's group commit.
 //
 // It depends on proxy/store, proxy/api and proxy/violation; it must not import
 // the HTTP API, sync, the cloud client, fakes or the simulator.
@@ -34,7 +35,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/depharness/depharness/proxy/api"
@@ -48,7 +48,8 @@ import (
 type Store interface {
 	PendingHooks(ctx context.Context) ([]store.HookWork, error)
 	NewHookWorkReader(ctx context.Context) (*store.HookWorkReader, error)
-	NewHookStateWriter(ctx context.Context) (*store.HookStateWriter, error)
+	WriteHookState(ctx context.Context, ws []store.HookWrite) ([]store.HookWriteResult, error)
+	ExpectWrites() (done func())
 }
 
 // Defaults of Options.
@@ -104,9 +105,6 @@ type Dispatcher struct {
 	metrics *Metrics
 	client  *http.Client
 	notify  chan struct{}
-	writes  chan writeReq
-
-	busy atomic.Int32 // workers delivering now
 
 	mu      sync.Mutex
 	dirty   map[string]bool // devices to re-read (NotifyDevice)
@@ -184,7 +182,6 @@ func New(opts Options) (*Dispatcher, error) {
 		metrics: m,
 		client:  client,
 		notify:  make(chan struct{}, 1),
-		writes:  make(chan writeReq),
 		dirty:   map[string]bool{},
 		dirtyCh: make(chan struct{}, 1),
 
@@ -312,17 +309,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	for _, k := range []string{KindUpdate, KindDelete, KindRestart} {
 		d.metrics.pending.WithLabelValues(k).Set(0)
 	}
-	writer, err := d.opts.Store.NewHookStateWriter(ctx)
-	if err != nil {
-		return fmt.Errorf("hooks: %w", err)
-	}
-	defer writer.Close()
-	recCtx, stopRec := context.WithCancel(context.WithoutCancel(ctx))
-	var recWG sync.WaitGroup
-	recWG.Add(1)
-	go func() { defer recWG.Done(); d.writeLoop(recCtx, writer) }()
-	defer func() { stopRec(); recWG.Wait() }()
-
 	reader, err := d.opts.Store.NewHookWorkReader(ctx)
 	if err != nil {
 		return fmt.Errorf("hooks: %w", err)
@@ -660,8 +646,7 @@ func (d *Dispatcher) nextWork(w store.HookWork) (kind, key string) {
 // deliver is one worker step for st: re-read what the device is owed, send
 // the next hook if pacing allows, record the outcome, re-read what is left.
 func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, st *devState) result {
-	d.busy.Add(1)
-	defer d.busy.Add(-1)
+	defer d.opts.Store.ExpectWrites()()
 	r := result{st: st}
 	w, err := reader.Read(ctx, st.uuid)
 	if errors.Is(err, store.ErrNotFound) {
@@ -938,94 +923,16 @@ func (d *Dispatcher) acknowledge(ctx context.Context, kind string, st *devState,
 	return res.Done, nil
 }
 
-// writeLinger bounds how long a group commit waits for more writes.
-const writeLinger = 500 * time.Microsecond
-
-// writeReq asks the write loop to apply one hook-state write.
-type writeReq struct {
-	w    store.HookWrite
-	done chan writeDone
-}
-
-// writeDone is the write loop's answer.
-type writeDone struct {
-	res store.HookWriteResult
-	err error
-}
-
 // writeState applies one hook-state write (an attempt before a send, an
-// acknowledgement after). Concurrent calls are written in one transaction
-// (group commit), so deliveries to many devices share the cost of commits.
+// acknowledgement after). The store's group commit puts the writes of
+// concurrent deliveries in one transaction, so deliveries to many devices
+// share the cost of commits.
 func (d *Dispatcher) writeState(ctx context.Context, w store.HookWrite) (store.HookWriteResult, error) {
-	req := writeReq{w: w, done: make(chan writeDone, 1)}
-	select {
-	case d.writes <- req:
-	case <-ctx.Done():
-		return store.HookWriteResult{}, ctx.Err()
+	res, err := d.opts.Store.WriteHookState(ctx, []store.HookWrite{w})
+	if err != nil {
+		return store.HookWriteResult{}, err
 	}
-	select {
-	case r := <-req.done:
-		return r.res, r.err
-	case <-ctx.Done():
-		return store.HookWriteResult{}, ctx.Err()
-	}
-}
-
-// writeLoop is the group-commit loop behind writeState.
-func (d *Dispatcher) writeLoop(ctx context.Context, writer *store.HookStateWriter) {
-	linger := time.NewTimer(time.Hour)
-	defer linger.Stop()
-	for {
-		var batch []writeReq
-		select {
-		case <-ctx.Done():
-			return
-		case r := <-d.writes:
-			batch = append(batch, r)
-		}
-		// Group commit: take what is queued; while fewer writes are queued
-		// than workers are busy, wait a little for theirs (a commit costs
-		// far more than the wait).
-		lingering := false
-	drain:
-		for len(batch) < 256 {
-			select {
-			case r := <-d.writes:
-				batch = append(batch, r)
-				continue
-			default:
-			}
-			if len(batch) >= int(d.busy.Load()) {
-				break
-			}
-			if !lingering {
-				lingering = true
-				linger.Reset(writeLinger)
-			}
-			select {
-			case r := <-d.writes:
-				batch = append(batch, r)
-			case <-linger.C:
-				lingering = false
-				break drain
-			}
-		}
-		if lingering {
-			linger.Stop() // Go ≥ 1.23: no stale tick can be received after Stop
-		}
-		ws := make([]store.HookWrite, len(batch))
-		for i, r := range batch {
-			ws[i] = r.w
-		}
-		res, err := writer.Write(ctx, ws)
-		for i, r := range batch {
-			if err != nil {
-				r.done <- writeDone{err: err}
-				continue
-			}
-			r.done <- writeDone{res: res[i]}
-		}
-	}
+	return res[0], nil
 }
 
 func later(a, b time.Time) time.Time {

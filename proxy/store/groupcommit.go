@@ -10,6 +10,12 @@ package store
 // of one transaction per write; what is saved is the fixed cost of BEGIN and
 // COMMIT, and the hand-over of the one writer connection between goroutines.
 //
+// A caller that will write soon and repeatedly (a hook delivery: an attempt,
+// then an acknowledgement) can announce itself (Store.ExpectWrites). While
+// fewer writes are queued than callers announced, a batch waits up to
+// commitLinger for theirs before it starts: a commit costs far more than the
+// wait, and writes that arrive one by one would otherwise each pay for one.
+//
 // The writer connection's statements ignore the cancellation of the caller's
 // context once they reach SQLite (see detachedConn): interrupting a statement
 // that writes rolls back the whole transaction, which would lose the other
@@ -26,10 +32,15 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // maxBatch bounds the writes committed in one transaction.
 const maxBatch = 256
+
+// commitLinger bounds how long a batch waits for the writes of announced
+// callers (Store.ExpectWrites).
+const commitLinger = 500 * time.Microsecond
 
 // errClosed is returned by writes submitted after Close.
 var errClosed = errors.New("store: closed")
@@ -66,6 +77,13 @@ type committer struct {
 	closed  bool
 	drained chan struct{} // closed once inactive after close (nil: nobody waits)
 
+	// expected counts the callers announced by Store.ExpectWrites.
+	expected atomic.Int32
+	// arrived wakes a batch that lingers for announced writes (capacity 1).
+	arrived chan struct{}
+	// lingerFor is commitLinger (tests lengthen it).
+	lingerFor time.Duration
+
 	// batches and batched count transactions and the writes they held
 	// (for tests).
 	batches, batched atomic.Int64
@@ -75,7 +93,7 @@ type committer struct {
 
 // newCommitter prepares the savepoint statements on db.
 func newCommitter(db *sql.DB) (*committer, error) {
-	c := &committer{db: db}
+	c := &committer{db: db, arrived: make(chan struct{}, 1), lingerFor: commitLinger}
 	for _, p := range []struct {
 		st **sql.Stmt
 		q  string
@@ -114,6 +132,12 @@ func (c *committer) do(ctx context.Context, fn func(*sql.Tx) error) error {
 	lead := !c.active
 	c.active = true
 	c.mu.Unlock()
+	if !lead {
+		select { // wake a batch lingering for this write
+		case c.arrived <- struct{}{}:
+		default:
+		}
+	}
 	if lead {
 		c.lead(true) // the queue was empty: r is in the first batch
 	}
@@ -166,6 +190,11 @@ func (c *committer) lead(inline bool) {
 			go c.lead(false)
 			return
 		}
+		if len(c.queue) < int(c.expected.Load()) && len(c.queue) < maxBatch {
+			c.mu.Unlock()
+			c.linger()
+			c.mu.Lock()
+		}
 		n := min(len(c.queue), maxBatch)
 		batch = append(batch[:0], c.queue[:n]...)
 		rest := copy(c.queue, c.queue[n:])
@@ -175,6 +204,30 @@ func (c *committer) lead(inline bool) {
 
 		c.runBatch(batch)
 		clear(batch)
+	}
+}
+
+// linger waits, up to lingerFor, until as many writes are queued as
+// callers are announced (or maxBatch).
+func (c *committer) linger() {
+	select { // a wake-up for writes already counted
+	case <-c.arrived:
+	default:
+	}
+	t := time.NewTimer(c.lingerFor)
+	defer t.Stop()
+	for {
+		c.mu.Lock()
+		n := len(c.queue)
+		c.mu.Unlock()
+		if n >= int(c.expected.Load()) || n >= maxBatch {
+			return
+		}
+		select {
+		case <-c.arrived:
+		case <-t.C:
+			return
+		}
 	}
 }
 

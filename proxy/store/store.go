@@ -255,5 +255,16 @@ func (s *Store) write(ctx context.Context, fn func(*sql.Tx) error) error {
 	return s.gc.do(ctx, fn)
 }
 
+// ExpectWrites announces a caller that will write soon, and again after
+// that (a hook delivery: an attempt, then an acknowledgement). While fewer
+// writes are queued than callers are announced, the group commit waits a
+// little for theirs, so that they share one transaction. Call the returned
+// function once the caller is done.
+func (s *Store) ExpectWrites() (done func()) {
+	s.gc.expected.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { s.gc.expected.Add(-1) }) }
+}
+
 // nowMillis is the store clock in milliseconds since the Unix epoch.
 func (s *Store) nowMillis() int64 { return s.now().UnixMilli() }
