@@ -159,6 +159,9 @@ func New(opts Options) (*Outbox, error) {
 	if opts.Store == nil || opts.Cloud == nil {
 		return nil, errors.New("outbox: Store and Cloud are required")
 	}
+	if opts.Violations.On("put-commit-not-sent") {
+		opts.Cloud = commitKeptLocal{opts.Cloud}
+	}
 	if opts.RetryMin <= 0 {
 		opts.RetryMin = DefaultRetryMin
 	}

@@ -448,6 +448,23 @@ func TestViolations(t *testing.T) {
 			waitFor(t, "a retry or a drop", func() bool { return e.requests() >= 2 || e.depth(store.OutboxLog) == 0 })
 			return e.depth(store.OutboxLog) == 1, fmt.Sprint("depth ", e.depth(store.OutboxLog))
 		}},
+		{"put-commit-not-sent", func(t *testing.T, e *env) (bool, string) {
+			commit, status := "abc", "s"
+			for _, r := range []struct {
+				uuid string
+				rep  store.Report
+			}{{"dev-a", store.Report{Commit: &commit}}, {"dev-b", store.Report{Status: &status, Commit: &commit}}} {
+				if _, _, err := e.store.ApplyReport(context.Background(), r.uuid, r.rep); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.run()
+			e.ob.Notify()
+			waitFor(t, "the patches settled", func() bool { return e.depth(store.OutboxPatch) == 0 })
+			got := perDevice(e.cloud.Patches())
+			return strings.Contains(fmt.Sprint(got["11"]), `"is_on__commit":"abc"`) &&
+				strings.Contains(fmt.Sprint(got["12"]), `"is_on__commit":"abc"`), fmt.Sprint(got)
+		}},
 		{"outbox-reorder", func(t *testing.T, e *env) (bool, string) {
 			e.report("dev-a", "first")
 			e.report("dev-a", "second")
