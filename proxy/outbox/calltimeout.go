@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/proxy/cloudclient"
+	"github.com/depharness/depharness/proxy/store"
 )
 
 // The timeout of one cloud call, adapted to how slowly the cloud answers.
@@ -58,7 +59,7 @@ func (t *callTimeout) answered(took time.Duration) {
 // records its outcome: answered (a status, refusals included), unknown
 // (the request was sent and no answer came: it may have been applied), or
 // neither (not sent, e.g. connection refused, or shutting down).
-func (o *Outbox) call(ctx context.Context, kind string, send func(context.Context) error) error {
+func (o *Outbox) call(ctx context.Context, kind store.OutboxKind, send func(context.Context) error) error {
 	t := o.timeouts[kind]
 	cctx, cancel := context.WithTimeout(ctx, t.get())
 	start := time.Now()
@@ -72,7 +73,7 @@ func (o *Outbox) call(ctx context.Context, kind string, send func(context.Contex
 		t.answered(took)
 	case ctx.Err() == nil && cloudclient.OutcomeUnknown(err):
 		t.unknown()
-		o.metrics.unknown.WithLabelValues(kind).Inc()
+		o.metrics.unknown.WithLabelValues(string(kind)).Inc()
 		o.log.Warn("cloud call sent without an answer: outcome unknown, the same rows will be sent again",
 			"kind", kind, "err", err, "next_timeout", t.get())
 	}

@@ -69,9 +69,9 @@ type Cloud interface {
 
 // Store is the outbox's view of the store; *store.Store implements it.
 type Store interface {
-	NextOutboxBytes(ctx context.Context, kind string, limit int, maxBytes int64) ([]store.OutboxRow, error)
-	AckOutboxRows(ctx context.Context, kind string, seqs []int64) (int64, error)
-	OutboxDepth(ctx context.Context, kind string) (int64, error)
+	NextOutboxBytes(ctx context.Context, kind store.OutboxKind, limit int, maxBytes int64) ([]store.OutboxRow, error)
+	AckOutboxRows(ctx context.Context, kind store.OutboxKind, seqs []int64) (int64, error)
+	OutboxDepth(ctx context.Context, kind store.OutboxKind) (int64, error)
 }
 
 // Defaults of Options.
@@ -138,17 +138,17 @@ type Outbox struct {
 	opts    Options
 	log     *slog.Logger
 	metrics *Metrics
-	wake    map[string]chan struct{}
+	wake    map[store.OutboxKind]chan struct{}
 	randMu  sync.Mutex
 	rand    *rand.Rand
 	// unsettled holds, per kind, rows delivered or dropped whose
 	// acknowledgement failed; only that kind's loop touches its entry.
-	unsettled map[string]*settlement
+	unsettled map[store.OutboxKind]*settlement
 	// timeouts are the current call timeouts, per kind.
-	timeouts map[string]*callTimeout
+	timeouts map[store.OutboxKind]*callTimeout
 	// answers counts, per kind, the calls the cloud answered (with a
 	// status): what shows that it is reachable.
-	answers map[string]*atomic.Int64
+	answers map[store.OutboxKind]*atomic.Int64
 	// seen are the store's counters last turned into metrics.
 	countersMu sync.Mutex
 	seen       store.OutboxCounters
@@ -193,13 +193,13 @@ func New(opts Options) (*Outbox, error) {
 		opts:    opts,
 		log:     opts.Logger,
 		metrics: opts.Metrics,
-		wake:    map[string]chan struct{}{store.OutboxPatch: make(chan struct{}, 1), store.OutboxLog: make(chan struct{}, 1)},
+		wake:    map[store.OutboxKind]chan struct{}{store.OutboxPatch: make(chan struct{}, 1), store.OutboxLog: make(chan struct{}, 1)},
 		rand:    opts.Rand,
-		unsettled: map[string]*settlement{
+		unsettled: map[store.OutboxKind]*settlement{
 			store.OutboxPatch: {}, store.OutboxLog: {},
 		},
-		answers: map[string]*atomic.Int64{store.OutboxPatch: {}, store.OutboxLog: {}},
-		timeouts: map[string]*callTimeout{
+		answers: map[store.OutboxKind]*atomic.Int64{store.OutboxPatch: {}, store.OutboxLog: {}},
+		timeouts: map[store.OutboxKind]*callTimeout{
 			store.OutboxPatch: {base: opts.CallTimeout}, store.OutboxLog: {base: opts.CallTimeout},
 		},
 	}
@@ -232,7 +232,7 @@ func (o *Outbox) Notify() {
 // are delivered by two independent loops, each in seq order.
 func (o *Outbox) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for kind, step := range map[string]func(context.Context) (bool, error){
+	for kind, step := range map[store.OutboxKind]func(context.Context) (bool, error){
 		store.OutboxPatch: o.deliverPatches,
 		store.OutboxLog:   o.deliverLogs,
 	} {
@@ -249,7 +249,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 // loop runs step until ctx is done. step reports whether it delivered (or
 // dropped) everything it read, so that more may be read at once; an error
 // means the cloud or the store is unavailable: back off.
-func (o *Outbox) loop(ctx context.Context, kind string, step func(context.Context) (bool, error)) {
+func (o *Outbox) loop(ctx context.Context, kind store.OutboxKind, step func(context.Context) (bool, error)) {
 	failures := 0
 	idle := time.NewTicker(o.opts.IdleCheck)
 	defer idle.Stop()
@@ -262,7 +262,7 @@ func (o *Outbox) loop(ctx context.Context, kind string, step func(context.Contex
 			return
 		case err != nil:
 			failures++
-			o.metrics.retries.WithLabelValues(kind).Inc()
+			o.metrics.retries.WithLabelValues(string(kind)).Inc()
 			d := o.backoff(failures)
 			if failures == 1 {
 				o.log.Warn("cloud unavailable: outbox delivery paused", "kind", kind, "err", err, "retry_in", d)
@@ -350,7 +350,7 @@ type Counters interface {
 	OutboxCounters(ctx context.Context) (store.OutboxCounters, error)
 }
 
-func (o *Outbox) updateDepth(ctx context.Context, kind string) {
+func (o *Outbox) updateDepth(ctx context.Context, kind store.OutboxKind) {
 	if ctx.Err() != nil {
 		return
 	}
@@ -359,8 +359,8 @@ func (o *Outbox) updateDepth(ctx context.Context, kind string) {
 		if err != nil {
 			return
 		}
-		o.metrics.depth.WithLabelValues(kind).Set(float64(c.Rows[kind]))
-		o.metrics.bytes.WithLabelValues(kind).Set(float64(c.Bytes[kind]))
+		o.metrics.depth.WithLabelValues(string(kind)).Set(float64(c.Rows[kind]))
+		o.metrics.bytes.WithLabelValues(string(kind)).Set(float64(c.Bytes[kind]))
 		o.countersMu.Lock()
 		if d := c.PatchesMerged - o.seen.PatchesMerged; d > 0 {
 			o.metrics.merged.Add(float64(d))
@@ -376,5 +376,5 @@ func (o *Outbox) updateDepth(ctx context.Context, kind string) {
 	if err != nil {
 		return
 	}
-	o.metrics.depth.WithLabelValues(kind).Set(float64(n))
+	o.metrics.depth.WithLabelValues(string(kind)).Set(float64(n))
 }

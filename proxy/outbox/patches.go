@@ -51,7 +51,7 @@ func (s *settlement) add(t *settlement) {
 // failure they are kept for the next settle: a round must settle before it
 // reads, so no delivered row is read (and sent) again. It runs even after
 // ctx ended, briefly, so that a shutdown acknowledges what it delivered.
-func (o *Outbox) settle(ctx context.Context, kind string, s *settlement) error {
+func (o *Outbox) settle(ctx context.Context, kind store.OutboxKind, s *settlement) error {
 	pending := o.unsettled[kind]
 	if s != nil {
 		pending.add(s)
@@ -64,9 +64,9 @@ func (o *Outbox) settle(ctx context.Context, kind string, s *settlement) error {
 	if _, err := o.opts.Store.AckOutboxRows(actx, kind, pending.seqs); err != nil {
 		return fmt.Errorf("outbox: ack %d %s rows: %w", len(pending.seqs), kind, err)
 	}
-	o.metrics.delivered.WithLabelValues(kind).Add(float64(pending.delivered))
+	o.metrics.delivered.WithLabelValues(string(kind)).Add(float64(pending.delivered))
 	for reason, n := range pending.dropped {
-		o.metrics.dropped.WithLabelValues(kind, reason).Add(float64(n))
+		o.metrics.dropped.WithLabelValues(string(kind), reason).Add(float64(n))
 	}
 	*pending = settlement{}
 	return nil

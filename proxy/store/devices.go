@@ -575,7 +575,7 @@ func (s *Store) enqueuePatch(ctx context.Context, tx *sql.Tx, insert, queued *sq
 		return false, 0, err
 	}
 	res, err := tx.StmtContext(ctx, insert).ExecContext(ctx,
-		OutboxPatch, uuid, cloudID, string(payload), s.nowMillis(), len(payload))
+		string(OutboxPatch), uuid, cloudID, string(payload), s.nowMillis(), len(payload))
 	if err != nil {
 		return false, 0, err
 	}
