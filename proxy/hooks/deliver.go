@@ -84,7 +84,7 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 		return r
 	}
 	outcome := classify(kind, status, err)
-	d.metrics.deliveries.WithLabelValues(kind, outcome).Inc()
+	d.metrics.deliveries.WithLabelValues(string(kind), outcome).Inc()
 	d.log.Debug("hooks: sent", "kind", kind, "uuid", st.uuid, "status", status, "outcome", outcome, "err", err)
 
 	acked := false
@@ -155,7 +155,7 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 }
 
 // request builds the hook request for kind.
-func (d *Dispatcher) request(st *devState, kind string, w store.HookWork) (method, url string, body []byte) {
+func (d *Dispatcher) request(st *devState, kind Kind, w store.HookWork) (method, url string, body []byte) {
 	base := d.opts.BaseAddress + st.uuid
 	switch kind {
 	case KindDelete:
@@ -208,7 +208,7 @@ func (d *Dispatcher) request(st *devState, kind string, w store.HookWork) (metho
 // when no answer came) and when it ended. Pacing counts from that end, so
 // that the gateway never sees two hooks closer than the retry interval, even
 // when the first was slow to arrive.
-func (d *Dispatcher) send(ctx context.Context, kind, method, url string, body []byte) (int, time.Time, error) {
+func (d *Dispatcher) send(ctx context.Context, kind Kind, method, url string, body []byte) (int, time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.opts.Timeout)
 	defer cancel()
 	var rd io.Reader
@@ -225,17 +225,17 @@ func (d *Dispatcher) send(ctx context.Context, kind, method, url string, body []
 	start := time.Now()
 	resp, err := d.client.Do(req)
 	if err != nil {
-		d.metrics.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+		d.metrics.duration.WithLabelValues(string(kind)).Observe(time.Since(start).Seconds())
 		return 0, d.opts.Now(), err
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	d.metrics.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	d.metrics.duration.WithLabelValues(string(kind)).Observe(time.Since(start).Seconds())
 	return resp.StatusCode, d.opts.Now(), nil
 }
 
 // classify maps an answer to a delivery outcome.
-func classify(kind string, status int, err error) string {
+func classify(kind Kind, status int, err error) string {
 	switch {
 	case err != nil:
 		return OutcomeFailed
@@ -249,7 +249,7 @@ func classify(kind string, status int, err error) string {
 
 // acknowledge records a 200 answer and reports whether it was recorded (an
 // update acknowledged is false if the target changed meanwhile).
-func (d *Dispatcher) acknowledge(ctx context.Context, kind string, st *devState, w store.HookWork) (bool, error) {
+func (d *Dispatcher) acknowledge(ctx context.Context, kind Kind, st *devState, w store.HookWork) (bool, error) {
 	hw := store.HookWrite{UUID: st.uuid}
 	switch kind {
 	case KindDelete:

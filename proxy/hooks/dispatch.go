@@ -21,7 +21,7 @@ type result struct {
 	failed    bool      // not delivered: back off
 	notDueAt  time.Time // not sent because pacing: due then
 	more      bool      // still owed a hook after this one
-	kind      string    // kind owed next if more
+	kind      Kind      // kind owed next if more
 	workKey   string    // work key of what is owed next
 	stop      bool      // context cancelled
 }
@@ -33,10 +33,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d:       d,
 		devices: map[string]*devState{},
 		results: make(chan result, d.opts.Concurrency),
-		counts:  map[string]int{},
+		counts:  map[Kind]int{},
 	}
-	for _, k := range []string{KindUpdate, KindDelete, KindRestart} {
-		d.metrics.pending.WithLabelValues(k).Set(0)
+	for _, k := range []Kind{KindUpdate, KindDelete, KindRestart} {
+		d.metrics.pending.WithLabelValues(string(k)).Set(0)
 	}
 	reader, err := d.opts.Store.NewHookWorkReader(ctx)
 	if err != nil {
@@ -173,18 +173,18 @@ func (rs *runState) handle(r result) {
 
 // nextWork is the kind of hook w gets next and a key identifying that work
 // (a change of key resets backoff). "" when nothing is to be sent.
-func (d *Dispatcher) nextWork(w store.HookWork) (kind, key string) {
+func (d *Dispatcher) nextWork(w store.HookWork) (kind Kind, key string) {
 	v := d.opts.Violations
 	switch {
 	case w.Delete:
 		if v.On("delete-hook-not-sent") {
 			return "", ""
 		}
-		return KindDelete, KindDelete
+		return KindDelete, string(KindDelete)
 	case w.RestartsDue > 0 && !v.On("restart-hook-not-sent"):
-		return KindRestart, KindRestart
+		return KindRestart, string(KindRestart)
 	case w.Update != nil:
-		return KindUpdate, KindUpdate + " " + w.UpdateCanonical
+		return KindUpdate, string(KindUpdate) + " " + w.UpdateCanonical
 	}
 	return "", ""
 }

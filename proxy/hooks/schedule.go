@@ -27,7 +27,7 @@ type devState struct {
 	// backoffUntil is when workKey may be retried after failures.
 	backoffUntil time.Time
 	workKey      string
-	kind         string    // kind owed next, for the pending gauge ("" none)
+	kind         Kind      // kind owed next, for the pending gauge ("" none)
 	lastSent     time.Time // when this run's last hook to it ended (precise)
 	memo         memo
 }
@@ -43,7 +43,7 @@ type memo struct {
 	loopBody      []byte // hook-202-never-stops: the body last answered 202
 	lateKey       string // hook-update-late: the work first seen at lateSince
 	lateSince     time.Time
-	lastKind      string // hook-pace-per-kind: the kind last sent
+	lastKind      Kind // hook-pace-per-kind: the kind last sent
 }
 
 // schedule is a min-heap of devices by due time.
@@ -81,7 +81,7 @@ type runState struct {
 	heap     schedule
 	inFlight int
 	results  chan result
-	counts   map[string]int
+	counts   map[Kind]int
 	reader   *store.HookWorkReader
 
 	lastRebuildEnd  time.Time
@@ -206,17 +206,17 @@ func (rs *runState) forget(st *devState) {
 }
 
 // setKind moves st between pending-gauge kinds.
-func (rs *runState) setKind(st *devState, kind string) {
+func (rs *runState) setKind(st *devState, kind Kind) {
 	if st.kind == kind {
 		return
 	}
 	if st.kind != "" {
 		rs.counts[st.kind]--
-		rs.d.metrics.pending.WithLabelValues(st.kind).Set(float64(rs.counts[st.kind]))
+		rs.d.metrics.pending.WithLabelValues(string(st.kind)).Set(float64(rs.counts[st.kind]))
 	}
 	if kind != "" {
 		rs.counts[kind]++
-		rs.d.metrics.pending.WithLabelValues(kind).Set(float64(rs.counts[kind]))
+		rs.d.metrics.pending.WithLabelValues(string(kind)).Set(float64(rs.counts[kind]))
 	}
 	st.kind = kind
 }

@@ -35,7 +35,7 @@ func (d *Dispatcher) loopsOn(st *devState) bool {
 
 // violationDelay is the earliest time the violations that send late allow
 // the next hook to st (zero when none applies).
-func (d *Dispatcher) violationDelay(st *devState, kind, key string, w store.HookWork, looping bool, now time.Time) time.Time {
+func (d *Dispatcher) violationDelay(st *devState, kind Kind, key string, w store.HookWork, looping bool, now time.Time) time.Time {
 	v := d.opts.Violations
 	var t time.Time
 	switch {
