@@ -12,9 +12,11 @@ package store
 //
 // A caller that will write soon and repeatedly (a hook delivery: an attempt,
 // then an acknowledgement) can announce itself (Store.ExpectWrites). While
-// fewer writes are queued than callers announced, a batch waits up to
-// commitLinger for theirs before it starts: a commit costs far more than the
-// wait, and writes that arrive one by one would otherwise each pay for one.
+// fewer writes are queued than callers announced, a batch that holds a
+// write of theirs (hook state, Store.writeAnnounced) waits up to
+// commitLinger for the others before it starts: a commit costs far more
+// than the wait, and writes that arrive one by one would otherwise each pay
+// for one. A batch of other writes only never waits.
 //
 // The writer connection's statements ignore the cancellation of the caller's
 // context once they reach SQLite (see detachedConn): interrupting a statement
@@ -58,7 +60,10 @@ type writeReq struct {
 	fn    func(*sql.Tx) error
 	state atomic.Int32
 	done  chan error // buffered: a batch never waits for a caller
-	err   error      // fn's own error, kept until the batch commits
+	// announced: a write of the kind announced callers make, for which a
+	// batch may wait for theirs.
+	announced bool
+	err       error // fn's own error, kept until the batch commits
 }
 
 // committer is the queue of writes and whoever runs them: the caller of a
@@ -118,11 +123,11 @@ func (c *committer) closeStmts() {
 
 // do runs fn in a transaction of the writer and returns its error, or the
 // transaction's.
-func (c *committer) do(ctx context.Context, fn func(*sql.Tx) error) error {
+func (c *committer) do(ctx context.Context, fn func(*sql.Tx) error, announced bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1), announced: announced}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -190,7 +195,7 @@ func (c *committer) lead(inline bool) {
 			go c.lead(false)
 			return
 		}
-		if len(c.queue) < int(c.expected.Load()) && len(c.queue) < maxBatch {
+		if c.shouldLingerLocked() {
 			c.mu.Unlock()
 			c.linger()
 			c.mu.Lock()
@@ -205,6 +210,22 @@ func (c *committer) lead(inline bool) {
 		c.runBatch(batch)
 		clear(batch)
 	}
+}
+
+// shouldLingerLocked reports whether the next batch is to wait for the
+// writes of announced callers: fewer are queued than announced, and one of
+// those queued is of their kind.
+func (c *committer) shouldLingerLocked() bool {
+	n := len(c.queue)
+	if n >= int(c.expected.Load()) || n >= maxBatch {
+		return false
+	}
+	for _, r := range c.queue {
+		if r.announced {
+			return true
+		}
+	}
+	return false
 }
 
 // linger waits, up to lingerFor, until as many writes are queued as

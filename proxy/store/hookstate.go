@@ -376,7 +376,7 @@ func (s *Store) writeHookState(ctx context.Context, ws []HookWrite, prepared map
 		return nil, nil
 	}
 	var out []HookWriteResult
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.writeAnnounced(ctx, func(tx *sql.Tx) error {
 		out = make([]HookWriteResult, len(ws))
 		local := map[string]*sql.Stmt{}
 		defer func() {
