@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -229,355 +230,247 @@ func noContent(w http.ResponseWriter) error {
 	return nil
 }
 
-func (s *Server) controlRoutes(mux *http.ServeMux) {
-	h := func(pattern string, fn controlHandler) {
-		method, p, _ := strings.Cut(pattern, " ")
-		mux.Handle(method+" "+ControlPrefix+p, s.control(fn))
+// none is the body of a route that reads none, the arguments of a route
+// without path or query parameters, or the answer of a route that answers
+// 204 No Content.
+type none struct{}
+
+// bodyLimiter is a request body with a limit other than maxControlBody.
+type bodyLimiter interface{ bodyLimit() int64 }
+
+func (ReleaseRequest) bodyLimit() int64 { return maxReleaseBody }
+
+// serve is the one decode/answer helper of the control API. It reads the
+// route's path and query parameters with args, decodes the body strictly
+// into a B (unless B is none), calls fn, and answers its T as JSON with
+// status (or 204 if T is none). Each step's error is the answer.
+func serve[A, B, T any](status int, args func(*http.Request) (A, error), fn func(context.Context, A, B) (T, error)) controlHandler {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		a, err := args(r)
+		if err != nil {
+			return err
+		}
+		var b B
+		if _, skip := any(b).(none); !skip {
+			limit := int64(maxControlBody)
+			if l, ok := any(b).(bodyLimiter); ok {
+				limit = l.bodyLimit()
+			}
+			if err := decodeControl(r, limit, &b); err != nil {
+				return err
+			}
+		}
+		t, err := fn(r.Context(), a, b)
+		if err != nil {
+			return err
+		}
+		if _, empty := any(t).(none); empty {
+			return noContent(w)
+		}
+		return writeJSON(w, status, t)
 	}
+}
+
+// Shapes of fn for serve, from the Server's methods.
+
+// list answers what fn returns.
+func list[T any](fn func() T) func(context.Context, none, none) (T, error) {
+	return func(context.Context, none, none) (T, error) { return fn(), nil }
+}
+
+// lookup answers what fn returns for the route's parameters.
+func lookup[A, T any](fn func(A) (T, error)) func(context.Context, A, none) (T, error) {
+	return func(_ context.Context, a A, _ none) (T, error) { return fn(a) }
+}
+
+// create answers what fn makes of the body.
+func create[B, T any](fn func(B) (T, error)) func(context.Context, none, B) (T, error) {
+	return func(_ context.Context, _ none, b B) (T, error) { return fn(b) }
+}
+
+// act answers 204 once fn succeeded for the route's parameters.
+func act[A any](fn func(A) error) func(context.Context, A, none) (none, error) {
+	return func(_ context.Context, a A, _ none) (none, error) { return none{}, fn(a) }
+}
+
+// apply answers 204 once fn applied the body.
+func apply[B any](fn func(B) error) func(context.Context, none, B) (none, error) {
+	return func(_ context.Context, _ none, b B) (none, error) { return none{}, fn(b) }
+}
+
+// Arguments of the routes.
+
+func noArgs(*http.Request) (none, error) { return none{}, nil }
+
+func uuidArg(r *http.Request) (string, error) { return r.PathValue("uuid"), nil }
+
+func idArg(r *http.Request) (int64, error) { return pathInt(r, "id") }
+
+// routeArg is a fault route named in the path.
+func routeArg(r *http.Request) (string, error) {
+	route := r.PathValue("route")
+	return route, checkRoute(route)
+}
+
+// appVarsArgs is the app and kind of PATCH apps/{id}/vars/{kind}.
+func appVarsArgs(r *http.Request) (VarsUpdate, error) {
+	id, err := pathInt(r, "id")
+	if err != nil {
+		return VarsUpdate{}, err
+	}
+	kind, err := pathKind(r)
+	return VarsUpdate{App: id, Kind: kind}, err
+}
+
+// deviceVarsArgs is the device and kind of PATCH devices/{uuid}/vars/{kind}.
+func deviceVarsArgs(r *http.Request) (VarsUpdate, error) {
+	kind, err := pathKind(r)
+	return VarsUpdate{Device: r.PathValue("uuid"), Kind: kind}, err
+}
+
+// deviceFilterArgs is the query of GET devices.
+func deviceFilterArgs(r *http.Request) (DeviceFilter, error) {
+	q := r.URL.Query()
+	f := DeviceFilter{Gateway: q.Get("gateway")}
+	if a := q.Get("app"); a != "" {
+		id, err := strconv.ParseInt(a, 10, 64)
+		if err != nil || id <= 0 {
+			return DeviceFilter{}, invalidf("app must be a positive integer, got %q", a)
+		}
+		f.AppID = id
+	}
+	return f, nil
+}
+
+// afterArg is the query of GET requests.
+func afterArg(r *http.Request) (uint64, error) {
+	a := r.URL.Query().Get("after")
+	if a == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(a, 10, 64)
+	if err != nil {
+		return 0, invalidf("after must be a sequence number, got %q", a)
+	}
+	return v, nil
+}
+
+// controlRoute is one route of the control API: a pattern relative to
+// ControlPrefix ("GET apps/{id}") and its handler.
+type controlRoute struct {
+	pattern string
+	handle  controlHandler
+}
+
+// controlTable is the control API (see ControlPrefix).
+func (s *Server) controlTable() []controlRoute {
+	const ok, created = http.StatusOK, http.StatusCreated
+	updateVars := func(_ context.Context, u VarsUpdate, vr VarsRequest) (none, error) {
+		u.Set, u.Unset = vr.Set, vr.Unset
+		return none{}, s.UpdateVars(u)
+	}
+	return []controlRoute{
+		{"GET info", serve(ok, noArgs, list(s.Info))},
+
+		{"POST gateways", serve(created, noArgs, create(s.CreateGateway))},
+		{"GET gateways", serve(ok, noArgs, list(s.Gateways))},
+		{"GET gateways/{uuid}", serve(ok, uuidArg, lookup(s.Gateway))},
+		{"GET gateways/{uuid}/state", s.serveState},
+
+		{"POST apps", serve(created, noArgs, create(s.CreateApp))},
+		{"GET apps", serve(ok, noArgs, list(s.Apps))},
+		{"GET apps/{id}", serve(ok, idArg, lookup(s.App))},
+		{"DELETE apps/{id}", serve(ok, idArg, act(s.DeleteApp))},
+		{"POST apps/{id}/releases", serve(created, idArg, func(ctx context.Context, id int64, rr ReleaseRequest) (Release, error) {
+			spec, err := rr.spec()
+			if err != nil {
+				return Release{}, err
+			}
+			return s.PushRelease(ctx, id, spec)
+		})},
+		{"GET apps/{id}/releases", serve(ok, idArg, lookup(s.Releases))},
+		{"PATCH apps/{id}/vars/{kind}", serve(ok, appVarsArgs, updateVars)},
+
+		{"POST devices", serve(created, noArgs, create(s.CreateDevice))},
+		{"GET devices", serve(ok, deviceFilterArgs, lookup(func(f DeviceFilter) ([]DeviceInfo, error) { return s.Devices(f), nil }))},
+		{"GET devices/{uuid}", serve(ok, uuidArg, lookup(s.Device))},
+		{"DELETE devices/{uuid}", serve(ok, uuidArg, act(s.DeleteDevice))},
+		{"PATCH devices/{uuid}/vars/{kind}", serve(ok, deviceVarsArgs, updateVars)},
+		{"POST devices/{uuid}/move", serve(ok, uuidArg, func(_ context.Context, uuid string, mr MoveRequest) (none, error) {
+			if mr.AppID <= 0 {
+				return none{}, invalidf("appId must be a positive integer")
+			}
+			return none{}, s.MoveDevice(uuid, mr.AppID, mr.Gateway)
+		})},
+		{"POST devices/{uuid}/restart", serve(ok, uuidArg, lookup(func(uuid string) (RestartResponse, error) {
+			n, err := s.RestartDevice(uuid)
+			return RestartResponse{Restart: n}, err
+		}))},
+		{"GET devices/{uuid}/logs", serve(ok, uuidArg, lookup(s.Logs))},
+
+		{"GET requests", serve(ok, afterArg, lookup(func(after uint64) ([]Request, error) { return s.Requests(after), nil }))},
+
+		{"GET faults", serve(ok, noArgs, list(s.Faults))},
+		{"DELETE faults", serve(ok, noArgs, act(func(none) error { s.ResetFaults(); return nil }))},
+		{"POST faults/delay", serve(ok, noArgs, apply(func(dr DelayRequest) error {
+			d, err := time.ParseDuration(dr.Delay)
+			if err != nil {
+				return invalidf("delay %q: want a Go duration like 200ms", dr.Delay)
+			}
+			var j time.Duration
+			if dr.Jitter != "" {
+				if j, err = time.ParseDuration(dr.Jitter); err != nil {
+					return invalidf("jitter %q: want a Go duration like 50ms", dr.Jitter)
+				}
+			}
+			return s.Delay(dr.Route, d, j)
+		}))},
+		{"DELETE faults/delay/{route}", serve(ok, routeArg, act(undo(s.Undelay)))},
+		{"POST faults/fail-next", serve(ok, noArgs, apply(func(fr FailNextRequest) error { return s.FailNext(fr.Route, fr.N, fr.Status) }))},
+		{"DELETE faults/fail-next/{route}", serve(ok, routeArg, act(undo(s.Unfail)))},
+		{"POST faults/outage", serve(ok, noArgs, apply(func(or OutageRequest) error { return s.Outage(or.Mode) }))},
+		{"DELETE faults/outage", serve(ok, noArgs, act(func(none) error { s.EndOutage(); return nil }))},
+		{"POST faults/hang", serve(ok, noArgs, apply(func(hr HangRequest) error { return s.Hang(hr.Route) }))},
+		{"DELETE faults/hang/{route}", serve(ok, routeArg, act(undo(s.Unhang)))},
+		{"POST faults/refuse-log-lines", serve(ok, noArgs, apply(func(rr RefuseLogLinesRequest) error { s.RefuseLogLines(rr.Message); return nil }))},
+		{"DELETE faults/refuse-log-lines", serve(ok, noArgs, act(func(none) error { s.UnrefuseLogLines(); return nil }))},
+		{"POST faults/drop-answers", serve(ok, noArgs, apply(func(dr DropAnswersRequest) error { return s.DropAnswers(dr.Route, dr.N) }))},
+		{"DELETE faults/drop-answers/{route}", serve(ok, routeArg, act(undo(s.Undrop)))},
+		{"POST faults/delay-answers", serve(ok, noArgs, apply(func(dr DelayAnswersRequest) error {
+			d, err := time.ParseDuration(dr.Delay)
+			if err != nil {
+				return invalidf("delay %q: want a Go duration like 5s", dr.Delay)
+			}
+			return s.DelayAnswers(dr.Route, d, dr.N)
+		}))},
+		{"DELETE faults/delay-answers/{route}", serve(ok, routeArg, act(undo(s.UndelayAnswers)))},
+	}
+}
+
+// undo is a fault's removal for one route, which cannot fail.
+func undo(fn func(route string)) func(string) error {
+	return func(route string) error { fn(route); return nil }
+}
+
+// serveState answers GET gateways/{uuid}/state: the gateway's target state
+// document as the cloud serves it, with its ETag.
+func (s *Server) serveState(w http.ResponseWriter, r *http.Request) error {
+	body, etag, err := s.State(r.PathValue("uuid"))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("ETag", etag)
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(body)
+	return nil
+}
+
+func (s *Server) controlRoutes(mux *http.ServeMux) {
 	mux.Handle(ControlPrefix, s.control(func(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusNotFound, "no control route %s %s", r.Method, r.URL.Path)
 	}))
-	h("GET info", func(w http.ResponseWriter, r *http.Request) error {
-		return writeJSON(w, http.StatusOK, s.Info())
-	})
-
-	h("POST gateways", func(w http.ResponseWriter, r *http.Request) error {
-		var spec GatewaySpec
-		if err := decodeControl(r, maxControlBody, &spec); err != nil {
-			return err
-		}
-		gw, err := s.CreateGateway(spec)
-		if err != nil {
-			return err
-		}
-		return writeJSON(w, http.StatusCreated, gw)
-	})
-	h("GET gateways", func(w http.ResponseWriter, r *http.Request) error {
-		return writeJSON(w, http.StatusOK, s.Gateways())
-	})
-	h("GET gateways/{uuid}", func(w http.ResponseWriter, r *http.Request) error {
-		gw, err := s.Gateway(r.PathValue("uuid"))
-		if err != nil {
-			return err
-		}
-		return writeJSON(w, http.StatusOK, gw)
-	})
-	h("GET gateways/{uuid}/state", func(w http.ResponseWriter, r *http.Request) error {
-		body, etag, err := s.State(r.PathValue("uuid"))
-		if err != nil {
-			return err
-		}
-		w.Header().Set("ETag", etag)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(body)
-		return nil
-	})
-
-	h("POST apps", func(w http.ResponseWriter, r *http.Request) error {
-		var spec AppSpec
-		if err := decodeControl(r, maxControlBody, &spec); err != nil {
-			return err
-		}
-		a, err := s.CreateApp(spec)
-		if err != nil {
-			return err
-		}
-		return writeJSON(w, http.StatusCreated, a)
-	})
-	h("GET apps", func(w http.ResponseWriter, r *http.Request) error {
-		return writeJSON(w, http.StatusOK, s.Apps())
-	})
-	h("GET apps/{id}", func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathInt(r, "id")
-		if err != nil {
-			return err
-		}
-		a, err := s.App(id)
-		if err != nil {
-			return err
-		}
-		return writeJSON(w, http.StatusOK, a)
-	})
-	h("DELETE apps/{id}", func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathInt(r, "id")
-		if err != nil {
-			return err
-		}
-		if err := s.DeleteApp(id); err != nil {
-			return err
-		}
-		return noContent(w)
-	})
-	h("POST apps/{id}/releases", func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathInt(r, "id")
-		if err != nil {
-			return err
-		}
-		var rr ReleaseRequest
-		if err := decodeControl(r, maxReleaseBody, &rr); err != nil {
-			return err
-		}
-		spec, err := rr.spec()
-		if err != nil {
-			return err
-		}
-		rel, err := s.PushRelease(r.Context(), id, spec)
-		if err != nil {
-			return err
-		}
-		return writeJSON(w, http.StatusCreated, rel)
-	})
-	h("GET apps/{id}/releases", func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathInt(r, "id")
-		if err != nil {
-			return err
-		}
-		rels, err := s.Releases(id)
-		if err != nil {
-			return err
-		}
-		return writeJSON(w, http.StatusOK, rels)
-	})
-	h("PATCH apps/{id}/vars/{kind}", func(w http.ResponseWriter, r *http.Request) error {
-		id, err := pathInt(r, "id")
-		if err != nil {
-			return err
-		}
-		kind, err := pathKind(r)
-		if err != nil {
-			return err
-		}
-		var vr VarsRequest
-		if err := decodeControl(r, maxControlBody, &vr); err != nil {
-			return err
-		}
-		if err := s.UpdateVars(VarsUpdate{App: id, Kind: kind, Set: vr.Set, Unset: vr.Unset}); err != nil {
-			return err
-		}
-		return noContent(w)
-	})
-
-	h("POST devices", func(w http.ResponseWriter, r *http.Request) error {
-		var spec DeviceSpec
-		if err := decodeControl(r, maxControlBody, &spec); err != nil {
-			return err
-		}
-		d, err := s.CreateDevice(spec)
-		if err != nil {
-			return err
-		}
-		return writeJSON(w, http.StatusCreated, d)
-	})
-	h("GET devices", func(w http.ResponseWriter, r *http.Request) error {
-		var f DeviceFilter
-		q := r.URL.Query()
-		f.Gateway = q.Get("gateway")
-		if a := q.Get("app"); a != "" {
-			id, err := strconv.ParseInt(a, 10, 64)
-			if err != nil || id <= 0 {
-				return invalidf("app must be a positive integer, got %q", a)
-			}
-			f.AppID = id
-		}
-		return writeJSON(w, http.StatusOK, s.Devices(f))
-	})
-	h("GET devices/{uuid}", func(w http.ResponseWriter, r *http.Request) error {
-		d, err := s.Device(r.PathValue("uuid"))
-		if err != nil {
-			return err
-		}
-		return writeJSON(w, http.StatusOK, d)
-	})
-	h("DELETE devices/{uuid}", func(w http.ResponseWriter, r *http.Request) error {
-		if err := s.DeleteDevice(r.PathValue("uuid")); err != nil {
-			return err
-		}
-		return noContent(w)
-	})
-	h("PATCH devices/{uuid}/vars/{kind}", func(w http.ResponseWriter, r *http.Request) error {
-		kind, err := pathKind(r)
-		if err != nil {
-			return err
-		}
-		var vr VarsRequest
-		if err := decodeControl(r, maxControlBody, &vr); err != nil {
-			return err
-		}
-		if err := s.UpdateVars(VarsUpdate{Device: r.PathValue("uuid"), Kind: kind, Set: vr.Set, Unset: vr.Unset}); err != nil {
-			return err
-		}
-		return noContent(w)
-	})
-	h("POST devices/{uuid}/move", func(w http.ResponseWriter, r *http.Request) error {
-		var mr MoveRequest
-		if err := decodeControl(r, maxControlBody, &mr); err != nil {
-			return err
-		}
-		if mr.AppID <= 0 {
-			return invalidf("appId must be a positive integer")
-		}
-		if err := s.MoveDevice(r.PathValue("uuid"), mr.AppID, mr.Gateway); err != nil {
-			return err
-		}
-		return noContent(w)
-	})
-	h("POST devices/{uuid}/restart", func(w http.ResponseWriter, r *http.Request) error {
-		n, err := s.RestartDevice(r.PathValue("uuid"))
-		if err != nil {
-			return err
-		}
-		return writeJSON(w, http.StatusOK, RestartResponse{Restart: n})
-	})
-	h("GET devices/{uuid}/logs", func(w http.ResponseWriter, r *http.Request) error {
-		l, err := s.Logs(r.PathValue("uuid"))
-		if err != nil {
-			return err
-		}
-		return writeJSON(w, http.StatusOK, l)
-	})
-
-	h("GET requests", func(w http.ResponseWriter, r *http.Request) error {
-		var after uint64
-		if a := r.URL.Query().Get("after"); a != "" {
-			v, err := strconv.ParseUint(a, 10, 64)
-			if err != nil {
-				return invalidf("after must be a sequence number, got %q", a)
-			}
-			after = v
-		}
-		return writeJSON(w, http.StatusOK, s.Requests(after))
-	})
-
-	h("GET faults", func(w http.ResponseWriter, r *http.Request) error {
-		return writeJSON(w, http.StatusOK, s.Faults())
-	})
-	h("DELETE faults", func(w http.ResponseWriter, r *http.Request) error {
-		s.ResetFaults()
-		return noContent(w)
-	})
-	h("POST faults/delay", func(w http.ResponseWriter, r *http.Request) error {
-		var dr DelayRequest
-		if err := decodeControl(r, maxControlBody, &dr); err != nil {
-			return err
-		}
-		d, err := time.ParseDuration(dr.Delay)
-		if err != nil {
-			return invalidf("delay %q: want a Go duration like 200ms", dr.Delay)
-		}
-		var j time.Duration
-		if dr.Jitter != "" {
-			if j, err = time.ParseDuration(dr.Jitter); err != nil {
-				return invalidf("jitter %q: want a Go duration like 50ms", dr.Jitter)
-			}
-		}
-		if err := s.Delay(dr.Route, d, j); err != nil {
-			return err
-		}
-		return noContent(w)
-	})
-	h("DELETE faults/delay/{route}", func(w http.ResponseWriter, r *http.Request) error {
-		if err := checkRoute(r.PathValue("route")); err != nil {
-			return err
-		}
-		s.Undelay(r.PathValue("route"))
-		return noContent(w)
-	})
-	h("POST faults/fail-next", func(w http.ResponseWriter, r *http.Request) error {
-		var fr FailNextRequest
-		if err := decodeControl(r, maxControlBody, &fr); err != nil {
-			return err
-		}
-		if err := s.FailNext(fr.Route, fr.N, fr.Status); err != nil {
-			return err
-		}
-		return noContent(w)
-	})
-	h("DELETE faults/fail-next/{route}", func(w http.ResponseWriter, r *http.Request) error {
-		if err := checkRoute(r.PathValue("route")); err != nil {
-			return err
-		}
-		s.Unfail(r.PathValue("route"))
-		return noContent(w)
-	})
-	h("POST faults/outage", func(w http.ResponseWriter, r *http.Request) error {
-		var or OutageRequest
-		if err := decodeControl(r, maxControlBody, &or); err != nil {
-			return err
-		}
-		if err := s.Outage(or.Mode); err != nil {
-			return err
-		}
-		return noContent(w)
-	})
-	h("DELETE faults/outage", func(w http.ResponseWriter, r *http.Request) error {
-		s.EndOutage()
-		return noContent(w)
-	})
-	h("POST faults/hang", func(w http.ResponseWriter, r *http.Request) error {
-		var hr HangRequest
-		if err := decodeControl(r, maxControlBody, &hr); err != nil {
-			return err
-		}
-		if err := s.Hang(hr.Route); err != nil {
-			return err
-		}
-		return noContent(w)
-	})
-	h("DELETE faults/hang/{route}", func(w http.ResponseWriter, r *http.Request) error {
-		if err := checkRoute(r.PathValue("route")); err != nil {
-			return err
-		}
-		s.Unhang(r.PathValue("route"))
-		return noContent(w)
-	})
-	h("POST faults/refuse-log-lines", func(w http.ResponseWriter, r *http.Request) error {
-		var rr RefuseLogLinesRequest
-		if err := decodeControl(r, maxControlBody, &rr); err != nil {
-			return err
-		}
-		s.RefuseLogLines(rr.Message)
-		return noContent(w)
-	})
-	h("DELETE faults/refuse-log-lines", func(w http.ResponseWriter, r *http.Request) error {
-		s.UnrefuseLogLines()
-		return noContent(w)
-	})
-	h("POST faults/drop-answers", func(w http.ResponseWriter, r *http.Request) error {
-		var dr DropAnswersRequest
-		if err := decodeControl(r, maxControlBody, &dr); err != nil {
-			return err
-		}
-		if err := s.DropAnswers(dr.Route, dr.N); err != nil {
-			return err
-		}
-		return noContent(w)
-	})
-	h("DELETE faults/drop-answers/{route}", func(w http.ResponseWriter, r *http.Request) error {
-		if err := checkRoute(r.PathValue("route")); err != nil {
-			return err
-		}
-		s.Undrop(r.PathValue("route"))
-		return noContent(w)
-	})
-	h("POST faults/delay-answers", func(w http.ResponseWriter, r *http.Request) error {
-		var dr DelayAnswersRequest
-		if err := decodeControl(r, maxControlBody, &dr); err != nil {
-			return err
-		}
-		d, err := time.ParseDuration(dr.Delay)
-		if err != nil {
-			return invalidf("delay %q: want a Go duration like 5s", dr.Delay)
-		}
-		if err := s.DelayAnswers(dr.Route, d, dr.N); err != nil {
-			return err
-		}
-		return noContent(w)
-	})
-	h("DELETE faults/delay-answers/{route}", func(w http.ResponseWriter, r *http.Request) error {
-		if err := checkRoute(r.PathValue("route")); err != nil {
-			return err
-		}
-		s.UndelayAnswers(r.PathValue("route"))
-		return noContent(w)
-	})
+	for _, rt := range s.controlTable() {
+		method, p, _ := strings.Cut(rt.pattern, " ")
+		mux.Handle(method+" "+ControlPrefix+p, s.control(rt.handle))
+	}
 }

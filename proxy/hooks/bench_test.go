@@ -37,8 +37,8 @@ func BenchmarkUpdateHooks10k(b *testing.B) {
 				r := start(b, w, Options{BaseAddress: rv.base(), Concurrency: conc})
 				deadline := time.Now().Add(5 * time.Minute)
 				for {
-					ok := testutil.ToFloat64(r.d.metrics.deliveries.WithLabelValues(KindUpdate, OutcomeOK))
-					left := testutil.ToFloat64(r.d.metrics.pending.WithLabelValues(KindUpdate))
+					ok := testutil.ToFloat64(r.d.metrics.deliveries.WithLabelValues(string(KindUpdate), OutcomeOK))
+					left := testutil.ToFloat64(r.d.metrics.pending.WithLabelValues(string(KindUpdate)))
 					if ok >= n && left == 0 {
 						break
 					}

@@ -114,7 +114,7 @@ func TestUpdateHook200AcknowledgesTheTarget(t *testing.T) {
 	if problems, err := testutil.GatherAndLint(r.reg); err != nil || len(problems) > 0 {
 		t.Fatalf("lint: %v %+v", err, problems)
 	}
-	if c := testutil.ToFloat64(r.d.metrics.deliveries.WithLabelValues(KindUpdate, OutcomeOK)); c < 3 {
+	if c := testutil.ToFloat64(r.d.metrics.deliveries.WithLabelValues(string(KindUpdate), OutcomeOK)); c < 3 {
 		t.Fatalf("got %v ok update deliveries counted, want at least 3", c)
 	}
 	if c := testutil.CollectAndCount(r.d.metrics.ackLatency); c != 1 {
@@ -207,8 +207,8 @@ func TestFailedHooksAreRetriedWithBackoff(t *testing.T) {
 					t.Fatalf("got gap %d of %v, want at least %v (gaps %v)", i, gs[i], want, gs)
 				}
 			}
-			fails := testutil.ToFloat64(r.d.metrics.deliveries.WithLabelValues(KindUpdate, OutcomeRejected)) +
-				testutil.ToFloat64(r.d.metrics.deliveries.WithLabelValues(KindUpdate, OutcomeFailed))
+			fails := testutil.ToFloat64(r.d.metrics.deliveries.WithLabelValues(string(KindUpdate), OutcomeRejected)) +
+				testutil.ToFloat64(r.d.metrics.deliveries.WithLabelValues(string(KindUpdate), OutcomeFailed))
 			if fails != 3 {
 				t.Fatalf("got %v failed deliveries counted, want 3", fails)
 			}
@@ -492,7 +492,7 @@ func TestNotifyDeviceDropsSettledWorkAtOnce(t *testing.T) {
 	w.downloaded("c1")
 	r := start(t, w, Options{BaseAddress: rv.base(), RetryInterval: time.Hour})
 	rv.await(t, 1, updatesTo("d1"))
-	pending := func() float64 { return testutil.ToFloat64(r.d.metrics.pending.WithLabelValues(KindUpdate)) }
+	pending := func() float64 { return testutil.ToFloat64(r.d.metrics.pending.WithLabelValues(string(KindUpdate))) }
 	if p := pending(); p != 1 {
 		t.Fatalf("got %v pending updates in the 202 loop, want 1", p)
 	}

@@ -6,11 +6,15 @@ import (
 	"github.com/depharness/depharness/internal/promreg"
 )
 
-// Hook kinds, as metric label values.
+// Kind is a kind of hook; its value is the metric label value. The zero
+// value means none.
+type Kind string
+
+// Hook kinds.
 const (
-	KindUpdate  = "update"
-	KindDelete  = "delete"
-	KindRestart = "restart"
+	KindUpdate  Kind = "update"
+	KindDelete  Kind = "delete"
+	KindRestart Kind = "restart"
 )
 
 // Delivery outcomes, as metric label values.
@@ -59,8 +63,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Devices owed a hook, by the kind sent next (delete before restart before update).",
 		}, []string{"kind"}),
 	}
-	for _, k := range []string{KindUpdate, KindDelete, KindRestart} {
-		m.pending.WithLabelValues(k)
+	for _, k := range []Kind{KindUpdate, KindDelete, KindRestart} {
+		m.pending.WithLabelValues(string(k))
 	}
 	return m, f.Err()
 }

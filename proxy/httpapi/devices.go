@@ -218,7 +218,6 @@ func (h *Handler) parseReport(m map[string]json.RawMessage) (store.Report, error
 			return rep, f.err
 		}
 	}
-	rep.KeepCommitLocal = h.v.On("put-commit-not-sent")
 	return rep, nil
 }
 

@@ -281,7 +281,7 @@ func decodeDevice(t testing.TB, body string) api.Device {
 	return d
 }
 
-func (e *testEnv) outbox(kind string) []store.OutboxRow {
+func (e *testEnv) outbox(kind store.OutboxKind) []store.OutboxRow {
 	e.t.Helper()
 	rows, err := e.store.NextOutbox(context.Background(), kind, 1000)
 	if err != nil {

@@ -95,11 +95,6 @@ func TestViolations(t *testing.T) {
 		}},
 		{"put-no-attr-200", status("PUT", plainPath(""), `{}`, 400)},
 		{"put-marked-200", status("PUT", markedPath, `{"status":"x"}`, 410)},
-		{"put-commit-not-sent", func(t *testing.T, f deviceFixture) (bool, string) {
-			f.do("PUT", "/v1/devices/"+f.plain, `{"commit":"abc"}`)
-			rows := f.outbox(store.OutboxPatch)
-			return len(rows) == 1 && strings.Contains(string(rows[0].Payload), `"is_on__commit":"abc"`), fmt.Sprint(len(rows), " rows")
-		}},
 		{"put-array-env-ok", status("PUT", plainPath(""), `{"environment":[]}`, 400)},
 		{"put-lookup-first", status("PUT", fixed("/v1/devices/"+unknown), `{"environment":[]}`, 400)},
 		{"logs-200", status("POST", plainPath("/logs"), `{"message":"m"}`, 202)},

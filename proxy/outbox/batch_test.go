@@ -118,11 +118,11 @@ func (c *fakeCloud) logLines() []string {
 type countingStore struct {
 	*store.Store
 	mu       sync.Mutex
-	acks     map[string][]int
-	failAcks map[string]int
+	acks     map[store.OutboxKind][]int
+	failAcks map[store.OutboxKind]int
 }
 
-func (s *countingStore) AckOutboxRows(ctx context.Context, kind string, seqs []int64) (int64, error) {
+func (s *countingStore) AckOutboxRows(ctx context.Context, kind store.OutboxKind, seqs []int64) (int64, error) {
 	s.mu.Lock()
 	s.acks[kind] = append(s.acks[kind], len(seqs))
 	fail := s.failAcks[kind] > 0
@@ -136,7 +136,7 @@ func (s *countingStore) AckOutboxRows(ctx context.Context, kind string, seqs []i
 	return s.Store.AckOutboxRows(ctx, kind, seqs)
 }
 
-func (s *countingStore) ackSizes(kind string) []int {
+func (s *countingStore) ackSizes(kind store.OutboxKind) []int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.acks[kind])
@@ -157,7 +157,7 @@ func newBatchEnv(t *testing.T, devices int, mods ...func(*Options)) *batchEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	e := &batchEnv{t: t, st: &countingStore{Store: st, acks: map[string][]int{}, failAcks: map[string]int{}}, cloud: newFakeCloud()}
+	e := &batchEnv{t: t, st: &countingStore{Store: st, acks: map[store.OutboxKind][]int{}, failAcks: map[store.OutboxKind]int{}}, cloud: newFakeCloud()}
 	for i := range devices {
 		if _, err := st.InsertProvisioned(context.Background(), store.NewDevice{UUID: devUUID(i), AppID: 1, DeviceType: "t", CloudID: devCloudID(i)}); err != nil {
 			t.Fatal(err)
@@ -213,7 +213,7 @@ func (e *batchEnv) start() (stop func()) {
 	return stop
 }
 
-func (e *batchEnv) queued(kind string) []string {
+func (e *batchEnv) queued(kind store.OutboxKind) []string {
 	e.t.Helper()
 	rows, err := e.st.NextOutbox(context.Background(), kind, 10000)
 	if err != nil {
@@ -313,7 +313,7 @@ func TestAnOutageInTheMiddleOfABatchHoldsBackOnlyTheFailedDevice(t *testing.T) {
 		}
 	}
 	e.start()
-	retries := e.ob.metrics.retries.WithLabelValues(store.OutboxPatch)
+	retries := e.ob.metrics.retries.WithLabelValues(string(store.OutboxPatch))
 	waitFor(t, "two failed rounds", func() bool { return testutil.ToFloat64(retries) >= 2 })
 
 	for _, tc := range []struct {
@@ -350,7 +350,7 @@ func TestAnOutageInTheMiddleOfABatchHoldsBackOnlyTheFailedDevice(t *testing.T) {
 	if got, want := e.st.ackSizes(store.OutboxPatch), []int{7, 2}; !slices.Equal(got, want) {
 		t.Errorf("acknowledgement transactions (rows each) = %v, want %v", got, want)
 	}
-	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(store.OutboxPatch)); got != 9 {
+	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(string(store.OutboxPatch))); got != 9 {
 		t.Errorf("delivered = %v, want 9", got)
 	}
 }
@@ -375,13 +375,13 @@ func TestABatchIsAcknowledgedInOneTransaction(t *testing.T) {
 	if got, want := e.st.ackSizes(store.OutboxLog), []int{8, 8}; !slices.Equal(got, want) {
 		t.Errorf("log acknowledgements (rows each) = %v, want %v: one per batch, the split one included", got, want)
 	}
-	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(store.OutboxPatch)); got != 64 {
+	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(string(store.OutboxPatch))); got != 64 {
 		t.Errorf("patches delivered = %v, want 64", got)
 	}
-	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(store.OutboxLog)); got != 15 {
+	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(string(store.OutboxLog))); got != 15 {
 		t.Errorf("log lines delivered = %v, want 15", got)
 	}
-	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxLog, "refused_400")); got != 1 {
+	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(string(store.OutboxLog), "refused_400")); got != 1 {
 		t.Errorf("log lines dropped = %v, want 1", got)
 	}
 	if got := len(e.cloud.logLines()); got != 15 {
@@ -397,9 +397,9 @@ func (e *batchEnv) waitSettled(patches, lines float64) {
 	m := e.ob.metrics
 	waitFor(e.t, "empty outboxes, counted", func() bool {
 		return len(e.queued(store.OutboxPatch)) == 0 && len(e.queued(store.OutboxLog)) == 0 &&
-			testutil.ToFloat64(m.delivered.WithLabelValues(store.OutboxPatch)) >= patches &&
-			testutil.ToFloat64(m.delivered.WithLabelValues(store.OutboxLog))+
-				testutil.ToFloat64(m.dropped.WithLabelValues(store.OutboxLog, "refused_400")) >= lines
+			testutil.ToFloat64(m.delivered.WithLabelValues(string(store.OutboxPatch))) >= patches &&
+			testutil.ToFloat64(m.delivered.WithLabelValues(string(store.OutboxLog)))+
+				testutil.ToFloat64(m.dropped.WithLabelValues(string(store.OutboxLog), "refused_400")) >= lines
 	})
 }
 
@@ -428,11 +428,11 @@ func TestAFailedAcknowledgementIsRetriedWithoutSendingAgain(t *testing.T) {
 	if got, want := e.cloud.logLines(), []string{"dev-000:m0", "dev-001:m1", "dev-002:m2", "dev-000:m3", "dev-001:m4", "dev-002:m5"}; !slices.Equal(got, want) {
 		t.Errorf("log lines = %v, want %v (each once, in order)", got, want)
 	}
-	for _, kind := range []string{store.OutboxPatch, store.OutboxLog} {
+	for _, kind := range []store.OutboxKind{store.OutboxPatch, store.OutboxLog} {
 		if got, want := e.st.ackSizes(kind), []int{6, 6}; !slices.Equal(got, want) {
 			t.Errorf("%s acknowledgements = %v, want %v (a failed one, then its retry)", kind, got, want)
 		}
-		if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(kind)); got != 6 {
+		if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(string(kind))); got != 6 {
 			t.Errorf("%s delivered = %v, want 6 (counted once acknowledged)", kind, got)
 		}
 	}

@@ -45,9 +45,7 @@ package outbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -55,7 +53,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/depharness/depharness/api/cloud"
+	cloudapi "github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
@@ -65,15 +63,15 @@ import (
 // Cloud takes device patches and log lines. *cloudclient.Client implements
 // it; errors are classified with cloudclient.IsRejected.
 type Cloud interface {
-	PatchDevice(ctx context.Context, id int64, patch cloud.DevicePatch) error
-	SendLogs(ctx context.Context, lines []cloud.LogLine) error
+	PatchDevice(ctx context.Context, id int64, patch cloudapi.DevicePatch) error
+	SendLogs(ctx context.Context, lines []cloudapi.LogLine) error
 }
 
 // Store is the outbox's view of the store; *store.Store implements it.
 type Store interface {
-	NextOutboxBytes(ctx context.Context, kind string, limit int, maxBytes int64) ([]store.OutboxRow, error)
-	AckOutboxRows(ctx context.Context, kind string, seqs []int64) (int64, error)
-	OutboxDepth(ctx context.Context, kind string) (int64, error)
+	NextOutboxBytes(ctx context.Context, kind store.OutboxKind, limit int, maxBytes int64) ([]store.OutboxRow, error)
+	AckOutboxRows(ctx context.Context, kind store.OutboxKind, seqs []int64) (int64, error)
+	OutboxDepth(ctx context.Context, kind store.OutboxKind) (int64, error)
 }
 
 // Defaults of Options.
@@ -140,17 +138,17 @@ type Outbox struct {
 	opts    Options
 	log     *slog.Logger
 	metrics *Metrics
-	wake    map[string]chan struct{}
+	wake    map[store.OutboxKind]chan struct{}
 	randMu  sync.Mutex
 	rand    *rand.Rand
 	// unsettled holds, per kind, rows delivered or dropped whose
 	// acknowledgement failed; only that kind's loop touches its entry.
-	unsettled map[string]*settlement
+	unsettled map[store.OutboxKind]*settlement
 	// timeouts are the current call timeouts, per kind.
-	timeouts map[string]*callTimeout
+	timeouts map[store.OutboxKind]*callTimeout
 	// answers counts, per kind, the calls the cloud answered (with a
 	// status): what shows that it is reachable.
-	answers map[string]*atomic.Int64
+	answers map[store.OutboxKind]*atomic.Int64
 	// seen are the store's counters last turned into metrics.
 	countersMu sync.Mutex
 	seen       store.OutboxCounters
@@ -160,6 +158,9 @@ type Outbox struct {
 func New(opts Options) (*Outbox, error) {
 	if opts.Store == nil || opts.Cloud == nil {
 		return nil, errors.New("outbox: Store and Cloud are required")
+	}
+	if opts.Violations.On("put-commit-not-sent") {
+		opts.Cloud = commitKeptLocal{opts.Cloud}
 	}
 	if opts.RetryMin <= 0 {
 		opts.RetryMin = DefaultRetryMin
@@ -192,13 +193,13 @@ func New(opts Options) (*Outbox, error) {
 		opts:    opts,
 		log:     opts.Logger,
 		metrics: opts.Metrics,
-		wake:    map[string]chan struct{}{store.OutboxPatch: make(chan struct{}, 1), store.OutboxLog: make(chan struct{}, 1)},
+		wake:    map[store.OutboxKind]chan struct{}{store.OutboxPatch: make(chan struct{}, 1), store.OutboxLog: make(chan struct{}, 1)},
 		rand:    opts.Rand,
-		unsettled: map[string]*settlement{
+		unsettled: map[store.OutboxKind]*settlement{
 			store.OutboxPatch: {}, store.OutboxLog: {},
 		},
-		answers: map[string]*atomic.Int64{store.OutboxPatch: {}, store.OutboxLog: {}},
-		timeouts: map[string]*callTimeout{
+		answers: map[store.OutboxKind]*atomic.Int64{store.OutboxPatch: {}, store.OutboxLog: {}},
+		timeouts: map[store.OutboxKind]*callTimeout{
 			store.OutboxPatch: {base: opts.CallTimeout}, store.OutboxLog: {base: opts.CallTimeout},
 		},
 	}
@@ -231,7 +232,7 @@ func (o *Outbox) Notify() {
 // are delivered by two independent loops, each in seq order.
 func (o *Outbox) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for kind, step := range map[string]func(context.Context) (bool, error){
+	for kind, step := range map[store.OutboxKind]func(context.Context) (bool, error){
 		store.OutboxPatch: o.deliverPatches,
 		store.OutboxLog:   o.deliverLogs,
 	} {
@@ -248,7 +249,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 // loop runs step until ctx is done. step reports whether it delivered (or
 // dropped) everything it read, so that more may be read at once; an error
 // means the cloud or the store is unavailable: back off.
-func (o *Outbox) loop(ctx context.Context, kind string, step func(context.Context) (bool, error)) {
+func (o *Outbox) loop(ctx context.Context, kind store.OutboxKind, step func(context.Context) (bool, error)) {
 	failures := 0
 	idle := time.NewTicker(o.opts.IdleCheck)
 	defer idle.Stop()
@@ -261,7 +262,7 @@ func (o *Outbox) loop(ctx context.Context, kind string, step func(context.Contex
 			return
 		case err != nil:
 			failures++
-			o.metrics.retries.WithLabelValues(kind).Inc()
+			o.metrics.retries.WithLabelValues(string(kind)).Inc()
 			d := o.backoff(failures)
 			if failures == 1 {
 				o.log.Warn("cloud unavailable: outbox delivery paused", "kind", kind, "err", err, "retry_in", d)
@@ -323,368 +324,6 @@ func permanent(err error) bool {
 	return cloudclient.IsRejected(err) && errors.As(err, &se) && se.Code != http.StatusUnauthorized
 }
 
-// refusedLogs reports whether the cloud refused the content of a log
-// stream request (DEV-LOG-2: 400 or 413) and gives the drop reason of a
-// line found refused alone. Any other failure, other 4xx included, is
-// transient: the lines stay queued.
-func refusedLogs(err error) (reason string, ok bool) {
-	var se *cloudclient.StatusError
-	if !errors.As(err, &se) {
-		return "", false
-	}
-	switch se.Code {
-	case http.StatusBadRequest:
-		return "refused_400", true
-	case http.StatusRequestEntityTooLarge:
-		return "refused_413", true
-	}
-	return "", false
-}
-
-// maxSlowFactor bounds how far callTimeout stretches CallTimeout.
-const maxSlowFactor = 8
-
-// MaxCallTimeout is the longest a call may wait for the cloud when
-// Options.CallTimeout is callTimeout: the timeout a cloud client given to
-// the outbox must allow.
-func MaxCallTimeout(callTimeout time.Duration) time.Duration {
-	return maxSlowFactor * callTimeout
-}
-
-// callTimeout is the timeout of the next cloud call of one kind. It starts
-// at base (CallTimeout). A call whose outcome is unknown (sent, then no
-// answer in time: the cloud may have taken it) doubles it, up to
-// maxSlowFactor × base, so the next call (the same rows again) gives a
-// slow cloud the time to answer instead of being sent the rows a third
-// time (DEV-LOG-2: re-sent at most once for a cloud that answers within
-// twice the timeout). An answer sets it to twice that answer's time,
-// within [base, maxSlowFactor × base]: it stays long while the cloud stays
-// slow, and returns to base once the cloud answers fast again.
-type callTimeout struct {
-	mu   sync.Mutex
-	base time.Duration
-	cur  time.Duration
-}
-
-func (t *callTimeout) get() time.Duration {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return max(t.cur, t.base)
-}
-
-func (t *callTimeout) unknown() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.cur = min(2*max(t.cur, t.base), maxSlowFactor*t.base)
-}
-
-func (t *callTimeout) answered(took time.Duration) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.cur = min(max(2*took, t.base), maxSlowFactor*t.base)
-}
-
-// call makes one cloud call of kind with the kind's current timeout and
-// records its outcome: answered (a status, refusals included), unknown
-// (the request was sent and no answer came: it may have been applied), or
-// neither (not sent, e.g. connection refused, or shutting down).
-func (o *Outbox) call(ctx context.Context, kind string, send func(context.Context) error) error {
-	t := o.timeouts[kind]
-	cctx, cancel := context.WithTimeout(ctx, t.get())
-	start := time.Now()
-	err := send(cctx)
-	took := time.Since(start)
-	cancel()
-	var se *cloudclient.StatusError
-	switch {
-	case err == nil || errors.As(err, &se):
-		o.answers[kind].Add(1)
-		t.answered(took)
-	case ctx.Err() == nil && cloudclient.OutcomeUnknown(err):
-		t.unknown()
-		o.metrics.unknown.WithLabelValues(kind).Inc()
-		o.log.Warn("cloud call sent without an answer: outcome unknown, the same rows will be sent again",
-			"kind", kind, "err", err, "next_timeout", t.get())
-	}
-	return err
-}
-
-// settlement is what a round did with the rows it read: the seqs to
-// acknowledge (delete), how many of them the cloud took, and how many were
-// dropped, by reason.
-type settlement struct {
-	seqs      []int64
-	delivered int
-	dropped   map[string]int
-}
-
-func (s *settlement) deliver(seq int64) {
-	s.seqs = append(s.seqs, seq)
-	s.delivered++
-}
-
-func (s *settlement) drop(seq int64, reason string) {
-	s.seqs = append(s.seqs, seq)
-	if s.dropped == nil {
-		s.dropped = map[string]int{}
-	}
-	s.dropped[reason]++
-}
-
-func (s *settlement) add(t *settlement) {
-	s.seqs = append(s.seqs, t.seqs...)
-	s.delivered += t.delivered
-	for r, n := range t.dropped {
-		if s.dropped == nil {
-			s.dropped = map[string]int{}
-		}
-		s.dropped[r] += n
-	}
-}
-
-// settle acknowledges the rows of kind in s, together with any left from an
-// earlier failed acknowledgement, in one transaction, and counts them. On
-// failure they are kept for the next settle: a round must settle before it
-// reads, so no delivered row is read (and sent) again. It runs even after
-// ctx ended, briefly, so that a shutdown acknowledges what it delivered.
-func (o *Outbox) settle(ctx context.Context, kind string, s *settlement) error {
-	pending := o.unsettled[kind]
-	if s != nil {
-		pending.add(s)
-	}
-	if len(pending.seqs) == 0 {
-		return nil
-	}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	defer cancel()
-	if _, err := o.opts.Store.AckOutboxRows(actx, kind, pending.seqs); err != nil {
-		return fmt.Errorf("outbox: ack %d %s rows: %w", len(pending.seqs), kind, err)
-	}
-	o.metrics.delivered.WithLabelValues(kind).Add(float64(pending.delivered))
-	for reason, n := range pending.dropped {
-		o.metrics.dropped.WithLabelValues(kind, reason).Add(float64(n))
-	}
-	*pending = settlement{}
-	return nil
-}
-
-// deliverPatches delivers one batch of the oldest patches: grouped by cloud
-// device, each device's in seq order, devices concurrently; then it
-// acknowledges the batch's delivered and dropped rows in one transaction.
-// A device whose patch failed (cloud unavailable) keeps that patch and its
-// later ones queued, and the round returns the failure (back off). It
-// reports whether it read a full batch, so that more may be waiting.
-func (o *Outbox) deliverPatches(ctx context.Context) (bool, error) {
-	if err := o.settle(ctx, store.OutboxPatch, nil); err != nil {
-		return false, err
-	}
-	rows, err := o.opts.Store.NextOutboxBytes(ctx, store.OutboxPatch, o.opts.PatchBatch, 0)
-	if err != nil || len(rows) == 0 {
-		return false, err
-	}
-	if o.opts.Violations.On("outbox-reorder") {
-		for i, j := 0, len(rows)-1; i < j; i, j = i+1, j-1 {
-			rows[i], rows[j] = rows[j], rows[i]
-		}
-	}
-	chains := byDevice(rows)
-	results := make([]chainResult, len(chains))
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range min(o.opts.PatchConcurrency, len(chains)) {
-		wg.Go(func() {
-			for i := range work {
-				results[i] = o.deliverChain(ctx, chains[i])
-			}
-		})
-	}
-	for i := range chains {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-
-	var (
-		done    settlement
-		failed  int
-		held    int
-		failure error
-	)
-	for i := range results {
-		done.add(&results[i].settlement)
-		if results[i].err != nil {
-			failed++
-			held += results[i].held
-			if failure == nil {
-				failure = results[i].err
-			}
-		}
-	}
-	if err := o.settle(ctx, store.OutboxPatch, &done); err != nil {
-		return false, err
-	}
-	if failure != nil {
-		return false, fmt.Errorf("%d patches of %d devices held back: %w", held, failed, failure)
-	}
-	return len(rows) == o.opts.PatchBatch, nil
-}
-
-// byDevice splits rows into per-device chains, keeping the rows' order
-// within each chain; chains are in the order of their first row.
-func byDevice(rows []store.OutboxRow) [][]store.OutboxRow {
-	index := map[int64]int{}
-	var chains [][]store.OutboxRow
-	for _, r := range rows {
-		i, ok := index[r.CloudID]
-		if !ok {
-			i = len(chains)
-			index[r.CloudID] = i
-			chains = append(chains, nil)
-		}
-		chains[i] = append(chains[i], r)
-	}
-	return chains
-}
-
-// chainResult is what delivering one device's chain did: rows delivered or
-// dropped, and, if the cloud was unavailable, the error and how many rows
-// (the failed one and those after it) stay queued.
-type chainResult struct {
-	settlement
-	err  error
-	held int
-}
-
-// deliverChain sends one device's patches in order, stopping at the first
-// that fails for a reason other than a refusal for good.
-func (o *Outbox) deliverChain(ctx context.Context, rows []store.OutboxRow) chainResult {
-	var res chainResult
-	for i, r := range rows {
-		if err := ctx.Err(); err != nil {
-			res.err, res.held = err, len(rows)-i
-			return res
-		}
-		var p cloud.DevicePatch
-		if err := json.Unmarshal(r.Payload, &p); err != nil {
-			o.log.Error("dropping an undecodable device patch", "seq", r.Seq, "device", r.DeviceUUID, "err", err)
-			res.drop(r.Seq, "undecodable")
-			continue
-		}
-		err := o.call(ctx, store.OutboxPatch, func(ctx context.Context) error { return o.opts.Cloud.PatchDevice(ctx, r.CloudID, p) })
-		switch {
-		case err == nil:
-			res.deliver(r.Seq)
-			if i == 0 && len(rows) > 1 && o.opts.Violations.On("outbox-late-older-patch") {
-				o.late(ctx, func(ctx context.Context) error { return o.opts.Cloud.PatchDevice(ctx, r.CloudID, p) })
-			}
-		case permanent(err):
-			o.log.Warn("cloud refused a device patch: dropped", "seq", r.Seq, "device", r.DeviceUUID, "cloud_id", r.CloudID, "err", err)
-			res.drop(r.Seq, "rejected")
-		case ctx.Err() != nil:
-			// Shutting down: not the cloud's answer; keep the row.
-			res.err, res.held = ctx.Err(), len(rows)-i
-			return res
-		case o.opts.Violations.On("put-lost-on-outage"):
-			res.drop(r.Seq, "unavailable")
-		default:
-			res.err, res.held = err, len(rows)-i
-			return res
-		}
-	}
-	return res
-}
-
-// deliverLogs sends the oldest log lines in one batch (at most LogBatch
-// lines and LogBatchBytes bytes) and acknowledges them after the cloud took
-// them, in one transaction. The cloud takes a request whole or refuses it
-// whole (CLOUD-LOGS): a batch it refuses (400 or 413) is split in halves,
-// each sent on its own, until the refused line is found alone and dropped;
-// a half the cloud took is never sent again. What was delivered or dropped
-// before a failure is still acknowledged (once, with the rest of the
-// batch's outcome). After a failure the next round starts again at the
-// oldest line not acknowledged: after a request whose outcome is unknown,
-// its lines are sent again first, before any newer line.
-func (o *Outbox) deliverLogs(ctx context.Context) (bool, error) {
-	if err := o.settle(ctx, store.OutboxLog, nil); err != nil {
-		return false, err
-	}
-	rows, err := o.opts.Store.NextOutboxBytes(ctx, store.OutboxLog, o.opts.LogBatch, o.opts.LogBatchBytes)
-	if err != nil || len(rows) == 0 {
-		return false, err
-	}
-	var done settlement
-	sendErr := o.sendLogRows(ctx, rows, &done)
-	if err := o.settle(ctx, store.OutboxLog, &done); err != nil {
-		return false, err
-	}
-	if sendErr != nil {
-		return false, sendErr
-	}
-	// More may be waiting (a batch is cut by LogBatch or by the byte
-	// cap): the next round finds out.
-	return true, nil
-}
-
-// sendLogRows sends rows as one request (or, if the cloud refuses it, as
-// halves), recording in done what the cloud took and what was dropped. It
-// stops at the first failure, leaving the rest unrecorded (queued).
-func (o *Outbox) sendLogRows(ctx context.Context, rows []store.OutboxRow, done *settlement) error {
-	lines := make([]cloud.LogLine, 0, len(rows))
-	for _, r := range rows {
-		var l cloud.LogLine
-		if err := json.Unmarshal(r.Payload, &l); err != nil {
-			// Send what precedes it, then drop it, keeping the order.
-			i := len(lines)
-			if i > 0 {
-				if err := o.sendLogRows(ctx, rows[:i], done); err != nil {
-					return err
-				}
-			}
-			o.log.Error("dropping an undecodable log line", "seq", r.Seq, "device", r.DeviceUUID, "err", err)
-			done.drop(r.Seq, "undecodable")
-			if rest := rows[i+1:]; len(rest) > 0 {
-				return o.sendLogRows(ctx, rest, done)
-			}
-			return nil
-		}
-		lines = append(lines, l)
-	}
-	err := o.call(ctx, store.OutboxLog, func(ctx context.Context) error { return o.opts.Cloud.SendLogs(ctx, lines) })
-	reason, refused := refusedLogs(err)
-	switch {
-	case err == nil:
-		for _, r := range rows {
-			done.deliver(r.Seq)
-		}
-		if o.opts.Violations.On("logs-resent-after-success") {
-			o.late(ctx, func(ctx context.Context) error { return o.opts.Cloud.SendLogs(ctx, lines) })
-		}
-		return nil
-	case refused && len(rows) > 1 && o.opts.Violations.On("logs-refused-batch-dropped"):
-		for _, r := range rows {
-			done.drop(r.Seq, reason)
-		}
-		return nil
-	case refused && len(rows) > 1:
-		half := len(rows) / 2
-		if err := o.sendLogRows(ctx, rows[:half], done); err != nil {
-			return err
-		}
-		return o.sendLogRows(ctx, rows[half:], done)
-	case refused:
-		o.log.Warn("cloud refused a log line: dropped", "seq", rows[0].Seq, "device", rows[0].DeviceUUID, "reason", reason, "err", err)
-		done.drop(rows[0].Seq, reason)
-		return nil
-	case ctx.Err() == nil && o.opts.Violations.On("logs-lost-on-outage"):
-		for _, r := range rows {
-			done.drop(r.Seq, "unavailable")
-		}
-		return nil
-	default:
-		return err
-	}
-}
-
 // lateDelay is how long after a delivery the late-delivery violations send
 // again what the cloud already took.
 const lateDelay = time.Second
@@ -711,7 +350,7 @@ type Counters interface {
 	OutboxCounters(ctx context.Context) (store.OutboxCounters, error)
 }
 
-func (o *Outbox) updateDepth(ctx context.Context, kind string) {
+func (o *Outbox) updateDepth(ctx context.Context, kind store.OutboxKind) {
 	if ctx.Err() != nil {
 		return
 	}
@@ -720,8 +359,8 @@ func (o *Outbox) updateDepth(ctx context.Context, kind string) {
 		if err != nil {
 			return
 		}
-		o.metrics.depth.WithLabelValues(kind).Set(float64(c.Rows[kind]))
-		o.metrics.bytes.WithLabelValues(kind).Set(float64(c.Bytes[kind]))
+		o.metrics.depth.WithLabelValues(string(kind)).Set(float64(c.Rows[kind]))
+		o.metrics.bytes.WithLabelValues(string(kind)).Set(float64(c.Bytes[kind]))
 		o.countersMu.Lock()
 		if d := c.PatchesMerged - o.seen.PatchesMerged; d > 0 {
 			o.metrics.merged.Add(float64(d))
@@ -737,5 +376,5 @@ func (o *Outbox) updateDepth(ctx context.Context, kind string) {
 	if err != nil {
 		return
 	}
-	o.metrics.depth.WithLabelValues(kind).Set(float64(n))
+	o.metrics.depth.WithLabelValues(string(kind)).Set(float64(n))
 }

@@ -210,7 +210,7 @@ func (e *env) requests() int {
 	return e.cloud.requests
 }
 
-func (e *env) depth(kind string) int64 {
+func (e *env) depth(kind store.OutboxKind) int64 {
 	n, err := e.store.OutboxDepth(context.Background(), kind)
 	if err != nil {
 		e.t.Fatal(err)
@@ -244,7 +244,7 @@ func TestPatchesAreDeliveredInOrderPerDeviceAcrossAnOutage(t *testing.T) {
 		want = append(want, patchWant(id, fmt.Sprint("s", i)))
 	}
 	waitFor(t, "two failed rounds", func() bool {
-		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(store.OutboxPatch)) >= 2
+		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(string(store.OutboxPatch))) >= 2
 	})
 	if got := e.cloud.Patches(); len(got) != 0 {
 		t.Fatalf("delivered during the outage: %v", got)
@@ -260,13 +260,13 @@ func TestPatchesAreDeliveredInOrderPerDeviceAcrossAnOutage(t *testing.T) {
 	waitFor(t, "an empty outbox", func() bool { return e.depth(store.OutboxPatch) == 0 })
 	// Counted just after the rows are deleted.
 	waitFor(t, "10 counted as delivered", func() bool {
-		return testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(store.OutboxPatch)) >= 10
+		return testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(string(store.OutboxPatch))) >= 10
 	})
-	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(store.OutboxPatch)); got != 10 {
+	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(string(store.OutboxPatch))); got != 10 {
 		t.Errorf("delivered = %v, want 10", got)
 	}
 	waitFor(t, "the depth gauge at 0", func() bool {
-		return testutil.ToFloat64(e.ob.metrics.depth.WithLabelValues(store.OutboxPatch)) == 0
+		return testutil.ToFloat64(e.ob.metrics.depth.WithLabelValues(string(store.OutboxPatch))) == 0
 	})
 }
 
@@ -281,7 +281,7 @@ func TestLogsAreDeliveredInOrderInBatchesAcrossAnOutage(t *testing.T) {
 		want = append(want, fmt.Sprintf("%s:m%d", u, i))
 	}
 	waitFor(t, "a failed round", func() bool {
-		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(store.OutboxLog)) >= 1
+		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(string(store.OutboxLog))) >= 1
 	})
 	e.cloud.set(func(c *testCloud) { c.down = false })
 	waitFor(t, "all lines", func() bool { return len(e.cloud.LogMessages()) >= 10 })
@@ -324,9 +324,9 @@ func TestARejectedPatchIsDroppedAndTheQueueMovesOn(t *testing.T) {
 	}
 	waitFor(t, "an empty outbox", func() bool { return e.depth(store.OutboxPatch) == 0 })
 	waitFor(t, "the drop counted", func() bool {
-		return testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxPatch, "rejected")) >= 1
+		return testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(string(store.OutboxPatch), "rejected")) >= 1
 	})
-	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxPatch, "rejected")); got != 1 {
+	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(string(store.OutboxPatch), "rejected")); got != 1 {
 		t.Errorf("dropped = %v, want 1", got)
 	}
 }
@@ -337,7 +337,7 @@ func TestAnUnauthorizedPatchIsRetriedNotDropped(t *testing.T) {
 	e.report("dev-a", "s")
 	e.run()
 	waitFor(t, "two failed rounds", func() bool {
-		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(store.OutboxPatch)) >= 2
+		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(string(store.OutboxPatch))) >= 2
 	})
 	if d := e.depth(store.OutboxPatch); d != 1 {
 		t.Fatalf("depth = %d, want 1 (kept for retry)", d)
@@ -365,9 +365,9 @@ func TestARejectedLogLineIsFoundAndDroppedAlone(t *testing.T) {
 		t.Fatalf("cloud got %v, want %v", got, want)
 	}
 	waitFor(t, "the drop counted", func() bool {
-		return testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxLog, "refused_400")) >= 1
+		return testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(string(store.OutboxLog), "refused_400")) >= 1
 	})
-	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(store.OutboxLog, "refused_400")); got != 1 {
+	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(string(store.OutboxLog), "refused_400")); got != 1 {
 		t.Errorf("dropped = %v, want 1", got)
 	}
 }
@@ -376,7 +376,7 @@ func TestNotifyWakesAnIdleOutbox(t *testing.T) {
 	e := newEnv(t) // IdleCheck is an hour: only Notify can wake it
 	e.run()
 	waitFor(t, "the idle outbox to have looked once", func() bool {
-		return testutil.ToFloat64(e.ob.metrics.depth.WithLabelValues(store.OutboxPatch)) == 0 &&
+		return testutil.ToFloat64(e.ob.metrics.depth.WithLabelValues(string(store.OutboxPatch))) == 0 &&
 			testutil.CollectAndCount(e.ob.metrics.depth) == 2
 	})
 	e.report("dev-a", "woken")
@@ -391,7 +391,7 @@ func TestRunStopsPromptlyDuringABackoff(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- e.ob.Run(ctx) }()
 	waitFor(t, "a failed round", func() bool {
-		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(store.OutboxPatch)) >= 1
+		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(string(store.OutboxPatch))) >= 1
 	})
 	cancel()
 	select {
@@ -447,6 +447,23 @@ func TestViolations(t *testing.T) {
 			// Kept for a retry (a second request) or dropped (depth 0).
 			waitFor(t, "a retry or a drop", func() bool { return e.requests() >= 2 || e.depth(store.OutboxLog) == 0 })
 			return e.depth(store.OutboxLog) == 1, fmt.Sprint("depth ", e.depth(store.OutboxLog))
+		}},
+		{"put-commit-not-sent", func(t *testing.T, e *env) (bool, string) {
+			commit, status := "abc", "s"
+			for _, r := range []struct {
+				uuid string
+				rep  store.Report
+			}{{"dev-a", store.Report{Commit: &commit}}, {"dev-b", store.Report{Status: &status, Commit: &commit}}} {
+				if _, _, err := e.store.ApplyReport(context.Background(), r.uuid, r.rep); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.run()
+			e.ob.Notify()
+			waitFor(t, "the patches settled", func() bool { return e.depth(store.OutboxPatch) == 0 })
+			got := perDevice(e.cloud.Patches())
+			return strings.Contains(fmt.Sprint(got["11"]), `"is_on__commit":"abc"`) &&
+				strings.Contains(fmt.Sprint(got["12"]), `"is_on__commit":"abc"`), fmt.Sprint(got)
 		}},
 		{"outbox-reorder", func(t *testing.T, e *env) (bool, string) {
 			e.report("dev-a", "first")

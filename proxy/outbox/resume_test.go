@@ -42,7 +42,7 @@ func TestResumptionIsLoggedOnlyAfterTheCloudAnswered(t *testing.T) {
 	// round, drops to 0.
 	waitFor(t, "a round that found nothing", func() bool {
 		e.ob.Notify()
-		return testutil.ToFloat64(e.ob.metrics.depth.WithLabelValues(store.OutboxLog)) == 0
+		return testutil.ToFloat64(e.ob.metrics.depth.WithLabelValues(string(store.OutboxLog))) == 0
 	})
 	e.ob.Notify()
 	sleep(context.Background(), 50*time.Millisecond)

@@ -365,9 +365,6 @@ type Report struct {
 	Commit      *string
 	Environment json.RawMessage
 	Config      json.RawMessage
-	// KeepCommitLocal stores Commit without sending it to the cloud: the
-	// deliberate violation put-commit-not-sent, for the self-check only.
-	KeepCommitLocal bool
 }
 
 // Empty reports whether r reports nothing.
@@ -441,13 +438,9 @@ func (s *Store) ApplyReport(ctx context.Context, uuid string, r Report) (d Devic
 			r.Status, isOnline, r.Commit, compactOrNil(r.Environment), compactOrNil(r.Config), uuid); err != nil {
 			return err
 		}
-		sendCommit := r.Commit
-		if r.KeepCommitLocal {
-			sendCommit = nil
-		}
-		if r.Status != nil || r.IsOnline != nil || sendCommit != nil {
+		if r.Status != nil || r.IsOnline != nil || r.Commit != nil {
 			if merged, dropped, err = s.enqueuePatch(ctx, tx, stmts[2], stmts[6], cs, uuid, cloudID,
-				patchPayload{Status: r.Status, IsOnline: r.IsOnline, IsOnCommit: sendCommit}); err != nil {
+				patchPayload{Status: r.Status, IsOnline: r.IsOnline, IsOnCommit: r.Commit}); err != nil {
 				return err
 			}
 			enqueued = true
@@ -582,7 +575,7 @@ func (s *Store) enqueuePatch(ctx context.Context, tx *sql.Tx, insert, queued *sq
 		return false, 0, err
 	}
 	res, err := tx.StmtContext(ctx, insert).ExecContext(ctx,
-		OutboxPatch, uuid, cloudID, string(payload), s.nowMillis(), len(payload))
+		string(OutboxPatch), uuid, cloudID, string(payload), s.nowMillis(), len(payload))
 	if err != nil {
 		return false, 0, err
 	}

@@ -10,6 +10,14 @@ package store
 // of one transaction per write; what is saved is the fixed cost of BEGIN and
 // COMMIT, and the hand-over of the one writer connection between goroutines.
 //
+// A caller that will write soon and repeatedly (a hook delivery: an attempt,
+// then an acknowledgement) can announce itself (Store.ExpectWrites). While
+// fewer writes are queued than callers announced, a batch that holds a
+// write of theirs (hook state, Store.writeAnnounced) waits up to
+// commitLinger for the others before it starts: a commit costs far more
+// than the wait, and writes that arrive one by one would otherwise each pay
+// for one. A batch of other writes only never waits.
+//
 // The writer connection's statements ignore the cancellation of the caller's
 // context once they reach SQLite (see detachedConn): interrupting a statement
 // that writes rolls back the whole transaction, which would lose the other
@@ -26,10 +34,15 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // maxBatch bounds the writes committed in one transaction.
 const maxBatch = 256
+
+// commitLinger bounds how long a batch waits for the writes of announced
+// callers (Store.ExpectWrites).
+const commitLinger = 500 * time.Microsecond
 
 // errClosed is returned by writes submitted after Close.
 var errClosed = errors.New("store: closed")
@@ -47,7 +60,10 @@ type writeReq struct {
 	fn    func(*sql.Tx) error
 	state atomic.Int32
 	done  chan error // buffered: a batch never waits for a caller
-	err   error      // fn's own error, kept until the batch commits
+	// announced: a write of the kind announced callers make, for which a
+	// batch may wait for theirs.
+	announced bool
+	err       error // fn's own error, kept until the batch commits
 }
 
 // committer is the queue of writes and whoever runs them: the caller of a
@@ -66,6 +82,13 @@ type committer struct {
 	closed  bool
 	drained chan struct{} // closed once inactive after close (nil: nobody waits)
 
+	// expected counts the callers announced by Store.ExpectWrites.
+	expected atomic.Int32
+	// arrived wakes a batch that lingers for announced writes (capacity 1).
+	arrived chan struct{}
+	// lingerFor is commitLinger (tests lengthen it).
+	lingerFor time.Duration
+
 	// batches and batched count transactions and the writes they held
 	// (for tests).
 	batches, batched atomic.Int64
@@ -75,7 +98,7 @@ type committer struct {
 
 // newCommitter prepares the savepoint statements on db.
 func newCommitter(db *sql.DB) (*committer, error) {
-	c := &committer{db: db}
+	c := &committer{db: db, arrived: make(chan struct{}, 1), lingerFor: commitLinger}
 	for _, p := range []struct {
 		st **sql.Stmt
 		q  string
@@ -100,11 +123,11 @@ func (c *committer) closeStmts() {
 
 // do runs fn in a transaction of the writer and returns its error, or the
 // transaction's.
-func (c *committer) do(ctx context.Context, fn func(*sql.Tx) error) error {
+func (c *committer) do(ctx context.Context, fn func(*sql.Tx) error, announced bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1), announced: announced}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -114,6 +137,12 @@ func (c *committer) do(ctx context.Context, fn func(*sql.Tx) error) error {
 	lead := !c.active
 	c.active = true
 	c.mu.Unlock()
+	if !lead {
+		select { // wake a batch lingering for this write
+		case c.arrived <- struct{}{}:
+		default:
+		}
+	}
 	if lead {
 		c.lead(true) // the queue was empty: r is in the first batch
 	}
@@ -166,6 +195,11 @@ func (c *committer) lead(inline bool) {
 			go c.lead(false)
 			return
 		}
+		if c.shouldLingerLocked() {
+			c.mu.Unlock()
+			c.linger()
+			c.mu.Lock()
+		}
 		n := min(len(c.queue), maxBatch)
 		batch = append(batch[:0], c.queue[:n]...)
 		rest := copy(c.queue, c.queue[n:])
@@ -175,6 +209,46 @@ func (c *committer) lead(inline bool) {
 
 		c.runBatch(batch)
 		clear(batch)
+	}
+}
+
+// shouldLingerLocked reports whether the next batch is to wait for the
+// writes of announced callers: fewer are queued than announced, and one of
+// those queued is of their kind.
+func (c *committer) shouldLingerLocked() bool {
+	n := len(c.queue)
+	if n >= int(c.expected.Load()) || n >= maxBatch {
+		return false
+	}
+	for _, r := range c.queue {
+		if r.announced {
+			return true
+		}
+	}
+	return false
+}
+
+// linger waits, up to lingerFor, until as many writes are queued as
+// callers are announced (or maxBatch).
+func (c *committer) linger() {
+	select { // a wake-up for writes already counted
+	case <-c.arrived:
+	default:
+	}
+	t := time.NewTimer(c.lingerFor)
+	defer t.Stop()
+	for {
+		c.mu.Lock()
+		n := len(c.queue)
+		c.mu.Unlock()
+		if n >= int(c.expected.Load()) || n >= maxBatch {
+			return
+		}
+		select {
+		case <-c.arrived:
+		case <-t.C:
+			return
+		}
 	}
 }
 

@@ -177,6 +177,60 @@ func TestQueuedWritesShareOneTransactionInSubmissionOrder(t *testing.T) {
 	}
 }
 
+func TestWritesOfAnnouncedCallersWaitForEachOtherAndShareOneTransaction(t *testing.T) {
+	s := openAPIStore(t)
+	s.gc.lingerFor = time.Minute // only the second write can end the wait in time
+	ctx := context.Background()
+	announced := func(key string) <-chan error {
+		errc := make(chan error, 1)
+		go func() { errc <- s.writeAnnounced(ctx, putMeta(key, "v")) }()
+		return errc
+	}
+	quick := func(what string, write func() error) {
+		t.Helper()
+		start := time.Now()
+		if err := write(); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > 30*time.Second {
+			t.Errorf("%s took %v, want no wait for others", what, d)
+		}
+	}
+	done1, done2 := s.ExpectWrites(), s.ExpectWrites()
+
+	// Other writes never wait for announced callers.
+	quick("a write of another kind while 2 callers are announced", func() error { return s.write(ctx, putMeta("a0", "v")) })
+
+	before := s.gc.batches.Load()
+	first := announced("a1")
+	awaitQueued(t, s, 1)
+	select {
+	case err := <-first:
+		t.Fatalf("the first announced write returned (err %v) before the other announced caller wrote", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	second := announced("a2")
+	for i, errc := range []<-chan error{first, second} {
+		if err := await(t, "write", errc); err != nil {
+			t.Errorf("write %d: %v", i+1, err)
+		}
+	}
+	if got := s.gc.batches.Load() - before; got != 1 {
+		t.Errorf("transactions for the writes of 2 announced callers = %d, want 1", got)
+	}
+
+	done1()
+	done1() // a second call changes nothing
+	done2()
+	if got := s.gc.expected.Load(); got != 0 {
+		t.Fatalf("announced callers after every done = %d, want 0", got)
+	}
+	quick("an announced write with nobody announced", func() error { return s.writeAnnounced(ctx, putMeta("a3", "v")) })
+	if got := metaKeys(t, s, "a"); strings.Join(got, ",") != "a0,a1,a2,a3" {
+		t.Errorf("committed keys = %v, want a0,a1,a2,a3", got)
+	}
+}
+
 func TestAFailingWriteIsUndoneAndTheOthersOfItsBatchAreKept(t *testing.T) {
 	errBoom := errors.New("boom")
 	cases := []struct {

@@ -349,54 +349,34 @@ WHERE uuid = ? AND restart_acked < restart_requested AND marked_for_delete = 0`
 var hookWriteQueries = []string{qHookAttempt, updateTargetQuery, qHookAck, qHookRestart, qHookRemove}
 
 // WriteHookState applies ws in one transaction and reports what each did.
+// Its statements are prepared once per Store; the writes of concurrent
+// callers share commits through the store's group commit.
 func (s *Store) WriteHookState(ctx context.Context, ws []HookWrite) ([]HookWriteResult, error) {
-	return s.writeHookState(ctx, ws, nil)
-}
-
-// HookStateWriter is WriteHookState with its statements prepared once on the
-// writer connection: the dispatcher batches the writes of concurrent
-// deliveries through one. Close it when done.
-type HookStateWriter struct {
-	s     *Store
-	stmts map[string]*sql.Stmt
-}
-
-// NewHookStateWriter prepares a HookStateWriter.
-func (s *Store) NewHookStateWriter(ctx context.Context) (*HookStateWriter, error) {
-	w := &HookStateWriter{s: s, stmts: map[string]*sql.Stmt{}}
+	if len(ws) == 0 {
+		return nil, nil
+	}
+	// Prepared on the writer before the transaction takes its only
+	// connection; bound to the transaction inside.
+	prepared := make(map[string]*sql.Stmt, len(hookWriteQueries))
 	for _, q := range hookWriteQueries {
-		st, err := s.w.PrepareContext(ctx, q)
+		st, err := s.prepared(ctx, s.w, q)
 		if err != nil {
-			w.Close()
-			return nil, fmt.Errorf("store: prepare hook state writer: %w", err)
+			return nil, fmt.Errorf("store: write hook state: %w", err)
 		}
-		w.stmts[q] = st
+		prepared[q] = st
 	}
-	return w, nil
-}
-
-// Write is WriteHookState.
-func (w *HookStateWriter) Write(ctx context.Context, ws []HookWrite) ([]HookWriteResult, error) {
-	return w.s.writeHookState(ctx, ws, w.stmts)
-}
-
-// Close releases the prepared statements.
-func (w *HookStateWriter) Close() error {
-	var errs []error
-	for _, st := range w.stmts {
-		errs = append(errs, st.Close())
-	}
-	return errors.Join(errs...)
+	return s.writeHookState(ctx, ws, prepared)
 }
 
 // writeHookState applies ws in one transaction, with the statements of
-// prepared (nil: prepared in the transaction as needed).
+// prepared bound to it (a query missing there is prepared in the
+// transaction).
 func (s *Store) writeHookState(ctx context.Context, ws []HookWrite, prepared map[string]*sql.Stmt) ([]HookWriteResult, error) {
 	if len(ws) == 0 {
 		return nil, nil
 	}
 	var out []HookWriteResult
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.writeAnnounced(ctx, func(tx *sql.Tx) error {
 		out = make([]HookWriteResult, len(ws))
 		local := map[string]*sql.Stmt{}
 		defer func() {

@@ -17,10 +17,22 @@ import (
 	"time"
 )
 
+// OutboxKind is what the rows of one queue of the outbox hold.
+type OutboxKind string
+
+// check refuses a kind that is none of the constants below (a conversion
+// from an arbitrary string).
+func (k OutboxKind) check() error {
+	if k != OutboxPatch && k != OutboxLog {
+		return fmt.Errorf("store: unknown outbox kind %q", string(k))
+	}
+	return nil
+}
+
 // Outbox kinds.
 const (
-	OutboxPatch = "patch" // payload: cloudapi.DevicePatch JSON
-	OutboxLog   = "log"   // payload: cloudapi.LogLine JSON
+	OutboxPatch OutboxKind = "patch" // payload: cloudapi.DevicePatch JSON
+	OutboxLog   OutboxKind = "log"   // payload: cloudapi.LogLine JSON
 )
 
 // Default bounds of the outbox.
@@ -42,13 +54,13 @@ const (
 // outbox_<kind>_rows and outbox_<kind>_bytes (payload bytes).
 const metaLogRows = "outbox_log_rows"
 
-func metaRows(kind string) string  { return "outbox_" + kind + "_rows" }
-func metaBytes(kind string) string { return "outbox_" + kind + "_bytes" }
+func metaRows(kind OutboxKind) string  { return "outbox_" + string(kind) + "_rows" }
+func metaBytes(kind OutboxKind) string { return "outbox_" + string(kind) + "_bytes" }
 
 // OutboxRow is one undelivered report or log line.
 type OutboxRow struct {
 	Seq        int64
-	Kind       string
+	Kind       OutboxKind
 	DeviceUUID string
 	CloudID    int64
 	Payload    json.RawMessage
@@ -108,7 +120,7 @@ func (s *Store) AppendLogBounded(ctx context.Context, uuid string, payload []byt
 			return err
 		}
 		res, err := tx.StmtContext(ctx, insert).ExecContext(ctx,
-			OutboxLog, uuid, cloudID, string(payload), s.nowMillis(), len(payload))
+			string(OutboxLog), uuid, cloudID, string(payload), s.nowMillis(), len(payload))
 		if err != nil {
 			return err
 		}
@@ -154,7 +166,7 @@ func (s *Store) countStmts(ctx context.Context) (cs countStmts, err error) {
 
 // readCounts reads the counts of kind from meta, or counts the table once
 // for a count meta does not have yet.
-func readCounts(ctx context.Context, tx *sql.Tx, cs countStmts, kind string) (outboxCounts, error) {
+func readCounts(ctx context.Context, tx *sql.Tx, cs countStmts, kind OutboxKind) (outboxCounts, error) {
 	var c outboxCounts
 	var rows, bytes sql.NullString
 	var row *sql.Row
@@ -168,7 +180,7 @@ func readCounts(ctx context.Context, tx *sql.Tx, cs countStmts, kind string) (ou
 		return c, err
 	}
 	if !rows.Valid || !bytes.Valid {
-		err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE kind = ?`, kind).Scan(&c.rows, &c.bytes)
+		err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE kind = ?`, string(kind)).Scan(&c.rows, &c.bytes)
 		return c, err
 	}
 	if c.rows, err = strconv.ParseInt(rows.String, 10, 64); err != nil {
@@ -180,7 +192,7 @@ func readCounts(ctx context.Context, tx *sql.Tx, cs countStmts, kind string) (ou
 	return c, nil
 }
 
-func writeCounts(ctx context.Context, tx *sql.Tx, cs countStmts, kind string, c outboxCounts) error {
+func writeCounts(ctx context.Context, tx *sql.Tx, cs countStmts, kind OutboxKind, c outboxCounts) error {
 	args := []any{metaRows(kind), strconv.FormatInt(max(c.rows, 0), 10), metaBytes(kind), strconv.FormatInt(max(c.bytes, 0), 10)}
 	var err error
 	if cs.write != nil {
@@ -194,11 +206,11 @@ func writeCounts(ctx context.Context, tx *sql.Tx, cs countStmts, kind string, c 
 // trimOldest deletes the oldest rows of kind, never the row keep, until c
 // is within maxRows and maxBytes, and takes them off c. It returns how many
 // it deleted.
-func trimOldest(ctx context.Context, tx *sql.Tx, kind string, c *outboxCounts, maxRows, maxBytes, keep int64) (int64, error) {
+func trimOldest(ctx context.Context, tx *sql.Tx, kind OutboxKind, c *outboxCounts, maxRows, maxBytes, keep int64) (int64, error) {
 	if c.rows <= maxRows && c.bytes <= maxBytes {
 		return 0, nil
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT seq, size FROM outbox WHERE kind = ? AND seq <> ? ORDER BY seq`, kind, keep)
+	rows, err := tx.QueryContext(ctx, `SELECT seq, size FROM outbox WHERE kind = ? AND seq <> ? ORDER BY seq`, string(kind), keep)
 	if err != nil {
 		return 0, err
 	}
@@ -234,7 +246,7 @@ func trimOldest(ctx context.Context, tx *sql.Tx, kind string, c *outboxCounts, m
 // OutboxCounters are the outbox's sizes and the report queue's counters.
 type OutboxCounters struct {
 	// Rows and Bytes (payload bytes) queued, by kind.
-	Rows, Bytes map[string]int64
+	Rows, Bytes map[OutboxKind]int64
 	// PatchesMerged counts, since Open, queued reports merged into a newer
 	// report of the same device; PatchesDropped those dropped because the
 	// report queue was over its byte bound.
@@ -244,14 +256,14 @@ type OutboxCounters struct {
 // OutboxCounters returns the outbox's sizes (from the counts kept with
 // every change, without counting the table) and counters.
 func (s *Store) OutboxCounters(ctx context.Context) (OutboxCounters, error) {
-	oc := OutboxCounters{Rows: map[string]int64{}, Bytes: map[string]int64{},
+	oc := OutboxCounters{Rows: map[OutboxKind]int64{}, Bytes: map[OutboxKind]int64{},
 		PatchesMerged: s.patchesMerged.Load(), PatchesDropped: s.patchesDropped.Load()}
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return oc, fmt.Errorf("store: outbox counters: %w", err)
 	}
 	defer tx.Rollback()
-	for _, kind := range []string{OutboxPatch, OutboxLog} {
+	for _, kind := range []OutboxKind{OutboxPatch, OutboxLog} {
 		c, err := readCounts(ctx, tx, countStmts{}, kind)
 		if err != nil {
 			return oc, fmt.Errorf("store: outbox counters: %w", err)
@@ -265,17 +277,17 @@ func (s *Store) OutboxCounters(ctx context.Context) (OutboxCounters, error) {
 // limit rows, and no more payload bytes than maxBytes, except that the
 // oldest row is always read (a row larger than maxBytes goes alone). Rows
 // past the cap are not read from the database.
-func (s *Store) NextOutboxBytes(ctx context.Context, kind string, limit int, maxBytes int64) ([]OutboxRow, error) {
+func (s *Store) NextOutboxBytes(ctx context.Context, kind OutboxKind, limit int, maxBytes int64) ([]OutboxRow, error) {
 	return s.nextOutbox(ctx, kind, limit, maxBytes)
 }
 
 // NextOutbox reads up to limit undelivered rows of kind, oldest first.
-func (s *Store) NextOutbox(ctx context.Context, kind string, limit int) ([]OutboxRow, error) {
+func (s *Store) NextOutbox(ctx context.Context, kind OutboxKind, limit int) ([]OutboxRow, error) {
 	return s.nextOutbox(ctx, kind, limit, 0)
 }
 
-func (s *Store) nextOutbox(ctx context.Context, kind string, limit int, maxBytes int64) ([]OutboxRow, error) {
-	if err := checkKind(kind); err != nil {
+func (s *Store) nextOutbox(ctx context.Context, kind OutboxKind, limit int, maxBytes int64) ([]OutboxRow, error) {
+	if err := kind.check(); err != nil {
 		return nil, err
 	}
 	if limit <= 0 {
@@ -285,7 +297,7 @@ func (s *Store) nextOutbox(ctx context.Context, kind string, limit int, maxBytes
 	if err != nil {
 		return nil, fmt.Errorf("store: next outbox: %w", err)
 	}
-	rows, err := st.QueryContext(ctx, kind, limit)
+	rows, err := st.QueryContext(ctx, string(kind), limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: next outbox: %w", err)
 	}
@@ -322,8 +334,8 @@ func (s *Store) nextOutbox(ctx context.Context, kind string, limit int, maxBytes
 
 // AckOutbox deletes the rows of kind with seq ≤ uptoSeq: they were
 // delivered (or dropped for good). It returns how many it deleted.
-func (s *Store) AckOutbox(ctx context.Context, kind string, uptoSeq int64) (int64, error) {
-	if err := checkKind(kind); err != nil {
+func (s *Store) AckOutbox(ctx context.Context, kind OutboxKind, uptoSeq int64) (int64, error) {
+	if err := kind.check(); err != nil {
 		return 0, err
 	}
 	n, err := s.deleteOutbox(ctx, kind, `seq <= ?`, uptoSeq)
@@ -336,17 +348,17 @@ func (s *Store) AckOutbox(ctx context.Context, kind string, uptoSeq int64) (int6
 // deleteOutbox deletes the rows of kind that cond (an SQL condition on
 // outbox rows with one parameter, arg) selects and takes them off the
 // durable counts of kind, in one transaction.
-func (s *Store) deleteOutbox(ctx context.Context, kind, cond string, arg any) (int64, error) {
+func (s *Store) deleteOutbox(ctx context.Context, kind OutboxKind, cond string, arg any) (int64, error) {
 	var n int64
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		var size int64
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE kind = ? AND `+cond, kind, arg).Scan(&n, &size); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE kind = ? AND `+cond, string(kind), arg).Scan(&n, &size); err != nil {
 			return err
 		}
 		if n == 0 {
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE kind = ? AND `+cond, kind, arg); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE kind = ? AND `+cond, string(kind), arg); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE meta SET value = CAST(MAX(CAST(value AS INTEGER) - (CASE key WHEN ? THEN ? ELSE ? END), 0) AS TEXT) WHERE key IN (?, ?)`,
@@ -362,8 +374,8 @@ func (s *Store) deleteOutbox(ctx context.Context, kind, cond string, arg any) (i
 // (a device whose delivery failed) stay queued while later rows of other
 // devices are acknowledged. Seqs of rows already gone are ignored. It
 // returns how many rows it deleted.
-func (s *Store) AckOutboxRows(ctx context.Context, kind string, seqs []int64) (int64, error) {
-	if err := checkKind(kind); err != nil {
+func (s *Store) AckOutboxRows(ctx context.Context, kind OutboxKind, seqs []int64) (int64, error) {
+	if err := kind.check(); err != nil {
 		return 0, err
 	}
 	if len(seqs) == 0 {
@@ -381,8 +393,8 @@ func (s *Store) AckOutboxRows(ctx context.Context, kind string, seqs []int64) (i
 }
 
 // OutboxDepth is the number of undelivered rows of kind.
-func (s *Store) OutboxDepth(ctx context.Context, kind string) (int64, error) {
-	if err := checkKind(kind); err != nil {
+func (s *Store) OutboxDepth(ctx context.Context, kind OutboxKind) (int64, error) {
+	if err := kind.check(); err != nil {
 		return 0, err
 	}
 	st, err := s.prepared(ctx, s.r, outboxDepth)
@@ -390,7 +402,7 @@ func (s *Store) OutboxDepth(ctx context.Context, kind string) (int64, error) {
 		return 0, fmt.Errorf("store: outbox depth: %w", err)
 	}
 	var n int64
-	if err := st.QueryRowContext(ctx, kind).Scan(&n); err != nil {
+	if err := st.QueryRowContext(ctx, string(kind)).Scan(&n); err != nil {
 		return 0, fmt.Errorf("store: outbox depth: %w", err)
 	}
 	return n, nil
@@ -402,10 +414,3 @@ SELECT seq, kind, device_uuid, cloud_id, size, created_at, payload FROM outbox
 WHERE kind = ? ORDER BY seq LIMIT ?`
 	outboxDepth = `SELECT COUNT(*) FROM outbox WHERE kind = ?`
 )
-
-func checkKind(kind string) error {
-	if kind != OutboxPatch && kind != OutboxLog {
-		return fmt.Errorf("store: unknown outbox kind %q", kind)
-	}
-	return nil
-}

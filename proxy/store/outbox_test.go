@@ -10,7 +10,7 @@ import (
 
 func logPayload(i int) []byte { return []byte(fmt.Sprintf(`{"message":"m%d"}`, i)) }
 
-func outboxPayloads(t testing.TB, s *Store, kind string) []string {
+func outboxPayloads(t testing.TB, s *Store, kind OutboxKind) []string {
 	t.Helper()
 	rows, err := s.NextOutbox(context.Background(), kind, 1000)
 	if err != nil {

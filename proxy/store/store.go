@@ -252,7 +252,25 @@ func (s *Store) Generation() uint64 { return s.gc.gen.Load() }
 // not interrupted by the end of ctx (see groupcommit.go), though database/sql
 // refuses new ones.
 func (s *Store) write(ctx context.Context, fn func(*sql.Tx) error) error {
-	return s.gc.do(ctx, fn)
+	return s.gc.do(ctx, fn, false)
+}
+
+// writeAnnounced is write for the writes of callers announced with
+// ExpectWrites (hook state): their batch may wait a little for the others'.
+func (s *Store) writeAnnounced(ctx context.Context, fn func(*sql.Tx) error) error {
+	return s.gc.do(ctx, fn, true)
+}
+
+// ExpectWrites announces a caller that will write hook state soon, and
+// again after that (a hook delivery: an attempt, then an acknowledgement).
+// While fewer writes are queued than callers are announced, a batch holding
+// hook state waits a little (at most 500 µs) for theirs, so that they share
+// one transaction; other writes never wait. Call the returned function once
+// the caller is done.
+func (s *Store) ExpectWrites() (done func()) {
+	s.gc.expected.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { s.gc.expected.Add(-1) }) }
 }
 
 // nowMillis is the store clock in milliseconds since the Unix epoch.

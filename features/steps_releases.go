@@ -1,0 +1,176 @@
+package features
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	mrand "math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cucumber/godog"
+	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/fakes/registry"
+)
+
+// Steps that create apps in the cloud and push their releases to the registry.
+
+// content reads a cell of a files table: "random N" is N bytes drawn from
+// a generator seeded by the path (so the same cell always gives the same
+// bytes); anything else is the text itself.
+func content(path, cell string) ([]byte, error) {
+	if n, ok := strings.CutPrefix(cell, "random "); ok {
+		size, err := strconv.Atoi(n)
+		if err != nil || size < 0 {
+			return nil, fmt.Errorf("content %q: want \"random <bytes>\"", cell)
+		}
+		h := fnv.New64a()
+		h.Write([]byte(path))
+		r := mrand.New(mrand.NewPCG(h.Sum64(), uint64(size)))
+		b := make([]byte, size)
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		return b, nil
+	}
+	return []byte(cell), nil
+}
+
+// filesTable reads a | path | content | table.
+func filesTable(t *godog.Table) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for i, row := range t.Rows {
+		if i == 0 {
+			continue
+		}
+		if len(row.Cells) != 2 {
+			return nil, fmt.Errorf("files table row %d: want | path | content |", i)
+		}
+		c, err := content(row.Cells[0].Value, row.Cells[1].Value)
+		if err != nil {
+			return nil, err
+		}
+		out[row.Cells[0].Value] = c
+	}
+	return out, nil
+}
+
+// layersTable reads a | layer | path | content | table of image paths into
+// layers of raw tar entries, written as they are.
+func layersTable(t *godog.Table) ([]registry.Layer, error) {
+	var layers []registry.Layer
+	for i, row := range t.Rows {
+		if i == 0 {
+			continue
+		}
+		if len(row.Cells) != 3 {
+			return nil, fmt.Errorf("layers table row %d: want | layer | path | content |", i)
+		}
+		n, err := strconv.Atoi(row.Cells[0].Value)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("layers table row %d: layer %q is not a number from 1", i, row.Cells[0].Value)
+		}
+		for len(layers) < n {
+			layers = append(layers, registry.Layer{})
+		}
+		name := strings.TrimPrefix(row.Cells[1].Value, "/")
+		c, err := content(row.Cells[1].Value, row.Cells[2].Value)
+		if err != nil {
+			return nil, err
+		}
+		layers[n-1].Raw = append(layers[n-1].Raw, registry.RawEntry{Name: name, Data: c})
+	}
+	return layers, nil
+}
+
+func (st *scenario) createApp(name string, gateway string) (*appState, error) {
+	if _, dup := st.apps[name]; dup {
+		return nil, arrange(fmt.Errorf("app %q already exists in this scenario", name))
+	}
+	a, err := st.world.Cloud.CreateApp(cloud.AppSpec{Name: name, Gateway: gateway})
+	if err != nil {
+		return nil, arrange(fmt.Errorf("creating app %s: %w", name, err))
+	}
+	app := &appState{name: a.Name, id: a.ID}
+	st.apps[name] = app
+	st.logf("app %s is %d", name, a.ID)
+	return app, nil
+}
+
+func (st *scenario) push(ctx context.Context, app *appState, release string, layers []registry.Layer) error {
+	if _, dup := st.releases[release]; dup {
+		return arrange(fmt.Errorf("release %q already exists in this scenario", release))
+	}
+	ref, _, err := st.world.Images.Build(ctx, fmt.Sprintf("apps/%d", app.id), layers...)
+	if err != nil {
+		return arrange(fmt.Errorf("building the image of release %s: %w", release, err))
+	}
+	pushed := time.Now()
+	r, err := st.world.Cloud.PushRelease(ctx, app.id, cloud.ReleaseSpec{Image: ref})
+	if err != nil {
+		return arrange(fmt.Errorf("pushing release %s: %w", release, err))
+	}
+	st.releases[release] = &releaseState{name: release, app: app, commit: r.Commit}
+	st.noteTargetChange(pushed)
+	st.logf("release %s of %s is commit %s, image %s", release, app.name, r.Commit, ref)
+	return nil
+}
+
+func appWithFiles(ctx context.Context, name, release string, t *godog.Table) error {
+	st := scenarioOf(ctx)
+	files, err := filesTable(t)
+	if err != nil {
+		return err
+	}
+	a, err := st.createApp(name, st.gateway.UUID)
+	if err != nil {
+		return err
+	}
+	return st.push(ctx, a, release, []registry.Layer{{Files: files}})
+}
+
+func appWithLayers(ctx context.Context, name, release string, t *godog.Table) error {
+	st := scenarioOf(ctx)
+	layers, err := layersTable(t)
+	if err != nil {
+		return err
+	}
+	a, err := st.createApp(name, st.gateway.UUID)
+	if err != nil {
+		return err
+	}
+	return st.push(ctx, a, release, layers)
+}
+
+func appWithoutRelease(ctx context.Context, name string) error {
+	st := scenarioOf(ctx)
+	_, err := st.createApp(name, st.gateway.UUID)
+	return err
+}
+
+func appOfOtherGateway(ctx context.Context, name string) error {
+	st := scenarioOf(ctx)
+	if st.other == nil {
+		gw, err := st.world.Cloud.CreateGateway(cloud.GatewaySpec{})
+		if err != nil {
+			return arrange(fmt.Errorf("creating another gateway: %w", err))
+		}
+		st.other = &gw
+	}
+	_, err := st.createApp(name, st.other.UUID)
+	return err
+}
+
+func pushFiles(ctx context.Context, release, appName string, t *godog.Table) error {
+	st := scenarioOf(ctx)
+	a, err := st.app(appName)
+	if err != nil {
+		return err
+	}
+	files, err := filesTable(t)
+	if err != nil {
+		return err
+	}
+	return st.push(ctx, a, release, []registry.Layer{{Files: files}})
+}

@@ -1,0 +1,303 @@
+package hooks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/proxy/internal/latitude"
+	"github.com/depharness/depharness/proxy/store"
+)
+
+// One delivery: re-read what the device is owed, send it, record the outcome.
+
+// deliver is one worker step for st: re-read what the device is owed, send
+// the next hook if pacing allows, record the outcome, re-read what is left.
+func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, st *devState) result {
+	defer d.opts.Store.ExpectWrites()()
+	r := result{st: st}
+	w, err := reader.Read(ctx, st.uuid)
+	if errors.Is(err, store.ErrNotFound) {
+		return r
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			r.stop = true
+			return r
+		}
+		d.log.Error("hooks: read device hook state", "uuid", st.uuid, "err", err)
+		r.more, r.failed, r.workKey, r.kind = true, true, st.workKey, st.kind
+		return r
+	}
+	kind, key := d.nextWork(w)
+	if kind == KindUpdate && d.violationStopsUpdate(st, w) {
+		kind = ""
+	}
+	looping := false
+	if kind == "" && d.loopsOn(st) {
+		kind, key, looping = KindUpdate, loopKey, true
+	}
+	if kind == KindUpdate && !looping && d.violationSkipsUpdate(ctx, st, w) {
+		return r
+	}
+	if kind == "" || st.memo.gaveUpKey == key {
+		return r
+	}
+	now := d.opts.Now()
+	p := d.earliest(st, w.LastAttempt, now)
+	if key == st.workKey {
+		p = later(p, st.backoffUntil)
+	}
+	if d.opts.Violations.On("hook-pace-per-kind") && kind != st.memo.lastKind {
+		p = now
+	}
+	p = later(p, d.violationDelay(st, kind, key, w, looping, now))
+	if p.After(now) {
+		r.more, r.kind, r.workKey, r.notDueAt = true, kind, key, p
+		return r
+	}
+
+	method, url, body := d.request(st, kind, w)
+	if looping {
+		method, url, body = http.MethodPut, d.opts.BaseAddress+st.uuid, st.memo.loopBody
+	}
+	st.memo.lastKind = kind
+	if _, err := d.writeState(ctx, store.HookWrite{UUID: st.uuid, Attempt: now}); err != nil {
+		if ctx.Err() != nil {
+			r.stop = true
+			return r
+		}
+		d.log.Error("hooks: record attempt", "uuid", st.uuid, "err", err)
+		r.more, r.failed, r.workKey, r.kind = true, true, key, kind
+		return r
+	}
+	status, doneAt, err := d.send(ctx, kind, method, url, body)
+	r.sent, r.attempt = true, doneAt
+	if err != nil && ctx.Err() != nil {
+		r.stop = true
+		return r
+	}
+	outcome := classify(kind, status, err)
+	d.metrics.deliveries.WithLabelValues(string(kind), outcome).Inc()
+	d.log.Debug("hooks: sent", "kind", kind, "uuid", st.uuid, "status", status, "outcome", outcome, "err", err)
+
+	acked := false
+	switch outcome {
+	case OutcomeOK:
+		r.delivered = true
+		st.memo.loopBody = nil
+		acked, err = d.acknowledge(ctx, kind, st, w)
+		if err != nil {
+			if ctx.Err() != nil {
+				r.stop = true
+				return r
+			}
+			d.log.Error("hooks: record acknowledgement", "kind", kind, "uuid", st.uuid, "err", err)
+		}
+	case OutcomeAccepted:
+		r.delivered = true
+		if d.opts.Violations.On("hook-202-stops") {
+			st.memo.stoppedCanon = w.UpdateCanonical
+		}
+		if !looping {
+			st.memo.acceptedCanon = w.UpdateCanonical
+		}
+		if d.opts.Violations.On("hook-202-never-stops") {
+			st.memo.loopBody = body
+		}
+	default:
+		r.failed = true
+		if d.opts.Violations.On("hook-error-gives-up") {
+			st.memo.gaveUpKey = key
+		}
+		lvl := slog.LevelDebug // a gateway that is down would flood the log
+		if st.failures == 0 {
+			lvl = slog.LevelWarn
+		}
+		d.log.Log(ctx, lvl, "hooks: not delivered; retrying with backoff", "kind", kind, "uuid", st.uuid, "status", status, "err", err)
+	}
+
+	// What is left: w less what was just acknowledged. A change of the
+	// store since w was read comes with a Notify, which marks this device
+	// for a re-read (recheck).
+	next := w
+	if acked {
+		switch kind {
+		case KindDelete:
+			return r
+		case KindRestart:
+			next.RestartsDue--
+		case KindUpdate:
+			next.Update, next.UpdateCanonical = nil, ""
+		}
+	} else if outcome == OutcomeOK {
+		// Not recorded: superseded in the meantime, or a store failure. Read
+		// again before the next send.
+		r.more, r.kind, r.workKey = true, kind, key
+		return r
+	}
+	nk, nkey := d.nextWork(next)
+	if nk == "" && d.loopsOn(st) {
+		nk, nkey = KindUpdate, loopKey
+	}
+	if nk == "" || st.memo.gaveUpKey == nkey ||
+		(nk == KindUpdate && st.memo.stoppedCanon == next.UpdateCanonical) {
+		return r
+	}
+	r.more, r.kind, r.workKey = true, nk, nkey
+	return r
+}
+
+// request builds the hook request for kind.
+func (d *Dispatcher) request(st *devState, kind Kind, w store.HookWork) (method, url string, body []byte) {
+	base := d.opts.BaseAddress + st.uuid
+	switch kind {
+	case KindDelete:
+		return http.MethodDelete, base, nil
+	case KindRestart:
+		if d.opts.Violations.On("hook-restart-path-wrong") {
+			return http.MethodPut, d.opts.BaseAddress + "restart/" + st.uuid, nil
+		}
+		return http.MethodPut, base + "/restart", nil
+	}
+	body = []byte(w.UpdateCanonical)
+	v := d.opts.Violations
+	switch {
+	case v.On("hook-202-stale-repeat") && st.memo.lastSentCanon == w.UpdateCanonical:
+		h := w.Update.Hook()
+		h.Environment, h.Config = api.Vars{}, api.Vars{}
+		body, _ = json.Marshal(h)
+	case v.On("hook-update-missing-appid"):
+		h := w.Update.Hook()
+		body, _ = json.Marshal(map[string]any{"commit": h.Commit, "environment": h.Environment, "config": h.Config})
+	case v.On("hook-update-stale-env"):
+		h := w.Update.Hook()
+		h.Environment = w.ReportedEnvironment
+		if h.Environment == nil {
+			h.Environment = api.Vars{}
+		}
+		body, _ = json.Marshal(h)
+	}
+	if v.On("hook-sends-superseded") {
+		m := &st.memo
+		switch {
+		case m.lastSentCanon != "" && m.lastSentCanon != w.UpdateCanonical:
+			m.superseded = m.lastSentBody
+		case m.superseded != nil && m.lastSentCanon == w.UpdateCanonical:
+			old := m.superseded
+			m.superseded = nil
+			return http.MethodPut, base, old
+		}
+	}
+	if extra, pretty := v.Allows("extra-fields"), v.Allows("pretty-json"); extra || pretty {
+		if b, err := latitude.Reshape(body, extra, pretty); err == nil {
+			body = b
+		}
+	}
+	st.memo.lastSentCanon, st.memo.lastSentBody = w.UpdateCanonical, body
+	return http.MethodPut, base, body
+}
+
+// send performs one hook request and returns its status (0 with an error
+// when no answer came) and when it ended. Pacing counts from that end, so
+// that the gateway never sees two hooks closer than the retry interval, even
+// when the first was slow to arrive.
+func (d *Dispatcher) send(ctx context.Context, kind Kind, method, url string, body []byte) (int, time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.opts.Timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return 0, d.opts.Now(), err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	start := time.Now()
+	resp, err := d.client.Do(req)
+	if err != nil {
+		d.metrics.duration.WithLabelValues(string(kind)).Observe(time.Since(start).Seconds())
+		return 0, d.opts.Now(), err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	d.metrics.duration.WithLabelValues(string(kind)).Observe(time.Since(start).Seconds())
+	return resp.StatusCode, d.opts.Now(), nil
+}
+
+// classify maps an answer to a delivery outcome.
+func classify(kind Kind, status int, err error) string {
+	switch {
+	case err != nil:
+		return OutcomeFailed
+	case status == http.StatusOK:
+		return OutcomeOK
+	case status == http.StatusAccepted && kind == KindUpdate:
+		return OutcomeAccepted
+	}
+	return OutcomeRejected
+}
+
+// acknowledge records a 200 answer and reports whether it was recorded (an
+// update acknowledged is false if the target changed meanwhile).
+func (d *Dispatcher) acknowledge(ctx context.Context, kind Kind, st *devState, w store.HookWork) (bool, error) {
+	hw := store.HookWrite{UUID: st.uuid}
+	switch kind {
+	case KindDelete:
+		hw.RemoveDeleted = true
+	case KindRestart:
+		hw.AckRestart = true
+	default:
+		if d.opts.Violations.On("hook-200-repeats") {
+			return false, nil
+		}
+		if d.opts.Violations.On("hook-acks-in-memory") {
+			d.violMu.Lock()
+			d.violAcks[st.uuid] = w.UpdateCanonical
+			d.violMu.Unlock()
+			return true, nil
+		}
+		if d.opts.Violations.On("hook-config-ignored") {
+			d.violMu.Lock()
+			d.violAcks[st.uuid] = sansConfig(w)
+			d.violMu.Unlock()
+		}
+		hw.AckUpdate = w.UpdateCanonical
+	}
+	res, err := d.writeState(ctx, hw)
+	if err != nil {
+		return false, err
+	}
+	if kind == KindUpdate && res.Done && !res.TargetChangedAt.IsZero() {
+		d.metrics.ackLatency.Observe(max(d.opts.Now().Sub(res.TargetChangedAt), 0).Seconds())
+	}
+	return res.Done, nil
+}
+
+// writeState applies one hook-state write (an attempt before a send, an
+// acknowledgement after). The store's group commit puts the writes of
+// concurrent deliveries in one transaction, so deliveries to many devices
+// share the cost of commits.
+func (d *Dispatcher) writeState(ctx context.Context, w store.HookWrite) (store.HookWriteResult, error) {
+	res, err := d.opts.Store.WriteHookState(ctx, []store.HookWrite{w})
+	if err != nil {
+		return store.HookWriteResult{}, err
+	}
+	return res[0], nil
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,190 @@
+package hooks
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/depharness/depharness/proxy/store"
+)
+
+// The run loop: it launches due deliveries up to the concurrency bound and
+// folds their results back into the schedule.
+
+// result is what a worker reports back to the scheduler.
+type result struct {
+	st        *devState
+	sent      bool      // a hook was sent (attempt recorded)
+	attempt   time.Time // when its request ended (answer, error or timeout)
+	delivered bool      // the hook reached its goal (200, or 202 for an update)
+	failed    bool      // not delivered: back off
+	notDueAt  time.Time // not sent because pacing: due then
+	more      bool      // still owed a hook after this one
+	kind      Kind      // kind owed next if more
+	workKey   string    // work key of what is owed next
+	stop      bool      // context cancelled
+}
+
+// Run dispatches hooks until ctx is done. It returns nil on cancellation and
+// an error only if the store cannot be read at start.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	rs := &runState{
+		d:       d,
+		devices: map[string]*devState{},
+		results: make(chan result, d.opts.Concurrency),
+		counts:  map[Kind]int{},
+	}
+	for _, k := range []Kind{KindUpdate, KindDelete, KindRestart} {
+		d.metrics.pending.WithLabelValues(string(k)).Set(0)
+	}
+	reader, err := d.opts.Store.NewHookWorkReader(ctx)
+	if err != nil {
+		return fmt.Errorf("hooks: %w", err)
+	}
+	defer reader.Close()
+	rs.reader = reader
+	if err := rs.rebuild(ctx); err != nil {
+		return err
+	}
+	if d.opts.Violations.On("hook-resume-late") {
+		// Owed hooks wait 10 retry intervals after every start.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(10 * d.opts.RetryInterval):
+		}
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	rescan := time.NewTicker(d.opts.RescanInterval)
+	defer rescan.Stop()
+	// A rebuild reads every device: after one that took T, the next waits
+	// until 3T have passed, so that a burst of Notify calls costs at most a
+	// quarter of the scheduler's time.
+	var rebuildAt time.Time
+	for {
+		if !rebuildAt.IsZero() && !time.Now().Before(rebuildAt) {
+			rebuildAt = time.Time{}
+			if err := rs.rebuild(ctx); err != nil && ctx.Err() == nil {
+				d.log.Error("hooks: rebuild schedule", "err", err)
+			}
+		}
+		rs.launchDue(ctx)
+		wait := time.Hour
+		if len(rs.heap) > 0 && rs.inFlight < d.opts.Concurrency {
+			wait = max(rs.heap[0].due.Sub(d.opts.Now()), 0)
+		}
+		if !rebuildAt.IsZero() {
+			wait = min(wait, max(time.Until(rebuildAt), 0))
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			for rs.inFlight > 0 {
+				<-rs.results
+				rs.inFlight--
+			}
+			return nil
+		case <-d.notify:
+			rebuildAt = rs.lastRebuildEnd.Add(3 * rs.lastRebuildTook)
+		case <-rescan.C:
+			rebuildAt = rs.lastRebuildEnd.Add(3 * rs.lastRebuildTook)
+		case <-d.dirtyCh:
+			d.mu.Lock()
+			dirty := d.dirty
+			d.dirty = map[string]bool{}
+			d.mu.Unlock()
+			for u := range dirty {
+				rs.refresh(ctx, u)
+			}
+		case r := <-rs.results:
+			rs.inFlight--
+			rs.handle(r)
+		case <-timer.C:
+		}
+	}
+}
+
+// launchDue starts workers for due devices while the concurrency bound allows.
+func (rs *runState) launchDue(ctx context.Context) {
+	now := rs.d.opts.Now()
+	for len(rs.heap) > 0 && rs.inFlight < rs.d.opts.Concurrency && !rs.heap[0].due.After(now) {
+		st := heap.Pop(&rs.heap).(*devState)
+		st.inFlight = true
+		st.recheck = false
+		rs.inFlight++
+		go func() { rs.results <- rs.d.deliver(ctx, rs.reader, st) }()
+	}
+}
+
+// handle applies a worker's result to the schedule.
+func (rs *runState) handle(r result) {
+	d, st := rs.d, r.st
+	st.inFlight = false
+	if r.stop {
+		return
+	}
+	if r.sent {
+		st.lastSent = r.attempt
+	}
+	recheck := st.recheck
+	st.recheck = false
+	if !r.more && !recheck {
+		rs.forget(st)
+		return
+	}
+	now := d.opts.Now()
+	if r.more {
+		if r.workKey != st.workKey {
+			st.workKey = r.workKey
+			st.failures = 0
+			st.backoffUntil = time.Time{}
+		}
+		rs.setKind(st, r.kind)
+		switch {
+		case !r.notDueAt.IsZero():
+			rs.place(st, r.notDueAt)
+		case r.failed:
+			st.failures++
+			base := st.lastSent
+			if base.IsZero() {
+				base = now
+			}
+			st.backoffUntil = later(now, base.Add(d.backoff(st.failures)))
+			rs.place(st, st.backoffUntil)
+		case d.opts.Violations.On("hook-pace-per-kind") && r.kind != st.memo.lastKind:
+			// Another kind is owed: sent at once, paced per kind only.
+			rs.place(st, now)
+		default:
+			if r.delivered {
+				st.failures = 0
+				st.backoffUntil = time.Time{}
+			}
+			rs.place(st, d.earliest(st, time.Time{}, now))
+		}
+	}
+	if recheck {
+		// The store changed while the hook was in flight: re-read at once.
+		// The worker still honours pacing and backoff (backoffUntil).
+		rs.place(st, now)
+	}
+}
+
+// nextWork is the kind of hook w gets next and a key identifying that work
+// (a change of key resets backoff). "" when nothing is to be sent.
+func (d *Dispatcher) nextWork(w store.HookWork) (kind Kind, key string) {
+	v := d.opts.Violations
+	switch {
+	case w.Delete:
+		if v.On("delete-hook-not-sent") {
+			return "", ""
+		}
+		return KindDelete, string(KindDelete)
+	case w.RestartsDue > 0 && !v.On("restart-hook-not-sent"):
+		return KindRestart, string(KindRestart)
+	case w.Update != nil:
+		return KindUpdate, string(KindUpdate) + " " + w.UpdateCanonical
+	}
+	return "", ""
+}

@@ -1,0 +1,222 @@
+package hooks
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/depharness/depharness/proxy/store"
+)
+
+// The schedule: each device's delivery state, in a heap ordered by when its
+// next hook is due, rebuilt and refreshed from the store.
+
+// devState is the schedule entry of one device. The scheduler goroutine
+// writes every field except memo, and only while no worker has the device
+// (inFlight unset); the device's one worker reads them, and owns memo, while
+// inFlight is set.
+type devState struct {
+	uuid     string
+	due      time.Time
+	index    int // in the heap; -1 when not in it
+	inFlight bool
+	recheck  bool // the store changed while in flight
+	failures int  // consecutive failed deliveries of workKey
+	// backoffUntil is when workKey may be retried after failures.
+	backoffUntil time.Time
+	workKey      string
+	kind         Kind      // kind owed next, for the pending gauge ("" none)
+	lastSent     time.Time // when this run's last hook to it ended (precise)
+	memo         memo
+}
+
+// memo is per-device worker memory, used only by deliberate violations.
+type memo struct {
+	lastSentCanon string
+	lastSentBody  []byte
+	superseded    []byte // hook-sends-superseded: an older body to send again
+	stoppedCanon  string // hook-202-stops / hook-202-commit-only: target no longer sent
+	gaveUpKey     string // hook-error-gives-up: work abandoned
+	acceptedCanon string // hook-202-cadence-5x: the target last answered 202
+	loopBody      []byte // hook-202-never-stops: the body last answered 202
+	lateKey       string // hook-update-late: the work first seen at lateSince
+	lateSince     time.Time
+	lastKind      Kind // hook-pace-per-kind: the kind last sent
+}
+
+// schedule is a min-heap of devices by due time.
+type schedule []*devState
+
+func (s schedule) Len() int { return len(s) }
+
+func (s schedule) Less(i, j int) bool { return s[i].due.Before(s[j].due) }
+
+func (s schedule) Swap(i, j int) {
+	s[i], s[j] = s[j], s[i]
+	s[i].index = i
+	s[j].index = j
+}
+
+func (s *schedule) Push(x any) {
+	st := x.(*devState)
+	st.index = len(*s)
+	*s = append(*s, st)
+}
+
+func (s *schedule) Pop() any {
+	old := *s
+	st := old[len(old)-1]
+	old[len(old)-1] = nil
+	st.index = -1
+	*s = old[:len(old)-1]
+	return st
+}
+
+// run state of one Run call.
+type runState struct {
+	d        *Dispatcher
+	devices  map[string]*devState
+	heap     schedule
+	inFlight int
+	results  chan result
+	counts   map[Kind]int
+	reader   *store.HookWorkReader
+
+	lastRebuildEnd  time.Time
+	lastRebuildTook time.Duration
+}
+
+// rebuild merges the store's pending hooks into the schedule.
+func (rs *runState) rebuild(ctx context.Context) error {
+	d := rs.d
+	start := time.Now()
+	defer func() {
+		rs.lastRebuildEnd = time.Now()
+		rs.lastRebuildTook = rs.lastRebuildEnd.Sub(start)
+	}()
+	works, err := d.opts.Store.PendingHooks(ctx)
+	if err != nil {
+		return fmt.Errorf("hooks: read pending hooks: %w", err)
+	}
+	now := d.opts.Now()
+	owed := make(map[string]bool, len(works))
+	for _, w := range works {
+		if rs.merge(w, now) {
+			owed[w.UUID] = true
+		}
+	}
+	for u, st := range rs.devices {
+		switch {
+		case owed[u]:
+		case st.inFlight:
+			st.recheck = true
+		case d.loopsOn(st) && st.index >= 0:
+		default:
+			rs.forget(st)
+		}
+	}
+	return nil
+}
+
+// refresh re-reads one device and merges it into the schedule.
+func (rs *runState) refresh(ctx context.Context, uuid string) {
+	w, err := rs.reader.Read(ctx, uuid)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		if ctx.Err() == nil {
+			rs.d.log.Error("hooks: read device hook state", "uuid", uuid, "err", err)
+		}
+		return
+	}
+	if err == nil && rs.merge(w, rs.d.opts.Now()) {
+		return
+	}
+	switch st := rs.devices[uuid]; {
+	case st == nil:
+	case st.inFlight:
+		st.recheck = true
+	default:
+		rs.forget(st)
+	}
+}
+
+// merge schedules what w says a device is owed; it reports whether the
+// device is owed a hook. A device in flight is only marked for a re-read
+// when its worker is done.
+func (rs *runState) merge(w store.HookWork, now time.Time) bool {
+	d := rs.d
+	kind, key := d.nextWork(w)
+	if kind == "" && d.loopsOn(rs.devices[w.UUID]) {
+		kind, key = KindUpdate, loopKey
+	}
+	if kind == "" {
+		return false
+	}
+	st := rs.devices[w.UUID]
+	if st == nil {
+		st = &devState{uuid: w.UUID, index: -1}
+		rs.devices[w.UUID] = st
+	}
+	if st.inFlight {
+		st.recheck = true
+		return true
+	}
+	if st.memo.gaveUpKey == key || (kind == KindUpdate && st.memo.stoppedCanon != "" && st.memo.stoppedCanon == w.UpdateCanonical) {
+		rs.forget(st)
+		return false
+	}
+	rs.setKind(st, kind)
+	if key != st.workKey || st.index < 0 {
+		if key != st.workKey {
+			st.workKey = key
+			st.failures = 0
+			st.backoffUntil = time.Time{}
+		}
+		due := later(d.earliest(st, w.LastAttempt, now), st.backoffUntil)
+		if d.opts.Violations.On("hook-pace-per-kind") && kind != st.memo.lastKind {
+			due = now
+		}
+		rs.place(st, due)
+	}
+	return true
+}
+
+// place (re)schedules st at due.
+func (rs *runState) place(st *devState, due time.Time) {
+	st.due = due
+	if st.index >= 0 {
+		heap.Fix(&rs.heap, st.index)
+		return
+	}
+	heap.Push(&rs.heap, st)
+}
+
+// forget drops st from the schedule. A device with violation memory stays
+// known (unscheduled), so that the violation holds across rebuilds.
+func (rs *runState) forget(st *devState) {
+	if st.index >= 0 {
+		heap.Remove(&rs.heap, st.index)
+	}
+	rs.setKind(st, "")
+	st.workKey = ""
+	if st.memo.stoppedCanon == "" && st.memo.gaveUpKey == "" && st.memo.loopBody == nil {
+		delete(rs.devices, st.uuid)
+	}
+}
+
+// setKind moves st between pending-gauge kinds.
+func (rs *runState) setKind(st *devState, kind Kind) {
+	if st.kind == kind {
+		return
+	}
+	if st.kind != "" {
+		rs.counts[st.kind]--
+		rs.d.metrics.pending.WithLabelValues(string(st.kind)).Set(float64(rs.counts[st.kind]))
+	}
+	if kind != "" {
+		rs.counts[kind]++
+		rs.d.metrics.pending.WithLabelValues(string(kind)).Set(float64(rs.counts[kind]))
+	}
+	st.kind = kind
+}
