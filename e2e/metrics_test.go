@@ -18,7 +18,6 @@ var metricNameRE = regexp.MustCompile(`depharness_[a-z0-9_]+`)
 // a failure labels one: a load run without faults cannot show them.
 var onlyAfterFaults = map[string]bool{
 	"depharness_registry_faults_total":      true,
-	"depharness_gateway_errors_total":       true,
 	"depharness_proxy_outbox_retries_total": true,
 	"depharness_proxy_outbox_dropped_total": true,
 }

@@ -678,3 +678,46 @@ func TestNoGoroutineLeftAfterRunReturns(t *testing.T) {
 	// The subtest's cleanups closed the servers and idle connections.
 	eventually(t, fmt.Sprintf("goroutines are back to %d", before), func() bool { return runtime.NumGoroutine() <= before })
 }
+
+func TestEveryLabelledCounterStartsAtZero(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	gateway.NewMetrics(reg)
+	for name, labels := range map[string][]map[string]string{
+		"depharness_gateway_reports_total":        {{"result": "ok"}, {"result": "error"}},
+		"depharness_gateway_flashes_total":        {{"result": "ok"}, {"result": "flash_failed"}, {"result": "checksum_mismatch"}, {"result": "bad_firmware"}},
+		"depharness_gateway_errors_total":         {{"op": "provision"}, {"op": "download"}, {"op": "flash"}, {"op": "report"}, {"op": "log"}, {"op": "adopt"}},
+		"depharness_gateway_hooks_received_total": {{"kind": "update", "answer": "200"}, {"kind": "update", "answer": "202"}, {"kind": "restart", "answer": "200"}, {"kind": "delete", "answer": "200"}},
+	} {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range labels {
+			if !hasZeroSeries(mfs, name, want) {
+				t.Errorf("%s%v: no series at 0 before any event, want one", name, want)
+			}
+		}
+	}
+}
+
+func hasZeroSeries(mfs []*dto.MetricFamily, name string, want map[string]string) bool {
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if got[k] != v {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue() == 0
+		}
+	}
+	return false
+}

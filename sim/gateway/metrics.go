@@ -76,8 +76,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if err := f.Err(); err != nil {
 		panic(err)
 	}
+	// Every series the gateway can move exists from the start, at zero, so
+	// that a dashboard shows 0 rather than "No data" before the first event.
+	for _, kv := range initialHookSeries {
+		m.HooksReceived.WithLabelValues(kv[0], kv[1])
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.Reports.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "flash_failed", "checksum_mismatch", "bad_firmware"} {
+		m.Flashes.WithLabelValues(r)
+	}
+	for _, op := range []string{"adopt", "provision", "download", "flash", "report", "log"} {
+		m.Errors.WithLabelValues(op)
+	}
 	return m
 }
+
+// initialHookSeries are the hook kinds and answers the reference gateway
+// gives in a normal run (update hooks answered 200 or 202 by policy).
+var initialHookSeries = [][2]string{{"update", "200"}, {"update", "202"}, {"restart", "200"}, {"delete", "200"}}
 
 // stateCollector computes the gateway's gauges at scrape time.
 type stateCollector struct {
