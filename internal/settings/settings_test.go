@@ -117,7 +117,7 @@ func TestUsageShowsEveryFlagWithItsVariableAndTrueDefault(t *testing.T) {
 	u := Usage(d.flags())
 	for _, want := range []string{
 		"  --devices int  [DEPHARNESS_DEMO_DEVICES]\n      simulated devices (default 20)\n",
-		"  --poll-interval duration  [TARGET_POLL_INTERVAL]\n      poll interval (default 1m0s)\n",
+		"  --poll-interval duration  [TARGET_POLL_INTERVAL]\n      poll interval (default 1m)\n",
 		"  --fresh  [DEPHARNESS_DEMO_FRESH]\n      start anew\n",
 		"  --policy 200|202  [DEPHARNESS_DEMO_POLICY]\n      answer (default 200)\n",
 		"  --url string  [DEPHARNESS_DEMO_URL]\n      where (required)\n",
@@ -125,6 +125,20 @@ func TestUsageShowsEveryFlagWithItsVariableAndTrueDefault(t *testing.T) {
 	} {
 		if !strings.Contains(u, want) {
 			t.Errorf("usage lacks %q:\n%s", want, u)
+		}
+	}
+}
+
+func TestFormatDurationDropsZeroTrailingUnits(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		time.Minute: "1m", time.Hour: "1h", 90 * time.Second: "1m30s", 100 * time.Millisecond: "100ms", 0: "0s",
+		time.Hour + time.Second: "1h0m1s", 10 * time.Second: "10s",
+	} {
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%s) = %q, want %q", d, got, want)
+		}
+		if back, err := ParseDuration(FormatDuration(d)); err != nil || back != d {
+			t.Errorf("%s does not read back: %s, %v", FormatDuration(d), back, err)
 		}
 	}
 }

@@ -95,7 +95,20 @@ func Bool(p *bool, def bool) pflag.Value {
 // Duration is a duration setting (Go syntax: 500ms, 2s, 1m30s) with
 // default def.
 func Duration(p *time.Duration, def time.Duration) pflag.Value {
-	return newValue(p, def, "duration", ParseDuration, time.Duration.String)
+	return newValue(p, def, "duration", ParseDuration, FormatDuration)
+}
+
+// FormatDuration is d as Go writes it, without zero trailing units: 1m,
+// not 1m0s; 1h, not 1h0m0s.
+func FormatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // ParseWholeNumber reads a base-10 integer of at most bits bits, saying
