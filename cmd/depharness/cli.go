@@ -6,12 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/depharness/depharness/internal/settings"
 	"github.com/depharness/depharness/internal/version"
+	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/sim/gateway"
 )
 
@@ -237,6 +239,23 @@ func registryTokenSetting(p *string, help string, flag ...string) settings.Setti
 // images are built into.
 func registrySetting(p *string, help string, legacy ...string) settings.Setting {
 	return settings.Setting{Flag: "registry", Env: envRegistry, Legacy: legacy, Value: settings.Text(p, ""), Help: help}
+}
+
+// proxyTimingSettings are --poll-interval and --hook-retry-interval: the
+// proxy's TARGET_POLL_INTERVAL and HOOK_RETRY_INTERVAL, for the proxy (or
+// supervisor) the command starts, described by whose.
+func proxyTimingSettings(poll, retry *time.Duration, defPoll, defRetry time.Duration, whose string) []settings.Setting {
+	return []settings.Setting{
+		{Flag: "poll-interval", Env: config.EnvPollInterval, Value: settings.Duration(poll, defPoll),
+			Help: whose + " target poll interval (" + config.EnvPollInterval + ")"},
+		{Flag: "hook-retry-interval", Env: config.EnvHookRetry, Value: settings.Duration(retry, defRetry),
+			Help: whose + " hook retry interval (" + config.EnvHookRetry + ")"},
+	}
+}
+
+// listenSetting is --listen of a server command.
+func listenSetting(p *string, def string, legacy ...string) settings.Setting {
+	return settings.Setting{Flag: "listen", Legacy: legacy, Value: settings.Text(p, def), Help: "host:port to listen on (port 0 picks a free one)"}
 }
 
 // policySetting is --policy, how the reference gateway answers update

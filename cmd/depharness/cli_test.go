@@ -123,7 +123,19 @@ func TestREADMEHasTheTableOfEveryFlag(t *testing.T) {
 		return
 	}
 	if table != want {
-		t.Errorf("README.md's table of flags is out of date; run go test ./cmd/depharness -run TestREADMEHasTheTableOfEveryFlag -update\ngot:\n%s\nwant:\n%s", table, want)
+		got, wantLines := strings.Split(table, "\n"), strings.Split(want, "\n")
+		i := 0
+		for i < len(got) && i < len(wantLines) && got[i] == wantLines[i] {
+			i++
+		}
+		line := func(l []string) string {
+			if i < len(l) {
+				return l[i]
+			}
+			return "(the end)"
+		}
+		t.Errorf("README.md's table of flags is out of date (run go test ./cmd/depharness -run TestREADMEHasTheTableOfEveryFlag -update); its line %d is\n%s\nwant\n%s",
+			i+1, line(got), line(wantLines))
 	}
 }
 

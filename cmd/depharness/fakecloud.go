@@ -29,8 +29,7 @@ type fakeCloudOptions struct {
 func newFakeCloudCmd(env *cliEnv) *cobra.Command {
 	var o fakeCloudOptions
 	table := append(logSettings(&o.log, "info"),
-		settings.Setting{Flag: "listen", Legacy: []string{"FAKE_CLOUD_LISTEN"}, Value: settings.Text(&o.listen, "127.0.0.1:48480"),
-			Help: "host:port to listen on (port 0 picks a free one)"},
+		listenSetting(&o.listen, "127.0.0.1:48480", "FAKE_CLOUD_LISTEN"),
 		cloudAdminTokenSetting(&o.adminToken, "token of the control API; empty generates one (printed on stdout as "+envCloudAdminToken+"=…, never logged)"),
 		registrySetting(&o.reg, "host:port of the registry release images are pushed to; empty: releases must name a ready image", "FAKE_CLOUD_REGISTRY"),
 		registryTokenSetting(&o.regToken, "the registry's admin token, sent with pushes to --registry"),

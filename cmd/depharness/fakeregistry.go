@@ -29,8 +29,7 @@ type fakeRegistryOptions struct {
 func newFakeRegistryCmd(env *cliEnv) *cobra.Command {
 	var o fakeRegistryOptions
 	table := append(logSettings(&o.log, "info"),
-		settings.Setting{Flag: "listen", Legacy: []string{"FAKE_REGISTRY_LISTEN"}, Value: settings.Text(&o.listen, "127.0.0.1:48481"),
-			Help: "host:port to listen on (port 0 picks a free one)"},
+		listenSetting(&o.listen, "127.0.0.1:48481", "FAKE_REGISTRY_LISTEN"),
 		settings.Setting{Flag: "dir", Legacy: []string{"FAKE_REGISTRY_DIR"}, Value: settings.Text(&o.dir, ""),
 			Help: "directory keeping blobs and manifests across restarts; empty keeps them in memory"},
 		settings.Setting{Flag: "metrics", Legacy: []string{"FAKE_REGISTRY_METRICS"}, Value: settings.Text(&o.metricsPath, "/metrics"),

@@ -65,10 +65,6 @@ func newLoadCmd(env *cliEnv) *cobra.Command {
 			Help: "external mode: the gateway device the supervisor runs as; empty: the cloud's only gateway"},
 		settings.Setting{Flag: "gateway-listen", Legacy: []string{"LOAD_GATEWAY_LISTEN"}, Value: settings.Text(&o.gatewayListen, ""),
 			Help: "the gateway's hook listener; empty: 127.0.0.1:0 in-process, 127.0.0.1:1337 with --proxy"},
-		settings.Setting{Flag: "hook-retry-interval", Env: config.EnvHookRetry, Value: settings.Duration(&o.retry, world.DefaultHookRetryInterval),
-			Help: "in-process proxy: its hook retry interval"},
-		settings.Setting{Flag: "poll-interval", Env: config.EnvPollInterval, Value: settings.Duration(&o.poll, world.DefaultPollInterval),
-			Help: "in-process proxy: its target poll interval"},
 		settings.Setting{Flag: "hook-concurrency", Env: config.EnvHookConcurrency, Value: settings.Int(&o.hookConc, config.DefaultHookConcurrency),
 			Help: "in-process proxy: hooks in flight at once"},
 		settings.Setting{Flag: "gateway-concurrency", Legacy: []string{"LOAD_GATEWAY_CONCURRENCY"}, Value: settings.Int(&o.gwConc, load.DefaultGatewayConcurrency),
@@ -92,6 +88,7 @@ func newLoadCmd(env *cliEnv) *cobra.Command {
 		settings.Setting{Flag: "blockprofile", Legacy: []string{"LOAD_BLOCKPROFILE"}, Value: settings.Text(&o.blockProfile, ""),
 			Help: "write a profile of blocking (waits on locks, channels, connections) during the scenarios to this file"},
 	)
+	table = append(table, proxyTimingSettings(&o.poll, &o.retry, world.DefaultPollInterval, world.DefaultHookRetryInterval, "in-process proxy: its")...)
 	return newCommand("load", "run load scenarios (rollout, env, churn, logs, delete, restart) and write a report",
 		"Run load scenarios against the in-process world, or with --proxy against an external\n"+
 			"supervisor attached to a fake cloud (--cloud, --admin-token): the reference gateway app and its\n"+

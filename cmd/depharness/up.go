@@ -76,15 +76,12 @@ func newUpCmd(env *cliEnv) *cobra.Command {
 			Help: "the proxy's API key; empty: the world's, else a generated one"},
 		settings.Setting{Flag: "env-file", Legacy: []string{"DEPHARNESS_ENV_FILE"}, Value: settings.Text(&o.envFile, ""),
 			Help: "also write the export lines to this file (they are always in --data-dir's env)"},
-		settings.Setting{Flag: "poll-interval", Env: config.EnvPollInterval, Value: settings.Duration(&o.poll, world.DefaultPollInterval),
-			Help: "the proxy's target poll interval"},
-		settings.Setting{Flag: "hook-retry-interval", Env: config.EnvHookRetry, Value: settings.Duration(&o.retry, world.DefaultHookRetryInterval),
-			Help: "the proxy's hook retry interval"},
 		settings.Setting{Flag: "rollout", Legacy: []string{"DEPHARNESS_ROLLOUT"}, Value: settings.Bool(&o.rollout, true),
 			Help: "once the fleet converges, push a new release of the first app and follow its rollout"},
 		settings.Setting{Flag: "exit-after-rollout", Legacy: []string{"DEPHARNESS_EXIT_AFTER_ROLLOUT"}, Value: settings.Bool(&o.exitAfter, false),
 			Help: "exit 0 once the demo rollout has converged (for scripts)"},
 	)
+	table = append(table, proxyTimingSettings(&o.poll, &o.retry, world.DefaultPollInterval, world.DefaultHookRetryInterval, "the proxy's")...)
 	return newCommand("up", "bring the whole world up in one process: fake cloud and registry, reference proxy, gateway, fleet",
 		"Start the fake cloud, the fake registry, the reference proxy, the reference gateway app and a\n"+
 			"fleet of simulated devices in one process, with a seeded demo world, then roll a new release out.",

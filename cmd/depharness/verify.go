@@ -48,11 +48,8 @@ func newVerifyCmd(env *cliEnv) *cobra.Command {
 			Help: "prove the suite catches every named violation of the reference proxy and passes every allowance in its contract tier, instead of a normal run"},
 		settings.Setting{Flag: "self-check-parallel", Value: settings.Int(&o.selfCheckParallel, 4),
 			Help: "runs (violations, allowances) side by side in --self-check"},
-		// The timing given to the target: the contract's variables.
-		settings.Setting{Flag: "poll-interval", Env: config.EnvPollInterval, Value: settings.Duration(&t.Poll, features.DefaultTiming.Poll),
-			Help: "TARGET_POLL_INTERVAL given to the target"},
-		settings.Setting{Flag: "hook-retry-interval", Env: config.EnvHookRetry, Value: settings.Duration(&t.Retry, features.DefaultTiming.Retry),
-			Help: "HOOK_RETRY_INTERVAL given to the target"},
+		// The timing given to the target: the contract's variables (with
+		// the poll and retry intervals below).
 		settings.Setting{Flag: "hook-timeout", Env: config.EnvHookTimeout, Value: settings.Duration(&t.HookTimeout, features.DefaultTiming.HookTimeout),
 			Help: "HOOK_TIMEOUT given to the target"},
 		settings.Setting{Flag: "ready-timeout", Value: settings.Duration(&t.Ready, features.DefaultTiming.Ready),
@@ -68,6 +65,7 @@ func newVerifyCmd(env *cliEnv) *cobra.Command {
 		settings.Setting{Flag: "list-clauses", Value: settings.Bool(&o.listClaus, false),
 			Help: "print the contract's clauses (id, tier, text) and exit; the whole contract is docs/contract.md"},
 	)
+	table = append(table, proxyTimingSettings(&t.Poll, &t.Retry, features.DefaultTiming.Poll, features.DefaultTiming.Retry, "the supervisor under test's")...)
 	return newCommand("verify", "run the compliance suite against a supervisor (default: the reference proxy)",
 		"Run the compliance suite of the contract against a supervisor started as a command, one fresh\n"+
 			"fake cloud, registry, gateway app and DATA_DIR per scenario, and write reports.",
