@@ -53,8 +53,11 @@ func newRoot(env *cliEnv) *cobra.Command {
 		Short: "show the help of a command",
 		RunE: func(c *cobra.Command, args []string) error {
 			cmd, rest, _ := c.Root().Find(args)
-			if len(rest) > 0 {
+			switch {
+			case len(rest) > 0 && cmd.HasSubCommands():
 				return subcommandArgs(cmd, rest)
+			case len(rest) > 0:
+				return noArgs(cmd, rest)
 			}
 			cmd.InitDefaultHelpFlag()
 			cmd.InitDefaultVersionFlag()

@@ -211,6 +211,7 @@ func TestUsageErrorsAreSaidOnceWithWhereTheHelpIs(t *testing.T) {
 		{[]string{"help", "up"}, nil, 0, "depharness up [flags]"},
 		{[]string{"help", "cloud", "fault", "delay"}, nil, 0, "--route string  [DEPHARNESS_CLOUD_FAULT_DELAY_ROUTE]"},
 		{[]string{"help", "upp"}, nil, 2, "depharness help: unknown command \"upp\"; did you mean up?\nRun 'depharness help --help' for usage.\n"},
+		{[]string{"help", "up", "now"}, nil, 2, "depharness help: unexpected argument \"now\" (every setting is a --flag)\nRun 'depharness help --help' for usage.\n"},
 		{[]string{"cloud", "fault", "--help"}, nil, 0, "depharness cloud fault <command> [flags]"},
 		{[]string{"--version"}, nil, 0, "depharness "},
 	} {
