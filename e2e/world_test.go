@@ -146,8 +146,8 @@ func startCloud(t testing.TB, nw *testcontainers.DockerNetwork) *service {
 		Alias: "cloud",
 		Cmd:   []string{"fake-cloud", "--listen", "0.0.0.0:48480"},
 		Env: map[string]string{
-			"FAKE_CLOUD_ADMIN_TOKEN": adminToken,
-			"FAKE_CLOUD_REGISTRY":    registryHost,
+			"DEPHARNESS_CLOUD_ADMIN_TOKEN": adminToken,
+			"DEPHARNESS_REGISTRY":          registryHost,
 		},
 		Ports:     []string{cloudPort},
 		HealthURL: "http://127.0.0.1:48480/metrics",

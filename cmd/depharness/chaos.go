@@ -8,63 +8,77 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/depharness/depharness/internal/settings"
 
 	"github.com/depharness/depharness/world/chaos"
 )
 
-func init() {
-	commands["chaos"] = command{
-		summary: "the fault battery: SIGKILLs and cloud outages during a rollout, then held connections; exits 1 on any loss",
-		run:     runChaos,
-	}
+// chaosOptions are the chaos command's settings.
+type chaosOptions struct {
+	devices, kills, outages, conns, rss int
+	seed                                int64
+	p99                                 time.Duration
+	dir, reportDir                      string
 }
 
-func runChaos(ctx context.Context, env *cliEnv, args []string) error {
-	f := newFlags(env, "chaos", "Run the fault battery against the reference proxy, started as a child process of this\n"+
-		"binary (`depharness proxy`): a rollout to --devices devices with a storm of reports and log lines while\n"+
-		"the proxy is SIGKILLed --kills times at random points and the cloud drops off and returns --outages\n"+
-		"times; then --conns idle or dribbling connections while the API is measured. Prints its figures\n"+
-		"(and writes them as JSON to --report-dir) and exits 1 on any loss or bound exceeded. The fault\n"+
-		"schedule comes from --seed (0 draws one; printed either way).")
-	devices := f.Int("devices", "CHAOS_DEVICES", 1000, "devices in the rollout")
-	kills := f.Int("kills", "CHAOS_KILLS", 20, "SIGKILLs of the proxy")
-	outages := f.Int("outages", "CHAOS_OUTAGES", 4, "times the cloud fails and returns: unreachable, dropping connections, dropping answers, answering late, in turn")
-	conns := f.Int("conns", "CHAOS_CONNS", 256, "idle or dribbling connections held against the API")
-	seed := f.Int64("seed", "CHAOS_SEED", 0, "seed of the fault schedule; 0 draws one")
-	rss := f.Int("rss-bound-mib", "CHAOS_RSS_BOUND_MIB", 128, "peak RSS the proxy may reach, MiB")
-	p99 := f.Duration("p99-bound", "CHAOS_P99_BOUND", 0, "API p99 allowed while connections are held (default 1s)")
-	dir := f.String("dir", "CHAOS_DIR", "", "work directory (the proxy's data and log); empty: a temporary one, removed after a passing run")
-	reportDir := f.String("report-dir", "CHAOS_REPORT_DIR", "reports", "directory of chaos.json")
-	if err := f.Parse(args); err != nil {
-		return err
-	}
-	if *devices <= 0 || *kills < 0 || *outages <= 0 || *conns <= 0 || *seed < 0 || *rss <= 0 {
-		return usagef("--devices, --outages, --conns and --rss-bound-mib must be positive; --kills and --seed not negative")
+func newChaosCmd(env *cliEnv) *cobra.Command {
+	var o chaosOptions
+	return newCommand("chaos", "the fault battery: SIGKILLs and cloud outages during a rollout, then held connections; exits 1 on any loss",
+		"Run the fault battery against the reference proxy, started as a child process of this\n"+
+			"binary (`depharness proxy`): a rollout to --devices devices with a storm of reports and log lines while\n"+
+			"the proxy is SIGKILLed --kills times at random points and the cloud drops off and returns --outages\n"+
+			"times; then --conns idle or dribbling connections while the API is measured. Prints its figures\n"+
+			"(and writes them as JSON to --report-dir) and exits 1 on any loss or bound exceeded. The fault\n"+
+			"schedule comes from --seed (0 draws one; printed either way).",
+		[]settings.Setting{
+			{Flag: "devices", Legacy: []string{"CHAOS_DEVICES"}, Value: settings.Int(&o.devices, 1000), Help: "devices in the rollout"},
+			{Flag: "kills", Legacy: []string{"CHAOS_KILLS"}, Value: settings.Int(&o.kills, 20), Help: "SIGKILLs of the proxy"},
+			{Flag: "outages", Legacy: []string{"CHAOS_OUTAGES"}, Value: settings.Int(&o.outages, 4),
+				Help: "times the cloud fails and returns: unreachable, dropping connections, dropping answers, answering late, in turn"},
+			{Flag: "conns", Legacy: []string{"CHAOS_CONNS"}, Value: settings.Int(&o.conns, 256), Help: "idle or dribbling connections held against the API"},
+			{Flag: "seed", Legacy: []string{"CHAOS_SEED"}, Value: settings.Int64(&o.seed, 0), Help: "seed of the fault schedule; 0 draws one"},
+			{Flag: "rss-bound-mib", Legacy: []string{"CHAOS_RSS_BOUND_MIB"}, Value: settings.Int(&o.rss, 128), Help: "peak RSS the proxy may reach, MiB"},
+			{Flag: "p99-bound", Legacy: []string{"CHAOS_P99_BOUND"}, Value: settings.Duration(&o.p99, time.Second),
+				Help: "API p99 allowed while connections are held"},
+			{Flag: "dir", Legacy: []string{"CHAOS_DIR"}, Value: settings.Text(&o.dir, ""),
+				Help: "work directory (the proxy's data and log); empty: a temporary one, removed after a passing run"},
+			{Flag: "report-dir", Legacy: []string{"CHAOS_REPORT_DIR"}, Value: settings.Text(&o.reportDir, "reports"), Help: "directory of chaos.json"},
+		},
+		func(cmd *cobra.Command) error { return runChaos(cmd.Context(), env, &o) })
+}
+
+func runChaos(ctx context.Context, env *cliEnv, o *chaosOptions) error {
+	if o.devices <= 0 || o.kills < 0 || o.outages <= 0 || o.conns <= 0 || o.seed < 0 || o.rss <= 0 || o.p99 <= 0 {
+		return usagef("--devices, --outages, --conns, --rss-bound-mib and --p99-bound must be positive; --kills and --seed not negative")
 	}
 	bin, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	work, temp := *dir, false
+	work, temp := o.dir, false
 	if work == "" {
 		if work, err = os.MkdirTemp("", "depharness-chaos-"); err != nil {
 			return err
 		}
 		temp = true
 	}
-	k := *kills
+	k := o.kills
 	if k == 0 {
 		k = -1 // Options: 0 means the default
 	}
 	fig, err := chaos.Run(ctx, chaos.Options{
-		ProxyBin: bin, Dir: work, Devices: *devices, Kills: k, Outages: *outages, Conns: *conns,
-		Seed: uint64(*seed), RSSBound: int64(*rss) << 20, P99Bound: *p99, Out: env.stdout,
+		ProxyBin: bin, Dir: work, Devices: o.devices, Kills: k, Outages: o.outages, Conns: o.conns,
+		Seed: uint64(o.seed), RSSBound: int64(o.rss) << 20, P99Bound: o.p99, Out: env.stdout,
 	})
 	if fig != nil {
 		fig.Print(env.stdout)
-		if *reportDir != "" {
-			if b, jerr := json.MarshalIndent(fig, "", "  "); jerr == nil && os.MkdirAll(*reportDir, 0o755) == nil {
-				os.WriteFile(filepath.Join(*reportDir, "chaos.json"), append(b, '\n'), 0o644)
+		if o.reportDir != "" {
+			if b, jerr := json.MarshalIndent(fig, "", "  "); jerr == nil && os.MkdirAll(o.reportDir, 0o755) == nil {
+				os.WriteFile(filepath.Join(o.reportDir, "chaos.json"), append(b, '\n'), 0o644)
 			}
 		}
 	}

@@ -3,131 +3,92 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"path"
-	"sort"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/internal/settings"
 )
 
-func init() {
-	commands["cloud"] = command{
-		summary: "drive a running fake cloud through its control API (push, set-env, devices, logs, faults…)",
-		run:     runCloud,
+// cloudOptions are the settings of every cloud command: where the fake
+// cloud is, its token, and how long a call may take.
+type cloudOptions struct {
+	env        *cliEnv
+	url, token string
+	timeout    time.Duration
+}
+
+// cloudCall is what a cloud command does through the control client with
+// its NAME=VALUE arguments (if it takes any). Its result is printed: nil
+// prints nothing, a string is printed as it is, anything else as JSON.
+type cloudCall func(ctx context.Context, c *cloud.ControlClient, args []string) (any, error)
+
+func newCloudCmd(env *cliEnv) *cobra.Command {
+	o := &cloudOptions{env: env}
+	cmd := &cobra.Command{
+		Use:   "cloud",
+		Short: "drive a running fake cloud through its control API (push, set-env, devices, logs, faults…)",
+		Args:  subcommandArgs,
+		RunE:  func(*cobra.Command, []string) error { return nil }, // Args refuses first
 	}
+	settings.Bind(cmd.PersistentFlags(), envPrefix("cloud"),
+		cloudURLSetting(&o.url, "http://127.0.0.1:48480", "base URL of the fake cloud"),
+		settings.Setting{Flag: "admin-token", Env: envCloudAdminToken, Legacy: []string{"FAKE_CLOUD_ADMIN_TOKEN"}, Value: settings.Text(&o.token, ""),
+			Required: true, Help: "admin token of the fake cloud's control API"},
+		settings.Setting{Flag: "timeout", Value: settings.Duration(&o.timeout, 60*time.Second), Help: "overall time limit of the call"},
+	)
+	cmd.AddCommand(o.createGateway(), o.list("gateways", "list the gateways", func(ctx context.Context, c *cloud.ControlClient) (any, error) {
+		return c.Gateways(ctx)
+	}), o.createApp(), o.list("apps", "list the dependent apps", func(ctx context.Context, c *cloud.ControlClient) (any, error) {
+		return c.Apps(ctx)
+	}), o.push(), o.setVars("set-env", cloud.KindEnv), o.setVars("set-config", cloud.KindConfig), o.createDevice(),
+		o.delete(), o.move(), o.restart(), o.devices(), o.logs(), o.requests(), o.state(), o.fault())
+	return cmd
 }
 
-// cloudSub is one subcommand of "depharness cloud".
-type cloudSub struct {
-	summary string
-	run     func(ctx context.Context, env *cliEnv, name string, args []string) error
-}
-
-// cloudSubs is filled in init (it refers to runCloud's helpers).
-var cloudSubs map[string]cloudSub
-
-func init() {
-	cloudSubs = map[string]cloudSub{
-		"create-gateway": {"create a gateway; prints its identity (uuid, deviceId, apiKey, appId)", cloudCreateGateway},
-		"gateways":       {"list the gateways", cloudGateways},
-		"create-app":     {"create a dependent app under a gateway app (--parent-app N or --gateway UUID)", cloudCreateApp},
-		"apps":           {"list the dependent apps", cloudApps},
-		"push":           {"push a release of an app from a directory of asset files (--app N --dir DIR)", cloudPush},
-		"set-env":        {"set (K=V…) or --unset environment variables of --app N or --device UUID", cloudSetVars(cloud.KindEnv)},
-		"set-config":     {"set (K=V…) or --unset configuration variables of --app N or --device UUID", cloudSetVars(cloud.KindConfig)},
-		"create-device":  {"create a dependent device as if provisioned elsewhere (--app N)", cloudCreateDevice},
-		"delete":         {"delete a device (--device UUID) or an app with its devices (--app N)", cloudDelete},
-		"move":           {"move a device to another app (--device UUID --app N [--gateway UUID])", cloudMove},
-		"restart":        {"request a restart of a device (--device UUID)", cloudRestart},
-		"devices":        {"list the cloud's view of the devices ([--gateway UUID] [--app N])", cloudDevices},
-		"logs":           {"print the log lines the cloud received for a device (--device UUID)", cloudLogs},
-		"requests":       {"print the journal of protocol requests ([--after SEQ])", cloudRequests},
-		"state":          {"print the target state document of a gateway (--gateway UUID)", cloudState},
-		"fault":          {"set or clear fault knobs: show, reset, delay, undelay, fail-next, unfail, outage, end-outage, hang, unhang", cloudFault},
+// command builds "cloud <name>" (name may be "fault delay"): its flags are
+// table; with vars it takes NAME=VALUE arguments.
+func (o *cloudOptions) command(name, short string, vars bool, table []settings.Setting, call cloudCall) *cobra.Command {
+	cmd := &cobra.Command{Use: name[strings.LastIndex(name, " ")+1:], Short: short, Args: noArgs}
+	if vars {
+		cmd.Use += " [NAME=VALUE…]"
+		cmd.Args = cobra.ArbitraryArgs
 	}
-}
-
-func runCloud(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		printCloudUsage(env.stderr)
-		if len(args) == 0 {
-			return usagef("a subcommand is required")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if o.timeout <= 0 {
+			return usagef("--timeout must be positive, got %s", o.timeout)
 		}
-		return flag.ErrHelp
-	}
-	sub, ok := cloudSubs[args[0]]
-	if !ok {
-		printCloudUsage(env.stderr)
-		return usagef("unknown subcommand %q", args[0])
-	}
-	return sub.run(ctx, env, args[0], args[1:])
-}
-
-func printCloudUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: depharness cloud <subcommand> [flags] [K=V…]\n\nsubcommands:")
-	names := make([]string, 0, len(cloudSubs))
-	for n := range cloudSubs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-15s %s\n", n, cloudSubs[n].summary)
-	}
-	fmt.Fprintln(w, "\nEvery subcommand takes --cloud [DEPHARNESS_CLOUD_URL] and --admin-token [FAKE_CLOUD_ADMIN_TOKEN].")
-}
-
-// cloudFlags are the flags of every cloud subcommand.
-type cloudFlags struct {
-	*flags
-	url, token *string
-	timeout    *time.Duration
-}
-
-func newCloudFlags(env *cliEnv, name string) *cloudFlags {
-	f := newFlags(env, "cloud "+name, cloudSubs[name].summary)
-	return &cloudFlags{
-		flags:   f,
-		url:     f.String("cloud", "DEPHARNESS_CLOUD_URL", "http://127.0.0.1:48480", "base URL of the fake cloud"),
-		token:   f.String("admin-token", "FAKE_CLOUD_ADMIN_TOKEN", "", "admin token of the fake cloud's control API"),
-		timeout: f.Duration("timeout", "", 60*time.Second, "overall time limit of the call"),
-	}
-}
-
-// parse parses flags; positional arguments are returned only when
-// positional is true (flags must come before them), else they are an error.
-func (f *cloudFlags) parse(args []string, positional bool) ([]string, error) {
-	var rest []string
-	if positional {
-		if err := f.FlagSet.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
+		ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
+		defer cancel()
+		out, err := call(ctx, &cloud.ControlClient{BaseURL: o.url, Token: o.token}, args)
+		switch out := out.(type) {
+		case nil:
+		case string:
+			if _, werr := io.WriteString(o.env.stdout, out); err == nil {
+				err = werr
 			}
-			return nil, usageError{err}
+		default:
+			if err == nil {
+				err = printJSON(o.env.stdout, out)
+			}
 		}
-		rest = f.Args()
-		args = args[:len(args)-len(rest)]
+		return err
 	}
-	if err := f.Parse(args); err != nil {
-		return nil, err
-	}
-	if *f.token == "" {
-		return nil, usagef("--admin-token (or FAKE_CLOUD_ADMIN_TOKEN) is required")
-	}
-	return rest, nil
+	settings.Bind(cmd.Flags(), envPrefix("cloud "+name), table...)
+	return cmd
 }
 
-func (f *cloudFlags) client() *cloud.ControlClient {
-	return &cloud.ControlClient{BaseURL: *f.url, Token: *f.token}
-}
-
-func (f *cloudFlags) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, *f.timeout)
+// list is a command without flags that prints what get returns.
+func (o *cloudOptions) list(name, short string, get func(context.Context, *cloud.ControlClient) (any, error)) *cobra.Command {
+	return o.command(name, short, false, nil, func(ctx context.Context, c *cloud.ControlClient, _ []string) (any, error) {
+		return get(ctx, c)
+	})
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -136,39 +97,61 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func cloudCreateGateway(ctx context.Context, env *cliEnv, name string, args []string) error {
-	f := newCloudFlags(env, name)
+// appSetting is --app, a dependent app id.
+func appSetting(p *int64, help string, required bool) settings.Setting {
+	return settings.Setting{Flag: "app", Value: settings.Int64(p, 0), Required: required, Help: help}
+}
+
+// deviceSetting is --device, a device uuid.
+func deviceSetting(p *string, help string, required bool) settings.Setting {
+	return settings.Setting{Flag: "device", Value: settings.Text(p, ""), Required: required, Help: help}
+}
+
+// gatewaySetting is --gateway, a gateway uuid.
+func gatewaySetting(p *string, help string, required bool) settings.Setting {
+	return settings.Setting{Flag: "gateway", Value: settings.Text(p, ""), Required: required, Help: help}
+}
+
+// boolSetting is a flag that switches something on.
+func boolSetting(flag string, p *bool, help string) settings.Setting {
+	return settings.Setting{Flag: flag, Value: settings.Bool(p, false), Help: help}
+}
+
+// textSetting is a text flag without default.
+func textSetting(flag string, p *string, help string) settings.Setting {
+	return settings.Setting{Flag: flag, Value: settings.Text(p, ""), Help: help}
+}
+
+func (o *cloudOptions) createGateway() *cobra.Command {
 	var spec cloud.GatewaySpec
-	f.StringVar(&spec.UUID, "uuid", "", "gateway uuid (32 or 62 hex); empty generates one")
-	f.Int64Var(&spec.DeviceID, "device-id", 0, "gateway device id; 0 takes the next free one")
-	f.StringVar(&spec.APIKey, "api-key", "", "gateway api key; empty generates one")
-	f.StringVar(&spec.Name, "name", "", "gateway name; empty generates one")
-	f.Int64Var(&spec.AppID, "app-id", 0, "existing gateway app to join; 0 creates one")
-	f.StringVar(&spec.AppName, "app-name", "", "name of the new gateway app")
-	asEnv := f.FlagSet.Bool("env", false, "print API_ENDPOINT, DEVICE_UUID, DEVICE_ID, DEVICE_API_KEY lines instead of JSON")
-	existOK := f.FlagSet.Bool("exist-ok", false, "with --uuid: succeed if that gateway exists with the given device id, api key and app (for seeding a cloud that keeps its state)")
-	if _, err := f.parse(args, false); err != nil {
-		return err
-	}
-	if *existOK && spec.UUID == "" {
-		return usagef("--exist-ok needs --uuid")
-	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	gw, found, err := existingGateway(ctx, f.client(), spec, *existOK)
-	if err != nil {
-		return err
-	}
-	if !found {
-		if gw, err = f.client().CreateGateway(ctx, spec); err != nil {
-			return err
+	var asEnv, existOK bool
+	return o.command("create-gateway", "create a gateway; prints its identity (uuid, deviceId, apiKey, appId)", false, []settings.Setting{
+		textSetting("uuid", &spec.UUID, "gateway uuid (32 or 62 hex); empty generates one"),
+		{Flag: "device-id", Value: settings.Int64(&spec.DeviceID, 0), Help: "gateway device id; 0 takes the next free one"},
+		textSetting("api-key", &spec.APIKey, "gateway api key; empty generates one"),
+		textSetting("name", &spec.Name, "gateway name; empty generates one"),
+		{Flag: "app-id", Value: settings.Int64(&spec.AppID, 0), Help: "existing gateway app to join; 0 creates one"},
+		textSetting("app-name", &spec.AppName, "name of the new gateway app"),
+		boolSetting("env", &asEnv, "print API_ENDPOINT, DEVICE_UUID, DEVICE_ID, DEVICE_API_KEY lines instead of JSON"),
+		boolSetting("exist-ok", &existOK, "with --uuid: succeed if that gateway exists with the given device id, api key and app (for seeding a cloud that keeps its state)"),
+	}, func(ctx context.Context, c *cloud.ControlClient, _ []string) (any, error) {
+		if existOK && spec.UUID == "" {
+			return nil, usagef("--exist-ok needs --uuid")
 		}
-	}
-	if *asEnv {
-		_, err := fmt.Fprintf(env.stdout, "API_ENDPOINT=%s\nDEVICE_UUID=%s\nDEVICE_ID=%d\nDEVICE_API_KEY=%s\n", strings.TrimRight(*f.url, "/"), gw.UUID, gw.DeviceID, gw.APIKey)
-		return err
-	}
-	return printJSON(env.stdout, gw)
+		gw, found, err := existingGateway(ctx, c, spec, existOK)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			if gw, err = c.CreateGateway(ctx, spec); err != nil {
+				return nil, err
+			}
+		}
+		if asEnv {
+			return fmt.Sprintf("API_ENDPOINT=%s\nDEVICE_UUID=%s\nDEVICE_ID=%d\nDEVICE_API_KEY=%s\n", strings.TrimRight(o.url, "/"), gw.UUID, gw.DeviceID, gw.APIKey), nil
+		}
+		return gw, nil
+	})
 }
 
 // existingGateway finds the gateway spec names when existOK: an existing
@@ -194,27 +177,13 @@ func existingGateway(ctx context.Context, c *cloud.ControlClient, spec cloud.Gat
 	return cloud.Gateway{}, false, nil
 }
 
-func cloudGateways(ctx context.Context, env *cliEnv, name string, args []string) error {
-	f := newCloudFlags(env, name)
-	if _, err := f.parse(args, false); err != nil {
-		return err
-	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	gws, err := f.client().Gateways(ctx)
-	if err != nil {
-		return err
-	}
-	return printJSON(env.stdout, gws)
-}
-
-// parseVars turns K=V arguments into a map.
+// parseVars turns NAME=VALUE arguments into a map.
 func parseVars(args []string) (map[string]string, error) {
 	vars := map[string]string{}
 	for _, a := range args {
 		k, v, ok := strings.Cut(a, "=")
-		if !ok || k == "" || strings.HasPrefix(k, "-") {
-			return nil, usagef("argument %q: want NAME=VALUE (flags go before variables)", a)
+		if !ok || k == "" {
+			return nil, usagef("argument %q: want NAME=VALUE", a)
 		}
 		if _, dup := vars[k]; dup {
 			return nil, usagef("variable %s given twice", k)
@@ -224,55 +193,35 @@ func parseVars(args []string) (map[string]string, error) {
 	return vars, nil
 }
 
-func cloudCreateApp(ctx context.Context, env *cliEnv, name string, args []string) error {
-	f := newCloudFlags(env, name)
+func (o *cloudOptions) createApp() *cobra.Command {
 	var spec cloud.AppSpec
-	f.StringVar(&spec.Name, "name", "", "app name; empty generates one")
-	f.Int64Var(&spec.ParentApp, "parent-app", 0, "gateway app id the app is a dependent app of")
-	f.StringVar(&spec.Gateway, "gateway", "", "gateway uuid whose app is the parent (instead of --parent-app)")
-	existOK := f.FlagSet.Bool("exist-ok", false, "with --name and --parent-app: print the app of that name under that parent if there is one, instead of creating another")
-	rest, err := f.parse(args, true)
-	if err != nil {
-		return err
-	}
-	if spec.Config, err = parseVars(rest); err != nil {
-		return err
-	}
-	if *existOK && (spec.Name == "" || spec.ParentApp == 0) {
-		return usagef("--exist-ok needs --name and --parent-app")
-	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	if *existOK {
-		apps, err := f.client().Apps(ctx)
-		if err != nil {
-			return err
+	var existOK bool
+	return o.command("create-app", "create a dependent app under a gateway app (--parent-app N or --gateway UUID), with NAME=VALUE config", true, []settings.Setting{
+		textSetting("name", &spec.Name, "app name; empty generates one"),
+		{Flag: "parent-app", Value: settings.Int64(&spec.ParentApp, 0), Help: "gateway app id the app is a dependent app of"},
+		gatewaySetting(&spec.Gateway, "gateway uuid whose app is the parent (instead of --parent-app)", false),
+		boolSetting("exist-ok", &existOK, "with --name and --parent-app: print the app of that name under that parent if there is one, instead of creating another"),
+	}, func(ctx context.Context, c *cloud.ControlClient, args []string) (any, error) {
+		var err error
+		if spec.Config, err = parseVars(args); err != nil {
+			return nil, err
 		}
-		for _, a := range apps {
-			if a.Name == spec.Name && a.ParentApp == spec.ParentApp {
-				return printJSON(env.stdout, a)
+		if existOK && (spec.Name == "" || spec.ParentApp == 0) {
+			return nil, usagef("--exist-ok needs --name and --parent-app")
+		}
+		if existOK {
+			apps, err := c.Apps(ctx)
+			if err != nil {
+				return nil, err
+			}
+			for _, a := range apps {
+				if a.Name == spec.Name && a.ParentApp == spec.ParentApp {
+					return a, nil
+				}
 			}
 		}
-	}
-	a, err := f.client().CreateApp(ctx, spec)
-	if err != nil {
-		return err
-	}
-	return printJSON(env.stdout, a)
-}
-
-func cloudApps(ctx context.Context, env *cliEnv, name string, args []string) error {
-	f := newCloudFlags(env, name)
-	if _, err := f.parse(args, false); err != nil {
-		return err
-	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	apps, err := f.client().Apps(ctx)
-	if err != nil {
-		return err
-	}
-	return printJSON(env.stdout, apps)
+		return c.CreateApp(ctx, spec)
+	})
 }
 
 // readAssetDir reads the regular files under dir into image paths under
@@ -289,304 +238,194 @@ func readAssetDir(dir, prefix string) (map[string][]byte, error) {
 	return files, nil
 }
 
-func cloudPush(ctx context.Context, env *cliEnv, name string, args []string) error {
-	f := newCloudFlags(env, name)
-	app := f.Int64("app", "", 0, "dependent app id")
-	dir := f.String("dir", "", "", "directory whose files become the image's /assets (or its root with --prefix '')")
-	prefix := f.FlagSet.String("prefix", "assets", "image folder the directory is placed in; '' for the image root")
-	image := f.String("image", "", "", "use this ready image reference (host:port/repo@sha256:…) instead of --dir")
-	commit := f.String("commit", "", "", "release commit (40 hex); empty generates one")
-	ifNone := f.FlagSet.Bool("if-no-release", false, "push only if the app has no release yet; otherwise print its current one")
-	if _, err := f.parse(args, false); err != nil {
-		return err
-	}
-	if *app <= 0 {
-		return usagef("--app is required")
-	}
-	if (*dir == "") == (*image == "") {
-		return usagef("give --dir or --image")
-	}
-	spec := cloud.ReleaseSpec{Image: *image, Commit: *commit}
-	if *dir != "" {
-		files, err := readAssetDir(*dir, *prefix)
-		if err != nil {
-			return fmt.Errorf("reading --dir: %w", err)
+func (o *cloudOptions) push() *cobra.Command {
+	var app int64
+	var dir, prefix string
+	var spec cloud.ReleaseSpec
+	var ifNone bool
+	return o.command("push", "push a release of an app from a directory of asset files (--app N --dir DIR)", false, []settings.Setting{
+		appSetting(&app, "dependent app id", true),
+		textSetting("dir", &dir, "directory whose files become the image's /assets (or its root with --prefix '')"),
+		{Flag: "prefix", Value: settings.Text(&prefix, "assets"), Help: "image folder the directory is placed in; '' for the image root"},
+		textSetting("image", &spec.Image, "use this ready image reference (host:port/repo@sha256:…) instead of --dir"),
+		textSetting("commit", &spec.Commit, "release commit (40 hex); empty generates one"),
+		boolSetting("if-no-release", &ifNone, "push only if the app has no release yet; otherwise print its current one"),
+	}, func(ctx context.Context, c *cloud.ControlClient, _ []string) (any, error) {
+		if app <= 0 {
+			return nil, usagef("--app must be a positive app id, got %d", app)
 		}
-		if len(files) == 0 {
-			return fmt.Errorf("--dir %s holds no files", *dir)
+		if (dir == "") == (spec.Image == "") {
+			return nil, usagef("give --dir or --image")
 		}
-		spec.Layers = []cloud.Layer{{Files: files}}
-	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	if *ifNone {
-		apps, err := f.client().Apps(ctx)
-		if err != nil {
-			return err
+		if dir != "" {
+			files, err := readAssetDir(dir, prefix)
+			if err != nil {
+				return nil, fmt.Errorf("reading --dir: %w", err)
+			}
+			if len(files) == 0 {
+				return nil, fmt.Errorf("--dir %s holds no files", dir)
+			}
+			spec.Layers = []cloud.Layer{{Files: files}}
 		}
-		for _, a := range apps {
-			if a.ID == *app && a.Release != nil {
-				return printJSON(env.stdout, a.Release)
+		if ifNone {
+			apps, err := c.Apps(ctx)
+			if err != nil {
+				return nil, err
+			}
+			for _, a := range apps {
+				if a.ID == app && a.Release != nil {
+					return a.Release, nil
+				}
 			}
 		}
-	}
-	rel, err := f.client().PushRelease(ctx, *app, spec)
-	if err != nil {
-		return err
-	}
-	return printJSON(env.stdout, rel)
+		return c.PushRelease(ctx, app, spec)
+	})
 }
 
-func cloudSetVars(kind cloud.VarKind) func(ctx context.Context, env *cliEnv, name string, args []string) error {
-	return func(ctx context.Context, env *cliEnv, name string, args []string) error {
-		f := newCloudFlags(env, name)
-		app := f.Int64("app", "", 0, "dependent app id")
-		dev := f.String("device", "", "", "device uuid")
-		unset := f.String("unset", "", "", "comma-separated variable names to remove")
-		rest, err := f.parse(args, true)
-		if err != nil {
-			return err
+func (o *cloudOptions) setVars(name string, kind cloud.VarKind) *cobra.Command {
+	var u cloud.VarsUpdate
+	var unset string
+	return o.command(name, fmt.Sprintf("set (NAME=VALUE…) or --unset %s variables of --app N or --device UUID", kind), true, []settings.Setting{
+		appSetting(&u.App, "dependent app id", false),
+		deviceSetting(&u.Device, "device uuid", false),
+		textSetting("unset", &unset, "comma-separated variable names to remove"),
+	}, func(ctx context.Context, c *cloud.ControlClient, args []string) (any, error) {
+		var err error
+		if u.Set, err = parseVars(args); err != nil {
+			return nil, err
 		}
-		set, err := parseVars(rest)
-		if err != nil {
-			return err
+		if (u.App > 0) == (u.Device != "") {
+			return nil, usagef("give exactly one of --app and --device")
 		}
-		if (*app > 0) == (*dev != "") {
-			return usagef("give exactly one of --app and --device")
-		}
-		u := cloud.VarsUpdate{App: *app, Device: *dev, Kind: kind, Set: set}
-		if *unset != "" {
-			u.Unset = strings.Split(*unset, ",")
+		u.Kind = kind
+		if unset != "" {
+			u.Unset = strings.Split(unset, ",")
 		}
 		if len(u.Set) == 0 && len(u.Unset) == 0 {
-			return usagef("nothing to do: give NAME=VALUE arguments or --unset")
+			return nil, usagef("nothing to do: give NAME=VALUE arguments or --unset")
 		}
-		ctx, cancel := f.ctx(ctx)
-		defer cancel()
-		return f.client().UpdateVars(ctx, u)
-	}
+		return nil, c.UpdateVars(ctx, u)
+	})
 }
 
-func cloudCreateDevice(ctx context.Context, env *cliEnv, name string, args []string) error {
-	f := newCloudFlags(env, name)
+func (o *cloudOptions) createDevice() *cobra.Command {
 	var spec cloud.DeviceSpec
-	f.Int64Var(&spec.AppID, "app", 0, "dependent app id")
-	f.StringVar(&spec.UUID, "uuid", "", "device uuid (32 hex); empty generates one")
-	f.StringVar(&spec.Gateway, "gateway", "", "managing gateway uuid; empty: the app's only gateway")
-	f.StringVar(&spec.DeviceType, "device-type", "", "device type; empty is "+cloud.DefaultDeviceType)
-	f.StringVar(&spec.Name, "name", "", "device name; empty generates one")
-	if _, err := f.parse(args, false); err != nil {
-		return err
-	}
-	if spec.AppID <= 0 {
-		return usagef("--app is required")
-	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	d, err := f.client().CreateDevice(ctx, spec)
-	if err != nil {
-		return err
-	}
-	return printJSON(env.stdout, d)
+	return o.command("create-device", "create a dependent device as if provisioned elsewhere (--app N)", false, []settings.Setting{
+		appSetting(&spec.AppID, "dependent app id", true),
+		textSetting("uuid", &spec.UUID, "device uuid (32 hex); empty generates one"),
+		gatewaySetting(&spec.Gateway, "managing gateway uuid; empty: the app's only gateway", false),
+		textSetting("device-type", &spec.DeviceType, "device type; empty is "+cloud.DefaultDeviceType),
+		textSetting("name", &spec.Name, "device name; empty generates one"),
+	}, func(ctx context.Context, c *cloud.ControlClient, _ []string) (any, error) {
+		return c.CreateDevice(ctx, spec)
+	})
 }
 
-func cloudDelete(ctx context.Context, env *cliEnv, name string, args []string) error {
-	f := newCloudFlags(env, name)
-	app := f.Int64("app", "", 0, "dependent app id to delete with its devices")
-	dev := f.String("device", "", "", "device uuid to delete")
-	if _, err := f.parse(args, false); err != nil {
-		return err
-	}
-	if (*app > 0) == (*dev != "") {
-		return usagef("give exactly one of --app and --device")
-	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	if *dev != "" {
-		return f.client().DeleteDevice(ctx, *dev)
-	}
-	return f.client().DeleteApp(ctx, *app)
-}
-
-func cloudMove(ctx context.Context, env *cliEnv, name string, args []string) error {
-	f := newCloudFlags(env, name)
-	dev := f.String("device", "", "", "device uuid")
-	app := f.Int64("app", "", 0, "dependent app id to move it to")
-	gw := f.String("gateway", "", "", "managing gateway uuid; empty keeps the current one or takes the app's only gateway")
-	if _, err := f.parse(args, false); err != nil {
-		return err
-	}
-	if *dev == "" || *app <= 0 {
-		return usagef("--device and --app are required")
-	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	return f.client().MoveDevice(ctx, *dev, *app, *gw)
-}
-
-func cloudRestart(ctx context.Context, env *cliEnv, name string, args []string) error {
-	f := newCloudFlags(env, name)
-	dev := f.String("device", "", "", "device uuid")
-	if _, err := f.parse(args, false); err != nil {
-		return err
-	}
-	if *dev == "" {
-		return usagef("--device is required")
-	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	n, err := f.client().RestartDevice(ctx, *dev)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(env.stdout, "restart=%d\n", n)
-	return err
-}
-
-func cloudDevices(ctx context.Context, env *cliEnv, name string, args []string) error {
-	f := newCloudFlags(env, name)
-	var filter cloud.DeviceFilter
-	f.StringVar(&filter.Gateway, "gateway", "", "only devices managed by this gateway uuid")
-	f.Int64Var(&filter.AppID, "app", 0, "only devices of this dependent app")
-	if _, err := f.parse(args, false); err != nil {
-		return err
-	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	devs, err := f.client().Devices(ctx, filter)
-	if err != nil {
-		return err
-	}
-	return printJSON(env.stdout, devs)
-}
-
-func cloudLogs(ctx context.Context, env *cliEnv, name string, args []string) error {
-	f := newCloudFlags(env, name)
-	dev := f.String("device", "", "", "device uuid")
-	asJSON := f.FlagSet.Bool("json", false, "print the log lines as JSON")
-	if _, err := f.parse(args, false); err != nil {
-		return err
-	}
-	if *dev == "" {
-		return usagef("--device is required")
-	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	lines, err := f.client().Logs(ctx, *dev)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return printJSON(env.stdout, lines)
-	}
-	for _, l := range lines {
-		sys := ""
-		if l.IsSystem {
-			sys = " [system]"
+func (o *cloudOptions) delete() *cobra.Command {
+	var app int64
+	var dev string
+	return o.command("delete", "delete a device (--device UUID) or an app with its devices (--app N)", false, []settings.Setting{
+		appSetting(&app, "dependent app id to delete with its devices", false),
+		deviceSetting(&dev, "device uuid to delete", false),
+	}, func(ctx context.Context, c *cloud.ControlClient, _ []string) (any, error) {
+		switch {
+		case (app > 0) == (dev != ""):
+			return nil, usagef("give exactly one of --app and --device")
+		case dev != "":
+			return nil, c.DeleteDevice(ctx, dev)
+		default:
+			return nil, c.DeleteApp(ctx, app)
 		}
-		ts := time.UnixMilli(l.Timestamp).UTC().Format(time.RFC3339Nano)
-		if _, err := fmt.Fprintf(env.stdout, "%s%s %s\n", ts, sys, l.Message); err != nil {
-			return err
-		}
-	}
-	return nil
+	})
 }
 
-func cloudRequests(ctx context.Context, env *cliEnv, name string, args []string) error {
-	f := newCloudFlags(env, name)
-	after := f.Int64("after", "", 0, "only requests with a sequence number above this")
-	if _, err := f.parse(args, false); err != nil {
-		return err
-	}
-	if *after < 0 {
-		return usagef("--after must not be negative")
-	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	reqs, err := f.client().Requests(ctx, uint64(*after))
-	if err != nil {
-		return err
-	}
-	for _, r := range reqs {
-		fault := ""
-		if r.Fault != "" {
-			fault = " fault=" + r.Fault
-		}
-		if _, err := fmt.Fprintf(env.stdout, "%d %s %s %s %d %s gateway=%s%s\n", r.Seq, r.Time.UTC().Format(time.RFC3339Nano), r.Method, r.Path, r.Status, r.Duration, r.Gateway, fault); err != nil {
-			return err
-		}
-	}
-	return nil
+func (o *cloudOptions) move() *cobra.Command {
+	var dev, gw string
+	var app int64
+	return o.command("move", "move a device to another app (--device UUID --app N [--gateway UUID])", false, []settings.Setting{
+		deviceSetting(&dev, "device uuid", true),
+		appSetting(&app, "dependent app id to move it to", true),
+		gatewaySetting(&gw, "managing gateway uuid; empty keeps the current one or takes the app's only gateway", false),
+	}, func(ctx context.Context, c *cloud.ControlClient, _ []string) (any, error) {
+		return nil, c.MoveDevice(ctx, dev, app, gw)
+	})
 }
 
-func cloudState(ctx context.Context, env *cliEnv, name string, args []string) error {
-	f := newCloudFlags(env, name)
-	gw := f.String("gateway", "", "", "gateway uuid")
-	if _, err := f.parse(args, false); err != nil {
-		return err
-	}
-	if *gw == "" {
-		return usagef("--gateway is required")
-	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	st, err := f.client().State(ctx, *gw)
-	if err != nil {
-		return err
-	}
-	return printJSON(env.stdout, st)
-}
-
-// cloudFault runs "cloud fault <op> [flags]".
-func cloudFault(ctx context.Context, env *cliEnv, name string, args []string) error {
-	ops := []string{"show", "reset", "delay", "undelay", "fail-next", "unfail", "outage", "end-outage", "hang", "unhang"}
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return usagef("usage: depharness cloud fault <%s> [flags]", strings.Join(ops, "|"))
-	}
-	op := args[0]
-	f := newCloudFlags(env, name)
-	route := f.String("route", "", "", "route: "+strings.Join(cloud.Routes, ", "))
-	delay := f.Duration("delay", "", 0, "delay (fault delay)")
-	jitter := f.Duration("jitter", "", 0, "random extra delay up to this (fault delay)")
-	n := f.Int("n", "", 1, "number of requests to fail (fault fail-next)")
-	status := f.Int("status", "", 503, "status of the failed requests (fault fail-next)")
-	mode := f.String("mode", "", string(cloud.Outage503), "outage mode: 503 or close (fault outage)")
-	if _, err := f.parse(args[1:], false); err != nil {
-		return err
-	}
-	needRoute := map[string]bool{"delay": true, "undelay": true, "fail-next": true, "unfail": true, "hang": true, "unhang": true}
-	if needRoute[op] && *route == "" {
-		return usagef("--route is required for fault %s", op)
-	}
-	ctx, cancel := f.ctx(ctx)
-	defer cancel()
-	c := f.client()
-	switch op {
-	case "show":
-		fs, err := c.Faults(ctx)
+func (o *cloudOptions) restart() *cobra.Command {
+	var dev string
+	return o.command("restart", "request a restart of a device (--device UUID)", false, []settings.Setting{
+		deviceSetting(&dev, "device uuid", true),
+	}, func(ctx context.Context, c *cloud.ControlClient, _ []string) (any, error) {
+		n, err := c.RestartDevice(ctx, dev)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		return printJSON(env.stdout, fs)
-	case "reset":
-		return c.ResetFaults(ctx)
-	case "delay":
-		return c.Delay(ctx, *route, *delay, *jitter)
-	case "undelay":
-		return c.Undelay(ctx, *route)
-	case "fail-next":
-		return c.FailNext(ctx, *route, *n, *status)
-	case "unfail":
-		return c.Unfail(ctx, *route)
-	case "outage":
-		return c.Outage(ctx, cloud.OutageMode(*mode))
-	case "end-outage":
-		return c.EndOutage(ctx)
-	case "hang":
-		return c.Hang(ctx, *route)
-	case "unhang":
-		return c.Unhang(ctx, *route)
-	default:
-		return usagef("unknown fault operation %q (want one of %s)", op, strings.Join(ops, ", "))
-	}
+		return fmt.Sprintf("restart=%d\n", n), nil
+	})
+}
+
+func (o *cloudOptions) devices() *cobra.Command {
+	var filter cloud.DeviceFilter
+	return o.command("devices", "list the cloud's view of the devices ([--gateway UUID] [--app N])", false, []settings.Setting{
+		gatewaySetting(&filter.Gateway, "only devices managed by this gateway uuid", false),
+		appSetting(&filter.AppID, "only devices of this dependent app", false),
+	}, func(ctx context.Context, c *cloud.ControlClient, _ []string) (any, error) {
+		return c.Devices(ctx, filter)
+	})
+}
+
+func (o *cloudOptions) logs() *cobra.Command {
+	var dev string
+	var asJSON bool
+	return o.command("logs", "print the log lines the cloud received for a device (--device UUID)", false, []settings.Setting{
+		deviceSetting(&dev, "device uuid", true),
+		boolSetting("json", &asJSON, "print the log lines as JSON"),
+	}, func(ctx context.Context, c *cloud.ControlClient, _ []string) (any, error) {
+		lines, err := c.Logs(ctx, dev)
+		if err != nil || asJSON {
+			return lines, err
+		}
+		var b strings.Builder
+		for _, l := range lines {
+			sys := ""
+			if l.IsSystem {
+				sys = " [system]"
+			}
+			fmt.Fprintf(&b, "%s%s %s\n", time.UnixMilli(l.Timestamp).UTC().Format(time.RFC3339Nano), sys, l.Message)
+		}
+		return b.String(), nil
+	})
+}
+
+func (o *cloudOptions) requests() *cobra.Command {
+	var after int64
+	return o.command("requests", "print the journal of protocol requests ([--after SEQ])", false, []settings.Setting{
+		{Flag: "after", Value: settings.Int64(&after, 0), Help: "only requests with a sequence number above this"},
+	}, func(ctx context.Context, c *cloud.ControlClient, _ []string) (any, error) {
+		if after < 0 {
+			return nil, usagef("--after must not be negative")
+		}
+		reqs, err := c.Requests(ctx, uint64(after))
+		if err != nil {
+			return nil, err
+		}
+		var b strings.Builder
+		for _, r := range reqs {
+			fault := ""
+			if r.Fault != "" {
+				fault = " fault=" + r.Fault
+			}
+			fmt.Fprintf(&b, "%d %s %s %s %d %s gateway=%s%s\n", r.Seq, r.Time.UTC().Format(time.RFC3339Nano), r.Method, r.Path, r.Status, r.Duration, r.Gateway, fault)
+		}
+		return b.String(), nil
+	})
+}
+
+func (o *cloudOptions) state() *cobra.Command {
+	var gw string
+	return o.command("state", "print the target state document of a gateway (--gateway UUID)", false, []settings.Setting{
+		gatewaySetting(&gw, "gateway uuid", true),
+	}, func(ctx context.Context, c *cloud.ControlClient, _ []string) (any, error) {
+		return c.State(ctx, gw)
+	})
 }

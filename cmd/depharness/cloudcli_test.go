@@ -137,7 +137,7 @@ func TestCloudCLIBuildsAWorldOnAFakeCloudWithARegistry(t *testing.T) {
 	c.mustCLI(t, &dev, "create-device", "--app", fmt.Sprint(app.ID))
 	c.mustCLI(t, nil, "set-env", "--device", dev.UUID, "LEVEL=debug", "X=1")
 	c.mustCLI(t, nil, "set-env", "--device", dev.UUID, "--unset", "X")
-	c.mustCLI(t, nil, "set-config", "--app", fmt.Sprint(app.ID), "MODE=fast")
+	c.mustCLI(t, nil, "set-config", "MODE=fast", "--app", fmt.Sprint(app.ID)) // flags may follow the variables
 	if code, out, _ := c.cli(t, "restart", "--device", dev.UUID); code != 0 || out != "restart=1\n" {
 		t.Errorf("restart: got %d %q, want 0 restart=1", code, out)
 	}
@@ -213,7 +213,9 @@ func TestCloudCLIRefusesBadUsage(t *testing.T) {
 		{"an unknown subcommand", []string{"frobnicate"}, 2, "unknown subcommand"},
 		{"set-env without a target", []string{"set-env", "A=1"}, 2, "exactly one of --app and --device"},
 		{"set-env with a bare word", []string{"set-env", "--app", "1", "A"}, 2, "NAME=VALUE"},
-		{"set-env with a flag after the variables", []string{"set-env", "A=1", "--app", "1"}, 2, "flags go before variables"},
+		{"set-env with an empty name", []string{"set-env", "--app", "1", "=x"}, 2, "NAME=VALUE"},
+		{"a misspelt flag", []string{"push", "--ap", "2", "--dir", "."}, 2, "unknown flag --ap; did you mean --app?"},
+		{"a misspelt subcommand", []string{"fault", "fail-nxt"}, 2, `unknown subcommand "fail-nxt"; did you mean fail-next?`},
 		{"push without --app", []string{"push", "--dir", "."}, 2, "--app is required"},
 		{"a fault without a route", []string{"fault", "delay", "--delay", "1s"}, 2, "--route is required"},
 		{"a control refusal", []string{"set-env", "--app", "999", "A=1"}, 1, "HTTP 404"},
@@ -320,10 +322,10 @@ func TestFakeCloudPrintsAGeneratedTokenAndNeverLogsIt(t *testing.T) {
 	for deadline := time.Now().Add(10 * time.Second); tok == "" || !strings.Contains(errOut.String(), "fake cloud listening"); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			cancel()
-			t.Fatalf("no FAKE_CLOUD_ADMIN_TOKEN line on stdout within 10s; stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+			t.Fatalf("no DEPHARNESS_CLOUD_ADMIN_TOKEN line on stdout within 10s; stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
 		}
 		for _, line := range strings.Split(out.String(), "\n") {
-			if v, ok := strings.CutPrefix(line, "FAKE_CLOUD_ADMIN_TOKEN="); ok {
+			if v, ok := strings.CutPrefix(line, "DEPHARNESS_CLOUD_ADMIN_TOKEN="); ok {
 				tok = v
 			}
 		}

@@ -9,79 +9,91 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
 
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
 	"github.com/depharness/depharness/internal/httpserver"
+	"github.com/depharness/depharness/internal/settings"
 )
 
-func init() {
-	commands["fake-cloud"] = command{
-		summary: "run the fake balena cloud (cloud protocol, control API, faults)",
-		run:     runFakeCloud,
-	}
+// fakeCloudOptions are the fake-cloud command's settings.
+type fakeCloudOptions struct {
+	log                                          logOptions
+	listen, adminToken, reg, regToken, stateFile string
+	seed                                         int64
+	gateway                                      bool
+	saveInterval                                 time.Duration
 }
 
-func runFakeCloud(ctx context.Context, env *cliEnv, args []string) error {
-	f := newFlags(env, "fake-cloud", "Run the fake balena cloud: the cloud protocol a supervisor speaks (target state, provisioning,\n"+
-		"device PATCH and lookup, log stream), the control API under /control/v1/ (Bearer admin token;\n"+
-		"see 'depharness cloud') and Prometheus metrics on /metrics, on one listener. With --registry,\n"+
-		"releases pushed as files are built into images and pushed to that registry. With --gateway, a\n"+
-		"gateway is created at start and its identity printed on stdout as environment lines.")
-	listen := f.String("listen", "FAKE_CLOUD_LISTEN", "127.0.0.1:48480", "host:port to listen on (port 0 picks a free one)")
-	adminToken := f.String("admin-token", "FAKE_CLOUD_ADMIN_TOKEN", "", "token of the control API; empty generates one (printed on stdout as FAKE_CLOUD_ADMIN_TOKEN=…)")
-	reg := f.String("registry", "FAKE_CLOUD_REGISTRY", "", "host:port of the registry release images are pushed to; empty: releases must name a ready image")
-	regToken := f.String("registry-token", "FAKE_REGISTRY_ADMIN_TOKEN", "", "the registry's admin token, sent with pushes to --registry")
-	seed := f.Int64("seed", "FAKE_CLOUD_SEED", 0, "seed of generated names, ids, keys and delay jitter; 0 picks one (logged)")
-	gateway := f.Bool("gateway", "FAKE_CLOUD_GATEWAY", false, "create one gateway at start and print API_ENDPOINT, DEVICE_UUID, DEVICE_ID, DEVICE_API_KEY on stdout")
-	stateFile := f.String("state-file", "FAKE_CLOUD_STATE_FILE", "", "keep the model in this file across restarts (loaded at start, saved after changes and at exit); empty keeps it in memory only")
-	saveInterval := f.Duration("save-interval", "FAKE_CLOUD_SAVE_INTERVAL", cloud.DefaultSaveInterval, "with --state-file, how soon a change is written")
-	if err := f.Parse(args); err != nil {
-		return err
-	}
-	log, err := f.logger()
-	if err != nil {
-		return err
-	}
-	if *seed < 0 {
+func newFakeCloudCmd(env *cliEnv) *cobra.Command {
+	var o fakeCloudOptions
+	table := append(logSettings(&o.log, "info"),
+		listenSetting(&o.listen, "127.0.0.1:48480", "FAKE_CLOUD_LISTEN"),
+		cloudAdminTokenSetting(&o.adminToken, "token of the control API; empty generates one (printed on stdout as "+envCloudAdminToken+"=…, never logged)"),
+		registrySetting(&o.reg, "host:port of the registry release images are pushed to; empty: releases must name a ready image", "FAKE_CLOUD_REGISTRY"),
+		registryTokenSetting(&o.regToken, "the registry's admin token, sent with pushes to --registry"),
+		settings.Setting{Flag: "seed", Legacy: []string{"FAKE_CLOUD_SEED"}, Value: settings.Int64(&o.seed, 0),
+			Help: "seed of generated names, ids, keys and delay jitter; 0 picks one (logged)"},
+		settings.Setting{Flag: "gateway", Legacy: []string{"FAKE_CLOUD_GATEWAY"}, Value: settings.Bool(&o.gateway, false),
+			Help: "create one gateway at start and print API_ENDPOINT, DEVICE_UUID, DEVICE_ID, DEVICE_API_KEY on stdout"},
+		settings.Setting{Flag: "state-file", Legacy: []string{"FAKE_CLOUD_STATE_FILE"}, Value: settings.Text(&o.stateFile, ""),
+			Help: "keep the model in this file across restarts (loaded at start, saved after changes and at exit); empty keeps it in memory only"},
+		settings.Setting{Flag: "save-interval", Legacy: []string{"FAKE_CLOUD_SAVE_INTERVAL"}, Value: settings.Duration(&o.saveInterval, cloud.DefaultSaveInterval),
+			Help: "with --state-file, how soon a change is written"},
+	)
+	return newCommand("fake-cloud", "run the fake balena cloud (cloud protocol, control API, faults)",
+		"Run the fake balena cloud: the cloud protocol a supervisor speaks (target state, provisioning,\n"+
+			"device PATCH and lookup, log stream), the control API under /control/v1/ (Bearer admin token;\n"+
+			"see 'depharness cloud') and Prometheus metrics on /metrics, on one listener. With --registry,\n"+
+			"releases pushed as files are built into images and pushed to that registry. With --gateway, a\n"+
+			"gateway is created at start and its identity printed on stdout as environment lines.",
+		table, func(cmd *cobra.Command) error {
+			return listenError(cmd, runFakeCloud(cmd.Context(), env, &o), settings.Listener{Addr: o.listen, Flags: []string{"listen"}})
+		})
+}
+
+func runFakeCloud(ctx context.Context, env *cliEnv, o *fakeCloudOptions) error {
+	log := o.log.logger(env.stderr)
+	if o.seed < 0 {
 		return usagef("--seed must not be negative")
 	}
-	if *saveInterval <= 0 {
+	if o.saveInterval <= 0 {
 		return usagef("--save-interval must be positive")
 	}
-	opts := cloud.Options{Logger: log, AdminToken: *adminToken, Seed: uint64(*seed), StateFile: *stateFile, SaveInterval: *saveInterval}
-	if *reg != "" {
-		if _, _, err := net.SplitHostPort(*reg); err != nil {
-			return usagef("--registry %q: want host:port", *reg)
+	opts := cloud.Options{Logger: log, AdminToken: o.adminToken, Seed: uint64(o.seed), StateFile: o.stateFile, SaveInterval: o.saveInterval}
+	if o.reg != "" {
+		if _, _, err := net.SplitHostPort(o.reg); err != nil {
+			return usagef("--registry %q: want host:port", o.reg)
 		}
-		opts.Builder = registryBuilder(registry.NewBuilder(registry.BuilderOptions{Registry: *reg, Token: *regToken}))
+		opts.Builder = registryBuilder(registry.NewBuilder(registry.BuilderOptions{Registry: o.reg, Token: o.regToken}))
 	}
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts.Registerer = metrics
 	srv, err := cloud.New(opts)
 	if err != nil {
-		if *stateFile != "" {
+		if o.stateFile != "" {
 			return usageError{err} // an unusable state file is bad configuration
 		}
 		return err
 	}
 	defer srv.Close() // on early returns; the normal end reports its error
-	if *adminToken == "" {
+	if o.adminToken == "" {
 		// Printed for the operator, never logged: no token in any log.
-		fmt.Fprintf(env.stdout, "FAKE_CLOUD_ADMIN_TOKEN=%s\n", srv.AdminToken())
-		log.Info("generated a control API token (printed on stdout as FAKE_CLOUD_ADMIN_TOKEN)")
+		fmt.Fprintf(env.stdout, "%s=%s\n", envCloudAdminToken, srv.AdminToken())
+		log.Info("generated a control API token (printed on stdout as " + envCloudAdminToken + ")")
 	}
 
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
-		return usagef("listen on %s: %v", *listen, err)
+		return err // named by the caller
 	}
 	hs := httpserver.Start(ln, srv, httpserver.Options{})
 	addr := ln.Addr().String()
-	log.Info("fake cloud listening", "addr", addr, "seed", srv.Seed(), "registry", *reg)
+	log.Info("fake cloud listening", "addr", addr, "seed", srv.Seed(), "registry", o.reg)
 
-	if *gateway {
+	if o.gateway {
 		gw, err := srv.CreateGateway(cloud.GatewaySpec{})
 		if err != nil {
 			_ = hs.Close()

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -17,87 +16,108 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
 
 	"github.com/depharness/depharness/internal/httpserver"
+	"github.com/depharness/depharness/internal/settings"
+	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/fleetview"
 	"github.com/depharness/depharness/sim/gateway"
 )
 
-func init() {
-	commands["gateway"] = command{
-		summary: "run the reference gateway app with a simulated fleet of dependent devices",
-		run:     runGateway,
-	}
-}
-
 // defaultFleetSize is the number of devices without --devices or --profile.
 const defaultFleetSize = 10
 
-func runGateway(ctx context.Context, env *cliEnv, args []string) error {
-	f := newFlags(env, "gateway", "Run the reference gateway app: provision a simulated fleet of dependent devices through\n"+
-		"the supervisor API, serve the supervisor's hooks (update, restart, delete) on --listen,\n"+
-		"download each release's assets once, flash them onto the devices, report their state and\n"+
-		"forward their logs. The hook address for the supervisor is http://<listen>/v1/devices/.")
-	supervisor := f.String("supervisor-address", "BALENA_SUPERVISOR_ADDRESS", "http://127.0.0.1:48484", "the supervisor API's base URL")
-	apiKey := f.String("api-key", "BALENA_SUPERVISOR_API_KEY", "", "the supervisor API key")
-	keyHeader := f.Bool("api-key-header", "GATEWAY_API_KEY_HEADER", false, "send the key as Authorization: Bearer instead of ?apikey=")
-	listen := f.String("listen", "GATEWAY_LISTEN", "0.0.0.0:1337", "host:port of the hook server")
-	apps := f.String("app", "GATEWAY_APPS", "", "dependent app ids to provision devices into, comma-separated, round-robin; empty: every app the supervisor lists")
-	devices := f.Int("devices", "GATEWAY_DEVICES", -1, fmt.Sprintf("number of devices; -1 means the profile's count (%d without --profile)", defaultFleetSize))
-	profilePath := f.String("profile", "GATEWAY_PROFILE", "", "JSON fleet profile (count, seed, flashTime, failureProbability, offline, logRate, rebootTime)")
-	policy := f.String("policy", "GATEWAY_POLICY", string(gateway.PolicyAck), "answer to update hooks: 200 (acknowledge, update in background) or 202 (report when flashed)")
-	concurrency := f.Int("concurrency", "GATEWAY_CONCURRENCY", 16, "devices updated at once, and log lines in flight")
-	seed := f.Int64("seed", "GATEWAY_SEED", 0, "seed of the fleet and of retry jitter; when not given, the profile's seed")
-	metricsListen := f.String("metrics-listen", "GATEWAY_METRICS_LISTEN", "", "host:port serving Prometheus /metrics; empty disables it")
-	fleetViewListen := f.String("fleet-view-listen", "GATEWAY_FLEET_VIEW_LISTEN", "", "host:port serving the live fleet view (a browser page, e.g. 127.0.0.1:48487); empty disables it")
-	checksums := f.String("expected-checksums", "GATEWAY_EXPECTED_CHECKSUMS", "", `JSON file {"<appId>/<commit>": "<sha256 hex>"} of releases' expected checksums (fleet.Checksum)`)
-	if err := f.Parse(args); err != nil {
-		return err
-	}
-	log, err := f.logger()
-	if err != nil {
-		return err
-	}
-	set := map[string]bool{}
-	f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+// gatewayOptions are the gateway command's settings.
+type gatewayOptions struct {
+	log                                       logOptions
+	supervisor, apiKey, listen, apps, profile string
+	policy, metricsListen, fleetViewListen    string
+	checksums                                 string
+	keyHeader                                 bool
+	devices, concurrency                      int
+	seed                                      int64
+	seedGiven                                 bool
+}
 
-	pol, err := gateway.ParsePolicy(*policy)
-	if err != nil {
-		return usagef("--policy: %v", err)
+func newGatewayCmd(env *cliEnv) *cobra.Command {
+	var o gatewayOptions
+	table := append(logSettings(&o.log, "info"),
+		settings.Setting{Flag: "supervisor-address", Env: "BALENA_SUPERVISOR_ADDRESS", Value: settings.Text(&o.supervisor, "http://127.0.0.1:48484"),
+			Help: "the supervisor API's base URL"},
+		settings.Setting{Flag: "api-key", Env: config.EnvAPIKey, Value: settings.Text(&o.apiKey, ""), Help: "the supervisor API key"},
+		settings.Setting{Flag: "api-key-header", Legacy: []string{"GATEWAY_API_KEY_HEADER"}, Value: settings.Bool(&o.keyHeader, false),
+			Help: "send the key as Authorization: Bearer instead of ?apikey="},
+		settings.Setting{Flag: "listen", Legacy: []string{"GATEWAY_LISTEN"}, Value: settings.Text(&o.listen, "127.0.0.1:1337"),
+			Help: "host:port of the hook server (0.0.0.0:1337 in a container); the supervisor's hook address is http://<listen>/v1/devices/"},
+		settings.Setting{Flag: "app", Legacy: []string{"GATEWAY_APPS"}, Value: settings.Text(&o.apps, ""),
+			Help: "dependent app ids to provision devices into, comma-separated, round-robin; empty: every app the supervisor lists"},
+		settings.Setting{Flag: "devices", Legacy: []string{"GATEWAY_DEVICES"}, Value: settings.Int(&o.devices, -1),
+			Help: fmt.Sprintf("number of devices; -1 means the profile's count (%d without --profile)", defaultFleetSize)},
+		settings.Setting{Flag: "profile", Legacy: []string{"GATEWAY_PROFILE"}, Value: settings.Text(&o.profile, ""),
+			Help: "JSON fleet profile (count, seed, flashTime, failureProbability, offline, logRate, rebootTime)"},
+		policySetting(&o.policy, "GATEWAY_POLICY"),
+		settings.Setting{Flag: "concurrency", Legacy: []string{"GATEWAY_CONCURRENCY"}, Value: settings.Int(&o.concurrency, 16),
+			Help: "devices updated at once, and log lines in flight"},
+		settings.Setting{Flag: "seed", Legacy: []string{"GATEWAY_SEED"}, Value: settings.Int64(&o.seed, 0),
+			Help: "seed of the fleet and of retry jitter; when not given, the profile's seed"},
+		settings.Setting{Flag: "metrics-listen", Legacy: []string{"GATEWAY_METRICS_LISTEN"}, Value: settings.Text(&o.metricsListen, ""),
+			Help: "host:port serving Prometheus /metrics; empty disables it"},
+		settings.Setting{Flag: "fleet-view-listen", Legacy: []string{"GATEWAY_FLEET_VIEW_LISTEN"}, Value: settings.Text(&o.fleetViewListen, ""),
+			Help: "host:port serving the live fleet view (a browser page, e.g. 127.0.0.1:48487); empty disables it"},
+		settings.Setting{Flag: "expected-checksums", Legacy: []string{"GATEWAY_EXPECTED_CHECKSUMS"}, Value: settings.Text(&o.checksums, ""),
+			Help: `JSON file {"<appId>/<commit>": "<sha256 hex>"} of releases' expected checksums (fleet.Checksum)`},
+	)
+	return newCommand("gateway", "run the reference gateway app with a simulated fleet of dependent devices",
+		"Run the reference gateway app: provision a simulated fleet of dependent devices through\n"+
+			"the supervisor API, serve the supervisor's hooks (update, restart, delete) on --listen,\n"+
+			"download each release's assets once, flash them onto the devices, report their state and\n"+
+			"forward their logs. The hook address for the supervisor is http://<listen>/v1/devices/.",
+		table, func(cmd *cobra.Command) error {
+			o.seedGiven = cmd.Flags().Changed("seed")
+			return listenError(cmd, runGateway(cmd.Context(), env, &o),
+				settings.Listener{Addr: o.listen, Flags: []string{"listen"}},
+				settings.Listener{Addr: o.metricsListen, Flags: []string{"metrics-listen"}},
+				settings.Listener{Addr: o.fleetViewListen, Flags: []string{"fleet-view-listen"}})
+		})
+}
+
+func runGateway(ctx context.Context, env *cliEnv, o *gatewayOptions) error {
+	log := o.log.logger(env.stderr)
+	pol := gateway.Policy(o.policy)
+	if o.concurrency <= 0 {
+		return usagef("--concurrency must be positive, got %d", o.concurrency)
 	}
-	if *concurrency <= 0 {
-		return usagef("--concurrency must be positive, got %d", *concurrency)
-	}
-	appIDs, err := parseAppIDs(*apps)
+	appIDs, err := parseAppIDs(o.apps)
 	if err != nil {
 		return usagef("--app: %v", err)
 	}
 	profile := fleet.Profile{Count: defaultFleetSize}
-	if *profilePath != "" {
-		if profile, err = fleet.LoadProfile(*profilePath); err != nil {
+	if o.profile != "" {
+		if profile, err = fleet.LoadProfile(o.profile); err != nil {
 			return usagef("--profile: %v", err)
 		}
 	}
-	if *devices >= 0 {
-		profile.Count = *devices
-	} else if *devices != -1 {
-		return usagef("--devices must be ≥ 0 (or -1 for the profile's count), got %d", *devices)
+	if o.devices >= 0 {
+		profile.Count = o.devices
+	} else if o.devices != -1 {
+		return usagef("--devices must be ≥ 0 (or -1 for the profile's count), got %d", o.devices)
 	}
-	if set["seed"] {
-		profile.Seed = *seed
+	if o.seedGiven {
+		profile.Seed = o.seed
 	}
-	expected, err := loadExpectedChecksums(*checksums)
+	expected, err := loadExpectedChecksums(o.checksums)
 	if err != nil {
 		return usagef("--expected-checksums: %v", err)
 	}
 	mode := client.KeyInQuery
-	if *keyHeader {
+	if o.keyHeader {
 		mode = client.KeyInHeader
 	}
 	s := uint64(profile.Seed)
-	c, err := client.New(client.Options{BaseURL: *supervisor, APIKey: *apiKey, KeyMode: mode,
+	c, err := client.New(client.Options{BaseURL: o.supervisor, APIKey: o.apiKey, KeyMode: mode,
 		Retry: client.Retry{MaxAttempts: -1, Base: 200 * time.Millisecond, Max: 10 * time.Second, Rand: rand.New(rand.NewPCG(s, 1))}})
 	if err != nil {
 		return usagef("--supervisor-address: %v", err)
@@ -108,7 +128,7 @@ func runGateway(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	var view *fleetview.View
 	var observer gateway.Observer
-	if *fleetViewListen != "" {
+	if o.fleetViewListen != "" {
 		if view, err = fleetview.New(fleetview.Options{Fleet: fl, Apps: c.Apps, Logger: log}); err != nil {
 			return err
 		}
@@ -116,29 +136,29 @@ func runGateway(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	gw, err := gateway.New(gateway.Options{Client: c, Fleet: fl, Apps: appIDs, Policy: pol, Concurrency: *concurrency,
+	gw, err := gateway.New(gateway.Options{Client: c, Fleet: fl, Apps: appIDs, Policy: pol, Concurrency: o.concurrency,
 		Logger: log, Registerer: reg, Rand: rand.New(rand.NewPCG(s, 2)), ExpectedChecksum: expected, Observer: observer})
 	if err != nil {
 		return err
 	}
 
-	hookLn, err := net.Listen("tcp", *listen)
+	hookLn, err := net.Listen("tcp", o.listen)
 	if err != nil {
-		return usagef("--listen %s: %v", *listen, err)
+		return err // named by the caller
 	}
 	var servers []*httpserver.Server
 	var mln net.Listener
-	if *metricsListen != "" {
-		mln, err = net.Listen("tcp", *metricsListen)
+	if o.metricsListen != "" {
+		mln, err = net.Listen("tcp", o.metricsListen)
 		if err != nil {
 			hookLn.Close()
-			return usagef("--metrics-listen %s: %v", *metricsListen, err)
+			return err
 		}
 		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
 	servers = append(servers, httpserver.Start(hookLn, gw.Handler(), httpserver.Options{}))
 	if view != nil {
-		vln, err := net.Listen("tcp", *fleetViewListen)
+		vln, err := net.Listen("tcp", o.fleetViewListen)
 		if err != nil {
 			for _, srv := range servers {
 				srv.Close()
@@ -146,7 +166,7 @@ func runGateway(ctx context.Context, env *cliEnv, args []string) error {
 			if mln != nil {
 				mln.Close()
 			}
-			return usagef("--fleet-view-listen %s: %v", *fleetViewListen, err)
+			return err
 		}
 		servers = append(servers, httpserver.Start(vln, view.Handler(), httpserver.Options{}))
 		log.Info("fleet view listening", "url", "http://"+vln.Addr().String()+"/")
@@ -156,7 +176,7 @@ func runGateway(ctx context.Context, env *cliEnv, args []string) error {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		servers = append(servers, httpserver.Start(mln, mux, httpserver.Options{}))
 	}
-	log.Info("gateway starting", "supervisor", *supervisor, "hooks", "http://"+hookLn.Addr().String()+"/v1/devices/",
+	log.Info("gateway starting", "supervisor", o.supervisor, "hooks", "http://"+hookLn.Addr().String()+"/v1/devices/",
 		"devices", profile.Count, "apps", appIDs, "policy", pol, "seed", profile.Seed)
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -7,36 +7,38 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/depharness/depharness/internal/settings"
 )
 
-func init() {
-	commands["healthcheck"] = command{
-		summary: "GET a URL and exit 0 on a 2xx answer, 1 otherwise (container healthchecks)",
-		run:     runHealthcheck,
-	}
+// newHealthcheckCmd is the container healthcheck: the image has no shell
+// and no curl, so compose files and orchestrators run
+// `depharness healthcheck --url http://127.0.0.1:48484/ping`.
+func newHealthcheckCmd(env *cliEnv) *cobra.Command {
+	var target string
+	var timeout time.Duration
+	return newCommand("healthcheck", "GET a URL and exit 0 on a 2xx answer, 1 otherwise (container healthchecks)",
+		"GET a URL; exit 0 when it answers 2xx, 1 otherwise.",
+		[]settings.Setting{
+			{Flag: "url", Legacy: []string{"HEALTHCHECK_URL"}, Value: settings.Text(&target, ""), Required: true,
+				Help: "the URL to GET, e.g. http://127.0.0.1:48484/ping"},
+			{Flag: "timeout", Legacy: []string{"HEALTHCHECK_TIMEOUT"}, Value: settings.Duration(&timeout, 3*time.Second),
+				Help: "timeout of the whole request"},
+		},
+		func(cmd *cobra.Command) error { return runHealthcheck(cmd.Context(), target, timeout) })
 }
 
-// runHealthcheck is the container healthcheck: the image has no shell and no
-// curl, so compose files and orchestrators run
-// `depharness healthcheck --url http://127.0.0.1:48484/ping`.
-func runHealthcheck(ctx context.Context, env *cliEnv, args []string) error {
-	f := newFlags(env, "healthcheck", "GET a URL; exit 0 when it answers 2xx, 1 otherwise.")
-	target := f.String("url", "HEALTHCHECK_URL", "", "the URL to GET (required), e.g. http://127.0.0.1:48484/ping")
-	timeout := f.Duration("timeout", "HEALTHCHECK_TIMEOUT", 3*time.Second, "timeout of the whole request")
-	if err := f.Parse(args); err != nil {
-		return err
-	}
-	if *target == "" {
-		return usagef("--url (HEALTHCHECK_URL) is required")
-	}
-	u, err := url.Parse(*target)
+func runHealthcheck(ctx context.Context, target string, timeout time.Duration) error {
+	u, err := url.Parse(target)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usagef("--url %q is not an http(s) URL", *target)
+		return usagef("--url %q is not an http(s) URL", target)
 	}
-	if *timeout <= 0 {
-		return usagef("--timeout must be positive, got %s", *timeout)
+	if timeout <= 0 {
+		return usagef("--timeout must be positive, got %s", timeout)
 	}
-	return checkHealth(ctx, http.DefaultTransport, u.String(), *timeout)
+	return checkHealth(ctx, http.DefaultTransport, u.String(), timeout)
 }
 
 // checkHealth GETs target and returns nil for a 2xx answer.

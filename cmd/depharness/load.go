@@ -12,142 +12,168 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"github.com/spf13/cobra"
 
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/internal/settings"
+	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
 	"github.com/depharness/depharness/sim/load"
 	"github.com/depharness/depharness/world"
 )
 
-func init() {
-	commands["load"] = command{
-		summary: "run load scenarios (rollout, env, churn, logs, delete, restart) and write a report",
-		run:     runLoad,
-	}
+// loadOptions are the load command's settings.
+type loadOptions struct {
+	log                                           logOptions
+	scenario, policy, reportDir, proxyURL, apiKey string
+	cloudURL, adminToken, registryAddr            string
+	registryToken, proxyMetrics, gatewayUUID      string
+	gatewayListen, cpuProfile, blockProfile       string
+	devices, hookConc, gwConc, fwBytes            int
+	delCount, rstCount, logLines                  int
+	seed                                          int64
+	timeout, retry, poll, flash, churnDur, sample time.Duration
 }
 
-func runLoad(ctx context.Context, env *cliEnv, args []string) error {
-	f := newFlags(env, "load", "Run load scenarios against the in-process world, or with --proxy against an external\n"+
-		"supervisor attached to a fake cloud (--cloud, --admin-token): the reference gateway app and its\n"+
-		"simulated fleet run in this process, serving hooks on --gateway-listen (point the supervisor's\n"+
-		"hook address at http://<gateway-listen>/v1/devices/). Devices are provisioned into a new\n"+
-		"dependent app; then each scenario runs and is timed until convergence. A report is written\n"+
-		"to --report-dir as JSON and HTML. Exits 1 if a scenario does not converge within --timeout.")
-	devices := f.Int("devices", "LOAD_DEVICES", load.DefaultDevices, "simulated devices")
-	scenario := f.String("scenario", "LOAD_SCENARIO", load.ScenarioRollout, "rollout, env, churn, logs, delete, restart, a comma-separated list, or all")
-	seed := f.Int64("seed", "LOAD_SEED", 1, "seed of the fleet, releases, and the devices waves pick")
-	policy := f.String("policy", "LOAD_POLICY", string(gateway.PolicyAck), "the gateway's answer to update hooks: 200 or 202")
-	reportDir := f.String("report-dir", "LOAD_REPORT_DIR", "reports", "directory of the JSON and HTML reports")
-	timeout := f.Duration("timeout", "LOAD_TIMEOUT", load.DefaultTimeout, "how long each phase may take to converge")
-	proxyURL := f.String("proxy", "LOAD_PROXY", "", "an external supervisor's base URL; empty runs the in-process world")
-	apiKey := f.String("api-key", "BALENA_SUPERVISOR_API_KEY", "", "the external supervisor's API key")
-	cloudURL := f.String("cloud", "DEPHARNESS_CLOUD_URL", "", "the fake cloud the external supervisor is attached to")
-	adminToken := f.String("admin-token", "FAKE_CLOUD_ADMIN_TOKEN", "", "the fake cloud's control API token")
-	registryAddr := f.String("registry", "DEPHARNESS_REGISTRY", "", "external mode: host:port of a registry to build release images into; empty lets the cloud build them")
-	registryToken := f.String("registry-token", "FAKE_REGISTRY_ADMIN_TOKEN", "", "external mode: the --registry's admin token, sent with pushes")
-	proxyMetrics := f.String("proxy-metrics", "LOAD_PROXY_METRICS", "", "external mode: the supervisor's Prometheus /metrics URL, read during each phase; empty: none")
-	gatewayUUID := f.String("gateway-uuid", "DEVICE_UUID", "", "external mode: the gateway device the supervisor runs as; empty: the cloud's only gateway")
-	gatewayListen := f.String("gateway-listen", "LOAD_GATEWAY_LISTEN", "", "the gateway's hook listener; empty: 127.0.0.1:0 in-process, 127.0.0.1:1337 with --proxy")
-	retry := f.Duration("hook-retry-interval", "HOOK_RETRY_INTERVAL", world.DefaultHookRetryInterval, "in-process proxy: HOOK_RETRY_INTERVAL")
-	poll := f.Duration("poll-interval", "TARGET_POLL_INTERVAL", world.DefaultPollInterval, "in-process proxy: TARGET_POLL_INTERVAL")
-	hookConc := f.Int("hook-concurrency", "HOOK_CONCURRENCY", 0, "in-process proxy: hooks in flight (0: the proxy's default)")
-	gwConc := f.Int("gateway-concurrency", "LOAD_GATEWAY_CONCURRENCY", load.DefaultGatewayConcurrency, "devices the gateway updates at once")
-	flash := f.Duration("flash-time", "LOAD_FLASH_TIME", load.DefaultFlashTime, "time a device takes to flash a firmware")
-	fwBytes := f.Int("firmware-bytes", "LOAD_FIRMWARE_BYTES", load.DefaultFirmwareBytes, "size of each release's firmware")
-	delCount := f.Int("delete-count", "LOAD_DELETE_COUNT", 0, "devices of the deletion wave (0: a tenth, 1 to 1000)")
-	rstCount := f.Int("restart-count", "LOAD_RESTART_COUNT", 0, "devices of the restart wave (0: a tenth, 1 to 1000)")
-	logLines := f.Int("log-lines", "LOAD_LOG_LINES", load.DefaultLogLines, "log lines per device of the log storm")
-	churnDur := f.Duration("churn-duration", "LOAD_CHURN_DURATION", load.DefaultChurnDuration, "how long devices churn")
-	sample := f.Duration("sample-interval", "LOAD_SAMPLE_INTERVAL", load.DefaultSampleEvery, "shortest interval between convergence samples")
-	cpuProfile := f.String("cpuprofile", "LOAD_CPUPROFILE", "", "write a CPU profile of the scenarios (not the setup) to this file")
+func newLoadCmd(env *cliEnv) *cobra.Command {
+	var o loadOptions
 	// Progress goes to stderr too: log warnings and errors only, unless
 	// asked otherwise.
-	if fl := f.Lookup("log-level"); fl != nil {
-		fl.DefValue = "warn"
-		_ = fl.Value.Set("warn")
-	}
-	blockProfile := f.String("blockprofile", "LOAD_BLOCKPROFILE", "", "write a profile of blocking (waits on locks, channels, connections) during the scenarios to this file")
-	if err := f.Parse(args); err != nil {
-		return err
-	}
-	log, err := f.logger()
-	if err != nil {
-		return err
-	}
-	scenarios, err := load.ParseScenarios(*scenario)
+	table := append(logSettings(&o.log, "warn"),
+		settings.Setting{Flag: "devices", Legacy: []string{"LOAD_DEVICES"}, Value: settings.Int(&o.devices, load.DefaultDevices), Help: "simulated devices"},
+		settings.Setting{Flag: "scenario", Legacy: []string{"LOAD_SCENARIO"}, Value: settings.Text(&o.scenario, load.ScenarioRollout),
+			Help: "rollout, env, churn, logs, delete, restart, a comma-separated list, or all"},
+		settings.Setting{Flag: "seed", Legacy: []string{"LOAD_SEED"}, Value: settings.Int64(&o.seed, 1),
+			Help: "seed of the fleet, releases, and the devices waves pick"},
+		policySetting(&o.policy, "LOAD_POLICY"),
+		settings.Setting{Flag: "report-dir", Legacy: []string{"LOAD_REPORT_DIR"}, Value: settings.Text(&o.reportDir, "reports"),
+			Help: "directory of the JSON and HTML reports"},
+		settings.Setting{Flag: "timeout", Legacy: []string{"LOAD_TIMEOUT"}, Value: settings.Duration(&o.timeout, load.DefaultTimeout),
+			Help: "how long each phase may take to converge"},
+		settings.Setting{Flag: "proxy", Legacy: []string{"LOAD_PROXY"}, Value: settings.Text(&o.proxyURL, ""),
+			Help: "an external supervisor's base URL; empty runs the in-process world"},
+		settings.Setting{Flag: "api-key", Env: config.EnvAPIKey, Value: settings.Text(&o.apiKey, ""), Help: "the external supervisor's API key"},
+		cloudURLSetting(&o.cloudURL, "", "the fake cloud the external supervisor is attached to"),
+		cloudAdminTokenSetting(&o.adminToken, "the fake cloud's control API token"),
+		registrySetting(&o.registryAddr, "external mode: host:port of a registry to build release images into; empty lets the cloud build them"),
+		registryTokenSetting(&o.registryToken, "external mode: the --registry's admin token, sent with pushes"),
+		settings.Setting{Flag: "proxy-metrics", Legacy: []string{"LOAD_PROXY_METRICS"}, Value: settings.Text(&o.proxyMetrics, ""),
+			Help: "external mode: the supervisor's Prometheus /metrics URL, read during each phase; empty: none"},
+		settings.Setting{Flag: "gateway-uuid", Env: config.EnvDeviceUUID, Value: settings.Text(&o.gatewayUUID, ""),
+			Help: "external mode: the gateway device the supervisor runs as; empty: the cloud's only gateway"},
+		settings.Setting{Flag: "gateway-listen", Legacy: []string{"LOAD_GATEWAY_LISTEN"}, Value: settings.Text(&o.gatewayListen, ""),
+			Help: "the gateway's hook listener; empty: 127.0.0.1:0 in-process, 127.0.0.1:1337 with --proxy"},
+		settings.Setting{Flag: "hook-concurrency", Env: config.EnvHookConcurrency, Value: settings.Int(&o.hookConc, config.DefaultHookConcurrency),
+			Help: "in-process proxy: hooks in flight at once"},
+		settings.Setting{Flag: "gateway-concurrency", Legacy: []string{"LOAD_GATEWAY_CONCURRENCY"}, Value: settings.Int(&o.gwConc, load.DefaultGatewayConcurrency),
+			Help: "devices the gateway updates at once"},
+		settings.Setting{Flag: "flash-time", Legacy: []string{"LOAD_FLASH_TIME"}, Value: settings.Duration(&o.flash, load.DefaultFlashTime),
+			Help: "time a device takes to flash a firmware"},
+		settings.Setting{Flag: "firmware-bytes", Legacy: []string{"LOAD_FIRMWARE_BYTES"}, Value: settings.Int(&o.fwBytes, load.DefaultFirmwareBytes),
+			Help: "size of each release's firmware"},
+		settings.Setting{Flag: "delete-count", Legacy: []string{"LOAD_DELETE_COUNT"}, Value: settings.Int(&o.delCount, 0),
+			Help: "devices of the deletion wave (0: a tenth, 1 to 1000)"},
+		settings.Setting{Flag: "restart-count", Legacy: []string{"LOAD_RESTART_COUNT"}, Value: settings.Int(&o.rstCount, 0),
+			Help: "devices of the restart wave (0: a tenth, 1 to 1000)"},
+		settings.Setting{Flag: "log-lines", Legacy: []string{"LOAD_LOG_LINES"}, Value: settings.Int(&o.logLines, load.DefaultLogLines),
+			Help: "log lines per device of the log storm"},
+		settings.Setting{Flag: "churn-duration", Legacy: []string{"LOAD_CHURN_DURATION"}, Value: settings.Duration(&o.churnDur, load.DefaultChurnDuration),
+			Help: "how long devices churn"},
+		settings.Setting{Flag: "sample-interval", Legacy: []string{"LOAD_SAMPLE_INTERVAL"}, Value: settings.Duration(&o.sample, load.DefaultSampleEvery),
+			Help: "shortest interval between convergence samples"},
+		settings.Setting{Flag: "cpuprofile", Legacy: []string{"LOAD_CPUPROFILE"}, Value: settings.Text(&o.cpuProfile, ""),
+			Help: "write a CPU profile of the scenarios (not the setup) to this file"},
+		settings.Setting{Flag: "blockprofile", Legacy: []string{"LOAD_BLOCKPROFILE"}, Value: settings.Text(&o.blockProfile, ""),
+			Help: "write a profile of blocking (waits on locks, channels, connections) during the scenarios to this file"},
+	)
+	table = append(table, proxyTimingSettings(&o.poll, &o.retry, world.DefaultPollInterval, world.DefaultHookRetryInterval, "in-process proxy: its")...)
+	return newCommand("load", "run load scenarios (rollout, env, churn, logs, delete, restart) and write a report",
+		"Run load scenarios against the in-process world, or with --proxy against an external\n"+
+			"supervisor attached to a fake cloud (--cloud, --admin-token): the reference gateway app and its\n"+
+			"simulated fleet run in this process, serving hooks on --gateway-listen (point the supervisor's\n"+
+			"hook address at http://<gateway-listen>/v1/devices/). Devices are provisioned into a new\n"+
+			"dependent app; then each scenario runs and is timed until convergence. A report is written\n"+
+			"to --report-dir as JSON and HTML. Exits 1 if a scenario does not converge within --timeout.",
+		table, func(cmd *cobra.Command) error {
+			err := runLoad(cmd.Context(), env, &o) // sets the effective --gateway-listen
+			return listenError(cmd, err, settings.Listener{Addr: o.gatewayListen, Flags: []string{"gateway-listen"}})
+		})
+}
+
+func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
+	log := o.log.logger(env.stderr)
+	scenarios, err := load.ParseScenarios(o.scenario)
 	if err != nil {
 		return usagef("--scenario: %v", err)
 	}
-	pol, err := gateway.ParsePolicy(*policy)
-	if err != nil {
-		return usagef("--policy: %v", err)
-	}
+	pol := gateway.Policy(o.policy)
 	switch {
-	case *devices <= 0:
-		return usagef("--devices must be positive, got %d", *devices)
-	case *timeout <= 0:
+	case o.devices <= 0:
+		return usagef("--devices must be positive, got %d", o.devices)
+	case o.timeout <= 0:
 		return usagef("--timeout must be positive")
-	case *gwConc <= 0:
+	case o.gwConc <= 0:
 		return usagef("--gateway-concurrency must be positive")
-	case *flash < 0:
+	case o.flash < 0:
 		return usagef("--flash-time must not be negative")
-	case *hookConc < 0:
-		return usagef("--hook-concurrency must not be negative")
+	case o.hookConc <= 0:
+		return usagef("--hook-concurrency must be positive")
 	}
-	external := *proxyURL != ""
-	if external && (*cloudURL == "" || *adminToken == "") {
+	external := o.proxyURL != ""
+	if external && (o.cloudURL == "" || o.adminToken == "") {
 		return usagef("--proxy needs --cloud and --admin-token (the fake cloud the supervisor is attached to)")
 	}
-	if !external && *registryAddr != "" {
+	if !external && o.registryAddr != "" {
 		return usagef("--registry is for --proxy runs; the in-process world has its own registry")
 	}
 	started := time.Now()
 	opts := load.Options{
-		Devices: *devices, Seed: *seed, Policy: pol, GatewayConcurrency: *gwConc,
-		FlashTime:     fleet.Dist{Dist: fleet.DistFixed, Mean: fleet.Duration(*flash)},
-		FirmwareBytes: *fwBytes, Timeout: *timeout, SampleEvery: *sample,
-		Params:   load.Params{DeleteCount: *delCount, RestartCount: *rstCount, LogLines: *logLines, ChurnDuration: *churnDur},
+		Devices: o.devices, Seed: o.seed, Policy: pol, GatewayConcurrency: o.gwConc,
+		FlashTime:     fleet.Dist{Dist: fleet.DistFixed, Mean: fleet.Duration(o.flash)},
+		FirmwareBytes: o.fwBytes, Timeout: o.timeout, SampleEvery: o.sample,
+		Params:   load.Params{DeleteCount: o.delCount, RestartCount: o.rstCount, LogLines: o.logLines, ChurnDuration: o.churnDur},
 		Progress: load.NewProgress(env.stderr),
 		Logger:   log,
 	}
 	config := map[string]any{
-		"devices": *devices, "scenario": *scenario, "seed": *seed, "policy": string(pol), "timeout": timeout.String(),
-		"gateway_concurrency": *gwConc, "flash_time": flash.String(), "firmware_bytes": *fwBytes, "sample_interval": sample.String(),
+		"devices": o.devices, "scenario": o.scenario, "seed": o.seed, "policy": string(pol), "timeout": o.timeout.String(),
+		"gateway_concurrency": o.gwConc, "flash_time": o.flash.String(), "firmware_bytes": o.fwBytes, "sample_interval": o.sample.String(),
 	}
 	mode := "in-process"
-	listen := *gatewayListen
+	listen := o.gatewayListen
 	if external {
 		mode = "external"
 		if listen == "" {
 			listen = "127.0.0.1:1337"
 		}
-		opts.ProxyURL, opts.APIKey, opts.GatewayUUID = *proxyURL, *apiKey, *gatewayUUID
-		opts.Cloud = &cloud.ControlClient{BaseURL: *cloudURL, Token: *adminToken}
-		if *registryAddr != "" {
-			if _, _, err := net.SplitHostPort(*registryAddr); err != nil {
-				return usagef("--registry %q: want host:port", *registryAddr)
+		opts.ProxyURL, opts.APIKey, opts.GatewayUUID = o.proxyURL, o.apiKey, o.gatewayUUID
+		opts.Cloud = &cloud.ControlClient{BaseURL: o.cloudURL, Token: o.adminToken}
+		if o.registryAddr != "" {
+			if _, _, err := net.SplitHostPort(o.registryAddr); err != nil {
+				return usagef("--registry %q: want host:port", o.registryAddr)
 			}
-			b := registry.NewBuilder(registry.BuilderOptions{Registry: *registryAddr, Token: *registryToken})
+			b := registry.NewBuilder(registry.BuilderOptions{Registry: o.registryAddr, Token: o.registryToken})
 			opts.BuildRelease = func(ctx context.Context, repo string, files map[string][]byte) (string, error) {
 				ref, _, err := b.Build(ctx, repo, registry.Layer{Files: files})
 				return ref, err
 			}
 		}
-		if *proxyMetrics != "" {
-			opts.SupervisorMetrics = load.ScrapeMetrics(*proxyMetrics, nil)
+		if o.proxyMetrics != "" {
+			opts.SupervisorMetrics = load.ScrapeMetrics(o.proxyMetrics, nil)
 		}
-		config["proxy"], config["cloud"] = *proxyURL, *cloudURL
+		config["proxy"], config["cloud"] = o.proxyURL, o.cloudURL
 	} else {
 		if listen == "" {
 			listen = "127.0.0.1:0"
 		}
-		config["poll_interval"], config["hook_retry_interval"], config["hook_concurrency"] = poll.String(), retry.String(), *hookConc
+		config["poll_interval"], config["hook_retry_interval"], config["hook_concurrency"] = o.poll.String(), o.retry.String(), o.hookConc
 	}
+	o.gatewayListen = listen // the address a listen failure names
 	hookLn, err := net.Listen("tcp", listen)
 	if err != nil {
-		return usagef("--gateway-listen %s: %v", listen, err)
+		return err // named by the caller
 	}
 	defer hookLn.Close()
 	opts.HookListener = hookLn
@@ -161,8 +187,8 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		defer os.RemoveAll(dir)
 		st, err := world.StartStack(ctx, world.StackOptions{
-			Fakes: world.FakesOptions{Seed: *seed, Logger: log},
-			Proxy: world.ProxyOptions{DataDir: dir, HookAddress: hookAddr, PollInterval: *poll, HookRetryInterval: *retry, HookConcurrency: *hookConc},
+			Fakes: world.FakesOptions{Seed: o.seed, Logger: log},
+			Proxy: world.ProxyOptions{DataDir: dir, HookAddress: hookAddr, PollInterval: o.poll, HookRetryInterval: o.retry, HookConcurrency: o.hookConc},
 			// The load harness runs the gateway app and its fleet itself,
 			// instrumented; the world provides cloud, registry and proxy.
 			NoGateway: true, Logger: log,
@@ -201,7 +227,7 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer h.Close()
 	config["app"] = fmt.Sprintf("%s (%d)", h.App().Name, h.App().ID)
-	rep := &load.Report{Scenario: *scenario, Started: started.UTC(), Mode: mode, Config: config}
+	rep := &load.Report{Scenario: o.scenario, Started: started.UTC(), Mode: mode, Config: config}
 	var failed []string
 	record := func(res *load.Result, err error) bool {
 		if res != nil {
@@ -218,8 +244,8 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		return true
 	}
 	if record(h.Provision(ctx)) {
-		if *cpuProfile != "" {
-			pf, err := os.Create(*cpuProfile)
+		if o.cpuProfile != "" {
+			pf, err := os.Create(o.cpuProfile)
 			if err != nil {
 				return usagef("--cpuprofile: %v", err)
 			}
@@ -229,11 +255,11 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 			}
 			defer func() { pprof.StopCPUProfile(); pf.Close() }()
 		}
-		if *blockProfile != "" {
+		if o.blockProfile != "" {
 			runtime.SetBlockProfileRate(int(100 * time.Microsecond))
 			defer func() {
 				runtime.SetBlockProfileRate(0)
-				if err := writeProfile("block", *blockProfile); err != nil {
+				if err := writeProfile("block", o.blockProfile); err != nil {
 					log.Error("block profile", "err", err)
 				}
 			}()
@@ -249,7 +275,7 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 	rep.Passed = len(failed) == 0 && ctx.Err() == nil
 	rep.Process = load.ReadProcessStats()
 	rep.Process.WallSeconds = time.Since(started).Seconds()
-	jsonPath, htmlPath, werr := load.WriteFiles(*reportDir, rep)
+	jsonPath, htmlPath, werr := load.WriteFiles(o.reportDir, rep)
 	if werr != nil {
 		return fmt.Errorf("writing the report: %w", werr)
 	}

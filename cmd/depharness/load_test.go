@@ -179,7 +179,7 @@ func TestLoadDrivesAnExternalSupervisorThroughItsCloudAndHookAddress(t *testing.
 	t.Cleanup(func() { st.Close() })
 
 	dir := t.TempDir()
-	code, stdout, stderr := run(t, map[string]string{"FAKE_CLOUD_ADMIN_TOKEN": st.Cloud.AdminToken(), "FAKE_REGISTRY_ADMIN_TOKEN": st.RegistryToken}, "load",
+	code, stdout, stderr := run(t, map[string]string{"DEPHARNESS_CLOUD_ADMIN_TOKEN": st.Cloud.AdminToken(), "DEPHARNESS_REGISTRY_ADMIN_TOKEN": st.RegistryToken}, "load",
 		"--proxy", st.Proxy.URL, "--api-key", st.Proxy.APIKey, "--cloud", st.CloudURL, "--registry", st.RegistryAddr,
 		"--proxy-metrics", st.Proxy.MetricsURL, "--gateway-listen", hookListen,
 		"--devices", "8", "--scenario", "rollout,env,delete", "--delete-count", "2", "--flash-time", "5ms",

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
+
+	"github.com/depharness/depharness/internal/settings"
 	"github.com/depharness/depharness/internal/syncbuf"
 	"github.com/depharness/depharness/proxy/config"
 )
@@ -28,7 +30,7 @@ func TestUnknownCommandExitsTwoAndListsCommands(t *testing.T) {
 	if code != 2 {
 		t.Fatalf("exit code = %d, want 2", code)
 	}
-	for _, want := range []string{`unknown command "frobnicate"`, "proxy", "verify", "up", "fake-cloud"} {
+	for _, want := range []string{`unknown command "frobnicate" (commands: `, "proxy", "verify", "up", "fake-cloud", "Run 'depharness --help' for usage."} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
@@ -41,7 +43,9 @@ func TestProxyRefusesBadConfigurationWithExitTwoBeforeListening(t *testing.T) {
 		environ map[string]string
 		want    string
 	}{
-		{"no configuration at all", nil, "BALENA_SUPERVISOR_API_KEY is required"},
+		{"no configuration at all", nil, "--api-key is required (or set BALENA_SUPERVISOR_API_KEY)"},
+		{"a poll interval without a unit", map[string]string{"TARGET_POLL_INTERVAL": "5"},
+			`invalid value "5" for TARGET_POLL_INTERVAL (--poll-interval): expected a duration with a unit, like 500ms or 2s`},
 		{"unparsable duration", map[string]string{"HOOK_RETRY_INTERVAL": "soon"}, "invalid value \"soon\" for HOOK_RETRY_INTERVAL"},
 		{"unknown violation", map[string]string{"DEPHARNESS_VIOLATIONS": "nope"}, `unknown violation "nope"`},
 		{"unknown allowance", map[string]string{"DEPHARNESS_ALLOWANCES": "slow-start,nope"}, `unknown allowance "nope"`},
@@ -65,12 +69,15 @@ func TestProxyRefusesBadConfigurationWithExitTwoBeforeListening(t *testing.T) {
 }
 
 func TestEnvironmentVariablesFillFlagsAndLegacyNamesWork(t *testing.T) {
-	f := newFlags(&cliEnv{stderr: &syncBuffer{}, getenv: func(k string) string {
-		return map[string]string{"RESIN_DEPENDENT_DEVICES_HOOK_ADDRESS": "http://gw:1337/v1/devices/", "BALENA_SUPERVISOR_PORT": "1234"}[k]
-	}}, "proxy", "")
-	build := proxyFlags(f)
-	if err := f.Parse([]string{"--port", "4321"}); err != nil {
+	table, build := proxySettings()
+	fs := pflag.NewFlagSet("proxy", pflag.ContinueOnError)
+	settings.Bind(fs, envPrefix("proxy"), table...)
+	if err := fs.Parse([]string{"--port", "4321"}); err != nil {
 		t.Fatal(err)
+	}
+	environ := map[string]string{"RESIN_DEPENDENT_DEVICES_HOOK_ADDRESS": "http://gw:1337/v1/devices/", "BALENA_SUPERVISOR_PORT": "1234"}
+	if err := settings.Apply(fs, func(k string) string { return environ[k] }); err == nil || !strings.Contains(err.Error(), "--api-endpoint is required") {
+		t.Errorf("Apply without the required settings: %v, want them named", err)
 	}
 	cfg, _ := build()
 	if cfg.HookAddress != "http://gw:1337/v1/devices/" {
@@ -83,16 +90,17 @@ func TestEnvironmentVariablesFillFlagsAndLegacyNamesWork(t *testing.T) {
 
 // The proxy's flags come from config.Settings: each setting has its flag and
 // variable, and --help shows a default exactly when the setting has one
-// (never "0" for a required id or "0s" for a derived bound).
+// (never "0" for a required id or "0s" for a derived bound), and says
+// "(required)" for the required ones.
 func TestProxyHelpShowsEverySettingWithItsTrueDefault(t *testing.T) {
-	code, _, stderr := run(t, nil, "proxy", "--help")
+	code, stdout, _ := run(t, nil, "proxy", "--help")
 	if code != 0 {
 		t.Fatalf("exit code = %d, want 0", code)
 	}
 	entries := map[string]string{} // flag → its help entry
-	for _, e := range strings.Split(stderr, "\n  --")[1:] {
+	for _, e := range strings.Split(stdout, "\n  --")[1:] {
 		name, _, _ := strings.Cut(e, " ")
-		entries[name] = e
+		entries[name] = strings.Join(strings.Fields(e), " ") // unwrapped
 	}
 	for _, s := range config.Settings {
 		e, ok := entries[s.Flag]
@@ -100,18 +108,21 @@ func TestProxyHelpShowsEverySettingWithItsTrueDefault(t *testing.T) {
 			t.Errorf("--help lacks --%s", s.Flag)
 			continue
 		}
-		if !strings.Contains(e, "["+s.Env) {
+		if !strings.Contains(e, "["+s.Env+"]") {
 			t.Errorf("--%s does not name %s:\n%s", s.Flag, s.Env, e)
 		}
-		def := fmt.Sprintf("(default %q)", s.Default)
+		def := "(default " + s.Default + ")"
 		if got := strings.Contains(e, def); got != (s.Default != "") {
 			t.Errorf("--%s shows %s: %v, want %v:\n%s", s.Flag, def, got, s.Default != "", e)
 		}
-		if s.Default == "" && strings.Contains(e, "(default \"") {
+		if s.Default == "" && strings.Count(e, "(default ") > strings.Count(s.Help, "(default ") {
 			t.Errorf("--%s shows a default it does not have:\n%s", s.Flag, e)
 		}
+		if strings.Contains(e, "(required)") != s.Required {
+			t.Errorf("--%s says (required): %v, want %v:\n%s", s.Flag, !s.Required, s.Required, e)
+		}
 	}
-	if len(entries) != len(config.Settings)+2 { // + --log-level, --log-format
+	if len(entries) != len(config.Settings)+2 { // + --log-level, --log-format (--help has a shorthand)
 		t.Errorf("--help shows %d flags, want the %d settings and the two log flags", len(entries), len(config.Settings))
 	}
 }

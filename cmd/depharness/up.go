@@ -11,88 +11,130 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/settings"
+	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
 	"github.com/depharness/depharness/sim/load"
 	"github.com/depharness/depharness/world"
 )
 
-func init() {
-	commands["up"] = command{
-		summary: "bring the whole world up in one process: fake cloud and registry, reference proxy, gateway, fleet",
-		run:     runUp,
-	}
+// upOptions are up's settings.
+type upOptions struct {
+	log                                          logOptions
+	dataDir, profile, hookAddr, policy           string
+	listen, metrics, cloudListen, registryListen string
+	gatewayListen, gatewayMetrics, fleetView     string
+	adminToken, registryToken, apiKey, envFile   string
+	fresh, noGateway, rollout, exitAfter         bool
+	devices                                      int
+	seed                                         int64
+	poll, retry                                  time.Duration
 }
 
-func runUp(ctx context.Context, env *cliEnv, args []string) error {
-	f := newFlags(env, "up", "Start the fake cloud, the fake registry, the reference proxy, the reference gateway app and a\n"+
-		"fleet of simulated devices in one process, with a seeded demo world, then roll a new release out.")
-	dataDir := f.String("data-dir", "DEPHARNESS_DATA_DIR", "data", "state directory: the cloud's model (cloud.json), the registry's blobs (registry/), the proxy's DATA_DIR (proxy/), the world's keys (keys.json) and its export lines (env); a world found there is resumed, with its keys")
-	fresh := f.Bool("fresh", "DEPHARNESS_FRESH", false, "discard the world in --data-dir (and its keys) and start a new one")
-	devices := f.Int("devices", "DEPHARNESS_DEVICES", 20, "number of simulated dependent devices")
-	profile := f.String("profile", "DEPHARNESS_PROFILE", "", "fleet profile JSON file (its count is overridden by --devices)")
-	seed := f.Int64("seed", "DEPHARNESS_SEED", 1, "seed of the fakes and the fleet")
-	noGateway := f.Bool("no-gateway", "DEPHARNESS_NO_GATEWAY", false, "start no gateway app: hooks go to --hook-address (your own gateway app)")
-	hookAddr := f.String("hook-address", "BALENA_DEPENDENT_DEVICES_HOOK_ADDRESS", "http://127.0.0.1:1337/v1/devices/", "hook base address with --no-gateway")
-	policy := f.String("policy", "GATEWAY_POLICY", "202", "how the reference gateway answers update hooks: 200 or 202")
-	listen := f.String("listen", "DEPHARNESS_PROXY_LISTEN", "127.0.0.1:48484", "the proxy API's listen address")
-	metrics := f.String("metrics-listen", "METRICS_ADDRESS", "127.0.0.1:48485", "the proxy's metrics listen address")
-	cloudListen := f.String("cloud-listen", "FAKE_CLOUD_LISTEN", "127.0.0.1:48480", "the fake cloud's listen address")
-	registryListen := f.String("registry-listen", "FAKE_REGISTRY_LISTEN", "127.0.0.1:48481", "the fake registry's listen address")
-	gatewayListen := f.String("gateway-listen", "GATEWAY_LISTEN", "127.0.0.1:1337", "the reference gateway's hook listen address")
-	gatewayMetrics := f.String("gateway-metrics-listen", "GATEWAY_METRICS_LISTEN", "127.0.0.1:48486", "the gateway's metrics listen address")
-	fleetView := f.String("fleet-view-listen", "GATEWAY_FLEET_VIEW_LISTEN", "127.0.0.1:48487", "the live fleet view's listen address (open it in a browser); empty disables it")
-	adminToken := f.String("admin-token", "FAKE_CLOUD_ADMIN_TOKEN", "", "the fake cloud's control API token (generated if empty)")
-	registryToken := f.String("registry-token", "FAKE_REGISTRY_ADMIN_TOKEN", "", "the fake registry's admin token for pushes and its control API (if empty, the world's, else generated)")
-	apiKey := f.String("api-key", "BALENA_SUPERVISOR_API_KEY", "", "the proxy's API key (if empty, the world's, else generated)")
-	envFile := f.String("env-file", "DEPHARNESS_ENV_FILE", "", "also write the export lines to this file (they are always in --data-dir's env)")
-	poll := f.Duration("poll-interval", "TARGET_POLL_INTERVAL", world.DefaultPollInterval, "the proxy's target poll interval")
-	retry := f.Duration("hook-retry-interval", "HOOK_RETRY_INTERVAL", world.DefaultHookRetryInterval, "the proxy's hook retry interval")
-	rollout := f.Bool("rollout", "DEPHARNESS_ROLLOUT", true, "once the fleet converges, push a new release of the first app and follow its rollout")
-	exitAfter := f.Bool("exit-after-rollout", "DEPHARNESS_EXIT_AFTER_ROLLOUT", false, "exit 0 once the demo rollout has converged (for scripts)")
-	quietByDefault(f)
-	if err := f.Parse(args); err != nil {
-		return err
+func newUpCmd(env *cliEnv) *cobra.Command {
+	var o upOptions
+	// up logs warnings and errors only by default: its parts' INFO lines
+	// (every device provisioned, every target applied) would drown the
+	// next steps, and the progress lines say what they did.
+	table := append(logSettings(&o.log, "warn"),
+		settings.Setting{Flag: "data-dir", Legacy: []string{"DEPHARNESS_DATA_DIR"}, Value: settings.Text(&o.dataDir, "data"),
+			Help: "state directory: the cloud's model (cloud.json), the registry's blobs (registry/), the proxy's DATA_DIR (proxy/), the world's keys (keys.json) and its export lines (env); a world found there is resumed, with its keys"},
+		settings.Setting{Flag: "fresh", Legacy: []string{"DEPHARNESS_FRESH"}, Value: settings.Bool(&o.fresh, false),
+			Help: "discard the world in --data-dir (and its keys) and start a new one"},
+		settings.Setting{Flag: "devices", Legacy: []string{"DEPHARNESS_DEVICES"}, Value: settings.Int(&o.devices, 20),
+			Help: "number of simulated dependent devices"},
+		settings.Setting{Flag: "profile", Legacy: []string{"DEPHARNESS_PROFILE"}, Value: settings.Text(&o.profile, ""),
+			Help: "fleet profile JSON file (its count is overridden by --devices)"},
+		settings.Setting{Flag: "seed", Legacy: []string{"DEPHARNESS_SEED"}, Value: settings.Int64(&o.seed, 1),
+			Help: "seed of the fakes and the fleet"},
+		settings.Setting{Flag: "no-gateway", Legacy: []string{"DEPHARNESS_NO_GATEWAY"}, Value: settings.Bool(&o.noGateway, false),
+			Help: "start no gateway app: hooks go to --hook-address (your own gateway app)"},
+		settings.Setting{Flag: "hook-address", Env: config.EnvHookAddress, Value: settings.Text(&o.hookAddr, "http://127.0.0.1:1337/v1/devices/"),
+			Help: "hook base address with --no-gateway"},
+		policySetting(&o.policy, "GATEWAY_POLICY"),
+		settings.Setting{Flag: "listen", Legacy: []string{"DEPHARNESS_PROXY_LISTEN"}, Value: settings.Text(&o.listen, "127.0.0.1:48484"),
+			Help: "the proxy API's listen address"},
+		settings.Setting{Flag: "metrics-listen", Env: config.EnvMetricsAddress, Value: settings.Text(&o.metrics, config.DefaultMetricsAddress),
+			Help: "the proxy's metrics listen address"},
+		settings.Setting{Flag: "cloud-listen", Legacy: []string{"FAKE_CLOUD_LISTEN"}, Value: settings.Text(&o.cloudListen, "127.0.0.1:48480"),
+			Help: "the fake cloud's listen address"},
+		settings.Setting{Flag: "registry-listen", Legacy: []string{"FAKE_REGISTRY_LISTEN"}, Value: settings.Text(&o.registryListen, "127.0.0.1:48481"),
+			Help: "the fake registry's listen address (keep it across runs: release images name it)"},
+		settings.Setting{Flag: "gateway-listen", Legacy: []string{"GATEWAY_LISTEN"}, Value: settings.Text(&o.gatewayListen, "127.0.0.1:1337"),
+			Help: "the reference gateway's hook listen address"},
+		settings.Setting{Flag: "gateway-metrics-listen", Legacy: []string{"GATEWAY_METRICS_LISTEN"}, Value: settings.Text(&o.gatewayMetrics, "127.0.0.1:48486"),
+			Help: "the gateway's metrics listen address"},
+		settings.Setting{Flag: "fleet-view-listen", Legacy: []string{"GATEWAY_FLEET_VIEW_LISTEN"}, Value: settings.Text(&o.fleetView, "127.0.0.1:48487"),
+			Help: "the live fleet view's listen address (open it in a browser); empty disables it"},
+		cloudAdminTokenSetting(&o.adminToken, "the fake cloud's control API token; empty generates one"),
+		registryTokenSetting(&o.registryToken, "the fake registry's admin token for pushes and its control API; empty: the world's, else a generated one"),
+		settings.Setting{Flag: "api-key", Env: config.EnvAPIKey, Value: settings.Text(&o.apiKey, ""),
+			Help: "the proxy's API key; empty: the world's, else a generated one"},
+		settings.Setting{Flag: "env-file", Legacy: []string{"DEPHARNESS_ENV_FILE"}, Value: settings.Text(&o.envFile, ""),
+			Help: "also write the export lines to this file (they are always in --data-dir's env)"},
+		settings.Setting{Flag: "rollout", Legacy: []string{"DEPHARNESS_ROLLOUT"}, Value: settings.Bool(&o.rollout, true),
+			Help: "once the fleet converges, push a new release of the first app and follow its rollout"},
+		settings.Setting{Flag: "exit-after-rollout", Legacy: []string{"DEPHARNESS_EXIT_AFTER_ROLLOUT"}, Value: settings.Bool(&o.exitAfter, false),
+			Help: "exit 0 once the demo rollout has converged (for scripts)"},
+	)
+	table = append(table, proxyTimingSettings(&o.poll, &o.retry, world.DefaultPollInterval, world.DefaultHookRetryInterval, "the proxy's")...)
+	return newCommand("up", "bring the whole world up in one process: fake cloud and registry, reference proxy, gateway, fleet",
+		"Start the fake cloud, the fake registry, the reference proxy, the reference gateway app and a\n"+
+			"fleet of simulated devices in one process, with a seeded demo world, then roll a new release out.",
+		table, func(cmd *cobra.Command) error {
+			err := runUp(cmd.Context(), env, &o)
+			return listenError(cmd, err,
+				settings.Listener{Addr: o.listen, Flags: []string{"listen"}},
+				settings.Listener{Addr: o.metrics, Flags: []string{"metrics-listen"}},
+				settings.Listener{Addr: o.cloudListen, Flags: []string{"cloud-listen"}},
+				settings.Listener{Addr: o.registryListen, Flags: []string{"registry-listen"}},
+				settings.Listener{Addr: o.gatewayListen, Flags: []string{"gateway-listen"}},
+				settings.Listener{Addr: o.gatewayMetrics, Flags: []string{"gateway-metrics-listen"}},
+				settings.Listener{Addr: o.fleetView, Flags: []string{"fleet-view-listen"}})
+		})
+}
+
+func runUp(ctx context.Context, env *cliEnv, o *upOptions) error {
+	if o.devices < 0 {
+		return usagef("--devices must not be negative, got %d", o.devices)
 	}
-	log, err := f.logger()
-	if err != nil {
-		return err
-	}
-	pol, err := gateway.ParsePolicy(*policy)
-	if err != nil {
-		return usageError{err}
-	}
-	prof := fleet.Profile{Seed: *seed, FlashTime: fleet.Dist{Dist: "uniform", Min: fleet.Duration(200 * time.Millisecond), Max: fleet.Duration(time.Second)}, LogRate: 0.2}
-	if *profile != "" {
-		if prof, err = fleet.LoadProfile(*profile); err != nil {
-			return usagef("profile: %v", err)
+	log := o.log.logger(env.stderr)
+	pol := gateway.Policy(o.policy)
+	var err error
+	prof := fleet.Profile{Seed: o.seed, FlashTime: fleet.Dist{Dist: "uniform", Min: fleet.Duration(200 * time.Millisecond), Max: fleet.Duration(time.Second)}, LogRate: 0.2}
+	if o.profile != "" {
+		if prof, err = fleet.LoadProfile(o.profile); err != nil {
+			return usagef("--profile: %v", err)
 		}
 	}
-	prof.Count = *devices
-	dirs, err := prepareDataDir(*dataDir, *fresh)
+	prof.Count = o.devices
+	dirs, err := prepareDataDir(o.dataDir, o.fresh)
 	if err != nil {
 		return usagef("data dir: %v", err)
 	}
-	keys, err := worldKeys(dirs.keys, *apiKey, *registryToken)
+	keys, err := worldKeys(dirs.keys, o.apiKey, o.registryToken)
 	if err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	proxyDir := dirs.proxy
 	opts := world.StackOptions{
 		Fakes: world.FakesOptions{
-			CloudListen: *cloudListen, RegistryListen: *registryListen, AdminToken: *adminToken, RegistryToken: keys.RegistryAdminToken, Seed: *seed, Logger: log,
+			CloudListen: o.cloudListen, RegistryListen: o.registryListen, AdminToken: o.adminToken, RegistryToken: keys.RegistryAdminToken, Seed: o.seed, Logger: log,
 			CloudStateFile: dirs.cloudState, RegistryDir: dirs.registry,
 		},
 		Proxy: world.ProxyOptions{
-			DataDir: proxyDir, Listen: *listen, MetricsListen: *metrics, APIKey: keys.SupervisorAPIKey,
-			PollInterval: *poll, HookRetryInterval: *retry,
+			DataDir: proxyDir, Listen: o.listen, MetricsListen: o.metrics, APIKey: keys.SupervisorAPIKey,
+			PollInterval: o.poll, HookRetryInterval: o.retry,
 		},
-		NoGateway: *noGateway, GatewayListen: *gatewayListen, GatewayMetricsListen: *gatewayMetrics, FleetViewListen: *fleetView,
+		NoGateway: o.noGateway, GatewayListen: o.gatewayListen, GatewayMetricsListen: o.gatewayMetrics, FleetViewListen: o.fleetView,
 		Policy: pol, Profile: prof, Demo: true, Logger: log,
 	}
-	if *noGateway {
-		opts.Proxy.HookAddress = *hookAddr
+	if o.noGateway {
+		opts.Proxy.HookAddress = o.hookAddr
 		opts.GatewayMetricsListen = ""
 	}
 	st, err := world.StartStack(ctx, opts)
@@ -102,7 +144,7 @@ func runUp(ctx context.Context, env *cliEnv, args []string) error {
 	defer st.Close()
 
 	exports := upExports(st)
-	for _, p := range []string{dirs.env, *envFile} {
+	for _, p := range []string{dirs.env, o.envFile} {
 		if p == "" {
 			continue
 		}
@@ -112,8 +154,8 @@ func runUp(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	log.Debug("world up", "proxy", st.Proxy.URL, "cloud", st.CloudURL, "registry", st.RegistryAddr,
 		"proxy_metrics", st.Proxy.MetricsURL, "apps", len(st.Apps), "devices", prof.Count, "resumed", st.Resumed)
-	fmt.Fprint(env.stdout, nextSteps(st, *dataDir, dirs.env, exports, *exitAfter && !*noGateway))
-	if *noGateway {
+	fmt.Fprint(env.stdout, nextSteps(st, o.dataDir, dirs.env, exports, o.exitAfter && !o.noGateway))
+	if o.noGateway {
 		<-ctx.Done()
 		return nil
 	}
@@ -121,7 +163,7 @@ func runUp(ctx context.Context, env *cliEnv, args []string) error {
 	if err := followRollout(ctx, st, prog, "initial release", prof.Count); err != nil {
 		return nil // interrupted
 	}
-	if *rollout && len(st.Apps) > 0 {
+	if o.rollout && len(st.Apps) > 0 {
 		app := st.Apps[0]
 		rel, err := st.Cloud.PushRelease(ctx, app.App.ID, cloud.ReleaseSpec{Layers: []cloud.Layer{{Files: map[string][]byte{
 			"assets/firmware.bin":  []byte(fmt.Sprintf("%s firmware v2 %s\n", app.App.Name, time.Now().UTC().Format(time.RFC3339))),
@@ -135,7 +177,7 @@ func runUp(ctx context.Context, env *cliEnv, args []string) error {
 			return nil
 		}
 	}
-	if *exitAfter {
+	if o.exitAfter {
 		return nil
 	}
 	fmt.Fprintln(env.stderr, "world is up; Ctrl-C stops it")
@@ -262,10 +304,10 @@ func upExports(st *world.Stack) string {
 	export("BALENA_SUPERVISOR_API_KEY", st.Proxy.APIKey)
 	export("RESIN_SUPERVISOR_ADDRESS", st.Proxy.URL)
 	export("RESIN_SUPERVISOR_API_KEY", st.Proxy.APIKey)
-	export("DEPHARNESS_CLOUD_URL", st.CloudURL)
-	export("FAKE_CLOUD_ADMIN_TOKEN", st.Cloud.AdminToken())
-	export("DEPHARNESS_REGISTRY", st.RegistryAddr)
-	export("FAKE_REGISTRY_ADMIN_TOKEN", st.RegistryToken)
+	export(envCloudURL, st.CloudURL)
+	export(envCloudAdminToken, st.Cloud.AdminToken())
+	export(envRegistry, st.RegistryAddr)
+	export(envRegistryAdminToken, st.RegistryToken)
 	return b.String()
 }
 
@@ -307,17 +349,6 @@ func nextSteps(st *world.Stack, dataDir, envFile, exports string, exitsAfterRoll
 		b.WriteString("\nCtrl-C stops the world.\n")
 	}
 	return b.String()
-}
-
-// quietByDefault makes up log warnings and errors only unless --log-level
-// or LOG_LEVEL says otherwise: its parts' INFO lines (every device
-// provisioned, every target applied) would drown the next steps, and the
-// progress lines say what they did.
-func quietByDefault(f *flags) {
-	if fl := f.Lookup("log-level"); fl != nil {
-		fl.DefValue = "warn"
-		_ = fl.Value.Set("warn")
-	}
 }
 
 // followRollout shows progress until every device of the gateway reports

@@ -160,7 +160,8 @@ func TestUpResumesItsWorld(t *testing.T) {
 	if second["BALENA_SUPERVISOR_API_KEY"] != key || second["RESIN_SUPERVISOR_API_KEY"] != key {
 		t.Errorf("the resumed world's key is %q, want the first run's %q", second["BALENA_SUPERVISOR_API_KEY"], key)
 	}
-	if second["FAKE_CLOUD_ADMIN_TOKEN"] != first["FAKE_CLOUD_ADMIN_TOKEN"] || second["FAKE_REGISTRY_ADMIN_TOKEN"] != first["FAKE_REGISTRY_ADMIN_TOKEN"] {
+	if second["DEPHARNESS_CLOUD_ADMIN_TOKEN"] != first["DEPHARNESS_CLOUD_ADMIN_TOKEN"] || second["DEPHARNESS_REGISTRY_ADMIN_TOKEN"] != first["DEPHARNESS_REGISTRY_ADMIN_TOKEN"] ||
+		first["DEPHARNESS_CLOUD_ADMIN_TOKEN"] == "" || first["DEPHARNESS_REGISTRY_ADMIN_TOKEN"] == "" {
 		t.Errorf("the resumed world's admin tokens changed: %v, then %v", first, second)
 	}
 	addr := second["BALENA_SUPERVISOR_ADDRESS"]

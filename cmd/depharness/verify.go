@@ -8,64 +8,92 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/depharness/depharness/features"
 	"github.com/depharness/depharness/features/clauses"
+	"github.com/depharness/depharness/internal/settings"
+	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/proxy/violation"
 )
-
-func init() {
-	commands["verify"] = command{
-		summary: "run the compliance suite against a supervisor (default: the reference proxy)",
-		run:     runVerify,
-	}
-}
 
 // shellQuote quotes s for sh -c.
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-func runVerify(ctx context.Context, env *cliEnv, args []string) error {
-	f := newFlags(env, "verify", "Run the compliance suite of CONTRACT.md against a supervisor started as a command, "+
-		"one fresh fake cloud, registry, gateway app and DATA_DIR per scenario, and write reports.")
-	targetCmd := f.String("target-cmd", "DEPHARNESS_TARGET_CMD", "", "shell command starting the supervisor under test with the harness variables; empty runs this binary's reference proxy")
-	tags := f.String("tags", "DEPHARNESS_TAGS", "", `godog tag expression selecting scenarios ("@contract", "~@reference", "@HOOK-202")`)
-	reportDir := f.String("report-dir", "DEPHARNESS_REPORT_DIR", "reports", "directory for cucumber.json, junit.xml, report.html and the logs of failed scenarios")
-	concurrency := f.Int("concurrency", "DEPHARNESS_CONCURRENCY", 4, "scenarios run at once")
-	seed := f.Int64("seed", "DEPHARNESS_SEED", 0, "seed of the scenario order and the fakes; 0 draws one (printed, to replay a run)")
-	selfCheck := f.Bool("self-check", "", false, "prove the suite catches every named violation of the reference proxy and passes every allowance in its contract tier, instead of a normal run")
-	selfCheckParallel := f.Int("self-check-parallel", "", 4, "runs (violations, allowances) side by side in --self-check")
-	poll := f.Duration("poll-interval", "", features.DefaultTiming.Poll, "TARGET_POLL_INTERVAL given to the target")
-	retry := f.Duration("hook-retry-interval", "", features.DefaultTiming.Retry, "HOOK_RETRY_INTERVAL given to the target")
-	hookTimeout := f.Duration("hook-timeout", "", features.DefaultTiming.HookTimeout, "HOOK_TIMEOUT given to the target")
-	ready := f.Duration("ready-timeout", "", features.DefaultTiming.Ready, "how long the target may take to answer GET /ping")
-	await := f.Duration("await-timeout", "", features.DefaultTiming.Await, "how long an \"eventually\" step waits")
-	list := f.Bool("list", "", false, "print the scenarios --tags selects (file:line, name, tags) and exit, running nothing")
-	rerun := f.String("rerun", "DEPHARNESS_RERUN", "", "run only the scenarios listed in this file (file.feature:line lines; every run writes the failed ones to rerun.txt in its report directory)")
-	failFast := f.Bool("fail-fast", "DEPHARNESS_FAIL_FAST", false, "stop starting scenarios after the first failure")
-	listClauses := f.Bool("list-clauses", "", false, "print the contract's clauses (id, tier, text) and exit; the whole contract is docs/contract.md")
-	if err := f.Parse(args); err != nil {
-		return err
-	}
-	if *listClauses {
+// verifyOptions are the verify command's settings.
+type verifyOptions struct {
+	log                                  logOptions
+	targetCmd, tags, reportDir, rerun    string
+	concurrency, selfCheckParallel       int
+	seed                                 int64
+	selfCheck, list, failFast, listClaus bool
+	timing                               features.Timing
+}
+
+func newVerifyCmd(env *cliEnv) *cobra.Command {
+	var o verifyOptions
+	t := &o.timing
+	table := append(logSettings(&o.log, "info"),
+		settings.Setting{Flag: "target-cmd", Legacy: []string{"DEPHARNESS_TARGET_CMD"}, Value: settings.Text(&o.targetCmd, ""),
+			Help: "shell command starting the supervisor under test with the harness variables; empty runs this binary's reference proxy"},
+		settings.Setting{Flag: "tags", Legacy: []string{"DEPHARNESS_TAGS"}, Value: settings.Text(&o.tags, ""),
+			Help: `godog tag expression selecting scenarios ("@contract", "~@reference", "@HOOK-202")`},
+		settings.Setting{Flag: "report-dir", Legacy: []string{"DEPHARNESS_REPORT_DIR"}, Value: settings.Text(&o.reportDir, "reports"),
+			Help: "directory for cucumber.json, junit.xml, report.html and the logs of failed scenarios"},
+		settings.Setting{Flag: "concurrency", Legacy: []string{"DEPHARNESS_CONCURRENCY"}, Value: settings.Int(&o.concurrency, 4),
+			Help: "scenarios run at once"},
+		settings.Setting{Flag: "seed", Legacy: []string{"DEPHARNESS_SEED"}, Value: settings.Int64(&o.seed, 0),
+			Help: "seed of the scenario order and the fakes; 0 draws one (printed, to replay a run)"},
+		settings.Setting{Flag: "self-check", Value: settings.Bool(&o.selfCheck, false),
+			Help: "prove the suite catches every named violation of the reference proxy and passes every allowance in its contract tier, instead of a normal run"},
+		settings.Setting{Flag: "self-check-parallel", Value: settings.Int(&o.selfCheckParallel, 4),
+			Help: "runs (violations, allowances) side by side in --self-check"},
+		// The timing given to the target: the contract's variables (with
+		// the poll and retry intervals below).
+		settings.Setting{Flag: "hook-timeout", Env: config.EnvHookTimeout, Value: settings.Duration(&t.HookTimeout, features.DefaultTiming.HookTimeout),
+			Help: "HOOK_TIMEOUT given to the target"},
+		settings.Setting{Flag: "ready-timeout", Value: settings.Duration(&t.Ready, features.DefaultTiming.Ready),
+			Help: "how long the target may take to answer GET /ping"},
+		settings.Setting{Flag: "await-timeout", Value: settings.Duration(&t.Await, features.DefaultTiming.Await),
+			Help: `how long an "eventually" step waits`},
+		settings.Setting{Flag: "list", Value: settings.Bool(&o.list, false),
+			Help: "print the scenarios --tags selects (file:line, name, tags) and exit, running nothing"},
+		settings.Setting{Flag: "rerun", Legacy: []string{"DEPHARNESS_RERUN"}, Value: settings.Text(&o.rerun, ""),
+			Help: "run only the scenarios listed in this file (file.feature:line lines; every run writes the failed ones to rerun.txt in its report directory)"},
+		settings.Setting{Flag: "fail-fast", Legacy: []string{"DEPHARNESS_FAIL_FAST"}, Value: settings.Bool(&o.failFast, false),
+			Help: "stop starting scenarios after the first failure"},
+		settings.Setting{Flag: "list-clauses", Value: settings.Bool(&o.listClaus, false),
+			Help: "print the contract's clauses (id, tier, text) and exit; the whole contract is docs/contract.md"},
+	)
+	table = append(table, proxyTimingSettings(&t.Poll, &t.Retry, features.DefaultTiming.Poll, features.DefaultTiming.Retry, "the supervisor under test's")...)
+	return newCommand("verify", "run the compliance suite against a supervisor (default: the reference proxy)",
+		"Run the compliance suite of the contract against a supervisor started as a command, one fresh\n"+
+			"fake cloud, registry, gateway app and DATA_DIR per scenario, and write reports.",
+		table, func(cmd *cobra.Command) error { return runVerify(cmd.Context(), env, &o) })
+}
+
+func runVerify(ctx context.Context, env *cliEnv, o *verifyOptions) error {
+	if o.listClaus {
 		return clauses.WriteList(env.stdout, clauses.All())
 	}
 	var paths []string
-	if *rerun != "" {
-		if *selfCheck {
+	if o.rerun != "" {
+		if o.selfCheck {
 			return usagef("--rerun and --self-check do not go together")
 		}
 		// Read before the report directory, which may hold this very
 		// file, is emptied.
 		var err error
-		if paths, err = features.ReadRerunFile(*rerun); err != nil {
+		if paths, err = features.ReadRerunFile(o.rerun); err != nil {
 			return usageError{err}
 		}
 		if len(paths) == 0 {
-			fmt.Fprintf(env.stdout, "depharness verify: %s lists no scenario: nothing to rerun\n", *rerun)
+			fmt.Fprintf(env.stdout, "depharness verify: %s lists no scenario: nothing to rerun\n", o.rerun)
 			return nil
 		}
 	}
-	if *list {
-		n, err := features.ListScenarios(env.stdout, features.Config{Tags: *tags, Paths: paths})
+	if o.list {
+		n, err := features.ListScenarios(env.stdout, features.Config{Tags: o.tags, Paths: paths})
 		if errors.Is(err, features.ErrNoScenarios) || errors.Is(err, features.ErrBadTags) {
 			return usageError{err}
 		}
@@ -75,14 +103,17 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(env.stdout, "\n%d scenarios\n", n)
 		return nil
 	}
-	log, err := f.logger()
-	if err != nil {
-		return err
+	log := o.log.logger(env.stderr)
+	if o.concurrency < 1 {
+		return usagef("--concurrency must be at least 1, got %d", o.concurrency)
 	}
-	if *concurrency < 1 {
-		return usagef("--concurrency must be at least 1, got %d", *concurrency)
+	for flag, d := range map[string]time.Duration{"poll-interval": o.timing.Poll, "hook-retry-interval": o.timing.Retry,
+		"hook-timeout": o.timing.HookTimeout, "ready-timeout": o.timing.Ready, "await-timeout": o.timing.Await} {
+		if d <= 0 {
+			return usagef("--%s must be positive, got %s", flag, d)
+		}
 	}
-	cmd, targetEnv := *targetCmd, map[string]string{}
+	cmd, targetEnv := o.targetCmd, map[string]string{}
 	if cmd == "" {
 		self, err := os.Executable()
 		if err != nil {
@@ -91,28 +122,27 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 		cmd = "exec " + shellQuote(self) + " proxy"
 		targetEnv = features.ReferenceProxyEnv()
 	}
-	timing := features.Timing{Poll: *poll, Retry: *retry, HookTimeout: *hookTimeout, Ready: *ready, Await: *await}
 	cfg := features.Config{
-		Command:     *targetCmd,
-		Target:      features.CommandTargetFactory(cmd, *ready),
+		Command:     o.targetCmd,
+		Target:      features.CommandTargetFactory(cmd, o.timing.Ready),
 		TargetEnv:   targetEnv,
-		Tags:        *tags,
-		Concurrency: *concurrency,
-		Seed:        *seed,
-		FailFast:    *failFast,
+		Tags:        o.tags,
+		Concurrency: o.concurrency,
+		Seed:        o.seed,
+		FailFast:    o.failFast,
 		Paths:       paths,
-		RerunFrom:   *rerun,
-		ReportDir:   *reportDir,
+		RerunFrom:   o.rerun,
+		ReportDir:   o.reportDir,
 		Output:      env.stdout,
 		NoColors:    !isTerminal(env.stdout),
-		Timing:      timing,
+		Timing:      o.timing,
 		Logger:      log,
 	}
 	// Refuse bad options before starting anything. The self-check
 	// intersects --tags with each clause's tags: only the expression's
 	// syntax matters there.
 	if _, err := features.SelectScenarios(cfg); errors.Is(err, features.ErrBadTags) ||
-		!*selfCheck && errors.Is(err, features.ErrNoScenarios) {
+		!o.selfCheck && errors.Is(err, features.ErrNoScenarios) {
 		return usageError{err}
 	} else if err != nil && !errors.Is(err, features.ErrNoScenarios) {
 		return err
@@ -128,8 +158,8 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		return err
 	}
-	if *selfCheck {
-		plan := features.SelfCheckPlan{Parallel: *selfCheckParallel}
+	if o.selfCheck {
+		plan := features.SelfCheckPlan{Parallel: o.selfCheckParallel}
 		for _, n := range violation.Names() {
 			plan.Violations = append(plan.Violations, violation.Known[n])
 		}
@@ -158,11 +188,11 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 		if failed > 0 {
 			probs = append(probs, fmt.Sprintf("the contract tier fails %d of %d allowance runs", failed, len(rep.Allowances)))
 		}
-		if len(un) > 0 && *tags == "" {
+		if len(un) > 0 && o.tags == "" {
 			probs = append(probs, fmt.Sprintf("%d clauses have no violation", len(un)))
 		}
 		if len(probs) > 0 {
-			return fmt.Errorf("self-check: %s (reports in %s/self-check)", strings.Join(probs, "; "), *reportDir)
+			return fmt.Errorf("self-check: %s (reports in %s/self-check)", strings.Join(probs, "; "), o.reportDir)
 		}
 		fmt.Fprintf(env.stdout, "self-check: every violation caught at an assertion, the contract tier passes every allowance\n")
 		return nil
@@ -176,7 +206,7 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	failed := res.Failed()
 	fmt.Fprintf(env.stdout, "\ndepharness verify: %d scenarios, %d failed, seed %d; reports in %s (report.html)\n",
-		len(res.Scenarios), len(failed), res.Seed, *reportDir)
+		len(res.Scenarios), len(failed), res.Seed, o.reportDir)
 	if len(failed) > 0 || res.Status != 0 {
 		return fmt.Errorf("%d of %d scenarios failed (replay with --seed %d)", len(failed), len(res.Scenarios), res.Seed)
 	}

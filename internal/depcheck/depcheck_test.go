@@ -33,6 +33,8 @@ var rules = []rule{
 	{prefixes: []string{"internal/promreg"}, may: []string{}},
 	// The browser driver of the page tests (chromedp), used by tests only.
 	{prefixes: []string{"internal/browsertest"}, may: []string{}},
+	// The commands' settings: flags (pflag) and their variables.
+	{prefixes: []string{"internal/settings"}, may: []string{}},
 	{prefixes: []string{"api", "internal", "proxy/violation"}, stdOnly: true},
 	// The hook dispatcher and the target sync work on the store alone; the
 	// composition (package proxy) wires them to the other parts.
@@ -140,6 +142,9 @@ func TestTheRulesCatchABrokenDirection(t *testing.T) {
 		{"a leaf helper imports the wire types", "internal/jsonstr", []string{module + "api"}, true},
 		{"the metrics factory imports the proxy", "internal/promreg", []string{module + "proxy/store"}, true},
 		{"the metrics factory imports the Prometheus client", "internal/promreg", []string{"github.com/prometheus/client_golang/prometheus"}, false},
+		{"the settings binder imports pflag", "internal/settings", []string{"github.com/spf13/pflag"}, false},
+		{"the settings binder imports the proxy's configuration", "internal/settings", []string{module + "proxy/config"}, true},
+		{"another leaf helper imports pflag", "internal/httpserver", []string{"github.com/spf13/pflag"}, true},
 		{"a fake imports a leaf helper", "fakes/cloud", []string{module + "internal/promreg", module + "api/cloud"}, false},
 		{"the hook dispatcher imports the cloud client", "proxy/hooks", []string{module + "proxy/cloudclient"}, true},
 		{"the sync imports the hook dispatcher", "proxy/sync", []string{module + "proxy/hooks"}, true},

@@ -53,11 +53,17 @@ type Setting struct {
 	Env, Legacy string
 	// Flag is the name of its flag, without dashes.
 	Flag string
+	// Type says what a value looks like, for --help: int, duration, url,
+	// host:port, list…
+	Type string
 	// Default is the value it takes when unset, as text that Set accepts;
-	// empty means none (the setting is required, or its default is derived,
-	// as Help then says).
+	// empty means none (the setting is Required, or its default is
+	// derived, as Help then says).
 	Default string
-	// Help says what it is, for --help.
+	// Required settings have no default: FromEnv fails without them.
+	Required bool
+	// Help says what it is, for --help; it states a default only when that
+	// is derived (Default is then empty).
 	Help string
 	// Set parses a value into its field of c.
 	Set func(c *Config, value string) error
@@ -65,85 +71,85 @@ type Setting struct {
 
 // Settings is every setting of the reference proxy.
 var Settings = []Setting{
-	{Env: EnvAPIEndpoint, Flag: "api-endpoint", Help: "the cloud's base URL (required)",
+	{Env: EnvAPIEndpoint, Flag: "api-endpoint", Type: "url", Required: true, Help: "the cloud's base URL",
 		Set: field(text, func(c *Config) *string { return &c.APIEndpoint })},
-	{Env: EnvDeviceUUID, Flag: "device-uuid", Help: "the gateway's uuid in the cloud (required)",
+	{Env: EnvDeviceUUID, Flag: "device-uuid", Type: "string", Required: true, Help: "the gateway's uuid in the cloud",
 		Set: field(text, func(c *Config) *string { return &c.DeviceUUID })},
-	{Env: EnvDeviceID, Flag: "device-id", Help: "the gateway's device id in the cloud (required)",
-		Set: field(int64Of, func(c *Config) *int64 { return &c.DeviceID })},
-	{Env: EnvDeviceAPIKey, Flag: "device-api-key", Help: "the gateway's key for the cloud (required)",
+	{Env: EnvDeviceID, Flag: "device-id", Type: "int", Required: true, Help: "the gateway's device id in the cloud",
+		Set: field(wholeNumber64, func(c *Config) *int64 { return &c.DeviceID })},
+	{Env: EnvDeviceAPIKey, Flag: "device-api-key", Type: "string", Required: true, Help: "the gateway's key for the cloud",
 		Set: field(text, func(c *Config) *string { return &c.DeviceAPIKey })},
-	{Env: EnvAPIKey, Flag: "api-key", Help: "the key clients of the API must present (required)",
+	{Env: EnvAPIKey, Flag: "api-key", Type: "string", Required: true, Help: "the key clients of the API must present",
 		Set: field(text, func(c *Config) *string { return &c.APIKey })},
-	{Env: EnvListenHost, Flag: "listen-host", Default: DefaultListenHost, Help: "host the API listens on",
+	{Env: EnvListenHost, Flag: "listen-host", Type: "host", Default: DefaultListenHost, Help: "host the API listens on",
 		Set: field(text, func(c *Config) *string { return &c.ListenHost })},
-	{Env: EnvPort, Flag: "port", Default: strconv.Itoa(DefaultPort), Help: "port the API listens on",
-		Set: field(strconv.Atoi, func(c *Config) *int { return &c.Port })},
-	{Env: EnvHookAddress, Legacy: EnvHookAddressLegacy, Flag: "hook-address", Default: api.DefaultHookAddress,
+	{Env: EnvPort, Flag: "port", Type: "int", Default: strconv.Itoa(DefaultPort), Help: "port the API listens on",
+		Set: field(wholeNumber, func(c *Config) *int { return &c.Port })},
+	{Env: EnvHookAddress, Legacy: EnvHookAddressLegacy, Flag: "hook-address", Type: "url", Default: api.DefaultHookAddress,
 		Help: "hook base address; the device uuid is appended",
 		Set:  field(text, func(c *Config) *string { return &c.HookAddress })},
-	{Env: EnvDataDir, Flag: "data-dir", Default: DefaultDataDir, Help: "directory of the database and the assets cache",
+	{Env: EnvDataDir, Flag: "data-dir", Type: "path", Default: DefaultDataDir, Help: "directory of the database and the assets cache",
 		Set: field(text, func(c *Config) *string { return &c.DataDir })},
-	{Env: EnvPollInterval, Flag: "poll-interval", Default: DefaultPollInterval.String(),
+	{Env: EnvPollInterval, Flag: "poll-interval", Type: "duration", Default: DefaultPollInterval.String(),
 		Help: "how often the target state is polled",
-		Set:  field(time.ParseDuration, func(c *Config) *time.Duration { return &c.PollInterval })},
-	{Env: EnvHookRetry, Flag: "hook-retry-interval", Default: DefaultHookRetry.String(),
+		Set:  field(duration, func(c *Config) *time.Duration { return &c.PollInterval })},
+	{Env: EnvHookRetry, Flag: "hook-retry-interval", Type: "duration", Default: DefaultHookRetry.String(),
 		Help: "hook pacing per device, the 202 loop's interval and the first backoff step",
-		Set:  field(time.ParseDuration, func(c *Config) *time.Duration { return &c.HookRetryInterval })},
-	{Env: EnvHookTimeout, Flag: "hook-timeout", Default: DefaultHookTimeout.String(), Help: "timeout of one hook request",
-		Set: field(time.ParseDuration, func(c *Config) *time.Duration { return &c.HookTimeout })},
-	{Env: EnvHookConcurrency, Flag: "hook-concurrency", Default: strconv.Itoa(DefaultHookConcurrency),
+		Set:  field(duration, func(c *Config) *time.Duration { return &c.HookRetryInterval })},
+	{Env: EnvHookTimeout, Flag: "hook-timeout", Type: "duration", Default: DefaultHookTimeout.String(), Help: "timeout of one hook request",
+		Set: field(duration, func(c *Config) *time.Duration { return &c.HookTimeout })},
+	{Env: EnvHookConcurrency, Flag: "hook-concurrency", Type: "int", Default: strconv.Itoa(DefaultHookConcurrency),
 		Help: "hooks in flight at once across devices",
-		Set:  field(strconv.Atoi, func(c *Config) *int { return &c.HookConcurrency })},
-	{Env: EnvHookBackoffMax, Flag: "hook-backoff-max",
+		Set:  field(wholeNumber, func(c *Config) *int { return &c.HookConcurrency })},
+	{Env: EnvHookBackoffMax, Flag: "hook-backoff-max", Type: "duration",
 		Help: "cap of the backoff after failed hooks (default 10 × the hook retry interval)",
-		Set:  field(time.ParseDuration, func(c *Config) *time.Duration { return &c.HookBackoffMax })},
-	{Env: EnvAssetMaxBytes, Flag: "asset-max-bytes", Default: strconv.Itoa(DefaultAssetMaxBytes),
+		Set:  field(duration, func(c *Config) *time.Duration { return &c.HookBackoffMax })},
+	{Env: EnvAssetMaxBytes, Flag: "asset-max-bytes", Type: "int", Default: strconv.Itoa(DefaultAssetMaxBytes),
 		Help: "largest assets tar of one release",
-		Set:  field(int64Of, func(c *Config) *int64 { return &c.AssetMaxBytes })},
-	{Env: EnvAssetStall, Flag: "asset-stall-timeout", Default: DefaultAssetStall.String(),
+		Set:  field(wholeNumber64, func(c *Config) *int64 { return &c.AssetMaxBytes })},
+	{Env: EnvAssetStall, Flag: "asset-stall-timeout", Type: "duration", Default: DefaultAssetStall.String(),
 		Help: "abandon and retry an image pull that received nothing for this long",
-		Set:  field(time.ParseDuration, func(c *Config) *time.Duration { return &c.AssetStallTimeout })},
-	{Env: EnvCloudTimeout, Flag: "cloud-timeout", Default: DefaultCloudTimeout.String(),
+		Set:  field(duration, func(c *Config) *time.Duration { return &c.AssetStallTimeout })},
+	{Env: EnvCloudTimeout, Flag: "cloud-timeout", Type: "duration", Default: DefaultCloudTimeout.String(),
 		Help: "timeout of one request to the cloud (poll, provisioning, report, logs)",
-		Set:  field(time.ParseDuration, func(c *Config) *time.Duration { return &c.CloudTimeout })},
-	{Env: EnvRegistryInsecure, Flag: "registry-insecure", Default: "false",
+		Set:  field(duration, func(c *Config) *time.Duration { return &c.CloudTimeout })},
+	{Env: EnvRegistryInsecure, Flag: "registry-insecure", Type: "bool|hosts", Default: "false",
 		Help: "registries reached over plain HTTP: true (all), false, or host[:port],… (loopback registries always are)",
 		Set: func(c *Config, v string) (err error) {
 			c.RegistryInsecure, c.RegistryInsecureHosts, err = ParseRegistryInsecure(v)
 			return err
 		}},
-	{Env: EnvLogBufferLines, Flag: "log-buffer-lines", Default: strconv.Itoa(DefaultLogBufferLines),
+	{Env: EnvLogBufferLines, Flag: "log-buffer-lines", Type: "int", Default: strconv.Itoa(DefaultLogBufferLines),
 		Help: "log lines kept while the cloud is unreachable; the oldest are dropped beyond",
-		Set:  field(strconv.Atoi, func(c *Config) *int { return &c.LogBufferLines })},
-	{Env: EnvLogBufferBytes, Flag: "log-buffer-bytes", Default: strconv.Itoa(DefaultLogBufferBytes),
+		Set:  field(wholeNumber, func(c *Config) *int { return &c.LogBufferLines })},
+	{Env: EnvLogBufferBytes, Flag: "log-buffer-bytes", Type: "int", Default: strconv.Itoa(DefaultLogBufferBytes),
 		Help: "bytes of log lines kept while the cloud is unreachable; the oldest are dropped beyond",
-		Set:  field(int64Of, func(c *Config) *int64 { return &c.LogBufferBytes })},
-	{Env: EnvLogBatchBytes, Flag: "log-batch-bytes", Default: strconv.Itoa(DefaultLogBatchBytes),
+		Set:  field(wholeNumber64, func(c *Config) *int64 { return &c.LogBufferBytes })},
+	{Env: EnvLogBatchBytes, Flag: "log-batch-bytes", Type: "int", Default: strconv.Itoa(DefaultLogBatchBytes),
 		Help: "most bytes of log lines sent in one request (a larger line goes alone)",
-		Set:  field(int64Of, func(c *Config) *int64 { return &c.LogBatchBytes })},
-	{Env: EnvLogLineMaxBytes, Flag: "log-line-max-bytes", Default: strconv.Itoa(DefaultLogLineMaxBytes),
+		Set:  field(wholeNumber64, func(c *Config) *int64 { return &c.LogBatchBytes })},
+	{Env: EnvLogLineMaxBytes, Flag: "log-line-max-bytes", Type: "int", Default: strconv.Itoa(DefaultLogLineMaxBytes),
 		Help: "longest log line sent to the cloud; a longer message is cut and marked",
-		Set:  field(strconv.Atoi, func(c *Config) *int { return &c.LogLineMaxBytes })},
-	{Env: EnvReportQueueBytes, Flag: "report-queue-bytes", Default: strconv.Itoa(DefaultReportQueueBytes),
+		Set:  field(wholeNumber, func(c *Config) *int { return &c.LogLineMaxBytes })},
+	{Env: EnvReportQueueBytes, Flag: "report-queue-bytes", Type: "int", Default: strconv.Itoa(DefaultReportQueueBytes),
 		Help: "bytes of queued reports (merged per device); the oldest are dropped beyond",
-		Set:  field(int64Of, func(c *Config) *int64 { return &c.ReportQueueBytes })},
-	{Env: EnvMetricsAddress, Flag: "metrics-address", Default: DefaultMetricsAddress,
+		Set:  field(wholeNumber64, func(c *Config) *int64 { return &c.ReportQueueBytes })},
+	{Env: EnvMetricsAddress, Flag: "metrics-listen", Type: "host:port", Default: DefaultMetricsAddress,
 		Help: "Prometheus listener host:port, or off",
 		Set:  field(text, func(c *Config) *string { return &c.MetricsAddress })},
-	{Env: EnvServerHeader, Flag: "server-header-timeout",
+	{Env: EnvServerHeader, Flag: "server-header-timeout", Type: "duration",
 		Help: "read deadline of a request's headers (default 10s, at most 30s)",
-		Set:  field(time.ParseDuration, func(c *Config) *time.Duration { return &c.ServerHeaderTimeout })},
-	{Env: EnvServerBody, Flag: "server-body-timeout",
+		Set:  field(duration, func(c *Config) *time.Duration { return &c.ServerHeaderTimeout })},
+	{Env: EnvServerBody, Flag: "server-body-timeout", Type: "duration",
 		Help: "read deadline of a request's body, from its headers (default 30s, at most 30s)",
-		Set:  field(time.ParseDuration, func(c *Config) *time.Duration { return &c.ServerBodyTimeout })},
-	{Env: EnvServerIdle, Flag: "server-idle-timeout",
+		Set:  field(duration, func(c *Config) *time.Duration { return &c.ServerBodyTimeout })},
+	{Env: EnvServerIdle, Flag: "server-idle-timeout", Type: "duration",
 		Help: "idle kept-alive connections closed after (default 60s, at most 120s)",
-		Set:  field(time.ParseDuration, func(c *Config) *time.Duration { return &c.ServerIdleTimeout })},
-	{Env: EnvViolations, Flag: "violations",
+		Set:  field(duration, func(c *Config) *time.Duration { return &c.ServerIdleTimeout })},
+	{Env: EnvViolations, Flag: "violations", Type: "list",
 		Help: "deliberate contract violations, comma-separated; for the suite's self-check only",
 		Set:  field(violation.Parse, func(c *Config) *violation.Set { return &c.Violations })},
-	{Env: EnvAllowances, Flag: "allowances",
+	{Env: EnvAllowances, Flag: "allowances", Type: "list",
 		Help: "deviations the contract allows, comma-separated; for the suite's self-check only",
 		Set:  field(violation.ParseAllowances, func(c *Config) *violation.Set { return &c.Allowances })},
 }
@@ -162,7 +168,34 @@ func field[T any](parse func(string) (T, error), at func(*Config) *T) func(*Conf
 
 func text(v string) (string, error) { return v, nil }
 
-func int64Of(v string) (int64, error) { return strconv.ParseInt(v, 10, 64) }
+// wholeNumber, wholeNumber64 and duration parse a value, saying what was
+// expected when it is not one (in the words of the CLI's other settings).
+func wholeNumber(v string) (int, error) {
+	n, err := wholeNumber64(v)
+	if err == nil && int64(int(n)) != n {
+		return 0, errors.New("expected a whole number, and this one is out of range")
+	}
+	return int(n), err
+}
+
+func wholeNumber64(v string) (int64, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		return 0, errors.New("expected a whole number, and this one is out of range")
+	}
+	if err != nil {
+		return 0, errors.New("expected a whole number")
+	}
+	return n, nil
+}
+
+func duration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, errors.New("expected a duration with a unit, like 500ms or 2s")
+	}
+	return d, nil
+}
 
 // Variables lists every variable FromEnv reads, legacy names included.
 var Variables = func() []string {

@@ -70,6 +70,21 @@ func TestFromEnvNamesEveryBadVariable(t *testing.T) {
 	}
 }
 
+// A value that does not parse is named with what was expected.
+func TestFromEnvSaysWhatABadValueShouldHaveBeen(t *testing.T) {
+	env := map[string]string{EnvPollInterval: "5", EnvHookConcurrency: "many", EnvDeviceID: "99999999999999999999"}
+	_, err := FromEnv(func(k string) string { return env[k] })
+	for _, want := range []string{
+		`TARGET_POLL_INTERVAL="5": expected a duration with a unit, like 500ms or 2s`,
+		`HOOK_CONCURRENCY="many": expected a whole number`,
+		`DEVICE_ID="99999999999999999999": expected a whole number, and this one is out of range`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("FromEnv error %v lacks %q", err, want)
+		}
+	}
+}
+
 func TestEverySettingHasItsOwnVariableFlagHelpAndParser(t *testing.T) {
 	envs, flags := map[string]bool{}, map[string]bool{}
 	for _, s := range Settings {
@@ -79,8 +94,8 @@ func TestEverySettingHasItsOwnVariableFlagHelpAndParser(t *testing.T) {
 			}
 			envs[e] = true
 		}
-		if s.Env == "" || s.Flag == "" || s.Help == "" || s.Set == nil {
-			t.Errorf("setting %+v lacks a variable, flag, help or parser", s)
+		if s.Env == "" || s.Flag == "" || s.Type == "" || s.Help == "" || s.Set == nil {
+			t.Errorf("setting %+v lacks a variable, flag, type, help or parser", s)
 		}
 		if flags[s.Flag] {
 			t.Errorf("flag --%s is bound twice", s.Flag)
@@ -114,8 +129,8 @@ func TestSettingDefaultsAreTheConfigDefaults(t *testing.T) {
 	}
 }
 
-// A setting whose help says it is required fails FromEnv when unset, naming
-// its variable; every other may be left unset.
+// A Required setting (which has no default) fails FromEnv when unset,
+// naming its variable; every other may be left unset.
 func TestOnlyTheRequiredSettingsMustBeSet(t *testing.T) {
 	full := map[string]string{
 		EnvAPIEndpoint: "http://cloud:1", EnvDeviceUUID: "gw", EnvDeviceID: "7", EnvDeviceAPIKey: "dk", EnvAPIKey: "k",
@@ -124,7 +139,10 @@ func TestOnlyTheRequiredSettingsMustBeSet(t *testing.T) {
 		t.Fatalf("FromEnv with the required settings only: %v", err)
 	}
 	for _, s := range Settings {
-		required := strings.Contains(s.Help, "(required)")
+		required := s.Required
+		if required && s.Default != "" {
+			t.Errorf("%s is required and has the default %q", s.Env, s.Default)
+		}
 		if _, set := full[s.Env]; set != required {
 			t.Errorf("%s: required = %v, but the test's required set says %v", s.Env, required, set)
 			continue
@@ -140,18 +158,19 @@ func TestOnlyTheRequiredSettingsMustBeSet(t *testing.T) {
 	}
 }
 
-// The README's table of the proxy's settings names every setting's
-// variable (and nothing guards it but this test).
+// The README's table of flags and variables names every setting's
+// variable and flag in a proxy row (cmd/depharness checks the whole table
+// against the commands; this checks it holds the proxy's settings).
 func TestTheREADMEListsEverySetting(t *testing.T) {
 	b, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, _ := strings.Cut(string(b), "## The reference proxy")
+	_, section, _ := strings.Cut(string(b), "## Flags and environment variables")
 	section, _, _ = strings.Cut(section, "\n## ")
 	for _, s := range Settings {
-		if !strings.Contains(section, "`"+s.Env+"`") {
-			t.Errorf("README's section on the reference proxy lacks `%s`", s.Env)
+		if !strings.Contains(section, "| proxy | `--"+s.Flag+"` | `"+s.Env+"`") {
+			t.Errorf("README's table of flags and variables lacks the proxy's --%s (%s)", s.Flag, s.Env)
 		}
 	}
 }

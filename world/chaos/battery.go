@@ -352,7 +352,7 @@ func (b *battery) startProxy(ctx context.Context) error {
 		"HOOK_TIMEOUT="+hookTimeout.String(), "HOOK_CONCURRENCY=32", "CLOUD_TIMEOUT="+cloudTimeout.String(),
 		"SERVER_HEADER_TIMEOUT="+headerTimeout.String(), "SERVER_BODY_TIMEOUT="+bodyTimeout.String(),
 		"SERVER_IDLE_TIMEOUT="+idleTimeout.String(),
-		"LOG_LEVEL=warn", "DEPHARNESS_VIOLATIONS="+b.opts.Violations,
+		"DEPHARNESS_LOG_LEVEL=warn", "DEPHARNESS_VIOLATIONS="+b.opts.Violations,
 	)
 	cmd.Stdout, cmd.Stderr = b.logFile, b.logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
