@@ -2,56 +2,21 @@ package proxy_test
 
 import (
 	"bufio"
-	"context"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/proxy"
-	"github.com/depharness/depharness/proxy/config"
 )
 
 // startProxy runs a reference proxy against a fake cloud for the test's
 // duration and returns its API and metrics addresses.
 func startProxy(t *testing.T) (api, metrics string) {
 	t.Helper()
-	cl, err := cloud.New(cloud.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := httptest.NewServer(cl)
-	t.Cleanup(cs.Close)
-	gw, err := cl.CreateGateway(cloud.GatewaySpec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := proxy.New(config.Config{
-		APIEndpoint: cs.URL, DeviceUUID: gw.UUID, DeviceID: gw.DeviceID, DeviceAPIKey: gw.APIKey,
-		APIKey: "s3cret", DataDir: t.TempDir(),
-	}, proxy.Options{Listener: ln, MetricsListener: mln})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	<-p.Ready()
+	ln, mln := listen(t), listen(t)
+	runProxy(t, newTestCloud(t).config(t), proxy.Options{Listener: ln, MetricsListener: mln})
 	return ln.Addr().String(), mln.Addr().String()
 }
 

@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -49,49 +48,24 @@ const testCloudTimeout = time.Second
 
 func newFaultWorld(t *testing.T, mod func(*config.Config)) *faultWorld {
 	t.Helper()
-	cl, err := cloud.New(cloud.Options{})
+	cl := newTestCloud(t)
+	app, err := cl.CreateApp(cloud.AppSpec{Gateway: cl.Gateway.UUID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs := httptest.NewServer(cl)
-	t.Cleanup(cs.Close)
-	gw, err := cl.CreateGateway(cloud.GatewaySpec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, err := cl.CreateApp(cloud.AppSpec{Gateway: gw.UUID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Config{
-		APIEndpoint: cs.URL, DeviceUUID: gw.UUID, DeviceID: gw.DeviceID, DeviceAPIKey: gw.APIKey,
-		APIKey: "s3cret", DataDir: t.TempDir(), PollInterval: time.Second, CloudTimeout: testCloudTimeout,
-		MetricsAddress: "off",
-	}
+	cfg := cl.config(t)
+	cfg.PollInterval, cfg.CloudTimeout, cfg.MetricsAddress = time.Second, testCloudTimeout, "off"
 	if mod != nil {
 		mod(&cfg)
 	}
-	p, err := proxy.New(cfg, proxy.Options{Listener: ln})
+	p, running := runProxy(t, cfg, proxy.Options{Listener: listen(t)})
+	ctx, cancel := context.WithTimeout(running.Context(), 2*time.Minute)
+	t.Cleanup(cancel)
+	sup, err := client.New(client.Options{BaseURL: "http://" + p.Addr(), APIKey: testAPIKey, KeyMode: client.KeyInHeader})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	<-p.Ready()
-	sup, err := client.New(client.Options{BaseURL: "http://" + p.Addr(), APIKey: "s3cret", KeyMode: client.KeyInHeader})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &faultWorld{t: t, cloud: cl, p: p, sup: sup, app: app, ctx: ctx}
+	return &faultWorld{t: t, cloud: cl.Server, p: p, sup: sup, app: app, ctx: ctx}
 }
 
 func (w *faultWorld) device() string {
