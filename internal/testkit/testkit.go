@@ -1,13 +1,16 @@
 // Package testkit holds the helpers the module's tests share: a component's
-// Run(ctx) for a test's duration, stopped and checked at its end, and
-// polling until a condition holds.
+// Run(ctx) for a test's duration, stopped and checked at its end, polling
+// until a condition holds, and logs that go to the test's log.
 //
 // It is for tests only: only _test.go files import it (internal/depcheck
 // enforces this). It imports only the standard library.
 package testkit
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -80,4 +83,21 @@ func EventuallyWithin(t testing.TB, timeout time.Duration, what string, cond fun
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// LogWriter is an io.Writer that sends each write to t.Logf, without its
+// trailing newline.
+func LogWriter(t testing.TB) io.Writer { return logWriter{t} }
+
+type logWriter struct{ t testing.TB }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
+	return len(p), nil
+}
+
+// Logger is a text logger of records at level and above that writes to
+// t.Logf.
+func Logger(t testing.TB, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(LogWriter(t), &slog.HandlerOptions{Level: level}))
 }

@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"context"
+	"log/slog"
 	"errors"
 	"fmt"
 	"runtime"
@@ -32,6 +33,10 @@ func (r *recorder) Errorf(format string, args ...any) {
 func (r *recorder) Fatalf(format string, args ...any) {
 	r.Errorf(format, args...)
 	runtime.Goexit()
+}
+
+func (r *recorder) Logf(format string, args ...any) {
+	r.Errorf("log: "+format, args...)
 }
 
 func (r *recorder) Cleanup(f func()) { r.cleanups = append(r.cleanups, f) }
@@ -106,5 +111,15 @@ func TestEventuallyWaitsForTheConditionAndFailsAfterTheTimeout(t *testing.T) {
 	<-done
 	if m := rec.messages(); !strings.Contains(m, "waiting until never") {
 		t.Errorf("reported %q, want the timeout named", m)
+	}
+}
+
+func TestLoggerWritesRecordsAtItsLevelToTheTestLog(t *testing.T) {
+	rec := &recorder{TB: t}
+	log := Logger(rec, slog.LevelWarn)
+	log.Info("quiet")
+	log.Warn("loud", "n", 1)
+	if m := rec.messages(); !strings.Contains(m, "msg=loud n=1") || strings.Contains(m, "quiet") || strings.HasSuffix(m, "\n") {
+		t.Errorf("test log %q, want the warning alone, without a trailing newline", m)
 	}
 }
