@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/violation"
 )
 
@@ -41,7 +42,7 @@ func newCache(t testing.TB, opts Options) (*Cache, *prometheus.Registry) {
 		opts.Retry = Retry{Attempts: 4, Min: time.Millisecond, Max: 4 * time.Millisecond}
 	}
 	opts.Registerer = reg
-	opts.Logger = slog.New(slog.NewTextHandler(logWriter{t}, nil))
+	opts.Logger = testkit.Logger(t, slog.LevelInfo)
 	c, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -345,8 +346,8 @@ func TestEnsureConcurrentCallsBuildOnce(t *testing.T) {
 	for range n {
 		go func() { errs <- c.Ensure(context.Background(), 6, commit, ref) }()
 	}
-	eventually(t, "every caller to miss the cache", func() bool { return testutil.ToFloat64(c.metrics.misses) == n })
-	eventually(t, "the build to ask for the manifest", func() bool { return r.manifestGets.Load() == 1 })
+	testkit.Eventually(t, "every caller to miss the cache", func() bool { return testutil.ToFloat64(c.metrics.misses) == n })
+	testkit.Eventually(t, "the build to ask for the manifest", func() bool { return r.manifestGets.Load() == 1 })
 	release()
 	for range n {
 		if err := <-errs; err != nil {
@@ -371,13 +372,13 @@ func TestEnsureReturnsWhenTheCallerGivesUpAndTheBuildGoesOn(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Ensure(ctx, 8, commit, ref) }()
-	eventually(t, "the build to ask for the manifest", func() bool { return r.manifestGets.Load() == 1 })
+	testkit.Eventually(t, "the build to ask for the manifest", func() bool { return r.manifestGets.Load() == 1 })
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Ensure after cancel: got %v, want context.Canceled", err)
 	}
 	release()
-	eventually(t, "the build to finish", func() bool { return c.Has(8, commit) })
+	testkit.Eventually(t, "the build to finish", func() bool { return c.Has(8, commit) })
 }
 
 func TestCloseAbortsBuildsAndRefusesNewOnes(t *testing.T) {
@@ -389,7 +390,7 @@ func TestCloseAbortsBuildsAndRefusesNewOnes(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() { done <- c.Ensure(context.Background(), 12, commit, ref) }()
-	eventually(t, "the build to ask for the manifest", func() bool { return r.manifestGets.Load() == 1 })
+	testkit.Eventually(t, "the build to ask for the manifest", func() bool { return r.manifestGets.Load() == 1 })
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}

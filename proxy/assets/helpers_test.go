@@ -3,7 +3,6 @@ package assets
 import (
 	"archive/tar"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 // ent is one member of a test layer. typ 0 means a regular file (or a
@@ -309,28 +310,4 @@ func (r *testRegistry) hold() (release func()) {
 	return sync.OnceFunc(func() { close(ch) })
 }
 
-// logWriter sends log lines to t.Logf.
-type logWriter struct{ t testing.TB }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	return len(p), nil
-}
-
-func logTo(t testing.TB) *log.Logger { return log.New(logWriter{t}, "registry: ", 0) }
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
+func logTo(t testing.TB) *log.Logger { return log.New(testkit.LogWriter(t), "registry: ", 0) }

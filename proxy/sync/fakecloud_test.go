@@ -69,17 +69,7 @@ func TestAgainstTheFakeCloud(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	devices := func() map[string]store.Device {
-		ds, err := st.ListDevices(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := map[string]store.Device{}
-		for _, d := range ds {
-			m[d.UUID] = d
-		}
-		return m
-	}
+	devices := func() map[string]store.Device { return devicesByUUID(t, st) }
 	poll := func() {
 		t.Helper()
 		if err := s.Poll(ctx); err != nil {
