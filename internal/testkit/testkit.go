@@ -76,12 +76,23 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 // EventuallyWithin is Eventually with its own timeout.
 func EventuallyWithin(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	Await(ctx, t, what, cond)
+}
+
+// Await polls cond every few milliseconds until it holds, and fails the
+// test (t.Fatalf) if ctx ends first.
+func Await(ctx context.Context, t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting until %s", timeout, what)
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting until %s: %v", what, context.Cause(ctx))
+		case <-tick.C:
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -109,7 +109,7 @@ func TestEventuallyWaitsForTheConditionAndFailsAfterTheTimeout(t *testing.T) {
 		t.Error("EventuallyWithin returned for a condition that never holds")
 	}()
 	<-done
-	if m := rec.messages(); !strings.Contains(m, "waiting until never") {
+	if m := rec.messages(); !strings.Contains(m, "waiting until never: context deadline exceeded") {
 		t.Errorf("reported %q, want the timeout named", m)
 	}
 }
