@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"math/rand"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/assets"
 )
 
@@ -205,7 +207,7 @@ func TestProxyAssetsMatchRegistryFlatten(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+time.Duration(n)*100*time.Millisecond)
 	defer cancel()
 
-	log := testLogger(t)
+	log := testkit.Logger(t, slog.LevelWarn)
 	reg, err := registry.New(registry.Options{Logger: log})
 	if err != nil {
 		t.Fatalf("registry.New: %v", err)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/internal/syncbuf"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
@@ -175,7 +176,7 @@ func TestNoSecretInAnyLogMetricOrError(t *testing.T) {
 			runMu.Unlock()
 		})
 	}
-	waitFor(t, ctx, "the gateway app to find no supervisor", func() bool {
+	testkit.Await(ctx, t, "the gateway app to find no supervisor", func() bool {
 		return strings.Contains(logs.String(), "waiting for the supervisor")
 	})
 	time.Sleep(500 * time.Millisecond) // a few refused connections
@@ -250,7 +251,7 @@ func TestNoSecretInAnyLogMetricOrError(t *testing.T) {
 		got, total := fk.Convergence(gw.UUID)
 		return total == 4 && got == total
 	}
-	waitFor(t, ctx, "the fleet on the demo releases", converged)
+	testkit.Await(ctx, t, "the fleet on the demo releases", converged)
 	if _, err := fk.Cloud.PushRelease(ctx, apps[0].App.ID, cloud.ReleaseSpec{Layers: []cloud.Layer{{Files: map[string][]byte{
 		"assets/firmware.bin": []byte("v2 firmware"),
 	}}}}); err != nil {
@@ -261,7 +262,7 @@ func TestNoSecretInAnyLogMetricOrError(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	fk.Cloud.EndOutage()
-	waitFor(t, ctx, "the fleet on the new release", converged)
+	testkit.Await(ctx, t, "the fleet on the new release", converged)
 
 	// Every metrics exposition.
 	for name, u := range map[string]string{
@@ -323,16 +324,4 @@ func proxyAddrClosed(t *testing.T) string {
 	addr := l.Addr().String()
 	l.Close()
 	return addr
-}
-
-// waitFor polls cond until it holds or ctx ends (then it fails the test).
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }

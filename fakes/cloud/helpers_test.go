@@ -12,15 +12,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/depharness/depharness/internal/testkit"
 )
-
-// testWriter sends log output to t.Logf.
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // testCloud is a fake cloud on an httptest server.
 type testCloud struct {
@@ -36,7 +30,7 @@ func newTestCloud(t testing.TB, opts Options) *testCloud {
 		opts.Registerer = reg
 	}
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		opts.Logger = testkit.Logger(t, slog.LevelWarn)
 	}
 	if opts.Seed == 0 {
 		opts.Seed = 42

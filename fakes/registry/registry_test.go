@@ -28,19 +28,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/depharness/depharness/internal/testkit"
 )
-
-// testLogger sends a server's logs to t.Logf.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tLogWriter struct{ t testing.TB }
-
-func (w tLogWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	return len(p), nil
-}
 
 // fixture is a Server on a loopback listener and a Builder pushing to it.
 type fixture struct {
@@ -53,7 +43,7 @@ type fixture struct {
 func newFixture(t testing.TB, opts Options) *fixture {
 	t.Helper()
 	if opts.Logger == nil {
-		opts.Logger = testLogger(t)
+		opts.Logger = testkit.Logger(t, slog.LevelDebug)
 	}
 	srv, err := New(opts)
 	if err != nil {
@@ -171,7 +161,7 @@ func TestPulledImageFlattensToWhatFlattenPredicts(t *testing.T) {
 }
 
 func TestBuilderPushesInProcessThroughHandlerTransport(t *testing.T) {
-	srv, err := New(Options{Logger: testLogger(t)})
+	srv, err := New(Options{Logger: testkit.Logger(t, slog.LevelDebug)})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
