@@ -13,7 +13,6 @@ import (
 	"math/rand"
 	"os"
 	"path"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,122 +28,6 @@ var (
 	assetsCrossSeed   = flag.Int64("assets.crosscheck.seed", 0, "seed of TestProxyAssetsMatchRegistryFlatten (0: from the clock)")
 	assetsCrossImages = flag.Int("assets.crosscheck.images", 100, "images built by TestProxyAssetsMatchRegistryFlatten")
 )
-
-// crossNames are the path elements of random images: few, so that layers
-// collide on the same paths (file over directory and back, deletions and
-// opaque directories over both), one of them hidden.
-var crossNames = []string{"a", "b", ".h"}
-
-// crossPaths are every path of one to three crossNames elements.
-func crossPaths() []string {
-	var out []string
-	level := []string{""}
-	for range 3 {
-		var next []string
-		for _, p := range level {
-			for _, n := range crossNames {
-				next = append(next, path.Join(p, n))
-			}
-		}
-		out = append(out, next...)
-		level = next
-	}
-	return out
-}
-
-// randomAssetsLayer builds a layer that registry.Layer.Tar accepts: files,
-// deletions and opaque directories drawn from paths, then raw directories,
-// symlinks and files, each placed where the layer already has its parent
-// directory and nothing at its path (nor, for a non-directory, below it), as
-// a real layer's tar would hold them: raw entries on which consumers agree.
-func randomAssetsLayer(rnd *rand.Rand, paths []string, serial *int) registry.Layer {
-	l := registry.Layer{Files: map[string][]byte{}}
-	for range rnd.Intn(7) {
-		p := paths[rnd.Intn(len(paths))]
-		next := l
-		switch k := rnd.Intn(10); {
-		case k < 6:
-			next.Files = maps.Clone(l.Files)
-			*serial++
-			next.Files[p] = fmt.Appendf(nil, "content %d of %s", *serial, p)
-		case k < 9:
-			next.Delete = append(slices.Clone(l.Delete), p)
-		default:
-			if rnd.Intn(4) == 0 {
-				p = "" // /assets itself
-			}
-			next.Opaque = append(slices.Clone(l.Opaque), p)
-		}
-		if _, err := next.Tar(); err == nil {
-			l = next
-		}
-	}
-	// The layer's directories (Tar writes the parents of its files,
-	// deletions and opaque directories) and every path it has an entry at.
-	dirs, taken := map[string]bool{"": true}, map[string]bool{"": true}
-	parents := func(p string) {
-		for a := path.Dir(p); a != "."; a = path.Dir(a) {
-			dirs[a], taken[a] = true, true
-		}
-	}
-	for p := range l.Files {
-		taken[p] = true
-		parents(p)
-	}
-	for _, p := range l.Delete {
-		taken[p] = true
-		parents(p)
-	}
-	for _, p := range l.Opaque {
-		dirs[p], taken[p] = true, true
-		parents(p)
-	}
-	below := func(p string) bool {
-		for q := range taken {
-			if strings.HasPrefix(q, p+"/") {
-				return true
-			}
-		}
-		return false
-	}
-	for range rnd.Intn(3) {
-		p := paths[rnd.Intn(len(paths))]
-		parent := path.Dir(p)
-		if parent == "." {
-			parent = ""
-		}
-		if !dirs[parent] || taken[p] {
-			continue
-		}
-		name := path.Join(registry.AssetsDir, p)
-		switch k := rnd.Intn(3); {
-		case k == 0:
-			l.Raw = append(l.Raw, registry.RawEntry{Name: name + "/", Type: tar.TypeDir})
-			dirs[p] = true
-		case below(p):
-			continue
-		case k == 1:
-			l.Raw = append(l.Raw, registry.RawEntry{Name: name, Type: tar.TypeSymlink, Linkname: "a"})
-		default:
-			*serial++
-			l.Raw = append(l.Raw, registry.RawEntry{Name: name, Data: fmt.Appendf(nil, "raw content %d of %s", *serial, p)})
-		}
-		taken[p] = true
-	}
-	return l
-}
-
-// describeAssetsLayers prints layers for a failure message.
-func describeAssetsLayers(layers []registry.Layer) string {
-	var b strings.Builder
-	for i, l := range layers {
-		fmt.Fprintf(&b, "\n  layer %d: files %q delete %q opaque %q", i, slices.Sorted(maps.Keys(l.Files)), l.Delete, l.Opaque)
-		for _, r := range l.Raw {
-			fmt.Fprintf(&b, " raw %q(type %c)", r.Name, r.Type)
-		}
-	}
-	return b.String()
-}
 
 // tarFiles reads an asset tar as an extraction sees it and returns its
 // regular files. It fails on a tar that no extraction reproduces faithfully:
@@ -242,14 +125,11 @@ func TestProxyAssetsMatchRegistryFlatten(t *testing.T) {
 
 	// The images are drawn in order from the seed, then built and checked a
 	// few at a time.
-	paths := crossPaths()
-	serial, nonEmpty := 0, 0
+	gen := registry.NewLayerGen(rnd)
+	nonEmpty := 0
 	images := make([][]registry.Layer, n)
 	for i := range images {
-		images[i] = make([]registry.Layer, 2+rnd.Intn(4))
-		for j := range images[i] {
-			images[i][j] = randomAssetsLayer(rnd, paths, &serial)
-		}
+		images[i] = gen.Image(2, 5)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
@@ -260,7 +140,7 @@ func TestProxyAssetsMatchRegistryFlatten(t *testing.T) {
 		}
 		g.Go(func() error {
 			if err := checkProxyAssets(gctx, cache, builders[i%2], i, layers, want); err != nil {
-				return fmt.Errorf("seed %d image %d: %w%s", seed, i, err, describeAssetsLayers(layers))
+				return fmt.Errorf("seed %d image %d: %w%s", seed, i, err, registry.DescribeLayers(layers))
 			}
 			return nil
 		})
