@@ -72,8 +72,7 @@ func (st *scenario) patchesOf(d *deviceState) []cloud.Request {
 }
 
 func cloudReceivedPatchFields(ctx context.Context, alias string, t *godog.Table) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -224,8 +223,7 @@ func everyProvisionWellFormed(ctx context.Context) error {
 }
 
 func cloudReceivedLogLine(ctx context.Context, msg, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}

@@ -55,8 +55,7 @@ func eventuallyGetAnswersText(ctx context.Context, path string, status int, text
 }
 
 func provisionDevice(ctx context.Context, alias, appName string) error {
-	st := scenarioOf(ctx)
-	a, err := st.app(appName)
+	st, a, err := appOf(ctx, appName)
 	if err != nil {
 		return err
 	}
@@ -116,8 +115,7 @@ func answerIsProvisionedDevice(ctx context.Context, alias, deviceType string) er
 }
 
 func differentUUIDs(ctx context.Context, a, b string) error {
-	st := scenarioOf(ctx)
-	da, err := st.device(a)
+	st, da, err := deviceOf(ctx, a)
 	if err != nil {
 		return err
 	}
@@ -224,8 +222,7 @@ func (st *scenario) getDevice(e *httpexpect.Expect, d *deviceState) *httpexpect.
 }
 
 func showsDevice(ctx context.Context, alias string, t *godog.Table) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -238,8 +235,7 @@ func showsDevice(ctx context.Context, alias string, t *godog.Table) error {
 }
 
 func eventuallyShowsDevice(ctx context.Context, alias string, t *godog.Table) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -270,8 +266,7 @@ func answerIsDevice(ctx context.Context, alias string, t *godog.Table) error {
 }
 
 func deviceHasContractFields(ctx context.Context, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -311,8 +306,7 @@ func (st *scenario) put(d *deviceState, body any) {
 }
 
 func reportFor(ctx context.Context, alias string, doc *godog.DocString) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -325,8 +319,7 @@ func reportFor(ctx context.Context, alias string, doc *godog.DocString) error {
 }
 
 func reportTarget(ctx context.Context, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}

@@ -163,8 +163,7 @@ func appOfOtherGateway(ctx context.Context, name string) error {
 }
 
 func pushFiles(ctx context.Context, release, appName string, t *godog.Table) error {
-	st := scenarioOf(ctx)
-	a, err := st.app(appName)
+	st, a, err := appOf(ctx, appName)
 	if err != nil {
 		return err
 	}
