@@ -303,6 +303,16 @@ func deviceOf(ctx context.Context, alias string) (*scenario, *deviceState, error
 	return st, d, err
 }
 
+// releaseOf is the scenario of ctx and its release of app appName.
+func releaseOf(ctx context.Context, release, appName string) (*scenario, *releaseState, error) {
+	st := scenarioOf(ctx)
+	r, err := st.release(release)
+	if err == nil && r.app.name != appName {
+		err = fmt.Errorf("release %s belongs to app %s, not %s", release, r.app.name, appName)
+	}
+	return st, r, err
+}
+
 // appOf is the scenario of ctx and its app name.
 func appOf(ctx context.Context, name string) (*scenario, *appState, error) {
 	st := scenarioOf(ctx)
