@@ -313,6 +313,17 @@ func releaseOf(ctx context.Context, release, appName string) (*scenario, *releas
 	return st, r, err
 }
 
+// deviceAndAppOf is the scenario of ctx, its device alias and its app
+// appName.
+func deviceAndAppOf(ctx context.Context, alias, appName string) (*scenario, *deviceState, *appState, error) {
+	st, d, err := deviceOf(ctx, alias)
+	if err != nil {
+		return st, d, nil, err
+	}
+	a, err := st.app(appName)
+	return st, d, a, err
+}
+
 // appOf is the scenario of ctx and its app name.
 func appOf(ctx context.Context, name string) (*scenario, *appState, error) {
 	st := scenarioOf(ctx)

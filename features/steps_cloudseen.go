@@ -19,11 +19,7 @@ import (
 // lines it received, and every request it was sent.
 
 func cloudHasDevice(ctx context.Context, alias, appName, deviceType string) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	a, err := st.app(appName)
+	st, d, a, err := deviceAndAppOf(ctx, alias, appName)
 	if err != nil {
 		return err
 	}

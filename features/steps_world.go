@@ -192,11 +192,7 @@ func deleteCloudDevice(ctx context.Context, alias string) error {
 }
 
 func moveToOther(ctx context.Context, alias, appName string) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	a, err := st.app(appName)
+	st, d, a, err := deviceAndAppOf(ctx, alias, appName)
 	if err != nil {
 		return err
 	}
@@ -207,11 +203,7 @@ func moveToOther(ctx context.Context, alias, appName string) error {
 }
 
 func moveBack(ctx context.Context, alias, appName string) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	a, err := st.app(appName)
+	st, d, a, err := deviceAndAppOf(ctx, alias, appName)
 	if err != nil {
 		return err
 	}
