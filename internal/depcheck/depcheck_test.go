@@ -59,8 +59,9 @@ var (
 )
 
 // testSupport are the packages that only test files import: the shared
-// test helpers and the browser driver of the page tests.
-var testSupport = []string{"internal/testkit", "internal/browsertest"}
+// test helpers, the metrics checks and the browser driver of the page
+// tests.
+var testSupport = []string{"internal/testkit", "internal/promreg/promtest", "internal/browsertest"}
 
 // check returns one message per import that breaks the rules, for the
 // packages' own (non-test) imports.
