@@ -19,8 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/depharness/depharness/internal/promreg/promtest"
 )
 
 // promServer is a real Prometheus server (the Debian package's binary) run
@@ -262,39 +261,7 @@ func promtoolCheckMetrics(body []byte) (string, error) {
 // A family that is absent sums to 0.
 func metricSum(t testing.TB, url, name string, match map[string]string) float64 {
 	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(fetchMetrics(t, url)))
-	if err != nil {
-		t.Fatalf("parse %s: %v", url, err)
-	}
-	fam, ok := fams[name]
-	if !ok {
-		return 0
-	}
-	var sum float64
-next:
-	for _, m := range fam.GetMetric() {
-		have := map[string]string{}
-		for _, lp := range m.GetLabel() {
-			have[lp.GetName()] = lp.GetValue()
-		}
-		for k, v := range match {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			sum += m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			sum += m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			sum += float64(m.GetHistogram().GetSampleCount())
-		case m.Untyped != nil:
-			sum += m.GetUntyped().GetValue()
-		}
-	}
-	return sum
+	return promtest.Sum(promtest.Parse(t, bytes.NewReader(fetchMetrics(t, url))), name, match)
 }
 
 // MetricNames returns the names of every series Prometheus holds.

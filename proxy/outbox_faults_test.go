@@ -20,12 +20,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/depharness/depharness/api"
 	cloudapi "github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/promreg/promtest"
 	"github.com/depharness/depharness/proxy"
 	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/sim/client"
@@ -110,22 +108,7 @@ func (w *faultWorld) metric(name string, match map[string]string) float64 {
 	w.t.Helper()
 	rec := httptest.NewRecorder()
 	w.p.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(rec.Body)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	var sum float64
-next:
-	for _, m := range fams[name].GetMetric() {
-		for _, lp := range m.GetLabel() {
-			if v, ok := match[lp.GetName()]; ok && v != lp.GetValue() {
-				continue next
-			}
-		}
-		sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-	}
-	return sum
+	return promtest.Sum(promtest.Parse(w.t, rec.Body), name, match)
 }
 
 // await polls cond until it holds or d passes.

@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/depharness/depharness/internal/promreg/promtest"
 	"github.com/depharness/depharness/internal/testkit"
 )
 
@@ -503,13 +504,7 @@ func TestMetricsCountRequestsAndBlobBytesAndLintClean(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	problems, err := testutil.GatherAndLint(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
+	promtest.CheckHygiene(t, reg)
 	m := f.srv.metrics
 	if got := testutil.ToFloat64(m.Requests.WithLabelValues("manifest", "GET", "503")); got != 1 {
 		t.Errorf("failed manifest GETs: got %v, want 1", got)

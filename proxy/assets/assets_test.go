@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/depharness/depharness/internal/promreg/promtest"
 	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/violation"
 )
@@ -132,9 +133,7 @@ func TestEnsureBuildsTheTarOnceAndThenHitsTheCache(t *testing.T) {
 	if got := testutil.ToFloat64(c.metrics.pullBytes); got <= 0 {
 		t.Errorf("image pull bytes: got %v, want > 0", got)
 	}
-	if probs, err := testutil.GatherAndLint(reg); err != nil || len(probs) > 0 {
-		t.Errorf("metrics lint: got %v %v, want no problems", probs, err)
-	}
+	promtest.CheckHygiene(t, reg)
 	if got := dirFiles(t, filepath.Join(c.opts.Dir, "7")); !slices.Equal(got, []string{commit + ".tar", commit + ".tar.sha256"}) {
 		t.Errorf("files in the app folder: got %q, want the tar and its checksum", got)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/promreg/promtest"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -111,9 +112,7 @@ func TestUpdateHook200AcknowledgesTheTarget(t *testing.T) {
 	}
 	atLeast(t, "a new target after a 200", gaps(got), ri)
 	w.awaitSettled("d1")
-	if problems, err := testutil.GatherAndLint(r.reg); err != nil || len(problems) > 0 {
-		t.Fatalf("lint: %v %+v", err, problems)
-	}
+	promtest.CheckHygiene(t, r.reg)
 	if c := testutil.ToFloat64(r.d.metrics.deliveries.WithLabelValues(string(KindUpdate), OutcomeOK)); c < 3 {
 		t.Fatalf("got %v ok update deliveries counted, want at least 3", c)
 	}

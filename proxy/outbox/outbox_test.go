@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/promreg/promtest"
 	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
@@ -475,11 +476,5 @@ func TestMetricsLintClean(t *testing.T) {
 	e.logLine("dev-a", "m")
 	e.run()
 	testkit.Eventually(t, "delivery", func() bool { return len(e.cloud.Patches()) == 1 && len(e.cloud.LogMessages()) == 1 })
-	problems, err := testutil.GatherAndLint(e.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
+	promtest.CheckHygiene(t, e.reg)
 }

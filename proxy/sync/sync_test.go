@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/promreg/promtest"
 	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
@@ -292,9 +293,7 @@ func TestPollAppliesTheTargetAndLooksUpUnknownDevices(t *testing.T) {
 	if got := testutil.ToFloat64(f.s.metrics.polls.WithLabelValues(OutcomeNotModified)); got != 1 {
 		t.Fatalf("got %v not-modified polls, want 1", got)
 	}
-	if problems, err := testutil.GatherAndLint(f.reg); err != nil || len(problems) > 0 {
-		t.Fatalf("lint: %v %+v", err, problems)
-	}
+	promtest.CheckHygiene(t, f.reg)
 }
 
 func TestAnUnknownDeviceTheCloudDoesNotKnowIsSkippedAndRetried(t *testing.T) {

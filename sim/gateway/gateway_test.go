@@ -22,6 +22,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/promreg/promtest"
 	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
@@ -609,13 +610,7 @@ func TestMetricsAreLintClean(t *testing.T) {
 	w := start(t, setup{profile: quickProfile(2)})
 	w.hook(http.MethodPut, "/v1/devices/"+w.gw.UUIDs()[0], target("c1"))
 	testkit.Eventually(t, "one device converged", func() bool { return w.gw.Stats().Converged == 1 })
-	problems, err := testutil.GatherAndLint(w.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
+	promtest.CheckHygiene(t, w.reg)
 	want := `
 # HELP depharness_gateway_converged_devices Managed devices whose reported state equals their latest target.
 # TYPE depharness_gateway_converged_devices gauge
@@ -669,36 +664,10 @@ func TestEveryLabelledCounterStartsAtZero(t *testing.T) {
 		"depharness_gateway_errors_total":         {{"op": "provision"}, {"op": "download"}, {"op": "flash"}, {"op": "report"}, {"op": "log"}, {"op": "adopt"}},
 		"depharness_gateway_hooks_received_total": {{"kind": "update", "answer": "200"}, {"kind": "update", "answer": "202"}, {"kind": "restart", "answer": "200"}, {"kind": "delete", "answer": "200"}},
 	} {
-		mfs, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
 		for _, want := range labels {
-			if !hasZeroSeries(mfs, name, want) {
+			if s := promtest.Series(promtest.Gather(t, reg), name, want); len(s) != 1 || s[0].GetCounter().GetValue() != 0 {
 				t.Errorf("%s%v: no series at 0 before any event, want one", name, want)
 			}
 		}
 	}
-}
-
-func hasZeroSeries(mfs []*dto.MetricFamily, name string, want map[string]string) bool {
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			got := map[string]string{}
-			for _, l := range m.GetLabel() {
-				got[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if got[k] != v {
-					continue metrics
-				}
-			}
-			return m.GetCounter().GetValue() == 0
-		}
-	}
-	return false
 }
