@@ -20,6 +20,16 @@ import (
 func tarEntries(t testing.TB, b []byte) []string {
 	t.Helper()
 	var out []string
+	for _, h := range tarHeaders(t, b) {
+		out = append(out, h.Name+" "+string(h.Typeflag))
+	}
+	return out
+}
+
+// tarHeaders are the headers of an uncompressed tar, in order.
+func tarHeaders(t testing.TB, b []byte) []*tar.Header {
+	t.Helper()
+	var out []*tar.Header
 	tr := tar.NewReader(bytes.NewReader(b))
 	for {
 		h, err := tr.Next()
@@ -29,7 +39,7 @@ func tarEntries(t testing.TB, b []byte) []string {
 		if err != nil {
 			t.Fatalf("reading tar: %v", err)
 		}
-		out = append(out, h.Name+" "+string(h.Typeflag))
+		out = append(out, h)
 	}
 }
 

@@ -43,15 +43,7 @@ func layerEntries(t testing.TB, l Layer) []layerEntry {
 		t.Fatalf("Tar of a generated layer: %v", err)
 	}
 	var out []layerEntry
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("reading a generated layer: %v", err)
-		}
+	for _, h := range tarHeaders(t, b) {
 		rel, ok := rawAssetPath(h.Name)
 		if !ok {
 			continue
@@ -71,6 +63,7 @@ func layerEntries(t testing.TB, l Layer) []layerEntry {
 			out = append(out, layerEntry{rel, 'f'})
 		}
 	}
+	return out
 }
 
 // ggcrResurrects reports whether the image has the corner on which ggcr's

@@ -294,14 +294,7 @@ func TestFaultsLeavePushesAlone(t *testing.T) {
 func TestCorruptNextServesABlobThatFailsItsDigestOnce(t *testing.T) {
 	f := newFixture(t, Options{Seed: 42})
 	ref, _ := f.build(t, "apps/1", releaseLayers()...)
-	img, err := pullImage(t, ref, noRetry()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
+	layers := pullLayers(t, ref, noRetry()...)
 	f.srv.CorruptNext(1)
 	if err := readLayer(layers[0]); err == nil || !strings.Contains(err.Error(), "error verifying sha256 checksum") {
 		t.Fatalf("corrupt blob: got error %v, want a sha256 verification error", err)
@@ -314,14 +307,7 @@ func TestCorruptNextServesABlobThatFailsItsDigestOnce(t *testing.T) {
 func TestCorruptDigestUntilUncorrupt(t *testing.T) {
 	f := newFixture(t, Options{Seed: 7})
 	ref, _ := f.build(t, "apps/1", releaseLayers()...)
-	img, err := pullImage(t, ref, noRetry()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
+	layers := pullLayers(t, ref, noRetry()...)
 	d, err := layers[1].Digest()
 	if err != nil {
 		t.Fatal(err)
@@ -348,6 +334,20 @@ func TestCorruptDigestUntilUncorrupt(t *testing.T) {
 			}
 		}
 	}
+}
+
+// pullLayers pulls ref and returns its layers.
+func pullLayers(t testing.TB, ref string, opts ...remote.Option) []v1.Layer {
+	t.Helper()
+	img, err := pullImage(t, ref, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return layers
 }
 
 func readLayer(l v1.Layer) error {
@@ -400,12 +400,10 @@ func TestThrottleSlowsBlobsAndUnthrottleRestoresThem(t *testing.T) {
 	content := make([]byte, 48<<10)
 	rand.New(rand.NewSource(1)).Read(content)
 	ref, _ := f.build(t, "apps/1", Layer{Files: map[string][]byte{"big.bin": content}})
-	img, err := pullImage(t, ref)
+	d, err := pullLayers(t, ref)[0].Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, _ := img.Layers()
-	d, _ := ls[0].Digest()
 
 	const rate = 256 << 10 // bytes per second
 	f.srv.Throttle(rate)
@@ -450,12 +448,10 @@ func TestUnthrottleReleasesATransferUnderWay(t *testing.T) {
 	content := make([]byte, 64<<10)
 	rand.New(rand.NewSource(2)).Read(content)
 	ref, _ := f.build(t, "apps/1", Layer{Files: map[string][]byte{"big.bin": content}})
-	img, err := pullImage(t, ref)
+	d, err := pullLayers(t, ref)[0].Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, _ := img.Layers()
-	d, _ := ls[0].Digest()
 
 	// At 1 KiB/s the blob would take about a minute; Unthrottle as soon as
 	// the transfer has started must let it finish within the test's
