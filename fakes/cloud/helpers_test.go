@@ -63,6 +63,22 @@ func (c *testCloud) fixture(t testing.TB) fixture {
 	return fixture{gw: gw, app: a}
 }
 
+// statusOf sends req in the background; the channel gets the answer's
+// status, or -1 if there is none.
+func statusOf(req *http.Request) <-chan int {
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- -1
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	return done
+}
+
 // response is a protocol answer.
 type response struct {
 	status int
