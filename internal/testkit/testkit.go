@@ -1,6 +1,7 @@
 // Package testkit holds the helpers the module's tests share: a component's
 // Run(ctx) for a test's duration, stopped and checked at its end, polling
-// until a condition holds, and logs that go to the test's log.
+// until a condition holds, logs that go to the test's log, and the members
+// of a tar.
 //
 // It is for tests only: only _test.go files import it (internal/depcheck
 // enforces this). It imports only the standard library.
