@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +15,7 @@ import (
 	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/client"
 )
 
@@ -245,24 +244,7 @@ func assetFiles(t testing.TB, sup *client.Client, appID int64, commit string) ma
 		t.Fatalf("GET assets of %.7s: %v", commit, err)
 	}
 	defer a.Close()
-	files := map[string][]byte{}
-	tr := tar.NewReader(a)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return files
-		}
-		if err != nil {
-			t.Fatalf("assets tar of %.7s: %v", commit, err)
-		}
-		if h.Typeflag == tar.TypeReg {
-			b, err := io.ReadAll(tr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			files[h.Name] = b
-		}
-	}
+	return testkit.TarFiles(t, a)
 }
 
 // TestFailingAndCorruptRegistryPullsAreRetriedAndNeverServed arms the

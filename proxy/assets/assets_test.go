@@ -82,8 +82,7 @@ func dirFiles(t testing.TB, dir string) []string {
 }
 
 func TestEnsureBuildsTheTarOnceAndThenHitsTheCache(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/one", sampleImage(t))
+	r, ref := registryWithSample(t, "app/one")
 	c, reg := newCache(t, Options{})
 
 	if c.Has(7, commit) {
@@ -214,8 +213,7 @@ func TestEnsureFailsOnCorruptTransfersAndLeavesNoTar(t *testing.T) {
 }
 
 func TestEnsureRetriesRegistryFaults(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/flaky", sampleImage(t))
+	r, ref := registryWithSample(t, "app/flaky")
 	r.failNext.Store(2)
 	c, _ := newCache(t, Options{Retry: Retry{Attempts: 3, Min: time.Millisecond}})
 
@@ -234,8 +232,7 @@ func TestEnsureRetriesRegistryFaults(t *testing.T) {
 }
 
 func TestEnsureGivesUpAfterTheLastAttempt(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/down", sampleImage(t))
+	r, ref := registryWithSample(t, "app/down")
 	r.failNext.Store(100)
 	c, _ := newCache(t, Options{Retry: Retry{Attempts: 3, Min: time.Millisecond}})
 
@@ -248,8 +245,7 @@ func TestEnsureGivesUpAfterTheLastAttempt(t *testing.T) {
 }
 
 func TestEnsureAbandonsAStalledTransferAndRetries(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/stall", sampleImage(t))
+	r, ref := registryWithSample(t, "app/stall")
 	release := r.hold() // the registry accepts the manifest request and says nothing
 	t.Cleanup(release)
 	c, _ := newCache(t, Options{StallTimeout: 50 * time.Millisecond, Retry: Retry{Attempts: 2, Min: time.Millisecond}})
@@ -283,8 +279,7 @@ func TestEnsureKeepsASlowTransferThatMakesProgress(t *testing.T) {
 }
 
 func TestEnsureDoesNotRetryAMissingImage(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/exists", sampleImage(t))
+	r, ref := registryWithSample(t, "app/exists")
 	missing := ref[:strings.LastIndex(ref, ":")+1] + strings.Repeat("0", 64)
 	c, _ := newCache(t, Options{})
 
@@ -334,8 +329,7 @@ func TestEnsureEnforcesMaxBytes(t *testing.T) {
 }
 
 func TestEnsureConcurrentCallsBuildOnce(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/popular", sampleImage(t))
+	r, ref := registryWithSample(t, "app/popular")
 	c, _ := newCache(t, Options{})
 	release := r.hold()
 	t.Cleanup(release)
@@ -362,8 +356,7 @@ func TestEnsureConcurrentCallsBuildOnce(t *testing.T) {
 }
 
 func TestEnsureReturnsWhenTheCallerGivesUpAndTheBuildGoesOn(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/slow", sampleImage(t))
+	r, ref := registryWithSample(t, "app/slow")
 	c, _ := newCache(t, Options{})
 	release := r.hold()
 	t.Cleanup(release)
@@ -381,8 +374,7 @@ func TestEnsureReturnsWhenTheCallerGivesUpAndTheBuildGoesOn(t *testing.T) {
 }
 
 func TestCloseAbortsBuildsAndRefusesNewOnes(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/closing", sampleImage(t))
+	r, ref := registryWithSample(t, "app/closing")
 	c, _ := newCache(t, Options{})
 	release := r.hold()
 	t.Cleanup(release)
@@ -477,8 +469,7 @@ func serveHandler(t testing.TB, c *Cache, image string) http.Handler {
 }
 
 func TestServe(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/serve", sampleImage(t))
+	r, ref := registryWithSample(t, "app/serve")
 	c, _ := newCache(t, Options{})
 	srv := httptest.NewServer(serveHandler(t, c, ref))
 	t.Cleanup(srv.Close)
@@ -563,8 +554,7 @@ func TestServe(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func TestServeRebuildsAMissingTar(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/rebuild", sampleImage(t))
+	r, ref := registryWithSample(t, "app/rebuild")
 	c, _ := newCache(t, Options{})
 	if err := c.Ensure(context.Background(), 1, commit, ref); err != nil {
 		t.Fatal(err)
@@ -591,8 +581,7 @@ func TestServeRebuildsAMissingTar(t *testing.T) {
 }
 
 func TestServeRecomputesAMissingChecksum(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/sum", sampleImage(t))
+	r, ref := registryWithSample(t, "app/sum")
 	c, _ := newCache(t, Options{})
 	serve := func() string {
 		rec := httptest.NewRecorder()
@@ -617,8 +606,7 @@ func TestServeRecomputesAMissingChecksum(t *testing.T) {
 }
 
 func TestServeConcurrentFirstRequestsBuildOnce(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/first", sampleImage(t))
+	r, ref := registryWithSample(t, "app/first")
 	c, _ := newCache(t, Options{})
 	srv := httptest.NewServer(serveHandler(t, c, ref))
 	t.Cleanup(srv.Close)
@@ -657,8 +645,7 @@ func TestServeWritesNothingWhenTheTarCannotBeBuilt(t *testing.T) {
 }
 
 func TestViolations(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/violations", sampleImage(t))
+	_, ref := registryWithSample(t, "app/violations")
 	tests := []struct {
 		violation string
 		check     func(t *testing.T, rec *httptest.ResponseRecorder)
@@ -750,8 +737,7 @@ func TestPlainHTTPRegistries(t *testing.T) {
 }
 
 func TestServeAnEmptySuffixRangeIsUnsatisfiable(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/suffix", sampleImage(t))
+	_, ref := registryWithSample(t, "app/suffix")
 	c, _ := newCache(t, Options{})
 	srv := httptest.NewServer(serveHandler(t, c, ref))
 	t.Cleanup(srv.Close)

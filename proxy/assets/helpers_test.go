@@ -3,7 +3,6 @@ package assets
 import (
 	"archive/tar"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -122,17 +121,9 @@ func member(h *tar.Header, body []byte) string {
 // malformed tar or a name that appears twice.
 func readTar(t testing.TB, r io.Reader) []string {
 	t.Helper()
-	tr := tar.NewReader(r)
 	got := []string{}
 	seen := map[string]bool{}
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("reading output tar: %v", err)
-		}
+	for h, tr := range testkit.TarMembers(t, r) {
 		if seen[h.Name] {
 			t.Errorf("member %q appears twice", h.Name)
 		}
@@ -300,6 +291,14 @@ func (r *testRegistry) corruptBlob(h v1.Hash) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.corrupt[h.String()] = true
+}
+
+// registryWithSample is a test registry holding sampleImage at repo, and
+// the image's reference.
+func registryWithSample(t testing.TB, repo string) (*testRegistry, string) {
+	t.Helper()
+	r := newTestRegistry(t)
+	return r, r.push(t, repo, sampleImage(t))
 }
 
 func (r *testRegistry) hold() (release func()) {
