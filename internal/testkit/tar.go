@@ -8,24 +8,40 @@ import (
 	"testing"
 )
 
-// TarMembers yields the members of the tar stream r in order, each header
-// with a reader of its body (valid until the next member); it fails the
-// test (t.Fatalf) on a malformed tar.
+// WalkTar calls f with each member of the tar stream r, in order: its
+// header and a reader of its body (valid until f returns). It returns the
+// first error of f or of reading the tar.
+func WalkTar(r io.Reader, f func(h *tar.Header, body io.Reader) error) error {
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := f(h, tr); err != nil {
+			return err
+		}
+	}
+}
+
+var errStopped = errors.New("stopped")
+
+// TarMembers yields the members of the tar stream r as WalkTar gives them;
+// it fails the test (t.Fatalf) on a malformed tar.
 func TarMembers(t testing.TB, r io.Reader) iter.Seq2[*tar.Header, io.Reader] {
 	return func(yield func(*tar.Header, io.Reader) bool) {
 		t.Helper()
-		tr := tar.NewReader(r)
-		for {
-			h, err := tr.Next()
-			if errors.Is(err, io.EOF) {
-				return
+		err := WalkTar(r, func(h *tar.Header, body io.Reader) error {
+			if !yield(h, body) {
+				return errStopped
 			}
-			if err != nil {
-				t.Fatalf("reading a tar: %v", err)
-			}
-			if !yield(h, tr) {
-				return
-			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStopped) {
+			t.Fatalf("reading a tar: %v", err)
 		}
 	}
 }

@@ -1,12 +1,9 @@
 package testkit
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"runtime"
 	"strings"
@@ -124,41 +121,5 @@ func TestLoggerWritesRecordsAtItsLevelToTheTestLog(t *testing.T) {
 	log.Warn("loud", "n", 1)
 	if m := rec.messages(); !strings.Contains(m, "msg=loud n=1") || strings.Contains(m, "quiet") || strings.HasSuffix(m, "\n") {
 		t.Errorf("test log %q, want the warning alone, without a trailing newline", m)
-	}
-}
-
-func TestTarMembersAndTarFilesReadAStreamAndFailOnAMalformedOne(t *testing.T) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, m := range []struct {
-		name, body string
-		typ        byte
-	}{{"d/", "", tar.TypeDir}, {"d/a", "alpha", tar.TypeReg}, {"d/l", "", tar.TypeSymlink}, {"b", "beta", tar.TypeReg}} {
-		if err := tw.WriteHeader(&tar.Header{Name: m.name, Typeflag: m.typ, Size: int64(len(m.body)), Mode: 0o644, Linkname: "a"}); err != nil {
-			t.Fatal(err)
-		}
-		io.WriteString(tw, m.body)
-	}
-	tw.Close()
-	var names []string
-	for h := range TarMembers(t, bytes.NewReader(buf.Bytes())) {
-		names = append(names, h.Name)
-	}
-	if got := strings.Join(names, " "); got != "d/ d/a d/l b" {
-		t.Errorf("members: got %q, want every member in order", got)
-	}
-	files := TarFiles(t, bytes.NewReader(buf.Bytes()))
-	if len(files) != 2 || string(files["d/a"]) != "alpha" || string(files["b"]) != "beta" {
-		t.Errorf("files: got %q, want the two regular files", files)
-	}
-	rec := &recorder{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		TarFiles(rec, bytes.NewReader(buf.Bytes()[:700]))
-	}()
-	<-done
-	if m := rec.messages(); !strings.Contains(m, "reading a tar") {
-		t.Errorf("a cut tar: reported %q, want a failure", m)
 	}
 }
