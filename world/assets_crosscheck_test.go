@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -36,30 +35,26 @@ func tarFiles(r io.Reader) (map[string][]byte, error) {
 	files := map[string][]byte{}
 	nondirs := map[string]bool{}
 	seen := map[string]bool{}
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
+	err := testkit.WalkTar(r, func(h *tar.Header, body io.Reader) error {
 		name := strings.TrimSuffix(h.Name, "/")
 		if seen[name] {
-			return nil, fmt.Errorf("member %q appears twice", name)
+			return fmt.Errorf("member %q appears twice", name)
 		}
 		seen[name] = true
 		if h.Typeflag != tar.TypeDir {
 			nondirs[name] = true
 		}
 		if h.Typeflag == tar.TypeReg {
-			b, err := io.ReadAll(tr)
+			b, err := io.ReadAll(body)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			files[name] = b
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	for name := range seen {
 		for a := path.Dir(name); a != "."; a = path.Dir(a) {

@@ -95,25 +95,19 @@ func extractAssets(t testing.TB, img v1.Image) (map[string][]byte, error) {
 	rc := mutate.Extract(img)
 	defer rc.Close()
 	out := map[string][]byte{}
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	err := testkit.WalkTar(rc, func(h *tar.Header, body io.Reader) error {
 		rel, ok := strings.CutPrefix(strings.TrimLeft(h.Name, "/"), "assets/")
 		if !ok || h.Typeflag != tar.TypeReg {
-			continue
+			return nil
 		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			return nil, err
-		}
+		b, err := io.ReadAll(body)
 		out[rel] = b
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 // releaseLayers are three layers exercising overwrite, whiteouts, an opaque
