@@ -18,10 +18,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 )
 
@@ -69,6 +69,8 @@ type Options struct {
 	// Violations is the proxy's DEPHARNESS_VIOLATIONS: empty in a real run;
 	// the battery's own tests set one to see it caught.
 	Violations string
+
+	progress *log.Logger // writes to Out; set by defaults
 }
 
 // The proxy's settings during the battery: short enough that a run is
@@ -137,20 +139,10 @@ func (o *Options) defaults() error {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
-	o.Out = &lockedWriter{w: o.Out}
+	// The battery's goroutines print through one logger, which writes each
+	// line whole.
+	o.progress = log.New(o.Out, "", 0)
 	return os.MkdirAll(filepath.Join(o.Dir, "data"), 0o755)
-}
-
-// lockedWriter serialises the progress lines of the battery's goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // Figures are what a run measured.
@@ -285,7 +277,7 @@ func Run(ctx context.Context, opts Options) (*Figures, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(opts.Out, "chaos: seed %d, %d devices, %d kills, %d outages, %d connections\n",
+	opts.progress.Printf("chaos: seed %d, %d devices, %d kills, %d outages, %d connections\n",
 		opts.Seed, opts.Devices, opts.Kills, opts.Outages, opts.Conns)
 	b, err := newBattery(ctx, opts)
 	if err != nil {
