@@ -1,0 +1,40 @@
+package testkit
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestNewRequestAndDoSendTheHeadersAndReadTheWholeAnswer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusTeapot)
+		io.WriteString(w, r.Method+" "+r.Header.Get("X-A")+" "+r.Header.Get("X-B")+" "+string(b))
+	}))
+	t.Cleanup(srv.Close)
+	req := NewRequest(t, "PUT", srv.URL, strings.NewReader("body"), "X-A", "1", "X-B", "2")
+	resp, b := Do(t, srv.Client(), req)
+	if resp.StatusCode != http.StatusTeapot || string(b) != "PUT 1 2 body" {
+		t.Errorf("got %d %q, want 418 %q", resp.StatusCode, b, "PUT 1 2 body")
+	}
+	rec := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		NewRequest(rec, "BAD METHOD", srv.URL, nil)
+	}()
+	<-done
+	srv.Close()
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		Do(rec, nil, NewRequest(t, "GET", srv.URL, nil))
+	}()
+	<-done
+	if m := rec.messages(); strings.Count(m, "\n") != 1 || !strings.Contains(m, "BAD METHOD") || !strings.Contains(m, "GET "+srv.URL) {
+		t.Errorf("reported %q, want the bad method and the refused GET", m)
+	}
+}
