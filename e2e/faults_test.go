@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -223,12 +222,7 @@ func registryControl(t testing.TB, reg *service, method, path, body string) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("registry control %s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := testkit.Do(t, nil, req)
 	if resp.StatusCode/100 != 2 {
 		t.Fatalf("registry control %s %s: got %s %s, want 2xx", method, path, resp.Status, b)
 	}

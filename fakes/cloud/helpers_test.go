@@ -101,15 +101,7 @@ func (c *testCloud) call(t testing.TB, method, path, key string, body io.Reader,
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, path, err)
-	}
+	resp, b := testkit.Do(t, nil, req)
 	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}
 }
 

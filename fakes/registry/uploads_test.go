@@ -15,25 +15,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 // do sends one request to the fixture's registry with an optional
 // Authorization header and returns the answer, body read.
 func (f *fixture) do(t *testing.T, method, path, auth string, body io.Reader) (*http.Response, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, f.http.URL+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := testkit.NewRequest(t, method, f.http.URL+path, body)
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	resp, err := f.http.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := testkit.Do(t, f.http.Client(), req)
 	return resp, string(b)
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -476,23 +475,11 @@ func TestServe(t *testing.T) {
 
 	get := func(t *testing.T, hdr map[string]string) (*http.Response, []byte) {
 		t.Helper()
-		req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		req := testkit.NewRequest(t, http.MethodGet, srv.URL, nil)
 		for k, v := range hdr {
 			req.Header.Set(k, v)
 		}
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp, b
+		return testkit.Do(t, srv.Client(), req)
 	}
 
 	resp, whole := get(t, nil)
@@ -743,23 +730,7 @@ func TestServeAnEmptySuffixRangeIsUnsatisfiable(t *testing.T) {
 	t.Cleanup(srv.Close)
 	get := func(t *testing.T, hdr ...string) (*http.Response, []byte) {
 		t.Helper()
-		req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i+1 < len(hdr); i += 2 {
-			req.Header.Set(hdr[i], hdr[i+1])
-		}
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp, b
+		return testkit.Do(t, srv.Client(), testkit.NewRequest(t, http.MethodGet, srv.URL, nil, hdr...))
 	}
 	_, whole := get(t)
 	size := itoa(len(whole))
