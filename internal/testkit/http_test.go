@@ -3,18 +3,16 @@ package testkit
 import (
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 )
 
 func TestNewRequestAndDoSendTheHeadersAndReadTheWholeAnswer(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := Server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		w.WriteHeader(http.StatusTeapot)
 		io.WriteString(w, r.Method+" "+r.Header.Get("X-A")+" "+r.Header.Get("X-B")+" "+string(b))
 	}))
-	t.Cleanup(srv.Close)
 	req := NewRequest(t, "PUT", srv.URL, strings.NewReader("body"), "X-A", "1", "X-B", "2")
 	resp, b := Do(t, srv.Client(), req)
 	if resp.StatusCode != http.StatusTeapot || string(b) != "PUT 1 2 body" {
@@ -36,5 +34,20 @@ func TestNewRequestAndDoSendTheHeadersAndReadTheWholeAnswer(t *testing.T) {
 	<-done
 	if m := rec.messages(); strings.Count(m, "\n") != 1 || !strings.Contains(m, "BAD METHOD") || !strings.Contains(m, "GET "+srv.URL) {
 		t.Errorf("reported %q, want the bad method and the refused GET", m)
+	}
+}
+
+func TestServerIsClosedWhenTheTestEnds(t *testing.T) {
+	var url string
+	t.Run("serving", func(t *testing.T) {
+		srv := Server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		url = srv.URL
+		if resp, _ := Do(t, nil, NewRequest(t, "GET", url, nil)); resp.StatusCode != http.StatusOK {
+			t.Errorf("GET: got %d, want 200", resp.StatusCode)
+		}
+	})
+	if resp, err := http.Get(url); err == nil {
+		resp.Body.Close()
+		t.Error("the server still answers after its test ended")
 	}
 }
