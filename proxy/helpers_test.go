@@ -4,7 +4,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	"github.com/depharness/depharness/fakes/cloud"
@@ -30,8 +29,7 @@ func newTestCloud(t *testing.T) *testCloud {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs := httptest.NewServer(cl)
-	t.Cleanup(cs.Close)
+	cs := testkit.Server(t, cl)
 	gw, err := cl.CreateGateway(cloud.GatewaySpec{})
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -39,8 +38,7 @@ func newTestCloud(t testing.TB, opts Options) *testCloud {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ts := httptest.NewServer(s)
-	t.Cleanup(ts.Close)
+	ts := testkit.Server(t, s)
 	return &testCloud{Server: s, url: ts.URL, reg: reg}
 }
 

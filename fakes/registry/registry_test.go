@@ -51,8 +51,7 @@ func newFixture(t testing.TB, opts Options) *fixture {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
-	hs := httptest.NewServer(srv)
-	t.Cleanup(hs.Close)
+	hs := testkit.Server(t, srv)
 	host := strings.TrimPrefix(hs.URL, "http://")
 	return &fixture{srv: srv, http: hs, host: host, builder: NewBuilder(BuilderOptions{Registry: host})}
 }

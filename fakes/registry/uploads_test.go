@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
@@ -36,8 +35,7 @@ func TestTheAdminTokenGuardsPushesAndTheControlAPI(t *testing.T) {
 	f := newFixture(t, Options{AdminToken: token})
 	mux := http.NewServeMux()
 	mux.Handle("/control/v1/", http.StripPrefix("/control/v1", f.srv.ControlHandler()))
-	ctl := httptest.NewServer(mux)
-	t.Cleanup(ctl.Close)
+	ctl := testkit.Server(t, mux)
 	control := func(auth string) int {
 		req, _ := http.NewRequest(http.MethodPut, ctl.URL+"/control/v1/throttle", strings.NewReader(`{"bytesPerSec":1000}`))
 		if auth != "" {

@@ -470,8 +470,7 @@ func serveHandler(t testing.TB, c *Cache, image string) http.Handler {
 func TestServe(t *testing.T) {
 	r, ref := registryWithSample(t, "app/serve")
 	c, _ := newCache(t, Options{})
-	srv := httptest.NewServer(serveHandler(t, c, ref))
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, serveHandler(t, c, ref))
 
 	get := func(t *testing.T, hdr map[string]string) (*http.Response, []byte) {
 		t.Helper()
@@ -595,8 +594,7 @@ func TestServeRecomputesAMissingChecksum(t *testing.T) {
 func TestServeConcurrentFirstRequestsBuildOnce(t *testing.T) {
 	r, ref := registryWithSample(t, "app/first")
 	c, _ := newCache(t, Options{})
-	srv := httptest.NewServer(serveHandler(t, c, ref))
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, serveHandler(t, c, ref))
 
 	var wg sync.WaitGroup
 	for range 8 {
@@ -726,8 +724,7 @@ func TestPlainHTTPRegistries(t *testing.T) {
 func TestServeAnEmptySuffixRangeIsUnsatisfiable(t *testing.T) {
 	_, ref := registryWithSample(t, "app/suffix")
 	c, _ := newCache(t, Options{})
-	srv := httptest.NewServer(serveHandler(t, c, ref))
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, serveHandler(t, c, ref))
 	get := func(t *testing.T, hdr ...string) (*http.Response, []byte) {
 		t.Helper()
 		return testkit.Do(t, srv.Client(), testkit.NewRequest(t, http.MethodGet, srv.URL, nil, hdr...))

@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,8 +91,7 @@ func servedTar(t *testing.T, layers [][]ent, v ...string) []byte {
 		set[name] = true
 	}
 	c, _ := newCache(t, Options{Violations: set})
-	srv := httptest.NewServer(serveHandler(t, c, ref))
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, serveHandler(t, c, ref))
 	resp, err := srv.Client().Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)

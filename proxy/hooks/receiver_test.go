@@ -45,8 +45,7 @@ type receiver struct {
 func newReceiver(t testing.TB, respond func(h hookReq, n int) int) *receiver {
 	t.Helper()
 	rv := &receiver{inflight: map[string]int{}, counts: map[string]int{}, changed: make(chan struct{}), respond: respond}
-	rv.srv = httptest.NewServer(http.HandlerFunc(rv.serve))
-	t.Cleanup(rv.srv.Close)
+	rv.srv = testkit.Server(t, http.HandlerFunc(rv.serve))
 	return rv
 }
 

@@ -163,8 +163,7 @@ func newEnv(t testing.TB, mods ...func(*Options)) *testEnv {
 	if e.h, err = New(opts); err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	e.srv = httptest.NewServer(e.h)
-	t.Cleanup(e.srv.Close)
+	e.srv = testkit.Server(t, e.h)
 	return e
 }
 

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
@@ -121,8 +120,7 @@ type env struct {
 func newEnv(t *testing.T, mods ...func(*Options)) *env {
 	t.Helper()
 	e := &env{t: t, cloud: &testCloud{patchStatus: map[int64]int{}}, reg: prometheus.NewRegistry(), dir: t.TempDir()}
-	srv := httptest.NewServer(e.cloud)
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, e.cloud)
 	var err error
 	if e.store, err = store.Open(e.dir, store.Options{KeepReportsUnmerged: true}); err != nil {
 		t.Fatal(err)

@@ -3,10 +3,10 @@ package sync
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	fakecloud "github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,8 +20,7 @@ func TestAgainstTheFakeCloud(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(fc)
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, fc)
 	gw, err := fc.CreateGateway(fakecloud.GatewaySpec{})
 	if err != nil {
 		t.Fatal(err)

@@ -71,8 +71,7 @@ func newTestCloud(t *testing.T) *testCloud {
 		}
 		json.NewEncoder(w).Encode(list)
 	})
-	c.srv = httptest.NewServer(mux)
-	t.Cleanup(c.srv.Close)
+	c.srv = testkit.Server(t, mux)
 	return c
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/supervisortest"
 )
@@ -25,8 +26,7 @@ const key = "s3cret"
 func newSupervisor(t testing.TB) (*supervisortest.Server, *httptest.Server) {
 	t.Helper()
 	sup := supervisortest.New(key)
-	srv := httptest.NewServer(sup.Handler())
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, sup.Handler())
 	return sup, srv
 }
 

@@ -120,8 +120,7 @@ func (w *harness) launch(s setup) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.hookSrv = httptest.NewServer(w.gw.Handler())
-	t.Cleanup(w.hookSrv.Close)
+	w.hookSrv = testkit.Server(t, w.gw.Handler())
 	if s.noRun {
 		return
 	}
