@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -72,7 +71,7 @@ func startPrometheus(t testing.TB, jobs []scrapeJob, ruleFiles ...string) *promS
 	if out, err := exec.Command("promtool", "check", "config", cfgPath).CombinedOutput(); err != nil {
 		t.Fatalf("promtool check config: %v\n%s\n%s", err, out, cfg.String())
 	}
-	addr := freeLoopbackAddr(t)
+	addr := testkit.FreeAddr(t)
 	logf, err := os.Create(filepath.Join(dir, "prometheus.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -115,18 +114,6 @@ func startPrometheus(t testing.TB, jobs []scrapeJob, ruleFiles ...string) *promS
 		return resp.StatusCode == http.StatusOK, resp.Status
 	})
 	return p
-}
-
-// freeLoopbackAddr returns a 127.0.0.1 address with a port that was free.
-func freeLoopbackAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 // promSample is one element of an instant vector.

@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"testing"
 
@@ -44,16 +43,6 @@ func (c *testCloud) config(t *testing.T) config.Config {
 		APIEndpoint: c.URL, DeviceUUID: c.Gateway.UUID, DeviceID: c.Gateway.DeviceID, DeviceAPIKey: c.Gateway.APIKey,
 		APIKey: testAPIKey, DataDir: t.TempDir(),
 	}
-}
-
-// listen is a listener on a free loopback port.
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
 }
 
 // runProxy builds a proxy of cfg and opts and runs it until the test ends

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy"
 )
 
@@ -15,7 +16,7 @@ import (
 // duration and returns its API and metrics addresses.
 func startProxy(t *testing.T) (api, metrics string) {
 	t.Helper()
-	ln, mln := listen(t), listen(t)
+	ln, mln := testkit.Listen(t), testkit.Listen(t)
 	runProxy(t, newTestCloud(t).config(t), proxy.Options{Listener: ln, MetricsListener: mln})
 	return ln.Addr().String(), mln.Addr().String()
 }

@@ -24,6 +24,7 @@ import (
 	cloudapi "github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/internal/promreg/promtest"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy"
 	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/sim/client"
@@ -56,7 +57,7 @@ func newFaultWorld(t *testing.T, mod func(*config.Config)) *faultWorld {
 	if mod != nil {
 		mod(&cfg)
 	}
-	p, running := runProxy(t, cfg, proxy.Options{Listener: listen(t)})
+	p, running := runProxy(t, cfg, proxy.Options{Listener: testkit.Listen(t)})
 	ctx, cancel := context.WithTimeout(running.Context(), 2*time.Minute)
 	t.Cleanup(cancel)
 	sup, err := client.New(client.Options{BaseURL: "http://" + p.Addr(), APIKey: testAPIKey, KeyMode: client.KeyInHeader})

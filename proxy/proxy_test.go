@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy"
 	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/proxy/store"
@@ -30,10 +31,10 @@ func TestNewRefusesBadConfigurationAndAnUnusableDataDir(t *testing.T) {
 
 func TestRunServesTheAPIAndMetricsUntilCancelled(t *testing.T) {
 	cl := newTestCloud(t)
-	mln := listen(t)
+	mln := testkit.Listen(t)
 	cfg := cl.config(t)
 	cfg.PollInterval = 50 * time.Millisecond
-	p, running := runProxy(t, cfg, proxy.Options{Listener: listen(t), MetricsListener: mln})
+	p, running := runProxy(t, cfg, proxy.Options{Listener: testkit.Listen(t), MetricsListener: mln})
 	base := "http://" + p.Addr()
 
 	if code, body := get(t, base+"/ping"); code != 200 || body != "OK" {

@@ -133,12 +133,7 @@ func TestNoSecretInAnyLogMetricOrError(t *testing.T) {
 	}
 
 	// The supervisor's address is chosen but nothing listens there yet.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxyAddr := l.Addr().String()
-	l.Close()
+	proxyAddr := testkit.FreeAddr(t)
 	apiKey := randomHex(16)
 
 	// The gateway app and its fleet start first, waiting for the supervisor.
@@ -230,7 +225,7 @@ func TestNoSecretInAnyLogMetricOrError(t *testing.T) {
 	// errors.
 	for _, c := range []struct{ name, base, key string }{
 		{"wrong key", p.URL, wrong["proxy query"]},
-		{"no supervisor", "http://" + proxyAddrClosed(t), apiKey},
+		{"no supervisor", "http://" + testkit.FreeAddr(t), apiKey},
 	} {
 		for _, mode := range []client.KeyMode{client.KeyInQuery, client.KeyInHeader} {
 			bad, err := client.New(client.Options{BaseURL: c.base, APIKey: c.key, KeyMode: mode})
@@ -314,14 +309,3 @@ func TestNoSecretInAnyLogMetricOrError(t *testing.T) {
 	}
 }
 
-// proxyAddrClosed is an address where nothing listens.
-func proxyAddrClosed(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
