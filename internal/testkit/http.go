@@ -1,10 +1,13 @@
 package testkit
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 // NewRequest builds a request with the header pairs given (name, value,
@@ -47,4 +50,26 @@ func Server(t testing.TB, h http.Handler) *httptest.Server {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// RawStatus sends req, a request written out whole ("OPTIONS * HTTP/1.1\r\n
+// …"), on a new connection to addr and returns the status of the answer;
+// it fails the test if none comes within 10 seconds.
+func RawStatus(t testing.TB, addr, req string) int {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("%q to %s: %v", req, addr, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

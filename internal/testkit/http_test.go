@@ -51,3 +51,16 @@ func TestServerIsClosedWhenTheTestEnds(t *testing.T) {
 		t.Error("the server still answers after its test ended")
 	}
 }
+
+func TestRawStatusSendsTheRequestAsWritten(t *testing.T) {
+	srv := Server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != "DELETE" || r.RequestURI != "/a//b?c" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	if got := RawStatus(t, srv.Listener.Addr().String(), "DELETE /a//b?c HTTP/1.1\r\nHost: x\r\n\r\n"); got != http.StatusNoContent {
+		t.Errorf("DELETE /a//b?c: got %d, want the handler's 204", got)
+	}
+}
