@@ -1,12 +1,8 @@
 package proxy_test
 
 import (
-	"bufio"
-	"io"
-	"net"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy"
@@ -21,35 +17,15 @@ func startProxy(t *testing.T) (api, metrics string) {
 	return ln.Addr().String(), mln.Addr().String()
 }
 
-// raw sends one raw HTTP/1.1 request to addr and returns the answer's status.
-func raw(t *testing.T, addr, req string) int {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 func TestOptionsStarNeedsTheKey(t *testing.T) {
 	api, metrics := startProxy(t)
-	if got := raw(t, api, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"); got != http.StatusUnauthorized {
+	if got := testkit.RawStatus(t, api, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"); got != http.StatusUnauthorized {
 		t.Errorf("OPTIONS * without a key = %d, want 401 (every route needs the key)", got)
 	}
-	if got := raw(t, api, "OPTIONS * HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\r\n"); got != http.StatusNotFound {
+	if got := testkit.RawStatus(t, api, "OPTIONS * HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\r\n"); got != http.StatusNotFound {
 		t.Errorf("OPTIONS * with the key = %d, want 404 (no such route)", got)
 	}
-	if got := raw(t, metrics, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"); got == http.StatusOK {
+	if got := testkit.RawStatus(t, metrics, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"); got == http.StatusOK {
 		t.Errorf("OPTIONS * on the metrics listener = %d, want a refusal", got)
 	}
 }
