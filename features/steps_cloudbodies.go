@@ -72,11 +72,7 @@ func (st *scenario) patchesOf(d *deviceState) []cloud.Request {
 }
 
 func cloudReceivedPatchFields(ctx context.Context, alias string, t *godog.Table) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	want, order, err := st.fieldTable(t)
+	st, d, want, order, err := deviceFieldsOf(ctx, alias, t)
 	if err != nil {
 		return err
 	}

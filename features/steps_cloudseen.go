@@ -60,11 +60,7 @@ func cloudEventuallyKeepsDevice(ctx context.Context, alias string, n int, t *god
 // cloudDeviceReaches waits until the cloud's view of the device matches t,
 // then, for keep retry intervals, until it stops matching (an error).
 func cloudDeviceReaches(ctx context.Context, alias string, keep int, t *godog.Table) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	want, order, err := st.fieldTable(t)
+	st, d, want, order, err := deviceFieldsOf(ctx, alias, t)
 	if err != nil {
 		return err
 	}

@@ -190,6 +190,17 @@ func sameSet(a, b []any) bool {
 
 // fieldTable reads a | field | value | table whose values are JSON with
 // placeholders.
+// deviceFieldsOf is the scenario of ctx, its device alias, and the fields
+// of the step's table t as fieldTable reads them.
+func deviceFieldsOf(ctx context.Context, alias string, t *godog.Table) (*scenario, *deviceState, map[string]any, []string, error) {
+	st, d, err := deviceOf(ctx, alias)
+	if err != nil {
+		return st, d, nil, nil, err
+	}
+	want, order, err := st.fieldTable(t)
+	return st, d, want, order, err
+}
+
 func (st *scenario) fieldTable(t *godog.Table) (map[string]any, []string, error) {
 	out := map[string]any{}
 	var order []string
@@ -222,11 +233,7 @@ func (st *scenario) getDevice(e *httpexpect.Expect, d *deviceState) *httpexpect.
 }
 
 func showsDevice(ctx context.Context, alias string, t *godog.Table) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	want, order, err := st.fieldTable(t)
+	st, d, want, order, err := deviceFieldsOf(ctx, alias, t)
 	if err != nil {
 		return err
 	}
@@ -235,11 +242,7 @@ func showsDevice(ctx context.Context, alias string, t *godog.Table) error {
 }
 
 func eventuallyShowsDevice(ctx context.Context, alias string, t *godog.Table) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	want, order, err := st.fieldTable(t)
+	st, d, want, order, err := deviceFieldsOf(ctx, alias, t)
 	if err != nil {
 		return err
 	}
