@@ -23,6 +23,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/depharness/depharness/internal/defaults"
 )
 
 // Options configure Run. Zero values mean the defaults given.
@@ -104,38 +106,24 @@ func (o *Options) defaults() error {
 	if o.ProxyBin == "" || o.Dir == "" {
 		return errors.New("chaos: ProxyBin and Dir are required")
 	}
-	if o.Devices <= 0 {
-		o.Devices = 1000
-	}
+	defaults.Positive(&o.Devices, 1000)
 	if o.Kills < 0 {
 		o.Kills = 0
 	} else if o.Kills == 0 {
 		o.Kills = 20
 	}
-	if o.Outages <= 0 {
-		o.Outages = 4
-	}
-	if o.Conns <= 0 {
-		o.Conns = 256
-	}
+	defaults.Positive(&o.Outages, 4)
+	defaults.Positive(&o.Conns, 256)
 	if o.Seed == 0 {
 		o.Seed = rand.Uint64() >> 1
 	}
-	if o.MaxUp <= 0 {
-		o.MaxUp = 2500 * time.Millisecond
-	}
-	if o.RSSBound <= 0 {
-		o.RSSBound = 128 << 20
-	}
-	if o.P99Bound <= 0 {
-		o.P99Bound = time.Second
-	}
+	defaults.Positive(&o.MaxUp, 2500*time.Millisecond)
+	defaults.Positive(&o.RSSBound, 128<<20)
+	defaults.Positive(&o.P99Bound, time.Second)
 	if o.MaxOutage <= time.Second {
 		o.MaxOutage = 4 * time.Second
 	}
-	if o.SettleTimeout <= 0 {
-		o.SettleTimeout = 120 * time.Second
-	}
+	defaults.Positive(&o.SettleTimeout, 120*time.Second)
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
