@@ -1,13 +1,10 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -17,6 +14,7 @@ import (
 	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/client"
 )
 
@@ -224,12 +222,7 @@ func registryControl(t testing.TB, reg *service, method, path, body string) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("registry control %s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := testkit.Do(t, nil, req)
 	if resp.StatusCode/100 != 2 {
 		t.Fatalf("registry control %s %s: got %s %s, want 2xx", method, path, resp.Status, b)
 	}
@@ -245,24 +238,7 @@ func assetFiles(t testing.TB, sup *client.Client, appID int64, commit string) ma
 		t.Fatalf("GET assets of %.7s: %v", commit, err)
 	}
 	defer a.Close()
-	files := map[string][]byte{}
-	tr := tar.NewReader(a)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return files
-		}
-		if err != nil {
-			t.Fatalf("assets tar of %.7s: %v", commit, err)
-		}
-		if h.Typeflag == tar.TypeReg {
-			b, err := io.ReadAll(tr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			files[h.Name] = b
-		}
-	}
+	return testkit.TarFiles(t, a)
 }
 
 // TestFailingAndCorruptRegistryPullsAreRetriedAndNeverServed arms the

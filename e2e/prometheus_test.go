@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -19,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/depharness/depharness/internal/promreg/promtest"
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 // promServer is a real Prometheus server (the Debian package's binary) run
@@ -73,7 +71,7 @@ func startPrometheus(t testing.TB, jobs []scrapeJob, ruleFiles ...string) *promS
 	if out, err := exec.Command("promtool", "check", "config", cfgPath).CombinedOutput(); err != nil {
 		t.Fatalf("promtool check config: %v\n%s\n%s", err, out, cfg.String())
 	}
-	addr := freeLoopbackAddr(t)
+	addr := testkit.FreeAddr(t)
 	logf, err := os.Create(filepath.Join(dir, "prometheus.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -116,18 +114,6 @@ func startPrometheus(t testing.TB, jobs []scrapeJob, ruleFiles ...string) *promS
 		return resp.StatusCode == http.StatusOK, resp.Status
 	})
 	return p
-}
-
-// freeLoopbackAddr returns a 127.0.0.1 address with a port that was free.
-func freeLoopbackAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 // promSample is one element of an instant vector.
@@ -227,15 +213,7 @@ func fetchMetrics(t testing.TB, url string) []byte {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
+	resp, b := testkit.Do(t, nil, req)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s: got %s, want 200 OK", url, resp.Status)
 	}
@@ -262,39 +240,7 @@ func promtoolCheckMetrics(body []byte) (string, error) {
 // A family that is absent sums to 0.
 func metricSum(t testing.TB, url, name string, match map[string]string) float64 {
 	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(bytes.NewReader(fetchMetrics(t, url)))
-	if err != nil {
-		t.Fatalf("parse %s: %v", url, err)
-	}
-	fam, ok := fams[name]
-	if !ok {
-		return 0
-	}
-	var sum float64
-next:
-	for _, m := range fam.GetMetric() {
-		have := map[string]string{}
-		for _, lp := range m.GetLabel() {
-			have[lp.GetName()] = lp.GetValue()
-		}
-		for k, v := range match {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			sum += m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			sum += m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			sum += float64(m.GetHistogram().GetSampleCount())
-		case m.Untyped != nil:
-			sum += m.GetUntyped().GetValue()
-		}
-	}
-	return sum
+	return promtest.Sum(promtest.Parse(t, bytes.NewReader(fetchMetrics(t, url))), name, match)
 }
 
 // MetricNames returns the names of every series Prometheus holds.

@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
-	"errors"
-	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 // registryPort is the fake registry's port inside its container.
@@ -104,24 +102,9 @@ func imageAssets(t testing.TB, ref string) map[string][]byte {
 	}
 	defer cp.Content.Close()
 	files := map[string][]byte{}
-	tr := tar.NewReader(cp.Content)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("read /assets tar: %v", err)
-		}
-		if h.Typeflag != tar.TypeReg {
-			continue
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for name, b := range testkit.TarFiles(t, cp.Content) {
 		// Members are "assets/<path>".
-		files[strings.TrimPrefix(h.Name, "assets/")] = b
+		files[strings.TrimPrefix(name, "assets/")] = b
 	}
 	return files
 }

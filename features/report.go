@@ -443,52 +443,12 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 		info.RerunFrom = ""
 		return info.RerunCommand(tags)
 	},
-	"dur": func(d time.Duration) string { return d.Round(time.Millisecond).String() },
-	"failedClauses": func(cs []ClauseReport) []ClauseReport {
-		var out []ClauseReport
-		for _, c := range cs {
-			if c.Status == StatusFailed {
-				out = append(out, c)
-			}
-		}
-		return out
-	},
-	"passedOnly": func(ss []ScenarioReport) []ScenarioReport {
-		var out []ScenarioReport
-		for _, s := range ss {
-			if s.Status == StatusPassed {
-				out = append(out, s)
-			}
-		}
-		return out
-	},
-	"notPassed": func(ss []ScenarioReport) []ScenarioReport {
-		var out []ScenarioReport
-		for _, s := range ss {
-			if s.Status != StatusPassed {
-				out = append(out, s)
-			}
-		}
-		return out
-	},
-	"runClauses": func(cs []ClauseReport) []ClauseReport {
-		var out []ClauseReport
-		for _, c := range cs {
-			if c.Status != StatusNotRun {
-				out = append(out, c)
-			}
-		}
-		return out
-	},
-	"notRunClauses": func(cs []ClauseReport) []ClauseReport {
-		var out []ClauseReport
-		for _, c := range cs {
-			if c.Status == StatusNotRun {
-				out = append(out, c)
-			}
-		}
-		return out
-	},
+	"dur":           func(d time.Duration) string { return d.Round(time.Millisecond).String() },
+	"failedClauses": where(func(c ClauseReport) bool { return c.Status == StatusFailed }),
+	"passedOnly":    where(func(s ScenarioReport) bool { return s.Status == StatusPassed }),
+	"notPassed":     where(func(s ScenarioReport) bool { return s.Status != StatusPassed }),
+	"runClauses":    where(func(c ClauseReport) bool { return c.Status != StatusNotRun }),
+	"notRunClauses": where(func(c ClauseReport) bool { return c.Status == StatusNotRun }),
 	// rerunTags selects a failed scenario's clause again: the clause its
 	// failing step checks, else the scenarios tagged with all its clauses.
 	"rerunTags": func(s ScenarioReport) string {
@@ -504,3 +464,16 @@ var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap
 
 //go:embed report.html.tmpl
 var reportHTML string
+
+// where is a template function keeping the reports keep accepts, in order.
+func where[R any](keep func(R) bool) func([]R) []R {
+	return func(rs []R) []R {
+		var out []R
+		for _, r := range rs {
+			if keep(r) {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+}

@@ -258,16 +258,16 @@ func (st *scenario) expand(s string) (string, error) {
 			}
 			return strconv.FormatInt(d.cloudID, 10)
 		case "app":
-			a, ok := st.apps[name]
-			if !ok {
-				err = arrange(fmt.Errorf("no app %q in this scenario", name))
+			a, aerr := st.app(name)
+			if aerr != nil {
+				err = aerr
 				return m
 			}
 			return strconv.FormatInt(a.id, 10)
 		default:
-			r, ok := st.releases[name]
-			if !ok {
-				err = arrange(fmt.Errorf("no release %q in this scenario", name))
+			r, rerr := st.release(name)
+			if rerr != nil {
+				err = rerr
 				return m
 			}
 			return r.commit
@@ -277,27 +277,58 @@ func (st *scenario) expand(s string) (string, error) {
 }
 
 func (st *scenario) device(alias string) (*deviceState, error) {
-	d, ok := st.devices[alias]
-	if !ok {
-		return nil, arrange(fmt.Errorf("no device %q in this scenario", alias))
-	}
-	return d, nil
+	return lookup(st.devices, "device", alias)
 }
 
-func (st *scenario) app(name string) (*appState, error) {
-	a, ok := st.apps[name]
-	if !ok {
-		return nil, arrange(fmt.Errorf("no app %q in this scenario", name))
-	}
-	return a, nil
-}
+func (st *scenario) app(name string) (*appState, error) { return lookup(st.apps, "app", name) }
 
 func (st *scenario) release(name string) (*releaseState, error) {
-	r, ok := st.releases[name]
+	return lookup(st.releases, "release", name)
+}
+
+// lookup is m[name], or an arrange error: the scenario has no what of
+// that name.
+func lookup[V any](m map[string]V, what, name string) (V, error) {
+	v, ok := m[name]
 	if !ok {
-		return nil, arrange(fmt.Errorf("no release %q in this scenario", name))
+		return v, arrange(fmt.Errorf("no %s %q in this scenario", what, name))
 	}
-	return r, nil
+	return v, nil
+}
+
+// deviceOf is the scenario of ctx and its device alias.
+func deviceOf(ctx context.Context, alias string) (*scenario, *deviceState, error) {
+	st := scenarioOf(ctx)
+	d, err := st.device(alias)
+	return st, d, err
+}
+
+// releaseOf is the scenario of ctx and its release of app appName.
+func releaseOf(ctx context.Context, release, appName string) (*scenario, *releaseState, error) {
+	st := scenarioOf(ctx)
+	r, err := st.release(release)
+	if err == nil && r.app.name != appName {
+		err = fmt.Errorf("release %s belongs to app %s, not %s", release, r.app.name, appName)
+	}
+	return st, r, err
+}
+
+// deviceAndAppOf is the scenario of ctx, its device alias and its app
+// appName.
+func deviceAndAppOf(ctx context.Context, alias, appName string) (*scenario, *deviceState, *appState, error) {
+	st, d, err := deviceOf(ctx, alias)
+	if err != nil {
+		return st, d, nil, err
+	}
+	a, err := st.app(appName)
+	return st, d, a, err
+}
+
+// appOf is the scenario of ctx and its app name.
+func appOf(ctx context.Context, name string) (*scenario, *appState, error) {
+	st := scenarioOf(ctx)
+	a, err := st.app(name)
+	return st, a, err
 }
 
 // addDevice records a device under alias and applies any hook script that

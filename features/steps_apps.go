@@ -18,13 +18,9 @@ func (st *scenario) appsList(e *httpexpect.Expect) *httpexpect.Array {
 }
 
 func eventuallyListsRelease(ctx context.Context, release, appName string) error {
-	st := scenarioOf(ctx)
-	r, err := st.release(release)
+	st, r, err := releaseOf(ctx, release, appName)
 	if err != nil {
 		return err
-	}
-	if r.app.name != appName {
-		return fmt.Errorf("release %s belongs to app %s, not %s", release, r.app.name, appName)
 	}
 	return st.eventually(ctx, func(e *httpexpect.Expect, fail failFunc) {
 		arr := st.appsList(e)

@@ -95,25 +95,27 @@ func preview(b []byte) string {
 }
 
 func assetsAre(ctx context.Context, appName, release string, t *godog.Table) error {
-	st := scenarioOf(ctx)
-	r, err := st.release(release)
+	st, err := getAssets(ctx, appName, release)
 	if err != nil {
-		return err
-	}
-	if r.app.name != appName {
-		return fmt.Errorf("release %s belongs to app %s, not %s", release, r.app.name, appName)
-	}
-	if err := st.call("GET", fmt.Sprintf("/v1/dependent-apps/%d/assets/%s", r.app.id, r.commit), nil, st.authed); err != nil {
-		return err
-	}
-	st.last.Status(http.StatusOK)
-	if err := st.rep.err(); err != nil {
 		return err
 	}
 	if err := answerContentType(ctx, "application/x-tar"); err != nil {
 		return err
 	}
 	return st.compareTar("GET "+st.lastPath, st.lastBody, t)
+}
+
+// getAssets GETs the assets of release, of app appName, and expects a 200.
+func getAssets(ctx context.Context, appName, release string) (*scenario, error) {
+	st, r, err := releaseOf(ctx, release, appName)
+	if err != nil {
+		return st, err
+	}
+	if err := st.call("GET", fmt.Sprintf("/v1/dependent-apps/%d/assets/%s", r.app.id, r.commit), nil, st.authed); err != nil {
+		return st, err
+	}
+	st.last.Status(http.StatusOK)
+	return st, st.rep.err()
 }
 
 func answerIsTar(ctx context.Context, t *godog.Table) error {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"path"
 	"sort"
 	"strconv"
@@ -82,34 +81,14 @@ func entriesTable(t *godog.Table) ([]registry.Layer, error) {
 }
 
 func appWithEntries(ctx context.Context, name, release string, t *godog.Table) error {
-	st := scenarioOf(ctx)
-	layers, err := entriesTable(t)
-	if err != nil {
-		return err
-	}
-	a, err := st.createApp(name, st.gateway.UUID)
-	if err != nil {
-		return err
-	}
-	return st.push(ctx, a, release, layers)
+	return appFromTable(ctx, name, release, t, entriesTable)
 }
 
 // assetsSafeToExtract fetches the assets and checks APP-ASSET-5 on the tar
 // without extracting it: see tarExtractionProblems.
 func assetsSafeToExtract(ctx context.Context, appName, release string) error {
-	st := scenarioOf(ctx)
-	r, err := st.release(release)
+	st, err := getAssets(ctx, appName, release)
 	if err != nil {
-		return err
-	}
-	if r.app.name != appName {
-		return fmt.Errorf("release %s belongs to app %s, not %s", release, r.app.name, appName)
-	}
-	if err := st.call("GET", fmt.Sprintf("/v1/dependent-apps/%d/assets/%s", r.app.id, r.commit), nil, st.authed); err != nil {
-		return err
-	}
-	st.last.Status(http.StatusOK)
-	if err := st.rep.err(); err != nil {
 		return err
 	}
 	probs, err := tarExtractionProblems(st.lastBody)

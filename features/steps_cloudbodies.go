@@ -72,12 +72,7 @@ func (st *scenario) patchesOf(d *deviceState) []cloud.Request {
 }
 
 func cloudReceivedPatchFields(ctx context.Context, alias string, t *godog.Table) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
-	if err != nil {
-		return err
-	}
-	want, order, err := st.fieldTable(t)
+	st, d, want, order, err := deviceFieldsOf(ctx, alias, t)
 	if err != nil {
 		return err
 	}
@@ -141,25 +136,31 @@ func patchProblems(body []byte) []string {
 }
 
 func everyPatchWellFormed(ctx context.Context) error {
-	st := scenarioOf(ctx)
+	return scenarioOf(ctx).everyBodyWellFormed(cloud.RoutePatch, "PATCH", "PATCH of a device", patchProblems)
+}
+
+// everyBodyWellFormed checks, with problems, the body of every request of
+// route that the cloud answered; it fails if there are problems, or if
+// there was no such request (what names one).
+func (st *scenario) everyBodyWellFormed(route, method, what string, problems func([]byte) []string) error {
 	var probs []string
 	n := 0
 	for _, r := range st.world.Cloud.Requests(0) {
-		if r.Route != cloud.RoutePatch || !answered(r) {
+		if r.Route != route || !answered(r) {
 			continue
 		}
 		n++
-		where := fmt.Sprintf("PATCH %s %s", r.Path, bodyPreview(r.Body))
+		where := fmt.Sprintf("%s %s %s", method, r.Path, bodyPreview(r.Body))
 		if !r.WholeBody() {
 			probs = append(probs, fmt.Sprintf("%s: body of %d bytes, more than the journal keeps", where, r.BodySize))
 			continue
 		}
-		for _, p := range patchProblems(r.Body) {
+		for _, p := range problems(r.Body) {
 			probs = append(probs, where+": "+p)
 		}
 	}
 	if n == 0 {
-		return errors.New("the cloud received no PATCH of a device")
+		return errors.New("the cloud received no " + what)
 	}
 	if len(probs) > 0 {
 		return errors.New(strings.Join(probs, "\n"))
@@ -198,34 +199,13 @@ func provisionProblems(body []byte, gatewayID int64) []string {
 
 func everyProvisionWellFormed(ctx context.Context) error {
 	st := scenarioOf(ctx)
-	var probs []string
-	n := 0
-	for _, r := range st.world.Cloud.Requests(0) {
-		if r.Route != cloud.RouteProvision || !answered(r) {
-			continue
-		}
-		n++
-		where := fmt.Sprintf("POST %s %s", r.Path, bodyPreview(r.Body))
-		if !r.WholeBody() {
-			probs = append(probs, fmt.Sprintf("%s: body of %d bytes, more than the journal keeps", where, r.BodySize))
-			continue
-		}
-		for _, p := range provisionProblems(r.Body, st.gateway.DeviceID) {
-			probs = append(probs, where+": "+p)
-		}
-	}
-	if n == 0 {
-		return errors.New("the cloud received no provisioning request")
-	}
-	if len(probs) > 0 {
-		return errors.New(strings.Join(probs, "\n"))
-	}
-	return nil
+	return st.everyBodyWellFormed(cloud.RouteProvision, "POST", "provisioning request", func(body []byte) []string {
+		return provisionProblems(body, st.gateway.DeviceID)
+	})
 }
 
 func cloudReceivedLogLine(ctx context.Context, msg, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}

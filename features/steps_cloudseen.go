@@ -19,12 +19,7 @@ import (
 // lines it received, and every request it was sent.
 
 func cloudHasDevice(ctx context.Context, alias, appName, deviceType string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
-	if err != nil {
-		return err
-	}
-	a, err := st.app(appName)
+	st, d, a, err := deviceAndAppOf(ctx, alias, appName)
 	if err != nil {
 		return err
 	}
@@ -65,12 +60,7 @@ func cloudEventuallyKeepsDevice(ctx context.Context, alias string, n int, t *god
 // cloudDeviceReaches waits until the cloud's view of the device matches t,
 // then, for keep retry intervals, until it stops matching (an error).
 func cloudDeviceReaches(ctx context.Context, alias string, keep int, t *godog.Table) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
-	if err != nil {
-		return err
-	}
-	want, order, err := st.fieldTable(t)
+	st, d, want, order, err := deviceFieldsOf(ctx, alias, t)
 	if err != nil {
 		return err
 	}
@@ -117,8 +107,7 @@ func cloudDeviceReaches(ctx context.Context, alias string, keep int, t *godog.Ta
 }
 
 func cloudDeviceLacksEnv(ctx context.Context, alias, name string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -164,8 +153,7 @@ func cloudReceivedLogs(ctx context.Context, t *godog.Table) error {
 func nowMillis() int64 { return time.Now().UnixMilli() }
 
 func cloudReceivedStampedLog(ctx context.Context, msg, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -256,8 +244,7 @@ func noBadCloudRequests(ctx context.Context) error {
 }
 
 func lookedUpDevice(ctx context.Context, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}

@@ -55,8 +55,7 @@ func eventuallyGetAnswersText(ctx context.Context, path string, status int, text
 }
 
 func provisionDevice(ctx context.Context, alias, appName string) error {
-	st := scenarioOf(ctx)
-	a, err := st.app(appName)
+	st, a, err := appOf(ctx, appName)
 	if err != nil {
 		return err
 	}
@@ -116,8 +115,7 @@ func answerIsProvisionedDevice(ctx context.Context, alias, deviceType string) er
 }
 
 func differentUUIDs(ctx context.Context, a, b string) error {
-	st := scenarioOf(ctx)
-	da, err := st.device(a)
+	st, da, err := deviceOf(ctx, a)
 	if err != nil {
 		return err
 	}
@@ -192,6 +190,17 @@ func sameSet(a, b []any) bool {
 
 // fieldTable reads a | field | value | table whose values are JSON with
 // placeholders.
+// deviceFieldsOf is the scenario of ctx, its device alias, and the fields
+// of the step's table t as fieldTable reads them.
+func deviceFieldsOf(ctx context.Context, alias string, t *godog.Table) (*scenario, *deviceState, map[string]any, []string, error) {
+	st, d, err := deviceOf(ctx, alias)
+	if err != nil {
+		return st, d, nil, nil, err
+	}
+	want, order, err := st.fieldTable(t)
+	return st, d, want, order, err
+}
+
 func (st *scenario) fieldTable(t *godog.Table) (map[string]any, []string, error) {
 	out := map[string]any{}
 	var order []string
@@ -224,12 +233,7 @@ func (st *scenario) getDevice(e *httpexpect.Expect, d *deviceState) *httpexpect.
 }
 
 func showsDevice(ctx context.Context, alias string, t *godog.Table) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
-	if err != nil {
-		return err
-	}
-	want, order, err := st.fieldTable(t)
+	st, d, want, order, err := deviceFieldsOf(ctx, alias, t)
 	if err != nil {
 		return err
 	}
@@ -238,12 +242,7 @@ func showsDevice(ctx context.Context, alias string, t *godog.Table) error {
 }
 
 func eventuallyShowsDevice(ctx context.Context, alias string, t *godog.Table) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
-	if err != nil {
-		return err
-	}
-	want, order, err := st.fieldTable(t)
+	st, d, want, order, err := deviceFieldsOf(ctx, alias, t)
 	if err != nil {
 		return err
 	}
@@ -270,8 +269,7 @@ func answerIsDevice(ctx context.Context, alias string, t *godog.Table) error {
 }
 
 func deviceHasContractFields(ctx context.Context, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -311,8 +309,7 @@ func (st *scenario) put(d *deviceState, body any) {
 }
 
 func reportFor(ctx context.Context, alias string, doc *godog.DocString) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -325,8 +322,7 @@ func reportFor(ctx context.Context, alias string, doc *godog.DocString) error {
 }
 
 func reportTarget(ctx context.Context, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}

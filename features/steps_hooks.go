@@ -226,8 +226,7 @@ func receivesOne(ctx context.Context, alias, kind string) error {
 }
 
 func receivesN(ctx context.Context, alias string, n int, kind string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -236,8 +235,7 @@ func receivesN(ctx context.Context, alias string, n int, kind string) error {
 }
 
 func receivesRestartAnswered(ctx context.Context, alias string, status int) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -251,8 +249,7 @@ func receivesUpdateFor(ctx context.Context, alias, release string) error {
 }
 
 func receivesNUpdatesFor(ctx context.Context, alias string, n int, release string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -266,8 +263,7 @@ func receivesNUpdatesFor(ctx context.Context, alias string, n int, release strin
 
 // receivesNUpdateAttemptsFor counts requests the supervisor gave up on too.
 func receivesNUpdateAttemptsFor(ctx context.Context, alias string, n int, release string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -283,8 +279,7 @@ func receivesNUpdateAttemptsFor(ctx context.Context, alias string, n int, releas
 }
 
 func receivesMoreUpdatesFor(ctx context.Context, alias string, n int, release string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -298,8 +293,7 @@ func receivesMoreUpdatesFor(ctx context.Context, alias string, n int, release st
 }
 
 func receivesMore(ctx context.Context, alias string, n int, kind string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -310,8 +304,7 @@ func receivesMore(ctx context.Context, alias string, n int, kind string) error {
 }
 
 func receivesUpdateWithBody(ctx context.Context, alias string, doc *godog.DocString) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -373,8 +366,7 @@ func receivesUpdateWithVars(ctx context.Context, alias, which, vars string) erro
 }
 
 func receivesNUpdatesWithVars(ctx context.Context, alias string, n int, which, vars string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -387,8 +379,7 @@ func receivesNUpdatesWithVars(ctx context.Context, alias string, n int, which, v
 }
 
 func noOverlap(ctx context.Context, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -399,8 +390,7 @@ func noOverlap(ctx context.Context, alias string) error {
 }
 
 func noSupersededHook(ctx context.Context, newer, alias, older string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -432,8 +422,7 @@ func noSupersededHook(ctx context.Context, newer, alias, older string) error {
 }
 
 func gapAtLeast(ctx context.Context, nth int, alias string, intervals int) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}

@@ -55,8 +55,7 @@ func sendLogLines(ctx context.Context, t *godog.Table) error {
 }
 
 func sendLogLineNow(ctx context.Context, msg, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}

@@ -118,21 +118,21 @@ func (st *scenario) push(ctx context.Context, app *appState, release string, lay
 }
 
 func appWithFiles(ctx context.Context, name, release string, t *godog.Table) error {
-	st := scenarioOf(ctx)
-	files, err := filesTable(t)
-	if err != nil {
-		return err
-	}
-	a, err := st.createApp(name, st.gateway.UUID)
-	if err != nil {
-		return err
-	}
-	return st.push(ctx, a, release, []registry.Layer{{Files: files}})
+	return appFromTable(ctx, name, release, t, func(t *godog.Table) ([]registry.Layer, error) {
+		files, err := filesTable(t)
+		return []registry.Layer{{Files: files}}, err
+	})
 }
 
 func appWithLayers(ctx context.Context, name, release string, t *godog.Table) error {
+	return appFromTable(ctx, name, release, t, layersTable)
+}
+
+// appFromTable creates app name on the scenario's gateway with release, an
+// image of the layers that layers reads from the step's table.
+func appFromTable(ctx context.Context, name, release string, t *godog.Table, layers func(*godog.Table) ([]registry.Layer, error)) error {
 	st := scenarioOf(ctx)
-	layers, err := layersTable(t)
+	ls, err := layers(t)
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func appWithLayers(ctx context.Context, name, release string, t *godog.Table) er
 	if err != nil {
 		return err
 	}
-	return st.push(ctx, a, release, layers)
+	return st.push(ctx, a, release, ls)
 }
 
 func appWithoutRelease(ctx context.Context, name string) error {
@@ -163,8 +163,7 @@ func appOfOtherGateway(ctx context.Context, name string) error {
 }
 
 func pushFiles(ctx context.Context, release, appName string, t *godog.Table) error {
-	st := scenarioOf(ctx)
-	a, err := st.app(appName)
+	st, a, err := appOf(ctx, appName)
 	if err != nil {
 		return err
 	}

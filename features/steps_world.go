@@ -146,8 +146,7 @@ func outputLacksKey(ctx context.Context) error {
 }
 
 func setAppVar(ctx context.Context, appName, kind, name, value string) error {
-	st := scenarioOf(ctx)
-	a, err := st.app(appName)
+	st, a, err := appOf(ctx, appName)
 	if err != nil {
 		return err
 	}
@@ -160,8 +159,7 @@ func setAppVar(ctx context.Context, appName, kind, name, value string) error {
 }
 
 func setDeviceVar(ctx context.Context, alias, kind, name, value string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -174,8 +172,7 @@ func setDeviceVar(ctx context.Context, alias, kind, name, value string) error {
 }
 
 func createCloudDevice(ctx context.Context, alias, appName string) error {
-	st := scenarioOf(ctx)
-	a, err := st.app(appName)
+	st, a, err := appOf(ctx, appName)
 	if err != nil {
 		return err
 	}
@@ -187,8 +184,7 @@ func createCloudDevice(ctx context.Context, alias, appName string) error {
 }
 
 func deleteCloudDevice(ctx context.Context, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -196,12 +192,7 @@ func deleteCloudDevice(ctx context.Context, alias string) error {
 }
 
 func moveToOther(ctx context.Context, alias, appName string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
-	if err != nil {
-		return err
-	}
-	a, err := st.app(appName)
+	st, d, a, err := deviceAndAppOf(ctx, alias, appName)
 	if err != nil {
 		return err
 	}
@@ -212,12 +203,7 @@ func moveToOther(ctx context.Context, alias, appName string) error {
 }
 
 func moveBack(ctx context.Context, alias, appName string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
-	if err != nil {
-		return err
-	}
-	a, err := st.app(appName)
+	st, d, a, err := deviceAndAppOf(ctx, alias, appName)
 	if err != nil {
 		return err
 	}
@@ -225,8 +211,7 @@ func moveBack(ctx context.Context, alias, appName string) error {
 }
 
 func removeApp(ctx context.Context, appName string) error {
-	st := scenarioOf(ctx)
-	a, err := st.app(appName)
+	st, a, err := appOf(ctx, appName)
 	if err != nil {
 		return err
 	}
@@ -234,8 +219,7 @@ func removeApp(ctx context.Context, appName string) error {
 }
 
 func requestRestart(ctx context.Context, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -262,8 +246,7 @@ func cloudFailsAll(ctx context.Context, status int) error {
 // could not take is what the scenario then sees (a supervisor that tried an
 // update only once the cloud was back would hide one that it drops).
 func triedPatchDuringOutage(ctx context.Context, status, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}

@@ -114,33 +114,25 @@ func (p *tagParser) peek() string {
 }
 
 func (p *tagParser) or() (tagDNF, error) {
-	d, err := p.and()
-	if err != nil {
-		return nil, err
-	}
-	for p.peek() == "," {
-		p.i++
-		e, err := p.and()
-		if err != nil {
-			return nil, err
-		}
-		d = append(d, e...)
-	}
-	return d, nil
+	return p.binary(",", p.and, func(d, e tagDNF) tagDNF { return append(d, e...) })
 }
 
-func (p *tagParser) and() (tagDNF, error) {
-	d, err := p.unary()
+func (p *tagParser) and() (tagDNF, error) { return p.binary("&&", p.unary, andDNF) }
+
+// binary parses operands joined by op (left to right), each with operand,
+// and combines them with combine.
+func (p *tagParser) binary(op string, operand func() (tagDNF, error), combine func(d, e tagDNF) tagDNF) (tagDNF, error) {
+	d, err := operand()
 	if err != nil {
 		return nil, err
 	}
-	for p.peek() == "&&" {
+	for p.peek() == op {
 		p.i++
-		e, err := p.unary()
+		e, err := operand()
 		if err != nil {
 			return nil, err
 		}
-		d = andDNF(d, e)
+		d = combine(d, e)
 	}
 	return d, nil
 }

@@ -1,89 +1,31 @@
 package proxy_test
 
 import (
-	"bufio"
-	"context"
-	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"testing"
-	"time"
 
-	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy"
-	"github.com/depharness/depharness/proxy/config"
 )
 
 // startProxy runs a reference proxy against a fake cloud for the test's
 // duration and returns its API and metrics addresses.
 func startProxy(t *testing.T) (api, metrics string) {
 	t.Helper()
-	cl, err := cloud.New(cloud.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := httptest.NewServer(cl)
-	t.Cleanup(cs.Close)
-	gw, err := cl.CreateGateway(cloud.GatewaySpec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := proxy.New(config.Config{
-		APIEndpoint: cs.URL, DeviceUUID: gw.UUID, DeviceID: gw.DeviceID, DeviceAPIKey: gw.APIKey,
-		APIKey: "s3cret", DataDir: t.TempDir(),
-	}, proxy.Options{Listener: ln, MetricsListener: mln})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	<-p.Ready()
+	ln, mln := testkit.Listen(t), testkit.Listen(t)
+	runProxy(t, newTestCloud(t).config(t), proxy.Options{Listener: ln, MetricsListener: mln})
 	return ln.Addr().String(), mln.Addr().String()
-}
-
-// raw sends one raw HTTP/1.1 request to addr and returns the answer's status.
-func raw(t *testing.T, addr, req string) int {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }
 
 func TestOptionsStarNeedsTheKey(t *testing.T) {
 	api, metrics := startProxy(t)
-	if got := raw(t, api, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"); got != http.StatusUnauthorized {
+	if got := testkit.RawStatus(t, api, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"); got != http.StatusUnauthorized {
 		t.Errorf("OPTIONS * without a key = %d, want 401 (every route needs the key)", got)
 	}
-	if got := raw(t, api, "OPTIONS * HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\r\n"); got != http.StatusNotFound {
+	if got := testkit.RawStatus(t, api, "OPTIONS * HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\r\n"); got != http.StatusNotFound {
 		t.Errorf("OPTIONS * with the key = %d, want 404 (no such route)", got)
 	}
-	if got := raw(t, metrics, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"); got == http.StatusOK {
+	if got := testkit.RawStatus(t, metrics, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"); got == http.StatusOK {
 		t.Errorf("OPTIONS * on the metrics listener = %d, want a refusal", got)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,12 +20,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/depharness/depharness/api"
 	cloudapi "github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/promreg/promtest"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy"
 	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/sim/client"
@@ -49,49 +47,24 @@ const testCloudTimeout = time.Second
 
 func newFaultWorld(t *testing.T, mod func(*config.Config)) *faultWorld {
 	t.Helper()
-	cl, err := cloud.New(cloud.Options{})
+	cl := newTestCloud(t)
+	app, err := cl.CreateApp(cloud.AppSpec{Gateway: cl.Gateway.UUID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs := httptest.NewServer(cl)
-	t.Cleanup(cs.Close)
-	gw, err := cl.CreateGateway(cloud.GatewaySpec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, err := cl.CreateApp(cloud.AppSpec{Gateway: gw.UUID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Config{
-		APIEndpoint: cs.URL, DeviceUUID: gw.UUID, DeviceID: gw.DeviceID, DeviceAPIKey: gw.APIKey,
-		APIKey: "s3cret", DataDir: t.TempDir(), PollInterval: time.Second, CloudTimeout: testCloudTimeout,
-		MetricsAddress: "off",
-	}
+	cfg := cl.config(t)
+	cfg.PollInterval, cfg.CloudTimeout, cfg.MetricsAddress = time.Second, testCloudTimeout, "off"
 	if mod != nil {
 		mod(&cfg)
 	}
-	p, err := proxy.New(cfg, proxy.Options{Listener: ln})
+	p, running := runProxy(t, cfg, proxy.Options{Listener: testkit.Listen(t)})
+	ctx, cancel := context.WithTimeout(running.Context(), 2*time.Minute)
+	t.Cleanup(cancel)
+	sup, err := client.New(client.Options{BaseURL: "http://" + p.Addr(), APIKey: testAPIKey, KeyMode: client.KeyInHeader})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	<-p.Ready()
-	sup, err := client.New(client.Options{BaseURL: "http://" + p.Addr(), APIKey: "s3cret", KeyMode: client.KeyInHeader})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &faultWorld{t: t, cloud: cl, p: p, sup: sup, app: app, ctx: ctx}
+	return &faultWorld{t: t, cloud: cl.Server, p: p, sup: sup, app: app, ctx: ctx}
 }
 
 func (w *faultWorld) device() string {
@@ -136,22 +109,7 @@ func (w *faultWorld) metric(name string, match map[string]string) float64 {
 	w.t.Helper()
 	rec := httptest.NewRecorder()
 	w.p.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(rec.Body)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	var sum float64
-next:
-	for _, m := range fams[name].GetMetric() {
-		for _, lp := range m.GetLabel() {
-			if v, ok := match[lp.GetName()]; ok && v != lp.GetValue() {
-				continue next
-			}
-		}
-		sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-	}
-	return sum
+	return promtest.Sum(promtest.Parse(w.t, rec.Body), name, match)
 }
 
 // await polls cond until it holds or d passes.

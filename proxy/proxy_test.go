@@ -1,18 +1,14 @@
 package proxy_test
 
 import (
-	"context"
-	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy"
 	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/proxy/store"
@@ -33,48 +29,12 @@ func TestNewRefusesBadConfigurationAndAnUnusableDataDir(t *testing.T) {
 	}
 }
 
-func get(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 func TestRunServesTheAPIAndMetricsUntilCancelled(t *testing.T) {
-	cl, err := cloud.New(cloud.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := httptest.NewServer(cl)
-	t.Cleanup(cs.Close)
-	gw, err := cl.CreateGateway(cloud.GatewaySpec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	p, err := proxy.New(config.Config{
-		APIEndpoint: cs.URL, DeviceUUID: gw.UUID, DeviceID: gw.DeviceID, DeviceAPIKey: gw.APIKey,
-		APIKey: "s3cret", DataDir: dir, PollInterval: 50 * time.Millisecond,
-	}, proxy.Options{Listener: ln, MetricsListener: mln})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	<-p.Ready()
+	cl := newTestCloud(t)
+	mln := testkit.Listen(t)
+	cfg := cl.config(t)
+	cfg.PollInterval = 50 * time.Millisecond
+	p, running := runProxy(t, cfg, proxy.Options{Listener: testkit.Listen(t), MetricsListener: mln})
 	base := "http://" + p.Addr()
 
 	if code, body := get(t, base+"/ping"); code != 200 || body != "OK" {
@@ -99,20 +59,12 @@ func TestRunServesTheAPIAndMetricsUntilCancelled(t *testing.T) {
 			t.Errorf("GET /metrics = %d, lacks %s", code, want)
 		}
 	}
-	if strings.Contains(metrics, "s3cret") || strings.Contains(metrics, gw.UUID) {
+	if strings.Contains(metrics, testAPIKey) || strings.Contains(metrics, cl.Gateway.UUID) {
 		t.Error("metrics carry the API key or a uuid")
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run after cancel = %v, want nil", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
-	if _, err := os.Stat(filepath.Join(dir, store.FileName)); err != nil {
+	running.Stop()
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, store.FileName)); err != nil {
 		t.Errorf("database not in DATA_DIR: %v", err)
 	}
 	if _, err := http.Get(base + "/ping"); err == nil {
@@ -121,44 +73,22 @@ func TestRunServesTheAPIAndMetricsUntilCancelled(t *testing.T) {
 }
 
 func TestSlowStartAndSlowStopDelayOnlyReadinessAndExit(t *testing.T) {
-	cl, err := cloud.New(cloud.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := httptest.NewServer(cl)
-	t.Cleanup(cs.Close)
-	gw, err := cl.CreateGateway(cloud.GatewaySpec{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	allow, err := violation.ParseAllowances("slow-start,slow-stop")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := proxy.New(config.Config{
-		APIEndpoint: cs.URL, DeviceUUID: gw.UUID, DeviceID: gw.DeviceID, DeviceAPIKey: gw.APIKey,
-		APIKey: "s3cret", DataDir: t.TempDir(), Port: 0, MetricsAddress: "off", Allowances: allow,
-	}, proxy.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
+	cfg := newTestCloud(t).config(t)
+	cfg.MetricsAddress, cfg.Allowances = "off", allow
 	start := time.Now()
-	go func() { done <- p.Run(ctx) }()
-	<-p.Ready()
+	p, running := runProxy(t, cfg, proxy.Options{})
 	if took := time.Since(start); took < proxy.SlowStart {
 		t.Errorf("ready after %s, want at least slow-start's %s", took, proxy.SlowStart)
 	}
 	if code, body := get(t, "http://"+p.Addr()+"/ping"); code != 200 || body != "OK" {
 		t.Errorf("GET /ping = %d %q, want 200 OK once ready", code, body)
 	}
-	cancel()
 	stop := time.Now()
-	if err := <-done; err != nil {
-		t.Errorf("Run = %v, want nil", err)
-	}
+	running.Stop()
 	if took := time.Since(stop); took < proxy.SlowStop || took > proxy.SlowStop+5*time.Second {
 		t.Errorf("Run returned %s after cancel, want slow-stop's %s (and well under 10 s)", took, proxy.SlowStop)
 	}

@@ -4,15 +4,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"math/rand"
 	"os"
 	"path"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/assets"
 )
 
@@ -28,122 +28,6 @@ var (
 	assetsCrossImages = flag.Int("assets.crosscheck.images", 100, "images built by TestProxyAssetsMatchRegistryFlatten")
 )
 
-// crossNames are the path elements of random images: few, so that layers
-// collide on the same paths (file over directory and back, deletions and
-// opaque directories over both), one of them hidden.
-var crossNames = []string{"a", "b", ".h"}
-
-// crossPaths are every path of one to three crossNames elements.
-func crossPaths() []string {
-	var out []string
-	level := []string{""}
-	for range 3 {
-		var next []string
-		for _, p := range level {
-			for _, n := range crossNames {
-				next = append(next, path.Join(p, n))
-			}
-		}
-		out = append(out, next...)
-		level = next
-	}
-	return out
-}
-
-// randomAssetsLayer builds a layer that registry.Layer.Tar accepts: files,
-// deletions and opaque directories drawn from paths, then raw directories,
-// symlinks and files, each placed where the layer already has its parent
-// directory and nothing at its path (nor, for a non-directory, below it), as
-// a real layer's tar would hold them: raw entries on which consumers agree.
-func randomAssetsLayer(rnd *rand.Rand, paths []string, serial *int) registry.Layer {
-	l := registry.Layer{Files: map[string][]byte{}}
-	for range rnd.Intn(7) {
-		p := paths[rnd.Intn(len(paths))]
-		next := l
-		switch k := rnd.Intn(10); {
-		case k < 6:
-			next.Files = maps.Clone(l.Files)
-			*serial++
-			next.Files[p] = fmt.Appendf(nil, "content %d of %s", *serial, p)
-		case k < 9:
-			next.Delete = append(slices.Clone(l.Delete), p)
-		default:
-			if rnd.Intn(4) == 0 {
-				p = "" // /assets itself
-			}
-			next.Opaque = append(slices.Clone(l.Opaque), p)
-		}
-		if _, err := next.Tar(); err == nil {
-			l = next
-		}
-	}
-	// The layer's directories (Tar writes the parents of its files,
-	// deletions and opaque directories) and every path it has an entry at.
-	dirs, taken := map[string]bool{"": true}, map[string]bool{"": true}
-	parents := func(p string) {
-		for a := path.Dir(p); a != "."; a = path.Dir(a) {
-			dirs[a], taken[a] = true, true
-		}
-	}
-	for p := range l.Files {
-		taken[p] = true
-		parents(p)
-	}
-	for _, p := range l.Delete {
-		taken[p] = true
-		parents(p)
-	}
-	for _, p := range l.Opaque {
-		dirs[p], taken[p] = true, true
-		parents(p)
-	}
-	below := func(p string) bool {
-		for q := range taken {
-			if strings.HasPrefix(q, p+"/") {
-				return true
-			}
-		}
-		return false
-	}
-	for range rnd.Intn(3) {
-		p := paths[rnd.Intn(len(paths))]
-		parent := path.Dir(p)
-		if parent == "." {
-			parent = ""
-		}
-		if !dirs[parent] || taken[p] {
-			continue
-		}
-		name := path.Join(registry.AssetsDir, p)
-		switch k := rnd.Intn(3); {
-		case k == 0:
-			l.Raw = append(l.Raw, registry.RawEntry{Name: name + "/", Type: tar.TypeDir})
-			dirs[p] = true
-		case below(p):
-			continue
-		case k == 1:
-			l.Raw = append(l.Raw, registry.RawEntry{Name: name, Type: tar.TypeSymlink, Linkname: "a"})
-		default:
-			*serial++
-			l.Raw = append(l.Raw, registry.RawEntry{Name: name, Data: fmt.Appendf(nil, "raw content %d of %s", *serial, p)})
-		}
-		taken[p] = true
-	}
-	return l
-}
-
-// describeAssetsLayers prints layers for a failure message.
-func describeAssetsLayers(layers []registry.Layer) string {
-	var b strings.Builder
-	for i, l := range layers {
-		fmt.Fprintf(&b, "\n  layer %d: files %q delete %q opaque %q", i, slices.Sorted(maps.Keys(l.Files)), l.Delete, l.Opaque)
-		for _, r := range l.Raw {
-			fmt.Fprintf(&b, " raw %q(type %c)", r.Name, r.Type)
-		}
-	}
-	return b.String()
-}
-
 // tarFiles reads an asset tar as an extraction sees it and returns its
 // regular files. It fails on a tar that no extraction reproduces faithfully:
 // a member name given twice, or a member below a non-directory member.
@@ -151,30 +35,26 @@ func tarFiles(r io.Reader) (map[string][]byte, error) {
 	files := map[string][]byte{}
 	nondirs := map[string]bool{}
 	seen := map[string]bool{}
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
+	err := testkit.WalkTar(r, func(h *tar.Header, body io.Reader) error {
 		name := strings.TrimSuffix(h.Name, "/")
 		if seen[name] {
-			return nil, fmt.Errorf("member %q appears twice", name)
+			return fmt.Errorf("member %q appears twice", name)
 		}
 		seen[name] = true
 		if h.Typeflag != tar.TypeDir {
 			nondirs[name] = true
 		}
 		if h.Typeflag == tar.TypeReg {
-			b, err := io.ReadAll(tr)
+			b, err := io.ReadAll(body)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			files[name] = b
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	for name := range seen {
 		for a := path.Dir(name); a != "."; a = path.Dir(a) {
@@ -205,7 +85,7 @@ func TestProxyAssetsMatchRegistryFlatten(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+time.Duration(n)*100*time.Millisecond)
 	defer cancel()
 
-	log := testLogger(t)
+	log := testkit.Logger(t, slog.LevelWarn)
 	reg, err := registry.New(registry.Options{Logger: log})
 	if err != nil {
 		t.Fatalf("registry.New: %v", err)
@@ -240,14 +120,11 @@ func TestProxyAssetsMatchRegistryFlatten(t *testing.T) {
 
 	// The images are drawn in order from the seed, then built and checked a
 	// few at a time.
-	paths := crossPaths()
-	serial, nonEmpty := 0, 0
+	gen := registry.NewLayerGen(rnd)
+	nonEmpty := 0
 	images := make([][]registry.Layer, n)
 	for i := range images {
-		images[i] = make([]registry.Layer, 2+rnd.Intn(4))
-		for j := range images[i] {
-			images[i][j] = randomAssetsLayer(rnd, paths, &serial)
-		}
+		images[i] = gen.Image(2, 5)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
@@ -258,7 +135,7 @@ func TestProxyAssetsMatchRegistryFlatten(t *testing.T) {
 		}
 		g.Go(func() error {
 			if err := checkProxyAssets(gctx, cache, builders[i%2], i, layers, want); err != nil {
-				return fmt.Errorf("seed %d image %d: %w%s", seed, i, err, describeAssetsLayers(layers))
+				return fmt.Errorf("seed %d image %d: %w%s", seed, i, err, registry.DescribeLayers(layers))
 			}
 			return nil
 		})

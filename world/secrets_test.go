@@ -22,6 +22,7 @@ import (
 
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/internal/syncbuf"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
@@ -132,12 +133,7 @@ func TestNoSecretInAnyLogMetricOrError(t *testing.T) {
 	}
 
 	// The supervisor's address is chosen but nothing listens there yet.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxyAddr := l.Addr().String()
-	l.Close()
+	proxyAddr := testkit.FreeAddr(t)
 	apiKey := randomHex(16)
 
 	// The gateway app and its fleet start first, waiting for the supervisor.
@@ -175,7 +171,7 @@ func TestNoSecretInAnyLogMetricOrError(t *testing.T) {
 			runMu.Unlock()
 		})
 	}
-	waitFor(t, ctx, "the gateway app to find no supervisor", func() bool {
+	testkit.Await(ctx, t, "the gateway app to find no supervisor", func() bool {
 		return strings.Contains(logs.String(), "waiting for the supervisor")
 	})
 	time.Sleep(500 * time.Millisecond) // a few refused connections
@@ -229,7 +225,7 @@ func TestNoSecretInAnyLogMetricOrError(t *testing.T) {
 	// errors.
 	for _, c := range []struct{ name, base, key string }{
 		{"wrong key", p.URL, wrong["proxy query"]},
-		{"no supervisor", "http://" + proxyAddrClosed(t), apiKey},
+		{"no supervisor", "http://" + testkit.FreeAddr(t), apiKey},
 	} {
 		for _, mode := range []client.KeyMode{client.KeyInQuery, client.KeyInHeader} {
 			bad, err := client.New(client.Options{BaseURL: c.base, APIKey: c.key, KeyMode: mode})
@@ -250,7 +246,7 @@ func TestNoSecretInAnyLogMetricOrError(t *testing.T) {
 		got, total := fk.Convergence(gw.UUID)
 		return total == 4 && got == total
 	}
-	waitFor(t, ctx, "the fleet on the demo releases", converged)
+	testkit.Await(ctx, t, "the fleet on the demo releases", converged)
 	if _, err := fk.Cloud.PushRelease(ctx, apps[0].App.ID, cloud.ReleaseSpec{Layers: []cloud.Layer{{Files: map[string][]byte{
 		"assets/firmware.bin": []byte("v2 firmware"),
 	}}}}); err != nil {
@@ -261,7 +257,7 @@ func TestNoSecretInAnyLogMetricOrError(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	fk.Cloud.EndOutage()
-	waitFor(t, ctx, "the fleet on the new release", converged)
+	testkit.Await(ctx, t, "the fleet on the new release", converged)
 
 	// Every metrics exposition.
 	for name, u := range map[string]string{
@@ -313,26 +309,3 @@ func TestNoSecretInAnyLogMetricOrError(t *testing.T) {
 	}
 }
 
-// proxyAddrClosed is an address where nothing listens.
-func proxyAddrClosed(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
-// waitFor polls cond until it holds or ctx ends (then it fails the test).
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}

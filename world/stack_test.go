@@ -8,18 +8,11 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type tlogWriter struct{ t testing.TB }
-
-func (w tlogWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
 
 // awaitConverged polls until every one of want devices reports its app's
 // latest release to the cloud, or fails the test at ctx's deadline.
@@ -51,7 +44,7 @@ func TestStackRollsOutEveryReleaseToEveryDevice(t *testing.T) {
 				Policy:  pol,
 				Profile: fleet.Profile{Count: n, Seed: 7},
 				Demo:    true,
-				Logger:  testLogger(t),
+				Logger:  testkit.Logger(t, slog.LevelWarn),
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -100,7 +93,7 @@ func TestAStackResumesTheWorldOfItsDataDir(t *testing.T) {
 		Proxy:   ProxyOptions{DataDir: filepath.Join(dir, "proxy"), PollInterval: 100 * time.Millisecond, HookRetryInterval: 200 * time.Millisecond},
 		Profile: fleet.Profile{Count: n, Seed: 7},
 		Demo:    true,
-		Logger:  testLogger(t),
+		Logger:  testkit.Logger(t, slog.LevelWarn),
 	}
 	first, err := StartStack(ctx, opts)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	cloudapi "github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/promreg/promtest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -161,11 +162,7 @@ func TestMetricsCountRequestsByRouteAndCodeAndLintClean(t *testing.T) {
 	if n := testutil.CollectAndCount(c.metrics.duration); n != 2 {
 		t.Errorf("duration series: got %d, want 2 (state, provision)", n)
 	}
-	problems, err := testutil.GatherAndLint(c.reg)
-	mustNoErr(t, err)
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
+	promtest.CheckHygiene(t, c.reg)
 	r := c.call(t, "GET", "/metrics", "", nil)
 	if r.status != 200 || !strings.Contains(r.body, "depharness_cloud_requests_total") {
 		t.Errorf("/metrics: got %d without depharness_cloud_requests_total", r.status)

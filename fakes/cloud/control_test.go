@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"reflect"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"testing"
 
 	cloudapi "github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 func (c *testCloud) client() *ControlClient {
@@ -251,12 +251,8 @@ func TestControlHTTPNeedsTheAdminTokenAndStrictJSON(t *testing.T) {
 		}
 	}
 	post := func(path, body string) (int, string) {
-		req, _ := http.NewRequest("POST", c.url+ControlPrefix+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer secret")
-		resp, err := http.DefaultClient.Do(req)
-		mustNoErr(t, err)
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		req := testkit.NewRequest(t, "POST", c.url+ControlPrefix+path, strings.NewReader(body), "Authorization", "Bearer secret")
+		resp, b := testkit.Do(t, nil, req)
 		return resp.StatusCode, string(b)
 	}
 	for _, tt := range []struct{ name, path, body, msg string }{

@@ -293,18 +293,9 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 				k, f := target.knobs(c), c.fixture(t)
 				ctx := testCtx(t)
 				mustNoErr(t, k.Hang(RouteState))
-				done := make(chan int, 1)
-				go func() {
-					req, _ := http.NewRequestWithContext(ctx, "GET", c.url+statePath(f.gw.UUID), nil)
-					req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
-					resp, err := http.DefaultClient.Do(req)
-					if err != nil {
-						done <- -1
-						return
-					}
-					resp.Body.Close()
-					done <- resp.StatusCode
-				}()
+				req, _ := http.NewRequestWithContext(ctx, "GET", c.url+statePath(f.gw.UUID), nil)
+				req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
+				done := statusOf(req)
 				mustNoErr(t, c.Await(ctx, func(v *View) bool { return v.Held() == 1 }))
 				select {
 				case code := <-done:

@@ -5,22 +5,15 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/depharness/depharness/internal/testkit"
 )
-
-// testWriter sends log output to t.Logf.
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // testCloud is a fake cloud on an httptest server.
 type testCloud struct {
@@ -36,7 +29,7 @@ func newTestCloud(t testing.TB, opts Options) *testCloud {
 		opts.Registerer = reg
 	}
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		opts.Logger = testkit.Logger(t, slog.LevelWarn)
 	}
 	if opts.Seed == 0 {
 		opts.Seed = 42
@@ -45,8 +38,7 @@ func newTestCloud(t testing.TB, opts Options) *testCloud {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ts := httptest.NewServer(s)
-	t.Cleanup(ts.Close)
+	ts := testkit.Server(t, s)
 	return &testCloud{Server: s, url: ts.URL, reg: reg}
 }
 
@@ -67,6 +59,22 @@ func (c *testCloud) fixture(t testing.TB) fixture {
 		t.Fatalf("CreateApp: %v", err)
 	}
 	return fixture{gw: gw, app: a}
+}
+
+// statusOf sends req in the background; the channel gets the answer's
+// status, or -1 if there is none.
+func statusOf(req *http.Request) <-chan int {
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- -1
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	return done
 }
 
 // response is a protocol answer.
@@ -91,15 +99,7 @@ func (c *testCloud) call(t testing.TB, method, path, key string, body io.Reader,
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, path, err)
-	}
+	resp, b := testkit.Do(t, nil, req)
 	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}
 }
 

@@ -418,16 +418,7 @@ func TestLogStreamIsStoredWholeWhenItEnds(t *testing.T) {
 	req, err := http.NewRequestWithContext(ctx, "POST", c.url+logsPath(f.gw.UUID), pr)
 	mustNoErr(t, err)
 	req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
-	done := make(chan int, 1)
-	go func() {
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			done <- -1
-			return
-		}
-		resp.Body.Close()
-		done <- resp.StatusCode
-	}()
+	done := statusOf(req)
 	for i := 1; i <= 3; i++ {
 		if _, err := io.WriteString(pw, logLine(d.UUID, fmt.Sprint("line ", i), int64(i))); err != nil {
 			t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -14,23 +13,28 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 // tarEntries lists the entries of an uncompressed tar as "name type".
 func tarEntries(t testing.TB, b []byte) []string {
 	t.Helper()
 	var out []string
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("reading tar: %v", err)
-		}
+	for _, h := range tarHeaders(t, b) {
 		out = append(out, h.Name+" "+string(h.Typeflag))
 	}
+	return out
+}
+
+// tarHeaders are the headers of an uncompressed tar, in order.
+func tarHeaders(t testing.TB, b []byte) []*tar.Header {
+	t.Helper()
+	var out []*tar.Header
+	for h := range testkit.TarMembers(t, bytes.NewReader(b)) {
+		out = append(out, h)
+	}
+	return out
 }
 
 func TestLayerTarHasDirectoriesWhiteoutsFilesThenRawEntries(t *testing.T) {
@@ -72,15 +76,7 @@ func TestLayerTarWritesRawLinksDevicesFifosAndModeBitsAsGiven(t *testing.T) {
 		t.Fatalf("Tar: %v", err)
 	}
 	var got []string
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, h := range tarHeaders(t, b) {
 		if !strings.HasPrefix(h.Name, "assets/") || h.Name == "assets/" {
 			continue
 		}

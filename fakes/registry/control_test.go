@@ -3,16 +3,16 @@ package registry
 import (
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 func TestControlHandlerDrivesTheFaultKnobs(t *testing.T) {
 	f := newFixture(t, Options{})
 	ref, _ := f.build(t, "apps/1", releaseLayers()...)
-	ctl := httptest.NewServer(http.StripPrefix("/control/v1", f.srv.ControlHandler()))
-	t.Cleanup(ctl.Close)
+	ctl := testkit.Server(t, http.StripPrefix("/control/v1", f.srv.ControlHandler()))
 	call := func(method, path, body string) int {
 		t.Helper()
 		req, err := http.NewRequest(method, ctl.URL+"/control/v1"+path, strings.NewReader(body))

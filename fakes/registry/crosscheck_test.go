@@ -29,28 +29,6 @@ var (
 	crossImages = flag.Int("crosscheck.images", 200, "images built by TestFlattenMatchesExtractionOfRandomImages")
 )
 
-// crossNames are the path elements of random images: few, so that layers
-// collide on the same paths (file over directory, directory over file,
-// deletions and opaque directories over both), one of them hidden.
-var crossNames = []string{"a", "b", ".h"}
-
-// crossPaths are every path of one to three crossNames elements.
-func crossPaths() []string {
-	var out, level []string
-	level = []string{""}
-	for range 3 {
-		var next []string
-		for _, p := range level {
-			for _, n := range crossNames {
-				next = append(next, path.Join(p, n))
-			}
-		}
-		out = append(out, next...)
-		level = next
-	}
-	return out
-}
-
 // layerEntry is one tar member of a built layer, relative to /assets.
 type layerEntry struct {
 	rel  string // "" is /assets itself
@@ -65,15 +43,7 @@ func layerEntries(t testing.TB, l Layer) []layerEntry {
 		t.Fatalf("Tar of a generated layer: %v", err)
 	}
 	var out []layerEntry
-	tr := tar.NewReader(bytes.NewReader(b))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("reading a generated layer: %v", err)
-		}
+	for _, h := range tarHeaders(t, b) {
 		rel, ok := rawAssetPath(h.Name)
 		if !ok {
 			continue
@@ -93,82 +63,7 @@ func layerEntries(t testing.TB, l Layer) []layerEntry {
 			out = append(out, layerEntry{rel, 'f'})
 		}
 	}
-}
-
-// randomLayer builds a layer that Tar accepts: files, deletions and opaque
-// directories drawn from paths, then raw directory entries and symlinks
-// placed where the layer already has their parent directory and nothing
-// else at or under their path (as a real layer's tar would).
-func randomLayer(t testing.TB, rnd *rand.Rand, paths []string, serial *int) Layer {
-	t.Helper()
-	l := Layer{Files: map[string][]byte{}}
-	for range rnd.Intn(7) {
-		p := paths[rnd.Intn(len(paths))]
-		next := l
-		switch k := rnd.Intn(10); {
-		case k < 6:
-			next.Files = maps.Clone(l.Files)
-			*serial++
-			next.Files[p] = fmt.Appendf(nil, "content %d of %s", *serial, p)
-		case k < 9:
-			next.Delete = append(slices.Clone(l.Delete), p)
-		default:
-			if rnd.Intn(4) == 0 {
-				p = ""
-			}
-			next.Opaque = append(slices.Clone(l.Opaque), p)
-		}
-		if _, err := next.Tar(); err == nil {
-			l = next
-		}
-	}
-	dirs, taken := map[string]bool{"": true}, map[string]bool{"": true}
-	for _, e := range layerEntries(t, l) {
-		taken[e.rel] = true
-		if e.kind == 'd' {
-			dirs[e.rel] = true
-		}
-	}
-	below := func(p string) bool {
-		for q := range taken {
-			if strings.HasPrefix(q, p+"/") {
-				return true
-			}
-		}
-		return false
-	}
-	for range rnd.Intn(3) {
-		p := paths[rnd.Intn(len(paths))]
-		parent := path.Dir(p)
-		if parent == "." {
-			parent = ""
-		}
-		if !dirs[parent] || taken[p] {
-			continue
-		}
-		if rnd.Intn(2) == 0 {
-			l.Raw = append(l.Raw, RawEntry{Name: path.Join(AssetsDir, p) + "/", Type: tar.TypeDir})
-			dirs[p] = true
-		} else if !below(p) {
-			l.Raw = append(l.Raw, RawEntry{Name: path.Join(AssetsDir, p), Type: tar.TypeSymlink, Linkname: "a"})
-		} else {
-			continue
-		}
-		taken[p] = true
-	}
-	return l
-}
-
-// describeLayers prints layers for a failure message.
-func describeLayers(layers []Layer) string {
-	var b strings.Builder
-	for i, l := range layers {
-		fmt.Fprintf(&b, "\n  layer %d: files %q delete %q opaque %q", i, slices.Sorted(maps.Keys(l.Files)), l.Delete, l.Opaque)
-		for _, r := range l.Raw {
-			fmt.Fprintf(&b, " raw %q(type %c)", r.Name, r.Type)
-		}
-	}
-	return b.String()
+	return out
 }
 
 // ggcrResurrects reports whether the image has the corner on which ggcr's
@@ -331,8 +226,8 @@ func unpackLayer(root string, l v1.Layer) error {
 }
 
 // TestFlattenMatchesExtractionOfRandomImages builds random multi-layer
-// images (files, deletions, opaque directories, raw directories and
-// symlinks, on few paths so that files and directories replace each other
+// images (files, deletions, opaque directories, raw directories, symlinks
+// and files, on few paths so that files and directories replace each other
 // across layers), pushes each to an in-process registry, pulls it with
 // go-containerregistry's client and checks that Flatten equals the regular
 // files under /assets of two extractions: Docker's layer by layer
@@ -357,22 +252,18 @@ func TestFlattenMatchesExtractionOfRandomImages(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	paths := crossPaths()
+	gen := NewLayerGen(rnd)
 	tmp := t.TempDir()
-	serial := 0
 	withGGCR, nonEmpty := 0, 0
 	for i := range *crossImages {
-		layers := make([]Layer, 1+rnd.Intn(5))
-		for j := range layers {
-			layers[j] = randomLayer(t, rnd, paths, &serial)
-		}
+		layers := gen.Image(1, 5)
 		want := Flatten(layers...)
 		if len(want) > 0 {
 			nonEmpty++
 		}
 		ref, _, err := builders[i%2].Build(ctx, fmt.Sprintf("apps/%d", i), layers...)
 		if err != nil {
-			t.Fatalf("seed %d image %d: Build: %v%s", seed, i, err, describeLayers(layers))
+			t.Fatalf("seed %d image %d: Build: %v%s", seed, i, err, DescribeLayers(layers))
 		}
 		r, err := name.ParseReference(ref, name.Insecure)
 		if err != nil {
@@ -384,10 +275,10 @@ func TestFlattenMatchesExtractionOfRandomImages(t *testing.T) {
 		}
 		docker, err := extractLikeDocker(filepath.Join(tmp, fmt.Sprint(i)), img)
 		if err != nil {
-			t.Fatalf("seed %d image %d: extracting like Docker: %v%s", seed, i, err, describeLayers(layers))
+			t.Fatalf("seed %d image %d: extracting like Docker: %v%s", seed, i, err, DescribeLayers(layers))
 		}
 		if !maps.EqualFunc(want, docker, bytes.Equal) {
-			t.Fatalf("seed %d image %d: Flatten got %q, want %q (Docker's extraction)%s", seed, i, want, docker, describeLayers(layers))
+			t.Fatalf("seed %d image %d: Flatten got %q, want %q (Docker's extraction)%s", seed, i, want, docker, DescribeLayers(layers))
 		}
 		if ggcrResurrects(t, layers) {
 			continue
@@ -398,7 +289,7 @@ func TestFlattenMatchesExtractionOfRandomImages(t *testing.T) {
 			t.Fatalf("seed %d image %d: mutate.Extract: %v", seed, i, err)
 		}
 		if !maps.EqualFunc(want, extracted, bytes.Equal) {
-			t.Fatalf("seed %d image %d: Flatten got %q, want %q (mutate.Extract)%s", seed, i, want, extracted, describeLayers(layers))
+			t.Fatalf("seed %d image %d: Flatten got %q, want %q (mutate.Extract)%s", seed, i, want, extracted, DescribeLayers(layers))
 		}
 	}
 	t.Logf("%d images with assets; %d also checked against mutate.Extract", nonEmpty, withGGCR)

@@ -23,26 +23,13 @@ type Metrics struct {
 // on reg by an earlier registry are reused. It panics if a metric of another
 // shape holds one of the names.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	f := promreg.With(reg)
+	f := promreg.Named(reg, "depharness", "registry")
 	m := &Metrics{
-		Requests: f.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "depharness",
-			Subsystem: "registry",
-			Name:      "requests_total",
-			Help:      "Registry requests by kind (manifest, blob, upload, tags, catalog, base, other), method and status code.",
-		}, []string{"kind", "method", "code"}),
-		BlobBytes: f.NewCounter(prometheus.CounterOpts{
-			Namespace: "depharness",
-			Subsystem: "registry",
-			Name:      "blob_bytes_total",
-			Help:      "Bytes of blob bodies served to pulls.",
-		}),
-		Faults: f.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "depharness",
-			Subsystem: "registry",
-			Name:      "faults_total",
-			Help:      "Requests a fault was injected into, by fault (fail, corrupt, throttle).",
-		}, []string{"fault"}),
+		Requests: f.CounterVec("requests_total",
+			"Registry requests by kind (manifest, blob, upload, tags, catalog, base, other), method and status code.", "kind", "method", "code"),
+		BlobBytes: f.Counter("blob_bytes_total", "Bytes of blob bodies served to pulls."),
+		Faults: f.CounterVec("faults_total",
+			"Requests a fault was injected into, by fault (fail, corrupt, throttle).", "fault"),
 	}
 	if err := f.Err(); err != nil {
 		panic(err)

@@ -32,6 +32,8 @@ import (
 	"time"
 
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/depharness/depharness/internal/defaults"
 )
 
 // Options configure a Server. The zero value of each field is its
@@ -114,16 +116,12 @@ func New(opts Options) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if s.logSize <= 0 {
-		s.logSize = 10000
-	}
+	defaults.Positive(&s.logSize, 10000)
 	if opts.AdminToken != "" {
 		sum := sha256.Sum256([]byte(opts.AdminToken))
 		s.tokenSum = &sum
 	}
-	if opts.MaxBlobBytes <= 0 {
-		opts.MaxBlobBytes = DefaultMaxBlobBytes
-	}
+	defaults.Positive(&opts.MaxBlobBytes, DefaultMaxBlobBytes)
 	spool := ""
 	if opts.Dir != "" {
 		spool = filepath.Join(opts.Dir, "uploads")

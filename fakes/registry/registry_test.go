@@ -28,19 +28,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/depharness/depharness/internal/promreg/promtest"
+	"github.com/depharness/depharness/internal/testkit"
 )
-
-// testLogger sends a server's logs to t.Logf.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tLogWriter struct{ t testing.TB }
-
-func (w tLogWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	return len(p), nil
-}
 
 // fixture is a Server on a loopback listener and a Builder pushing to it.
 type fixture struct {
@@ -53,15 +44,14 @@ type fixture struct {
 func newFixture(t testing.TB, opts Options) *fixture {
 	t.Helper()
 	if opts.Logger == nil {
-		opts.Logger = testLogger(t)
+		opts.Logger = testkit.Logger(t, slog.LevelDebug)
 	}
 	srv, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
-	hs := httptest.NewServer(srv)
-	t.Cleanup(hs.Close)
+	hs := testkit.Server(t, srv)
 	host := strings.TrimPrefix(hs.URL, "http://")
 	return &fixture{srv: srv, http: hs, host: host, builder: NewBuilder(BuilderOptions{Registry: host})}
 }
@@ -104,25 +94,19 @@ func extractAssets(t testing.TB, img v1.Image) (map[string][]byte, error) {
 	rc := mutate.Extract(img)
 	defer rc.Close()
 	out := map[string][]byte{}
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	err := testkit.WalkTar(rc, func(h *tar.Header, body io.Reader) error {
 		rel, ok := strings.CutPrefix(strings.TrimLeft(h.Name, "/"), "assets/")
 		if !ok || h.Typeflag != tar.TypeReg {
-			continue
+			return nil
 		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			return nil, err
-		}
+		b, err := io.ReadAll(body)
 		out[rel] = b
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 // releaseLayers are three layers exercising overwrite, whiteouts, an opaque
@@ -171,7 +155,7 @@ func TestPulledImageFlattensToWhatFlattenPredicts(t *testing.T) {
 }
 
 func TestBuilderPushesInProcessThroughHandlerTransport(t *testing.T) {
-	srv, err := New(Options{Logger: testLogger(t)})
+	srv, err := New(Options{Logger: testkit.Logger(t, slog.LevelDebug)})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -303,14 +287,7 @@ func TestFaultsLeavePushesAlone(t *testing.T) {
 func TestCorruptNextServesABlobThatFailsItsDigestOnce(t *testing.T) {
 	f := newFixture(t, Options{Seed: 42})
 	ref, _ := f.build(t, "apps/1", releaseLayers()...)
-	img, err := pullImage(t, ref, noRetry()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
+	layers := pullLayers(t, ref, noRetry()...)
 	f.srv.CorruptNext(1)
 	if err := readLayer(layers[0]); err == nil || !strings.Contains(err.Error(), "error verifying sha256 checksum") {
 		t.Fatalf("corrupt blob: got error %v, want a sha256 verification error", err)
@@ -323,14 +300,7 @@ func TestCorruptNextServesABlobThatFailsItsDigestOnce(t *testing.T) {
 func TestCorruptDigestUntilUncorrupt(t *testing.T) {
 	f := newFixture(t, Options{Seed: 7})
 	ref, _ := f.build(t, "apps/1", releaseLayers()...)
-	img, err := pullImage(t, ref, noRetry()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
+	layers := pullLayers(t, ref, noRetry()...)
 	d, err := layers[1].Digest()
 	if err != nil {
 		t.Fatal(err)
@@ -357,6 +327,20 @@ func TestCorruptDigestUntilUncorrupt(t *testing.T) {
 			}
 		}
 	}
+}
+
+// pullLayers pulls ref and returns its layers.
+func pullLayers(t testing.TB, ref string, opts ...remote.Option) []v1.Layer {
+	t.Helper()
+	img, err := pullImage(t, ref, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return layers
 }
 
 func readLayer(l v1.Layer) error {
@@ -409,12 +393,10 @@ func TestThrottleSlowsBlobsAndUnthrottleRestoresThem(t *testing.T) {
 	content := make([]byte, 48<<10)
 	rand.New(rand.NewSource(1)).Read(content)
 	ref, _ := f.build(t, "apps/1", Layer{Files: map[string][]byte{"big.bin": content}})
-	img, err := pullImage(t, ref)
+	d, err := pullLayers(t, ref)[0].Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, _ := img.Layers()
-	d, _ := ls[0].Digest()
 
 	const rate = 256 << 10 // bytes per second
 	f.srv.Throttle(rate)
@@ -459,12 +441,10 @@ func TestUnthrottleReleasesATransferUnderWay(t *testing.T) {
 	content := make([]byte, 64<<10)
 	rand.New(rand.NewSource(2)).Read(content)
 	ref, _ := f.build(t, "apps/1", Layer{Files: map[string][]byte{"big.bin": content}})
-	img, err := pullImage(t, ref)
+	d, err := pullLayers(t, ref)[0].Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, _ := img.Layers()
-	d, _ := ls[0].Digest()
 
 	// At 1 KiB/s the blob would take about a minute; Unthrottle as soon as
 	// the transfer has started must let it finish within the test's
@@ -513,13 +493,7 @@ func TestMetricsCountRequestsAndBlobBytesAndLintClean(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	problems, err := testutil.GatherAndLint(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
+	promtest.CheckHygiene(t, reg)
 	m := f.srv.metrics
 	if got := testutil.ToFloat64(m.Requests.WithLabelValues("manifest", "GET", "503")); got != 1 {
 		t.Errorf("failed manifest GETs: got %v, want 1", got)

@@ -10,30 +10,23 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 // do sends one request to the fixture's registry with an optional
 // Authorization header and returns the answer, body read.
 func (f *fixture) do(t *testing.T, method, path, auth string, body io.Reader) (*http.Response, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, f.http.URL+path, body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := testkit.NewRequest(t, method, f.http.URL+path, body)
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	resp, err := f.http.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := testkit.Do(t, f.http.Client(), req)
 	return resp, string(b)
 }
 
@@ -42,8 +35,7 @@ func TestTheAdminTokenGuardsPushesAndTheControlAPI(t *testing.T) {
 	f := newFixture(t, Options{AdminToken: token})
 	mux := http.NewServeMux()
 	mux.Handle("/control/v1/", http.StripPrefix("/control/v1", f.srv.ControlHandler()))
-	ctl := httptest.NewServer(mux)
-	t.Cleanup(ctl.Close)
+	ctl := testkit.Server(t, mux)
 	control := func(auth string) int {
 		req, _ := http.NewRequest(http.MethodPut, ctl.URL+"/control/v1/throttle", strings.NewReader(`{"bytesPerSec":1000}`))
 		if auth != "" {

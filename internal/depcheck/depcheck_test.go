@@ -60,6 +60,11 @@ var (
 	proxyShared = map[string][]string{"features": {"proxy/violation"}}
 )
 
+// testSupport are the packages that only test files import: the shared
+// test helpers, the metrics checks and the browser driver of the page
+// tests.
+var testSupport = []string{"internal/testkit", "internal/promreg/promtest", "internal/browsertest"}
+
 // check returns one message per import that breaks the rules, for the
 // packages' own (non-test) imports.
 func check(pkgs []pkg) []string {
@@ -76,6 +81,8 @@ func check(pkgs []pkg) []string {
 				bad = append(bad, fmt.Sprintf("%s imports %s; it may import only the standard library", rel, imp))
 			case i >= 0 && inModule && rules[i].may != nil && !anyUnder(impRel, rules[i].may):
 				bad = append(bad, fmt.Sprintf("%s imports %s; it may import only %v of this module", rel, impRel, rules[i].may))
+			case inModule && anyUnder(impRel, testSupport):
+				bad = append(bad, fmt.Sprintf("%s imports %s; only test files import %v", rel, impRel, testSupport))
 			case inModule && under(impRel, "proxy") && !under(rel, "proxy") && !anyUnder(rel, composition) &&
 				!anyUnder(impRel, proxyShared[rel]):
 				bad = append(bad, fmt.Sprintf("%s imports %s; only %v import the proxy", rel, impRel, composition))
@@ -164,6 +171,9 @@ func TestTheRulesCatchABrokenDirection(t *testing.T) {
 		{"the suite's reference target imports the proxy", "features/refproxy", []string{module + "proxy"}, false},
 		{"the end-to-end tests import the proxy", "e2e", []string{module + "proxy/config"}, true},
 		{"the CLI imports the proxy", "cmd/depharness", []string{module + "proxy/config"}, false},
+		{"the proxy imports the test helpers", "proxy", []string{module + "internal/testkit"}, true},
+		{"the world imports the browser driver", "world", []string{module + "internal/browsertest"}, true},
+		{"the test helpers import the standard library", "internal/testkit", []string{"testing"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

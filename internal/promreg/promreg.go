@@ -18,14 +18,25 @@ import (
 // proxy restarted in one process, a test building two) keeps counting in
 // the registered collector where promauto would panic; and any other
 // registration error is kept for Err instead of panicking.
+//
+// A Factory from Named also has short constructors (Counter, CounterVec,
+// Gauge, GaugeVec, Histogram, HistogramVec) that take a metric's name
+// within the namespace and subsystem, its help and its labels.
 type Factory struct {
-	reg prometheus.Registerer
-	err error
+	reg                  prometheus.Registerer
+	namespace, subsystem string
+	err                  error
 }
 
 // With returns a Factory registering on reg. A nil reg registers nothing:
 // the collectors still count.
 func With(reg prometheus.Registerer) *Factory { return &Factory{reg: reg} }
+
+// Named returns a Factory registering on reg whose short constructors name
+// every metric namespace_subsystem_name. A nil reg registers nothing.
+func Named(reg prometheus.Registerer, namespace, subsystem string) *Factory {
+	return &Factory{reg: reg, namespace: namespace, subsystem: subsystem}
+}
 
 // Err is every registration error so far, joined; nil if none.
 func (f *Factory) Err() error { return f.err }
@@ -58,6 +69,46 @@ func (f *Factory) NewHistogram(opts prometheus.HistogramOpts) prometheus.Histogr
 // NewHistogramVec builds and registers a histogram vector.
 func (f *Factory) NewHistogramVec(opts prometheus.HistogramOpts, labels []string) *prometheus.HistogramVec {
 	return register(f, prometheus.NewHistogramVec(opts, labels))
+}
+
+func (f *Factory) opts(name, help string) prometheus.Opts {
+	return prometheus.Opts{Namespace: f.namespace, Subsystem: f.subsystem, Name: name, Help: help}
+}
+
+// Counter builds and registers the counter name.
+func (f *Factory) Counter(name, help string) prometheus.Counter {
+	return f.NewCounter(prometheus.CounterOpts(f.opts(name, help)))
+}
+
+// CounterVec builds and registers the counter vector name over labels.
+func (f *Factory) CounterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return f.NewCounterVec(prometheus.CounterOpts(f.opts(name, help)), labels)
+}
+
+// Gauge builds and registers the gauge name.
+func (f *Factory) Gauge(name, help string) prometheus.Gauge {
+	return f.NewGauge(prometheus.GaugeOpts(f.opts(name, help)))
+}
+
+// GaugeVec builds and registers the gauge vector name over labels.
+func (f *Factory) GaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	return f.NewGaugeVec(prometheus.GaugeOpts(f.opts(name, help)), labels)
+}
+
+// Histogram builds and registers the histogram name with buckets (nil:
+// prometheus.DefBuckets).
+func (f *Factory) Histogram(name, help string, buckets []float64) prometheus.Histogram {
+	return f.NewHistogram(f.histogramOpts(name, help, buckets))
+}
+
+// HistogramVec builds and registers the histogram vector name over labels,
+// with buckets (nil: prometheus.DefBuckets).
+func (f *Factory) HistogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	return f.NewHistogramVec(f.histogramOpts(name, help, buckets), labels)
+}
+
+func (f *Factory) histogramOpts(name, help string, buckets []float64) prometheus.HistogramOpts {
+	return prometheus.HistogramOpts{Namespace: f.namespace, Subsystem: f.subsystem, Name: name, Help: help, Buckets: buckets}
 }
 
 func register[C prometheus.Collector](f *Factory, c C) C {

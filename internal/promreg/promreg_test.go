@@ -54,3 +54,44 @@ func TestFactoryRegistersReusesAndKeepsErrors(t *testing.T) {
 		t.Errorf("With(nil): %v, want no error", unregistered.Err())
 	}
 }
+
+func TestNamedFactoryPrefixesEveryMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	f := Named(reg, "depharness", "test")
+	f.Counter("plain_total", "A counter.").Inc()
+	f.CounterVec("labelled_total", "A counter vector.", "kind", "code").WithLabelValues("a", "200").Inc()
+	f.Gauge("level", "A gauge.").Set(2)
+	f.GaugeVec("levels", "A gauge vector.", "kind").WithLabelValues("a").Set(3)
+	f.Histogram("wait_seconds", "A histogram.", []float64{0.1, 1}).Observe(0.5)
+	f.HistogramVec("call_seconds", "A histogram vector.", nil, "call").WithLabelValues("x").Observe(0.5)
+	if f.Err() != nil {
+		t.Fatalf("Err() = %v, want nil", f.Err())
+	}
+	for _, name := range []string{
+		"depharness_test_plain_total", "depharness_test_labelled_total", "depharness_test_level",
+		"depharness_test_levels", "depharness_test_wait_seconds", "depharness_test_call_seconds",
+	} {
+		if n, err := testutil.GatherAndCount(reg, name); err != nil || n != 1 {
+			t.Errorf("%s: %d series (%v), want 1", name, n, err)
+		}
+	}
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v, want no problems", problems, err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "depharness_test_wait_seconds" {
+			if got := len(mf.GetMetric()[0].GetHistogram().GetBucket()); got != 2 {
+				t.Errorf("wait_seconds has %d buckets, want the 2 given", got)
+			}
+		}
+		if mf.GetName() == "depharness_test_call_seconds" {
+			if got, want := len(mf.GetMetric()[0].GetHistogram().GetBucket()), len(prometheus.DefBuckets); got != want {
+				t.Errorf("call_seconds has %d buckets, want the %d default ones", got, want)
+			}
+		}
+	}
+}

@@ -66,6 +66,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/depharness/depharness/internal/atomicfile"
+	"github.com/depharness/depharness/internal/defaults"
 	"github.com/depharness/depharness/proxy/violation"
 )
 
@@ -168,27 +169,15 @@ func New(opts Options) (*Cache, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("assets: Options.Dir is required")
 	}
-	if opts.MaxBytes <= 0 {
-		opts.MaxBytes = DefaultMaxBytes
-	}
-	if opts.Retry.Attempts <= 0 {
-		opts.Retry.Attempts = 5
-	}
-	if opts.Retry.Min <= 0 {
-		opts.Retry.Min = 200 * time.Millisecond
-	}
-	if opts.Retry.Max <= 0 {
-		opts.Retry.Max = 10 * time.Second
-	}
+	defaults.Positive(&opts.MaxBytes, DefaultMaxBytes)
+	defaults.Positive(&opts.Retry.Attempts, 5)
+	defaults.Positive(&opts.Retry.Min, 200*time.Millisecond)
+	defaults.Positive(&opts.Retry.Max, 10*time.Second)
 	if opts.Retry.Max < opts.Retry.Min {
 		opts.Retry.Max = opts.Retry.Min
 	}
-	if opts.BuildTimeout <= 0 {
-		opts.BuildTimeout = 30 * time.Minute
-	}
-	if opts.StallTimeout <= 0 {
-		opts.StallTimeout = time.Minute
-	}
+	defaults.Positive(&opts.BuildTimeout, 30*time.Minute)
+	defaults.Positive(&opts.StallTimeout, time.Minute)
 	if opts.Transport == nil {
 		opts.Transport = remote.DefaultTransport
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -24,6 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/depharness/depharness/internal/promreg/promtest"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/violation"
 )
 
@@ -41,7 +42,7 @@ func newCache(t testing.TB, opts Options) (*Cache, *prometheus.Registry) {
 		opts.Retry = Retry{Attempts: 4, Min: time.Millisecond, Max: 4 * time.Millisecond}
 	}
 	opts.Registerer = reg
-	opts.Logger = slog.New(slog.NewTextHandler(logWriter{t}, nil))
+	opts.Logger = testkit.Logger(t, slog.LevelInfo)
 	c, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -80,8 +81,7 @@ func dirFiles(t testing.TB, dir string) []string {
 }
 
 func TestEnsureBuildsTheTarOnceAndThenHitsTheCache(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/one", sampleImage(t))
+	r, ref := registryWithSample(t, "app/one")
 	c, reg := newCache(t, Options{})
 
 	if c.Has(7, commit) {
@@ -131,9 +131,7 @@ func TestEnsureBuildsTheTarOnceAndThenHitsTheCache(t *testing.T) {
 	if got := testutil.ToFloat64(c.metrics.pullBytes); got <= 0 {
 		t.Errorf("image pull bytes: got %v, want > 0", got)
 	}
-	if probs, err := testutil.GatherAndLint(reg); err != nil || len(probs) > 0 {
-		t.Errorf("metrics lint: got %v %v, want no problems", probs, err)
-	}
+	promtest.CheckHygiene(t, reg)
 	if got := dirFiles(t, filepath.Join(c.opts.Dir, "7")); !slices.Equal(got, []string{commit + ".tar", commit + ".tar.sha256"}) {
 		t.Errorf("files in the app folder: got %q, want the tar and its checksum", got)
 	}
@@ -214,8 +212,7 @@ func TestEnsureFailsOnCorruptTransfersAndLeavesNoTar(t *testing.T) {
 }
 
 func TestEnsureRetriesRegistryFaults(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/flaky", sampleImage(t))
+	r, ref := registryWithSample(t, "app/flaky")
 	r.failNext.Store(2)
 	c, _ := newCache(t, Options{Retry: Retry{Attempts: 3, Min: time.Millisecond}})
 
@@ -234,8 +231,7 @@ func TestEnsureRetriesRegistryFaults(t *testing.T) {
 }
 
 func TestEnsureGivesUpAfterTheLastAttempt(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/down", sampleImage(t))
+	r, ref := registryWithSample(t, "app/down")
 	r.failNext.Store(100)
 	c, _ := newCache(t, Options{Retry: Retry{Attempts: 3, Min: time.Millisecond}})
 
@@ -248,8 +244,7 @@ func TestEnsureGivesUpAfterTheLastAttempt(t *testing.T) {
 }
 
 func TestEnsureAbandonsAStalledTransferAndRetries(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/stall", sampleImage(t))
+	r, ref := registryWithSample(t, "app/stall")
 	release := r.hold() // the registry accepts the manifest request and says nothing
 	t.Cleanup(release)
 	c, _ := newCache(t, Options{StallTimeout: 50 * time.Millisecond, Retry: Retry{Attempts: 2, Min: time.Millisecond}})
@@ -283,8 +278,7 @@ func TestEnsureKeepsASlowTransferThatMakesProgress(t *testing.T) {
 }
 
 func TestEnsureDoesNotRetryAMissingImage(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/exists", sampleImage(t))
+	r, ref := registryWithSample(t, "app/exists")
 	missing := ref[:strings.LastIndex(ref, ":")+1] + strings.Repeat("0", 64)
 	c, _ := newCache(t, Options{})
 
@@ -334,8 +328,7 @@ func TestEnsureEnforcesMaxBytes(t *testing.T) {
 }
 
 func TestEnsureConcurrentCallsBuildOnce(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/popular", sampleImage(t))
+	r, ref := registryWithSample(t, "app/popular")
 	c, _ := newCache(t, Options{})
 	release := r.hold()
 	t.Cleanup(release)
@@ -345,8 +338,8 @@ func TestEnsureConcurrentCallsBuildOnce(t *testing.T) {
 	for range n {
 		go func() { errs <- c.Ensure(context.Background(), 6, commit, ref) }()
 	}
-	eventually(t, "every caller to miss the cache", func() bool { return testutil.ToFloat64(c.metrics.misses) == n })
-	eventually(t, "the build to ask for the manifest", func() bool { return r.manifestGets.Load() == 1 })
+	testkit.Eventually(t, "every caller to miss the cache", func() bool { return testutil.ToFloat64(c.metrics.misses) == n })
+	testkit.Eventually(t, "the build to ask for the manifest", func() bool { return r.manifestGets.Load() == 1 })
 	release()
 	for range n {
 		if err := <-errs; err != nil {
@@ -362,8 +355,7 @@ func TestEnsureConcurrentCallsBuildOnce(t *testing.T) {
 }
 
 func TestEnsureReturnsWhenTheCallerGivesUpAndTheBuildGoesOn(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/slow", sampleImage(t))
+	r, ref := registryWithSample(t, "app/slow")
 	c, _ := newCache(t, Options{})
 	release := r.hold()
 	t.Cleanup(release)
@@ -371,25 +363,24 @@ func TestEnsureReturnsWhenTheCallerGivesUpAndTheBuildGoesOn(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Ensure(ctx, 8, commit, ref) }()
-	eventually(t, "the build to ask for the manifest", func() bool { return r.manifestGets.Load() == 1 })
+	testkit.Eventually(t, "the build to ask for the manifest", func() bool { return r.manifestGets.Load() == 1 })
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Ensure after cancel: got %v, want context.Canceled", err)
 	}
 	release()
-	eventually(t, "the build to finish", func() bool { return c.Has(8, commit) })
+	testkit.Eventually(t, "the build to finish", func() bool { return c.Has(8, commit) })
 }
 
 func TestCloseAbortsBuildsAndRefusesNewOnes(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/closing", sampleImage(t))
+	r, ref := registryWithSample(t, "app/closing")
 	c, _ := newCache(t, Options{})
 	release := r.hold()
 	t.Cleanup(release)
 
 	done := make(chan error, 1)
 	go func() { done <- c.Ensure(context.Background(), 12, commit, ref) }()
-	eventually(t, "the build to ask for the manifest", func() bool { return r.manifestGets.Load() == 1 })
+	testkit.Eventually(t, "the build to ask for the manifest", func() bool { return r.manifestGets.Load() == 1 })
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -477,31 +468,17 @@ func serveHandler(t testing.TB, c *Cache, image string) http.Handler {
 }
 
 func TestServe(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/serve", sampleImage(t))
+	r, ref := registryWithSample(t, "app/serve")
 	c, _ := newCache(t, Options{})
-	srv := httptest.NewServer(serveHandler(t, c, ref))
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, serveHandler(t, c, ref))
 
 	get := func(t *testing.T, hdr map[string]string) (*http.Response, []byte) {
 		t.Helper()
-		req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		req := testkit.NewRequest(t, http.MethodGet, srv.URL, nil)
 		for k, v := range hdr {
 			req.Header.Set(k, v)
 		}
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp, b
+		return testkit.Do(t, srv.Client(), req)
 	}
 
 	resp, whole := get(t, nil)
@@ -563,8 +540,7 @@ func TestServe(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func TestServeRebuildsAMissingTar(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/rebuild", sampleImage(t))
+	r, ref := registryWithSample(t, "app/rebuild")
 	c, _ := newCache(t, Options{})
 	if err := c.Ensure(context.Background(), 1, commit, ref); err != nil {
 		t.Fatal(err)
@@ -591,8 +567,7 @@ func TestServeRebuildsAMissingTar(t *testing.T) {
 }
 
 func TestServeRecomputesAMissingChecksum(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/sum", sampleImage(t))
+	r, ref := registryWithSample(t, "app/sum")
 	c, _ := newCache(t, Options{})
 	serve := func() string {
 		rec := httptest.NewRecorder()
@@ -617,11 +592,9 @@ func TestServeRecomputesAMissingChecksum(t *testing.T) {
 }
 
 func TestServeConcurrentFirstRequestsBuildOnce(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/first", sampleImage(t))
+	r, ref := registryWithSample(t, "app/first")
 	c, _ := newCache(t, Options{})
-	srv := httptest.NewServer(serveHandler(t, c, ref))
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, serveHandler(t, c, ref))
 
 	var wg sync.WaitGroup
 	for range 8 {
@@ -657,8 +630,7 @@ func TestServeWritesNothingWhenTheTarCannotBeBuilt(t *testing.T) {
 }
 
 func TestViolations(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/violations", sampleImage(t))
+	_, ref := registryWithSample(t, "app/violations")
 	tests := []struct {
 		violation string
 		check     func(t *testing.T, rec *httptest.ResponseRecorder)
@@ -750,30 +722,12 @@ func TestPlainHTTPRegistries(t *testing.T) {
 }
 
 func TestServeAnEmptySuffixRangeIsUnsatisfiable(t *testing.T) {
-	r := newTestRegistry(t)
-	ref := r.push(t, "app/suffix", sampleImage(t))
+	_, ref := registryWithSample(t, "app/suffix")
 	c, _ := newCache(t, Options{})
-	srv := httptest.NewServer(serveHandler(t, c, ref))
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, serveHandler(t, c, ref))
 	get := func(t *testing.T, hdr ...string) (*http.Response, []byte) {
 		t.Helper()
-		req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i+1 < len(hdr); i += 2 {
-			req.Header.Set(hdr[i], hdr[i+1])
-		}
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp, b
+		return testkit.Do(t, srv.Client(), testkit.NewRequest(t, http.MethodGet, srv.URL, nil, hdr...))
 	}
 	_, whole := get(t)
 	size := itoa(len(whole))

@@ -4,12 +4,10 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/violation"
 )
 
@@ -92,8 +91,7 @@ func servedTar(t *testing.T, layers [][]ent, v ...string) []byte {
 		set[name] = true
 	}
 	c, _ := newCache(t, Options{Violations: set})
-	srv := httptest.NewServer(serveHandler(t, c, ref))
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, serveHandler(t, c, ref))
 	resp, err := srv.Client().Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -247,22 +245,19 @@ func (s *sandbox) extractGo(tarball []byte) []error {
 	}
 	defer root.Close()
 	var errs []error
-	tr := tar.NewReader(bytes.NewReader(tarball))
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return errs
-		}
-		if err != nil {
-			return append(errs, err)
-		}
-		if err := extractMember(root, tr, h); err != nil {
+	err = testkit.WalkTar(bytes.NewReader(tarball), func(h *tar.Header, body io.Reader) error {
+		if err := extractMember(root, body, h); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", h.Name, err))
 		}
+		return nil
+	})
+	if err != nil {
+		errs = append(errs, err)
 	}
+	return errs
 }
 
-func extractMember(root *os.Root, tr *tar.Reader, h *tar.Header) error {
+func extractMember(root *os.Root, tr io.Reader, h *tar.Header) error {
 	name := strings.TrimSuffix(h.Name, "/")
 	if dir := filepath.Dir(name); dir != "." {
 		if err := root.MkdirAll(dir, 0o755); err != nil {

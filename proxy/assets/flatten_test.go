@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 func TestFlatten(t *testing.T) {
@@ -451,13 +453,8 @@ func TestFlattenClearsSpecialModeBitsAndCountsDropsByReason(t *testing.T) {
 		if keep {
 			want = map[string]int64{"tool": 0o4755, "group": 0o2750, "tmp/": 0o1777, "l": 0o6777, "c/x": 0o644}
 		}
-		tr := tar.NewReader(&out)
 		got := map[string]int64{}
-		for {
-			h, err := tr.Next()
-			if err != nil {
-				break
-			}
+		for h := range testkit.TarMembers(t, &out) {
 			got[h.Name] = h.Mode
 		}
 		if !maps.Equal(got, want) {

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"path"
 	"strings"
@@ -13,6 +12,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 // FuzzFlatten feeds arbitrary bytes as the upper of two layers. Whatever the
@@ -34,15 +35,7 @@ func FuzzFlatten(f *testing.F) {
 		if _, err := flatten(context.Background(), []v1.Layer{base, upper}, lw, flattenOptions{}); err != nil {
 			return // a malformed or too large layer is an error, which is fine
 		}
-		tr := tar.NewReader(&out)
-		for {
-			h, err := tr.Next()
-			if errors.Is(err, io.EOF) {
-				return
-			}
-			if err != nil {
-				t.Fatalf("output tar: %v", err)
-			}
+		for h, body := range testkit.TarMembers(t, &out) {
 			name := strings.TrimSuffix(h.Name, "/")
 			if name == "" || path.IsAbs(name) || path.Clean(name) != name || name == ".." || strings.HasPrefix(name, "../") {
 				t.Fatalf("member name %q: want a clean relative name inside the folder", h.Name)
@@ -61,7 +54,7 @@ func FuzzFlatten(f *testing.F) {
 			default:
 				t.Fatalf("member %q has type %q, want a file, folder or link", name, h.Typeflag)
 			}
-			if _, err := io.Copy(io.Discard, tr); err != nil {
+			if _, err := io.Copy(io.Discard, body); err != nil {
 				t.Fatalf("output tar: %v", err)
 			}
 		}
@@ -159,15 +152,7 @@ func FuzzFlattenLayers(f *testing.F) {
 		if _, err := flatten(context.Background(), layers, &out, flattenOptions{}); err != nil {
 			t.Fatalf("flatten: %v", err)
 		}
-		tr := tar.NewReader(bytes.NewReader(out.Bytes()))
-		for {
-			h, err := tr.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("output tar: %v", err)
-			}
+		for h := range testkit.TarMembers(t, bytes.NewReader(out.Bytes())) {
 			switch h.Typeflag {
 			case tar.TypeReg, tar.TypeDir, tar.TypeSymlink, tar.TypeLink:
 			default:

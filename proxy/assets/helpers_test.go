@@ -3,8 +3,6 @@ package assets
 import (
 	"archive/tar"
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -25,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 // ent is one member of a test layer. typ 0 means a regular file (or a
@@ -121,17 +121,9 @@ func member(h *tar.Header, body []byte) string {
 // malformed tar or a name that appears twice.
 func readTar(t testing.TB, r io.Reader) []string {
 	t.Helper()
-	tr := tar.NewReader(r)
 	got := []string{}
 	seen := map[string]bool{}
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("reading output tar: %v", err)
-		}
+	for h, tr := range testkit.TarMembers(t, r) {
 		if seen[h.Name] {
 			t.Errorf("member %q appears twice", h.Name)
 		}
@@ -301,6 +293,14 @@ func (r *testRegistry) corruptBlob(h v1.Hash) {
 	r.corrupt[h.String()] = true
 }
 
+// registryWithSample is a test registry holding sampleImage at repo, and
+// the image's reference.
+func registryWithSample(t testing.TB, repo string) (*testRegistry, string) {
+	t.Helper()
+	r := newTestRegistry(t)
+	return r, r.push(t, repo, sampleImage(t))
+}
+
 func (r *testRegistry) hold() (release func()) {
 	ch := make(chan struct{})
 	r.mu.Lock()
@@ -309,28 +309,4 @@ func (r *testRegistry) hold() (release func()) {
 	return sync.OnceFunc(func() { close(ch) })
 }
 
-// logWriter sends log lines to t.Logf.
-type logWriter struct{ t testing.TB }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	return len(p), nil
-}
-
-func logTo(t testing.TB) *log.Logger { return log.New(logWriter{t}, "registry: ", 0) }
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
+func logTo(t testing.TB) *log.Logger { return log.New(testkit.LogWriter(t), "registry: ", 0) }

@@ -5,13 +5,13 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 // A call abandoned without an answer (issue 10, finding 2b) must not leave
@@ -23,11 +23,7 @@ import (
 // once the client gave up, its next read must see a reset. Before the
 // change it saw an orderly EOF.
 func TestAnAbandonedCallResetsItsConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := testkit.Listen(t)
 	after := make(chan error, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -65,13 +61,7 @@ func TestAnAbandonedCallResetsItsConnection(t *testing.T) {
 // A request that could not be sent (nothing listens) is not an unknown
 // outcome: the cloud cannot have taken it.
 func TestARefusedConnectionIsNotAnUnknownOutcome(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	c, err := New(Options{BaseURL: "http://" + addr, GatewayUUID: "gw", APIKey: "k", Timeout: time.Second})
+	c, err := New(Options{BaseURL: "http://" + testkit.FreeAddr(t), GatewayUUID: "gw", APIKey: "k", Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

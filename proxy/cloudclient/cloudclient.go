@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/defaults"
 	"github.com/depharness/depharness/proxy/violation"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -139,9 +140,7 @@ const DefaultTimeout = 30 * time.Second
 // timeout (DefaultTimeout if zero or less) bounds a whole request, and the
 // dial and TLS handshake take at most 5 s of it.
 func DefaultHTTPClient(timeout time.Duration) *http.Client {
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
+	defaults.Positive(&timeout, DefaultTimeout)
 	step := min(5*time.Second, timeout)
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = abortingDial((&net.Dialer{Timeout: step, KeepAlive: 30 * time.Second}).DialContext)

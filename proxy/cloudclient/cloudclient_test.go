@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/promreg/promtest"
 	"github.com/depharness/depharness/proxy/violation"
 	"github.com/jarcoal/httpmock"
 	"github.com/prometheus/client_golang/prometheus"
@@ -415,26 +416,7 @@ func TestMetricsCountCallsByCodeAndLintClean(t *testing.T) {
 	if n := testutil.CollectAndCount(c.metrics.duration); n != 1 {
 		t.Errorf("duration series = %d, want 1", n)
 	}
-	problems, err := testutil.GatherAndLint(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		for _, m := range mf.Metric {
-			for _, lp := range m.Label {
-				if strings.Contains(lp.GetValue(), testKey) {
-					t.Errorf("metric %s label %s holds the key", mf.GetName(), lp.GetName())
-				}
-			}
-		}
-	}
+	promtest.CheckHygiene(t, reg, testKey)
 }
 
 func TestMetricsAreSharedAcrossClientsOnOneRegistry(t *testing.T) {

@@ -17,19 +17,12 @@ type Metrics struct {
 // registered). Metrics already registered on reg by an earlier client are
 // reused, so a proxy restarted in one process keeps counting.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	f := promreg.With(reg)
+	f := promreg.Named(reg, "depharness", "proxy")
 	m := &Metrics{
-		requests: f.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name: "cloud_requests_total",
-			Help: "Requests to the cloud by call and HTTP status (\"error\": no answer).",
-		}, []string{"call", "code"}),
-		duration: f.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name:    "cloud_request_duration_seconds",
-			Help:    "Duration of requests to the cloud by call.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
-		}, []string{"call"}),
+		requests: f.CounterVec("cloud_requests_total",
+			"Requests to the cloud by call and HTTP status (\"error\": no answer).", "call", "code"),
+		duration: f.HistogramVec("cloud_request_duration_seconds",
+			"Duration of requests to the cloud by call.", prometheus.ExponentialBuckets(0.001, 4, 9), "call"),
 	}
 	return m, f.Err()
 }

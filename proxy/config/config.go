@@ -6,6 +6,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -143,57 +144,23 @@ const (
 
 // WithDefaults returns c with every unset optional field at its default.
 func (c Config) WithDefaults() Config {
-	if c.ListenHost == "" {
-		c.ListenHost = DefaultListenHost
-	}
-	if c.HookAddress == "" {
-		c.HookAddress = api.DefaultHookAddress
-	}
-	if c.DataDir == "" {
-		c.DataDir = DefaultDataDir
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = DefaultPollInterval
-	}
-	if c.HookRetryInterval == 0 {
-		c.HookRetryInterval = DefaultHookRetry
-	}
-	if c.HookTimeout == 0 {
-		c.HookTimeout = DefaultHookTimeout
-	}
-	if c.HookConcurrency == 0 {
-		c.HookConcurrency = DefaultHookConcurrency
-	}
-	if c.HookBackoffMax == 0 {
-		c.HookBackoffMax = 10 * c.HookRetryInterval
-	}
-	if c.AssetMaxBytes == 0 {
-		c.AssetMaxBytes = DefaultAssetMaxBytes
-	}
-	if c.AssetStallTimeout == 0 {
-		c.AssetStallTimeout = DefaultAssetStall
-	}
-	if c.CloudTimeout == 0 {
-		c.CloudTimeout = DefaultCloudTimeout
-	}
-	if c.LogBufferLines == 0 {
-		c.LogBufferLines = DefaultLogBufferLines
-	}
-	if c.LogBufferBytes == 0 {
-		c.LogBufferBytes = DefaultLogBufferBytes
-	}
-	if c.LogBatchBytes == 0 {
-		c.LogBatchBytes = DefaultLogBatchBytes
-	}
-	if c.LogLineMaxBytes == 0 {
-		c.LogLineMaxBytes = DefaultLogLineMaxBytes
-	}
-	if c.ReportQueueBytes == 0 {
-		c.ReportQueueBytes = DefaultReportQueueBytes
-	}
-	if c.MetricsAddress == "" {
-		c.MetricsAddress = DefaultMetricsAddress
-	}
+	c.ListenHost = cmp.Or(c.ListenHost, DefaultListenHost)
+	c.HookAddress = cmp.Or(c.HookAddress, api.DefaultHookAddress)
+	c.DataDir = cmp.Or(c.DataDir, DefaultDataDir)
+	c.PollInterval = cmp.Or(c.PollInterval, DefaultPollInterval)
+	c.HookRetryInterval = cmp.Or(c.HookRetryInterval, DefaultHookRetry)
+	c.HookTimeout = cmp.Or(c.HookTimeout, DefaultHookTimeout)
+	c.HookConcurrency = cmp.Or(c.HookConcurrency, DefaultHookConcurrency)
+	c.HookBackoffMax = cmp.Or(c.HookBackoffMax, 10*c.HookRetryInterval)
+	c.AssetMaxBytes = cmp.Or(c.AssetMaxBytes, DefaultAssetMaxBytes)
+	c.AssetStallTimeout = cmp.Or(c.AssetStallTimeout, DefaultAssetStall)
+	c.CloudTimeout = cmp.Or(c.CloudTimeout, DefaultCloudTimeout)
+	c.LogBufferLines = cmp.Or(c.LogBufferLines, DefaultLogBufferLines)
+	c.LogBufferBytes = cmp.Or(c.LogBufferBytes, DefaultLogBufferBytes)
+	c.LogBatchBytes = cmp.Or(c.LogBatchBytes, DefaultLogBatchBytes)
+	c.LogLineMaxBytes = cmp.Or(c.LogLineMaxBytes, DefaultLogLineMaxBytes)
+	c.ReportQueueBytes = cmp.Or(c.ReportQueueBytes, DefaultReportQueueBytes)
+	c.MetricsAddress = cmp.Or(c.MetricsAddress, DefaultMetricsAddress)
 	return c
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/promreg/promtest"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -111,9 +112,7 @@ func TestUpdateHook200AcknowledgesTheTarget(t *testing.T) {
 	}
 	atLeast(t, "a new target after a 200", gaps(got), ri)
 	w.awaitSettled("d1")
-	if problems, err := testutil.GatherAndLint(r.reg); err != nil || len(problems) > 0 {
-		t.Fatalf("lint: %v %+v", err, problems)
-	}
+	promtest.CheckHygiene(t, r.reg)
 	if c := testutil.ToFloat64(r.d.metrics.deliveries.WithLabelValues(string(KindUpdate), OutcomeOK)); c < 3 {
 		t.Fatalf("got %v ok update deliveries counted, want at least 3", c)
 	}
@@ -368,14 +367,46 @@ func TestHookStateIsDurableAcrossRestart(t *testing.T) {
 	r.stop()
 }
 
+// violationCase is a violation of the dispatcher and how a test sees it:
+// the gateway answers device d1's hooks with respond, while, if respond is
+// set, a "clock" device's update hooks (answered clock, 0: 202) show time
+// passing.
+type violationCase struct {
+	name    string
+	v       string
+	respond func(h hookReq, n int) int
+	clock   int
+	check   func(t *testing.T, rv *receiver, w *world, r *running)
+}
+
+func runViolationCases(t *testing.T, tests []violationCase) {
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rv := newReceiver(t, tc.respond)
+			w := newWorld(t, "d1")
+			if tc.respond != nil {
+				// A device that never settles, to show time passing.
+				w.target.Devices = append(w.target.Devices, store.TargetDevice{UUID: "clock", AppID: 1, Cloud: &store.CloudDevice{ID: 9, DeviceType: "x"}})
+				w.apply()
+				rv.respond = func(h hookReq, n int) int {
+					if h.UUID == "clock" && tc.clock != 0 {
+						return tc.clock
+					}
+					if h.UUID == "clock" {
+						return http.StatusAccepted
+					}
+					return tc.respond(h, n)
+				}
+			}
+			w.downloaded("c1")
+			r := start(t, w, Options{BaseAddress: rv.base(), Violations: violations(tc.v)})
+			tc.check(t, rv, w, r)
+		})
+	}
+}
+
 func TestViolations(t *testing.T) {
-	tests := []struct {
-		name    string
-		v       string
-		respond func(h hookReq, n int) int
-		clock   int // status of the clock device's hooks (0: 202)
-		check   func(t *testing.T, rv *receiver, w *world, r *running)
-	}{
+	runViolationCases(t, []violationCase{
 		{
 			name:  "hook-202-stops sends an update only once despite 202",
 			v:     "hook-202-stops",
@@ -433,30 +464,7 @@ func TestViolations(t *testing.T) {
 				}
 			},
 		},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			rv := newReceiver(t, tc.respond)
-			w := newWorld(t, "d1")
-			if tc.respond != nil {
-				// A device that never settles, to show time passing.
-				w.target.Devices = append(w.target.Devices, store.TargetDevice{UUID: "clock", AppID: 1, Cloud: &store.CloudDevice{ID: 9, DeviceType: "x"}})
-				w.apply()
-				rv.respond = func(h hookReq, n int) int {
-					if h.UUID == "clock" && tc.clock != 0 {
-						return tc.clock
-					}
-					if h.UUID == "clock" {
-						return http.StatusAccepted
-					}
-					return tc.respond(h, n)
-				}
-			}
-			w.downloaded("c1")
-			r := start(t, w, Options{BaseAddress: rv.base(), Violations: violations(tc.v)})
-			tc.check(t, rv, w, r)
-		})
-	}
+	})
 }
 
 // The update hook body is exactly the canonical target.
@@ -523,12 +531,7 @@ func TestViolationNoPacingResendsFasterThanTheRetryInterval(t *testing.T) {
 
 func TestMoreViolations(t *testing.T) {
 	accepted := func(hookReq, int) int { return http.StatusAccepted }
-	tests := []struct {
-		name    string
-		v       string
-		respond func(h hookReq, n int) int
-		check   func(t *testing.T, rv *receiver, w *world, r *running)
-	}{
+	runViolationCases(t, []violationCase{
 		{
 			name:    "hook-200-repeats resends an acknowledged target",
 			v:       "hook-200-repeats",
@@ -611,20 +614,5 @@ func TestMoreViolations(t *testing.T) {
 				}
 			},
 		},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			rv := newReceiver(t, nil)
-			w := newWorld(t, "d1", "clock") // clock: a 202 loop that shows time passing
-			rv.respond = func(h hookReq, n int) int {
-				if h.UUID == "clock" {
-					return http.StatusAccepted
-				}
-				return tc.respond(h, n)
-			}
-			w.downloaded("c1")
-			r := start(t, w, Options{BaseAddress: rv.base(), Violations: violations(tc.v)})
-			tc.check(t, rv, w, r)
-		})
-	}
+	})
 }

@@ -38,30 +38,16 @@ type Metrics struct {
 // registered). Metrics already registered on reg by an earlier dispatcher
 // are reused, so a proxy restarted in one process keeps counting.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	f := promreg.With(reg)
+	f := promreg.Named(reg, "depharness", "proxy")
 	m := &Metrics{
-		deliveries: f.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name: "hook_deliveries_total",
-			Help: "Hooks sent to the gateway app by kind (update, delete, restart) and outcome (ok, accepted, rejected, failed).",
-		}, []string{"kind", "outcome"}),
-		duration: f.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name:    "hook_duration_seconds",
-			Help:    "Duration of hook requests by kind.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
-		}, []string{"kind"}),
-		ackLatency: f.NewHistogram(prometheus.HistogramOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name:    "hook_ack_latency_seconds",
-			Help:    "Time from a device's update target appearing to the gateway acknowledging its update hook with 200.",
-			Buckets: prometheus.ExponentialBuckets(0.005, 3, 12),
-		}),
-		pending: f.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name: "hooks_pending",
-			Help: "Devices owed a hook, by the kind sent next (delete before restart before update).",
-		}, []string{"kind"}),
+		deliveries: f.CounterVec("hook_deliveries_total",
+			"Hooks sent to the gateway app by kind (update, delete, restart) and outcome (ok, accepted, rejected, failed).", "kind", "outcome"),
+		duration: f.HistogramVec("hook_duration_seconds",
+			"Duration of hook requests by kind.", prometheus.ExponentialBuckets(0.0005, 4, 10), "kind"),
+		ackLatency: f.Histogram("hook_ack_latency_seconds",
+			"Time from a device's update target appearing to the gateway acknowledging its update hook with 200.", prometheus.ExponentialBuckets(0.005, 3, 12)),
+		pending: f.GaugeVec("hooks_pending",
+			"Devices owed a hook, by the kind sent next (delete before restart before update).", "kind"),
 	}
 	for _, k := range []Kind{KindUpdate, KindDelete, KindRestart} {
 		m.pending.WithLabelValues(string(k))

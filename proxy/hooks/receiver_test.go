@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,8 +45,7 @@ type receiver struct {
 func newReceiver(t testing.TB, respond func(h hookReq, n int) int) *receiver {
 	t.Helper()
 	rv := &receiver{inflight: map[string]int{}, counts: map[string]int{}, changed: make(chan struct{}), respond: respond}
-	rv.srv = httptest.NewServer(http.HandlerFunc(rv.serve))
-	t.Cleanup(rv.srv.Close)
+	rv.srv = testkit.Server(t, http.HandlerFunc(rv.serve))
 	return rv
 }
 
@@ -235,39 +235,14 @@ func start(t testing.TB, w *world, opts Options) *running {
 	reg := prometheus.NewRegistry()
 	opts.Registerer = reg
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		opts.Logger = testkit.Logger(t, slog.LevelWarn)
 	}
 	d, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("Run did not return 10s after cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return &running{d: d, reg: reg, stop: stop}
-}
-
-// tWriter sends log lines to t.Logf.
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", strings.TrimSpace(string(p)))
-	return len(p), nil
+	r := testkit.Run(t, d.Run)
+	return &running{d: d, reg: reg, stop: func() { r.Stop() }}
 }
 
 func violations(names ...string) violation.Set {

@@ -35,19 +35,29 @@ func benchClient() *http.Client {
 // runParallel64 runs get from 64 concurrent clients and reports the p99
 // latency.
 func runParallel64(b *testing.B, get func(c *http.Client) error) {
+	runParallel(b, 64, func() func(*http.Client, int) error {
+		return func(c *http.Client, _ int) error { return get(c) }
+	})
+}
+
+// runParallel runs requests from clients concurrent clients and reports
+// the latencies: each client calls client once, then the function it
+// returns with its request count (0, 1, …) until the benchmark is done.
+func runParallel(b *testing.B, clients int, client func() func(c *http.Client, i int) error) {
 	c := benchClient()
 	procs := runtime.GOMAXPROCS(0)
-	b.SetParallelism((64 + procs - 1) / procs)
+	b.SetParallelism((clients + procs - 1) / procs)
 	var (
 		mu  sync.Mutex
 		all []time.Duration
 	)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
+		do := client()
 		var lat []time.Duration
-		for pb.Next() {
+		for i := 0; pb.Next(); i++ {
 			start := time.Now()
-			if err := get(c); err != nil {
+			if err := do(c, i); err != nil {
 				b.Error(err)
 				return
 			}
@@ -172,31 +182,10 @@ func BenchmarkPutDevice16(b *testing.B) {
 	for i := 0; i < 64; i++ {
 		uuids <- e.provision(5)
 	}
-	c := benchClient()
-	procs := runtime.GOMAXPROCS(0)
-	b.SetParallelism((16 + procs - 1) / procs)
-	var (
-		mu  sync.Mutex
-		all []time.Duration
-	)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
+	runParallel(b, 16, func() func(*http.Client, int) error {
 		url := e.srv.URL + "/v1/devices/" + <-uuids + "?apikey=" + testKey
-		var lat []time.Duration
-		for i := 0; pb.Next(); i++ {
-			start := time.Now()
-			if err := put(c, url, fmt.Sprintf(`{"status":"s%d"}`, i)); err != nil {
-				b.Error(err)
-				return
-			}
-			lat = append(lat, time.Since(start))
-		}
-		mu.Lock()
-		all = append(all, lat...)
-		mu.Unlock()
+		return func(c *http.Client, i int) error { return put(c, url, fmt.Sprintf(`{"status":"s%d"}`, i)) }
 	})
-	b.StopTimer()
-	reportLatency(b, all)
 }
 
 func put(c *http.Client, url, body string) error {

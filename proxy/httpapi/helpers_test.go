@@ -18,6 +18,7 @@ import (
 	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/internal/syncbuf"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
@@ -162,8 +163,7 @@ func newEnv(t testing.TB, mods ...func(*Options)) *testEnv {
 	if e.h, err = New(opts); err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	e.srv = httptest.NewServer(e.h)
-	t.Cleanup(e.srv.Close)
+	e.srv = testkit.Server(t, e.h)
 	return e
 }
 
@@ -195,22 +195,11 @@ func (e *testEnv) raw(method, path, body string, hdr http.Header) (int, string) 
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequest(method, e.srv.URL+path, rd)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	req := testkit.NewRequest(e.t, method, e.srv.URL+path, rd)
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
-	resp, err := e.srv.Client().Do(req)
-	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
+	resp, b := testkit.Do(e.t, e.srv.Client(), req)
 	return resp.StatusCode, string(b)
 }
 

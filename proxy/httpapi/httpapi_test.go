@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/promreg/promtest"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -162,19 +163,7 @@ func TestTheKeyNeverLeaks(t *testing.T) {
 	if logs := e.logs.String(); strings.Contains(logs, testKey) || !strings.Contains(logs, "registry down") {
 		t.Errorf("logs hold the key or miss the 503's cause:\n%s", logs)
 	}
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		for _, m := range mf.Metric {
-			for _, lp := range m.Label {
-				if strings.Contains(lp.GetValue(), testKey) {
-					t.Errorf("metric %s label %s=%q holds the key", mf.GetName(), lp.GetName(), lp.GetValue())
-				}
-			}
-		}
-	}
+	promtest.CheckHygiene(t, e.reg, testKey)
 }
 
 // ERR-1, ERR-2: unexpected failures are 503 with a plain-text body.
@@ -310,23 +299,7 @@ func TestMetricsUseRouteTemplatesAndLintClean(t *testing.T) {
 			t.Errorf("requests{%s,%s,%s} = %v, want %v", tc.route, tc.method, tc.code, got, tc.want)
 		}
 	}
-	problems, err := testutil.GatherAndLint(e.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
-	mfs, _ := e.reg.Gather()
-	for _, mf := range mfs {
-		for _, m := range mf.Metric {
-			for _, lp := range m.Label {
-				if strings.Contains(lp.GetValue(), uuid) {
-					t.Errorf("metric %s has a uuid in label %s", mf.GetName(), lp.GetName())
-				}
-			}
-		}
-	}
+	promtest.CheckHygiene(t, e.reg, uuid)
 }
 
 func TestMetricsAreSharedOnOneRegistry(t *testing.T) {

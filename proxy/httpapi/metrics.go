@@ -19,29 +19,16 @@ type Metrics struct {
 // NewMetrics builds the metrics and registers them on reg (nil: not
 // registered). Metrics already registered on reg are reused.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	f := promreg.With(reg)
+	f := promreg.Named(reg, "depharness", "proxy")
 	m := &Metrics{
-		requests: f.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name: "http_requests_total",
-			Help: "Supervisor API requests by route template, method and status code.",
-		}, []string{"route", "method", "code"}),
-		duration: f.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name:    "http_request_duration_seconds",
-			Help:    "Supervisor API request duration by route template and method.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
-		}, []string{"route", "method"}),
-		logsDropped: f.NewCounter(prometheus.CounterOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name: "log_buffer_dropped_total",
-			Help: "Log lines dropped, oldest first, because the durable log buffer was full (LOG_BUFFER_LINES or LOG_BUFFER_BYTES).",
-		}),
-		logsCut: f.NewCounter(prometheus.CounterOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name: "log_lines_truncated_total",
-			Help: "Log lines accepted with their message cut to fit LOG_LINE_MAX_BYTES.",
-		}),
+		requests: f.CounterVec("http_requests_total",
+			"Supervisor API requests by route template, method and status code.", "route", "method", "code"),
+		duration: f.HistogramVec("http_request_duration_seconds",
+			"Supervisor API request duration by route template and method.", prometheus.ExponentialBuckets(0.0001, 4, 10), "route", "method"),
+		logsDropped: f.Counter("log_buffer_dropped_total",
+			"Log lines dropped, oldest first, because the durable log buffer was full (LOG_BUFFER_LINES or LOG_BUFFER_BYTES)."),
+		logsCut: f.Counter("log_lines_truncated_total",
+			"Log lines accepted with their message cut to fit LOG_LINE_MAX_BYTES."),
 	}
 	return m, f.Err()
 }

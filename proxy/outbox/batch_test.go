@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -166,7 +167,7 @@ func newBatchEnv(t *testing.T, devices int, mods ...func(*Options)) *batchEnv {
 	opts := Options{
 		Store: e.st, Cloud: e.cloud, RetryMin: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond,
 		IdleCheck: time.Hour, Registerer: prometheus.NewRegistry(), Rand: rand.New(rand.NewPCG(5, 6)),
-		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Logger: testkit.Logger(t, slog.LevelInfo),
 	}
 	for _, m := range mods {
 		m(&opts)
@@ -192,25 +193,8 @@ func (e *batchEnv) report(dev, n int) {
 // start runs the outbox until the test ends or stop is called; stop waits
 // for Run to return nil.
 func (e *batchEnv) start() (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.ob.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					e.t.Errorf("Run = %v, want nil", err)
-				}
-			case <-time.After(5 * time.Second):
-				e.t.Errorf("Run did not return within 5 s of cancel")
-			}
-		})
-	}
-	e.t.Cleanup(stop)
-	return stop
+	r := testkit.Run(e.t, e.ob.Run)
+	return func() { r.Stop() }
 }
 
 func (e *batchEnv) queued(kind store.OutboxKind) []string {
@@ -276,8 +260,8 @@ func TestEachDevicesPatchesArriveInOrderWhileDevicesAreDeliveredConcurrently(t *
 		next[d]++
 	}
 	e.start()
-	waitFor(t, "every patch", func() bool { return e.cloud.acceptedCount() >= devices*perDev })
-	waitFor(t, "an empty outbox", func() bool { return len(e.queued(store.OutboxPatch)) == 0 })
+	testkit.Eventually(t, "every patch", func() bool { return e.cloud.acceptedCount() >= devices*perDev })
+	testkit.Eventually(t, "an empty outbox", func() bool { return len(e.queued(store.OutboxPatch)) == 0 })
 	for d := range devices {
 		want := statuses(d, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
 		if got := e.cloud.acceptedBy(devCloudID(d)); !slices.Equal(got, want) {
@@ -314,7 +298,7 @@ func TestAnOutageInTheMiddleOfABatchHoldsBackOnlyTheFailedDevice(t *testing.T) {
 	}
 	e.start()
 	retries := e.ob.metrics.retries.WithLabelValues(string(store.OutboxPatch))
-	waitFor(t, "two failed rounds", func() bool { return testutil.ToFloat64(retries) >= 2 })
+	testkit.Eventually(t, "two failed rounds", func() bool { return testutil.ToFloat64(retries) >= 2 })
 
 	for _, tc := range []struct {
 		dev  int
@@ -336,7 +320,7 @@ func TestAnOutageInTheMiddleOfABatchHoldsBackOnlyTheFailedDevice(t *testing.T) {
 	mu.Lock()
 	down = false
 	mu.Unlock()
-	waitFor(t, "an empty outbox", func() bool { return len(e.queued(store.OutboxPatch)) == 0 })
+	testkit.Eventually(t, "an empty outbox", func() bool { return len(e.queued(store.OutboxPatch)) == 0 })
 	if got, want := e.cloud.acceptedBy(devCloudID(1)), statuses(1, 0, 1, 2); !slices.Equal(got, want) {
 		t.Errorf("after the outage, device 1: cloud got %v, want %v", got, want)
 	}
@@ -395,7 +379,7 @@ func TestABatchIsAcknowledgedInOneTransaction(t *testing.T) {
 func (e *batchEnv) waitSettled(patches, lines float64) {
 	e.t.Helper()
 	m := e.ob.metrics
-	waitFor(e.t, "empty outboxes, counted", func() bool {
+	testkit.Eventually(e.t, "empty outboxes, counted", func() bool {
 		return len(e.queued(store.OutboxPatch)) == 0 && len(e.queued(store.OutboxLog)) == 0 &&
 			testutil.ToFloat64(m.delivered.WithLabelValues(string(store.OutboxPatch))) >= patches &&
 			testutil.ToFloat64(m.delivered.WithLabelValues(string(store.OutboxLog)))+
@@ -454,7 +438,7 @@ func TestShutdownAcknowledgesWhatWasDelivered(t *testing.T) {
 	e.report(0, 1)
 	e.report(1, 1)
 	stop := e.start()
-	waitFor(t, "device 0's patches", func() bool { return len(e.cloud.acceptedBy(devCloudID(0))) == 2 })
+	testkit.Eventually(t, "device 0's patches", func() bool { return len(e.cloud.acceptedBy(devCloudID(0))) == 2 })
 	select {
 	case <-blocked:
 	case <-time.After(5 * time.Second):

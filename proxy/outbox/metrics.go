@@ -24,48 +24,22 @@ type Metrics struct {
 // NewMetrics builds the metrics and registers them on reg (nil: not
 // registered). Metrics already registered on reg are reused.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	f := promreg.With(reg)
+	f := promreg.Named(reg, "depharness", "proxy")
 	m := &Metrics{
-		depth: f.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name: "outbox_depth",
-			Help: "Rows waiting in the outbox for the cloud, by kind.",
-		}, []string{"kind"}),
-		delivered: f.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name: "outbox_delivered_total",
-			Help: "Outbox rows the cloud took, by kind.",
-		}, []string{"kind"}),
-		dropped: f.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name: "outbox_dropped_total",
-			Help: "Outbox rows dropped undelivered, by kind and reason (patch rejected: the cloud refused it for good, 4xx other than 401; log refused_400, refused_413: the cloud refused the line alone; undecodable).",
-		}, []string{"kind", "reason"}),
-		retries: f.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name: "outbox_retries_total",
-			Help: "Outbox delivery rounds that failed because the cloud (or the store) was unavailable, by kind.",
-		}, []string{"kind"}),
-		unknown: f.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "depharness", Subsystem: "proxy",
-			Name: "outbox_unknown_outcomes_total",
-			Help: "Outbox cloud calls sent without an answer (timeout or connection lost after sending): the cloud may have taken them; their rows are sent again, by kind.",
-		}, []string{"kind"}),
+		depth:     f.GaugeVec("outbox_depth", "Rows waiting in the outbox for the cloud, by kind.", "kind"),
+		delivered: f.CounterVec("outbox_delivered_total", "Outbox rows the cloud took, by kind.", "kind"),
+		dropped: f.CounterVec("outbox_dropped_total",
+			"Outbox rows dropped undelivered, by kind and reason (patch rejected: the cloud refused it for good, 4xx other than 401; log refused_400, refused_413: the cloud refused the line alone; undecodable).", "kind", "reason"),
+		retries: f.CounterVec("outbox_retries_total",
+			"Outbox delivery rounds that failed because the cloud (or the store) was unavailable, by kind.", "kind"),
+		unknown: f.CounterVec("outbox_unknown_outcomes_total",
+			"Outbox cloud calls sent without an answer (timeout or connection lost after sending): the cloud may have taken them; their rows are sent again, by kind.", "kind"),
 	}
-	m.bytes = f.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "depharness", Subsystem: "proxy",
-		Name: "outbox_bytes",
-		Help: "Payload bytes of the rows waiting in the outbox for the cloud, by kind (bounded by LOG_BUFFER_BYTES and REPORT_QUEUE_BYTES).",
-	}, []string{"kind"})
-	m.merged = f.NewCounter(prometheus.CounterOpts{
-		Namespace: "depharness", Subsystem: "proxy",
-		Name: "outbox_reports_merged_total",
-		Help: "Queued reports merged into a newer report of the same device (DEV-PUT-6).",
-	})
-	m.queueDropped = f.NewCounter(prometheus.CounterOpts{
-		Namespace: "depharness", Subsystem: "proxy",
-		Name: "outbox_reports_dropped_total",
-		Help: "Queued reports dropped, oldest first, because the report queue was over REPORT_QUEUE_BYTES.",
-	})
+	m.bytes = f.GaugeVec("outbox_bytes",
+		"Payload bytes of the rows waiting in the outbox for the cloud, by kind (bounded by LOG_BUFFER_BYTES and REPORT_QUEUE_BYTES).", "kind")
+	m.merged = f.Counter("outbox_reports_merged_total",
+		"Queued reports merged into a newer report of the same device (DEV-PUT-6).")
+	m.queueDropped = f.Counter("outbox_reports_dropped_total",
+		"Queued reports dropped, oldest first, because the report queue was over REPORT_QUEUE_BYTES.")
 	return m, f.Err()
 }

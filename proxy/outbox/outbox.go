@@ -54,6 +54,7 @@ import (
 	"time"
 
 	cloudapi "github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/backoff"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
@@ -294,15 +295,9 @@ func (o *Outbox) loop(ctx context.Context, kind store.OutboxKind, step func(cont
 // backoff is the wait after n consecutive failures: RetryMin·2^(n-1),
 // capped at RetryMax, jittered into [½, 1] of that.
 func (o *Outbox) backoff(n int) time.Duration {
-	d := o.opts.RetryMin
-	for i := 1; i < n && d < o.opts.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, o.opts.RetryMax)
 	o.randMu.Lock()
-	f := 0.5 + 0.5*o.rand.Float64()
-	o.randMu.Unlock()
-	return time.Duration(float64(d) * f)
+	defer o.randMu.Unlock()
+	return backoff.Jittered(o.opts.RetryMin, o.opts.RetryMax, n, o.rand)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

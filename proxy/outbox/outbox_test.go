@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/promreg/promtest"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
@@ -119,8 +120,7 @@ type env struct {
 func newEnv(t *testing.T, mods ...func(*Options)) *env {
 	t.Helper()
 	e := &env{t: t, cloud: &testCloud{patchStatus: map[int64]int{}}, reg: prometheus.NewRegistry(), dir: t.TempDir()}
-	srv := httptest.NewServer(e.cloud)
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, e.cloud)
 	var err error
 	if e.store, err = store.Open(e.dir, store.Options{KeepReportsUnmerged: true}); err != nil {
 		t.Fatal(err)
@@ -133,7 +133,7 @@ func newEnv(t *testing.T, mods ...func(*Options)) *env {
 	opts := Options{
 		Store: e.store, Cloud: cc, RetryMin: 5 * time.Millisecond, RetryMax: 40 * time.Millisecond,
 		IdleCheck: time.Hour, Registerer: e.reg, Rand: rand.New(rand.NewPCG(1, 2)),
-		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger: testkit.Logger(t, slog.LevelDebug),
 	}
 	for _, m := range mods {
 		m(&opts)
@@ -149,31 +149,8 @@ func newEnv(t *testing.T, mods ...func(*Options)) *env {
 	return e
 }
 
-// tWriter sends log output to t.Logf.
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
 // run starts the outbox until the test ends; Run must return nil promptly.
-func (e *env) run() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.ob.Run(ctx) }()
-	e.t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				e.t.Errorf("Run: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			e.t.Errorf("Run did not return after cancel")
-		}
-	})
-}
+func (e *env) run() { testkit.Run(e.t, e.ob.Run) }
 
 func (e *env) report(uuid, status string) {
 	e.t.Helper()
@@ -190,18 +167,6 @@ func (e *env) logLine(uuid, msg string) {
 		e.t.Fatal(err)
 	}
 	e.ob.Notify()
-}
-
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 func (e *env) requests() int {
@@ -243,7 +208,7 @@ func TestPatchesAreDeliveredInOrderPerDeviceAcrossAnOutage(t *testing.T) {
 		e.report(u, fmt.Sprint("s", i))
 		want = append(want, patchWant(id, fmt.Sprint("s", i)))
 	}
-	waitFor(t, "two failed rounds", func() bool {
+	testkit.Eventually(t, "two failed rounds", func() bool {
 		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(string(store.OutboxPatch))) >= 2
 	})
 	if got := e.cloud.Patches(); len(got) != 0 {
@@ -253,19 +218,19 @@ func TestPatchesAreDeliveredInOrderPerDeviceAcrossAnOutage(t *testing.T) {
 		t.Fatalf("depth during the outage = %d, want 10", d)
 	}
 	e.cloud.set(func(c *testCloud) { c.down = false })
-	waitFor(t, "all patches", func() bool { return len(e.cloud.Patches()) >= 10 })
+	testkit.Eventually(t, "all patches", func() bool { return len(e.cloud.Patches()) >= 10 })
 	if got, want := perDevice(e.cloud.Patches()), perDevice(want); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("cloud got, per device,\n%v\nwant\n%v", got, want)
 	}
-	waitFor(t, "an empty outbox", func() bool { return e.depth(store.OutboxPatch) == 0 })
+	testkit.Eventually(t, "an empty outbox", func() bool { return e.depth(store.OutboxPatch) == 0 })
 	// Counted just after the rows are deleted.
-	waitFor(t, "10 counted as delivered", func() bool {
+	testkit.Eventually(t, "10 counted as delivered", func() bool {
 		return testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(string(store.OutboxPatch))) >= 10
 	})
 	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(string(store.OutboxPatch))); got != 10 {
 		t.Errorf("delivered = %v, want 10", got)
 	}
-	waitFor(t, "the depth gauge at 0", func() bool {
+	testkit.Eventually(t, "the depth gauge at 0", func() bool {
 		return testutil.ToFloat64(e.ob.metrics.depth.WithLabelValues(string(store.OutboxPatch))) == 0
 	})
 }
@@ -280,12 +245,12 @@ func TestLogsAreDeliveredInOrderInBatchesAcrossAnOutage(t *testing.T) {
 		e.logLine(u, fmt.Sprint("m", i))
 		want = append(want, fmt.Sprintf("%s:m%d", u, i))
 	}
-	waitFor(t, "a failed round", func() bool {
+	testkit.Eventually(t, "a failed round", func() bool {
 		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(string(store.OutboxLog))) >= 1
 	})
 	e.cloud.set(func(c *testCloud) { c.down = false })
-	waitFor(t, "all lines", func() bool { return len(e.cloud.LogMessages()) >= 10 })
-	waitFor(t, "an empty outbox", func() bool { return e.depth(store.OutboxLog) == 0 })
+	testkit.Eventually(t, "all lines", func() bool { return len(e.cloud.LogMessages()) >= 10 })
+	testkit.Eventually(t, "an empty outbox", func() bool { return e.depth(store.OutboxLog) == 0 })
 	if got := e.cloud.LogMessages(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("cloud got\n%v\nwant\n%v (each once, in order)", got, want)
 	}
@@ -304,7 +269,7 @@ func TestDeliveryResumesAfterARestartOnTheSameData(t *testing.T) {
 	e.store = st
 	e.ob.opts.Store = st
 	e.run()
-	waitFor(t, "the patch and the line", func() bool {
+	testkit.Eventually(t, "the patch and the line", func() bool {
 		return len(e.cloud.Patches()) == 1 && len(e.cloud.LogMessages()) == 1
 	})
 	if got := e.cloud.Patches()[0]; got != patchWant(11, "before-restart") {
@@ -318,12 +283,12 @@ func TestARejectedPatchIsDroppedAndTheQueueMovesOn(t *testing.T) {
 	e.report("dev-a", "lost")
 	e.report("dev-b", "after")
 	e.run()
-	waitFor(t, "the later patch", func() bool { return len(e.cloud.Patches()) == 1 })
+	testkit.Eventually(t, "the later patch", func() bool { return len(e.cloud.Patches()) == 1 })
 	if got := e.cloud.Patches()[0]; got != patchWant(12, "after") {
 		t.Errorf("delivered %s, want the patch of dev-b", got)
 	}
-	waitFor(t, "an empty outbox", func() bool { return e.depth(store.OutboxPatch) == 0 })
-	waitFor(t, "the drop counted", func() bool {
+	testkit.Eventually(t, "an empty outbox", func() bool { return e.depth(store.OutboxPatch) == 0 })
+	testkit.Eventually(t, "the drop counted", func() bool {
 		return testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(string(store.OutboxPatch), "rejected")) >= 1
 	})
 	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(string(store.OutboxPatch), "rejected")); got != 1 {
@@ -336,14 +301,14 @@ func TestAnUnauthorizedPatchIsRetriedNotDropped(t *testing.T) {
 	e.cloud.set(func(c *testCloud) { c.patchStatus[11] = http.StatusUnauthorized })
 	e.report("dev-a", "s")
 	e.run()
-	waitFor(t, "two failed rounds", func() bool {
+	testkit.Eventually(t, "two failed rounds", func() bool {
 		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(string(store.OutboxPatch))) >= 2
 	})
 	if d := e.depth(store.OutboxPatch); d != 1 {
 		t.Fatalf("depth = %d, want 1 (kept for retry)", d)
 	}
 	e.cloud.set(func(c *testCloud) { delete(c.patchStatus, 11) })
-	waitFor(t, "the patch", func() bool { return len(e.cloud.Patches()) == 1 })
+	testkit.Eventually(t, "the patch", func() bool { return len(e.cloud.Patches()) == 1 })
 }
 
 func TestARejectedLogLineIsFoundAndDroppedAlone(t *testing.T) {
@@ -360,11 +325,11 @@ func TestARejectedLogLineIsFoundAndDroppedAlone(t *testing.T) {
 		e.logLine("dev-a", msg)
 	}
 	e.run()
-	waitFor(t, "an empty outbox", func() bool { return e.depth(store.OutboxLog) == 0 })
+	testkit.Eventually(t, "an empty outbox", func() bool { return e.depth(store.OutboxLog) == 0 })
 	if got := e.cloud.LogMessages(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("cloud got %v, want %v", got, want)
 	}
-	waitFor(t, "the drop counted", func() bool {
+	testkit.Eventually(t, "the drop counted", func() bool {
 		return testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(string(store.OutboxLog), "refused_400")) >= 1
 	})
 	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(string(store.OutboxLog), "refused_400")); got != 1 {
@@ -375,33 +340,23 @@ func TestARejectedLogLineIsFoundAndDroppedAlone(t *testing.T) {
 func TestNotifyWakesAnIdleOutbox(t *testing.T) {
 	e := newEnv(t) // IdleCheck is an hour: only Notify can wake it
 	e.run()
-	waitFor(t, "the idle outbox to have looked once", func() bool {
+	testkit.Eventually(t, "the idle outbox to have looked once", func() bool {
 		return testutil.ToFloat64(e.ob.metrics.depth.WithLabelValues(string(store.OutboxPatch))) == 0 &&
 			testutil.CollectAndCount(e.ob.metrics.depth) == 2
 	})
 	e.report("dev-a", "woken")
-	waitFor(t, "the patch", func() bool { return len(e.cloud.Patches()) == 1 })
+	testkit.Eventually(t, "the patch", func() bool { return len(e.cloud.Patches()) == 1 })
 }
 
 func TestRunStopsPromptlyDuringABackoff(t *testing.T) {
 	e := newEnv(t, func(o *Options) { o.RetryMin, o.RetryMax = time.Hour, time.Hour })
 	e.cloud.set(func(c *testCloud) { c.down = true })
 	e.report("dev-a", "s")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.ob.Run(ctx) }()
-	waitFor(t, "a failed round", func() bool {
+	r := testkit.Run(t, e.ob.Run)
+	testkit.Eventually(t, "a failed round", func() bool {
 		return testutil.ToFloat64(e.ob.metrics.retries.WithLabelValues(string(store.OutboxPatch))) >= 1
 	})
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run = %v, want nil", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return within 5 s of cancel")
-	}
+	r.Stop()
 }
 
 func TestBackoffGrowsWithJitterUpToTheCap(t *testing.T) {
@@ -437,7 +392,7 @@ func TestViolations(t *testing.T) {
 			e.report("dev-a", "s")
 			e.run()
 			// Kept for a retry (a second request) or dropped (depth 0).
-			waitFor(t, "a retry or a drop", func() bool { return e.requests() >= 2 || e.depth(store.OutboxPatch) == 0 })
+			testkit.Eventually(t, "a retry or a drop", func() bool { return e.requests() >= 2 || e.depth(store.OutboxPatch) == 0 })
 			return e.depth(store.OutboxPatch) == 1, fmt.Sprint("depth ", e.depth(store.OutboxPatch))
 		}},
 		{"logs-lost-on-outage", func(t *testing.T, e *env) (bool, string) {
@@ -445,7 +400,7 @@ func TestViolations(t *testing.T) {
 			e.logLine("dev-a", "m")
 			e.run()
 			// Kept for a retry (a second request) or dropped (depth 0).
-			waitFor(t, "a retry or a drop", func() bool { return e.requests() >= 2 || e.depth(store.OutboxLog) == 0 })
+			testkit.Eventually(t, "a retry or a drop", func() bool { return e.requests() >= 2 || e.depth(store.OutboxLog) == 0 })
 			return e.depth(store.OutboxLog) == 1, fmt.Sprint("depth ", e.depth(store.OutboxLog))
 		}},
 		{"put-commit-not-sent", func(t *testing.T, e *env) (bool, string) {
@@ -460,7 +415,7 @@ func TestViolations(t *testing.T) {
 			}
 			e.run()
 			e.ob.Notify()
-			waitFor(t, "the patches settled", func() bool { return e.depth(store.OutboxPatch) == 0 })
+			testkit.Eventually(t, "the patches settled", func() bool { return e.depth(store.OutboxPatch) == 0 })
 			got := perDevice(e.cloud.Patches())
 			return strings.Contains(fmt.Sprint(got["11"]), `"is_on__commit":"abc"`) &&
 				strings.Contains(fmt.Sprint(got["12"]), `"is_on__commit":"abc"`), fmt.Sprint(got)
@@ -469,7 +424,7 @@ func TestViolations(t *testing.T) {
 			e.report("dev-a", "first")
 			e.report("dev-a", "second")
 			e.run()
-			waitFor(t, "both patches", func() bool { return len(e.cloud.Patches()) == 2 })
+			testkit.Eventually(t, "both patches", func() bool { return len(e.cloud.Patches()) == 2 })
 			got := e.cloud.Patches()
 			return got[0] == patchWant(11, "first"), fmt.Sprint(got)
 		}},
@@ -477,7 +432,7 @@ func TestViolations(t *testing.T) {
 			e.report("dev-a", "first")
 			e.report("dev-a", "second")
 			e.run()
-			waitFor(t, "both patches", func() bool { return len(e.cloud.Patches()) == 2 })
+			testkit.Eventually(t, "both patches", func() bool { return len(e.cloud.Patches()) == 2 })
 			time.Sleep(lateDelay + 500*time.Millisecond)
 			got := e.cloud.Patches()
 			return len(got) == 2 && got[1] == patchWant(11, "second"), fmt.Sprint(got)
@@ -488,14 +443,14 @@ func TestViolations(t *testing.T) {
 			e.logLine("dev-a", "bad")
 			e.logLine("dev-a", "c")
 			e.run()
-			waitFor(t, "the batch settled", func() bool { return e.depth(store.OutboxLog) == 0 })
+			testkit.Eventually(t, "the batch settled", func() bool { return e.depth(store.OutboxLog) == 0 })
 			got := e.cloud.LogMessages()
 			return fmt.Sprint(got) == "[dev-a:a dev-a:c]", fmt.Sprint(got)
 		}},
 		{"logs-resent-after-success", func(t *testing.T, e *env) (bool, string) {
 			e.logLine("dev-a", "once")
 			e.run()
-			waitFor(t, "the line", func() bool { return len(e.cloud.LogMessages()) == 1 })
+			testkit.Eventually(t, "the line", func() bool { return len(e.cloud.LogMessages()) == 1 })
 			time.Sleep(lateDelay + 500*time.Millisecond)
 			got := e.cloud.LogMessages()
 			return len(got) == 1, fmt.Sprint(got)
@@ -518,12 +473,6 @@ func TestMetricsLintClean(t *testing.T) {
 	e.report("dev-a", "s")
 	e.logLine("dev-a", "m")
 	e.run()
-	waitFor(t, "delivery", func() bool { return len(e.cloud.Patches()) == 1 && len(e.cloud.LogMessages()) == 1 })
-	problems, err := testutil.GatherAndLint(e.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
+	testkit.Eventually(t, "delivery", func() bool { return len(e.cloud.Patches()) == 1 && len(e.cloud.LogMessages()) == 1 })
+	promtest.CheckHygiene(t, e.reg)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/internal/syncbuf"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -28,7 +29,7 @@ func TestResumptionIsLoggedOnlyAfterTheCloudAnswered(t *testing.T) {
 	e.cloud.mu.Unlock()
 	e.run()
 	e.logLine("dev-a", "first")
-	waitFor(t, "a failed delivery", func() bool { return strings.Contains(logs.String(), "outbox delivery paused") })
+	testkit.Eventually(t, "a failed delivery", func() bool { return strings.Contains(logs.String(), "outbox delivery paused") })
 	// The line goes without the cloud taking it (as when the full buffer
 	// drops it): the next rounds find nothing to send.
 	rows, err := e.store.NextOutbox(context.Background(), store.OutboxLog, 10)
@@ -40,7 +41,7 @@ func TestResumptionIsLoggedOnlyAfterTheCloudAnswered(t *testing.T) {
 	}
 	// A round ran and found nothing: the depth gauge, set after each
 	// round, drops to 0.
-	waitFor(t, "a round that found nothing", func() bool {
+	testkit.Eventually(t, "a round that found nothing", func() bool {
 		e.ob.Notify()
 		return testutil.ToFloat64(e.ob.metrics.depth.WithLabelValues(string(store.OutboxLog))) == 0
 	})
@@ -53,5 +54,5 @@ func TestResumptionIsLoggedOnlyAfterTheCloudAnswered(t *testing.T) {
 	e.cloud.down = false
 	e.cloud.mu.Unlock()
 	e.logLine("dev-a", "second")
-	waitFor(t, "the resumption logged after a delivery", func() bool { return strings.Contains(logs.String(), "kind=log after_failures") })
+	testkit.Eventually(t, "the resumption logged after a delivery", func() bool { return strings.Contains(logs.String(), "kind=log after_failures") })
 }

@@ -108,21 +108,30 @@ func TestAppendLogRefusesUnknownAndMarkedDevices(t *testing.T) {
 	}
 }
 
-func TestOutboxKindsAreSeparateQueuesInSeqOrder(t *testing.T) {
-	s := openAPIStore(t)
+// queueInterleaved provisions devices u1…un and queues, in turn, a report
+// of status s<i> of device u<i+1> and log line i of u1 (seqs shared by both
+// kinds; one device per report, as a device's reports are merged), with
+// the log buffer bounded to maxLogs lines (0: unbounded).
+func queueInterleaved(t *testing.T, s *Store, n, maxLogs int) {
+	t.Helper()
 	ctx := context.Background()
-	// One device per report: a device's reports would be merged.
-	for i := 0; i < 3; i++ {
+	for i := 0; i < n; i++ {
 		apiProvision(t, s, fmt.Sprint("u", i+1), 1, int64(i+1))
 	}
-	for i := 0; i < 3; i++ {
+	for i := 0; i < n; i++ {
 		if _, _, err := s.ApplyReport(ctx, fmt.Sprint("u", i+1), Report{Status: apiStrPtr(fmt.Sprint("s", i))}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.AppendLog(ctx, "u1", logPayload(i), 0); err != nil {
+		if _, err := s.AppendLog(ctx, "u1", logPayload(i), maxLogs); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+func TestOutboxKindsAreSeparateQueuesInSeqOrder(t *testing.T) {
+	s := openAPIStore(t)
+	ctx := context.Background()
+	queueInterleaved(t, s, 3, 0)
 	patches, _ := s.NextOutbox(ctx, OutboxPatch, 2)
 	if len(patches) != 2 || string(patches[0].Payload) != `{"status":"s0"}` || string(patches[1].Payload) != `{"status":"s1"}` || patches[0].Seq >= patches[1].Seq {
 		t.Fatalf("first two patches = %+v, want s0 then s1", patches)
@@ -144,19 +153,8 @@ func TestOutboxKindsAreSeparateQueuesInSeqOrder(t *testing.T) {
 func TestAckOutboxRowsDeletesExactlyTheListedRowsOfItsKind(t *testing.T) {
 	s := openAPIStore(t)
 	ctx := context.Background()
-	for i := 0; i < 4; i++ {
-		apiProvision(t, s, fmt.Sprint("u", i+1), 1, int64(i+1))
-	}
-	// Interleaved: patch s0, log m0, patch s1, log m1, ... (seqs shared by
-	// both kinds; one device per report, as a device's reports are merged).
-	for i := 0; i < 4; i++ {
-		if _, _, err := s.ApplyReport(ctx, fmt.Sprint("u", i+1), Report{Status: apiStrPtr(fmt.Sprint("s", i))}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.AppendLog(ctx, "u1", logPayload(i), 4); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// Interleaved: patch s0, log m0, patch s1, log m1, ...
+	queueInterleaved(t, s, 4, 4)
 	patches, _ := s.NextOutbox(ctx, OutboxPatch, 10)
 	logs, _ := s.NextOutbox(ctx, OutboxLog, 10)
 	if len(patches) != 4 || len(logs) != 4 {

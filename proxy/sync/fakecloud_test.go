@@ -3,10 +3,10 @@ package sync
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	fakecloud "github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,8 +20,7 @@ func TestAgainstTheFakeCloud(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(fc)
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, fc)
 	gw, err := fc.CreateGateway(fakecloud.GatewaySpec{})
 	if err != nil {
 		t.Fatal(err)
@@ -69,17 +68,7 @@ func TestAgainstTheFakeCloud(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	devices := func() map[string]store.Device {
-		ds, err := st.ListDevices(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := map[string]store.Device{}
-		for _, d := range ds {
-			m[d.UUID] = d
-		}
-		return m
-	}
+	devices := func() map[string]store.Device { return devicesByUUID(t, st) }
 	poll := func() {
 		t.Helper()
 		if err := s.Poll(ctx); err != nil {

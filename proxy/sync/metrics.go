@@ -27,30 +27,21 @@ type Metrics struct {
 // NewMetrics builds the metrics and registers them on reg (nil: not
 // registered). Metrics already registered on reg are reused.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	f := promreg.With(reg)
-	opts := func(name, help string) prometheus.Opts {
-		return prometheus.Opts{Namespace: "depharness", Subsystem: "proxy", Name: name, Help: help}
-	}
+	f := promreg.Named(reg, "depharness", "proxy")
 	m := &Metrics{
-		polls: f.NewCounterVec(prometheus.CounterOpts(opts("sync_polls_total",
-			"Polls of the cloud's target state by outcome (applied, not_modified, rejected, error).")), []string{"outcome"}),
-		rejected: f.NewCounter(prometheus.CounterOpts(opts("sync_rejected_targets_total",
-			"Target states rejected whole as malformed; the last good one stays in force."))),
-		lookups: f.NewCounterVec(prometheus.CounterOpts(opts("sync_device_lookups_total",
-			"Lookups of target devices unknown to the store (found, not_found, error).")), []string{"outcome"}),
-		lastSuccess: f.NewGauge(prometheus.GaugeOpts(opts("sync_last_success_timestamp_seconds",
-			"Unix time of the last poll that left the store holding the cloud's target."))),
-		age: f.NewGauge(prometheus.GaugeOpts(opts("sync_age_seconds",
-			"Seconds since the last successful poll (0 before the first)."))),
-		downloading: f.NewGauge(prometheus.GaugeOpts(opts("sync_apps_downloading",
-			"Apps whose target release is being downloaded."))),
-		downloads: f.NewCounterVec(prometheus.CounterOpts(opts("sync_downloads_total",
-			"Release download attempts by outcome (ok, error).")), []string{"outcome"}),
-		downloadSeconds: f.NewHistogram(prometheus.HistogramOpts{
-			Namespace: "depharness", Subsystem: "proxy", Name: "sync_download_duration_seconds",
-			Help:    "Duration of successful release downloads (pull and assets tar).",
-			Buckets: prometheus.ExponentialBuckets(0.01, 4, 9),
-		}),
+		polls: f.CounterVec("sync_polls_total",
+			"Polls of the cloud's target state by outcome (applied, not_modified, rejected, error).", "outcome"),
+		rejected: f.Counter("sync_rejected_targets_total",
+			"Target states rejected whole as malformed; the last good one stays in force."),
+		lookups: f.CounterVec("sync_device_lookups_total",
+			"Lookups of target devices unknown to the store (found, not_found, error).", "outcome"),
+		lastSuccess: f.Gauge("sync_last_success_timestamp_seconds",
+			"Unix time of the last poll that left the store holding the cloud's target."),
+		age:         f.Gauge("sync_age_seconds", "Seconds since the last successful poll (0 before the first)."),
+		downloading: f.Gauge("sync_apps_downloading", "Apps whose target release is being downloaded."),
+		downloads:   f.CounterVec("sync_downloads_total", "Release download attempts by outcome (ok, error).", "outcome"),
+		downloadSeconds: f.Histogram("sync_download_duration_seconds",
+			"Duration of successful release downloads (pull and assets tar).", prometheus.ExponentialBuckets(0.01, 4, 9)),
 	}
 	return m, f.Err()
 }

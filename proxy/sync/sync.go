@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/defaults"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
 	"github.com/prometheus/client_golang/prometheus"
@@ -123,25 +124,15 @@ func New(opts Options) (*Syncer, error) {
 	if opts.Store == nil || opts.Cloud == nil || opts.Assets == nil {
 		return nil, errors.New("sync: Options.Store, Cloud and Assets are required")
 	}
-	if opts.PollInterval <= 0 {
-		opts.PollInterval = DefaultPollInterval
-	}
+	defaults.Positive(&opts.PollInterval, DefaultPollInterval)
 	if opts.Violations.On("state-poll-slow") {
 		opts.PollInterval *= 10
 	}
-	if opts.DownloadConcurrency <= 0 {
-		opts.DownloadConcurrency = DefaultDownloadConcurrency
-	}
-	if opts.DownloadRetry <= 0 {
-		opts.DownloadRetry = DefaultDownloadRetry
-	}
-	if opts.DownloadRetryMax <= 0 {
-		opts.DownloadRetryMax = DefaultDownloadRetryMax
-	}
+	defaults.Positive(&opts.DownloadConcurrency, DefaultDownloadConcurrency)
+	defaults.Positive(&opts.DownloadRetry, DefaultDownloadRetry)
+	defaults.Positive(&opts.DownloadRetryMax, DefaultDownloadRetryMax)
 	opts.DownloadRetryMax = max(opts.DownloadRetryMax, opts.DownloadRetry)
-	if opts.LookupConcurrency <= 0 {
-		opts.LookupConcurrency = DefaultLookupConcurrency
-	}
+	defaults.Positive(&opts.LookupConcurrency, DefaultLookupConcurrency)
 	if opts.OnChange == nil {
 		opts.OnChange = func() {}
 	}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/promreg/promtest"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
@@ -69,8 +71,7 @@ func newTestCloud(t *testing.T) *testCloud {
 		}
 		json.NewEncoder(w).Encode(list)
 	})
-	c.srv = httptest.NewServer(mux)
-	t.Cleanup(c.srv.Close)
+	c.srv = testkit.Server(t, mux)
 	return c
 }
 
@@ -216,7 +217,7 @@ func newFixture(t *testing.T, opts Options) *fixture {
 	if opts.DownloadRetry == 0 {
 		opts.DownloadRetry = 20 * time.Millisecond
 	}
-	opts.Logger = slog.New(slog.NewTextHandler(tLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	opts.Logger = testkit.Logger(t, slog.LevelWarn)
 	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -225,46 +226,18 @@ func newFixture(t *testing.T, opts Options) *fixture {
 	return f
 }
 
-type tLog struct{ t *testing.T }
-
-func (l tLog) Write(p []byte) (int, error) {
-	l.t.Logf("%s", strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
 // run starts the syncer until the test ends.
-func (f *fixture) run(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Run did not return 10s after cancel")
-		}
-	})
-}
-
-// eventually polls cond until it holds or 10 s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after 10s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+func (f *fixture) run(t *testing.T) { testkit.Run(t, f.s.Run) }
 
 func (f *fixture) devices(t *testing.T) map[string]store.Device {
 	t.Helper()
-	ds, err := f.st.ListDevices(context.Background())
+	return devicesByUUID(t, f.st)
+}
+
+// devicesByUUID are the devices in st.
+func devicesByUUID(t *testing.T, st *store.Store) map[string]store.Device {
+	t.Helper()
+	ds, err := st.ListDevices(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,9 +292,7 @@ func TestPollAppliesTheTargetAndLooksUpUnknownDevices(t *testing.T) {
 	if got := testutil.ToFloat64(f.s.metrics.polls.WithLabelValues(OutcomeNotModified)); got != 1 {
 		t.Fatalf("got %v not-modified polls, want 1", got)
 	}
-	if problems, err := testutil.GatherAndLint(f.reg); err != nil || len(problems) > 0 {
-		t.Fatalf("lint: %v %+v", err, problems)
-	}
+	promtest.CheckHygiene(t, f.reg)
 }
 
 func TestAnUnknownDeviceTheCloudDoesNotKnowIsSkippedAndRetried(t *testing.T) {
@@ -438,8 +409,8 @@ func TestReleaseBecomesCurrentOnlyOnceDownloaded(t *testing.T) {
 	}
 	before := f.onChange.Load()
 	close(release)
-	eventually(t, "commit c1 current", func() bool { return f.currentCommit(t, "d1") == "c1" })
-	eventually(t, "OnChange after the download", func() bool { return f.onChange.Load() > before })
+	testkit.Eventually(t, "commit c1 current", func() bool { return f.currentCommit(t, "d1") == "c1" })
+	testkit.Eventually(t, "OnChange after the download", func() bool { return f.onChange.Load() > before })
 	f.assets.mu.Lock()
 	pruned := append([]string(nil), f.assets.pruned...)
 	f.assets.mu.Unlock()
@@ -452,7 +423,7 @@ func TestFailedDownloadIsRetried(t *testing.T) {
 	f := newFixture(t, Options{PollInterval: time.Hour})
 	f.assets.failN["1/c1"] = 2
 	f.run(t)
-	eventually(t, "commit c1 current", func() bool { return f.currentCommit(t, "d1") == "c1" })
+	testkit.Eventually(t, "commit c1 current", func() bool { return f.currentCommit(t, "d1") == "c1" })
 	if n := len(f.assets.calls()); n != 3 {
 		t.Fatalf("got %d Ensure calls, want 3 (two failures, one success)", n)
 	}
@@ -479,7 +450,7 @@ func TestAPermanentDownloadFailureIsNotRetriedUntilTheTargetChanges(t *testing.T
 	s := goodState()
 	s["dependent"].(map[string]any)["apps"].(map[string]any)["1"].(map[string]any)["commit"] = "c2"
 	f.cloud.set(s)
-	eventually(t, "commit c2 current", func() bool { return f.currentCommit(t, "d1") == "c2" })
+	testkit.Eventually(t, "commit c2 current", func() bool { return f.currentCommit(t, "d1") == "c2" })
 	if calls := f.assets.calls(); len(calls) != 2 || calls[1] != "1/c2" {
 		t.Fatalf("got Ensure calls %v, want 1/c1 then 1/c2", calls)
 	}
@@ -494,7 +465,7 @@ func TestNewerCommitSupersedesTheDownloadInFlight(t *testing.T) {
 	s["dependent"].(map[string]any)["apps"].(map[string]any)["1"].(map[string]any)["commit"] = "c2"
 	f.cloud.set(s)
 	f.s.Trigger()
-	eventually(t, "commit c2 current", func() bool { return f.currentCommit(t, "d1") == "c2" })
+	testkit.Eventually(t, "commit c2 current", func() bool { return f.currentCommit(t, "d1") == "c2" })
 	calls := f.assets.calls()
 	if len(calls) != 2 || calls[1] != "1/c2" {
 		t.Fatalf("got Ensure calls %v, want 1/c1 then 1/c2", calls)
@@ -504,13 +475,13 @@ func TestNewerCommitSupersedesTheDownloadInFlight(t *testing.T) {
 func TestTriggerPollsAtOnce(t *testing.T) {
 	f := newFixture(t, Options{PollInterval: time.Hour})
 	f.run(t)
-	eventually(t, "first poll", func() bool { return len(f.devices(t)) == 2 })
+	testkit.Eventually(t, "first poll", func() bool { return len(f.devices(t)) == 2 })
 	s := goodState()
 	s["dependent"].(map[string]any)["devices"].(map[string]any)["d3"] = map[string]any{"name": "dev3", "apps": map[string]any{"1": map[string]any{}}}
 	f.cloud.addDevice("d3", 103)
 	f.cloud.set(s)
 	f.s.Trigger()
-	eventually(t, "d3 stored after Trigger", func() bool { _, ok := f.devices(t)["d3"]; return ok })
+	testkit.Eventually(t, "d3 stored after Trigger", func() bool { _, ok := f.devices(t)["d3"]; return ok })
 }
 
 func TestRemovedDeviceIsMarkedAndReAddedUnmarked(t *testing.T) {
@@ -558,7 +529,7 @@ func TestViolations(t *testing.T) {
 		f := newFixture(t, Options{PollInterval: time.Hour, Violations: violation.Set{"hook-update-before-download": true}})
 		f.assets.block["1/c1"] = make(chan struct{})
 		f.run(t)
-		eventually(t, "commit c1 current while downloading", func() bool { return f.currentCommit(t, "d1") == "c1" })
+		testkit.Eventually(t, "commit c1 current while downloading", func() bool { return f.currentCommit(t, "d1") == "c1" })
 	})
 	t.Run("cloud-get-skipped never stores devices provisioned elsewhere", func(t *testing.T) {
 		f := newFixture(t, Options{Violations: violation.Set{"cloud-get-skipped": true}})
@@ -575,11 +546,11 @@ func TestRunRetriesWhileTheCloudIsDown(t *testing.T) {
 	f := newFixture(t, Options{PollInterval: 20 * time.Millisecond})
 	f.cloud.fail(http.StatusServiceUnavailable)
 	f.run(t)
-	eventually(t, "two failed polls", func() bool {
+	testkit.Eventually(t, "two failed polls", func() bool {
 		return testutil.ToFloat64(f.s.metrics.polls.WithLabelValues(OutcomeError)) >= 2
 	})
 	f.cloud.set(goodState())
-	eventually(t, "devices stored once the cloud is back", func() bool { return len(f.devices(t)) == 2 })
+	testkit.Eventually(t, "devices stored once the cloud is back", func() bool { return len(f.devices(t)) == 2 })
 }
 
 func TestTargetViolations(t *testing.T) {

@@ -1,9 +1,8 @@
 package violation
 
 import (
-	"fmt"
-	"sort"
-	"strings"
+	"maps"
+	"slices"
 )
 
 // Allowance is one named deviation from the reference proxy that the
@@ -25,52 +24,21 @@ var KnownAllowances = map[string]Allowance{}
 // name or a name that is also a violation's, since both live in one Set.
 func registerAllowances(as ...Allowance) {
 	for _, a := range as {
-		if _, dup := KnownAllowances[a.Name]; dup {
-			panic("violation: duplicate allowance " + a.Name)
-		}
-		if _, dup := Known[a.Name]; dup {
-			panic("violation: allowance " + a.Name + " is also a violation")
-		}
-		KnownAllowances[a.Name] = a
+		add(KnownAllowances, Known, a.Name, a, "allowance")
 	}
 }
 
 // Allows reports whether the named allowance is enabled. It panics on a name
 // that is not in KnownAllowances, so a typo cannot silently disable one.
-func (s Set) Allows(name string) bool {
-	if _, ok := KnownAllowances[name]; !ok {
-		panic("violation: unknown allowance " + name)
-	}
-	return s[name]
-}
+func (s Set) Allows(name string) bool { return enabled(s, KnownAllowances, "allowance", name) }
 
 // ParseAllowances reads a comma-separated list of allowance names. An empty
 // string is the empty set; an unknown name is an error listing the known
 // ones.
-func ParseAllowances(list string) (Set, error) {
-	s := Set{}
-	for _, n := range strings.Split(list, ",") {
-		n = strings.TrimSpace(n)
-		if n == "" {
-			continue
-		}
-		if _, ok := KnownAllowances[n]; !ok {
-			return nil, fmt.Errorf("unknown allowance %q (known: %s)", n, strings.Join(AllowanceNames(), ", "))
-		}
-		s[n] = true
-	}
-	return s, nil
-}
+func ParseAllowances(list string) (Set, error) { return parse(list, KnownAllowances, "allowance") }
 
 // AllowanceNames returns the known allowance names, sorted.
-func AllowanceNames() []string {
-	ns := make([]string, 0, len(KnownAllowances))
-	for n := range KnownAllowances {
-		ns = append(ns, n)
-	}
-	sort.Strings(ns)
-	return ns
-}
+func AllowanceNames() []string { return slices.Sorted(maps.Keys(KnownAllowances)) }
 
 // Union returns a new Set holding the names of s and of t (e.g. the enabled
 // violations and allowances, handed to the proxy's parts as one Set).

@@ -9,7 +9,8 @@ package violation
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -25,17 +26,24 @@ type Violation struct {
 // implemented, and the self-check proves the suite catches it.
 var Known = map[string]Violation{}
 
-// register adds v to Known; it panics on a duplicate name.
+// register adds vs to Known; it panics on a duplicate name or a name
+// that is also an allowance's, since both live in one Set.
 func register(vs ...Violation) {
 	for _, v := range vs {
-		if _, dup := Known[v.Name]; dup {
-			panic("violation: duplicate " + v.Name)
-		}
-		if _, dup := KnownAllowances[v.Name]; dup {
-			panic("violation: " + v.Name + " is also an allowance")
-		}
-		Known[v.Name] = v
+		add(Known, KnownAllowances, v.Name, v, "violation")
 	}
+}
+
+// add puts v under name in known; it panics if known or other already has
+// name.
+func add[V, W any](known map[string]V, other map[string]W, name string, v V, kind string) {
+	if _, dup := known[name]; dup {
+		panic("violation: duplicate " + kind + " " + name)
+	}
+	if _, dup := other[name]; dup {
+		panic("violation: " + kind + " " + name + " is in both tables")
+	}
+	known[name] = v
 }
 
 // Set is the set of enabled violations (and allowances, see Allows). The
@@ -44,36 +52,36 @@ type Set map[string]bool
 
 // On reports whether the named violation is enabled. It panics on a name that
 // is not in Known, so a typo cannot silently disable a check.
-func (s Set) On(name string) bool {
-	if _, ok := Known[name]; !ok {
-		panic("violation: unknown name " + name)
+func (s Set) On(name string) bool { return enabled(s, Known, "name", name) }
+
+// Parse reads a comma-separated list of violation names. An empty string is
+// the empty set; an unknown name is an error.
+func Parse(list string) (Set, error) { return parse(list, Known, "violation") }
+
+// Names returns the known violation names, sorted.
+func Names() []string { return slices.Sorted(maps.Keys(Known)) }
+
+// enabled reports whether name is in s; it panics if name is not in known.
+func enabled[V any](s Set, known map[string]V, kind, name string) bool {
+	if _, ok := known[name]; !ok {
+		panic("violation: unknown " + kind + " " + name)
 	}
 	return s[name]
 }
 
-// Parse reads a comma-separated list of violation names. An empty string is
-// the empty set; an unknown name is an error.
-func Parse(list string) (Set, error) {
+// parse reads a comma-separated list of names of known; an unknown name is
+// an error naming kind and listing the known names.
+func parse[V any](list string, known map[string]V, kind string) (Set, error) {
 	s := Set{}
 	for _, n := range strings.Split(list, ",") {
 		n = strings.TrimSpace(n)
 		if n == "" {
 			continue
 		}
-		if _, ok := Known[n]; !ok {
-			return nil, fmt.Errorf("unknown violation %q (known: %s)", n, strings.Join(Names(), ", "))
+		if _, ok := known[n]; !ok {
+			return nil, fmt.Errorf("unknown %s %q (known: %s)", kind, n, strings.Join(slices.Sorted(maps.Keys(known)), ", "))
 		}
 		s[n] = true
 	}
 	return s, nil
-}
-
-// Names returns the known violation names, sorted.
-func Names() []string {
-	ns := make([]string, 0, len(Known))
-	for n := range Known {
-		ns = append(ns, n)
-	}
-	sort.Strings(ns)
-	return ns
 }

@@ -4,19 +4,28 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
 
-func TestEveryKnownViolationNamesAClause(t *testing.T) {
-	if len(Known) == 0 {
-		t.Fatal("no violations are registered")
+// checkDescribed checks that known is not empty and that each entry is
+// under its own name (the first of fields) with every other field set.
+func checkDescribed[V any](t *testing.T, kind string, known map[string]V, fields func(V) []string) {
+	t.Helper()
+	if len(known) == 0 {
+		t.Fatalf("no %ss are registered", kind)
 	}
-	for name, v := range Known {
-		if v.Name != name || v.Clause == "" || v.What == "" {
-			t.Errorf("violation %q = %+v, want its name, a clause and a description", name, v)
+	for name, v := range known {
+		f := fields(v)
+		if f[0] != name || slices.Contains(f, "") {
+			t.Errorf("%s %q = %+v, want its name and every field set", kind, name, v)
 		}
 	}
+}
+
+func TestEveryKnownViolationNamesAClause(t *testing.T) {
+	checkDescribed(t, "violation", Known, func(v Violation) []string { return []string{v.Name, v.Clause, v.What} })
 }
 
 func TestParseAcceptsKnownNamesAndRefusesUnknownOnes(t *testing.T) {
@@ -42,38 +51,42 @@ func TestOnPanicsOnANameThatIsNotKnown(t *testing.T) {
 	Set(nil).On("no-such-violation")
 }
 
-func TestEveryKnownViolationIsHonouredByTheProxy(t *testing.T) {
-	// Read the proxy's sources (this package's parent) for On("<name>").
+// sources is the non-test Go source under roots, but this package's.
+func sources(t *testing.T, roots ...string) string {
+	t.Helper()
 	var src strings.Builder
-	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
+	for _, root := range roots {
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") || strings.Contains(path, "violation") {
+				return nil
+			}
+			b, err := os.ReadFile(path)
+			src.Write(b)
 			return err
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") || strings.Contains(path, "violation") {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		src.Write(b)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
+	return src.String()
+}
+
+func TestEveryKnownViolationIsHonouredByTheProxy(t *testing.T) {
+	// The proxy's sources (this package's parent) call On("<name>").
+	src := sources(t, "..")
 	for _, name := range Names() {
-		if !strings.Contains(src.String(), `On("`+name+`")`) {
+		if !strings.Contains(src, `On("`+name+`")`) {
 			t.Errorf("violation %q is registered but no proxy code checks On(%q)", name, name)
 		}
 	}
 }
 
 func TestEveryKnownAllowanceNamesALatitude(t *testing.T) {
-	if len(KnownAllowances) == 0 {
-		t.Fatal("no allowances are registered")
-	}
-	for name, a := range KnownAllowances {
-		if a.Name != name || a.Latitude == "" || a.What == "" {
-			t.Errorf("allowance %q = %+v, want its name, a latitude and a description", name, a)
-		}
+	checkDescribed(t, "allowance", KnownAllowances, func(a Allowance) []string { return []string{a.Name, a.Latitude, a.What} })
+	for name := range KnownAllowances {
 		if _, clash := Known[name]; clash {
 			t.Errorf("allowance %q is also a violation", name)
 		}
@@ -108,27 +121,11 @@ func TestAllowsPanicsOnANameThatIsNotKnown(t *testing.T) {
 }
 
 func TestEveryKnownAllowanceIsImplemented(t *testing.T) {
-	// Read the proxy's sources (this package's parent) and its command for
+	// The proxy's sources (this package's parent) and its command call
 	// Allows("<name>").
-	var src strings.Builder
-	for _, root := range []string{"..", filepath.Join("..", "..", "cmd", "depharness")} {
-		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") || strings.Contains(path, "violation") {
-				return nil
-			}
-			b, err := os.ReadFile(path)
-			src.Write(b)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	src := sources(t, "..", filepath.Join("..", "..", "cmd", "depharness"))
 	for _, name := range AllowanceNames() {
-		if !strings.Contains(src.String(), `Allows("`+name+`")`) {
+		if !strings.Contains(src, `Allows("`+name+`")`) {
 			t.Errorf("allowance %q is registered but no proxy code checks Allows(%q)", name, name)
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/backoff"
 )
 
 // KeyMode says how the API key is sent.
@@ -339,15 +340,9 @@ func (c *Client) retryable(err error, idempotent bool) bool {
 }
 
 func (c *Client) backoff(attempt int) time.Duration {
-	d := c.retry.Base
-	for i := 1; i < attempt && d < c.retry.Max; i++ {
-		d *= 2
-	}
-	d = min(d, c.retry.Max)
 	c.randMu.Lock()
-	j := c.retry.Rand.Int64N(int64(d/2) + 1)
-	c.randMu.Unlock()
-	return d/2 + time.Duration(j)
+	defer c.randMu.Unlock()
+	return backoff.Jittered(c.retry.Base, c.retry.Max, attempt, c.retry.Rand)
 }
 
 func (c *Client) once(ctx context.Context, method, path string, h http.Header, body []byte) (*http.Response, error) {

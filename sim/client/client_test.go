@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/supervisortest"
 )
@@ -25,8 +25,7 @@ const key = "s3cret"
 func newSupervisor(t testing.TB) (*supervisortest.Server, *httptest.Server) {
 	t.Helper()
 	sup := supervisortest.New(key)
-	srv := httptest.NewServer(sup.Handler())
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, sup.Handler())
 	return sup, srv
 }
 
@@ -128,12 +127,7 @@ func TestProvisionIsNotRetriedWhenTheAnswerIsLost(t *testing.T) {
 }
 
 func TestRetriesARefusedConnectionUntilTheContextIsDone(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close() // nothing listens there now
+	addr := testkit.FreeAddr(t)
 	c, err := client.New(client.Options{BaseURL: "http://" + addr, Retry: client.Retry{MaxAttempts: -1, Base: time.Millisecond, Max: 2 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
@@ -181,12 +175,7 @@ func TestUpdateDeviceSendsAnEmptyEnvironmentAsAnObject(t *testing.T) {
 func errorsAs(err error, target **client.Error) bool { return errors.As(err, target) }
 
 func TestTransportErrorsNeverCarryTheKey(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close() // nothing listens there now: every request fails in the transport
+	addr := testkit.FreeAddr(t) // every request fails in the transport
 	for _, mode := range []client.KeyMode{client.KeyInQuery, client.KeyInHeader} {
 		c := newClient(t, "http://"+addr, mode, key)
 		for name, call := range map[string]func() error{

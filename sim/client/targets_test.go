@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/world"
@@ -68,7 +69,7 @@ func proxyTarget(t *testing.T) target {
 	t.Cleanup(func() { st.Close() })
 	app := st.Apps[0]
 	c := newClient(t, st.Proxy.URL, client.KeyInQuery, st.Proxy.APIKey)
-	eventually(t, "the proxy lists the demo app's release", func() bool {
+	testkit.Eventually(t, "the proxy lists the demo app's release", func() bool {
 		apps, err := c.Apps(ctx)
 		for _, a := range apps {
 			if a.ID == app.App.ID && a.Commit == app.Release.Commit {
@@ -87,7 +88,7 @@ func proxyTarget(t *testing.T) target {
 			// unnoticed: the cloud's target is then back to the content the
 			// proxy last applied, the poll answers 304 and the device is never
 			// marked for deletion (reported to the proxy's owners).
-			eventually(t, "the proxy has the device in its target", func() bool {
+			testkit.Eventually(t, "the proxy has the device in its target", func() bool {
 				d, err := c.Device(ctx, uuid)
 				return err == nil && len(d.TargetEnvironment) > 0
 			})
@@ -95,18 +96,6 @@ func proxyTarget(t *testing.T) target {
 				t.Fatal(err)
 			}
 		}}
-}
-
-// eventually polls cond until it holds or 20s pass.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestEveryEndpointAgainstEveryTarget(t *testing.T) {
@@ -203,7 +192,7 @@ func typedErrors(t *testing.T, tgt target) {
 		t.Fatal(err)
 	}
 	tgt.deleteDevice(t, p.UUID)
-	eventually(t, "the deleted device answers 410", func() bool {
+	testkit.Eventually(t, "the deleted device answers 410", func() bool {
 		_, err := c.Device(ctx, p.UUID)
 		return client.IsGone(err)
 	})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/internal/browsertest"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/fleet"
 )
 
@@ -51,8 +51,7 @@ func TestTenThousandDevicesInBrowser(t *testing.T) {
 		m.FleetEvent(state(i, fleet.StateRunning, "c1"))
 	}
 	m.SetApps([]api.App{{ID: 1, Name: "thermostat-fw", Commit: "c1"}, {ID: 2, Name: "led-strip-fw", Commit: "c1"}})
-	srv := httptest.NewServer(v.Handler())
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, v.Handler())
 	runCtx, cancel := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() { _ = v.Run(runCtx); close(ran) }()

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/defaults"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
 )
@@ -101,20 +102,11 @@ func New(opts Options) (*View, error) {
 	if opts.Fleet == nil {
 		return nil, errors.New("fleetview: Fleet is required")
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
-	def(&opts.Interval, DefaultInterval)
-	def(&opts.AppsInterval, DefaultAppsInterval)
-	def(&opts.WriteTimeout, DefaultWriteTimeout)
-	if opts.MaxClients <= 0 {
-		opts.MaxClients = DefaultMaxClients
-	}
-	if opts.ClientBuffer <= 0 {
-		opts.ClientBuffer = DefaultClientBuffer
-	}
+	defaults.Positive(&opts.Interval, DefaultInterval)
+	defaults.Positive(&opts.AppsInterval, DefaultAppsInterval)
+	defaults.Positive(&opts.WriteTimeout, DefaultWriteTimeout)
+	defaults.Positive(&opts.MaxClients, DefaultMaxClients)
+	defaults.Positive(&opts.ClientBuffer, DefaultClientBuffer)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/fleet"
 )
 
@@ -86,8 +87,7 @@ func openStream(t *testing.T, url string) (<-chan sseEvent, *http.Response) {
 
 func TestEventsStreamASnapshotThenDeltas(t *testing.T) {
 	v := newView(t, 20, Options{})
-	srv := httptest.NewServer(v.Handler())
-	t.Cleanup(srv.Close) // after the streams' bodies are closed (cleanups run last first)
+	srv := testkit.Server(t, v.Handler()) // closed after the streams' bodies (cleanups run last first)
 	ch, _ := openStream(t, srv.URL)
 	ev := next(t, ch)
 	snap := decode(t, ev.data)
@@ -155,8 +155,7 @@ func TestASlowClientIsDroppedAndNeverBlocksTheView(t *testing.T) {
 
 func TestClientsBeyondTheLimitAreRefused(t *testing.T) {
 	v := newView(t, 3, Options{MaxClients: 1})
-	srv := httptest.NewServer(v.Handler())
-	t.Cleanup(srv.Close) // after the streams' bodies are closed (cleanups run last first)
+	srv := testkit.Server(t, v.Handler()) // closed after the streams' bodies (cleanups run last first)
 	ch, _ := openStream(t, srv.URL)
 	next(t, ch)
 	resp, err := http.Get(srv.URL + "/events")
@@ -171,8 +170,7 @@ func TestClientsBeyondTheLimitAreRefused(t *testing.T) {
 
 func TestRunPublishesAndItsEndClosesTheStreams(t *testing.T) {
 	v := newView(t, 5, Options{Interval: 20 * time.Millisecond})
-	srv := httptest.NewServer(v.Handler())
-	t.Cleanup(srv.Close) // after the streams' bodies are closed (cleanups run last first)
+	srv := testkit.Server(t, v.Handler()) // closed after the streams' bodies (cleanups run last first)
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- v.Run(ctx) }()
@@ -200,8 +198,7 @@ func TestRunPublishesAndItsEndClosesTheStreams(t *testing.T) {
 
 func TestThePageIsSelfContained(t *testing.T) {
 	v := newView(t, 4, Options{})
-	srv := httptest.NewServer(v.Handler())
-	t.Cleanup(srv.Close) // after the streams' bodies are closed (cleanups run last first)
+	srv := testkit.Server(t, v.Handler()) // closed after the streams' bodies (cleanups run last first)
 	get := func(path string, wantStatus int, wantType string) string {
 		t.Helper()
 		resp, err := http.Get(srv.URL + path)
@@ -237,8 +234,7 @@ func TestThePageIsSelfContained(t *testing.T) {
 // clients.
 func TestConcurrentEventsStepsAndClients(t *testing.T) {
 	v := newView(t, 200, Options{Interval: 5 * time.Millisecond})
-	srv := httptest.NewServer(v.Handler())
-	t.Cleanup(srv.Close) // after the streams' bodies are closed (cleanups run last first)
+	srv := testkit.Server(t, v.Handler()) // closed after the streams' bodies (cleanups run last first)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = v.Run(ctx) })

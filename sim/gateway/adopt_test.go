@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
 	"github.com/depharness/depharness/sim/supervisortest"
@@ -59,7 +60,7 @@ func TestARestartedGatewayAdoptsItsDevices(t *testing.T) {
 				for _, u := range first {
 					w.hook(http.MethodPut, "/v1/devices/"+u, target("c1"))
 				}
-				eventually(t, "the first run converged", func() bool { return w.gw.Stats().Converged == n })
+				testkit.Eventually(t, "the first run converged", func() bool { return w.gw.Stats().Converged == n })
 			} else {
 				w.await("every device reported idle", func(s *supervisortest.Server) bool {
 					for _, d := range s.Devices() {
@@ -87,7 +88,7 @@ func TestARestartedGatewayAdoptsItsDevices(t *testing.T) {
 
 			// The new fleet starts without firmware; each device's target
 			// commit (c1 since provisioning) is flashed with no hook sent.
-			eventually(t, "every adopted device flashed its target commit", func() bool { return w.gw.Stats().Converged == n })
+			testkit.Eventually(t, "every adopted device flashed its target commit", func() bool { return w.gw.Stats().Converged == n })
 			for _, u := range w.gw.UUIDs() {
 				d, _ := w.gw.Device(u)
 				if snap := d.Snapshot(); snap.State != fleet.StateRunning || snap.Commit != "c1" {
@@ -124,7 +125,7 @@ func TestARestartedGatewayAdoptsItsDevices(t *testing.T) {
 				}
 				return true
 			})
-			eventually(t, "every device converged on c2", func() bool { return w.gw.Stats().Converged == n })
+			testkit.Eventually(t, "every device converged on c2", func() bool { return w.gw.Stats().Converged == n })
 			wantGets := 1 // by the second run
 			if tc.updated {
 				wantGets = 2 // once per run
@@ -224,7 +225,7 @@ func TestARestartedFleetOfAnotherSizeAdoptsWhatFits(t *testing.T) {
 			}
 			// Adopted devices flash their target commit; new ones wait for
 			// their first update hook.
-			eventually(t, "every adopted device converged on its target", func() bool { return w.gw.Stats().Converged == tc.adopted })
+			testkit.Eventually(t, "every adopted device converged on its target", func() bool { return w.gw.Stats().Converged == tc.adopted })
 			for _, u := range byID[kept:] {
 				if got := w.hook(http.MethodPut, "/v1/devices/"+u, target("c1")); got != http.StatusNotFound {
 					t.Errorf("update hook of surplus device %s: got %d, want 404", u, got)

@@ -22,6 +22,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/promreg/promtest"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
@@ -47,14 +49,6 @@ func firmwareTar(t testing.TB, content string) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
-}
-
-// slogWriter sends log lines to t.Logf.
-type slogWriter struct{ t testing.TB }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	return len(p), nil
 }
 
 type harness struct {
@@ -114,7 +108,7 @@ func (w *harness) launch(s setup) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.NewTextHandler(slogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := testkit.Logger(t, slog.LevelWarn)
 	w.fleet, err = fleet.New(s.profile, fleet.Options{Logger: logger, RecordHistory: true})
 	if err != nil {
 		t.Fatal(err)
@@ -126,8 +120,7 @@ func (w *harness) launch(s setup) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.hookSrv = httptest.NewServer(w.gw.Handler())
-	t.Cleanup(w.hookSrv.Close)
+	w.hookSrv = testkit.Server(t, w.gw.Handler())
 	if s.noRun {
 		return
 	}
@@ -143,7 +136,7 @@ func (w *harness) launch(s setup) {
 		wg.Wait()
 	})
 	t.Cleanup(w.stop)
-	eventually(t, "every device is provisioned", func() bool { return len(w.gw.UUIDs()) == s.profile.Count })
+	testkit.Eventually(t, "every device is provisioned", func() bool { return len(w.gw.UUIDs()) == s.profile.Count })
 }
 
 // restart stops the running gateway (its Run returns nil, its hook server
@@ -156,18 +149,6 @@ func (w *harness) restart(s setup) {
 	}
 	w.hookSrv.Close()
 	w.launch(s)
-}
-
-// eventually polls cond until it holds or 10s pass.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // await waits on the supervisor's state.
@@ -267,7 +248,7 @@ func TestAckPolicyAnswers200AndUpdatesInTheBackground(t *testing.T) {
 	if got := counter(t, w.gw.Metrics().HooksReceived.WithLabelValues("update", "200")); got != 1 {
 		t.Errorf("got %v update hooks answered 200, want 1", got)
 	}
-	eventually(t, "the device counts as converged", func() bool { return w.gw.Stats().Converged == 1 })
+	testkit.Eventually(t, "the device counts as converged", func() bool { return w.gw.Stats().Converged == 1 })
 	var h dto.Metric
 	if err := w.gw.Metrics().UpdateDuration.Write(&h); err != nil {
 		t.Fatal(err)
@@ -469,7 +450,7 @@ func TestAssetsAreDownloadedOncePerCommitUnderConcurrentHooks(t *testing.T) {
 			}
 		}
 		wg.Wait()
-		eventually(t, "every device converged on "+commit, func() bool { return w.gw.Stats().Converged == n })
+		testkit.Eventually(t, "every device converged on "+commit, func() bool { return w.gw.Stats().Converged == n })
 		if got := w.sup.AssetGets(appID, commit); got != 1 {
 			t.Errorf("got %d downloads of %s, want 1", got, commit)
 		}
@@ -526,7 +507,7 @@ func TestFlakyFlashesAreRetriedThenReportedFailed(t *testing.T) {
 	w := start(t, setup{profile: p})
 	uuid := w.gw.UUIDs()[0]
 	w.hook(http.MethodPut, "/v1/devices/"+uuid, target("c1"))
-	eventually(t, "three flash attempts failed", func() bool {
+	testkit.Eventually(t, "three flash attempts failed", func() bool {
 		return counter(t, w.gw.Metrics().Flashes.WithLabelValues("flash_failed")) == 3
 	})
 	w.await("the device reports Failed", func(s *supervisortest.Server) bool {
@@ -549,7 +530,7 @@ func TestLogsAreForwardedAtTheFleetsRate(t *testing.T) {
 			}
 		}
 	}
-	eventually(t, "logs_forwarded_total counts the 15 lines", func() bool { return counter(t, w.gw.Metrics().LogsForwarded) >= 15 })
+	testkit.Eventually(t, "logs_forwarded_total counts the 15 lines", func() bool { return counter(t, w.gw.Metrics().LogsForwarded) >= 15 })
 }
 
 func TestUpdatesWaitForOfflineDevices(t *testing.T) {
@@ -579,7 +560,7 @@ func TestSurvivesASupervisorOutage(t *testing.T) {
 	w.sup.FailNext(6, http.StatusServiceUnavailable)
 	before := w.sup.Requests()
 	w.down.Store(false)
-	eventually(t, "every device converged after the outage", func() bool { return w.gw.Stats().Converged == 4 })
+	testkit.Eventually(t, "every device converged after the outage", func() bool { return w.gw.Stats().Converged == 4 })
 	if w.sup.Requests() <= before+6 {
 		t.Errorf("got %d requests after the outage, want more than the 6 failed ones", w.sup.Requests()-before)
 	}
@@ -610,7 +591,7 @@ func TestProvisionsIntoEveryListedAppWhenNoneIsGiven(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- gw.Run(ctx) }()
-	eventually(t, "four devices are provisioned", func() bool { return len(gw.UUIDs()) == 4 })
+	testkit.Eventually(t, "four devices are provisioned", func() bool { return len(gw.UUIDs()) == 4 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: got %v, want nil after cancel", err)
@@ -627,14 +608,8 @@ func TestProvisionsIntoEveryListedAppWhenNoneIsGiven(t *testing.T) {
 func TestMetricsAreLintClean(t *testing.T) {
 	w := start(t, setup{profile: quickProfile(2)})
 	w.hook(http.MethodPut, "/v1/devices/"+w.gw.UUIDs()[0], target("c1"))
-	eventually(t, "one device converged", func() bool { return w.gw.Stats().Converged == 1 })
-	problems, err := testutil.GatherAndLint(w.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
+	testkit.Eventually(t, "one device converged", func() bool { return w.gw.Stats().Converged == 1 })
+	promtest.CheckHygiene(t, w.reg)
 	want := `
 # HELP depharness_gateway_converged_devices Managed devices whose reported state equals their latest target.
 # TYPE depharness_gateway_converged_devices gauge
@@ -676,7 +651,7 @@ func TestNoGoroutineLeftAfterRunReturns(t *testing.T) {
 		}
 	})
 	// The subtest's cleanups closed the servers and idle connections.
-	eventually(t, fmt.Sprintf("goroutines are back to %d", before), func() bool { return runtime.NumGoroutine() <= before })
+	testkit.Eventually(t, fmt.Sprintf("goroutines are back to %d", before), func() bool { return runtime.NumGoroutine() <= before })
 }
 
 func TestEveryLabelledCounterStartsAtZero(t *testing.T) {
@@ -688,36 +663,10 @@ func TestEveryLabelledCounterStartsAtZero(t *testing.T) {
 		"depharness_gateway_errors_total":         {{"op": "provision"}, {"op": "download"}, {"op": "flash"}, {"op": "report"}, {"op": "log"}, {"op": "adopt"}},
 		"depharness_gateway_hooks_received_total": {{"kind": "update", "answer": "200"}, {"kind": "update", "answer": "202"}, {"kind": "restart", "answer": "200"}, {"kind": "delete", "answer": "200"}},
 	} {
-		mfs, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
 		for _, want := range labels {
-			if !hasZeroSeries(mfs, name, want) {
+			if s := promtest.Series(promtest.Gather(t, reg), name, want); len(s) != 1 || s[0].GetCounter().GetValue() != 0 {
 				t.Errorf("%s%v: no series at 0 before any event, want one", name, want)
 			}
 		}
 	}
-}
-
-func hasZeroSeries(mfs []*dto.MetricFamily, name string, want map[string]string) bool {
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			got := map[string]string{}
-			for _, l := range m.GetLabel() {
-				got[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if got[k] != v {
-					continue metrics
-				}
-			}
-			return m.GetCounter().GetValue() == 0
-		}
-	}
-	return false
 }

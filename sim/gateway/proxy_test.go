@@ -8,6 +8,7 @@ import (
 
 	cloudapi "github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
 	"github.com/depharness/depharness/world"
@@ -35,7 +36,7 @@ func startStack(t *testing.T, pol gateway.Policy, n int) (*world.Stack, context.
 			t.Errorf("closing the world: %v", err)
 		}
 	})
-	eventually(t, "every device converged", func() bool { return st.Gateway.Stats().Converged == n })
+	testkit.Eventually(t, "every device converged", func() bool { return st.Gateway.Stats().Converged == n })
 	return st, ctx
 }
 
@@ -55,7 +56,7 @@ func TestWithTheReferenceProxy(t *testing.T) {
 					}
 				}
 				// The proxy forwards the reports to the cloud on its own time.
-				waitFor(ctx, t, "every device on its release in the cloud", func() bool {
+				testkit.Await(ctx, t, "every device on its release in the cloud", func() bool {
 					conv, total := st.Convergence(st.Identity.UUID)
 					return conv == n && total == n
 				})
@@ -67,7 +68,7 @@ func TestWithTheReferenceProxy(t *testing.T) {
 				if _, err := st.Cloud.RestartDevice(uuid); err != nil {
 					t.Fatal(err)
 				}
-				waitFor(ctx, t, "the restart's log line in the cloud", func() bool {
+				testkit.Await(ctx, t, "the restart's log line in the cloud", func() bool {
 					lines, err := st.Cloud.Logs(uuid)
 					return err == nil && hasLine(lines, "Device restarted", true)
 				})
@@ -78,11 +79,11 @@ func TestWithTheReferenceProxy(t *testing.T) {
 				if err := st.Cloud.DeleteDevice(uuid); err != nil {
 					t.Fatal(err)
 				}
-				eventually(t, "the gateway forgot the device", func() bool {
+				testkit.Eventually(t, "the gateway forgot the device", func() bool {
 					_, ok := st.Gateway.Device(uuid)
 					return !ok
 				})
-				eventually(t, "the delete hook was acknowledged", func() bool {
+				testkit.Eventually(t, "the delete hook was acknowledged", func() bool {
 					return counter(t, st.Gateway.Metrics().HooksReceived.WithLabelValues("delete", "200")) >= 1
 				})
 				if got := st.Gateway.Stats().Managed; got != n-1 {
@@ -96,7 +97,7 @@ func TestWithTheReferenceProxy(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				waitFor(ctx, t, "the app's devices on the new release", func() bool {
+				testkit.Await(ctx, t, "the app's devices on the new release", func() bool {
 					ds := st.Cloud.Devices(cloud.DeviceFilter{AppID: app.App.ID})
 					for _, d := range ds {
 						if d.IsOnCommit == nil || *d.IsOnCommit != rel.Commit || d.Status != gateway.StatusIdle {
@@ -117,18 +118,4 @@ func hasLine(lines []cloudapi.LogLine, msg string, system bool) bool {
 		}
 	}
 	return false
-}
-
-// waitFor polls cond until it holds or ctx ends.
-func waitFor(ctx context.Context, t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting until %s: %v", what, ctx.Err())
-		case <-tick.C:
-		}
-	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/backoff"
 	"github.com/depharness/depharness/sim/fleet"
 )
 
@@ -15,15 +16,9 @@ import (
 // backoff returns the wait before attempt n+1: exponential from RetryBase
 // up to RetryMax, with jitter in [d/2, d].
 func (g *Gateway) backoff(attempt int) time.Duration {
-	d := g.opts.RetryBase
-	for i := 1; i < attempt && d < g.opts.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, g.opts.RetryMax)
 	g.randMu.Lock()
-	j := g.rand.Int64N(int64(d/2) + 1)
-	g.randMu.Unlock()
-	return d/2 + time.Duration(j)
+	defer g.randMu.Unlock()
+	return backoff.Jittered(g.opts.RetryBase, g.opts.RetryMax, attempt, g.rand)
 }
 
 // worker does the queued devices' work until ctx is done.

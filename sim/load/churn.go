@@ -43,20 +43,10 @@ func (h *Harness) RestartWave(ctx context.Context) (*Result, error) {
 		}
 	})
 	defer stop()
-	reqCtx, stopRequests := context.WithCancel(ctx)
-	reqDone := make(chan struct{})
-	go func() {
-		defer close(reqDone)
-		failed, last := each(reqCtx, uuids, 16, func(ctx context.Context, u string) error {
-			requested.note(u, time.Now())
-			_, err := h.opts.Cloud.RestartDevice(ctx, u)
-			return err
-		})
-		if failed > 0 {
-			p.errs.Add("restart requests failed", failed)
-			h.log.Warn("restart requests failed", "n", failed, "last", last)
-		}
-	}()
+	stopRequests := p.requestEach(ctx, "restart", uuids, &requested, func(ctx context.Context, u string) error {
+		_, err := h.opts.Cloud.RestartDevice(ctx, u)
+		return err
+	})
 	pr := func(context.Context) (int, int, error) {
 		n := 0
 		for _, u := range uuids {
@@ -70,7 +60,6 @@ func (h *Harness) RestartWave(ctx context.Context) (*Result, error) {
 	}
 	err := p.follow(ctx, fmt.Sprintf("restart wave of %d", len(uuids)), len(uuids), pr, nil)
 	stopRequests() // a phase that gave up stops asking
-	<-reqDone
 	rq, hs := requested.snapshot(), hooked.snapshot()
 	p.since("request → restart hook", rq, hs)
 	p.since("request → device back up", rq, rebooted.snapshot())
@@ -95,19 +84,7 @@ func (h *Harness) DeletionWave(ctx context.Context) (*Result, error) {
 			hooked.note(uuid, at)
 		}
 	})
-	reqCtx, stopRequests := context.WithCancel(ctx)
-	reqDone := make(chan struct{})
-	go func() {
-		defer close(reqDone)
-		failed, last := each(reqCtx, uuids, 16, func(ctx context.Context, u string) error {
-			requested.note(u, time.Now())
-			return h.opts.Cloud.DeleteDevice(ctx, u)
-		})
-		if failed > 0 {
-			p.errs.Add("delete requests failed", failed)
-			h.log.Warn("delete requests failed", "n", failed, "last", last)
-		}
-	}()
+	stopRequests := p.requestEach(ctx, "delete", uuids, &requested, h.opts.Cloud.DeleteDevice)
 	var unexpected atomic.Int64
 	p.expected = map[string]bool{"GET /v1/devices/{uuid} 404": true, "GET /v1/devices/{uuid} 410": true}
 	pr := func(ctx context.Context) (int, int, error) {
@@ -142,7 +119,6 @@ func (h *Harness) DeletionWave(ctx context.Context) (*Result, error) {
 	}
 	err := p.follow(ctx, fmt.Sprintf("deletion wave of %d", len(uuids)), len(uuids), pr, nil)
 	stopRequests()
-	<-reqDone
 	rq, gs, hs, rs := requested.snapshot(), gone.snapshot(), hooked.snapshot(), removed.snapshot()
 	p.since("delete → 410 (sampled)", rq, gs)
 	p.since("delete → delete hook", rq, hs)
@@ -244,4 +220,28 @@ func (h *Harness) Churn(ctx context.Context) (*Result, error) {
 	p.counts.Add("is_online=false reports", offlineReports.Load())
 	p.counts.Add("is_online=true reports", onlineReports.Load())
 	return p.finish(), err
+}
+
+// requestEach sends what (a request to the cloud: do) for each of uuids in
+// the background, 16 at a time, noting when each was sent in requested and
+// counting the failures. The returned stop cancels what is not sent yet
+// and waits for the rest.
+func (p *phase) requestEach(ctx context.Context, what string, uuids []string, requested *firstTimes, do func(context.Context, string) error) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		failed, last := each(ctx, uuids, 16, func(ctx context.Context, u string) error {
+			requested.note(u, time.Now())
+			return do(ctx, u)
+		})
+		if failed > 0 {
+			p.errs.Add(what+" requests failed", failed)
+			p.h.log.Warn(what+" requests failed", "n", failed, "last", last)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }

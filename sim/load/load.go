@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/defaults"
 	"github.com/depharness/depharness/internal/httpserver"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/fleet"
@@ -144,47 +145,25 @@ func (o *Options) defaults() error {
 	if o.Policy == "" {
 		o.Policy = gateway.PolicyAck
 	}
-	if o.GatewayConcurrency <= 0 {
-		o.GatewayConcurrency = DefaultGatewayConcurrency
-	}
+	defaults.Positive(&o.GatewayConcurrency, DefaultGatewayConcurrency)
 	if o.FlashTime == (fleet.Dist{}) {
 		o.FlashTime = fleet.Dist{Dist: fleet.DistFixed, Mean: fleet.Duration(DefaultFlashTime)}
 	}
-	if o.FirmwareBytes <= 0 {
-		o.FirmwareBytes = DefaultFirmwareBytes
-	}
-	if o.Timeout <= 0 {
-		o.Timeout = DefaultTimeout
-	}
-	if o.SampleEvery <= 0 {
-		o.SampleEvery = DefaultSampleEvery
-	}
+	defaults.Positive(&o.FirmwareBytes, DefaultFirmwareBytes)
+	defaults.Positive(&o.Timeout, DefaultTimeout)
+	defaults.Positive(&o.SampleEvery, DefaultSampleEvery)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &o.Params
 	wave := min(max(o.Devices/10, 1), 1000, o.Devices)
-	if p.DeleteCount <= 0 {
-		p.DeleteCount = wave
-	}
-	if p.RestartCount <= 0 {
-		p.RestartCount = wave
-	}
-	if p.LogLines <= 0 {
-		p.LogLines = DefaultLogLines
-	}
-	if p.LogConcurrency <= 0 {
-		p.LogConcurrency = DefaultLogConcurrency
-	}
-	if p.ChurnDuration <= 0 {
-		p.ChurnDuration = DefaultChurnDuration
-	}
-	if p.ChurnProbability <= 0 {
-		p.ChurnProbability = DefaultChurnProbability
-	}
-	if p.ChurnInterval <= 0 {
-		p.ChurnInterval = DefaultChurnInterval
-	}
+	defaults.Positive(&p.DeleteCount, wave)
+	defaults.Positive(&p.RestartCount, wave)
+	defaults.Positive(&p.LogLines, DefaultLogLines)
+	defaults.Positive(&p.LogConcurrency, DefaultLogConcurrency)
+	defaults.Positive(&p.ChurnDuration, DefaultChurnDuration)
+	defaults.Positive(&p.ChurnProbability, DefaultChurnProbability)
+	defaults.Positive(&p.ChurnInterval, DefaultChurnInterval)
 	return nil
 }
 

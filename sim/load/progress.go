@@ -61,20 +61,16 @@ func (p *Progress) Show(what string, n, total int, el time.Duration) {
 
 // Done ends a bar: every one of total converged after el.
 func (p *Progress) Done(what string, total int, el time.Duration) {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.tty {
-		fmt.Fprintln(p.w)
-	}
-	p.lastLine = time.Time{}
-	fmt.Fprintf(p.w, "%s: all %d devices converged in %.1fs\n", what, total, el.Seconds())
+	p.end(fmt.Sprintf("%s: all %d devices converged in %.1fs", what, total, el.Seconds()))
 }
 
 // Fail ends a bar that did not complete: n of total after el, and why.
 func (p *Progress) Fail(what string, n, total int, el time.Duration, why string) {
+	p.end(fmt.Sprintf("%s: %d/%d devices converged in %.1fs: %s", what, n, total, el.Seconds(), why))
+}
+
+// end ends a bar with its last line.
+func (p *Progress) end(line string) {
 	if p == nil {
 		return
 	}
@@ -84,7 +80,7 @@ func (p *Progress) Fail(what string, n, total int, el time.Duration, why string)
 		fmt.Fprintln(p.w)
 	}
 	p.lastLine = time.Time{}
-	fmt.Fprintf(p.w, "%s: %d/%d devices converged in %.1fs: %s\n", what, n, total, el.Seconds(), why)
+	fmt.Fprintln(p.w, line)
 }
 
 // Interrupt ends a bar without a verdict (the run was interrupted).

@@ -64,23 +64,22 @@ var _ prometheus.Gatherer = (*prometheus.Registry)(nil)
 // Run runs scenario (one of Scenarios, or ScenarioProvision) and returns
 // its result; the error says why it did not converge.
 func (h *Harness) Run(ctx context.Context, scenario string) (*Result, error) {
-	switch scenario {
-	case ScenarioProvision:
-		return h.Provision(ctx)
-	case ScenarioRollout:
-		return h.Rollout(ctx)
-	case ScenarioEnv:
-		return h.EnvChange(ctx)
-	case ScenarioChurn:
-		return h.Churn(ctx)
-	case ScenarioLogs:
-		return h.LogStorm(ctx)
-	case ScenarioDelete:
-		return h.DeletionWave(ctx)
-	case ScenarioRestart:
-		return h.RestartWave(ctx)
+	run, ok := scenarioRuns[scenario]
+	if !ok {
+		return nil, fmt.Errorf("load: unknown scenario %q", scenario)
 	}
-	return nil, fmt.Errorf("load: unknown scenario %q", scenario)
+	return run(h, ctx)
+}
+
+// scenarioRuns are the scenarios by name.
+var scenarioRuns = map[string]func(*Harness, context.Context) (*Result, error){
+	ScenarioProvision: (*Harness).Provision,
+	ScenarioRollout:   (*Harness).Rollout,
+	ScenarioEnv:       (*Harness).EnvChange,
+	ScenarioChurn:     (*Harness).Churn,
+	ScenarioLogs:      (*Harness).LogStorm,
+	ScenarioDelete:    (*Harness).DeletionWave,
+	ScenarioRestart:   (*Harness).RestartWave,
 }
 
 // cloudCommitProbe counts the app's devices the cloud sees on commit, and

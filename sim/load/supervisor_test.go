@@ -2,12 +2,13 @@ package load
 
 import (
 	"context"
-	"net/http/httptest"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 func TestSupervisorFiguresAreGrowthDuringThePhase(t *testing.T) {
@@ -21,8 +22,7 @@ func TestSupervisorFiguresAreGrowthDuringThePhase(t *testing.T) {
 	delivered.WithLabelValues("patch").Add(5)
 	dur.Observe(1)
 
-	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	for name, src := range map[string]MetricsSource{
 		"in-process registry": func(context.Context) ([]*dto.MetricFamily, error) { return reg.Gather() },
 		"scraped endpoint":    ScrapeMetrics(srv.URL, nil),

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/client"
 )
 
@@ -56,8 +57,7 @@ func fakeSupervisor(t *testing.T) *httptest.Server {
 		io.WriteString(w, `{"uuid":"`+r.PathValue("uuid")+`"}`)
 	})
 	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "OK") })
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
+	srv := testkit.Server(t, mux)
 	return srv
 }
 

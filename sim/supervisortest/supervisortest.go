@@ -276,8 +276,7 @@ func (s *Server) provision(w http.ResponseWriter, r *http.Request) {
 		AppID      json.RawMessage `json:"appId"`
 		DeviceType string          `json:"device_type"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		http.Error(w, api.ErrTextMalformedJSON, http.StatusBadRequest)
+	if !decodeBody(w, r, &req) {
 		return
 	}
 	id, err := strconv.ParseInt(string(req.AppID), 10, 64)
@@ -312,6 +311,16 @@ func (s *Server) provision(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, api.ProvisionResponse{ID: 40000 + s.nextID, UUID: uuid, Name: name, DeviceType: req.DeviceType, DeviceName: name})
 }
 
+// decodeBody decodes the request's JSON body into v; on malformed JSON it
+// answers 400 and returns false.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		http.Error(w, api.ErrTextMalformedJSON, http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
 // lookupLocked answers 404 or 410 and returns nil when uuid is not usable.
 func (s *Server) lookupLocked(w http.ResponseWriter, uuid string) *api.Device {
 	d := s.devices[uuid]
@@ -336,8 +345,7 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) {
 	var u api.DeviceUpdate
-	if err := json.NewDecoder(r.Body).Decode(&u); err != nil {
-		http.Error(w, api.ErrTextMalformedJSON, http.StatusBadRequest)
+	if !decodeBody(w, r, &u) {
 		return
 	}
 	if u.Status == nil && u.IsOnline == nil && u.Commit == nil && u.Environment == nil && u.Config == nil {
@@ -375,8 +383,7 @@ func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) postLog(w http.ResponseWriter, r *http.Request) {
 	var e api.LogEntry
-	if err := json.NewDecoder(r.Body).Decode(&e); err != nil {
-		http.Error(w, api.ErrTextMalformedJSON, http.StatusBadRequest)
+	if !decodeBody(w, r, &e) {
 		return
 	}
 	s.mu.Lock()

@@ -260,27 +260,6 @@ func (b *battery) cloudDown() {
 	b.cloudMu.Unlock()
 }
 
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(p)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 // recordLogs notes every log-stream request the cloud answers: when, its
 // status and the messages it carried.
 func (b *battery) recordLogs(next http.Handler) http.Handler {
@@ -295,10 +274,13 @@ func (b *battery) recordLogs(next http.Handler) http.Handler {
 			return // the proxy went away mid-request
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &httpserver.StatusRecorder{ResponseWriter: w}
 		// Deferred: a fault that drops the answer aborts the handler.
 		defer func() {
-			lr := logRequest{start: start, end: time.Now(), status: sw.status}
+			lr := logRequest{start: start, end: time.Now()}
+			if sw.Written() {
+				lr.status = sw.Status()
+			}
 			dec := json.NewDecoder(bytes.NewReader(body))
 			for {
 				var l cloudapi.LogLine

@@ -18,11 +18,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
+
+	"github.com/depharness/depharness/internal/defaults"
 )
 
 // Options configure Run. Zero values mean the defaults given.
@@ -69,6 +71,8 @@ type Options struct {
 	// Violations is the proxy's DEPHARNESS_VIOLATIONS: empty in a real run;
 	// the battery's own tests set one to see it caught.
 	Violations string
+
+	progress *log.Logger // writes to Out; set by defaults
 }
 
 // The proxy's settings during the battery: short enough that a run is
@@ -102,55 +106,31 @@ func (o *Options) defaults() error {
 	if o.ProxyBin == "" || o.Dir == "" {
 		return errors.New("chaos: ProxyBin and Dir are required")
 	}
-	if o.Devices <= 0 {
-		o.Devices = 1000
-	}
+	defaults.Positive(&o.Devices, 1000)
 	if o.Kills < 0 {
 		o.Kills = 0
 	} else if o.Kills == 0 {
 		o.Kills = 20
 	}
-	if o.Outages <= 0 {
-		o.Outages = 4
-	}
-	if o.Conns <= 0 {
-		o.Conns = 256
-	}
+	defaults.Positive(&o.Outages, 4)
+	defaults.Positive(&o.Conns, 256)
 	if o.Seed == 0 {
 		o.Seed = rand.Uint64() >> 1
 	}
-	if o.MaxUp <= 0 {
-		o.MaxUp = 2500 * time.Millisecond
-	}
-	if o.RSSBound <= 0 {
-		o.RSSBound = 128 << 20
-	}
-	if o.P99Bound <= 0 {
-		o.P99Bound = time.Second
-	}
+	defaults.Positive(&o.MaxUp, 2500*time.Millisecond)
+	defaults.Positive(&o.RSSBound, 128<<20)
+	defaults.Positive(&o.P99Bound, time.Second)
 	if o.MaxOutage <= time.Second {
 		o.MaxOutage = 4 * time.Second
 	}
-	if o.SettleTimeout <= 0 {
-		o.SettleTimeout = 120 * time.Second
-	}
+	defaults.Positive(&o.SettleTimeout, 120*time.Second)
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
-	o.Out = &lockedWriter{w: o.Out}
+	// The battery's goroutines print through one logger, which writes each
+	// line whole.
+	o.progress = log.New(o.Out, "", 0)
 	return os.MkdirAll(filepath.Join(o.Dir, "data"), 0o755)
-}
-
-// lockedWriter serialises the progress lines of the battery's goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // Figures are what a run measured.
@@ -285,7 +265,7 @@ func Run(ctx context.Context, opts Options) (*Figures, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(opts.Out, "chaos: seed %d, %d devices, %d kills, %d outages, %d connections\n",
+	opts.progress.Printf("chaos: seed %d, %d devices, %d kills, %d outages, %d connections\n",
 		opts.Seed, opts.Devices, opts.Kills, opts.Outages, opts.Conns)
 	b, err := newBattery(ctx, opts)
 	if err != nil {

@@ -104,7 +104,7 @@ func (b *battery) holdConn(ctx context.Context, k int, limit time.Duration) (too
 // every kind at once, each to be closed within its deadline, while the API
 // is asked for a device over and over and its latency measured.
 func (b *battery) connections(ctx context.Context, fig *Figures) error {
-	fmt.Fprintf(b.opts.Out, "chaos: %d held connections (deadlines: headers %s, body %s, idle %s)\n", b.opts.Conns, headerTimeout, bodyTimeout, idleTimeout)
+	b.opts.progress.Printf("chaos: %d held connections (deadlines: headers %s, body %s, idle %s)\n", b.opts.Conns, headerTimeout, bodyTimeout, idleTimeout)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error

@@ -226,7 +226,7 @@ func (b *battery) rollout(ctx context.Context, fig *Figures) error {
 				outagesDone <- ctx.Err()
 				return
 			}
-			fmt.Fprintf(b.opts.Out, "chaos: cloud %s for %s\n", o.mode, o.length.Round(time.Millisecond))
+			b.opts.progress.Printf("chaos: cloud %s for %s\n", o.mode, o.length.Round(time.Millisecond))
 			from := time.Now()
 			switch o.mode {
 			case "unreachable":
@@ -272,13 +272,13 @@ func (b *battery) rollout(ctx context.Context, fig *Figures) error {
 		}
 		fig.Kills++
 		b.integrity(fig)
-		fmt.Fprintf(b.opts.Out, "chaos: kill %d/%d after %s up\n", i+1, len(ups), up.Round(time.Millisecond))
+		b.opts.progress.Printf("chaos: kill %d/%d after %s up\n", i+1, len(ups), up.Round(time.Millisecond))
 		if i == len(ups)/2 {
 			if err := b.pushRelease(ctx, 2); err != nil {
 				runErr = err
 				break
 			}
-			fmt.Fprintln(b.opts.Out, "chaos: release 2 pushed")
+			b.opts.progress.Println("chaos: release 2 pushed")
 		}
 		if runErr = b.startProxy(ctx); runErr != nil {
 			break
@@ -296,7 +296,7 @@ func (b *battery) rollout(ctx context.Context, fig *Figures) error {
 		// The last outage: the load stops while the cloud is unreachable,
 		// so every device's last report and lines wait in the outbox, and
 		// are delivered when it returns.
-		fmt.Fprintln(b.opts.Out, "chaos: cloud unreachable while the load stops")
+		b.opts.progress.Println("chaos: cloud unreachable while the load stops")
 		from := time.Now()
 		b.cloudDown()
 		time.Sleep(500 * time.Millisecond)
@@ -314,7 +314,7 @@ func (b *battery) rollout(ctx context.Context, fig *Figures) error {
 	if runErr != nil {
 		return runErr
 	}
-	fmt.Fprintf(b.opts.Out, "chaos: faults over after %s; settling\n", time.Since(start).Round(time.Millisecond))
+	b.opts.progress.Printf("chaos: faults over after %s; settling\n", time.Since(start).Round(time.Millisecond))
 	select {
 	case <-b.procDone:
 		return fmt.Errorf("the proxy exited by itself after the schedule: see %s", b.logFile.Name())
