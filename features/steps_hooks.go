@@ -70,8 +70,9 @@ func fetchAssetsOnHook(ctx context.Context) error {
 
 var answerRe = regexp.MustCompile(`^(?:(\d{3})(?: after (.+))?|(refuse)|(hang))$`)
 
-// parseAnswers reads "202, 500 after 2s, refuse, hang, then 200".
-func (st *scenario) parseAnswers(s string) ([]hookrecv.Answer, error) {
+// parseAnswers reads "202, 500 after 2s, refuse, hang, then 200"; hook
+// timeouts in delays are hookTimeout long.
+func parseAnswers(s string, hookTimeout time.Duration) ([]hookrecv.Answer, error) {
 	s = strings.ReplaceAll(s, ", then ", ", ")
 	s = strings.ReplaceAll(s, " then ", ", ")
 	var out []hookrecv.Answer
@@ -90,7 +91,7 @@ func (st *scenario) parseAnswers(s string) ([]hookrecv.Answer, error) {
 			code, _ := strconv.Atoi(m[1])
 			a := hookrecv.Answer{Status: code}
 			if m[2] != "" {
-				d, err := st.duration(m[2])
+				d, err := hookDuration(m[2], hookTimeout)
 				if err != nil {
 					return nil, err
 				}
@@ -104,10 +105,9 @@ func (st *scenario) parseAnswers(s string) ([]hookrecv.Answer, error) {
 
 var timeoutsRe = regexp.MustCompile(`^(\d+) hook timeouts$`)
 
-// duration reads "half a hook timeout", "a hook timeout", "3 hook
-// timeouts" or a Go duration.
-func (st *scenario) duration(s string) (time.Duration, error) {
-	ht := st.cfg.Timing.HookTimeout
+// hookDuration reads "half a hook timeout", "a hook timeout", "3 hook
+// timeouts" (of ht) or a Go duration.
+func hookDuration(s string, ht time.Duration) (time.Duration, error) {
 	switch s {
 	case "half a hook timeout":
 		return ht / 2, nil
@@ -123,7 +123,7 @@ func (st *scenario) duration(s string) (time.Duration, error) {
 
 func scriptHooks(ctx context.Context, kind, alias, answers string) error {
 	st := scenarioOf(ctx)
-	as, err := st.parseAnswers(answers)
+	as, err := parseAnswers(answers, st.cfg.Timing.HookTimeout)
 	if err != nil {
 		return err
 	}

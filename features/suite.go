@@ -224,6 +224,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	order, err := scheduledPaths(cfg.Features, tags, cfg.Paths, cfg.Timing, cfg.Seed)
+	if err != nil {
+		return Result{}, err
+	}
 	s := &suite{cfg: cfg, ports: ports, stepLines: map[string][]int64{}}
 	for _, p := range pickles {
 		k := p.URI + "\x00" + p.Name
@@ -247,7 +251,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			Strict:         true,
 			StopOnFailure:  cfg.FailFast,
 			FS:             cfg.Features,
-			Paths:          pathsOr(cfg.Paths),
+			Paths:          order,
 			DefaultContext: ctx,
 			TestingT:       cfg.TestingT,
 		},
@@ -255,6 +259,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	status := ts.Run()
 	res := Result{Seed: cfg.Seed, Status: status, Scenarios: s.results()}
 	if cfg.ReportDir != "" {
+		if err := mergeCucumberJSON(filepath.Join(cfg.ReportDir, "cucumber.json")); err != nil {
+			return res, fmt.Errorf("writing the reports: %w", err)
+		}
 		total, err := countSelected(cfg.Features, "")
 		if err != nil {
 			return res, err
