@@ -257,6 +257,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		},
 	}
 	status := ts.Run()
+	s.closing.Wait()
 	res := Result{Seed: cfg.Seed, Status: status, Scenarios: s.results()}
 	if cfg.ReportDir != "" {
 		if err := mergeCucumberJSON(filepath.Join(cfg.ReportDir, "cucumber.json")); err != nil {
@@ -312,6 +313,9 @@ type suite struct {
 	// stepLines are the feature-file lines of each scenario's steps, by
 	// uri and scenario name, for the report of a failing step.
 	stepLines map[string][]int64
+
+	// closing are the teardowns of finished scenarios under way.
+	closing sync.WaitGroup
 
 	mu  sync.Mutex
 	res []ScenarioResult
@@ -399,7 +403,10 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 		s.record(r)
 		s.cfg.Logger.Debug("scenario done", "scenario", p.Name, "passed", r.Passed, "err", r.Err)
 		if st != nil {
-			st.close(err)
+			// The verdict is in: the next scenario may start while this
+			// one's supervisor stops and its world closes. Run waits for
+			// every teardown before it writes the reports.
+			s.closing.Go(func() { st.close(err) })
 		}
 		return ctx, nil
 	})
