@@ -85,7 +85,8 @@ type Config struct {
 	// "@A && ~@B", "@A,@B"), which may also group with parentheses
 	// ("(@A,@B) && ~@reference"); empty runs every scenario.
 	Tags string
-	// Concurrency is how many scenarios run at once; 0 means 1.
+	// Concurrency is how many scenarios run at once; 0 means 1 (the
+	// commands and the suite's own test default to DefaultConcurrency).
 	Concurrency int
 	// Seed orders the scenarios and seeds the fakes; 0 draws one (printed).
 	Seed int64
@@ -118,6 +119,10 @@ type Config struct {
 
 	// ports, if set, is shared with other runs of this process.
 	ports *portPool
+	// slots, if set, bounds the scenarios set up and not yet torn down
+	// across the runs sharing it (the self-check's), on top of each run's
+	// Concurrency.
+	slots chan struct{}
 }
 
 // ScenarioResult is the outcome of one scenario.
@@ -159,6 +164,14 @@ func (r Result) Failed() []ScenarioResult {
 	}
 	return out
 }
+
+// DefaultConcurrency is how many scenarios the commands and the suite's own
+// test run at once unless told otherwise. A scenario mostly waits (the
+// contract's windows, the intervals its steps count): against the reference
+// proxy, ten at once use about a third of a 2-core machine and take half the
+// time four took; the timing checks allow for the scheduling delay the
+// harness measures meanwhile (bounds.go).
+const DefaultConcurrency = 10
 
 // ErrBadTags is returned for a tag expression that cannot be read.
 var ErrBadTags = errors.New("bad tag expression")
@@ -422,6 +435,13 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
 func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, error) {
+	if s.cfg.slots != nil {
+		select {
+		case s.cfg.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	seq := s.nextSeq()
 	st := &scenario{
 		suite:    s,
@@ -542,6 +562,9 @@ func (st *scenario) close(failure error) {
 		if p != 0 {
 			st.suite.ports.release(p)
 		}
+	}
+	if st.cfg.slots != nil {
+		<-st.cfg.slots
 	}
 }
 

@@ -29,7 +29,7 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 	targetCmd := f.String("target-cmd", "DEPHARNESS_TARGET_CMD", "", "shell command starting the supervisor under test with the harness variables; empty runs this binary's reference proxy")
 	tags := f.String("tags", "DEPHARNESS_TAGS", "", `godog tag expression selecting scenarios ("@contract", "~@reference", "@HOOK-202")`)
 	reportDir := f.String("report-dir", "DEPHARNESS_REPORT_DIR", "reports", "directory for cucumber.json, junit.xml, report.html and the logs of failed scenarios")
-	concurrency := f.Int("concurrency", "DEPHARNESS_CONCURRENCY", 4, "scenarios run at once")
+	concurrency := f.Int("concurrency", "DEPHARNESS_CONCURRENCY", features.DefaultConcurrency, "scenarios run at once")
 	seed := f.Int64("seed", "DEPHARNESS_SEED", 0, "seed of the scenario order and the fakes; 0 draws one (printed, to replay a run)")
 	selfCheck := f.Bool("self-check", "", false, "prove the suite catches every named violation of the reference proxy and passes every allowance in its contract tier, instead of a normal run")
 	selfCheckParallel := f.Int("self-check-parallel", "", 4, "runs (violations, allowances) side by side in --self-check")
