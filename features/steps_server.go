@@ -17,11 +17,11 @@ import (
 // supervisor, slowly.
 
 func registerServerSteps(sc stepper) {
-	sc.Step(`^a client sends PUT "([^"]*)" (without a key|with a wrong key), announcing a body of (\d+) bytes that it sends one byte every (\d+) ms$`, slowBodyClient)
-	sc.Step(`^a client sends the headers of a request one byte every (\d+) ms, never finishing them$`, slowHeadersClient)
-	sc.Step(`^that client is answered (\d{3}) within (\d+) s of its headers$`, slowClientAnswered)
-	sc.Step(`^the supervisor closes that client's connection within (\d+) s of its first byte$`, slowClientClosedAfterStart)
-	sc.Step(`^meanwhile the gateway app gets (\d{3}) from GET "([^"]*)" within (\d+) s$`, meanwhileGet)
+	sc.Step(stepExpr(`^a client sends PUT "([^"]*)" (without a key|with a wrong key), announcing a body of (\d+) bytes that it sends one byte every (\d+) ms$`), slowBodyClient)
+	sc.Step(stepExpr(`^a client sends the headers of a request one byte every (\d+) ms, never finishing them$`), slowHeadersClient)
+	sc.Step(stepExpr(`^that client is answered (\d{3}) within (\d+) s of its headers$`), slowClientAnswered)
+	sc.Step(stepExpr(`^the supervisor closes that client's connection within (\d+) s of its first byte$`), slowClientClosedAfterStart)
+	sc.Step(stepExpr(`^meanwhile the gateway app gets (\d{3}) from GET "([^"]*)" within (\d+) s$`), meanwhileGet)
 }
 
 // observerSlack is how late a client's read may return after the server
