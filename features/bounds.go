@@ -150,10 +150,15 @@ func registerBoundSteps(sc stepper) {
 }
 
 // windowFor waits d for a hook matching pred; finding one is the failure.
+// The scenario is idle meanwhile (slots.go).
 func (st *scenario) windowFor(ctx context.Context, what string, pred func(hookrecv.Hook) bool, d time.Duration) error {
 	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	hs, err := st.recv().AwaitHooks(wctx, pred, 1)
+	var hs []hookrecv.Hook
+	err := st.idle(ctx, func() (err error) {
+		hs, err = st.recv().AwaitHooks(wctx, pred, 1)
+		return err
+	})
 	if err == nil {
 		return fmt.Errorf("%s: got %s; hooks received: %s", what, hs[0], st.hookList())
 	}

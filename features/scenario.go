@@ -42,10 +42,12 @@ type scenario struct {
 	hookPort int
 	apiKey   string
 	world    *World
-	gateway  cloud.Gateway
-	other    *cloud.Gateway
-	hooks    *hookServer
-	target   Target
+	// holding is set while the scenario holds a busy slot (slots.go).
+	holding bool
+	gateway cloud.Gateway
+	other   *cloud.Gateway
+	hooks   *hookServer
+	target  Target
 	// fetchAssets is installed on the hook receiver when the gateway app
 	// fetches the assets of every update hook.
 	fetchAssets hookrecv.OnReceive

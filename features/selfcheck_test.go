@@ -59,7 +59,7 @@ func TestRunsSharingSlotsNeverRunMoreScenariosAtOnce(t *testing.T) {
 			return &countingTarget{Target: ping(out), running: &running, most: &most}
 		},
 		Features: threeFailing, Output: io.Discard, Concurrency: 3,
-		ports: newPortPool(1), slots: make(chan struct{}, 2),
+		ports: newPortPool(1), slots: newBusySlots(2),
 	}
 	var wg sync.WaitGroup
 	for range 2 {

@@ -354,7 +354,7 @@ func cloudReceivedLogsAndNoMore(ctx context.Context, n int, t *godog.Table) erro
 		want[r.device.uuid]++
 	}
 	window := time.Duration(n) * st.cfg.Timing.Retry
-	if err := ctxtime.Sleep(ctx, window); err != nil {
+	if err := st.idle(ctx, func() error { return ctxtime.Sleep(ctx, window) }); err != nil {
 		return err
 	}
 	var probs []string

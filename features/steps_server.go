@@ -195,9 +195,22 @@ func slowClientClosedAfterStart(ctx context.Context, within int) error {
 		return err
 	}
 	bound := time.Duration(within) * time.Second
-	select {
-	case <-c.closed:
-	case <-time.After(time.Until(c.start.Add(bound + observerSlack))):
+	// An upper bound far above a compliant server's deadline: the scenario
+	// is idle until the server closes (slots.go).
+	closed := false
+	if err := st.idle(ctx, func() error {
+		select {
+		case <-c.closed:
+			closed = true
+		case <-time.After(time.Until(c.start.Add(bound + observerSlack))):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if !closed {
 		return fmt.Errorf("the connection is still open %v after the first byte, the client still dribbling, want it closed within %v", bound+observerSlack, bound)
 	}
 	c.mu.Lock()

@@ -85,8 +85,10 @@ type Config struct {
 	// "@A && ~@B", "@A,@B"), which may also group with parentheses
 	// ("(@A,@B) && ~@reference"); empty runs every scenario.
 	Tags string
-	// Concurrency is how many scenarios run at once; 0 means 1 (the
-	// commands and the suite's own test default to DefaultConcurrency).
+	// Concurrency is how many scenarios are busy at once (set up and not
+	// yet torn down; one waiting out a negative window lets another start
+	// meanwhile, slots.go), up to twice as many under way; 0 means 1. The
+	// commands and the suite's own test default to DefaultConcurrency.
 	Concurrency int
 	// Seed orders the scenarios and seeds the fakes; 0 draws one (printed).
 	Seed int64
@@ -119,10 +121,9 @@ type Config struct {
 
 	// ports, if set, is shared with other runs of this process.
 	ports *portPool
-	// slots, if set, bounds the scenarios set up and not yet torn down
-	// across the runs sharing it (the self-check's), on top of each run's
-	// Concurrency.
-	slots chan struct{}
+	// slots, if set, bounds the busy scenarios across the runs sharing it
+	// (the self-check's) instead of each run's Concurrency.
+	slots busySlots
 }
 
 // ScenarioResult is the outcome of one scenario.
@@ -166,12 +167,13 @@ func (r Result) Failed() []ScenarioResult {
 }
 
 // DefaultConcurrency is how many scenarios the commands and the suite's own
-// test run at once unless told otherwise. A scenario mostly waits (the
+// test keep busy at once unless told otherwise. A scenario mostly waits (the
 // contract's windows, the intervals its steps count): against the reference
-// proxy, ten at once use about a third of a 2-core machine and take half the
-// time four took; the timing checks allow for the scheduling delay the
+// proxy, eight busy at once (and those waiting out windows besides) use
+// about a third of a 2-core machine, and the run takes a third of the time
+// four at once took; the timing checks allow for the scheduling delay the
 // harness measures meanwhile (bounds.go).
-const DefaultConcurrency = 10
+const DefaultConcurrency = 8
 
 // ErrBadTags is returned for a tag expression that cannot be read.
 var ErrBadTags = errors.New("bad tag expression")
@@ -241,6 +243,16 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if cfg.slots == nil {
+		cfg.slots = newBusySlots(cfg.Concurrency)
+	}
+	// Scenarios waiting out a window hold no slot: as many again may be
+	// under way meanwhile, except when failing fast (a scenario godog has
+	// started cannot be held back once another failed).
+	underWay := 2 * max(cfg.Concurrency, 1)
+	if cfg.FailFast {
+		underWay = max(cfg.Concurrency, 1)
+	}
 	s := &suite{cfg: cfg, ports: ports, stepLines: map[string][]int64{}}
 	for _, p := range pickles {
 		k := p.URI + "\x00" + p.Name
@@ -257,7 +269,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		Options: &godog.Options{
 			Format:         format,
 			Tags:           tags,
-			Concurrency:    max(cfg.Concurrency, 1),
+			Concurrency:    underWay,
 			Randomize:      cfg.Seed,
 			Output:         cfg.Output,
 			NoColors:       cfg.NoColors,
@@ -435,17 +447,14 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
 func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, error) {
-	if s.cfg.slots != nil {
-		select {
-		case s.cfg.slots <- struct{}{}:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	if err := s.cfg.slots.take(ctx); err != nil {
+		return nil, err
 	}
 	seq := s.nextSeq()
 	st := &scenario{
 		suite:    s,
 		cfg:      s.cfg,
+		holding:  s.cfg.slots != nil,
 		pickle:   p,
 		name:     p.Name,
 		id:       fmt.Sprintf("%03d-%s", seq, logName(p.Name)),
@@ -563,8 +572,9 @@ func (st *scenario) close(failure error) {
 			st.suite.ports.release(p)
 		}
 	}
-	if st.cfg.slots != nil {
-		<-st.cfg.slots
+	if st.holding {
+		st.cfg.slots.give()
+		st.holding = false
 	}
 }
 
