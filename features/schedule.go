@@ -60,6 +60,9 @@ func scheduledPaths(fsys fs.FS, tags string, paths []string, t Timing, seed int6
 			if sc == nil {
 				return nil, fmt.Errorf("%s: no scenario for pickle %q", f.Uri, p.Name)
 			}
+			if len(p.Steps) == 0 {
+				return nil, fmt.Errorf("%s:%d: scenario %q has no steps", fileURI(f.Uri), sc.Location.Line, p.Name)
+			}
 			path := fmt.Sprintf("%s:%d", fileURI(f.Uri), sc.Location.Line)
 			cost := expectedLength(p.Steps, t)
 			if i, ok := index[path]; ok {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/cucumber/godog"
@@ -172,5 +173,12 @@ func TestARunReportsItsScheduledScenariosAsOneFeaturePerFile(t *testing.T) {
 	junit, _ := os.ReadFile(filepath.Join(dir, "junit.xml"))
 	if n := strings.Count(string(junit), "<testsuite "); n != 1 {
 		t.Errorf("junit.xml has %d testsuites, want 1 for the one feature file", n)
+	}
+}
+
+func TestScheduleRefusesAScenarioWithoutSteps(t *testing.T) {
+	fsys := fstest.MapFS{"x.feature": {Data: []byte("Feature: x\n\n  @AUTH-1 @contract\n  Scenario: empty\n")}}
+	if _, err := scheduledPaths(fsys, "", nil, DefaultTiming, 1); err == nil || !strings.Contains(err.Error(), "x.feature:4") {
+		t.Errorf("got %v, want an error naming x.feature:4, a scenario without steps", err)
 	}
 }

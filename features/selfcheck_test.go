@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // countingTarget counts the targets running at once and keeps the most.
@@ -76,5 +77,35 @@ func TestRunsSharingSlotsNeverRunMoreScenariosAtOnce(t *testing.T) {
 	}
 	if n := running.Load(); n != 0 {
 		t.Errorf("%d targets still running after the runs returned, want 0", n)
+	}
+}
+
+func TestAScenarioWaitingOutAWindowLetsAnotherTakeItsSlot(t *testing.T) {
+	slots := newBusySlots(1)
+	if err := slots.take(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	st := &scenario{cfg: Config{slots: slots}, holding: true}
+	tryTake := func() bool {
+		ctx, cancel := context.WithTimeout(testCtx(t), 50*time.Millisecond)
+		defer cancel()
+		return slots.take(ctx) == nil
+	}
+	var during bool
+	err := st.idle(testCtx(t), func() error {
+		during = tryTake()
+		if during {
+			slots.give() // the other scenario is done
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !during {
+		t.Error("no slot could be taken while the scenario waited out its window, want its own")
+	}
+	if !st.holding || tryTake() {
+		t.Errorf("after the window: holding %v and a slot free, want the scenario to hold the only slot again", st.holding)
 	}
 }

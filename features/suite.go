@@ -253,7 +253,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.FailFast {
 		underWay = max(cfg.Concurrency, 1)
 	}
-	s := &suite{cfg: cfg, ports: ports, stepLines: map[string][]int64{}}
+	s := &suite{ctx: ctx, cfg: cfg, ports: ports, stepLines: map[string][]int64{}}
 	for _, p := range pickles {
 		k := p.URI + "\x00" + p.Name
 		if _, ok := s.stepLines[k]; ok {
@@ -333,6 +333,7 @@ func countSelected(fsys fs.FS, tags string, paths ...string) (int, error) {
 
 // suite is the state shared by the scenarios of one run.
 type suite struct {
+	ctx   context.Context // the run's
 	cfg   Config
 	ports *portPool
 	// stepLines are the feature-file lines of each scenario's steps, by
@@ -405,8 +406,13 @@ func (b *syncBuffer) String() string {
 }
 
 func (s *suite) initScenario(sc *godog.ScenarioContext) {
+	// godog calls this just before it starts the scenario's clock: waiting
+	// for a busy slot here keeps the wait out of the scenario's time.
+	// (Every scenario has steps, scheduledPaths holds it, so the Before
+	// hook that takes over the slot runs.)
+	held := s.cfg.slots != nil && s.cfg.slots.take(s.ctx) == nil
 	sc.Before(func(ctx context.Context, p *godog.Scenario) (context.Context, error) {
-		st, err := s.newScenario(ctx, p)
+		st, err := s.newScenario(ctx, p, held)
 		if err != nil {
 			return ctx, arrange(fmt.Errorf("setting up the scenario: %w", err))
 		}
@@ -446,9 +452,12 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
-func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, error) {
-	if err := s.cfg.slots.take(ctx); err != nil {
-		return nil, err
+// newScenario sets up scenario p, taking a busy slot unless held.
+func (s *suite) newScenario(ctx context.Context, p *godog.Scenario, held bool) (*scenario, error) {
+	if !held {
+		if err := s.cfg.slots.take(ctx); err != nil {
+			return nil, err
+		}
 	}
 	seq := s.nextSeq()
 	st := &scenario{
