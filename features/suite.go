@@ -263,6 +263,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			s.stepLines[k] = append(s.stepLines[k], ps.Line)
 		}
 	}
+	console := newFeatureHeaders(cfg.Output)
 	ts := godog.TestSuite{
 		Name:                "depharness",
 		ScenarioInitializer: s.initScenario,
@@ -271,7 +272,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			Tags:           tags,
 			Concurrency:    underWay,
 			Randomize:      cfg.Seed,
-			Output:         cfg.Output,
+			Output:         console,
 			NoColors:       cfg.NoColors,
 			Strict:         true,
 			StopOnFailure:  cfg.FailFast,
@@ -283,6 +284,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	status := ts.Run()
 	s.closing.Wait()
+	if err := console.Flush(); err != nil {
+		return Result{}, fmt.Errorf("writing the console report: %w", err)
+	}
 	res := Result{Seed: cfg.Seed, Status: status, Scenarios: s.results()}
 	if cfg.ReportDir != "" {
 		if err := mergeCucumberJSON(filepath.Join(cfg.ReportDir, "cucumber.json")); err != nil {
