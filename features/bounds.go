@@ -139,21 +139,26 @@ func (m *lagMeter) worst(from, to time.Time) time.Duration {
 
 func registerBoundSteps(sc stepper) {
 	schedLag() // measuring from the start, so that the first scenario's slack is measured too
-	sc.Step(`^no further (update|delete|restart) hook reaches "([^"]*)" while the contract would have repeated it$`, noRepeatWhileOwed)
-	sc.Step(`^no (update|delete|restart) hook reaches "([^"]*)" again after the restart, while the contract would have repeated it$`, noRepeatAfterRestart)
-	sc.Step(`^no update hook for release "([^"]*)" reaches "([^"]*)" while the contract would have sent it$`, noHookForReleaseWhileDue)
-	sc.Step(`^the hooks to "([^"]*)" kept the contract's timing$`, hooksKeptTiming)
-	sc.Step(`^the first hook of the newest target reached "([^"]*)" within the contract's bound$`, firstHookInBound)
-	sc.Step(`^the first hook to "([^"]*)" after the gateway app listened again came within the contract's bound$`, hookAfterListening)
-	sc.Step(`^"([^"]*)" receives the owed (update|delete|restart) hook within the contract's bound after the restart$`, owedHookAfterRestart)
-	sc.Step(`^the cloud sees a state poll in every window of 2 poll intervals$`, pollsInEveryWindow)
+	sc.Step(stepExpr(`^no further (update|delete|restart) hook reaches "([^"]*)" while the contract would have repeated it$`), noRepeatWhileOwed)
+	sc.Step(stepExpr(`^no (update|delete|restart) hook reaches "([^"]*)" again after the restart, while the contract would have repeated it$`), noRepeatAfterRestart)
+	sc.Step(stepExpr(`^no update hook for release "([^"]*)" reaches "([^"]*)" while the contract would have sent it$`), noHookForReleaseWhileDue)
+	sc.Step(stepExpr(`^the hooks to "([^"]*)" kept the contract's timing$`), hooksKeptTiming)
+	sc.Step(stepExpr(`^the first hook of the newest target reached "([^"]*)" within the contract's bound$`), firstHookInBound)
+	sc.Step(stepExpr(`^the first hook to "([^"]*)" after the gateway app listened again came within the contract's bound$`), hookAfterListening)
+	sc.Step(stepExpr(`^"([^"]*)" receives the owed (update|delete|restart) hook within the contract's bound after the restart$`), owedHookAfterRestart)
+	sc.Step(stepExpr(`^the cloud sees a state poll in every window of 2 poll intervals$`), pollsInEveryWindow)
 }
 
 // windowFor waits d for a hook matching pred; finding one is the failure.
+// The scenario is idle meanwhile (slots.go).
 func (st *scenario) windowFor(ctx context.Context, what string, pred func(hookrecv.Hook) bool, d time.Duration) error {
 	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	hs, err := st.recv().AwaitHooks(wctx, pred, 1)
+	var hs []hookrecv.Hook
+	err := st.idle(ctx, func() (err error) {
+		hs, err = st.recv().AwaitHooks(wctx, pred, 1)
+		return err
+	})
 	if err == nil {
 		return fmt.Errorf("%s: got %s; hooks received: %s", what, hs[0], st.hookList())
 	}

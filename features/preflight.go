@@ -92,9 +92,9 @@ func Preflight(ctx context.Context, cfg Config) error {
 	if ports == nil {
 		ports = newPortPool(cfg.Seed + time.Now().UnixNano())
 	}
-	s := &suite{cfg: cfg, ports: ports, stepLines: map[string][]int64{}}
+	s := &suite{ctx: ctx, cfg: cfg, ports: ports, stepLines: map[string][]int64{}}
 	p := &godog.Scenario{Name: "preflight", Uri: "preflight", Tags: []*messages.PickleTag{}}
-	st, err := s.newScenario(ctx, p)
+	st, err := s.newScenario(ctx, p, false)
 	if err != nil {
 		return fmt.Errorf("preflight: setting up a world for the target: %w", err)
 	}

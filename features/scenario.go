@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -42,10 +44,12 @@ type scenario struct {
 	hookPort int
 	apiKey   string
 	world    *World
-	gateway  cloud.Gateway
-	other    *cloud.Gateway
-	hooks    *hookServer
-	target   Target
+	// holding is set while the scenario holds a busy slot (slots.go).
+	holding bool
+	gateway cloud.Gateway
+	other   *cloud.Gateway
+	hooks   *hookServer
+	target  Target
 	// fetchAssets is installed on the hook receiver when the gateway app
 	// fetches the assets of every update hook.
 	fetchAssets hookrecv.OnReceive
@@ -341,4 +345,67 @@ func (st *scenario) addDevice(alias, uuid string, cloudID int64, app *appState) 
 	st.noteNewDevice()
 	st.logf("device %s is %s (cloud id %d)", alias, uuid, cloudID)
 	return nil
+}
+
+// env returns the harness variables of CONTRACT.md for the target.
+func (st *scenario) env() map[string]string {
+	t := st.cfg.Timing
+	e := map[string]string{
+		"API_ENDPOINT":                          st.world.CloudURL,
+		"DEVICE_UUID":                           st.gateway.UUID,
+		"DEVICE_ID":                             strconv.FormatInt(st.gateway.DeviceID, 10),
+		"DEVICE_API_KEY":                        st.gateway.APIKey,
+		"BALENA_SUPERVISOR_API_KEY":             st.apiKey,
+		"BALENA_SUPERVISOR_PORT":                strconv.Itoa(st.port),
+		"BALENA_DEPENDENT_DEVICES_HOOK_ADDRESS": st.hooks.baseURL(),
+		"DATA_DIR":                              st.dataDir,
+		"TARGET_POLL_INTERVAL":                  t.Poll.String(),
+		"HOOK_RETRY_INTERVAL":                   t.Retry.String(),
+		"HOOK_TIMEOUT":                          t.HookTimeout.String(),
+	}
+	for k, v := range st.cfg.TargetEnv {
+		e[k] = v
+	}
+	return e
+}
+
+// close tears the scenario down and keeps its log if it failed.
+func (st *scenario) close(failure error) {
+	if st.raw != nil {
+		st.raw.close()
+	}
+	if st.target != nil && st.target.Running() {
+		// More than the target's 10 s to exit: Stop's own grace decides.
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		if err := st.target.Stop(ctx); err != nil {
+			st.logf("stopping the target: %v", err)
+		}
+		cancel()
+	}
+	if st.hooks != nil {
+		st.hooks.close()
+	}
+	if st.world != nil && st.world.Close != nil {
+		st.world.Close()
+	}
+	if failure != nil && st.cfg.ReportDir != "" {
+		st.logf("FAILED: %v", failure)
+		_ = os.WriteFile(filepath.Join(st.cfg.ReportDir, "logs", st.id+".log"), []byte(st.log.String()), 0o644)
+	}
+	if st.dataDir != "" {
+		_ = os.RemoveAll(st.dataDir)
+	}
+	for _, p := range []int{st.port, st.hookPort} {
+		if p != 0 {
+			st.suite.ports.release(p)
+		}
+	}
+	if st.holding {
+		st.cfg.slots.give()
+		st.holding = false
+	}
+}
+
+func (st *scenario) logf(format string, a ...any) {
+	fmt.Fprintf(st.log, "%s harness: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, a...))
 }

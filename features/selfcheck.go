@@ -77,6 +77,11 @@ type SelfCheckPlan struct {
 	Allowances []violation.Allowance
 	// Parallel is how many runs go at once; 0 means 1.
 	Parallel int
+	// Scenarios is how many scenarios are busy at once across all the runs
+	// (in place of each run's Concurrency); 0 means 4 per parallel run, so
+	// that a lone long run may go wider than its share while the runs side
+	// by side never load the machine more than that.
+	Scenarios int
 }
 
 // SelfCheckReport is the outcome of a self-check.
@@ -131,6 +136,13 @@ func SelfCheck(ctx context.Context, cfg Config, plan SelfCheckPlan) (SelfCheckRe
 	// hand out the same port.
 	if cfg.ports == nil {
 		cfg.ports = newPortPool(cfg.Seed)
+	}
+	if cfg.slots == nil {
+		n := plan.Scenarios
+		if n <= 0 {
+			n = 4 * max(plan.Parallel, 1)
+		}
+		cfg.slots = newBusySlots(n)
 	}
 	run := func(ctx context.Context, name, tags string, env map[string]string) (Result, error) {
 		c := cfg

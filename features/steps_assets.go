@@ -20,8 +20,8 @@ import (
 // registerAssetSteps registers the steps of hostile images and of asset tar
 // safety (APP-ASSET-5).
 func registerAssetSteps(sc stepper) {
-	sc.Step(`^a dependent app "([^"]*)" with a release "([^"]*)" built from layers of entries:$`, appWithEntries)
-	sc.Step(`^the assets of "([^"]*)" at release "([^"]*)" are safe to extract anywhere$`, assetsSafeToExtract)
+	sc.Step(stepExpr(`^a dependent app "([^"]*)" with a release "([^"]*)" built from layers of entries:$`), appWithEntries)
+	sc.Step(stepExpr(`^the assets of "([^"]*)" at release "([^"]*)" are safe to extract anywhere$`), assetsSafeToExtract)
 }
 
 // entryTypes are the type cells of an entries table.

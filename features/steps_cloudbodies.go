@@ -23,13 +23,13 @@ import (
 // its model (a value equal to the one it had) is still seen.
 
 func registerCloudBodySteps(sc stepper) {
-	sc.Step(`^the cloud eventually received PATCHes of "([^"]*)" carrying:$`, cloudReceivedPatchFields)
-	sc.Step(`^every provisioning request the cloud received carries belongs_to__application, device_type, is_managed_by__device, uuid and registered_at$`, everyProvisionWellFormed)
-	sc.Step(`^every PATCH the cloud received carries only status, is_online and is_on__commit, of their types$`, everyPatchWellFormed)
-	sc.Step(`^the cloud eventually received the log line "([^"]*)" for "([^"]*)"$`, cloudReceivedLogLine)
-	sc.Step(`^every log stream request the cloud received is newline-delimited JSON of uuid, message, timestamp and isSystem of this gateway's devices$`, everyLogStreamWellFormed)
-	sc.Step(`^the cloud refuses every log stream request holding the line "([^"]*)"$`, cloudRefusesLogLine)
-	sc.Step(`^the cloud eventually received exactly these log lines, and no more within (\d+) retry intervals:$`, cloudReceivedLogsAndNoMore)
+	sc.Step(stepExpr(`^the cloud eventually received PATCHes of "([^"]*)" carrying:$`), cloudReceivedPatchFields)
+	sc.Step(stepExpr(`^every provisioning request the cloud received carries belongs_to__application, device_type, is_managed_by__device, uuid and registered_at$`), everyProvisionWellFormed)
+	sc.Step(stepExpr(`^every PATCH the cloud received carries only status, is_online and is_on__commit, of their types$`), everyPatchWellFormed)
+	sc.Step(stepExpr(`^the cloud eventually received the log line "([^"]*)" for "([^"]*)"$`), cloudReceivedLogLine)
+	sc.Step(stepExpr(`^every log stream request the cloud received is newline-delimited JSON of uuid, message, timestamp and isSystem of this gateway's devices$`), everyLogStreamWellFormed)
+	sc.Step(stepExpr(`^the cloud refuses every log stream request holding the line "([^"]*)"$`), cloudRefusesLogLine)
+	sc.Step(stepExpr(`^the cloud eventually received exactly these log lines, and no more within (\d+) retry intervals:$`), cloudReceivedLogsAndNoMore)
 }
 
 // patchFields are the fields of CLOUD-PATCH and the check of each value.
@@ -334,7 +334,7 @@ func cloudReceivedLogsAndNoMore(ctx context.Context, n int, t *godog.Table) erro
 		want[r.device.uuid]++
 	}
 	window := time.Duration(n) * st.cfg.Timing.Retry
-	if err := ctxtime.Sleep(ctx, window); err != nil {
+	if err := st.idle(ctx, func() error { return ctxtime.Sleep(ctx, window) }); err != nil {
 		return err
 	}
 	var probs []string

@@ -96,7 +96,11 @@ func cloudDeviceReaches(ctx context.Context, alias string, keep int, t *godog.Ta
 	window := time.Duration(keep) * st.cfg.Timing.Retry
 	wctx, wcancel := context.WithTimeout(ctx, window)
 	defer wcancel()
-	changed, err := st.world.Cloud.AwaitDevice(wctx, d.uuid, func(dev cloudapi.Device) bool { return !matches(dev) })
+	var changed cloudapi.Device
+	err = st.idle(ctx, func() (err error) {
+		changed, err = st.world.Cloud.AwaitDevice(wctx, d.uuid, func(dev cloudapi.Device) bool { return !matches(dev) })
+		return err
+	})
 	if err == nil {
 		return fmt.Errorf("cloud device %s matched, then changed within %s: %s", alias, window, strings.Join(diff(changed), "; "))
 	}

@@ -20,30 +20,30 @@ import (
 // Steps about the hooks the supervisor sends to the gateway app.
 
 func registerHookSteps(sc stepper) {
-	sc.Step(`^the gateway app fetches the assets of every update hook it receives$`, fetchAssetsOnHook)
-	sc.Step(`^the gateway app answers (update|delete|restart) hooks(?: for "([^"]*)")? with (.+)$`, scriptHooks)
-	sc.Step(`^the hook address is "([^"]*)" on the gateway app$`, hookAddress)
-	sc.Step(`^the gateway app is not listening$`, notListening)
-	sc.Step(`^the gateway app starts listening$`, startsListening)
+	sc.Step(stepExpr(`^the gateway app fetches the assets of every update hook it receives$`), fetchAssetsOnHook)
+	sc.Step(stepExpr(`^the gateway app answers (update|delete|restart) hooks(?: for "([^"]*)")? with (.+)$`), scriptHooks)
+	sc.Step(stepExpr(`^the hook address is "([^"]*)" on the gateway app$`), hookAddress)
+	sc.Step(stepExpr(`^the gateway app is not listening$`), notListening)
+	sc.Step(stepExpr(`^the gateway app starts listening$`), startsListening)
 
-	sc.Step(`^"([^"]*)" eventually receives an? (update|delete|restart) hook$`, receivesOne)
-	sc.Step(`^"([^"]*)" eventually receives (\d+) (update|delete|restart) hooks$`, receivesN)
-	sc.Step(`^"([^"]*)" eventually receives a restart hook answered (\d{3})$`, receivesRestartAnswered)
-	sc.Step(`^"([^"]*)" eventually receives an update hook for release "([^"]*)"$`, receivesUpdateFor)
-	sc.Step(`^"([^"]*)" eventually receives (\d+) update hooks for release "([^"]*)"$`, receivesNUpdatesFor)
-	sc.Step(`^"([^"]*)" eventually receives (\d+) update hook attempts? for release "([^"]*)"$`, receivesNUpdateAttemptsFor)
-	sc.Step(`^"([^"]*)" receives (\d+) more update hooks? for release "([^"]*)"$`, receivesMoreUpdatesFor)
-	sc.Step(`^"([^"]*)" receives (\d+) more (delete|restart) hooks?$`, receivesMore)
-	sc.Step(`^"([^"]*)" eventually receives an update hook with body:$`, receivesUpdateWithBody)
-	sc.Step(`^"([^"]*)" eventually receives an update hook with (environment|config) (\{.*\})$`, receivesUpdateWithVars)
-	sc.Step(`^"([^"]*)" eventually receives (\d+) update hooks with (environment|config) (\{.*\})$`, receivesNUpdatesWithVars)
+	sc.Step(stepExpr(`^"([^"]*)" eventually receives an? (update|delete|restart) hook$`), receivesOne)
+	sc.Step(stepExpr(`^"([^"]*)" eventually receives (\d+) (update|delete|restart) hooks$`), receivesN)
+	sc.Step(stepExpr(`^"([^"]*)" eventually receives a restart hook answered (\d{3})$`), receivesRestartAnswered)
+	sc.Step(stepExpr(`^"([^"]*)" eventually receives an update hook for release "([^"]*)"$`), receivesUpdateFor)
+	sc.Step(stepExpr(`^"([^"]*)" eventually receives (\d+) update hooks for release "([^"]*)"$`), receivesNUpdatesFor)
+	sc.Step(stepExpr(`^"([^"]*)" eventually receives (\d+) update hook attempts? for release "([^"]*)"$`), receivesNUpdateAttemptsFor)
+	sc.Step(stepExpr(`^"([^"]*)" receives (\d+) more update hooks? for release "([^"]*)"$`), receivesMoreUpdatesFor)
+	sc.Step(stepExpr(`^"([^"]*)" receives (\d+) more (delete|restart) hooks?$`), receivesMore)
+	sc.Step(stepExpr(`^"([^"]*)" eventually receives an update hook with body:$`), receivesUpdateWithBody)
+	sc.Step(stepExpr(`^"([^"]*)" eventually receives an update hook with (environment|config) (\{.*\})$`), receivesUpdateWithVars)
+	sc.Step(stepExpr(`^"([^"]*)" eventually receives (\d+) update hooks with (environment|config) (\{.*\})$`), receivesNUpdatesWithVars)
 
-	sc.Step(`^no two hooks to "([^"]*)" overlapped$`, noOverlap)
-	sc.Step(`^after the first update hook for release "([^"]*)", no update hook to "([^"]*)" carried release "([^"]*)"$`, noSupersededHook)
-	sc.Step(`^the gap before the (\d+)(?:st|nd|rd|th) update hook to "([^"]*)" is at least (\d+) retry intervals$`, gapAtLeast)
-	sc.Step(`^hooks to at least (\d+) devices were in flight at once$`, concurrentDevices)
-	sc.Step(`^every update hook could fetch its assets at once$`, everyHookFetched)
-	sc.Step(`^every hook went to the gateway app's address for its device$`, everyHookAddressed)
+	sc.Step(stepExpr(`^no two hooks to "([^"]*)" overlapped$`), noOverlap)
+	sc.Step(stepExpr(`^after the first update hook for release "([^"]*)", no update hook to "([^"]*)" carried release "([^"]*)"$`), noSupersededHook)
+	sc.Step(stepExpr(`^the gap before the (\d+)(?:st|nd|rd|th) update hook to "([^"]*)" is at least (\d+) retry intervals$`), gapAtLeast)
+	sc.Step(stepExpr(`^hooks to at least (\d+) devices were in flight at once$`), concurrentDevices)
+	sc.Step(stepExpr(`^every update hook could fetch its assets at once$`), everyHookFetched)
+	sc.Step(stepExpr(`^every hook went to the gateway app's address for its device$`), everyHookAddressed)
 	registerBoundSteps(sc)
 }
 
@@ -70,8 +70,9 @@ func fetchAssetsOnHook(ctx context.Context) error {
 
 var answerRe = regexp.MustCompile(`^(?:(\d{3})(?: after (.+))?|(refuse)|(hang))$`)
 
-// parseAnswers reads "202, 500 after 2s, refuse, hang, then 200".
-func (st *scenario) parseAnswers(s string) ([]hookrecv.Answer, error) {
+// parseAnswers reads "202, 500 after 2s, refuse, hang, then 200"; hook
+// timeouts in delays are hookTimeout long.
+func parseAnswers(s string, hookTimeout time.Duration) ([]hookrecv.Answer, error) {
 	s = strings.ReplaceAll(s, ", then ", ", ")
 	s = strings.ReplaceAll(s, " then ", ", ")
 	var out []hookrecv.Answer
@@ -90,7 +91,7 @@ func (st *scenario) parseAnswers(s string) ([]hookrecv.Answer, error) {
 			code, _ := strconv.Atoi(m[1])
 			a := hookrecv.Answer{Status: code}
 			if m[2] != "" {
-				d, err := st.duration(m[2])
+				d, err := hookDuration(m[2], hookTimeout)
 				if err != nil {
 					return nil, err
 				}
@@ -104,10 +105,9 @@ func (st *scenario) parseAnswers(s string) ([]hookrecv.Answer, error) {
 
 var timeoutsRe = regexp.MustCompile(`^(\d+) hook timeouts$`)
 
-// duration reads "half a hook timeout", "a hook timeout", "3 hook
-// timeouts" or a Go duration.
-func (st *scenario) duration(s string) (time.Duration, error) {
-	ht := st.cfg.Timing.HookTimeout
+// hookDuration reads "half a hook timeout", "a hook timeout", "3 hook
+// timeouts" (of ht) or a Go duration.
+func hookDuration(s string, ht time.Duration) (time.Duration, error) {
 	switch s {
 	case "half a hook timeout":
 		return ht / 2, nil
@@ -123,7 +123,7 @@ func (st *scenario) duration(s string) (time.Duration, error) {
 
 func scriptHooks(ctx context.Context, kind, alias, answers string) error {
 	st := scenarioOf(ctx)
-	as, err := st.parseAnswers(answers)
+	as, err := parseAnswers(answers, st.cfg.Timing.HookTimeout)
 	if err != nil {
 		return err
 	}

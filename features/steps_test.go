@@ -17,7 +17,7 @@ type stepDef struct {
 type stepRecorder struct{ defs []stepDef }
 
 func (r *stepRecorder) Step(expr, fn interface{}) {
-	r.defs = append(r.defs, stepDef{regexp.MustCompile(expr.(string)), reflect.ValueOf(fn)})
+	r.defs = append(r.defs, stepDef{expr.(*regexp.Regexp), reflect.ValueOf(fn)})
 }
 
 var (

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -85,7 +84,10 @@ type Config struct {
 	// "@A && ~@B", "@A,@B"), which may also group with parentheses
 	// ("(@A,@B) && ~@reference"); empty runs every scenario.
 	Tags string
-	// Concurrency is how many scenarios run at once; 0 means 1.
+	// Concurrency is how many scenarios are busy at once (set up and not
+	// yet torn down; one waiting out a negative window lets another start
+	// meanwhile, slots.go), up to twice as many under way; 0 means 1. The
+	// commands and the suite's own test default to DefaultConcurrency.
 	Concurrency int
 	// Seed orders the scenarios and seeds the fakes; 0 draws one (printed).
 	Seed int64
@@ -118,6 +120,9 @@ type Config struct {
 
 	// ports, if set, is shared with other runs of this process.
 	ports *portPool
+	// slots, if set, bounds the busy scenarios across the runs sharing it
+	// (the self-check's) instead of each run's Concurrency.
+	slots busySlots
 }
 
 // ScenarioResult is the outcome of one scenario.
@@ -159,6 +164,15 @@ func (r Result) Failed() []ScenarioResult {
 	}
 	return out
 }
+
+// DefaultConcurrency is how many scenarios the commands and the suite's own
+// test keep busy at once unless told otherwise. A scenario mostly waits (the
+// contract's windows, the intervals its steps count): against the reference
+// proxy, eight busy at once (and those waiting out windows besides) use
+// about a third of a 2-core machine, and the run takes a third of the time
+// four at once took; the timing checks allow for the scheduling delay the
+// harness measures meanwhile (bounds.go).
+const DefaultConcurrency = 8
 
 // ErrBadTags is returned for a tag expression that cannot be read.
 var ErrBadTags = errors.New("bad tag expression")
@@ -224,7 +238,21 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	s := &suite{cfg: cfg, ports: ports, stepLines: map[string][]int64{}}
+	order, err := scheduledPaths(cfg.Features, tags, cfg.Paths, cfg.Timing, cfg.Seed)
+	if err != nil {
+		return Result{}, err
+	}
+	if cfg.slots == nil {
+		cfg.slots = newBusySlots(cfg.Concurrency)
+	}
+	// Scenarios waiting out a window hold no slot: as many again may be
+	// under way meanwhile, except when failing fast (a scenario godog has
+	// started cannot be held back once another failed).
+	underWay := 2 * max(cfg.Concurrency, 1)
+	if cfg.FailFast {
+		underWay = max(cfg.Concurrency, 1)
+	}
+	s := &suite{ctx: ctx, cfg: cfg, ports: ports, stepLines: map[string][]int64{}}
 	for _, p := range pickles {
 		k := p.URI + "\x00" + p.Name
 		if _, ok := s.stepLines[k]; ok {
@@ -234,27 +262,35 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			s.stepLines[k] = append(s.stepLines[k], ps.Line)
 		}
 	}
+	console := newFeatureHeaders(cfg.Output)
 	ts := godog.TestSuite{
 		Name:                "depharness",
 		ScenarioInitializer: s.initScenario,
 		Options: &godog.Options{
 			Format:         format,
 			Tags:           tags,
-			Concurrency:    max(cfg.Concurrency, 1),
+			Concurrency:    underWay,
 			Randomize:      cfg.Seed,
-			Output:         cfg.Output,
+			Output:         console,
 			NoColors:       cfg.NoColors,
 			Strict:         true,
 			StopOnFailure:  cfg.FailFast,
 			FS:             cfg.Features,
-			Paths:          pathsOr(cfg.Paths),
+			Paths:          order,
 			DefaultContext: ctx,
 			TestingT:       cfg.TestingT,
 		},
 	}
 	status := ts.Run()
+	s.closing.Wait()
+	if err := console.Flush(); err != nil {
+		return Result{}, fmt.Errorf("writing the console report: %w", err)
+	}
 	res := Result{Seed: cfg.Seed, Status: status, Scenarios: s.results()}
 	if cfg.ReportDir != "" {
+		if err := mergeCucumberJSON(filepath.Join(cfg.ReportDir, "cucumber.json")); err != nil {
+			return res, fmt.Errorf("writing the reports: %w", err)
+		}
 		total, err := countSelected(cfg.Features, "")
 		if err != nil {
 			return res, err
@@ -300,11 +336,15 @@ func countSelected(fsys fs.FS, tags string, paths ...string) (int, error) {
 
 // suite is the state shared by the scenarios of one run.
 type suite struct {
+	ctx   context.Context // the run's
 	cfg   Config
 	ports *portPool
 	// stepLines are the feature-file lines of each scenario's steps, by
 	// uri and scenario name, for the report of a failing step.
 	stepLines map[string][]int64
+
+	// closing are the teardowns of finished scenarios under way.
+	closing sync.WaitGroup
 
 	mu  sync.Mutex
 	res []ScenarioResult
@@ -354,8 +394,13 @@ func scenarioOf(ctx context.Context) *scenario {
 type syncBuffer = syncbuf.Buffer
 
 func (s *suite) initScenario(sc *godog.ScenarioContext) {
+	// godog calls this just before it starts the scenario's clock: waiting
+	// for a busy slot here keeps the wait out of the scenario's time.
+	// (Every scenario has steps, scheduledPaths holds it, so the Before
+	// hook that takes over the slot runs.)
+	held := s.cfg.slots != nil && s.cfg.slots.take(s.ctx) == nil
 	sc.Before(func(ctx context.Context, p *godog.Scenario) (context.Context, error) {
-		st, err := s.newScenario(ctx, p)
+		st, err := s.newScenario(ctx, p, held)
 		if err != nil {
 			return ctx, arrange(fmt.Errorf("setting up the scenario: %w", err))
 		}
@@ -377,7 +422,10 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 		s.record(r)
 		s.cfg.Logger.Debug("scenario done", "scenario", p.Name, "passed", r.Passed, "err", r.Err)
 		if st != nil {
-			st.close(err)
+			// The verdict is in: the next scenario may start while this
+			// one's supervisor stops and its world closes. Run waits for
+			// every teardown before it writes the reports.
+			s.closing.Go(func() { st.close(err) })
 		}
 		return ctx, nil
 	})
@@ -392,11 +440,18 @@ func (s *suite) initScenario(sc *godog.ScenarioContext) {
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
-func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, error) {
+// newScenario sets up scenario p, taking a busy slot unless held.
+func (s *suite) newScenario(ctx context.Context, p *godog.Scenario, held bool) (*scenario, error) {
+	if !held {
+		if err := s.cfg.slots.take(ctx); err != nil {
+			return nil, err
+		}
+	}
 	seq := s.nextSeq()
 	st := &scenario{
 		suite:    s,
 		cfg:      s.cfg,
+		holding:  s.cfg.slots != nil,
 		pickle:   p,
 		name:     p.Name,
 		id:       fmt.Sprintf("%03d-%s", seq, logName(p.Name)),
@@ -459,63 +514,4 @@ func (s *suite) newScenario(ctx context.Context, p *godog.Scenario) (*scenario, 
 	st.logf("scenario %q: data %s, supervisor port %d, hooks %s, cloud %s", p.Name, st.dataDir, st.port, st.hooks.baseURL(), w.CloudURL)
 	ok = true
 	return st, nil
-}
-
-// env returns the harness variables of CONTRACT.md for the target.
-func (st *scenario) env() map[string]string {
-	t := st.cfg.Timing
-	e := map[string]string{
-		"API_ENDPOINT":                          st.world.CloudURL,
-		"DEVICE_UUID":                           st.gateway.UUID,
-		"DEVICE_ID":                             strconv.FormatInt(st.gateway.DeviceID, 10),
-		"DEVICE_API_KEY":                        st.gateway.APIKey,
-		"BALENA_SUPERVISOR_API_KEY":             st.apiKey,
-		"BALENA_SUPERVISOR_PORT":                strconv.Itoa(st.port),
-		"BALENA_DEPENDENT_DEVICES_HOOK_ADDRESS": st.hooks.baseURL(),
-		"DATA_DIR":                              st.dataDir,
-		"TARGET_POLL_INTERVAL":                  t.Poll.String(),
-		"HOOK_RETRY_INTERVAL":                   t.Retry.String(),
-		"HOOK_TIMEOUT":                          t.HookTimeout.String(),
-	}
-	for k, v := range st.cfg.TargetEnv {
-		e[k] = v
-	}
-	return e
-}
-
-// close tears the scenario down and keeps its log if it failed.
-func (st *scenario) close(failure error) {
-	if st.raw != nil {
-		st.raw.close()
-	}
-	if st.target != nil && st.target.Running() {
-		// More than the target's 10 s to exit: Stop's own grace decides.
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		if err := st.target.Stop(ctx); err != nil {
-			st.logf("stopping the target: %v", err)
-		}
-		cancel()
-	}
-	if st.hooks != nil {
-		st.hooks.close()
-	}
-	if st.world != nil && st.world.Close != nil {
-		st.world.Close()
-	}
-	if failure != nil && st.cfg.ReportDir != "" {
-		st.logf("FAILED: %v", failure)
-		_ = os.WriteFile(filepath.Join(st.cfg.ReportDir, "logs", st.id+".log"), []byte(st.log.String()), 0o644)
-	}
-	if st.dataDir != "" {
-		_ = os.RemoveAll(st.dataDir)
-	}
-	for _, p := range []int{st.port, st.hookPort} {
-		if p != 0 {
-			st.suite.ports.release(p)
-		}
-	}
-}
-
-func (st *scenario) logf(format string, a ...any) {
-	fmt.Fprintf(st.log, "%s harness: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, a...))
 }

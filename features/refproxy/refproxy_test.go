@@ -22,7 +22,7 @@ import (
 // to this package only.
 const (
 	envTags        = "DEPHARNESS_TAGS"        // godog tag expression
-	envConcurrency = "DEPHARNESS_CONCURRENCY" // scenarios at once (default 4)
+	envConcurrency = "DEPHARNESS_CONCURRENCY" // scenarios at once (default features.DefaultConcurrency)
 	envSeed        = "DEPHARNESS_SEED"        // scenario order and fakes; 0 draws one
 	envReportDir   = "DEPHARNESS_REPORT_DIR"  // reports; default a temporary directory
 	envInProcess   = "DEPHARNESS_INPROCESS"   // "1": proxies in this process (a kill is a cancel)
@@ -81,7 +81,7 @@ func TestFeatures(t *testing.T) {
 		Target:      target,
 		TargetEnv:   features.ReferenceProxyEnv(),
 		Tags:        os.Getenv(envTags),
-		Concurrency: int(envInt(t, envConcurrency, 4)),
+		Concurrency: int(envInt(t, envConcurrency, features.DefaultConcurrency)),
 		Seed:        envInt(t, envSeed, 0),
 		ReportDir:   dir,
 		Output:      &testWriter{t: t},
