@@ -3,8 +3,6 @@ package api_test
 import (
 	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/depharness/depharness/api"
@@ -49,9 +47,7 @@ func TestGoldenSupervisorAPIExamples(t *testing.T) {
 		{Name: "log line keeps message and timestamp", File: "log-entry.json", RoundTrip: golden.RoundTrip[api.LogEntry]},
 		{Name: "update hook keeps appId commit environment config", File: "update-hook.json", RoundTrip: golden.RoundTrip[api.UpdateHook]},
 	}
-	for _, tc := range cases {
-		t.Run(tc.Name, func(t *testing.T) { golden.Run(t, tc) })
-	}
+	golden.RunAll(t, cases)
 }
 
 // TestGoldenSeedHookPlaceholderIsNotTheWireFormat documents that the seed's
@@ -59,12 +55,9 @@ func TestGoldenSupervisorAPIExamples(t *testing.T) {
 // the environment on the wire is an object (HOOK-UPD-1), and a string there
 // does not decode.
 func TestGoldenSeedHookPlaceholderIsNotTheWireFormat(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("testdata", "update-hook-seed-placeholder.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := golden.Example(t, "update-hook-seed-placeholder.json")
 	var h api.UpdateHook
-	err = json.Unmarshal(data, &h)
+	err := json.Unmarshal(data, &h)
 	var typeErr *json.UnmarshalTypeError
 	if !errors.As(err, &typeErr) {
 		t.Fatalf("got error %v, want a *json.UnmarshalTypeError", err)

@@ -38,14 +38,16 @@ type pageState struct {
 const readPage = `(() => {
   const fv = window.fleetview;
   if (!fv || !fv.stats) return null;
-  const q = (s) => document.querySelector(s);
+  // An element the page has not drawn yet reads as empty text: the
+  // caller polls until the page shows what it waits for.
+  const text = (s) => document.querySelector(s)?.textContent ?? '';
   return {
     onTarget: fv.count('on target'), busy: fv.count('downloading') + fv.count('flashing'), n: fv.n,
-    legend: q('#legend [data-state="t"] .n').textContent,
-    progress: q('#progress-value').textContent,
+    legend: text('#legend [data-state="t"] .n'),
+    progress: text('#progress-value'),
     appCommits: [...document.querySelectorAll('#apps tbody td.commit')].map((td) => td.title),
     errorOps: [...document.querySelectorAll('#errors li[data-op]')].map((li) => li.dataset.op),
-    errorText: q('#errors').textContent,
+    errorText: text('#errors'),
     renderMs: fv.lastRenderMs, maxMs: fv.maxRenderMs, frameBytes: fv.lastFrameBytes,
   };
 })()`

@@ -308,4 +308,3 @@ func TestNoSecretInAnyLogMetricOrError(t *testing.T) {
 		t.Logf("%d log lines captured", strings.Count(texts["logs"], "\n"))
 	}
 }
-

@@ -2,8 +2,6 @@ package cloud_test
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -39,18 +37,13 @@ func TestGoldenCloudProtocolExamples(t *testing.T) {
 		{Name: "device patch keeps status is_online is_on__commit", File: "device-patch.json", RoundTrip: golden.RoundTrip[cloud.DevicePatch]},
 		{Name: "log stream line keeps uuid message timestamp isSystem", File: "log-line.json", RoundTrip: golden.RoundTrip[cloud.LogLine]},
 	}
-	for _, tc := range cases {
-		t.Run(tc.Name, func(t *testing.T) { golden.Run(t, tc) })
-	}
+	golden.RunAll(t, cases)
 }
 
 // TestGoldenTargetStateFields checks the decoded values of the target state
 // example, so that a tag typo cannot hide behind a symmetric round trip.
 func TestGoldenTargetStateFields(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("testdata", "target-state.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := golden.Example(t, "target-state.json")
 	var s cloud.TargetState
 	if err := json.Unmarshal(data, &s); err != nil {
 		t.Fatal(err)

@@ -100,6 +100,23 @@ func (f *faults) init(seed uint64) {
 	f.delayAnswers = map[string]answerDelay{}
 }
 
+// setFault changes the knobs, under their lock, and logs the change.
+func (s *Server) setFault(change func(f *faults), msg string, args ...any) {
+	s.faults.mu.Lock()
+	defer s.faults.mu.Unlock()
+	change(&s.faults)
+	s.log.Info(msg, args...)
+}
+
+// setCountdown arms the knob m[route] with v, or removes it when n is 0.
+func setCountdown[V any](m map[string]V, route string, n int, v V) {
+	if n == 0 {
+		delete(m, route)
+	} else {
+		m[route] = v
+	}
+}
+
 func checkRoute(route string) error {
 	if !slices.Contains(Routes, route) {
 		return invalidf("unknown route %q (want one of %v)", route, Routes)
@@ -117,19 +134,17 @@ func (s *Server) Delay(route string, d, jitter time.Duration) error {
 	if d < 0 || jitter < 0 {
 		return invalidf("delay and jitter must not be negative (got %v, %v)", d, jitter)
 	}
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	s.faults.delays[route] = delayFault{d, jitter}
-	s.log.Info("fault: delay", "route", route, "delay", d, "jitter", jitter)
+	s.setFault(func(f *faults) {
+		f.delays[route] = delayFault{d, jitter}
+	}, "fault: delay", "route", route, "delay", d, "jitter", jitter)
 	return nil
 }
 
 // Undelay removes the Delay of route.
 func (s *Server) Undelay(route string) {
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	delete(s.faults.delays, route)
-	s.log.Info("fault: undelay", "route", route)
+	s.setFault(func(f *faults) {
+		delete(f.delays, route)
+	}, "fault: undelay", "route", route)
 }
 
 // FailNext makes the next n requests of route (or RouteAll) answer status
@@ -144,23 +159,17 @@ func (s *Server) FailNext(route string, n, status int) error {
 	if status < 400 || status > 599 {
 		return invalidf("status must be in 400-599 (got %d)", status)
 	}
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	if n == 0 {
-		delete(s.faults.failNext, route)
-	} else {
-		s.faults.failNext[route] = failFault{n, status}
-	}
-	s.log.Info("fault: fail next", "route", route, "n", n, "status", status)
+	s.setFault(func(f *faults) {
+		setCountdown(f.failNext, route, n, failFault{n, status})
+	}, "fault: fail next", "route", route, "n", n, "status", status)
 	return nil
 }
 
 // Unfail removes what is left of a FailNext of route.
 func (s *Server) Unfail(route string) {
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	delete(s.faults.failNext, route)
-	s.log.Info("fault: unfail", "route", route)
+	s.setFault(func(f *faults) {
+		delete(f.failNext, route)
+	}, "fault: unfail", "route", route)
 }
 
 // Outage makes every protocol request fail as mode says, until EndOutage.
@@ -169,19 +178,17 @@ func (s *Server) Outage(mode OutageMode) error {
 	if mode != Outage503 && mode != OutageClose {
 		return invalidf("unknown outage mode %q (want %q or %q)", mode, Outage503, OutageClose)
 	}
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	s.faults.outage = mode
-	s.log.Info("fault: outage", "mode", mode)
+	s.setFault(func(f *faults) {
+		f.outage = mode
+	}, "fault: outage", "mode", mode)
 	return nil
 }
 
 // EndOutage ends an Outage.
 func (s *Server) EndOutage() {
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	s.faults.outage = ""
-	s.log.Info("fault: end outage")
+	s.setFault(func(f *faults) {
+		f.outage = ""
+	}, "fault: end outage")
 }
 
 // Hang makes requests of route (or RouteAll) block, unanswered, until
@@ -190,24 +197,22 @@ func (s *Server) Hang(route string) error {
 	if err := checkRoute(route); err != nil {
 		return err
 	}
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	if s.faults.hangs[route] == nil {
-		s.faults.hangs[route] = make(chan struct{})
-	}
-	s.log.Info("fault: hang", "route", route)
+	s.setFault(func(f *faults) {
+		if f.hangs[route] == nil {
+			f.hangs[route] = make(chan struct{})
+		}
+	}, "fault: hang", "route", route)
 	return nil
 }
 
 // Unhang releases the requests held by Hang(route); they are then handled.
 func (s *Server) Unhang(route string) {
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	if ch := s.faults.hangs[route]; ch != nil {
-		close(ch)
-		delete(s.faults.hangs, route)
-	}
-	s.log.Info("fault: unhang", "route", route)
+	s.setFault(func(f *faults) {
+		if ch := f.hangs[route]; ch != nil {
+			close(ch)
+			delete(f.hangs, route)
+		}
+	}, "fault: unhang", "route", route)
 }
 
 // DropAnswers makes the next n requests of route (or RouteAll) be handled
@@ -223,23 +228,17 @@ func (s *Server) DropAnswers(route string, n int) error {
 	if n < 0 {
 		return invalidf("n must not be negative (got %d)", n)
 	}
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	if n == 0 {
-		delete(s.faults.dropAnswers, route)
-	} else {
-		s.faults.dropAnswers[route] = n
-	}
-	s.log.Info("fault: drop answers", "route", route, "n", n)
+	s.setFault(func(f *faults) {
+		setCountdown(f.dropAnswers, route, n, n)
+	}, "fault: drop answers", "route", route, "n", n)
 	return nil
 }
 
 // Undrop removes what is left of a DropAnswers of route.
 func (s *Server) Undrop(route string) {
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	delete(s.faults.dropAnswers, route)
-	s.log.Info("fault: undrop answers", "route", route)
+	s.setFault(func(f *faults) {
+		delete(f.dropAnswers, route)
+	}, "fault: undrop answers", "route", route)
 }
 
 // DelayAnswers makes the next n requests of route (or RouteAll) be handled
@@ -254,23 +253,17 @@ func (s *Server) DelayAnswers(route string, d time.Duration, n int) error {
 	if n < 0 || d < 0 {
 		return invalidf("n and delay must not be negative (got %d, %v)", n, d)
 	}
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	if n == 0 {
-		delete(s.faults.delayAnswers, route)
-	} else {
-		s.faults.delayAnswers[route] = answerDelay{n: n, d: d}
-	}
-	s.log.Info("fault: delay answers", "route", route, "delay", d, "n", n)
+	s.setFault(func(f *faults) {
+		setCountdown(f.delayAnswers, route, n, answerDelay{n: n, d: d})
+	}, "fault: delay answers", "route", route, "delay", d, "n", n)
 	return nil
 }
 
 // UndelayAnswers removes what is left of a DelayAnswers of route.
 func (s *Server) UndelayAnswers(route string) {
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	delete(s.faults.delayAnswers, route)
-	s.log.Info("fault: undelay answers", "route", route)
+	s.setFault(func(f *faults) {
+		delete(f.delayAnswers, route)
+	}, "fault: undelay answers", "route", route)
 }
 
 // answerFault is what happens to the answer of a handled request: dropped,
@@ -365,21 +358,19 @@ func (s *Server) ResetFaults() {
 // request holding a line whose message is message, as a cloud refuses a bad
 // line, until UnrefuseLogLines.
 func (s *Server) RefuseLogLines(message string) {
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	if s.faults.refusedLogs == nil {
-		s.faults.refusedLogs = map[string]bool{}
-	}
-	s.faults.refusedLogs[message] = true
-	s.log.Info("fault: refuse log lines", "message", message)
+	s.setFault(func(f *faults) {
+		if f.refusedLogs == nil {
+			f.refusedLogs = map[string]bool{}
+		}
+		f.refusedLogs[message] = true
+	}, "fault: refuse log lines", "message", message)
 }
 
 // UnrefuseLogLines removes every RefuseLogLines.
 func (s *Server) UnrefuseLogLines() {
-	s.faults.mu.Lock()
-	defer s.faults.mu.Unlock()
-	clear(s.faults.refusedLogs)
-	s.log.Info("fault: unrefuse log lines")
+	s.setFault(func(f *faults) {
+		clear(f.refusedLogs)
+	}, "fault: unrefuse log lines")
 }
 
 // logLineRefused reports whether RefuseLogLines refuses message.

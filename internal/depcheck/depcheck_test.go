@@ -28,8 +28,9 @@ type rule struct {
 }
 
 var rules = []rule{
-	// The floor: the wire types and the leaf helpers (internal/promreg
-	// imports the Prometheus client too, internal/browsertest chromedp).
+	// The floor: the wire types and the leaf helpers (internal/promreg and
+	// its internal/promreg/promtest import the Prometheus client too,
+	// internal/browsertest chromedp).
 	{prefixes: []string{"internal/promreg"}, may: []string{}},
 	// The browser driver of the page tests (chromedp), used by tests only.
 	{prefixes: []string{"internal/browsertest"}, may: []string{}},

@@ -4,5 +4,7 @@
 // proxy, the fakes and the simulator stand side by side on them and never
 // import each other; nothing outside proxy/ imports it except the
 // composition points (world/, cmd/, the suite's reference target
-// features/refproxy). It has no code of its own and nothing may import it.
+// features/refproxy); the test-only helpers (internal/testkit,
+// internal/promreg/promtest, internal/browsertest) are imported by test
+// files only. It has no code of its own and nothing may import it.
 package depcheck

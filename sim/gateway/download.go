@@ -17,11 +17,8 @@ import (
 // memory for the devices that ask later (only the latest commit of each
 // app is kept).
 func (g *Gateway) firmware(ctx context.Context, appID int64, commit string) (fleet.Firmware, error) {
-	key := strconv.FormatInt(appID, 10) + "/" + commit
-	g.cacheMu.Lock()
-	fw, ok := g.cache[key]
-	g.cacheMu.Unlock()
-	if ok {
+	key := firmwareKey(appID, commit)
+	if fw, ok := g.cached(key); ok {
 		return fw, nil
 	}
 	g.mu.Lock()
@@ -46,12 +43,22 @@ func (g *Gateway) firmware(ctx context.Context, appID int64, commit string) (fle
 	}
 }
 
-func (g *Gateway) download(ctx context.Context, appID int64, commit string) (fleet.Firmware, error) {
-	key := strconv.FormatInt(appID, 10) + "/" + commit
+// firmwareKey is the cache key of release (appID, commit).
+func firmwareKey(appID int64, commit string) string {
+	return strconv.FormatInt(appID, 10) + "/" + commit
+}
+
+// cached is the release of key if the cache holds it.
+func (g *Gateway) cached(key string) (fleet.Firmware, bool) {
 	g.cacheMu.Lock()
+	defer g.cacheMu.Unlock()
 	fw, ok := g.cache[key]
-	g.cacheMu.Unlock()
-	if ok {
+	return fw, ok
+}
+
+func (g *Gateway) download(ctx context.Context, appID int64, commit string) (fleet.Firmware, error) {
+	key := firmwareKey(appID, commit)
+	if fw, ok := g.cached(key); ok {
 		return fw, nil
 	}
 	a, err := g.opts.Client.Assets(ctx, appID, commit, nil)
@@ -68,7 +75,7 @@ func (g *Gateway) download(ctx context.Context, appID int64, commit string) (fle
 	}
 	g.metrics.AssetDownloads.Inc()
 	g.metrics.AssetBytes.Add(float64(len(tar)))
-	fw = fleet.Firmware{AppID: appID, Commit: commit, Tar: tar}
+	fw := fleet.Firmware{AppID: appID, Commit: commit, Tar: tar}
 	// An unreadable tar keeps an empty checksum: every device flashing it
 	// then fails verification (fleet.ErrBadFirmware).
 	if sum, err := fleet.Checksum(bytes.NewReader(tar)); err == nil {

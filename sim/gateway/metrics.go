@@ -44,58 +44,48 @@ type Metrics struct {
 // not registered); metrics already registered on reg by an earlier gateway
 // are reused. It panics if a metric of another shape holds one of the names.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	f := promreg.With(reg)
-	const ns, sub = "depharness", "gateway"
+	f := promreg.Named(reg, "depharness", "gateway")
 	m := &Metrics{
-		HooksReceived: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "hooks_received_total",
-			Help: "Hooks received from the supervisor, by kind and answered status."}, []string{"kind", "answer"}),
-		Reports: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reports_total",
-			Help: "Device state reports sent to the supervisor, by result."}, []string{"result"}),
-		Errors: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "errors_total",
-			Help: "Failed operations, by operation."}, []string{"op"}),
-		Flashes: f.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "flashes_total",
-			Help: "Finished firmware flashes, by result."}, []string{"result"}),
-		Reconfigurations: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reconfigurations_total",
-			Help: "Targets that changed only environment or config, applied without a flash."}),
-		AssetDownloads: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "asset_downloads_total",
-			Help: "Asset downloads from the supervisor."}),
-		AssetBytes: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "asset_downloaded_bytes_total",
-			Help: "Bytes of assets downloaded from the supervisor."}),
-		LogsForwarded: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "logs_forwarded_total",
-			Help: "Device log lines sent to the supervisor."}),
-		LogsDropped: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "logs_dropped_total",
-			Help: "Device log lines dropped because the forwarding queue was full."}),
-		Provisioned: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "devices_provisioned_total",
-			Help: "Devices provisioned through the supervisor."}),
-		Adopted: f.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "devices_adopted_total",
-			Help: "Devices the supervisor already had for the gateway's apps, managed again at start."}),
-		UpdateDuration: f.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "update_duration_seconds",
-			Help:    "Time from an update hook with a new target to the report that the device runs it.",
-			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
+		HooksReceived: f.CounterVec("hooks_received_total",
+			"Hooks received from the supervisor, by kind and answered status.", "kind", "answer"),
+		Reports: f.CounterVec("reports_total",
+			"Device state reports sent to the supervisor, by result.", "result"),
+		Errors:  f.CounterVec("errors_total", "Failed operations, by operation.", "op"),
+		Flashes: f.CounterVec("flashes_total", "Finished firmware flashes, by result.", "result"),
+		Reconfigurations: f.Counter("reconfigurations_total",
+			"Targets that changed only environment or config, applied without a flash."),
+		AssetDownloads: f.Counter("asset_downloads_total", "Asset downloads from the supervisor."),
+		AssetBytes: f.Counter("asset_downloaded_bytes_total",
+			"Bytes of assets downloaded from the supervisor."),
+		LogsForwarded: f.Counter("logs_forwarded_total", "Device log lines sent to the supervisor."),
+		LogsDropped: f.Counter("logs_dropped_total",
+			"Device log lines dropped because the forwarding queue was full."),
+		Provisioned: f.Counter("devices_provisioned_total",
+			"Devices provisioned through the supervisor."),
+		Adopted: f.Counter("devices_adopted_total",
+			"Devices the supervisor already had for the gateway's apps, managed again at start."),
+		UpdateDuration: f.Histogram("update_duration_seconds",
+			"Time from an update hook with a new target to the report that the device runs it.", prometheus.ExponentialBuckets(0.005, 2, 16)),
 	}
 	if err := f.Err(); err != nil {
 		panic(err)
 	}
 	// Every series the gateway can move exists from the start, at zero, so
 	// that a dashboard shows 0 rather than "No data" before the first event.
-	for _, kv := range initialHookSeries {
-		m.HooksReceived.WithLabelValues(kv[0], kv[1])
-	}
-	for _, r := range []string{"ok", "error"} {
-		m.Reports.WithLabelValues(r)
-	}
-	for _, r := range []string{"ok", "flash_failed", "checksum_mismatch", "bad_firmware"} {
-		m.Flashes.WithLabelValues(r)
-	}
-	for _, op := range []string{"adopt", "provision", "download", "flash", "report", "log"} {
-		m.Errors.WithLabelValues(op)
+	for vec, series := range map[*prometheus.CounterVec][][]string{
+		// The hook kinds and answers of a normal run (update hooks
+		// answered 200 or 202 by policy).
+		m.HooksReceived: {{"update", "200"}, {"update", "202"}, {"restart", "200"}, {"delete", "200"}},
+		m.Reports:       {{"ok"}, {"error"}},
+		m.Flashes:       {{"ok"}, {"flash_failed"}, {"checksum_mismatch"}, {"bad_firmware"}},
+		m.Errors:        {{"adopt"}, {"provision"}, {"download"}, {"flash"}, {"report"}, {"log"}},
+	} {
+		for _, labels := range series {
+			vec.WithLabelValues(labels...)
+		}
 	}
 	return m
 }
-
-// initialHookSeries are the hook kinds and answers the reference gateway
-// gives in a normal run (update hooks answered 200 or 202 by policy).
-var initialHookSeries = [][2]string{{"update", "200"}, {"update", "202"}, {"restart", "200"}, {"delete", "200"}}
 
 // stateCollector computes the gateway's gauges at scrape time.
 type stateCollector struct {

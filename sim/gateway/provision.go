@@ -215,18 +215,24 @@ func (g *Gateway) adopt(d *fleet.Device, dev api.Device) {
 		t := &api.UpdateHook{AppID: dev.AppID, Commit: *dev.TargetCommit, Environment: dev.TargetEnvironment, Config: dev.TargetConfig}
 		m.target, m.pending, m.targetAt = t, t, g.opts.Now()
 	}
-	g.mu.Lock()
-	g.byUUID[m.uuid] = m
-	g.byIndex[d.Index] = m
-	g.enqueueLocked(m)
-	g.opts.Observer.DeviceManaged(d.Index, m.uuid, m.appID)
-	g.mu.Unlock()
+	g.manage(m)
 	g.metrics.Adopted.Inc()
 	commit := ""
 	if dev.Commit != nil {
 		commit = *dev.Commit
 	}
 	g.log.Info("device adopted", "serial", d.Serial, "uuid", dev.UUID, "app", dev.AppID, "name", dev.Name, "commit", commit)
+}
+
+// manage starts managing m: its device takes hooks, and its queued work
+// (the initial report first) is done.
+func (g *Gateway) manage(m *managed) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.byUUID[m.uuid] = m
+	g.byIndex[m.dev.Index] = m
+	g.enqueueLocked(m)
+	g.opts.Observer.DeviceManaged(m.dev.Index, m.uuid, m.appID)
 }
 
 // provision provisions one device, retrying what may succeed later, then
@@ -254,12 +260,7 @@ func (g *Gateway) provision(ctx context.Context, d *fleet.Device, appID int64) e
 	// The device takes hooks at once; its initial report is its first
 	// piece of work, so that it never lands after the report of an update.
 	m := &managed{uuid: p.UUID, appID: appID, dev: d, initialReport: true}
-	g.mu.Lock()
-	g.byUUID[p.UUID] = m
-	g.byIndex[d.Index] = m
-	g.enqueueLocked(m)
-	g.opts.Observer.DeviceManaged(d.Index, m.uuid, m.appID)
-	g.mu.Unlock()
+	g.manage(m)
 	g.metrics.Provisioned.Inc()
 	g.log.Info("device provisioned", "serial", d.Serial, "uuid", p.UUID, "app", appID, "name", p.Name)
 	return nil

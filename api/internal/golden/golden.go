@@ -40,14 +40,28 @@ func RoundTrip[T any](data []byte) ([]byte, error) {
 	return json.MarshalIndent(v, "", "  ")
 }
 
+// RunAll runs each of cases as a subtest named after it.
+func RunAll(t *testing.T, cases []Case) {
+	for _, tc := range cases {
+		t.Run(tc.Name, func(t *testing.T) { Run(t, tc) })
+	}
+}
+
+// Example reads the example file of testdata/.
+func Example(t *testing.T, file string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 // Run checks tc: the re-encoding equals the example (as Expect says) and
 // the pinned golden file (go test -run Golden -update rewrites it).
 func Run(t *testing.T, tc Case) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", tc.File))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := Example(t, tc.File)
 	out, err := tc.RoundTrip(data)
 	if err != nil {
 		t.Fatalf("decoding %s: %v", tc.File, err)
