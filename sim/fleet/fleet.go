@@ -17,13 +17,14 @@
 package fleet
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -98,11 +99,20 @@ type Fleet struct {
 	log     *slog.Logger
 	devices []*Device
 
-	mu       sync.Mutex
-	watchers map[int]func(Event)
+	sums flashedSums
+
+	mu sync.Mutex
+	// watchers in the order they were added; replaced, never changed in
+	// place, so that emit may call a copy without the lock.
+	watchers []watcher
 	nextW    int
 	record   bool
 	history  []Event
+}
+
+type watcher struct {
+	id int
+	fn func(Event)
 }
 
 // New builds the fleet of profile p. Devices start idle and online.
@@ -110,7 +120,7 @@ func New(p Profile, opts Options) (*Fleet, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
-	f := &Fleet{profile: p, now: opts.Now, log: opts.Logger, watchers: map[int]func(Event){}, record: opts.RecordHistory}
+	f := &Fleet{profile: p, now: opts.Now, log: opts.Logger, record: opts.RecordHistory}
 	if f.now == nil {
 		f.now = time.Now
 	}
@@ -158,11 +168,11 @@ func (f *Fleet) Watch(fn func(Event)) (stop func()) {
 	defer f.mu.Unlock()
 	id := f.nextW
 	f.nextW++
-	f.watchers[id] = fn
+	f.watchers = append(slices.Clip(f.watchers), watcher{id: id, fn: fn})
 	return func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		delete(f.watchers, id)
+		f.watchers = slices.DeleteFunc(slices.Clone(f.watchers), func(w watcher) bool { return w.id == id })
 	}
 }
 
@@ -213,23 +223,11 @@ func (f *Fleet) emit(e Event) {
 	if f.record {
 		f.history = append(f.history, e)
 	}
-	ws := make([]func(Event), 0, len(f.watchers))
-	for _, id := range sortedKeys(f.watchers) {
-		ws = append(ws, f.watchers[id])
-	}
+	ws := f.watchers
 	f.mu.Unlock()
 	for _, w := range ws {
-		w(e)
+		w.fn(e)
 	}
-}
-
-func sortedKeys(m map[int]func(Event)) []int {
-	ks := make([]int, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Ints(ks)
-	return ks
 }
 
 // Run drives the devices' churn and log lines until ctx is done, then
@@ -262,7 +260,9 @@ type Firmware struct {
 	AppID  int64
 	Commit string
 	// Tar is the assets tar; devices read it and never modify it, so one
-	// download may be shared by every device.
+	// download may be shared by every device. It must not change once
+	// handed to a device: the fleet verifies a tar it has seen lately by
+	// the checksum it computed then.
 	Tar []byte
 	// Checksum is Checksum(Tar) as the gateway computed it after download.
 	Checksum string
@@ -332,6 +332,32 @@ func (d *Device) Snapshot() Snapshot {
 	defer d.mu.Unlock()
 	return Snapshot{State: d.state, Online: d.holds == 0, Commit: d.commit,
 		Environment: maps.Clone(d.env), Config: maps.Clone(d.cfg), Failure: d.failure}
+}
+
+// Online reports whether the device is online.
+func (d *Device) Online() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.holds == 0
+}
+
+// Runs reports whether the device is running t.Commit, and whether it runs
+// it with t's environment and config too (nil and empty are the same). It
+// is Snapshot's answer to that question without copying the variables.
+func (d *Device) Runs(t Target) (commit, target bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.state != StateRunning || d.commit != t.Commit {
+		return false, false
+	}
+	return true, sameVars(d.env, t.Environment) && sameVars(d.cfg, t.Config)
+}
+
+func sameVars(a, b map[string]any) bool {
+	if len(a) == 0 && len(b) == 0 {
+		return true
+	}
+	return reflect.DeepEqual(a, b)
 }
 
 func (d *Device) event(kind EventKind, state State, commit, msg string, system bool) Event {
@@ -423,7 +449,7 @@ func (d *Device) Update(ctx context.Context, target Target, fetch func(context.C
 	}
 
 	var ferr *FlashError
-	sum, err := Checksum(bytes.NewReader(fw.Tar))
+	sum, err := d.fleet.sums.of(fw.Tar)
 	switch {
 	case err != nil:
 		ferr = &FlashError{Commit: target.Commit, Err: ErrBadFirmware, Detail: err.Error()}
