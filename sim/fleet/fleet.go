@@ -209,9 +209,9 @@ func (f *Fleet) History() []Event {
 func (f *Fleet) CountByState() (states map[State]int, online int) {
 	states = map[State]int{}
 	for _, d := range f.devices {
-		s := d.Snapshot()
-		states[s.State]++
-		if s.Online {
+		st, on := d.Condition()
+		states[st]++
+		if on {
 			online++
 		}
 	}
@@ -332,6 +332,14 @@ func (d *Device) Snapshot() Snapshot {
 	defer d.mu.Unlock()
 	return Snapshot{State: d.state, Online: d.holds == 0, Commit: d.commit,
 		Environment: maps.Clone(d.env), Config: maps.Clone(d.cfg), Failure: d.failure}
+}
+
+// Condition returns the device's firmware state and whether it is online:
+// Snapshot's State and Online, without copying its variables.
+func (d *Device) Condition() (state State, online bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.state, d.holds == 0
 }
 
 // Online reports whether the device is online.
