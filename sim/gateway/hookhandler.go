@@ -53,6 +53,7 @@ func (g *Gateway) updateHook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	uuid := r.PathValue("uuid")
+	nt := newTarget(&t)
 	g.mu.Lock()
 	m := g.byUUID[uuid]
 	if m == nil {
@@ -63,10 +64,10 @@ func (g *Gateway) updateHook(w http.ResponseWriter, r *http.Request) {
 	// A resend of a target being worked on is queued too: it is answered
 	// by reporting the device's state again once the work is done (a
 	// device already at the target is not flashed again).
-	if m.target == nil || targetKey(m.target) != targetKey(&t) {
+	if m.target == nil || m.target.key != nt.key {
 		m.targetAt = g.opts.Now()
 	}
-	m.target, m.pending = &t, &t
+	m.target, m.pending = nt, nt
 	g.enqueueLocked(m)
 	index := m.dev.Index
 	g.mu.Unlock()
