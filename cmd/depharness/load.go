@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
+	proxyconfig "github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/sim/fleet"
 	"github.com/depharness/depharness/sim/gateway"
 	"github.com/depharness/depharness/sim/load"
@@ -34,7 +36,9 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		"simulated fleet run in this process, serving hooks on --gateway-listen (point the supervisor's\n"+
 		"hook address at http://<gateway-listen>/v1/devices/). Devices are provisioned into a new\n"+
 		"dependent app; then each scenario runs and is timed until convergence. A report is written\n"+
-		"to --report-dir as JSON and HTML. Exits 1 if a scenario does not converge within --timeout.")
+		"to --report-dir as JSON and HTML, with each phase's floor: the time its HTTP round trips take\n"+
+		"against a bare handler in this process. Exits 1 if a scenario does not converge within\n"+
+		"--timeout or misses a threshold (--max-converge, --max-p99).")
 	devices := f.Int("devices", "LOAD_DEVICES", load.DefaultDevices, "simulated devices")
 	scenario := f.String("scenario", "LOAD_SCENARIO", load.ScenarioRollout, "rollout, env, churn, logs, delete, restart, a comma-separated list, or all")
 	seed := f.Int64("seed", "LOAD_SEED", 1, "seed of the fleet, releases, and the devices waves pick")
@@ -61,7 +65,9 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 	logLines := f.Int("log-lines", "LOAD_LOG_LINES", load.DefaultLogLines, "log lines per device of the log storm")
 	churnDur := f.Duration("churn-duration", "LOAD_CHURN_DURATION", load.DefaultChurnDuration, "how long devices churn")
 	sample := f.Duration("sample-interval", "LOAD_SAMPLE_INTERVAL", load.DefaultSampleEvery, "shortest interval between convergence samples")
-	cpuProfile := f.String("cpuprofile", "LOAD_CPUPROFILE", "", "write a CPU profile of the scenarios (not the setup) to this file")
+	maxConverge := f.Duration("max-converge", "LOAD_MAX_CONVERGE", 0, "fail (exit 1) if a scenario takes longer to converge (0: no limit)")
+	maxP99 := f.Duration("max-p99", "LOAD_MAX_P99", 0, "fail (exit 1) if a scenario's p99 latency of the gateway's supervisor API requests, all routes together, is higher (0: no limit)")
+	cpuProfile := f.String("cpuprofile", "LOAD_CPUPROFILE", "", "write a CPU profile of the scenarios (not the setup, not the floors) to this file")
 	// Progress goes to stderr too: log warnings and errors only, unless
 	// asked otherwise.
 	if fl := f.Lookup("log-level"); fl != nil {
@@ -95,6 +101,8 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		return usagef("--flash-time must not be negative")
 	case *hookConc < 0:
 		return usagef("--hook-concurrency must not be negative")
+	case *maxConverge < 0 || *maxP99 < 0:
+		return usagef("--max-converge and --max-p99 must not be negative")
 	}
 	external := *proxyURL != ""
 	if external && (*cloudURL == "" || *adminToken == "") {
@@ -143,7 +151,21 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		if listen == "" {
 			listen = "127.0.0.1:0"
 		}
-		config["poll_interval"], config["hook_retry_interval"], config["hook_concurrency"] = poll.String(), retry.String(), *hookConc
+		hooks := *hookConc
+		config["hook_concurrency"] = hooks
+		if hooks == 0 {
+			hooks = proxyconfig.DefaultHookConcurrency
+			config["hook_concurrency"] = fmt.Sprintf("default (%d)", hooks)
+		}
+		config["poll_interval"], config["hook_retry_interval"] = poll.String(), retry.String()
+		opts.SupervisorConcurrency = hooks
+	}
+	th := load.Thresholds{MaxConverge: *maxConverge, MaxP99: *maxP99}
+	if th.MaxConverge > 0 {
+		config["max_converge"] = th.MaxConverge.String()
+	}
+	if th.MaxP99 > 0 {
+		config["max_p99"] = th.MaxP99.String()
 	}
 	hookLn, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -174,6 +196,8 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		opts.ProxyURL, opts.APIKey, opts.GatewayUUID = st.Proxy.URL, st.Proxy.APIKey, st.Identity.UUID
 		opts.Cloud = &cloud.ControlClient{BaseURL: st.CloudURL, Token: st.Cloud.AdminToken()}
 		opts.SupervisorMetrics = func(context.Context) ([]*dto.MetricFamily, error) { return st.Proxy.Registry.Gather() }
+		opts.CloudMetrics = func(context.Context) ([]*dto.MetricFamily, error) { return st.CloudMetrics.Gather() }
+		opts.RegistryMetrics = load.ScrapeMetrics("http://"+st.RegistryAddr+"/metrics", nil)
 		opts.CloudLookup = func(ctx context.Context, uuids []string) ([]load.CloudDevice, error) {
 			out := make([]load.CloudDevice, 0, len(uuids))
 			// A predicate that holds at once: one read under the model's lock.
@@ -218,25 +242,9 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		return true
 	}
 	if record(h.Provision(ctx)) {
-		if *cpuProfile != "" {
-			pf, err := os.Create(*cpuProfile)
-			if err != nil {
-				return usagef("--cpuprofile: %v", err)
-			}
-			if err := pprof.StartCPUProfile(pf); err != nil {
-				pf.Close()
-				return err
-			}
-			defer func() { pprof.StopCPUProfile(); pf.Close() }()
-		}
-		if *blockProfile != "" {
-			runtime.SetBlockProfileRate(int(100 * time.Microsecond))
-			defer func() {
-				runtime.SetBlockProfileRate(0)
-				if err := writeProfile("block", *blockProfile); err != nil {
-					log.Error("block profile", "err", err)
-				}
-			}()
+		stop, err := startProfiles(*cpuProfile, *blockProfile, log)
+		if err != nil {
+			return err
 		}
 		for _, sc := range scenarios {
 			if ctx.Err() != nil {
@@ -244,9 +252,20 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 			}
 			record(h.Run(ctx, sc))
 		}
+		stop()
+	}
+	// Every phase's floor, with the world idle and the profiles stopped.
+	for _, r := range rep.Phases {
+		if ctx.Err() != nil {
+			break
+		}
+		if err := load.MeasureFloor(ctx, r); err != nil {
+			log.Warn("measuring the floor", "phase", r.Scenario, "err", err)
+		}
 	}
 	rep.Finished = time.Now().UTC()
 	rep.Passed = len(failed) == 0 && ctx.Err() == nil
+	rep.Judge(th)
 	rep.Process = load.ReadProcessStats()
 	rep.Process.WallSeconds = time.Since(started).Seconds()
 	jsonPath, htmlPath, werr := load.WriteFiles(*reportDir, rep)
@@ -260,7 +279,45 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 	if len(failed) > 0 {
 		return errors.New("did not converge: " + strings.Join(failed, "; "))
 	}
+	if bad := rep.FailedThresholds(); len(bad) > 0 {
+		msgs := make([]string, len(bad))
+		for i, t := range bad {
+			msgs[i] = t.String()
+		}
+		return errors.New("thresholds not met: " + strings.Join(msgs, "; "))
+	}
 	return nil
+}
+
+// startProfiles starts the CPU and block profiles asked for; stop ends them
+// and writes the files.
+func startProfiles(cpuPath, blockPath string, log *slog.Logger) (stop func(), err error) {
+	var stops []func()
+	if cpuPath != "" {
+		pf, err := os.Create(cpuPath)
+		if err != nil {
+			return nil, usagef("--cpuprofile: %v", err)
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			pf.Close()
+			return nil, err
+		}
+		stops = append(stops, func() { pprof.StopCPUProfile(); pf.Close() })
+	}
+	if blockPath != "" {
+		runtime.SetBlockProfileRate(int(100 * time.Microsecond))
+		stops = append(stops, func() {
+			runtime.SetBlockProfileRate(0)
+			if err := writeProfile("block", blockPath); err != nil {
+				log.Error("block profile", "err", err)
+			}
+		})
+	}
+	return func() {
+		for _, s := range stops {
+			s()
+		}
+	}, nil
 }
 
 // writeProfile writes the named runtime profile to path.
@@ -276,6 +333,20 @@ func writeProfile(name, path string) error {
 	return f.Close()
 }
 
+// floorText says what a phase's floor was: "floor 612 ms for 49214 round
+// trips, ratio 3.9×".
+func floorText(f *load.Floor) string {
+	switch {
+	case f == nil:
+		return "no floor"
+	case f.Error != "":
+		return "floor not measured: " + f.Error
+	case f.RoundTrips == 0:
+		return "no round trips, no floor"
+	}
+	return fmt.Sprintf("floor %s for %d round trips, ratio %.1f×", load.FormatSeconds(f.Seconds), f.RoundTrips, f.Ratio)
+}
+
 // summarize prints one line per phase and the report's paths on stdout.
 func summarize(env *cliEnv, rep *load.Report, jsonPath, htmlPath string) {
 	for _, r := range rep.Phases {
@@ -287,7 +358,11 @@ func summarize(env *cliEnv, rep *load.Report, jsonPath, htmlPath string) {
 		for _, n := range r.Errors {
 			errs += n
 		}
-		fmt.Fprintf(env.stdout, "%-10s %s: %d/%d devices in %.3fs, %d errors\n", r.Scenario, verdict, r.Reached, r.Want, r.Seconds, errs)
+		fmt.Fprintf(env.stdout, "%-10s %s: %d/%d devices in %s, %d errors, %s of CPU; %s\n", r.Scenario, verdict, r.Reached, r.Want,
+			load.FormatSeconds(r.Seconds), errs, load.FormatSeconds(r.CPUSeconds), floorText(r.Floor))
+	}
+	for _, t := range rep.Thresholds {
+		fmt.Fprintf(env.stdout, "threshold  %s\n", t)
 	}
 	fmt.Fprintf(env.stdout, "peak RSS (VmHWM) %.1f MiB, Go heap in use %.1f MiB, %d goroutines\n",
 		float64(rep.Process.PeakRSSBytes)/(1<<20), float64(rep.Process.HeapInuse)/(1<<20), rep.Process.Goroutines)

@@ -49,6 +49,7 @@ func (h *Harness) RestartWave(ctx context.Context) (*Result, error) {
 		defer close(reqDone)
 		failed, last := each(reqCtx, uuids, 16, func(ctx context.Context, u string) error {
 			requested.note(u, time.Now())
+			defer p.controlRequest("control restart device")()
 			_, err := h.opts.Cloud.RestartDevice(ctx, u)
 			return err
 		})
@@ -101,6 +102,7 @@ func (h *Harness) DeletionWave(ctx context.Context) (*Result, error) {
 		defer close(reqDone)
 		failed, last := each(reqCtx, uuids, 16, func(ctx context.Context, u string) error {
 			requested.note(u, time.Now())
+			defer p.controlRequest("control delete device")()
 			return h.opts.Cloud.DeleteDevice(ctx, u)
 		})
 		if failed > 0 {

@@ -27,9 +27,12 @@ type Report struct {
 	// Config is the run's settings (devices, policy, seed, intervals...).
 	Config map[string]any `json:"config"`
 	Phases []*Result      `json:"phases"`
-	// Passed is true when every phase converged.
-	Passed  bool         `json:"passed"`
-	Process ProcessStats `json:"process"`
+	// Passed is true when every phase converged and every threshold held.
+	Passed bool `json:"passed"`
+	// Thresholds are the limits the run was judged by (Judge), each with
+	// its verdict; empty when none was set.
+	Thresholds []Threshold  `json:"thresholds,omitempty"`
+	Process    ProcessStats `json:"process"`
 }
 
 // ProcessStats is the resource use of the process that ran the load.

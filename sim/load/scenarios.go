@@ -85,22 +85,8 @@ func (h *Harness) Run(ctx context.Context, scenario string) (*Result, error) {
 
 // cloudCommitProbe counts the app's devices the cloud sees on commit, and
 // notes when each was first seen there.
-func (h *Harness) cloudCommitProbe(commit string, seen *firstTimes) probe {
-	return func(ctx context.Context) (int, int, error) {
-		ds, err := h.cloudDevices(ctx)
-		if err != nil {
-			return 0, 0, err
-		}
-		now := time.Now()
-		conv := 0
-		for _, d := range ds {
-			if d.IsOnCommit == commit {
-				conv++
-				seen.note(d.UUID, now)
-			}
-		}
-		return conv, len(ds), nil
-	}
+func (h *Harness) cloudCommitProbe(commit string, seen *firstTimes) *pendingProbe {
+	return h.newPendingProbe(func(d CloudDevice) bool { return d.IsOnCommit == commit }, seen)
 }
 
 // Provision waits until the gateway has provisioned every device and each
@@ -124,7 +110,9 @@ func (h *Harness) Provision(ctx context.Context) (*Result, error) {
 			reported.note(uuid, at)
 		}
 	})
-	err = p.follow(ctx, "provision + first release", h.opts.Devices, h.cloudCommitProbe(commit, &cloudSeen), nil)
+	pr := h.cloudCommitProbe(commit, &cloudSeen)
+	pr.devices, pr.count = h.managed, h.gw.ManagedCount // devices come as they are provisioned
+	err = p.follow(ctx, "provision + first release", h.opts.Devices, pr.sample, nil)
 	p.sinceStart("start → report", reported.snapshot())
 	p.sinceStart("start → cloud (sampled)", cloudSeen.snapshot())
 	return p.finish(), err
@@ -149,13 +137,16 @@ func (h *Harness) Rollout(ctx context.Context) (*Result, error) {
 			reported.note(uuid, at)
 		}
 	})
-	if _, err := h.pushRelease(ctx, commit); err != nil {
+	endPush := p.controlRequest("control push release")
+	_, err := h.pushRelease(ctx, commit)
+	endPush()
+	if err != nil {
 		p.errs.Add("push release", 1)
 		p.res.Error = err.Error()
 		return p.finish(), err
 	}
 	p.res.Params["push_seconds"] = round3(time.Since(p.start).Seconds())
-	err := p.follow(ctx, "rollout "+commit[:7], want, h.cloudCommitProbe(commit, &cloudSeen), nil)
+	err = p.follow(ctx, "rollout "+commit[:7], want, h.cloudCommitProbe(commit, &cloudSeen).sample, nil)
 	hs, rs := hooked.snapshot(), reported.snapshot()
 	p.sinceStart("push → update hook", hs)
 	p.since("update hook → report", hs, rs)
@@ -187,7 +178,9 @@ func (h *Harness) EnvChange(ctx context.Context) (*Result, error) {
 			reported.note(uuid, at)
 		}
 	})
+	endSet := p.controlRequest("control set variable")
 	err := h.opts.Cloud.UpdateVars(ctx, cloud.VarsUpdate{App: h.app.ID, Kind: cloud.KindEnv, Set: map[string]string{EnvVar: value}})
+	endSet()
 	if err != nil {
 		p.errs.Add("set variable", 1)
 		p.res.Error = err.Error()
@@ -273,22 +266,11 @@ func (h *Harness) LogStorm(ctx context.Context) (*Result, error) {
 		}
 	}()
 	var delivered firstTimes
-	pr := func(ctx context.Context) (int, int, error) {
-		ds, err := h.cloudDevices(ctx)
-		if err != nil {
-			return 0, 0, err
-		}
-		now := time.Now()
-		conv := 0
-		for _, d := range ds {
-			if b, ok := base[d.UUID]; ok && d.LogCount-b >= n {
-				conv++
-				delivered.note(d.UUID, now)
-			}
-		}
-		return conv, len(ds), nil
-	}
-	err = p.follow(ctx, fmt.Sprintf("log storm %d×%d", len(uuids), n), len(uuids), pr, nil)
+	pr := h.newPendingProbe(func(d CloudDevice) bool {
+		b, ok := base[d.UUID]
+		return ok && d.LogCount-b >= n
+	}, &delivered)
+	err = p.follow(ctx, fmt.Sprintf("log storm %d×%d", len(uuids), n), len(uuids), pr.sample, nil)
 	stopSending()
 	wg.Wait()
 	ss := sent.snapshot()

@@ -53,15 +53,30 @@ func (l *Latencies) Add(name string, d time.Duration) {
 
 // Take returns the percentiles of every name and forgets the durations.
 func (l *Latencies) Take() map[string]Percentiles {
+	out, _ := l.take(false)
+	return out
+}
+
+// TakeAll is Take, and also returns the percentiles of every duration
+// whatever its name.
+func (l *Latencies) TakeAll() (map[string]Percentiles, Percentiles) {
+	return l.take(true)
+}
+
+func (l *Latencies) take(all bool) (map[string]Percentiles, Percentiles) {
 	l.mu.Lock()
 	m := l.m
 	l.m = nil
 	l.mu.Unlock()
 	out := make(map[string]Percentiles, len(m))
+	var every []time.Duration
 	for k, ds := range m {
+		if all {
+			every = append(every, ds...)
+		}
 		out[k] = Summarize(ds)
 	}
-	return out
+	return out, Summarize(every)
 }
 
 // Counts counts events by name. It is safe for concurrent use.
