@@ -100,6 +100,7 @@ type Fleet struct {
 	devices []*Device
 
 	sums flashedSums
+	vars sharedVars
 
 	mu sync.Mutex
 	// watchers in the order they were added; replaced, never changed in
@@ -361,6 +362,34 @@ func (d *Device) Runs(t Target) (commit, target bool) {
 	return true, sameVars(d.env, t.Environment) && sameVars(d.cfg, t.Config)
 }
 
+// sharedVars keeps copies of the variables devices were last given, so that
+// devices given equal variables (every device of a rollout) hold one copy
+// between them; a device's variables are never changed in place, only
+// replaced, and Snapshot copies them out.
+type sharedVars struct {
+	mu   sync.Mutex
+	kept [8]map[string]any
+	next int
+}
+
+// of returns a copy of v that devices may share; nil when v is empty.
+func (s *sharedVars) of(v map[string]any) map[string]any {
+	if len(v) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range s.kept {
+		if k != nil && sameVars(k, v) {
+			return k
+		}
+	}
+	c := maps.Clone(v)
+	s.kept[s.next] = c
+	s.next = (s.next + 1) % len(s.kept)
+	return c
+}
+
 func sameVars(a, b map[string]any) bool {
 	if len(a) == 0 && len(b) == 0 {
 		return true
@@ -472,10 +501,10 @@ func (d *Device) Update(ctx context.Context, target Target, fetch func(context.C
 		d.setState(StateFailed, target.Commit, ferr.Error())
 		return ferr
 	}
+	env, cfg := d.fleet.vars.of(target.Environment), d.fleet.vars.of(target.Config)
 	d.mu.Lock()
 	d.commit = target.Commit
-	d.env = maps.Clone(target.Environment)
-	d.cfg = maps.Clone(target.Config)
+	d.env, d.cfg = env, cfg
 	d.mu.Unlock()
 	d.setState(StateRunning, target.Commit, "")
 	return nil
@@ -501,8 +530,7 @@ func (d *Device) Configure(ctx context.Context, target Target) error {
 		d.mu.Unlock()
 		return ErrNotRunningCommit
 	}
-	d.env = maps.Clone(target.Environment)
-	d.cfg = maps.Clone(target.Config)
+	d.env, d.cfg = d.fleet.vars.of(target.Environment), d.fleet.vars.of(target.Config)
 	d.mu.Unlock()
 	d.fleet.emit(d.event(EventLog, "", "", "Configuration applied", true))
 	return nil

@@ -139,6 +139,9 @@ type Gateway struct {
 	queue chan *managed // devices with work; each at most once
 	logs  chan logLine
 
+	targetsMu sync.Mutex
+	targets   map[string]*target // update hook body → its target (hookTarget)
+
 	sf      singleflight.Group
 	cacheMu sync.Mutex
 	cache   map[string]fleet.Firmware // "app/commit" → firmware
@@ -238,6 +241,7 @@ func New(opts Options) (*Gateway, error) {
 		queue:   make(chan *managed, opts.Fleet.Profile().Count+1),
 		logs:    make(chan logLine, opts.LogQueue),
 		cache:   map[string]fleet.Firmware{},
+		targets: map[string]*target{},
 		byUUID:  map[string]*managed{},
 		byIndex: map[int]*managed{},
 		timers:  map[*time.Timer]struct{}{},

@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/depharness/depharness/api"
 )
@@ -47,13 +49,13 @@ func (g *Gateway) answer(w http.ResponseWriter, kind string, index int, commit s
 }
 
 func (g *Gateway) updateHook(w http.ResponseWriter, r *http.Request) {
-	var t api.UpdateHook
-	if err := json.NewDecoder(io.LimitReader(r.Body, api.MaxBodyBytes)).Decode(&t); err != nil {
+	nt, err := g.hookTarget(r.Body)
+	if err != nil {
 		g.answer(w, "update", -1, "", http.StatusBadRequest, "Malformed update hook body")
 		return
 	}
+	t := nt.UpdateHook
 	uuid := r.PathValue("uuid")
-	nt := newTarget(&t)
 	g.mu.Lock()
 	m := g.byUUID[uuid]
 	if m == nil {
@@ -78,6 +80,43 @@ func (g *Gateway) updateHook(w http.ResponseWriter, r *http.Request) {
 	}
 	g.answer(w, "update", index, t.Commit, http.StatusOK, "OK")
 }
+
+// maxTargets bounds the targets hookTarget remembers.
+const maxTargets = 64
+
+// hookTarget reads an update hook's body into its target. A rollout sends
+// every device of an app the same body: the target of a body seen lately is
+// shared (targets are never changed), so that a hook costs no decoding and
+// a large fleet holds one target per release, not one per device.
+func (g *Gateway) hookTarget(body io.Reader) (*target, error) {
+	buf := hookBodies.Get().(*bytes.Buffer)
+	defer hookBodies.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(io.LimitReader(body, api.MaxBodyBytes)); err != nil {
+		return nil, err
+	}
+	g.targetsMu.Lock()
+	t := g.targets[string(buf.Bytes())]
+	g.targetsMu.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	var h api.UpdateHook
+	if err := json.NewDecoder(bytes.NewReader(buf.Bytes())).Decode(&h); err != nil {
+		return nil, err
+	}
+	t = newTarget(&h)
+	g.targetsMu.Lock()
+	if len(g.targets) >= maxTargets {
+		clear(g.targets)
+	}
+	g.targets[buf.String()] = t
+	g.targetsMu.Unlock()
+	return t, nil
+}
+
+// hookBodies are the buffers hook bodies are read into.
+var hookBodies = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func (g *Gateway) restartHook(w http.ResponseWriter, r *http.Request) {
 	uuid := r.PathValue("uuid")
