@@ -75,6 +75,7 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		_ = fl.Value.Set("warn")
 	}
 	blockProfile := f.String("blockprofile", "LOAD_BLOCKPROFILE", "", "write a profile of blocking (waits on locks, channels, connections) during the scenarios to this file")
+	memProfile := f.String("memprofile", "LOAD_MEMPROFILE", "", "write a heap profile, taken when the scenarios end, to this file")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -242,7 +243,7 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		return true
 	}
 	if record(h.Provision(ctx)) {
-		stop, err := startProfiles(*cpuProfile, *blockProfile, log)
+		stop, err := startProfiles(*cpuProfile, *blockProfile, *memProfile, log)
 		if err != nil {
 			return err
 		}
@@ -291,7 +292,7 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 
 // startProfiles starts the CPU and block profiles asked for; stop ends them
 // and writes the files.
-func startProfiles(cpuPath, blockPath string, log *slog.Logger) (stop func(), err error) {
+func startProfiles(cpuPath, blockPath, memPath string, log *slog.Logger) (stop func(), err error) {
 	var stops []func()
 	if cpuPath != "" {
 		pf, err := os.Create(cpuPath)
@@ -310,6 +311,14 @@ func startProfiles(cpuPath, blockPath string, log *slog.Logger) (stop func(), er
 			runtime.SetBlockProfileRate(0)
 			if err := writeProfile("block", blockPath); err != nil {
 				log.Error("block profile", "err", err)
+			}
+		})
+	}
+	if memPath != "" {
+		stops = append(stops, func() {
+			runtime.GC() // the heap as it is, not as the last collection left it
+			if err := writeProfile("heap", memPath); err != nil {
+				log.Error("heap profile", "err", err)
 			}
 		})
 	}

@@ -3,6 +3,8 @@ package load
 import (
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 )
 
 // FormatSeconds writes a duration given in seconds for a reader: three
@@ -44,5 +46,45 @@ func sig3(v float64) string {
 		return fmt.Sprintf("%.1f", v)
 	default:
 		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+// formatCount writes a count with its thousands grouped ("10,000"); a
+// fraction under 100 keeps three significant digits, a larger one is
+// rounded.
+func formatCount(v float64) string {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0) || math.Abs(v) >= 1e15:
+		return strconv.FormatFloat(v, 'g', 3, 64)
+	case v != math.Trunc(v) && math.Abs(v) < 99.95:
+		return sig3(v)
+	}
+	v = math.Round(v)
+	s := strconv.FormatInt(int64(math.Abs(v)), 10)
+	var b strings.Builder
+	if v < 0 {
+		b.WriteByte('-')
+	}
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// formatBytes writes a size in B, KiB, MiB or GiB with three significant
+// digits.
+func formatBytes(v float64) string {
+	switch a := math.Abs(v); {
+	case a < 1<<10:
+		return fmt.Sprintf("%.0f B", v)
+	case a < 1<<20:
+		return sig3(v/(1<<10)) + " KiB"
+	case a < 1<<30:
+		return sig3(v/(1<<20)) + " MiB"
+	default:
+		return sig3(v/(1<<30)) + " GiB"
 	}
 }

@@ -38,13 +38,22 @@ func (t Threshold) What() string {
 	return t.Name
 }
 
-// String is one line: "rollout time to converge 2.41 s ≤ 3 s: pass".
+// String is one line: "rollout time to converge 2.41 s ≤ 3.00 s: pass".
 func (t Threshold) String() string {
-	verdict, op := "pass", "≤"
-	if !t.Passed {
-		verdict, op = "FAIL", ">"
+	if t.Passed {
+		return t.Comparison() + ": pass"
 	}
-	return fmt.Sprintf("%s %s %s %s %s: %s", t.Phase, t.What(), FormatSeconds(t.Value), op, FormatSeconds(t.Limit), verdict)
+	return t.Comparison() + ": FAIL"
+}
+
+// Comparison is the value beside the limit: "rollout time to converge
+// 3.52 s > 3.00 s".
+func (t Threshold) Comparison() string {
+	op := "≤"
+	if !t.Passed {
+		op = ">"
+	}
+	return fmt.Sprintf("%s %s %s %s %s", t.Phase, t.What(), FormatSeconds(t.Value), op, FormatSeconds(t.Limit))
 }
 
 // Judge applies th to the report's scenario phases, records each verdict in
@@ -71,6 +80,21 @@ func (r *Report) Judge(th Thresholds) {
 			r.Passed = false
 		}
 	}
+}
+
+// Failures says why the run did not pass: the phases that did not converge
+// and the thresholds that failed, one line each; empty when it passed.
+func (r *Report) Failures() []string {
+	var out []string
+	for _, ph := range r.Phases {
+		if !ph.Converged {
+			out = append(out, ph.Scenario+" did not converge")
+		}
+	}
+	for _, t := range r.FailedThresholds() {
+		out = append(out, t.Comparison())
+	}
+	return out
 }
 
 // FailedThresholds returns the thresholds that failed.

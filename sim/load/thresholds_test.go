@@ -1,6 +1,7 @@
 package load
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -34,6 +35,11 @@ func TestJudgeAppliesThresholdsToScenariosNotToProvisioning(t *testing.T) {
 	}
 	if got := len(r.FailedThresholds()); got != 3 {
 		t.Errorf("%d failed thresholds, want 3", got)
+	}
+	want4 := []string{"logs did not converge", "env time to converge 3.50 s > 3.00 s", "env supervisor API request p99 60.0 ms > 50.0 ms",
+		"logs time to converge 1.00 s > 3.00 s"}
+	if got := r.Failures(); strings.Join(got, "|") != strings.Join(want4, "|") {
+		t.Errorf("failures %q, want %q", got, want4)
 	}
 	if got, want := r.Thresholds[2].String(), "env time to converge 3.50 s > 3.00 s: FAIL"; got != want {
 		t.Errorf("got %q, want %q", got, want)
