@@ -131,7 +131,7 @@ func New(p Profile, opts Options) (*Fleet, error) {
 	f.log.Info("fleet", "devices", p.Count, "seed", p.Seed)
 	master := rand.New(rand.NewPCG(uint64(p.Seed), 0x5eed))
 	for i := range p.Count {
-		stream := func() *rand.Rand { return rand.New(rand.NewPCG(master.Uint64(), master.Uint64())) }
+		stream := func() rand.PCG { return *rand.NewPCG(master.Uint64(), master.Uint64()) }
 		d := &Device{
 			Index:  i,
 			Serial: fmt.Sprintf("sim-%05d-%08x", i, master.Uint32()),
@@ -139,13 +139,17 @@ func New(p Profile, opts Options) (*Fleet, error) {
 			state:  StateIdle,
 		}
 		d.Name = adjectives[master.IntN(len(adjectives))] + "-" + nouns[master.IntN(len(nouns))]
-		d.flashRand, d.churnRand, d.logRand = stream(), stream(), stream()
-		d.onlineCh = make(chan struct{})
-		close(d.onlineCh)
+		d.flashSrc, d.churnSrc, d.logSrc = stream(), stream(), stream()
+		d.flashRand, d.churnRand, d.logRand = rand.New(&d.flashSrc), rand.New(&d.churnSrc), rand.New(&d.logSrc)
+		d.onlineCh = onlineNow
 		f.devices = append(f.devices, d)
 	}
 	return f, nil
 }
+
+// onlineNow is the closed channel of every device that has been online
+// since the fleet was made.
+var onlineNow = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Profile returns the fleet's profile.
 func (f *Fleet) Profile() Profile { return f.profile }
@@ -304,7 +308,10 @@ type Device struct {
 
 	fleet                         *Fleet
 	flashRand, churnRand, logRand *rand.Rand
-	updMu                         sync.Mutex // serializes Update and Restart
+	// The generators' sources, held in the device: a large fleet is
+	// fewer, larger objects.
+	flashSrc, churnSrc, logSrc rand.PCG
+	updMu                      sync.Mutex // serializes Update and Restart
 
 	mu       sync.Mutex
 	state    State
@@ -312,7 +319,7 @@ type Device struct {
 	env, cfg map[string]any
 	failure  string
 	holds    int           // reasons to be offline (churn, reboot)
-	onlineCh chan struct{} // closed while online
+	onlineCh chan struct{} // closed while online (onlineNow, shared, until the first time offline)
 	logSeq   int
 }
 

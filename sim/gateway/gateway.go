@@ -148,7 +148,7 @@ type Gateway struct {
 
 	mu      sync.Mutex
 	byUUID  map[string]*managed
-	byIndex map[int]*managed
+	byIndex []*managed // by fleet index; nil: not managed
 	runCtx  context.Context
 	timers  map[*time.Timer]struct{}
 	running bool
@@ -243,7 +243,7 @@ func New(opts Options) (*Gateway, error) {
 		cache:   map[string]fleet.Firmware{},
 		targets: map[string]*target{},
 		byUUID:  map[string]*managed{},
-		byIndex: map[int]*managed{},
+		byIndex: make([]*managed, opts.Fleet.Profile().Count),
 		timers:  map[*time.Timer]struct{}{},
 	}
 	if opts.Registerer != nil {
@@ -278,9 +278,9 @@ func (g *Gateway) ManagedCount() int {
 func (g *Gateway) UUIDs() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := make([]string, 0, len(g.byIndex))
-	for i := range g.opts.Fleet.Profile().Count {
-		if m := g.byIndex[i]; m != nil {
+	out := make([]string, 0, len(g.byUUID))
+	for _, m := range g.byIndex {
+		if m != nil {
 			out = append(out, m.uuid)
 		}
 	}
@@ -410,7 +410,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 // onEvent is the fleet's watcher: it must not block.
 func (g *Gateway) onEvent(e fleet.Event) {
 	g.mu.Lock()
-	m := g.byIndex[e.Device]
+	var m *managed
+	if e.Device >= 0 && e.Device < len(g.byIndex) {
+		m = g.byIndex[e.Device]
+	}
 	if m == nil {
 		g.mu.Unlock()
 		return

@@ -153,7 +153,7 @@ func (g *Gateway) forget(uuid string) int {
 	}
 	m.forgotten = true
 	delete(g.byUUID, uuid)
-	delete(g.byIndex, m.dev.Index)
+	g.byIndex[m.dev.Index] = nil
 	g.opts.Observer.DeviceForgotten(m.dev.Index, uuid)
 	g.log.Info("device forgotten", "uuid", uuid, "serial", m.dev.Serial)
 	return m.dev.Index

@@ -133,22 +133,36 @@ func (h *Harness) newPhase(scenario, what string, params map[string]any) *phase 
 	return p
 }
 
-// since records a per-device latency from a device's start time to at.
-func (p *phase) since(name string, from map[string]time.Time, to map[string]time.Time) {
-	for k, t := range to {
-		if f, ok := from[k]; ok && !t.Before(f) {
-			p.lat.Add(name, t.Sub(f))
+// since records, for every device in both, the latency from its time in
+// from to its time in to.
+func (p *phase) since(name string, from, to *firstTimes) {
+	from.mu.Lock()
+	defer from.mu.Unlock()
+	if from != to {
+		to.mu.Lock()
+		defer to.mu.Unlock()
+	}
+	ds := make([]time.Duration, 0, len(to.m))
+	for k, t := range to.m {
+		if f, ok := from.m[k]; ok && t >= f {
+			ds = append(ds, time.Duration(t-f))
 		}
 	}
+	p.lat.AddAll(name, ds)
 }
 
 // sinceStart records latencies from the phase's start.
-func (p *phase) sinceStart(name string, to map[string]time.Time) {
-	for _, t := range to {
-		if t.After(p.start) {
-			p.lat.Add(name, t.Sub(p.start))
+func (p *phase) sinceStart(name string, to *firstTimes) {
+	to.mu.Lock()
+	defer to.mu.Unlock()
+	start := p.start.UnixNano()
+	ds := make([]time.Duration, 0, len(to.m))
+	for _, t := range to.m {
+		if t > start {
+			ds = append(ds, time.Duration(t-start))
 		}
 	}
+	p.lat.AddAll(name, ds)
 }
 
 // probe counts the converged devices and the devices there are.

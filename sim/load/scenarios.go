@@ -113,8 +113,8 @@ func (h *Harness) Provision(ctx context.Context) (*Result, error) {
 	pr := h.cloudCommitProbe(commit, &cloudSeen)
 	pr.devices, pr.count = h.managed, h.gw.ManagedCount // devices come as they are provisioned
 	err = p.follow(ctx, "provision + first release", h.opts.Devices, pr.sample, nil)
-	p.sinceStart("start → report", reported.snapshot())
-	p.sinceStart("start → cloud (sampled)", cloudSeen.snapshot())
+	p.sinceStart("start → report", &reported)
+	p.sinceStart("start → cloud (sampled)", &cloudSeen)
 	return p.finish(), err
 }
 
@@ -147,13 +147,12 @@ func (h *Harness) Rollout(ctx context.Context) (*Result, error) {
 	}
 	p.res.Params["push_seconds"] = round3(time.Since(p.start).Seconds())
 	err = p.follow(ctx, "rollout "+commit[:7], want, h.cloudCommitProbe(commit, &cloudSeen).sample, nil)
-	hs, rs := hooked.snapshot(), reported.snapshot()
-	p.sinceStart("push → update hook", hs)
-	p.since("update hook → report", hs, rs)
-	p.sinceStart("push → report", rs)
-	p.sinceStart("push → cloud (sampled)", cloudSeen.snapshot())
-	p.counts.Add("devices hooked", int64(len(hs)))
-	p.counts.Add("devices reported", int64(len(rs)))
+	p.sinceStart("push → update hook", &hooked)
+	p.since("update hook → report", &hooked, &reported)
+	p.sinceStart("push → report", &reported)
+	p.sinceStart("push → cloud (sampled)", &cloudSeen)
+	p.counts.Add("devices hooked", int64(hooked.len()))
+	p.counts.Add("devices reported", int64(reported.len()))
 	return p.finish(), err
 }
 
@@ -207,11 +206,10 @@ func (h *Harness) EnvChange(ctx context.Context) (*Result, error) {
 		return conv, total, nil
 	}
 	err = p.follow(ctx, "env "+EnvVar+"="+value, want, pr, nil)
-	hs, rs := hooked.snapshot(), reported.snapshot()
-	p.sinceStart("change → update hook", hs)
-	p.since("update hook → report", hs, rs)
-	p.sinceStart("change → report", rs)
-	p.sinceStart("change → GET /v1/devices (sampled)", seen.snapshot())
+	p.sinceStart("change → update hook", &hooked)
+	p.since("update hook → report", &hooked, &reported)
+	p.sinceStart("change → report", &reported)
+	p.sinceStart("change → GET /v1/devices (sampled)", &seen)
 	return p.finish(), err
 }
 
@@ -273,9 +271,8 @@ func (h *Harness) LogStorm(ctx context.Context) (*Result, error) {
 	err = p.follow(ctx, fmt.Sprintf("log storm %d×%d", len(uuids), n), len(uuids), pr.sample, nil)
 	stopSending()
 	wg.Wait()
-	ss := sent.snapshot()
-	p.sinceStart("start → device's lines sent", ss)
-	p.since("device's lines sent → cloud (sampled)", ss, delivered.snapshot())
+	p.sinceStart("start → device's lines sent", &sent)
+	p.since("device's lines sent → cloud (sampled)", &sent, &delivered)
 	p.counts.Add("log lines sent", sentLines.Load())
 	if f := failed.Load(); f > 0 {
 		p.errs.Add("log lines refused", f)
