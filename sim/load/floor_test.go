@@ -3,7 +3,6 @@ package load
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -71,73 +70,5 @@ func TestMeasureFloorStopsWithItsContext(t *testing.T) {
 	err := MeasureFloor(ctx, res)
 	if err == nil || !strings.Contains(res.Floor.Error, "canceled") {
 		t.Errorf("got %v (floor %+v), want the context's error", err, res.Floor)
-	}
-}
-
-func TestPendingProbeReadsOnlyPendingDevicesAndVerifiesAllAtTheEnd(t *testing.T) {
-	var mu sync.Mutex
-	commit := map[string]string{"a": "old", "b": "old", "c": "old"}
-	var asked [][]string
-	lookup := func(_ context.Context, uuids []string) ([]CloudDevice, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		asked = append(asked, append([]string(nil), uuids...))
-		var out []CloudDevice
-		for _, u := range uuids {
-			out = append(out, CloudDevice{UUID: u, IsOnCommit: commit[u]})
-		}
-		return out, nil
-	}
-	var seen firstTimes
-	pp := &pendingProbe{lookup: lookup, ok: func(d CloudDevice) bool { return d.IsOnCommit == "new" }, seen: &seen,
-		all: []string{"a", "b", "c"}, pending: []string{"a", "b", "c"}}
-	sample := func(wantConv int, wantAsked string) {
-		t.Helper()
-		conv, total, err := pp.sample(context.Background())
-		if err != nil || conv != wantConv || total != 3 {
-			t.Fatalf("got %d/%d (%v), want %d/3", conv, total, err, wantConv)
-		}
-		var got []string
-		for _, a := range asked {
-			got = append(got, strings.Join(a, ","))
-		}
-		asked = nil
-		if strings.Join(got, " ") != wantAsked {
-			t.Errorf("looked up %q, want %q", got, wantAsked)
-		}
-	}
-	sample(0, "a,b,c")
-	commit["a"], commit["c"] = "new", "new"
-	sample(2, "a,b,c")
-	commit["b"] = "new"
-	commit["a"] = "old" // fell back after it was seen
-	// b is the last pending device: then every device is read again, and a
-	// is pending again.
-	sample(2, "b a,b,c")
-	commit["a"] = "new"
-	sample(3, "a a,b,c")
-	if seen.len() != 3 {
-		t.Errorf("noted %d first times, want 3", seen.len())
-	}
-}
-
-func TestPendingProbeWatchesDevicesAsTheyCome(t *testing.T) {
-	devices := []string{"a"}
-	lookup := func(_ context.Context, uuids []string) ([]CloudDevice, error) {
-		var out []CloudDevice
-		for _, u := range uuids {
-			out = append(out, CloudDevice{UUID: u, IsOnCommit: "new"})
-		}
-		return out, nil
-	}
-	var seen firstTimes
-	pp := &pendingProbe{lookup: lookup, ok: func(d CloudDevice) bool { return d.IsOnCommit == "new" }, seen: &seen,
-		devices: func() []string { return devices }, count: func() int { return len(devices) }}
-	if conv, total, _ := pp.sample(context.Background()); conv != 1 || total != 1 {
-		t.Errorf("got %d/%d, want 1/1", conv, total)
-	}
-	devices = []string{"a", "b", "c"}
-	if conv, total, _ := pp.sample(context.Background()); conv != 3 || total != 3 {
-		t.Errorf("got %d/%d after two more devices came, want 3/3", conv, total)
 	}
 }

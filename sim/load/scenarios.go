@@ -84,9 +84,10 @@ func (h *Harness) Run(ctx context.Context, scenario string) (*Result, error) {
 }
 
 // cloudCommitProbe counts the app's devices the cloud sees on commit, and
-// notes when each was first seen there.
-func (h *Harness) cloudCommitProbe(commit string, seen *firstTimes) *pendingProbe {
-	return h.newPendingProbe(func(d CloudDevice) bool { return d.IsOnCommit == commit }, seen)
+// notes when each was first seen there; hints are the devices whose report
+// of the commit the supervisor took.
+func (h *Harness) cloudCommitProbe(commit string, seen *firstTimes, hints *hintQueue) *pendingProbe {
+	return h.newPendingProbe(func(d CloudDevice) bool { return d.IsOnCommit == commit }, seen, hints)
 }
 
 // Provision waits until the gateway has provisioned every device and each
@@ -105,12 +106,14 @@ func (h *Harness) Provision(ctx context.Context) (*Result, error) {
 	}
 	p.res.Params["commit"] = commit
 	var reported, cloudSeen firstTimes
+	var hints hintQueue
 	h.api.WatchReports(func(uuid string, u api.DeviceUpdate, at time.Time) {
 		if u.Commit != nil && *u.Commit == commit {
 			reported.note(uuid, at)
+			hints.add(uuid)
 		}
 	})
-	pr := h.cloudCommitProbe(commit, &cloudSeen)
+	pr := h.cloudCommitProbe(commit, &cloudSeen, &hints)
 	pr.devices, pr.count = h.managed, h.gw.ManagedCount // devices come as they are provisioned
 	err = p.follow(ctx, "provision + first release", h.opts.Devices, pr.sample, nil)
 	p.sinceStart("start → report", &reported)
@@ -132,9 +135,11 @@ func (h *Harness) Rollout(ctx context.Context) (*Result, error) {
 			hooked.note(uuid, at)
 		}
 	})
+	var hints hintQueue
 	h.api.WatchReports(func(uuid string, u api.DeviceUpdate, at time.Time) {
 		if u.Commit != nil && *u.Commit == commit {
 			reported.note(uuid, at)
+			hints.add(uuid)
 		}
 	})
 	endPush := p.controlRequest("control push release")
@@ -146,7 +151,7 @@ func (h *Harness) Rollout(ctx context.Context) (*Result, error) {
 		return p.finish(), err
 	}
 	p.res.Params["push_seconds"] = round3(time.Since(p.start).Seconds())
-	err = p.follow(ctx, "rollout "+commit[:7], want, h.cloudCommitProbe(commit, &cloudSeen).sample, nil)
+	err = p.follow(ctx, "rollout "+commit[:7], want, h.cloudCommitProbe(commit, &cloudSeen, &hints).sample, nil)
 	p.sinceStart("push → update hook", &hooked)
 	p.since("update hook → report", &hooked, &reported)
 	p.sinceStart("push → report", &reported)
@@ -230,6 +235,7 @@ func (h *Harness) LogStorm(ctx context.Context) (*Result, error) {
 	}
 	p.start = time.Now()
 	var sent firstTimes
+	var sentHints hintQueue
 	var sentLines, failed atomic.Int64
 	sendCtx, stopSending := context.WithCancel(ctx)
 	defer stopSending()
@@ -250,6 +256,7 @@ func (h *Harness) LogStorm(ctx context.Context) (*Result, error) {
 					sentLines.Add(1)
 				}
 				sent.note(uuid, time.Now())
+				sentHints.add(uuid)
 			}
 		})
 	}
@@ -267,7 +274,7 @@ func (h *Harness) LogStorm(ctx context.Context) (*Result, error) {
 	pr := h.newPendingProbe(func(d CloudDevice) bool {
 		b, ok := base[d.UUID]
 		return ok && d.LogCount-b >= n
-	}, &delivered)
+	}, &delivered, &sentHints)
 	err = p.follow(ctx, fmt.Sprintf("log storm %d×%d", len(uuids), n), len(uuids), pr.sample, nil)
 	stopSending()
 	wg.Wait()
