@@ -353,7 +353,11 @@ func floorText(f *load.Floor) string {
 	case f.RoundTrips == 0:
 		return "no round trips, no floor"
 	}
-	return fmt.Sprintf("floor %s for %d round trips, ratio %.1f×", load.FormatSeconds(f.Seconds), f.RoundTrips, f.Ratio)
+	scaled := ""
+	if f.Sent < f.RoundTrips {
+		scaled = fmt.Sprintf(" (%d of them sent, the time scaled)", f.Sent)
+	}
+	return fmt.Sprintf("floor %s for %d round trips%s, ratio %.1f×", load.FormatSeconds(f.Seconds), f.RoundTrips, scaled, f.Ratio)
 }
 
 // summarize prints one line per phase and the report's paths on stdout.

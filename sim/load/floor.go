@@ -50,8 +50,12 @@ type Floor struct {
 	// Seconds is the time the phase's round trips took against the bare
 	// handler, every kind at once, each with its concurrency.
 	Seconds float64 `json:"seconds"`
-	// RoundTrips is the number of round trips sent.
+	// RoundTrips is the number of round trips of the phase.
 	RoundTrips int64 `json:"round_trips"`
+	// Sent is the number of round trips sent: all of them, or, for a phase
+	// of more than MaxFloorRoundTrips, that many in the same mix, the time
+	// they took scaled up to all of them.
+	Sent int64 `json:"sent"`
 	// Ratio is the phase's time over Seconds; 0 when either is 0.
 	Ratio float64 `json:"ratio"`
 	Error string  `json:"error,omitempty"`
@@ -71,18 +75,25 @@ const (
 	floorBudget = 5 * time.Second
 )
 
+// MaxFloorRoundTrips bounds the round trips MeasureFloor sends for one
+// phase: a larger phase's are sent in proportion (each kind at least once)
+// and the time they took is scaled up, so that the floor of a million
+// devices' provisioning does not take longer than a fleet of ten thousand.
+const MaxFloorRoundTrips = 200_000
+
 // MeasureFloor sends res.RoundTrips to a bare net/http handler on a
 // loopback listener of this process: every kind at once, each with its
 // concurrency and its mean request and answer sizes, over kept-alive
-// connections; the fastest of up to three tries is the floor. It sets
-// res.Floor; the error is also in res.Floor.Error.
+// connections; the fastest of up to three tries is the floor (see
+// MaxFloorRoundTrips for large phases). It sets res.Floor; the error is
+// also in res.Floor.Error.
 func MeasureFloor(ctx context.Context, res *Result) error {
 	var f Floor
 	var err error
 	spent := 0.0
 	for try := 0; try < floorTries && spent < floorBudget.Seconds(); try++ {
 		var t Floor
-		t, err = measureFloor(ctx, res.RoundTrips)
+		t, err = measureFloor(ctx, res.RoundTrips, MaxFloorRoundTrips)
 		if err != nil {
 			break
 		}
@@ -101,20 +112,29 @@ func MeasureFloor(ctx context.Context, res *Result) error {
 	return err
 }
 
-func measureFloor(ctx context.Context, kinds []RoundTrips) (Floor, error) {
+// measureFloor sends all, or limit of them in the same mix.
+func measureFloor(ctx context.Context, all []RoundTrips, limit int64) (Floor, error) {
 	var f Floor
-	var body []byte
-	conns := 0
-	for _, k := range kinds {
-		if k.Count <= 0 {
-			continue
-		}
-		f.RoundTrips += k.Count
-		conns += max(k.Concurrency, 1)
-		body = growTo(body, min(max(k.RequestBytes, k.ResponseBytes), maxFloorBody))
+	for _, k := range all {
+		f.RoundTrips += max(k.Count, 0)
 	}
 	if f.RoundTrips == 0 {
 		return f, nil
+	}
+	var kinds []RoundTrips
+	var body []byte
+	conns := 0
+	for _, k := range all {
+		if k.Count <= 0 {
+			continue
+		}
+		if f.RoundTrips > limit {
+			k.Count = max(1, k.Count*limit/f.RoundTrips)
+		}
+		kinds = append(kinds, k)
+		f.Sent += k.Count
+		conns += max(k.Concurrency, 1)
+		body = growTo(body, min(max(k.RequestBytes, k.ResponseBytes), maxFloorBody))
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -172,12 +192,12 @@ func measureFloor(ctx context.Context, kinds []RoundTrips) (Floor, error) {
 		}
 	}
 	wg.Wait()
-	f.Seconds = time.Since(start).Seconds()
+	f.Seconds = time.Since(start).Seconds() * float64(f.RoundTrips) / float64(f.Sent)
 	if firstErr == nil && ctx.Err() != nil {
 		firstErr = ctx.Err()
 	}
-	if n := served.Load(); firstErr == nil && n != f.RoundTrips {
-		firstErr = fmt.Errorf("floor: the handler served %d round trips, want %d", n, f.RoundTrips)
+	if n := served.Load(); firstErr == nil && n != f.Sent {
+		firstErr = fmt.Errorf("floor: the handler served %d round trips, want %d", n, f.Sent)
 	}
 	return f, firstErr
 }

@@ -45,11 +45,34 @@ func TestMeasureFloorSendsEveryRoundTripAndGivesTheRatio(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := res.Floor
-	if f == nil || f.RoundTrips != 801 || f.Seconds <= 0 || f.Error != "" {
-		t.Fatalf("floor %+v, want 801 round trips in some time", f)
+	if f == nil || f.RoundTrips != 801 || f.Sent != 801 || f.Seconds <= 0 || f.Error != "" {
+		t.Fatalf("floor %+v, want 801 round trips sent in some time", f)
 	}
 	if want := round3(2 / f.Seconds); f.Ratio < want*0.99 || f.Ratio > want*1.01 {
 		t.Errorf("ratio %v, want the phase's 2 s over the floor's %v s = %v", f.Ratio, f.Seconds, want)
+	}
+}
+
+func TestMeasureFloorOfALargePhaseSendsItsMixAndScalesTheTime(t *testing.T) {
+	const limit = 2000
+	kinds := []RoundTrips{
+		{Kind: "PUT /v1/devices/{uuid}", Count: 30 * limit, Concurrency: 64, RequestBytes: 80},
+		{Kind: "cloud patch", Count: 10 * limit, Concurrency: 16, RequestBytes: 128},
+		{Kind: "GET assets", Count: 1, Concurrency: 1, ResponseBytes: 16 << 10},
+	}
+	f, err := measureFloor(context.Background(), kinds, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(40*limit + 1); f.RoundTrips != want {
+		t.Errorf("floor of %d round trips, want all %d counted", f.RoundTrips, want)
+	}
+	// About 1500 + 500 in the mix (rounded down), and the download once.
+	if f.Sent < limit-2 || f.Sent > limit+1 {
+		t.Errorf("sent %d round trips, want about %d: the mix, each kind at least once", f.Sent, limit)
+	}
+	if f.Seconds <= 0 {
+		t.Errorf("floor %v s, want the time of the mix scaled up", f.Seconds)
 	}
 }
 

@@ -161,7 +161,7 @@ supervisor's and the fakes' included{{end}}. Request p99 is that of the gateway'
 {{$p := .Params}}{{range $k := keys .Params}}<tr><td>{{$k}}</td><td>{{index $p $k}}</td></tr>
 {{end}}</table>{{end}}
 {{plot .}}
-{{with .Floor}}{{if .Error}}<p class="fail">Floor not measured: {{.Error}}</p>{{else}}<p>Floor: these {{count .RoundTrips}} round trips take {{dur .Seconds}} against a bare handler; the phase took {{ratio .Ratio}} that.</p>{{end}}{{end}}
+{{with .Floor}}{{if .Error}}<p class="fail">Floor not measured: {{.Error}}</p>{{else}}<p>Floor: these {{count .RoundTrips}} round trips take {{dur .Seconds}} against a bare handler{{if lt .Sent .RoundTrips}} ({{count .Sent}} of them in the same mix were sent, and the time scaled){{end}}; the phase took {{ratio .Ratio}} that.</p>{{end}}{{end}}
 {{if .RoundTrips}}<table><tr><th>round trips</th><th class="text">from</th><th>count</th><th>concurrency</th><th>mean request</th><th>mean answer</th></tr>
 {{range .RoundTrips}}<tr><td>{{.Kind}}</td><td class="text">{{.From}}</td><td>{{count .Count}}</td><td>{{.Concurrency}}</td><td>{{bytes .RequestBytes}}</td><td>{{bytes .ResponseBytes}}</td></tr>
 {{end}}</table>{{end}}

@@ -42,7 +42,7 @@ func fixtureReport() *Report {
 					{Kind: "hook update", From: "supervisor", Count: 10000, Concurrency: 16, RequestBytes: 106, ResponseBytes: 8},
 					{Kind: "PUT /v1/devices/{uuid}", From: "gateway", Count: 20000, Concurrency: 256, RequestBytes: 83, ResponseBytes: 418},
 				},
-				Floor:  &Floor{Seconds: 1.2345, RoundTrips: 30000, Ratio: 8},
+				Floor:  &Floor{Seconds: 1.2345, RoundTrips: 30000, Sent: 30000, Ratio: 8},
 				Hooks:  map[string]Percentiles{"update": {Count: 10000, P50: 0.01, P90: 0.02, P99: 0.5, Max: 3}},
 				Errors: map[string]int64{"api PUT /v1/devices/{uuid} 503": 17},
 				Counts: map[string]int64{"hooks update 200": 10000},
