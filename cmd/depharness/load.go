@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -38,7 +39,8 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 		"dependent app; then each scenario runs and is timed until convergence. A report is written\n"+
 		"to --report-dir as JSON and HTML, with each phase's floor: the time its HTTP round trips take\n"+
 		"against a bare handler in this process. Exits 1 if a scenario does not converge within\n"+
-		"--timeout or misses a threshold (--max-converge, --max-p99).")
+		"--timeout or misses a threshold (--max-converge, --max-p99). The Go runtime's soft memory\n"+
+		"limit is 3 GiB during the run unless GOMEMLIMIT says otherwise.")
 	devices := f.Int("devices", "LOAD_DEVICES", load.DefaultDevices, "simulated devices")
 	scenario := f.String("scenario", "LOAD_SCENARIO", load.ScenarioRollout, "rollout, env, churn, logs, delete, restart, a comma-separated list, or all")
 	seed := f.Int64("seed", "LOAD_SEED", 1, "seed of the fleet, releases, and the devices waves pick")
@@ -111,6 +113,12 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	if !external && *registryAddr != "" {
 		return usagef("--registry is for --proxy runs; the in-process world has its own registry")
+	}
+	// A large fleet's heap would grow to twice what it holds before the
+	// collector runs; a soft limit keeps the process within the machine.
+	if env.getenv("GOMEMLIMIT") == "" {
+		prev := debug.SetMemoryLimit(loadMemoryLimit)
+		defer debug.SetMemoryLimit(prev)
 	}
 	started := time.Now()
 	opts := load.Options{
@@ -328,6 +336,11 @@ func startProfiles(cpuPath, blockPath, memPath string, log *slog.Logger) (stop f
 		}
 	}, nil
 }
+
+// loadMemoryLimit is the Go runtime's soft memory limit during a load run,
+// unless GOMEMLIMIT sets another: the collector works harder as the heap
+// nears it instead of letting it grow to twice the live data.
+const loadMemoryLimit = 3 << 30
 
 // writeProfile writes the named runtime profile to path.
 func writeProfile(name, path string) error {

@@ -38,6 +38,7 @@ type pendingProbe struct {
 	hints *hintQueue
 
 	all     []string
+	watched map[string]bool // the devices of all
 	pending map[string]bool
 	// hinted are hinted devices that did not meet the condition yet.
 	hinted  []string
@@ -54,17 +55,33 @@ func (h *Harness) newPendingProbe(ok func(CloudDevice) bool, seen *firstTimes, h
 	return pp
 }
 
-// watch sets the devices to watch; those not watched before are pending.
+// watch sets the devices to watch; those not watched before are pending,
+// and those no longer in all are forgotten.
 func (pp *pendingProbe) watch(all []string) {
-	if pp.pending == nil {
-		pp.pending = make(map[string]bool, len(all))
-	}
-	known := make(map[string]bool, len(pp.all))
-	for _, u := range pp.all {
-		known[u] = true
+	if pp.pending == nil || len(all) < len(pp.watched) {
+		in := make(map[string]bool, len(all))
+		for _, u := range all {
+			in[u] = true
+		}
+		for u := range pp.pending {
+			if !in[u] {
+				delete(pp.pending, u)
+			}
+		}
+		if pp.pending == nil {
+			pp.pending = make(map[string]bool, len(all))
+		}
+		watched := make(map[string]bool, len(all))
+		for u := range pp.watched {
+			if in[u] {
+				watched[u] = true
+			}
+		}
+		pp.watched = watched
 	}
 	for _, u := range all {
-		if !known[u] {
+		if !pp.watched[u] {
+			pp.watched[u] = true
 			pp.pending[u] = true
 		}
 	}

@@ -97,4 +97,9 @@ func TestPendingProbeWatchesDevicesAsTheyCome(t *testing.T) {
 	sampleIs(t, pp, c, 1, 1, "a a")
 	devices = []string{"a", "b", "c"}
 	sampleIs(t, pp, c, 3, 3, "b,c a,b,c")
+	c.commit["d"] = "old"
+	devices = []string{"a", "b", "c", "d"}
+	sampleIs(t, pp, c, 3, 4, "d")
+	devices = []string{"b", "c"} // a and d were deleted
+	sampleIs(t, pp, c, 2, 2, "b,c")
 }
