@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -69,13 +71,21 @@ func (s *benchSupervisor) release(commit string) {
 	s.onTheCommit.Store(0)
 }
 
+// rolloutDevices is the fleet of BenchmarkRollout: go test -bench Rollout
+// -benchtime 1x -rollout.devices 1000000 ./sim/gateway/ is a rollout of a
+// million devices.
+var rolloutDevices = flag.Int("rollout.devices", 2000, "devices of BenchmarkRollout")
+
 // BenchmarkRollout is the gateway's cost per device of a rollout: an update
 // hook over HTTP, the shared download, a flash of no time, and two reports,
 // against a supervisor that does nearly nothing. Hooks are sent 16 at a
 // time (the reference proxy's HOOK_CONCURRENCY); the gateway works 256
-// devices at a time, as depharness load runs it.
+// devices at a time, as depharness load runs it. It reports the time and
+// the bytes of heap per device (the fleet, the gateway and what they hold,
+// after a collection).
 func BenchmarkRollout(b *testing.B) {
-	const devices, hookConcurrency = 2000, 16
+	const hookConcurrency = 16
+	devices := *rolloutDevices
 	sup := &benchSupervisor{tar: firmwareTar(b, "bench")}
 	supSrv := httptest.NewServer(sup)
 	defer supSrv.Close()
@@ -101,9 +111,11 @@ func BenchmarkRollout(b *testing.B) {
 	done := make(chan error, 1)
 	go func() { done <- gw.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	for deadline := time.Now().Add(time.Minute); len(gw.UUIDs()) < devices; time.Sleep(5 * time.Millisecond) {
+	// A minute, and 5 ms more per device.
+	wait := time.Minute + time.Duration(devices)*5*time.Millisecond
+	for deadline := time.Now().Add(wait); gw.ManagedCount() < devices; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d devices provisioned after a minute", len(gw.UUIDs()), devices)
+			b.Fatalf("%d of %d devices provisioned after %v", gw.ManagedCount(), devices, wait)
 		}
 	}
 	uuids := gw.UUIDs()
@@ -122,7 +134,7 @@ func BenchmarkRollout(b *testing.B) {
 		var wg sync.WaitGroup
 		for range hookConcurrency {
 			wg.Go(func() {
-				for j := next.Add(1) - 1; j < devices; j = next.Add(1) - 1 {
+				for j := next.Add(1) - 1; j < int64(devices); j = next.Add(1) - 1 {
 					req, _ := http.NewRequest(http.MethodPut, hookSrv.URL+"/v1/devices/"+uuids[j], bytes.NewReader(body))
 					resp, err := hc.Do(req)
 					if err != nil {
@@ -138,12 +150,16 @@ func BenchmarkRollout(b *testing.B) {
 			})
 		}
 		wg.Wait()
-		for deadline := time.Now().Add(time.Minute); sup.onTheCommit.Load() < devices; time.Sleep(100 * time.Microsecond) {
+		for deadline := time.Now().Add(wait); sup.onTheCommit.Load() < int64(devices); time.Sleep(100 * time.Microsecond) {
 			if time.Now().After(deadline) {
-				b.Fatalf("%d of %d devices reported %s after a minute", sup.onTheCommit.Load(), devices, commit)
+				b.Fatalf("%d of %d devices reported %s after %v", sup.onTheCommit.Load(), devices, commit, wait)
 			}
 		}
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*devices), "ns/device")
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric(float64(ms.HeapInuse)/float64(devices), "heap-bytes/device")
 }
