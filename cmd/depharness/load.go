@@ -299,7 +299,7 @@ func runLoad(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 // startProfiles starts the CPU and block profiles asked for; stop ends them
-// and writes the files.
+// and writes their files, and the heap profile's.
 func startProfiles(cpuPath, blockPath, memPath string, log *slog.Logger) (stop func(), err error) {
 	var stops []func()
 	if cpuPath != "" {
