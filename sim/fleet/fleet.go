@@ -23,7 +23,6 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"reflect"
 	"slices"
 	"sort"
 	"sync"
@@ -367,41 +366,6 @@ func (d *Device) Runs(t Target) (commit, target bool) {
 		return false, false
 	}
 	return true, sameVars(d.env, t.Environment) && sameVars(d.cfg, t.Config)
-}
-
-// sharedVars keeps copies of the variables devices were last given, so that
-// devices given equal variables (every device of a rollout) hold one copy
-// between them; a device's variables are never changed in place, only
-// replaced, and Snapshot copies them out.
-type sharedVars struct {
-	mu   sync.Mutex
-	kept [8]map[string]any
-	next int
-}
-
-// of returns a copy of v that devices may share; nil when v is empty.
-func (s *sharedVars) of(v map[string]any) map[string]any {
-	if len(v) == 0 {
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, k := range s.kept {
-		if k != nil && sameVars(k, v) {
-			return k
-		}
-	}
-	c := maps.Clone(v)
-	s.kept[s.next] = c
-	s.next = (s.next + 1) % len(s.kept)
-	return c
-}
-
-func sameVars(a, b map[string]any) bool {
-	if len(a) == 0 && len(b) == 0 {
-		return true
-	}
-	return reflect.DeepEqual(a, b)
 }
 
 func (d *Device) event(kind EventKind, state State, commit, msg string, system bool) Event {
