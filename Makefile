@@ -9,6 +9,8 @@ BENCHTIME ?= 1x
 # The version the binary reports (verify's report, --version): git describe, or "dev".
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 FUZZTIME ?= 10s
+# make perf: flags of sim/load/perf, e.g. PERF_FLAGS="-runs 5 -devices 20000".
+PERF_FLAGS ?=
 # make chaos: SIGKILLs of the proxy (CHAOS_KILLS=200 for a longer run), a fixed seed to replay
 # one (CHAOS_SEED=…; empty draws one), and how long the whole-API fuzzer runs.
 CHAOS_KILLS ?= 20
@@ -17,7 +19,7 @@ CHAOS_FUZZTIME ?= 20s
 export TESTCONTAINERS_RYUK_DISABLED := true
 export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
 
-.PHONY: help build run test lint bench fuzz clean image compose-up compose-down test-docker deps-docker deps-browser verify self-check load chaos
+.PHONY: help build run test lint bench perf fuzz clean image compose-up compose-down test-docker deps-docker deps-browser verify self-check load chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,6 +40,9 @@ lint: ## go vet, and gofmt must print nothing
 
 bench: ## Go benchmarks of the proxy, fakes and simulator (see README for targets)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime=$(BENCHTIME) ./proxy/... ./fakes/... ./sim/...
+
+perf: build ## the headline numbers beside their floors: a 10,000-device rollout (median of 3), the proxy's headline benchmarks, the suite's time
+	$(GO) run ./sim/load/perf -bin $(BIN) $(PERF_FLAGS)
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	@set -e; for pkg in $(PKGS); do \

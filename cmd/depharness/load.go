@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -31,10 +33,12 @@ type loadOptions struct {
 	cloudURL, adminToken, registryAddr            string
 	registryToken, proxyMetrics, gatewayUUID      string
 	gatewayListen, cpuProfile, blockProfile       string
+	memProfile                                    string
 	devices, hookConc, gwConc, fwBytes            int
 	delCount, rstCount, logLines                  int
 	seed                                          int64
 	timeout, retry, poll, flash, churnDur, sample time.Duration
+	maxConverge, maxP99                           time.Duration
 }
 
 func newLoadCmd(env *cliEnv) *cobra.Command {
@@ -83,10 +87,16 @@ func newLoadCmd(env *cliEnv) *cobra.Command {
 			Help: "how long devices churn"},
 		settings.Setting{Flag: "sample-interval", Legacy: []string{"LOAD_SAMPLE_INTERVAL"}, Value: settings.Duration(&o.sample, load.DefaultSampleEvery),
 			Help: "shortest interval between convergence samples"},
+		settings.Setting{Flag: "max-converge", Legacy: []string{"LOAD_MAX_CONVERGE"}, Value: settings.Duration(&o.maxConverge, 0),
+			Help: "fail (exit 1) if a scenario takes longer to converge (0: no limit)"},
+		settings.Setting{Flag: "max-p99", Legacy: []string{"LOAD_MAX_P99"}, Value: settings.Duration(&o.maxP99, 0),
+			Help: "fail (exit 1) if a scenario's p99 latency of the gateway's supervisor API requests, all routes together, is higher (0: no limit)"},
 		settings.Setting{Flag: "cpuprofile", Legacy: []string{"LOAD_CPUPROFILE"}, Value: settings.Text(&o.cpuProfile, ""),
-			Help: "write a CPU profile of the scenarios (not the setup) to this file"},
+			Help: "write a CPU profile of the scenarios (not the setup, not the floors) to this file"},
 		settings.Setting{Flag: "blockprofile", Legacy: []string{"LOAD_BLOCKPROFILE"}, Value: settings.Text(&o.blockProfile, ""),
 			Help: "write a profile of blocking (waits on locks, channels, connections) during the scenarios to this file"},
+		settings.Setting{Flag: "memprofile", Legacy: []string{"LOAD_MEMPROFILE"}, Value: settings.Text(&o.memProfile, ""),
+			Help: "write a heap profile, taken when the scenarios end, to this file"},
 	)
 	table = append(table, proxyTimingSettings(&o.poll, &o.retry, world.DefaultPollInterval, world.DefaultHookRetryInterval, "in-process proxy: its")...)
 	return newCommand("load", "run load scenarios (rollout, env, churn, logs, delete, restart) and write a report",
@@ -95,7 +105,10 @@ func newLoadCmd(env *cliEnv) *cobra.Command {
 			"simulated fleet run in this process, serving hooks on --gateway-listen (point the supervisor's\n"+
 			"hook address at http://<gateway-listen>/v1/devices/). Devices are provisioned into a new\n"+
 			"dependent app; then each scenario runs and is timed until convergence. A report is written\n"+
-			"to --report-dir as JSON and HTML. Exits 1 if a scenario does not converge within --timeout.",
+			"to --report-dir as JSON and HTML, with each phase's floor: the time its HTTP round trips take\n"+
+			"against a bare handler in this process. Exits 1 if a scenario does not converge within\n"+
+			"--timeout or misses a threshold (--max-converge, --max-p99). The Go runtime's soft memory\n"+
+			"limit is 3 GiB during the run unless GOMEMLIMIT says otherwise.",
 		table, func(cmd *cobra.Command) error {
 			err := runLoad(cmd.Context(), env, &o) // sets the effective --gateway-listen
 			return listenError(cmd, err, settings.Listener{Addr: o.gatewayListen, Flags: []string{"gateway-listen"}})
@@ -120,6 +133,8 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 		return usagef("--flash-time must not be negative")
 	case o.hookConc <= 0:
 		return usagef("--hook-concurrency must be positive")
+	case o.maxConverge < 0 || o.maxP99 < 0:
+		return usagef("--max-converge and --max-p99 must not be negative")
 	}
 	external := o.proxyURL != ""
 	if external && (o.cloudURL == "" || o.adminToken == "") {
@@ -127,6 +142,12 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 	}
 	if !external && o.registryAddr != "" {
 		return usagef("--registry is for --proxy runs; the in-process world has its own registry")
+	}
+	// A large fleet's heap would grow to twice what it holds before the
+	// collector runs; a soft limit keeps the process within the machine.
+	if env.getenv("GOMEMLIMIT") == "" {
+		prev := debug.SetMemoryLimit(loadMemoryLimit)
+		defer debug.SetMemoryLimit(prev)
 	}
 	started := time.Now()
 	opts := load.Options{
@@ -169,6 +190,14 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 			listen = "127.0.0.1:0"
 		}
 		config["poll_interval"], config["hook_retry_interval"], config["hook_concurrency"] = o.poll.String(), o.retry.String(), o.hookConc
+		opts.SupervisorConcurrency = o.hookConc
+	}
+	th := load.Thresholds{MaxConverge: o.maxConverge, MaxP99: o.maxP99}
+	if th.MaxConverge > 0 {
+		config["max_converge"] = th.MaxConverge.String()
+	}
+	if th.MaxP99 > 0 {
+		config["max_p99"] = th.MaxP99.String()
 	}
 	o.gatewayListen = listen // the address a listen failure names
 	hookLn, err := net.Listen("tcp", listen)
@@ -200,6 +229,8 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 		opts.ProxyURL, opts.APIKey, opts.GatewayUUID = st.Proxy.URL, st.Proxy.APIKey, st.Identity.UUID
 		opts.Cloud = &cloud.ControlClient{BaseURL: st.CloudURL, Token: st.Cloud.AdminToken()}
 		opts.SupervisorMetrics = func(context.Context) ([]*dto.MetricFamily, error) { return st.Proxy.Registry.Gather() }
+		opts.CloudMetrics = func(context.Context) ([]*dto.MetricFamily, error) { return st.CloudMetrics.Gather() }
+		opts.RegistryMetrics = load.ScrapeMetrics("http://"+st.RegistryAddr+"/metrics", nil)
 		opts.CloudLookup = func(ctx context.Context, uuids []string) ([]load.CloudDevice, error) {
 			out := make([]load.CloudDevice, 0, len(uuids))
 			// A predicate that holds at once: one read under the model's lock.
@@ -244,25 +275,9 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 		return true
 	}
 	if record(h.Provision(ctx)) {
-		if o.cpuProfile != "" {
-			pf, err := os.Create(o.cpuProfile)
-			if err != nil {
-				return usagef("--cpuprofile: %v", err)
-			}
-			if err := pprof.StartCPUProfile(pf); err != nil {
-				pf.Close()
-				return err
-			}
-			defer func() { pprof.StopCPUProfile(); pf.Close() }()
-		}
-		if o.blockProfile != "" {
-			runtime.SetBlockProfileRate(int(100 * time.Microsecond))
-			defer func() {
-				runtime.SetBlockProfileRate(0)
-				if err := writeProfile("block", o.blockProfile); err != nil {
-					log.Error("block profile", "err", err)
-				}
-			}()
+		stop, err := startProfiles(o.cpuProfile, o.blockProfile, o.memProfile, log)
+		if err != nil {
+			return err
 		}
 		for _, sc := range scenarios {
 			if ctx.Err() != nil {
@@ -270,9 +285,20 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 			}
 			record(h.Run(ctx, sc))
 		}
+		stop()
+	}
+	// Every phase's floor, with the world idle and the profiles stopped.
+	for _, r := range rep.Phases {
+		if ctx.Err() != nil {
+			break
+		}
+		if err := load.MeasureFloor(ctx, r); err != nil {
+			log.Warn("measuring the floor", "phase", r.Scenario, "err", err)
+		}
 	}
 	rep.Finished = time.Now().UTC()
 	rep.Passed = len(failed) == 0 && ctx.Err() == nil
+	rep.Judge(th)
 	rep.Process = load.ReadProcessStats()
 	rep.Process.WallSeconds = time.Since(started).Seconds()
 	jsonPath, htmlPath, werr := load.WriteFiles(o.reportDir, rep)
@@ -286,8 +312,59 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 	if len(failed) > 0 {
 		return errors.New("did not converge: " + strings.Join(failed, "; "))
 	}
+	if bad := rep.FailedThresholds(); len(bad) > 0 {
+		msgs := make([]string, len(bad))
+		for i, t := range bad {
+			msgs[i] = t.String()
+		}
+		return errors.New("thresholds not met: " + strings.Join(msgs, "; "))
+	}
 	return nil
 }
+
+// startProfiles starts the CPU and block profiles asked for; stop ends them
+// and writes their files, and the heap profile's.
+func startProfiles(cpuPath, blockPath, memPath string, log *slog.Logger) (stop func(), err error) {
+	var stops []func()
+	if cpuPath != "" {
+		pf, err := os.Create(cpuPath)
+		if err != nil {
+			return nil, usagef("--cpuprofile: %v", err)
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			pf.Close()
+			return nil, err
+		}
+		stops = append(stops, func() { pprof.StopCPUProfile(); pf.Close() })
+	}
+	if blockPath != "" {
+		runtime.SetBlockProfileRate(int(100 * time.Microsecond))
+		stops = append(stops, func() {
+			runtime.SetBlockProfileRate(0)
+			if err := writeProfile("block", blockPath); err != nil {
+				log.Error("block profile", "err", err)
+			}
+		})
+	}
+	if memPath != "" {
+		stops = append(stops, func() {
+			runtime.GC() // the heap as it is, not as the last collection left it
+			if err := writeProfile("heap", memPath); err != nil {
+				log.Error("heap profile", "err", err)
+			}
+		})
+	}
+	return func() {
+		for _, s := range stops {
+			s()
+		}
+	}, nil
+}
+
+// loadMemoryLimit is the Go runtime's soft memory limit during a load run,
+// unless GOMEMLIMIT sets another: the collector works harder as the heap
+// nears it instead of letting it grow to twice the live data.
+const loadMemoryLimit = 3 << 30
 
 // writeProfile writes the named runtime profile to path.
 func writeProfile(name, path string) error {
@@ -302,6 +379,24 @@ func writeProfile(name, path string) error {
 	return f.Close()
 }
 
+// floorText says what a phase's floor was: "floor 612 ms for 49214 round
+// trips, ratio 3.9×".
+func floorText(f *load.Floor) string {
+	switch {
+	case f == nil:
+		return "no floor"
+	case f.Error != "":
+		return "floor not measured: " + f.Error
+	case f.RoundTrips == 0:
+		return "no round trips, no floor"
+	}
+	scaled := ""
+	if f.Sent < f.RoundTrips {
+		scaled = fmt.Sprintf(" (%d of them sent, the time scaled)", f.Sent)
+	}
+	return fmt.Sprintf("floor %s for %d round trips%s, ratio %.1f×", load.FormatSeconds(f.Seconds), f.RoundTrips, scaled, f.Ratio)
+}
+
 // summarize prints one line per phase and the report's paths on stdout.
 func summarize(env *cliEnv, rep *load.Report, jsonPath, htmlPath string) {
 	for _, r := range rep.Phases {
@@ -313,7 +408,11 @@ func summarize(env *cliEnv, rep *load.Report, jsonPath, htmlPath string) {
 		for _, n := range r.Errors {
 			errs += n
 		}
-		fmt.Fprintf(env.stdout, "%-10s %s: %d/%d devices in %.3fs, %d errors\n", r.Scenario, verdict, r.Reached, r.Want, r.Seconds, errs)
+		fmt.Fprintf(env.stdout, "%-10s %s: %d/%d devices in %s, %d errors, %s of CPU; %s\n", r.Scenario, verdict, r.Reached, r.Want,
+			load.FormatSeconds(r.Seconds), errs, load.FormatSeconds(r.CPUSeconds), floorText(r.Floor))
+	}
+	for _, t := range rep.Thresholds {
+		fmt.Fprintf(env.stdout, "threshold  %s\n", t)
 	}
 	fmt.Fprintf(env.stdout, "peak RSS (VmHWM) %.1f MiB, Go heap in use %.1f MiB, %d goroutines\n",
 		float64(rep.Process.PeakRSSBytes)/(1<<20), float64(rep.Process.HeapInuse)/(1<<20), rep.Process.Goroutines)

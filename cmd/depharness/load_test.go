@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -97,6 +98,22 @@ func TestLoadRunsEveryScenarioInProcessAndWritesAReport(t *testing.T) {
 	if got := byName[load.ScenarioRollout].Latencies["push → report"].Count; got != 12 {
 		t.Errorf("rollout measured push → report for %d devices, want 12", got)
 	}
+	for _, p := range r.Phases {
+		if f := p.Floor; f == nil || f.Error != "" || f.RoundTrips <= 0 || f.Seconds <= 0 || f.Ratio <= 0 {
+			t.Errorf("%s: floor %+v, want one measured from its round trips", p.Scenario, f)
+		}
+	}
+	trips := map[string]load.RoundTrips{}
+	for _, rt := range byName[load.ScenarioRollout].RoundTrips {
+		trips[rt.Kind] = rt
+	}
+	if trips["hook update"].Count != 12 || trips["PUT /v1/devices/{uuid}"].Count != 24 || trips["cloud patch"].Count == 0 ||
+		trips["control push release"].Count != 1 || trips["registry manifest GET"].Count == 0 {
+		t.Errorf("rollout round trips %+v, want 12 update hooks, 24 reports, the supervisor's PATCHes and pulls, one push", trips)
+	}
+	if got := fmt.Sprint(r.Config["hook_concurrency"]); got != "16" { // the proxy's default, spelled out
+		t.Errorf("config hook_concurrency = %v, want 16", got)
+	}
 	if got := byName[load.ScenarioLogs].Counts["log lines sent"]; got != 48 {
 		t.Errorf("log storm sent %d lines, want 12×4 = 48", got)
 	}
@@ -106,7 +123,7 @@ func TestLoadRunsEveryScenarioInProcessAndWritesAReport(t *testing.T) {
 	if r.Process.PeakRSSBytes <= 0 {
 		t.Errorf("peak RSS = %d, want it read from /proc/self/status", r.Process.PeakRSSBytes)
 	}
-	for _, w := range []string{"rollout    converged: 12/12", "delete     converged: 3/3", "peak RSS (VmHWM)", "report: "} {
+	for _, w := range []string{"rollout    converged: 12/12", "delete     converged: 3/3", "peak RSS (VmHWM)", "report: ", "round trips, ratio "} {
 		if !strings.Contains(stdout, w) {
 			t.Errorf("stdout lacks %q:\n%s", w, stdout)
 		}
@@ -129,6 +146,30 @@ func TestLoadExitsOneAndStillReportsWhenAPhaseDoesNotConverge(t *testing.T) {
 	}
 }
 
+func TestLoadMissingAThresholdExitsOneAndShowsEveryVerdict(t *testing.T) {
+	dir := t.TempDir()
+	code, stdout, stderr := run(t, map[string]string{"LOAD_MAX_CONVERGE": "1ns"}, "load", "--devices", "5", "--scenario", "rollout",
+		"--max-p99", "1h", "--flash-time", "1ms", "--timeout", "60s", "--report-dir", dir)
+	if code != 1 {
+		t.Fatalf("exit code %d, want 1\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "thresholds not met: rollout time to converge") {
+		t.Errorf("stderr lacks the failed threshold:\n%s", stderr)
+	}
+	for _, w := range []string{"threshold  rollout time to converge ", "> 1.00 ns", "threshold  rollout supervisor API request p99 "} {
+		if !strings.Contains(stdout, w) {
+			t.Errorf("stdout lacks %q:\n%s", w, stdout)
+		}
+	}
+	r := readLoadReport(t, dir)
+	if r.Passed || len(r.Thresholds) != 2 || r.Thresholds[0].Passed || !r.Thresholds[1].Passed {
+		t.Errorf("report passed=%v thresholds %+v, want failed by max_converge, max_p99 passed", r.Passed, r.Thresholds)
+	}
+	if !r.Phases[1].Converged {
+		t.Errorf("rollout did not converge (%s): the threshold, not convergence, is what failed here", r.Phases[1].Error)
+	}
+}
+
 func TestLoadRefusesBadFlagsWithExitTwo(t *testing.T) {
 	tests := []struct {
 		name string
@@ -140,6 +181,7 @@ func TestLoadRefusesBadFlagsWithExitTwo(t *testing.T) {
 		{"no devices", []string{"--devices", "0"}, "--devices must be positive"},
 		{"external proxy without its cloud", []string{"--proxy", "http://127.0.0.1:1"}, "--proxy needs --cloud and --admin-token"},
 		{"registry without an external proxy", []string{"--registry", "127.0.0.1:5000"}, "--registry is for --proxy runs"},
+		{"negative threshold", []string{"--max-p99", "-1s"}, "must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -207,6 +249,15 @@ func TestLoadDrivesAnExternalSupervisorThroughItsCloudAndHookAddress(t *testing.
 	}
 	if loadApp == nil || loadApp.Release == nil || !strings.HasPrefix(loadApp.Release.Image, st.RegistryAddr+"/load/") {
 		t.Errorf("load app %+v, want a release whose image the load command built into %s/load/", loadApp, st.RegistryAddr)
+	}
+	var patches int64
+	for _, rt := range rollout.RoundTrips {
+		if rt.Kind == "cloud patch" && rt.From == "supervisor" {
+			patches = rt.Count
+		}
+	}
+	if patches == 0 || rollout.Floor == nil || rollout.Floor.Ratio <= 0 {
+		t.Errorf("rollout round trips %+v, floor %+v: want the supervisor's PATCHes read from the cloud's /metrics, and a floor", rollout.RoundTrips, rollout.Floor)
 	}
 	if got := len(st.Cloud.Devices(cloud.DeviceFilter{Gateway: st.Identity.UUID})); got != 6 {
 		t.Errorf("the cloud has %d devices left, want 8 - 2 deleted", got)

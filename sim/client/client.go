@@ -77,12 +77,15 @@ type Retry struct {
 
 // Client is a supervisor API client. It is safe for concurrent use.
 type Client struct {
-	base   *url.URL
-	key    string
-	mode   KeyMode
-	http   *http.Client
-	retry  Retry
-	randMu sync.Mutex
+	base *url.URL
+	// prefix is base as a string and query the key's query string (or
+	// empty): every request's URL is prefix + path + query.
+	prefix, query string
+	key           string
+	mode          KeyMode
+	http          *http.Client
+	retry         Retry
+	randMu        sync.Mutex
 }
 
 // New returns a client for the supervisor at opts.BaseURL.
@@ -119,7 +122,11 @@ func New(opts Options) (*Client, error) {
 		now := uint64(time.Now().UnixNano())
 		r.Rand = rand.New(rand.NewPCG(now, now>>1))
 	}
-	return &Client{base: u, key: opts.APIKey, mode: opts.KeyMode, http: hc, retry: r}, nil
+	c := &Client{base: u, prefix: u.String(), key: opts.APIKey, mode: opts.KeyMode, http: hc, retry: r}
+	if c.key != "" && c.mode == KeyInQuery {
+		c.query = "?" + url.Values{"apikey": {c.key}}.Encode()
+	}
+	return c, nil
 }
 
 // Error is a response with an unexpected status. Body is the (plain text)
@@ -266,6 +273,13 @@ func (c *Client) UpdateDevice(ctx context.Context, uuid string, u api.DeviceUpda
 	return &d, nil
 }
 
+// Report calls PUT /v1/devices/{uuid} as UpdateDevice does, and reads the
+// answer without decoding it: for a gateway that reports its devices'
+// state and has no use for the device the supervisor answers with.
+func (c *Client) Report(ctx context.Context, uuid string, u api.DeviceUpdate) error {
+	return c.doJSON(ctx, http.MethodPut, "/v1/devices/"+url.PathEscape(uuid), u, nil, true)
+}
+
 // Log calls POST /v1/devices/{uuid}/logs with one log line.
 func (c *Client) Log(ctx context.Context, uuid string, e api.LogEntry) error {
 	body, err := json.Marshal(e)
@@ -279,7 +293,11 @@ func (c *Client) Log(ctx context.Context, uuid string, e api.LogEntry) error {
 	return drain(resp)
 }
 
-func jsonHeader() http.Header { return http.Header{"Content-Type": {"application/json"}} }
+// jsonHeaders are the headers of a JSON body; once copies them into each
+// request, which nothing changes.
+var jsonHeaders = http.Header{"Content-Type": {"application/json"}}
+
+func jsonHeader() http.Header { return jsonHeaders }
 
 // doJSON sends in (if not nil) as JSON and decodes a 2xx answer into out.
 func (c *Client) doJSON(ctx context.Context, method, path string, in, out any, idempotent bool) error {
@@ -296,7 +314,10 @@ func (c *Client) doJSON(ctx context.Context, method, path string, in, out any, i
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer drain(resp)
+	if out == nil {
+		return nil
+	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
 	}
@@ -347,10 +368,7 @@ func (c *Client) backoff(attempt int) time.Duration {
 
 func (c *Client) once(ctx context.Context, method, path string, h http.Header, body []byte) (*http.Response, error) {
 	// path's variable segments are escaped by the callers (url.PathEscape).
-	u := c.base.String() + path
-	if c.key != "" && c.mode == KeyInQuery {
-		u += "?" + url.Values{"apikey": {c.key}}.Encode()
-	}
+	u := c.prefix + path + c.query
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -386,7 +404,7 @@ func (c *Client) redact(err error, path string) error {
 	if c.key == "" || !errors.As(err, &ue) {
 		return err
 	}
-	u := c.base.String() + path
+	u := c.prefix + path
 	if c.mode == KeyInQuery {
 		u += "?apikey=REDACTED"
 	}

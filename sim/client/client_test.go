@@ -6,10 +6,12 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -169,6 +171,44 @@ func TestUpdateDeviceSendsAnEmptyEnvironmentAsAnObject(t *testing.T) {
 	want := map[string]any{"commit": "c1", "environment": map[string]any{}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got body %v, want %v (config nil so absent, environment empty so {})", got, want)
+	}
+}
+
+func TestReportSendsTheUpdateAndReusesTheConnectionWithoutDecoding(t *testing.T) {
+	var bodies []map[string]any
+	var conns sync.Map
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var got map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&got); err != nil {
+			t.Errorf("decoding body: %v", err)
+		}
+		if r.Method != http.MethodPut || r.URL.Path != "/v1/devices/u" || r.URL.Query().Get("apikey") != key {
+			t.Errorf("got %s %s, want PUT /v1/devices/u?apikey=…", r.Method, r.URL)
+		}
+		bodies = append(bodies, got)
+		w.Write([]byte(`not JSON: a report's answer is not read`))
+	}))
+	srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Store(c, true)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := newClient(t, srv.URL, client.KeyInQuery, key)
+	status := "Idle"
+	for range 3 {
+		if err := c.Report(ctxT(t), "u", api.DeviceUpdate{Status: &status}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(bodies) != 3 || bodies[0]["status"] != "Idle" {
+		t.Errorf("got bodies %v, want three with status Idle", bodies)
+	}
+	n := 0
+	conns.Range(func(any, any) bool { n++; return true })
+	if n != 1 {
+		t.Errorf("three reports used %d connections, want 1 (each answer read to its end)", n)
 	}
 }
 

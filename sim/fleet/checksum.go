@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"archive/tar"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // DefaultMaxContentBytes bounds the content Checksum reads from one tar (a
@@ -49,7 +51,9 @@ func ChecksumLimit(r io.Reader, max int64) (string, error) {
 			continue
 		}
 		d := sha256.New()
-		n, err := io.Copy(d, io.LimitReader(tr, max-total+1))
+		buf := copyBufs.Get().(*[]byte)
+		n, err := io.CopyBuffer(d, io.LimitReader(tr, max-total+1), *buf)
+		copyBufs.Put(buf)
 		total += n
 		if total > max {
 			return "", fmt.Errorf("%w (%d bytes)", ErrTooLarge, max)
@@ -64,6 +68,10 @@ func ChecksumLimit(r io.Reader, max int64) (string, error) {
 	}
 	return checksumMembers(members), nil
 }
+
+// copyBufs are the buffers members are hashed through: a fleet verifies
+// every flash, and io.Copy would allocate 32 KiB for each member.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 type member struct {
 	size   int64
@@ -96,4 +104,48 @@ func checksumMembers(members map[string]member) string {
 		h.Write(m.digest[:])
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// flashedSums remembers the checksums of the last few firmware tars the
+// devices of a fleet flashed. One download is shared by every device that
+// flashes it (Firmware.Tar is never modified), so each device verifying
+// the same bytes gets the same answer: computing it once per tar instead of
+// once per device keeps a rollout of a large fleet from spending its time
+// hashing. A tar is known by its first byte's address and its length; the
+// entries keep their tars alive, so there are few of them.
+type flashedSums struct {
+	mu      sync.Mutex
+	entries [4]flashedSum
+	next    int
+}
+
+type flashedSum struct {
+	data *byte
+	n    int
+	sum  string
+	err  error
+}
+
+// of returns Checksum(tar), computing it only for a tar not seen lately.
+func (c *flashedSums) of(tar []byte) (string, error) {
+	if len(tar) == 0 {
+		return Checksum(bytes.NewReader(tar))
+	}
+	key := &tar[0]
+	c.mu.Lock()
+	for _, e := range c.entries {
+		if e.data == key && e.n == len(tar) {
+			c.mu.Unlock()
+			return e.sum, e.err
+		}
+	}
+	c.mu.Unlock()
+	// Devices that flash a new tar at the same moment may each compute it
+	// once; the answer is the same.
+	sum, err := Checksum(bytes.NewReader(tar))
+	c.mu.Lock()
+	c.entries[c.next] = flashedSum{data: key, n: len(tar), sum: sum, err: err}
+	c.next = (c.next + 1) % len(c.entries)
+	c.mu.Unlock()
+	return sum, err
 }

@@ -17,13 +17,13 @@
 package fleet
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -98,11 +98,21 @@ type Fleet struct {
 	log     *slog.Logger
 	devices []*Device
 
-	mu       sync.Mutex
-	watchers map[int]func(Event)
+	sums flashedSums
+	vars sharedVars
+
+	mu sync.Mutex
+	// watchers in the order they were added; replaced, never changed in
+	// place, so that emit may call a copy without the lock.
+	watchers []watcher
 	nextW    int
 	record   bool
 	history  []Event
+}
+
+type watcher struct {
+	id int
+	fn func(Event)
 }
 
 // New builds the fleet of profile p. Devices start idle and online.
@@ -110,7 +120,7 @@ func New(p Profile, opts Options) (*Fleet, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
-	f := &Fleet{profile: p, now: opts.Now, log: opts.Logger, watchers: map[int]func(Event){}, record: opts.RecordHistory}
+	f := &Fleet{profile: p, now: opts.Now, log: opts.Logger, record: opts.RecordHistory}
 	if f.now == nil {
 		f.now = time.Now
 	}
@@ -120,7 +130,7 @@ func New(p Profile, opts Options) (*Fleet, error) {
 	f.log.Info("fleet", "devices", p.Count, "seed", p.Seed)
 	master := rand.New(rand.NewPCG(uint64(p.Seed), 0x5eed))
 	for i := range p.Count {
-		stream := func() *rand.Rand { return rand.New(rand.NewPCG(master.Uint64(), master.Uint64())) }
+		stream := func() rand.PCG { return *rand.NewPCG(master.Uint64(), master.Uint64()) }
 		d := &Device{
 			Index:  i,
 			Serial: fmt.Sprintf("sim-%05d-%08x", i, master.Uint32()),
@@ -128,13 +138,17 @@ func New(p Profile, opts Options) (*Fleet, error) {
 			state:  StateIdle,
 		}
 		d.Name = adjectives[master.IntN(len(adjectives))] + "-" + nouns[master.IntN(len(nouns))]
-		d.flashRand, d.churnRand, d.logRand = stream(), stream(), stream()
-		d.onlineCh = make(chan struct{})
-		close(d.onlineCh)
+		d.flashSrc, d.churnSrc, d.logSrc = stream(), stream(), stream()
+		d.flashRand, d.churnRand, d.logRand = rand.New(&d.flashSrc), rand.New(&d.churnSrc), rand.New(&d.logSrc)
+		d.onlineCh = onlineNow
 		f.devices = append(f.devices, d)
 	}
 	return f, nil
 }
+
+// onlineNow is the closed channel of every device that has been online
+// since the fleet was made.
+var onlineNow = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Profile returns the fleet's profile.
 func (f *Fleet) Profile() Profile { return f.profile }
@@ -158,11 +172,11 @@ func (f *Fleet) Watch(fn func(Event)) (stop func()) {
 	defer f.mu.Unlock()
 	id := f.nextW
 	f.nextW++
-	f.watchers[id] = fn
+	f.watchers = append(slices.Clip(f.watchers), watcher{id: id, fn: fn})
 	return func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		delete(f.watchers, id)
+		f.watchers = slices.DeleteFunc(slices.Clone(f.watchers), func(w watcher) bool { return w.id == id })
 	}
 }
 
@@ -199,9 +213,9 @@ func (f *Fleet) History() []Event {
 func (f *Fleet) CountByState() (states map[State]int, online int) {
 	states = map[State]int{}
 	for _, d := range f.devices {
-		s := d.Snapshot()
-		states[s.State]++
-		if s.Online {
+		st, on := d.Condition()
+		states[st]++
+		if on {
 			online++
 		}
 	}
@@ -213,23 +227,11 @@ func (f *Fleet) emit(e Event) {
 	if f.record {
 		f.history = append(f.history, e)
 	}
-	ws := make([]func(Event), 0, len(f.watchers))
-	for _, id := range sortedKeys(f.watchers) {
-		ws = append(ws, f.watchers[id])
-	}
+	ws := f.watchers
 	f.mu.Unlock()
 	for _, w := range ws {
-		w(e)
+		w.fn(e)
 	}
-}
-
-func sortedKeys(m map[int]func(Event)) []int {
-	ks := make([]int, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Ints(ks)
-	return ks
 }
 
 // Run drives the devices' churn and log lines until ctx is done, then
@@ -262,7 +264,9 @@ type Firmware struct {
 	AppID  int64
 	Commit string
 	// Tar is the assets tar; devices read it and never modify it, so one
-	// download may be shared by every device.
+	// download may be shared by every device. It must not change once
+	// handed to a device: the fleet verifies a tar it has seen lately by
+	// the checksum it computed then.
 	Tar []byte
 	// Checksum is Checksum(Tar) as the gateway computed it after download.
 	Checksum string
@@ -303,7 +307,10 @@ type Device struct {
 
 	fleet                         *Fleet
 	flashRand, churnRand, logRand *rand.Rand
-	updMu                         sync.Mutex // serializes Update and Restart
+	// The generators' sources, held in the device: a large fleet is
+	// fewer, larger objects.
+	flashSrc, churnSrc, logSrc rand.PCG
+	updMu                      sync.Mutex // serializes Update and Restart
 
 	mu       sync.Mutex
 	state    State
@@ -311,7 +318,7 @@ type Device struct {
 	env, cfg map[string]any
 	failure  string
 	holds    int           // reasons to be offline (churn, reboot)
-	onlineCh chan struct{} // closed while online
+	onlineCh chan struct{} // closed while online (onlineNow, shared, until the first time offline)
 	logSeq   int
 }
 
@@ -332,6 +339,33 @@ func (d *Device) Snapshot() Snapshot {
 	defer d.mu.Unlock()
 	return Snapshot{State: d.state, Online: d.holds == 0, Commit: d.commit,
 		Environment: maps.Clone(d.env), Config: maps.Clone(d.cfg), Failure: d.failure}
+}
+
+// Condition returns the device's firmware state and whether it is online:
+// Snapshot's State and Online, without copying its variables.
+func (d *Device) Condition() (state State, online bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.state, d.holds == 0
+}
+
+// Online reports whether the device is online.
+func (d *Device) Online() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.holds == 0
+}
+
+// Runs reports whether the device is running t.Commit, and whether it runs
+// it with t's environment and config too (nil and empty are the same). It
+// is Snapshot's answer to that question without copying the variables.
+func (d *Device) Runs(t Target) (commit, target bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.state != StateRunning || d.commit != t.Commit {
+		return false, false
+	}
+	return true, sameVars(d.env, t.Environment) && sameVars(d.cfg, t.Config)
 }
 
 func (d *Device) event(kind EventKind, state State, commit, msg string, system bool) Event {
@@ -423,7 +457,7 @@ func (d *Device) Update(ctx context.Context, target Target, fetch func(context.C
 	}
 
 	var ferr *FlashError
-	sum, err := Checksum(bytes.NewReader(fw.Tar))
+	sum, err := d.fleet.sums.of(fw.Tar)
 	switch {
 	case err != nil:
 		ferr = &FlashError{Commit: target.Commit, Err: ErrBadFirmware, Detail: err.Error()}
@@ -438,10 +472,10 @@ func (d *Device) Update(ctx context.Context, target Target, fetch func(context.C
 		d.setState(StateFailed, target.Commit, ferr.Error())
 		return ferr
 	}
+	env, cfg := d.fleet.vars.of(target.Environment), d.fleet.vars.of(target.Config)
 	d.mu.Lock()
 	d.commit = target.Commit
-	d.env = maps.Clone(target.Environment)
-	d.cfg = maps.Clone(target.Config)
+	d.env, d.cfg = env, cfg
 	d.mu.Unlock()
 	d.setState(StateRunning, target.Commit, "")
 	return nil
@@ -467,8 +501,7 @@ func (d *Device) Configure(ctx context.Context, target Target) error {
 		d.mu.Unlock()
 		return ErrNotRunningCommit
 	}
-	d.env = maps.Clone(target.Environment)
-	d.cfg = maps.Clone(target.Config)
+	d.env, d.cfg = d.fleet.vars.of(target.Environment), d.fleet.vars.of(target.Config)
 	d.mu.Unlock()
 	d.fleet.emit(d.event(EventLog, "", "", "Configuration applied", true))
 	return nil

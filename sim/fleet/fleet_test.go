@@ -404,3 +404,57 @@ func TestSameSeedSameHistory(t *testing.T) {
 		t.Error("different seeds: got identical histories, want different")
 	}
 }
+
+func TestRunsTellsTheCommitAndTheWholeTargetWithoutACopy(t *testing.T) {
+	f, err := fleet.New(fleet.Profile{Count: 1}, fleet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := f.Device(0)
+	target := fleet.Target{AppID: 1, Commit: "c1", Environment: map[string]any{"E": "1"}}
+	if c, whole := d.Runs(target); c || whole {
+		t.Errorf("an idle device: Runs = %v, %v; want false, false", c, whole)
+	}
+	fw := goodFirmware(t, "c1", "v1")
+	if err := d.Update(context.Background(), target, func(context.Context) (fleet.Firmware, error) { return fw, nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name          string
+		t             fleet.Target
+		commit, whole bool
+	}{
+		{"the target it runs", target, true, true},
+		{"an empty config is no config", fleet.Target{Commit: "c1", Environment: map[string]any{"E": "1"}, Config: map[string]any{}}, true, true},
+		{"other variables", fleet.Target{Commit: "c1", Environment: map[string]any{"E": "2"}}, true, false},
+		{"another commit", fleet.Target{Commit: "c2", Environment: map[string]any{"E": "1"}}, false, false},
+	} {
+		if c, whole := d.Runs(tc.t); c != tc.commit || whole != tc.whole {
+			t.Errorf("%s: Runs = %v, %v; want %v, %v", tc.name, c, whole, tc.commit, tc.whole)
+		}
+	}
+	if !d.Online() {
+		t.Error("Online = false, want a new device online")
+	}
+}
+
+func TestDevicesFlashingOneTarVerifyItAndStillCatchAnotherTar(t *testing.T) {
+	f, err := fleet.New(fleet.Profile{Count: 3}, fleet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw := goodFirmware(t, "c1", "v1")
+	for i := range 2 {
+		if err := f.Device(i).Update(context.Background(), fleet.Target{Commit: "c1"}, func(context.Context) (fleet.Firmware, error) { return fw, nil }); err != nil {
+			t.Fatalf("device %d: %v", i, err)
+		}
+	}
+	// Another download with the checksum of the first: the device reads
+	// what it got, not what it saw before.
+	other := goodFirmware(t, "c1", "v2")
+	other.Checksum, other.Expected = fw.Checksum, fw.Expected
+	err = f.Device(2).Update(context.Background(), fleet.Target{Commit: "c1"}, func(context.Context) (fleet.Firmware, error) { return other, nil })
+	if !errors.Is(err, fleet.ErrChecksumMismatch) {
+		t.Errorf("got %v, want ErrChecksumMismatch", err)
+	}
+}

@@ -139,13 +139,16 @@ type Gateway struct {
 	queue chan *managed // devices with work; each at most once
 	logs  chan logLine
 
+	targetsMu sync.Mutex
+	targets   map[string]*target // update hook body → its target (hookTarget)
+
 	sf      singleflight.Group
 	cacheMu sync.Mutex
 	cache   map[string]fleet.Firmware // "app/commit" → firmware
 
 	mu      sync.Mutex
 	byUUID  map[string]*managed
-	byIndex map[int]*managed
+	byIndex []*managed // by fleet index; nil: not managed
 	runCtx  context.Context
 	timers  map[*time.Timer]struct{}
 	running bool
@@ -161,9 +164,9 @@ type managed struct {
 
 	queued, working bool
 	forgotten       bool
-	pending         *api.UpdateHook // latest target not yet worked on
-	target          *api.UpdateHook // latest target received
-	targetAt        time.Time       // when target was first received
+	pending         *target   // latest target not yet worked on
+	target          *target   // latest target received
+	targetAt        time.Time // when target was first received
 	restarts        int
 	initialReport   bool
 	reportOnline    bool
@@ -238,8 +241,9 @@ func New(opts Options) (*Gateway, error) {
 		queue:   make(chan *managed, opts.Fleet.Profile().Count+1),
 		logs:    make(chan logLine, opts.LogQueue),
 		cache:   map[string]fleet.Firmware{},
+		targets: map[string]*target{},
 		byUUID:  map[string]*managed{},
-		byIndex: map[int]*managed{},
+		byIndex: make([]*managed, opts.Fleet.Profile().Count),
 		timers:  map[*time.Timer]struct{}{},
 	}
 	if opts.Registerer != nil {
@@ -262,13 +266,21 @@ func (g *Gateway) Device(uuid string) (*fleet.Device, bool) {
 	return m.dev, true
 }
 
+// ManagedCount returns the number of managed devices: len(UUIDs()), without
+// listing them.
+func (g *Gateway) ManagedCount() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.byUUID)
+}
+
 // UUIDs returns the uuids of the managed devices, in fleet order.
 func (g *Gateway) UUIDs() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := make([]string, 0, len(g.byIndex))
-	for i := range g.opts.Fleet.Profile().Count {
-		if m := g.byIndex[i]; m != nil {
+	out := make([]string, 0, len(g.byUUID))
+	for _, m := range g.byIndex {
+		if m != nil {
 			out = append(out, m.uuid)
 		}
 	}
@@ -299,22 +311,44 @@ func (g *Gateway) Stats() Stats {
 	g.mu.Unlock()
 	s := Stats{Managed: len(ms), States: map[fleet.State]int{}, Converged: converged}
 	for _, m := range ms {
-		snap := m.dev.Snapshot()
-		s.States[snap.State]++
-		if snap.Online {
+		st, on := m.dev.Condition()
+		s.States[st]++
+		if on {
 			s.Online++
 		}
 	}
 	return s
 }
 
-func (r reported) matches(t *api.UpdateHook) bool {
-	return r.commit == t.Commit && r.environment == canonical(t.Environment) && r.config == canonical(t.Config)
+func (r reported) matches(t *target) bool {
+	return r.commit == t.Commit && r.environment == t.env && r.config == t.cfg
+}
+
+// target is an update hook's target with its canonical forms, computed once
+// when the hook arrives: a device's work compares and reports them several
+// times.
+type target struct {
+	*api.UpdateHook
+	env, cfg string // canonical(Environment), canonical(Config)
+	// key is the same for two hooks with the same app, commit, environment
+	// and config.
+	key string
+}
+
+func newTarget(h *api.UpdateHook) *target {
+	t := &target{UpdateHook: h, env: canonical(h.Environment), cfg: canonical(h.Config)}
+	t.key = strconv.FormatInt(h.AppID, 10) + "\x00" + h.Commit + "\x00" + t.env + "\x00" + t.cfg
+	return t
+}
+
+// fleetTarget is t as the device takes it.
+func (t *target) fleetTarget() fleet.Target {
+	return fleet.Target{AppID: t.AppID, Commit: t.Commit, Environment: t.Environment, Config: t.Config}
 }
 
 // canonical is the JSON of vars with sorted keys; nil is {}.
 func canonical(v map[string]any) string {
-	if v == nil {
+	if len(v) == 0 {
 		return "{}"
 	}
 	b, err := json.Marshal(v)
@@ -322,10 +356,6 @@ func canonical(v map[string]any) string {
 		return fmt.Sprintf("unencodable %v", err)
 	}
 	return string(b)
-}
-
-func targetKey(t *api.UpdateHook) string {
-	return strconv.FormatInt(t.AppID, 10) + "\x00" + t.Commit + "\x00" + canonical(t.Environment) + "\x00" + canonical(t.Config)
 }
 
 // Run waits for the supervisor, adopts the devices it already has for the
@@ -380,7 +410,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 // onEvent is the fleet's watcher: it must not block.
 func (g *Gateway) onEvent(e fleet.Event) {
 	g.mu.Lock()
-	m := g.byIndex[e.Device]
+	var m *managed
+	if e.Device >= 0 && e.Device < len(g.byIndex) {
+		m = g.byIndex[e.Device]
+	}
 	if m == nil {
 		g.mu.Unlock()
 		return

@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/depharness/depharness/api"
 )
@@ -47,11 +49,12 @@ func (g *Gateway) answer(w http.ResponseWriter, kind string, index int, commit s
 }
 
 func (g *Gateway) updateHook(w http.ResponseWriter, r *http.Request) {
-	var t api.UpdateHook
-	if err := json.NewDecoder(io.LimitReader(r.Body, api.MaxBodyBytes)).Decode(&t); err != nil {
+	nt, err := g.hookTarget(r.Body)
+	if err != nil {
 		g.answer(w, "update", -1, "", http.StatusBadRequest, "Malformed update hook body")
 		return
 	}
+	t := nt.UpdateHook
 	uuid := r.PathValue("uuid")
 	g.mu.Lock()
 	m := g.byUUID[uuid]
@@ -63,10 +66,10 @@ func (g *Gateway) updateHook(w http.ResponseWriter, r *http.Request) {
 	// A resend of a target being worked on is queued too: it is answered
 	// by reporting the device's state again once the work is done (a
 	// device already at the target is not flashed again).
-	if m.target == nil || targetKey(m.target) != targetKey(&t) {
+	if m.target == nil || m.target.key != nt.key {
 		m.targetAt = g.opts.Now()
 	}
-	m.target, m.pending = &t, &t
+	m.target, m.pending = nt, nt
 	g.enqueueLocked(m)
 	index := m.dev.Index
 	g.mu.Unlock()
@@ -77,6 +80,43 @@ func (g *Gateway) updateHook(w http.ResponseWriter, r *http.Request) {
 	}
 	g.answer(w, "update", index, t.Commit, http.StatusOK, "OK")
 }
+
+// maxTargets bounds the targets hookTarget remembers.
+const maxTargets = 64
+
+// hookTarget reads an update hook's body into its target. A rollout sends
+// every device of an app the same body: the target of a body seen lately is
+// shared (targets are never changed), so that a hook costs no decoding and
+// a large fleet holds one target per release, not one per device.
+func (g *Gateway) hookTarget(body io.Reader) (*target, error) {
+	buf := hookBodies.Get().(*bytes.Buffer)
+	defer hookBodies.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(io.LimitReader(body, api.MaxBodyBytes)); err != nil {
+		return nil, err
+	}
+	g.targetsMu.Lock()
+	t := g.targets[string(buf.Bytes())]
+	g.targetsMu.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	var h api.UpdateHook
+	if err := json.NewDecoder(bytes.NewReader(buf.Bytes())).Decode(&h); err != nil {
+		return nil, err
+	}
+	t = newTarget(&h)
+	g.targetsMu.Lock()
+	if len(g.targets) >= maxTargets {
+		clear(g.targets)
+	}
+	g.targets[buf.String()] = t
+	g.targetsMu.Unlock()
+	return t, nil
+}
+
+// hookBodies are the buffers hook bodies are read into.
+var hookBodies = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func (g *Gateway) restartHook(w http.ResponseWriter, r *http.Request) {
 	uuid := r.PathValue("uuid")
@@ -113,7 +153,7 @@ func (g *Gateway) forget(uuid string) int {
 	}
 	m.forgotten = true
 	delete(g.byUUID, uuid)
-	delete(g.byIndex, m.dev.Index)
+	g.byIndex[m.dev.Index] = nil
 	g.opts.Observer.DeviceForgotten(m.dev.Index, uuid)
 	g.log.Info("device forgotten", "uuid", uuid, "serial", m.dev.Serial)
 	return m.dev.Index

@@ -212,7 +212,7 @@ func (g *Gateway) listAdoptable(ctx context.Context, ours map[int64]bool) (map[i
 func (g *Gateway) adopt(d *fleet.Device, dev api.Device) {
 	m := &managed{uuid: dev.UUID, appID: dev.AppID, dev: d, initialReport: true}
 	if dev.TargetCommit != nil && *dev.TargetCommit != "" {
-		t := &api.UpdateHook{AppID: dev.AppID, Commit: *dev.TargetCommit, Environment: dev.TargetEnvironment, Config: dev.TargetConfig}
+		t := newTarget(&api.UpdateHook{AppID: dev.AppID, Commit: *dev.TargetCommit, Environment: dev.TargetEnvironment, Config: dev.TargetConfig})
 		m.target, m.pending, m.targetAt = t, t, g.opts.Now()
 	}
 	g.manage(m)

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"maps"
 
 	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/sim/client"
@@ -39,9 +38,11 @@ func (g *Gateway) forwardLogs(ctx context.Context) {
 }
 
 // reportRunning reports that m runs target t.
-func (g *Gateway) reportRunning(ctx context.Context, m *managed, t *api.UpdateHook) {
+func (g *Gateway) reportRunning(ctx context.Context, m *managed, t *target) {
 	idle, online, commit := StatusIdle, true, t.Commit
-	env, cfg := api.Vars(maps.Clone(t.Environment)), api.Vars(maps.Clone(t.Config))
+	// The report is encoded before Report returns, and the hook's
+	// variables are never changed: they need no copy.
+	env, cfg := api.Vars(t.Environment), api.Vars(t.Config)
 	if env == nil {
 		env = api.Vars{}
 	}
@@ -54,8 +55,8 @@ func (g *Gateway) reportRunning(ctx context.Context, m *managed, t *api.UpdateHo
 // report sends PUT /v1/devices/{uuid}; the client retries what can be
 // retried. A 410 or 404 answer means the supervisor dropped the device:
 // the gateway forgets it.
-func (g *Gateway) report(ctx context.Context, m *managed, u api.DeviceUpdate, t *api.UpdateHook) {
-	_, err := g.opts.Client.UpdateDevice(ctx, m.uuid, u)
+func (g *Gateway) report(ctx context.Context, m *managed, u api.DeviceUpdate, t *target) {
+	err := g.opts.Client.Report(ctx, m.uuid, u)
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -79,9 +80,9 @@ func (g *Gateway) report(ctx context.Context, m *managed, u api.DeviceUpdate, t 
 	if t != nil {
 		first := !m.reported.matches(t)
 		m.reported.commit = t.Commit
-		m.reported.environment = canonical(t.Environment)
-		m.reported.config = canonical(t.Config)
-		if first && m.target != nil && targetKey(m.target) == targetKey(t) && !m.targetAt.IsZero() {
+		m.reported.environment = t.env
+		m.reported.config = t.cfg
+		if first && m.target != nil && m.target.key == t.key && !m.targetAt.IsZero() {
 			g.metrics.UpdateDuration.Observe(g.opts.Now().Sub(m.targetAt).Seconds())
 		}
 	}

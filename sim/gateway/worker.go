@@ -44,12 +44,12 @@ func (g *Gateway) work(ctx context.Context, m *managed) {
 		case m.initialReport:
 			m.initialReport = false
 			g.mu.Unlock()
-			snap := m.dev.Snapshot()
+			st, online := m.dev.Condition()
 			status := StatusIdle
-			if snap.State == fleet.StateFailed {
+			if st == fleet.StateFailed {
 				status = StatusFailed
 			}
-			g.report(ctx, m, api.DeviceUpdate{Status: &status, IsOnline: &snap.Online}, nil)
+			g.report(ctx, m, api.DeviceUpdate{Status: &status, IsOnline: &online}, nil)
 		case m.restarts > 0:
 			m.restarts--
 			g.mu.Unlock()
@@ -57,9 +57,9 @@ func (g *Gateway) work(ctx context.Context, m *managed) {
 		case m.reportOnline:
 			m.reportOnline = false
 			g.mu.Unlock()
-			online := m.dev.Snapshot().Online
+			online := m.dev.Online()
 			g.report(ctx, m, api.DeviceUpdate{IsOnline: &online}, nil)
-		case m.pending != nil && m.dev.Snapshot().Online:
+		case m.pending != nil && m.dev.Online():
 			t := m.pending
 			m.pending = nil
 			g.mu.Unlock()
@@ -78,20 +78,18 @@ func (g *Gateway) work(ctx context.Context, m *managed) {
 }
 
 // update brings m to target t and reports the outcome.
-func (g *Gateway) update(ctx context.Context, m *managed, t *api.UpdateHook) {
-	key := targetKey(t)
-	target := fleet.Target{AppID: t.AppID, Commit: t.Commit, Environment: t.Environment, Config: t.Config}
+func (g *Gateway) update(ctx context.Context, m *managed, t *target) {
+	key := t.key
+	ft := t.fleetTarget()
 	online := true
-	snap := m.dev.Snapshot()
-	if snap.State == fleet.StateRunning && snap.Commit == t.Commit &&
-		canonical(snap.Environment) == canonical(t.Environment) && canonical(snap.Config) == canonical(t.Config) {
+	switch onCommit, onTarget := m.dev.Runs(ft); {
+	case onTarget:
 		g.reportRunning(ctx, m, t)
 		return
-	}
-	if snap.State == fleet.StateRunning && snap.Commit == t.Commit {
+	case onCommit:
 		// Only environment or config changed: applied without a download
 		// or a flash, as a real gateway would.
-		switch err := m.dev.Configure(ctx, target); {
+		switch err := m.dev.Configure(ctx, ft); {
 		case err == nil:
 			g.metrics.Reconfigurations.Inc()
 			g.reportRunning(ctx, m, t)
@@ -112,7 +110,7 @@ func (g *Gateway) update(ctx context.Context, m *managed, t *api.UpdateHook) {
 
 	updating := StatusUpdating
 	g.report(ctx, m, api.DeviceUpdate{Status: &updating, IsOnline: &online}, nil)
-	err := m.dev.Update(ctx, target, func(ctx context.Context) (fleet.Firmware, error) {
+	err := m.dev.Update(ctx, ft, func(ctx context.Context) (fleet.Firmware, error) {
 		return g.firmware(ctx, t.AppID, t.Commit)
 	})
 	var ferr *fleet.FlashError
@@ -161,7 +159,7 @@ func (g *Gateway) update(ctx context.Context, m *managed, t *api.UpdateHook) {
 
 // retryLater makes t m's pending target again after a backoff, unless a
 // newer target arrived meanwhile.
-func (g *Gateway) retryLater(m *managed, t *api.UpdateHook, attempt int) {
+func (g *Gateway) retryLater(m *managed, t *target, attempt int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.timers == nil {
@@ -175,7 +173,7 @@ func (g *Gateway) retryLater(m *managed, t *api.UpdateHook, attempt int) {
 			return
 		}
 		delete(g.timers, tm)
-		if m.pending == nil && m.target != nil && targetKey(m.target) == targetKey(t) {
+		if m.pending == nil && m.target != nil && m.target.key == t.key {
 			m.pending = t
 			g.enqueueLocked(m)
 		}

@@ -60,11 +60,10 @@ func (h *Harness) RestartWave(ctx context.Context) (*Result, error) {
 	}
 	err := p.follow(ctx, fmt.Sprintf("restart wave of %d", len(uuids)), len(uuids), pr, nil)
 	stopRequests() // a phase that gave up stops asking
-	rq, hs := requested.snapshot(), hooked.snapshot()
-	p.since("request → restart hook", rq, hs)
-	p.since("request → device back up", rq, rebooted.snapshot())
-	p.since("restart hook → device back up", hs, rebooted.snapshot())
-	p.counts.Add("restart requests", int64(len(rq)))
+	p.since("request → restart hook", &requested, &hooked)
+	p.since("request → device back up", &requested, &rebooted)
+	p.since("restart hook → device back up", &hooked, &rebooted)
+	p.counts.Add("restart requests", int64(requested.len()))
 	return p.finish(), err
 }
 
@@ -119,12 +118,11 @@ func (h *Harness) DeletionWave(ctx context.Context) (*Result, error) {
 	}
 	err := p.follow(ctx, fmt.Sprintf("deletion wave of %d", len(uuids)), len(uuids), pr, nil)
 	stopRequests()
-	rq, gs, hs, rs := requested.snapshot(), gone.snapshot(), hooked.snapshot(), removed.snapshot()
-	p.since("delete → 410 (sampled)", rq, gs)
-	p.since("delete → delete hook", rq, hs)
-	p.since("delete → 404 (sampled)", rq, rs)
-	p.counts.Add("seen 410", int64(len(gs)))
-	p.counts.Add("delete hooks", int64(len(hs)))
+	p.since("delete → 410 (sampled)", &requested, &gone)
+	p.since("delete → delete hook", &requested, &hooked)
+	p.since("delete → 404 (sampled)", &requested, &removed)
+	p.counts.Add("seen 410", int64(gone.len()))
+	p.counts.Add("delete hooks", int64(hooked.len()))
 	if n := unexpected.Load(); n > 0 {
 		p.errs.Add("device lookups failed", n)
 	}
@@ -233,6 +231,7 @@ func (p *phase) requestEach(ctx context.Context, what string, uuids []string, re
 		defer close(done)
 		failed, last := each(ctx, uuids, 16, func(ctx context.Context, u string) error {
 			requested.note(u, time.Now())
+			defer p.controlRequest("control " + what + " device")()
 			return do(ctx, u)
 		})
 		if failed > 0 {

@@ -43,13 +43,16 @@ const (
 	DefaultFlashTime          = 20 * time.Millisecond
 	DefaultFirmwareBytes      = 16 << 10
 	DefaultTimeout            = 5 * time.Minute
-	DefaultSampleEvery        = 100 * time.Millisecond
+	DefaultSampleEvery        = 20 * time.Millisecond
 	DefaultLogLines           = 5
 	DefaultLogConcurrency     = 64
 	DefaultChurnDuration      = 10 * time.Second
 	DefaultChurnProbability   = 0.2
 	DefaultChurnInterval      = time.Second
 	DefaultRebootTime         = 100 * time.Millisecond
+	// DefaultSupervisorConcurrency is the reference proxy's: hooks and
+	// PATCHes to the cloud, 16 at a time.
+	DefaultSupervisorConcurrency = 16
 	// EnvVar is the app environment variable the env scenario changes.
 	EnvVar = "LOAD_ENV"
 )
@@ -96,12 +99,25 @@ type Options struct {
 	// SampleEvery is the shortest interval between convergence samples;
 	// zero means DefaultSampleEvery. A sample that takes long spaces the
 	// next ones (ten times its duration), so that sampling
-	// stays a small part of the load.
+	// stays a small part of the load; a phase that has taken 1000 samples
+	// keeps every other one and samples half as often from then on.
 	SampleEvery time.Duration
 	// SupervisorMetrics, if set, is read at each phase's start and end and
 	// sampled (its gauges) during it; nil leaves the supervisor's own
 	// figures out of the report.
 	SupervisorMetrics MetricsSource
+	// CloudMetrics, if set, reads the fake cloud's metrics, whose request
+	// counters tell the supervisor's requests to the cloud for each phase's
+	// floor; nil scrapes Cloud's BaseURL + "/metrics".
+	CloudMetrics MetricsSource
+	// RegistryMetrics, if set, reads the metrics of the registry the
+	// supervisor pulls release images from, for the same purpose; nil
+	// leaves image pulls out of the floor.
+	RegistryMetrics MetricsSource
+	// SupervisorConcurrency is the concurrency the floor sends the
+	// supervisor's requests to the cloud and registry with (the harness
+	// cannot observe it); zero means DefaultSupervisorConcurrency.
+	SupervisorConcurrency int
 	// Params are the scenarios' parameters.
 	Params Params
 	// Progress, if nil, shows nothing.
@@ -155,6 +171,12 @@ func (o *Options) defaults() error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.CloudMetrics == nil {
+		o.CloudMetrics = ScrapeMetrics(strings.TrimRight(o.Cloud.BaseURL, "/")+"/metrics", nil)
+	}
+	if o.SupervisorConcurrency <= 0 {
+		o.SupervisorConcurrency = DefaultSupervisorConcurrency
+	}
 	p := &o.Params
 	wave := min(max(o.Devices/10, 1), 1000, o.Devices)
 	defaults.Positive(&p.DeleteCount, wave)
@@ -181,7 +203,12 @@ type CloudDevice struct {
 // cloudDevices reads the cloud's view of the managed devices (those the
 // cloud knows).
 func (h *Harness) cloudDevices(ctx context.Context) ([]CloudDevice, error) {
-	uuids := h.managed()
+	return h.cloudLookup(ctx, h.managed())
+}
+
+// cloudLookup reads the cloud's view of the devices of uuids (those the
+// cloud knows).
+func (h *Harness) cloudLookup(ctx context.Context, uuids []string) ([]CloudDevice, error) {
 	if h.opts.CloudLookup != nil {
 		return h.opts.CloudLookup(ctx, uuids)
 	}

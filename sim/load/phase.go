@@ -22,7 +22,7 @@ type Sample struct {
 	// ProbeMS is how long taking the sample took.
 	ProbeMS float64 `json:"probe_ms"`
 	// Gauges are the supervisor's gauges (hooks pending, outbox depth) at
-	// that moment, when its metrics are read; sampled at most twice a
+	// that moment, when its metrics are read; sampled at most ten times a
 	// second.
 	Gauges map[string]float64 `json:"gauges,omitempty"`
 }
@@ -47,8 +47,10 @@ type Result struct {
 	// report").
 	Latencies map[string]Percentiles `json:"latencies"`
 	// Requests are the latencies of the gateway's supervisor API requests
-	// (the log storm's lines included), by route.
-	Requests map[string]Percentiles `json:"requests"`
+	// (the log storm's lines included), by route, and AllRequests of all
+	// of them together.
+	Requests    map[string]Percentiles `json:"requests"`
+	AllRequests Percentiles            `json:"all_requests"`
 	// ProbeRequests are the latencies of the requests that sampled
 	// convergence through the supervisor API, by route.
 	ProbeRequests map[string]Percentiles `json:"probe_requests,omitempty"`
@@ -62,6 +64,14 @@ type Result struct {
 	Counts map[string]int64 `json:"counts"`
 	// Supervisor is what the supervisor's own metrics say, if read.
 	Supervisor *SupervisorFigures `json:"supervisor,omitempty"`
+	// CPUSeconds is the processor time this process used during the phase
+	// (user and system; in-process, the supervisor's and the fakes' too).
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// RoundTrips are the phase's HTTP round trips by kind (the sampling
+	// requests left out), and Floor what they take against a bare handler
+	// (MeasureFloor).
+	RoundTrips []RoundTrips `json:"round_trips"`
+	Floor      *Floor       `json:"floor,omitempty"`
 }
 
 // phase is a Result being measured.
@@ -79,6 +89,13 @@ type phase struct {
 	// its gauges were last sampled.
 	supBefore  map[string]metricPoint
 	lastGauges time.Time
+	gaugeEvery time.Duration
+	// cloudBefore and registryBefore are the request counters of the cloud
+	// and the registry at the start; cpuBefore the process's CPU time.
+	cloudBefore, registryBefore map[string]float64
+	cpuBefore                   time.Duration
+	// control counts the scenario's own requests to the cloud.
+	control traffic
 }
 
 // scrape reads the supervisor's metrics, if there is a source.
@@ -103,30 +120,49 @@ func (h *Harness) newPhase(scenario, what string, params map[string]any) *phase 
 	h.api.Take()
 	h.probeAPI.Take()
 	h.hooks.Take()
+	h.api.TakeRoundTrips()
+	h.hooks.TakeRoundTrips()
 	h.gatewayCounters()
 	p := &phase{h: h}
 	p.supBefore, _ = p.scrape(context.Background())
+	p.cloudBefore = h.outsideRequests(context.Background(), h.opts.CloudMetrics, cloudRequests)
+	p.registryBefore = h.outsideRequests(context.Background(), h.opts.RegistryMetrics, registryRequests)
+	p.cpuBefore = cpuTime()
 	p.start = time.Now()
 	p.res = &Result{Scenario: scenario, What: what, Params: params, Started: p.start.UTC()}
 	return p
 }
 
-// since records a per-device latency from a device's start time to at.
-func (p *phase) since(name string, from map[string]time.Time, to map[string]time.Time) {
-	for k, t := range to {
-		if f, ok := from[k]; ok && !t.Before(f) {
-			p.lat.Add(name, t.Sub(f))
+// since records, for every device in both, the latency from its time in
+// from to its time in to.
+func (p *phase) since(name string, from, to *firstTimes) {
+	from.mu.Lock()
+	defer from.mu.Unlock()
+	if from != to {
+		to.mu.Lock()
+		defer to.mu.Unlock()
+	}
+	ds := make([]time.Duration, 0, len(to.m))
+	for k, t := range to.m {
+		if f, ok := from.m[k]; ok && t >= f {
+			ds = append(ds, time.Duration(t-f))
 		}
 	}
+	p.lat.AddAll(name, ds)
 }
 
 // sinceStart records latencies from the phase's start.
-func (p *phase) sinceStart(name string, to map[string]time.Time) {
-	for _, t := range to {
-		if t.After(p.start) {
-			p.lat.Add(name, t.Sub(p.start))
+func (p *phase) sinceStart(name string, to *firstTimes) {
+	to.mu.Lock()
+	defer to.mu.Unlock()
+	start := p.start.UnixNano()
+	ds := make([]time.Duration, 0, len(to.m))
+	for _, t := range to.m {
+		if t > start {
+			ds = append(ds, time.Duration(t-start))
 		}
 	}
+	p.lat.AddAll(name, ds)
 }
 
 // probe counts the converged devices and the devices there are.
@@ -144,6 +180,7 @@ func (p *phase) follow(ctx context.Context, label string, want int, pr probe, do
 	defer cancel()
 	var conv, total int
 	var lastErr error
+	every := h.opts.SampleEvery
 	for {
 		t0 := time.Now()
 		c, tot, err := pr(ctx)
@@ -157,13 +194,17 @@ func (p *phase) follow(ctx context.Context, label string, want int, pr probe, do
 		} else {
 			conv, total = c, tot
 			smp := Sample{T: round3(time.Since(p.start).Seconds()), Converged: conv, Total: total, ProbeMS: ms(cost)}
-			if time.Since(p.lastGauges) >= 500*time.Millisecond {
+			if time.Since(p.lastGauges) >= p.gaugeEvery {
+				g0 := time.Now()
 				if pts, ok := p.scrape(ctx); ok {
 					p.lastGauges = time.Now()
+					p.gaugeEvery = max(gaugeEvery, 10*time.Since(g0))
 					smp.Gauges = gauges(pts)
 				}
 			}
-			p.res.Samples = append(p.res.Samples, smp)
+			if p.addSample(smp) {
+				every *= 2
+			}
 		}
 		el := time.Since(p.start)
 		h.opts.Progress.Show(label, conv, want, el)
@@ -175,7 +216,7 @@ func (p *phase) follow(ctx context.Context, label string, want int, pr probe, do
 		if herr := h.Err(); herr != nil {
 			return p.giveUp(label, conv, herr)
 		}
-		wait := max(h.opts.SampleEvery, 10*cost)
+		wait := max(every, 10*cost)
 		select {
 		case <-ctx.Done():
 			why := ctx.Err()
@@ -189,6 +230,33 @@ func (p *phase) follow(ctx context.Context, label string, want int, pr probe, do
 		case <-time.After(wait):
 		}
 	}
+}
+
+// maxSamples bounds the samples a phase keeps: a long phase keeps every
+// other one each time it has this many, and samples half as often.
+const maxSamples = 1000
+
+// gaugeEvery is the shortest interval between reads of the supervisor's
+// gauges; a read that takes long spaces the next ones (ten times its
+// duration).
+const gaugeEvery = 100 * time.Millisecond
+
+// addSample keeps smp, and reports whether the samples were thinned.
+func (p *phase) addSample(smp Sample) bool {
+	p.res.Samples = append(p.res.Samples, smp)
+	if len(p.res.Samples) < maxSamples {
+		return false
+	}
+	kept := p.res.Samples[:0]
+	last := len(p.res.Samples) - 1
+	for i, s := range p.res.Samples {
+		if i%2 == 0 || i == last {
+			kept = append(kept, s)
+		}
+	}
+	clear(p.res.Samples[len(kept):])
+	p.res.Samples = kept
+	return true
 }
 
 func (p *phase) giveUp(label string, conv int, why error) error {
@@ -205,13 +273,15 @@ func (p *phase) finish() *Result {
 	h.hooks.WatchHooks(nil)
 	r := p.res
 	var apiErrs, hookAnswers map[string]int64
-	r.Requests, apiErrs = h.api.Take()
+	r.Requests, r.AllRequests, apiErrs = h.api.take()
 	r.Hooks, hookAnswers = h.hooks.Take()
 	var probeErrs map[string]int64
 	r.ProbeRequests, probeErrs = h.probeAPI.Take()
+	r.CPUSeconds = round3((cpuTime() - p.cpuBefore).Seconds())
 	r.Latencies = p.lat.Take()
 	r.Errors = p.errs.Take()
 	r.Counts = p.counts.Take()
+	r.RoundTrips = p.roundTrips()
 	for k, v := range probeErrs {
 		if !p.expected[k] {
 			r.Errors["probe "+k] += v

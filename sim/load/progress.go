@@ -16,6 +16,7 @@ type Progress struct {
 	w        io.Writer
 	tty      bool
 	lastLine time.Time
+	lastBar  time.Time
 	// Every is the interval of plain lines when w is not a terminal; zero
 	// means 2s.
 	Every time.Duration
@@ -41,6 +42,11 @@ func (p *Progress) Show(what string, n, total int, el time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.tty {
+		// A terminal redraws at most ten times a second.
+		if time.Since(p.lastBar) < 100*time.Millisecond {
+			return
+		}
+		p.lastBar = time.Now()
 		const width = 30
 		filled := 0
 		if total > 0 {

@@ -83,23 +83,10 @@ var scenarioRuns = map[string]func(*Harness, context.Context) (*Result, error){
 }
 
 // cloudCommitProbe counts the app's devices the cloud sees on commit, and
-// notes when each was first seen there.
-func (h *Harness) cloudCommitProbe(commit string, seen *firstTimes) probe {
-	return func(ctx context.Context) (int, int, error) {
-		ds, err := h.cloudDevices(ctx)
-		if err != nil {
-			return 0, 0, err
-		}
-		now := time.Now()
-		conv := 0
-		for _, d := range ds {
-			if d.IsOnCommit == commit {
-				conv++
-				seen.note(d.UUID, now)
-			}
-		}
-		return conv, len(ds), nil
-	}
+// notes when each was first seen there; hints are the devices whose report
+// of the commit the supervisor took.
+func (h *Harness) cloudCommitProbe(commit string, seen *firstTimes, hints *hintQueue) *pendingProbe {
+	return h.newPendingProbe(func(d CloudDevice) bool { return d.IsOnCommit == commit }, seen, hints)
 }
 
 // Provision waits until the gateway has provisioned every device and each
@@ -118,14 +105,18 @@ func (h *Harness) Provision(ctx context.Context) (*Result, error) {
 	}
 	p.res.Params["commit"] = commit
 	var reported, cloudSeen firstTimes
+	var hints hintQueue
 	h.api.WatchReports(func(uuid string, u api.DeviceUpdate, at time.Time) {
 		if u.Commit != nil && *u.Commit == commit {
 			reported.note(uuid, at)
+			hints.add(uuid)
 		}
 	})
-	err = p.follow(ctx, "provision + first release", h.opts.Devices, h.cloudCommitProbe(commit, &cloudSeen), nil)
-	p.sinceStart("start → report", reported.snapshot())
-	p.sinceStart("start → cloud (sampled)", cloudSeen.snapshot())
+	pr := h.cloudCommitProbe(commit, &cloudSeen, &hints)
+	pr.devices, pr.count = h.managed, h.gw.ManagedCount // devices come as they are provisioned
+	err = p.follow(ctx, "provision + first release", h.opts.Devices, pr.sample, nil)
+	p.sinceStart("start → report", &reported)
+	p.sinceStart("start → cloud (sampled)", &cloudSeen)
 	return p.finish(), err
 }
 
@@ -143,25 +134,29 @@ func (h *Harness) Rollout(ctx context.Context) (*Result, error) {
 			hooked.note(uuid, at)
 		}
 	})
+	var hints hintQueue
 	h.api.WatchReports(func(uuid string, u api.DeviceUpdate, at time.Time) {
 		if u.Commit != nil && *u.Commit == commit {
 			reported.note(uuid, at)
+			hints.add(uuid)
 		}
 	})
-	if _, err := h.pushRelease(ctx, commit); err != nil {
+	endPush := p.controlRequest("control push release")
+	_, err := h.pushRelease(ctx, commit)
+	endPush()
+	if err != nil {
 		p.errs.Add("push release", 1)
 		p.res.Error = err.Error()
 		return p.finish(), err
 	}
 	p.res.Params["push_seconds"] = round3(time.Since(p.start).Seconds())
-	err := p.follow(ctx, "rollout "+commit[:7], want, h.cloudCommitProbe(commit, &cloudSeen), nil)
-	hs, rs := hooked.snapshot(), reported.snapshot()
-	p.sinceStart("push → update hook", hs)
-	p.since("update hook → report", hs, rs)
-	p.sinceStart("push → report", rs)
-	p.sinceStart("push → cloud (sampled)", cloudSeen.snapshot())
-	p.counts.Add("devices hooked", int64(len(hs)))
-	p.counts.Add("devices reported", int64(len(rs)))
+	err = p.follow(ctx, "rollout "+commit[:7], want, h.cloudCommitProbe(commit, &cloudSeen, &hints).sample, nil)
+	p.sinceStart("push → update hook", &hooked)
+	p.since("update hook → report", &hooked, &reported)
+	p.sinceStart("push → report", &reported)
+	p.sinceStart("push → cloud (sampled)", &cloudSeen)
+	p.counts.Add("devices hooked", int64(hooked.len()))
+	p.counts.Add("devices reported", int64(reported.len()))
 	return p.finish(), err
 }
 
@@ -186,7 +181,9 @@ func (h *Harness) EnvChange(ctx context.Context) (*Result, error) {
 			reported.note(uuid, at)
 		}
 	})
+	endSet := p.controlRequest("control set variable")
 	err := h.opts.Cloud.UpdateVars(ctx, cloud.VarsUpdate{App: h.app.ID, Kind: cloud.KindEnv, Set: map[string]string{EnvVar: value}})
+	endSet()
 	if err != nil {
 		p.errs.Add("set variable", 1)
 		p.res.Error = err.Error()
@@ -213,11 +210,10 @@ func (h *Harness) EnvChange(ctx context.Context) (*Result, error) {
 		return conv, total, nil
 	}
 	err = p.follow(ctx, "env "+EnvVar+"="+value, want, pr, nil)
-	hs, rs := hooked.snapshot(), reported.snapshot()
-	p.sinceStart("change → update hook", hs)
-	p.since("update hook → report", hs, rs)
-	p.sinceStart("change → report", rs)
-	p.sinceStart("change → GET /v1/devices (sampled)", seen.snapshot())
+	p.sinceStart("change → update hook", &hooked)
+	p.since("update hook → report", &hooked, &reported)
+	p.sinceStart("change → report", &reported)
+	p.sinceStart("change → GET /v1/devices (sampled)", &seen)
 	return p.finish(), err
 }
 
@@ -238,6 +234,7 @@ func (h *Harness) LogStorm(ctx context.Context) (*Result, error) {
 	}
 	p.start = time.Now()
 	var sent firstTimes
+	var sentHints hintQueue
 	var sentLines, failed atomic.Int64
 	sendCtx, stopSending := context.WithCancel(ctx)
 	defer stopSending()
@@ -258,6 +255,7 @@ func (h *Harness) LogStorm(ctx context.Context) (*Result, error) {
 					sentLines.Add(1)
 				}
 				sent.note(uuid, time.Now())
+				sentHints.add(uuid)
 			}
 		})
 	}
@@ -272,27 +270,15 @@ func (h *Harness) LogStorm(ctx context.Context) (*Result, error) {
 		}
 	}()
 	var delivered firstTimes
-	pr := func(ctx context.Context) (int, int, error) {
-		ds, err := h.cloudDevices(ctx)
-		if err != nil {
-			return 0, 0, err
-		}
-		now := time.Now()
-		conv := 0
-		for _, d := range ds {
-			if b, ok := base[d.UUID]; ok && d.LogCount-b >= n {
-				conv++
-				delivered.note(d.UUID, now)
-			}
-		}
-		return conv, len(ds), nil
-	}
-	err = p.follow(ctx, fmt.Sprintf("log storm %d×%d", len(uuids), n), len(uuids), pr, nil)
+	pr := h.newPendingProbe(func(d CloudDevice) bool {
+		b, ok := base[d.UUID]
+		return ok && d.LogCount-b >= n
+	}, &delivered, &sentHints)
+	err = p.follow(ctx, fmt.Sprintf("log storm %d×%d", len(uuids), n), len(uuids), pr.sample, nil)
 	stopSending()
 	wg.Wait()
-	ss := sent.snapshot()
-	p.sinceStart("start → device's lines sent", ss)
-	p.since("device's lines sent → cloud (sampled)", ss, delivered.snapshot())
+	p.sinceStart("start → device's lines sent", &sent)
+	p.since("device's lines sent → cloud (sampled)", &sent, &delivered)
 	p.counts.Add("log lines sent", sentLines.Load())
 	if f := failed.Load(); f > 0 {
 		p.errs.Add("log lines refused", f)

@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -51,17 +52,42 @@ func (l *Latencies) Add(name string, d time.Duration) {
 	l.mu.Unlock()
 }
 
+// AddAll records ds under name.
+func (l *Latencies) AddAll(name string, ds []time.Duration) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[string][]time.Duration{}
+	}
+	l.m[name] = append(l.m[name], ds...)
+	l.mu.Unlock()
+}
+
 // Take returns the percentiles of every name and forgets the durations.
 func (l *Latencies) Take() map[string]Percentiles {
+	out, _ := l.take(false)
+	return out
+}
+
+// TakeAll is Take, and also returns the percentiles of every duration
+// whatever its name.
+func (l *Latencies) TakeAll() (map[string]Percentiles, Percentiles) {
+	return l.take(true)
+}
+
+func (l *Latencies) take(all bool) (map[string]Percentiles, Percentiles) {
 	l.mu.Lock()
 	m := l.m
 	l.m = nil
 	l.mu.Unlock()
 	out := make(map[string]Percentiles, len(m))
+	var every []time.Duration
 	for k, ds := range m {
+		if all {
+			every = append(every, ds...)
+		}
 		out[k] = Summarize(ds)
 	}
-	return out
+	return out, Summarize(every)
 }
 
 // Counts counts events by name. It is safe for concurrent use.
@@ -103,19 +129,21 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // firstTimes keeps, per key, the first time something happened after a
-// mark. It is safe for concurrent use.
+// mark. It is safe for concurrent use. A large fleet has an entry per
+// device in several of them: times are kept as nanoseconds, and keys are
+// copied so that an entry does not keep the request it came from.
 type firstTimes struct {
 	mu sync.Mutex
-	m  map[string]time.Time
+	m  map[string]int64
 }
 
 func (f *firstTimes) note(key string, t time.Time) {
 	f.mu.Lock()
 	if f.m == nil {
-		f.m = map[string]time.Time{}
+		f.m = map[string]int64{}
 	}
 	if _, ok := f.m[key]; !ok {
-		f.m[key] = t
+		f.m[strings.Clone(key)] = t.UnixNano()
 	}
 	f.mu.Unlock()
 }
@@ -124,21 +152,11 @@ func (f *firstTimes) get(key string) (time.Time, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	t, ok := f.m[key]
-	return t, ok
+	return time.Unix(0, t), ok
 }
 
 func (f *firstTimes) len() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.m)
-}
-
-func (f *firstTimes) snapshot() map[string]time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := make(map[string]time.Time, len(f.m))
-	for k, v := range f.m {
-		out[k] = v
-	}
-	return out
 }

@@ -52,8 +52,9 @@ type APIRecorder struct {
 	// Now, if nil, is time.Now.
 	Now func() time.Time
 
-	lat  Latencies
-	errs Counts
+	lat     Latencies
+	errs    Counts
+	traffic traffic
 
 	mu       sync.Mutex
 	onReport func(uuid string, u api.DeviceUpdate, at time.Time)
@@ -77,10 +78,16 @@ func (r *APIRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	if next == nil {
 		next = http.DefaultTransport
 	}
+	tk := r.traffic.begin(route, req.ContentLength)
 	start := now()
 	resp, err := next.RoundTrip(req)
 	end := now()
 	r.lat.Add(route, end.Sub(start))
+	respBytes := int64(-1)
+	if err == nil {
+		respBytes = resp.ContentLength
+	}
+	r.traffic.end(tk, respBytes)
 	switch {
 	case err != nil:
 		if req.Context().Err() == nil {
@@ -118,6 +125,16 @@ func (r *APIRecorder) Take() (map[string]Percentiles, map[string]int64) {
 	return r.lat.Take(), r.errs.Take()
 }
 
+func (r *APIRecorder) take() (byRoute map[string]Percentiles, all Percentiles, errs map[string]int64) {
+	byRoute, all = r.lat.TakeAll()
+	return byRoute, all, r.errs.Take()
+}
+
+// TakeRoundTrips returns the round trips by route since the last call
+// (their number, the most in flight at once, their mean body sizes), from
+// "gateway", and forgets them.
+func (r *APIRecorder) TakeRoundTrips() []RoundTrips { return r.traffic.take("gateway") }
+
 // Hook kinds as HookRecorder names them.
 const (
 	HookUpdate  = "update"
@@ -136,6 +153,7 @@ type HookRecorder struct {
 
 	lat     Latencies
 	answers Counts
+	traffic traffic
 
 	mu     sync.Mutex
 	onHook func(kind, uuid string, u *api.UpdateHook, at time.Time)
@@ -156,6 +174,18 @@ func (h *HookRecorder) Take() (map[string]Percentiles, map[string]int64) {
 	return h.lat.Take(), h.answers.Take()
 }
 
+// TakeRoundTrips returns the hooks by kind since the last call (their
+// number, the most in flight at once, their mean body sizes), from
+// "supervisor", and forgets them.
+func (h *HookRecorder) TakeRoundTrips() []RoundTrips { return h.traffic.take("supervisor") }
+
+// hookTraffic names each hook kind's round trips.
+var hookTraffic = map[string]string{HookUpdate: "hook update", HookRestart: "hook restart", HookDelete: "hook delete", "unknown": "hook unknown"}
+
+// hookAnswerBytes is the size of a hook's answer as the floor sends it: the
+// reference gateway answers "OK" or "Accepted".
+const hookAnswerBytes = 8
+
 func (h *HookRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	now := time.Now
 	if h.Now != nil {
@@ -163,10 +193,15 @@ func (h *HookRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	start := now()
 	kind, uuid := hookKind(r)
+	if kind == "" {
+		kind = "unknown"
+	}
+	tk := h.traffic.begin(hookTraffic[kind], r.ContentLength)
+	defer h.traffic.end(tk, hookAnswerBytes)
 	h.mu.Lock()
 	watch := h.onHook
 	h.mu.Unlock()
-	if watch != nil && kind != "" {
+	if watch != nil && kind != "unknown" {
 		var u *api.UpdateHook
 		if kind == HookUpdate {
 			b, err := io.ReadAll(io.LimitReader(r.Body, api.MaxBodyBytes))
@@ -181,9 +216,6 @@ func (h *HookRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sw := &httpserver.StatusRecorder{ResponseWriter: w}
 	h.Next.ServeHTTP(sw, r)
-	if kind == "" {
-		kind = "unknown"
-	}
 	h.lat.Add(kind, now().Sub(start))
 	h.answers.Add(kind+" "+strconv.Itoa(sw.Status()), 1)
 }
