@@ -156,11 +156,7 @@ func (s *Server) RestartDevice(uuid string) (int64, error) {
 func (s *Server) Device(uuid string) (DeviceInfo, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := s.devices[uuid]
-	if d == nil {
-		return DeviceInfo{}, notFoundf("no device %q", uuid)
-	}
-	return deviceInfoLocked(d), nil
+	return infoOf(s.devices, uuid, deviceInfoLocked, "no device %q")
 }
 
 // DeviceFilter selects devices; zero fields select all.
