@@ -152,8 +152,7 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 			t.Run("RefuseLogLines refuses a whole request holding the line, UnrefuseLogLines takes it", func(t *testing.T) {
 				c := newTestCloud(t, Options{})
 				k, f := target.knobs(c), c.fixture(t)
-				d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-				mustNoErr(t, err)
+				d := c.device(t, f.app.ID)
 				mustNoErr(t, k.RefuseLogLines("bad"))
 				if got := c.Faults().RefusedLogLines; len(got) != 1 || got[0] != "bad" {
 					t.Errorf("fault state: got %v, want [bad]", got)
@@ -176,8 +175,7 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 			t.Run("DropAnswers stores exactly n requests and drops their answers, Undrop clears the rest", func(t *testing.T) {
 				c := newTestCloud(t, Options{})
 				k, f := target.knobs(c), c.fixture(t)
-				d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-				mustNoErr(t, err)
+				d := c.device(t, f.app.ID)
 				mustNoErr(t, k.DropAnswers(RouteLogs, 2))
 				if got := c.Faults().DropAnswers[RouteLogs]; got != 2 {
 					t.Errorf("fault state: got %d left, want 2", got)
@@ -216,8 +214,7 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 			t.Run("DelayAnswers applies at once and answers d later; a client that left first gets nothing", func(t *testing.T) {
 				c := newTestCloud(t, Options{})
 				k, f := target.knobs(c), c.fixture(t)
-				dev, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-				mustNoErr(t, err)
+				dev := c.device(t, f.app.ID)
 				const d = 300 * time.Millisecond
 				mustNoErr(t, k.DelayAnswers(RoutePatch, d, 2))
 				if got := c.Faults().DelayAnswers[RoutePatch]; got != (DelayAnswersState{N: 2, Delay: "300ms"}) {
@@ -244,7 +241,7 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 				// A client that gives up first: no answer, but the PATCH
 				// was applied.
 				ctx, cancel := context.WithTimeout(testCtx(t), d/3)
-				_, err = patch(ctx, "gave-up")
+				_, err := patch(ctx, "gave-up")
 				cancel()
 				if !errors.Is(err, context.DeadlineExceeded) {
 					t.Errorf("impatient client: got %v, want a timeout", err)
