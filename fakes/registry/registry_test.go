@@ -382,16 +382,24 @@ func getBlob(t testing.TB, f *fixture, repo string, d v1.Hash) ([]byte, time.Dur
 	return body, took
 }
 
-func TestThrottleSlowsBlobsAndUnthrottleRestoresThem(t *testing.T) {
-	f := newFixture(t, Options{})
-	// Incompressible content, so the layer blob is about as large.
-	content := make([]byte, 48<<10)
-	rand.New(rand.NewSource(1)).Read(content)
+// buildRandomLayer builds apps/1 with one file of size random bytes from
+// seed, incompressible so that the layer blob is about as large, and
+// returns the blob's digest.
+func buildRandomLayer(t *testing.T, f *fixture, seed int64, size int) v1.Hash {
+	t.Helper()
+	content := make([]byte, size)
+	rand.New(rand.NewSource(seed)).Read(content)
 	ref, _ := f.build(t, "apps/1", Layer{Files: map[string][]byte{"big.bin": content}})
 	d, err := pullLayers(t, ref)[0].Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d
+}
+
+func TestThrottleSlowsBlobsAndUnthrottleRestoresThem(t *testing.T) {
+	f := newFixture(t, Options{})
+	d := buildRandomLayer(t, f, 1, 48<<10)
 
 	const rate = 256 << 10 // bytes per second
 	f.srv.Throttle(rate)
@@ -413,7 +421,7 @@ func TestThrottleSlowsBlobsAndUnthrottleRestoresThem(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var gets []Request
-	err = f.srv.Await(ctx, func(rs []Request) bool {
+	err := f.srv.Await(ctx, func(rs []Request) bool {
 		gets = gets[:0]
 		for _, r := range rs {
 			if r.Kind == KindBlob && r.Method == http.MethodGet && r.Target == d.String() {
@@ -433,13 +441,7 @@ func TestThrottleSlowsBlobsAndUnthrottleRestoresThem(t *testing.T) {
 
 func TestUnthrottleReleasesATransferUnderWay(t *testing.T) {
 	f := newFixture(t, Options{})
-	content := make([]byte, 64<<10)
-	rand.New(rand.NewSource(2)).Read(content)
-	ref, _ := f.build(t, "apps/1", Layer{Files: map[string][]byte{"big.bin": content}})
-	d, err := pullLayers(t, ref)[0].Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := buildRandomLayer(t, f, 2, 64<<10)
 
 	// At 1 KiB/s the blob would take about a minute; Unthrottle as soon as
 	// the transfer has started must let it finish within the test's
