@@ -1,28 +1,17 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"testing"
 	"time"
-
-	"github.com/depharness/depharness/sim/supervisortest"
 )
 
 // The gateway command serves the fleet view with --fleet-view-listen, and
 // an open event stream does not hold up its shutdown.
 func TestGatewayServesTheFleetView(t *testing.T) {
-	sup := supervisortest.New("k")
-	sup.SetApp(13015, "edgeApp1", "c1", nil)
-	srv := httptest.NewServer(sup.Handler())
-	t.Cleanup(srv.Close)
-	cmd := startCommand(t, context.Background(), func(k string) string {
-		return map[string]string{"BALENA_SUPERVISOR_ADDRESS": srv.URL, "BALENA_SUPERVISOR_API_KEY": "k",
-			"GATEWAY_DEVICES": "3", "GATEWAY_FLEET_VIEW_LISTEN": "127.0.0.1:0"}[k]
-	}, "gateway", "--listen", "127.0.0.1:0", "--app", "13015")
+	_, cmd := startGatewayOnEdgeApp(t, map[string]string{"GATEWAY_FLEET_VIEW_LISTEN": "127.0.0.1:0"})
 	stderr := cmd.errOut
 
 	urlRE := regexp.MustCompile(`fleet view listening"? url=(http://\S+/)`)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"maps"
 	"net"
 	"net/http/httptest"
 	"os"
@@ -51,15 +52,24 @@ func TestGatewayRefusesBadFlags(t *testing.T) {
 	}
 }
 
-func TestGatewayProvisionsTheFleetAndStopsOnCancel(t *testing.T) {
+// startGatewayOnEdgeApp runs the gateway command for 3 devices of app 13015
+// ("edgeApp1" at commit c1) of a test supervisor with API key "k", with env
+// added to its environment and args to its flags.
+func startGatewayOnEdgeApp(t *testing.T, env map[string]string, args ...string) (*supervisortest.Server, *bgRun) {
+	t.Helper()
 	sup := supervisortest.New("k")
 	sup.SetApp(13015, "edgeApp1", "c1", nil)
 	srv := httptest.NewServer(sup.Handler())
 	t.Cleanup(srv.Close)
+	environ := map[string]string{"BALENA_SUPERVISOR_ADDRESS": srv.URL, "BALENA_SUPERVISOR_API_KEY": "k", "GATEWAY_DEVICES": "3"}
+	maps.Copy(environ, env)
+	cmd := startCommand(t, context.Background(), func(k string) string { return environ[k] },
+		append([]string{"gateway", "--listen", "127.0.0.1:0", "--app", "13015"}, args...)...)
+	return sup, cmd
+}
 
-	cmd := startCommand(t, context.Background(), func(k string) string {
-		return map[string]string{"BALENA_SUPERVISOR_ADDRESS": srv.URL, "BALENA_SUPERVISOR_API_KEY": "k", "GATEWAY_DEVICES": "3"}[k]
-	}, "gateway", "--listen", "127.0.0.1:0", "--app", "13015", "--seed", "7")
+func TestGatewayProvisionsTheFleetAndStopsOnCancel(t *testing.T) {
+	sup, cmd := startGatewayOnEdgeApp(t, nil, "--seed", "7")
 	stderr := cmd.errOut
 
 	actx, acancel := context.WithTimeout(context.Background(), 10*time.Second)
