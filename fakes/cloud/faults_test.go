@@ -72,6 +72,16 @@ func (k httpKnobs) DelayAnswers(r string, d time.Duration, n int) error {
 }
 func (k httpKnobs) UndelayAnswers(r string) error { return k.c.UndelayAnswers(k.ctx(), r) }
 
+// endOutageAndServe ends the outage through k and checks that f's gateway
+// gets its target state again.
+func endOutageAndServe(t *testing.T, c *testCloud, k faultKnobs, f fixture) {
+	t.Helper()
+	mustNoErr(t, k.EndOutage())
+	if r := c.call(t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil); r.status != 200 {
+		t.Errorf("after EndOutage: got %d, want 200", r.status)
+	}
+}
+
 func TestFaultKnobsAndTheirUndo(t *testing.T) {
 	targets := []struct {
 		name  string
@@ -123,10 +133,7 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 				if _, err := c.client().Info(testCtx(t)); err != nil {
 					t.Errorf("control API during an outage: %v", err)
 				}
-				mustNoErr(t, k.EndOutage())
-				if r := c.call(t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil); r.status != 200 {
-					t.Errorf("after EndOutage: got %d, want 200", r.status)
-				}
+				endOutageAndServe(t, c, k, f)
 			})
 			t.Run("Outage close drops connections without an answer", func(t *testing.T) {
 				c := newTestCloud(t, Options{})
@@ -144,10 +151,7 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 				if jr.Status != 0 {
 					t.Errorf("journal status: got %d, want 0 (closed)", jr.Status)
 				}
-				mustNoErr(t, k.EndOutage())
-				if r := c.call(t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil); r.status != 200 {
-					t.Errorf("after EndOutage: got %d, want 200", r.status)
-				}
+				endOutageAndServe(t, c, k, f)
 			})
 			t.Run("RefuseLogLines refuses a whole request holding the line, UnrefuseLogLines takes it", func(t *testing.T) {
 				c := newTestCloud(t, Options{})

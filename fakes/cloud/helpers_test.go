@@ -78,6 +78,16 @@ func (c *testCloud) fixture(t testing.TB) fixture {
 	return fixture{gw: gw, app: a}
 }
 
+// ownAndForeignDevice creates a fixture with a device, and a device of
+// another gateway's app.
+func (c *testCloud) ownAndForeignDevice(t testing.TB) (f fixture, own, foreign DeviceInfo) {
+	t.Helper()
+	f = c.fixture(t)
+	own = c.device(t, f.app.ID)
+	other := c.fixture(t)
+	return f, own, c.device(t, other.app.ID)
+}
+
 // statusOf sends req in the background; the channel gets the answer's
 // status, or -1 if there is none.
 func statusOf(req *http.Request) <-chan int {

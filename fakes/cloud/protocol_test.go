@@ -297,10 +297,7 @@ func TestPatchStoresTheCloudView(t *testing.T) {
 
 func TestGetByUUIDFilter(t *testing.T) {
 	c := newTestCloud(t, Options{})
-	f := c.fixture(t)
-	d := c.device(t, f.app.ID)
-	other := c.fixture(t)
-	od := c.device(t, other.app.ID)
+	f, d, od := c.ownAndForeignDevice(t)
 	tests := []struct {
 		name, path string
 		want       int
@@ -347,10 +344,7 @@ func logLine(uuid, msg string, ts int64) string {
 
 func TestLogStreamStoresLinesOfOwnDevicesAndDropsOthers(t *testing.T) {
 	c := newTestCloud(t, Options{})
-	f := c.fixture(t)
-	d := c.device(t, f.app.ID)
-	other := c.fixture(t)
-	od := c.device(t, other.app.ID)
+	f, d, od := c.ownAndForeignDevice(t)
 	body := logLine(d.UUID, "one", 1) + "\n" + logLine(od.UUID, "not mine", 2) + logLine(hexOf('e'), "unknown", 3) + logLine(d.UUID, "two", 4)
 	r := c.call(t, "POST", logsPath(f.gw.UUID), f.gw.APIKey, strings.NewReader(body), "Content-Type", "application/x-ndjson")
 	if r.status != 200 {
