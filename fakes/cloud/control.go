@@ -119,10 +119,7 @@ func (s *Server) parentLocked(parentApp int64, gateway string) (*gatewayApp, err
 
 // CreateApp creates a dependent app under a gateway app.
 func (s *Server) CreateApp(spec AppSpec) (App, error) {
-	if err := checkVars("config", spec.Config); err != nil {
-		return App{}, err
-	}
-	if err := checkVars("environment", spec.Environment); err != nil {
+	if err := checkSpecVars(spec.Config, spec.Environment); err != nil {
 		return App{}, err
 	}
 	s.mu.Lock()
@@ -284,6 +281,15 @@ func checkVars(what string, vars map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// checkSpecVars checks the variable names of a new app's or device's
+// configuration and environment.
+func checkSpecVars(config, env map[string]string) error {
+	if err := checkVars("config", config); err != nil {
+		return err
+	}
+	return checkVars("environment", env)
 }
 
 // UpdateVars changes the environment or configuration variables of one app

@@ -43,10 +43,7 @@ func (s *Server) CreateDevice(spec DeviceSpec) (DeviceInfo, error) {
 	if spec.UUID != "" && !uuidRe.MatchString(spec.UUID) {
 		return DeviceInfo{}, invalidf("uuid must be 32 lowercase hex characters, got %q", spec.UUID)
 	}
-	if err := checkVars("environment", spec.Environment); err != nil {
-		return DeviceInfo{}, err
-	}
-	if err := checkVars("config", spec.Config); err != nil {
+	if err := checkSpecVars(spec.Config, spec.Environment); err != nil {
 		return DeviceInfo{}, err
 	}
 	s.mu.Lock()
