@@ -15,6 +15,7 @@ import (
 
 	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/supervisortest"
 	"github.com/depharness/depharness/world"
@@ -192,17 +193,14 @@ func TestGatewayRestartedAgainstTheReferenceProxyAdoptsItsDevices(t *testing.T) 
 		slices.Sort(out)
 		return out
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the cloud has devices %v", cloudUUIDs())
+		}
+	})
 	awaitCond := func(what string, cond func() bool) {
 		t.Helper()
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for !cond() {
-			select {
-			case <-ctx.Done():
-				t.Fatalf("waiting until %s: %v (the cloud has devices %v)", what, ctx.Err(), cloudUUIDs())
-			case <-tick.C:
-			}
-		}
+		testkit.Await(ctx, t, what, cond)
 	}
 
 	stop := start()
