@@ -28,42 +28,18 @@ type fakeCloudRun struct {
 
 func startFakeCloud(t *testing.T, args ...string) *fakeCloudRun {
 	t.Helper()
-	var out, errOut syncBuffer
-	env := &cliEnv{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }}
-	ctx, cancel := context.WithCancel(context.Background())
-	code := make(chan int, 1)
-	go func() {
-		code <- runMain(ctx, env, append([]string{"fake-cloud", "--listen", "127.0.0.1:0", "--gateway", "--admin-token", "tok"}, args...))
-	}()
-	t.Cleanup(cancel)
-	r := &fakeCloudRun{stop: func() int {
-		cancel()
-		select {
-		case c := <-code:
-			return c
-		case <-time.After(10 * time.Second):
-			t.Fatal("fake-cloud did not stop within 10s of cancellation")
-			return -1
-		}
-	}}
-	deadline := time.Now().Add(10 * time.Second)
-	for r.key == "" {
-		if time.Now().After(deadline) {
-			t.Fatalf("fake-cloud not ready within 10s; stderr:\n%s", errOut.String())
-		}
-		select {
-		case c := <-code:
-			t.Fatalf("fake-cloud exited with %d; stderr:\n%s", c, errOut.String())
-		case <-time.After(10 * time.Millisecond):
-		}
+	cmd := startCommand(t, context.Background(), nil, append([]string{"fake-cloud", "--listen", "127.0.0.1:0", "--gateway", "--admin-token", "tok"}, args...)...)
+	r := &fakeCloudRun{stop: func() int { return cmd.stop(t, 10*time.Second) }}
+	cmd.awaitReady(t, func() bool {
 		vars := map[string]string{}
-		for _, line := range strings.Split(out.String(), "\n") {
+		for _, line := range strings.Split(cmd.out.String(), "\n") {
 			if k, v, ok := strings.Cut(line, "="); ok {
 				vars[k] = v
 			}
 		}
 		r.url, r.uuid, r.key = vars["API_ENDPOINT"], vars["DEVICE_UUID"], vars["DEVICE_API_KEY"]
-	}
+		return r.key != ""
+	})
 	return r
 }
 
@@ -311,30 +287,20 @@ func TestSeedingACloudThatKeepsItsStateIsIdempotent(t *testing.T) {
 }
 
 func TestFakeCloudPrintsAGeneratedTokenAndNeverLogsIt(t *testing.T) {
-	var out, errOut syncBuffer
-	env := &cliEnv{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }}
-	ctx, cancel := context.WithCancel(context.Background())
-	code := make(chan int, 1)
-	go func() {
-		code <- runMain(ctx, env, []string{"fake-cloud", "--listen", "127.0.0.1:0", "--log-level", "debug"})
-	}()
+	cmd := startCommand(t, context.Background(), nil, "fake-cloud", "--listen", "127.0.0.1:0", "--log-level", "debug")
 	var tok string
-	for deadline := time.Now().Add(10 * time.Second); tok == "" || !strings.Contains(errOut.String(), "fake cloud listening"); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("no DEPHARNESS_CLOUD_ADMIN_TOKEN line on stdout within 10s; stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
-		}
-		for _, line := range strings.Split(out.String(), "\n") {
+	cmd.awaitReady(t, func() bool {
+		for _, line := range strings.Split(cmd.out.String(), "\n") {
 			if v, ok := strings.CutPrefix(line, "DEPHARNESS_CLOUD_ADMIN_TOKEN="); ok {
 				tok = v
 			}
 		}
-	}
-	cancel()
-	if c := <-code; c != 0 {
+		return tok != "" && strings.Contains(cmd.errOut.String(), "fake cloud listening")
+	})
+	if c := cmd.stop(t, 10*time.Second); c != 0 {
 		t.Errorf("exit code %d, want 0", c)
 	}
-	if len(tok) < 16 || strings.Contains(errOut.String(), tok) {
-		t.Errorf("generated token %q: want a token printed on stdout and absent from the log:\n%s", tok, errOut.String())
+	if len(tok) < 16 || strings.Contains(cmd.errOut.String(), tok) {
+		t.Errorf("generated token %q: want a token printed on stdout and absent from the log:\n%s", tok, cmd.errOut.String())
 	}
 }

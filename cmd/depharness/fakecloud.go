@@ -15,6 +15,7 @@ import (
 	"github.com/depharness/depharness/fakes/registry"
 	"github.com/depharness/depharness/internal/httpserver"
 	"github.com/depharness/depharness/internal/settings"
+	"github.com/depharness/depharness/world"
 )
 
 // fakeCloudOptions are the fake-cloud command's settings.
@@ -66,7 +67,7 @@ func runFakeCloud(ctx context.Context, env *cliEnv, o *fakeCloudOptions) error {
 		if _, _, err := net.SplitHostPort(o.reg); err != nil {
 			return usagef("--registry %q: want host:port", o.reg)
 		}
-		opts.Builder = registryBuilder(registry.NewBuilder(registry.BuilderOptions{Registry: o.reg, Token: o.regToken}))
+		opts.Builder = world.CloudBuilder(registry.NewBuilder(registry.BuilderOptions{Registry: o.reg, Token: o.regToken}))
 	}
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -102,21 +103,14 @@ func runFakeCloud(ctx context.Context, env *cliEnv, o *fakeCloudOptions) error {
 		fmt.Fprintf(env.stdout, "API_ENDPOINT=http://%s\nDEVICE_UUID=%s\nDEVICE_ID=%d\nDEVICE_API_KEY=%s\n", addr, gw.UUID, gw.DeviceID, gw.APIKey)
 	}
 
-	select {
-	case <-hs.Done():
-		return fmt.Errorf("serve: %w", hs.Err())
-	case <-ctx.Done():
+	if err := serveUntilCancelled(ctx, hs); err != nil {
+		return err
 	}
-	// Release requests held by Hang so that they can finish.
+	// Release requests held by Hang so that they can finish; long-lived
+	// log streams may still outlast the grace period.
 	srv.ResetFaults()
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		// Long-lived log streams may outlast the grace period: Shutdown
-		// cuts them.
-		if !errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("shutdown: %w", err)
-		}
+	if err := shutdownWithGrace(hs); err != nil {
+		return err
 	}
 	if err := srv.Close(); err != nil {
 		return err
@@ -125,16 +119,25 @@ func runFakeCloud(ctx context.Context, env *cliEnv, o *fakeCloudOptions) error {
 	return nil
 }
 
-// registryBuilder adapts the fake registry's image builder to the fake
-// cloud's: release layers (paths from the image root) become registry
-// layers.
-func registryBuilder(b *registry.Builder) cloud.ImageBuilder {
-	return cloud.ImageBuilderFunc(func(ctx context.Context, repo string, ls []cloud.Layer) (string, error) {
-		rl := make([]registry.Layer, len(ls))
-		for i, l := range ls {
-			rl[i] = registry.LayerFromRoot(l.Files, l.Delete)
-		}
-		ref, _, err := b.Build(ctx, repo, rl...)
-		return ref, err
-	})
+// serveUntilCancelled waits until ctx ends, or returns the error hs stopped
+// serving with first.
+func serveUntilCancelled(ctx context.Context, hs *httpserver.Server) error {
+	select {
+	case <-hs.Done():
+		return fmt.Errorf("serve: %w", hs.Err())
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// shutdownWithGrace shuts hs down, giving requests in flight 5s; the ones
+// still running then (long-lived streams, throttled transfers) are cut,
+// which is not an error.
+func shutdownWithGrace(hs *httpserver.Server) error {
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
 }

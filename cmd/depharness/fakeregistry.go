@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -109,19 +108,12 @@ func runFakeRegistry(ctx context.Context, env *cliEnv, o *fakeRegistryOptions) e
 		log.Info("pushed", "dir", o.push, "ref", ref)
 	}
 
-	select {
-	case <-hs.Done():
-		return fmt.Errorf("serve: %w", hs.Err())
-	case <-ctx.Done():
+	if err := serveUntilCancelled(ctx, hs); err != nil {
+		return err
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		// Throttled transfers may outlast the grace period: Shutdown cuts
-		// them.
-		if !errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("shutdown: %w", err)
-		}
+	// Throttled transfers may outlast the grace period.
+	if err := shutdownWithGrace(hs); err != nil {
+		return err
 	}
 	log.Info("fake registry stopped")
 	return nil

@@ -24,48 +24,22 @@ type fakeRegistryRun struct {
 
 func startFakeRegistry(t *testing.T, args ...string) *fakeRegistryRun {
 	t.Helper()
-	var out, errOut syncBuffer
-	env := &cliEnv{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }}
-	ctx, cancel := context.WithCancel(context.Background())
-	code := make(chan int, 1)
-	go func() {
-		code <- runMain(ctx, env, append([]string{"fake-registry", "--listen", "127.0.0.1:0", "--log-format", "json"}, args...))
-	}()
-	stop := func() int {
-		cancel()
-		select {
-		case c := <-code:
-			return c
-		case <-time.After(10 * time.Second):
-			t.Fatal("fake-registry did not stop within 10s of cancellation")
-			return -1
-		}
-	}
-	t.Cleanup(func() { cancel() })
-
-	r := &fakeRegistryRun{stop: stop}
+	cmd := startCommand(t, context.Background(), nil, append([]string{"fake-registry", "--listen", "127.0.0.1:0", "--log-format", "json"}, args...)...)
+	r := &fakeRegistryRun{stop: func() int { return cmd.stop(t, 10*time.Second) }}
 	wantRef := false
 	for _, a := range args {
 		wantRef = wantRef || a == "--push"
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for r.addr == "" || (wantRef && r.ref == "") {
-		if time.Now().After(deadline) {
-			t.Fatalf("fake-registry not ready within 10s; stderr:\n%s", errOut.String())
-		}
-		select {
-		case c := <-code:
-			t.Fatalf("fake-registry exited with %d; stderr:\n%s", c, errOut.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-		for _, line := range strings.Split(errOut.String(), "\n") {
+	cmd.awaitReady(t, func() bool {
+		for _, line := range strings.Split(cmd.errOut.String(), "\n") {
 			var rec struct{ Msg, Addr string }
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "fake registry listening" {
 				r.addr = rec.Addr
 			}
 		}
-		r.ref = strings.TrimSpace(out.String())
-	}
+		r.ref = strings.TrimSpace(cmd.out.String())
+		return r.addr != "" && (!wantRef || r.ref != "")
+	})
 	return r
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"maps"
 	"net"
 	"net/http/httptest"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/sim/client"
 	"github.com/depharness/depharness/sim/supervisortest"
 	"github.com/depharness/depharness/world"
@@ -51,22 +53,25 @@ func TestGatewayRefusesBadFlags(t *testing.T) {
 	}
 }
 
-func TestGatewayProvisionsTheFleetAndStopsOnCancel(t *testing.T) {
+// startGatewayOnEdgeApp runs the gateway command for 3 devices of app 13015
+// ("edgeApp1" at commit c1) of a test supervisor with API key "k", with env
+// added to its environment and args to its flags.
+func startGatewayOnEdgeApp(t *testing.T, env map[string]string, args ...string) (*supervisortest.Server, *bgRun) {
+	t.Helper()
 	sup := supervisortest.New("k")
 	sup.SetApp(13015, "edgeApp1", "c1", nil)
 	srv := httptest.NewServer(sup.Handler())
 	t.Cleanup(srv.Close)
+	environ := map[string]string{"BALENA_SUPERVISOR_ADDRESS": srv.URL, "BALENA_SUPERVISOR_API_KEY": "k", "GATEWAY_DEVICES": "3"}
+	maps.Copy(environ, env)
+	cmd := startCommand(t, context.Background(), func(k string) string { return environ[k] },
+		append([]string{"gateway", "--listen", "127.0.0.1:0", "--app", "13015"}, args...)...)
+	return sup, cmd
+}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stderr syncBuffer
-	env := &cliEnv{stdout: &syncBuffer{}, stderr: &stderr, getenv: func(k string) string {
-		return map[string]string{"BALENA_SUPERVISOR_ADDRESS": srv.URL, "BALENA_SUPERVISOR_API_KEY": "k", "GATEWAY_DEVICES": "3"}[k]
-	}}
-	done := make(chan int, 1)
-	go func() {
-		done <- runMain(ctx, env, []string{"gateway", "--listen", "127.0.0.1:0", "--app", "13015", "--seed", "7"})
-	}()
+func TestGatewayProvisionsTheFleetAndStopsOnCancel(t *testing.T) {
+	sup, cmd := startGatewayOnEdgeApp(t, nil, "--seed", "7")
+	stderr := cmd.errOut
 
 	actx, acancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer acancel()
@@ -85,14 +90,8 @@ func TestGatewayProvisionsTheFleetAndStopsOnCancel(t *testing.T) {
 	if err != nil {
 		t.Fatalf("got devices %+v, want 3 of app 13015 reported Idle and online: %v\n%s", sup.Devices(), err, stderr.String())
 	}
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("got exit code %d, want 0 after a graceful shutdown\n%s", code, stderr.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("gateway did not stop within 10s of cancel")
+	if code := cmd.stop(t, 10*time.Second); code != 0 {
+		t.Errorf("got exit code %d, want 0 after a graceful shutdown\n%s", code, stderr.String())
 	}
 	if !strings.Contains(stderr.String(), "seed=7") {
 		t.Errorf("got log %q, want the seed logged", stderr.String())
@@ -137,11 +136,12 @@ func TestParseExpectedChecksums(t *testing.T) {
 	}
 }
 
-func TestGatewayRestartedAgainstTheReferenceProxyAdoptsItsDevices(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	// One hook address for both runs, as a container's: the supervisor is
-	// configured with it before the gateway listens on it.
+// startHookedStack starts a world without a gateway app whose proxy sends
+// its hooks to a free local address, returned for the command under test to
+// listen on: the supervisor is configured with it before anything listens
+// there, as in a container. demo seeds the world's demo apps.
+func startHookedStack(t *testing.T, ctx context.Context, poll, retry time.Duration, demo bool) (*world.Stack, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -149,14 +149,22 @@ func TestGatewayRestartedAgainstTheReferenceProxyAdoptsItsDevices(t *testing.T) 
 	hookListen := ln.Addr().String()
 	ln.Close()
 	st, err := world.StartStack(ctx, world.StackOptions{
-		Proxy:     world.ProxyOptions{DataDir: t.TempDir(), HookAddress: "http://" + hookListen + "/v1/devices/", PollInterval: 50 * time.Millisecond, HookRetryInterval: 100 * time.Millisecond},
+		Proxy:     world.ProxyOptions{DataDir: t.TempDir(), HookAddress: "http://" + hookListen + "/v1/devices/", PollInterval: poll, HookRetryInterval: retry},
 		NoGateway: true,
-		Demo:      true,
+		Demo:      demo,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return st, hookListen
+}
+
+func TestGatewayRestartedAgainstTheReferenceProxyAdoptsItsDevices(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	// One hook address for both runs, as a container's.
+	st, hookListen := startHookedStack(t, ctx, 50*time.Millisecond, 100*time.Millisecond, true)
 	sup, err := client.New(client.Options{BaseURL: st.Proxy.URL, APIKey: st.Proxy.APIKey})
 	if err != nil {
 		t.Fatal(err)
@@ -168,24 +176,12 @@ func TestGatewayRestartedAgainstTheReferenceProxyAdoptsItsDevices(t *testing.T) 
 	const n = 4
 	// start runs the gateway subcommand; stop ends it and checks its exit.
 	start := func() (stop func()) {
-		rctx, rcancel := context.WithCancel(ctx)
-		var stderr syncBuffer
-		env := &cliEnv{stdout: &syncBuffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
-		done := make(chan int, 1)
-		go func() {
-			done <- runMain(rctx, env, []string{"gateway", "--supervisor-address", st.Proxy.URL, "--api-key", st.Proxy.APIKey,
-				"--listen", hookListen, "--app", strings.Join(ids, ","), "--devices", strconv.Itoa(n), "--seed", "3"})
-		}()
+		cmd := startCommand(t, ctx, nil, "gateway", "--supervisor-address", st.Proxy.URL, "--api-key", st.Proxy.APIKey,
+			"--listen", hookListen, "--app", strings.Join(ids, ","), "--devices", strconv.Itoa(n), "--seed", "3")
 		return func() {
 			t.Helper()
-			rcancel()
-			select {
-			case code := <-done:
-				if code != 0 {
-					t.Fatalf("gateway: got exit code %d, want 0\n%s", code, stderr.String())
-				}
-			case <-time.After(20 * time.Second):
-				t.Fatal("gateway did not stop within 20s of cancel")
+			if code := cmd.stop(t, 20*time.Second); code != 0 {
+				t.Fatalf("gateway: got exit code %d, want 0\n%s", code, cmd.errOut.String())
 			}
 		}
 	}
@@ -197,17 +193,14 @@ func TestGatewayRestartedAgainstTheReferenceProxyAdoptsItsDevices(t *testing.T) 
 		slices.Sort(out)
 		return out
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the cloud has devices %v", cloudUUIDs())
+		}
+	})
 	awaitCond := func(what string, cond func() bool) {
 		t.Helper()
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for !cond() {
-			select {
-			case <-ctx.Done():
-				t.Fatalf("waiting until %s: %v (the cloud has devices %v)", what, ctx.Err(), cloudUUIDs())
-			case <-tick.C:
-			}
-		}
+		testkit.Await(ctx, t, what, cond)
 	}
 
 	stop := start()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/sim/load"
-	"github.com/depharness/depharness/world"
 )
 
 // readLoadReport reads the one JSON report in dir.
@@ -205,20 +203,7 @@ func TestLoadDrivesAnExternalSupervisorThroughItsCloudAndHookAddress(t *testing.
 	defer cancel()
 	// A free port for the gateway's hook listener, which the supervisor is
 	// configured with before the load command listens on it.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hookListen := ln.Addr().String()
-	ln.Close()
-	st, err := world.StartStack(ctx, world.StackOptions{
-		Proxy:     world.ProxyOptions{DataDir: t.TempDir(), HookAddress: "http://" + hookListen + "/v1/devices/", PollInterval: 100 * time.Millisecond, HookRetryInterval: 200 * time.Millisecond},
-		NoGateway: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st, hookListen := startHookedStack(t, ctx, 100*time.Millisecond, 200*time.Millisecond, false)
 
 	dir := t.TempDir()
 	code, stdout, stderr := run(t, map[string]string{"DEPHARNESS_CLOUD_ADMIN_TOKEN": st.Cloud.AdminToken(), "DEPHARNESS_REGISTRY_ADMIN_TOKEN": st.RegistryToken}, "load",

@@ -25,6 +25,64 @@ func run(t *testing.T, environ map[string]string, args ...string) (code int, std
 	return code, out.String(), errb.String()
 }
 
+// bgRun is one depharness command running in-process in the background.
+type bgRun struct {
+	name        string
+	out, errOut *syncBuffer
+	cancel      context.CancelFunc
+	done        chan int
+}
+
+// startCommand runs args in-process under a context derived from ctx, with
+// getenv as its environment (nil: an empty one). The command is cancelled
+// when the test ends.
+func startCommand(t *testing.T, ctx context.Context, getenv func(string) string, args ...string) *bgRun {
+	t.Helper()
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	r := &bgRun{name: args[0], out: new(syncBuffer), errOut: new(syncBuffer), cancel: cancel, done: make(chan int, 1)}
+	env := &cliEnv{stdout: r.out, stderr: r.errOut, getenv: getenv}
+	go func() { r.done <- runMain(ctx, env, args) }()
+	return r
+}
+
+// awaitReady polls ready every 10ms until it holds, failing the test if the
+// command exits first or 10s pass.
+func (r *bgRun) awaitReady(t *testing.T, ready func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ready() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready within 10s; stdout:\n%s\nstderr:\n%s", r.name, r.out.String(), r.errOut.String())
+		}
+		select {
+		case c := <-r.done:
+			t.Fatalf("%s exited with %d; stderr:\n%s", r.name, c, r.errOut.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// wait returns the command's exit code once it ends by itself.
+func (r *bgRun) wait() int { return <-r.done }
+
+// stop cancels the command and returns its exit code, failing the test if it
+// does not end within limit.
+func (r *bgRun) stop(t *testing.T, limit time.Duration) int {
+	t.Helper()
+	r.cancel()
+	select {
+	case c := <-r.done:
+		return c
+	case <-time.After(limit):
+		t.Fatalf("%s did not stop within %v of cancellation; stderr:\n%s", r.name, limit, r.errOut.String())
+		return -1
+	}
+}
+
 func TestUnknownCommandExitsTwoAndListsCommands(t *testing.T) {
 	code, _, stderr := run(t, nil, "frobnicate")
 	if code != 2 {

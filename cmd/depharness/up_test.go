@@ -81,16 +81,13 @@ func TestUpResumesItsWorld(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := func(ctx context.Context, extra ...string) (out, errOut *syncBuffer, wait func() int) {
-		out, errOut = new(syncBuffer), new(syncBuffer)
-		env := &cliEnv{stdout: out, stderr: errOut, getenv: func(string) string { return "" }}
 		args := append([]string{"up", "--data-dir", dir, "--devices", "3",
 			"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--cloud-listen", "127.0.0.1:0",
 			"--registry-listen", registry, "--gateway-listen", "127.0.0.1:0", "--gateway-metrics-listen", "127.0.0.1:0",
 			"--fleet-view-listen", "127.0.0.1:0",
 			"--poll-interval", "100ms", "--hook-retry-interval", "200ms", "--log-format", "json"}, extra...)
-		done := make(chan int, 1)
-		go func() { done <- runMain(ctx, env, args) }()
-		return out, errOut, func() int { return <-done }
+		cmd := startCommand(t, ctx, nil, args...)
+		return cmd.out, cmd.errOut, cmd.wait
 	}
 	runToEnd := func(extra ...string) (stdout, stderr string) {
 		t.Helper()

@@ -16,8 +16,7 @@ import (
 func TestAwaitDeviceReturnsOnceTheGatewayReports(t *testing.T) {
 	c := newTestCloud(t, Options{})
 	f := c.fixture(t)
-	d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-	mustNoErr(t, err)
+	d := c.device(t, f.app.ID)
 	ctx := testCtx(t)
 	got := make(chan cloudapi.Device, 1)
 	errc := make(chan error, 1)
@@ -50,11 +49,10 @@ func TestAwaitDeviceWaitsForADeviceToAppear(t *testing.T) {
 func TestAwaitGivesUpWithTheContextAndSaysWhatItSaw(t *testing.T) {
 	c := newTestCloud(t, Options{})
 	f := c.fixture(t)
-	d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-	mustNoErr(t, err)
+	d := c.device(t, f.app.ID)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	_, err = c.AwaitDevice(ctx, d.UUID, func(d cloudapi.Device) bool { return d.IsOnline })
+	_, err := c.AwaitDevice(ctx, d.UUID, func(d cloudapi.Device) bool { return d.IsOnline })
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "last seen") {
 		t.Errorf("got %v, want a deadline error with the last seen device", err)
 	}
@@ -92,8 +90,7 @@ func TestAwaitRequestSeesOnlyLaterRequestsWhenAskedTo(t *testing.T) {
 func TestAwaitLogsCountsLinesBeyondTheRetentionBound(t *testing.T) {
 	c := newTestCloud(t, Options{LogsPerDevice: 3})
 	f := c.fixture(t)
-	d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-	mustNoErr(t, err)
+	d := c.device(t, f.app.ID)
 	var body strings.Builder
 	for i := range 10 {
 		body.WriteString(logLine(d.UUID, fmt.Sprint(i), int64(i)))

@@ -85,23 +85,14 @@ func (s *Server) CreateGateway(spec GatewaySpec) (Gateway, error) {
 func (s *Server) Gateways() []Gateway {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Gateway, 0, len(s.gateways))
-	for _, gw := range s.gateways {
-		out = append(out, gatewayInfoLocked(gw))
-	}
-	slices.SortFunc(out, func(a, b Gateway) int { return cmp.Compare(a.DeviceID, b.DeviceID) })
-	return out
+	return sortedInfos(s.gateways, gatewayInfoLocked, func(g Gateway) int64 { return g.DeviceID })
 }
 
 // Gateway returns the gateway with uuid.
 func (s *Server) Gateway(uuid string) (Gateway, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	gw := s.gateways[uuid]
-	if gw == nil {
-		return Gateway{}, notFoundf("no gateway %q", uuid)
-	}
-	return gatewayInfoLocked(gw), nil
+	return infoOf(s.gateways, uuid, gatewayInfoLocked, "no gateway %q")
 }
 
 // parentLocked resolves the gateway app of an AppSpec.
@@ -128,10 +119,7 @@ func (s *Server) parentLocked(parentApp int64, gateway string) (*gatewayApp, err
 
 // CreateApp creates a dependent app under a gateway app.
 func (s *Server) CreateApp(spec AppSpec) (App, error) {
-	if err := checkVars("config", spec.Config); err != nil {
-		return App{}, err
-	}
-	if err := checkVars("environment", spec.Environment); err != nil {
+	if err := checkSpecVars(spec.Config, spec.Environment); err != nil {
 		return App{}, err
 	}
 	s.mu.Lock()
@@ -163,23 +151,14 @@ func (s *Server) CreateApp(spec AppSpec) (App, error) {
 func (s *Server) Apps() []App {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]App, 0, len(s.apps))
-	for _, a := range s.apps {
-		out = append(out, appInfoLocked(a))
-	}
-	slices.SortFunc(out, func(a, b App) int { return cmp.Compare(a.ID, b.ID) })
-	return out
+	return sortedInfos(s.apps, appInfoLocked, func(a App) int64 { return a.ID })
 }
 
 // App returns the dependent app id.
 func (s *Server) App(id int64) (App, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	a := s.apps[id]
-	if a == nil {
-		return App{}, notFoundf("no dependent app %d", id)
-	}
-	return appInfoLocked(a), nil
+	return infoOf(s.apps, id, appInfoLocked, "no dependent app %d")
 }
 
 // DeleteApp removes a dependent app and all its devices.
@@ -304,6 +283,15 @@ func checkVars(what string, vars map[string]string) error {
 	return nil
 }
 
+// checkSpecVars checks the variable names of a new app's or device's
+// configuration and environment.
+func checkSpecVars(config, env map[string]string) error {
+	if err := checkVars("config", config); err != nil {
+		return err
+	}
+	return checkVars("environment", env)
+}
+
 // UpdateVars changes the environment or configuration variables of one app
 // or one device. Nothing changes unless the whole update is valid.
 func (s *Server) UpdateVars(u VarsUpdate) error {
@@ -423,4 +411,26 @@ func (s *Server) State(uuid string) (body []byte, etag string, err error) {
 	}
 	body, etag = s.stateLocked(gw)
 	return slices.Clone(body), etag, nil
+}
+
+// sortedInfos returns the public view of every record in m, ordered by the
+// id that key reads from the view.
+func sortedInfos[K comparable, R, T any](m map[K]*R, info func(*R) T, key func(T) int64) []T {
+	out := make([]T, 0, len(m))
+	for _, r := range m {
+		out = append(out, info(r))
+	}
+	slices.SortFunc(out, func(a, b T) int { return cmp.Compare(key(a), key(b)) })
+	return out
+}
+
+// infoOf returns the public view of the record k in m, or a not-found error
+// that formats k with missing.
+func infoOf[K comparable, R, T any](m map[K]*R, k K, info func(*R) T, missing string) (T, error) {
+	r := m[k]
+	if r == nil {
+		var zero T
+		return zero, notFoundf(missing, k)
+	}
+	return info(r), nil
 }

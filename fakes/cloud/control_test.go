@@ -368,10 +368,8 @@ func TestPushReleaseBuildsTheImageFromLayers(t *testing.T) {
 func TestGatewaysAreIsolated(t *testing.T) {
 	c := newTestCloud(t, Options{})
 	a, b := c.fixture(t), c.fixture(t)
-	da, err := c.CreateDevice(DeviceSpec{AppID: a.app.ID})
-	mustNoErr(t, err)
-	db, err := c.CreateDevice(DeviceSpec{AppID: b.app.ID})
-	mustNoErr(t, err)
+	da := c.device(t, a.app.ID)
+	db := c.device(t, b.app.ID)
 	for _, tt := range []struct {
 		name      string
 		self      fixture

@@ -43,10 +43,7 @@ func (s *Server) CreateDevice(spec DeviceSpec) (DeviceInfo, error) {
 	if spec.UUID != "" && !uuidRe.MatchString(spec.UUID) {
 		return DeviceInfo{}, invalidf("uuid must be 32 lowercase hex characters, got %q", spec.UUID)
 	}
-	if err := checkVars("environment", spec.Environment); err != nil {
-		return DeviceInfo{}, err
-	}
-	if err := checkVars("config", spec.Config); err != nil {
+	if err := checkSpecVars(spec.Config, spec.Environment); err != nil {
 		return DeviceInfo{}, err
 	}
 	s.mu.Lock()
@@ -156,11 +153,7 @@ func (s *Server) RestartDevice(uuid string) (int64, error) {
 func (s *Server) Device(uuid string) (DeviceInfo, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := s.devices[uuid]
-	if d == nil {
-		return DeviceInfo{}, notFoundf("no device %q", uuid)
-	}
-	return deviceInfoLocked(d), nil
+	return infoOf(s.devices, uuid, deviceInfoLocked, "no device %q")
 }
 
 // DeviceFilter selects devices; zero fields select all.

@@ -72,6 +72,16 @@ func (k httpKnobs) DelayAnswers(r string, d time.Duration, n int) error {
 }
 func (k httpKnobs) UndelayAnswers(r string) error { return k.c.UndelayAnswers(k.ctx(), r) }
 
+// endOutageAndServe ends the outage through k and checks that f's gateway
+// gets its target state again.
+func endOutageAndServe(t *testing.T, c *testCloud, k faultKnobs, f fixture) {
+	t.Helper()
+	mustNoErr(t, k.EndOutage())
+	if r := c.call(t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil); r.status != 200 {
+		t.Errorf("after EndOutage: got %d, want 200", r.status)
+	}
+}
+
 func TestFaultKnobsAndTheirUndo(t *testing.T) {
 	targets := []struct {
 		name  string
@@ -123,10 +133,7 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 				if _, err := c.client().Info(testCtx(t)); err != nil {
 					t.Errorf("control API during an outage: %v", err)
 				}
-				mustNoErr(t, k.EndOutage())
-				if r := c.call(t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil); r.status != 200 {
-					t.Errorf("after EndOutage: got %d, want 200", r.status)
-				}
+				endOutageAndServe(t, c, k, f)
 			})
 			t.Run("Outage close drops connections without an answer", func(t *testing.T) {
 				c := newTestCloud(t, Options{})
@@ -144,16 +151,12 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 				if jr.Status != 0 {
 					t.Errorf("journal status: got %d, want 0 (closed)", jr.Status)
 				}
-				mustNoErr(t, k.EndOutage())
-				if r := c.call(t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil); r.status != 200 {
-					t.Errorf("after EndOutage: got %d, want 200", r.status)
-				}
+				endOutageAndServe(t, c, k, f)
 			})
 			t.Run("RefuseLogLines refuses a whole request holding the line, UnrefuseLogLines takes it", func(t *testing.T) {
 				c := newTestCloud(t, Options{})
 				k, f := target.knobs(c), c.fixture(t)
-				d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-				mustNoErr(t, err)
+				d := c.device(t, f.app.ID)
 				mustNoErr(t, k.RefuseLogLines("bad"))
 				if got := c.Faults().RefusedLogLines; len(got) != 1 || got[0] != "bad" {
 					t.Errorf("fault state: got %v, want [bad]", got)
@@ -176,8 +179,7 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 			t.Run("DropAnswers stores exactly n requests and drops their answers, Undrop clears the rest", func(t *testing.T) {
 				c := newTestCloud(t, Options{})
 				k, f := target.knobs(c), c.fixture(t)
-				d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-				mustNoErr(t, err)
+				d := c.device(t, f.app.ID)
 				mustNoErr(t, k.DropAnswers(RouteLogs, 2))
 				if got := c.Faults().DropAnswers[RouteLogs]; got != 2 {
 					t.Errorf("fault state: got %d left, want 2", got)
@@ -216,8 +218,7 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 			t.Run("DelayAnswers applies at once and answers d later; a client that left first gets nothing", func(t *testing.T) {
 				c := newTestCloud(t, Options{})
 				k, f := target.knobs(c), c.fixture(t)
-				dev, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-				mustNoErr(t, err)
+				dev := c.device(t, f.app.ID)
 				const d = 300 * time.Millisecond
 				mustNoErr(t, k.DelayAnswers(RoutePatch, d, 2))
 				if got := c.Faults().DelayAnswers[RoutePatch]; got != (DelayAnswersState{N: 2, Delay: "300ms"}) {
@@ -244,7 +245,7 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 				// A client that gives up first: no answer, but the PATCH
 				// was applied.
 				ctx, cancel := context.WithTimeout(testCtx(t), d/3)
-				_, err = patch(ctx, "gave-up")
+				_, err := patch(ctx, "gave-up")
 				cancel()
 				if !errors.Is(err, context.DeadlineExceeded) {
 					t.Errorf("impatient client: got %v, want a timeout", err)

@@ -48,17 +48,44 @@ type fixture struct {
 	app App
 }
 
-func (c *testCloud) fixture(t testing.TB) fixture {
+// gateway creates a gateway with generated identity.
+func (c *testCloud) gateway(t testing.TB) Gateway {
 	t.Helper()
 	gw, err := c.CreateGateway(GatewaySpec{})
 	if err != nil {
 		t.Fatalf("CreateGateway: %v", err)
 	}
+	return gw
+}
+
+// device creates a dependent device of app appID with generated identity.
+func (c *testCloud) device(t testing.TB, appID int64) DeviceInfo {
+	t.Helper()
+	d, err := c.CreateDevice(DeviceSpec{AppID: appID})
+	if err != nil {
+		t.Fatalf("CreateDevice: %v", err)
+	}
+	return d
+}
+
+func (c *testCloud) fixture(t testing.TB) fixture {
+	t.Helper()
+	gw := c.gateway(t)
 	a, err := c.CreateApp(AppSpec{Gateway: gw.UUID, Name: "sensors"})
 	if err != nil {
 		t.Fatalf("CreateApp: %v", err)
 	}
 	return fixture{gw: gw, app: a}
+}
+
+// ownAndForeignDevice creates a fixture with a device, and a device of
+// another gateway's app.
+func (c *testCloud) ownAndForeignDevice(t testing.TB) (f fixture, own, foreign DeviceInfo) {
+	t.Helper()
+	f = c.fixture(t)
+	own = c.device(t, f.app.ID)
+	other := c.fixture(t)
+	return f, own, c.device(t, other.app.ID)
 }
 
 // statusOf sends req in the background; the channel gets the answer's

@@ -171,10 +171,7 @@ func cloudDeviceLocked(d *device) cloudapi.Device {
 	if d.gateway != nil {
 		out.IsManagedByDevice = &cloudapi.Ref{ID: d.gateway.deviceID}
 	}
-	if d.isOnCommit != nil {
-		c := *d.isOnCommit
-		out.IsOnCommit = &c
-	}
+	out.IsOnCommit = copyOf(d.isOnCommit)
 	return out
 }
 
@@ -199,10 +196,7 @@ func deviceInfoLocked(d *device) DeviceInfo {
 		di.Gateway = d.gateway.uuid
 		di.GatewayDeviceID = d.gateway.deviceID
 	}
-	if d.isOnCommit != nil {
-		c := *d.isOnCommit
-		di.IsOnCommit = &c
-	}
+	di.IsOnCommit = copyOf(d.isOnCommit)
 	return di
 }
 
@@ -215,10 +209,7 @@ func appInfoLocked(a *app) App {
 		Environment: cloneVars(a.env),
 		Devices:     len(a.devices),
 	}
-	if a.release != nil {
-		r := *a.release
-		out.Release = &r
-	}
+	out.Release = copyOf(a.release)
 	return out
 }
 
@@ -270,4 +261,14 @@ func (s *Server) addDeviceLocked(d *device) {
 		bumpGatewayLocked(d.gateway)
 	}
 	s.metrics.devices.Set(float64(len(s.devices)))
+}
+
+// copyOf returns a pointer to a copy of *p, or nil for nil, so that a view
+// never aliases the model.
+func copyOf[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	return &c
 }

@@ -187,8 +187,7 @@ func TestAFailedSaveIsRetried(t *testing.T) {
 	c := newTestCloud(t, Options{StateFile: path, SaveInterval: 10 * time.Millisecond})
 	t.Cleanup(func() { c.Close() })
 	mustNoErr(t, os.RemoveAll(dir))
-	gw, err := c.CreateGateway(GatewaySpec{})
-	mustNoErr(t, err)
+	gw := c.gateway(t)
 	time.Sleep(50 * time.Millisecond) // some saves fail meanwhile
 	mustNoErr(t, os.Mkdir(dir, 0o755))
 	awaitInFile(t, path, gw.UUID)

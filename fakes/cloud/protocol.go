@@ -281,8 +281,7 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request, gw *gateway
 		d.isOnline = *p.IsOnline
 	}
 	if p.IsOnCommit != nil {
-		c := *p.IsOnCommit
-		d.isOnCommit = &c
+		d.isOnCommit = copyOf(p.IsOnCommit)
 	}
 	s.notifyLocked()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -120,8 +120,7 @@ func TestStateAnswers304WhileUnchangedAndRendersOnce(t *testing.T) {
 		t.Errorf("non-matching If-None-Match: got %d, want 200 with the same body", r.status)
 	}
 	// A PATCH of the reported state does not change the target.
-	d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-	mustNoErr(t, err)
+	d := c.device(t, f.app.ID)
 	r = c.call(t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil, "If-None-Match", etag)
 	if r.status != 200 || r.header.Get("ETag") == etag {
 		t.Fatalf("after a new device: got %d ETag %s, want 200 and a new ETag", r.status, r.header.Get("ETag"))
@@ -140,8 +139,7 @@ func TestStateAnswers304WhileUnchangedAndRendersOnce(t *testing.T) {
 func TestEveryRouteNeedsTheGatewayKey(t *testing.T) {
 	c := newTestCloud(t, Options{})
 	f := c.fixture(t)
-	other, err := c.CreateGateway(GatewaySpec{})
-	mustNoErr(t, err)
+	other := c.gateway(t)
 	routes := []struct{ method, path string }{
 		{"GET", statePath(f.gw.UUID)},
 		{"POST", cloudapi.PathDevices},
@@ -187,8 +185,7 @@ func TestEveryRouteNeedsTheGatewayKey(t *testing.T) {
 func TestProvisionStatuses(t *testing.T) {
 	c := newTestCloud(t, Options{})
 	f := c.fixture(t)
-	other, err := c.CreateGateway(GatewaySpec{})
-	mustNoErr(t, err)
+	other := c.gateway(t)
 	otherApp, err := c.CreateApp(AppSpec{Gateway: other.UUID})
 	mustNoErr(t, err)
 	taken := hexOf('9')
@@ -266,10 +263,8 @@ func TestGeneratedNamesFollowTheSeed(t *testing.T) {
 func TestPatchStoresTheCloudView(t *testing.T) {
 	c := newTestCloud(t, Options{})
 	f := c.fixture(t)
-	d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-	mustNoErr(t, err)
-	other, err := c.CreateGateway(GatewaySpec{})
-	mustNoErr(t, err)
+	d := c.device(t, f.app.ID)
+	other := c.gateway(t)
 	path := fmt.Sprintf(cloudapi.PathDeviceFmt, d.ID)
 	tests := []struct {
 		name, path, key, body string
@@ -302,12 +297,7 @@ func TestPatchStoresTheCloudView(t *testing.T) {
 
 func TestGetByUUIDFilter(t *testing.T) {
 	c := newTestCloud(t, Options{})
-	f := c.fixture(t)
-	d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-	mustNoErr(t, err)
-	other := c.fixture(t)
-	od, err := c.CreateDevice(DeviceSpec{AppID: other.app.ID})
-	mustNoErr(t, err)
+	f, d, od := c.ownAndForeignDevice(t)
 	tests := []struct {
 		name, path string
 		want       int
@@ -354,12 +344,7 @@ func logLine(uuid, msg string, ts int64) string {
 
 func TestLogStreamStoresLinesOfOwnDevicesAndDropsOthers(t *testing.T) {
 	c := newTestCloud(t, Options{})
-	f := c.fixture(t)
-	d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-	mustNoErr(t, err)
-	other := c.fixture(t)
-	od, err := c.CreateDevice(DeviceSpec{AppID: other.app.ID})
-	mustNoErr(t, err)
+	f, d, od := c.ownAndForeignDevice(t)
 	body := logLine(d.UUID, "one", 1) + "\n" + logLine(od.UUID, "not mine", 2) + logLine(hexOf('e'), "unknown", 3) + logLine(d.UUID, "two", 4)
 	r := c.call(t, "POST", logsPath(f.gw.UUID), f.gw.APIKey, strings.NewReader(body), "Content-Type", "application/x-ndjson")
 	if r.status != 200 {
@@ -411,8 +396,7 @@ func TestLogStreamStoresLinesOfOwnDevicesAndDropsOthers(t *testing.T) {
 func TestLogStreamIsStoredWholeWhenItEnds(t *testing.T) {
 	c := newTestCloud(t, Options{})
 	f := c.fixture(t)
-	d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-	mustNoErr(t, err)
+	d := c.device(t, f.app.ID)
 	pr, pw := io.Pipe()
 	ctx := testCtx(t)
 	req, err := http.NewRequestWithContext(ctx, "POST", c.url+logsPath(f.gw.UUID), pr)
@@ -447,8 +431,7 @@ func TestLogStreamIsStoredWholeWhenItEnds(t *testing.T) {
 func TestJournalKeepsRequestBodies(t *testing.T) {
 	c := newTestCloud(t, Options{JournalBodyBytes: 8, JournalBodyBudget: 20})
 	f := c.fixture(t)
-	d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-	mustNoErr(t, err)
+	d := c.device(t, f.app.ID)
 	path := fmt.Sprintf(cloudapi.PathDeviceFmt, d.ID)
 	for _, body := range []string{`{"status":"a"}`, `{"is_online":false}`, `{"status":"b"}`} {
 		if r := c.call(t, "PATCH", path, f.gw.APIKey, strings.NewReader(body)); r.status != 200 {
@@ -500,8 +483,7 @@ func TestJournalKeepsTheBodiesOfRequestsAnOutageRefused(t *testing.T) {
 	for _, mode := range []OutageMode{Outage503, OutageClose} {
 		c := newTestCloud(t, Options{})
 		f := c.fixture(t)
-		d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID})
-		mustNoErr(t, err)
+		d := c.device(t, f.app.ID)
 		mustNoErr(t, c.Outage(mode))
 		body := `{"status":"Idle"}`
 		req, err := http.NewRequest("PATCH", c.url+fmt.Sprintf(cloudapi.PathDeviceFmt, d.ID), strings.NewReader(body))

@@ -24,6 +24,16 @@ func newScaleCloud(tb testing.TB) *Server {
 	return s
 }
 
+// populatedGateway creates a gateway and populates it.
+func populatedGateway(tb testing.TB, s *Server, apps, n int) (Gateway, []App) {
+	tb.Helper()
+	gw, err := s.CreateGateway(GatewaySpec{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return gw, populate(tb, s, gw, apps, n)
+}
+
 // populate gives gw n devices spread over apps dependent apps, each with a
 // device variable, the apps with config and env.
 func populate(tb testing.TB, s *Server, gw Gateway, apps, n int) []App {
@@ -55,9 +65,7 @@ func TestHundredThousandDevicesFitAndRenderPerGateway(t *testing.T) {
 	start := time.Now()
 	var gws []Gateway
 	for range 10 {
-		gw, err := s.CreateGateway(GatewaySpec{})
-		mustNoErr(t, err)
-		populate(t, s, gw, 3, 10_000)
+		gw, _ := populatedGateway(t, s, 3, 10_000)
 		gws = append(gws, gw)
 	}
 	t.Logf("created 100,000 devices in %v", time.Since(start))
@@ -88,11 +96,7 @@ func TestHundredThousandDevicesFitAndRenderPerGateway(t *testing.T) {
 
 func BenchmarkStateDocument10k(b *testing.B) {
 	s := newScaleCloud(b)
-	gw, err := s.CreateGateway(GatewaySpec{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	apps := populate(b, s, gw, 3, 10_000)
+	gw, apps := populatedGateway(b, s, 3, 10_000)
 	dev := s.Devices(DeviceFilter{Gateway: gw.UUID})[0].UUID
 	b.Run("one device changed", func(b *testing.B) {
 		benchStateAfter(b, s, gw, func(int) error {
@@ -132,11 +136,7 @@ func benchStateAfter(b *testing.B, s *Server, gw Gateway, change func(i int) err
 
 func BenchmarkStateNotModified(b *testing.B) {
 	s := newScaleCloud(b)
-	gw, err := s.CreateGateway(GatewaySpec{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	populate(b, s, gw, 3, 10_000)
+	gw, _ := populatedGateway(b, s, 3, 10_000)
 	_, etag, err := s.State(gw.UUID)
 	if err != nil {
 		b.Fatal(err)
@@ -155,11 +155,7 @@ func BenchmarkStateNotModified(b *testing.B) {
 
 func BenchmarkStateFullBody(b *testing.B) {
 	s := newScaleCloud(b)
-	gw, err := s.CreateGateway(GatewaySpec{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	populate(b, s, gw, 3, 10_000)
+	gw, _ := populatedGateway(b, s, 3, 10_000)
 	req := httptest.NewRequest("GET", "/device/v2/"+gw.UUID+"/state", nil)
 	req.Header.Set("Authorization", "Bearer "+gw.APIKey)
 	for b.Loop() {

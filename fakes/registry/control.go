@@ -42,12 +42,7 @@ func (s *Server) ControlHandler() http.Handler {
 		s.Unthrottle()
 		w.WriteHeader(http.StatusNoContent)
 	})
-	mux.HandleFunc("PUT /fail/{kind}", func(w http.ResponseWriter, r *http.Request) {
-		kind, err := parseKind(r.PathValue("kind"))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
+	mux.HandleFunc("PUT /fail/{kind}", withKind(func(w http.ResponseWriter, r *http.Request, kind Kind) {
 		var body struct {
 			N      *int `json:"n"`
 			Status int  `json:"status"`
@@ -62,16 +57,11 @@ func (s *Server) ControlHandler() http.Handler {
 			s.FailNext(kind, *body.N, body.Status)
 		}
 		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("DELETE /fail/{kind}", func(w http.ResponseWriter, r *http.Request) {
-		kind, err := parseKind(r.PathValue("kind"))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
+	}))
+	mux.HandleFunc("DELETE /fail/{kind}", withKind(func(w http.ResponseWriter, r *http.Request, kind Kind) {
 		s.Unfail(kind)
 		w.WriteHeader(http.StatusNoContent)
-	})
+	}))
 	mux.HandleFunc("PUT /corrupt", func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			Next   int    `json:"next"`
@@ -117,6 +107,19 @@ func decodeControl(r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<16))
 	dec.DisallowUnknownFields()
 	return dec.Decode(v)
+}
+
+// withKind answers 400 unless the request's {kind} is a known Kind, and
+// otherwise calls h with it.
+func withKind(h func(http.ResponseWriter, *http.Request, Kind)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		kind, err := parseKind(r.PathValue("kind"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		h(w, r, kind)
+	}
 }
 
 // parseKind accepts the kinds a pull can be of.

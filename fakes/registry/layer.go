@@ -92,6 +92,23 @@ func cleanAssetPath(p string, dirOK bool) (string, error) {
 	return c, nil
 }
 
+// cleanPathSet cleans paths as cleanAssetPath does into a set, refusing
+// with clash (which formats the path) any that is one of files.
+func cleanPathSet(paths []string, dirOK bool, files map[string][]byte, clash string) (map[string]bool, error) {
+	set := make(map[string]bool, len(paths))
+	for _, p := range paths {
+		c, err := cleanAssetPath(p, dirOK)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := files[c]; ok {
+			return nil, fmt.Errorf(clash, c)
+		}
+		set[c] = true
+	}
+	return set, nil
+}
+
 // Tar returns the layer's uncompressed tar. It fails on a Files, Delete or
 // Opaque path that is empty, absolute or escapes /assets, on a file whose
 // name is a whiteout (use Delete or Opaque), and where the outcome would
@@ -122,27 +139,13 @@ func (l Layer) Tar() ([]byte, error) {
 		}
 		files[c] = data
 	}
-	deleted := map[string]bool{}
-	for _, p := range l.Delete {
-		c, err := cleanAssetPath(p, false)
-		if err != nil {
-			return nil, err
-		}
-		if _, ok := files[c]; ok {
-			return nil, fmt.Errorf("path %q both written and deleted in one layer", c)
-		}
-		deleted[c] = true
+	deleted, err := cleanPathSet(l.Delete, false, files, "path %q both written and deleted in one layer")
+	if err != nil {
+		return nil, err
 	}
-	opaque := map[string]bool{}
-	for _, p := range l.Opaque {
-		c, err := cleanAssetPath(p, true)
-		if err != nil {
-			return nil, err
-		}
-		if _, ok := files[c]; ok {
-			return nil, fmt.Errorf("opaque directory %q is a file of the same layer", c)
-		}
-		opaque[c] = true
+	opaque, err := cleanPathSet(l.Opaque, true, files, "opaque directory %q is a file of the same layer")
+	if err != nil {
+		return nil, err
 	}
 
 	// The directories the layer's tar holds (relative to /assets, "" for

@@ -87,6 +87,19 @@ func pullImage(t testing.TB, ref string, opts ...remote.Option) (v1.Image, error
 	return remote.Image(r, append([]remote.Option{remote.WithContext(ctx)}, opts...)...)
 }
 
+// checkAssets fails the test unless img's /assets, extracted as Docker
+// would, are want; what names them in the failure.
+func checkAssets(t *testing.T, img v1.Image, want map[string][]byte, what string) {
+	t.Helper()
+	got, err := extractAssets(t, img)
+	if err != nil {
+		t.Fatalf("%s: extract: %v", what, err)
+	}
+	if !maps.EqualFunc(got, want, bytes.Equal) {
+		t.Errorf("%s: got %q, want %q", what, got, want)
+	}
+}
+
 // extractAssets flattens img with ggcr's mutate.Extract and returns the
 // regular files under /assets, relative to it.
 func extractAssets(t testing.TB, img v1.Image) (map[string][]byte, error) {
@@ -139,14 +152,8 @@ func TestPulledImageFlattensToWhatFlattenPredicts(t *testing.T) {
 			if got, err := img.Digest(); err != nil || got != d {
 				t.Errorf("pulled digest: got %s (%v), want %s", got, err, d)
 			}
-			got, err := extractAssets(t, img)
-			if err != nil {
-				t.Fatalf("extract: %v", err)
-			}
 			want := Flatten(layers...)
-			if !maps.EqualFunc(got, want, bytes.Equal) {
-				t.Errorf("flattened /assets: got %q, want %q", got, want)
-			}
+			checkAssets(t, img, want, "flattened /assets")
 			if string(want["firmware.bin"]) != "v2 firmware" || want["old.txt"] != nil || want["cfg/a"] != nil || want[".hidden"] == nil {
 				t.Errorf("Flatten of the release: got %q, want the v2 firmware, no old.txt or cfg/a, .hidden kept", want)
 			}
@@ -177,13 +184,7 @@ func TestBuilderPushesInProcessThroughHandlerTransport(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pull: %v", err)
 	}
-	got, err := extractAssets(t, img)
-	if err != nil {
-		t.Fatalf("extract: %v", err)
-	}
-	if want := Flatten(layers...); !maps.EqualFunc(got, want, bytes.Equal) {
-		t.Errorf("flattened /assets: got %q, want %q", got, want)
-	}
+	checkAssets(t, img, Flatten(layers...), "flattened /assets")
 }
 
 func TestBuildFromDirPushesTheDirectoryAsAssets(t *testing.T) {
@@ -207,13 +208,7 @@ func TestBuildFromDirPushesTheDirectoryAsAssets(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pull: %v", err)
 	}
-	got, err := extractAssets(t, img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !maps.EqualFunc(got, files, bytes.Equal) {
-		t.Errorf("flattened /assets: got %q, want %q", got, files)
-	}
+	checkAssets(t, img, files, "flattened /assets")
 }
 
 func TestFailNextFailsExactlyNPullsOfItsKind(t *testing.T) {
@@ -387,16 +382,24 @@ func getBlob(t testing.TB, f *fixture, repo string, d v1.Hash) ([]byte, time.Dur
 	return body, took
 }
 
-func TestThrottleSlowsBlobsAndUnthrottleRestoresThem(t *testing.T) {
-	f := newFixture(t, Options{})
-	// Incompressible content, so the layer blob is about as large.
-	content := make([]byte, 48<<10)
-	rand.New(rand.NewSource(1)).Read(content)
+// buildRandomLayer builds apps/1 with one file of size random bytes from
+// seed, incompressible so that the layer blob is about as large, and
+// returns the blob's digest.
+func buildRandomLayer(t *testing.T, f *fixture, seed int64, size int) v1.Hash {
+	t.Helper()
+	content := make([]byte, size)
+	rand.New(rand.NewSource(seed)).Read(content)
 	ref, _ := f.build(t, "apps/1", Layer{Files: map[string][]byte{"big.bin": content}})
 	d, err := pullLayers(t, ref)[0].Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d
+}
+
+func TestThrottleSlowsBlobsAndUnthrottleRestoresThem(t *testing.T) {
+	f := newFixture(t, Options{})
+	d := buildRandomLayer(t, f, 1, 48<<10)
 
 	const rate = 256 << 10 // bytes per second
 	f.srv.Throttle(rate)
@@ -418,7 +421,7 @@ func TestThrottleSlowsBlobsAndUnthrottleRestoresThem(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var gets []Request
-	err = f.srv.Await(ctx, func(rs []Request) bool {
+	err := f.srv.Await(ctx, func(rs []Request) bool {
 		gets = gets[:0]
 		for _, r := range rs {
 			if r.Kind == KindBlob && r.Method == http.MethodGet && r.Target == d.String() {
@@ -438,13 +441,7 @@ func TestThrottleSlowsBlobsAndUnthrottleRestoresThem(t *testing.T) {
 
 func TestUnthrottleReleasesATransferUnderWay(t *testing.T) {
 	f := newFixture(t, Options{})
-	content := make([]byte, 64<<10)
-	rand.New(rand.NewSource(2)).Read(content)
-	ref, _ := f.build(t, "apps/1", Layer{Files: map[string][]byte{"big.bin": content}})
-	d, err := pullLayers(t, ref)[0].Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := buildRandomLayer(t, f, 2, 64<<10)
 
 	// At 1 KiB/s the blob would take about a minute; Unthrottle as soon as
 	// the transfer has started must let it finish within the test's
@@ -540,13 +537,7 @@ func TestDiskModeServesImagesAfterARestart(t *testing.T) {
 			if got, _ := img.Digest(); got != d {
 				t.Errorf("digest after restart: got %s, want %s", got, d)
 			}
-			got, err := extractAssets(t, img)
-			if err != nil {
-				t.Fatalf("extract after restart: %v", err)
-			}
-			if want := Flatten(layers...); !maps.EqualFunc(got, want, bytes.Equal) {
-				t.Errorf("assets after restart: got %q, want %q", got, want)
-			}
+			checkAssets(t, img, Flatten(layers...), "assets after restart")
 		}
 	}
 }
