@@ -59,14 +59,15 @@ func (t *traffic) end(k *trafficKind, respBytes int64) {
 // Round trips in flight count in the next take's peak only from then on.
 func (t *traffic) take(from string) []RoundTrips {
 	t.mu.Lock()
-	m := t.m
-	t.m = nil
-	t.mu.Unlock()
-	out := make([]RoundTrips, 0, len(m))
-	for kind, k := range m {
+	// Read under the lock: round trips still in flight end (and write
+	// their kind's counters) after the map is forgotten.
+	out := make([]RoundTrips, 0, len(t.m))
+	for kind, k := range t.m {
 		out = append(out, RoundTrips{Kind: kind, From: from, Count: k.count, Concurrency: int(max(k.peak, 1)),
 			RequestBytes: int(k.reqBytes / k.count), ResponseBytes: int(k.respBytes / k.count)})
 	}
+	t.m = nil
+	t.mu.Unlock()
 	sortRoundTrips(out)
 	return out
 }
