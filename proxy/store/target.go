@@ -173,7 +173,7 @@ type targetDeviceRow struct {
 // A device whose update target changes gets target_changed_at = now.
 func (s *Store) ApplyTarget(ctx context.Context, t Target, pollStartedAt time.Time) (TargetSummary, error) {
 	var sum TargetSummary
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *wtx) error {
 		sum = TargetSummary{}
 		return s.applyTargetTx(ctx, tx, t, pollStartedAt, &sum)
 	})
@@ -183,7 +183,10 @@ func (s *Store) ApplyTarget(ctx context.Context, t Target, pollStartedAt time.Ti
 	return sum, nil
 }
 
-func (s *Store) applyTargetTx(ctx context.Context, tx *sql.Tx, t Target, pollStartedAt time.Time, sum *TargetSummary) error {
+func (s *Store) applyTargetTx(ctx context.Context, tx *wtx, t Target, pollStartedAt time.Time, sum *TargetSummary) error {
+	// Apps' rows are not part of devices' rows: the devices changed are
+	// those inserted, updated and marked below.
+	tx.changedNoDevice()
 	now := s.nowMillis()
 	// Statements run once per app or device are prepared once.
 	stmts := map[string]*sql.Stmt{}
@@ -320,6 +323,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)`,
 				env, cfg, d.Restart, d.Restart, now, now); err != nil {
 				return fmt.Errorf("insert device %s: %w", d.UUID, err)
 			}
+			tx.changedDevice(d.UUID)
 			sum.Added = append(sum.Added, d.UUID)
 			continue
 		}
@@ -363,6 +367,7 @@ WHERE uuid = ?`,
 			d.AppID, d.Name, env, cfg, requested, acked, changedAt, d.UUID); err != nil {
 			return fmt.Errorf("update device %s: %w", d.UUID, err)
 		}
+		tx.changedDevice(d.UUID)
 	}
 
 	guard := pollStartedAt.UnixMilli()
@@ -385,6 +390,7 @@ WHERE uuid = ?`,
 		if err := exec(`UPDATE devices SET marked_for_delete = 1, in_target = 0 WHERE uuid = ?`, r.uuid); err != nil {
 			return fmt.Errorf("mark device %s: %w", r.uuid, err)
 		}
+		tx.changedDevice(r.uuid)
 		sum.Marked = append(sum.Marked, MarkedDevice{UUID: r.uuid, AppID: r.appID})
 	}
 
@@ -405,7 +411,7 @@ INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value
 // update target thereby changes get target_changed_at = now. ErrNotFound if
 // the app is unknown.
 func (s *Store) SetAppCurrentCommit(ctx context.Context, appID int64, commit string) error {
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *wtx) error {
 		var cur sql.NullString
 		err := tx.QueryRowContext(ctx, `SELECT current_commit FROM apps WHERE id = ?`, appID).Scan(&cur)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -415,8 +421,11 @@ func (s *Store) SetAppCurrentCommit(ctx context.Context, appID int64, commit str
 			return err
 		}
 		if cur.Valid && cur.String == commit {
+			tx.changedNoDevice()
 			return nil
 		}
+		// Every device of the app shows the new commit (targetCommit):
+		// undeclared, the write counts as changing any device.
 		if _, err := tx.ExecContext(ctx, `UPDATE apps SET current_commit = ? WHERE id = ?`, commit, appID); err != nil {
 			return err
 		}
