@@ -23,7 +23,6 @@ import (
 	"path"
 	"runtime/debug"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/depharness/depharness/api"
@@ -103,9 +102,8 @@ type Handler struct {
 	v       violation.Set
 	// fallback is the instrumented unknown-path route.
 	fallback http.Handler
-	// listSize is the size of the last device list, to size the next one's
-	// buffer at once.
-	listSize atomic.Int64
+	// list is the device list's objects (list.go).
+	list deviceList
 	// cache holds the bodies of device reads until the next write.
 	cache readCache
 }
