@@ -39,7 +39,6 @@ func BenchmarkProvision100k(b *testing.B) { benchProvision(b, 100_000) }
 // BenchmarkProvision10k is BenchmarkProvision100k with 10,000 devices.
 func BenchmarkProvision10k(b *testing.B) { benchProvision(b, 10_000) }
 
-
 func benchProvision(b *testing.B, n int) {
 	const clients = 64
 	c := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConns: 2 * clients, MaxIdleConnsPerHost: 2 * clients}}
