@@ -254,6 +254,37 @@ func TestABadStateFileIsRefusedAndLeftAsItIs(t *testing.T) {
 	}
 }
 
+// Saves encode the model after releasing its lock: changes made meanwhile
+// (variables changed in place, reports, pushes) race with nothing (run with
+// -race), and the last save still holds the last model.
+func TestSavesWhileTheModelChanges(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cloud.json")
+	c1 := newTestCloud(t, Options{StateFile: path, SaveInterval: time.Hour})
+	f := populateAll(t, c1)
+	created, err := c1.CreateDevice(DeviceSpec{AppID: f.app.ID, Gateway: f.gw.UUID})
+	mustNoErr(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			mustNoErr(t, c1.SetDeviceEnv(created.UUID, map[string]string{"E": fmt.Sprint(i)}))
+			mustNoErr(t, c1.SetAppConfig(f.app.ID, map[string]string{"C": fmt.Sprint(i)}))
+		}
+	}()
+	for range 20 {
+		mustNoErr(t, c1.Save())
+	}
+	<-done
+	before := viewOf(t, c1, f)
+	mustNoErr(t, c1.Close())
+	c2 := newTestCloud(t, Options{StateFile: path})
+	t.Cleanup(func() { c2.Close() })
+	after := viewOf(t, c2, f)
+	if before.state != after.state || before.etag != after.etag {
+		t.Errorf("after a restart the state document differs:\nbefore %s\nafter  %s", before.state, after.state)
+	}
+}
+
 // BenchmarkSaveAfterAChange10k is one Save of a model with 10,000 devices
 // after a device reported a new status: the time a change costs the
 // cloud's lock and the disk, at most once per save interval.
