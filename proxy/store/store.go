@@ -11,8 +11,9 @@
 // transaction committed (see groupcommit.go). Schema changes are versioned
 // migrations, applied in order at Open.
 //
-// It depends on the standard library and the SQLite driver only; it must not
-// import other proxy packages except api for shared value types.
+// It depends on the standard library, the SQLite driver and internal/jsonstr
+// only; it must not import other proxy packages except api for shared value
+// types.
 package store
 
 import (
@@ -50,6 +51,8 @@ type Store struct {
 	ws writerStmts
 	// changes remembers which devices recent transactions changed.
 	changes changeLog
+	// mirror keeps the rows ApplyTarget compares with (targetrows.go).
+	mirror targetMirror
 
 	// countsMu guards counts: the outbox counts as last committed (meta
 	// holds the same), which the committer's transactions start from.

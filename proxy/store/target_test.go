@@ -28,7 +28,7 @@ func openTestStore(t testing.TB) (*Store, *testClock) {
 // not yet in any target.
 func insertLocalDevice(t testing.TB, s *Store, uuid string, appID int64, createdAt time.Time) {
 	t.Helper()
-	if _, err := s.w.Exec(`INSERT INTO devices (uuid, app_id, device_type, cloud_id, created_at) VALUES (?, ?, 'generic-amd64', 1, ?)`,
+	if _, err := execWrite(s, `INSERT INTO devices (uuid, app_id, device_type, cloud_id, created_at) VALUES (?, ?, 'generic-amd64', 1, ?)`,
 		uuid, appID, createdAt.UnixMilli()); err != nil {
 		t.Fatalf("insert device: %v", err)
 	}
