@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	stdsync "sync"
 	"sync/atomic"
@@ -34,6 +36,8 @@ type testCloud struct {
 	devices     map[string]cloud.Device
 	ifNoneMatch []string // If-None-Match of each state request
 	lookups     []string
+	delay       time.Duration // before answering a state request
+	stateTimes  []time.Time   // when each state request arrived
 }
 
 func newTestCloud(t *testing.T) *testCloud {
@@ -42,6 +46,8 @@ func newTestCloud(t *testing.T) *testCloud {
 	mux.HandleFunc("GET "+fmt.Sprintf(cloud.PathStateFmt, gwUUID), func(w http.ResponseWriter, r *http.Request) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		c.stateTimes = append(c.stateTimes, time.Now())
+		time.Sleep(c.delay)
 		c.ifNoneMatch = append(c.ifNoneMatch, r.Header.Get("If-None-Match"))
 		if c.status != 0 {
 			w.WriteHeader(c.status)
@@ -513,6 +519,37 @@ func TestTriggerPollsAtOnce(t *testing.T) {
 	eventually(t, "d3 stored after Trigger", func() bool { _, ok := f.devices(t)["d3"]; return ok })
 }
 
+// After a poll that took T, a burst of Trigger calls polls once, no sooner
+// than 3T after that poll ended.
+func TestTriggersRightAfterAPollWaitThreeTimesItsDuration(t *testing.T) {
+	f := newFixture(t, Options{PollInterval: time.Hour})
+	const took = 150 * time.Millisecond
+	f.cloud.mu.Lock()
+	f.cloud.delay = took
+	f.cloud.mu.Unlock()
+	f.run(t)
+	eventually(t, "first poll", func() bool { return len(f.devices(t)) == 2 })
+	for range 5 {
+		f.s.Trigger()
+	}
+	states := func() []time.Time {
+		f.cloud.mu.Lock()
+		defer f.cloud.mu.Unlock()
+		return append([]time.Time(nil), f.cloud.stateTimes...)
+	}
+	eventually(t, "the triggered poll", func() bool { return len(states()) >= 2 })
+	got := states()
+	// The first poll took at least took, and ended at least took after its
+	// request arrived.
+	if gap := got[1].Sub(got[0]); gap < 4*took {
+		t.Errorf("the triggered poll's request came %s after the first one's, want at least %s", gap, 4*took)
+	}
+	time.Sleep(4 * took)
+	if n := len(states()); n != 2 {
+		t.Errorf("%d polls after a burst of 5 triggers, want 2 (the first and one triggered)", n)
+	}
+}
+
 func TestRemovedDeviceIsMarkedAndReAddedUnmarked(t *testing.T) {
 	f := newFixture(t, Options{})
 	ctx := context.Background()
@@ -643,5 +680,29 @@ func TestTargetViolations(t *testing.T) {
 			}
 			tc.check(t, f.devices(t))
 		})
+	}
+}
+
+// validUUID accepts exactly what ^[A-Za-z0-9]{1,128}$ matches.
+func TestValidUUIDIsTheAlphanumericPattern(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Za-z0-9]{1,128}$`)
+	rng := rand.New(rand.NewPCG(7, 8))
+	alphabet := "aZ09-_ /.é\x00\n"
+	cases := []string{"", strings.Repeat("a", 128), strings.Repeat("a", 129), "abc\n", "ABCxyz019"}
+	for range 5000 {
+		b := make([]byte, rng.IntN(140))
+		for i := range b {
+			if rng.IntN(20) == 0 {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			} else {
+				b[i] = "abcXYZ0189"[rng.IntN(10)]
+			}
+		}
+		cases = append(cases, string(b))
+	}
+	for _, c := range cases {
+		if got, want := validUUID(c), re.MatchString(c); got != want {
+			t.Errorf("validUUID(%q) = %v, want %v", c, got, want)
+		}
 	}
 }
