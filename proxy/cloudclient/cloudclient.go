@@ -147,7 +147,10 @@ func DefaultHTTPClient(timeout time.Duration) *http.Client {
 	t.DialContext = abortingDial((&net.Dialer{Timeout: step, KeepAlive: 30 * time.Second}).DialContext)
 	t.TLSHandshakeTimeout = step
 	t.ResponseHeaderTimeout = timeout
-	t.MaxIdleConnsPerHost = 16
+	// As many kept connections as the API has provisioning requests in
+	// flight from a busy gateway: fewer, and each request beyond them
+	// dials a connection and resets it afterwards.
+	t.MaxIdleConnsPerHost = 64
 	return &http.Client{Transport: t, Timeout: timeout}
 }
 

@@ -182,13 +182,10 @@ func (s *Store) InsertProvisioned(ctx context.Context, nd NewDevice) (Device, er
 	var d Device
 	err := s.writeTx(ctx, func(tx *wtx) error {
 		tx.changedDevice(nd.UUID)
-		if _, err := tx.stmt(ctx, s.ws.provisionUpsert).ExecContext(ctx,
-			nd.UUID, nd.AppID, nd.DeviceType, nd.LogsChannel, nd.CloudID, nd.Name, nd.Note, nd.Status,
-			s.nowMillis(), nd.IsOnline, nd.DownloadProgress); err != nil {
-			return err
-		}
 		var err error
-		d, err = scanDevice(tx.stmt(ctx, s.ws.deviceRow).QueryRowContext(ctx, nd.UUID))
+		d, err = scanDevice(tx.stmt(ctx, s.ws.provisionUpsert).QueryRowContext(ctx,
+			nd.UUID, nd.AppID, nd.DeviceType, nd.LogsChannel, nd.CloudID, nd.Name, nd.Note, nd.Status,
+			s.nowMillis(), nd.IsOnline, nd.DownloadProgress))
 		return err
 	})
 	if err != nil {
@@ -197,13 +194,23 @@ func (s *Store) InsertProvisioned(ctx context.Context, nd NewDevice) (Device, er
 	return d, nil
 }
 
-// provisionUpsert stores a provisioned device (see InsertProvisioned).
+// provisionUpsert stores a provisioned device (see InsertProvisioned) and
+// returns its row as deviceColumns does.
 const provisionUpsert = `
 INSERT INTO devices (uuid, app_id, device_type, logs_channel, cloud_id, name, note, status, created_at, is_online, download_progress)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (uuid) DO UPDATE SET
 	app_id = excluded.app_id, device_type = excluded.device_type, logs_channel = excluded.logs_channel,
-	cloud_id = excluded.cloud_id, name = excluded.name, note = excluded.note`
+	cloud_id = excluded.cloud_id, name = excluded.name, note = excluded.note
+RETURNING ` + deviceReturning
+
+// deviceReturning is the RETURNING list of a write of one device row that
+// gives the columns of deviceColumns.
+const deviceReturning = `id, uuid, app_id, device_type, logs_channel, cloud_id, name, note, status,
+	is_online, download_progress, reported_commit, environment, config,
+	target_environment, target_config, in_target, marked_for_delete,
+	restart_requested, restart_acked, update_acked, hook_last_at, target_changed_at,
+	created_at, (SELECT current_commit FROM apps WHERE apps.id = devices.app_id)`
 
 // DeviceByUUID reads one device, marked for deletion or not. ErrNotFound if
 // there is none.

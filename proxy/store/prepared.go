@@ -58,7 +58,7 @@ type writerStmts struct {
 	deviceLookup, reportUpdate, ackedSet *sql.Stmt
 	outboxInsert, takeQueuedPatch        *sql.Stmt
 	outboxDeleteUpTo, outboxDeleteSeqs   *sql.Stmt
-	provisionUpsert, deviceRow           *sql.Stmt
+	provisionUpsert                      *sql.Stmt
 	hookAttempt, hookTarget, hookAck     *sql.Stmt
 	hookRestart, hookRemove              *sql.Stmt
 }
@@ -79,7 +79,6 @@ func (s *Store) prepareWriter() error {
 		{&ws.outboxDeleteUpTo, outboxDeleteUpTo},
 		{&ws.outboxDeleteSeqs, outboxDeleteSeqs},
 		{&ws.provisionUpsert, provisionUpsert},
-		{&ws.deviceRow, deviceByUUID},
 		{&ws.hookAttempt, qHookAttempt},
 		{&ws.hookTarget, updateTargetQuery},
 		{&ws.hookAck, qHookAck},

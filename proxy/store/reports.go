@@ -145,11 +145,7 @@ UPDATE devices SET
 	environment     = COALESCE(?, environment),
 	config          = COALESCE(?, config)
 WHERE uuid = ? AND marked_for_delete = 0
-RETURNING id, uuid, app_id, device_type, logs_channel, cloud_id, name, note, status,
-	is_online, download_progress, reported_commit, environment, config,
-	target_environment, target_config, in_target, marked_for_delete,
-	restart_requested, restart_acked, update_acked, hook_last_at, target_changed_at,
-	created_at, (SELECT current_commit FROM apps WHERE apps.id = devices.app_id)`
+RETURNING ` + deviceReturning
 	outboxInsert = `INSERT INTO outbox (kind, device_uuid, cloud_id, payload, created_at, size) VALUES (?, ?, ?, ?, ?, ?)`
 	// takeQueuedPatch deletes a device's queued report, if any (at most
 	// one: reports are merged), and returns it.
