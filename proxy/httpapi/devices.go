@@ -242,7 +242,7 @@ func (h *Handler) putDevice(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if h.opts.OnDeviceReported != nil {
-		h.opts.OnDeviceReported(uuid)
+		h.opts.OnDeviceReported(uuid, rep.Commit != nil || rep.Environment != nil || rep.Config != nil)
 	}
 	return h.writeDevice(w, http.StatusOK, &d)
 }

@@ -60,8 +60,10 @@ type Options struct {
 	// stored (e.g. to poll the target state early).
 	OnProvisioned func()
 	// OnDeviceReported, if set, is called after a PUT was stored, with the
-	// device's uuid (e.g. to wake the hook dispatcher and the outbox).
-	OnDeviceReported func(uuid string)
+	// device's uuid and whether the report set its commit, environment or
+	// config (which the hooks it is owed depend on; status and is_online do
+	// not): e.g. to wake the hook dispatcher and the outbox.
+	OnDeviceReported func(uuid string, targetFields bool)
 	// OnLogAccepted, if set, is called after a log line was buffered (e.g.
 	// to wake the outbox).
 	OnLogAccepted func(uuid string)
