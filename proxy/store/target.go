@@ -6,6 +6,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -120,7 +121,19 @@ AND NOT EXISTS (SELECT 1 FROM devices WHERE in_target = 0 AND marked_for_delete 
 // order given.
 func (s *Store) UnknownDevices(ctx context.Context, uuids []string) ([]string, error) {
 	known := map[string]bool{}
-	rows, err := s.r.QueryContext(ctx, `SELECT uuid FROM devices`)
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	if len(uuids) <= 4096 {
+		// Looked up one by one (the index) rather than every row read.
+		var list []byte
+		if list, err = json.Marshal(uuids); err == nil {
+			rows, err = s.r.QueryContext(ctx, `SELECT uuid FROM devices WHERE uuid IN (SELECT value FROM json_each(?))`, string(list))
+		}
+	} else {
+		rows, err = s.r.QueryContext(ctx, `SELECT uuid FROM devices`)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: unknown devices: %w", err)
 	}

@@ -105,6 +105,13 @@ type Syncer struct {
 	metrics *Metrics
 	trigger chan struct{}
 
+	// knownMu guards known: the devices of the last target applied, less
+	// those it skipped. The store holds each of them (a device leaves the
+	// store only once marked, that is once a target left it out), so a
+	// poll asks the store only about the others (lookUpUnknown).
+	knownMu stdsync.Mutex
+	known   map[string]bool
+
 	mu        stdsync.Mutex
 	downloads map[int64]*download // by app id
 	dlSem     chan struct{}
@@ -303,6 +310,7 @@ func (s *Syncer) Poll(ctx context.Context) error {
 		}
 		return err
 	}
+	s.remember(t, sum)
 	if s.opts.Violations.On("app-removal-silent") {
 		s.removeSilently(ctx, sum)
 	}
@@ -323,9 +331,16 @@ func (s *Syncer) Poll(ctx context.Context) error {
 // lookup fails, is left without one: ApplyTarget skips it and the next poll
 // tries again.
 func (s *Syncer) lookUpUnknown(ctx context.Context, t *store.Target) error {
-	uuids := make([]string, len(t.Devices))
-	for i, d := range t.Devices {
-		uuids[i] = d.UUID
+	var uuids []string
+	s.knownMu.Lock()
+	for _, d := range t.Devices {
+		if !s.known[d.UUID] {
+			uuids = append(uuids, d.UUID)
+		}
+	}
+	s.knownMu.Unlock()
+	if len(uuids) == 0 {
+		return nil
 	}
 	unknown, err := s.opts.Store.UnknownDevices(ctx, uuids)
 	if err != nil || len(unknown) == 0 || s.opts.Violations.On("cloud-get-skipped") {
@@ -366,6 +381,21 @@ func (s *Syncer) lookUpUnknown(ctx context.Context, t *store.Target) error {
 	}
 	wg.Wait()
 	return ctx.Err()
+}
+
+// remember records the devices of t, just applied with summary sum, as
+// known to the store.
+func (s *Syncer) remember(t store.Target, sum store.TargetSummary) {
+	known := make(map[string]bool, len(t.Devices))
+	for _, d := range t.Devices {
+		known[d.UUID] = true
+	}
+	for _, u := range sum.Skipped {
+		delete(known, u)
+	}
+	s.knownMu.Lock()
+	s.known = known
+	s.knownMu.Unlock()
 }
 
 // dropMarked removes devices marked for deletion from t

@@ -575,6 +575,47 @@ func TestRemovedDeviceIsMarkedAndReAddedUnmarked(t *testing.T) {
 	}
 }
 
+// A device of the last target is not asked about again (neither the store
+// nor the cloud); one the store removed once it left a target (its delete
+// hook answered), and that a later target lists again, is looked up in the
+// cloud and stored anew.
+func TestDevicesOfTheLastTargetAreNotLookedUpAgainButRemovedOnesAre(t *testing.T) {
+	f := newFixture(t, Options{})
+	ctx := context.Background()
+	lookups := func() []string {
+		f.cloud.mu.Lock()
+		defer f.cloud.mu.Unlock()
+		return append([]string(nil), f.cloud.lookups...)
+	}
+	if err := f.s.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // the next poll starts after d2 was stored (ms clock)
+	s := goodState()
+	delete(s["dependent"].(map[string]any)["devices"].(map[string]any), "d2")
+	s["dependent"].(map[string]any)["devices"].(map[string]any)["d1"].(map[string]any)["name"] = "renamed"
+	f.cloud.set(s)
+	if err := f.s.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(lookups()); got != "[d1 d2]" && got != "[d2 d1]" {
+		t.Fatalf("lookups after a changed target of known devices: %s, want d1 and d2 once (first poll)", got)
+	}
+	if removed, err := f.st.RemoveDeleted(ctx, "d2"); err != nil || !removed {
+		t.Fatalf("RemoveDeleted(d2) = %v, %v", removed, err)
+	}
+	f.cloud.set(goodState())
+	if err := f.s.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := lookups(); len(got) != 3 || got[2] != "d2" {
+		t.Fatalf("lookups after d2 came back: %v, want d2 looked up again", got)
+	}
+	if d, ok := f.devices(t)["d2"]; !ok || d.MarkedForDelete || d.CloudID != 102 {
+		t.Fatalf("d2 after it came back: %+v (stored %v), want stored unmarked with cloud id 102", d, ok)
+	}
+}
+
 func TestViolations(t *testing.T) {
 	t.Run("state-no-etag polls without If-None-Match", func(t *testing.T) {
 		f := newFixture(t, Options{Violations: violation.Set{"state-no-etag": true}})

@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/store"
@@ -69,7 +68,14 @@ func Validate(st *cloud.TargetState) (store.Target, error) {
 			Commit: a.Commit, Image: a.Image, ReleaseID: a.ReleaseID,
 		})
 	}
-	for uuid, d := range st.Dependent.Devices {
+	// In uuid order: sorting the uuids moves less than sorting the devices.
+	uuids := make([]string, 0, len(st.Dependent.Devices))
+	for uuid := range st.Dependent.Devices {
+		uuids = append(uuids, uuid)
+	}
+	slices.Sort(uuids)
+	for _, uuid := range uuids {
+		d := st.Dependent.Devices[uuid]
 		if !validUUID(uuid) {
 			return store.Target{}, fmt.Errorf("device %q: malformed uuid", uuid)
 		}
@@ -94,7 +100,6 @@ func Validate(st *cloud.TargetState) (store.Target, error) {
 		}
 	}
 	slices.SortFunc(t.Apps, func(a, b store.TargetApp) int { return cmp.Compare(a.ID, b.ID) })
-	slices.SortFunc(t.Devices, func(a, b store.TargetDevice) int { return strings.Compare(a.UUID, b.UUID) })
 	return t, nil
 }
 
