@@ -224,6 +224,10 @@ func (s *Syncer) Run(ctx context.Context) error {
 			continue
 		case <-poll.C:
 		}
+		select { // a Trigger sent before this poll starts is answered by it
+		case <-s.trigger:
+		default:
+		}
 		started := time.Now()
 		if s.Poll(ctx) == nil {
 			s.reconcileDownloads(ctx, dctx)
