@@ -254,7 +254,7 @@ func (s *Server) loadState(path string, keepToken bool) (loaded bool, err error)
 
 // encodeSnapshot is the state file's content for sn, and its hash.
 func encodeSnapshot(sn *snapshot) ([]byte, [32]byte, error) {
-	b, err := json.Marshal(sn)
+	b, err := encodeSnapshotJSON(sn)
 	if err != nil {
 		return nil, [32]byte{}, err
 	}
