@@ -95,7 +95,8 @@ type snapDevice struct {
 
 // snapshotLocked captures the model, in id order so that equal models give
 // equal files. It shares nothing the model changes in place (variables are
-// copied), so that it can be encoded once the lock is released.
+// replaced, never changed in place; releases are copied; logs too), so that
+// it can be encoded once the lock is released.
 func (s *Server) snapshotLocked() (*snapshot, error) {
 	rnd, err := s.pcg.MarshalBinary()
 	if err != nil {
@@ -122,12 +123,12 @@ func (s *Server) snapshotLocked() (*snapshot, error) {
 	for _, id := range slices.Sorted(maps.Keys(s.apps)) {
 		a := s.apps[id]
 		sn.Apps = append(sn.Apps, snapApp{ID: a.id, Name: a.name, ParentApp: a.parent.id,
-			Config: maps.Clone(a.config), Environment: maps.Clone(a.env), Releases: slices.Clone(a.releases)})
+			Config: a.config, Environment: a.env, Releases: slices.Clone(a.releases)})
 	}
 	for _, id := range slices.Sorted(maps.Keys(s.devicesByID)) {
 		d := s.devicesByID[id]
 		sd := snapDevice{ID: d.id, UUID: d.uuid, Name: d.name, DeviceType: d.deviceType, AppID: d.app.id,
-			Environment: maps.Clone(d.env), Config: maps.Clone(d.config), Restart: d.restart, RegisteredAt: d.registeredAt,
+			Environment: d.env, Config: d.config, Restart: d.restart, RegisteredAt: d.registeredAt,
 			Origin: d.origin, Status: d.status, IsOnline: d.isOnline, IsOnCommit: d.isOnCommit,
 			Logs: s.logsLocked(d), LogCount: d.logCount}
 		if d.gateway != nil {
