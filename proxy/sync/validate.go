@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/store"
@@ -68,14 +69,7 @@ func Validate(st *cloud.TargetState) (store.Target, error) {
 			Commit: a.Commit, Image: a.Image, ReleaseID: a.ReleaseID,
 		})
 	}
-	// In uuid order: sorting the uuids moves less than sorting the devices.
-	uuids := make([]string, 0, len(st.Dependent.Devices))
-	for uuid := range st.Dependent.Devices {
-		uuids = append(uuids, uuid)
-	}
-	slices.Sort(uuids)
-	for _, uuid := range uuids {
-		d := st.Dependent.Devices[uuid]
+	for uuid, d := range st.Dependent.Devices {
 		if !validUUID(uuid) {
 			return store.Target{}, fmt.Errorf("device %q: malformed uuid", uuid)
 		}
@@ -100,6 +94,17 @@ func Validate(st *cloud.TargetState) (store.Target, error) {
 		}
 	}
 	slices.SortFunc(t.Apps, func(a, b store.TargetApp) int { return cmp.Compare(a.ID, b.ID) })
+	// In uuid order: sorting positions moves less than sorting devices.
+	order := make([]int32, len(t.Devices))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(t.Devices[a].UUID, t.Devices[b].UUID) })
+	sorted := make([]store.TargetDevice, len(t.Devices))
+	for i, j := range order {
+		sorted[i] = t.Devices[j]
+	}
+	t.Devices = sorted
 	return t, nil
 }
 
