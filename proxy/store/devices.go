@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -143,8 +144,14 @@ func (x *deviceScanner) scanInto(sc interface{ Scan(...any) error }, d *Device) 
 const deviceByUUID = deviceColumns + ` WHERE d.uuid = ?`
 
 func scanDevice(sc interface{ Scan(...any) error }) (Device, error) {
-	return newDeviceScanner().scan(sc)
+	x := scanners.Get().(*deviceScanner)
+	defer scanners.Put(x)
+	return x.scan(sc)
 }
+
+// scanners recycles the scanners of single-row reads (every report and
+// provisioning reads its row back).
+var scanners = sync.Pool{New: func() any { return newDeviceScanner() }}
 
 // objectOrEmpty is a stored JSON object, with "" and "null" as {}.
 func objectOrEmpty(s string) json.RawMessage {
