@@ -7,11 +7,10 @@
 // across a restart, through the store's hook_last_at) and always carry the
 // newest target (the device's state is re-read right before each send,
 // unless the store says it did not change since it was last read). When
-// several kinds are owed, a delete is
-// sent first and alone (a marked device is owed nothing else), then restarts,
-// then the update: a restart request is a one-shot action the gateway should
-// see promptly, while the update hook carries the whole target and is re-sent
-// until settled anyway.
+// several kinds are owed, a delete is sent first and alone (a marked device
+// is owed nothing else), then restarts, then the update: a restart request
+// is a one-shot action the gateway should see promptly, while the update
+// hook carries the whole target and is re-sent until settled anyway.
 //
 // Across devices, hooks go out concurrently up to a bound; a failed hook is
 // retried with exponential backoff from the retry interval up to a cap, with

@@ -216,3 +216,45 @@ func TestChangeLogForgetsOldChangesSafely(t *testing.T) {
 		t.Errorf("since a recent generation: %v (all %v)", got, all)
 	}
 }
+
+// A transaction whose commit fails (here a deferred foreign key the commit
+// checks) changes nothing in memory either: its writers get the error, the
+// outbox counts stay those of the database, every device counts as changed,
+// and the next writes commit.
+func TestAFailedCommitLeavesMemoryAsTheDatabase(t *testing.T) {
+	s := openAPIStore(t)
+	ctx := context.Background()
+	apiProvision(t, s, "u1", 1, 11)
+	before := counts(t, s)
+	g := s.Generation()
+	err := s.writeTx(ctx, func(tx *wtx) error {
+		tx.changedNoDevice()
+		c := tx.outboxCounts(OutboxLog)
+		tx.setOutboxCounts(OutboxLog, outboxCounts{rows: c.rows + 5, bytes: c.bytes + 500})
+		for _, q := range []string{
+			`CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY)`,
+			`CREATE TEMP TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)`,
+			`INSERT INTO child (p) VALUES (42)`,
+		} {
+			if _, err := tx.Exec(q); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		t.Fatal("a write whose commit breaks a deferred foreign key: got nil, want the commit's error")
+	}
+	if after := counts(t, s); fmt.Sprint(after.Rows, after.Bytes) != fmt.Sprint(before.Rows, before.Bytes) {
+		t.Errorf("counts after the failed commit = %v %v, want %v %v", after.Rows, after.Bytes, before.Rows, before.Bytes)
+	}
+	if s.Generation() == g || !s.DeviceChangedSince("u1", g) {
+		t.Error("after a failed commit: want the generation moved and every device counted as changed")
+	}
+	if _, err := s.AppendLog(ctx, "u1", logPayload(1), 0); err != nil {
+		t.Fatalf("the next write: %v", err)
+	}
+	if c := counts(t, s); c.Rows[OutboxLog] != before.Rows[OutboxLog]+1 {
+		t.Errorf("log rows after the next write = %d, want %d", c.Rows[OutboxLog], before.Rows[OutboxLog]+1)
+	}
+}

@@ -368,6 +368,8 @@ func (c *committer) commit(w *wtx) error {
 	err := w.Commit()
 	if err == nil {
 		c.s.published(w, c.gen.Load()+1)
+	} else {
+		c.s.commitFailed(c.gen.Load() + 1)
 	}
 	c.gen.Add(1)
 	return err

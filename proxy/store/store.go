@@ -309,13 +309,17 @@ func (s *Store) loadCounts() error {
 		return fmt.Errorf("store: read outbox counts: %w", err)
 	}
 	defer tx.Rollback()
+	var counts [numOutboxKinds]outboxCounts
 	for _, kind := range []OutboxKind{OutboxPatch, OutboxLog} {
 		c, err := readCounts(context.Background(), tx, kind)
 		if err != nil {
 			return fmt.Errorf("store: read outbox counts: %w", err)
 		}
-		s.counts[kindIndex(kind)] = c
+		counts[kindIndex(kind)] = c
 	}
+	s.countsMu.Lock()
+	s.counts = counts
+	s.countsMu.Unlock()
 	return nil
 }
 
@@ -338,6 +342,17 @@ func (s *Store) published(w *wtx, gen uint64) {
 	s.patchesMerged.Add(w.merged)
 	s.patchesDropped.Add(w.dropped)
 	s.changes.record(gen, w.changed, w.changedAll)
+}
+
+// commitFailed is published for a transaction whose commit failed, moving
+// the generation to gen: SQLite normally undid it whole, but nothing in
+// memory relies on that: the outbox counts are read again from the
+// database, and every device counts as changed (readers read again, the
+// rows ApplyTarget keeps are read again).
+func (s *Store) commitFailed(gen uint64) {
+	s.changes.record(gen, nil, true)
+	s.mirror.ok = false
+	_ = s.loadCounts() // on failure they stay as they were
 }
 
 // committedCounts are the outbox counts as last committed.
