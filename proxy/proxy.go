@@ -155,14 +155,20 @@ func (p *Proxy) build() error {
 	}
 	p.api, err = httpapi.New(httpapi.Options{
 		Store: p.store, Cloud: cloud, Assets: p.assets, APIKey: cfg.APIKey,
-		OnProvisioned:    p.sync.Trigger,
-		OnDeviceReported: func(uuid string) { p.hooks.NotifyDevice(uuid); p.outbox.Notify() },
-		OnLogAccepted:    func(string) { p.outbox.Notify() },
-		MaxLogLines:      cfg.LogBufferLines,
-		MaxLogBytes:      cfg.LogBufferBytes,
-		MaxLogLineBytes:  cfg.LogLineMaxBytes,
-		Violations:       cfg.Violations,
-		Registerer:       reg, Logger: log.With("component", "api"),
+		OnProvisioned: p.sync.Trigger,
+		OnDeviceReported: func(uuid string, targetFields bool) {
+			// A report of status or is_online alone changes no hook owed.
+			if targetFields {
+				p.hooks.NotifyDevice(uuid)
+			}
+			p.outbox.Notify()
+		},
+		OnLogAccepted:   func(string) { p.outbox.Notify() },
+		MaxLogLines:     cfg.LogBufferLines,
+		MaxLogBytes:     cfg.LogBufferBytes,
+		MaxLogLineBytes: cfg.LogLineMaxBytes,
+		Violations:      cfg.Violations,
+		Registerer:      reg, Logger: log.With("component", "api"),
 	})
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"strings"
@@ -317,15 +318,15 @@ func (s *Server) UpdateVars(u VarsUpdate) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var vars map[string]string
+	var vars *map[string]string
 	if u.App != 0 {
 		a := s.apps[u.App]
 		if a == nil {
 			return notFoundf("no dependent app %d", u.App)
 		}
-		vars = a.env
+		vars = &a.env
 		if u.Kind == KindConfig {
-			vars = a.config
+			vars = &a.config
 		}
 		a.varsVersion++
 		bumpGatewayAppLocked(a.parent)
@@ -334,19 +335,23 @@ func (s *Server) UpdateVars(u VarsUpdate) error {
 		if d == nil {
 			return notFoundf("no device %q", u.Device)
 		}
-		vars = d.env
+		vars = &d.env
 		if u.Kind == KindConfig {
-			vars = d.config
+			vars = &d.config
 		}
 		d.version++
 		bumpGatewayLocked(d.gateway)
 	}
+	// A new map: the old one may be shared by a snapshot being saved.
+	next := make(map[string]string, len(*vars)+len(u.Set))
+	maps.Copy(next, *vars)
 	for k, v := range u.Set {
-		vars[k] = v
+		next[k] = v
 	}
 	for _, k := range u.Unset {
-		delete(vars, k)
+		delete(next, k)
 	}
+	*vars = next
 	s.notifyLocked()
 	return nil
 }

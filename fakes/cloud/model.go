@@ -57,9 +57,11 @@ type gateway struct {
 
 // app is a dependent application.
 type app struct {
-	id       int64
-	name     string
-	parent   *gatewayApp
+	id     int64
+	name   string
+	parent *gatewayApp
+	// config and env are never changed in place but replaced (UpdateVars),
+	// so that a snapshot of the model may share them.
 	config   map[string]string
 	env      map[string]string
 	release  *Release
@@ -72,12 +74,14 @@ type app struct {
 
 // device is a dependent device.
 type device struct {
-	id           int64
-	uuid         string
-	name         string
-	deviceType   string
-	app          *app
-	gateway      *gateway
+	id         int64
+	uuid       string
+	name       string
+	deviceType string
+	app        *app
+	gateway    *gateway
+	// env and config are never changed in place but replaced, as an
+	// app's.
 	env          map[string]string
 	config       map[string]string
 	restart      int64

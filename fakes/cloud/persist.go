@@ -94,7 +94,9 @@ type snapDevice struct {
 }
 
 // snapshotLocked captures the model, in id order so that equal models give
-// equal files.
+// equal files. It shares nothing the model changes in place (variables are
+// replaced, never changed in place; releases are copied; logs too), so that
+// it can be encoded once the lock is released.
 func (s *Server) snapshotLocked() (*snapshot, error) {
 	rnd, err := s.pcg.MarshalBinary()
 	if err != nil {
@@ -121,7 +123,7 @@ func (s *Server) snapshotLocked() (*snapshot, error) {
 	for _, id := range slices.Sorted(maps.Keys(s.apps)) {
 		a := s.apps[id]
 		sn.Apps = append(sn.Apps, snapApp{ID: a.id, Name: a.name, ParentApp: a.parent.id,
-			Config: a.config, Environment: a.env, Releases: a.releases})
+			Config: a.config, Environment: a.env, Releases: slices.Clone(a.releases)})
 	}
 	for _, id := range slices.Sorted(maps.Keys(s.devicesByID)) {
 		d := s.devicesByID[id]
@@ -243,19 +245,17 @@ func (s *Server) loadState(path string, keepToken bool) (loaded bool, err error)
 	}
 	s.seed = sn.Seed
 	// The first save writes only once something changed.
-	if _, sum, err := s.encodeLocked(); err == nil {
-		s.lastSavedModel = sum
+	if sn, err := s.snapshotLocked(); err == nil {
+		if _, sum, err := encodeSnapshot(sn); err == nil {
+			s.lastSavedModel = sum
+		}
 	}
 	return true, nil
 }
 
-// encodeLocked is the state file's content for the model now, and its hash.
-func (s *Server) encodeLocked() ([]byte, [32]byte, error) {
-	sn, err := s.snapshotLocked()
-	if err != nil {
-		return nil, [32]byte{}, err
-	}
-	b, err := json.Marshal(sn)
+// encodeSnapshot is the state file's content for sn, and its hash.
+func encodeSnapshot(sn *snapshot) ([]byte, [32]byte, error) {
+	b, err := encodeSnapshotJSON(sn)
 	if err != nil {
 		return nil, [32]byte{}, err
 	}
@@ -271,9 +271,18 @@ func (s *Server) Save() error {
 	}
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
+	// Only the capture holds the model's lock: the encoding, which takes
+	// far longer with many devices, does not hold up the requests.
 	s.mu.Lock()
-	b, sum, err := s.encodeLocked()
+	sn, err := s.snapshotLocked()
 	s.mu.Unlock()
+	var (
+		b   []byte
+		sum [32]byte
+	)
+	if err == nil {
+		b, sum, err = encodeSnapshot(sn)
+	}
 	if err != nil {
 		return fmt.Errorf("fake cloud: state file: %w", err)
 	}

@@ -253,6 +253,37 @@ func TestABadStateFileIsRefusedAndLeftAsItIs(t *testing.T) {
 	}
 }
 
+// Saves encode the model after releasing its lock: changes made meanwhile
+// (variables changed in place, reports, pushes) race with nothing (run with
+// -race), and the last save still holds the last model.
+func TestSavesWhileTheModelChanges(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cloud.json")
+	c1 := newTestCloud(t, Options{StateFile: path, SaveInterval: time.Hour})
+	f := populateAll(t, c1)
+	created, err := c1.CreateDevice(DeviceSpec{AppID: f.app.ID, Gateway: f.gw.UUID})
+	mustNoErr(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			mustNoErr(t, c1.SetDeviceEnv(created.UUID, map[string]string{"E": fmt.Sprint(i)}))
+			mustNoErr(t, c1.SetAppConfig(f.app.ID, map[string]string{"C": fmt.Sprint(i)}))
+		}
+	}()
+	for range 20 {
+		mustNoErr(t, c1.Save())
+	}
+	<-done
+	before := viewOf(t, c1, f)
+	mustNoErr(t, c1.Close())
+	c2 := newTestCloud(t, Options{StateFile: path})
+	t.Cleanup(func() { c2.Close() })
+	after := viewOf(t, c2, f)
+	if before.state != after.state || before.etag != after.etag {
+		t.Errorf("after a restart the state document differs:\nbefore %s\nafter  %s", before.state, after.state)
+	}
+}
+
 // BenchmarkSaveAfterAChange10k is one Save of a model with 10,000 devices
 // after a device reported a new status: the time a change costs the
 // cloud's lock and the disk, at most once per save interval.
@@ -282,4 +313,37 @@ func BenchmarkSaveAfterAChange10k(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(st.Size())/(1<<20), "file-MiB")
+}
+
+// The state file's bytes are json.Marshal's of the snapshot, devices
+// encoded by hand or not: strings that need escaping (HTML characters,
+// quotes, control characters, invalid UTF-8), empty and missing maps,
+// reported commits and logs.
+func TestTheStateFileIsJSONMarshalsSnapshot(t *testing.T) {
+	c := newTestCloud(t, Options{})
+	f := populateAll(t, c)
+	for _, name := range []string{"<b>&amp;</b>", "quote\" back\\ nl\n \x01 bad\xff \u2028", ""} {
+		d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID, Gateway: f.gw.UUID, Name: name, Environment: map[string]string{"E": name + "<>&"}})
+		mustNoErr(t, err)
+		mustNoErr(t, c.SetDeviceConfig(d.UUID, map[string]string{"K": name}))
+	}
+	c.mu.Lock()
+	sn, err := c.snapshotLocked()
+	for _, d := range c.devices {
+		d.env = nil // as a model restored from an older file may hold
+		break
+	}
+	sn2, err2 := c.snapshotLocked()
+	c.mu.Unlock()
+	mustNoErr(t, err)
+	mustNoErr(t, err2)
+	for _, s := range []*snapshot{sn, sn2, {Version: 1}} {
+		want, err := json.Marshal(s)
+		mustNoErr(t, err)
+		got, err := encodeSnapshotJSON(s)
+		mustNoErr(t, err)
+		if !bytes.Equal(got, want) {
+			t.Errorf("encoded snapshot differs from json.Marshal's:\ngot  %s\nwant %s", got, want)
+		}
+	}
 }

@@ -93,6 +93,8 @@ type Client struct {
 	log     *slog.Logger
 	now     func() time.Time
 	v       violation.Set
+	// states decodes the target states of GetState (state.go).
+	states stateDecoder
 }
 
 // New returns a client for opts.
@@ -146,7 +148,10 @@ func DefaultHTTPClient(timeout time.Duration) *http.Client {
 	t.DialContext = abortingDial((&net.Dialer{Timeout: step, KeepAlive: 30 * time.Second}).DialContext)
 	t.TLSHandshakeTimeout = step
 	t.ResponseHeaderTimeout = timeout
-	t.MaxIdleConnsPerHost = 16
+	// As many kept connections as the API has provisioning requests in
+	// flight from a busy gateway: fewer, and each request beyond them
+	// dials a connection and resets it afterwards.
+	t.MaxIdleConnsPerHost = 64
 	return &http.Client{Transport: t, Timeout: timeout}
 }
 
@@ -243,6 +248,8 @@ func IsRejected(err error) bool {
 
 // GetState fetches the gateway's target state. With a non-empty etag it
 // asks If-None-Match; a 304 answer gives notModified and newETag == etag.
+// The maps of the state's devices may be shared with those of states
+// returned earlier: callers must not modify them.
 func (c *Client) GetState(ctx context.Context, etag string) (state *cloud.TargetState, newETag string, notModified bool, err error) {
 	path := fmt.Sprintf(cloud.PathStateFmt, url.PathEscape(c.gwUUID))
 	hdr := http.Header{}
@@ -258,8 +265,8 @@ func (c *Client) GetState(ctx context.Context, etag string) (state *cloud.Target
 		return nil, "", false, err
 	}
 	defer closeBody(resp)
-	var st cloud.TargetState
-	if err := decodeJSON(resp.Body, maxStateBytes, &st); err != nil {
+	st, err := c.states.decode(resp.Body, maxStateBytes)
+	if err != nil {
 		return nil, "", false, &ProtocolError{Call: CallState, Err: err}
 	}
 	if c.v.Allows("extra-cloud-calls") {
@@ -268,7 +275,7 @@ func (c *Client) GetState(ctx context.Context, etag string) (state *cloud.Target
 			c.extraCall(ctx, "/v6/application("+url.PathEscape(id)+")")
 		}
 	}
-	return &st, resp.Header.Get("ETag"), false, nil
+	return st, resp.Header.Get("ETag"), false, nil
 }
 
 // extraCall makes a request outside the cloud protocol of the contract, as

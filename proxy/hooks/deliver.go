@@ -22,7 +22,7 @@ import (
 func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, st *devState) result {
 	defer d.opts.Store.ExpectWrites()()
 	r := result{st: st}
-	w, err := reader.Read(ctx, st.uuid)
+	w, err := d.workOf(ctx, reader, st)
 	if errors.Is(err, store.ErrNotFound) {
 		return r
 	}
@@ -152,6 +152,16 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 	}
 	r.more, r.kind, r.workKey = true, nk, nkey
 	return r
+}
+
+// workOf is what st's device is owed now: the work the scheduler kept for
+// it if the store says the device did not change since that was read, else
+// read again.
+func (d *Dispatcher) workOf(ctx context.Context, reader *store.HookWorkReader, st *devState) (store.HookWork, error) {
+	if st.work != nil && !d.opts.Store.DeviceChangedSince(st.uuid, st.workGen) {
+		return *st.work, nil
+	}
+	return reader.Read(ctx, st.uuid)
 }
 
 // request builds the hook request for kind.

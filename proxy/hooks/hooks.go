@@ -5,11 +5,12 @@
 // Per device, hooks are serialized (never two in flight), paced (the next
 // hook starts at least the retry interval after the previous one ended, also
 // across a restart, through the store's hook_last_at) and always carry the
-// newest target (the device's state is re-read right before each send). When several kinds are owed, a delete is
-// sent first and alone (a marked device is owed nothing else), then restarts,
-// then the update: a restart request is a one-shot action the gateway should
-// see promptly, while the update hook carries the whole target and is re-sent
-// until settled anyway.
+// newest target (the device's state is re-read right before each send,
+// unless the store says it did not change since it was last read). When
+// several kinds are owed, a delete is sent first and alone (a marked device
+// is owed nothing else), then restarts, then the update: a restart request
+// is a one-shot action the gateway should see promptly, while the update
+// hook carries the whole target and is re-sent until settled anyway.
 //
 // Across devices, hooks go out concurrently up to a bound; a failed hook is
 // retried with exponential backoff from the retry interval up to a cap, with
@@ -45,6 +46,11 @@ type Store interface {
 	NewHookWorkReader(ctx context.Context) (*store.HookWorkReader, error)
 	WriteHookState(ctx context.Context, ws []store.HookWrite) ([]store.HookWriteResult, error)
 	ExpectWrites() (done func())
+	// Generation and DeviceChangedSince tell whether a device's hook work
+	// read at a generation is still what the store holds (see
+	// store.Store.Generation).
+	Generation() uint64
+	DeviceChangedSince(uuid string, gen uint64) bool
 }
 
 // Defaults of Options.

@@ -30,6 +30,16 @@ type devState struct {
 	kind         Kind      // kind owed next, for the pending gauge ("" none)
 	lastSent     time.Time // when this run's last hook to it ended (precise)
 	memo         memo
+	// work is the device's hook work as read at generation workGen of the
+	// store (nil: none kept); a worker uses it instead of reading the
+	// device again while the store says the device did not change since.
+	work    *store.HookWork
+	workGen uint64
+}
+
+// keep records w, read at generation gen, as st's latest hook work.
+func (st *devState) keep(w store.HookWork, gen uint64) {
+	st.work, st.workGen = &w, gen
 }
 
 // memo is per-device worker memory, used only by deliberate violations.
@@ -96,6 +106,7 @@ func (rs *runState) rebuild(ctx context.Context) error {
 		rs.lastRebuildEnd = time.Now()
 		rs.lastRebuildTook = rs.lastRebuildEnd.Sub(start)
 	}()
+	gen := d.opts.Store.Generation()
 	works, err := d.opts.Store.PendingHooks(ctx)
 	if err != nil {
 		return fmt.Errorf("hooks: read pending hooks: %w", err)
@@ -103,7 +114,7 @@ func (rs *runState) rebuild(ctx context.Context) error {
 	now := d.opts.Now()
 	owed := make(map[string]bool, len(works))
 	for _, w := range works {
-		if rs.merge(w, now) {
+		if rs.merge(w, gen, now) {
 			owed[w.UUID] = true
 		}
 	}
@@ -122,6 +133,7 @@ func (rs *runState) rebuild(ctx context.Context) error {
 
 // refresh re-reads one device and merges it into the schedule.
 func (rs *runState) refresh(ctx context.Context, uuid string) {
+	gen := rs.d.opts.Store.Generation()
 	w, err := rs.reader.Read(ctx, uuid)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		if ctx.Err() == nil {
@@ -129,7 +141,7 @@ func (rs *runState) refresh(ctx context.Context, uuid string) {
 		}
 		return
 	}
-	if err == nil && rs.merge(w, rs.d.opts.Now()) {
+	if err == nil && rs.merge(w, gen, rs.d.opts.Now()) {
 		return
 	}
 	switch st := rs.devices[uuid]; {
@@ -141,10 +153,10 @@ func (rs *runState) refresh(ctx context.Context, uuid string) {
 	}
 }
 
-// merge schedules what w says a device is owed; it reports whether the
-// device is owed a hook. A device in flight is only marked for a re-read
-// when its worker is done.
-func (rs *runState) merge(w store.HookWork, now time.Time) bool {
+// merge schedules what w, read at generation gen, says a device is owed;
+// it reports whether the device is owed a hook. A device in flight is only
+// marked for a re-read when its worker is done.
+func (rs *runState) merge(w store.HookWork, gen uint64, now time.Time) bool {
 	d := rs.d
 	kind, key := d.nextWork(w)
 	if kind == "" && d.loopsOn(rs.devices[w.UUID]) {
@@ -166,6 +178,7 @@ func (rs *runState) merge(w store.HookWork, now time.Time) bool {
 		rs.forget(st)
 		return false
 	}
+	st.keep(w, gen)
 	rs.setKind(st, kind)
 	if key != st.workKey || st.index < 0 {
 		if key != st.workKey {

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +25,11 @@ import (
 //
 // BenchmarkGetDevice64 against BenchmarkBareHandler64 gives the API's cost
 // over net/http alone for the same bytes at 64 concurrent clients.
+// BenchmarkPutDevice64 and BenchmarkListDevices10kAfterWrite measure their
+// floor in the same run: the same requests against a bare net/http handler
+// that answers the same bytes, reported beside the API's numbers and as a
+// ratio (floor-ratio: the API's rate over the floor's, or the floor's
+// latency over the API's; 1 would be no cost over net/http).
 
 // benchClient is an HTTP client that keeps enough idle connections for 64
 // concurrent clients.
@@ -212,19 +220,7 @@ func put(c *http.Client, url, body string) error {
 // not timed).
 func BenchmarkListDevices10k(b *testing.B) {
 	e := newEnv(b)
-	t := store.Target{Apps: []store.TargetApp{{ID: 5, Name: "app5", Commit: "c5", Image: "reg/app5@sha256:00"}}}
-	for i := 0; i < 10000; i++ {
-		t.Devices = append(t.Devices, store.TargetDevice{
-			UUID: fmt.Sprintf("%032x", i), AppID: 5, Name: fmt.Sprintf("device-%d", i),
-			Environment: map[string]string{"A": "1", "LONGER_VARIABLE": "some value"},
-			Config:      map[string]string{"RESIN_SUPERVISOR_DELTA": "1"},
-			Cloud:       &store.CloudDevice{ID: int64(1000 + i), DeviceType: "generic-amd64", Name: "n"},
-		})
-	}
-	if _, err := e.store.ApplyTarget(context.Background(), t, time.Now()); err != nil {
-		b.Fatal(err)
-	}
-	e.setCurrent(5, "c5")
+	seedList10k(b, e)
 	c := benchClient()
 	url := e.srv.URL + "/v1/devices?apikey=" + testKey
 	one := e.srv.URL + "/v1/devices/" + fmt.Sprintf("%032x", 0) + "?apikey=" + testKey
@@ -263,10 +259,185 @@ func BenchmarkListDevices10k(b *testing.B) {
 	}
 }
 
+// seedList10k stores 10,000 devices of app 5 with small target objects,
+// app 5 on a downloaded commit.
+func seedList10k(b *testing.B, e *testEnv) {
+	t := store.Target{Apps: []store.TargetApp{{ID: 5, Name: "app5", Commit: "c5", Image: "reg/app5@sha256:00"}}}
+	for i := 0; i < 10000; i++ {
+		t.Devices = append(t.Devices, store.TargetDevice{
+			UUID: fmt.Sprintf("%032x", i), AppID: 5, Name: fmt.Sprintf("device-%d", i),
+			Environment: map[string]string{"A": "1", "LONGER_VARIABLE": "some value"},
+			Config:      map[string]string{"RESIN_SUPERVISOR_DELTA": "1"},
+			Cloud:       &store.CloudDevice{ID: int64(1000 + i), DeviceType: "generic-amd64", Name: "n"},
+		})
+	}
+	if _, err := e.store.ApplyTarget(context.Background(), t, time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	e.setCurrent(5, "c5")
+}
+
 func mustFetch(b *testing.B, c *http.Client, url string) []byte {
 	body, err := fetch(c, url, http.StatusOK)
 	if err != nil {
 		b.Fatal(err)
 	}
 	return body
+}
+
+// putLoad runs rounds of PUTs from 64 concurrent clients, client i on
+// urls[i%len(urls)], until n PUTs were answered 200, and returns their
+// rate and latencies.
+func putLoad(b *testing.B, c *http.Client, urls []string, n int) (perSec float64, lat []time.Duration) {
+	const clients = 64
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		next atomic.Int64
+	)
+	start := time.Now()
+	for i := range clients {
+		url := urls[i%len(urls)]
+		wg.Go(func() {
+			var mine []time.Duration
+			for k := next.Add(1); k <= int64(n); k = next.Add(1) {
+				t0 := time.Now()
+				if err := put(c, url, fmt.Sprintf(`{"status":"s%d","is_online":%v}`, k, k%2 == 0)); err != nil {
+					b.Error(err)
+					return
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return float64(len(lat)) / time.Since(start).Seconds(), lat
+}
+
+// percentile is the p-th percentile (0-100) of sorted lat.
+func percentile(lat []time.Duration, p int) time.Duration {
+	if len(lat) == 0 {
+		return 0
+	}
+	return lat[min(len(lat)*p/100, len(lat)-1)]
+}
+
+// BenchmarkPutDevice64 is durable PUTs per second from 64 concurrent
+// clients, each on its own device: each answer comes after the change and
+// its outbox row are committed. Its floor is the same PUTs, from the same
+// clients, against a bare net/http handler in this process that reads the
+// body and answers the device object the API answers; both run in every
+// iteration, the floor first. One op is one PUT through the API.
+//
+//	go test -run '^$' -bench PutDevice64 -benchtime 20000x ./proxy/httpapi
+func BenchmarkPutDevice64(b *testing.B) {
+	e := newEnv(b)
+	const clients = 64
+	urls := make([]string, clients)
+	for i := range urls {
+		urls[i] = e.srv.URL + "/v1/devices/" + e.provision(5) + "?apikey=" + testKey
+	}
+	c := benchClient()
+	if err := put(c, urls[0], `{"status":"s0","is_online":true}`); err != nil {
+		b.Fatal(err)
+	}
+	body, err := fetch(c, urls[0], http.StatusOK)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bare := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.Write(body)
+	}))
+	b.Cleanup(bare.Close)
+	bareURLs := make([]string, clients)
+	for i, u := range urls {
+		bareURLs[i] = bare.URL + strings.TrimPrefix(u, e.srv.URL)
+	}
+	// Warm both servers' connections.
+	putLoad(b, c, bareURLs, 2*clients)
+	putLoad(b, c, urls, 2*clients)
+	b.ResetTimer()
+	b.StopTimer()
+	cpu0 := cpuTime()
+	floor, _ := putLoad(b, c, bareURLs, b.N)
+	floorCPU := cpuTime() - cpu0
+	b.StartTimer()
+	cpu0 = cpuTime()
+	rate, lat := putLoad(b, c, urls, b.N)
+	cpu := cpuTime() - cpu0
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(rate, "puts/s")
+	b.ReportMetric(float64(percentile(lat, 50).Microseconds()), "p50-µs")
+	b.ReportMetric(float64(percentile(lat, 99).Microseconds()), "p99-µs")
+	b.ReportMetric(floor, "floor-puts/s")
+	b.ReportMetric(rate/floor, "floor-ratio")
+	// CPU of the whole process (clients and server) per PUT: less
+	// sensitive than the rates to other load on the machine.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/put")
+	b.ReportMetric(float64(floorCPU.Microseconds())/float64(b.N), "floor-cpu-µs/put")
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkListDevices10kAfterWrite is GET /v1/devices with 10,000 devices
+// right after a write: each iteration PUTs a new status to one device (not
+// timed), then GETs the whole list (timed, body read in full). Its floor is
+// the same GET against a bare net/http handler answering the same bytes,
+// timed in the same iteration. One op is one PUT and one GET.
+//
+//	go test -run '^$' -bench ListDevices10kAfterWrite -benchtime 200x ./proxy/httpapi
+func BenchmarkListDevices10kAfterWrite(b *testing.B) {
+	e := newEnv(b)
+	seedList10k(b, e)
+	c := benchClient()
+	url := e.srv.URL + "/v1/devices?apikey=" + testKey
+	list := mustFetch(b, c, url)
+	bare := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.Write(list)
+	}))
+	b.Cleanup(bare.Close)
+	bareURL := bare.URL + "/v1/devices?apikey=" + testKey
+	var lat, floor []time.Duration
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		one := e.srv.URL + "/v1/devices/" + fmt.Sprintf("%032x", (i*7919)%10000) + "?apikey=" + testKey
+		if err := put(c, one, fmt.Sprintf(`{"status":"s%d"}`, i)); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		mustFetch(b, c, bareURL)
+		floor = append(floor, time.Since(start))
+		b.StartTimer()
+		start = time.Now()
+		body := mustFetch(b, c, url)
+		lat = append(lat, time.Since(start))
+		if !bytes.Contains(body, fmt.Appendf(nil, `"status":"s%d"`, i)) {
+			b.Fatalf("the list after PUT %d lacks its status", i)
+		}
+	}
+	if n := bytes.Count(mustFetch(b, c, url), []byte(`"uuid":`)); n != 10000 {
+		b.Fatalf("list has %d devices, want 10000", n)
+	}
+	slices.Sort(lat)
+	slices.Sort(floor)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(percentile(lat, 50)), "p50-ms")
+	b.ReportMetric(ms(percentile(lat, 99)), "p99-ms")
+	b.ReportMetric(ms(percentile(floor, 50)), "floor-p50-ms")
+	b.ReportMetric(ms(percentile(floor, 99)), "floor-p99-ms")
+	b.ReportMetric(ms(percentile(floor, 50))/ms(percentile(lat, 50)), "floor-ratio")
 }

@@ -7,10 +7,12 @@ import (
 
 // The read cache keeps the encoded bodies of GET /v1/devices/{uuid} and
 // GET /v1/devices, each tagged with the store's Generation at the time it
-// was read. A body is served again only while the generation has not
-// moved, so no write that finished (and so no answered PUT, provisioning,
-// sync or delete) is ever hidden from a later read; any write drops every
-// body at once. Under reads alone, a GET skips SQLite and the encoder.
+// was read. A device's body is served again only while the store says no
+// write that finished since changed that device (store.DeviceChangedSince),
+// the list's only while the generation has not moved (the list's objects
+// are kept apart, see list.go), so no write that finished (and so no
+// answered PUT, provisioning, sync or delete) is ever hidden from a later
+// read. Under reads alone, a GET skips SQLite and the encoder.
 
 // maxCachedDevices bounds the device bodies kept; past it the cache starts
 // again empty (a generation change leaves stale entries until then).
@@ -27,17 +29,23 @@ type cachedBody struct {
 type readCache struct {
 	devices sync.Map // uuid → *cachedBody
 	count   atomic.Int64
-	list    atomic.Pointer[cachedBody]
+	list    atomic.Pointer[cachedList]
 }
 
-// device returns uuid's body if it was read at gen.
-func (c *readCache) device(uuid string, gen uint64) ([]byte, bool) {
+// cachedList is the device list's body read at generation gen.
+type cachedList struct {
+	gen  uint64
+	body *listParts
+}
+
+// device returns uuid's body and the generation it was read at.
+func (c *readCache) device(uuid string) ([]byte, uint64, bool) {
 	v, ok := c.devices.Load(uuid)
 	if !ok {
-		return nil, false
+		return nil, 0, false
 	}
 	e := v.(*cachedBody)
-	return e.body, e.gen == gen
+	return e.body, e.gen, true
 }
 
 // putDevice keeps body, read at gen, for uuid.
@@ -51,7 +59,7 @@ func (c *readCache) putDevice(uuid string, gen uint64, body []byte) {
 }
 
 // deviceList returns the device list's body if it was read at gen.
-func (c *readCache) deviceList(gen uint64) ([]byte, bool) {
+func (c *readCache) deviceList(gen uint64) (*listParts, bool) {
 	if e := c.list.Load(); e != nil && e.gen == gen {
 		return e.body, true
 	}
@@ -59,6 +67,6 @@ func (c *readCache) deviceList(gen uint64) ([]byte, bool) {
 }
 
 // putDeviceList keeps the device list's body, read at gen.
-func (c *readCache) putDeviceList(gen uint64, body []byte) {
-	c.list.Store(&cachedBody{gen: gen, body: body})
+func (c *readCache) putDeviceList(gen uint64, body *listParts) {
+	c.list.Store(&cachedList{gen: gen, body: body})
 }

@@ -51,36 +51,15 @@ func (h *Handler) writeDevice(w http.ResponseWriter, status int, d *store.Device
 func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) error {
 	gen := h.opts.Store.Generation()
 	if body, ok := h.cache.deviceList(gen); ok {
-		writeJSON(w, http.StatusOK, body)
+		writeParts(w, http.StatusOK, body)
 		return nil
 	}
-	hideMarked := h.v.On("list-hides-marked")
-	numericOnline := h.v.On("put-isonline-number")
-	reportedNumeric := h.v.On("list-reported-online-number")
-	// A new buffer each time: it becomes the cached body.
-	hint := max(int(h.listSize.Load()), 512)
-	b := make([]byte, 0, hint+hint/8) // grow once, not by doubling
-	b = append(b, '[')
-	first := true
-	err := h.opts.Store.EachDeviceView(r.Context(), func(d *store.DeviceView) error {
-		if hideMarked && d.MarkedForDelete {
-			return nil
-		}
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		var err error
-		b, err = appendDevice(b, d, numericOnline || (reportedNumeric && d.IsOnline != nil))
-		return err
-	})
+	body, at, err := h.listBody(r.Context())
 	if err != nil {
 		return unavailable(err)
 	}
-	b = append(b, ']')
-	h.listSize.Store(int64(len(b)))
-	h.cache.putDeviceList(gen, b)
-	writeJSON(w, http.StatusOK, b)
+	h.cache.putDeviceList(at, body)
+	writeParts(w, http.StatusOK, body)
 	return nil
 }
 
@@ -88,7 +67,7 @@ func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) error {
 func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) error {
 	uuid := r.PathValue("uuid")
 	gen := h.opts.Store.Generation()
-	if body, ok := h.cache.device(uuid, gen); ok {
+	if body, at, ok := h.cache.device(uuid); ok && (at == gen || !h.opts.Store.DeviceChangedSince(uuid, at)) {
 		writeJSON(w, http.StatusOK, body)
 		return nil
 	}
@@ -263,7 +242,7 @@ func (h *Handler) putDevice(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if h.opts.OnDeviceReported != nil {
-		h.opts.OnDeviceReported(uuid)
+		h.opts.OnDeviceReported(uuid, rep.Commit != nil || rep.Environment != nil || rep.Config != nil)
 	}
 	return h.writeDevice(w, http.StatusOK, &d)
 }

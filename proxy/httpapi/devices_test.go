@@ -289,6 +289,11 @@ func TestPutDevice(t *testing.T) {
 			if got := fmt.Sprint(f.reports()); got != "["+f.plain+"]" {
 				t.Errorf("OnDeviceReported calls = %s, want [%s]", got, f.plain)
 			}
+			// Only commit, environment and config change the hooks owed.
+			wantTarget := strings.Contains(tc.body, `"commit"`) || strings.Contains(tc.body, `"environment"`) || strings.Contains(tc.body, `"config"`)
+			if got := f.targetFieldsReported(); len(got) != 1 || got[0] != wantTarget {
+				t.Errorf("OnDeviceReported targetFields = %v, want [%v]", got, wantTarget)
+			}
 		})
 	}
 }

@@ -176,6 +176,20 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	w.Write(body)
 }
 
+// writeParts sends the parts of body, one after the other, as an
+// application/json response.
+func writeParts(w http.ResponseWriter, status int, body *listParts) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(body.size))
+	w.WriteHeader(status)
+	for _, p := range body.parts {
+		if _, err := w.Write(p); err != nil {
+			return
+		}
+	}
+}
+
 // writeValue sends v encoded by encoding/json (HTML escaping off).
 func writeValue(w http.ResponseWriter, status int, v any) error {
 	b, err := marshal(v)

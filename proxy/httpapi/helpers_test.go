@@ -123,8 +123,10 @@ type testEnv struct {
 	logs     *syncBuffer
 	mu       sync.Mutex
 	reported []string
-	logged   []string
-	provs    int
+	// targetReports are the targetFields of the OnDeviceReported calls.
+	targetReports []bool
+	logged        []string
+	provs         int
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writes and the test.
@@ -142,9 +144,10 @@ func newEnv(t testing.TB, mods ...func(*Options)) *testEnv {
 	opts := Options{
 		Store: st, Cloud: e.cloud, Assets: e.assets, APIKey: testKey,
 		OnProvisioned: func() { e.mu.Lock(); e.provs++; e.mu.Unlock() },
-		OnDeviceReported: func(uuid string) {
+		OnDeviceReported: func(uuid string, targetFields bool) {
 			e.mu.Lock()
 			e.reported = append(e.reported, uuid)
+			e.targetReports = append(e.targetReports, targetFields)
 			e.mu.Unlock()
 		},
 		OnLogAccepted: func(uuid string) {
@@ -283,6 +286,12 @@ func (e *testEnv) reports() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return append([]string(nil), e.reported...)
+}
+
+func (e *testEnv) targetFieldsReported() []bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]bool(nil), e.targetReports...)
 }
 
 func (e *testEnv) provisions() int {

@@ -23,7 +23,6 @@ import (
 	"path"
 	"runtime/debug"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/depharness/depharness/api"
@@ -61,8 +60,10 @@ type Options struct {
 	// stored (e.g. to poll the target state early).
 	OnProvisioned func()
 	// OnDeviceReported, if set, is called after a PUT was stored, with the
-	// device's uuid (e.g. to wake the hook dispatcher and the outbox).
-	OnDeviceReported func(uuid string)
+	// device's uuid and whether the report set its commit, environment or
+	// config (which the hooks it is owed depend on; status and is_online do
+	// not): e.g. to wake the hook dispatcher and the outbox.
+	OnDeviceReported func(uuid string, targetFields bool)
 	// OnLogAccepted, if set, is called after a log line was buffered (e.g.
 	// to wake the outbox).
 	OnLogAccepted func(uuid string)
@@ -103,9 +104,8 @@ type Handler struct {
 	v       violation.Set
 	// fallback is the instrumented unknown-path route.
 	fallback http.Handler
-	// listSize is the size of the last device list, to size the next one's
-	// buffer at once.
-	listSize atomic.Int64
+	// list is the device list's objects (list.go).
+	list deviceList
 	// cache holds the bodies of device reads until the next write.
 	cache readCache
 }

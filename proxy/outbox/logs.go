@@ -45,6 +45,9 @@ func (o *Outbox) deliverLogs(ctx context.Context) (bool, error) {
 	if err := o.settle(ctx, store.OutboxLog, nil); err != nil {
 		return false, err
 	}
+	if o.empty(ctx, store.OutboxLog) {
+		return false, nil
+	}
 	rows, err := o.opts.Store.NextOutboxBytes(ctx, store.OutboxLog, o.opts.LogBatch, o.opts.LogBatchBytes)
 	if err != nil || len(rows) == 0 {
 		return false, err

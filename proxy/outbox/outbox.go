@@ -345,6 +345,18 @@ type Counters interface {
 	OutboxCounters(ctx context.Context) (store.OutboxCounters, error)
 }
 
+// empty reports whether the store's counters (kept in memory, see
+// Counters) say no row of kind is queued, so that a wake-up for the other
+// kind costs no read; false for a Store without counters.
+func (o *Outbox) empty(ctx context.Context, kind store.OutboxKind) bool {
+	cs, ok := o.opts.Store.(Counters)
+	if !ok {
+		return false
+	}
+	c, err := cs.OutboxCounters(ctx)
+	return err == nil && c.Rows[kind] == 0
+}
+
 func (o *Outbox) updateDepth(ctx context.Context, kind store.OutboxKind) {
 	if ctx.Err() != nil {
 		return

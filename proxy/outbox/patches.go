@@ -82,6 +82,9 @@ func (o *Outbox) deliverPatches(ctx context.Context) (bool, error) {
 	if err := o.settle(ctx, store.OutboxPatch, nil); err != nil {
 		return false, err
 	}
+	if o.empty(ctx, store.OutboxPatch) {
+		return false, nil
+	}
 	rows, err := o.opts.Store.NextOutboxBytes(ctx, store.OutboxPatch, o.opts.PatchBatch, 0)
 	if err != nil || len(rows) == 0 {
 		return false, err

@@ -1,17 +1,15 @@
 package store
 
-// Dependent devices as the supervisor API sees them: provisioning, lookup,
-// listing, and the gateway's reports (PUT /v1/devices/{uuid}), which are
-// stored together with the outbox row that carries them to the cloud.
+// Dependent devices as the supervisor API sees them: provisioning, lookup
+// and listing (the gateway's reports are in reports.go).
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"sync"
 	"time"
 )
 
@@ -146,8 +144,14 @@ func (x *deviceScanner) scanInto(sc interface{ Scan(...any) error }, d *Device) 
 const deviceByUUID = deviceColumns + ` WHERE d.uuid = ?`
 
 func scanDevice(sc interface{ Scan(...any) error }) (Device, error) {
-	return newDeviceScanner().scan(sc)
+	x := scanners.Get().(*deviceScanner)
+	defer scanners.Put(x)
+	return x.scan(sc)
 }
+
+// scanners recycles the scanners of single-row reads (every report and
+// provisioning reads its row back).
+var scanners = sync.Pool{New: func() any { return newDeviceScanner() }}
 
 // objectOrEmpty is a stored JSON object, with "" and "null" as {}.
 func objectOrEmpty(s string) json.RawMessage {
@@ -183,19 +187,12 @@ func (s *Store) InsertProvisioned(ctx context.Context, nd NewDevice) (Device, er
 		nd.Status = "Provisioned"
 	}
 	var d Device
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `
-INSERT INTO devices (uuid, app_id, device_type, logs_channel, cloud_id, name, note, status, created_at, is_online, download_progress)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (uuid) DO UPDATE SET
-	app_id = excluded.app_id, device_type = excluded.device_type, logs_channel = excluded.logs_channel,
-	cloud_id = excluded.cloud_id, name = excluded.name, note = excluded.note`,
-			nd.UUID, nd.AppID, nd.DeviceType, nd.LogsChannel, nd.CloudID, nd.Name, nd.Note, nd.Status,
-			s.nowMillis(), nd.IsOnline, nd.DownloadProgress); err != nil {
-			return err
-		}
+	err := s.writeTx(ctx, func(tx *wtx) error {
+		tx.changedDevice(nd.UUID)
 		var err error
-		d, err = scanDevice(tx.QueryRowContext(ctx, deviceColumns+` WHERE d.uuid = ?`, nd.UUID))
+		d, err = scanDevice(tx.stmt(ctx, s.ws.provisionUpsert).QueryRowContext(ctx,
+			nd.UUID, nd.AppID, nd.DeviceType, nd.LogsChannel, nd.CloudID, nd.Name, nd.Note, nd.Status,
+			s.nowMillis(), nd.IsOnline, nd.DownloadProgress))
 		return err
 	})
 	if err != nil {
@@ -203,6 +200,24 @@ ON CONFLICT (uuid) DO UPDATE SET
 	}
 	return d, nil
 }
+
+// provisionUpsert stores a provisioned device (see InsertProvisioned) and
+// returns its row as deviceColumns does.
+const provisionUpsert = `
+INSERT INTO devices (uuid, app_id, device_type, logs_channel, cloud_id, name, note, status, created_at, is_online, download_progress)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (uuid) DO UPDATE SET
+	app_id = excluded.app_id, device_type = excluded.device_type, logs_channel = excluded.logs_channel,
+	cloud_id = excluded.cloud_id, name = excluded.name, note = excluded.note
+RETURNING ` + deviceReturning
+
+// deviceReturning is the RETURNING list of a write of one device row that
+// gives the columns of deviceColumns.
+const deviceReturning = `id, uuid, app_id, device_type, logs_channel, cloud_id, name, note, status,
+	is_online, download_progress, reported_commit, environment, config,
+	target_environment, target_config, in_target, marked_for_delete,
+	restart_requested, restart_acked, update_acked, hook_last_at, target_changed_at,
+	created_at, (SELECT current_commit FROM apps WHERE apps.id = devices.app_id)`
 
 // DeviceByUUID reads one device, marked for deletion or not. ErrNotFound if
 // there is none.
@@ -301,14 +316,26 @@ func (d *Device) View() DeviceView {
 // every device for the API reads a third fewer columns. *v is reused
 // between calls.
 func (s *Store) EachDeviceView(ctx context.Context, fn func(v *DeviceView) error) error {
-	rows, err := s.r.QueryContext(ctx, `
-SELECT d.id, d.uuid, d.app_id, d.device_type, d.logs_channel, d.cloud_id, d.name, d.status,
-       d.is_online, d.download_progress, d.reported_commit, d.environment, d.config,
-       d.target_environment, d.target_config, a.current_commit, d.marked_for_delete
-FROM devices d LEFT JOIN apps a ON a.id = d.app_id ORDER BY d.id`)
+	rows, err := s.r.QueryContext(ctx, deviceViewColumns+` ORDER BY d.id`)
 	if err != nil {
 		return fmt.Errorf("store: list devices: %w", err)
 	}
+	if err := scanDeviceViews(rows, fn); err != nil {
+		return fmt.Errorf("store: list devices: %w", err)
+	}
+	return nil
+}
+
+// deviceViewColumns selects the DeviceView columns (scanDeviceViews).
+const deviceViewColumns = `
+SELECT d.id, d.uuid, d.app_id, d.device_type, d.logs_channel, d.cloud_id, d.name, d.status,
+       d.is_online, d.download_progress, d.reported_commit, d.environment, d.config,
+       d.target_environment, d.target_config, a.current_commit, d.marked_for_delete
+FROM devices d LEFT JOIN apps a ON a.id = d.app_id`
+
+// scanDeviceViews calls fn for each row of rows, a query of
+// deviceViewColumns, and closes rows. *v is reused between calls.
+func scanDeviceViews(rows *sql.Rows, fn func(v *DeviceView) error) error {
 	defer rows.Close()
 	var (
 		v                            DeviceView
@@ -322,7 +349,7 @@ FROM devices d LEFT JOIN apps a ON a.id = d.app_id ORDER BY d.id`)
 		&isOnline, &progress, &commit, &env, &cfg, &targetEnv, &targetCfg, &current, &v.MarkedForDelete}
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
-			return fmt.Errorf("store: list devices: %w", err)
+			return err
 		}
 		v.LogsChannel = nullStringPtr(logsChannel)
 		v.IsOnline = nil
@@ -350,243 +377,5 @@ FROM devices d LEFT JOIN apps a ON a.id = d.app_id ORDER BY d.id`)
 			return err
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("store: list devices: %w", err)
-	}
-	return nil
-}
-
-// Report is what a gateway reports for a device (PUT /v1/devices/{uuid}).
-// Nil fields are not reported and not changed. Environment and Config, when
-// set, must be JSON objects (the caller validates).
-type Report struct {
-	Status      *string
-	IsOnline    *bool
-	Commit      *string
-	Environment json.RawMessage
-	Config      json.RawMessage
-}
-
-// Empty reports whether r reports nothing.
-func (r Report) Empty() bool {
-	return r.Status == nil && r.IsOnline == nil && r.Commit == nil && r.Environment == nil && r.Config == nil
-}
-
-// patchPayload is the JSON of cloudapi.DevicePatch (the store does not
-// import the cloud wire package; a test pins the equality).
-type patchPayload struct {
-	Status     *string `json:"status,omitempty"`
-	IsOnline   *bool   `json:"is_online,omitempty"`
-	IsOnCommit *string `json:"is_on__commit,omitempty"`
-}
-
-// ApplyReport stores r for uuid in one transaction: the reported fields;
-// an outbox 'patch' row with status, is_online and commit if r has any of
-// them (DEV-PUT-4: environment and config stay local), merged with the
-// device's report still queued, if any (DEV-PUT-6, see enqueuePatch); and, when the
-// device's reported state now equals its update target, update_acked (so no
-// further update hook is sent for that target, HOOK-202). It returns the
-// updated device. ErrNotFound for an unknown uuid, ErrDeleted for a device
-// marked for deletion; nothing is written then. enqueued tells whether an
-// outbox row was added.
-func (s *Store) ApplyReport(ctx context.Context, uuid string, r Report) (d Device, enqueued bool, err error) {
-	if r.Empty() {
-		return Device{}, false, errors.New("store: empty report")
-	}
-	for name, raw := range map[string]json.RawMessage{"environment": r.Environment, "config": r.Config} {
-		if raw != nil && !isJSONObject(raw) {
-			return Device{}, false, fmt.Errorf("store: reported %s is not a JSON object", name)
-		}
-	}
-	// Prepared on the writer before the transaction takes its only
-	// connection; bound to the transaction inside.
-	var stmts [7]*sql.Stmt
-	for i, q := range []string{deviceLookupForWrite, applyReportUpdate, outboxInsert, deviceByUUID, updateTargetQuery, setUpdateAcked, queuedPatch} {
-		if stmts[i], err = s.prepared(ctx, s.w, q); err != nil {
-			return Device{}, false, fmt.Errorf("store: apply report %s: %w", uuid, err)
-		}
-	}
-	cs, err := s.countStmts(ctx)
-	if err != nil {
-		return Device{}, false, fmt.Errorf("store: apply report %s: %w", uuid, err)
-	}
-	var (
-		merged  bool
-		dropped int64
-	)
-	err = s.write(ctx, func(tx *sql.Tx) error {
-		merged, dropped, enqueued = false, 0, false
-		var (
-			cloudID int64
-			marked  bool
-		)
-		err := tx.StmtContext(ctx, stmts[0]).QueryRowContext(ctx, uuid).Scan(&cloudID, &marked)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		if marked {
-			return ErrDeleted
-		}
-		var isOnline any
-		if r.IsOnline != nil {
-			isOnline = *r.IsOnline
-		}
-		if _, err := tx.StmtContext(ctx, stmts[1]).ExecContext(ctx,
-			r.Status, isOnline, r.Commit, compactOrNil(r.Environment), compactOrNil(r.Config), uuid); err != nil {
-			return err
-		}
-		if r.Status != nil || r.IsOnline != nil || r.Commit != nil {
-			if merged, dropped, err = s.enqueuePatch(ctx, tx, stmts[2], stmts[6], cs, uuid, cloudID,
-				patchPayload{Status: r.Status, IsOnline: r.IsOnline, IsOnCommit: r.Commit}); err != nil {
-				return err
-			}
-			enqueued = true
-		}
-		if d, err = scanDevice(tx.StmtContext(ctx, stmts[3]).QueryRowContext(ctx, uuid)); err != nil {
-			return err
-		}
-		t, ok, err := scanUpdateTarget(tx.StmtContext(ctx, stmts[4]).QueryRowContext(ctx, uuid))
-		if err != nil || !ok {
-			return err
-		}
-		canon := t.Canonical()
-		if d.UpdateAcked != nil && *d.UpdateAcked == canon {
-			return nil
-		}
-		match, err := ReportedMatchesTarget(t, d.ReportedCommit, rawPtr(d.Environment), rawPtr(d.Config))
-		if err != nil || !match {
-			return err
-		}
-		if _, err := tx.StmtContext(ctx, stmts[5]).ExecContext(ctx, canon, uuid); err != nil {
-			return err
-		}
-		d.UpdateAcked = &canon
-		return nil
-	})
-	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrDeleted) {
-		return Device{}, false, err
-	}
-	if err != nil {
-		return Device{}, false, fmt.Errorf("store: apply report %s: %w", uuid, err)
-	}
-	if merged {
-		s.patchesMerged.Add(1)
-	}
-	s.patchesDropped.Add(dropped)
-	return d, enqueued, nil
-}
-
-// Statements of ApplyReport (and AppendLog), prepared once.
-const (
-	deviceLookupForWrite = `SELECT cloud_id, marked_for_delete FROM devices WHERE uuid = ?`
-	applyReportUpdate    = `
-UPDATE devices SET
-	status          = COALESCE(?, status),
-	is_online       = COALESCE(?, is_online),
-	reported_commit = COALESCE(?, reported_commit),
-	environment     = COALESCE(?, environment),
-	config          = COALESCE(?, config)
-WHERE uuid = ?`
-	outboxInsert = `INSERT INTO outbox (kind, device_uuid, cloud_id, payload, created_at, size) VALUES (?, ?, ?, ?, ?, ?)`
-	// queuedPatch is a device's queued report, if any (at most one: reports
-	// are merged).
-	queuedPatch = `SELECT seq, payload FROM outbox WHERE kind = 'patch' AND device_uuid = ? ORDER BY seq DESC LIMIT 1`
-)
-
-// isJSONObject reports whether raw is one JSON object (after whitespace).
-func isJSONObject(raw json.RawMessage) bool {
-	t := bytes.TrimSpace(raw)
-	return len(t) > 0 && t[0] == '{' && json.Valid(t)
-}
-
-// compactOrNil is raw without insignificant whitespace, as a string for
-// the database, or nil (SQL NULL) when raw is nil.
-func compactOrNil(raw json.RawMessage) any {
-	if raw == nil {
-		return nil
-	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, raw); err != nil {
-		return string(raw)
-	}
-	return buf.String()
-}
-
-func rawPtr(raw json.RawMessage) *string {
-	if raw == nil {
-		return nil
-	}
-	s := string(raw)
-	return &s
-}
-
-// enqueuePatch queues p for device uuid (DEV-PUT-6). A report of the device
-// still queued is merged into it: p's fields win, the queued report's other
-// fields are kept, and the merged report replaces the queued one as a new
-// row (the old row is deleted). The cloud thus gets the latest value of
-// each field, never an older value after a newer one: a report already
-// being delivered when it is merged is delivered before the merged row,
-// which repeats its fields or carries newer values; acknowledging the old
-// row afterwards deletes nothing. The queue is then bounded in bytes: the
-// oldest reports of other devices are dropped beyond s.reportQueueBytes.
-// It returns whether it merged and how many reports it dropped.
-func (s *Store) enqueuePatch(ctx context.Context, tx *sql.Tx, insert, queued *sql.Stmt, cs countStmts, uuid string, cloudID int64, p patchPayload) (merged bool, dropped int64, err error) {
-	c, err := readCounts(ctx, tx, cs, OutboxPatch)
-	if err != nil {
-		return false, 0, err
-	}
-	var (
-		oldSeq  int64
-		oldBody string
-	)
-	err = sql.ErrNoRows
-	if !s.unmerged {
-		err = tx.StmtContext(ctx, queued).QueryRowContext(ctx, uuid).Scan(&oldSeq, &oldBody)
-	}
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return false, 0, err
-	default:
-		var old patchPayload
-		if err := json.Unmarshal([]byte(oldBody), &old); err == nil {
-			if p.Status == nil {
-				p.Status = old.Status
-			}
-			if p.IsOnline == nil {
-				p.IsOnline = old.IsOnline
-			}
-			if p.IsOnCommit == nil {
-				p.IsOnCommit = old.IsOnCommit
-			}
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq = ?`, oldSeq); err != nil {
-			return false, 0, err
-		}
-		c.rows--
-		c.bytes -= int64(len(oldBody))
-		merged = true
-	}
-	payload, err := json.Marshal(p)
-	if err != nil {
-		return false, 0, err
-	}
-	res, err := tx.StmtContext(ctx, insert).ExecContext(ctx,
-		string(OutboxPatch), uuid, cloudID, string(payload), s.nowMillis(), len(payload))
-	if err != nil {
-		return false, 0, err
-	}
-	seq, err := res.LastInsertId()
-	if err != nil {
-		return false, 0, err
-	}
-	c.rows++
-	c.bytes += int64(len(payload))
-	if dropped, err = trimOldest(ctx, tx, OutboxPatch, &c, math.MaxInt64, s.reportQueueBytes, seq); err != nil {
-		return false, 0, err
-	}
-	return merged, dropped, writeCounts(ctx, tx, cs, OutboxPatch, c)
+	return rows.Err()
 }

@@ -23,6 +23,19 @@ func openAPIStore(t testing.TB) *Store {
 	return s
 }
 
+// execWrite runs one statement as a write of the store (through the group
+// commit, as every write of the proxy: the store's memory of what changed
+// sees it).
+func execWrite(s *Store, q string, args ...any) (sql.Result, error) {
+	var res sql.Result
+	err := s.write(context.Background(), func(tx *sql.Tx) error {
+		var err error
+		res, err = tx.Exec(q, args...)
+		return err
+	})
+	return res, err
+}
+
 // seedApp inserts an app row; current "" means no downloaded commit.
 func apiSeedApp(t testing.TB, s *Store, id int64, name, config, current string, inTarget bool) {
 	t.Helper()
@@ -30,7 +43,7 @@ func apiSeedApp(t testing.TB, s *Store, id int64, name, config, current string, 
 	if current != "" {
 		cur = current
 	}
-	if _, err := s.w.Exec(`INSERT INTO apps (id, name, config, current_commit, target_commit, in_target) VALUES (?, ?, ?, ?, ?, ?)`,
+	if _, err := execWrite(s, `INSERT INTO apps (id, name, config, current_commit, target_commit, in_target) VALUES (?, ?, ?, ?, ?, ?)`,
 		id, name, config, cur, cur, inTarget); err != nil {
 		t.Fatalf("seed app %d: %v", id, err)
 	}
@@ -48,14 +61,14 @@ func apiProvision(t testing.TB, s *Store, uuid string, appID, cloudID int64) Dev
 
 func apiSetTarget(t testing.TB, s *Store, uuid, env, cfg string) {
 	t.Helper()
-	if _, err := s.w.Exec(`UPDATE devices SET target_environment = ?, target_config = ?, in_target = 1 WHERE uuid = ?`, env, cfg, uuid); err != nil {
+	if _, err := execWrite(s, `UPDATE devices SET target_environment = ?, target_config = ?, in_target = 1 WHERE uuid = ?`, env, cfg, uuid); err != nil {
 		t.Fatalf("set target: %v", err)
 	}
 }
 
 func apiMarkForDelete(t testing.TB, s *Store, uuid string) {
 	t.Helper()
-	if _, err := s.w.Exec(`UPDATE devices SET marked_for_delete = 1 WHERE uuid = ?`, uuid); err != nil {
+	if _, err := execWrite(s, `UPDATE devices SET marked_for_delete = 1 WHERE uuid = ?`, uuid); err != nil {
 		t.Fatalf("mark: %v", err)
 	}
 }

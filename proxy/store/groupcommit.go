@@ -57,7 +57,7 @@ const (
 // writeReq is one write, queued until a batch takes it.
 type writeReq struct {
 	ctx   context.Context
-	fn    func(*sql.Tx) error
+	fn    func(*wtx) error
 	state atomic.Int32
 	done  chan error // buffered: a batch never waits for a caller
 	// announced: a write of the kind announced callers make, for which a
@@ -73,6 +73,7 @@ type writeReq struct {
 // batches until the queue is empty.
 type committer struct {
 	db *sql.DB
+	s  *Store // whose in-memory state the transactions update
 	// Savepoint statements, prepared once on db and bound to each batch.
 	save, release, rollbackTo *sql.Stmt
 
@@ -92,13 +93,14 @@ type committer struct {
 	// batches and batched count transactions and the writes they held
 	// (for tests).
 	batches, batched atomic.Int64
-	// gen counts finished write transactions (see Store.Generation).
-	gen atomic.Uint64
+	// The generation counters: gen counts finished write transactions (see
+	// Store.Generation), pending those that started to commit.
+	genCounters
 }
 
 // newCommitter prepares the savepoint statements on db.
-func newCommitter(db *sql.DB) (*committer, error) {
-	c := &committer{db: db, arrived: make(chan struct{}, 1), lingerFor: commitLinger}
+func newCommitter(s *Store, db *sql.DB) (*committer, error) {
+	c := &committer{db: db, s: s, arrived: make(chan struct{}, 1), lingerFor: commitLinger}
 	for _, p := range []struct {
 		st **sql.Stmt
 		q  string
@@ -123,7 +125,7 @@ func (c *committer) closeStmts() {
 
 // do runs fn in a transaction of the writer and returns its error, or the
 // transaction's.
-func (c *committer) do(ctx context.Context, fn func(*sql.Tx) error, announced bool) error {
+func (c *committer) do(ctx context.Context, fn func(*wtx) error, announced bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -288,14 +290,20 @@ func (c *committer) runTx(batch []*writeReq) (rest []*writeReq) {
 		}
 		c.batches.Add(1)
 		c.batched.Add(1)
-		if err := call(r.fn, tx); err != nil {
+		w := c.s.newWtx(tx)
+		w.mark()
+		if err := call(r.fn, w); err != nil {
 			tx.Rollback()
 			r.done <- err
 			return nil
 		}
-		err = tx.Commit()
-		c.gen.Add(1) // before the writer hears of it: see Store.Generation
-		r.done <- err
+		w.kept()
+		if err := w.flush(bg); err != nil {
+			tx.Rollback()
+			r.done <- err
+			return nil
+		}
+		r.done <- c.commit(w)
 		return nil
 	}
 	tx, err := c.db.BeginTx(bg, nil)
@@ -308,6 +316,7 @@ func (c *committer) runTx(batch []*writeReq) (rest []*writeReq) {
 		return nil
 	}
 	c.batches.Add(1)
+	w := c.s.newWtx(tx)
 	save, release, rollbackTo := tx.StmtContext(bg, c.save), tx.StmtContext(bg, c.release), tx.StmtContext(bg, c.rollbackTo)
 	ran := batch[:0:0] // the started writes, in order
 	for i, r := range batch {
@@ -319,7 +328,9 @@ func (c *committer) runTx(batch []*writeReq) (rest []*writeReq) {
 		if _, err := save.ExecContext(bg); err != nil {
 			return c.lost(tx, ran, err, batch[i+1:])
 		}
-		if r.err = call(r.fn, tx); r.err != nil {
+		m := w.mark()
+		if r.err = call(r.fn, w); r.err != nil {
+			w.undo(m)
 			_, err := rollbackTo.ExecContext(bg)
 			if err == nil {
 				_, err = release.ExecContext(bg)
@@ -329,12 +340,15 @@ func (c *committer) runTx(batch []*writeReq) (rest []*writeReq) {
 			}
 			continue
 		}
+		w.kept()
 		if _, err := release.ExecContext(bg); err != nil {
 			return c.lost(tx, ran, err, batch[i+1:])
 		}
 	}
-	err = tx.Commit()
-	c.gen.Add(1)
+	if err := w.flush(bg); err != nil {
+		return c.lost(tx, ran, err, nil)
+	}
+	err = c.commit(w)
 	for _, r := range ran {
 		if r.err != nil {
 			r.done <- r.err
@@ -344,6 +358,21 @@ func (c *committer) runTx(batch []*writeReq) (rest []*writeReq) {
 		r.err = nil
 	}
 	return nil
+}
+
+// commit commits w, makes what its writes changed in memory the committed
+// state, and moves the generation (see Store.Generation), before any of its
+// writers is answered.
+func (c *committer) commit(w *wtx) error {
+	c.pending.Add(1)
+	err := w.Commit()
+	if err == nil {
+		c.s.published(w, c.gen.Load()+1)
+	} else {
+		c.s.commitFailed(c.gen.Load() + 1)
+	}
+	c.gen.Add(1)
+	return err
 }
 
 // lost answers the writes of a transaction that cannot go on (SQLite rolled
@@ -367,7 +396,7 @@ func (c *committer) lost(tx *sql.Tx, ran []*writeReq, cause error, notStarted []
 }
 
 // call runs fn, turning a panic into an error.
-func call(fn func(*sql.Tx) error, tx *sql.Tx) (err error) {
+func call(fn func(*wtx) error, tx *wtx) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("store: panic in a write: %v\n%s", p, debug.Stack())

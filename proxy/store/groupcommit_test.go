@@ -79,6 +79,11 @@ func putMeta(key, value string) func(*sql.Tx) error {
 	}
 }
 
+// asWtx adapts a write function on the *sql.Tx to one on the wtx.
+func asWtx(fn func(*sql.Tx) error) func(*wtx) error {
+	return func(w *wtx) error { return fn(w.Tx) }
+}
+
 // metaKeys lists the keys of meta with prefix, sorted, through the readers.
 func metaKeys(t *testing.T, s *Store, prefix string) []string {
 	t.Helper()
@@ -183,7 +188,7 @@ func TestWritesOfAnnouncedCallersWaitForEachOtherAndShareOneTransaction(t *testi
 	ctx := context.Background()
 	announced := func(key string) <-chan error {
 		errc := make(chan error, 1)
-		go func() { errc <- s.writeAnnounced(ctx, putMeta(key, "v")) }()
+		go func() { errc <- s.writeAnnounced(ctx, asWtx(putMeta(key, "v"))) }()
 		return errc
 	}
 	quick := func(what string, write func() error) {
@@ -225,7 +230,7 @@ func TestWritesOfAnnouncedCallersWaitForEachOtherAndShareOneTransaction(t *testi
 	if got := s.gc.expected.Load(); got != 0 {
 		t.Fatalf("announced callers after every done = %d, want 0", got)
 	}
-	quick("an announced write with nobody announced", func() error { return s.writeAnnounced(ctx, putMeta("a3", "v")) })
+	quick("an announced write with nobody announced", func() error { return s.writeAnnounced(ctx, asWtx(putMeta("a3", "v"))) })
 	if got := metaKeys(t, s, "a"); strings.Join(got, ",") != "a0,a1,a2,a3" {
 		t.Errorf("committed keys = %v, want a0,a1,a2,a3", got)
 	}

@@ -346,8 +346,6 @@ WHERE uuid = ? AND restart_acked < restart_requested AND marked_for_delete = 0`
 	qHookRemove = `DELETE FROM devices WHERE uuid = ? AND marked_for_delete = 1`
 )
 
-var hookWriteQueries = []string{qHookAttempt, updateTargetQuery, qHookAck, qHookRestart, qHookRemove}
-
 // WriteHookState applies ws in one transaction and reports what each did.
 // Its statements are prepared once per Store; the writes of concurrent
 // callers share commits through the store's group commit.
@@ -355,63 +353,21 @@ func (s *Store) WriteHookState(ctx context.Context, ws []HookWrite) ([]HookWrite
 	if len(ws) == 0 {
 		return nil, nil
 	}
-	// Prepared on the writer before the transaction takes its only
-	// connection; bound to the transaction inside.
-	prepared := make(map[string]*sql.Stmt, len(hookWriteQueries))
-	for _, q := range hookWriteQueries {
-		st, err := s.prepared(ctx, s.w, q)
-		if err != nil {
-			return nil, fmt.Errorf("store: write hook state: %w", err)
-		}
-		prepared[q] = st
-	}
-	return s.writeHookState(ctx, ws, prepared)
-}
-
-// writeHookState applies ws in one transaction, with the statements of
-// prepared bound to it (a query missing there is prepared in the
-// transaction).
-func (s *Store) writeHookState(ctx context.Context, ws []HookWrite, prepared map[string]*sql.Stmt) ([]HookWriteResult, error) {
-	if len(ws) == 0 {
-		return nil, nil
-	}
 	var out []HookWriteResult
-	err := s.writeAnnounced(ctx, func(tx *sql.Tx) error {
+	err := s.writeAnnounced(ctx, func(tx *wtx) error {
 		out = make([]HookWriteResult, len(ws))
-		local := map[string]*sql.Stmt{}
-		defer func() {
-			for _, st := range local {
-				st.Close()
-			}
-		}()
-		stmt := func(q string) (*sql.Stmt, error) {
-			if st := local[q]; st != nil {
-				return st, nil
-			}
-			var st *sql.Stmt
-			var err error
-			if p := prepared[q]; p != nil {
-				st = tx.StmtContext(ctx, p)
-			} else if st, err = tx.PrepareContext(ctx, q); err != nil {
-				return nil, err
-			}
-			local[q] = st
-			return st, nil
-		}
-		exec := func(q string, args ...any) (int64, error) {
-			st, err := stmt(q)
-			if err != nil {
-				return 0, err
-			}
-			res, err := st.ExecContext(ctx, args...)
+		exec := func(st *sql.Stmt, args ...any) (int64, error) {
+			res, err := tx.stmt(ctx, st).ExecContext(ctx, args...)
 			if err != nil {
 				return 0, err
 			}
 			return res.RowsAffected()
 		}
+		tx.changedNoDevice()
 		for i, w := range ws {
+			tx.changedDevice(w.UUID)
 			if !w.Attempt.IsZero() {
-				if _, err := exec(qHookAttempt, w.Attempt.UnixMilli(), w.UUID); err != nil {
+				if _, err := exec(s.ws.hookAttempt, w.Attempt.UnixMilli(), w.UUID); err != nil {
 					return err
 				}
 				out[i].Done = true
@@ -419,23 +375,15 @@ func (s *Store) writeHookState(ctx context.Context, ws []HookWrite, prepared map
 			switch {
 			case w.AckUpdate != "":
 				out[i].Done = false
-				tst, err := stmt(updateTargetQuery)
-				if err != nil {
-					return err
-				}
-				t, ok, err := scanUpdateTarget(tst.QueryRowContext(ctx, w.UUID))
+				t, ok, err := scanUpdateTarget(tx.stmt(ctx, s.ws.hookTarget).QueryRowContext(ctx, w.UUID))
 				if errors.Is(err, ErrNotFound) || (err == nil && (!ok || t.Canonical() != w.AckUpdate)) {
 					continue
 				}
 				if err != nil {
 					return err
 				}
-				ast, err := stmt(qHookAck)
-				if err != nil {
-					return err
-				}
 				var changed sql.NullInt64
-				if err := ast.QueryRowContext(ctx, w.AckUpdate, w.UUID).Scan(&changed); err != nil {
+				if err := tx.stmt(ctx, s.ws.hookAck).QueryRowContext(ctx, w.AckUpdate, w.UUID).Scan(&changed); err != nil {
 					return err
 				}
 				out[i].Done = true
@@ -443,13 +391,13 @@ func (s *Store) writeHookState(ctx context.Context, ws []HookWrite, prepared map
 					out[i].TargetChangedAt = time.UnixMilli(changed.Int64)
 				}
 			case w.AckRestart:
-				n, err := exec(qHookRestart, w.UUID)
+				n, err := exec(s.ws.hookRestart, w.UUID)
 				if err != nil {
 					return err
 				}
 				out[i].Done = n == 1
 			case w.RemoveDeleted:
-				n, err := exec(qHookRemove, w.UUID)
+				n, err := exec(s.ws.hookRemove, w.UUID)
 				if err != nil {
 					return err
 				}

@@ -108,7 +108,7 @@ func TestHookBookkeeping(t *testing.T) {
 
 	// A report equal to the target (NULL environment and config as {})
 	// settles d2 without an acknowledgement.
-	if _, err := s.w.Exec(`UPDATE devices SET reported_commit = 'c1' WHERE uuid = 'd2'`); err != nil {
+	if _, err := execWrite(s, `UPDATE devices SET reported_commit = 'c1' WHERE uuid = 'd2'`); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := pendingByUUID(t, s)["d2"]; ok {

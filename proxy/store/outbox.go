@@ -89,23 +89,14 @@ func (s *Store) AppendLogBounded(ctx context.Context, uuid string, payload []byt
 	if !json.Valid(payload) {
 		return 0, errors.New("store: log payload is not JSON")
 	}
-	var lookup, insert *sql.Stmt
-	var cs countStmts
-	if lookup, err = s.prepared(ctx, s.w, deviceLookupForWrite); err == nil {
-		if insert, err = s.prepared(ctx, s.w, outboxInsert); err == nil {
-			cs, err = s.countStmts(ctx)
-		}
-	}
-	if err != nil {
-		return 0, fmt.Errorf("store: append log %s: %w", uuid, err)
-	}
-	err = s.write(ctx, func(tx *sql.Tx) error {
+	err = s.writeTx(ctx, func(tx *wtx) error {
+		tx.changedNoDevice()
 		dropped = 0
 		var (
 			cloudID int64
 			marked  bool
 		)
-		err := tx.StmtContext(ctx, lookup).QueryRowContext(ctx, uuid).Scan(&cloudID, &marked)
+		err := tx.stmt(ctx, s.ws.deviceLookup).QueryRowContext(ctx, uuid).Scan(&cloudID, &marked)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}
@@ -115,11 +106,7 @@ func (s *Store) AppendLogBounded(ctx context.Context, uuid string, payload []byt
 		if marked {
 			return ErrDeleted
 		}
-		c, err := readCounts(ctx, tx, cs, OutboxLog)
-		if err != nil {
-			return err
-		}
-		res, err := tx.StmtContext(ctx, insert).ExecContext(ctx,
+		res, err := tx.stmt(ctx, s.ws.outboxInsert).ExecContext(ctx,
 			string(OutboxLog), uuid, cloudID, string(payload), s.nowMillis(), len(payload))
 		if err != nil {
 			return err
@@ -128,12 +115,14 @@ func (s *Store) AppendLogBounded(ctx context.Context, uuid string, payload []byt
 		if err != nil {
 			return err
 		}
+		c := tx.outboxCounts(OutboxLog)
 		c.rows++
 		c.bytes += int64(len(payload))
-		if dropped, err = trimOldest(ctx, tx, OutboxLog, &c, int64(maxRows), maxBytes, seq); err != nil {
+		if dropped, err = trimOldest(ctx, tx.Tx, OutboxLog, &c, int64(maxRows), maxBytes, seq); err != nil {
 			return err
 		}
-		return writeCounts(ctx, tx, cs, OutboxLog, c)
+		tx.setOutboxCounts(OutboxLog, c)
+		return nil
 	})
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrDeleted) {
 		return 0, err
@@ -153,29 +142,12 @@ const (
 	countsWrite = `INSERT INTO meta (key, value) VALUES (?, ?), (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`
 )
 
-// countStmts are countsRead and countsWrite prepared on the writer (nil:
-// not prepared), for the hot write paths.
-type countStmts struct{ read, write *sql.Stmt }
-
-func (s *Store) countStmts(ctx context.Context) (cs countStmts, err error) {
-	if cs.read, err = s.prepared(ctx, s.w, countsRead); err == nil {
-		cs.write, err = s.prepared(ctx, s.w, countsWrite)
-	}
-	return cs, err
-}
-
 // readCounts reads the counts of kind from meta, or counts the table once
 // for a count meta does not have yet.
-func readCounts(ctx context.Context, tx *sql.Tx, cs countStmts, kind OutboxKind) (outboxCounts, error) {
+func readCounts(ctx context.Context, tx *sql.Tx, kind OutboxKind) (outboxCounts, error) {
 	var c outboxCounts
 	var rows, bytes sql.NullString
-	var row *sql.Row
-	if cs.read != nil {
-		row = tx.StmtContext(ctx, cs.read).QueryRowContext(ctx, metaRows(kind), metaBytes(kind))
-	} else {
-		row = tx.QueryRowContext(ctx, countsRead, metaRows(kind), metaBytes(kind))
-	}
-	err := row.Scan(&rows, &bytes)
+	err := tx.QueryRowContext(ctx, countsRead, metaRows(kind), metaBytes(kind)).Scan(&rows, &bytes)
 	if err != nil {
 		return c, err
 	}
@@ -190,17 +162,6 @@ func readCounts(ctx context.Context, tx *sql.Tx, cs countStmts, kind OutboxKind)
 		return c, fmt.Errorf("meta %s: %w", metaBytes(kind), err)
 	}
 	return c, nil
-}
-
-func writeCounts(ctx context.Context, tx *sql.Tx, cs countStmts, kind OutboxKind, c outboxCounts) error {
-	args := []any{metaRows(kind), strconv.FormatInt(max(c.rows, 0), 10), metaBytes(kind), strconv.FormatInt(max(c.bytes, 0), 10)}
-	var err error
-	if cs.write != nil {
-		_, err = tx.StmtContext(ctx, cs.write).ExecContext(ctx, args...)
-	} else {
-		_, err = tx.ExecContext(ctx, countsWrite, args...)
-	}
-	return err
 }
 
 // trimOldest deletes the oldest rows of kind, never the row keep, until c
@@ -253,21 +214,18 @@ type OutboxCounters struct {
 	PatchesMerged, PatchesDropped int64
 }
 
-// OutboxCounters returns the outbox's sizes (from the counts kept with
-// every change, without counting the table) and counters.
+// OutboxCounters returns the outbox's sizes and counters. The sizes are
+// those of the last committed transaction, kept in memory (and in meta,
+// with every change), so that reading them costs no query.
 func (s *Store) OutboxCounters(ctx context.Context) (OutboxCounters, error) {
 	oc := OutboxCounters{Rows: map[OutboxKind]int64{}, Bytes: map[OutboxKind]int64{},
 		PatchesMerged: s.patchesMerged.Load(), PatchesDropped: s.patchesDropped.Load()}
-	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return oc, fmt.Errorf("store: outbox counters: %w", err)
+	if err := ctx.Err(); err != nil {
+		return oc, err
 	}
-	defer tx.Rollback()
+	counts := s.committedCounts()
 	for _, kind := range []OutboxKind{OutboxPatch, OutboxLog} {
-		c, err := readCounts(ctx, tx, countStmts{}, kind)
-		if err != nil {
-			return oc, fmt.Errorf("store: outbox counters: %w", err)
-		}
+		c := counts[kindIndex(kind)]
 		oc.Rows[kind], oc.Bytes[kind] = c.rows, c.bytes
 	}
 	return oc, nil
@@ -338,32 +296,51 @@ func (s *Store) AckOutbox(ctx context.Context, kind OutboxKind, uptoSeq int64) (
 	if err := kind.check(); err != nil {
 		return 0, err
 	}
-	n, err := s.deleteOutbox(ctx, kind, `seq <= ?`, uptoSeq)
+	n, err := s.deleteOutbox(ctx, kind, s.ws.outboxDeleteUpTo, uptoSeq)
 	if err != nil {
 		return 0, fmt.Errorf("store: ack outbox: %w", err)
 	}
 	return n, nil
 }
 
-// deleteOutbox deletes the rows of kind that cond (an SQL condition on
-// outbox rows with one parameter, arg) selects and takes them off the
-// durable counts of kind, in one transaction.
-func (s *Store) deleteOutbox(ctx context.Context, kind OutboxKind, cond string, arg any) (int64, error) {
+// Deletions of outbox rows of a kind (the first parameter), returning the
+// size of each deleted row.
+const (
+	outboxDeleteUpTo = `DELETE FROM outbox WHERE kind = ? AND seq <= ? RETURNING size`
+	outboxDeleteSeqs = `DELETE FROM outbox WHERE kind = ? AND seq IN (SELECT value FROM json_each(?)) RETURNING size`
+)
+
+// deleteOutbox deletes the rows of kind that del (outboxDeleteUpTo or
+// outboxDeleteSeqs, with arg) selects and takes them off the counts of
+// kind, in one transaction.
+func (s *Store) deleteOutbox(ctx context.Context, kind OutboxKind, del *sql.Stmt, arg any) (int64, error) {
 	var n int64
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		var size int64
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE kind = ? AND `+cond, string(kind), arg).Scan(&n, &size); err != nil {
+	err := s.writeTx(ctx, func(tx *wtx) error {
+		tx.changedNoDevice()
+		n = 0
+		rows, err := tx.stmt(ctx, del).QueryContext(ctx, string(kind), arg)
+		if err != nil {
 			return err
 		}
-		if n == 0 {
-			return nil
+		var size, bytes int64
+		for rows.Next() {
+			if err := rows.Scan(&size); err != nil {
+				rows.Close()
+				return err
+			}
+			n++
+			bytes += size
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE kind = ? AND `+cond, string(kind), arg); err != nil {
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE meta SET value = CAST(MAX(CAST(value AS INTEGER) - (CASE key WHEN ? THEN ? ELSE ? END), 0) AS TEXT) WHERE key IN (?, ?)`,
-			metaRows(kind), n, size, metaRows(kind), metaBytes(kind))
-		return err
+		if n > 0 {
+			c := tx.outboxCounts(kind)
+			c.rows -= n
+			c.bytes -= bytes
+			tx.setOutboxCounts(kind, c)
+		}
+		return nil
 	})
 	return n, err
 }
@@ -385,7 +362,7 @@ func (s *Store) AckOutboxRows(ctx context.Context, kind OutboxKind, seqs []int64
 	if err != nil {
 		return 0, fmt.Errorf("store: ack outbox rows: %w", err)
 	}
-	n, err := s.deleteOutbox(ctx, kind, `seq IN (SELECT value FROM json_each(?))`, string(list))
+	n, err := s.deleteOutbox(ctx, kind, s.ws.outboxDeleteSeqs, string(list))
 	if err != nil {
 		return 0, fmt.Errorf("store: ack outbox rows: %w", err)
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"sync"
 )
 
@@ -48,4 +49,47 @@ func (s *Store) prepared(ctx context.Context, db *sql.DB, query string) (*sql.St
 	}
 	c.m[k] = st
 	return st, nil
+}
+
+// writerStmts are the statements of the hot writes, prepared on the writer
+// at Open and bound to each transaction once (wtx.stmt).
+type writerStmts struct {
+	countsWrite                          *sql.Stmt
+	deviceLookup, reportUpdate, ackedSet *sql.Stmt
+	outboxInsert, takeQueuedPatch        *sql.Stmt
+	outboxDeleteUpTo, outboxDeleteSeqs   *sql.Stmt
+	provisionUpsert                      *sql.Stmt
+	hookAttempt, hookTarget, hookAck     *sql.Stmt
+	hookRestart, hookRemove              *sql.Stmt
+}
+
+// prepareWriter prepares the writer's statements.
+func (s *Store) prepareWriter() error {
+	ws := &s.ws
+	for _, p := range []struct {
+		st **sql.Stmt
+		q  string
+	}{
+		{&ws.countsWrite, countsWrite},
+		{&ws.deviceLookup, deviceLookupForWrite},
+		{&ws.reportUpdate, applyReportUpdate},
+		{&ws.ackedSet, setUpdateAcked},
+		{&ws.outboxInsert, outboxInsert},
+		{&ws.takeQueuedPatch, takeQueuedPatch},
+		{&ws.outboxDeleteUpTo, outboxDeleteUpTo},
+		{&ws.outboxDeleteSeqs, outboxDeleteSeqs},
+		{&ws.provisionUpsert, provisionUpsert},
+		{&ws.hookAttempt, qHookAttempt},
+		{&ws.hookTarget, updateTargetQuery},
+		{&ws.hookAck, qHookAck},
+		{&ws.hookRestart, qHookRestart},
+		{&ws.hookRemove, qHookRemove},
+	} {
+		st, err := s.w.Prepare(p.q)
+		if err != nil {
+			return fmt.Errorf("store: prepare %q: %w", p.q, err)
+		}
+		*p.st = st
+	}
+	return nil
 }

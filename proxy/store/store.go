@@ -11,8 +11,9 @@
 // transaction committed (see groupcommit.go). Schema changes are versioned
 // migrations, applied in order at Open.
 //
-// It depends on the standard library and the SQLite driver only; it must not
-// import other proxy packages except api for shared value types.
+// It depends on the standard library, the SQLite driver and internal/jsonstr
+// only; it must not import other proxy packages except api for shared value
+// types.
 package store
 
 import (
@@ -46,6 +47,17 @@ type Store struct {
 	now       func() time.Time
 	// stmts caches prepared statements of hot queries (see prepared).
 	stmts stmtCache
+	// ws are the hot writes' statements, prepared on the writer at Open.
+	ws writerStmts
+	// changes remembers which devices recent transactions changed.
+	changes changeLog
+	// mirror keeps the rows ApplyTarget compares with (targetrows.go).
+	mirror targetMirror
+
+	// countsMu guards counts: the outbox counts as last committed (meta
+	// holds the same), which the committer's transactions start from.
+	countsMu sync.Mutex
+	counts   [numOutboxKinds]outboxCounts
 
 	reportQueueBytes int64
 	unmerged         bool
@@ -116,7 +128,15 @@ func Open(dir string, opts Options) (*Store, error) {
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
 	s.r = r
-	if s.gc, err = newCommitter(w); err != nil {
+	if err := s.loadCounts(); err == nil {
+		err = s.prepareWriter()
+	}
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
+	if s.gc, err = newCommitter(s, w); err != nil {
 		r.Close()
 		w.Close()
 		return nil, err
@@ -252,12 +272,20 @@ func (s *Store) Generation() uint64 { return s.gc.gen.Load() }
 // not interrupted by the end of ctx (see groupcommit.go), though database/sql
 // refuses new ones.
 func (s *Store) write(ctx context.Context, fn func(*sql.Tx) error) error {
+	return s.gc.do(ctx, func(w *wtx) error { return fn(w.Tx) }, false)
+}
+
+// writeTx is write for a function that uses what the transaction's writes
+// share (see wtx): the writer's prepared statements, the outbox counts, and
+// the declaration of the devices it changes (without one, any device may
+// have changed).
+func (s *Store) writeTx(ctx context.Context, fn func(*wtx) error) error {
 	return s.gc.do(ctx, fn, false)
 }
 
 // writeAnnounced is write for the writes of callers announced with
 // ExpectWrites (hook state): their batch may wait a little for the others'.
-func (s *Store) writeAnnounced(ctx context.Context, fn func(*sql.Tx) error) error {
+func (s *Store) writeAnnounced(ctx context.Context, fn func(*wtx) error) error {
 	return s.gc.do(ctx, fn, true)
 }
 
@@ -271,6 +299,67 @@ func (s *Store) ExpectWrites() (done func()) {
 	s.gc.expected.Add(1)
 	var once sync.Once
 	return func() { once.Do(func() { s.gc.expected.Add(-1) }) }
+}
+
+// loadCounts reads the outbox counts from meta (counting the table for
+// those meta does not hold yet).
+func (s *Store) loadCounts() error {
+	tx, err := s.w.Begin()
+	if err != nil {
+		return fmt.Errorf("store: read outbox counts: %w", err)
+	}
+	defer tx.Rollback()
+	var counts [numOutboxKinds]outboxCounts
+	for _, kind := range []OutboxKind{OutboxPatch, OutboxLog} {
+		c, err := readCounts(context.Background(), tx, kind)
+		if err != nil {
+			return fmt.Errorf("store: read outbox counts: %w", err)
+		}
+		counts[kindIndex(kind)] = c
+	}
+	s.countsMu.Lock()
+	s.counts = counts
+	s.countsMu.Unlock()
+	return nil
+}
+
+// newWtx starts the shared state of a write transaction from the
+// committed state.
+func (s *Store) newWtx(tx *sql.Tx) *wtx {
+	w := &wtx{Tx: tx, s: s}
+	s.countsMu.Lock()
+	w.counts = s.counts
+	s.countsMu.Unlock()
+	return w
+}
+
+// published makes the in-memory state of w, a transaction that committed
+// and moves the generation to gen, the committed state.
+func (s *Store) published(w *wtx, gen uint64) {
+	s.countsMu.Lock()
+	s.counts = w.counts
+	s.countsMu.Unlock()
+	s.patchesMerged.Add(w.merged)
+	s.patchesDropped.Add(w.dropped)
+	s.changes.record(gen, w.changed, w.changedAll)
+}
+
+// commitFailed is published for a transaction whose commit failed, moving
+// the generation to gen: SQLite normally undid it whole, but nothing in
+// memory relies on that: the outbox counts are read again from the
+// database, and every device counts as changed (readers read again, the
+// rows ApplyTarget keeps are read again).
+func (s *Store) commitFailed(gen uint64) {
+	s.changes.record(gen, nil, true)
+	s.mirror.ok = false
+	_ = s.loadCounts() // on failure they stay as they were
+}
+
+// committedCounts are the outbox counts as last committed.
+func (s *Store) committedCounts() [numOutboxKinds]outboxCounts {
+	s.countsMu.Lock()
+	defer s.countsMu.Unlock()
+	return s.counts
 }
 
 // nowMillis is the store clock in milliseconds since the Unix epoch.

@@ -6,6 +6,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -120,7 +121,19 @@ AND NOT EXISTS (SELECT 1 FROM devices WHERE in_target = 0 AND marked_for_delete 
 // order given.
 func (s *Store) UnknownDevices(ctx context.Context, uuids []string) ([]string, error) {
 	known := map[string]bool{}
-	rows, err := s.r.QueryContext(ctx, `SELECT uuid FROM devices`)
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	if len(uuids) <= 4096 {
+		// Looked up one by one (the index) rather than every row read.
+		var list []byte
+		if list, err = json.Marshal(uuids); err == nil {
+			rows, err = s.r.QueryContext(ctx, `SELECT uuid FROM devices WHERE uuid IN (SELECT value FROM json_each(?))`, string(list))
+		}
+	} else {
+		rows, err = s.r.QueryContext(ctx, `SELECT uuid FROM devices`)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: unknown devices: %w", err)
 	}
@@ -153,6 +166,7 @@ type targetDeviceRow struct {
 	inTarget, marked     bool
 	requested, acked     int64
 	createdAt            int64
+	seen                 uint64 // the stamp of the last target that listed it
 }
 
 // ApplyTarget applies a validated target in one transaction:
@@ -172,10 +186,22 @@ type targetDeviceRow struct {
 //
 // A device whose update target changes gets target_changed_at = now.
 func (s *Store) ApplyTarget(ctx context.Context, t Target, pollStartedAt time.Time) (TargetSummary, error) {
+	// The devices' objects in canonical form, before the write: the
+	// transaction holds the one writer.
+	canon := make([]deviceVars, len(t.Devices))
+	for i, d := range t.Devices {
+		var err error
+		if canon[i].env, err = canonicalStringMap(d.Environment); err != nil {
+			return TargetSummary{}, fmt.Errorf("store: apply target: device %s environment: %w", d.UUID, err)
+		}
+		if canon[i].cfg, err = canonicalStringMap(d.Config); err != nil {
+			return TargetSummary{}, fmt.Errorf("store: apply target: device %s config: %w", d.UUID, err)
+		}
+	}
 	var sum TargetSummary
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *wtx) error {
 		sum = TargetSummary{}
-		return s.applyTargetTx(ctx, tx, t, pollStartedAt, &sum)
+		return s.applyTargetTx(ctx, tx, t, canon, pollStartedAt, &sum)
 	})
 	if err != nil {
 		return TargetSummary{}, fmt.Errorf("store: apply target: %w", err)
@@ -183,7 +209,14 @@ func (s *Store) ApplyTarget(ctx context.Context, t Target, pollStartedAt time.Ti
 	return sum, nil
 }
 
-func (s *Store) applyTargetTx(ctx context.Context, tx *sql.Tx, t Target, pollStartedAt time.Time, sum *TargetSummary) error {
+// deviceVars are a target device's environment and config in canonical
+// form.
+type deviceVars struct{ env, cfg string }
+
+func (s *Store) applyTargetTx(ctx context.Context, tx *wtx, t Target, canon []deviceVars, pollStartedAt time.Time, sum *TargetSummary) error {
+	// Apps' rows are not part of devices' rows: the devices changed are
+	// those inserted, updated and marked below.
+	tx.changedNoDevice()
 	now := s.nowMillis()
 	// Statements run once per app or device are prepared once.
 	stmts := map[string]*sql.Stmt{}
@@ -269,41 +302,19 @@ ON CONFLICT(id) DO UPDATE SET name = excluded.name, parent_app = excluded.parent
 	}
 
 	// Devices.
-	local := map[string]*targetDeviceRow{}
-	rows, err = tx.QueryContext(ctx, `
-SELECT uuid, app_id, name, target_environment, target_config, in_target, marked_for_delete,
-       restart_requested, restart_acked, created_at
-FROM devices`)
+	local, err := s.targetRowsTx(ctx, tx)
 	if err != nil {
 		return err
 	}
-	for rows.Next() {
-		r := &targetDeviceRow{}
-		if err := rows.Scan(&r.uuid, &r.appID, &r.name, &r.targetEnv, &r.targetCfg, &r.inTarget, &r.marked,
-			&r.requested, &r.acked, &r.createdAt); err != nil {
-			rows.Close()
-			return err
+	s.mirror.stamp++
+	stamp := s.mirror.stamp
+	for i, d := range t.Devices {
+		env, cfg := canon[i].env, canon[i].cfg
+		old := local.get(d.UUID)
+		if old != nil {
+			old.seen = stamp
 		}
-		local[r.uuid] = r
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-
-	seen := map[string]bool{}
-	for _, d := range t.Devices {
-		seen[d.UUID] = true
-		env, err := canonicalStringMap(d.Environment)
-		if err != nil {
-			return fmt.Errorf("device %s environment: %w", d.UUID, err)
-		}
-		cfg, err := canonicalStringMap(d.Config)
-		if err != nil {
-			return fmt.Errorf("device %s config: %w", d.UUID, err)
-		}
-		old, known := local[d.UUID]
-		if !known {
+		if old == nil {
 			if d.Cloud == nil {
 				sum.Skipped = append(sum.Skipped, d.UUID)
 				continue
@@ -320,6 +331,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)`,
 				env, cfg, d.Restart, d.Restart, now, now); err != nil {
 				return fmt.Errorf("insert device %s: %w", d.UUID, err)
 			}
+			tx.changedDevice(d.UUID)
 			sum.Added = append(sum.Added, d.UUID)
 			continue
 		}
@@ -363,15 +375,16 @@ WHERE uuid = ?`,
 			d.AppID, d.Name, env, cfg, requested, acked, changedAt, d.UUID); err != nil {
 			return fmt.Errorf("update device %s: %w", d.UUID, err)
 		}
+		tx.changedDevice(d.UUID)
 	}
 
 	guard := pollStartedAt.UnixMilli()
 	var absent []*targetDeviceRow
-	for u, r := range local {
-		if !seen[u] {
+	local.each(func(r *targetDeviceRow) {
+		if r.seen != stamp {
 			absent = append(absent, r)
 		}
-	}
+	})
 	sort.Slice(absent, func(i, j int) bool { return absent[i].uuid < absent[j].uuid })
 	for _, r := range absent {
 		if r.marked {
@@ -385,6 +398,7 @@ WHERE uuid = ?`,
 		if err := exec(`UPDATE devices SET marked_for_delete = 1, in_target = 0 WHERE uuid = ?`, r.uuid); err != nil {
 			return fmt.Errorf("mark device %s: %w", r.uuid, err)
 		}
+		tx.changedDevice(r.uuid)
 		sum.Marked = append(sum.Marked, MarkedDevice{UUID: r.uuid, AppID: r.appID})
 	}
 
@@ -405,7 +419,7 @@ INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value
 // update target thereby changes get target_changed_at = now. ErrNotFound if
 // the app is unknown.
 func (s *Store) SetAppCurrentCommit(ctx context.Context, appID int64, commit string) error {
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *wtx) error {
 		var cur sql.NullString
 		err := tx.QueryRowContext(ctx, `SELECT current_commit FROM apps WHERE id = ?`, appID).Scan(&cur)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -415,8 +429,11 @@ func (s *Store) SetAppCurrentCommit(ctx context.Context, appID int64, commit str
 			return err
 		}
 		if cur.Valid && cur.String == commit {
+			tx.changedNoDevice()
 			return nil
 		}
+		// Every device of the app shows the new commit (targetCommit):
+		// undeclared, the write counts as changing any device.
 		if _, err := tx.ExecContext(ctx, `UPDATE apps SET current_commit = ? WHERE id = ?`, commit, appID); err != nil {
 			return err
 		}
@@ -465,15 +482,6 @@ ORDER BY id`)
 		return nil, fmt.Errorf("store: apps needing download: %w", err)
 	}
 	return out, nil
-}
-
-// canonicalStringMap is the canonical JSON object of m (nil → {}).
-func canonicalStringMap(m map[string]string) (string, error) {
-	if m == nil {
-		m = map[string]string{}
-	}
-	b, err := marshalNoEscape(m)
-	return string(b), err
 }
 
 // sameJSON compares two stored JSON objects by canonical form.

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ func openTestStore(t testing.TB) (*Store, *testClock) {
 // not yet in any target.
 func insertLocalDevice(t testing.TB, s *Store, uuid string, appID int64, createdAt time.Time) {
 	t.Helper()
-	if _, err := s.w.Exec(`INSERT INTO devices (uuid, app_id, device_type, cloud_id, created_at) VALUES (?, ?, 'generic-amd64', 1, ?)`,
+	if _, err := execWrite(s, `INSERT INTO devices (uuid, app_id, device_type, cloud_id, created_at) VALUES (?, ?, 'generic-amd64', 1, ?)`,
 		uuid, appID, createdAt.UnixMilli()); err != nil {
 		t.Fatalf("insert device: %v", err)
 	}
@@ -362,5 +363,32 @@ func TestNoUpdateHookIsOwedBeforeTheDeviceAppearsInATarget(t *testing.T) {
 	}
 	if got := w.Update.Environment["LED"]; got != "on" {
 		t.Errorf("owed update environment LED = %v, want the target's \"on\"", got)
+	}
+}
+
+// UnknownDevices answers the same for a few uuids (looked up) and for many
+// (every row read), in the order given.
+func TestUnknownDevicesFewAndMany(t *testing.T) {
+	s, clk := openTestStore(t)
+	for _, u := range []string{"k1", "k2", "k3"} {
+		insertLocalDevice(t, s, u, 1, clk.t)
+	}
+	few := []string{"u9", "k2", "u1", "k1"}
+	many := append([]string(nil), few...)
+	for i := range 5000 {
+		many = append(many, fmt.Sprintf("k%d", 4+i))
+	}
+	for _, tc := range []struct {
+		name  string
+		uuids []string
+		want  int
+	}{{"few", few, 2}, {"many", many, 2 + 5000}} {
+		got, err := s.UnknownDevices(context.Background(), tc.uuids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != tc.want || got[0] != "u9" || got[1] != "u1" {
+			t.Errorf("%s: %d unknown starting %v, want %d starting [u9 u1]", tc.name, len(got), got[:min(len(got), 3)], tc.want)
+		}
 	}
 }

@@ -106,6 +106,13 @@ type Syncer struct {
 	metrics *Metrics
 	trigger chan struct{}
 
+	// knownMu guards known: the devices of the last target applied, less
+	// those it skipped. The store holds each of them (a device leaves the
+	// store only once marked, that is once a target left it out), so a
+	// poll asks the store only about the others (lookUpUnknown).
+	knownMu stdsync.Mutex
+	known   map[string]bool
+
 	mu        stdsync.Mutex
 	downloads map[int64]*download // by app id
 	dlSem     chan struct{}
@@ -157,8 +164,9 @@ func New(opts Options) (*Syncer, error) {
 	}, nil
 }
 
-// Trigger asks for a poll now (e.g. right after provisioning a device). It
-// never blocks.
+// Trigger asks for a poll now (e.g. right after provisioning a device): at
+// once, or, right after a poll, once three times as long as that poll took
+// has passed. It never blocks.
 func (s *Syncer) Trigger() {
 	select {
 	case s.trigger <- struct{}{}:
@@ -184,6 +192,14 @@ func (s *Syncer) Run(ctx context.Context) error {
 	defer ageTick.Stop()
 	poll := time.NewTimer(0)
 	defer poll.Stop()
+	// next is when the next poll starts. A Trigger brings it forward, but
+	// after a poll that took T not before 3T have passed since it ended:
+	// a burst of Trigger calls (provisioning many devices) costs at most a
+	// quarter of the time, whatever the size of the target.
+	var (
+		next, lastEnd time.Time
+		lastTook      time.Duration
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -192,16 +208,28 @@ func (s *Syncer) Run(ctx context.Context) error {
 			s.metrics.observeAge(s.opts.Now())
 			continue
 		case <-s.trigger:
+			if at := lastEnd.Add(3 * lastTook); at.Before(next) {
+				next = at
+				poll.Reset(max(time.Until(at), 0))
+			}
+			continue
 		case <-poll.C:
+		}
+		select { // a Trigger sent before this poll starts is answered by it
+		case <-s.trigger:
+		default:
 		}
 		started := time.Now()
 		if s.Poll(ctx) == nil {
 			s.reconcileDownloads(ctx, dctx)
 		}
 		s.metrics.observeAge(s.opts.Now())
+		lastEnd = time.Now()
+		lastTook = lastEnd.Sub(started)
 		// Polls start one interval apart, however long applying a target
 		// took (CLOUD-STATE: a poll in every window of 2 intervals).
-		poll.Reset(max(s.opts.PollInterval-time.Since(started), 0))
+		next = started.Add(s.opts.PollInterval)
+		poll.Reset(max(time.Until(next), 0))
 	}
 }
 
@@ -277,6 +305,7 @@ func (s *Syncer) Poll(ctx context.Context) error {
 		}
 		return err
 	}
+	s.remember(t, sum)
 	if s.opts.Violations.On("app-removal-silent") {
 		s.removeSilently(ctx, sum)
 	}
@@ -297,9 +326,16 @@ func (s *Syncer) Poll(ctx context.Context) error {
 // lookup fails, is left without one: ApplyTarget skips it and the next poll
 // tries again.
 func (s *Syncer) lookUpUnknown(ctx context.Context, t *store.Target) error {
-	uuids := make([]string, len(t.Devices))
-	for i, d := range t.Devices {
-		uuids[i] = d.UUID
+	var uuids []string
+	s.knownMu.Lock()
+	for _, d := range t.Devices {
+		if !s.known[d.UUID] {
+			uuids = append(uuids, d.UUID)
+		}
+	}
+	s.knownMu.Unlock()
+	if len(uuids) == 0 {
+		return nil
 	}
 	unknown, err := s.opts.Store.UnknownDevices(ctx, uuids)
 	if err != nil || len(unknown) == 0 || s.opts.Violations.On("cloud-get-skipped") {
@@ -340,6 +376,21 @@ func (s *Syncer) lookUpUnknown(ctx context.Context, t *store.Target) error {
 	}
 	wg.Wait()
 	return ctx.Err()
+}
+
+// remember records the devices of t, just applied with summary sum, as
+// known to the store.
+func (s *Syncer) remember(t store.Target, sum store.TargetSummary) {
+	known := make(map[string]bool, len(t.Devices))
+	for _, d := range t.Devices {
+		known[d.UUID] = true
+	}
+	for _, u := range sum.Skipped {
+		delete(known, u)
+	}
+	s.knownMu.Lock()
+	s.known = known
+	s.knownMu.Unlock()
 }
 
 // dropMarked removes devices marked for deletion from t

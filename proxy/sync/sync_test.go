@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	stdsync "sync"
 	"sync/atomic"
@@ -36,6 +38,8 @@ type testCloud struct {
 	devices     map[string]cloud.Device
 	ifNoneMatch []string // If-None-Match of each state request
 	lookups     []string
+	delay       time.Duration // before answering a state request
+	stateTimes  []time.Time   // when each state request arrived
 }
 
 func newTestCloud(t *testing.T) *testCloud {
@@ -44,6 +48,8 @@ func newTestCloud(t *testing.T) *testCloud {
 	mux.HandleFunc("GET "+fmt.Sprintf(cloud.PathStateFmt, gwUUID), func(w http.ResponseWriter, r *http.Request) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		c.stateTimes = append(c.stateTimes, time.Now())
+		time.Sleep(c.delay)
 		c.ifNoneMatch = append(c.ifNoneMatch, r.Header.Get("If-None-Match"))
 		if c.status != 0 {
 			w.WriteHeader(c.status)
@@ -484,6 +490,37 @@ func TestTriggerPollsAtOnce(t *testing.T) {
 	testkit.Eventually(t, "d3 stored after Trigger", func() bool { _, ok := f.devices(t)["d3"]; return ok })
 }
 
+// After a poll that took T, a burst of Trigger calls polls once, no sooner
+// than 3T after that poll ended.
+func TestTriggersRightAfterAPollWaitThreeTimesItsDuration(t *testing.T) {
+	f := newFixture(t, Options{PollInterval: time.Hour})
+	const took = 150 * time.Millisecond
+	f.cloud.mu.Lock()
+	f.cloud.delay = took
+	f.cloud.mu.Unlock()
+	f.run(t)
+	testkit.Eventually(t, "first poll", func() bool { return len(f.devices(t)) == 2 })
+	for range 5 {
+		f.s.Trigger()
+	}
+	states := func() []time.Time {
+		f.cloud.mu.Lock()
+		defer f.cloud.mu.Unlock()
+		return append([]time.Time(nil), f.cloud.stateTimes...)
+	}
+	testkit.Eventually(t, "the triggered poll", func() bool { return len(states()) >= 2 })
+	got := states()
+	// The first poll took at least took, and ended at least took after its
+	// request arrived.
+	if gap := got[1].Sub(got[0]); gap < 4*took {
+		t.Errorf("the triggered poll's request came %s after the first one's, want at least %s", gap, 4*took)
+	}
+	time.Sleep(4 * took)
+	if n := len(states()); n != 2 {
+		t.Errorf("%d polls after a burst of 5 triggers, want 2 (the first and one triggered)", n)
+	}
+}
+
 func TestRemovedDeviceIsMarkedAndReAddedUnmarked(t *testing.T) {
 	f := newFixture(t, Options{})
 	ctx := context.Background()
@@ -506,6 +543,47 @@ func TestRemovedDeviceIsMarkedAndReAddedUnmarked(t *testing.T) {
 	}
 	if f.devices(t)["d2"].MarkedForDelete {
 		t.Fatal("d2 still marked after being re-added")
+	}
+}
+
+// A device of the last target is not asked about again (neither the store
+// nor the cloud); one the store removed once it left a target (its delete
+// hook answered), and that a later target lists again, is looked up in the
+// cloud and stored anew.
+func TestDevicesOfTheLastTargetAreNotLookedUpAgainButRemovedOnesAre(t *testing.T) {
+	f := newFixture(t, Options{})
+	ctx := context.Background()
+	lookups := func() []string {
+		f.cloud.mu.Lock()
+		defer f.cloud.mu.Unlock()
+		return append([]string(nil), f.cloud.lookups...)
+	}
+	if err := f.s.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // the next poll starts after d2 was stored (ms clock)
+	s := goodState()
+	delete(s["dependent"].(map[string]any)["devices"].(map[string]any), "d2")
+	s["dependent"].(map[string]any)["devices"].(map[string]any)["d1"].(map[string]any)["name"] = "renamed"
+	f.cloud.set(s)
+	if err := f.s.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(lookups()); got != "[d1 d2]" && got != "[d2 d1]" {
+		t.Fatalf("lookups after a changed target of known devices: %s, want d1 and d2 once (first poll)", got)
+	}
+	if removed, err := f.st.RemoveDeleted(ctx, "d2"); err != nil || !removed {
+		t.Fatalf("RemoveDeleted(d2) = %v, %v", removed, err)
+	}
+	f.cloud.set(goodState())
+	if err := f.s.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := lookups(); len(got) != 3 || got[2] != "d2" {
+		t.Fatalf("lookups after d2 came back: %v, want d2 looked up again", got)
+	}
+	if d, ok := f.devices(t)["d2"]; !ok || d.MarkedForDelete || d.CloudID != 102 {
+		t.Fatalf("d2 after it came back: %+v (stored %v), want stored unmarked with cloud id 102", d, ok)
 	}
 }
 
@@ -614,5 +692,29 @@ func TestTargetViolations(t *testing.T) {
 			}
 			tc.check(t, f.devices(t))
 		})
+	}
+}
+
+// validUUID accepts exactly what ^[A-Za-z0-9]{1,128}$ matches.
+func TestValidUUIDIsTheAlphanumericPattern(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Za-z0-9]{1,128}$`)
+	rng := rand.New(rand.NewPCG(7, 8))
+	alphabet := "aZ09-_ /.é\x00\n"
+	cases := []string{"", strings.Repeat("a", 128), strings.Repeat("a", 129), "abc\n", "ABCxyz019"}
+	for range 5000 {
+		b := make([]byte, rng.IntN(140))
+		for i := range b {
+			if rng.IntN(20) == 0 {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			} else {
+				b[i] = "abcXYZ0189"[rng.IntN(10)]
+			}
+		}
+		cases = append(cases, string(b))
+	}
+	for _, c := range cases {
+		if got, want := validUUID(c), re.MatchString(c); got != want {
+			t.Errorf("validUUID(%q) = %v, want %v", c, got, want)
+		}
 	}
 }

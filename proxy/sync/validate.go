@@ -1,11 +1,13 @@
 package sync
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/proxy/store"
@@ -17,9 +19,22 @@ var (
 	// commitRe keeps commits usable as file names (the assets cache is
 	// <appId>/<commit>.tar) and in URLs.
 	commitRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-	// uuidRe keeps device uuids usable in hook URLs.
-	uuidRe = regexp.MustCompile(`^[A-Za-z0-9]{1,128}$`)
 )
+
+// validUUID keeps device uuids usable in hook URLs: 1 to 128 ASCII letters
+// and digits.
+func validUUID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
 
 // Validate checks a target state whole and converts it for the store. Any
 // fault rejects the whole state: app ids are positive decimal integers; an
@@ -31,7 +46,7 @@ func Validate(st *cloud.TargetState) (store.Target, error) {
 	if st == nil {
 		return store.Target{}, errors.New("no target state")
 	}
-	var t store.Target
+	t := store.Target{Devices: make([]store.TargetDevice, 0, len(st.Dependent.Devices))}
 	apps := map[int64]bool{}
 	for key, a := range st.Dependent.Apps {
 		id, err := parseAppID(key)
@@ -55,7 +70,7 @@ func Validate(st *cloud.TargetState) (store.Target, error) {
 		})
 	}
 	for uuid, d := range st.Dependent.Devices {
-		if !uuidRe.MatchString(uuid) {
+		if !validUUID(uuid) {
 			return store.Target{}, fmt.Errorf("device %q: malformed uuid", uuid)
 		}
 		if len(d.Apps) != 1 {
@@ -78,8 +93,18 @@ func Validate(st *cloud.TargetState) (store.Target, error) {
 			})
 		}
 	}
-	sort.Slice(t.Apps, func(i, j int) bool { return t.Apps[i].ID < t.Apps[j].ID })
-	sort.Slice(t.Devices, func(i, j int) bool { return t.Devices[i].UUID < t.Devices[j].UUID })
+	slices.SortFunc(t.Apps, func(a, b store.TargetApp) int { return cmp.Compare(a.ID, b.ID) })
+	// In uuid order: sorting positions moves less than sorting devices.
+	order := make([]int32, len(t.Devices))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(t.Devices[a].UUID, t.Devices[b].UUID) })
+	sorted := make([]store.TargetDevice, len(t.Devices))
+	for i, j := range order {
+		sorted[i] = t.Devices[j]
+	}
+	t.Devices = sorted
 	return t, nil
 }
 
