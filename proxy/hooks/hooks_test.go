@@ -616,3 +616,31 @@ func TestMoreViolations(t *testing.T) {
 		},
 	})
 }
+
+// A device's next hook keeps its distance from the end of the last one even
+// when nothing was owed in between (HOOK-PACE): the attempt time the store
+// holds is taken before the request, so pacing from it alone would let the
+// next hook follow a slow answer too closely.
+func TestTheNextHookIsPacedFromTheEndOfASlowAnswerAfterAQuietSpell(t *testing.T) {
+	const interval, answer = 400 * time.Millisecond, 350 * time.Millisecond
+	var answered atomic.Int64 // unix nanoseconds of the update's answer
+	rv := newReceiver(t, func(h hookReq, n int) int {
+		if h.UUID == "d2" && h.Method == http.MethodPut {
+			time.Sleep(answer)
+			answered.Store(time.Now().UnixNano())
+		}
+		return http.StatusOK
+	})
+	w := newWorld(t, "d1", "d2")
+	w.downloaded("c1")
+	r := start(t, w, Options{BaseAddress: rv.base(), RetryInterval: interval})
+	rv.await(t, 1, updatesTo("d2"))
+	w.awaitSettled("d2") // acknowledged: nothing owed, the device forgotten
+	w.target.Devices = w.target.Devices[:1]
+	w.apply() // d2 leaves the target: a delete hook is owed
+	r.d.Notify()
+	del := rv.await(t, 1, func(h hookReq) bool { return h.UUID == "d2" && h.Method == http.MethodDelete })[0]
+	if gap := del.At.Sub(time.Unix(0, answered.Load())); gap < interval-3*time.Millisecond {
+		t.Fatalf("the delete hook came %v after the update's answer, want at least the retry interval %v", gap, interval)
+	}
+}

@@ -93,6 +93,13 @@ type runState struct {
 	results  chan result
 	counts   map[Kind]int
 	reader   *store.HookWorkReader
+	// recent keeps, for devices forgotten with nothing owed, when their
+	// last hook ended, while that still paces the next one (HOOK-PACE): the
+	// attempt time in the store is taken before the attempt is written and
+	// sent, so on its own it would pace from too early a time when that
+	// write is slow.
+	recent      map[string]time.Time
+	recentPrune int // len(recent) at which it is next pruned
 
 	lastRebuildEnd  time.Time
 	lastRebuildTook time.Duration
@@ -167,7 +174,8 @@ func (rs *runState) merge(w store.HookWork, gen uint64, now time.Time) bool {
 	}
 	st := rs.devices[w.UUID]
 	if st == nil {
-		st = &devState{uuid: w.UUID, index: -1}
+		st = &devState{uuid: w.UUID, index: -1, lastSent: rs.recent[w.UUID]}
+		delete(rs.recent, w.UUID)
 		rs.devices[w.UUID] = st
 	}
 	if st.inFlight {
@@ -215,7 +223,31 @@ func (rs *runState) forget(st *devState) {
 	st.workKey = ""
 	if st.memo.stoppedCanon == "" && st.memo.gaveUpKey == "" && st.memo.loopBody == nil {
 		delete(rs.devices, st.uuid)
+		if !st.lastSent.IsZero() {
+			rs.remember(st.uuid, st.lastSent)
+		}
 	}
+}
+
+// remember keeps when a forgotten device's last hook ended, and drops the
+// times that can no longer pace anything (pruned when the map has doubled,
+// so each entry is looked at a bounded number of times).
+func (rs *runState) remember(uuid string, lastSent time.Time) {
+	if rs.recent == nil {
+		rs.recent = map[string]time.Time{}
+	}
+	rs.recent[uuid] = lastSent
+	if len(rs.recent) < rs.recentPrune {
+		return
+	}
+	// The longest pace of any mode (cadence-2x doubles it).
+	horizon := rs.d.opts.Now().Add(-2 * rs.d.opts.RetryInterval)
+	for u, t := range rs.recent {
+		if t.Before(horizon) {
+			delete(rs.recent, u)
+		}
+	}
+	rs.recentPrune = max(2*len(rs.recent), 64)
 }
 
 // setKind moves st between pending-gauge kinds.
