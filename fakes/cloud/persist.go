@@ -304,9 +304,7 @@ func (s *Server) Save() error {
 func (s *Server) saveLoop(interval time.Duration, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	for {
-		s.mu.Lock()
-		changed := s.modelChanged
-		s.mu.Unlock()
+		changed := s.modelChanged.C()
 		if err := s.Save(); err != nil {
 			// Try again after the interval, change or not.
 			s.metrics.stateSaveErrors.Inc()

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/broadcast"
 )
 
 // Kind is the kind of a hook.
@@ -185,7 +186,7 @@ type Receiver struct {
 	hooks     []*Hook
 	scripts   map[scriptKey]*script
 	onReceive OnReceive
-	changed   chan struct{} // closed and replaced on every change
+	changed   broadcast.Signal // notified on every change
 	inflight  map[string]int
 	maxDev    map[string]int
 	inflightN int
@@ -201,7 +202,6 @@ func New(opts Options) *Receiver {
 		now:      opts.Now,
 		log:      opts.Logger,
 		scripts:  map[scriptKey]*script{},
-		changed:  make(chan struct{}),
 		inflight: map[string]int{},
 		maxDev:   map[string]int{},
 		closed:   make(chan struct{}),
@@ -274,8 +274,7 @@ func (r *Receiver) nextAnswerLocked(uuid string, kind Kind) Answer {
 }
 
 func (r *Receiver) notifyLocked() {
-	close(r.changed)
-	r.changed = make(chan struct{})
+	r.changed.Notify()
 }
 
 // classify maps a request to its device uuid and hook kind.
@@ -480,20 +479,17 @@ func Filter(hs []Hook, pred func(Hook) bool) []Hook {
 // returns all that do. On ctx's end it returns those seen so far and an
 // error that lists them.
 func (r *Receiver) AwaitHooks(ctx context.Context, pred func(Hook) bool, n int) ([]Hook, error) {
-	for {
+	var got []Hook
+	err := r.changed.Await(ctx, func() bool {
 		r.mu.Lock()
-		got := Filter(r.snapshotLocked(), pred)
-		ch := r.changed
-		r.mu.Unlock()
-		if len(got) >= n {
-			return got, nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return got, fmt.Errorf("got %d matching hooks, want %d: %w", len(got), n, ctx.Err())
-		}
+		defer r.mu.Unlock()
+		got = Filter(r.snapshotLocked(), pred)
+		return len(got) >= n
+	})
+	if err != nil {
+		return got, fmt.Errorf("got %d matching hooks, want %d: %w", len(got), n, err)
 	}
+	return got, nil
 }
 
 // MaxConcurrent returns the largest number of requests for device uuid that
