@@ -1,9 +1,11 @@
 package cloud
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -91,6 +93,41 @@ func TestStateDocumentHoldsAppsAndDevicesWithMergedVariables(t *testing.T) {
 	}
 	if _, ok := raw.Dependent.Devices[hexOf('2')]["restart"]; ok {
 		t.Errorf("device never restarted has \"restart\", want it absent")
+	}
+}
+
+// The target state is written as encoding/json writes it with HTML
+// escaping off: <, > and & stay as they are (the state file, by contrast,
+// escapes them as json.Marshal does). Device variables override the app's,
+// keys sorted, with more keys than fit the encoder's small buffer.
+func TestStateDocumentKeepsHTMLCharactersUnescaped(t *testing.T) {
+	c := newTestCloud(t, Options{})
+	f := c.fixture(t)
+	appEnv := map[string]string{"A": "<a&b>"}
+	devEnv := map[string]string{"Z": "&z"}
+	for i := range 10 {
+		appEnv[fmt.Sprintf("K%d", i)] = fmt.Sprintf("app<%d>", i)
+		devEnv[fmt.Sprintf("K%d", i*2)] = fmt.Sprintf("dev&%d", i)
+	}
+	mustNoErr(t, c.SetAppEnv(f.app.ID, appEnv))
+	d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID, Environment: devEnv})
+	mustNoErr(t, err)
+	body, _, err := c.State(f.gw.UUID)
+	mustNoErr(t, err)
+
+	merged := map[string]string{}
+	maps.Copy(merged, appEnv)
+	maps.Copy(merged, devEnv)
+	var want bytes.Buffer
+	enc := json.NewEncoder(&want)
+	enc.SetEscapeHTML(false)
+	mustNoErr(t, enc.Encode(merged))
+	wantEnv := `"environment":` + strings.TrimSuffix(want.String(), "\n")
+	if !strings.Contains(string(body), wantEnv) {
+		t.Errorf("state of device %s lacks %s:\n%s", d.UUID, wantEnv, body)
+	}
+	if strings.Contains(string(body), `\u0026`) || strings.Contains(string(body), `\u003c`) {
+		t.Errorf("got HTML characters escaped in the state, want them as they are:\n%s", body)
 	}
 }
 
