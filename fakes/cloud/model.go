@@ -126,24 +126,20 @@ func (m *model) init() {
 }
 
 // allocAppIDLocked returns the next free application id.
-func (m *model) allocAppIDLocked() int64 {
-	for m.appIDs[m.nextAppID] {
-		m.nextAppID++
-	}
-	id := m.nextAppID
-	m.appIDs[id] = true
-	m.nextAppID++
-	return id
-}
+func (m *model) allocAppIDLocked() int64 { return allocID(m.appIDs, &m.nextAppID) }
 
 // allocDeviceIDLocked returns the next free device id.
-func (m *model) allocDeviceIDLocked() int64 {
-	for m.deviceIDs[m.nextDeviceID] {
-		m.nextDeviceID++
+func (m *model) allocDeviceIDLocked() int64 { return allocID(m.deviceIDs, &m.nextDeviceID) }
+
+// allocID returns the first id from *next on that used does not hold,
+// marks it used and moves *next past it.
+func allocID(used map[int64]bool, next *int64) int64 {
+	for used[*next] {
+		*next++
 	}
-	id := m.nextDeviceID
-	m.deviceIDs[id] = true
-	m.nextDeviceID++
+	id := *next
+	used[id] = true
+	*next++
 	return id
 }
 
@@ -171,11 +167,11 @@ func cloudDeviceLocked(d *device) cloudapi.Device {
 		BelongsToApplication: cloudapi.Ref{ID: d.app.id},
 		Status:               d.status,
 		IsOnline:             d.isOnline,
+		IsOnCommit:           copyOf(d.isOnCommit),
 	}
 	if d.gateway != nil {
 		out.IsManagedByDevice = &cloudapi.Ref{ID: d.gateway.deviceID}
 	}
-	out.IsOnCommit = copyOf(d.isOnCommit)
 	return out
 }
 
@@ -192,6 +188,7 @@ func deviceInfoLocked(d *device) DeviceInfo {
 		Restart:      d.restart,
 		Status:       d.status,
 		IsOnline:     d.isOnline,
+		IsOnCommit:   copyOf(d.isOnCommit),
 		RegisteredAt: d.registeredAt,
 		Origin:       d.origin,
 		LogCount:     d.logCount,
@@ -200,21 +197,19 @@ func deviceInfoLocked(d *device) DeviceInfo {
 		di.Gateway = d.gateway.uuid
 		di.GatewayDeviceID = d.gateway.deviceID
 	}
-	di.IsOnCommit = copyOf(d.isOnCommit)
 	return di
 }
 
 func appInfoLocked(a *app) App {
-	out := App{
+	return App{
 		ID:          a.id,
 		Name:        a.name,
 		ParentApp:   a.parent.id,
 		Config:      cloneVars(a.config),
 		Environment: cloneVars(a.env),
+		Release:     copyOf(a.release),
 		Devices:     len(a.devices),
 	}
-	out.Release = copyOf(a.release)
-	return out
 }
 
 func gatewayInfoLocked(gw *gateway) Gateway {
