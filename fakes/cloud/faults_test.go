@@ -304,14 +304,7 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 				default:
 				}
 				mustNoErr(t, k.Unhang(RouteState))
-				select {
-				case code := <-done:
-					if code != 200 {
-						t.Errorf("released request: got %d, want 200", code)
-					}
-				case <-ctx.Done():
-					t.Fatal("request still hung after Unhang")
-				}
+				wantStatus(ctx, t, done, 200, "the request released by Unhang")
 			})
 			t.Run("a hung request ends when its client gives up", func(t *testing.T) {
 				c := newTestCloud(t, Options{})

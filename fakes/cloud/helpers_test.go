@@ -104,6 +104,20 @@ func statusOf(req *http.Request) <-chan int {
 	return done
 }
 
+// wantStatus waits for the status statusOf delivers and checks it against
+// want; the end of ctx before it comes is fatal. what names the request.
+func wantStatus(ctx context.Context, t testing.TB, done <-chan int, want int, what string) {
+	t.Helper()
+	select {
+	case code := <-done:
+		if code != want {
+			t.Errorf("%s: got status %d, want %d", what, code, want)
+		}
+	case <-ctx.Done():
+		t.Fatalf("%s did not finish", what)
+	}
+}
+
 // response is a protocol answer.
 type response struct {
 	status int

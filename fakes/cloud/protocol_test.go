@@ -450,14 +450,7 @@ func TestLogStreamIsStoredWholeWhenItEnds(t *testing.T) {
 		t.Fatalf("got %d lines stored before the request ended, want 0", len(l))
 	}
 	pw.Close()
-	select {
-	case code := <-done:
-		if code != 200 {
-			t.Errorf("got %d, want 200", code)
-		}
-	case <-ctx.Done():
-		t.Fatal("stream request did not finish")
-	}
+	wantStatus(ctx, t, done, 200, "the stream request")
 	lines, err := c.Logs(d.UUID)
 	mustNoErr(t, err)
 	if len(lines) != 3 || lines[2].Message != "line 3" {
