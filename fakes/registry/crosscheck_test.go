@@ -48,15 +48,11 @@ func layerEntries(t testing.TB, l Layer) []layerEntry {
 		if !ok {
 			continue
 		}
-		dir, base := path.Dir(rel), path.Base(rel)
-		if dir == "." {
-			dir = ""
-		}
-		switch {
-		case base == opaqueWhiteout:
-			out = append(out, layerEntry{dir, 'o'})
-		case strings.HasPrefix(base, whiteoutPrefix):
-			out = append(out, layerEntry{path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)), 'w'})
+		switch target, opaque, whiteout := whiteoutOf(rel); {
+		case whiteout && opaque:
+			out = append(out, layerEntry{target, 'o'})
+		case whiteout:
+			out = append(out, layerEntry{target, 'w'})
 		case h.Typeflag == tar.TypeDir:
 			out = append(out, layerEntry{rel, 'd'})
 		default:
