@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/depharness/depharness/internal/broadcast"
+	"github.com/depharness/depharness/internal/defaults"
 )
 
 // Default limits of Options.
@@ -133,12 +134,8 @@ func New(opts Options) (*Server, error) {
 		builder:    opts.Builder,
 		gatherer:   opts.Gatherer,
 	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
-	if s.now == nil {
-		s.now = time.Now
-	}
+	defaults.Logger(&s.log)
+	defaults.Clock(&s.now)
 	if s.seed == 0 {
 		var b [8]byte
 		_, _ = rand.Read(b[:])

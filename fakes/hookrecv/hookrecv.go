@@ -23,6 +23,7 @@ import (
 
 	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/internal/broadcast"
+	"github.com/depharness/depharness/internal/defaults"
 )
 
 // Kind is the kind of a hook.
@@ -212,12 +213,8 @@ func New(opts Options) *Receiver {
 	if !strings.HasSuffix(r.prefix, "/") {
 		r.prefix += "/"
 	}
-	if r.now == nil {
-		r.now = time.Now
-	}
-	if r.log == nil {
-		r.log = slog.New(slog.DiscardHandler)
-	}
+	defaults.Clock(&r.now)
+	defaults.Logger(&r.log)
 	return r
 }
 

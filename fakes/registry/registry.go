@@ -107,15 +107,11 @@ func New(opts Options) (*Server, error) {
 		fail:    map[Kind]*failRule{},
 		corSet:  map[string]bool{},
 	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
+	defaults.Logger(&s.log)
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil)
 	}
-	if s.now == nil {
-		s.now = time.Now
-	}
+	defaults.Clock(&s.now)
 	defaults.Positive(&s.logSize, 10000)
 	if opts.AdminToken != "" {
 		sum := sha256.Sum256([]byte(opts.AdminToken))
