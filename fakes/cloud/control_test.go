@@ -402,3 +402,25 @@ func TestGatewaysAreIsolated(t *testing.T) {
 		})
 	}
 }
+
+// A control error's status maps back to the sentinel the server answered it
+// for; 503 (no builder, or an internal failure) matches none.
+func TestControlErrorStatusesMapBackToTheirSentinels(t *testing.T) {
+	for _, tc := range []struct {
+		err    error
+		status int
+		back   error
+	}{
+		{ErrInvalid, http.StatusBadRequest, ErrInvalid},
+		{ErrNotFound, http.StatusNotFound, ErrNotFound},
+		{ErrConflict, http.StatusConflict, ErrConflict},
+		{ErrNoBuilder, http.StatusServiceUnavailable, nil},
+		{errors.New("disk on fire"), http.StatusServiceUnavailable, nil},
+	} {
+		he := controlError(fmt.Errorf("creating: %w", tc.err))
+		back := (&ControlError{Status: he.status, Message: he.msg}).Unwrap()
+		if he.status != tc.status || back != tc.back {
+			t.Errorf("%v: answered %d, mapped back to %v; want %d and %v", tc.err, he.status, back, tc.status, tc.back)
+		}
+	}
+}
