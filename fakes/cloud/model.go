@@ -239,12 +239,7 @@ func cloneVars(m map[string]string) map[string]string {
 func (s *Server) removeDeviceLocked(d *device) {
 	delete(s.devices, d.uuid)
 	delete(s.devicesByID, d.id)
-	delete(d.app.devices, d.uuid)
-	if d.gateway != nil {
-		delete(d.gateway.devices, d.uuid)
-		d.gateway.orderValid = false
-		bumpGatewayLocked(d.gateway)
-	}
+	detachLocked(d)
 	s.metrics.devices.Set(float64(len(s.devices)))
 }
 
@@ -253,13 +248,29 @@ func (s *Server) addDeviceLocked(d *device) {
 	s.devices[d.uuid] = d
 	s.devicesByID[d.id] = d
 	s.deviceIDs[d.id] = true
+	attachLocked(d)
+	s.metrics.devices.Set(float64(len(s.devices)))
+}
+
+// attachLocked lists d under its app and its gateway, if any, whose target
+// state changes.
+func attachLocked(d *device) {
 	d.app.devices[d.uuid] = d
 	if d.gateway != nil {
 		d.gateway.devices[d.uuid] = d
 		d.gateway.orderValid = false
 		bumpGatewayLocked(d.gateway)
 	}
-	s.metrics.devices.Set(float64(len(s.devices)))
+}
+
+// detachLocked undoes attachLocked.
+func detachLocked(d *device) {
+	delete(d.app.devices, d.uuid)
+	if d.gateway != nil {
+		delete(d.gateway.devices, d.uuid)
+		d.gateway.orderValid = false
+		bumpGatewayLocked(d.gateway)
+	}
 }
 
 // copyOf returns a pointer to a copy of *p, or nil for nil, so that a view
