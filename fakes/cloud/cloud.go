@@ -8,11 +8,11 @@
 // change notification, a journal of received protocol requests (with the
 // start of each body), and Prometheus metrics on /metrics.
 //
-// It imports only the leaf wire package api/cloud from this module
-// (plus the standard library and the Prometheus client); it must not import
-// the proxy, the simulator or the suite. Images of releases are built through
-// the small ImageBuilder interface, which the fake registry satisfies through
-// an adapter.
+// It imports only the leaf wire package api/cloud and the internal helpers
+// from this module (plus the standard library and the Prometheus client);
+// it must not import the proxy, the simulator or the suite. Images of
+// releases are built through the small ImageBuilder interface, which the
+// fake registry satisfies through an adapter.
 package cloud
 
 import (
