@@ -359,8 +359,15 @@ func TestPushReleaseBuildsTheImageFromLayers(t *testing.T) {
 	t.Run("without a builder layers are refused", func(t *testing.T) {
 		c2 := newTestCloud(t, Options{})
 		f2 := c2.fixture(t)
-		if _, err := c2.PushRelease(ctx, f2.app.ID, ReleaseSpec{Layers: []Layer{{Files: map[string][]byte{"assets/x": nil}}}}); !errors.Is(err, ErrNoBuilder) {
+		spec := ReleaseSpec{Layers: []Layer{{Files: map[string][]byte{"assets/x": nil}}}}
+		if _, err := c2.PushRelease(ctx, f2.app.ID, spec); !errors.Is(err, ErrNoBuilder) {
 			t.Errorf("got %v, want ErrNoBuilder", err)
+		}
+		// Over HTTP it is a 503, as an internal failure is: no sentinel.
+		_, err := c2.client().PushRelease(ctx, f2.app.ID, spec)
+		var ce *ControlError
+		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable || errors.Unwrap(ce) != nil {
+			t.Errorf("over HTTP: got %v, want a 503 ControlError that matches no sentinel", err)
 		}
 	})
 }
@@ -400,27 +407,5 @@ func TestGatewaysAreIsolated(t *testing.T) {
 				t.Errorf("peer device got %d log lines from another gateway, want 0", len(l))
 			}
 		})
-	}
-}
-
-// A control error's status maps back to the sentinel the server answered it
-// for; 503 (no builder, or an internal failure) matches none.
-func TestControlErrorStatusesMapBackToTheirSentinels(t *testing.T) {
-	for _, tc := range []struct {
-		err    error
-		status int
-		back   error
-	}{
-		{ErrInvalid, http.StatusBadRequest, ErrInvalid},
-		{ErrNotFound, http.StatusNotFound, ErrNotFound},
-		{ErrConflict, http.StatusConflict, ErrConflict},
-		{ErrNoBuilder, http.StatusServiceUnavailable, nil},
-		{errors.New("disk on fire"), http.StatusServiceUnavailable, nil},
-	} {
-		he := controlError(fmt.Errorf("creating: %w", tc.err))
-		back := (&ControlError{Status: he.status, Message: he.msg}).Unwrap()
-		if he.status != tc.status || back != tc.back {
-			t.Errorf("%v: answered %d, mapped back to %v; want %d and %v", tc.err, he.status, back, tc.status, tc.back)
-		}
 	}
 }
