@@ -436,10 +436,7 @@ func TestLogStreamIsStoredWholeWhenItEnds(t *testing.T) {
 	d := c.device(t, f.app.ID)
 	pr, pw := io.Pipe()
 	ctx := testCtx(t)
-	req, err := http.NewRequestWithContext(ctx, "POST", c.url+logsPath(f.gw.UUID), pr)
-	mustNoErr(t, err)
-	req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
-	done := statusOf(req)
+	done := statusOf(c.request(ctx, t, "POST", logsPath(f.gw.UUID), f.gw.APIKey, pr))
 	for i := 1; i <= 3; i++ {
 		if _, err := io.WriteString(pw, logLine(d.UUID, fmt.Sprint("line ", i), int64(i))); err != nil {
 			t.Fatal(err)
@@ -516,12 +513,7 @@ func TestJournalKeepsTheBodiesOfRequestsAnOutageRefused(t *testing.T) {
 		d := c.device(t, f.app.ID)
 		mustNoErr(t, c.Outage(mode))
 		body := `{"status":"Idle"}`
-		req, err := http.NewRequest("PATCH", c.url+fmt.Sprintf(cloudapi.PathDeviceFmt, d.ID), strings.NewReader(body))
-		mustNoErr(t, err)
-		req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-		}
+		_, _ = send(c.request(testCtx(t), t, "PATCH", fmt.Sprintf(cloudapi.PathDeviceFmt, d.ID), f.gw.APIKey, strings.NewReader(body)))
 		got := c.Requests(0)
 		if len(got) != 1 || got[0].Fault != "outage" || string(got[0].Body) != body {
 			t.Errorf("outage %v: got %+v, want one entry refused by the outage with the body %s", mode, got, body)
