@@ -403,13 +403,22 @@ func refuse(w http.ResponseWriter) (Outcome, int) {
 	panic(http.ErrAbortHandler)
 }
 
-// hookFields are the fields every update hook body carries (HOOK-UPD-1);
-// other fields are allowed.
-var hookFields = []string{"appId", "commit", "environment", "config"}
+// hookField is a field every update hook body carries (HOOK-UPD-1) and
+// where it decodes to; other fields are allowed.
+type hookField struct {
+	name string
+	dst  any
+}
+
+// hookFields are the fields of an update hook, decoding into u.
+func hookFields(u *api.UpdateHook) []hookField {
+	return []hookField{{"appId", &u.AppID}, {"commit", &u.Commit}, {"environment", &u.Environment}, {"config", &u.Config}}
+}
 
 // decodeHook decodes an update hook body: one JSON object holding each of
 // hookFields with the contract's type (appId an integer, commit a string,
-// environment and config objects), any other fields ignored.
+// environment and config objects), any other fields ignored. Every field
+// is checked present and not null before any is decoded.
 func decodeHook(b []byte, u *api.UpdateHook) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	var fields map[string]json.RawMessage
@@ -422,26 +431,20 @@ func decodeHook(b []byte, u *api.UpdateHook) error {
 	if fields == nil {
 		return fmt.Errorf("body is null, want an object")
 	}
-	for _, f := range hookFields {
-		raw, ok := fields[f]
+	want := hookFields(u)
+	for _, f := range want {
+		raw, ok := fields[f.name]
 		if !ok {
-			return fmt.Errorf("no %s", f)
+			return fmt.Errorf("no %s", f.name)
 		}
 		if string(bytes.TrimSpace(raw)) == "null" {
-			return fmt.Errorf("%s is null", f)
+			return fmt.Errorf("%s is null", f.name)
 		}
 	}
-	if err := json.Unmarshal(fields["appId"], &u.AppID); err != nil {
-		return fmt.Errorf("appId: %w", err)
-	}
-	if err := json.Unmarshal(fields["commit"], &u.Commit); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	if err := json.Unmarshal(fields["environment"], &u.Environment); err != nil {
-		return fmt.Errorf("environment: %w", err)
-	}
-	if err := json.Unmarshal(fields["config"], &u.Config); err != nil {
-		return fmt.Errorf("config: %w", err)
+	for _, f := range want {
+		if err := json.Unmarshal(fields[f.name], f.dst); err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
 	}
 	return nil
 }
