@@ -243,6 +243,30 @@ func (s *Server) removeDeviceLocked(d *device) {
 	s.metrics.devices.Set(float64(len(s.devices)))
 }
 
+// addGatewayAppLocked makes gateway app id, without gateways or apps, and
+// indexes it.
+func (m *model) addGatewayAppLocked(id int64, name string) *gatewayApp {
+	ga := &gatewayApp{id: id, name: name, gateways: map[string]*gateway{}, apps: map[int64]*app{}}
+	m.gatewayApps[id] = ga
+	m.appIDs[id] = true
+	return ga
+}
+
+// addGatewayLocked indexes a new gateway gw (its fields already set).
+func (m *model) addGatewayLocked(gw *gateway) {
+	gw.app.gateways[gw.uuid] = gw
+	m.gateways[gw.uuid] = gw
+	m.gatewayByKey[gw.apiKey] = gw
+	m.deviceIDs[gw.deviceID] = true
+}
+
+// addAppLocked indexes a new dependent app a (its fields already set).
+func (m *model) addAppLocked(a *app) {
+	m.apps[a.id] = a
+	a.parent.apps[a.id] = a
+	m.appIDs[a.id] = true
+}
+
 // addDeviceLocked indexes a new device d (its fields already set).
 func (s *Server) addDeviceLocked(d *device) {
 	s.devices[d.uuid] = d
