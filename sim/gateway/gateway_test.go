@@ -161,6 +161,15 @@ func (w *harness) await(what string, cond func(*supervisortest.Server) bool) {
 	}
 }
 
+// mustHook sends a hook to the gateway and fails the test unless the
+// gateway answers want.
+func (w *harness) mustHook(method, path string, body any, want int) {
+	w.t.Helper()
+	if got := w.hook(method, path, body); got != want {
+		w.t.Fatalf("%s %s: got %d, want %d", method, path, got, want)
+	}
+}
+
 // awaitUpdate waits until the supervisor holds a report of uuid that pred
 // accepts.
 func (w *harness) awaitUpdate(what, uuid string, pred func(api.DeviceUpdate) bool) {
@@ -247,9 +256,7 @@ func TestAckPolicyAnswers200AndUpdatesInTheBackground(t *testing.T) {
 	w := start(t, setup{profile: quickProfile(2), policy: gateway.PolicyAck})
 	uuid := w.gw.UUIDs()[0]
 	tg := target("c1")
-	if got := w.hook(http.MethodPut, "/v1/devices/"+uuid, tg); got != http.StatusOK {
-		t.Fatalf("got %d, want 200", got)
-	}
+	w.mustHook(http.MethodPut, "/v1/devices/"+uuid, tg, http.StatusOK)
 	w.awaitTarget("the device reports the target", uuid, tg)
 	ups := w.sup.Updates(uuid)
 	if !hasUpdate(w.sup, uuid, func(u api.DeviceUpdate) bool { return u.Status != nil && *u.Status == gateway.StatusUpdating }) {
@@ -280,9 +287,7 @@ func TestAcceptedPolicyAnswers202AndReportsWhenFlashed(t *testing.T) {
 	w := start(t, setup{profile: quickProfile(1), policy: gateway.PolicyAccepted})
 	uuid := w.gw.UUIDs()[0]
 	tg := target("c1")
-	if got := w.hook(http.MethodPut, "/v1/devices/"+uuid, tg); got != http.StatusAccepted {
-		t.Fatalf("got %d, want 202", got)
-	}
+	w.mustHook(http.MethodPut, "/v1/devices/"+uuid, tg, http.StatusAccepted)
 	w.awaitTarget("the device reports commit, environment and config of the target", uuid, tg)
 	dev := w.sup.Devices()[0]
 	if dev.Commit == nil || *dev.Commit != "c1" || dev.Environment["LOG_LEVEL"] != "debug" || dev.Config["RESIN_SUPERVISOR_DELTA"] != "1" {
@@ -291,9 +296,7 @@ func TestAcceptedPolicyAnswers202AndReportsWhenFlashed(t *testing.T) {
 	// The supervisor resends until it sees the report; a resend after the
 	// device reached the target is answered and reported again, not flashed.
 	n := len(w.sup.Updates(uuid))
-	if got := w.hook(http.MethodPut, "/v1/devices/"+uuid, tg); got != http.StatusAccepted {
-		t.Fatalf("resend: got %d, want 202", got)
-	}
+	w.mustHook(http.MethodPut, "/v1/devices/"+uuid, tg, http.StatusAccepted)
 	w.await("the resend is reported again", func(s *supervisortest.Server) bool { return len(s.Updates(uuid)) > n })
 	if got := counter(t, w.gw.Metrics().Flashes.WithLabelValues("ok")); got != 1 {
 		t.Errorf("got %v flashes, want 1", got)
@@ -405,9 +408,7 @@ func TestRestartRebootsTheDeviceAndLogsIt(t *testing.T) {
 	p.RebootTime = fleet.Dist{Mean: fleet.Duration(10 * time.Millisecond)}
 	w := start(t, setup{profile: p})
 	uuid := w.gw.UUIDs()[0]
-	if got := w.hook(http.MethodPut, "/v1/devices/"+uuid+"/restart", ""); got != http.StatusOK {
-		t.Fatalf("got %d, want 200", got)
-	}
+	w.mustHook(http.MethodPut, "/v1/devices/"+uuid+"/restart", "", http.StatusOK)
 	w.await("the restart's log line reaches the supervisor", func(s *supervisortest.Server) bool {
 		for _, l := range s.Logs(uuid) {
 			if l.Message == "Device restarted" && l.IsSystem != nil && *l.IsSystem && l.Timestamp != nil {
@@ -549,9 +550,7 @@ func TestSurvivesASupervisorOutage(t *testing.T) {
 	w.down.Store(true)
 	tg := target("c1")
 	for _, u := range w.gw.UUIDs() {
-		if got := w.hook(http.MethodPut, "/v1/devices/"+u, tg); got != http.StatusOK {
-			t.Fatalf("got %d, want 200", got)
-		}
+		w.mustHook(http.MethodPut, "/v1/devices/"+u, tg, http.StatusOK)
 	}
 	w.sup.FailNext(6, http.StatusServiceUnavailable)
 	before := w.sup.Requests()
