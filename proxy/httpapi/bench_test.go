@@ -62,14 +62,9 @@ func runParallel(b *testing.B, clients int, client func() func(c *http.Client, i
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		do := client()
-		var lat []time.Duration
-		for i := 0; pb.Next(); i++ {
-			start := time.Now()
-			if err := do(c, i); err != nil {
-				b.Error(err)
-				return
-			}
-			lat = append(lat, time.Since(start))
+		lat, err := timeCalls(pb.Next, func(i int) error { return do(c, i) })
+		if err != nil {
+			b.Error(err)
 		}
 		mu.Lock()
 		all = append(all, lat...)
@@ -77,6 +72,20 @@ func runParallel(b *testing.B, clients int, client func() func(c *http.Client, i
 	})
 	b.StopTimer()
 	reportLatency(b, all)
+}
+
+// timeCalls calls do(0), do(1), … while more allows, and returns how long
+// each call took, up to the first that failed and its error.
+func timeCalls(more func() bool, do func(i int) error) ([]time.Duration, error) {
+	var lat []time.Duration
+	for i := 0; more(); i++ {
+		start := time.Now()
+		if err := do(i); err != nil {
+			return lat, err
+		}
+		lat = append(lat, time.Since(start))
+	}
+	return lat, nil
 }
 
 func reportLatency(b *testing.B, lat []time.Duration) {
@@ -299,14 +308,13 @@ func putLoad(b *testing.B, c *http.Client, urls []string, n int) (perSec float64
 	for i := range clients {
 		url := urls[i%len(urls)]
 		wg.Go(func() {
-			var mine []time.Duration
-			for k := next.Add(1); k <= int64(n); k = next.Add(1) {
-				t0 := time.Now()
-				if err := put(c, url, fmt.Sprintf(`{"status":"s%d","is_online":%v}`, k, k%2 == 0)); err != nil {
-					b.Error(err)
-					return
-				}
-				mine = append(mine, time.Since(t0))
+			var k int64
+			more := func() bool { k = next.Add(1); return k <= int64(n) }
+			mine, err := timeCalls(more, func(int) error {
+				return put(c, url, fmt.Sprintf(`{"status":"s%d","is_online":%v}`, k, k%2 == 0))
+			})
+			if err != nil {
+				b.Error(err)
 			}
 			mu.Lock()
 			lat = append(lat, mine...)
