@@ -447,10 +447,7 @@ func TestAWriteThatEndsTheTransactionFailsItsBatchAndTheRestRunAnew(t *testing.T
 
 func TestWritesSurviveReopenAndCloseDrainsThenRefuses(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openDir(t, dir)
 	release := holdWriter(t, s)
 	const n = 50
 	var errcs []<-chan error
@@ -489,10 +486,7 @@ func TestWritesSurviveReopenAndCloseDrainsThenRefuses(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 
-	s, err = Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openDir(t, dir)
 	defer s.Close()
 	want := make([]string, n)
 	for i := range want {
