@@ -227,9 +227,7 @@ func TestPatchesAreDeliveredInOrderPerDeviceAcrossAnOutage(t *testing.T) {
 	testkit.Eventually(t, "10 counted as delivered", func() bool {
 		return testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(string(store.OutboxPatch))) >= 10
 	})
-	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(string(store.OutboxPatch))); got != 10 {
-		t.Errorf("delivered = %v, want 10", got)
-	}
+	promtest.WantValue(t, "delivered", e.ob.metrics.delivered.WithLabelValues(string(store.OutboxPatch)), 10)
 	testkit.Eventually(t, "the depth gauge at 0", func() bool {
 		return testutil.ToFloat64(e.ob.metrics.depth.WithLabelValues(string(store.OutboxPatch))) == 0
 	})
@@ -291,9 +289,7 @@ func TestARejectedPatchIsDroppedAndTheQueueMovesOn(t *testing.T) {
 	testkit.Eventually(t, "the drop counted", func() bool {
 		return testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(string(store.OutboxPatch), "rejected")) >= 1
 	})
-	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(string(store.OutboxPatch), "rejected")); got != 1 {
-		t.Errorf("dropped = %v, want 1", got)
-	}
+	promtest.WantValue(t, "dropped", e.ob.metrics.dropped.WithLabelValues(string(store.OutboxPatch), "rejected"), 1)
 }
 
 func TestAnUnauthorizedPatchIsRetriedNotDropped(t *testing.T) {
@@ -332,9 +328,7 @@ func TestARejectedLogLineIsFoundAndDroppedAlone(t *testing.T) {
 	testkit.Eventually(t, "the drop counted", func() bool {
 		return testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(string(store.OutboxLog), "refused_400")) >= 1
 	})
-	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(string(store.OutboxLog), "refused_400")); got != 1 {
-		t.Errorf("dropped = %v, want 1", got)
-	}
+	promtest.WantValue(t, "dropped", e.ob.metrics.dropped.WithLabelValues(string(store.OutboxLog), "refused_400"), 1)
 }
 
 func TestNotifyWakesAnIdleOutbox(t *testing.T) {
