@@ -118,11 +118,7 @@ func TestGetState(t *testing.T) {
 		}
 	})
 
-	for _, tc := range []struct {
-		name            string
-		responder       httpmock.Responder
-		unavail, reject bool
-	}{
+	for _, tc := range []failure{
 		{"a 500 answer is unavailable", httpmock.NewStringResponder(500, "boom"), true, false},
 		{"a 503 answer is unavailable", httpmock.NewStringResponder(503, ""), true, false},
 		{"a 429 answer is unavailable", httpmock.NewStringResponder(429, ""), true, false},
@@ -134,15 +130,7 @@ func TestGetState(t *testing.T) {
 			c, mt, _ := newMockClient(t)
 			on(mt, statePath, tc.responder)
 			_, _, _, err := c.GetState(context.Background(), "")
-			if err == nil {
-				t.Fatal("GetState succeeded, want error")
-			}
-			if got := IsUnavailable(err); got != tc.unavail {
-				t.Errorf("IsUnavailable(%v) = %v, want %v", err, got, tc.unavail)
-			}
-			if got := IsRejected(err); got != tc.reject {
-				t.Errorf("IsRejected(%v) = %v, want %v", err, got, tc.reject)
-			}
+			tc.check(t, "GetState", err)
 			if strings.Contains(err.Error(), testKey) {
 				t.Errorf("error %q contains the key", err)
 			}
@@ -178,11 +166,7 @@ func TestProvision(t *testing.T) {
 		}
 	})
 
-	for _, tc := range []struct {
-		name            string
-		responder       httpmock.Responder
-		unavail, reject bool
-	}{
+	for _, tc := range []failure{
 		{"a 400 answer for an app that is not dependent is rejected", httpmock.NewStringResponder(400, "not a dependent app"), false, true},
 		{"a 403 answer is rejected", httpmock.NewStringResponder(403, ""), false, true},
 		{"a 502 answer is unavailable", httpmock.NewStringResponder(502, ""), true, false},
@@ -193,15 +177,7 @@ func TestProvision(t *testing.T) {
 			c, mt, _ := newMockClient(t)
 			on(mt, path, tc.responder)
 			_, err := c.Provision(context.Background(), 42, "edge", "u1")
-			if err == nil {
-				t.Fatal("Provision succeeded, want error")
-			}
-			if got := IsUnavailable(err); got != tc.unavail {
-				t.Errorf("IsUnavailable(%v) = %v, want %v", err, got, tc.unavail)
-			}
-			if got := IsRejected(err); got != tc.reject {
-				t.Errorf("IsRejected(%v) = %v, want %v", err, got, tc.reject)
-			}
+			tc.check(t, "Provision", err)
 		})
 	}
 
@@ -425,6 +401,29 @@ func TestMetricsAreSharedAcrossClientsOnOneRegistry(t *testing.T) {
 		if _, err := New(Options{BaseURL: testBase, GatewayUUID: testUUID, Registerer: reg}); err != nil {
 			t.Fatalf("New #%d: %v", i+1, err)
 		}
+	}
+}
+
+// failure is a failing answer of the cloud and how the error the client
+// returns for it is classed.
+type failure struct {
+	name            string
+	responder       httpmock.Responder
+	unavail, reject bool
+}
+
+// check fails the test unless err, what call returned for f's answer, is
+// an error that IsUnavailable and IsRejected class as f says.
+func (f failure) check(t *testing.T, call string, err error) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s succeeded, want error", call)
+	}
+	if got := IsUnavailable(err); got != f.unavail {
+		t.Errorf("IsUnavailable(%v) = %v, want %v", err, got, f.unavail)
+	}
+	if got := IsRejected(err); got != f.reject {
+		t.Errorf("IsRejected(%v) = %v, want %v", err, got, f.reject)
 	}
 }
 
