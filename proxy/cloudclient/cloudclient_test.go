@@ -385,11 +385,11 @@ func TestMetricsCountCallsByCodeAndLintClean(t *testing.T) {
 		code string
 		want float64
 	}{{"200", 2}, {"404", 1}, {"error", 1}} {
-		if got := testutil.ToFloat64(c.metrics.requests.WithLabelValues(CallPatch, tc.code)); got != tc.want {
+		if got := testutil.ToFloat64(c.metrics.requests.Count.WithLabelValues(CallPatch, tc.code)); got != tc.want {
 			t.Errorf("requests{patch,%s} = %v, want %v", tc.code, got, tc.want)
 		}
 	}
-	if n := testutil.CollectAndCount(c.metrics.duration); n != 1 {
+	if n := testutil.CollectAndCount(c.metrics.requests.Duration); n != 1 {
 		t.Errorf("duration series = %d, want 1", n)
 	}
 	promtest.CheckHygiene(t, reg, testKey)
