@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/depharness/depharness/features"
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 // The suite's own test takes its knobs from the environment, with the
@@ -43,17 +44,15 @@ func envInt(t *testing.T, name string, def int64) int64 {
 // TestMain runs the reference proxy instead of the tests when the suite
 // starts this binary as its target.
 func TestMain(m *testing.M) {
-	if os.Getenv(TriggerEnv) == "1" {
+	testkit.Main(m, TriggerEnv, func() int {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := Main(ctx, os.Getenv, os.Stderr)
-		stop()
-		if err != nil {
+		defer stop()
+		if err := Main(ctx, os.Getenv, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "reference proxy:", err)
-			os.Exit(1)
+			return 1
 		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
+		return 0
+	})
 }
 
 // shellQuote quotes s for sh.
