@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -301,22 +300,14 @@ func startService(t testing.TB, nw *testcontainers.DockerNetwork, spec serviceSp
 // dumpLog prints the last n lines of the container's log.
 func (s *service) dumpLog(t testing.TB, n int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rc, err := s.C.Logs(ctx)
+	log, err := s.readLog()
 	if err != nil {
 		t.Logf("%s: log: %v", s.Alias, err)
 		return
 	}
-	defer rc.Close()
-	var lines []string
-	sc := bufio.NewScanner(rc)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
+	lines := strings.Split(strings.TrimSuffix(log, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
 	}
 	t.Logf("---- last %d log lines of %s ----\n%s", len(lines), s.Alias, strings.Join(lines, "\n"))
 }
@@ -324,16 +315,26 @@ func (s *service) dumpLog(t testing.TB, n int) {
 // Log returns the container's whole log so far.
 func (s *service) Log(t testing.TB) string {
 	t.Helper()
+	log, err := s.readLog()
+	if err != nil {
+		t.Fatalf("%s: log: %v", s.Alias, err)
+	}
+	return log
+}
+
+// readLog is the container's log so far: as much of it as could be read
+// once the log stream is open.
+func (s *service) readLog() (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	rc, err := s.C.Logs(ctx)
 	if err != nil {
-		t.Fatalf("%s: log: %v", s.Alias, err)
+		return "", err
 	}
 	defer rc.Close()
 	var b bytes.Buffer
 	_, _ = io.Copy(&b, rc)
-	return b.String()
+	return b.String(), nil
 }
 
 // URL returns http://127.0.0.1:<published port> of a container port
@@ -371,33 +372,24 @@ func (s *service) Kill(t testing.TB, signal string) {
 // Stop stops the container (SIGTERM, then SIGKILL after timeout).
 func (s *service) Stop(t testing.TB, timeout time.Duration) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout+30*time.Second)
-	defer cancel()
-	if err := s.C.Stop(ctx, &timeout); err != nil {
-		t.Fatalf("stop %s: %v", s.Alias, err)
-	}
+	s.within(t, timeout+30*time.Second, "stop", func(ctx context.Context) error { return s.C.Stop(ctx, &timeout) })
 }
 
 // Start starts the stopped container again (same volume, same network
 // alias) and waits until it is healthy.
 func (s *service) Start(t testing.TB) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := s.C.Start(ctx); err != nil {
-		t.Fatalf("start %s again: %v", s.Alias, err)
-	}
+	s.within(t, 2*time.Minute, "start again", s.C.Start)
 }
 
 // Pause freezes every process of the container (cgroup freezer): it keeps
 // its state and its sockets, and answers nothing until Unpause.
 func (s *service) Pause(t testing.TB) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := docker.ContainerPause(ctx, s.C.GetContainerID(), client.ContainerPauseOptions{}); err != nil {
-		t.Fatalf("pause %s: %v", s.Alias, err)
-	}
+	s.within(t, 30*time.Second, "pause", func(ctx context.Context) error {
+		_, err := docker.ContainerPause(ctx, s.C.GetContainerID(), client.ContainerPauseOptions{})
+		return err
+	})
 	t.Cleanup(func() {
 		// A paused container cannot be stopped: thaw it before cleanup.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -411,34 +403,42 @@ func (s *service) Pause(t testing.TB) {
 // Unpause thaws a paused container.
 func (s *service) Unpause(t testing.TB) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := docker.ContainerUnpause(ctx, s.C.GetContainerID(), client.ContainerUnpauseOptions{}); err != nil {
-		t.Fatalf("unpause %s: %v", s.Alias, err)
-	}
+	s.within(t, 30*time.Second, "unpause", func(ctx context.Context) error {
+		_, err := docker.ContainerUnpause(ctx, s.C.GetContainerID(), client.ContainerUnpauseOptions{})
+		return err
+	})
 }
 
 // Disconnect takes the container off its network: nobody reaches it and it
 // reaches nobody (its published ports too).
 func (s *service) Disconnect(t testing.TB) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := docker.NetworkDisconnect(ctx, s.nw.ID, client.NetworkDisconnectOptions{Container: s.C.GetContainerID(), Force: true}); err != nil {
-		t.Fatalf("disconnect %s: %v", s.Alias, err)
-	}
+	s.within(t, 30*time.Second, "disconnect", func(ctx context.Context) error {
+		_, err := docker.NetworkDisconnect(ctx, s.nw.ID, client.NetworkDisconnectOptions{Container: s.C.GetContainerID(), Force: true})
+		return err
+	})
 }
 
 // Connect puts the container back on its network under its alias.
 func (s *service) Connect(t testing.TB) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	s.within(t, 30*time.Second, "connect", func(ctx context.Context) error {
+		_, err := docker.NetworkConnect(ctx, s.nw.ID, client.NetworkConnectOptions{
+			Container:      s.C.GetContainerID(),
+			EndpointConfig: &network.EndpointSettings{Aliases: []string{s.Alias}},
+		})
+		return err
+	})
+}
+
+// within runs op on the container with a deadline of d, and fails t if it
+// fails ("<what> <alias>: <error>").
+func (s *service) within(t testing.TB, d time.Duration, what string, op func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	if _, err := docker.NetworkConnect(ctx, s.nw.ID, client.NetworkConnectOptions{
-		Container:      s.C.GetContainerID(),
-		EndpointConfig: &network.EndpointSettings{Aliases: []string{s.Alias}},
-	}); err != nil {
-		t.Fatalf("connect %s: %v", s.Alias, err)
+	if err := op(ctx); err != nil {
+		t.Fatalf("%s %s: %v", what, s.Alias, err)
 	}
 }
 

@@ -142,33 +142,21 @@ func (s promSample) String() string {
 
 // Query evaluates an instant query through the HTTP API.
 func (p *promServer) Query(q string) ([]promSample, error) {
-	resp, err := http.Get(p.URL + "/api/v1/query?query=" + url.QueryEscape(q))
+	data, err := promAPI[struct {
+		ResultType string `json:"resultType"`
+		Result     []struct {
+			Metric map[string]string `json:"metric"`
+			Value  [2]any            `json:"value"`
+		} `json:"result"`
+	}](p, fmt.Sprintf("query %q", q), "/api/v1/query?query="+url.QueryEscape(q))
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			ResultType string `json:"resultType"`
-			Result     []struct {
-				Metric map[string]string `json:"metric"`
-				Value  [2]any            `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
+	if data.ResultType != "vector" {
+		return nil, fmt.Errorf("query %q: result type %s, want vector", q, data.ResultType)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("query %q: %s: %w", q, resp.Status, err)
-	}
-	if body.Status != "success" {
-		return nil, fmt.Errorf("query %q: %s", q, body.Error)
-	}
-	if body.Data.ResultType != "vector" {
-		return nil, fmt.Errorf("query %q: result type %s, want vector", q, body.Data.ResultType)
-	}
-	out := make([]promSample, 0, len(body.Data.Result))
-	for _, r := range body.Data.Result {
+	out := make([]promSample, 0, len(data.Result))
+	for _, r := range data.Result {
 		s, _ := r.Value[1].(string)
 		v, err := strconv.ParseFloat(s, 64)
 		if err != nil {
@@ -245,20 +233,12 @@ func metricSum(t testing.TB, url, name string, match map[string]string) float64 
 
 // MetricNames returns the names of every series Prometheus holds.
 func (p *promServer) MetricNames() (map[string]bool, error) {
-	resp, err := http.Get(p.URL + "/api/v1/label/__name__/values")
+	names, err := promAPI[[]string](p, "label values", "/api/v1/label/__name__/values")
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string   `json:"status"`
-		Data   []string `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Status != "success" {
-		return nil, fmt.Errorf("label values: %s: %v", resp.Status, err)
-	}
 	out := map[string]bool{}
-	for _, n := range body.Data {
+	for _, n := range names {
 		out[n] = true
 	}
 	return out, nil
@@ -274,25 +254,39 @@ type ruleHealth struct {
 
 // Rules returns every rule Prometheus evaluates, with its health.
 func (p *promServer) Rules() ([]ruleHealth, error) {
-	resp, err := http.Get(p.URL + "/api/v1/rules")
+	data, err := promAPI[struct {
+		Groups []struct {
+			Rules []ruleHealth `json:"rules"`
+		} `json:"groups"`
+	}](p, "rules", "/api/v1/rules")
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Data   struct {
-			Groups []struct {
-				Rules []ruleHealth `json:"rules"`
-			} `json:"groups"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Status != "success" {
-		return nil, fmt.Errorf("rules: %s: %v", resp.Status, err)
-	}
 	var out []ruleHealth
-	for _, g := range body.Data.Groups {
+	for _, g := range data.Groups {
 		out = append(out, g.Rules...)
 	}
 	return out, nil
+}
+
+// promAPI is the data of GET path of the Prometheus HTTP API; what names
+// the call in errors.
+func promAPI[T any](p *promServer, what, path string) (T, error) {
+	var body struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   T      `json:"data"`
+	}
+	resp, err := http.Get(p.URL + path)
+	if err != nil {
+		return body.Data, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return body.Data, fmt.Errorf("%s: %s: %w", what, resp.Status, err)
+	}
+	if body.Status != "success" {
+		return body.Data, fmt.Errorf("%s: %s: %s", what, resp.Status, body.Error)
+	}
+	return body.Data, nil
 }

@@ -152,20 +152,15 @@ func registerBoundSteps(sc stepper) {
 // windowFor waits d for a hook matching pred; finding one is the failure.
 // The scenario is idle meanwhile (slots.go).
 func (st *scenario) windowFor(ctx context.Context, what string, pred func(hookrecv.Hook) bool, d time.Duration) error {
-	wctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
 	var hs []hookrecv.Hook
-	err := st.idle(ctx, func() (err error) {
+	seen, err := st.seenWithin(ctx, d, func(wctx context.Context) (err error) {
 		hs, err = st.recv().AwaitHooks(wctx, pred, 1)
 		return err
 	})
-	if err == nil {
+	if seen {
 		return fmt.Errorf("%s: got %s; hooks received: %s", what, hs[0], st.hookList())
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return nil
+	return err
 }
 
 // noRepeatWhileOwed: a hook that is no longer owed (answered 200, the
@@ -175,8 +170,7 @@ func (st *scenario) windowFor(ctx context.Context, what string, pred func(hookre
 // failed, else within HOOK-202's (3 retry intervals); the window is 3 times
 // that bound.
 func noRepeatWhileOwed(ctx context.Context, kind, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -196,8 +190,7 @@ func noRepeatWhileOwed(ctx context.Context, kind, alias string) error {
 // HOOK-202's bound, from its first GET /ping 200 (HOOK-REF-1: nothing
 // acknowledged is sent again).
 func noRepeatAfterRestart(ctx context.Context, kind, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -213,12 +206,7 @@ func noRepeatAfterRestart(ctx context.Context, kind, alias string) error {
 // first hook (with HOOK_TIMEOUT when another hook to the device may be in
 // flight meanwhile), counted from now.
 func noHookForReleaseWhileDue(ctx context.Context, release, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
-	if err != nil {
-		return err
-	}
-	r, err := st.release(release)
+	st, d, r, err := deviceAndOf(ctx, alias, (*scenario).release, release)
 	if err != nil {
 		return err
 	}
@@ -306,8 +294,7 @@ func (st *scenario) targetChangedBetween(from, to time.Time) bool {
 //     intervals + HOOK_TIMEOUT; no request is given up before half of
 //     HOOK_TIMEOUT, and none is left open beyond 2 × HOOK_TIMEOUT.
 func hooksKeptTiming(ctx context.Context, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -406,8 +393,7 @@ func (st *scenario) servedSince(repo string, since time.Time) time.Time {
 // hook to the device was in flight) of the scenario's last target change,
 // or, for a new commit, of the registry having served its image whole.
 func firstHookInBound(ctx context.Context, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -463,8 +449,7 @@ func firstHookInBound(ctx context.Context, alias string) error {
 // when it returned, so the next attempt reaches it within 10 retry
 // intervals + HOOK_TIMEOUT of then.
 func hookAfterListening(ctx context.Context, alias string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}
@@ -490,8 +475,7 @@ func hookAfterListening(ctx context.Context, alias string) error {
 // if it failed or was cut short, and HOOK-UPD-1's (with HOOK_TIMEOUT) if it
 // was never sent.
 func owedHookAfterRestart(ctx context.Context, alias, kind string) error {
-	st := scenarioOf(ctx)
-	d, err := st.device(alias)
+	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
 		return err
 	}

@@ -1,11 +1,11 @@
 package features
 
 import (
-	"bytes"
 	"io"
 	"regexp"
 	"strings"
-	"sync"
+
+	"github.com/depharness/depharness/internal/syncbuf"
 )
 
 // featureHeaders passes godog's pretty output through, once per feature:
@@ -14,37 +14,23 @@ import (
 // A header already printed is left out, with the blank line before it and
 // its description lines (the lines indented by two spaces that follow it).
 type featureHeaders struct {
-	out io.Writer
+	out   io.Writer
+	lines syncbuf.Lines // calls line
 
-	mu       sync.Mutex
-	partial  []byte
 	seen     map[string]bool
 	blank    bool // a blank line held back: it may precede a repeated header
 	skipping bool // inside a repeated header's description
 }
 
 func newFeatureHeaders(out io.Writer) *featureHeaders {
-	return &featureHeaders{out: out, seen: map[string]bool{}}
+	f := &featureHeaders{out: out, seen: map[string]bool{}}
+	f.lines.Line = f.line
+	return f
 }
 
 var ansiEscape = regexp.MustCompile(`\x1b\[[0-9;]*m`)
 
-func (f *featureHeaders) Write(p []byte) (int, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.partial = append(f.partial, p...)
-	for {
-		i := bytes.IndexByte(f.partial, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		line := string(f.partial[:i])
-		f.partial = f.partial[i+1:]
-		if err := f.line(line); err != nil {
-			return len(p), err
-		}
-	}
-}
+func (f *featureHeaders) Write(p []byte) (int, error) { return f.lines.Write(p) }
 
 func (f *featureHeaders) line(line string) error {
 	plain := ansiEscape.ReplaceAllString(line, "")
@@ -84,15 +70,14 @@ func (f *featureHeaders) flushBlank() error {
 
 // Flush writes what is held back: a blank line, an unterminated last line.
 func (f *featureHeaders) Flush() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.flushBlank(); err != nil {
-		return err
-	}
-	if len(f.partial) > 0 {
-		_, err := f.out.Write(f.partial)
-		f.partial = nil
-		return err
-	}
-	return nil
+	return f.lines.Flush(func(rest []byte) error {
+		if err := f.flushBlank(); err != nil {
+			return err
+		}
+		if len(rest) > 0 {
+			_, err := f.out.Write(rest)
+			return err
+		}
+		return nil
+	})
 }

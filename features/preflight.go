@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -149,34 +150,46 @@ func PrepareReportDir(dir string) error {
 // read, ErrNoScenarios when it selects nothing. Run checks the same; a
 // caller checks first to refuse bad options before starting anything.
 func SelectScenarios(cfg Config) (int, error) {
+	_, n, err := selectScenarios(cfg)
+	return n, err
+}
+
+// selectScenarios is SelectScenarios with the tags as godog reads them.
+func selectScenarios(cfg Config) (string, int, error) {
+	fsys, tags, err := selection(cfg)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := countSelected(fsys, tags, cfg.Paths...)
+	if err != nil {
+		return "", 0, err
+	}
+	if n == 0 {
+		return "", 0, fmt.Errorf("%w (tags %q)", ErrNoScenarios, cfg.Tags)
+	}
+	return tags, n, nil
+}
+
+// selection is cfg's features (the suite's own if nil) and its tags as
+// godog reads them, or ErrBadTags.
+func selection(cfg Config) (fs.FS, string, error) {
 	fsys := cfg.Features
 	if fsys == nil {
 		fsys = Files
 	}
 	tags, err := GodogTags(cfg.Tags)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrBadTags, err)
+		return nil, "", fmt.Errorf("%w: %v", ErrBadTags, err)
 	}
-	n, err := countSelected(fsys, tags, cfg.Paths...)
-	if err != nil {
-		return 0, err
-	}
-	if n == 0 {
-		return 0, fmt.Errorf("%w (tags %q)", ErrNoScenarios, cfg.Tags)
-	}
-	return n, nil
+	return fsys, tags, nil
 }
 
 // ListScenarios writes the scenarios cfg.Tags selects, one a line:
 // "file.feature:line  name  @tags", and returns how many. Nothing is run.
 func ListScenarios(w io.Writer, cfg Config) (int, error) {
-	fsys := cfg.Features
-	if fsys == nil {
-		fsys = Files
-	}
-	tags, err := GodogTags(cfg.Tags)
+	fsys, tags, err := selection(cfg)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrBadTags, err)
+		return 0, err
 	}
 	feats, err := godog.TestSuite{Options: &godog.Options{Tags: tags, FS: fsys, Paths: pathsOr(cfg.Paths)}}.RetrieveFeatures()
 	if err != nil {

@@ -24,7 +24,13 @@ func fixtureClauses() []clauses.Clause {
 
 func readFixture(t *testing.T) []CucumberFeature {
 	t.Helper()
-	f, err := os.Open("testdata/cucumber.json")
+	return readCucumber(t, "testdata/cucumber.json")
+}
+
+// readCucumber reads the cucumber JSON report at path.
+func readCucumber(t *testing.T, path string) []CucumberFeature {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -317,15 +317,16 @@ func releaseOf(ctx context.Context, release, appName string) (*scenario, *releas
 	return st, r, err
 }
 
-// deviceAndAppOf is the scenario of ctx, its device alias and its app
-// appName.
-func deviceAndAppOf(ctx context.Context, alias, appName string) (*scenario, *deviceState, *appState, error) {
+// deviceAndOf is the scenario of ctx, its device alias and its thing
+// name, looked up by find: (*scenario).app or (*scenario).release.
+func deviceAndOf[V any](ctx context.Context, alias string, find func(*scenario, string) (V, error), name string) (*scenario, *deviceState, V, error) {
 	st, d, err := deviceOf(ctx, alias)
 	if err != nil {
-		return st, d, nil, err
+		var none V
+		return st, d, none, err
 	}
-	a, err := st.app(appName)
-	return st, d, a, err
+	v, err := find(st, name)
+	return st, d, v, err
 }
 
 // appOf is the scenario of ctx and its app name.

@@ -157,15 +157,7 @@ func TestARunReportsItsScheduledScenariosAsOneFeaturePerFile(t *testing.T) {
 	if _, err := Run(testCtx(t), Config{Target: pingTarget(t), Features: twoScenarios, ReportDir: dir, Output: io.Discard, Concurrency: 2}); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join(dir, "cucumber.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	feats, err := ReadCucumberJSON(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	feats := readCucumber(t, filepath.Join(dir, "cucumber.json"))
 	if len(feats) != 1 || feats[0].URI != "x.feature" || len(feats[0].Elements) != 2 ||
 		feats[0].Elements[0].Line != 6 || feats[0].Elements[1].Line != 11 {
 		t.Errorf("got %+v, want one feature x.feature with its scenarios of lines 6 and 11, in that order", feats)

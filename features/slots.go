@@ -1,6 +1,9 @@
 package features
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // busySlots bound the scenarios that are busy at once: set up and not yet
 // torn down, unless waiting out a negative window. A window ("no further
@@ -50,4 +53,15 @@ func (st *scenario) idle(ctx context.Context, wait func() error) error {
 	}
 	st.holding = true
 	return err
+}
+
+// seenWithin runs await, idle, for up to d: whether it found what it waits
+// for (returned nil) before then. The error is only the scenario's own end.
+func (st *scenario) seenWithin(ctx context.Context, d time.Duration, await func(context.Context) error) (bool, error) {
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	if err := st.idle(ctx, func() error { return await(wctx) }); err == nil {
+		return true, nil
+	}
+	return false, ctx.Err()
 }

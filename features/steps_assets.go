@@ -37,45 +37,40 @@ var entryTypes = map[string]byte{
 // contents ("random N" works) or a link's target, as the layer holds it.
 func entriesTable(t *godog.Table) ([]registry.Layer, error) {
 	var layers []registry.Layer
-	for i, row := range t.Rows {
-		if i == 0 {
-			continue
+	err := eachRow(t, "entries", []string{"layer", "path", "type", "mode", "content"}, func(i int, c []string) error {
+		var n int
+		var err error
+		if layers, n, err = layerOf(layers, "entries", i, c[0]); err != nil {
+			return err
 		}
-		if len(row.Cells) != 5 {
-			return nil, fmt.Errorf("entries table row %d: want | layer | path | type | mode | content |", i)
-		}
-		c := func(k int) string { return row.Cells[k].Value }
-		n, err := strconv.Atoi(c(0))
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("entries table row %d: layer %q is not a number from 1", i, c(0))
-		}
-		for len(layers) < n {
-			layers = append(layers, registry.Layer{})
-		}
-		typ, ok := entryTypes[c(2)]
+		typ, ok := entryTypes[c[2]]
 		if !ok {
-			return nil, fmt.Errorf("entries table row %d: unknown type %q", i, c(2))
+			return fmt.Errorf("entries table row %d: unknown type %q", i, c[2])
 		}
-		e := registry.RawEntry{Name: strings.TrimPrefix(c(1), "/"), Type: typ}
-		if c(3) != "" {
-			if e.Mode, err = strconv.ParseInt(c(3), 8, 64); err != nil {
-				return nil, fmt.Errorf("entries table row %d: mode %q is not octal", i, c(3))
+		e := registry.RawEntry{Name: strings.TrimPrefix(c[1], "/"), Type: typ}
+		if c[3] != "" {
+			if e.Mode, err = strconv.ParseInt(c[3], 8, 64); err != nil {
+				return fmt.Errorf("entries table row %d: mode %q is not octal", i, c[3])
 			}
 		}
 		switch typ {
 		case tar.TypeReg:
-			if e.Data, err = content(c(1), c(4)); err != nil {
-				return nil, err
+			if e.Data, err = content(c[1], c[4]); err != nil {
+				return err
 			}
 		case tar.TypeSymlink, tar.TypeLink:
-			e.Linkname = c(4)
+			e.Linkname = c[4]
 		case tar.TypeChar, tar.TypeBlock:
 			e.Devmajor, e.Devminor = 1, 3
 		}
 		if typ == tar.TypeDir && !strings.HasSuffix(e.Name, "/") {
 			e.Name += "/"
 		}
-		layers[n-1].Raw = append(layers[n-1].Raw, e)
+		layers[n].Raw = append(layers[n].Raw, e)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return layers, nil
 }

@@ -19,7 +19,7 @@ import (
 // lines it received, and every request it was sent.
 
 func cloudHasDevice(ctx context.Context, alias, appName, deviceType string) error {
-	st, d, a, err := deviceAndAppOf(ctx, alias, appName)
+	st, d, a, err := deviceAndOf(ctx, alias, (*scenario).app, appName)
 	if err != nil {
 		return err
 	}
@@ -94,20 +94,15 @@ func cloudDeviceReaches(ctx context.Context, alias string, keep int, t *godog.Ta
 		return nil
 	}
 	window := time.Duration(keep) * st.cfg.Timing.Retry
-	wctx, wcancel := context.WithTimeout(ctx, window)
-	defer wcancel()
 	var changed cloudapi.Device
-	err = st.idle(ctx, func() (err error) {
+	seen, err := st.seenWithin(ctx, window, func(wctx context.Context) (err error) {
 		changed, err = st.world.Cloud.AwaitDevice(wctx, d.uuid, func(dev cloudapi.Device) bool { return !matches(dev) })
 		return err
 	})
-	if err == nil {
+	if seen {
 		return fmt.Errorf("cloud device %s matched, then changed within %s: %s", alias, window, strings.Join(diff(changed), "; "))
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return nil
+	return err
 }
 
 func cloudDeviceLacksEnv(ctx context.Context, alias, name string) error {

@@ -204,19 +204,14 @@ func deviceFieldsOf(ctx context.Context, alias string, t *godog.Table) (*scenari
 func (st *scenario) fieldTable(t *godog.Table) (map[string]any, []string, error) {
 	out := map[string]any{}
 	var order []string
-	for i, row := range t.Rows {
-		if i == 0 {
-			continue
-		}
-		if len(row.Cells) != 2 {
-			return nil, nil, fmt.Errorf("table row %d: want | field | value |", i)
-		}
-		v, err := st.decodeJSON(row.Cells[1].Value)
-		if err != nil {
-			return nil, nil, err
-		}
-		out[row.Cells[0].Value] = v
-		order = append(order, row.Cells[0].Value)
+	err := eachRow(t, "", []string{"field", "value"}, func(_ int, c []string) error {
+		v, err := st.decodeJSON(c[1])
+		out[c[0]] = v
+		order = append(order, c[0])
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	return out, order, nil
 }
@@ -268,16 +263,27 @@ func answerIsDevice(ctx context.Context, alias string, t *godog.Table) error {
 	return nil
 }
 
-func deviceHasContractFields(ctx context.Context, alias string) error {
+// fetchDevice is the scenario of ctx, its device alias and the
+// supervisor's answer to GET /v1/devices/{uuid} for it: an error unless
+// that was 200 with an object.
+func fetchDevice(ctx context.Context, alias string) (*scenario, *deviceState, map[string]any, error) {
 	st, d, err := deviceOf(ctx, alias)
+	if err != nil {
+		return st, d, nil, err
+	}
+	obj := st.getDevice(st.api(), d)
+	if err := st.rep.err(); err != nil {
+		return st, d, nil, err
+	}
+	return st, d, obj.Raw(), nil
+}
+
+func deviceHasContractFields(ctx context.Context, alias string) error {
+	st, d, m, err := fetchDevice(ctx, alias)
 	if err != nil {
 		return err
 	}
-	obj := st.getDevice(st.api(), d)
-	if st.rep.err() != nil {
-		return nil
-	}
-	if probs := checkDeviceShape(obj.Raw(), st.reference); len(probs) > 0 {
+	if probs := checkDeviceShape(m, st.reference); len(probs) > 0 {
 		return fmt.Errorf("GET /v1/devices/%s: %s", d.uuid, strings.Join(probs, "; "))
 	}
 	return nil
@@ -322,15 +328,10 @@ func reportFor(ctx context.Context, alias string, doc *godog.DocString) error {
 }
 
 func reportTarget(ctx context.Context, alias string) error {
-	st, d, err := deviceOf(ctx, alias)
+	st, d, m, err := fetchDevice(ctx, alias)
 	if err != nil {
 		return err
 	}
-	obj := st.getDevice(st.api(), d)
-	if err := st.rep.err(); err != nil {
-		return err
-	}
-	m := obj.Raw()
 	if m["targetCommit"] == nil {
 		return fmt.Errorf("device %s has no target commit to report", alias)
 	}

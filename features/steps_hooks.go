@@ -211,14 +211,46 @@ func attemptOf(uuid string, kind hookrecv.Kind) func(hookrecv.Hook) bool {
 	return hookrecv.And(hookrecv.For(uuid, kind), hookrecv.IsDone)
 }
 
-func (st *scenario) commitPred(uuid, release string) (func(hookrecv.Hook) bool, error) {
-	r, err := st.release(release)
-	if err != nil {
-		return nil, err
+// hookPred builds a match on the hooks to one device from its uuid; an
+// error is the scenario's (a name it does not have).
+type hookPred func(uuid string) (func(hookrecv.Hook) bool, error)
+
+// ofKind matches the answered hooks of kind.
+func ofKind(kind hookrecv.Kind) hookPred {
+	return func(uuid string) (func(hookrecv.Hook) bool, error) { return kindOf(uuid, kind), nil }
+}
+
+// forRelease matches the update hooks, by match (kindOf or attemptOf), that
+// carry release's commit.
+func (st *scenario) forRelease(release string, match func(string, hookrecv.Kind) func(hookrecv.Hook) bool) hookPred {
+	return func(uuid string) (func(hookrecv.Hook) bool, error) {
+		r, err := st.release(release)
+		if err != nil {
+			return nil, err
+		}
+		return hookrecv.And(match(uuid, hookrecv.Update), func(h hookrecv.Hook) bool {
+			return h.Update != nil && h.Update.Commit == r.commit
+		}), nil
 	}
-	return hookrecv.And(kindOf(uuid, hookrecv.Update), func(h hookrecv.Hook) bool {
-		return h.Update != nil && h.Update.Commit == r.commit
-	}), nil
+}
+
+// awaitHooksTo waits for n hooks to the device alias that pred matches, n
+// more than it has already received when more is set; what names them in
+// the error.
+func awaitHooksTo(ctx context.Context, alias string, n int, more bool, what string, pred hookPred) error {
+	st, d, err := deviceOf(ctx, alias)
+	if err != nil {
+		return err
+	}
+	match, err := pred(d.uuid)
+	if err != nil {
+		return err
+	}
+	if more {
+		n += len(hookrecv.Filter(st.recv().Hooks(), match))
+	}
+	_, err = st.await(ctx, what, match, n)
+	return err
 }
 
 func receivesOne(ctx context.Context, alias, kind string) error {
@@ -226,22 +258,14 @@ func receivesOne(ctx context.Context, alias, kind string) error {
 }
 
 func receivesN(ctx context.Context, alias string, n int, kind string) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	_, err = st.await(ctx, fmt.Sprintf("%d %s hooks to %s", n, kind, alias), kindOf(d.uuid, hookrecv.Kind(kind)), n)
-	return err
+	return awaitHooksTo(ctx, alias, n, false, fmt.Sprintf("%d %s hooks to %s", n, kind, alias), ofKind(hookrecv.Kind(kind)))
 }
 
 func receivesRestartAnswered(ctx context.Context, alias string, status int) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	_, err = st.await(ctx, fmt.Sprintf("a restart hook to %s answered %d", alias, status),
-		hookrecv.And(kindOf(d.uuid, hookrecv.Restart), func(h hookrecv.Hook) bool { return h.Status == status }), 1)
-	return err
+	return awaitHooksTo(ctx, alias, 1, false, fmt.Sprintf("a restart hook to %s answered %d", alias, status),
+		func(uuid string) (func(hookrecv.Hook) bool, error) {
+			return hookrecv.And(kindOf(uuid, hookrecv.Restart), func(h hookrecv.Hook) bool { return h.Status == status }), nil
+		})
 }
 
 func receivesUpdateFor(ctx context.Context, alias, release string) error {
@@ -249,66 +273,27 @@ func receivesUpdateFor(ctx context.Context, alias, release string) error {
 }
 
 func receivesNUpdatesFor(ctx context.Context, alias string, n int, release string) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	pred, err := st.commitPred(d.uuid, release)
-	if err != nil {
-		return err
-	}
-	_, err = st.await(ctx, fmt.Sprintf("%d update hooks to %s for release %s", n, alias, release), pred, n)
-	return err
+	return awaitHooksTo(ctx, alias, n, false, fmt.Sprintf("%d update hooks to %s for release %s", n, alias, release),
+		scenarioOf(ctx).forRelease(release, kindOf))
 }
 
 // receivesNUpdateAttemptsFor counts requests the supervisor gave up on too.
 func receivesNUpdateAttemptsFor(ctx context.Context, alias string, n int, release string) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	r, err := st.release(release)
-	if err != nil {
-		return err
-	}
-	_, err = st.await(ctx, fmt.Sprintf("%d update hook attempts to %s for release %s", n, alias, release),
-		hookrecv.And(attemptOf(d.uuid, hookrecv.Update), func(h hookrecv.Hook) bool {
-			return h.Update != nil && h.Update.Commit == r.commit
-		}), n)
-	return err
+	return awaitHooksTo(ctx, alias, n, false, fmt.Sprintf("%d update hook attempts to %s for release %s", n, alias, release),
+		scenarioOf(ctx).forRelease(release, attemptOf))
 }
 
 func receivesMoreUpdatesFor(ctx context.Context, alias string, n int, release string) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	pred, err := st.commitPred(d.uuid, release)
-	if err != nil {
-		return err
-	}
-	have := len(hookrecv.Filter(st.recv().Hooks(), pred))
-	_, err = st.await(ctx, fmt.Sprintf("%d more update hooks to %s for release %s", n, alias, release), pred, have+n)
-	return err
+	return awaitHooksTo(ctx, alias, n, true, fmt.Sprintf("%d more update hooks to %s for release %s", n, alias, release),
+		scenarioOf(ctx).forRelease(release, kindOf))
 }
 
 func receivesMore(ctx context.Context, alias string, n int, kind string) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	pred := kindOf(d.uuid, hookrecv.Kind(kind))
-	have := len(hookrecv.Filter(st.recv().Hooks(), pred))
-	_, err = st.await(ctx, fmt.Sprintf("%d more %s hooks to %s", n, kind, alias), pred, have+n)
-	return err
+	return awaitHooksTo(ctx, alias, n, true, fmt.Sprintf("%d more %s hooks to %s", n, kind, alias), ofKind(hookrecv.Kind(kind)))
 }
 
 func receivesUpdateWithBody(ctx context.Context, alias string, doc *godog.DocString) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	want, err := st.decodeJSON(doc.Content)
+	want, err := scenarioOf(ctx).decodeJSON(doc.Content)
 	if err != nil {
 		return err
 	}
@@ -316,12 +301,13 @@ func receivesUpdateWithBody(ctx context.Context, alias string, doc *godog.DocStr
 	if !ok {
 		return fmt.Errorf("the scenario's hook body %s is not an object", mustJSON(want))
 	}
-	_, err = st.await(ctx, fmt.Sprintf("an update hook to %s with body %s (additional fields allowed)", alias, mustJSON(want)),
-		hookrecv.And(hookrecv.For(d.uuid, hookrecv.Update), func(h hookrecv.Hook) bool {
-			var got map[string]any
-			return json.Unmarshal(h.Body, &got) == nil && hasFields(got, wantFields)
-		}), 1)
-	return err
+	return awaitHooksTo(ctx, alias, 1, false, fmt.Sprintf("an update hook to %s with body %s (additional fields allowed)", alias, mustJSON(want)),
+		func(uuid string) (func(hookrecv.Hook) bool, error) {
+			return hookrecv.And(hookrecv.For(uuid, hookrecv.Update), func(h hookrecv.Hook) bool {
+				var got map[string]any
+				return json.Unmarshal(h.Body, &got) == nil && hasFields(got, wantFields)
+			}), nil
+		})
 }
 
 // hasFields reports whether got holds every field of want with an equal
@@ -341,24 +327,28 @@ func mustJSON(v any) string {
 	return string(b)
 }
 
-func (st *scenario) varsPred(uuid, which, vars string) (func(hookrecv.Hook) bool, error) {
-	var want map[string]any
-	if err := json.Unmarshal([]byte(vars), &want); err != nil {
-		return nil, fmt.Errorf("the scenario's %s %q: %w", which, vars, err)
+// withVars matches the answered update hooks whose environment or config
+// (which) is vars, a JSON object.
+func withVars(which, vars string) hookPred {
+	return func(uuid string) (func(hookrecv.Hook) bool, error) {
+		var want map[string]any
+		if err := json.Unmarshal([]byte(vars), &want); err != nil {
+			return nil, fmt.Errorf("the scenario's %s %q: %w", which, vars, err)
+		}
+		return hookrecv.And(kindOf(uuid, hookrecv.Update), func(h hookrecv.Hook) bool {
+			if h.Update == nil {
+				return false
+			}
+			got := map[string]any(h.Update.Environment)
+			if which == "config" {
+				got = h.Update.Config
+			}
+			if len(got) == 0 && len(want) == 0 {
+				return true
+			}
+			return reflect.DeepEqual(got, want)
+		}), nil
 	}
-	return hookrecv.And(kindOf(uuid, hookrecv.Update), func(h hookrecv.Hook) bool {
-		if h.Update == nil {
-			return false
-		}
-		got := map[string]any(h.Update.Environment)
-		if which == "config" {
-			got = h.Update.Config
-		}
-		if len(got) == 0 && len(want) == 0 {
-			return true
-		}
-		return reflect.DeepEqual(got, want)
-	}), nil
 }
 
 func receivesUpdateWithVars(ctx context.Context, alias, which, vars string) error {
@@ -366,16 +356,7 @@ func receivesUpdateWithVars(ctx context.Context, alias, which, vars string) erro
 }
 
 func receivesNUpdatesWithVars(ctx context.Context, alias string, n int, which, vars string) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	pred, err := st.varsPred(d.uuid, which, vars)
-	if err != nil {
-		return err
-	}
-	_, err = st.await(ctx, fmt.Sprintf("%d update hooks to %s with %s %s", n, alias, which, vars), pred, n)
-	return err
+	return awaitHooksTo(ctx, alias, n, false, fmt.Sprintf("%d update hooks to %s with %s %s", n, alias, which, vars), withVars(which, vars))
 }
 
 func noOverlap(ctx context.Context, alias string) error {
@@ -390,11 +371,7 @@ func noOverlap(ctx context.Context, alias string) error {
 }
 
 func noSupersededHook(ctx context.Context, newer, alias, older string) error {
-	st, d, err := deviceOf(ctx, alias)
-	if err != nil {
-		return err
-	}
-	rn, err := st.release(newer)
+	st, d, rn, err := deviceAndOf(ctx, alias, (*scenario).release, newer)
 	if err != nil {
 		return err
 	}

@@ -20,22 +20,20 @@ type logRow struct {
 
 func (st *scenario) logTable(t *godog.Table) ([]logRow, error) {
 	var rows []logRow
-	for i, r := range t.Rows {
-		if i == 0 {
-			continue
-		}
-		if len(r.Cells) != 4 {
-			return nil, fmt.Errorf("log table row %d: want | device | message | timestamp | isSystem |", i)
-		}
-		d, err := st.device(r.Cells[0].Value)
+	err := eachRow(t, "log", []string{"device", "message", "timestamp", "isSystem"}, func(i int, c []string) error {
+		d, err := st.device(c[0])
 		if err != nil {
-			return nil, err
+			return err
 		}
-		ts, err := strconv.ParseInt(r.Cells[2].Value, 10, 64)
+		ts, err := strconv.ParseInt(c[2], 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("log table row %d: %w", i, err)
+			return fmt.Errorf("log table row %d: %w", i, err)
 		}
-		rows = append(rows, logRow{d, r.Cells[1].Value, ts, r.Cells[3].Value == "true"})
+		rows = append(rows, logRow{d, c[1], ts, c[3] == "true"})
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return rows, nil
 }

@@ -40,46 +40,71 @@ func content(path, cell string) ([]byte, error) {
 // filesTable reads a | path | content | table.
 func filesTable(t *godog.Table) (map[string][]byte, error) {
 	out := map[string][]byte{}
-	for i, row := range t.Rows {
+	err := eachRow(t, "files", []string{"path", "content"}, func(_ int, c []string) error {
+		data, err := content(c[0], c[1])
+		out[c[0]] = data
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// eachRow calls row with the number and the cells of every row of t below
+// its header, and stops at the first error: one from row, or a row without
+// one cell per column (what names the table in that error).
+func eachRow(t *godog.Table, what string, columns []string, row func(i int, c []string) error) error {
+	if what != "" {
+		what += " "
+	}
+	for i, r := range t.Rows {
 		if i == 0 {
 			continue
 		}
-		if len(row.Cells) != 2 {
-			return nil, fmt.Errorf("files table row %d: want | path | content |", i)
+		if len(r.Cells) != len(columns) {
+			return fmt.Errorf("%stable row %d: want | %s |", what, i, strings.Join(columns, " | "))
 		}
-		c, err := content(row.Cells[0].Value, row.Cells[1].Value)
-		if err != nil {
-			return nil, err
+		c := make([]string, len(r.Cells))
+		for k, cell := range r.Cells {
+			c[k] = cell.Value
 		}
-		out[row.Cells[0].Value] = c
+		if err := row(i, c); err != nil {
+			return err
+		}
 	}
-	return out, nil
+	return nil
+}
+
+// layerOf is layers grown to hold the layer a cell of row i of the what
+// table numbers from 1, and that layer's index.
+func layerOf(layers []registry.Layer, what string, i int, cell string) ([]registry.Layer, int, error) {
+	n, err := strconv.Atoi(cell)
+	if err != nil || n < 1 {
+		return layers, 0, fmt.Errorf("%s table row %d: layer %q is not a number from 1", what, i, cell)
+	}
+	for len(layers) < n {
+		layers = append(layers, registry.Layer{})
+	}
+	return layers, n - 1, nil
 }
 
 // layersTable reads a | layer | path | content | table of image paths into
 // layers of raw tar entries, written as they are.
 func layersTable(t *godog.Table) ([]registry.Layer, error) {
 	var layers []registry.Layer
-	for i, row := range t.Rows {
-		if i == 0 {
-			continue
+	err := eachRow(t, "layers", []string{"layer", "path", "content"}, func(i int, c []string) error {
+		var n int
+		var err error
+		if layers, n, err = layerOf(layers, "layers", i, c[0]); err != nil {
+			return err
 		}
-		if len(row.Cells) != 3 {
-			return nil, fmt.Errorf("layers table row %d: want | layer | path | content |", i)
-		}
-		n, err := strconv.Atoi(row.Cells[0].Value)
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("layers table row %d: layer %q is not a number from 1", i, row.Cells[0].Value)
-		}
-		for len(layers) < n {
-			layers = append(layers, registry.Layer{})
-		}
-		name := strings.TrimPrefix(row.Cells[1].Value, "/")
-		c, err := content(row.Cells[1].Value, row.Cells[2].Value)
-		if err != nil {
-			return nil, err
-		}
-		layers[n-1].Raw = append(layers[n-1].Raw, registry.RawEntry{Name: name, Data: c})
+		data, err := content(c[1], c[2])
+		layers[n].Raw = append(layers[n].Raw, registry.RawEntry{Name: strings.TrimPrefix(c[1], "/"), Data: data})
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return layers, nil
 }

@@ -47,19 +47,21 @@ type rawClient struct {
 	readErr  error
 }
 
-// dialRaw connects to the supervisor's API port.
-func (st *scenario) dialRaw() (*rawClient, error) {
+// dialRaw is the scenario of ctx and its raw client, newly connected to
+// the supervisor's API port.
+func dialRaw(ctx context.Context) (*scenario, *rawClient, error) {
+	st := scenarioOf(ctx)
 	if st.raw != nil {
-		return nil, errors.New("this scenario already has a raw client")
+		return st, nil, errors.New("this scenario already has a raw client")
 	}
 	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", st.port), 5*time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to the supervisor: %w", err)
+		return st, nil, fmt.Errorf("connecting to the supervisor: %w", err)
 	}
 	c := &rawClient{conn: conn, stop: make(chan struct{}), answered: make(chan struct{}), closed: make(chan struct{})}
 	st.raw = c
 	go c.watch()
-	return c, nil
+	return st, c, nil
 }
 
 // watch reads an answer, then waits for the connection to end.
@@ -118,8 +120,7 @@ func (c *rawClient) close() {
 }
 
 func slowBodyClient(ctx context.Context, path, key string, size, everyMs int) error {
-	st := scenarioOf(ctx)
-	c, err := st.dialRaw()
+	st, c, err := dialRaw(ctx)
 	if err != nil {
 		return err
 	}
@@ -140,8 +141,7 @@ func slowBodyClient(ctx context.Context, path, key string, size, everyMs int) er
 }
 
 func slowHeadersClient(ctx context.Context, everyMs int) error {
-	st := scenarioOf(ctx)
-	c, err := st.dialRaw()
+	st, c, err := dialRaw(ctx)
 	if err != nil {
 		return err
 	}
@@ -153,16 +153,17 @@ func slowHeadersClient(ctx context.Context, everyMs int) error {
 	return nil
 }
 
-func (st *scenario) needRaw() (*rawClient, error) {
+// rawOf is the scenario of ctx and the raw client an earlier step dialed.
+func rawOf(ctx context.Context) (*scenario, *rawClient, error) {
+	st := scenarioOf(ctx)
 	if st.raw == nil {
-		return nil, errors.New("no raw client in this scenario")
+		return st, nil, errors.New("no raw client in this scenario")
 	}
-	return st.raw, nil
+	return st, st.raw, nil
 }
 
 func slowClientAnswered(ctx context.Context, status, within int) error {
-	st := scenarioOf(ctx)
-	c, err := st.needRaw()
+	st, c, err := rawOf(ctx)
 	if err != nil {
 		return err
 	}
@@ -189,8 +190,7 @@ func slowClientAnswered(ctx context.Context, status, within int) error {
 }
 
 func slowClientClosedAfterStart(ctx context.Context, within int) error {
-	st := scenarioOf(ctx)
-	c, err := st.needRaw()
+	st, c, err := rawOf(ctx)
 	if err != nil {
 		return err
 	}

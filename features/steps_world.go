@@ -150,12 +150,7 @@ func setAppVar(ctx context.Context, appName, kind, name, value string) error {
 	if err != nil {
 		return err
 	}
-	vars := map[string]string{name: value}
-	defer st.noteTargetChange(time.Now())
-	if kind == "environment" {
-		return arrange(st.world.Cloud.SetAppEnv(a.id, vars))
-	}
-	return arrange(st.world.Cloud.SetAppConfig(a.id, vars))
+	return setVar(st, a.id, kind, name, value, st.world.Cloud.SetAppEnv, st.world.Cloud.SetAppConfig)
 }
 
 func setDeviceVar(ctx context.Context, alias, kind, name, value string) error {
@@ -163,12 +158,18 @@ func setDeviceVar(ctx context.Context, alias, kind, name, value string) error {
 	if err != nil {
 		return err
 	}
-	vars := map[string]string{name: value}
-	defer st.noteTargetChange(time.Now())
+	return setVar(st, d.uuid, kind, name, value, st.world.Cloud.SetDeviceEnv, st.world.Cloud.SetDeviceConfig)
+}
+
+// setVar sets one variable of id in the cloud, through env or config as
+// kind says, and notes the target change.
+func setVar[ID any](st *scenario, id ID, kind, name, value string, env, config func(ID, map[string]string) error) error {
+	set := config
 	if kind == "environment" {
-		return arrange(st.world.Cloud.SetDeviceEnv(d.uuid, vars))
+		set = env
 	}
-	return arrange(st.world.Cloud.SetDeviceConfig(d.uuid, vars))
+	defer st.noteTargetChange(time.Now())
+	return arrange(set(id, map[string]string{name: value}))
 }
 
 func createCloudDevice(ctx context.Context, alias, appName string) error {
@@ -192,7 +193,7 @@ func deleteCloudDevice(ctx context.Context, alias string) error {
 }
 
 func moveToOther(ctx context.Context, alias, appName string) error {
-	st, d, a, err := deviceAndAppOf(ctx, alias, appName)
+	st, d, a, err := deviceAndOf(ctx, alias, (*scenario).app, appName)
 	if err != nil {
 		return err
 	}
@@ -203,7 +204,7 @@ func moveToOther(ctx context.Context, alias, appName string) error {
 }
 
 func moveBack(ctx context.Context, alias, appName string) error {
-	st, d, a, err := deviceAndAppOf(ctx, alias, appName)
+	st, d, a, err := deviceAndOf(ctx, alias, (*scenario).app, appName)
 	if err != nil {
 		return err
 	}

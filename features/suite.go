@@ -209,16 +209,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Seed == 0 {
 		cfg.Seed = mrand.Int64N(1<<62) + 1
 	}
-	tags, err := GodogTags(cfg.Tags)
-	if err != nil {
-		return Result{}, fmt.Errorf("%w: %v", ErrBadTags, err)
-	}
-	n, err := countSelected(cfg.Features, tags, cfg.Paths...)
+	tags, n, err := selectScenarios(cfg)
 	if err != nil {
 		return Result{}, err
-	}
-	if n == 0 {
-		return Result{}, fmt.Errorf("%w (tags %q)", ErrNoScenarios, cfg.Tags)
 	}
 	fmt.Fprintf(cfg.Output, "depharness verify: %d scenarios, seed %d (replay with --seed %d)\n", n, cfg.Seed, cfg.Seed)
 

@@ -71,10 +71,9 @@ type CommandTarget struct {
 
 	tail *tailWriter // the last lines of the current run's output
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
-	werr error         // cmd.Wait's result, valid after done
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	run *background // cmd.Wait
 }
 
 // NewCommandTarget returns a CommandTarget writing the supervisor's stdout
@@ -110,35 +109,55 @@ func (t *CommandTarget) Start(ctx context.Context, env map[string]string) error 
 		t.mu.Unlock()
 		return fmt.Errorf("target: starting %q: %w", t.opts.Command, err)
 	}
-	done := make(chan struct{})
-	t.cmd, t.done = cmd, done
+	run := inBackground(cmd.Wait)
+	t.cmd, t.run = cmd, run
 	t.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		t.mu.Lock()
-		t.werr = err
-		t.mu.Unlock()
-		close(done)
-	}()
 
 	port := env["BALENA_SUPERVISOR_PORT"]
-	if err := awaitReady(ctx, "http://127.0.0.1:"+port+"/ping", t.opts.Ready, done); err != nil {
-		exited := errors.Is(err, errExited)
-		var werr error
-		if exited {
-			<-done
-			t.mu.Lock()
-			werr = t.werr
-			t.mu.Unlock()
-		}
+	if err := awaitReady(ctx, "http://127.0.0.1:"+port+"/ping", t.opts.Ready, run.done); err != nil {
 		_ = t.Kill()
 		se := &StartError{Command: t.opts.Command, Err: err, Output: t.tail.lines()}
-		if exited {
-			se.Exit = exitStatus(werr)
+		if errors.Is(err, errExited) {
+			se.Exit = exitStatus(run.wait())
 		}
 		return se
 	}
 	return nil
+}
+
+// background is a function running in a goroutine: done is closed when it
+// has returned, and err is its result from then on.
+type background struct {
+	done chan struct{}
+	err  error
+}
+
+func inBackground(f func() error) *background {
+	b := &background{done: make(chan struct{})}
+	go func() {
+		b.err = f()
+		close(b.done)
+	}()
+	return b
+}
+
+// wait is f's result, once it has returned.
+func (b *background) wait() error {
+	<-b.done
+	return b.err
+}
+
+// running reports whether b is a function that has not returned yet.
+func (b *background) running() bool {
+	if b == nil {
+		return false
+	}
+	select {
+	case <-b.done:
+		return false
+	default:
+		return true
+	}
 }
 
 // How much of a target's output a StartError carries: its last lines, each
@@ -326,19 +345,21 @@ func (t *CommandTarget) signal(sig syscall.Signal) <-chan struct{} {
 	if t.cmd == nil {
 		return nil
 	}
-	select {
-	case <-t.done:
-	default:
+	if t.run.running() {
 		_ = syscall.Kill(-t.cmd.Process.Pid, sig)
 	}
-	return t.done
+	return t.run.done
 }
 
+// reset forgets the run that has ended, and is its result.
 func (t *CommandTarget) reset() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	err := t.werr
-	t.cmd, t.done, t.werr = nil, nil, nil
+	var err error
+	if t.run != nil {
+		err = t.run.wait()
+	}
+	t.cmd, t.run = nil, nil
 	return err
 }
 
@@ -385,15 +406,7 @@ func (t *CommandTarget) Kill() error {
 func (t *CommandTarget) Running() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.cmd == nil {
-		return false
-	}
-	select {
-	case <-t.done:
-		return false
-	default:
-		return true
-	}
+	return t.run.running()
 }
 
 // mergeEnv returns base with the variables of over set (replacing any of
@@ -435,8 +448,7 @@ type InProcessTarget struct {
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
-	done   chan struct{}
-	err    error
+	run    *background // Run
 }
 
 // Start implements Target.
@@ -446,10 +458,6 @@ func (t *InProcessTarget) Start(ctx context.Context, env map[string]string) erro
 		t.mu.Unlock()
 		return errors.New("target: already started")
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	t.cancel, t.done = cancel, done
-	t.mu.Unlock()
 	vars := map[string]string{}
 	for k, v := range env {
 		vars[k] = v
@@ -458,24 +466,18 @@ func (t *InProcessTarget) Start(ctx context.Context, env map[string]string) erro
 	if out == nil {
 		out = io.Discard
 	}
-	go func() {
-		err := t.Run(runCtx, func(k string) string { return vars[k] }, out)
-		t.mu.Lock()
-		t.err = err
-		t.mu.Unlock()
-		close(done)
-	}()
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	run := inBackground(func() error { return t.Run(runCtx, func(k string) string { return vars[k] }, out) })
+	t.cancel, t.run = cancel, run
+	t.mu.Unlock()
 	ready := t.Ready
 	if ready <= 0 {
 		ready = 30 * time.Second
 	}
-	if err := awaitReady(ctx, "http://127.0.0.1:"+env["BALENA_SUPERVISOR_PORT"]+"/ping", ready, done); err != nil {
+	if err := awaitReady(ctx, "http://127.0.0.1:"+env["BALENA_SUPERVISOR_PORT"]+"/ping", ready, run.done); err != nil {
 		var runErr error
 		if errors.Is(err, errExited) {
-			<-done
-			t.mu.Lock()
-			runErr = t.err
-			t.mu.Unlock()
+			runErr = run.wait()
 		}
 		_ = t.Kill()
 		if runErr != nil {
@@ -488,17 +490,16 @@ func (t *InProcessTarget) Start(ctx context.Context, env map[string]string) erro
 
 func (t *InProcessTarget) end() error {
 	t.mu.Lock()
-	cancel, done := t.cancel, t.done
+	cancel, run := t.cancel, t.run
 	t.mu.Unlock()
 	if cancel == nil {
 		return nil
 	}
 	cancel()
-	<-done
+	err := run.wait()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	err := t.err
-	t.cancel, t.done, t.err = nil, nil, nil
+	t.cancel, t.run = nil, nil
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
@@ -515,13 +516,5 @@ func (t *InProcessTarget) Kill() error { _ = t.end(); return nil }
 func (t *InProcessTarget) Running() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.done == nil {
-		return false
-	}
-	select {
-	case <-t.done:
-		return false
-	default:
-		return true
-	}
+	return t.run.running()
 }

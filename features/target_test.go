@@ -19,6 +19,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/violation"
 )
 
@@ -26,12 +27,7 @@ import (
 // GET /ping on BALENA_SUPERVISOR_PORT and says how it ends.
 const pingServerEnv = "FEATURES_TEST_PING_SERVER"
 
-func TestMain(m *testing.M) {
-	if os.Getenv(pingServerEnv) == "1" {
-		os.Exit(pingServer())
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testkit.Main(m, pingServerEnv, pingServer) }
 
 func pingServer() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)

@@ -18,10 +18,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/depharness/depharness/internal/httpserver"
+	"github.com/depharness/depharness/internal/promreg"
 	"github.com/depharness/depharness/proxy/assets"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/config"
@@ -76,8 +76,7 @@ func New(cfg config.Config, opts Options) (*Proxy, error) {
 	}
 	reg := opts.Registry
 	if reg == nil {
-		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg = promreg.NewProcessRegistry()
 	}
 	st, err := store.Open(cfg.DataDir, store.Options{
 		ReportQueueBytes: cfg.ReportQueueBytes,

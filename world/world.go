@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/depharness/depharness/fakes/cloud"
+	"github.com/depharness/depharness/internal/promreg"
 	"github.com/depharness/depharness/proxy"
 	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/proxy/violation"
@@ -109,8 +109,7 @@ func (f *Fakes) StartProxy(ctx context.Context, gw *cloud.Gateway, opts ProxyOpt
 	}
 	host, port := splitHostPort(ln.Addr().String())
 	cfg.ListenHost, cfg.Port, cfg.MetricsAddress = host, port, mln.Addr().String()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := promreg.NewProcessRegistry()
 	// The proxy names its parts itself (component=hooks, sync, …): a
 	// component given here would appear twice on each line.
 	p, err := proxy.New(cfg, proxy.Options{Logger: log, Registry: reg, Listener: ln, MetricsListener: mln})

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/depharness/depharness/internal/settings"
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/config"
 )
 
@@ -228,12 +229,7 @@ func TestUsageErrorsAreSaidOnceWithWhereTheHelpIs(t *testing.T) {
 
 // A listener that cannot bind names the flag, and its variable, to change.
 func TestAListenerThatCannotBindNamesItsFlag(t *testing.T) {
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer busy.Close()
-	addr := busy.Addr().String()
+	addr := testkit.Listen(t).Addr().String() // busy while the test runs
 	_, port, _ := net.SplitHostPort(addr)
 	proxyEnv := map[string]string{
 		"API_ENDPOINT": "http://127.0.0.1:1", "DEVICE_UUID": "gw", "DEVICE_ID": "1", "DEVICE_API_KEY": "k",

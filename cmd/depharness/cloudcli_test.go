@@ -1,14 +1,14 @@
 package main
 
 import (
-	"archive/tar"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 // fakeCloudRun is one `depharness fake-cloud --gateway` running in-process.
@@ -138,24 +139,10 @@ func TestCloudCLIBuildsAWorldOnAFakeCloudWithARegistry(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pull %s: %v", rel.Image, err)
 	}
-	files := map[string]string{}
-	tr := tar.NewReader(mutate.Extract(img))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag == tar.TypeReg {
-			b, _ := io.ReadAll(tr)
-			files[h.Name] = string(b)
-		}
-	}
+	files := testkit.TarFiles(t, mutate.Extract(img))
 	for p, data := range map[string]string{"assets/fw.bin": "v1", "assets/.hidden": "h", "assets/sub/x.hex": "x"} {
-		if files[p] != data {
-			t.Errorf("image file %s: got %q, want %q (files %v)", p, files[p], data, files)
+		if string(files[p]) != data {
+			t.Errorf("image file %s: got %q, want %q (files %v)", p, files[p], data, slices.Sorted(maps.Keys(files)))
 		}
 	}
 

@@ -7,13 +7,12 @@ import (
 	"net"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
 	"github.com/depharness/depharness/internal/httpserver"
+	"github.com/depharness/depharness/internal/promreg"
 	"github.com/depharness/depharness/internal/settings"
 	"github.com/depharness/depharness/world"
 )
@@ -69,8 +68,7 @@ func runFakeCloud(ctx context.Context, env *cliEnv, o *fakeCloudOptions) error {
 		}
 		opts.Builder = world.CloudBuilder(registry.NewBuilder(registry.BuilderOptions{Registry: o.reg, Token: o.regToken}))
 	}
-	metrics := prometheus.NewRegistry()
-	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := promreg.NewProcessRegistry()
 	opts.Registerer = metrics
 	srv, err := cloud.New(opts)
 	if err != nil {

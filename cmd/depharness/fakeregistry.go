@@ -8,13 +8,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/depharness/depharness/fakes/registry"
 	"github.com/depharness/depharness/internal/httpserver"
+	"github.com/depharness/depharness/internal/promreg"
 	"github.com/depharness/depharness/internal/settings"
 )
 
@@ -69,8 +68,7 @@ func runFakeRegistry(ctx context.Context, env *cliEnv, o *fakeRegistryOptions) e
 		return usagef("--max-blob-bytes must be positive")
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := promreg.NewProcessRegistry()
 	srv, err := registry.New(registry.Options{
 		Dir: o.dir, Logger: log, Metrics: registry.NewMetrics(reg), Seed: o.seed, AdminToken: o.adminToken, MaxBlobBytes: o.maxBlob,
 	})

@@ -13,12 +13,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/depharness/depharness/internal/httpserver"
+	"github.com/depharness/depharness/internal/promreg"
 	"github.com/depharness/depharness/internal/settings"
 	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/sim/client"
@@ -134,8 +133,7 @@ func runGateway(ctx context.Context, env *cliEnv, o *gatewayOptions) error {
 		}
 		observer = view.Observer()
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := promreg.NewProcessRegistry()
 	gw, err := gateway.New(gateway.Options{Client: c, Fleet: fl, Apps: appIDs, Policy: pol, Concurrency: o.concurrency,
 		Logger: log, Registerer: reg, Rand: rand.New(rand.NewPCG(s, 2)), ExpectedChecksum: expected, Observer: observer})
 	if err != nil {

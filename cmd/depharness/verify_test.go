@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 func TestVerifyRefusesATagExpressionThatSelectsNothingWithExitTwo(t *testing.T) {
@@ -42,10 +44,9 @@ func TestVerifyRefusesBadFlagsWithExitTwo(t *testing.T) {
 const asMainEnv = "DEPHARNESS_TEST_AS_MAIN"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(asMainEnv) == "1" {
-		os.Exit(runMain(context.Background(), &cliEnv{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:]))
-	}
-	os.Exit(m.Run())
+	testkit.Main(m, asMainEnv, func() int {
+		return runMain(context.Background(), &cliEnv{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}, os.Args[1:])
+	})
 }
 
 func TestVerifySaysOnceWhyTheTargetDoesNotStartAndRunsNoScenario(t *testing.T) {

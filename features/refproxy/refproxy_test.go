@@ -1,7 +1,6 @@
 package refproxy
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,11 +9,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/depharness/depharness/features"
+	"github.com/depharness/depharness/internal/syncbuf"
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 // The suite's own test takes its knobs from the environment, with the
@@ -43,17 +43,15 @@ func envInt(t *testing.T, name string, def int64) int64 {
 // TestMain runs the reference proxy instead of the tests when the suite
 // starts this binary as its target.
 func TestMain(m *testing.M) {
-	if os.Getenv(TriggerEnv) == "1" {
+	testkit.Main(m, TriggerEnv, func() int {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := Main(ctx, os.Getenv, os.Stderr)
-		stop()
-		if err != nil {
+		defer stop()
+		if err := Main(ctx, os.Getenv, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "reference proxy:", err)
-			os.Exit(1)
+			return 1
 		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
+		return 0
+	})
 }
 
 // shellQuote quotes s for sh.
@@ -84,7 +82,7 @@ func TestFeatures(t *testing.T) {
 		Concurrency: int(envInt(t, envConcurrency, features.DefaultConcurrency)),
 		Seed:        envInt(t, envSeed, 0),
 		ReportDir:   dir,
-		Output:      &testWriter{t: t},
+		Output:      &syncbuf.Lines{Line: func(l string) error { t.Log(l); return nil }}, // the console report, line by line
 		NoColors:    true,
 		TestingT:    t,
 	}
@@ -95,26 +93,5 @@ func TestFeatures(t *testing.T) {
 	t.Logf("seed %d, %d scenarios, %d failed; reports in %s", res.Seed, len(res.Scenarios), len(res.Failed()), dir)
 	if res.Status != 0 {
 		t.Errorf("the suite failed against the reference proxy (godog status %d)", res.Status)
-	}
-}
-
-// testWriter sends the console report to the test log, line by line.
-type testWriter struct {
-	t   *testing.T
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		w.t.Log(string(w.buf[:i]))
-		w.buf = w.buf[i+1:]
 	}
 }

@@ -11,7 +11,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
+
+// NewProcessRegistry is a new registry holding the Go runtime's and the
+// process's collectors: what a program serving its own /metrics starts
+// from.
+func NewProcessRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
 
 // Factory builds collectors and registers them on one registerer: the
 // shape of client_golang's promauto.With(reg), with two differences the

@@ -127,3 +127,19 @@ func TestRequestsCountByCodeAndTimeWithoutIt(t *testing.T) {
 		t.Errorf("lint: %v %v, want no problems", problems, err)
 	}
 }
+
+func TestProcessRegistryGathersTheRuntimeAndProcessMetrics(t *testing.T) {
+	mfs, err := NewProcessRegistry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = true
+	}
+	for _, name := range []string{"go_goroutines", "process_cpu_seconds_total"} {
+		if !got[name] {
+			t.Errorf("no %s among %d families, want the Go and process collectors", name, len(mfs))
+		}
+	}
+}

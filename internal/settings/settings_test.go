@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/depharness/depharness/internal/testkit"
 )
 
 // demo is a table of every kind of setting.
@@ -172,12 +174,7 @@ func TestSuggest(t *testing.T) {
 }
 
 func TestListenErrorNamesTheFlagsOfTheAddressInUse(t *testing.T) {
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer busy.Close()
-	addr := busy.Addr().String()
+	addr := testkit.Listen(t).Addr().String() // busy while the test runs
 	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
 	var a, b string
 	Bind(fs, "DEPHARNESS_X",

@@ -20,29 +20,24 @@ func WriteHTML(w io.Writer, r *Report) error {
 
 // metricValue writes a counter's or gauge's value in the unit its name
 // says.
-func metricValue(name string, v float64) string {
+func metricValue(name string, v float64) string { return inUnit(name, v, FormatSeconds, formatCount) }
+
+// histMean writes a histogram's mean observation (HistDelta.Mean: in
+// milliseconds for *_seconds).
+func histMean(name string, mean float64) string { return inUnit(name, mean, FormatMS, sig3) }
+
+// inUnit writes v in the unit a metric's name says, its labels and any
+// _total cut off: bytes; seconds, by secs; anything else by other.
+func inUnit(name string, v float64, secs, other func(float64) string) string {
 	base, _, _ := strings.Cut(name, "{")
 	base = strings.TrimSuffix(base, "_total")
 	switch {
 	case strings.HasSuffix(base, "_bytes"), strings.HasSuffix(base, " bytes"):
 		return formatBytes(v)
 	case strings.HasSuffix(base, "_seconds"):
-		return FormatSeconds(v)
+		return secs(v)
 	}
-	return formatCount(v)
-}
-
-// histMean writes a histogram's mean observation (HistDelta.Mean: in
-// milliseconds for *_seconds).
-func histMean(name string, mean float64) string {
-	base, _, _ := strings.Cut(name, "{")
-	switch {
-	case strings.HasSuffix(base, "_seconds"):
-		return FormatMS(mean)
-	case strings.HasSuffix(base, "_bytes"):
-		return formatBytes(mean)
-	}
-	return sig3(mean)
+	return other(v)
 }
 
 func toFloat(n any) float64 {

@@ -207,13 +207,13 @@ func plotGauges(res *Result) template.HTML {
 		maxY := peaks[name]
 		y := func(v float64) float64 { return top + title + stripH - v/maxY*stripH }
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="11" fill="%s">%s</text>`, plotLeft, top+title-4, c, template.HTMLEscapeString(name))
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="11" text-anchor="end">peak %s</text>`, plotLeft+pw, top+title-4, gaugeValue(name, maxY))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="11" text-anchor="end">peak %s</text>`, plotLeft+pw, top+title-4, metricValue(name, maxY))
 		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#fafafa" stroke="#bbb"/>`, plotLeft, top+title, pw, stripH)
 		for _, v := range xv {
 			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#e4e4e4"/>`, x(v), top+title, x(v), top+title+stripH)
 		}
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="end">0</text>`, plotLeft-5, y(0)+3)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="end">%s</text>`, plotLeft-5, y(maxY)+8, gaugeValue(name, maxY))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="end">%s</text>`, plotLeft-5, y(maxY)+8, metricValue(name, maxY))
 		var pts strings.Builder
 		for _, s := range res.Samples {
 			if v, ok := s.Gauges[name]; ok {
@@ -228,16 +228,4 @@ func plotGauges(res *Result) template.HTML {
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())
-}
-
-// gaugeValue writes a gauge's value in its unit.
-func gaugeValue(name string, v float64) string {
-	base, _, _ := strings.Cut(name, "{")
-	switch {
-	case strings.HasSuffix(base, "_bytes"):
-		return formatBytes(v)
-	case strings.HasSuffix(base, "_seconds"):
-		return FormatSeconds(v)
-	}
-	return formatCount(v)
 }

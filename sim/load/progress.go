@@ -75,7 +75,7 @@ func (p *Progress) Fail(what string, n, total int, el time.Duration, why string)
 	p.end(fmt.Sprintf("%s: %d/%d devices converged in %.1fs: %s", what, n, total, el.Seconds(), why))
 }
 
-// end ends a bar with its last line.
+// end ends a bar with its last line, if any.
 func (p *Progress) end(line string) {
 	if p == nil {
 		return
@@ -86,17 +86,10 @@ func (p *Progress) end(line string) {
 		fmt.Fprintln(p.w)
 	}
 	p.lastLine = time.Time{}
-	fmt.Fprintln(p.w, line)
+	if line != "" {
+		fmt.Fprintln(p.w, line)
+	}
 }
 
 // Interrupt ends a bar without a verdict (the run was interrupted).
-func (p *Progress) Interrupt() {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.tty {
-		fmt.Fprintln(p.w)
-	}
-}
+func (p *Progress) Interrupt() { p.end("") }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy"
 	"github.com/depharness/depharness/proxy/config"
 )
@@ -19,12 +20,7 @@ import (
 // proxy` runs), so that the battery's child process needs no build.
 const childEnv = "DEPHARNESS_CHAOS_TEST_PROXY"
 
-func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
-		os.Exit(runChildProxy())
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testkit.Main(m, childEnv, runChildProxy) }
 
 func runChildProxy() int {
 	cfg, err := config.FromEnv(os.Getenv)
