@@ -1,12 +1,17 @@
-// Package jsonstr appends strings as JSON string literals, byte for byte as
-// encoding/json writes them with HTML escaping off, without reflection or
-// allocation. The proxy's device encoder and the fake cloud's state renderer
-// share it: both build large documents by hand for speed.
+// Package jsonstr writes JSON as encoding/json does with HTML escaping off.
+// Append appends strings as JSON string literals, byte for byte, without
+// reflection or allocation: the proxy's device encoder and the fake cloud's
+// state renderer share it, both building large documents by hand for speed.
+// Marshal is json.Marshal without HTML escaping, for everything else.
 //
 // It imports only the standard library.
 package jsonstr
 
-import "unicode/utf8"
+import (
+	"bytes"
+	"encoding/json"
+	"unicode/utf8"
+)
 
 const hexDigits = "0123456789abcdef"
 
@@ -63,4 +68,16 @@ func Append(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// Marshal is json.Marshal without HTML escaping ("<", ">" and "&" stay as
+// they are) and without the trailing newline of json.Encoder.
+func Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

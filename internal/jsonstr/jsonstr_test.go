@@ -7,16 +7,32 @@ import (
 	"unicode/utf8"
 )
 
-// std is encoding/json's encoding of s with HTML escaping off.
+// std is encoding/json's encoding of s with HTML escaping off (Marshal,
+// which TestMarshalIsJSONMarshalWithoutHTMLEscaping holds to json.Marshal).
 func std(t *testing.T, s string) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(s); err != nil {
+	b, err := Marshal(s)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	return b
+}
+
+func TestMarshalIsJSONMarshalWithoutHTMLEscaping(t *testing.T) {
+	for _, v := range []any{"plain", map[string]any{"b": []int{1, 2}, "a": nil}, 1.5, "line\nbreak\u2028"} {
+		got, err := Marshal(v)
+		want, _ := json.Marshal(v)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("Marshal(%#v) = %s, %v; want json.Marshal's %s", v, got, err, want)
+		}
+	}
+	got, err := Marshal(map[string]string{"k": "<a&b>"})
+	if want := `{"k":"<a&b>"}`; err != nil || string(got) != want {
+		t.Errorf("Marshal kept HTML escaping or a newline: %q, %v; want %q", got, err, want)
+	}
+	if _, err := Marshal(make(chan int)); err == nil {
+		t.Error("Marshal(chan) = nil error, want json's unsupported type error")
+	}
 }
 
 func TestAppendEscapes(t *testing.T) {

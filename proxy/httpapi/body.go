@@ -115,15 +115,3 @@ func jsonNumber(raw json.RawMessage) (n int64, integral, ok bool) {
 	whole := math.Trunc(f)
 	return int64(whole), whole == f, true
 }
-
-// marshal is json.Marshal without HTML escaping and without a trailing
-// newline.
-func marshal(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}

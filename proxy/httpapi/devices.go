@@ -9,6 +9,7 @@ import (
 
 	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/jsonstr"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 )
@@ -285,7 +286,7 @@ func (h *Handler) postLog(w http.ResponseWriter, r *http.Request) error {
 			return errIsSystem
 		}
 	}
-	payload, err := marshal(line)
+	payload, err := jsonstr.Marshal(line)
 	if err != nil {
 		return unavailable(err)
 	}

@@ -192,7 +192,7 @@ func writeParts(w http.ResponseWriter, status int, body *listParts) {
 
 // writeValue sends v encoded by encoding/json (HTML escaping off).
 func writeValue(w http.ResponseWriter, status int, v any) error {
-	b, err := marshal(v)
+	b, err := jsonstr.Marshal(v)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/jsonstr"
 	"github.com/depharness/depharness/proxy/store"
 )
 
@@ -80,7 +81,7 @@ func assertSameAsWireType(t *testing.T, d *store.DeviceView) {
 	if err != nil {
 		t.Fatalf("toAPIDevice: %v", err)
 	}
-	slow, err := marshal(ad)
+	slow, err := jsonstr.Marshal(ad)
 	if err != nil {
 		t.Fatal(err)
 	}

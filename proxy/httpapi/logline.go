@@ -5,6 +5,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/jsonstr"
 )
 
 // LogTruncatedMark ends the message of a log line cut to fit
@@ -19,7 +20,7 @@ const LogTruncatedMark = "…[truncated]"
 func truncateLogLine(line cloud.LogLine, limit int) ([]byte, error) {
 	msg := line.Message
 	line.Message = LogTruncatedMark
-	base, err := marshal(line)
+	base, err := jsonstr.Marshal(line)
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +42,7 @@ func truncateLogLine(line cloud.LogLine, limit int) ([]byte, error) {
 	}
 	for {
 		line.Message = msg[:cut] + LogTruncatedMark
-		out, err := marshal(line)
+		out, err := jsonstr.Marshal(line)
 		if err != nil || len(out) <= limit || cut == 0 {
 			return out, err
 		}

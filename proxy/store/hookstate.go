@@ -6,7 +6,6 @@ package store
 // CONTRACT.md's HOOK-* clauses.
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/jsonstr"
 )
 
 // UpdateTarget is what a device's update hook carries: its app, the app's
@@ -43,7 +43,7 @@ func (t UpdateTarget) Hook() api.UpdateHook {
 // keys, so two equal targets always have the same canonical form. It is what
 // devices.update_acked holds once the target is acknowledged.
 func (t UpdateTarget) Canonical() string {
-	b, err := marshalNoEscape(t.Hook())
+	b, err := jsonstr.Marshal(t.Hook())
 	if err != nil {
 		// api.Vars decoded from JSON always re-encodes.
 		panic(fmt.Sprintf("store: canonical update target: %v", err))
@@ -77,7 +77,7 @@ func CanonicalVars(raw *string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	b, err := marshalNoEscape(v)
+	b, err := jsonstr.Marshal(v)
 	if err != nil {
 		return "", err
 	}
@@ -99,8 +99,8 @@ func ReportedMatchesTarget(t UpdateTarget, reportedCommit, environmentJSON, conf
 	if err != nil {
 		return false, fmt.Errorf("store: reported config: %w", err)
 	}
-	te, _ := marshalNoEscape(nonNilVars(t.Environment))
-	tc, _ := marshalNoEscape(nonNilVars(t.Config))
+	te, _ := jsonstr.Marshal(nonNilVars(t.Environment))
+	tc, _ := jsonstr.Marshal(nonNilVars(t.Config))
 	return env == string(te) && cfg == string(tc), nil
 }
 
@@ -505,18 +505,6 @@ func nonNilVars(v api.Vars) api.Vars {
 		return api.Vars{}
 	}
 	return v
-}
-
-// marshalNoEscape is json.Marshal without HTML escaping and without the
-// trailing newline of json.Encoder.
-func marshalNoEscape(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 func nullStringPtr(n sql.NullString) *string {

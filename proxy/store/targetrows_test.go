@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/depharness/depharness/internal/jsonstr"
 )
 
 // canonicalStringMap writes what encoding/json writes for the map, with
@@ -37,7 +39,7 @@ func TestCanonicalStringMapIsEncodingJSONs(t *testing.T) {
 		if m == nil {
 			m = map[string]string{}
 		}
-		want, err := marshalNoEscape(m)
+		want, err := jsonstr.Marshal(m)
 		if err != nil {
 			t.Fatal(err)
 		}
