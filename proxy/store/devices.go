@@ -18,34 +18,14 @@ import (
 var ErrDeleted = errors.New("store: device marked for deletion")
 
 // Device is one row of the devices table, every column, plus the current
-// (downloaded) commit of its app.
+// (downloaded) commit of its app: the API's DeviceView and the columns only
+// the proxy reads.
 type Device struct {
-	ID          int64 // local row id
-	UUID        string
-	AppID       int64
-	DeviceType  string
-	LogsChannel *string
-	CloudID     int64 // the cloud's device id
-	Name        string
-	Note        *string
-	Status      string
-	// IsOnline is nil until the gateway reports it.
-	IsOnline         *bool
-	DownloadProgress *float64
-	// ReportedCommit is nil until the gateway reports a commit.
-	ReportedCommit *string
-	// Environment and Config are the reported JSON objects; nil until
-	// reported.
-	Environment json.RawMessage
-	Config      json.RawMessage
-	// TargetEnvironment and TargetConfig are JSON objects from the cloud
-	// target ({} when empty).
-	TargetEnvironment json.RawMessage
-	TargetConfig      json.RawMessage
-	InTarget          bool
-	MarkedForDelete   bool
-	RestartRequested  int64
-	RestartAcked      int64
+	DeviceView
+	Note             *string
+	InTarget         bool
+	RestartRequested int64
+	RestartAcked     int64
 	// UpdateAcked is the canonical JSON of the last acknowledged update
 	// target; nil when none.
 	UpdateAcked *string
@@ -55,10 +35,6 @@ type Device struct {
 	// unknown).
 	TargetChangedAt time.Time
 	CreatedAt       time.Time
-	// AppCurrentCommit is apps.current_commit of the device's app: the
-	// device's targetCommit. nil when the app has no downloaded commit (or
-	// is unknown).
-	AppCurrentCommit *string
 }
 
 const deviceColumns = `
@@ -279,38 +255,38 @@ func (s *Store) EachDevice(ctx context.Context, fn func(d *Device) error) error 
 }
 
 // DeviceView is the part of a device row that the supervisor API shows
-// (the device object), plus MarkedForDelete. Field meanings are Device's.
+// (the device object), plus MarkedForDelete.
 type DeviceView struct {
-	ID                int64
-	UUID              string
-	AppID             int64
-	DeviceType        string
-	LogsChannel       *string
-	CloudID           int64
-	Name              string
-	Status            string
-	IsOnline          *bool
-	DownloadProgress  *float64
-	ReportedCommit    *string
-	Environment       json.RawMessage
-	Config            json.RawMessage
+	ID          int64 // local row id
+	UUID        string
+	AppID       int64
+	DeviceType  string
+	LogsChannel *string
+	CloudID     int64 // the cloud's device id
+	Name        string
+	Status      string
+	// IsOnline is nil until the gateway reports it.
+	IsOnline         *bool
+	DownloadProgress *float64
+	// ReportedCommit is nil until the gateway reports a commit.
+	ReportedCommit *string
+	// Environment and Config are the reported JSON objects; nil until
+	// reported.
+	Environment json.RawMessage
+	Config      json.RawMessage
+	// TargetEnvironment and TargetConfig are JSON objects from the cloud
+	// target ({} when empty).
 	TargetEnvironment json.RawMessage
 	TargetConfig      json.RawMessage
-	AppCurrentCommit  *string
-	MarkedForDelete   bool
+	// AppCurrentCommit is apps.current_commit of the device's app: the
+	// device's targetCommit. nil when the app has no downloaded commit (or
+	// is unknown).
+	AppCurrentCommit *string
+	MarkedForDelete  bool
 }
 
 // View is d's DeviceView.
-func (d *Device) View() DeviceView {
-	return DeviceView{
-		ID: d.ID, UUID: d.UUID, AppID: d.AppID, DeviceType: d.DeviceType, LogsChannel: d.LogsChannel,
-		CloudID: d.CloudID, Name: d.Name, Status: d.Status, IsOnline: d.IsOnline,
-		DownloadProgress: d.DownloadProgress, ReportedCommit: d.ReportedCommit,
-		Environment: d.Environment, Config: d.Config,
-		TargetEnvironment: d.TargetEnvironment, TargetConfig: d.TargetConfig,
-		AppCurrentCommit: d.AppCurrentCommit, MarkedForDelete: d.MarkedForDelete,
-	}
-}
+func (d *Device) View() DeviceView { return d.DeviceView }
 
 // EachDeviceView is EachDevice reading only the DeviceView columns: listing
 // every device for the API reads a third fewer columns. *v is reused
