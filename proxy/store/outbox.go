@@ -106,23 +106,8 @@ func (s *Store) AppendLogBounded(ctx context.Context, uuid string, payload []byt
 		if marked {
 			return ErrDeleted
 		}
-		res, err := tx.stmt(ctx, s.ws.outboxInsert).ExecContext(ctx,
-			string(OutboxLog), uuid, cloudID, string(payload), s.nowMillis(), len(payload))
-		if err != nil {
-			return err
-		}
-		seq, err := res.LastInsertId()
-		if err != nil {
-			return err
-		}
-		c := tx.outboxCounts(OutboxLog)
-		c.rows++
-		c.bytes += int64(len(payload))
-		if dropped, err = trimOldest(ctx, tx.Tx, OutboxLog, &c, int64(maxRows), maxBytes, seq); err != nil {
-			return err
-		}
-		tx.setOutboxCounts(OutboxLog, c)
-		return nil
+		dropped, err = s.enqueue(ctx, tx, OutboxLog, tx.outboxCounts(OutboxLog), uuid, cloudID, payload, int64(maxRows), maxBytes)
+		return err
 	})
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrDeleted) {
 		return 0, err
@@ -162,6 +147,30 @@ func readCounts(ctx context.Context, tx *sql.Tx, kind OutboxKind) (outboxCounts,
 		return c, fmt.Errorf("meta %s: %w", metaBytes(kind), err)
 	}
 	return c, nil
+}
+
+// enqueue inserts one outbox row of kind, with c the kind's counts before
+// it, then drops the oldest rows of kind (never the new one) while more than
+// maxRows rows or maxBytes payload bytes are queued. It returns how many it
+// dropped and keeps the counts on tx.
+func (s *Store) enqueue(ctx context.Context, tx *wtx, kind OutboxKind, c outboxCounts, uuid string, cloudID int64, payload []byte, maxRows, maxBytes int64) (int64, error) {
+	res, err := tx.stmt(ctx, s.ws.outboxInsert).ExecContext(ctx,
+		string(kind), uuid, cloudID, string(payload), s.nowMillis(), len(payload))
+	if err != nil {
+		return 0, err
+	}
+	seq, err := res.LastInsertId()
+	if err != nil {
+		return 0, err
+	}
+	c.rows++
+	c.bytes += int64(len(payload))
+	dropped, err := trimOldest(ctx, tx.Tx, kind, &c, maxRows, maxBytes, seq)
+	if err != nil {
+		return 0, err
+	}
+	tx.setOutboxCounts(kind, c)
+	return dropped, nil
 }
 
 // trimOldest deletes the oldest rows of kind, never the row keep, until c

@@ -223,22 +223,7 @@ func (s *Store) enqueuePatch(ctx context.Context, tx *wtx, uuid string, cloudID 
 	if err != nil {
 		return err
 	}
-	res, err := tx.stmt(ctx, s.ws.outboxInsert).ExecContext(ctx,
-		string(OutboxPatch), uuid, cloudID, string(payload), s.nowMillis(), len(payload))
-	if err != nil {
-		return err
-	}
-	seq, err := res.LastInsertId()
-	if err != nil {
-		return err
-	}
-	c.rows++
-	c.bytes += int64(len(payload))
-	dropped, err := trimOldest(ctx, tx.Tx, OutboxPatch, &c, math.MaxInt64, s.reportQueueBytes, seq)
-	if err != nil {
-		return err
-	}
+	dropped, err := s.enqueue(ctx, tx, OutboxPatch, c, uuid, cloudID, payload, math.MaxInt64, s.reportQueueBytes)
 	tx.dropped += dropped
-	tx.setOutboxCounts(OutboxPatch, c)
-	return nil
+	return err
 }
