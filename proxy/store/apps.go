@@ -57,23 +57,8 @@ func scanApp(sc interface{ Scan(...any) error }) (App, error) {
 // downloaded release (APP-LIST-1), by id. An app whose newer release is still
 // downloading shows its previous commit.
 func (s *Store) ListCurrentApps(ctx context.Context) ([]App, error) {
-	rows, err := s.r.QueryContext(ctx, appColumns+` WHERE current_commit IS NOT NULL AND in_target = 1 ORDER BY id`)
-	if err != nil {
-		return nil, fmt.Errorf("store: list apps: %w", err)
-	}
-	defer rows.Close()
-	out := []App{}
-	for rows.Next() {
-		a, err := scanApp(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: list apps: %w", err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: list apps: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s.r, "list apps", appColumns+` WHERE current_commit IS NOT NULL AND in_target = 1 ORDER BY id`,
+		func(rows *sql.Rows) (App, error) { return scanApp(rows) })
 }
 
 // AppByID reads one app. ErrNotFound if there is none.

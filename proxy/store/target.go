@@ -461,27 +461,14 @@ type AppDownload struct {
 // AppsNeedingDownload lists the apps in the target whose target commit is not
 // their current (downloaded) commit, by id.
 func (s *Store) AppsNeedingDownload(ctx context.Context) ([]AppDownload, error) {
-	rows, err := s.r.QueryContext(ctx, `
+	return queryAll(ctx, s.r, "apps needing download", `
 SELECT id, target_commit, COALESCE(target_image, ''), COALESCE(current_commit, '')
 FROM apps
 WHERE in_target = 1 AND target_commit IS NOT NULL AND (current_commit IS NULL OR current_commit != target_commit)
-ORDER BY id`)
-	if err != nil {
-		return nil, fmt.Errorf("store: apps needing download: %w", err)
-	}
-	defer rows.Close()
-	var out []AppDownload
-	for rows.Next() {
-		var a AppDownload
-		if err := rows.Scan(&a.AppID, &a.Commit, &a.Image, &a.CurrentCommit); err != nil {
-			return nil, fmt.Errorf("store: apps needing download: %w", err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: apps needing download: %w", err)
-	}
-	return out, nil
+ORDER BY id`, func(rows *sql.Rows) (a AppDownload, err error) {
+		err = rows.Scan(&a.AppID, &a.Commit, &a.Image, &a.CurrentCommit)
+		return a, err
+	})
 }
 
 // sameJSON compares two stored JSON objects by canonical form.
@@ -500,21 +487,9 @@ func sortInt64s(s []int64) { sort.Slice(s, func(i, j int) bool { return s[i] < s
 
 // MarkedDevices lists the uuids of devices marked for deletion, sorted.
 func (s *Store) MarkedDevices(ctx context.Context) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT uuid FROM devices WHERE marked_for_delete = 1 ORDER BY uuid`)
-	if err != nil {
-		return nil, fmt.Errorf("store: marked devices: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, fmt.Errorf("store: marked devices: %w", err)
-		}
-		out = append(out, u)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: marked devices: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s.r, "marked devices", `SELECT uuid FROM devices WHERE marked_for_delete = 1 ORDER BY uuid`,
+		func(rows *sql.Rows) (u string, err error) {
+			err = rows.Scan(&u)
+			return u, err
+		})
 }
