@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/defaults"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
 	"github.com/prometheus/client_golang/prometheus"
@@ -155,16 +156,12 @@ func New(opts Options) (*Dispatcher, error) {
 	if opts.RescanInterval <= 0 {
 		opts.RescanInterval = DefaultRescanInterval
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
+	defaults.Clock(&opts.Now)
 	if opts.Rand == nil {
 		opts.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
+	defaults.Logger(&opts.Logger)
 	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	m, err := NewMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("hooks: metrics: %w", err)

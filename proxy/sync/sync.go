@@ -143,13 +143,9 @@ func New(opts Options) (*Syncer, error) {
 	if opts.OnChange == nil {
 		opts.OnChange = func() {}
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
+	defaults.Clock(&opts.Now)
+	defaults.Logger(&opts.Logger)
 	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	m, err := NewMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("sync: metrics: %w", err)
