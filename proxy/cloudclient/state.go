@@ -3,9 +3,10 @@ package cloudclient
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
+	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/depharness/depharness/api/cloud"
 )
@@ -13,59 +14,402 @@ import (
 // Decoding the target state. The whole document comes with every change of
 // any device (and, while devices provisioned here are not yet in a target,
 // with every poll), so decoding its devices dominated a poll with many
-// devices. The devices object is read as raw values, and a device whose
-// bytes equal those of the previous document is not decoded again.
-
-// rawTargetState is cloud.TargetState with the devices left undecoded (the
-// same fields and tags, so that the same documents decode).
-type rawTargetState struct {
-	Local     json.RawMessage `json:"local"`
-	Dependent struct {
-		Apps    map[string]cloud.DependentApp `json:"apps"`
-		Devices map[string]json.RawMessage    `json:"devices"`
-	} `json:"dependent"`
-}
+// devices. The document is read whole and walked once by a strict scanner
+// (scanState) that finds each device's value without decoding it; a device
+// whose bytes equal those of the previous document keeps what it decoded
+// to, and only the others go through encoding/json. A document the walk
+// does not take as plainly well formed (escaped or unusual member names,
+// nulls where objects are expected, repeated members, deep nesting, any
+// syntax error) is decoded by encoding/json instead (decodeReflective),
+// which gives its answer, error or not.
 
 // stateDecoder decodes target states, keeping the devices of the last one.
 type stateDecoder struct {
 	mu      sync.Mutex
 	devices map[string]decodedDevice // by uuid
+	// size is the length of the last document read, a hint for the next.
+	size int
 }
 
 // decodedDevice is a device's raw value and what it decoded to.
 type decodedDevice struct {
-	raw []byte
-	dev cloud.DependentDevice
+	uuid string
+	raw  []byte
+	dev  cloud.DependentDevice
 }
 
 // decode reads one target state from r (at most limit bytes). The maps of
 // the devices it returns may be those of an earlier state's: callers must
 // not modify them.
 func (sd *stateDecoder) decode(r io.Reader, limit int64) (*cloud.TargetState, error) {
-	var raw rawTargetState
-	if err := decodeJSON(r, limit, &raw); err != nil {
-		return nil, err
-	}
-	st := &cloud.TargetState{Local: raw.Local, Dependent: cloud.Dependent{Apps: raw.Dependent.Apps}}
-	if raw.Dependent.Devices == nil {
-		return st, nil
-	}
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
-	devices := make(map[string]cloud.DependentDevice, len(raw.Dependent.Devices))
-	next := make(map[string]decodedDevice, len(raw.Dependent.Devices))
-	for uuid, b := range raw.Dependent.Devices {
-		if prev, ok := sd.devices[uuid]; ok && bytes.Equal(prev.raw, b) {
-			devices[uuid], next[uuid] = prev.dev, prev
+	buf := bytes.NewBuffer(make([]byte, 0, min(int64(sd.size+sd.size/8+512), limit+1)))
+	_, readErr := buf.ReadFrom(io.LimitReader(r, limit+1))
+	b := buf.Bytes()
+	sd.size = len(b)
+	if readErr == nil {
+		if st, next, ok := sd.decodeScanned(b); ok {
+			if next != nil {
+				sd.devices = next
+			}
+			return st, nil
+		}
+	}
+	st, err := sd.decodeReflective(bytes.NewReader(b), limit)
+	if readErr != nil && err != nil {
+		return nil, readErr
+	}
+	return st, err
+}
+
+// decodeScanned decodes b through scanState. ok is false if the walk did
+// not take b (decodeReflective must then answer); next is the devices to
+// keep (nil if b has none).
+func (sd *stateDecoder) decodeScanned(b []byte) (st *cloud.TargetState, next map[string]decodedDevice, ok bool) {
+	doc, ok := scanState(b)
+	if !ok {
+		return nil, nil, false
+	}
+	st = &cloud.TargetState{Local: doc.local}
+	if doc.apps != nil {
+		if err := json.Unmarshal(doc.apps, &st.Dependent.Apps); err != nil {
+			return nil, nil, false
+		}
+	}
+	if doc.devices == nil {
+		return st, nil, true
+	}
+	devices := make(map[string]cloud.DependentDevice, len(doc.devices))
+	next = make(map[string]decodedDevice, len(doc.devices))
+	for _, m := range doc.devices {
+		if prev, ok := sd.devices[string(m.name)]; ok && bytes.Equal(prev.raw, m.raw) {
+			if _, dup := next[prev.uuid]; dup {
+				return nil, nil, false
+			}
+			prev.raw = m.raw // the bytes of the newest document are kept
+			devices[prev.uuid], next[prev.uuid] = prev.dev, prev
 			continue
 		}
 		var d cloud.DependentDevice
-		if err := json.Unmarshal(b, &d); err != nil {
-			return nil, fmt.Errorf("device %q: %w", uuid, err)
+		if err := json.Unmarshal(m.raw, &d); err != nil {
+			return nil, nil, false
 		}
-		devices[uuid], next[uuid] = d, decodedDevice{raw: b, dev: d}
+		u := string(m.name)
+		if _, dup := next[u]; dup {
+			return nil, nil, false // encoding/json decodes each and keeps the last
+		}
+		devices[u], next[u] = d, decodedDevice{uuid: u, raw: m.raw, dev: d}
 	}
-	sd.devices = next
 	st.Dependent.Devices = devices
-	return st, nil
+	return st, next, true
+}
+
+// decodeReflective decodes one target state from r with encoding/json, and
+// forgets the devices kept.
+func (sd *stateDecoder) decodeReflective(r io.Reader, limit int64) (*cloud.TargetState, error) {
+	sd.devices = nil
+	var st cloud.TargetState
+	if err := decodeJSON(r, limit, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// scannedState is a target state document as scanState found it: raw values
+// (slices of the document), nil where absent.
+type scannedState struct {
+	local, apps []byte
+	devices     []member // nil if absent; in document order
+}
+
+// member is one member of a JSON object: its name (unescaped: names with
+// escapes are not taken) and raw value.
+type member struct{ name, raw []byte }
+
+// maxScanDepth bounds the nesting scanState follows; deeper documents are
+// left to encoding/json (which allows 10,000 levels).
+const maxScanDepth = 512
+
+// scanState walks a target state document: an object whose members named
+// exactly "local" (any value but null) and "dependent" (an object whose
+// members "apps" and "devices" are objects) are taken; other members are
+// checked and skipped. Data after the object is ignored, as
+// json.Decoder.Decode ignores it. ok is false for anything else: malformed
+// or incomplete JSON, a member named with escapes, a repeated member, a
+// member name that encoding/json would match to one of those fields without
+// being it (another case, non-ASCII), a device uuid that is not valid UTF-8,
+// nesting deeper than maxScanDepth.
+func scanState(b []byte) (doc scannedState, ok bool) {
+	s := &scanner{b: b}
+	var seenLocal, seenDependent bool
+	ok = s.object(func(name []byte) bool {
+		switch string(name) {
+		case "local":
+			if seenLocal || s.peek() == 'n' {
+				return false
+			}
+			seenLocal = true
+			start := s.i
+			if !s.value(0) {
+				return false
+			}
+			doc.local = bytes.Clone(s.b[start:s.i])
+			return true
+		case "dependent":
+			if seenDependent || s.peek() != '{' {
+				return false
+			}
+			seenDependent = true
+			return s.object(func(name []byte) bool {
+				switch string(name) {
+				case "apps":
+					if doc.apps != nil || s.peek() != '{' {
+						return false
+					}
+					start := s.i
+					if !s.value(1) {
+						return false
+					}
+					doc.apps = s.b[start:s.i]
+					return true
+				case "devices":
+					if doc.devices != nil || s.peek() != '{' {
+						return false
+					}
+					doc.devices = []member{}
+					return s.object(func(name []byte) bool {
+						if !utf8.Valid(name) {
+							return false // encoding/json would replace the invalid bytes
+						}
+						start := s.i
+						if !s.value(2) {
+							return false
+						}
+						doc.devices = append(doc.devices, member{name: name, raw: s.b[start:s.i]})
+						return true
+					})
+				}
+				return plainOtherName(name, "apps", "devices") && s.value(1)
+			})
+		}
+		return plainOtherName(name, "local", "dependent") && s.value(0)
+	})
+	return doc, ok
+}
+
+// plainOtherName reports whether encoding/json matches name to none of
+// fields, which are lower-case ASCII: name is ASCII and equals none of them
+// in any case.
+func plainOtherName(name []byte, fields ...string) bool {
+	for _, c := range name {
+		if c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	for _, f := range fields {
+		if strings.EqualFold(string(name), f) {
+			return false
+		}
+	}
+	return true
+}
+
+// scanner checks JSON strictly (RFC 8259, as encoding/json reads it) while
+// walking it.
+type scanner struct {
+	b []byte
+	i int
+}
+
+// ws skips whitespace.
+func (s *scanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// peek skips whitespace and returns the next byte (0 at the end).
+func (s *scanner) peek() byte {
+	s.ws()
+	if s.i >= len(s.b) {
+		return 0
+	}
+	return s.b[s.i]
+}
+
+// object reads an object, calling member for each member with its name
+// (without escapes), the scanner at the start of its value; member reads
+// the value and reports whether to go on.
+func (s *scanner) object(member func(name []byte) bool) bool {
+	if s.peek() != '{' {
+		return false
+	}
+	s.i++
+	if s.peek() == '}' {
+		s.i++
+		return true
+	}
+	for {
+		if s.peek() != '"' {
+			return false
+		}
+		name, escaped, ok := s.str()
+		if !ok || escaped || s.peek() != ':' {
+			return false
+		}
+		s.i++
+		s.ws()
+		if !member(name) {
+			return false
+		}
+		switch s.peek() {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// value reads any value nested depth levels deep.
+func (s *scanner) value(depth int) bool {
+	if depth > maxScanDepth {
+		return false
+	}
+	switch c := s.peek(); c {
+	case '{':
+		return s.object(func([]byte) bool { return s.value(depth + 1) })
+	case '[':
+		s.i++
+		if s.peek() == ']' {
+			s.i++
+			return true
+		}
+		for {
+			if !s.value(depth + 1) {
+				return false
+			}
+			switch s.peek() {
+			case ',':
+				s.i++
+			case ']':
+				s.i++
+				return true
+			default:
+				return false
+			}
+		}
+	case '"':
+		_, _, ok := s.str()
+		return ok
+	case 't':
+		return s.literal("true")
+	case 'f':
+		return s.literal("false")
+	case 'n':
+		return s.literal("null")
+	default:
+		return s.number()
+	}
+}
+
+// literal reads lit.
+func (s *scanner) literal(lit string) bool {
+	if !bytes.HasPrefix(s.b[s.i:], []byte(lit)) {
+		return false
+	}
+	s.i += len(lit)
+	return true
+}
+
+// str reads a string, returning its content between the quotes and whether
+// it has escapes. Control characters must be escaped; other bytes, valid
+// UTF-8 or not, are taken as encoding/json takes them.
+func (s *scanner) str() (content []byte, escaped, ok bool) {
+	s.i++ // the opening quote
+	start := s.i
+	for s.i < len(s.b) {
+		switch c := s.b[s.i]; {
+		case c == '"':
+			s.i++
+			return s.b[start : s.i-1], escaped, true
+		case c == '\\':
+			escaped = true
+			if s.i+1 >= len(s.b) {
+				return nil, false, false
+			}
+			switch s.b[s.i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				s.i += 2
+			case 'u':
+				if s.i+6 > len(s.b) {
+					return nil, false, false
+				}
+				for _, h := range s.b[s.i+2 : s.i+6] {
+					if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
+						return nil, false, false
+					}
+				}
+				s.i += 6
+			default:
+				return nil, false, false
+			}
+		case c < 0x20:
+			return nil, false, false
+		default:
+			s.i++
+		}
+	}
+	return nil, false, false
+}
+
+// number reads a number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?.
+// A number must be followed by something (as in any object or array).
+func (s *scanner) number() bool {
+	b, i := s.b, s.i
+	digits := func() bool {
+		n := i
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+		return i > n
+	}
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case !digits():
+		return false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if !digits() {
+			return false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if !digits() {
+			return false
+		}
+	}
+	if i >= len(b) {
+		return false
+	}
+	s.i = i
+	return true
 }

@@ -1,6 +1,7 @@
 package cloudclient
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -58,5 +59,82 @@ func TestStatesDecodeAsEncodingJSONDoes(t *testing.T) {
 	}
 	if st, err := sd.decode(strings.NewReader(`{"dependent":{"devices":null}}`), maxStateBytes); err != nil || st.Dependent.Devices != nil {
 		t.Errorf("devices null: %+v, %v; want nil devices", st, err)
+	}
+}
+
+// decodeStraight decodes doc as GetState did before the scanner: one
+// json.Decoder.Decode of the whole state.
+func decodeStraight(doc []byte) (*cloud.TargetState, error) {
+	var st cloud.TargetState
+	if err := json.NewDecoder(bytes.NewReader(doc)).Decode(&st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// Two documents decoded one after the other (the second reusing devices of
+// the first) decode as json.Decoder decodes each: the same state, or an
+// error for both.
+func FuzzStateDecodeMatchesEncodingJSON(f *testing.F) {
+	dev := `{"name":"d","restart":2,"apps":{"1":{"config":{"C":"1"},"environment":{"E":"x"}}}}`
+	seeds := []string{
+		`{"local":{"x":1},"dependent":{"apps":{"1":{"name":"a","parentApp":2,"config":{},"commit":"c","releaseId":3,"image":"r/x@sha256:00"}},"devices":{"u1":` + dev + `,"u2":null}}}`,
+		`{"dependent":{"devices":{"u1":` + dev + `}}}  trailing`,
+		`{"dependent":{"devices":{"u1":` + dev + `,"u1":{"name":"again"}}}}`,
+		`{"Dependent":{"devices":{"u1":` + dev + `}}}`,
+		`{"dependent":{"DEVICES":{"u1":{}}},"dependent":{"apps":{}}}`,
+		`{"dependent":{"devices":{"u\u0031":{}}}}`,
+		`{"dependent":{"devices":{"u1":{"name":5}}}}`,
+		`{"dependent":{"devices":null,"apps":null},"local":null}`,
+		`{"dependent":{"appſ":{"1":{}}}}`,
+		`{"dependent":{"devices":{"\xff":{}}}}`,
+		`{"x":[1,-0.5e+3,true,false,null,"\u00e9\n",{}],"dependent":{"devices":{}}}`,
+		`{"x":01}`, `{"x":1.}`, `{"x":"\q"}`, "{\"x\":\"\x01\"}", `{"x":[1,]}`, `{"x":tru}`, `[]`, `null`, ``, `{`,
+		`{"dependent":5}`, `{"dependent":{"devices":[]}}`, `{"local":{"a":[[[[[]]]]]}}`,
+		`{"x":` + strings.Repeat("[", 600) + strings.Repeat("]", 600) + `}`,
+	}
+	for i, a := range seeds {
+		f.Add([]byte(a), []byte(seeds[(i+1)%len(seeds)]))
+	}
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		var sd stateDecoder
+		for _, doc := range [][]byte{a, b, a} {
+			got, err := sd.decode(bytes.NewReader(doc), maxStateBytes)
+			want, wantErr := decodeStraight(doc)
+			if (err == nil) != (wantErr == nil) {
+				t.Fatalf("%q: error %v, want %v", doc, err, wantErr)
+			}
+			if err == nil && !reflect.DeepEqual(got, want) {
+				t.Fatalf("%q decoded as %+v, want %+v", doc, *got, *want)
+			}
+		}
+	})
+}
+
+// A state as the fake cloud renders it is walked by the scanner, not handed
+// to encoding/json whole; documents it does not take still decode.
+func TestScanStateTakesPlainStates(t *testing.T) {
+	st := cloud.TargetState{Local: json.RawMessage(`{"name":"gw"}`), Dependent: cloud.Dependent{
+		Apps:    map[string]cloud.DependentApp{"7": {Name: "a", ParentApp: 1, Config: map[string]string{"K": "v"}}},
+		Devices: map[string]cloud.DependentDevice{},
+	}}
+	for i := range 100 {
+		st.Dependent.Devices[fmt.Sprintf("%032x", i)] = cloud.DependentDevice{Name: fmt.Sprint("d", i), Restart: int64(i % 3),
+			Apps: map[string]cloud.DeviceAppTarget{"7": {Config: map[string]string{"C": "1"}}}}
+	}
+	doc, err := json.MarshalIndent(st, "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scanned, ok := scanState(doc)
+	var local bytes.Buffer
+	json.Compact(&local, scanned.local)
+	if !ok || len(scanned.devices) != 100 || scanned.apps == nil || local.String() != `{"name":"gw"}` {
+		t.Fatalf("scanState took %v: %d devices, apps %q, local %q", ok, len(scanned.devices), scanned.apps, scanned.local)
+	}
+	for _, odd := range []string{`{"dependent":{"devices":{"u\u0031":{}}}}`, `{"Local":{}}`, `{"dependent":{"devices":null}}`, `{"x":1,}`} {
+		if _, ok := scanState([]byte(odd)); ok {
+			t.Errorf("scanState took %s", odd)
+		}
 	}
 }
