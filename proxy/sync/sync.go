@@ -113,6 +113,11 @@ type Syncer struct {
 	knownMu stdsync.Mutex
 	known   map[string]bool
 
+	// validMu guards valid, which checks and converts each target state
+	// (Validate), keeping the devices of the last one.
+	validMu stdsync.Mutex
+	valid   validator
+
 	mu        stdsync.Mutex
 	downloads map[int64]*download // by app id
 	dlSem     chan struct{}
@@ -273,7 +278,9 @@ func (s *Syncer) Poll(ctx context.Context) error {
 		s.metrics.succeeded(s.opts.Now())
 		return nil
 	}
-	t, err := Validate(state)
+	s.validMu.Lock()
+	t, err := s.valid.validate(state)
+	s.validMu.Unlock()
 	if err != nil {
 		s.metrics.polls.WithLabelValues(OutcomeRejected).Inc()
 		s.metrics.rejected.Inc()
