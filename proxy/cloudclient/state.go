@@ -25,8 +25,12 @@ import (
 
 // stateDecoder decodes target states, keeping the devices of the last one.
 type stateDecoder struct {
-	mu      sync.Mutex
-	devices map[string]decodedDevice // by uuid
+	mu sync.Mutex
+	// devices are those of the last document, by uuid; updated in place
+	// (a document of 100,000 devices, most unchanged, allocates no new
+	// map for them).
+	devices map[string]*decodedDevice
+	stamp   uint64 // counts documents decoded through scanState
 	// size is the length of the last document read, a hint for the next.
 	size int
 }
@@ -36,6 +40,7 @@ type decodedDevice struct {
 	uuid string
 	raw  []byte
 	dev  cloud.DependentDevice
+	seen uint64 // the stamp of the last document that had it
 }
 
 // decode reads one target state from r (at most limit bytes). The maps of
@@ -49,10 +54,7 @@ func (sd *stateDecoder) decode(r io.Reader, limit int64) (*cloud.TargetState, er
 	b := buf.Bytes()
 	sd.size = len(b)
 	if readErr == nil {
-		if st, next, ok := sd.decodeScanned(b); ok {
-			if next != nil {
-				sd.devices = next
-			}
+		if st, ok := sd.decodeScanned(b); ok {
 			return st, nil
 		}
 	}
@@ -63,46 +65,58 @@ func (sd *stateDecoder) decode(r io.Reader, limit int64) (*cloud.TargetState, er
 	return st, err
 }
 
-// decodeScanned decodes b through scanState. ok is false if the walk did
-// not take b (decodeReflective must then answer); next is the devices to
-// keep (nil if b has none).
-func (sd *stateDecoder) decodeScanned(b []byte) (st *cloud.TargetState, next map[string]decodedDevice, ok bool) {
+// decodeScanned decodes b through scanState, keeping its devices. ok is
+// false if the walk did not take b: decodeReflective must then answer (and
+// forget the devices kept, which may be updated in part).
+func (sd *stateDecoder) decodeScanned(b []byte) (st *cloud.TargetState, ok bool) {
 	doc, ok := scanState(b)
 	if !ok {
-		return nil, nil, false
+		return nil, false
 	}
 	st = &cloud.TargetState{Local: doc.local}
 	if doc.apps != nil {
 		if err := json.Unmarshal(doc.apps, &st.Dependent.Apps); err != nil {
-			return nil, nil, false
+			return nil, false
 		}
 	}
 	if doc.devices == nil {
-		return st, nil, true
+		return st, true
 	}
+	if sd.devices == nil {
+		sd.devices = make(map[string]*decodedDevice, len(doc.devices))
+	}
+	sd.stamp++
 	devices := make(map[string]cloud.DependentDevice, len(doc.devices))
-	next = make(map[string]decodedDevice, len(doc.devices))
 	for _, m := range doc.devices {
-		if prev, ok := sd.devices[string(m.name)]; ok && bytes.Equal(prev.raw, m.raw) {
-			if _, dup := next[prev.uuid]; dup {
-				return nil, nil, false
-			}
-			prev.raw = m.raw // the bytes of the newest document are kept
-			devices[prev.uuid], next[prev.uuid] = prev.dev, prev
+		dd := sd.devices[string(m.name)]
+		switch {
+		case dd != nil && dd.seen == sd.stamp:
+			return nil, false // repeated: encoding/json decodes each and keeps the last
+		case dd != nil && bytes.Equal(dd.raw, m.raw):
+			dd.raw, dd.seen = m.raw, sd.stamp // the bytes of the newest document are kept
+			devices[dd.uuid] = dd.dev
 			continue
 		}
 		var d cloud.DependentDevice
 		if err := json.Unmarshal(m.raw, &d); err != nil {
-			return nil, nil, false
+			return nil, false
 		}
-		u := string(m.name)
-		if _, dup := next[u]; dup {
-			return nil, nil, false // encoding/json decodes each and keeps the last
+		if dd == nil {
+			dd = &decodedDevice{uuid: string(m.name)}
+			sd.devices[dd.uuid] = dd
 		}
-		devices[u], next[u] = d, decodedDevice{uuid: u, raw: m.raw, dev: d}
+		dd.raw, dd.dev, dd.seen = m.raw, d, sd.stamp
+		devices[dd.uuid] = d
+	}
+	if len(sd.devices) > len(devices) { // some are gone
+		for u, dd := range sd.devices {
+			if dd.seen != sd.stamp {
+				delete(sd.devices, u)
+			}
+		}
 	}
 	st.Dependent.Devices = devices
-	return st, next, true
+	return st, true
 }
 
 // decodeReflective decodes one target state from r with encoding/json, and
