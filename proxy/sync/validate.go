@@ -147,15 +147,13 @@ type validator struct {
 
 // validDevice is a device of an accepted state, with what it converted to.
 type validDevice struct {
-	name    string
-	restart int64
-	apps    map[string]cloud.DeviceAppTarget // the decoded map, kept as identity
-	td      store.TargetDevice
+	apps map[string]cloud.DeviceAppTarget // the decoded map, kept as identity
+	td   store.TargetDevice
 }
 
 // same reports whether d is the decoded value v was converted from.
 func (v *validDevice) same(d cloud.DependentDevice) bool {
-	return d.Name == v.name && d.Restart == v.restart && d.Apps != nil &&
+	return d.Name == v.td.Name && d.Restart == v.td.Restart && d.Apps != nil &&
 		reflect.ValueOf(d.Apps).UnsafePointer() == reflect.ValueOf(v.apps).UnsafePointer()
 }
 
@@ -179,7 +177,7 @@ func (vr *validator) validate(st *cloud.TargetState) (store.Target, error) {
 		if err != nil {
 			return store.Target{}, err
 		}
-		next[uuid] = validDevice{name: d.Name, restart: d.Restart, apps: d.Apps, td: td}
+		next[uuid] = validDevice{apps: d.Apps, td: td}
 		if _, had := vr.devices[uuid]; !had {
 			added = append(added, uuid)
 		}
