@@ -49,10 +49,13 @@ type gateway struct {
 	cacheETag    string
 	renders      uint64
 	droppedLogs  int64
-	// order is the sorted uuids of devices, valid while orderValid; it is
-	// invalidated when the set of devices changes.
-	order      []string
+	// order is the devices sorted by uuid, valid while orderValid, less
+	// those added since (added): a device leaving the gateway invalidates
+	// it, one joining is merged in at the next render rather than sorting
+	// all again (provisioning adds one device at a time to many).
+	order      []*device
 	orderValid bool
+	added      []*device
 }
 
 // app is a dependent application.
@@ -261,7 +264,7 @@ func (s *Server) addDeviceLocked(d *device) {
 	d.app.devices[d.uuid] = d
 	if d.gateway != nil {
 		d.gateway.devices[d.uuid] = d
-		d.gateway.orderValid = false
+		d.gateway.added = append(d.gateway.added, d)
 		bumpGatewayLocked(d.gateway)
 	}
 	s.metrics.devices.Set(float64(len(s.devices)))
