@@ -138,17 +138,20 @@ func validateDevice(uuid string, d cloud.DependentDevice, apps map[int64]bool) (
 // checked and converted last time, is taken as it was, its app still
 // checked against the state's apps. The uuid order of the last state,
 // less the devices gone, is merged with the new devices sorted, rather than
-// sorting all again. Validate is the straightforward path it must match (a
-// test holds them equal).
+// sorting all again. The devices are kept in place from state to state; a
+// rejected state forgets them (the next starts afresh). Validate is the
+// straightforward path it must match (a test holds them equal).
 type validator struct {
-	devices map[string]validDevice // the devices of the last state accepted
-	order   []string               // their uuids, sorted
+	devices map[string]*validDevice // the devices of the last state accepted
+	order   []*validDevice          // the same, sorted by uuid
+	stamp   uint64                  // counts the states accepted
 }
 
 // validDevice is a device of an accepted state, with what it converted to.
 type validDevice struct {
 	apps map[string]cloud.DeviceAppTarget // the decoded map, kept as identity
 	td   store.TargetDevice
+	seen uint64 // the stamp of the last state that had it
 }
 
 // same reports whether d is the decoded value v was converted from.
@@ -159,49 +162,77 @@ func (v *validDevice) same(d cloud.DependentDevice) bool {
 
 // validate is Validate(st), remembering st's devices when it is accepted.
 func (vr *validator) validate(st *cloud.TargetState) (store.Target, error) {
+	t, err := vr.check(st)
+	if err != nil {
+		*vr = validator{}
+		return store.Target{}, err
+	}
+	t.Devices = make([]store.TargetDevice, len(vr.order))
+	for i, v := range vr.order {
+		t.Devices[i] = v.td
+	}
+	return t, nil
+}
+
+// check checks st and brings the devices kept in line with it, but for
+// their order; on an error they are left in part updated.
+func (vr *validator) check(st *cloud.TargetState) (store.Target, error) {
 	t, apps, err := validateApps(st)
 	if err != nil {
 		return store.Target{}, err
 	}
-	next := make(map[string]validDevice, len(st.Dependent.Devices))
-	var added []string
+	if vr.devices == nil {
+		vr.devices = make(map[string]*validDevice, len(st.Dependent.Devices))
+	}
+	stamp := vr.stamp + 1
+	var added []*validDevice
 	for uuid, d := range st.Dependent.Devices {
-		if prev, ok := vr.devices[uuid]; ok && prev.same(d) {
-			if !apps[prev.td.AppID] {
-				return store.Target{}, fmt.Errorf("device %s: app %d is not in the target", uuid, prev.td.AppID)
+		v := vr.devices[uuid]
+		if v != nil && v.same(d) {
+			if !apps[v.td.AppID] {
+				return store.Target{}, fmt.Errorf("device %s: app %d is not in the target", uuid, v.td.AppID)
 			}
-			next[uuid] = prev
+			v.seen = stamp
 			continue
 		}
 		td, err := validateDevice(uuid, d, apps)
 		if err != nil {
 			return store.Target{}, err
 		}
-		next[uuid] = validDevice{apps: d.Apps, td: td}
-		if _, had := vr.devices[uuid]; !had {
-			added = append(added, uuid)
+		if v == nil {
+			v = &validDevice{}
+			vr.devices[uuid] = v
+			added = append(added, v)
+		}
+		v.apps, v.td, v.seen = d.Apps, td, stamp
+	}
+	vr.stamp = stamp
+	gone := len(vr.devices) > len(st.Dependent.Devices)
+	if gone {
+		for u, v := range vr.devices {
+			if v.seen != stamp {
+				delete(vr.devices, u)
+			}
 		}
 	}
-	slices.Sort(added)
-	order := make([]string, 0, len(next))
+	if len(added) == 0 && !gone {
+		return t, nil
+	}
+	byUUID := func(a, b *validDevice) int { return strings.Compare(a.td.UUID, b.td.UUID) }
+	slices.SortFunc(added, byUUID)
+	order := make([]*validDevice, 0, len(vr.devices))
 	kept := vr.order
 	for len(kept) > 0 || len(added) > 0 {
-		var u string
-		if len(added) == 0 || len(kept) > 0 && kept[0] < added[0] {
-			u, kept = kept[0], kept[1:]
-			if _, ok := next[u]; !ok {
-				continue // gone
+		if len(added) == 0 || len(kept) > 0 && kept[0].td.UUID < added[0].td.UUID {
+			if kept[0].seen == stamp {
+				order = append(order, kept[0])
 			}
+			kept = kept[1:]
 		} else {
-			u, added = added[0], added[1:]
+			order, added = append(order, added[0]), added[1:]
 		}
-		order = append(order, u)
 	}
-	t.Devices = make([]store.TargetDevice, len(order))
-	for i, u := range order {
-		t.Devices[i] = next[u].td
-	}
-	vr.devices, vr.order = next, order
+	vr.order = order
 	return t, nil
 }
 
