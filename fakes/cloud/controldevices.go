@@ -120,13 +120,13 @@ func (s *Server) MoveDevice(uuid string, appID int64, gateway string) error {
 	delete(d.app.devices, d.uuid)
 	if d.gateway != nil {
 		delete(d.gateway.devices, d.uuid)
-		d.gateway.orderValid = false
+		invalidateOrderLocked(d.gateway)
 		bumpGatewayLocked(d.gateway)
 	}
 	d.app, d.gateway = a, gw
 	a.devices[d.uuid] = d
 	gw.devices[d.uuid] = d
-	gw.orderValid = false
+	invalidateOrderLocked(gw)
 	d.version++
 	bumpGatewayLocked(gw)
 	s.notifyLocked()

@@ -250,10 +250,18 @@ func (s *Server) removeDeviceLocked(d *device) {
 	delete(d.app.devices, d.uuid)
 	if d.gateway != nil {
 		delete(d.gateway.devices, d.uuid)
-		d.gateway.orderValid = false
+		invalidateOrderLocked(d.gateway)
 		bumpGatewayLocked(d.gateway)
 	}
 	s.metrics.devices.Set(float64(len(s.devices)))
+}
+
+// invalidateOrderLocked has gw's order sorted whole at the next render
+// (gateway.order).
+func invalidateOrderLocked(gw *gateway) {
+	gw.orderValid = false
+	clear(gw.added)
+	gw.added = gw.added[:0]
 }
 
 // addDeviceLocked indexes a new device d (its fields already set).
@@ -264,7 +272,12 @@ func (s *Server) addDeviceLocked(d *device) {
 	d.app.devices[d.uuid] = d
 	if d.gateway != nil {
 		d.gateway.devices[d.uuid] = d
-		d.gateway.added = append(d.gateway.added, d)
+		if gw := d.gateway; gw.orderValid && len(gw.added) < len(gw.order) {
+			gw.added = append(gw.added, d)
+		} else {
+			// Sorting all at once costs less than merging as many again.
+			invalidateOrderLocked(gw)
+		}
 		bumpGatewayLocked(d.gateway)
 	}
 	s.metrics.devices.Set(float64(len(s.devices)))
