@@ -61,20 +61,11 @@ func (v *View) Requests(after uint64) []Request { return v.s.journal.sinceLocked
 // the model locked (see View).
 func (s *Server) Await(ctx context.Context, pred func(*View) bool) error {
 	v := &View{s}
-	for {
+	return s.changed.Await(ctx, func() bool {
 		s.mu.Lock()
-		ok := pred(v)
-		ch := s.changed
-		s.mu.Unlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+		defer s.mu.Unlock()
+		return pred(v)
+	})
 }
 
 // AwaitDevice waits until device uuid exists and pred holds for it as the

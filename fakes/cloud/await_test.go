@@ -149,14 +149,14 @@ func TestMetricsCountRequestsByRouteAndCodeAndLintClean(t *testing.T) {
 	}{
 		{RouteState, "200", 1}, {RouteState, "401", 1}, {RouteProvision, "201", 1},
 	} {
-		if got := testutil.ToFloat64(c.metrics.requests.WithLabelValues(tt.route, tt.code)); got != tt.want {
+		if got := testutil.ToFloat64(c.metrics.requests.Count.WithLabelValues(tt.route, tt.code)); got != tt.want {
 			t.Errorf("requests{route=%s,code=%s}: got %v, want %v", tt.route, tt.code, got, tt.want)
 		}
 	}
 	if got := testutil.ToFloat64(c.metrics.devices); got != 1 {
 		t.Errorf("devices gauge: got %v, want 1", got)
 	}
-	if n := testutil.CollectAndCount(c.metrics.duration); n != 2 {
+	if n := testutil.CollectAndCount(c.metrics.requests.Duration); n != 2 {
 		t.Errorf("duration series: got %d, want 2 (state, provision)", n)
 	}
 	promtest.CheckHygiene(t, c.reg)

@@ -40,13 +40,10 @@ func (e *ControlError) Error() string {
 
 // Unwrap maps the status to the control API's sentinel errors.
 func (e *ControlError) Unwrap() error {
-	switch e.Status {
-	case http.StatusBadRequest:
-		return ErrInvalid
-	case http.StatusNotFound:
-		return ErrNotFound
-	case http.StatusConflict:
-		return ErrConflict
+	for _, s := range sentinelStatuses {
+		if s.status == e.Status {
+			return s.err
+		}
 	}
 	return nil
 }

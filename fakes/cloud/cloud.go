@@ -8,11 +8,11 @@
 // change notification, a journal of received protocol requests (with the
 // start of each body), and Prometheus metrics on /metrics.
 //
-// It imports only the leaf wire package api/cloud from this module
-// (plus the standard library and the Prometheus client); it must not import
-// the proxy, the simulator or the suite. Images of releases are built through
-// the small ImageBuilder interface, which the fake registry satisfies through
-// an adapter.
+// It imports only the leaf wire package api/cloud and the internal helpers
+// from this module (plus the standard library and the Prometheus client);
+// it must not import the proxy, the simulator or the suite. Images of
+// releases are built through the small ImageBuilder interface, which the
+// fake registry satisfies through an adapter.
 package cloud
 
 import (
@@ -27,6 +27,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/depharness/depharness/internal/broadcast"
+	"github.com/depharness/depharness/internal/defaults"
 )
 
 // Default limits of Options.
@@ -109,16 +112,16 @@ type Server struct {
 	saveDone       chan struct{}
 	closeOnce      sync.Once
 
+	// changed is notified on every change; modelChanged on every change of
+	// the model (not of the journal).
+	changed, modelChanged broadcast.Signal
+
 	mu      sync.Mutex
-	pcg     *mrand.PCG    // the source of rng, kept in the state file
-	rng     *mrand.Rand   // guarded by mu
-	changed chan struct{} // closed and replaced on every change; guarded by mu
-	// modelChanged is closed and replaced on every change of the model
-	// (not of the journal); guarded by mu.
-	modelChanged chan struct{}
-	model                // guarded by mu
-	journal      journal // guarded by mu
-	held         int     // requests held by Hang; guarded by mu
+	pcg     *mrand.PCG  // the source of rng, kept in the state file
+	rng     *mrand.Rand // guarded by mu
+	model               // guarded by mu
+	journal journal     // guarded by mu
+	held    int         // requests held by Hang; guarded by mu
 }
 
 // New returns a fake cloud configured by opts.
@@ -130,16 +133,9 @@ func New(opts Options) (*Server, error) {
 		now:        opts.Now,
 		builder:    opts.Builder,
 		gatherer:   opts.Gatherer,
-		changed:    make(chan struct{}),
-
-		modelChanged: make(chan struct{}),
 	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
-	if s.now == nil {
-		s.now = time.Now
-	}
+	defaults.Logger(&s.log)
+	defaults.Clock(&s.now)
 	if s.seed == 0 {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
@@ -248,13 +244,11 @@ func (s *Server) routes() http.Handler {
 // await functions and the state-file saver.
 func (s *Server) notifyLocked() {
 	s.wakeLocked()
-	close(s.modelChanged)
-	s.modelChanged = make(chan struct{})
+	s.modelChanged.Notify()
 }
 
 // wakeLocked wakes every waiter of the await functions, for changes outside
 // the model (the journal, held requests) that the state file does not keep.
 func (s *Server) wakeLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
+	s.changed.Notify()
 }

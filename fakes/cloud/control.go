@@ -62,21 +62,18 @@ func (s *Server) CreateGateway(spec GatewaySpec) (Gateway, error) {
 	if gw.deviceID == 0 {
 		gw.deviceID = s.allocDeviceIDLocked()
 	}
-	s.deviceIDs[gw.deviceID] = true
 	if gw.name == "" {
 		gw.name = s.nameLocked()
 	}
 	if ga == nil {
-		ga = &gatewayApp{id: s.allocAppIDLocked(), name: spec.AppName, gateways: map[string]*gateway{}, apps: map[int64]*app{}}
-		if ga.name == "" {
-			ga.name = gw.name + "-fleet"
+		name := spec.AppName
+		if name == "" {
+			name = gw.name + "-fleet"
 		}
-		s.gatewayApps[ga.id] = ga
+		ga = s.addGatewayAppLocked(s.allocAppIDLocked(), name)
 	}
 	gw.app = ga
-	ga.gateways[gw.uuid] = gw
-	s.gateways[gw.uuid] = gw
-	s.gatewayByKey[gw.apiKey] = gw
+	s.addGatewayLocked(gw)
 	s.notifyLocked()
 	s.log.Info("gateway created", "uuid", gw.uuid, "deviceId", gw.deviceID, "app", ga.id)
 	return gatewayInfoLocked(gw), nil
@@ -140,8 +137,7 @@ func (s *Server) CreateApp(spec AppSpec) (App, error) {
 	if a.name == "" {
 		a.name = s.nameLocked()
 	}
-	s.apps[a.id] = a
-	ga.apps[a.id] = a
+	s.addAppLocked(a)
 	bumpGatewayAppLocked(ga)
 	s.notifyLocked()
 	s.log.Info("app created", "app", a.id, "name", a.name, "parentApp", ga.id)

@@ -359,8 +359,15 @@ func TestPushReleaseBuildsTheImageFromLayers(t *testing.T) {
 	t.Run("without a builder layers are refused", func(t *testing.T) {
 		c2 := newTestCloud(t, Options{})
 		f2 := c2.fixture(t)
-		if _, err := c2.PushRelease(ctx, f2.app.ID, ReleaseSpec{Layers: []Layer{{Files: map[string][]byte{"assets/x": nil}}}}); !errors.Is(err, ErrNoBuilder) {
+		spec := ReleaseSpec{Layers: []Layer{{Files: map[string][]byte{"assets/x": nil}}}}
+		if _, err := c2.PushRelease(ctx, f2.app.ID, spec); !errors.Is(err, ErrNoBuilder) {
 			t.Errorf("got %v, want ErrNoBuilder", err)
+		}
+		// Over HTTP it is a 503, as an internal failure is: no sentinel.
+		_, err := c2.client().PushRelease(ctx, f2.app.ID, spec)
+		var ce *ControlError
+		if !errors.As(err, &ce) || ce.Status != http.StatusServiceUnavailable || errors.Unwrap(ce) != nil {
+			t.Errorf("over HTTP: got %v, want a 503 ControlError that matches no sentinel", err)
 		}
 	})
 }

@@ -117,18 +117,10 @@ func (s *Server) MoveDevice(uuid string, appID int64, gateway string) error {
 	if err != nil {
 		return err
 	}
-	delete(d.app.devices, d.uuid)
-	if d.gateway != nil {
-		delete(d.gateway.devices, d.uuid)
-		invalidateOrderLocked(d.gateway)
-		bumpGatewayLocked(d.gateway)
-	}
+	detachLocked(d)
 	d.app, d.gateway = a, gw
-	a.devices[d.uuid] = d
-	gw.devices[d.uuid] = d
-	invalidateOrderLocked(gw)
 	d.version++
-	bumpGatewayLocked(gw)
+	attachLocked(d)
 	s.notifyLocked()
 	return nil
 }

@@ -27,23 +27,33 @@ func errorf(status int, format string, a ...any) *httpError {
 	return &httpError{status: status, msg: fmt.Sprintf(format, a...)}
 }
 
+// sentinelStatuses are the control API's errors that a status of their own
+// tells apart: the server answers each with it, and ControlError maps it
+// back. ErrNoBuilder is answered 503, as an internal failure is.
+var sentinelStatuses = []struct {
+	err    error
+	status int
+}{
+	{ErrInvalid, http.StatusBadRequest},
+	{ErrNotFound, http.StatusNotFound},
+	{ErrConflict, http.StatusConflict},
+}
+
 // controlError maps an error of a control method to an httpError.
 func controlError(err error) *httpError {
 	var he *httpError
-	switch {
-	case errors.As(err, &he):
+	if errors.As(err, &he) {
 		return he
-	case errors.Is(err, ErrInvalid):
-		return &httpError{status: http.StatusBadRequest, msg: err.Error()}
-	case errors.Is(err, ErrNotFound):
-		return &httpError{status: http.StatusNotFound, msg: err.Error()}
-	case errors.Is(err, ErrConflict):
-		return &httpError{status: http.StatusConflict, msg: err.Error()}
-	case errors.Is(err, ErrNoBuilder):
-		return &httpError{status: http.StatusServiceUnavailable, msg: err.Error()}
-	default:
-		return &httpError{status: http.StatusServiceUnavailable, msg: "internal failure", cause: err}
 	}
+	for _, s := range sentinelStatuses {
+		if errors.Is(err, s.err) {
+			return &httpError{status: s.status, msg: err.Error()}
+		}
+	}
+	if errors.Is(err, ErrNoBuilder) {
+		return &httpError{status: http.StatusServiceUnavailable, msg: err.Error()}
+	}
+	return &httpError{status: http.StatusServiceUnavailable, msg: "internal failure", cause: err}
 }
 
 // writeError writes err as a plain text answer and returns its status.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"maps"
 	mrand "math/rand/v2"
 	"net/http"
 	"slices"
@@ -45,25 +44,25 @@ type faults struct {
 	mu       sync.Mutex
 	rng      *mrand.Rand
 	delays   map[string]delayFault
-	failNext map[string]failFault
+	failNext map[string]countdown[int] // the status to answer
 	hangs    map[string]chan struct{}
 	outage   OutageMode
 	// refusedLogs are the messages of log lines the log stream refuses.
 	refusedLogs map[string]bool
 	// dropAnswers and delayAnswers lose or hold back the answers of
 	// requests that are handled (DropAnswers, DelayAnswers).
-	dropAnswers  map[string]int
-	delayAnswers map[string]answerDelay
-}
-
-type answerDelay struct {
-	n int
-	d time.Duration
+	dropAnswers  map[string]countdown[struct{}]
+	delayAnswers map[string]countdown[time.Duration]
 }
 
 type delayFault struct{ d, jitter time.Duration }
 
-type failFault struct{ n, status int }
+// countdown is a knob for the next n requests of its route, with what it
+// does to them. A map of countdowns holds only those with n > 0.
+type countdown[V any] struct {
+	n int
+	v V
+}
 
 // FaultState is a snapshot of the fault knobs.
 type FaultState struct {
@@ -94,10 +93,10 @@ type DelayAnswersState struct {
 func (f *faults) init(seed uint64) {
 	f.rng = mrand.New(mrand.NewPCG(seed^0x5851f42d4c957f2d, seed))
 	f.delays = map[string]delayFault{}
-	f.failNext = map[string]failFault{}
+	f.failNext = map[string]countdown[int]{}
 	f.hangs = map[string]chan struct{}{}
-	f.dropAnswers = map[string]int{}
-	f.delayAnswers = map[string]answerDelay{}
+	f.dropAnswers = map[string]countdown[struct{}]{}
+	f.delayAnswers = map[string]countdown[time.Duration]{}
 }
 
 // setFault changes the knobs, under their lock, and logs the change.
@@ -108,13 +107,41 @@ func (s *Server) setFault(change func(f *faults), msg string, args ...any) {
 	s.log.Info(msg, args...)
 }
 
-// setCountdown arms the knob m[route] with v, or removes it when n is 0.
-func setCountdown[V any](m map[string]V, route string, n int, v V) {
+// setCountdown arms the knob m[route] for n requests with v, or removes it
+// when n is 0.
+func setCountdown[V any](m map[string]countdown[V], route string, n int, v V) {
 	if n == 0 {
 		delete(m, route)
 	} else {
-		m[route] = v
+		m[route] = countdown[V]{n, v}
 	}
+}
+
+// knobOf returns m's knob of route, or else of RouteAll.
+func knobOf[V any](m map[string]V, route string) (V, bool) {
+	if v, ok := m[route]; ok {
+		return v, true
+	}
+	v, ok := m[RouteAll]
+	return v, ok
+}
+
+// takeCountdown counts one request of route against m's knob of route, or
+// else of RouteAll, and returns that knob's value; ok is false when neither
+// is armed.
+func takeCountdown[V any](m map[string]countdown[V], route string) (v V, ok bool) {
+	for _, key := range []string{route, RouteAll} {
+		if c, armed := m[key]; armed {
+			if c.n <= 1 {
+				delete(m, key)
+			} else {
+				c.n--
+				m[key] = c
+			}
+			return c.v, true
+		}
+	}
+	return v, false
 }
 
 func checkRoute(route string) error {
@@ -160,7 +187,7 @@ func (s *Server) FailNext(route string, n, status int) error {
 		return invalidf("status must be in 400-599 (got %d)", status)
 	}
 	s.setFault(func(f *faults) {
-		setCountdown(f.failNext, route, n, failFault{n, status})
+		setCountdown(f.failNext, route, n, status)
 	}, "fault: fail next", "route", route, "n", n, "status", status)
 	return nil
 }
@@ -229,7 +256,7 @@ func (s *Server) DropAnswers(route string, n int) error {
 		return invalidf("n must not be negative (got %d)", n)
 	}
 	s.setFault(func(f *faults) {
-		setCountdown(f.dropAnswers, route, n, n)
+		setCountdown(f.dropAnswers, route, n, struct{}{})
 	}, "fault: drop answers", "route", route, "n", n)
 	return nil
 }
@@ -254,7 +281,7 @@ func (s *Server) DelayAnswers(route string, d time.Duration, n int) error {
 		return invalidf("n and delay must not be negative (got %d, %v)", n, d)
 	}
 	s.setFault(func(f *faults) {
-		setCountdown(f.delayAnswers, route, n, answerDelay{n: n, d: d})
+		setCountdown(f.delayAnswers, route, n, d)
 	}, "fault: delay answers", "route", route, "delay", d, "n", n)
 	return nil
 }
@@ -279,28 +306,11 @@ func (s *Server) takeAnswerFault(route string) answerFault {
 	f := &s.faults
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, key := range []string{route, RouteAll} {
-		if n := f.dropAnswers[key]; n > 0 {
-			if n == 1 {
-				delete(f.dropAnswers, key)
-			} else {
-				f.dropAnswers[key] = n - 1
-			}
-			return answerFault{drop: true}
-		}
+	if _, ok := takeCountdown(f.dropAnswers, route); ok {
+		return answerFault{drop: true}
 	}
-	for _, key := range []string{route, RouteAll} {
-		if a, ok := f.delayAnswers[key]; ok {
-			if a.n <= 1 {
-				delete(f.delayAnswers, key)
-			} else {
-				a.n--
-				f.delayAnswers[key] = a
-			}
-			return answerFault{delay: a.d}
-		}
-	}
-	return answerFault{}
+	d, _ := takeCountdown(f.delayAnswers, route)
+	return answerFault{delay: d}
 }
 
 // heldAnswer records a handler's answer so that it can be sent later, or
@@ -398,17 +408,20 @@ func (s *Server) faultKnobs() FaultState {
 			fs.Delays[r] = d.d.String()
 		}
 	}
-	for r, f := range s.faults.failNext {
-		fs.FailNext[r] = [2]int{f.n, f.status}
+	for r, c := range s.faults.failNext {
+		fs.FailNext[r] = [2]int{c.n, c.v}
 	}
 	for r := range s.faults.hangs {
 		fs.Hangs = append(fs.Hangs, r)
 	}
 	slices.Sort(fs.Hangs)
-	fs.DropAnswers = maps.Clone(s.faults.dropAnswers)
+	fs.DropAnswers = map[string]int{}
+	for r, c := range s.faults.dropAnswers {
+		fs.DropAnswers[r] = c.n
+	}
 	fs.DelayAnswers = map[string]DelayAnswersState{}
-	for r, a := range s.faults.delayAnswers {
-		fs.DelayAnswers[r] = DelayAnswersState{N: a.n, Delay: a.d.String()}
+	for r, c := range s.faults.delayAnswers {
+		fs.DelayAnswers[r] = DelayAnswersState{N: c.n, Delay: c.v.String()}
 	}
 	fs.RefusedLogLines = []string{}
 	for m := range s.faults.refusedLogs {
@@ -433,10 +446,7 @@ func (s *Server) applyFaults(route string, w http.ResponseWriter, r *http.Reques
 	f := &s.faults
 	f.mu.Lock()
 	outage := f.outage
-	hang := f.hangs[route]
-	if hang == nil {
-		hang = f.hangs[RouteAll]
-	}
+	hang, _ := knobOf(f.hangs, route)
 	f.mu.Unlock()
 	if outage == Outage503 || outage == OutageClose {
 		// The request was sent whole: the journal keeps what it carried.
@@ -451,10 +461,7 @@ func (s *Server) applyFaults(route string, w http.ResponseWriter, r *http.Reques
 	}
 	ctx := r.Context()
 	f.mu.Lock()
-	_, delayed := f.delays[route]
-	if !delayed {
-		_, delayed = f.delays[RouteAll]
-	}
+	_, delayed := knobOf(f.delays, route)
 	f.mu.Unlock()
 	if hang != nil || delayed {
 		prereadBody(r)
@@ -470,10 +477,7 @@ func (s *Server) applyFaults(route string, w http.ResponseWriter, r *http.Reques
 		}
 	}
 	f.mu.Lock()
-	d, ok := f.delays[route]
-	if !ok {
-		d, ok = f.delays[RouteAll]
-	}
+	d, ok := knobOf(f.delays, route)
 	wait := d.d
 	if ok && d.jitter > 0 {
 		wait += time.Duration(f.rng.Int64N(int64(d.jitter)))
@@ -489,24 +493,11 @@ func (s *Server) applyFaults(route string, w http.ResponseWriter, r *http.Reques
 		}
 	}
 	f.mu.Lock()
-	key := route
-	fail, ok := f.failNext[key]
-	if !ok {
-		key = RouteAll
-		fail, ok = f.failNext[key]
-	}
-	if ok {
-		fail.n--
-		if fail.n <= 0 {
-			delete(f.failNext, key)
-		} else {
-			f.failNext[key] = fail
-		}
-	}
+	status, fail := takeCountdown(f.failNext, route)
 	f.mu.Unlock()
-	if ok {
-		http.Error(w, fmt.Sprintf("injected failure %d", fail.status), fail.status)
-		return faultOutcome{fault: "fail-next", status: fail.status}, true
+	if fail {
+		http.Error(w, fmt.Sprintf("injected failure %d", status), status)
+		return faultOutcome{fault: "fail-next", status: status}, true
 	}
 	return faultOutcome{}, false
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -139,12 +138,8 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 				c := newTestCloud(t, Options{})
 				k, f := target.knobs(c), c.fixture(t)
 				mustNoErr(t, k.Outage(OutageClose))
-				req, _ := http.NewRequestWithContext(testCtx(t), "GET", c.url+statePath(f.gw.UUID), nil)
-				req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
-				resp, err := http.DefaultClient.Do(req)
-				if err == nil {
-					resp.Body.Close()
-					t.Fatalf("got status %d, want a connection error", resp.StatusCode)
+				if code, err := send(c.request(testCtx(t), t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil)); err == nil {
+					t.Fatalf("got status %d, want a connection error", code)
 				}
 				jr, err := c.AwaitRequest(testCtx(t), func(r Request) bool { return r.Fault == "outage" })
 				mustNoErr(t, err)
@@ -186,12 +181,8 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 				}
 				for i := range 2 {
 					body := logLine(d.UUID, fmt.Sprint("dropped-", i), int64(i))
-					req, _ := http.NewRequestWithContext(testCtx(t), "POST", c.url+logsPath(f.gw.UUID), strings.NewReader(body))
-					req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
-					resp, err := http.DefaultClient.Do(req)
-					if err == nil {
-						resp.Body.Close()
-						t.Fatalf("request %d: got status %d, want the connection closed unanswered", i+1, resp.StatusCode)
+					if code, err := send(c.request(testCtx(t), t, "POST", logsPath(f.gw.UUID), f.gw.APIKey, strings.NewReader(body))); err == nil {
+						t.Fatalf("request %d: got status %d, want the connection closed unanswered", i+1, code)
 					}
 				}
 				if r := c.call(t, "POST", logsPath(f.gw.UUID), f.gw.APIKey, strings.NewReader(logLine(d.UUID, "answered", 3))); r.status != 200 {
@@ -225,14 +216,7 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 					t.Errorf("fault state: got %+v", got)
 				}
 				patch := func(ctx context.Context, status string) (int, error) {
-					req, _ := http.NewRequestWithContext(ctx, "PATCH", c.url+fmt.Sprintf("/v6/device(%d)", dev.ID), strings.NewReader(`{"status":"`+status+`"}`))
-					req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
-					resp, err := http.DefaultClient.Do(req)
-					if err != nil {
-						return 0, err
-					}
-					resp.Body.Close()
-					return resp.StatusCode, nil
+					return send(c.request(ctx, t, "PATCH", fmt.Sprintf("/v6/device(%d)", dev.ID), f.gw.APIKey, strings.NewReader(`{"status":"`+status+`"}`)))
 				}
 				// A client that waits gets the answer, no sooner than d.
 				start := time.Now()
@@ -294,9 +278,7 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 				k, f := target.knobs(c), c.fixture(t)
 				ctx := testCtx(t)
 				mustNoErr(t, k.Hang(RouteState))
-				req, _ := http.NewRequestWithContext(ctx, "GET", c.url+statePath(f.gw.UUID), nil)
-				req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
-				done := statusOf(req)
+				done := statusOf(c.request(ctx, t, "GET", statePath(f.gw.UUID), f.gw.APIKey, nil))
 				mustNoErr(t, c.Await(ctx, func(v *View) bool { return v.Held() == 1 }))
 				select {
 				case code := <-done:
@@ -304,14 +286,7 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 				default:
 				}
 				mustNoErr(t, k.Unhang(RouteState))
-				select {
-				case code := <-done:
-					if code != 200 {
-						t.Errorf("released request: got %d, want 200", code)
-					}
-				case <-ctx.Done():
-					t.Fatal("request still hung after Unhang")
-				}
+				wantStatus(ctx, t, done, 200, "the request released by Unhang")
 			})
 			t.Run("a hung request ends when its client gives up", func(t *testing.T) {
 				c := newTestCloud(t, Options{})
@@ -320,13 +295,9 @@ func TestFaultKnobsAndTheirUndo(t *testing.T) {
 				mustNoErr(t, k.Hang(RouteAll))
 				rctx, cancel := context.WithCancel(ctx)
 				errc := make(chan error, 1)
+				req := c.request(rctx, t, "POST", cloudapi.PathDevices, f.gw.APIKey, strings.NewReader("{}"))
 				go func() {
-					req, _ := http.NewRequestWithContext(rctx, "POST", c.url+cloudapi.PathDevices, strings.NewReader("{}"))
-					req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
-					resp, err := http.DefaultClient.Do(req)
-					if err == nil {
-						resp.Body.Close()
-					}
+					_, err := send(req)
 					errc <- err
 				}()
 				mustNoErr(t, c.Await(ctx, func(v *View) bool { return v.Held() == 1 }))

@@ -88,20 +88,43 @@ func (c *testCloud) ownAndForeignDevice(t testing.TB) (f fixture, own, foreign D
 	return f, own, c.device(t, other.app.ID)
 }
 
+// send sends req and returns the answer's status, or the error of a
+// request that got none.
+func send(req *http.Request) (int, error) {
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
 // statusOf sends req in the background; the channel gets the answer's
 // status, or -1 if there is none.
 func statusOf(req *http.Request) <-chan int {
 	done := make(chan int, 1)
 	go func() {
-		resp, err := http.DefaultClient.Do(req)
+		code, err := send(req)
 		if err != nil {
-			done <- -1
-			return
+			code = -1
 		}
-		resp.Body.Close()
-		done <- resp.StatusCode
+		done <- code
 	}()
 	return done
+}
+
+// wantStatus waits for the status statusOf delivers and checks it against
+// want; the end of ctx before it comes is fatal. what names the request.
+func wantStatus(ctx context.Context, t testing.TB, done <-chan int, want int, what string) {
+	t.Helper()
+	select {
+	case code := <-done:
+		if code != want {
+			t.Errorf("%s: got status %d, want %d", what, code, want)
+		}
+	case <-ctx.Done():
+		t.Fatalf("%s did not finish", what)
+	}
 }
 
 // response is a protocol answer.
@@ -111,11 +134,9 @@ type response struct {
 	body   string
 }
 
-// call sends a protocol request with key as the bearer token ("" for none).
-func (c *testCloud) call(t testing.TB, method, path, key string, body io.Reader, hdr ...string) response {
+// request is a protocol request with key as the bearer token ("" for none).
+func (c *testCloud) request(ctx context.Context, t testing.TB, method, path, key string, body io.Reader) *http.Request {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, c.url+path, body)
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +144,15 @@ func (c *testCloud) call(t testing.TB, method, path, key string, body io.Reader,
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
+	return req
+}
+
+// call sends a protocol request with key as the bearer token ("" for none).
+func (c *testCloud) call(t testing.TB, method, path, key string, body io.Reader, hdr ...string) response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := c.request(ctx, t, method, path, key, body)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}

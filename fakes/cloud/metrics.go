@@ -9,8 +9,7 @@ import (
 // Metrics are the fake cloud's Prometheus metrics (namespace "depharness",
 // subsystem "cloud"). Labels carry route names, never uuids.
 type Metrics struct {
-	requests     *prometheus.CounterVec
-	duration     *prometheus.HistogramVec
+	requests     promreg.Requests
 	devices      prometheus.Gauge
 	logLines     *prometheus.CounterVec
 	stateRenders prometheus.Counter
@@ -23,9 +22,8 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	f := promreg.Named(reg, "depharness", "cloud")
 	m := &Metrics{
-		requests: f.CounterVec("requests_total",
-			"Protocol requests answered by the fake cloud, by route and status code (\"closed\" when the connection was dropped).", "route", "code"),
-		duration: f.HistogramVec("request_duration_seconds",
+		requests: f.Requests("",
+			"Protocol requests answered by the fake cloud, by route and status code (\"closed\" when the connection was dropped).",
 			"Time to answer a protocol request, including injected delays, by route.", []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}, "route"),
 		devices: f.Gauge("devices", "Dependent devices known to the fake cloud."),
 		logLines: f.CounterVec("log_lines_total",

@@ -129,24 +129,20 @@ func (m *model) init() {
 }
 
 // allocAppIDLocked returns the next free application id.
-func (m *model) allocAppIDLocked() int64 {
-	for m.appIDs[m.nextAppID] {
-		m.nextAppID++
-	}
-	id := m.nextAppID
-	m.appIDs[id] = true
-	m.nextAppID++
-	return id
-}
+func (m *model) allocAppIDLocked() int64 { return allocID(m.appIDs, &m.nextAppID) }
 
 // allocDeviceIDLocked returns the next free device id.
-func (m *model) allocDeviceIDLocked() int64 {
-	for m.deviceIDs[m.nextDeviceID] {
-		m.nextDeviceID++
+func (m *model) allocDeviceIDLocked() int64 { return allocID(m.deviceIDs, &m.nextDeviceID) }
+
+// allocID returns the first id from *next on that used does not hold,
+// marks it used and moves *next past it.
+func allocID(used map[int64]bool, next *int64) int64 {
+	for used[*next] {
+		*next++
 	}
-	id := m.nextDeviceID
-	m.deviceIDs[id] = true
-	m.nextDeviceID++
+	id := *next
+	used[id] = true
+	*next++
 	return id
 }
 
@@ -174,11 +170,11 @@ func cloudDeviceLocked(d *device) cloudapi.Device {
 		BelongsToApplication: cloudapi.Ref{ID: d.app.id},
 		Status:               d.status,
 		IsOnline:             d.isOnline,
+		IsOnCommit:           copyOf(d.isOnCommit),
 	}
 	if d.gateway != nil {
 		out.IsManagedByDevice = &cloudapi.Ref{ID: d.gateway.deviceID}
 	}
-	out.IsOnCommit = copyOf(d.isOnCommit)
 	return out
 }
 
@@ -195,6 +191,7 @@ func deviceInfoLocked(d *device) DeviceInfo {
 		Restart:      d.restart,
 		Status:       d.status,
 		IsOnline:     d.isOnline,
+		IsOnCommit:   copyOf(d.isOnCommit),
 		RegisteredAt: d.registeredAt,
 		Origin:       d.origin,
 		LogCount:     d.logCount,
@@ -203,21 +200,19 @@ func deviceInfoLocked(d *device) DeviceInfo {
 		di.Gateway = d.gateway.uuid
 		di.GatewayDeviceID = d.gateway.deviceID
 	}
-	di.IsOnCommit = copyOf(d.isOnCommit)
 	return di
 }
 
 func appInfoLocked(a *app) App {
-	out := App{
+	return App{
 		ID:          a.id,
 		Name:        a.name,
 		ParentApp:   a.parent.id,
 		Config:      cloneVars(a.config),
 		Environment: cloneVars(a.env),
+		Release:     copyOf(a.release),
 		Devices:     len(a.devices),
 	}
-	out.Release = copyOf(a.release)
-	return out
 }
 
 func gatewayInfoLocked(gw *gateway) Gateway {
@@ -247,13 +242,57 @@ func cloneVars(m map[string]string) map[string]string {
 func (s *Server) removeDeviceLocked(d *device) {
 	delete(s.devices, d.uuid)
 	delete(s.devicesByID, d.id)
-	delete(d.app.devices, d.uuid)
-	if d.gateway != nil {
-		delete(d.gateway.devices, d.uuid)
-		invalidateOrderLocked(d.gateway)
-		bumpGatewayLocked(d.gateway)
-	}
+	detachLocked(d)
 	s.metrics.devices.Set(float64(len(s.devices)))
+}
+
+// addGatewayAppLocked makes gateway app id, without gateways or apps, and
+// indexes it.
+func (m *model) addGatewayAppLocked(id int64, name string) *gatewayApp {
+	ga := &gatewayApp{id: id, name: name, gateways: map[string]*gateway{}, apps: map[int64]*app{}}
+	m.gatewayApps[id] = ga
+	m.appIDs[id] = true
+	return ga
+}
+
+// addGatewayLocked indexes a new gateway gw (its fields already set).
+func (m *model) addGatewayLocked(gw *gateway) {
+	gw.app.gateways[gw.uuid] = gw
+	m.gateways[gw.uuid] = gw
+	m.gatewayByKey[gw.apiKey] = gw
+	m.deviceIDs[gw.deviceID] = true
+}
+
+// addAppLocked indexes a new dependent app a (its fields already set).
+func (m *model) addAppLocked(a *app) {
+	m.apps[a.id] = a
+	a.parent.apps[a.id] = a
+	m.appIDs[a.id] = true
+}
+
+// addDeviceLocked indexes a new device d (its fields already set).
+func (s *Server) addDeviceLocked(d *device) {
+	s.devices[d.uuid] = d
+	s.devicesByID[d.id] = d
+	s.deviceIDs[d.id] = true
+	attachLocked(d)
+	s.metrics.devices.Set(float64(len(s.devices)))
+}
+
+// attachLocked lists d under its app and its gateway, if any, whose target
+// state changes.
+func attachLocked(d *device) {
+	d.app.devices[d.uuid] = d
+	if gw := d.gateway; gw != nil {
+		gw.devices[d.uuid] = d
+		if gw.orderValid && len(gw.added) < len(gw.order) {
+			gw.added = append(gw.added, d)
+		} else {
+			// Sorting all at once costs less than merging as many again.
+			invalidateOrderLocked(gw)
+		}
+		bumpGatewayLocked(gw)
+	}
 }
 
 // invalidateOrderLocked has gw's order sorted whole at the next render
@@ -264,23 +303,14 @@ func invalidateOrderLocked(gw *gateway) {
 	gw.added = gw.added[:0]
 }
 
-// addDeviceLocked indexes a new device d (its fields already set).
-func (s *Server) addDeviceLocked(d *device) {
-	s.devices[d.uuid] = d
-	s.devicesByID[d.id] = d
-	s.deviceIDs[d.id] = true
-	d.app.devices[d.uuid] = d
+// detachLocked undoes attachLocked.
+func detachLocked(d *device) {
+	delete(d.app.devices, d.uuid)
 	if d.gateway != nil {
-		d.gateway.devices[d.uuid] = d
-		if gw := d.gateway; gw.orderValid && len(gw.added) < len(gw.order) {
-			gw.added = append(gw.added, d)
-		} else {
-			// Sorting all at once costs less than merging as many again.
-			invalidateOrderLocked(gw)
-		}
+		delete(d.gateway.devices, d.uuid)
+		invalidateOrderLocked(d.gateway)
 		bumpGatewayLocked(d.gateway)
 	}
-	s.metrics.devices.Set(float64(len(s.devices)))
 }
 
 // copyOf returns a pointer to a copy of *p, or nil for nil, so that a view

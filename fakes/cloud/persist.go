@@ -157,8 +157,7 @@ func (s *Server) restoreLocked(sn *snapshot) error {
 		m.deviceIDs[id] = true
 	}
 	for _, g := range sn.GatewayApps {
-		m.gatewayApps[g.ID] = &gatewayApp{id: g.ID, name: g.Name, gateways: map[string]*gateway{}, apps: map[int64]*app{}}
-		m.appIDs[g.ID] = true
+		m.addGatewayAppLocked(g.ID, g.Name)
 	}
 	for _, g := range sn.Gateways {
 		ga := m.gatewayApps[g.AppID]
@@ -168,12 +167,8 @@ func (s *Server) restoreLocked(sn *snapshot) error {
 		if m.gateways[g.UUID] != nil || m.gatewayByKey[g.APIKey] != nil {
 			return fmt.Errorf("gateway %s: uuid or api key repeated", g.UUID)
 		}
-		gw := &gateway{uuid: g.UUID, deviceID: g.DeviceID, apiKey: g.APIKey, name: g.Name, app: ga,
-			devices: map[string]*device{}, droppedLogs: g.DroppedLogs, version: 1}
-		ga.gateways[gw.uuid] = gw
-		m.gateways[gw.uuid] = gw
-		m.gatewayByKey[gw.apiKey] = gw
-		m.deviceIDs[gw.deviceID] = true
+		m.addGatewayLocked(&gateway{uuid: g.UUID, deviceID: g.DeviceID, apiKey: g.APIKey, name: g.Name, app: ga,
+			devices: map[string]*device{}, droppedLogs: g.DroppedLogs, version: 1})
 	}
 	for _, sa := range sn.Apps {
 		ga := m.gatewayApps[sa.ParentApp]
@@ -185,9 +180,7 @@ func (s *Server) restoreLocked(sn *snapshot) error {
 		if len(a.releases) > 0 {
 			a.release = &a.releases[len(a.releases)-1]
 		}
-		m.apps[a.id] = a
-		ga.apps[a.id] = a
-		m.appIDs[a.id] = true
+		m.addAppLocked(a)
 	}
 	for _, sd := range sn.Devices {
 		a := m.apps[sd.AppID]
@@ -304,9 +297,7 @@ func (s *Server) Save() error {
 func (s *Server) saveLoop(interval time.Duration, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	for {
-		s.mu.Lock()
-		changed := s.modelChanged
-		s.mu.Unlock()
+		changed := s.modelChanged.C()
 		if err := s.Save(); err != nil {
 			// Try again after the interval, change or not.
 			s.metrics.stateSaveErrors.Inc()

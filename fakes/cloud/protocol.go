@@ -113,8 +113,7 @@ func (s *Server) record(req Request, start time.Time) {
 	if req.Status != 0 {
 		code = strconv.Itoa(req.Status)
 	}
-	s.metrics.requests.WithLabelValues(req.Route, code).Inc()
-	s.metrics.duration.WithLabelValues(req.Route).Observe(req.Duration.Seconds())
+	s.metrics.requests.Observe(code, req.Duration, req.Route)
 	s.log.Debug("request", "method", req.Method, "path", req.Path, "route", req.Route, "status", req.Status, "fault", req.Fault, "duration", req.Duration)
 	s.mu.Lock()
 	s.journal.addLocked(req)

@@ -1,9 +1,11 @@
 package cloud
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -91,6 +93,41 @@ func TestStateDocumentHoldsAppsAndDevicesWithMergedVariables(t *testing.T) {
 	}
 	if _, ok := raw.Dependent.Devices[hexOf('2')]["restart"]; ok {
 		t.Errorf("device never restarted has \"restart\", want it absent")
+	}
+}
+
+// The target state is written as encoding/json writes it with HTML
+// escaping off: <, > and & stay as they are (the state file, by contrast,
+// escapes them as json.Marshal does). Device variables override the app's,
+// keys sorted, with more keys than fit the encoder's small buffer.
+func TestStateDocumentKeepsHTMLCharactersUnescaped(t *testing.T) {
+	c := newTestCloud(t, Options{})
+	f := c.fixture(t)
+	appEnv := map[string]string{"A": "<a&b>"}
+	devEnv := map[string]string{"Z": "&z"}
+	for i := range 10 {
+		appEnv[fmt.Sprintf("K%d", i)] = fmt.Sprintf("app<%d>", i)
+		devEnv[fmt.Sprintf("K%d", i*2)] = fmt.Sprintf("dev&%d", i)
+	}
+	mustNoErr(t, c.SetAppEnv(f.app.ID, appEnv))
+	d, err := c.CreateDevice(DeviceSpec{AppID: f.app.ID, Environment: devEnv})
+	mustNoErr(t, err)
+	body, _, err := c.State(f.gw.UUID)
+	mustNoErr(t, err)
+
+	merged := map[string]string{}
+	maps.Copy(merged, appEnv)
+	maps.Copy(merged, devEnv)
+	var want bytes.Buffer
+	enc := json.NewEncoder(&want)
+	enc.SetEscapeHTML(false)
+	mustNoErr(t, enc.Encode(merged))
+	wantEnv := `"environment":` + strings.TrimSuffix(want.String(), "\n")
+	if !strings.Contains(string(body), wantEnv) {
+		t.Errorf("state of device %s lacks %s:\n%s", d.UUID, wantEnv, body)
+	}
+	if strings.Contains(string(body), `\u0026`) || strings.Contains(string(body), `\u003c`) {
+		t.Errorf("got HTML characters escaped in the state, want them as they are:\n%s", body)
 	}
 }
 
@@ -399,10 +436,7 @@ func TestLogStreamIsStoredWholeWhenItEnds(t *testing.T) {
 	d := c.device(t, f.app.ID)
 	pr, pw := io.Pipe()
 	ctx := testCtx(t)
-	req, err := http.NewRequestWithContext(ctx, "POST", c.url+logsPath(f.gw.UUID), pr)
-	mustNoErr(t, err)
-	req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
-	done := statusOf(req)
+	done := statusOf(c.request(ctx, t, "POST", logsPath(f.gw.UUID), f.gw.APIKey, pr))
 	for i := 1; i <= 3; i++ {
 		if _, err := io.WriteString(pw, logLine(d.UUID, fmt.Sprint("line ", i), int64(i))); err != nil {
 			t.Fatal(err)
@@ -413,14 +447,7 @@ func TestLogStreamIsStoredWholeWhenItEnds(t *testing.T) {
 		t.Fatalf("got %d lines stored before the request ended, want 0", len(l))
 	}
 	pw.Close()
-	select {
-	case code := <-done:
-		if code != 200 {
-			t.Errorf("got %d, want 200", code)
-		}
-	case <-ctx.Done():
-		t.Fatal("stream request did not finish")
-	}
+	wantStatus(ctx, t, done, 200, "the stream request")
 	lines, err := c.Logs(d.UUID)
 	mustNoErr(t, err)
 	if len(lines) != 3 || lines[2].Message != "line 3" {
@@ -486,12 +513,7 @@ func TestJournalKeepsTheBodiesOfRequestsAnOutageRefused(t *testing.T) {
 		d := c.device(t, f.app.ID)
 		mustNoErr(t, c.Outage(mode))
 		body := `{"status":"Idle"}`
-		req, err := http.NewRequest("PATCH", c.url+fmt.Sprintf(cloudapi.PathDeviceFmt, d.ID), strings.NewReader(body))
-		mustNoErr(t, err)
-		req.Header.Set("Authorization", "Bearer "+f.gw.APIKey)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-		}
+		_, _ = send(c.request(testCtx(t), t, "PATCH", fmt.Sprintf(cloudapi.PathDeviceFmt, d.ID), f.gw.APIKey, strings.NewReader(body)))
 		got := c.Requests(0)
 		if len(got) != 1 || got[0].Fault != "outage" || string(got[0].Body) != body {
 			t.Errorf("outage %v: got %+v, want one entry refused by the outage with the body %s", mode, got, body)

@@ -57,7 +57,7 @@ func renderStateLocked(gw *gateway) []byte {
 		b = append(b, `,"parentApp":`...)
 		b = strconv.AppendInt(b, a.parent.id, 10)
 		b = append(b, `,"config":`...)
-		b = appendVars(b, a.config, nil)
+		b = appendVars(b, a.config, nil, jsonstr.Append)
 		if r := a.release; r != nil {
 			b = append(b, `,"commit":`...)
 			b = jsonstr.Append(b, r.Commit)
@@ -127,9 +127,9 @@ func deviceFragLocked(d *device) []byte {
 	b = append(b, `,"apps":{"`...)
 	b = strconv.AppendInt(b, d.app.id, 10)
 	b = append(b, `":{"config":`...)
-	b = appendVars(b, d.app.config, d.config)
+	b = appendVars(b, d.app.config, d.config, jsonstr.Append)
 	b = append(b, `,"environment":`...)
-	b = appendVars(b, d.app.env, d.env)
+	b = appendVars(b, d.app.env, d.env, jsonstr.Append)
 	b = append(b, "}}}"...)
 	d.frag = b
 	d.fragVersion = d.version
@@ -138,9 +138,15 @@ func deviceFragLocked(d *device) []byte {
 	return b
 }
 
-// appendVars appends the JSON object of base overridden by over, keys sorted.
-func appendVars(b []byte, base, over map[string]string) []byte {
-	keys := make([]string, 0, len(base)+len(over))
+// appendVars appends the JSON object of base overridden by over, keys
+// sorted, each key and value written by str: jsonstr.Append for the target
+// state, appendJSONString (HTML characters escaped) for the state file.
+func appendVars(b []byte, base, over map[string]string, str func([]byte, string) []byte) []byte {
+	var small [8]string
+	keys := small[:0]
+	if n := len(base) + len(over); n > len(small) {
+		keys = make([]string, 0, n)
+	}
 	for k := range base {
 		if _, ok := over[k]; !ok {
 			keys = append(keys, k)
@@ -159,9 +165,9 @@ func appendVars(b []byte, base, over map[string]string) []byte {
 		if !ok {
 			v = base[k]
 		}
-		b = jsonstr.Append(b, k)
+		b = str(b, k)
 		b = append(b, ':')
-		b = jsonstr.Append(b, v)
+		b = str(b, v)
 	}
 	return append(b, '}')
 }

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/broadcast"
+	"github.com/depharness/depharness/internal/defaults"
 )
 
 // Kind is the kind of a hook.
@@ -185,7 +187,7 @@ type Receiver struct {
 	hooks     []*Hook
 	scripts   map[scriptKey]*script
 	onReceive OnReceive
-	changed   chan struct{} // closed and replaced on every change
+	changed   broadcast.Signal // notified on every change
 	inflight  map[string]int
 	maxDev    map[string]int
 	inflightN int
@@ -201,7 +203,6 @@ func New(opts Options) *Receiver {
 		now:      opts.Now,
 		log:      opts.Logger,
 		scripts:  map[scriptKey]*script{},
-		changed:  make(chan struct{}),
 		inflight: map[string]int{},
 		maxDev:   map[string]int{},
 		closed:   make(chan struct{}),
@@ -212,12 +213,8 @@ func New(opts Options) *Receiver {
 	if !strings.HasSuffix(r.prefix, "/") {
 		r.prefix += "/"
 	}
-	if r.now == nil {
-		r.now = time.Now
-	}
-	if r.log == nil {
-		r.log = slog.New(slog.DiscardHandler)
-	}
+	defaults.Clock(&r.now)
+	defaults.Logger(&r.log)
 	return r
 }
 
@@ -274,8 +271,7 @@ func (r *Receiver) nextAnswerLocked(uuid string, kind Kind) Answer {
 }
 
 func (r *Receiver) notifyLocked() {
-	close(r.changed)
-	r.changed = make(chan struct{})
+	r.changed.Notify()
 }
 
 // classify maps a request to its device uuid and hook kind.
@@ -407,13 +403,22 @@ func refuse(w http.ResponseWriter) (Outcome, int) {
 	panic(http.ErrAbortHandler)
 }
 
-// hookFields are the fields every update hook body carries (HOOK-UPD-1);
-// other fields are allowed.
-var hookFields = []string{"appId", "commit", "environment", "config"}
+// hookField is a field every update hook body carries (HOOK-UPD-1) and
+// where it decodes to; other fields are allowed.
+type hookField struct {
+	name string
+	dst  any
+}
+
+// hookFields are the fields of an update hook, decoding into u.
+func hookFields(u *api.UpdateHook) []hookField {
+	return []hookField{{"appId", &u.AppID}, {"commit", &u.Commit}, {"environment", &u.Environment}, {"config", &u.Config}}
+}
 
 // decodeHook decodes an update hook body: one JSON object holding each of
 // hookFields with the contract's type (appId an integer, commit a string,
-// environment and config objects), any other fields ignored.
+// environment and config objects), any other fields ignored. Every field
+// is checked present and not null before any is decoded.
 func decodeHook(b []byte, u *api.UpdateHook) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	var fields map[string]json.RawMessage
@@ -426,26 +431,20 @@ func decodeHook(b []byte, u *api.UpdateHook) error {
 	if fields == nil {
 		return fmt.Errorf("body is null, want an object")
 	}
-	for _, f := range hookFields {
-		raw, ok := fields[f]
+	want := hookFields(u)
+	for _, f := range want {
+		raw, ok := fields[f.name]
 		if !ok {
-			return fmt.Errorf("no %s", f)
+			return fmt.Errorf("no %s", f.name)
 		}
 		if string(bytes.TrimSpace(raw)) == "null" {
-			return fmt.Errorf("%s is null", f)
+			return fmt.Errorf("%s is null", f.name)
 		}
 	}
-	if err := json.Unmarshal(fields["appId"], &u.AppID); err != nil {
-		return fmt.Errorf("appId: %w", err)
-	}
-	if err := json.Unmarshal(fields["commit"], &u.Commit); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	if err := json.Unmarshal(fields["environment"], &u.Environment); err != nil {
-		return fmt.Errorf("environment: %w", err)
-	}
-	if err := json.Unmarshal(fields["config"], &u.Config); err != nil {
-		return fmt.Errorf("config: %w", err)
+	for _, f := range want {
+		if err := json.Unmarshal(fields[f.name], f.dst); err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
 	}
 	return nil
 }
@@ -480,20 +479,17 @@ func Filter(hs []Hook, pred func(Hook) bool) []Hook {
 // returns all that do. On ctx's end it returns those seen so far and an
 // error that lists them.
 func (r *Receiver) AwaitHooks(ctx context.Context, pred func(Hook) bool, n int) ([]Hook, error) {
-	for {
+	var got []Hook
+	err := r.changed.Await(ctx, func() bool {
 		r.mu.Lock()
-		got := Filter(r.snapshotLocked(), pred)
-		ch := r.changed
-		r.mu.Unlock()
-		if len(got) >= n {
-			return got, nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return got, fmt.Errorf("got %d matching hooks, want %d: %w", len(got), n, ctx.Err())
-		}
+		defer r.mu.Unlock()
+		got = Filter(r.snapshotLocked(), pred)
+		return len(got) >= n
+	})
+	if err != nil {
+		return got, fmt.Errorf("got %d matching hooks, want %d: %w", len(got), n, err)
 	}
+	return got, nil
 }
 
 // MaxConcurrent returns the largest number of requests for device uuid that

@@ -17,19 +17,23 @@ import (
 	"github.com/depharness/depharness/internal/testkit"
 )
 
-// tarEntries lists the entries of an uncompressed tar as "name type".
-func tarEntries(t testing.TB, b []byte) []string {
+// tarEntries lists the entries of l's tar as "name type".
+func tarEntries(t testing.TB, l Layer) []string {
 	t.Helper()
 	var out []string
-	for _, h := range tarHeaders(t, b) {
+	for _, h := range tarHeaders(t, l) {
 		out = append(out, h.Name+" "+string(h.Typeflag))
 	}
 	return out
 }
 
-// tarHeaders are the headers of an uncompressed tar, in order.
-func tarHeaders(t testing.TB, b []byte) []*tar.Header {
+// tarHeaders are the headers of l's tar, in order.
+func tarHeaders(t testing.TB, l Layer) []*tar.Header {
 	t.Helper()
+	b, err := l.Tar()
+	if err != nil {
+		t.Fatalf("Tar: %v", err)
+	}
 	var out []*tar.Header
 	for h := range testkit.TarMembers(t, bytes.NewReader(b)) {
 		out = append(out, h)
@@ -44,11 +48,7 @@ func TestLayerTarHasDirectoriesWhiteoutsFilesThenRawEntries(t *testing.T) {
 		Opaque: []string{"sub", ""},
 		Raw:    []RawEntry{{Name: "/assets/abs"}, {Name: "assets/link", Type: tar.TypeSymlink, Linkname: "/etc/passwd"}},
 	}
-	b, err := l.Tar()
-	if err != nil {
-		t.Fatalf("Tar: %v", err)
-	}
-	got := tarEntries(t, b)
+	got := tarEntries(t, l)
 	want := []string{
 		"assets/ 5", "assets/gone/ 5", "assets/sub/ 5", "assets/sub/deep/ 5",
 		"assets/.wh..wh..opq 0", "assets/.wh.old.bin 0", "assets/gone/.wh.dir 0", "assets/sub/.wh..wh..opq 0",
@@ -71,12 +71,8 @@ func TestLayerTarWritesRawLinksDevicesFifosAndModeBitsAsGiven(t *testing.T) {
 		{Name: "assets/tmp/", Type: tar.TypeDir, Mode: 0o1777},
 		{Name: "assets/g", Data: []byte("g"), Mode: 0o2750},
 	}}
-	b, err := l.Tar()
-	if err != nil {
-		t.Fatalf("Tar: %v", err)
-	}
 	var got []string
-	for _, h := range tarHeaders(t, b) {
+	for _, h := range tarHeaders(t, l) {
 		if !strings.HasPrefix(h.Name, "assets/") || h.Name == "assets/" {
 			continue
 		}
@@ -135,11 +131,7 @@ func TestLayerTarRejectsAmbiguousOrEscapingPaths(t *testing.T) {
 }
 
 func TestLayerTarWritesRepeatedDeletionsAndOpaqueDirectoriesOnce(t *testing.T) {
-	b, err := Layer{Delete: []string{"x", "./x", "d/y", "d/y"}, Opaque: []string{"o", "o/"}}.Tar()
-	if err != nil {
-		t.Fatalf("Tar: %v", err)
-	}
-	got := tarEntries(t, b)
+	got := tarEntries(t, Layer{Delete: []string{"x", "./x", "d/y", "d/y"}, Opaque: []string{"o", "o/"}})
 	want := []string{"assets/ 5", "assets/d/ 5", "assets/o/ 5", "assets/.wh.x 0", "assets/d/.wh.y 0", "assets/o/.wh..wh..opq 0"}
 	if !slices.Equal(got, want) {
 		t.Errorf("tar entries:\ngot  %q\nwant %q", got, want)

@@ -38,10 +38,7 @@ func (s *Server) ControlHandler() http.Handler {
 		s.Throttle(body.BytesPerSec)
 		w.WriteHeader(http.StatusNoContent)
 	})
-	mux.HandleFunc("DELETE /throttle", func(w http.ResponseWriter, r *http.Request) {
-		s.Unthrottle()
-		w.WriteHeader(http.StatusNoContent)
-	})
+	mux.HandleFunc("DELETE /throttle", noContent(s.Unthrottle))
 	mux.HandleFunc("PUT /fail/{kind}", withKind(func(w http.ResponseWriter, r *http.Request, kind Kind) {
 		var body struct {
 			N      *int `json:"n"`
@@ -84,23 +81,22 @@ func (s *Server) ControlHandler() http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-	mux.HandleFunc("DELETE /corrupt", func(w http.ResponseWriter, r *http.Request) {
-		s.Uncorrupt()
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("POST /heal", func(w http.ResponseWriter, r *http.Request) {
-		s.Heal()
-		w.WriteHeader(http.StatusNoContent)
-	})
+	mux.HandleFunc("DELETE /corrupt", noContent(s.Uncorrupt))
+	mux.HandleFunc("POST /heal", noContent(s.Heal))
 	mux.HandleFunc("GET /requests", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(s.Requests())
 	})
-	mux.HandleFunc("DELETE /requests", func(w http.ResponseWriter, r *http.Request) {
-		s.ResetRequests()
-		w.WriteHeader(http.StatusNoContent)
-	})
+	mux.HandleFunc("DELETE /requests", noContent(s.ResetRequests))
 	return s.requireToken(mux)
+}
+
+// noContent is a route that calls fn and answers 204.
+func noContent(fn func()) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		fn()
+		w.WriteHeader(http.StatusNoContent)
+	}
 }
 
 func decodeControl(r *http.Request, v any) error {

@@ -38,25 +38,17 @@ type layerEntry struct {
 // layerEntries lists the members of l's tar that lie under /assets.
 func layerEntries(t testing.TB, l Layer) []layerEntry {
 	t.Helper()
-	b, err := l.Tar()
-	if err != nil {
-		t.Fatalf("Tar of a generated layer: %v", err)
-	}
 	var out []layerEntry
-	for _, h := range tarHeaders(t, b) {
+	for _, h := range tarHeaders(t, l) {
 		rel, ok := rawAssetPath(h.Name)
 		if !ok {
 			continue
 		}
-		dir, base := path.Dir(rel), path.Base(rel)
-		if dir == "." {
-			dir = ""
-		}
-		switch {
-		case base == opaqueWhiteout:
-			out = append(out, layerEntry{dir, 'o'})
-		case strings.HasPrefix(base, whiteoutPrefix):
-			out = append(out, layerEntry{path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)), 'w'})
+		switch target, opaque, whiteout := whiteoutOf(rel); {
+		case whiteout && opaque:
+			out = append(out, layerEntry{target, 'o'})
+		case whiteout:
+			out = append(out, layerEntry{target, 'w'})
 		case h.Typeflag == tar.TypeDir:
 			out = append(out, layerEntry{rel, 'd'})
 		default:

@@ -92,19 +92,14 @@ func Flatten(layers ...Layer) map[string][]byte {
 			if !ok || rel == "" {
 				continue
 			}
-			base, dir := path.Base(rel), path.Dir(rel)
-			if dir == "." {
-				dir = ""
-			}
-			switch {
-			case base == opaqueWhiteout:
-				removeBelow(dir)
-			case strings.HasPrefix(base, whiteoutPrefix):
-				if target := path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)); target == "" {
-					removeBelow("") // ".wh." in /assets names /assets itself
-				} else if target != ".." && !strings.HasPrefix(target, "../") {
-					removeTree(target)
-				}
+			switch target, opaque, ok := whiteoutOf(rel); {
+			case !ok:
+			case opaque:
+				removeBelow(target)
+			case target == "":
+				removeBelow("") // ".wh." in /assets names /assets itself
+			case target != ".." && !strings.HasPrefix(target, "../"):
+				removeTree(target)
 			}
 		}
 		files := map[string]string{} // clean path → key in l.Files
@@ -134,6 +129,23 @@ func Flatten(layers ...Layer) map[string][]byte {
 		}
 	}
 	return out
+}
+
+// whiteoutOf reads the whiteout that rel, a path relative to /assets,
+// stands for: an opaque marker, whose target is its directory, or a
+// whiteout of dir/name for dir/.wh.name. ok is false for any other path.
+func whiteoutOf(rel string) (target string, opaque, ok bool) {
+	dir, base := path.Dir(rel), path.Base(rel)
+	if dir == "." {
+		dir = ""
+	}
+	switch {
+	case base == opaqueWhiteout:
+		return dir, true, true
+	case strings.HasPrefix(base, whiteoutPrefix):
+		return path.Join(dir, strings.TrimPrefix(base, whiteoutPrefix)), false, true
+	}
+	return "", false, false
 }
 
 // rawAssetPath maps a tar member name to a path relative to /assets; ok is

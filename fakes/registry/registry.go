@@ -33,6 +33,7 @@ import (
 
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
 
+	"github.com/depharness/depharness/internal/broadcast"
 	"github.com/depharness/depharness/internal/defaults"
 )
 
@@ -91,7 +92,7 @@ type Server struct {
 
 	rmu      sync.Mutex // guards the request log
 	requests []Request
-	changed  chan struct{} // closed and replaced when requests changes
+	changed  broadcast.Signal // notified when requests changes
 }
 
 // New returns a Server. With opts.Dir it creates the directory if needed and
@@ -105,17 +106,12 @@ func New(opts Options) (*Server, error) {
 		rnd:     rand.New(rand.NewSource(opts.Seed)),
 		fail:    map[Kind]*failRule{},
 		corSet:  map[string]bool{},
-		changed: make(chan struct{}),
 	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
+	defaults.Logger(&s.log)
 	if s.metrics == nil {
 		s.metrics = NewMetrics(nil)
 	}
-	if s.now == nil {
-		s.now = time.Now
-	}
+	defaults.Clock(&s.now)
 	defaults.Positive(&s.logSize, 10000)
 	if opts.AdminToken != "" {
 		sum := sha256.Sum256([]byte(opts.AdminToken))
@@ -381,8 +377,7 @@ func (s *Server) record(rec Request) {
 	if over := len(s.requests) - s.logSize; over > 0 {
 		s.requests = append(s.requests[:0:0], s.requests[over:]...)
 	}
-	close(s.changed)
-	s.changed = make(chan struct{})
+	s.changed.Notify()
 }
 
 // Requests returns the recorded requests, oldest first (at most
@@ -398,25 +393,11 @@ func (s *Server) ResetRequests() {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 	s.requests = nil
-	close(s.changed)
-	s.changed = make(chan struct{})
+	s.changed.Notify()
 }
 
 // Await blocks until pred, called with the recorded requests after each new
 // one, returns true, or ctx is done (then it returns ctx's error).
 func (s *Server) Await(ctx context.Context, pred func([]Request) bool) error {
-	for {
-		s.rmu.Lock()
-		reqs := append([]Request(nil), s.requests...)
-		ch := s.changed
-		s.rmu.Unlock()
-		if pred(reqs) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-ch:
-		}
-	}
+	return s.changed.Await(ctx, func() bool { return pred(s.Requests()) })
 }

@@ -7,6 +7,8 @@ package promreg
 
 import (
 	"errors"
+	"slices"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -20,8 +22,8 @@ import (
 // registration error is kept for Err instead of panicking.
 //
 // A Factory from Named also has short constructors (Counter, CounterVec,
-// Gauge, GaugeVec, Histogram, HistogramVec) that take a metric's name
-// within the namespace and subsystem, its help and its labels.
+// Gauge, GaugeVec, Histogram, HistogramVec, Requests) that take a metric's
+// name within the namespace and subsystem, its help and its labels.
 type Factory struct {
 	reg                  prometheus.Registerer
 	namespace, subsystem string
@@ -109,6 +111,34 @@ func (f *Factory) HistogramVec(name, help string, buckets []float64, labels ...s
 
 func (f *Factory) histogramOpts(name, help string, buckets []float64) prometheus.HistogramOpts {
 	return prometheus.HistogramOpts{Namespace: f.namespace, Subsystem: f.subsystem, Name: name, Help: help, Buckets: buckets}
+}
+
+// Requests are the two metrics of the requests a component serves or
+// sends: a count by some labels and the answer's code, and their
+// durations by the same labels without the code.
+type Requests struct {
+	Count    *prometheus.CounterVec
+	Duration *prometheus.HistogramVec
+}
+
+// Requests builds and registers the counter vector prefix+"requests_total"
+// over labels and "code", and the histogram vector
+// prefix+"request_duration_seconds" over labels, with buckets (nil:
+// prometheus.DefBuckets).
+func (f *Factory) Requests(prefix, countHelp, durationHelp string, buckets []float64, labels ...string) Requests {
+	return Requests{
+		Count:    f.CounterVec(prefix+"requests_total", countHelp, append(slices.Clip(labels), "code")...),
+		Duration: f.HistogramVec(prefix+"request_duration_seconds", durationHelp, buckets, labels...),
+	}
+}
+
+// Observe counts a request answered with code and records that it took d;
+// labels are its values of the labels given to Factory.Requests, in their
+// order.
+func (r Requests) Observe(code string, d time.Duration, labels ...string) {
+	var buf [4]string // up to three labels and the code: no allocation
+	r.Count.WithLabelValues(append(append(buf[:0], labels...), code)...).Inc()
+	r.Duration.WithLabelValues(labels...).Observe(d.Seconds())
 }
 
 func register[C prometheus.Collector](f *Factory, c C) C {

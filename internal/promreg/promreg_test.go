@@ -2,6 +2,7 @@ package promreg
 
 import (
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -93,5 +94,36 @@ func TestNamedFactoryPrefixesEveryMetric(t *testing.T) {
 				t.Errorf("call_seconds has %d buckets, want the %d default ones", got, want)
 			}
 		}
+	}
+}
+
+func TestRequestsCountByCodeAndTimeWithoutIt(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	f := Named(reg, "depharness", "test")
+	r := f.Requests("api_", "Requests by route, method and code.", "Request duration by route and method.", []float64{0.1, 1}, "route", "method")
+	if f.Err() != nil {
+		t.Fatalf("Err() = %v, want nil", f.Err())
+	}
+	labels := make([]string, 2, 3)
+	labels[0], labels[1] = "/v1/devices", "GET"
+	r.Observe("200", 50*time.Millisecond, labels...)
+	r.Observe("200", 2*time.Second, labels...)
+	r.Observe("404", time.Millisecond, "/v1/devices", "PUT")
+	if labels = labels[:3]; labels[2] != "" {
+		t.Errorf("Observe wrote %q past its labels, want the caller's array untouched", labels[2])
+	}
+	for _, tc := range []struct {
+		labels []string
+		want   float64
+	}{{[]string{"/v1/devices", "GET", "200"}, 2}, {[]string{"/v1/devices", "PUT", "404"}, 1}, {[]string{"/v1/devices", "GET", "404"}, 0}} {
+		if got := testutil.ToFloat64(r.Count.WithLabelValues(tc.labels...)); got != tc.want {
+			t.Errorf("depharness_test_api_requests_total%q = %v, want %v", tc.labels, got, tc.want)
+		}
+	}
+	if n, err := testutil.GatherAndCount(reg, "depharness_test_api_request_duration_seconds"); err != nil || n != 2 {
+		t.Errorf("duration series: %d (%v), want 2 (by route and method, not by code)", n, err)
+	}
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v, want no problems", problems, err)
 	}
 }

@@ -119,15 +119,9 @@ func TestEnsureBuildsTheTarOnceAndThenHitsTheCache(t *testing.T) {
 	if got := r.manifestGets.Load(); got != 1 {
 		t.Errorf("manifest fetches: got %d, want 1", got)
 	}
-	if got := testutil.ToFloat64(c.metrics.hits); got != 1 {
-		t.Errorf("cache hits: got %v, want 1", got)
-	}
-	if got := testutil.ToFloat64(c.metrics.misses); got != 1 {
-		t.Errorf("cache misses: got %v, want 1", got)
-	}
-	if got := testutil.ToFloat64(c.metrics.builds.WithLabelValues("success")); got != 1 {
-		t.Errorf("successful builds: got %v, want 1", got)
-	}
+	promtest.WantValue(t, "cache hits", c.metrics.hits, 1)
+	promtest.WantValue(t, "cache misses", c.metrics.misses, 1)
+	promtest.WantValue(t, "successful builds", c.metrics.builds.WithLabelValues("success"), 1)
 	if got := testutil.ToFloat64(c.metrics.pullBytes); got <= 0 {
 		t.Errorf("image pull bytes: got %v, want > 0", got)
 	}
@@ -204,9 +198,7 @@ func TestEnsureFailsOnCorruptTransfersAndLeavesNoTar(t *testing.T) {
 			if got := tt.fetches(r); got != 3 {
 				t.Errorf("fetches: got %d, want 3 (a corrupt transfer is retried)", got)
 			}
-			if got := testutil.ToFloat64(c.metrics.builds.WithLabelValues("failure")); got != 1 {
-				t.Errorf("failed builds: got %v, want 1", got)
-			}
+			promtest.WantValue(t, "failed builds", c.metrics.builds.WithLabelValues("failure"), 1)
 		})
 	}
 }
@@ -222,9 +214,7 @@ func TestEnsureRetriesRegistryFaults(t *testing.T) {
 	if got := r.manifestGets.Load(); got != 3 {
 		t.Errorf("manifest fetches: got %d, want 3", got)
 	}
-	if got := testutil.ToFloat64(c.metrics.buildRetries); got != 2 {
-		t.Errorf("retries: got %v, want 2", got)
-	}
+	promtest.WantValue(t, "retries", c.metrics.buildRetries, 2)
 	if got := readTarFile(t, c.TarPath(3, commit)); !slices.Equal(got, sampleMembers) {
 		t.Errorf("members: got %q, want %q", got, sampleMembers)
 	}
@@ -318,9 +308,7 @@ func TestEnsureEnforcesMaxBytes(t *testing.T) {
 	if got := r.manifestGets.Load(); got != 1 {
 		t.Errorf("manifest fetches after asking again: got %d, want 1", got)
 	}
-	if got := testutil.ToFloat64(c.metrics.tooLarge); got != 1 {
-		t.Errorf("too-large count: got %v, want 1", got)
-	}
+	promtest.WantValue(t, "too-large count", c.metrics.tooLarge, 1)
 	// Another commit of the app (a new target) is pulled.
 	if err := c.Ensure(context.Background(), 5, "other", ref); !errors.Is(err, ErrTooLarge) || r.manifestGets.Load() != 2 {
 		t.Errorf("Ensure of another commit: got %v after %d manifest fetches, want ErrTooLarge after 2", err, r.manifestGets.Load())
@@ -349,9 +337,7 @@ func TestEnsureConcurrentCallsBuildOnce(t *testing.T) {
 	if got := r.manifestGets.Load(); got != 1 {
 		t.Errorf("manifest fetches: got %d, want 1", got)
 	}
-	if got := testutil.ToFloat64(c.metrics.builds.WithLabelValues("success")); got != 1 {
-		t.Errorf("builds: got %v, want 1", got)
-	}
+	promtest.WantValue(t, "builds", c.metrics.builds.WithLabelValues("success"), 1)
 }
 
 func TestEnsureReturnsWhenTheCallerGivesUpAndTheBuildGoesOn(t *testing.T) {

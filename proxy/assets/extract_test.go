@@ -303,6 +303,18 @@ func escapes(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "path escapes from parent")
 }
 
+// wantSafe fails the test for every problem found in the root and for a
+// link in it that leads out.
+func (s *sandbox) wantSafe(t *testing.T) {
+	t.Helper()
+	if err := s.readAll(); err != nil {
+		t.Error(err)
+	}
+	for _, p := range s.problems(t) {
+		t.Error(p)
+	}
+}
+
 // readAll follows every link in the root through os.Root, so a link that
 // leads out fails.
 func (s *sandbox) readAll() error {
@@ -331,47 +343,31 @@ func TestServedTarsOfHostileImagesExtractSafely(t *testing.T) {
 	for _, img := range hostileImages {
 		t.Run(img.name, func(t *testing.T) {
 			tarball := servedTar(t, img.layers)
-			t.Run("GNU tar", func(t *testing.T) {
-				if gnuErr != nil {
-					t.Skip("no tar on PATH")
-				}
-				s := newSandbox(t)
-				if err := s.extractGNU(t, tarball); err != nil {
-					t.Fatal(err)
-				}
-				if err := s.readAll(); err != nil {
-					t.Error(err)
-				}
-				for _, p := range s.problems(t) {
-					t.Error(p)
-				}
-			})
-			t.Run("Python tarfile", func(t *testing.T) {
-				if pyErr != nil {
-					t.Skip("no python3 on PATH")
-				}
-				s := newSandbox(t)
-				if err := s.extractPython(t, python, tarball); err != nil {
-					t.Fatal(err)
-				}
-				if err := s.readAll(); err != nil {
-					t.Error(err)
-				}
-				for _, p := range s.problems(t) {
-					t.Error(p)
-				}
-			})
+			for _, x := range []struct {
+				name    string
+				missing error // not nil: the extractor is not installed
+				extract func(t *testing.T, s *sandbox) error
+			}{
+				{"GNU tar", gnuErr, func(t *testing.T, s *sandbox) error { return s.extractGNU(t, tarball) }},
+				{"Python tarfile", pyErr, func(t *testing.T, s *sandbox) error { return s.extractPython(t, python, tarball) }},
+			} {
+				t.Run(x.name, func(t *testing.T) {
+					if x.missing != nil {
+						t.Skip(x.missing)
+					}
+					s := newSandbox(t)
+					if err := x.extract(t, s); err != nil {
+						t.Fatal(err)
+					}
+					s.wantSafe(t)
+				})
+			}
 			t.Run("Go extractor", func(t *testing.T) {
 				s := newSandbox(t)
 				for _, err := range s.extractGo(tarball) {
 					t.Errorf("extraction: %v", err)
 				}
-				if err := s.readAll(); err != nil {
-					t.Error(err)
-				}
-				for _, p := range s.problems(t) {
-					t.Error(p)
-				}
+				s.wantSafe(t)
 			})
 		})
 	}

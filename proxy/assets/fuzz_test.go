@@ -170,11 +170,6 @@ func FuzzFlattenLayers(f *testing.F) {
 				t.Errorf("extraction: %v", err)
 			}
 		}
-		if err := s.readAll(); err != nil {
-			t.Error(err)
-		}
-		for _, p := range s.problems(t) {
-			t.Error(p)
-		}
+		s.wantSafe(t)
 	})
 }

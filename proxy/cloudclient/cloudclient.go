@@ -449,14 +449,16 @@ func (c *Client) do(ctx context.Context, call, method, path string, hdr http.Hea
 	req.Header.Set("Accept", "application/json")
 	start := time.Now()
 	resp, err := c.hc.Do(req)
-	c.metrics.duration.WithLabelValues(call).Observe(time.Since(start).Seconds())
+	code := "error"
+	if err == nil {
+		code = strconv.Itoa(resp.StatusCode)
+	}
+	c.metrics.requests.Observe(code, time.Since(start), call)
 	if err != nil {
-		c.metrics.requests.WithLabelValues(call, "error").Inc()
 		err = &TransportError{Call: call, Err: redactURL(err), Sent: sent.Load()}
 		c.log.Debug("cloud request failed", "call", call, "method", method, "err", err)
 		return nil, err
 	}
-	c.metrics.requests.WithLabelValues(call, strconv.Itoa(resp.StatusCode)).Inc()
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return resp, nil
 	}

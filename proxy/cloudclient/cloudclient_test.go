@@ -118,11 +118,7 @@ func TestGetState(t *testing.T) {
 		}
 	})
 
-	for _, tc := range []struct {
-		name            string
-		responder       httpmock.Responder
-		unavail, reject bool
-	}{
+	for _, tc := range []failure{
 		{"a 500 answer is unavailable", httpmock.NewStringResponder(500, "boom"), true, false},
 		{"a 503 answer is unavailable", httpmock.NewStringResponder(503, ""), true, false},
 		{"a 429 answer is unavailable", httpmock.NewStringResponder(429, ""), true, false},
@@ -134,15 +130,7 @@ func TestGetState(t *testing.T) {
 			c, mt, _ := newMockClient(t)
 			on(mt, statePath, tc.responder)
 			_, _, _, err := c.GetState(context.Background(), "")
-			if err == nil {
-				t.Fatal("GetState succeeded, want error")
-			}
-			if got := IsUnavailable(err); got != tc.unavail {
-				t.Errorf("IsUnavailable(%v) = %v, want %v", err, got, tc.unavail)
-			}
-			if got := IsRejected(err); got != tc.reject {
-				t.Errorf("IsRejected(%v) = %v, want %v", err, got, tc.reject)
-			}
+			tc.check(t, "GetState", err)
 			if strings.Contains(err.Error(), testKey) {
 				t.Errorf("error %q contains the key", err)
 			}
@@ -178,11 +166,7 @@ func TestProvision(t *testing.T) {
 		}
 	})
 
-	for _, tc := range []struct {
-		name            string
-		responder       httpmock.Responder
-		unavail, reject bool
-	}{
+	for _, tc := range []failure{
 		{"a 400 answer for an app that is not dependent is rejected", httpmock.NewStringResponder(400, "not a dependent app"), false, true},
 		{"a 403 answer is rejected", httpmock.NewStringResponder(403, ""), false, true},
 		{"a 502 answer is unavailable", httpmock.NewStringResponder(502, ""), true, false},
@@ -193,15 +177,7 @@ func TestProvision(t *testing.T) {
 			c, mt, _ := newMockClient(t)
 			on(mt, path, tc.responder)
 			_, err := c.Provision(context.Background(), 42, "edge", "u1")
-			if err == nil {
-				t.Fatal("Provision succeeded, want error")
-			}
-			if got := IsUnavailable(err); got != tc.unavail {
-				t.Errorf("IsUnavailable(%v) = %v, want %v", err, got, tc.unavail)
-			}
-			if got := IsRejected(err); got != tc.reject {
-				t.Errorf("IsRejected(%v) = %v, want %v", err, got, tc.reject)
-			}
+			tc.check(t, "Provision", err)
 		})
 	}
 
@@ -409,11 +385,11 @@ func TestMetricsCountCallsByCodeAndLintClean(t *testing.T) {
 		code string
 		want float64
 	}{{"200", 2}, {"404", 1}, {"error", 1}} {
-		if got := testutil.ToFloat64(c.metrics.requests.WithLabelValues(CallPatch, tc.code)); got != tc.want {
+		if got := testutil.ToFloat64(c.metrics.requests.Count.WithLabelValues(CallPatch, tc.code)); got != tc.want {
 			t.Errorf("requests{patch,%s} = %v, want %v", tc.code, got, tc.want)
 		}
 	}
-	if n := testutil.CollectAndCount(c.metrics.duration); n != 1 {
+	if n := testutil.CollectAndCount(c.metrics.requests.Duration); n != 1 {
 		t.Errorf("duration series = %d, want 1", n)
 	}
 	promtest.CheckHygiene(t, reg, testKey)
@@ -428,6 +404,29 @@ func TestMetricsAreSharedAcrossClientsOnOneRegistry(t *testing.T) {
 	}
 }
 
+// failure is a failing answer of the cloud and how the error the client
+// returns for it is classed.
+type failure struct {
+	name            string
+	responder       httpmock.Responder
+	unavail, reject bool
+}
+
+// check fails the test unless err, what call returned for f's answer, is
+// an error that IsUnavailable and IsRejected class as f says.
+func (f failure) check(t *testing.T, call string, err error) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s succeeded, want error", call)
+	}
+	if got := IsUnavailable(err); got != f.unavail {
+		t.Errorf("IsUnavailable(%v) = %v, want %v", err, got, f.unavail)
+	}
+	if got := IsRejected(err); got != f.reject {
+		t.Errorf("IsRejected(%v) = %v, want %v", err, got, f.reject)
+	}
+}
+
 // on registers r for "METHOD url" on mt.
 func on(mt *httpmock.MockTransport, methodURL string, r httpmock.Responder) {
 	method, u, _ := strings.Cut(methodURL, " ")
@@ -435,101 +434,92 @@ func on(mt *httpmock.MockTransport, methodURL string, r httpmock.Responder) {
 }
 
 func TestViolationsBreakTheWireFormat(t *testing.T) {
-	capture := func(t *testing.T, mt *httpmock.MockTransport, route string) *string {
-		var body string
+	const (
+		provisionRoute = "POST " + testBase + "/v6/device"
+		patchRoute     = "PATCH " + testBase + "/v6/device(31)"
+		logsRoute      = "POST " + testBase + "/device/v2/" + testUUID + "/log-stream"
+	)
+	// broken returns a client with violation v on whose requests to route
+	// leave their body in *body.
+	broken := func(t *testing.T, v, route string) (c *Client, body *string) {
+		c, mt, _ := newMockClient(t)
+		c.v = violation.Set{v: true}
+		body = new(string)
 		on(mt, route, func(req *http.Request) (*http.Response, error) {
 			b, _ := io.ReadAll(req.Body)
-			body = string(b)
+			*body = string(b)
 			return httpmock.NewStringResponse(201, `{"id":1,"uuid":"u"}`), nil
 		})
-		return &body
+		return c, body
 	}
-	t.Run("cloud-prov-unmanaged drops is_managed_by__device", func(t *testing.T) {
-		c, mt, _ := newMockClient(t)
-		c.v = violation.Set{"cloud-prov-unmanaged": true}
-		body := capture(t, mt, "POST "+testBase+"/v6/device")
-		if _, err := c.Provision(context.Background(), 3, "generic-amd64", "u"); err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(*body, `"is_managed_by__device":0`) {
-			t.Errorf("body = %s, want is_managed_by__device 0", *body)
-		}
-	})
-	t.Run("cloud-patch-commit-field sends commit, not is_on__commit", func(t *testing.T) {
-		c, mt, _ := newMockClient(t)
-		c.v = violation.Set{"cloud-patch-commit-field": true}
-		body := capture(t, mt, "PATCH "+testBase+"/v6/device(31)")
-		commit := "c1"
-		if err := c.PatchDevice(context.Background(), 31, cloud.DevicePatch{IsOnCommit: &commit}); err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(*body, "is_on__commit") || !strings.Contains(*body, `"commit":"c1"`) {
-			t.Errorf("body = %s, want commit without is_on__commit", *body)
-		}
-	})
-	t.Run("cloud-prov-no-registered-at leaves registered_at out", func(t *testing.T) {
-		c, mt, _ := newMockClient(t)
-		c.v = violation.Set{"cloud-prov-no-registered-at": true}
-		body := capture(t, mt, "POST "+testBase+"/v6/device")
-		if _, err := c.Provision(context.Background(), 3, "generic-amd64", "u"); err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(*body, "registered_at") || !strings.Contains(*body, `"is_managed_by__device"`) {
-			t.Errorf("body = %s, want the fields but registered_at", *body)
-		}
-	})
-	t.Run("cloud-patch-environment adds an environment field", func(t *testing.T) {
-		c, mt, _ := newMockClient(t)
-		c.v = violation.Set{"cloud-patch-environment": true}
-		body := capture(t, mt, "PATCH "+testBase+"/v6/device(31)")
-		status := "Idle"
-		if err := c.PatchDevice(context.Background(), 31, cloud.DevicePatch{Status: &status}); err != nil {
-			t.Fatal(err)
-		}
-		if *body != `{"environment":{},"status":"Idle"}` {
-			t.Errorf("body = %s, want status and an environment", *body)
-		}
-	})
+	provision := func(c *Client) error {
+		_, err := c.Provision(context.Background(), 3, "generic-amd64", "u")
+		return err
+	}
+	patch := func(p cloud.DevicePatch) func(*Client) error {
+		return func(c *Client) error { return c.PatchDevice(context.Background(), 31, p) }
+	}
+	sendLogs := func(lines ...cloud.LogLine) func(*Client) error {
+		return func(c *Client) error { return c.SendLogs(context.Background(), lines) }
+	}
+	commit, status := "c1", "Idle"
+	for _, tc := range []struct {
+		violation, does, route string
+		call                   func(*Client) error
+		ok                     func(body string) bool
+		want                   string // what ok holds, for the message
+	}{
+		{"cloud-prov-unmanaged", "drops is_managed_by__device", provisionRoute, provision,
+			func(b string) bool { return strings.Contains(b, `"is_managed_by__device":0`) },
+			"is_managed_by__device 0"},
+		{"cloud-patch-commit-field", "sends commit, not is_on__commit", patchRoute, patch(cloud.DevicePatch{IsOnCommit: &commit}),
+			func(b string) bool {
+				return !strings.Contains(b, "is_on__commit") && strings.Contains(b, `"commit":"c1"`)
+			},
+			"commit without is_on__commit"},
+		{"cloud-prov-no-registered-at", "leaves registered_at out", provisionRoute, provision,
+			func(b string) bool {
+				return !strings.Contains(b, "registered_at") && strings.Contains(b, `"is_managed_by__device"`)
+			},
+			"the fields but registered_at"},
+		{"cloud-patch-environment", "adds an environment field", patchRoute, patch(cloud.DevicePatch{Status: &status}),
+			func(b string) bool { return b == `{"environment":{},"status":"Idle"}` },
+			"status and an environment"},
+		{"cloud-logs-omit-false", "leaves isSystem false out", logsRoute,
+			sendLogs(cloud.LogLine{UUID: "a", Message: "m"}, cloud.LogLine{UUID: "b", IsSystem: true}),
+			func(b string) bool {
+				return b == `{"uuid":"a","message":"m","timestamp":0}`+"\n"+`{"uuid":"b","message":"","timestamp":0,"isSystem":true}`+"\n"
+			},
+			"one line each, isSystem only where true"},
+		{"cloud-logs-json-array", "sends one array", logsRoute, sendLogs(cloud.LogLine{UUID: "a"}, cloud.LogLine{UUID: "b"}),
+			func(b string) bool { return strings.HasPrefix(b, "[") && strings.Count(b, "\n") == 1 },
+			"a single JSON array line"},
+	} {
+		t.Run(tc.violation+" "+tc.does, func(t *testing.T) {
+			c, body := broken(t, tc.violation, tc.route)
+			if err := tc.call(c); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.ok(*body) {
+				t.Errorf("body = %q, want %s", *body, tc.want)
+			}
+		})
+	}
 	t.Run("cloud-patch-drop-offline leaves is_online false out", func(t *testing.T) {
-		c, mt, _ := newMockClient(t)
-		c.v = violation.Set{"cloud-patch-drop-offline": true}
-		body := capture(t, mt, "PATCH "+testBase+"/v6/device(31)")
-		status, off := "Idle", false
-		if err := c.PatchDevice(context.Background(), 31, cloud.DevicePatch{Status: &status, IsOnline: &off}); err != nil {
+		c, body := broken(t, "cloud-patch-drop-offline", patchRoute)
+		off := false
+		if err := patch(cloud.DevicePatch{Status: &status, IsOnline: &off})(c); err != nil {
 			t.Fatal(err)
 		}
 		if *body != `{"status":"Idle"}` {
 			t.Errorf("body = %s, want status alone", *body)
 		}
 		*body = "none"
-		if err := c.PatchDevice(context.Background(), 31, cloud.DevicePatch{IsOnline: &off}); err != nil {
+		if err := patch(cloud.DevicePatch{IsOnline: &off})(c); err != nil {
 			t.Fatal(err)
 		}
 		if *body != "none" {
 			t.Errorf("a patch of is_online false alone was sent: %s", *body)
-		}
-	})
-	t.Run("cloud-logs-omit-false leaves isSystem false out", func(t *testing.T) {
-		c, mt, _ := newMockClient(t)
-		c.v = violation.Set{"cloud-logs-omit-false": true}
-		body := capture(t, mt, "POST "+testBase+"/device/v2/"+testUUID+"/log-stream")
-		if err := c.SendLogs(context.Background(), []cloud.LogLine{{UUID: "a", Message: "m"}, {UUID: "b", IsSystem: true}}); err != nil {
-			t.Fatal(err)
-		}
-		want := `{"uuid":"a","message":"m","timestamp":0}` + "\n" + `{"uuid":"b","message":"","timestamp":0,"isSystem":true}` + "\n"
-		if *body != want {
-			t.Errorf("body = %q, want %q", *body, want)
-		}
-	})
-	t.Run("cloud-logs-json-array sends one array", func(t *testing.T) {
-		c, mt, _ := newMockClient(t)
-		c.v = violation.Set{"cloud-logs-json-array": true}
-		body := capture(t, mt, "POST "+testBase+"/device/v2/"+testUUID+"/log-stream")
-		if err := c.SendLogs(context.Background(), []cloud.LogLine{{UUID: "a"}, {UUID: "b"}}); err != nil {
-			t.Fatal(err)
-		}
-		if !strings.HasPrefix(*body, "[") || strings.Count(*body, "\n") != 1 {
-			t.Errorf("body = %q, want a single JSON array line", *body)
 		}
 	})
 }

@@ -55,28 +55,37 @@ func runParallel(b *testing.B, clients int, client func() func(c *http.Client, i
 	c := benchClient()
 	procs := runtime.GOMAXPROCS(0)
 	b.SetParallelism((clients + procs - 1) / procs)
-	var (
-		mu  sync.Mutex
-		all []time.Duration
-	)
+	var lat latencies
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		do := client()
-		var lat []time.Duration
-		for i := 0; pb.Next(); i++ {
-			start := time.Now()
-			if err := do(c, i); err != nil {
-				b.Error(err)
-				return
-			}
-			lat = append(lat, time.Since(start))
-		}
-		mu.Lock()
-		all = append(all, lat...)
-		mu.Unlock()
+		lat.time(b, pb.Next, func(i int) error { return do(c, i) })
 	})
 	b.StopTimer()
-	reportLatency(b, all)
+	reportLatency(b, lat.all)
+}
+
+// latencies gathers how long the calls of concurrent clients took.
+type latencies struct {
+	mu  sync.Mutex
+	all []time.Duration
+}
+
+// time calls do(0), do(1), … while more allows, and adds how long each
+// took; the first that fails is reported on b and ends the calls.
+func (l *latencies) time(b *testing.B, more func() bool, do func(i int) error) {
+	var mine []time.Duration
+	for i := 0; more(); i++ {
+		start := time.Now()
+		if err := do(i); err != nil {
+			b.Error(err)
+			break
+		}
+		mine = append(mine, time.Since(start))
+	}
+	l.mu.Lock()
+	l.all = append(l.all, mine...)
+	l.mu.Unlock()
 }
 
 func reportLatency(b *testing.B, lat []time.Duration) {
@@ -288,33 +297,26 @@ func mustFetch(b *testing.B, c *http.Client, url string) []byte {
 // putLoad runs rounds of PUTs from 64 concurrent clients, client i on
 // urls[i%len(urls)], until n PUTs were answered 200, and returns their
 // rate and latencies.
-func putLoad(b *testing.B, c *http.Client, urls []string, n int) (perSec float64, lat []time.Duration) {
+func putLoad(b *testing.B, c *http.Client, urls []string, n int) (float64, []time.Duration) {
 	const clients = 64
 	var (
 		wg   sync.WaitGroup
-		mu   sync.Mutex
+		lat  latencies
 		next atomic.Int64
 	)
 	start := time.Now()
 	for i := range clients {
 		url := urls[i%len(urls)]
 		wg.Go(func() {
-			var mine []time.Duration
-			for k := next.Add(1); k <= int64(n); k = next.Add(1) {
-				t0 := time.Now()
-				if err := put(c, url, fmt.Sprintf(`{"status":"s%d","is_online":%v}`, k, k%2 == 0)); err != nil {
-					b.Error(err)
-					return
-				}
-				mine = append(mine, time.Since(t0))
-			}
-			mu.Lock()
-			lat = append(lat, mine...)
-			mu.Unlock()
+			var k int64
+			more := func() bool { k = next.Add(1); return k <= int64(n) }
+			lat.time(b, more, func(int) error {
+				return put(c, url, fmt.Sprintf(`{"status":"s%d","is_online":%v}`, k, k%2 == 0))
+			})
 		})
 	}
 	wg.Wait()
-	return float64(len(lat)) / time.Since(start).Seconds(), lat
+	return float64(len(lat.all)) / time.Since(start).Seconds(), lat.all
 }
 
 // percentile is the p-th percentile (0-100) of sorted lat.

@@ -87,33 +87,33 @@ func jsonObject(raw json.RawMessage) bool { return len(raw) > 0 && raw[0] == '{'
 // jsonInteger returns raw as an int64 if it is a JSON number with an
 // integral value in range (5, 5.0 and 5e0 alike); strings are not numbers.
 func jsonInteger(raw json.RawMessage) (int64, bool) {
-	if len(raw) == 0 || !(raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9')) {
-		return 0, false
-	}
-	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
-		return n, true
-	}
-	f, err := strconv.ParseFloat(string(raw), 64)
-	if err != nil || f != math.Trunc(f) || f < math.MinInt64 || f >= math.MaxInt64 {
-		return 0, false
-	}
-	return int64(f), true
+	n, integral, ok := jsonNumber(raw)
+	return n, ok && integral
 }
 
 // jsonNumberMillis returns raw as a timestamp: any JSON number, truncated
 // to an integer, that fits in an int64.
 func jsonNumberMillis(raw json.RawMessage) (int64, bool) {
+	n, _, ok := jsonNumber(raw)
+	return n, ok
+}
+
+// jsonNumber returns raw, a JSON number (strings are not numbers) whose
+// value fits in an int64, truncated toward zero, and whether that value
+// was integral already.
+func jsonNumber(raw json.RawMessage) (n int64, integral, ok bool) {
 	if len(raw) == 0 || !(raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9')) {
-		return 0, false
+		return 0, false, false
 	}
 	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
-		return n, true
+		return n, true, true
 	}
 	f, err := strconv.ParseFloat(string(raw), 64)
 	if err != nil || math.IsInf(f, 0) || f < math.MinInt64 || f >= math.MaxInt64 {
-		return 0, false
+		return 0, false, false
 	}
-	return int64(math.Trunc(f)), true
+	whole := math.Trunc(f)
+	return int64(whole), whole == f, true
 }
 
 // marshal is json.Marshal without HTML escaping and without a trailing

@@ -12,9 +12,9 @@ import (
 
 	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/promreg/promtest"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 var hex32 = regexp.MustCompile(`^[0-9a-f]{32}$`)
@@ -484,7 +484,5 @@ func TestLogBufferDropsOldestAndCounts(t *testing.T) {
 	if got := fmt.Sprint(msgs); got != "[m3 m4]" {
 		t.Errorf("buffered = %s, want [m3 m4]", got)
 	}
-	if got := testutil.ToFloat64(f.h.metrics.logsDropped); got != 3 {
-		t.Errorf("dropped counter = %v, want 3", got)
-	}
+	promtest.WantValue(t, "dropped counter", f.h.metrics.logsDropped, 3)
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -60,9 +61,7 @@ func (c *fakeCloud) Provision(ctx context.Context, appID int64, deviceType, uuid
 // PatchDevice fails as told, else takes the patch (only the violation
 // put-cloud-fail-500 patches from the API).
 func (c *fakeCloud) PatchDevice(ctx context.Context, id int64, patch cloud.DevicePatch) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.fail
+	return locked(&c.mu, func() error { return c.fail })
 }
 
 func (c *fakeCloud) setFail(err error) {
@@ -72,9 +71,7 @@ func (c *fakeCloud) setFail(err error) {
 }
 
 func (c *fakeCloud) Calls() []provisionCall {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]provisionCall(nil), c.calls...)
+	return locked(&c.mu, func() []provisionCall { return slices.Clone(c.calls) })
 }
 
 // fakeAssets serves a fixed body as the tar, or fails as told.
@@ -105,9 +102,7 @@ func (a *fakeAssets) Serve(w http.ResponseWriter, r *http.Request, appID int64, 
 }
 
 func (a *fakeAssets) Calls() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]string(nil), a.calls...)
+	return locked(&a.mu, func() []string { return slices.Clone(a.calls) })
 }
 
 // testEnv is the API over a real store in a temporary directory, served on
@@ -283,21 +278,15 @@ func (e *testEnv) outbox(kind store.OutboxKind) []store.OutboxRow {
 }
 
 func (e *testEnv) reports() []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return append([]string(nil), e.reported...)
+	return locked(&e.mu, func() []string { return slices.Clone(e.reported) })
 }
 
 func (e *testEnv) targetFieldsReported() []bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return append([]bool(nil), e.targetReports...)
+	return locked(&e.mu, func() []bool { return slices.Clone(e.targetReports) })
 }
 
 func (e *testEnv) provisions() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.provs
+	return locked(&e.mu, func() int { return e.provs })
 }
 
 // rejected is the error a cloud that refuses gives.
@@ -305,3 +294,10 @@ var rejected = &cloudclient.StatusError{Call: cloudclient.CallProvision, Code: 4
 
 // unreachable is the error of a cloud that cannot be reached.
 var unreachable = &cloudclient.TransportError{Call: cloudclient.CallProvision, Err: errors.New("connection refused")}
+
+// locked returns what read returns with mu held.
+func locked[T any](mu *sync.Mutex, read func() T) T {
+	mu.Lock()
+	defer mu.Unlock()
+	return read()
+}

@@ -210,9 +210,7 @@ func (h *Handler) route(pattern string, auth bool, fn handlerFunc) http.Handler 
 				}
 				h.writeError(rec, r, fmt.Errorf("panic: %v\n%s", p, debug.Stack()))
 			}
-			method := methodLabel(r.Method)
-			h.metrics.requests.WithLabelValues(tmpl, method, statusLabel(rec.Status())).Inc()
-			h.metrics.duration.WithLabelValues(tmpl, method).Observe(time.Since(start).Seconds())
+			h.metrics.requests.Observe(statusLabel(rec.Status()), time.Since(start), tmpl, methodLabel(r.Method))
 		}()
 		if auth && !h.authorized(r) {
 			h.refuse(rec, r)

@@ -295,7 +295,7 @@ func TestMetricsUseRouteTemplatesAndLintClean(t *testing.T) {
 		{"other", "GET", "404", 1},
 		{"/ping", "GET", "200", 1},
 	} {
-		if got := testutil.ToFloat64(e.h.metrics.requests.WithLabelValues(tc.route, tc.method, tc.code)); got != tc.want {
+		if got := testutil.ToFloat64(e.h.metrics.requests.Count.WithLabelValues(tc.route, tc.method, tc.code)); got != tc.want {
 			t.Errorf("requests{%s,%s,%s} = %v, want %v", tc.route, tc.method, tc.code, got, tc.want)
 		}
 	}

@@ -10,8 +10,7 @@ import (
 // path template (/v1/devices/{uuid}), never by a uuid; "other" is every path
 // no route matches.
 type Metrics struct {
-	requests    *prometheus.CounterVec
-	duration    *prometheus.HistogramVec
+	requests    promreg.Requests
 	logsDropped prometheus.Counter
 	logsCut     prometheus.Counter
 }
@@ -21,9 +20,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	f := promreg.Named(reg, "depharness", "proxy")
 	m := &Metrics{
-		requests: f.CounterVec("http_requests_total",
-			"Supervisor API requests by route template, method and status code.", "route", "method", "code"),
-		duration: f.HistogramVec("http_request_duration_seconds",
+		requests: f.Requests("http_", "Supervisor API requests by route template, method and status code.",
 			"Supervisor API request duration by route template and method.", prometheus.ExponentialBuckets(0.0001, 4, 10), "route", "method"),
 		logsDropped: f.Counter("log_buffer_dropped_total",
 			"Log lines dropped, oldest first, because the durable log buffer was full (LOG_BUFFER_LINES or LOG_BUFFER_BYTES)."),

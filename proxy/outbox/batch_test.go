@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api/cloud"
+	"github.com/depharness/depharness/internal/promreg/promtest"
 	"github.com/depharness/depharness/internal/testkit"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
@@ -334,9 +335,7 @@ func TestAnOutageInTheMiddleOfABatchHoldsBackOnlyTheFailedDevice(t *testing.T) {
 	if got, want := e.st.ackSizes(store.OutboxPatch), []int{7, 2}; !slices.Equal(got, want) {
 		t.Errorf("acknowledgement transactions (rows each) = %v, want %v", got, want)
 	}
-	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(string(store.OutboxPatch))); got != 9 {
-		t.Errorf("delivered = %v, want 9", got)
-	}
+	promtest.WantValue(t, "delivered", e.ob.metrics.delivered.WithLabelValues(string(store.OutboxPatch)), 9)
 }
 
 func TestABatchIsAcknowledgedInOneTransaction(t *testing.T) {
@@ -359,15 +358,9 @@ func TestABatchIsAcknowledgedInOneTransaction(t *testing.T) {
 	if got, want := e.st.ackSizes(store.OutboxLog), []int{8, 8}; !slices.Equal(got, want) {
 		t.Errorf("log acknowledgements (rows each) = %v, want %v: one per batch, the split one included", got, want)
 	}
-	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(string(store.OutboxPatch))); got != 64 {
-		t.Errorf("patches delivered = %v, want 64", got)
-	}
-	if got := testutil.ToFloat64(e.ob.metrics.delivered.WithLabelValues(string(store.OutboxLog))); got != 15 {
-		t.Errorf("log lines delivered = %v, want 15", got)
-	}
-	if got := testutil.ToFloat64(e.ob.metrics.dropped.WithLabelValues(string(store.OutboxLog), "refused_400")); got != 1 {
-		t.Errorf("log lines dropped = %v, want 1", got)
-	}
+	promtest.WantValue(t, "patches delivered", e.ob.metrics.delivered.WithLabelValues(string(store.OutboxPatch)), 64)
+	promtest.WantValue(t, "log lines delivered", e.ob.metrics.delivered.WithLabelValues(string(store.OutboxLog)), 15)
+	promtest.WantValue(t, "log lines dropped", e.ob.metrics.dropped.WithLabelValues(string(store.OutboxLog), "refused_400"), 1)
 	if got := len(e.cloud.logLines()); got != 15 {
 		t.Errorf("the cloud got %d log lines, want 15", got)
 	}

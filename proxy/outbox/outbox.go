@@ -55,6 +55,7 @@ import (
 
 	cloudapi "github.com/depharness/depharness/api/cloud"
 	"github.com/depharness/depharness/internal/backoff"
+	"github.com/depharness/depharness/internal/defaults"
 	"github.com/depharness/depharness/proxy/cloudclient"
 	"github.com/depharness/depharness/proxy/store"
 	"github.com/depharness/depharness/proxy/violation"
@@ -163,33 +164,17 @@ func New(opts Options) (*Outbox, error) {
 	if opts.Violations.On("put-commit-not-sent") {
 		opts.Cloud = commitKeptLocal{opts.Cloud}
 	}
-	if opts.RetryMin <= 0 {
-		opts.RetryMin = DefaultRetryMin
-	}
-	if opts.RetryMax <= 0 {
-		opts.RetryMax = DefaultRetryMax
-	}
+	defaults.Positive(&opts.RetryMin, DefaultRetryMin)
+	defaults.Positive(&opts.RetryMax, DefaultRetryMax)
 	if opts.RetryMax < opts.RetryMin {
 		opts.RetryMax = opts.RetryMin
 	}
-	if opts.LogBatch <= 0 {
-		opts.LogBatch = DefaultLogBatch
-	}
-	if opts.LogBatchBytes <= 0 {
-		opts.LogBatchBytes = DefaultLogBatchBytes
-	}
-	if opts.PatchBatch <= 0 {
-		opts.PatchBatch = DefaultPatchBatch
-	}
-	if opts.PatchConcurrency <= 0 {
-		opts.PatchConcurrency = DefaultPatchConcurrency
-	}
-	if opts.CallTimeout <= 0 {
-		opts.CallTimeout = DefaultCallTimeout
-	}
-	if opts.IdleCheck <= 0 {
-		opts.IdleCheck = DefaultIdleCheck
-	}
+	defaults.Positive(&opts.LogBatch, DefaultLogBatch)
+	defaults.Positive(&opts.LogBatchBytes, DefaultLogBatchBytes)
+	defaults.Positive(&opts.PatchBatch, DefaultPatchBatch)
+	defaults.Positive(&opts.PatchConcurrency, DefaultPatchConcurrency)
+	defaults.Positive(&opts.CallTimeout, DefaultCallTimeout)
+	defaults.Positive(&opts.IdleCheck, DefaultIdleCheck)
 	o := &Outbox{
 		opts:    opts,
 		log:     opts.Logger,

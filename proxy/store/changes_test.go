@@ -63,10 +63,7 @@ func TestOutboxCountsFollowOnlyTheWritesThatCommitted(t *testing.T) {
 // The counts survive a reopen (they are in meta) and match the table.
 func TestOutboxCountsAreReadBackAtOpen(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openDir(t, dir)
 	ctx := context.Background()
 	apiProvision(t, s, "u1", 1, 11)
 	for i := range 3 {
@@ -83,9 +80,7 @@ func TestOutboxCountsAreReadBackAtOpen(t *testing.T) {
 	}
 	before := counts(t, s)
 	s.Close()
-	if s, err = Open(dir, Options{}); err != nil {
-		t.Fatal(err)
-	}
+	s = openDir(t, dir)
 	defer s.Close()
 	after := counts(t, s)
 	if fmt.Sprint(after.Rows, after.Bytes) != fmt.Sprint(before.Rows, before.Bytes) || after.Rows[OutboxLog] != 2 || after.Rows[OutboxPatch] != 1 {

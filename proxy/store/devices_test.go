@@ -23,6 +23,17 @@ func openAPIStore(t testing.TB) *Store {
 	return s
 }
 
+// openDir opens the store in dir (a new one, or one closed before: a
+// reopen), with the real clock.
+func openDir(t testing.TB, dir string) *Store {
+	t.Helper()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return s
+}
+
 // execWrite runs one statement as a write of the store (through the group
 // commit, as every write of the proxy: the store's memory of what changed
 // sees it).

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -106,6 +107,14 @@ func metaKeys(t *testing.T, s *Store, prefix string) []string {
 	return keys
 }
 
+// wantMetaKeys fails the test unless the keys of meta with prefix are want.
+func wantMetaKeys(t *testing.T, s *Store, prefix string, want ...string) {
+	t.Helper()
+	if got := metaKeys(t, s, prefix); !slices.Equal(got, want) {
+		t.Errorf("committed keys %s* = %v, want %v", prefix, got, want)
+	}
+}
+
 // submit starts write(ctx, fn) on its own goroutine; its error arrives on
 // the returned channel.
 func submit(s *Store, ctx context.Context, fn func(*sql.Tx) error) <-chan error {
@@ -177,9 +186,7 @@ func TestQueuedWritesShareOneTransactionInSubmissionOrder(t *testing.T) {
 	if fmt.Sprint(order) != "[0 1 2 3 4]" {
 		t.Errorf("run order = %v, want submission order [0 1 2 3 4]", order)
 	}
-	if got := metaKeys(t, s, "q"); strings.Join(got, ",") != "q0,q1,q2,q3,q4" {
-		t.Errorf("committed keys = %v, want q0..q4", got)
-	}
+	wantMetaKeys(t, s, "q", "q0", "q1", "q2", "q3", "q4")
 }
 
 func TestWritesOfAnnouncedCallersWaitForEachOtherAndShareOneTransaction(t *testing.T) {
@@ -231,9 +238,7 @@ func TestWritesOfAnnouncedCallersWaitForEachOtherAndShareOneTransaction(t *testi
 		t.Fatalf("announced callers after every done = %d, want 0", got)
 	}
 	quick("an announced write with nobody announced", func() error { return s.writeAnnounced(ctx, asWtx(putMeta("a3", "v"))) })
-	if got := metaKeys(t, s, "a"); strings.Join(got, ",") != "a0,a1,a2,a3" {
-		t.Errorf("committed keys = %v, want a0,a1,a2,a3", got)
-	}
+	wantMetaKeys(t, s, "a", "a0", "a1", "a2", "a3")
 }
 
 func TestAFailingWriteIsUndoneAndTheOthersOfItsBatchAreKept(t *testing.T) {
@@ -296,9 +301,8 @@ func TestAFailingWriteIsUndoneAndTheOthersOfItsBatchAreKept(t *testing.T) {
 			if err := await(t, "write c", c); err != nil {
 				t.Errorf("write c: %v, want nil", err)
 			}
-			if got := metaKeys(t, s, "f"); strings.Join(got, ",") != "fa,fc" {
-				t.Errorf("committed keys = %v, want [fa fc] (b's write undone)", got)
-			}
+			// b's write is undone, a's and c's are committed.
+			wantMetaKeys(t, s, "f", "fa", "fc")
 			// The writer goes on with the next writes.
 			if err := s.write(context.Background(), putMeta("fd", "v")); err != nil {
 				t.Errorf("next write: %v", err)
@@ -331,9 +335,7 @@ func TestALoneFailingOrPanickingWriteIsUndone(t *testing.T) {
 	if err := s.write(context.Background(), putMeta("lc", "v")); err != nil {
 		t.Fatalf("next write: %v", err)
 	}
-	if got := metaKeys(t, s, "l"); strings.Join(got, ",") != "lc" {
-		t.Errorf("committed keys = %v, want [lc]", got)
-	}
+	wantMetaKeys(t, s, "l", "lc")
 }
 
 func TestAWriteWhoseContextEndsWhileQueuedIsNotRun(t *testing.T) {
@@ -367,9 +369,7 @@ func TestAWriteWhoseContextEndsWhileQueuedIsNotRun(t *testing.T) {
 	if ran {
 		t.Error("the function of a cancelled write ran")
 	}
-	if got := metaKeys(t, s, "x"); strings.Join(got, ",") != "xa" {
-		t.Errorf("committed keys = %v, want [xa]", got)
-	}
+	wantMetaKeys(t, s, "x", "xa")
 }
 
 func TestAStartedWriteCompletesWithItsBatchWhenItsContextEnds(t *testing.T) {
@@ -386,9 +386,7 @@ func TestAStartedWriteCompletesWithItsBatchWhenItsContextEnds(t *testing.T) {
 	if err != nil {
 		t.Errorf("write whose context ended after it started: got %v, want nil (committed)", err)
 	}
-	if got := metaKeys(t, s, "s"); strings.Join(got, ",") != "s1" {
-		t.Errorf("committed keys = %v, want [s1]", got)
-	}
+	wantMetaKeys(t, s, "s", "s1")
 }
 
 func TestWriterStatementsRunToTheEndWhateverTheContext(t *testing.T) {
@@ -412,9 +410,7 @@ func TestWriterStatementsRunToTheEndWhateverTheContext(t *testing.T) {
 		t.Errorf("statement on the writer with an ended context: got %v, want it run", err)
 	}
 	conn.Close()
-	if got := metaKeys(t, s, "d"); strings.Join(got, ",") != "d1" {
-		t.Errorf("committed keys = %v, want [d1]", got)
-	}
+	wantMetaKeys(t, s, "d", "d1")
 }
 
 func TestAWriteThatEndsTheTransactionFailsItsBatchAndTheRestRunAnew(t *testing.T) {
@@ -446,17 +442,12 @@ func TestAWriteThatEndsTheTransactionFailsItsBatchAndTheRestRunAnew(t *testing.T
 	if err := await(t, "write c", c); err != nil {
 		t.Errorf("write c: %v, want nil (run in a new transaction)", err)
 	}
-	if got := metaKeys(t, s, "r"); strings.Join(got, ",") != "rc" {
-		t.Errorf("committed keys = %v, want [rc]", got)
-	}
+	wantMetaKeys(t, s, "r", "rc")
 }
 
 func TestWritesSurviveReopenAndCloseDrainsThenRefuses(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openDir(t, dir)
 	release := holdWriter(t, s)
 	const n = 50
 	var errcs []<-chan error
@@ -495,23 +486,15 @@ func TestWritesSurviveReopenAndCloseDrainsThenRefuses(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 
-	s, err = Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openDir(t, dir)
 	defer s.Close()
-	got := metaKeys(t, s, "p")
 	want := make([]string, n)
 	for i := range want {
 		want[i] = fmt.Sprintf("p%02d", i)
 	}
 	sort.Strings(want)
-	if strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Errorf("keys after reopen = %v, want %v", got, want)
-	}
-	if keys := metaKeys(t, s, "late"); len(keys) != 0 {
-		t.Errorf("refused write stored %v", keys)
-	}
+	wantMetaKeys(t, s, "p", want...)
+	wantMetaKeys(t, s, "late") // the refused write stored nothing
 }
 
 func TestPreparedStatementsOfTheWriterWorkInsideBatches(t *testing.T) {

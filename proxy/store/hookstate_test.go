@@ -157,11 +157,8 @@ func TestHookBookkeeping(t *testing.T) {
 func TestHookStateSurvivesReopen(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	s, err := Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = s.ApplyTarget(ctx, Target{
+	s := openDir(t, dir)
+	_, err := s.ApplyTarget(ctx, Target{
 		Apps:    []TargetApp{{ID: 1, Name: "one", Commit: "c1", Image: "r@sha256:aa"}},
 		Devices: []TargetDevice{{UUID: "d1", AppID: 1, Cloud: cloudRec(1)}, {UUID: "d2", AppID: 1, Cloud: cloudRec(2)}},
 	}, time.Now())
@@ -176,10 +173,7 @@ func TestHookStateSurvivesReopen(t *testing.T) {
 		t.Fatalf("AckUpdate: %v %v", ok, err)
 	}
 	s.Close()
-	s, err = Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openDir(t, dir)
 	defer s.Close()
 	p := pendingByUUID(t, s)
 	if _, ok := p["d1"]; ok || p["d2"].Update == nil {

@@ -35,10 +35,7 @@ func TestMigration3SizesExistingOutboxRows(t *testing.T) {
 		}
 	}
 	db.Close()
-	s, err := Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openDir(t, dir)
 	defer s.Close()
 	c := counts(t, s)
 	if c.Rows[OutboxLog] != 2 || c.Bytes[OutboxLog] != int64(len(`{"message":"é1"}`)+len(`{"message":"m2"}`)) || c.Rows[OutboxPatch] != 1 {

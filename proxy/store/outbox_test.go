@@ -23,40 +23,52 @@ func outboxPayloads(t testing.TB, s *Store, kind OutboxKind) []string {
 	return out
 }
 
-func TestAppendLogKeepsTheNewestLinesAndCountsDrops(t *testing.T) {
-	s := openAPIStore(t)
-	ctx := context.Background()
-	apiProvision(t, s, "u1", 1, 11)
+// appendLogs appends the log lines from to to (logPayload) of uuid to a
+// buffer bounded at bound lines and returns how many lines each dropped.
+func appendLogs(t testing.TB, s *Store, uuid string, bound, from, to int) []int64 {
+	t.Helper()
 	var dropped []int64
-	for i := 1; i <= 5; i++ {
-		n, err := s.AppendLog(ctx, "u1", logPayload(i), 3)
+	for i := from; i <= to; i++ {
+		n, err := s.AppendLog(context.Background(), uuid, logPayload(i), bound)
 		if err != nil {
 			t.Fatalf("AppendLog %d: %v", i, err)
 		}
 		dropped = append(dropped, n)
 	}
-	if want := "[0 0 0 1 1]"; fmt.Sprint(dropped) != want {
-		t.Errorf("dropped = %v, want %s", dropped, want)
+	return dropped
+}
+
+// wantDropped fails the test unless dropped, what appendLogs returned, is
+// want.
+func wantDropped(t testing.TB, dropped []int64, want string) {
+	t.Helper()
+	if got := fmt.Sprint(dropped); got != want {
+		t.Fatalf("dropped = %s, want %s", got, want)
 	}
-	if got, want := fmt.Sprint(outboxPayloads(t, s, OutboxLog)), `[{"message":"m3"} {"message":"m4"} {"message":"m5"}]`; got != want {
+}
+
+// wantBuffered fails the test unless the log rows waiting in the outbox
+// are want, in order.
+func wantBuffered(t testing.TB, s *Store, want string) {
+	t.Helper()
+	if got := fmt.Sprint(outboxPayloads(t, s, OutboxLog)); got != want {
 		t.Errorf("buffered = %s, want %s", got, want)
 	}
+}
+
+func TestAppendLogKeepsTheNewestLinesAndCountsDrops(t *testing.T) {
+	s := openAPIStore(t)
+	ctx := context.Background()
+	apiProvision(t, s, "u1", 1, 11)
+	wantDropped(t, appendLogs(t, s, "u1", 3, 1, 5), "[0 0 0 1 1]")
+	wantBuffered(t, s, `[{"message":"m3"} {"message":"m4"} {"message":"m5"}]`)
 	// Acknowledging frees room: two more lines fit without a drop.
 	rows, _ := s.NextOutbox(ctx, OutboxLog, 2)
 	if n, err := s.AckOutbox(ctx, OutboxLog, rows[1].Seq); err != nil || n != 2 {
 		t.Fatalf("AckOutbox = %d, %v; want 2", n, err)
 	}
-	for i := 6; i <= 7; i++ {
-		if n, err := s.AppendLog(ctx, "u1", logPayload(i), 3); err != nil || n != 0 {
-			t.Fatalf("AppendLog %d = %d, %v; want no drop", i, n, err)
-		}
-	}
-	if n, err := s.AppendLog(ctx, "u1", logPayload(8), 3); err != nil || n != 1 {
-		t.Fatalf("AppendLog 8 = %d, %v; want 1 dropped", n, err)
-	}
-	if got, want := fmt.Sprint(outboxPayloads(t, s, OutboxLog)), `[{"message":"m6"} {"message":"m7"} {"message":"m8"}]`; got != want {
-		t.Errorf("buffered = %s, want %s", got, want)
-	}
+	wantDropped(t, appendLogs(t, s, "u1", 3, 6, 8), "[0 0 1]")
+	wantBuffered(t, s, `[{"message":"m6"} {"message":"m7"} {"message":"m8"}]`)
 	if rows[0].CloudID != 11 || rows[0].DeviceUUID != "u1" || !rows[0].CreatedAt.Equal(apiEpoch.Truncate(time.Millisecond)) {
 		t.Errorf("row = %+v, want cloud id 11, uuid u1, created at %v", rows[0], apiEpoch)
 	}
@@ -65,21 +77,11 @@ func TestAppendLogKeepsTheNewestLinesAndCountsDrops(t *testing.T) {
 func TestAppendLogBoundHoldsAcrossReopen(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	s, err := Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openDir(t, dir)
 	apiProvision(t, s, "u1", 1, 1)
-	for i := 0; i < 3; i++ {
-		if _, err := s.AppendLog(ctx, "u1", logPayload(i), 3); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendLogs(t, s, "u1", 3, 0, 2)
 	s.Close()
-	s, err = Open(dir, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openDir(t, dir)
 	t.Cleanup(func() { s.Close() })
 	if n, err := s.AppendLog(ctx, "u1", logPayload(3), 3); err != nil || n != 1 {
 		t.Fatalf("AppendLog after reopen = %d, %v; want 1 dropped", n, err)
@@ -188,25 +190,12 @@ func TestAckOutboxRowsFreesRoomInTheBoundedLogBuffer(t *testing.T) {
 	s := openAPIStore(t)
 	ctx := context.Background()
 	apiProvision(t, s, "u1", 1, 1)
-	for i := 1; i <= 3; i++ {
-		if _, err := s.AppendLog(ctx, "u1", logPayload(i), 3); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendLogs(t, s, "u1", 3, 1, 3)
 	rows, _ := s.NextOutbox(ctx, OutboxLog, 3)
 	if n, err := s.AckOutboxRows(ctx, OutboxLog, []int64{rows[0].Seq, rows[2].Seq}); err != nil || n != 2 {
 		t.Fatalf("AckOutboxRows = %d, %v; want 2", n, err)
 	}
 	// Two lines fit without a drop, the third drops the oldest (m2).
-	for i := 4; i <= 5; i++ {
-		if n, err := s.AppendLog(ctx, "u1", logPayload(i), 3); err != nil || n != 0 {
-			t.Fatalf("AppendLog %d = %d, %v; want no drop", i, n, err)
-		}
-	}
-	if n, err := s.AppendLog(ctx, "u1", logPayload(6), 3); err != nil || n != 1 {
-		t.Fatalf("AppendLog 6 = %d, %v; want 1 dropped", n, err)
-	}
-	if got, want := fmt.Sprint(outboxPayloads(t, s, OutboxLog)), `[{"message":"m4"} {"message":"m5"} {"message":"m6"}]`; got != want {
-		t.Errorf("buffered = %s, want %s", got, want)
-	}
+	wantDropped(t, appendLogs(t, s, "u1", 3, 4, 6), "[0 0 1]")
+	wantBuffered(t, s, `[{"message":"m4"} {"message":"m5"} {"message":"m6"}]`)
 }

@@ -8,10 +8,7 @@ import (
 
 func TestOpenAppliesMigrationsOnceAndReopens(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, Options{})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
+	s := openDir(t, dir)
 	var v int
 	if err := s.w.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
 		t.Fatal(err)
@@ -29,11 +26,9 @@ func TestOpenAppliesMigrationsOnceAndReopens(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(dir, Options{})
-	if err != nil {
-		t.Fatalf("reopen: %v", err)
+	if err := openDir(t, dir).Close(); err != nil {
+		t.Fatalf("close after reopen: %v", err)
 	}
-	s.Close()
 }
 
 func TestOpenRejectsUnwritableDir(t *testing.T) {

@@ -295,9 +295,7 @@ func TestPollAppliesTheTargetAndLooksUpUnknownDevices(t *testing.T) {
 	if lookups != 2 {
 		t.Fatalf("got %d device lookups, want 2", lookups)
 	}
-	if got := testutil.ToFloat64(f.s.metrics.polls.WithLabelValues(OutcomeNotModified)); got != 1 {
-		t.Fatalf("got %v not-modified polls, want 1", got)
-	}
+	promtest.WantValue(t, "not-modified polls", f.s.metrics.polls.WithLabelValues(OutcomeNotModified), 1)
 	promtest.CheckHygiene(t, f.reg)
 }
 
@@ -396,9 +394,7 @@ func TestCloudFailureKeepsTheStore(t *testing.T) {
 	if ds := f.devices(t); len(ds) != 2 || ds["d1"].MarkedForDelete || ds["d2"].MarkedForDelete {
 		t.Fatalf("got devices %+v during a cloud outage, want both unchanged", ds)
 	}
-	if got := testutil.ToFloat64(f.s.metrics.polls.WithLabelValues(OutcomeError)); got != 1 {
-		t.Fatalf("got %v error polls, want 1", got)
-	}
+	promtest.WantValue(t, "error polls", f.s.metrics.polls.WithLabelValues(OutcomeError), 1)
 }
 
 func TestReleaseBecomesCurrentOnlyOnceDownloaded(t *testing.T) {
@@ -410,9 +406,7 @@ func TestReleaseBecomesCurrentOnlyOnceDownloaded(t *testing.T) {
 	if c := f.currentCommit(t, "d1"); c != "" {
 		t.Fatalf("got current commit %q while downloading, want none", c)
 	}
-	if got := testutil.ToFloat64(f.s.metrics.downloading); got != 1 {
-		t.Fatalf("got %v apps downloading, want 1", got)
-	}
+	promtest.WantValue(t, "apps downloading", f.s.metrics.downloading, 1)
 	before := f.onChange.Load()
 	close(release)
 	testkit.Eventually(t, "commit c1 current", func() bool { return f.currentCommit(t, "d1") == "c1" })
@@ -433,9 +427,7 @@ func TestFailedDownloadIsRetried(t *testing.T) {
 	if n := len(f.assets.calls()); n != 3 {
 		t.Fatalf("got %d Ensure calls, want 3 (two failures, one success)", n)
 	}
-	if got := testutil.ToFloat64(f.s.metrics.downloads.WithLabelValues(OutcomeError)); got != 2 {
-		t.Fatalf("got %v failed downloads counted, want 2", got)
-	}
+	promtest.WantValue(t, "failed downloads counted", f.s.metrics.downloads.WithLabelValues(OutcomeError), 2)
 }
 
 func TestAPermanentDownloadFailureIsNotRetriedUntilTheTargetChanges(t *testing.T) {
@@ -450,9 +442,7 @@ func TestAPermanentDownloadFailureIsNotRetriedUntilTheTargetChanges(t *testing.T
 	if calls := f.assets.calls(); len(calls) != 1 {
 		t.Fatalf("got Ensure calls %v, want one (a permanent failure is not retried)", calls)
 	}
-	if got := testutil.ToFloat64(f.s.metrics.downloads.WithLabelValues(OutcomeError)); got != 1 {
-		t.Fatalf("got %v failed downloads counted, want 1", got)
-	}
+	promtest.WantValue(t, "failed downloads counted", f.s.metrics.downloads.WithLabelValues(OutcomeError), 1)
 	s := goodState()
 	s["dependent"].(map[string]any)["apps"].(map[string]any)["1"].(map[string]any)["commit"] = "c2"
 	f.cloud.set(s)

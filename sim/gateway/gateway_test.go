@@ -161,6 +161,28 @@ func (w *harness) await(what string, cond func(*supervisortest.Server) bool) {
 	}
 }
 
+// mustHook sends a hook to the gateway and fails the test unless the
+// gateway answers want.
+func (w *harness) mustHook(method, path string, body any, want int) {
+	w.t.Helper()
+	if got := w.hook(method, path, body); got != want {
+		w.t.Fatalf("%s %s: got %d, want %d", method, path, got, want)
+	}
+}
+
+// awaitUpdate waits until the supervisor holds a report of uuid that pred
+// accepts.
+func (w *harness) awaitUpdate(what, uuid string, pred func(api.DeviceUpdate) bool) {
+	w.t.Helper()
+	w.await(what, func(s *supervisortest.Server) bool { return hasUpdate(s, uuid, pred) })
+}
+
+// awaitTarget waits until uuid is reported running tg.
+func (w *harness) awaitTarget(what, uuid string, tg api.UpdateHook) {
+	w.t.Helper()
+	w.awaitUpdate(what, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, tg) })
+}
+
 // hook sends a hook to the gateway and returns the answered status.
 func (w *harness) hook(method, path string, body any) int {
 	w.t.Helper()
@@ -194,6 +216,11 @@ func reportedTarget(u api.DeviceUpdate, t api.UpdateHook) bool {
 		fmt.Sprint(u.Environment) == fmt.Sprint(t.Environment) && fmt.Sprint(u.Config) == fmt.Sprint(t.Config)
 }
 
+// reportedFailed: a PUT that reports the device's update failed.
+func reportedFailed(u api.DeviceUpdate) bool {
+	return u.Status != nil && *u.Status == gateway.StatusFailed
+}
+
 func hasUpdate(s *supervisortest.Server, uuid string, pred func(api.DeviceUpdate) bool) bool {
 	for _, u := range s.Updates(uuid) {
 		if pred(u) {
@@ -219,10 +246,8 @@ func TestProvisionsEveryDeviceAndReportsItIdle(t *testing.T) {
 		t.Fatalf("got %d devices at the supervisor, want 5", got)
 	}
 	for _, u := range uuids {
-		w.await("the device is reported idle and online", func(s *supervisortest.Server) bool {
-			return hasUpdate(s, u, func(u api.DeviceUpdate) bool {
-				return u.Status != nil && *u.Status == gateway.StatusIdle && u.IsOnline != nil && *u.IsOnline
-			})
+		w.awaitUpdate("the device is reported idle and online", u, func(u api.DeviceUpdate) bool {
+			return u.Status != nil && *u.Status == gateway.StatusIdle && u.IsOnline != nil && *u.IsOnline
 		})
 	}
 }
@@ -231,12 +256,8 @@ func TestAckPolicyAnswers200AndUpdatesInTheBackground(t *testing.T) {
 	w := start(t, setup{profile: quickProfile(2), policy: gateway.PolicyAck})
 	uuid := w.gw.UUIDs()[0]
 	tg := target("c1")
-	if got := w.hook(http.MethodPut, "/v1/devices/"+uuid, tg); got != http.StatusOK {
-		t.Fatalf("got %d, want 200", got)
-	}
-	w.await("the device reports the target", func(s *supervisortest.Server) bool {
-		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, tg) })
-	})
+	w.mustHook(http.MethodPut, "/v1/devices/"+uuid, tg, http.StatusOK)
+	w.awaitTarget("the device reports the target", uuid, tg)
 	ups := w.sup.Updates(uuid)
 	if !hasUpdate(w.sup, uuid, func(u api.DeviceUpdate) bool { return u.Status != nil && *u.Status == gateway.StatusUpdating }) {
 		t.Errorf("got reports %+v, want an Updating one before Idle", ups)
@@ -266,12 +287,8 @@ func TestAcceptedPolicyAnswers202AndReportsWhenFlashed(t *testing.T) {
 	w := start(t, setup{profile: quickProfile(1), policy: gateway.PolicyAccepted})
 	uuid := w.gw.UUIDs()[0]
 	tg := target("c1")
-	if got := w.hook(http.MethodPut, "/v1/devices/"+uuid, tg); got != http.StatusAccepted {
-		t.Fatalf("got %d, want 202", got)
-	}
-	w.await("the device reports commit, environment and config of the target", func(s *supervisortest.Server) bool {
-		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, tg) })
-	})
+	w.mustHook(http.MethodPut, "/v1/devices/"+uuid, tg, http.StatusAccepted)
+	w.awaitTarget("the device reports commit, environment and config of the target", uuid, tg)
 	dev := w.sup.Devices()[0]
 	if dev.Commit == nil || *dev.Commit != "c1" || dev.Environment["LOG_LEVEL"] != "debug" || dev.Config["RESIN_SUPERVISOR_DELTA"] != "1" {
 		t.Errorf("got supervisor's device %+v, want c1 with the target's environment and config", dev)
@@ -279,9 +296,7 @@ func TestAcceptedPolicyAnswers202AndReportsWhenFlashed(t *testing.T) {
 	// The supervisor resends until it sees the report; a resend after the
 	// device reached the target is answered and reported again, not flashed.
 	n := len(w.sup.Updates(uuid))
-	if got := w.hook(http.MethodPut, "/v1/devices/"+uuid, tg); got != http.StatusAccepted {
-		t.Fatalf("resend: got %d, want 202", got)
-	}
+	w.mustHook(http.MethodPut, "/v1/devices/"+uuid, tg, http.StatusAccepted)
 	w.await("the resend is reported again", func(s *supervisortest.Server) bool { return len(s.Updates(uuid)) > n })
 	if got := counter(t, w.gw.Metrics().Flashes.WithLabelValues("ok")); got != 1 {
 		t.Errorf("got %v flashes, want 1", got)
@@ -299,9 +314,7 @@ func TestANewerTargetIsFlashedAfterTheCurrentOne(t *testing.T) {
 	t2.Environment = api.Vars{}
 	w.hook(http.MethodPut, "/v1/devices/"+uuid, t1)
 	w.hook(http.MethodPut, "/v1/devices/"+uuid, t2)
-	w.await("the device reports c2", func(s *supervisortest.Server) bool {
-		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, t2) })
-	})
+	w.awaitTarget("the device reports c2", uuid, t2)
 	if env := w.sup.Devices()[0].Environment; len(env) != 0 {
 		t.Errorf("got environment %v, want {} (the target's)", env)
 	}
@@ -312,16 +325,12 @@ func TestAVariablesOnlyChangeIsAppliedWithoutAFlash(t *testing.T) {
 	uuid := w.gw.UUIDs()[0]
 	t1 := target("c1")
 	w.hook(http.MethodPut, "/v1/devices/"+uuid, t1)
-	w.await("the device reports c1", func(s *supervisortest.Server) bool {
-		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, t1) })
-	})
+	w.awaitTarget("the device reports c1", uuid, t1)
 	t2 := target("c1")
 	t2.Environment = api.Vars{"LOG_LEVEL": "info", "NEW": "1"}
 	n := len(w.sup.Updates(uuid))
 	w.hook(http.MethodPut, "/v1/devices/"+uuid, t2)
-	w.await("the device reports the new environment", func(s *supervisortest.Server) bool {
-		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, t2) })
-	})
+	w.awaitTarget("the device reports the new environment", uuid, t2)
 	m := w.gw.Metrics()
 	if got := counter(t, m.Flashes.WithLabelValues("ok")); got != 1 {
 		t.Errorf("got %v flashes, want 1 (the commit's)", got)
@@ -399,9 +408,7 @@ func TestRestartRebootsTheDeviceAndLogsIt(t *testing.T) {
 	p.RebootTime = fleet.Dist{Mean: fleet.Duration(10 * time.Millisecond)}
 	w := start(t, setup{profile: p})
 	uuid := w.gw.UUIDs()[0]
-	if got := w.hook(http.MethodPut, "/v1/devices/"+uuid+"/restart", ""); got != http.StatusOK {
-		t.Fatalf("got %d, want 200", got)
-	}
+	w.mustHook(http.MethodPut, "/v1/devices/"+uuid+"/restart", "", http.StatusOK)
 	w.await("the restart's log line reaches the supervisor", func(s *supervisortest.Server) bool {
 		for _, l := range s.Logs(uuid) {
 			if l.Message == "Device restarted" && l.IsSystem != nil && *l.IsSystem && l.Timestamp != nil {
@@ -467,9 +474,7 @@ func TestChecksumMismatchReportsFailure(t *testing.T) {
 	uuid := w.gw.UUIDs()[0]
 	tg := target("c1")
 	w.hook(http.MethodPut, "/v1/devices/"+uuid, tg)
-	w.await("the device reports Failed", func(s *supervisortest.Server) bool {
-		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return u.Status != nil && *u.Status == gateway.StatusFailed })
-	})
+	w.awaitUpdate("the device reports Failed", uuid, reportedFailed)
 	d, _ := w.gw.Device(uuid)
 	if s := d.Snapshot(); s.State != fleet.StateFailed || !strings.Contains(s.Failure, "checksum mismatch") {
 		t.Errorf("got device %+v, want failed with a checksum mismatch", s)
@@ -496,9 +501,7 @@ func TestMatchingExpectedChecksumIsFlashed(t *testing.T) {
 	uuid := w.gw.UUIDs()[0]
 	tg := target("c1")
 	w.hook(http.MethodPut, "/v1/devices/"+uuid, tg)
-	w.await("the device reports the target", func(s *supervisortest.Server) bool {
-		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, tg) })
-	})
+	w.awaitTarget("the device reports the target", uuid, tg)
 }
 
 func TestFlakyFlashesAreRetriedThenReportedFailed(t *testing.T) {
@@ -510,9 +513,7 @@ func TestFlakyFlashesAreRetriedThenReportedFailed(t *testing.T) {
 	testkit.Eventually(t, "three flash attempts failed", func() bool {
 		return counter(t, w.gw.Metrics().Flashes.WithLabelValues("flash_failed")) == 3
 	})
-	w.await("the device reports Failed", func(s *supervisortest.Server) bool {
-		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return u.Status != nil && *u.Status == gateway.StatusFailed })
-	})
+	w.awaitUpdate("the device reports Failed", uuid, reportedFailed)
 	if got := w.sup.AssetGets(appID, "c1"); got != 1 {
 		t.Errorf("got %d downloads, want 1 (retries reuse the download)", got)
 	}
@@ -538,14 +539,10 @@ func TestUpdatesWaitForOfflineDevices(t *testing.T) {
 	p.Offline = fleet.Churn{Probability: 1, Interval: fleet.Duration(20 * time.Millisecond), Duration: fleet.Dist{Mean: fleet.Duration(30 * time.Millisecond)}}
 	w := start(t, setup{profile: p})
 	uuid := w.gw.UUIDs()[0]
-	w.await("the device is reported offline", func(s *supervisortest.Server) bool {
-		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return u.IsOnline != nil && !*u.IsOnline })
-	})
+	w.awaitUpdate("the device is reported offline", uuid, func(u api.DeviceUpdate) bool { return u.IsOnline != nil && !*u.IsOnline })
 	tg := target("c1")
 	w.hook(http.MethodPut, "/v1/devices/"+uuid, tg)
-	w.await("the device reports the target", func(s *supervisortest.Server) bool {
-		return hasUpdate(s, uuid, func(u api.DeviceUpdate) bool { return reportedTarget(u, tg) })
-	})
+	w.awaitTarget("the device reports the target", uuid, tg)
 }
 
 func TestSurvivesASupervisorOutage(t *testing.T) {
@@ -553,9 +550,7 @@ func TestSurvivesASupervisorOutage(t *testing.T) {
 	w.down.Store(true)
 	tg := target("c1")
 	for _, u := range w.gw.UUIDs() {
-		if got := w.hook(http.MethodPut, "/v1/devices/"+u, tg); got != http.StatusOK {
-			t.Fatalf("got %d, want 200", got)
-		}
+		w.mustHook(http.MethodPut, "/v1/devices/"+u, tg, http.StatusOK)
 	}
 	w.sup.FailNext(6, http.StatusServiceUnavailable)
 	before := w.sup.Requests()

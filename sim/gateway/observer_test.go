@@ -8,9 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/sim/gateway"
-	"github.com/depharness/depharness/sim/supervisortest"
 )
 
 // recorder is an Observer that writes down what it is told.
@@ -67,9 +65,7 @@ func TestTheObserverIsToldWhatTheGatewayDoes(t *testing.T) {
 	uuids := w.gw.UUIDs()
 	u0, u1 := uuids[0], uuids[1]
 	w.hook(http.MethodPut, "/v1/devices/"+u0, target("c1"))
-	w.await("the device reports Failed", func(s *supervisortest.Server) bool {
-		return hasUpdate(s, u0, func(u api.DeviceUpdate) bool { return u.Status != nil && *u.Status == gateway.StatusFailed })
-	})
+	w.awaitUpdate("the device reports Failed", u0, reportedFailed)
 	w.hook(http.MethodDelete, "/v1/devices/"+u1, "")
 	w.hook(http.MethodPut, "/v1/devices/nobody", target("c9"))
 	for _, want := range []string{

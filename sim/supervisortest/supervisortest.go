@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/depharness/depharness/api"
+	"github.com/depharness/depharness/internal/broadcast"
 )
 
 // Server is the in-memory supervisor. Use Handler with an httptest.Server.
@@ -33,7 +34,7 @@ type Server struct {
 	APIKey string
 
 	mu         sync.Mutex
-	changed    chan struct{} // closed and replaced on every change
+	changed    broadcast.Signal // notified on every change
 	apps       map[int64]*app
 	devices    map[string]*api.Device
 	gone       map[string]bool
@@ -55,7 +56,6 @@ type app struct {
 func New(apiKey string) *Server {
 	return &Server{
 		APIKey:    apiKey,
-		changed:   make(chan struct{}),
 		apps:      map[int64]*app{},
 		devices:   map[string]*api.Device{},
 		gone:      map[string]bool{},
@@ -67,8 +67,7 @@ func New(apiKey string) *Server {
 
 // notifyLocked wakes the waiters of Await.
 func (s *Server) notifyLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
+	s.changed.Notify()
 }
 
 // SetApp makes commit the current release of dependent app id, with tar as
@@ -149,19 +148,10 @@ func (s *Server) Requests() int {
 // Await blocks until cond, evaluated after every change of the server's
 // state, returns true, or ctx is done.
 func (s *Server) Await(ctx context.Context, cond func(s *Server) bool) error {
-	for {
-		s.mu.Lock()
-		ch := s.changed
-		s.mu.Unlock()
-		if cond(s) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("await: %w", ctx.Err())
-		case <-ch:
-		}
+	if err := s.changed.Await(ctx, func() bool { return cond(s) }); err != nil {
+		return fmt.Errorf("await: %w", err)
 	}
+	return nil
 }
 
 // Handler returns the API's HTTP handler.

@@ -1,7 +1,8 @@
 // Package promtest holds the checks the module's tests make on Prometheus
 // metrics: that a registry's metrics are lint clean and carry no
 // identifier in a label, and the sum of the series of a family that match
-// some labels, from a registry or a scraped page.
+// some labels, from a registry or a scraped page, and the value one
+// collector holds.
 //
 // It is for tests only: only _test.go files import it (internal/depcheck
 // enforces this). It depends on the Prometheus client only.
@@ -100,4 +101,14 @@ func Sum(fams map[string]*dto.MetricFamily, name string, match map[string]string
 			float64(m.GetHistogram().GetSampleCount())
 	}
 	return sum
+}
+
+// WantValue fails t (t.Errorf) unless c, a collector of one metric (a
+// counter, a gauge, one child of a vector), holds want; what names the
+// metric in the message.
+func WantValue(t testing.TB, what string, c prometheus.Collector, want float64) {
+	t.Helper()
+	if got := testutil.ToFloat64(c); got != want {
+		t.Errorf("%s: got %v, want %v", what, got, want)
+	}
 }

@@ -79,3 +79,17 @@ func TestGatherIndexesARegistryByName(t *testing.T) {
 		t.Errorf("Sum of a gathered gauge = %v, want 3", got)
 	}
 }
+
+func TestWantValueReportsAnotherValue(t *testing.T) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "depharness_test_total", Help: "A counter."}, []string{"kind"})
+	c.WithLabelValues("a").Add(2)
+	rec := &recorder{TB: t}
+	WantValue(rec, "a counter", c.WithLabelValues("a"), 2)
+	if len(rec.errs) != 0 {
+		t.Errorf("the value held: got %q, want no errors", rec.errs)
+	}
+	WantValue(rec, "b counter", c.WithLabelValues("b"), 1)
+	if len(rec.errs) != 1 || rec.errs[0] != "b counter: got 0, want 1" {
+		t.Errorf("another value: got %q, want one error naming both values", rec.errs)
+	}
+}
