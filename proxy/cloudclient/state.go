@@ -31,8 +31,11 @@ type stateDecoder struct {
 	// map for them).
 	devices map[string]*decodedDevice
 	stamp   uint64 // counts documents decoded through scanState
-	// size is the length of the last document read, a hint for the next.
-	size int
+	// doc is the last document read, which the devices' raw values are
+	// slices of; spare is the one before, which nothing refers to any
+	// more, read into next. members is scanState's list, reused.
+	doc, spare []byte
+	members    []member
 }
 
 // decodedDevice is a device's raw value and what it decoded to.
@@ -49,10 +52,15 @@ type decodedDevice struct {
 func (sd *stateDecoder) decode(r io.Reader, limit int64) (*cloud.TargetState, error) {
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
-	buf := bytes.NewBuffer(make([]byte, 0, min(int64(sd.size+sd.size/8+512), limit+1)))
+	if want := min(len(sd.doc)+len(sd.doc)/8+512, int(limit)+1); cap(sd.spare) < want {
+		sd.spare = make([]byte, 0, want)
+	}
+	buf := bytes.NewBuffer(sd.spare[:0])
 	_, readErr := buf.ReadFrom(io.LimitReader(r, limit+1))
 	b := buf.Bytes()
-	sd.size = len(b)
+	// Whichever way b decodes, no kept device refers to the last document
+	// afterwards: its bytes are read into next time.
+	sd.doc, sd.spare = b, sd.doc
 	if readErr == nil {
 		if st, ok := sd.decodeScanned(b); ok {
 			return st, nil
@@ -69,7 +77,11 @@ func (sd *stateDecoder) decode(r io.Reader, limit int64) (*cloud.TargetState, er
 // false if the walk did not take b: decodeReflective must then answer (and
 // forget the devices kept, which may be updated in part).
 func (sd *stateDecoder) decodeScanned(b []byte) (st *cloud.TargetState, ok bool) {
-	doc, ok := scanState(b)
+	doc, ok := scanState(b, sd.members[:0])
+	if doc.devices != nil {
+		sd.members = doc.devices
+		defer clear(sd.members) // nothing refers to b through them
+	}
 	if !ok {
 		return nil, false
 	}
@@ -80,6 +92,7 @@ func (sd *stateDecoder) decodeScanned(b []byte) (st *cloud.TargetState, ok bool)
 		}
 	}
 	if doc.devices == nil {
+		sd.devices = nil // they refer to the document before
 		return st, true
 	}
 	if sd.devices == nil {
@@ -145,7 +158,8 @@ type member struct{ name, raw []byte }
 // left to encoding/json (which allows 10,000 levels).
 const maxScanDepth = 512
 
-// scanState walks a target state document: an object whose members named
+// scanState walks a target state document, listing its devices into
+// members (reused, empty): an object whose members named
 // exactly "local" (any value but null) and "dependent" (an object whose
 // members "apps" and "devices" are objects) are taken; other members are
 // checked and skipped. Data after the object is ignored, as
@@ -154,7 +168,7 @@ const maxScanDepth = 512
 // member name that encoding/json would match to one of those fields without
 // being it (another case, non-ASCII), a device uuid that is not valid UTF-8,
 // nesting deeper than maxScanDepth.
-func scanState(b []byte) (doc scannedState, ok bool) {
+func scanState(b []byte, members []member) (doc scannedState, ok bool) {
 	s := &scanner{b: b}
 	var seenLocal, seenDependent bool
 	ok = s.object(func(name []byte) bool {
@@ -191,7 +205,9 @@ func scanState(b []byte) (doc scannedState, ok bool) {
 					if doc.devices != nil || s.peek() != '{' {
 						return false
 					}
-					doc.devices = []member{}
+					if doc.devices = members[:0]; doc.devices == nil {
+						doc.devices = []member{}
+					}
 					return s.object(func(name []byte) bool {
 						if !utf8.Valid(name) {
 							return false // encoding/json would replace the invalid bytes

@@ -62,6 +62,30 @@ func TestStatesDecodeAsEncodingJSONDoes(t *testing.T) {
 	}
 }
 
+// The document buffers are reused: a device kept from a document whose
+// buffer is read into again is never compared with the bytes now there.
+// Each of these documents is read into the buffer of the one two before
+// it, where the same device sits at the same place with another name.
+func TestStateBuffersReusedSafely(t *testing.T) {
+	var sd stateDecoder
+	docs := []string{
+		`{"dependent":{"devices":{"u":{"name":"x0"}}}}`,
+		`{"dependent":{"apps":{}}   }             }`, // no devices
+		`{"dependent":{"devices":{"u":{"name":"x1"}}}}`,
+		`{"dependent":{"devices":{"\u0075":{"name":"y"}}}}`, // decoded by encoding/json
+		`{"dependent":{"devices":{"u":{"name":"x2"}}}}`,
+		`{"dependent":{"devices":{"u":{"name":"x3"}}}}`,
+		`{"dependent":{"devices":{"u":{"name":"x4"}}}}`,
+	}
+	for i, doc := range docs {
+		got, err := sd.decode(strings.NewReader(doc), maxStateBytes)
+		want, wantErr := decodeStraight([]byte(doc))
+		if err != nil || wantErr != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("document %d: %+v, %v; want %+v", i, got, err, want)
+		}
+	}
+}
+
 // decodeStraight decodes doc as GetState did before the scanner: one
 // json.Decoder.Decode of the whole state.
 func decodeStraight(doc []byte) (*cloud.TargetState, error) {
@@ -98,7 +122,9 @@ func FuzzStateDecodeMatchesEncodingJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		var sd stateDecoder
-		for _, doc := range [][]byte{a, b, a} {
+		// In this order each document is read into the buffer of one
+		// that differs from it.
+		for _, doc := range [][]byte{a, b, b, a, a, b} {
 			got, err := sd.decode(bytes.NewReader(doc), maxStateBytes)
 			want, wantErr := decodeStraight(doc)
 			if (err == nil) != (wantErr == nil) {
@@ -126,15 +152,53 @@ func TestScanStateTakesPlainStates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	scanned, ok := scanState(doc)
+	scanned, ok := scanState(doc, nil)
 	var local bytes.Buffer
 	json.Compact(&local, scanned.local)
 	if !ok || len(scanned.devices) != 100 || scanned.apps == nil || local.String() != `{"name":"gw"}` {
 		t.Fatalf("scanState took %v: %d devices, apps %q, local %q", ok, len(scanned.devices), scanned.apps, scanned.local)
 	}
 	for _, odd := range []string{`{"dependent":{"devices":{"u\u0031":{}}}}`, `{"Local":{}}`, `{"dependent":{"devices":null}}`, `{"x":1,}`} {
-		if _, ok := scanState([]byte(odd)); ok {
+		if _, ok := scanState([]byte(odd), nil); ok {
 			t.Errorf("scanState took %s", odd)
 		}
 	}
+}
+
+// A poll of a 100,000-device target state in which one device changed:
+// decoded keeping the devices (as GetState does) and, as the floor of what
+// it replaced, by one json.Decoder.Decode.
+func BenchmarkStateDecode100k(b *testing.B) {
+	st := cloud.TargetState{Local: json.RawMessage(`{}`), Dependent: cloud.Dependent{
+		Apps:    map[string]cloud.DependentApp{"7": {Name: "a", ParentApp: 1, Config: map[string]string{}}},
+		Devices: map[string]cloud.DependentDevice{},
+	}}
+	for i := range 100_000 {
+		st.Dependent.Devices[fmt.Sprintf("%032x", i)] = cloud.DependentDevice{Name: fmt.Sprint("device-", i),
+			Apps: map[string]cloud.DeviceAppTarget{"7": {Config: map[string]string{}, Environment: map[string]string{"SLOT": "x"}}}}
+	}
+	docs := make([][]byte, 2)
+	for i := range docs {
+		st.Dependent.Devices[fmt.Sprintf("%032x", 0)] = cloud.DependentDevice{Name: fmt.Sprint("renamed-", i),
+			Apps: map[string]cloud.DeviceAppTarget{"7": {}}}
+		var err error
+		if docs[i], err = json.Marshal(st); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("kept", func(b *testing.B) {
+		var sd stateDecoder
+		for i := 0; b.Loop(); i++ {
+			if _, err := sd.decode(bytes.NewReader(docs[i%2]), maxStateBytes); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			if _, err := decodeStraight(docs[i%2]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

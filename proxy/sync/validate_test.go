@@ -74,3 +74,38 @@ func TestValidatorMatchesValidate(t *testing.T) {
 		t.Fatalf("%d of 400 states accepted: the test no longer mixes good and bad states", accepted)
 	}
 }
+
+// A 100,000-device target state in which one device changed since the last
+// poll, checked by the validator (as a poll does) and, as the floor of
+// what it replaced, by Validate.
+func BenchmarkValidate100k(b *testing.B) {
+	st := &cloud.TargetState{Dependent: cloud.Dependent{
+		Apps:    map[string]cloud.DependentApp{"7": {Name: "a"}},
+		Devices: map[string]cloud.DependentDevice{},
+	}}
+	for i := range 100_000 {
+		st.Dependent.Devices[fmt.Sprintf("%032x", i)] = cloud.DependentDevice{Name: fmt.Sprint("device-", i),
+			Apps: map[string]cloud.DeviceAppTarget{"7": {Environment: map[string]string{"SLOT": "x"}}}}
+	}
+	change := func(i int) {
+		st.Dependent.Devices[fmt.Sprintf("%032x", 0)] = cloud.DependentDevice{Name: fmt.Sprint("renamed-", i),
+			Apps: map[string]cloud.DeviceAppTarget{"7": {}}}
+	}
+	b.Run("kept", func(b *testing.B) {
+		var vr validator
+		for i := 0; b.Loop(); i++ {
+			change(i)
+			if _, err := vr.validate(st); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("whole", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			change(i)
+			if _, err := Validate(st); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
