@@ -34,7 +34,9 @@ import (
 // implements it.
 type Cloud interface {
 	// GetState fetches the target state; with a non-empty etag a 304 gives
-	// notModified.
+	// notModified. A device unchanged since the last state may come with
+	// the very values of that state, maps included: neither side modifies
+	// them (the validator takes such a device as already checked).
 	GetState(ctx context.Context, etag string) (state *cloud.TargetState, newETag string, notModified bool, err error)
 	// GetDeviceByUUID looks a device up; found is false if the cloud has none.
 	GetDeviceByUUID(ctx context.Context, uuid string) (dev cloud.Device, found bool, err error)
