@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -36,6 +39,8 @@ type stateDecoder struct {
 	// more, read into next. members is scanState's list, reused.
 	doc, spare []byte
 	members    []member
+	// shared holds the devices' app targets, one for each content.
+	shared sharedTargets
 }
 
 // decodedDevice is a device's raw value and what it decoded to.
@@ -114,6 +119,7 @@ func (sd *stateDecoder) decodeScanned(b []byte) (st *cloud.TargetState, ok bool)
 		if err := json.Unmarshal(m.raw, &d); err != nil {
 			return nil, false
 		}
+		sd.shared.share(&d)
 		if dd == nil {
 			dd = &decodedDevice{uuid: string(m.name)}
 			sd.devices[dd.uuid] = dd
@@ -121,6 +127,7 @@ func (sd *stateDecoder) decodeScanned(b []byte) (st *cloud.TargetState, ok bool)
 		dd.raw, dd.dev, dd.seen = m.raw, d, sd.stamp
 		devices[dd.uuid] = d
 	}
+	sd.shared.trim(len(devices))
 	if len(sd.devices) > len(devices) { // some are gone
 		for u, dd := range sd.devices {
 			if dd.seen != sd.stamp {
@@ -130,6 +137,92 @@ func (sd *stateDecoder) decodeScanned(b []byte) (st *cloud.TargetState, ok bool)
 	}
 	st.Dependent.Devices = devices
 	return st, true
+}
+
+// sharedTargets keeps one copy of each device app target decoded: devices
+// with equal variables (most of a fleet) share their maps, which were most
+// of the memory the kept devices took (three maps a device). Nobody
+// modifies them (decode's callers must not).
+type sharedTargets struct {
+	vars map[string]map[string]string // by varsKey
+	apps map[appsKey]map[string]cloud.DeviceAppTarget
+}
+
+// appsKey names a device's apps map of one app whose config and
+// environment are shared (by address: the shared maps stay referenced by
+// sharedTargets.vars while the key is in use).
+type appsKey struct {
+	app      string
+	cfg, env uintptr
+}
+
+// share replaces d's apps map, if of one app, and the app's config and
+// environment by the shared ones of equal content (nil stays nil).
+func (st *sharedTargets) share(d *cloud.DependentDevice) {
+	if len(d.Apps) != 1 {
+		return
+	}
+	if st.vars == nil {
+		st.vars = map[string]map[string]string{}
+		st.apps = map[appsKey]map[string]cloud.DeviceAppTarget{}
+	}
+	for app, t := range d.Apps {
+		t.Config, t.Environment = st.sharedVars(t.Config), st.sharedVars(t.Environment)
+		k := appsKey{app: app, cfg: mapAddr(t.Config), env: mapAddr(t.Environment)}
+		if m, ok := st.apps[k]; ok {
+			d.Apps = m
+			return
+		}
+		d.Apps = map[string]cloud.DeviceAppTarget{app: t}
+		st.apps[k] = d.Apps
+	}
+}
+
+// sharedVars returns the shared map equal to m (nil for nil).
+func (st *sharedTargets) sharedVars(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	k := varsKey(m)
+	if s, ok := st.vars[k]; ok {
+		return s
+	}
+	st.vars[k] = m
+	return m
+}
+
+// trim forgets the shared targets once they are many more than the
+// devices (distinct variables come and go): the devices keep theirs, and
+// those decoded next share anew.
+func (st *sharedTargets) trim(devices int) {
+	if len(st.vars)+len(st.apps) > 2*devices+1024 {
+		*st = sharedTargets{}
+	}
+}
+
+// varsKey is m's content as a string: sorted keys and values, each
+// length-prefixed.
+func varsKey(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b []byte
+	for _, k := range keys {
+		b = strconv.AppendInt(b, int64(len(k)), 10)
+		b = append(b, ':')
+		b = append(b, k...)
+		b = strconv.AppendInt(b, int64(len(m[k])), 10)
+		b = append(b, ':')
+		b = append(b, m[k]...)
+	}
+	return string(b)
+}
+
+// mapAddr is m's address (0 for nil).
+func mapAddr(m map[string]string) uintptr {
+	return uintptr(reflect.ValueOf(m).UnsafePointer())
 }
 
 // decodeReflective decodes one target state from r with encoding/json, and

@@ -202,3 +202,39 @@ func BenchmarkStateDecode100k(b *testing.B) {
 		}
 	})
 }
+
+// Devices whose app targets are equal share one decoded copy; others do
+// not, and nil variables stay nil.
+func TestEqualAppTargetsShared(t *testing.T) {
+	var sd stateDecoder
+	doc := `{"dependent":{"devices":{
+		"a":{"name":"a","apps":{"1":{"config":{},"environment":{"E":"x","F":"y"}}}},
+		"b":{"name":"b","apps":{"1":{"config":{},"environment":{"F":"y","E":"x"}}}},
+		"c":{"name":"c","apps":{"1":{"config":{},"environment":{"E":"z","F":"y"}}}},
+		"d":{"name":"d","apps":{"2":{"config":{},"environment":{"E":"x","F":"y"}}}},
+		"e":{"name":"e","apps":{"1":{"config":null,"environment":{"E":"x","F":"y"}}}}}}}`
+	st, err := sd.decode(strings.NewReader(doc), maxStateBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := decodeStraight([]byte(doc))
+	if err != nil || !reflect.DeepEqual(st, want) {
+		t.Fatalf("decoded as %+v (%v), want %+v", st, err, want)
+	}
+	apps := func(u string) uintptr { return reflect.ValueOf(st.Dependent.Devices[u].Apps).Pointer() }
+	env := func(u string) uintptr {
+		for _, at := range st.Dependent.Devices[u].Apps {
+			return reflect.ValueOf(at.Environment).Pointer()
+		}
+		return 0
+	}
+	if apps("a") != apps("b") || apps("a") == apps("c") || apps("a") == apps("d") || apps("a") == apps("e") {
+		t.Errorf("apps maps shared wrongly: a %x b %x c %x d %x e %x", apps("a"), apps("b"), apps("c"), apps("d"), apps("e"))
+	}
+	if env("a") != env("d") || env("a") != env("e") || env("a") == env("c") {
+		t.Errorf("environments shared wrongly: a %x c %x d %x e %x", env("a"), env("c"), env("d"), env("e"))
+	}
+	if st.Dependent.Devices["e"].Apps["1"].Config != nil {
+		t.Error("a null config came out non-nil")
+	}
+}
