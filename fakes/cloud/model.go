@@ -49,10 +49,13 @@ type gateway struct {
 	cacheETag    string
 	renders      uint64
 	droppedLogs  int64
-	// order is the sorted uuids of devices, valid while orderValid; it is
-	// invalidated when the set of devices changes.
-	order      []string
+	// order is the devices sorted by uuid, valid while orderValid, less
+	// those added since (added): a device leaving the gateway invalidates
+	// it, one joining is merged in at the next render rather than sorting
+	// all again (provisioning adds one device at a time to many).
+	order      []*device
 	orderValid bool
+	added      []*device
 }
 
 // app is a dependent application.
@@ -280,11 +283,24 @@ func (s *Server) addDeviceLocked(d *device) {
 // state changes.
 func attachLocked(d *device) {
 	d.app.devices[d.uuid] = d
-	if d.gateway != nil {
-		d.gateway.devices[d.uuid] = d
-		d.gateway.orderValid = false
-		bumpGatewayLocked(d.gateway)
+	if gw := d.gateway; gw != nil {
+		gw.devices[d.uuid] = d
+		if gw.orderValid && len(gw.added) < len(gw.order) {
+			gw.added = append(gw.added, d)
+		} else {
+			// Sorting all at once costs less than merging as many again.
+			invalidateOrderLocked(gw)
+		}
+		bumpGatewayLocked(gw)
 	}
+}
+
+// invalidateOrderLocked has gw's order sorted whole at the next render
+// (gateway.order).
+func invalidateOrderLocked(gw *gateway) {
+	gw.orderValid = false
+	clear(gw.added)
+	gw.added = gw.added[:0]
 }
 
 // detachLocked undoes attachLocked.
@@ -292,7 +308,7 @@ func detachLocked(d *device) {
 	delete(d.app.devices, d.uuid)
 	if d.gateway != nil {
 		delete(d.gateway.devices, d.uuid)
-		d.gateway.orderValid = false
+		invalidateOrderLocked(d.gateway)
 		bumpGatewayLocked(d.gateway)
 	}
 }

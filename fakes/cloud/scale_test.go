@@ -1,11 +1,14 @@
 package cloud
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -165,5 +168,56 @@ func BenchmarkStateFullBody(b *testing.B) {
 			b.Fatalf("got %d, want 200", w.Code)
 		}
 		_, _ = io.Copy(io.Discard, w.Body)
+	}
+}
+
+// A gateway's state rendered with the devices added since the last render
+// merged into its order is the state rendered with the order sorted whole,
+// through devices created, deleted and moved between two gateways.
+func TestStateOrderMergedEqualsSorted(t *testing.T) {
+	s := newScaleCloud(t)
+	gws := make([]Gateway, 2)
+	apps := make([]App, 2)
+	for i := range gws {
+		var err error
+		gws[i], err = s.CreateGateway(GatewaySpec{})
+		mustNoErr(t, err)
+		apps[i], err = s.CreateApp(AppSpec{Gateway: gws[i].UUID})
+		mustNoErr(t, err)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	var uuids []string
+	for round := range 300 {
+		for range rng.IntN(8) {
+			switch op := rng.IntN(10); {
+			case op < 7 || len(uuids) == 0:
+				g := rng.IntN(2)
+				d, err := s.CreateDevice(DeviceSpec{AppID: apps[g].ID, Gateway: gws[g].UUID})
+				mustNoErr(t, err)
+				uuids = append(uuids, d.UUID)
+			case op < 9:
+				i := rng.IntN(len(uuids))
+				mustNoErr(t, s.DeleteDevice(uuids[i]))
+				uuids = slices.Delete(uuids, i, i+1)
+			default:
+				g := rng.IntN(2)
+				mustNoErr(t, s.MoveDevice(uuids[rng.IntN(len(uuids))], apps[g].ID, gws[g].UUID))
+			}
+		}
+		for _, gw := range gws {
+			got, _, err := s.State(gw.UUID)
+			mustNoErr(t, err)
+			s.mu.Lock()
+			g := s.gateways[gw.UUID]
+			g.orderValid = false
+			want := renderStateLocked(g)
+			s.mu.Unlock()
+			if !bytes.Equal(got, want) {
+				t.Fatalf("round %d: state of gateway %s\n%s\nwant\n%s", round, gw.UUID, got, want)
+			}
+		}
+	}
+	if len(uuids) < 100 {
+		t.Fatalf("%d devices at the end: the test no longer grows the gateways", len(uuids))
 	}
 }

@@ -38,18 +38,10 @@ func renderStateLocked(gw *gateway) []byte {
 		appIDs = append(appIDs, id)
 	}
 	slices.Sort(appIDs)
-	if !gw.orderValid {
-		gw.order = gw.order[:0]
-		for u := range gw.devices {
-			gw.order = append(gw.order, u)
-		}
-		slices.Sort(gw.order)
-		gw.orderValid = true
-	}
-	uuids := gw.order
+	devices := orderLocked(gw)
 	size := 64
-	for _, u := range uuids {
-		size += len(deviceFragLocked(gw.devices[u])) + 1
+	for _, d := range devices {
+		size += len(deviceFragLocked(d)) + 1
 	}
 	b := make([]byte, 0, size+len(appIDs)*256)
 	b = append(b, `{"local":{},"dependent":{"apps":{`...)
@@ -77,14 +69,44 @@ func renderStateLocked(gw *gateway) []byte {
 		b = append(b, '}')
 	}
 	b = append(b, `},"devices":{`...)
-	for i, u := range uuids {
+	for i, d := range devices {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, gw.devices[u].frag...)
+		b = append(b, d.frag...)
 	}
 	b = append(b, "}}}"...)
 	return b
+}
+
+// orderLocked returns gw's devices sorted by uuid (gateway.order): sorted
+// whole after a device left, else the devices added since merged in.
+func orderLocked(gw *gateway) []*device {
+	byUUID := func(a, b *device) int { return strings.Compare(a.uuid, b.uuid) }
+	switch {
+	case !gw.orderValid:
+		gw.order = gw.order[:0]
+		for _, d := range gw.devices {
+			gw.order = append(gw.order, d)
+		}
+		slices.SortFunc(gw.order, byUUID)
+		gw.orderValid = true
+	case len(gw.added) > 0:
+		slices.SortFunc(gw.added, byUUID)
+		merged := make([]*device, 0, len(gw.order)+len(gw.added))
+		old, added := gw.order, gw.added
+		for len(old) > 0 || len(added) > 0 {
+			if len(added) == 0 || len(old) > 0 && old[0].uuid < added[0].uuid {
+				merged, old = append(merged, old[0]), old[1:]
+			} else {
+				merged, added = append(merged, added[0]), added[1:]
+			}
+		}
+		gw.order = merged
+	}
+	clear(gw.added)
+	gw.added = gw.added[:0]
+	return gw.order
 }
 
 // deviceFragLocked returns d's entry of the devices object,

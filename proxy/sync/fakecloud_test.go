@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"testing"
+	"time"
 
 	fakecloud "github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/internal/testkit"
@@ -104,6 +105,10 @@ func TestAgainstTheFakeCloud(t *testing.T) {
 	}
 
 	// Restart, deletion, a move to another gateway, a whole app removed.
+	// The devices were inserted by the first poll: a poll starting within
+	// the same millisecond would take them as provisioned during it (not
+	// marked).
+	time.Sleep(2 * time.Millisecond)
 	if _, err := fc.RestartDevice(uuids[0]); err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,9 @@ import (
 // implements it.
 type Cloud interface {
 	// GetState fetches the target state; with a non-empty etag a 304 gives
-	// notModified.
+	// notModified. A device unchanged since the last state may come with
+	// the very values of that state, maps included: neither side modifies
+	// them (the validator takes such a device as already checked).
 	GetState(ctx context.Context, etag string) (state *cloud.TargetState, newETag string, notModified bool, err error)
 	// GetDeviceByUUID looks a device up; found is false if the cloud has none.
 	GetDeviceByUUID(ctx context.Context, uuid string) (dev cloud.Device, found bool, err error)
@@ -112,6 +114,11 @@ type Syncer struct {
 	// poll asks the store only about the others (lookUpUnknown).
 	knownMu stdsync.Mutex
 	known   map[string]bool
+
+	// validMu guards valid, which checks and converts each target state
+	// (Validate), keeping the devices of the last one.
+	validMu stdsync.Mutex
+	valid   validator
 
 	mu        stdsync.Mutex
 	downloads map[int64]*download // by app id
@@ -269,7 +276,9 @@ func (s *Syncer) Poll(ctx context.Context) error {
 		s.metrics.succeeded(s.opts.Now())
 		return nil
 	}
-	t, err := Validate(state)
+	s.validMu.Lock()
+	t, err := s.valid.validate(state)
+	s.validMu.Unlock()
 	if err != nil {
 		s.metrics.polls.WithLabelValues(OutcomeRejected).Inc()
 		s.metrics.rejected.Inc()
