@@ -8,13 +8,14 @@ import (
 
 // earliest is the earliest time, not before now, that the next hook may go
 // to st (HOOK-PACE): a retry interval after the last one this run sent, or
-// after the attempt stored in the store (stored; from before a restart). The
-// stored time is taken before the attempt is written and the request made,
-// and kept in milliseconds, so it gets a slack of a tenth of the interval.
+// after the attempt stored in the store (stored; from before a restart), or
+// after the floor this run started with (see lease.go). The stored time is
+// kept in milliseconds, so it gets a slack of a tenth of the interval.
 func (d *Dispatcher) earliest(st *devState, stored, now time.Time) time.Time {
 	if d.opts.Violations.On("hook-no-pacing") {
 		return later(now, st.lastSent.Add(d.opts.RetryInterval/10))
 	}
+	stored = later(stored, d.floor)
 	t := now
 	if !st.lastSent.IsZero() {
 		pace := d.opts.RetryInterval

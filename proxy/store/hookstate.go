@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/depharness/depharness/api"
@@ -310,8 +311,11 @@ func (s *Store) HookWorkFor(ctx context.Context, uuid string) (HookWork, error) 
 // several in one transaction, in order.
 type HookWrite struct {
 	UUID string
-	// Attempt, if not zero, records that a hook is being sent at that time
-	// (hook_last_at), so that pacing (HOOK-PACE) holds across a restart.
+	// Attempt, if not zero, records that a hook was sent, answered (or
+	// failed) at that time (hook_last_at), so that pacing (HOOK-PACE) holds
+	// across a restart. The dispatcher writes it with the outcome, in the
+	// same write as an acknowledgement; a hook sent but not yet recorded
+	// is covered by the send lease (ExtendHookSendLease).
 	Attempt time.Time
 	// AckUpdate, if not empty, is the canonical target the gateway answered
 	// 200 to: it becomes update_acked only if it is still the device's
@@ -483,6 +487,49 @@ func (s *Store) RemoveDeleted(ctx context.Context, uuid string) (bool, error) {
 func (s *Store) RecordHookAttempt(ctx context.Context, uuid string, at time.Time) error {
 	_, err := s.WriteHookState(ctx, []HookWrite{{UUID: uuid, Attempt: at}})
 	return err
+}
+
+// metaHookSendLease is the meta key of the hook send lease: unix ms before
+// which every hook sent so far started (see ExtendHookSendLease).
+const metaHookSendLease = "hook_send_lease"
+
+// HookSendLease is the stored hook send lease (zero if none was ever
+// written).
+func (s *Store) HookSendLease(ctx context.Context) (time.Time, error) {
+	var v int64
+	err := s.r.QueryRowContext(ctx, `SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?`, metaHookSendLease).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("store: hook send lease: %w", err)
+	}
+	return time.UnixMilli(v), nil
+}
+
+// ExtendHookSendLease durably records until as the hook send lease: the
+// dispatcher sends no hook that starts at or after it without extending it
+// first. Attempts are recorded once answered (HookWrite.Attempt), so a
+// crash can lose the record of a hook that was sent; after a restart, the
+// dispatcher takes the lease (or the restart, if earlier) as the last
+// attempt of every device, which keeps HOOK-PACE across the crash. until
+// is rounded up to the millisecond.
+func (s *Store) ExtendHookSendLease(ctx context.Context, until time.Time) error {
+	ms := until.UnixMilli()
+	if until.After(time.UnixMilli(ms)) {
+		ms++
+	}
+	err := s.writeAnnounced(ctx, func(tx *wtx) error {
+		tx.changedNoDevice()
+		_, err := tx.ExecContext(ctx, `
+INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
+			metaHookSendLease, strconv.FormatInt(ms, 10))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: extend hook send lease: %w", err)
+	}
+	return nil
 }
 
 // decodeVars decodes a stored JSON object; "" and "null" are the empty object.

@@ -186,3 +186,31 @@ func TestHookStateSurvivesReopen(t *testing.T) {
 		t.Fatalf("got pending %v after reopen, want only d2's update", p)
 	}
 }
+
+func TestHookSendLeaseIsDurableAndRoundedUp(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := s.HookSendLease(ctx); err != nil || !l.IsZero() {
+		t.Fatalf("got lease %v (err %v) in a new store, want none", l, err)
+	}
+	until := time.UnixMilli(1_700_000_000_123).Add(400 * time.Microsecond)
+	if err := s.ExtendHookSendLease(ctx, until); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(dir, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l, err := s.HookSendLease(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := time.UnixMilli(1_700_000_000_124); !l.Equal(want) {
+		t.Fatalf("got lease %v after reopen, want %v (rounded up to the millisecond, never before the time given)", l, want)
+	}
+}
