@@ -24,8 +24,8 @@
 // jitter. The schedule is an in-memory heap ordered by next-due time, rebuilt
 // from the store at start, on Notify and every RescanInterval (NotifyDevice
 // re-reads one device), so a tick never scans the table. Writes of concurrent
-// deliveries (attempts, acknowledgements) share transactions through the
-// store's group commit: one write per hook.
+// deliveries (each hook's attempt with its outcome, one write per hook)
+// share transactions through the store's group commit.
 //
 // It depends on proxy/store, proxy/api and proxy/violation; it must not import
 // the HTTP API, sync, the cloud client, fakes or the simulator.
