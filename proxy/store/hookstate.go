@@ -343,7 +343,9 @@ type HookWriteResult struct {
 // Queries of WriteHookState.
 const (
 	qHookAttempt = `UPDATE devices SET hook_last_at = ? WHERE uuid = ?`
-	qHookAck     = `UPDATE devices SET update_acked = ? WHERE uuid = ? RETURNING target_changed_at`
+	// qHookAck records an acknowledged update target and, if not NULL, the
+	// attempt it answered (one statement for both).
+	qHookAck     = `UPDATE devices SET update_acked = ?, hook_last_at = COALESCE(?, hook_last_at) WHERE uuid = ? RETURNING target_changed_at`
 	qHookRestart = `
 UPDATE devices SET restart_acked = restart_acked + 1
 WHERE uuid = ? AND restart_acked < restart_requested AND marked_for_delete = 0`
@@ -370,30 +372,38 @@ func (s *Store) WriteHookState(ctx context.Context, ws []HookWrite) ([]HookWrite
 		tx.changedNoDevice()
 		for i, w := range ws {
 			tx.changedDevice(w.UUID)
+			var attempt any // NULL: none
 			if !w.Attempt.IsZero() {
-				if _, err := exec(s.ws.hookAttempt, w.Attempt.UnixMilli(), w.UUID); err != nil {
+				attempt = w.Attempt.UnixMilli()
+			}
+			if w.AckUpdate != "" {
+				// Checked first: a current target is acknowledged with
+				// its attempt in one statement.
+				t, ok, err := scanUpdateTarget(tx.stmt(ctx, s.ws.hookTarget).QueryRowContext(ctx, w.UUID))
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					return err
+				}
+				if err == nil && ok && t.Canonical() == w.AckUpdate {
+					var changed sql.NullInt64
+					if err := tx.stmt(ctx, s.ws.hookAck).QueryRowContext(ctx, w.AckUpdate, attempt, w.UUID).Scan(&changed); err != nil {
+						return err
+					}
+					out[i].Done = true
+					if changed.Valid {
+						out[i].TargetChangedAt = time.UnixMilli(changed.Int64)
+					}
+					continue
+				}
+			}
+			if attempt != nil {
+				if _, err := exec(s.ws.hookAttempt, attempt, w.UUID); err != nil {
 					return err
 				}
 				out[i].Done = true
 			}
 			switch {
 			case w.AckUpdate != "":
-				out[i].Done = false
-				t, ok, err := scanUpdateTarget(tx.stmt(ctx, s.ws.hookTarget).QueryRowContext(ctx, w.UUID))
-				if errors.Is(err, ErrNotFound) || (err == nil && (!ok || t.Canonical() != w.AckUpdate)) {
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				var changed sql.NullInt64
-				if err := tx.stmt(ctx, s.ws.hookAck).QueryRowContext(ctx, w.AckUpdate, w.UUID).Scan(&changed); err != nil {
-					return err
-				}
-				out[i].Done = true
-				if changed.Valid {
-					out[i].TargetChangedAt = time.UnixMilli(changed.Int64)
-				}
+				out[i].Done = false // superseded (or gone): not acknowledged
 			case w.AckRestart:
 				n, err := exec(s.ws.hookRestart, w.UUID)
 				if err != nil {
