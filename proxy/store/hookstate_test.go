@@ -60,16 +60,22 @@ func TestReportedMatchesTarget(t *testing.T) {
 	}
 }
 
-func TestHookBookkeeping(t *testing.T) {
-	s, clk := openTestStore(t)
-	ctx := context.Background()
-	tg := Target{
+// twoDevices is a target of app 1 (commit c1) with devices d1 (environment
+// A=1) and d2 (environment env2).
+func twoDevices(env2 map[string]string) Target {
+	return Target{
 		Apps: []TargetApp{{ID: 1, Name: "one", Commit: "c1", Image: "r@sha256:aa"}},
 		Devices: []TargetDevice{
 			{UUID: "d1", AppID: 1, Environment: map[string]string{"A": "1"}, Cloud: cloudRec(1)},
-			{UUID: "d2", AppID: 1, Cloud: cloudRec(2)},
+			{UUID: "d2", AppID: 1, Environment: env2, Cloud: cloudRec(2)},
 		},
 	}
+}
+
+func TestHookBookkeeping(t *testing.T) {
+	s, clk := openTestStore(t)
+	ctx := context.Background()
+	tg := twoDevices(nil)
 	apply(t, s, tg, clk.t)
 	if p := pendingByUUID(t, s); len(p) != 0 {
 		t.Fatalf("got pending %v before the commit is downloaded, want none", p)
@@ -218,13 +224,7 @@ func TestHookSendLeaseIsDurableAndRoundedUp(t *testing.T) {
 func TestAnAttemptIsWrittenWithItsAcknowledgementOrAloneWhenSuperseded(t *testing.T) {
 	s, clk := openTestStore(t)
 	ctx := context.Background()
-	tg := Target{
-		Apps: []TargetApp{{ID: 1, Name: "one", Commit: "c1", Image: "r@sha256:aa"}},
-		Devices: []TargetDevice{
-			{UUID: "d1", AppID: 1, Environment: map[string]string{"A": "1"}, Cloud: cloudRec(1)},
-			{UUID: "d2", AppID: 1, Environment: map[string]string{"A": "1"}, Cloud: cloudRec(2)},
-		},
-	}
+	tg := twoDevices(map[string]string{"A": "1"})
 	apply(t, s, tg, clk.t)
 	if err := s.SetAppCurrentCommit(ctx, 1, "c1"); err != nil {
 		t.Fatal(err)
