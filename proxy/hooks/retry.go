@@ -15,7 +15,6 @@ func (d *Dispatcher) earliest(st *devState, stored, now time.Time) time.Time {
 	if d.opts.Violations.On("hook-no-pacing") {
 		return later(now, st.lastSent.Add(d.opts.RetryInterval/10))
 	}
-	stored = later(stored, d.floor)
 	t := now
 	if !st.lastSent.IsZero() {
 		pace := d.opts.RetryInterval
@@ -26,6 +25,9 @@ func (d *Dispatcher) earliest(st *devState, stored, now time.Time) time.Time {
 	}
 	if !stored.IsZero() {
 		t = later(t, stored.Add(d.opts.RetryInterval+d.opts.RetryInterval/10+time.Millisecond))
+	}
+	if !d.floor.IsZero() { // a bound, rounded up: no slack needed
+		t = later(t, d.floor.Add(d.opts.RetryInterval))
 	}
 	return t
 }
