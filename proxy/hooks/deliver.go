@@ -120,6 +120,8 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 				return r
 			}
 			d.log.Error("hooks: record acknowledgement", "kind", kind, "uuid", st.uuid, "err", err)
+		} else {
+			r.recorded = true
 		}
 		hw = store.HookWrite{} // written
 	case OutcomeAccepted:
@@ -153,6 +155,8 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 			// Pacing holds without it: this run keeps the time in
 			// memory, a later one starts from the send lease.
 			d.log.Error("hooks: record attempt", "kind", kind, "uuid", st.uuid, "err", err)
+		} else {
+			r.recorded = true
 		}
 	}
 

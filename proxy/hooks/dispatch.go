@@ -16,6 +16,7 @@ import (
 type result struct {
 	st        *devState
 	sent      bool      // a hook was sent
+	recorded  bool      // its attempt is in the store
 	attempt   time.Time // when its request ended (answer, error or timeout)
 	delivered bool      // the hook reached its goal (200, or 202 for an update)
 	failed    bool      // not delivered: back off
@@ -87,9 +88,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			for rs.inFlight > 0 {
-				<-rs.results
+				rs.note(<-rs.results)
 				rs.inFlight--
 			}
+			rs.release(ctx)
 			return nil
 		case <-d.notify:
 			rebuildAt = rs.lastRebuildEnd.Add(3 * rs.lastRebuildTook)
@@ -105,6 +107,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 		case r := <-rs.results:
 			rs.inFlight--
+			rs.note(r)
 			rs.handle(r)
 		case <-timer.C:
 		}

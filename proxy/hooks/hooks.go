@@ -53,7 +53,7 @@ type Store interface {
 	NewHookWorkReader(ctx context.Context) (*store.HookWorkReader, error)
 	WriteHookState(ctx context.Context, ws []store.HookWrite) ([]store.HookWriteResult, error)
 	HookSendLease(ctx context.Context) (time.Time, error)
-	ExtendHookSendLease(ctx context.Context, until time.Time) error
+	SetHookSendLease(ctx context.Context, until time.Time) error
 	ExpectWrites() (done func())
 	// Generation and DeviceChangedSince tell whether a device's hook work
 	// read at a generation is still what the store holds (see

@@ -14,7 +14,9 @@ import (
 // After a restart, the lease (or the restart, if earlier) counts as every
 // device's last attempt: a hook whose record was lost started before both,
 // so pacing from there keeps HOOK-PACE across the crash, and owed hooks
-// wait at most one retry interval more (HOOK-REF-1 allows three).
+// wait at most one retry interval more (HOOK-REF-1 allows three). A run
+// that stops with every attempt it made recorded gives the lease back down
+// to the floor it started with, so that a clean restart delays nothing.
 
 // lease is the dispatcher's copy of the stored lease.
 type lease struct {
@@ -48,7 +50,7 @@ func (d *Dispatcher) cover(ctx context.Context) error {
 		l.renewing = ch
 		l.mu.Unlock()
 		until := now.Add(d.opts.RetryInterval)
-		err := d.opts.Store.ExtendHookSendLease(ctx, until)
+		err := d.opts.Store.SetHookSendLease(ctx, until)
 		l.mu.Lock()
 		if err == nil && until.After(l.until) {
 			l.until = until
@@ -70,4 +72,33 @@ func resumeFloor(stored, start time.Time) time.Time {
 		return start
 	}
 	return stored
+}
+
+// note remembers whether r is a hook sent whose attempt the store may not
+// hold (the request or the write of its outcome was interrupted, or that
+// write failed).
+func (rs *runState) note(r result) {
+	if r.sent && !r.recorded {
+		rs.unrecorded = true
+	}
+}
+
+// release, at the end of a run in which every hook sent has its attempt
+// recorded, puts the stored lease back to the floor the run started with:
+// what it sent paces through the stored attempts.
+func (rs *runState) release(ctx context.Context) {
+	d := rs.d
+	d.lease.mu.Lock()
+	leased := !d.lease.until.IsZero()
+	d.lease.mu.Unlock()
+	if !leased || rs.unrecorded {
+		return
+	}
+	if err := d.opts.Store.SetHookSendLease(context.WithoutCancel(ctx), d.floor); err != nil {
+		d.log.Warn("hooks: give back the send lease", "err", err)
+		return
+	}
+	d.lease.mu.Lock()
+	d.lease.until = time.Time{} // a later run extends it again before sending
+	d.lease.mu.Unlock()
 }

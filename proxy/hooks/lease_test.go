@@ -108,3 +108,27 @@ func TestResumeFloor(t *testing.T) {
 		}
 	}
 }
+
+func TestACleanStopGivesTheSendLeaseBackSoThatARestartDelaysNothing(t *testing.T) {
+	const slow = 600 * time.Millisecond
+	rv := newReceiver(t, nil)
+	w := newWorld(t, "a", "c")
+	w.downloaded("c1")
+	w.report("c", "c1", `{"A":"1"}`) // c owes nothing, and gets no hook, before the restart
+	r := start(t, w, Options{BaseAddress: rv.base(), RetryInterval: slow})
+	rv.await(t, 1, updatesTo("a"))
+	w.awaitSettled("a")
+	r.stop()
+	if l, err := w.st.HookSendLease(context.Background()); err != nil || !l.IsZero() {
+		t.Fatalf("got send lease %v (err %v) after a clean stop with every attempt recorded, want none", l, err)
+	}
+	w.device("c").Environment = map[string]string{"A": "2"}
+	w.apply()
+	restarted := time.Now()
+	r = start(t, w, Options{BaseAddress: rv.base(), RetryInterval: slow})
+	got := rv.await(t, 1, updatesTo("c"))
+	if g := got[0].At.Sub(restarted); g >= slow/2 {
+		t.Fatalf("got c's first hook %v after a clean restart, want it at once (under %v): c was never sent one", g, slow/2)
+	}
+	r.stop()
+}

@@ -100,6 +100,9 @@ type runState struct {
 	// fail).
 	recent      map[string]time.Time
 	recentPrune int // len(recent) at which it is next pruned
+	// unrecorded: a hook of this run may have been sent without its
+	// attempt recorded (see lease.go).
+	unrecorded bool
 
 	lastRebuildEnd  time.Time
 	lastRebuildTook time.Duration

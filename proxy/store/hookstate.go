@@ -315,7 +315,7 @@ type HookWrite struct {
 	// failed) at that time (hook_last_at), so that pacing (HOOK-PACE) holds
 	// across a restart. The dispatcher writes it with the outcome, in the
 	// same write as an acknowledgement; a hook sent but not yet recorded
-	// is covered by the send lease (ExtendHookSendLease).
+	// is covered by the send lease (SetHookSendLease).
 	Attempt time.Time
 	// AckUpdate, if not empty, is the canonical target the gateway answered
 	// 200 to: it becomes update_acked only if it is still the device's
@@ -500,7 +500,7 @@ func (s *Store) RecordHookAttempt(ctx context.Context, uuid string, at time.Time
 }
 
 // metaHookSendLease is the meta key of the hook send lease: unix ms before
-// which every hook sent so far started (see ExtendHookSendLease).
+// which every hook sent so far started (see SetHookSendLease).
 const metaHookSendLease = "hook_send_lease"
 
 // HookSendLease is the stored hook send lease (zero if none was ever
@@ -517,27 +517,31 @@ func (s *Store) HookSendLease(ctx context.Context) (time.Time, error) {
 	return time.UnixMilli(v), nil
 }
 
-// ExtendHookSendLease durably records until as the hook send lease: the
+// SetHookSendLease durably records until as the hook send lease: the
 // dispatcher sends no hook that starts at or after it without extending it
 // first. Attempts are recorded once answered (HookWrite.Attempt), so a
 // crash can lose the record of a hook that was sent; after a restart, the
 // dispatcher takes the lease (or the restart, if earlier) as the last
 // attempt of every device, which keeps HOOK-PACE across the crash. until
-// is rounded up to the millisecond.
-func (s *Store) ExtendHookSendLease(ctx context.Context, until time.Time) error {
+// is rounded up to the millisecond; zero removes the lease.
+func (s *Store) SetHookSendLease(ctx context.Context, until time.Time) error {
 	ms := until.UnixMilli()
 	if until.After(time.UnixMilli(ms)) {
 		ms++
 	}
 	err := s.writeAnnounced(ctx, func(tx *wtx) error {
 		tx.changedNoDevice()
+		if until.IsZero() {
+			_, err := tx.ExecContext(ctx, `DELETE FROM meta WHERE key = ?`, metaHookSendLease)
+			return err
+		}
 		_, err := tx.ExecContext(ctx, `
 INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
 			metaHookSendLease, strconv.FormatInt(ms, 10))
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("store: extend hook send lease: %w", err)
+		return fmt.Errorf("store: set hook send lease: %w", err)
 	}
 	return nil
 }

@@ -193,7 +193,7 @@ func TestHookStateSurvivesReopen(t *testing.T) {
 	}
 }
 
-func TestHookSendLeaseIsDurableAndRoundedUp(t *testing.T) {
+func TestHookSendLeaseIsDurableRoundedUpAndRemovable(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 	s, err := Open(dir, Options{})
@@ -204,7 +204,7 @@ func TestHookSendLeaseIsDurableAndRoundedUp(t *testing.T) {
 		t.Fatalf("got lease %v (err %v) in a new store, want none", l, err)
 	}
 	until := time.UnixMilli(1_700_000_000_123).Add(400 * time.Microsecond)
-	if err := s.ExtendHookSendLease(ctx, until); err != nil {
+	if err := s.SetHookSendLease(ctx, until); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -218,6 +218,12 @@ func TestHookSendLeaseIsDurableAndRoundedUp(t *testing.T) {
 	}
 	if want := time.UnixMilli(1_700_000_000_124); !l.Equal(want) {
 		t.Fatalf("got lease %v after reopen, want %v (rounded up to the millisecond, never before the time given)", l, want)
+	}
+	if err := s.SetHookSendLease(ctx, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := s.HookSendLease(ctx); err != nil || !l.IsZero() {
+		t.Fatalf("got lease %v (err %v) after removing it, want none", l, err)
 	}
 }
 
