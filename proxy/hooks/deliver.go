@@ -108,22 +108,12 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 	// The attempt is recorded with its outcome: one write, which holds the
 	// acknowledgement of a 200.
 	hw := store.HookWrite{UUID: st.uuid, Attempt: doneAt}
-	acked := false
+	ack := ackNone
 	switch outcome {
 	case OutcomeOK:
 		r.delivered = true
 		st.memo.loopBody = nil
-		acked, err = d.acknowledge(ctx, kind, st, w, hw)
-		if err != nil {
-			if ctx.Err() != nil {
-				r.stop = true
-				return r
-			}
-			d.log.Error("hooks: record acknowledgement", "kind", kind, "uuid", st.uuid, "err", err)
-		} else {
-			r.recorded = true
-		}
-		hw = store.HookWrite{} // written
+		hw, ack = d.acknowledgement(kind, st, w, hw)
 	case OutcomeAccepted:
 		r.delivered = true
 		if d.opts.Violations.On("hook-202-stops") {
@@ -146,18 +136,22 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 		}
 		d.log.Log(ctx, lvl, "hooks: not delivered; retrying with backoff", "kind", kind, "uuid", st.uuid, "status", status, "err", err)
 	}
-	if hw.UUID != "" {
-		if _, err := d.writeState(ctx, hw); err != nil {
-			if ctx.Err() != nil {
-				r.stop = true
-				return r
-			}
-			// Pacing holds without it: this run keeps the time in
-			// memory, a later one starts from the send lease.
-			d.log.Error("hooks: record attempt", "kind", kind, "uuid", st.uuid, "err", err)
-		} else {
-			r.recorded = true
+	res, err := d.writeState(ctx, hw)
+	if err != nil {
+		if ctx.Err() != nil {
+			r.stop = true
+			return r
 		}
+		// Pacing holds without it: this run keeps the time in memory, a
+		// later one starts from the send lease. A 200 not recorded is read
+		// again below.
+		d.log.Error("hooks: record the outcome", "kind", kind, "uuid", st.uuid, "outcome", outcome, "err", err)
+	} else {
+		r.recorded = true
+	}
+	acked := err == nil && (ack == ackInMemory || (ack == ackStored && res.Done))
+	if acked && ack == ackStored && kind == KindUpdate && !res.TargetChangedAt.IsZero() {
+		d.metrics.ackLatency.Observe(max(d.opts.Now().Sub(res.TargetChangedAt), 0).Seconds())
 	}
 
 	// What is left: w less what was just acknowledged. A change of the
@@ -296,10 +290,17 @@ func classify(kind Kind, status int, err error) string {
 	return OutcomeRejected
 }
 
-// acknowledge records a 200 answer, with hw (the attempt), and reports
-// whether it was recorded (an update acknowledged is false if the target
-// changed meanwhile).
-func (d *Dispatcher) acknowledge(ctx context.Context, kind Kind, st *devState, w store.HookWork, hw store.HookWrite) (bool, error) {
+// How a 200 is acknowledged.
+const (
+	ackNone     = iota // not at all (not a 200, or hook-200-repeats)
+	ackStored          // in the store: acknowledged if the write says Done
+	ackInMemory        // in memory only (hook-acks-in-memory)
+)
+
+// acknowledgement adds the acknowledgement of a 200 answer to hw (the
+// attempt) and says how the answer is acknowledged. The store acknowledges
+// an update only if its target did not change meanwhile.
+func (d *Dispatcher) acknowledgement(kind Kind, st *devState, w store.HookWork, hw store.HookWrite) (store.HookWrite, int) {
 	switch kind {
 	case KindDelete:
 		hw.RemoveDeleted = true
@@ -307,15 +308,13 @@ func (d *Dispatcher) acknowledge(ctx context.Context, kind Kind, st *devState, w
 		hw.AckRestart = true
 	default:
 		if d.opts.Violations.On("hook-200-repeats") {
-			_, err := d.writeState(ctx, hw)
-			return false, err
+			return hw, ackNone
 		}
 		if d.opts.Violations.On("hook-acks-in-memory") {
 			d.violMu.Lock()
 			d.violAcks[st.uuid] = w.UpdateCanonical
 			d.violMu.Unlock()
-			_, err := d.writeState(ctx, hw)
-			return err == nil, err
+			return hw, ackInMemory
 		}
 		if d.opts.Violations.On("hook-config-ignored") {
 			d.violMu.Lock()
@@ -324,14 +323,7 @@ func (d *Dispatcher) acknowledge(ctx context.Context, kind Kind, st *devState, w
 		}
 		hw.AckUpdate = w.UpdateCanonical
 	}
-	res, err := d.writeState(ctx, hw)
-	if err != nil {
-		return false, err
-	}
-	if kind == KindUpdate && res.Done && !res.TargetChangedAt.IsZero() {
-		d.metrics.ackLatency.Observe(max(d.opts.Now().Sub(res.TargetChangedAt), 0).Seconds())
-	}
-	return res.Done, nil
+	return hw, ackStored
 }
 
 // writeState applies one hook-state write (an attempt and its outcome).
