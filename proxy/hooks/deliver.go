@@ -20,9 +20,8 @@ import (
 // deliver is one worker step for st: re-read what the device is owed, send
 // the next hook if pacing allows, record the outcome, re-read what is left.
 func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, st *devState) result {
-	defer d.opts.Store.ExpectWrites()()
 	r := result{st: st}
-	w, err := d.workOf(ctx, reader, st)
+	w, gen, err := d.workOf(ctx, reader, st)
 	if errors.Is(err, store.ErrNotFound) {
 		return r
 	}
@@ -68,16 +67,35 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 		method, url, body = http.MethodPut, d.opts.BaseAddress+st.uuid, st.memo.loopBody
 	}
 	st.memo.lastKind = kind
-	if _, err := d.writeState(ctx, store.HookWrite{UUID: st.uuid, Attempt: now}); err != nil {
+	select { // a request slot (Concurrency)
+	case d.slots <- struct{}{}:
+	case <-ctx.Done():
+		r.stop = true
+		return r
+	}
+	if d.opts.Store.DeviceChangedSince(st.uuid, gen) {
+		// Changed while this waited for the slot: w may be superseded
+		// (HOOK-PACE: never an older target once a newer one exists).
+		// Read again; the device keeps its place in the pacing.
+		<-d.slots
+		r.more, r.kind, r.workKey = true, kind, key
+		return r
+	}
+	// From the request to the write of its outcome, this delivery is one
+	// of those whose writes a commit may wait for.
+	defer d.opts.Store.ExpectWrites()()
+	if err := d.cover(ctx); err != nil {
+		<-d.slots
 		if ctx.Err() != nil {
 			r.stop = true
 			return r
 		}
-		d.log.Error("hooks: record attempt", "uuid", st.uuid, "err", err)
+		d.log.Error("hooks: extend the send lease", "uuid", st.uuid, "err", err)
 		r.more, r.failed, r.workKey, r.kind = true, true, key, kind
 		return r
 	}
 	status, doneAt, err := d.send(ctx, kind, method, url, body)
+	<-d.slots
 	r.sent, r.attempt = true, doneAt
 	if err != nil && ctx.Err() != nil {
 		r.stop = true
@@ -87,19 +105,15 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 	d.metrics.deliveries.WithLabelValues(string(kind), outcome).Inc()
 	d.log.Debug("hooks: sent", "kind", kind, "uuid", st.uuid, "status", status, "outcome", outcome, "err", err)
 
-	acked := false
+	// The attempt is recorded with its outcome: one write, which holds the
+	// acknowledgement of a 200.
+	hw := store.HookWrite{UUID: st.uuid, Attempt: doneAt}
+	ack := ackNone
 	switch outcome {
 	case OutcomeOK:
 		r.delivered = true
 		st.memo.loopBody = nil
-		acked, err = d.acknowledge(ctx, kind, st, w)
-		if err != nil {
-			if ctx.Err() != nil {
-				r.stop = true
-				return r
-			}
-			d.log.Error("hooks: record acknowledgement", "kind", kind, "uuid", st.uuid, "err", err)
-		}
+		hw, ack = d.acknowledgement(kind, st, w, hw)
 	case OutcomeAccepted:
 		r.delivered = true
 		if d.opts.Violations.On("hook-202-stops") {
@@ -121,6 +135,23 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 			lvl = slog.LevelWarn
 		}
 		d.log.Log(ctx, lvl, "hooks: not delivered; retrying with backoff", "kind", kind, "uuid", st.uuid, "status", status, "err", err)
+	}
+	res, err := d.writeState(ctx, hw)
+	if err != nil {
+		if ctx.Err() != nil {
+			r.stop = true
+			return r
+		}
+		// Pacing holds without it: this run keeps the time in memory, a
+		// later one starts from the send lease. A 200 not recorded is read
+		// again below.
+		d.log.Error("hooks: record the outcome", "kind", kind, "uuid", st.uuid, "outcome", outcome, "err", err)
+	} else {
+		r.recorded = true
+	}
+	acked := err == nil && (ack == ackInMemory || (ack == ackStored && res.Done))
+	if acked && ack == ackStored && kind == KindUpdate && !res.TargetChangedAt.IsZero() {
+		d.metrics.ackLatency.Observe(max(d.opts.Now().Sub(res.TargetChangedAt), 0).Seconds())
 	}
 
 	// What is left: w less what was just acknowledged. A change of the
@@ -154,14 +185,16 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 	return r
 }
 
-// workOf is what st's device is owed now: the work the scheduler kept for
-// it if the store says the device did not change since that was read, else
-// read again.
-func (d *Dispatcher) workOf(ctx context.Context, reader *store.HookWorkReader, st *devState) (store.HookWork, error) {
+// workOf is what st's device is owed now, and the store's generation it is
+// current at: the work the scheduler kept for it if the store says the
+// device did not change since that was read, else read again.
+func (d *Dispatcher) workOf(ctx context.Context, reader *store.HookWorkReader, st *devState) (store.HookWork, uint64, error) {
 	if st.work != nil && !d.opts.Store.DeviceChangedSince(st.uuid, st.workGen) {
-		return *st.work, nil
+		return *st.work, st.workGen, nil
 	}
-	return reader.Read(ctx, st.uuid)
+	gen := d.opts.Store.Generation()
+	w, err := reader.Read(ctx, st.uuid)
+	return w, gen, err
 }
 
 // request builds the hook request for kind.
@@ -257,10 +290,17 @@ func classify(kind Kind, status int, err error) string {
 	return OutcomeRejected
 }
 
-// acknowledge records a 200 answer and reports whether it was recorded (an
-// update acknowledged is false if the target changed meanwhile).
-func (d *Dispatcher) acknowledge(ctx context.Context, kind Kind, st *devState, w store.HookWork) (bool, error) {
-	hw := store.HookWrite{UUID: st.uuid}
+// How a 200 is acknowledged.
+const (
+	ackNone     = iota // not at all (not a 200, or hook-200-repeats)
+	ackStored          // in the store: acknowledged if the write says Done
+	ackInMemory        // in memory only (hook-acks-in-memory)
+)
+
+// acknowledgement adds the acknowledgement of a 200 answer to hw (the
+// attempt) and says how the answer is acknowledged. The store acknowledges
+// an update only if its target did not change meanwhile.
+func (d *Dispatcher) acknowledgement(kind Kind, st *devState, w store.HookWork, hw store.HookWrite) (store.HookWrite, int) {
 	switch kind {
 	case KindDelete:
 		hw.RemoveDeleted = true
@@ -268,13 +308,13 @@ func (d *Dispatcher) acknowledge(ctx context.Context, kind Kind, st *devState, w
 		hw.AckRestart = true
 	default:
 		if d.opts.Violations.On("hook-200-repeats") {
-			return false, nil
+			return hw, ackNone
 		}
 		if d.opts.Violations.On("hook-acks-in-memory") {
 			d.violMu.Lock()
 			d.violAcks[st.uuid] = w.UpdateCanonical
 			d.violMu.Unlock()
-			return true, nil
+			return hw, ackInMemory
 		}
 		if d.opts.Violations.On("hook-config-ignored") {
 			d.violMu.Lock()
@@ -283,20 +323,12 @@ func (d *Dispatcher) acknowledge(ctx context.Context, kind Kind, st *devState, w
 		}
 		hw.AckUpdate = w.UpdateCanonical
 	}
-	res, err := d.writeState(ctx, hw)
-	if err != nil {
-		return false, err
-	}
-	if kind == KindUpdate && res.Done && !res.TargetChangedAt.IsZero() {
-		d.metrics.ackLatency.Observe(max(d.opts.Now().Sub(res.TargetChangedAt), 0).Seconds())
-	}
-	return res.Done, nil
+	return hw, ackStored
 }
 
-// writeState applies one hook-state write (an attempt before a send, an
-// acknowledgement after). The store's group commit puts the writes of
-// concurrent deliveries in one transaction, so deliveries to many devices
-// share the cost of commits.
+// writeState applies one hook-state write (an attempt and its outcome).
+// The store's group commit puts the writes of concurrent deliveries in one
+// transaction, so deliveries to many devices share the cost of commits.
 func (d *Dispatcher) writeState(ctx context.Context, w store.HookWrite) (store.HookWriteResult, error) {
 	res, err := d.opts.Store.WriteHookState(ctx, []store.HookWrite{w})
 	if err != nil {

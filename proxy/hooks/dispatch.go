@@ -15,7 +15,8 @@ import (
 // result is what a worker reports back to the scheduler.
 type result struct {
 	st        *devState
-	sent      bool      // a hook was sent (attempt recorded)
+	sent      bool      // a hook was sent
+	recorded  bool      // its attempt is in the store
 	attempt   time.Time // when its request ended (answer, error or timeout)
 	delivered bool      // the hook reached its goal (200, or 202 for an update)
 	failed    bool      // not delivered: back off
@@ -32,12 +33,17 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	rs := &runState{
 		d:       d,
 		devices: map[string]*devState{},
-		results: make(chan result, d.opts.Concurrency),
+		results: make(chan result, d.workers()),
 		counts:  map[Kind]int{},
 	}
 	for _, k := range []Kind{KindUpdate, KindDelete, KindRestart} {
 		d.metrics.pending.WithLabelValues(string(k)).Set(0)
 	}
+	stored, err := d.opts.Store.HookSendLease(ctx)
+	if err != nil {
+		return fmt.Errorf("hooks: %w", err)
+	}
+	d.floor = resumeFloor(stored, d.opts.Now())
 	reader, err := d.opts.Store.NewHookWorkReader(ctx)
 	if err != nil {
 		return fmt.Errorf("hooks: %w", err)
@@ -72,7 +78,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		rs.launchDue(ctx)
 		wait := time.Hour
-		if len(rs.heap) > 0 && rs.inFlight < d.opts.Concurrency {
+		if len(rs.heap) > 0 && rs.inFlight < d.workers() {
 			wait = max(rs.heap[0].due.Sub(d.opts.Now()), 0)
 		}
 		if !rebuildAt.IsZero() {
@@ -82,9 +88,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			for rs.inFlight > 0 {
-				<-rs.results
+				rs.note(<-rs.results)
 				rs.inFlight--
 			}
+			rs.release(ctx)
 			return nil
 		case <-d.notify:
 			rebuildAt = rs.lastRebuildEnd.Add(3 * rs.lastRebuildTook)
@@ -100,16 +107,18 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 		case r := <-rs.results:
 			rs.inFlight--
+			rs.note(r)
 			rs.handle(r)
 		case <-timer.C:
 		}
 	}
 }
 
-// launchDue starts workers for due devices while the concurrency bound allows.
+// launchDue starts workers for due devices while the bound on deliveries
+// under way allows (see Dispatcher.workers).
 func (rs *runState) launchDue(ctx context.Context) {
 	now := rs.d.opts.Now()
-	for len(rs.heap) > 0 && rs.inFlight < rs.d.opts.Concurrency && !rs.heap[0].due.After(now) {
+	for len(rs.heap) > 0 && rs.inFlight < rs.d.workers() && !rs.heap[0].due.After(now) {
 		st := heap.Pop(&rs.heap).(*devState)
 		st.inFlight = true
 		st.recheck = false

@@ -12,13 +12,20 @@
 // is a one-shot action the gateway should see promptly, while the update
 // hook carries the whole target and is re-sent until settled anyway.
 //
-// Across devices, hooks go out concurrently up to a bound; a failed hook is
+// A hook's attempt time is recorded with its outcome, in one write with its
+// acknowledgement; a durable send lease, extended ahead of the sends, stands
+// in for the attempts a crash lost (lease.go).
+//
+// Across devices, hooks go out concurrently up to a bound (requests in
+// flight to the gateway); more deliveries than that are under way, so that
+// the reads and writes of the store before and after a request overlap
+// other devices' requests instead of holding their slots. A failed hook is
 // retried with exponential backoff from the retry interval up to a cap, with
 // jitter. The schedule is an in-memory heap ordered by next-due time, rebuilt
 // from the store at start, on Notify and every RescanInterval (NotifyDevice
 // re-reads one device), so a tick never scans the table. Writes of concurrent
-// deliveries (attempts, acknowledgements) share transactions through the
-// store's group commit.
+// deliveries (each hook's attempt with its outcome, one write per hook)
+// share transactions through the store's group commit.
 //
 // It depends on proxy/store, proxy/api and proxy/violation; it must not import
 // the HTTP API, sync, the cloud client, fakes or the simulator.
@@ -46,6 +53,8 @@ type Store interface {
 	PendingHooks(ctx context.Context) ([]store.HookWork, error)
 	NewHookWorkReader(ctx context.Context) (*store.HookWorkReader, error)
 	WriteHookState(ctx context.Context, ws []store.HookWrite) ([]store.HookWriteResult, error)
+	HookSendLease(ctx context.Context) (time.Time, error)
+	SetHookSendLease(ctx context.Context, until time.Time) error
 	ExpectWrites() (done func())
 	// Generation and DeviceChangedSince tell whether a device's hook work
 	// read at a generation is still what the store holds (see
@@ -75,8 +84,8 @@ type Options struct {
 	RetryInterval time.Duration
 	// Timeout bounds one hook request. Zero means DefaultTimeout.
 	Timeout time.Duration
-	// Concurrency bounds hooks in flight across devices. Zero means
-	// DefaultConcurrency.
+	// Concurrency bounds hooks in flight across devices: requests sent to
+	// the gateway and not yet answered. Zero means DefaultConcurrency.
 	Concurrency int
 	// BackoffMax caps the backoff after failures. Zero means 10*RetryInterval.
 	BackoffMax time.Duration
@@ -107,10 +116,18 @@ type Dispatcher struct {
 	metrics *Metrics
 	client  *http.Client
 	notify  chan struct{}
+	// slots holds a token per hook request in flight (Concurrency).
+	slots chan struct{}
 
 	mu      sync.Mutex
 	dirty   map[string]bool // devices to re-read (NotifyDevice)
 	dirtyCh chan struct{}
+
+	// lease is the send lease (lease.go); floor is the last attempt every
+	// device is taken to have had before this run (zero: none), set by Run
+	// before it starts any worker.
+	lease lease
+	floor time.Time
 
 	// violMu guards violation memory that outlives a device's schedule
 	// entry (hook-config-ignored, hook-acks-in-memory).
@@ -180,12 +197,22 @@ func New(opts Options) (*Dispatcher, error) {
 		metrics: m,
 		client:  client,
 		notify:  make(chan struct{}, 1),
+		slots:   make(chan struct{}, opts.Concurrency),
 		dirty:   map[string]bool{},
 		dirtyCh: make(chan struct{}, 1),
 
 		violAcks: map[string]string{},
 	}, nil
 }
+
+// pipelineDepth is how many deliveries may be under way per request slot:
+// a delivery reads the device's state, waits for a slot, sends, and
+// records the outcome in a commit it shares with other deliveries; only
+// the request holds a slot.
+const pipelineDepth = 4
+
+// workers bounds the deliveries under way (a device has at most one).
+func (d *Dispatcher) workers() int { return pipelineDepth * d.opts.Concurrency }
 
 // Notify tells the dispatcher that hook state changed (a new target, a
 // downloaded commit, a device marked for deletion): it rebuilds its schedule

@@ -222,10 +222,12 @@ type running struct {
 	stop func()
 }
 
-// start runs a dispatcher on w's store until the test ends or stop is called.
+// start runs a dispatcher on w's store (unless opts name another) until the test ends or stop is called.
 func start(t testing.TB, w *world, opts Options) *running {
 	t.Helper()
-	opts.Store = w.st
+	if opts.Store == nil {
+		opts.Store = w.st
+	}
 	if opts.RetryInterval == 0 {
 		opts.RetryInterval = 50 * time.Millisecond
 	}

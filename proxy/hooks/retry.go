@@ -8,9 +8,9 @@ import (
 
 // earliest is the earliest time, not before now, that the next hook may go
 // to st (HOOK-PACE): a retry interval after the last one this run sent, or
-// after the attempt stored in the store (stored; from before a restart). The
-// stored time is taken before the attempt is written and the request made,
-// and kept in milliseconds, so it gets a slack of a tenth of the interval.
+// after the attempt stored in the store (stored; from before a restart), or
+// after the floor this run started with (see lease.go). The stored time is
+// kept in milliseconds, so it gets a slack of a tenth of the interval.
 func (d *Dispatcher) earliest(st *devState, stored, now time.Time) time.Time {
 	if d.opts.Violations.On("hook-no-pacing") {
 		return later(now, st.lastSent.Add(d.opts.RetryInterval/10))
@@ -25,6 +25,9 @@ func (d *Dispatcher) earliest(st *devState, stored, now time.Time) time.Time {
 	}
 	if !stored.IsZero() {
 		t = later(t, stored.Add(d.opts.RetryInterval+d.opts.RetryInterval/10+time.Millisecond))
+	}
+	if !d.floor.IsZero() { // a bound, rounded up: no slack needed
+		t = later(t, d.floor.Add(d.opts.RetryInterval))
 	}
 	return t
 }

@@ -95,11 +95,14 @@ type runState struct {
 	reader   *store.HookWorkReader
 	// recent keeps, for devices forgotten with nothing owed, when their
 	// last hook ended, while that still paces the next one (HOOK-PACE): the
-	// attempt time in the store is taken before the attempt is written and
-	// sent, so on its own it would pace from too early a time when that
-	// write is slow.
+	// attempt time in the store is written after the answer, and a re-read
+	// of the device can come before that write commits (or the write can
+	// fail).
 	recent      map[string]time.Time
 	recentPrune int // len(recent) at which it is next pruned
+	// unrecorded: a hook of this run may have been sent without its
+	// attempt recorded (see lease.go).
+	unrecorded bool
 
 	lastRebuildEnd  time.Time
 	lastRebuildTook time.Duration

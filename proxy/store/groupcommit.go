@@ -10,8 +10,8 @@ package store
 // of one transaction per write; what is saved is the fixed cost of BEGIN and
 // COMMIT, and the hand-over of the one writer connection between goroutines.
 //
-// A caller that will write soon and repeatedly (a hook delivery: an attempt,
-// then an acknowledgement) can announce itself (Store.ExpectWrites). While
+// A caller that will write soon (a hook delivery whose request is under way:
+// its attempt and outcome) can announce itself (Store.ExpectWrites). While
 // fewer writes are queued than callers announced, a batch that holds a
 // write of theirs (hook state, Store.writeAnnounced) waits up to
 // commitLinger for the others before it starts: a commit costs far more

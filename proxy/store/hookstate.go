@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/depharness/depharness/api"
@@ -310,8 +311,11 @@ func (s *Store) HookWorkFor(ctx context.Context, uuid string) (HookWork, error) 
 // several in one transaction, in order.
 type HookWrite struct {
 	UUID string
-	// Attempt, if not zero, records that a hook is being sent at that time
-	// (hook_last_at), so that pacing (HOOK-PACE) holds across a restart.
+	// Attempt, if not zero, records that a hook was sent, answered (or
+	// failed) at that time (hook_last_at), so that pacing (HOOK-PACE) holds
+	// across a restart. The dispatcher writes it with the outcome, in the
+	// same write as an acknowledgement; a hook sent but not yet recorded
+	// is covered by the send lease (SetHookSendLease).
 	Attempt time.Time
 	// AckUpdate, if not empty, is the canonical target the gateway answered
 	// 200 to: it becomes update_acked only if it is still the device's
@@ -339,7 +343,9 @@ type HookWriteResult struct {
 // Queries of WriteHookState.
 const (
 	qHookAttempt = `UPDATE devices SET hook_last_at = ? WHERE uuid = ?`
-	qHookAck     = `UPDATE devices SET update_acked = ? WHERE uuid = ? RETURNING target_changed_at`
+	// qHookAck records an acknowledged update target and, if not NULL, the
+	// attempt it answered (one statement for both).
+	qHookAck     = `UPDATE devices SET update_acked = ?, hook_last_at = COALESCE(?, hook_last_at) WHERE uuid = ? RETURNING target_changed_at`
 	qHookRestart = `
 UPDATE devices SET restart_acked = restart_acked + 1
 WHERE uuid = ? AND restart_acked < restart_requested AND marked_for_delete = 0`
@@ -366,30 +372,38 @@ func (s *Store) WriteHookState(ctx context.Context, ws []HookWrite) ([]HookWrite
 		tx.changedNoDevice()
 		for i, w := range ws {
 			tx.changedDevice(w.UUID)
+			var attempt any // NULL: none
 			if !w.Attempt.IsZero() {
-				if _, err := exec(s.ws.hookAttempt, w.Attempt.UnixMilli(), w.UUID); err != nil {
+				attempt = w.Attempt.UnixMilli()
+			}
+			if w.AckUpdate != "" {
+				// Checked first: a current target is acknowledged with
+				// its attempt in one statement.
+				t, ok, err := scanUpdateTarget(tx.stmt(ctx, s.ws.hookTarget).QueryRowContext(ctx, w.UUID))
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					return err
+				}
+				if err == nil && ok && t.Canonical() == w.AckUpdate {
+					var changed sql.NullInt64
+					if err := tx.stmt(ctx, s.ws.hookAck).QueryRowContext(ctx, w.AckUpdate, attempt, w.UUID).Scan(&changed); err != nil {
+						return err
+					}
+					out[i].Done = true
+					if changed.Valid {
+						out[i].TargetChangedAt = time.UnixMilli(changed.Int64)
+					}
+					continue
+				}
+			}
+			if attempt != nil {
+				if _, err := exec(s.ws.hookAttempt, attempt, w.UUID); err != nil {
 					return err
 				}
 				out[i].Done = true
 			}
 			switch {
 			case w.AckUpdate != "":
-				out[i].Done = false
-				t, ok, err := scanUpdateTarget(tx.stmt(ctx, s.ws.hookTarget).QueryRowContext(ctx, w.UUID))
-				if errors.Is(err, ErrNotFound) || (err == nil && (!ok || t.Canonical() != w.AckUpdate)) {
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				var changed sql.NullInt64
-				if err := tx.stmt(ctx, s.ws.hookAck).QueryRowContext(ctx, w.AckUpdate, w.UUID).Scan(&changed); err != nil {
-					return err
-				}
-				out[i].Done = true
-				if changed.Valid {
-					out[i].TargetChangedAt = time.UnixMilli(changed.Int64)
-				}
+				out[i].Done = false // superseded (or gone): not acknowledged
 			case w.AckRestart:
 				n, err := exec(s.ws.hookRestart, w.UUID)
 				if err != nil {
@@ -483,6 +497,53 @@ func (s *Store) RemoveDeleted(ctx context.Context, uuid string) (bool, error) {
 func (s *Store) RecordHookAttempt(ctx context.Context, uuid string, at time.Time) error {
 	_, err := s.WriteHookState(ctx, []HookWrite{{UUID: uuid, Attempt: at}})
 	return err
+}
+
+// metaHookSendLease is the meta key of the hook send lease: unix ms before
+// which every hook sent so far started (see SetHookSendLease).
+const metaHookSendLease = "hook_send_lease"
+
+// HookSendLease is the stored hook send lease (zero if none was ever
+// written).
+func (s *Store) HookSendLease(ctx context.Context) (time.Time, error) {
+	var v int64
+	err := s.r.QueryRowContext(ctx, `SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?`, metaHookSendLease).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("store: hook send lease: %w", err)
+	}
+	return time.UnixMilli(v), nil
+}
+
+// SetHookSendLease durably records until as the hook send lease: the
+// dispatcher sends no hook that starts at or after it without extending it
+// first. Attempts are recorded once answered (HookWrite.Attempt), so a
+// crash can lose the record of a hook that was sent; after a restart, the
+// dispatcher takes the lease (or the restart, if earlier) as the last
+// attempt of every device, which keeps HOOK-PACE across the crash. until
+// is rounded up to the millisecond; zero removes the lease.
+func (s *Store) SetHookSendLease(ctx context.Context, until time.Time) error {
+	ms := until.UnixMilli()
+	if until.After(time.UnixMilli(ms)) {
+		ms++
+	}
+	err := s.writeAnnounced(ctx, func(tx *wtx) error {
+		tx.changedNoDevice()
+		if until.IsZero() {
+			_, err := tx.ExecContext(ctx, `DELETE FROM meta WHERE key = ?`, metaHookSendLease)
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `
+INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
+			metaHookSendLease, strconv.FormatInt(ms, 10))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: set hook send lease: %w", err)
+	}
+	return nil
 }
 
 // decodeVars decodes a stored JSON object; "" and "null" are the empty object.

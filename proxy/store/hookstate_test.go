@@ -60,16 +60,22 @@ func TestReportedMatchesTarget(t *testing.T) {
 	}
 }
 
-func TestHookBookkeeping(t *testing.T) {
-	s, clk := openTestStore(t)
-	ctx := context.Background()
-	tg := Target{
+// twoDevices is a target of app 1 (commit c1) with devices d1 (environment
+// A=1) and d2 (environment env2).
+func twoDevices(env2 map[string]string) Target {
+	return Target{
 		Apps: []TargetApp{{ID: 1, Name: "one", Commit: "c1", Image: "r@sha256:aa"}},
 		Devices: []TargetDevice{
 			{UUID: "d1", AppID: 1, Environment: map[string]string{"A": "1"}, Cloud: cloudRec(1)},
-			{UUID: "d2", AppID: 1, Cloud: cloudRec(2)},
+			{UUID: "d2", AppID: 1, Environment: env2, Cloud: cloudRec(2)},
 		},
 	}
+}
+
+func TestHookBookkeeping(t *testing.T) {
+	s, clk := openTestStore(t)
+	ctx := context.Background()
+	tg := twoDevices(nil)
 	apply(t, s, tg, clk.t)
 	if p := pendingByUUID(t, s); len(p) != 0 {
 		t.Fatalf("got pending %v before the commit is downloaded, want none", p)
@@ -178,5 +184,90 @@ func TestHookStateSurvivesReopen(t *testing.T) {
 	p := pendingByUUID(t, s)
 	if _, ok := p["d1"]; ok || p["d2"].Update == nil {
 		t.Fatalf("got pending %v after reopen, want only d2's update", p)
+	}
+}
+
+func TestHookSendLeaseIsDurableRoundedUpAndRemovable(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := s.HookSendLease(ctx); err != nil || !l.IsZero() {
+		t.Fatalf("got lease %v (err %v) in a new store, want none", l, err)
+	}
+	until := time.UnixMilli(1_700_000_000_123).Add(400 * time.Microsecond)
+	if err := s.SetHookSendLease(ctx, until); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(dir, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l, err := s.HookSendLease(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := time.UnixMilli(1_700_000_000_124); !l.Equal(want) {
+		t.Fatalf("got lease %v after reopen, want %v (rounded up to the millisecond, never before the time given)", l, want)
+	}
+	if err := s.SetHookSendLease(ctx, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := s.HookSendLease(ctx); err != nil || !l.IsZero() {
+		t.Fatalf("got lease %v (err %v) after removing it, want none", l, err)
+	}
+}
+
+func TestAnAttemptIsWrittenWithItsAcknowledgementOrAloneWhenSuperseded(t *testing.T) {
+	s, clk := openTestStore(t)
+	ctx := context.Background()
+	tg := twoDevices(map[string]string{"A": "1"})
+	apply(t, s, tg, clk.t)
+	if err := s.SetAppCurrentCommit(ctx, 1, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	p := pendingByUUID(t, s)
+	sent := p["d1"].UpdateCanonical
+	// d2's target changes after its hook was sent: its answer acknowledges
+	// nothing, its attempt still counts.
+	clk.t = clk.t.Add(time.Second)
+	tg.Devices[1].Environment = map[string]string{"A": "2"}
+	apply(t, s, tg, clk.t)
+	at := clk.t.Add(time.Second).Truncate(time.Millisecond)
+	res, err := s.WriteHookState(ctx, []HookWrite{
+		{UUID: "d1", Attempt: at, AckUpdate: sent},
+		{UUID: "d2", Attempt: at, AckUpdate: p["d2"].UpdateCanonical},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res[0].Done || res[1].Done {
+		t.Fatalf("got done %v and %v, want the current target acknowledged and the superseded one not", res[0].Done, res[1].Done)
+	}
+	p = pendingByUUID(t, s)
+	if _, owed := p["d1"]; owed {
+		t.Fatalf("got d1 still owed %+v after its acknowledgement", p["d1"])
+	}
+	if p["d2"].Update == nil || p["d2"].Update.Environment["A"] != "2" {
+		t.Fatalf("got d2 owed %+v, want the newer target A=2", p["d2"])
+	}
+	for _, u := range []string{"d1", "d2"} {
+		w, err := s.HookWorkFor(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !w.LastAttempt.Equal(at) {
+			t.Fatalf("got %s's last attempt %v, want %v", u, w.LastAttempt, at)
+		}
+	}
+	// An acknowledgement without an attempt keeps the stored attempt.
+	if _, err := s.WriteHookState(ctx, []HookWrite{{UUID: "d2", AckUpdate: p["d2"].UpdateCanonical}}); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := s.HookWorkFor(ctx, "d2"); !w.LastAttempt.Equal(at) || w.Pending() {
+		t.Fatalf("got d2 last attempt %v, pending %v, want %v and nothing owed", w.LastAttempt, w.Pending(), at)
 	}
 }

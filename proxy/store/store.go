@@ -289,8 +289,8 @@ func (s *Store) writeAnnounced(ctx context.Context, fn func(*wtx) error) error {
 	return s.gc.do(ctx, fn, true)
 }
 
-// ExpectWrites announces a caller that will write hook state soon, and
-// again after that (a hook delivery: an attempt, then an acknowledgement).
+// ExpectWrites announces a caller that will write hook state soon (a hook
+// delivery whose request is under way: its attempt and outcome).
 // While fewer writes are queued than callers are announced, a batch holding
 // hook state waits a little (at most 500 µs) for theirs, so that they share
 // one transaction; other writes never wait. Call the returned function once
