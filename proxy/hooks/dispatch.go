@@ -43,7 +43,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("hooks: %w", err)
 	}
-	d.floor = resumeFloor(stored, d.opts.Now())
+	d.floor = resumeFloor(stored, d.opts.Now(), d.opts.Timeout)
 	reader, err := d.opts.Store.NewHookWorkReader(ctx)
 	if err != nil {
 		return fmt.Errorf("hooks: %w", err)

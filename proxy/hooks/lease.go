@@ -11,9 +11,10 @@ import (
 // crash can lose the record of a hook that reached the gateway. What stays
 // durable is the lease: a time before which every hook sent so far
 // started, extended ahead of the sends by a retry interval at a time.
-// After a restart, the lease (or the restart, if earlier) counts as every
-// device's last attempt: a hook whose record was lost started before both,
-// so pacing from there keeps HOOK-PACE across the crash, and owed hooks
+// After a restart, the lease plus the hook timeout (or the restart, if
+// earlier) counts as every device's last attempt: a hook whose record was
+// lost started before the lease, so it was answered (or given up) before
+// both, and pacing from there keeps HOOK-PACE across the crash, and owed hooks
 // wait at most one retry interval more (HOOK-REF-1 allows three). A run
 // that stops with every attempt it made recorded gives the lease back down
 // to the floor it started with, so that a clean restart delays nothing.
@@ -65,13 +66,18 @@ func (d *Dispatcher) cover(ctx context.Context) error {
 }
 
 // resumeFloor is what a restart takes as every device's last attempt: the
-// stored lease, or start if that is earlier (no hook of the previous run
-// started after its end). Zero when no lease was ever stored.
-func resumeFloor(stored, start time.Time) time.Time {
-	if !stored.IsZero() && start.Before(stored) {
-		return start
+// stored lease plus the hook timeout (a hook started before the lease ran
+// out was answered, or given up, by then; its answer may be what a crash
+// lost), or start if that is earlier (no hook of the previous run was
+// answered after its end). Zero when no lease was ever stored.
+func resumeFloor(stored, start time.Time, timeout time.Duration) time.Time {
+	if stored.IsZero() {
+		return stored
 	}
-	return stored
+	if end := stored.Add(timeout); end.Before(start) {
+		return end
+	}
+	return start
 }
 
 // note remembers whether r is a hook sent whose attempt the store may not

@@ -95,16 +95,22 @@ func (s *countingStore) WriteHookState(ctx context.Context, ws []store.HookWrite
 
 func TestResumeFloor(t *testing.T) {
 	t0 := time.Unix(1000, 0)
+	const timeout = 5 * time.Second
 	for _, c := range []struct {
 		stored, start, want time.Time
 	}{
 		{time.Time{}, t0, time.Time{}}, // never leased: nothing to guard
-		{t0, t0.Add(time.Minute), t0},  // leased until t0, restarted later
-		{t0.Add(time.Second), t0, t0},  // restarted before the lease ran out
+		// Leased until t0, restarted long after: a hook started before t0
+		// was answered or timed out by t0+timeout.
+		{t0, t0.Add(time.Minute), t0.Add(timeout)},
+		// Restarted after the lease ran out, but while a hook started
+		// before it could still have been answered: from the restart.
+		{t0, t0.Add(2 * time.Second), t0.Add(2 * time.Second)},
+		{t0.Add(time.Second), t0, t0}, // restarted before the lease ran out
 		{t0, t0, t0},
 	} {
-		if got := resumeFloor(c.stored, c.start); !got.Equal(c.want) {
-			t.Errorf("resumeFloor(%v, %v) = %v, want %v", c.stored, c.start, got, c.want)
+		if got := resumeFloor(c.stored, c.start, timeout); !got.Equal(c.want) {
+			t.Errorf("resumeFloor(%v, %v, %v) = %v, want %v", c.stored, c.start, timeout, got, c.want)
 		}
 	}
 }

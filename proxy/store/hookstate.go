@@ -521,8 +521,8 @@ func (s *Store) HookSendLease(ctx context.Context) (time.Time, error) {
 // dispatcher sends no hook that starts at or after it without extending it
 // first. Attempts are recorded once answered (HookWrite.Attempt), so a
 // crash can lose the record of a hook that was sent; after a restart, the
-// dispatcher takes the lease (or the restart, if earlier) as the last
-// attempt of every device, which keeps HOOK-PACE across the crash. until
+// dispatcher takes the lease plus the hook timeout (or the restart, if
+// earlier) as the last attempt of every device, which keeps HOOK-PACE across the crash. until
 // is rounded up to the millisecond; zero removes the lease.
 func (s *Store) SetHookSendLease(ctx context.Context, until time.Time) error {
 	ms := until.UnixMilli()
