@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -33,7 +34,7 @@ type loadOptions struct {
 	cloudURL, adminToken, registryAddr            string
 	registryToken, proxyMetrics, gatewayUUID      string
 	gatewayListen, cpuProfile, blockProfile       string
-	memProfile                                    string
+	memProfile, setupProfile, setupMemProfile     string
 	devices, hookConc, gwConc, fwBytes            int
 	delCount, rstCount, logLines                  int
 	seed                                          int64
@@ -93,6 +94,10 @@ func newLoadCmd(env *cliEnv) *cobra.Command {
 			Help: "fail (exit 1) if a scenario's p99 latency of the gateway's supervisor API requests, all routes together, is higher (0: no limit)"},
 		settings.Setting{Flag: "cpuprofile", Legacy: []string{"LOAD_CPUPROFILE"}, Value: settings.Text(&o.cpuProfile, ""),
 			Help: "write a CPU profile of the scenarios (not the setup, not the floors) to this file"},
+		settings.Setting{Flag: "setup-cpuprofile", Value: settings.Text(&o.setupProfile, ""),
+			Help: "write a CPU profile of the setup (the world's start and the provisioning of the devices) to this file"},
+		settings.Setting{Flag: "setup-memprofile", Value: settings.Text(&o.setupMemProfile, ""),
+			Help: "write a heap profile, taken when the provisioning ends, to this file"},
 		settings.Setting{Flag: "blockprofile", Legacy: []string{"LOAD_BLOCKPROFILE"}, Value: settings.Text(&o.blockProfile, ""),
 			Help: "write a profile of blocking (waits on locks, channels, connections) during the scenarios to this file"},
 		settings.Setting{Flag: "memprofile", Legacy: []string{"LOAD_MEMPROFILE"}, Value: settings.Text(&o.memProfile, ""),
@@ -150,6 +155,7 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 		defer debug.SetMemoryLimit(prev)
 	}
 	started := time.Now()
+	setupDone := func() {}
 	opts := load.Options{
 		Devices: o.devices, Seed: o.seed, Policy: pol, GatewayConcurrency: o.gwConc,
 		FlashTime:     fleet.Dist{Dist: fleet.DistFixed, Mean: fleet.Duration(o.flash)},
@@ -198,6 +204,14 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 	}
 	if th.MaxP99 > 0 {
 		config["max_p99"] = th.MaxP99.String()
+	}
+	if o.setupProfile != "" || o.setupMemProfile != "" {
+		stop, err := startProfiles(o.setupProfile, "", o.setupMemProfile, log)
+		if err != nil {
+			return err
+		}
+		setupDone = sync.OnceFunc(stop)
+		defer setupDone()
 	}
 	o.gatewayListen = listen // the address a listen failure names
 	hookLn, err := net.Listen("tcp", listen)
@@ -274,7 +288,9 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 		}
 		return true
 	}
-	if record(h.Provision(ctx)) {
+	provisioned := record(h.Provision(ctx))
+	setupDone()
+	if provisioned {
 		stop, err := startProfiles(o.cpuProfile, o.blockProfile, o.memProfile, log)
 		if err != nil {
 			return err

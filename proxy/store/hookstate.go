@@ -141,19 +141,21 @@ func scanUpdateTarget(row *sql.Row) (UpdateTarget, bool, error) {
 	if marked || !commit.Valid {
 		return UpdateTarget{}, false, nil
 	}
-	t, err := makeUpdateTarget(appID, commit.String, env, cfg)
+	t, err := makeUpdateTarget(nil, appID, commit.String, env, cfg)
 	if err != nil {
 		return UpdateTarget{}, false, err
 	}
 	return t, true, nil
 }
 
-func makeUpdateTarget(appID int64, commit, envJSON, cfgJSON string) (UpdateTarget, error) {
-	env, err := decodeVars(envJSON)
+// makeUpdateTarget decodes a target's stored variables, through m when it is
+// not nil.
+func makeUpdateTarget(m *hookWorkMemo, appID int64, commit, envJSON, cfgJSON string) (UpdateTarget, error) {
+	env, err := m.decodeVars(envJSON)
 	if err != nil {
 		return UpdateTarget{}, fmt.Errorf("store: target environment: %w", err)
 	}
-	cfg, err := decodeVars(cfgJSON)
+	cfg, err := m.decodeVars(cfgJSON)
 	if err != nil {
 		return UpdateTarget{}, fmt.Errorf("store: target config: %w", err)
 	}
@@ -199,7 +201,69 @@ SELECT d.uuid, d.app_id, d.marked_for_delete, d.restart_requested, d.restart_ack
        d.hook_last_at, d.target_changed_at, a.current_commit, d.in_target
 FROM devices d LEFT JOIN apps a ON a.id = d.app_id`
 
-func scanHookWork(sc interface{ Scan(...any) error }) (HookWork, error) {
+// hookWorkMemo shares, within one read of many devices, what devices of the
+// same app hold alike: decoded variables, and update targets with their
+// canonical form. A rebuild of the hook schedule reads every pending device
+// and the schedule keeps what it read, so that a large fleet would otherwise
+// hold one copy of the same target per device. What it shares is never
+// changed in place (HookWork's maps and targets are read-only).
+type hookWorkMemo struct {
+	vars    map[string]api.Vars
+	targets map[targetKey]sharedTarget
+}
+
+type targetKey struct {
+	appID            int64
+	commit, env, cfg string
+}
+
+type sharedTarget struct {
+	t     *UpdateTarget
+	canon string
+}
+
+func newHookWorkMemo() *hookWorkMemo {
+	return &hookWorkMemo{vars: map[string]api.Vars{}, targets: map[targetKey]sharedTarget{}}
+}
+
+// decodeVars is decodeVars, shared through m when m is not nil.
+func (m *hookWorkMemo) decodeVars(raw string) (api.Vars, error) {
+	if m == nil {
+		return decodeVars(raw)
+	}
+	if v, ok := m.vars[raw]; ok {
+		return v, nil
+	}
+	v, err := decodeVars(raw)
+	if err == nil {
+		m.vars[raw] = v
+	}
+	return v, err
+}
+
+// target is makeUpdateTarget and the target's canonical form, shared
+// through m when m is not nil.
+func (m *hookWorkMemo) target(appID int64, commit, envJSON, cfgJSON string) (*UpdateTarget, string, error) {
+	k := targetKey{appID, commit, envJSON, cfgJSON}
+	if m != nil {
+		if st, ok := m.targets[k]; ok {
+			return st.t, st.canon, nil
+		}
+	}
+	t, err := makeUpdateTarget(m, appID, commit, envJSON, cfgJSON)
+	if err != nil {
+		return nil, "", err
+	}
+	canon := t.Canonical()
+	if m != nil {
+		m.targets[k] = sharedTarget{&t, canon}
+	}
+	return &t, canon, nil
+}
+
+// scanHookWork reads one device's hook work; memo, if not nil, shares
+// targets and variables with the other devices read through it.
+func scanHookWork(sc interface{ Scan(...any) error }, memo *hookWorkMemo) (HookWork, error) {
 	var (
 		w                    HookWork
 		marked               bool
@@ -227,7 +291,7 @@ func scanHookWork(sc interface{ Scan(...any) error }) (HookWork, error) {
 		c := reportedCommit.String
 		w.ReportedCommit = &c
 	}
-	env, err := decodeVars(repEnv.String)
+	env, err := memo.decodeVars(repEnv.String)
 	if err != nil {
 		return HookWork{}, fmt.Errorf("store: device %s reported environment: %w", w.UUID, err)
 	}
@@ -245,21 +309,20 @@ func scanHookWork(sc interface{ Scan(...any) error }) (HookWork, error) {
 	if !currentCommit.Valid || !inTarget {
 		return w, nil
 	}
-	t, err := makeUpdateTarget(w.AppID, currentCommit.String, targetEnv, targetCfg)
+	t, canon, err := memo.target(w.AppID, currentCommit.String, targetEnv, targetCfg)
 	if err != nil {
 		return HookWork{}, fmt.Errorf("store: device %s: %w", w.UUID, err)
 	}
-	w.Target = &t
-	canon := t.Canonical()
+	w.Target = t
 	if updateAcked.Valid && updateAcked.String == canon {
 		return w, nil
 	}
-	match, err := ReportedMatchesTarget(t, nullStringPtr(reportedCommit), nullStringPtr(repEnv), nullStringPtr(repCfg))
+	match, err := ReportedMatchesTarget(*t, nullStringPtr(reportedCommit), nullStringPtr(repEnv), nullStringPtr(repCfg))
 	if err != nil {
 		return HookWork{}, fmt.Errorf("store: device %s: %w", w.UUID, err)
 	}
 	if !match {
-		w.Update = &t
+		w.Update = t
 		w.UpdateCanonical = canon
 	}
 	return w, nil
@@ -278,8 +341,9 @@ ORDER BY d.id`)
 	}
 	defer rows.Close()
 	var out []HookWork
+	memo := newHookWorkMemo()
 	for rows.Next() {
-		w, err := scanHookWork(rows)
+		w, err := scanHookWork(rows, memo)
 		if err != nil {
 			return nil, fmt.Errorf("store: pending hooks: %w", err)
 		}
@@ -297,7 +361,7 @@ ORDER BY d.id`)
 // dispatcher calls it right before each send, so that it never sends a
 // superseded target. ErrNotFound if the device does not exist (any more).
 func (s *Store) HookWorkFor(ctx context.Context, uuid string) (HookWork, error) {
-	w, err := scanHookWork(s.r.QueryRowContext(ctx, hookWorkColumns+` WHERE d.uuid = ?`, uuid))
+	w, err := scanHookWork(s.r.QueryRowContext(ctx, hookWorkColumns+` WHERE d.uuid = ?`, uuid), nil)
 	if errors.Is(err, sql.ErrNoRows) {
 		return HookWork{}, ErrNotFound
 	}
@@ -444,7 +508,7 @@ func (s *Store) NewHookWorkReader(ctx context.Context) (*HookWorkReader, error) 
 
 // Read is HookWorkFor.
 func (r *HookWorkReader) Read(ctx context.Context, uuid string) (HookWork, error) {
-	w, err := scanHookWork(r.stmt.QueryRowContext(ctx, uuid))
+	w, err := scanHookWork(r.stmt.QueryRowContext(ctx, uuid), nil)
 	if errors.Is(err, sql.ErrNoRows) {
 		return HookWork{}, ErrNotFound
 	}

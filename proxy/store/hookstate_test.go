@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 
@@ -269,5 +270,45 @@ func TestAnAttemptIsWrittenWithItsAcknowledgementOrAloneWhenSuperseded(t *testin
 	}
 	if w, _ := s.HookWorkFor(ctx, "d2"); !w.LastAttempt.Equal(at) || w.Pending() {
 		t.Fatalf("got d2 last attempt %v, pending %v, want %v and nothing owed", w.LastAttempt, w.Pending(), at)
+	}
+}
+
+// PendingHooks shares the targets of devices with the same app, commit,
+// environment and config (a schedule of many devices keeps one copy), and
+// reads each device as HookWorkFor does.
+func TestPendingHooksSharesEqualTargetsAndMatchesHookWorkFor(t *testing.T) {
+	s, clk := openTestStore(t)
+	ctx := context.Background()
+	tg := twoDevices(map[string]string{"A": "1"})
+	tg.Devices = append(tg.Devices, TargetDevice{UUID: "d3", AppID: 1, Environment: map[string]string{"A": "3"}, Cloud: cloudRec(3)})
+	apply(t, s, tg, clk.t)
+	if err := s.SetAppCurrentCommit(ctx, 1, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := execWrite(s, `UPDATE devices SET reported_commit = 'c0', environment = '{"A":"0"}' WHERE uuid IN ('d1', 'd2')`); err != nil {
+		t.Fatal(err)
+	}
+	p := pendingByUUID(t, s)
+	if len(p) != 3 {
+		t.Fatalf("got %d pending, want 3: %v", len(p), p)
+	}
+	for u, w := range p {
+		one, err := s.HookWorkFor(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(w, one) {
+			t.Errorf("%s: PendingHooks read %+v, HookWorkFor %+v", u, w, one)
+		}
+	}
+	d1, d2, d3 := p["d1"], p["d2"], p["d3"]
+	if d1.Update != d2.Update || d1.Target != d2.Target {
+		t.Error("d1 and d2 have equal targets, not one shared")
+	}
+	if reflect.ValueOf(d1.ReportedEnvironment).Pointer() != reflect.ValueOf(d2.ReportedEnvironment).Pointer() {
+		t.Error("d1 and d2 reported the same environment, not decoded once")
+	}
+	if d3.Update == d1.Update || d3.Update.Environment["A"] != "3" {
+		t.Errorf("d3's target %+v is d1's or wrong", d3.Update)
 	}
 }

@@ -85,7 +85,7 @@ func (s *Store) ApplyReport(ctx context.Context, uuid string, r Report) (d Devic
 		if d.AppCurrentCommit == nil || d.ReportedCommit == nil || *d.ReportedCommit != *d.AppCurrentCommit {
 			return nil
 		}
-		t, err := makeUpdateTarget(d.AppID, *d.AppCurrentCommit, string(d.TargetEnvironment), string(d.TargetConfig))
+		t, err := makeUpdateTarget(nil, d.AppID, *d.AppCurrentCommit, string(d.TargetEnvironment), string(d.TargetConfig))
 		if err != nil {
 			return err
 		}
