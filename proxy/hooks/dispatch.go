@@ -65,14 +65,21 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	defer timer.Stop()
 	rescan := time.NewTicker(d.opts.RescanInterval)
 	defer rescan.Stop()
-	// A rebuild reads every device: after one that took T, the next waits
-	// until 3T have passed, so that a burst of Notify calls costs at most a
-	// quarter of the scheduler's time.
+	// A rebuild reads every pending device: after a read that took T, the
+	// next waits until 3T have passed, so that a burst of Notify calls costs
+	// at most a quarter of the scheduler's time.
+	// A Notify re-reads the devices changed since the last read; a rescan
+	// reads every pending device (full).
 	var rebuildAt time.Time
+	full := false
 	for {
 		if !rebuildAt.IsZero() && !time.Now().Before(rebuildAt) {
 			rebuildAt = time.Time{}
-			if err := rs.rebuild(ctx); err != nil && ctx.Err() == nil {
+			read := rs.catchUp
+			if full {
+				read, full = rs.rebuild, false
+			}
+			if err := read(ctx); err != nil && ctx.Err() == nil {
 				d.log.Error("hooks: rebuild schedule", "err", err)
 			}
 		}
@@ -96,6 +103,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case <-d.notify:
 			rebuildAt = rs.lastRebuildEnd.Add(3 * rs.lastRebuildTook)
 		case <-rescan.C:
+			full = true
 			rebuildAt = rs.lastRebuildEnd.Add(3 * rs.lastRebuildTook)
 		case <-d.dirtyCh:
 			d.mu.Lock()

@@ -23,7 +23,10 @@
 // retried with exponential backoff from the retry interval up to a cap, with
 // jitter. The schedule is an in-memory heap ordered by next-due time, rebuilt
 // from the store at start, on Notify and every RescanInterval (NotifyDevice
-// re-reads one device), so a tick never scans the table. Writes of concurrent
+// re-reads one device), so a tick never scans the table. A Notify re-reads
+// only the devices the store changed since the schedule was last read
+// (store.Store.ChangedHookWork), all of them only when the store cannot
+// tell which; the RescanInterval rebuild reads every pending device. Writes of concurrent
 // deliveries (each hook's attempt with its outcome, one write per hook)
 // share transactions through the store's group commit.
 //
@@ -51,6 +54,7 @@ import (
 // Store is the hook state the dispatcher needs; *store.Store implements it.
 type Store interface {
 	PendingHooks(ctx context.Context) ([]store.HookWork, error)
+	ChangedHookWork(ctx context.Context, since uint64) (works map[string]*store.HookWork, at uint64, all bool, err error)
 	NewHookWorkReader(ctx context.Context) (*store.HookWorkReader, error)
 	WriteHookState(ctx context.Context, ws []store.HookWrite) ([]store.HookWriteResult, error)
 	HookSendLease(ctx context.Context) (time.Time, error)

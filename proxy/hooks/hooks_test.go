@@ -3,6 +3,7 @@ package hooks
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -642,5 +643,78 @@ func TestTheNextHookIsPacedFromTheEndOfASlowAnswerAfterAQuietSpell(t *testing.T)
 	del := rv.await(t, 1, func(h hookReq) bool { return h.UUID == "d2" && h.Method == http.MethodDelete })[0]
 	if gap := del.At.Sub(time.Unix(0, answered.Load())); gap < interval-3*time.Millisecond {
 		t.Fatalf("the delete hook came %v after the update's answer, want at least the retry interval %v", gap, interval)
+	}
+}
+
+// readCounter is a store that counts the dispatcher's reads of every
+// pending device and of the devices changed since its last read.
+type readCounter struct {
+	*store.Store
+	pending atomic.Int64 // PendingHooks calls
+	changed atomic.Int64 // devices ChangedHookWork returned, in all
+}
+
+func (c *readCounter) PendingHooks(ctx context.Context) ([]store.HookWork, error) {
+	c.pending.Add(1)
+	return c.Store.PendingHooks(ctx)
+}
+
+func (c *readCounter) ChangedHookWork(ctx context.Context, since uint64) (map[string]*store.HookWork, uint64, bool, error) {
+	works, at, all, err := c.Store.ChangedHookWork(ctx, since)
+	c.changed.Add(int64(len(works)))
+	return works, at, all, err
+}
+
+// A Notify re-reads only the devices changed since the schedule was read:
+// a new device in a fleet that is owed nothing costs a read of it, not of
+// every device; a change the store cannot pin to devices (a new downloaded
+// commit) reads every pending device again.
+func TestNotifyReadsOnlyTheDevicesChanged(t *testing.T) {
+	rv := newReceiver(t, nil)
+	uuids := make([]string, 40)
+	for i := range uuids {
+		uuids[i] = fmt.Sprintf("d%02d", i)
+	}
+	w := newWorld(t, uuids...)
+	w.downloaded("c1")
+	c := &readCounter{Store: w.st}
+	r := start(t, w, Options{BaseAddress: rv.base(), Store: c, RescanInterval: time.Hour})
+	for _, u := range uuids {
+		rv.await(t, 1, updatesTo(u))
+		w.awaitSettled(u)
+	}
+	if n := c.pending.Load(); n != 1 {
+		t.Fatalf("got %d reads of every pending device before any Notify, want 1 (the start)", n)
+	}
+	// The first Notify reads the devices whose hooks were recorded since
+	// the start; the next one only what changed since that read.
+	added := func(u string) {
+		w.target.Devices = append(w.target.Devices, store.TargetDevice{UUID: u, AppID: 1, Name: u,
+			Environment: map[string]string{"A": "1"}, Cloud: &store.CloudDevice{ID: int64(900 + len(w.target.Devices)), DeviceType: "generic-amd64"}})
+		w.apply()
+		r.d.Notify()
+		rv.await(t, 1, updatesTo(u))
+		w.awaitSettled(u)
+	}
+	added("new1")
+	changedBefore := c.changed.Load()
+	added("new2")
+	if n := c.pending.Load(); n != 1 {
+		t.Errorf("got %d reads of every pending device after Notify calls for new devices, want still 1", n)
+	}
+	// new2, and new1's recorded hook at most: never the whole fleet again.
+	if got := c.changed.Load() - changedBefore; got < 1 || got > 2 {
+		t.Errorf("a Notify for one new device re-read %d devices, want 1 or 2", got)
+	}
+	uuids = append(uuids, "new1", "new2")
+	w.downloaded("c2")
+	r.d.Notify()
+	for _, u := range uuids {
+		if got := rv.await(t, 2, updatesTo(u)); !strings.Contains(got[1].Body, `"commit":"c2"`) {
+			t.Fatalf("%s: got hook body %s after c2 was downloaded, want commit c2", u, got[1].Body)
+		}
+	}
+	if n := c.pending.Load(); n != 2 {
+		t.Errorf("got %d reads of every pending device after a new commit, want 2", n)
 	}
 }

@@ -104,6 +104,10 @@ type runState struct {
 	// attempt recorded (see lease.go).
 	unrecorded bool
 
+	// readAt is the store generation the schedule was last read at (by
+	// rebuild or catchUp): the devices changed since are to be read again.
+	readAt uint64
+
 	lastRebuildEnd  time.Time
 	lastRebuildTook time.Duration
 }
@@ -111,11 +115,7 @@ type runState struct {
 // rebuild merges the store's pending hooks into the schedule.
 func (rs *runState) rebuild(ctx context.Context) error {
 	d := rs.d
-	start := time.Now()
-	defer func() {
-		rs.lastRebuildEnd = time.Now()
-		rs.lastRebuildTook = rs.lastRebuildEnd.Sub(start)
-	}()
+	defer rs.timeRead(time.Now())
 	gen := d.opts.Store.Generation()
 	works, err := d.opts.Store.PendingHooks(ctx)
 	if err != nil {
@@ -138,7 +138,36 @@ func (rs *runState) rebuild(ctx context.Context) error {
 			rs.forget(st)
 		}
 	}
+	rs.readAt = gen
 	return nil
+}
+
+// catchUp merges into the schedule the devices the store changed since it
+// was last read, or rebuilds it when the store cannot tell which changed.
+// Its cost is that of the changes, not of every pending device.
+func (rs *runState) catchUp(ctx context.Context) error {
+	start := time.Now()
+	works, at, all, err := rs.d.opts.Store.ChangedHookWork(ctx, rs.readAt)
+	if err != nil {
+		return fmt.Errorf("hooks: read changed hook work: %w", err)
+	}
+	if all {
+		return rs.rebuild(ctx)
+	}
+	defer rs.timeRead(start)
+	now := rs.d.opts.Now()
+	for u, w := range works {
+		rs.mergeOne(u, w, at, now)
+	}
+	rs.readAt = at
+	return nil
+}
+
+// timeRead records how long a read of the schedule that started at start
+// took, which spaces the next one.
+func (rs *runState) timeRead(start time.Time) {
+	rs.lastRebuildEnd = time.Now()
+	rs.lastRebuildTook = rs.lastRebuildEnd.Sub(start)
 }
 
 // refresh re-reads one device and merges it into the schedule.
@@ -151,7 +180,17 @@ func (rs *runState) refresh(ctx context.Context, uuid string) {
 		}
 		return
 	}
-	if err == nil && rs.merge(w, gen, rs.d.opts.Now()) {
+	var wp *store.HookWork
+	if err == nil {
+		wp = &w
+	}
+	rs.mergeOne(uuid, wp, gen, rs.d.opts.Now())
+}
+
+// mergeOne merges device uuid's hook work w, read at generation gen (nil:
+// the device no longer exists), into the schedule.
+func (rs *runState) mergeOne(uuid string, w *store.HookWork, gen uint64, now time.Time) {
+	if w != nil && rs.merge(*w, gen, now) {
 		return
 	}
 	switch st := rs.devices[uuid]; {

@@ -119,6 +119,29 @@ func (s *Store) DeviceChangedSince(uuid string, g uint64) bool {
 // when it cannot tell which devices changed, or no stable snapshot could be
 // had while writes kept committing: read every device again then.
 func (s *Store) ChangedDeviceViews(ctx context.Context, since uint64, fn func(uuid string, v *DeviceView) error) (at uint64, all bool, err error) {
+	var views map[string]*DeviceView
+	at, uuids, all, err := s.readChanged(since, func(uuids []string) (err error) {
+		views, err = s.deviceViews(ctx, uuids)
+		return err
+	})
+	if all || err != nil {
+		return at, all, err
+	}
+	for _, u := range uuids {
+		if err := fn(u, views[u]); err != nil {
+			return 0, false, err
+		}
+	}
+	return at, false, nil
+}
+
+// readChanged calls read with the devices changed by write transactions
+// that moved the Generation beyond since, such that what read reads in one
+// statement (one snapshot of the database) is exactly at the generation it
+// returns; it tries again when a transaction committed meanwhile. all is
+// true (and read's result to be dropped) when it cannot tell which devices
+// changed, or no stable snapshot could be had while writes kept committing.
+func (s *Store) readChanged(since uint64, read func(uuids []string) error) (at uint64, uuids []string, all bool, err error) {
 	for range 3 {
 		p, g := s.gc.pending.Load(), s.gc.gen.Load()
 		if p != g { // a transaction is committing
@@ -128,24 +151,18 @@ func (s *Store) ChangedDeviceViews(ctx context.Context, since uint64, fn func(uu
 		if since < g {
 			var all bool
 			if uuids, all = s.changes.since(since); all {
-				return g, true, nil
+				return g, nil, true, nil
 			}
 		}
-		views, err := s.deviceViews(ctx, uuids)
-		if err != nil {
-			return 0, false, err
+		if err := read(uuids); err != nil {
+			return 0, nil, false, err
 		}
 		if s.gc.pending.Load() != p {
 			continue // a transaction started meanwhile: maybe in the snapshot
 		}
-		for _, u := range uuids {
-			if err := fn(u, views[u]); err != nil {
-				return 0, false, err
-			}
-		}
-		return g, false, nil
+		return g, uuids, false, nil
 	}
-	return s.gc.gen.Load(), true, nil
+	return s.gc.gen.Load(), nil, true, nil
 }
 
 // deviceViews reads the views of the devices uuids in one statement.

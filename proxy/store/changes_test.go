@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -251,5 +252,50 @@ func TestAFailedCommitLeavesMemoryAsTheDatabase(t *testing.T) {
 	}
 	if c := counts(t, s); c.Rows[OutboxLog] != before.Rows[OutboxLog]+1 {
 		t.Errorf("log rows after the next write = %d, want %d", c.Rows[OutboxLog], before.Rows[OutboxLog]+1)
+	}
+}
+
+// ChangedHookWork reads what the changed devices are owed, as HookWorkFor
+// does, nil for a device gone, and says all when the app's commit changed.
+func TestChangedHookWorkReadsTheChangedDevices(t *testing.T) {
+	s := openAPIStore(t)
+	ctx := context.Background()
+	apiSeedApp(t, s, 5, "app", `{}`, "", true)
+	for _, u := range []string{"u1", "u2", "u3"} {
+		apiProvision(t, s, u, 5, 1)
+	}
+	if err := s.SetAppCurrentCommit(ctx, 5, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	g := s.Generation()
+	if _, _, err := s.ApplyReport(ctx, "u2", Report{Status: apiStrPtr("Idle")}); err != nil {
+		t.Fatal(err)
+	}
+	works, at, all, err := s.ChangedHookWork(ctx, g)
+	if err != nil || all || at != s.Generation() || len(works) != 1 || works["u2"] == nil {
+		t.Fatalf("after a report of u2: got %v at %d (all %v, err %v), want u2's work at %d", works, at, all, err, s.Generation())
+	}
+	one, err := s.HookWorkFor(ctx, "u2")
+	if err != nil || !reflect.DeepEqual(*works["u2"], one) {
+		t.Errorf("ChangedHookWork read %+v, HookWorkFor %+v (err %v)", *works["u2"], one, err)
+	}
+	g = at
+	if _, err := s.ApplyTarget(ctx, Target{Apps: []TargetApp{{ID: 5, Name: "app", Commit: "c1", Image: "r@sha256:aa"}},
+		Devices: []TargetDevice{{UUID: "u1", AppID: 5}, {UUID: "u2", AppID: 5}}}, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.WriteHookState(ctx, []HookWrite{{UUID: "u3", RemoveDeleted: true}}); err != nil {
+		t.Fatal(err)
+	}
+	works, _, all, err = s.ChangedHookWork(ctx, g)
+	if err != nil || all || len(works) != 3 || works["u3"] != nil || works["u1"] == nil || works["u1"].Update == nil {
+		t.Fatalf("after a target of u1, u2 and u3 removed: got %v (all %v, err %v), want u1 and u2 owed an update, u3 nil", works, all, err)
+	}
+	g = s.Generation()
+	if err := s.SetAppCurrentCommit(ctx, 5, "c2"); err != nil {
+		t.Fatal(err)
+	}
+	if works, _, all, err := s.ChangedHookWork(ctx, g); err != nil || !all || works != nil {
+		t.Errorf("after the app's commit changed: got %v (all %v, err %v), want all", works, all, err)
 	}
 }

@@ -357,6 +357,62 @@ ORDER BY d.id`)
 	return out, nil
 }
 
+// ChangedHookWork reads the hook work of the devices changed by write
+// transactions that moved the Generation beyond since (as
+// ChangedDeviceViews does their views): works holds each of them, nil for
+// a device that no longer exists, all read in one snapshot of the database
+// at generation at; every other device's hook work is unchanged since
+// since. all is true (and works nil) when it cannot tell which devices
+// changed: read every device again then (PendingHooks). A dispatcher that
+// read the pending hooks once thus re-reads only what changed.
+func (s *Store) ChangedHookWork(ctx context.Context, since uint64) (works map[string]*HookWork, at uint64, all bool, err error) {
+	at, _, all, err = s.readChanged(since, func(uuids []string) (err error) {
+		works, err = s.hookWorks(ctx, uuids)
+		return err
+	})
+	if all || err != nil {
+		return nil, at, all, err
+	}
+	return works, at, false, nil
+}
+
+// hookWorks reads the hook work of the devices uuids in one statement; a
+// device that does not exist maps to nil.
+func (s *Store) hookWorks(ctx context.Context, uuids []string) (map[string]*HookWork, error) {
+	out := make(map[string]*HookWork, len(uuids))
+	if len(uuids) == 0 {
+		return out, nil
+	}
+	for _, u := range uuids {
+		out[u] = nil
+	}
+	list, err := json.Marshal(uuids)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.prepared(ctx, s.r, hookWorkColumns+` WHERE d.uuid IN (SELECT value FROM json_each(?))`)
+	if err != nil {
+		return nil, fmt.Errorf("store: changed hook work: %w", err)
+	}
+	rows, err := st.QueryContext(ctx, string(list))
+	if err != nil {
+		return nil, fmt.Errorf("store: changed hook work: %w", err)
+	}
+	defer rows.Close()
+	memo := newHookWorkMemo()
+	for rows.Next() {
+		w, err := scanHookWork(rows, memo)
+		if err != nil {
+			return nil, fmt.Errorf("store: changed hook work: %w", err)
+		}
+		out[w.UUID] = &w
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: changed hook work: %w", err)
+	}
+	return out, nil
+}
+
 // HookWorkFor reads what uuid is owed now (which may be nothing). The
 // dispatcher calls it right before each send, so that it never sends a
 // superseded target. ErrNotFound if the device does not exist (any more).
