@@ -128,7 +128,7 @@ func (s *Server) snapshotLocked() (*snapshot, error) {
 	for _, id := range slices.Sorted(maps.Keys(s.devicesByID)) {
 		d := s.devicesByID[id]
 		sd := snapDevice{ID: d.id, UUID: d.uuid, Name: d.name, DeviceType: d.deviceType, AppID: d.app.id,
-			Environment: d.env, Config: d.config, Restart: d.restart, RegisteredAt: d.registeredAt,
+			Environment: orEmpty(d.env), Config: orEmpty(d.config), Restart: d.restart, RegisteredAt: d.registeredAt,
 			Origin: d.origin, Status: d.status, IsOnline: d.isOnline, IsOnCommit: d.isOnCommit,
 			Logs: s.logsLocked(d), LogCount: d.logCount}
 		if d.gateway != nil {

@@ -347,3 +347,38 @@ func TestTheStateFileIsJSONMarshalsSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// A provisioned device holds no variables of its own until it is given
+// some, and shows and saves empty ones as {}; setting one works as before.
+func TestAProvisionedDeviceHoldsNoEmptyVariables(t *testing.T) {
+	c := newTestCloud(t, Options{})
+	f := c.fixture(t)
+	if r := c.call(t, "POST", cloudapi.PathDevices, f.gw.APIKey, provisionBody(f.app.ID, f.gw.DeviceID, hexOf('8'))); r.status != 201 {
+		t.Fatalf("provision: %d %s", r.status, r.body)
+	}
+	c.mu.Lock()
+	d := c.devices[hexOf('8')]
+	env, cfg := d.env, d.config
+	sn, err := c.snapshotLocked()
+	c.mu.Unlock()
+	mustNoErr(t, err)
+	if env != nil || cfg != nil {
+		t.Errorf("a provisioned device holds env %v and config %v, want none", env, cfg)
+	}
+	b, err := encodeSnapshotJSON(sn)
+	mustNoErr(t, err)
+	if bytes.Contains(b, []byte(`"environment":null`)) || bytes.Contains(b, []byte(`"config":null`)) {
+		t.Errorf("the state file shows a device's empty variables as null: %s", b)
+	}
+	info, err := c.Device(hexOf('8'))
+	mustNoErr(t, err)
+	if info.Environment == nil || len(info.Environment) != 0 || info.Config == nil {
+		t.Errorf("the device shows env %#v and config %#v, want empty maps", info.Environment, info.Config)
+	}
+	mustNoErr(t, c.SetDeviceEnv(hexOf('8'), map[string]string{"E": "1"}))
+	info, err = c.Device(hexOf('8'))
+	mustNoErr(t, err)
+	if info.Environment["E"] != "1" {
+		t.Errorf("after setting E=1 the device shows env %v", info.Environment)
+	}
+}

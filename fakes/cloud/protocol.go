@@ -236,8 +236,6 @@ func (s *Server) provision(gw *gateway, req cloudapi.ProvisionRequest) (cloudapi
 		deviceType:   req.DeviceType,
 		app:          a,
 		gateway:      gw,
-		env:          map[string]string{},
-		config:       map[string]string{},
 		registeredAt: registered,
 		origin:       OriginProvisioned,
 	}
