@@ -9,6 +9,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -171,15 +172,7 @@ func (s *Store) deviceViews(ctx context.Context, uuids []string) (map[string]*De
 	if len(uuids) == 0 {
 		return out, nil
 	}
-	list, err := json.Marshal(uuids)
-	if err != nil {
-		return nil, err
-	}
-	st, err := s.prepared(ctx, s.r, deviceViewColumns+` WHERE d.uuid IN (SELECT value FROM json_each(?))`)
-	if err != nil {
-		return nil, fmt.Errorf("store: changed devices: %w", err)
-	}
-	rows, err := st.QueryContext(ctx, string(list))
+	rows, err := s.queryUUIDs(ctx, deviceViewColumns, uuids)
 	if err != nil {
 		return nil, fmt.Errorf("store: changed devices: %w", err)
 	}
@@ -192,6 +185,20 @@ func (s *Store) deviceViews(ctx context.Context, uuids []string) (map[string]*De
 		return nil, fmt.Errorf("store: changed devices: %w", err)
 	}
 	return out, nil
+}
+
+// queryUUIDs runs columns, a SELECT of devices d, for the devices uuids in
+// one statement.
+func (s *Store) queryUUIDs(ctx context.Context, columns string, uuids []string) (*sql.Rows, error) {
+	list, err := json.Marshal(uuids)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.prepared(ctx, s.r, columns+` WHERE d.uuid IN (SELECT value FROM json_each(?))`)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, string(list))
 }
 
 // genCounters are the committer's generation counters: pending moves when a

@@ -386,15 +386,7 @@ func (s *Store) hookWorks(ctx context.Context, uuids []string) (map[string]*Hook
 	for _, u := range uuids {
 		out[u] = nil
 	}
-	list, err := json.Marshal(uuids)
-	if err != nil {
-		return nil, err
-	}
-	st, err := s.prepared(ctx, s.r, hookWorkColumns+` WHERE d.uuid IN (SELECT value FROM json_each(?))`)
-	if err != nil {
-		return nil, fmt.Errorf("store: changed hook work: %w", err)
-	}
-	rows, err := st.QueryContext(ctx, string(list))
+	rows, err := s.queryUUIDs(ctx, hookWorkColumns, uuids)
 	if err != nil {
 		return nil, fmt.Errorf("store: changed hook work: %w", err)
 	}
