@@ -358,20 +358,29 @@ ORDER BY d.id`)
 }
 
 // ChangedHookWork reads the hook work of the devices changed by write
-// transactions that moved the Generation beyond since (as
-// ChangedDeviceViews does their views): works holds each of them, nil for
-// a device that no longer exists, all read in one snapshot of the database
-// at generation at; every other device's hook work is unchanged since
-// since. all is true (and works nil) when it cannot tell which devices
-// changed: read every device again then (PendingHooks). A dispatcher that
-// read the pending hooks once thus re-reads only what changed.
+// transactions that moved the Generation beyond since: works holds each of
+// them, nil for a device that no longer exists, read at generation at or
+// later (a device changed after at may be read as it is now, and is
+// reported again by the next call from at). Every device not in works is
+// unchanged since since. all is true (and works nil) when the store cannot
+// tell which devices changed: read every device again then (PendingHooks).
+// Unlike ChangedDeviceViews it needs no snapshot at exactly one generation,
+// so it never has to give up while writes keep committing: a dispatcher
+// that read the pending hooks once thus re-reads only what changed.
 func (s *Store) ChangedHookWork(ctx context.Context, since uint64) (works map[string]*HookWork, at uint64, all bool, err error) {
-	at, _, all, err = s.readChanged(since, func(uuids []string) (err error) {
-		works, err = s.hookWorks(ctx, uuids)
-		return err
-	})
-	if all || err != nil {
-		return nil, at, all, err
+	// Changes are recorded before the generation moves: the log holds
+	// every change up to at, and maybe some after.
+	at = s.gc.gen.Load()
+	if since >= at {
+		return map[string]*HookWork{}, at, false, nil
+	}
+	uuids, all := s.changes.since(since)
+	if all {
+		return nil, at, true, nil
+	}
+	works, err = s.hookWorks(ctx, uuids)
+	if err != nil {
+		return nil, 0, false, err
 	}
 	return works, at, false, nil
 }
