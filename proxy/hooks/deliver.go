@@ -45,7 +45,7 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 	if kind == KindUpdate && !looping && d.violationSkipsUpdate(ctx, st, w) {
 		return r
 	}
-	if kind == "" || st.memo.gaveUpKey == key {
+	if kind == "" || st.recall().gaveUpKey == key {
 		return r
 	}
 	now := d.opts.Now()
@@ -53,7 +53,7 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 	if key == st.workKey {
 		p = later(p, st.backoffUntil)
 	}
-	if d.opts.Violations.On("hook-pace-per-kind") && kind != st.memo.lastKind {
+	if d.opts.Violations.On("hook-pace-per-kind") && kind != st.recall().lastKind {
 		p = now
 	}
 	p = later(p, d.violationDelay(st, kind, key, w, looping, now))
@@ -64,9 +64,9 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 
 	method, url, body := d.request(st, kind, w)
 	if looping {
-		method, url, body = http.MethodPut, d.opts.BaseAddress+st.uuid, st.memo.loopBody
+		method, url, body = http.MethodPut, d.opts.BaseAddress+st.uuid, st.recall().loopBody
 	}
-	st.memo.lastKind = kind
+	st.memory().lastKind = kind
 	select { // a request slot (Concurrency)
 	case d.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -112,23 +112,25 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 	switch outcome {
 	case OutcomeOK:
 		r.delivered = true
-		st.memo.loopBody = nil
+		if st.mem != nil {
+			st.mem.loopBody = nil
+		}
 		hw, ack = d.acknowledgement(kind, st, w, hw)
 	case OutcomeAccepted:
 		r.delivered = true
 		if d.opts.Violations.On("hook-202-stops") {
-			st.memo.stoppedCanon = w.UpdateCanonical
+			st.memory().stoppedCanon = w.UpdateCanonical
 		}
 		if !looping {
-			st.memo.acceptedCanon = w.UpdateCanonical
+			st.memory().acceptedCanon = w.UpdateCanonical
 		}
 		if d.opts.Violations.On("hook-202-never-stops") {
-			st.memo.loopBody = body
+			st.memory().loopBody = body
 		}
 	default:
 		r.failed = true
 		if d.opts.Violations.On("hook-error-gives-up") {
-			st.memo.gaveUpKey = key
+			st.memory().gaveUpKey = key
 		}
 		lvl := slog.LevelDebug // a gateway that is down would flood the log
 		if st.failures == 0 {
@@ -177,8 +179,8 @@ func (d *Dispatcher) deliver(ctx context.Context, reader *store.HookWorkReader, 
 	if nk == "" && d.loopsOn(st) {
 		nk, nkey = KindUpdate, loopKey
 	}
-	if nk == "" || st.memo.gaveUpKey == nkey ||
-		(nk == KindUpdate && st.memo.stoppedCanon == next.UpdateCanonical) {
+	if nk == "" || st.recall().gaveUpKey == nkey ||
+		(nk == KindUpdate && st.recall().stoppedCanon == next.UpdateCanonical) {
 		return r
 	}
 	r.more, r.kind, r.workKey = true, nk, nkey
@@ -212,7 +214,7 @@ func (d *Dispatcher) request(st *devState, kind Kind, w store.HookWork) (method,
 	body = []byte(w.UpdateCanonical)
 	v := d.opts.Violations
 	switch {
-	case v.On("hook-202-stale-repeat") && st.memo.lastSentCanon == w.UpdateCanonical:
+	case v.On("hook-202-stale-repeat") && st.recall().lastSentCanon == w.UpdateCanonical:
 		h := w.Update.Hook()
 		h.Environment, h.Config = api.Vars{}, api.Vars{}
 		body, _ = json.Marshal(h)
@@ -228,7 +230,7 @@ func (d *Dispatcher) request(st *devState, kind Kind, w store.HookWork) (method,
 		body, _ = json.Marshal(h)
 	}
 	if v.On("hook-sends-superseded") {
-		m := &st.memo
+		m := st.memory()
 		switch {
 		case m.lastSentCanon != "" && m.lastSentCanon != w.UpdateCanonical:
 			m.superseded = m.lastSentBody
@@ -243,7 +245,7 @@ func (d *Dispatcher) request(st *devState, kind Kind, w store.HookWork) (method,
 			body = b
 		}
 	}
-	st.memo.lastSentCanon, st.memo.lastSentBody = w.UpdateCanonical, body
+	st.memory().lastSentCanon, st.memory().lastSentBody = w.UpdateCanonical, body
 	return http.MethodPut, base, body
 }
 

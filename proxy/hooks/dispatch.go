@@ -170,7 +170,7 @@ func (rs *runState) handle(r result) {
 			}
 			st.backoffUntil = later(now, base.Add(d.backoff(st.failures)))
 			rs.place(st, st.backoffUntil)
-		case d.opts.Violations.On("hook-pace-per-kind") && r.kind != st.memo.lastKind:
+		case d.opts.Violations.On("hook-pace-per-kind") && r.kind != st.recall().lastKind:
 			// Another kind is owed: sent at once, paced per kind only.
 			rs.place(st, now)
 		default:

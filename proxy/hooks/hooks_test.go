@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"github.com/depharness/depharness/api"
 	"github.com/depharness/depharness/internal/promreg/promtest"
 	"github.com/depharness/depharness/proxy/store"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -716,5 +718,39 @@ func TestNotifyReadsOnlyTheDevicesChanged(t *testing.T) {
 	}
 	if n := c.pending.Load(); n != 2 {
 		t.Errorf("got %d reads of every pending device after a new commit, want 2", n)
+	}
+}
+
+// A device owed a hook that was never sent holds no memo (a backlog of a
+// million devices would hold one each); one sent to has one.
+func TestOnlyDevicesSentToHoldAMemo(t *testing.T) {
+	rv := newReceiver(t, func(hookReq, int) int { return http.StatusAccepted })
+	w := newWorld(t, "d1", "d2")
+	w.downloaded("c1")
+	d, err := New(Options{Store: w.st, BaseAddress: rv.base(), RetryInterval: time.Hour, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := &runState{d: d, devices: map[string]*devState{}, results: make(chan result, 1), counts: map[Kind]int{}}
+	if rs.reader, err = w.st.NewHookWorkReader(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer rs.reader.Close()
+	if err := rs.rebuild(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"d1", "d2"} {
+		if st := rs.devices[u]; st == nil || st.mem != nil {
+			t.Fatalf("%s: got %+v, want scheduled without a memo", u, st)
+		}
+	}
+	st := rs.devices["d1"]
+	st.inFlight = true
+	r := d.deliver(context.Background(), rs.reader, st)
+	if !r.delivered || st.mem == nil || st.mem.acceptedCanon == "" {
+		t.Fatalf("after a hook answered 202: delivered %v, memo %+v; want the accepted target remembered", r.delivered, st.mem)
+	}
+	if rs.devices["d2"].mem != nil || !reflect.DeepEqual(noMemo, memo{}) {
+		t.Fatal("a device never sent to got a memo, or the shared empty memo was written")
 	}
 }

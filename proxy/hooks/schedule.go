@@ -29,7 +29,7 @@ type devState struct {
 	workKey      string
 	kind         Kind      // kind owed next, for the pending gauge ("" none)
 	lastSent     time.Time // when this run's last hook to it ended (precise)
-	memo         memo
+	mem          *memo     // nil until written (memory): most devices owed a hook never need one
 	// work is the device's hook work as read at generation workGen of the
 	// store (nil: none kept); a worker uses it instead of reading the
 	// device again while the store says the device did not change since.
@@ -41,6 +41,26 @@ type devState struct {
 func (st *devState) keep(w store.HookWork, gen uint64) {
 	st.work, st.workGen = &w, gen
 }
+
+// memory returns st's memo for writing, made on first use.
+func (st *devState) memory() *memo {
+	if st.mem == nil {
+		st.mem = &memo{}
+	}
+	return st.mem
+}
+
+// recall returns st's memo for reading only: a device that never wrote one
+// recalls the empty memo, shared by all of them.
+func (st *devState) recall() *memo {
+	if st.mem == nil {
+		return &noMemo
+	}
+	return st.mem
+}
+
+// noMemo is what recall returns for a device without a memo; never written.
+var noMemo memo
 
 // memo is per-device worker memory, used only by deliberate violations.
 type memo struct {
@@ -224,7 +244,7 @@ func (rs *runState) merge(w store.HookWork, gen uint64, now time.Time) bool {
 		st.recheck = true
 		return true
 	}
-	if st.memo.gaveUpKey == key || (kind == KindUpdate && st.memo.stoppedCanon != "" && st.memo.stoppedCanon == w.UpdateCanonical) {
+	if st.recall().gaveUpKey == key || (kind == KindUpdate && st.recall().stoppedCanon != "" && st.recall().stoppedCanon == w.UpdateCanonical) {
 		rs.forget(st)
 		return false
 	}
@@ -237,7 +257,7 @@ func (rs *runState) merge(w store.HookWork, gen uint64, now time.Time) bool {
 			st.backoffUntil = time.Time{}
 		}
 		due := later(d.earliest(st, w.LastAttempt, now), st.backoffUntil)
-		if d.opts.Violations.On("hook-pace-per-kind") && kind != st.memo.lastKind {
+		if d.opts.Violations.On("hook-pace-per-kind") && kind != st.recall().lastKind {
 			due = now
 		}
 		rs.place(st, due)
@@ -263,7 +283,7 @@ func (rs *runState) forget(st *devState) {
 	}
 	rs.setKind(st, "")
 	st.workKey = ""
-	if st.memo.stoppedCanon == "" && st.memo.gaveUpKey == "" && st.memo.loopBody == nil {
+	if st.recall().stoppedCanon == "" && st.recall().gaveUpKey == "" && st.recall().loopBody == nil {
 		delete(rs.devices, st.uuid)
 		if !st.lastSent.IsZero() {
 			rs.remember(st.uuid, st.lastSent)

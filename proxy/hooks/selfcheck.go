@@ -13,12 +13,12 @@ import (
 // violationStopsUpdate applies the violations that end an update loop early.
 func (d *Dispatcher) violationStopsUpdate(st *devState, w store.HookWork) bool {
 	v := d.opts.Violations
-	if st.memo.stoppedCanon != "" && st.memo.stoppedCanon == w.UpdateCanonical {
+	if st.recall().stoppedCanon != "" && st.recall().stoppedCanon == w.UpdateCanonical {
 		return true
 	}
-	if v.On("hook-202-commit-only") && st.memo.lastSentCanon == w.UpdateCanonical &&
+	if v.On("hook-202-commit-only") && st.recall().lastSentCanon == w.UpdateCanonical &&
 		w.ReportedCommit != nil && *w.ReportedCommit == w.Update.Commit {
-		st.memo.stoppedCanon = w.UpdateCanonical
+		st.memory().stoppedCanon = w.UpdateCanonical
 		return true
 	}
 	return false
@@ -32,7 +32,7 @@ const loopKey = "update loop"
 // memo while a worker has the device: a device in flight counts as looping,
 // which only marks it for a re-read when its worker is done.
 func (d *Dispatcher) loopsOn(st *devState) bool {
-	return st != nil && d.opts.Violations.On("hook-202-never-stops") && (st.inFlight || st.memo.loopBody != nil)
+	return st != nil && d.opts.Violations.On("hook-202-never-stops") && (st.inFlight || st.recall().loopBody != nil)
 }
 
 // violationDelay is the earliest time the violations that send late allow
@@ -44,14 +44,14 @@ func (d *Dispatcher) violationDelay(st *devState, kind Kind, key string, w store
 	case looping:
 		// hook-202-never-stops: the settled loop goes on every 5 intervals.
 		t = st.lastSent.Add(5 * d.opts.RetryInterval)
-	case kind == KindUpdate && v.On("hook-202-cadence-5x") && st.memo.acceptedCanon == w.UpdateCanonical:
+	case kind == KindUpdate && v.On("hook-202-cadence-5x") && st.recall().acceptedCanon == w.UpdateCanonical:
 		t = st.lastSent.Add(5 * d.opts.RetryInterval)
 	}
 	if kind == KindUpdate && v.On("hook-update-late") {
-		if st.memo.lateKey != key {
-			st.memo.lateKey, st.memo.lateSince = key, now
+		if st.recall().lateKey != key {
+			st.memory().lateKey, st.memory().lateSince = key, now
 		}
-		t = later(t, st.memo.lateSince.Add(10*d.opts.RetryInterval))
+		t = later(t, st.recall().lateSince.Add(10*d.opts.RetryInterval))
 	}
 	return t
 }
