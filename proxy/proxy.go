@@ -105,7 +105,7 @@ func (p *Proxy) build() error {
 	cloud, err := cloudclient.New(cloudclient.Options{
 		BaseURL: cfg.APIEndpoint, GatewayUUID: cfg.DeviceUUID, GatewayID: cfg.DeviceID,
 		APIKey: cfg.DeviceAPIKey, Timeout: cfg.CloudTimeout, Registerer: reg, Logger: log.With("component", "cloud"),
-		Violations: cfg.Violations,
+		Violations: cfg.Violations, MaxStateBytes: cfg.TargetStateMaxBytes,
 	})
 	if err != nil {
 		return err

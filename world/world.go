@@ -45,6 +45,9 @@ type ProxyOptions struct {
 	PollInterval, HookRetryInterval, HookTimeout time.Duration
 	// HookConcurrency; zero means the proxy's default.
 	HookConcurrency int
+	// TargetStateMaxBytes (TARGET_STATE_MAX_BYTES); zero means the proxy's
+	// default.
+	TargetStateMaxBytes int64
 	// Violations are for the suite's self-check only.
 	Violations violation.Set
 }
@@ -92,11 +95,12 @@ func (f *Fakes) StartProxy(ctx context.Context, gw *cloud.Gateway, opts ProxyOpt
 	cfg := config.Config{
 		APIEndpoint: f.CloudURL, DeviceUUID: g.UUID, DeviceID: g.DeviceID, DeviceAPIKey: g.APIKey,
 		APIKey: key, HookAddress: opts.HookAddress, DataDir: opts.DataDir,
-		PollInterval:      orDefault(opts.PollInterval, DefaultPollInterval),
-		HookRetryInterval: orDefault(opts.HookRetryInterval, DefaultHookRetryInterval),
-		HookTimeout:       orDefault(opts.HookTimeout, DefaultHookTimeout),
-		HookConcurrency:   opts.HookConcurrency,
-		Violations:        opts.Violations,
+		PollInterval:        orDefault(opts.PollInterval, DefaultPollInterval),
+		HookRetryInterval:   orDefault(opts.HookRetryInterval, DefaultHookRetryInterval),
+		HookTimeout:         orDefault(opts.HookTimeout, DefaultHookTimeout),
+		HookConcurrency:     opts.HookConcurrency,
+		Violations:          opts.Violations,
+		TargetStateMaxBytes: opts.TargetStateMaxBytes,
 	}
 	ln, err := net.Listen("tcp", orDefaultAddr(opts.Listen))
 	if err != nil {

@@ -231,7 +231,8 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 		defer os.RemoveAll(dir)
 		st, err := world.StartStack(ctx, world.StackOptions{
 			Fakes: world.FakesOptions{Seed: o.seed, Logger: log},
-			Proxy: world.ProxyOptions{DataDir: dir, HookAddress: hookAddr, PollInterval: o.poll, HookRetryInterval: o.retry, HookConcurrency: o.hookConc},
+			Proxy: world.ProxyOptions{DataDir: dir, HookAddress: hookAddr, PollInterval: o.poll, HookRetryInterval: o.retry, HookConcurrency: o.hookConc,
+				TargetStateMaxBytes: targetStateBytes(o.devices)},
 			// The load harness runs the gateway app and its fleet itself,
 			// instrumented; the world provides cloud, registry and proxy.
 			NoGateway: true, Logger: log,
@@ -433,4 +434,11 @@ func summarize(env *cliEnv, rep *load.Report, jsonPath, htmlPath string) {
 	fmt.Fprintf(env.stdout, "peak RSS (VmHWM) %.1f MiB, Go heap in use %.1f MiB, %d goroutines\n",
 		float64(rep.Process.PeakRSSBytes)/(1<<20), float64(rep.Process.HeapInuse)/(1<<20), rep.Process.Goroutines)
 	fmt.Fprintf(env.stdout, "report: %s\n        %s\n", jsonPath, htmlPath)
+}
+
+// targetStateBytes is the in-process proxy's bound on a target state for a
+// fleet of n devices (TARGET_STATE_MAX_BYTES): the fake cloud's state takes
+// about 100 bytes a device, so 256 leaves room; never below the default.
+func targetStateBytes(n int) int64 {
+	return max(config.DefaultTargetStateMaxBytes, int64(n)*256)
 }

@@ -13,6 +13,7 @@ package cloudclient
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,9 +47,12 @@ const (
 	CallExtra = "extra"
 )
 
-// Limits on response bodies read from the cloud.
+// DefaultMaxStateBytes is the default bound on a target state's body
+// (Options.MaxStateBytes): about 650,000 dependent devices.
+const DefaultMaxStateBytes = 64 << 20
+
+// Limits on the other response bodies read from the cloud.
 const (
-	maxStateBytes  = 64 << 20
 	maxDeviceBytes = 4 << 20
 	maxErrorBody   = 512
 )
@@ -80,6 +84,9 @@ type Options struct {
 	// Violations enables deliberate contract violations (self-check only);
 	// nil enables none.
 	Violations violation.Set
+	// MaxStateBytes bounds a target state's body (TARGET_STATE_MAX_BYTES);
+	// a larger one fails the poll. Zero means DefaultMaxStateBytes.
+	MaxStateBytes int64
 }
 
 // Client speaks the cloud protocol. It is safe for concurrent use.
@@ -93,6 +100,8 @@ type Client struct {
 	log     *slog.Logger
 	now     func() time.Time
 	v       violation.Set
+	// maxState bounds a target state's body (Options.MaxStateBytes).
+	maxState int64
 	// states decodes the target states of GetState (state.go).
 	states stateDecoder
 }
@@ -117,6 +126,10 @@ func New(opts Options) (*Client, error) {
 		now:     opts.Now,
 		v:       opts.Violations,
 	}
+	if opts.MaxStateBytes < 0 {
+		return nil, fmt.Errorf("cloudclient: MaxStateBytes %d is negative", opts.MaxStateBytes)
+	}
+	c.maxState = cmp.Or(opts.MaxStateBytes, DefaultMaxStateBytes)
 	if c.hc == nil {
 		c.hc = DefaultHTTPClient(opts.Timeout)
 		c.hc.Transport.(*http.Transport).DisableKeepAlives = c.v.Allows("no-keepalive")
@@ -265,7 +278,7 @@ func (c *Client) GetState(ctx context.Context, etag string) (state *cloud.Target
 		return nil, "", false, err
 	}
 	defer closeBody(resp)
-	st, err := c.states.decode(resp.Body, maxStateBytes)
+	st, err := c.states.decode(resp.Body, c.maxState)
 	if err != nil {
 		return nil, "", false, &ProtocolError{Call: CallState, Err: err}
 	}

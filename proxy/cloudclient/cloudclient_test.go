@@ -62,6 +62,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"a relative base URL is refused", Options{BaseURL: "cloud.test", GatewayUUID: testUUID}},
 		{"a non-http scheme is refused", Options{BaseURL: "ftp://cloud.test", GatewayUUID: testUUID}},
 		{"a missing gateway uuid is refused", Options{BaseURL: testBase}},
+		{"a negative state bound is refused", Options{BaseURL: testBase, GatewayUUID: testUUID, MaxStateBytes: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := New(tc.opts); err == nil {
@@ -101,6 +102,27 @@ func TestGetState(t *testing.T) {
 		}
 		if d := st.Dependent.Devices["d1"]; d.Restart != 2 || d.Apps["5"].Environment["E"] != "1" {
 			t.Errorf("device = %+v, want restart 2 and E=1", d)
+		}
+	})
+
+	t.Run("a state larger than MaxStateBytes fails the poll, one within it is read", func(t *testing.T) {
+		mt := httpmock.NewMockTransport()
+		on(mt, statePath, authed(t, func(*http.Request) (*http.Response, error) {
+			return httpmock.NewStringResponse(200, body), nil
+		}))
+		for _, tc := range []struct {
+			limit   int64
+			wantErr bool
+		}{{int64(len(body)) - 1, true}, {int64(len(body)), false}, {0, false}} {
+			c, err := New(Options{BaseURL: testBase, GatewayUUID: testUUID, APIKey: testKey,
+				HTTPClient: &http.Client{Transport: mt}, MaxStateBytes: tc.limit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, _, err = c.GetState(context.Background(), "")
+			if gotErr := err != nil; gotErr != tc.wantErr || (gotErr && !strings.Contains(err.Error(), "larger than")) {
+				t.Errorf("MaxStateBytes %d with a %d-byte state: err = %v, want an error: %v", tc.limit, len(body), err, tc.wantErr)
+			}
 		}
 	})
 

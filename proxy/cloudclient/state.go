@@ -3,6 +3,7 @@ package cloudclient
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"reflect"
 	"slices"
@@ -66,6 +67,9 @@ func (sd *stateDecoder) decode(r io.Reader, limit int64) (*cloud.TargetState, er
 	// Whichever way b decodes, no kept device refers to the last document
 	// afterwards: its bytes are read into next time.
 	sd.doc, sd.spare = b, sd.doc
+	if readErr == nil && int64(len(b)) > limit {
+		return nil, fmt.Errorf("body larger than %d bytes", limit)
+	}
 	if readErr == nil {
 		if st, ok := sd.decodeScanned(b); ok {
 			return st, nil

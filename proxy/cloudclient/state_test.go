@@ -42,7 +42,7 @@ func TestStatesDecodeAsEncodingJSONDoes(t *testing.T) {
 			fmt.Fprintf(&b, `"%032x":%s`, i, device(i))
 		}
 		b.WriteString(`}}}`)
-		got, err := sd.decode(strings.NewReader(b.String()), maxStateBytes)
+		got, err := sd.decode(strings.NewReader(b.String()), DefaultMaxStateBytes)
 		if err != nil {
 			t.Fatalf("document %d: %v", doc, err)
 		}
@@ -54,10 +54,10 @@ func TestStatesDecodeAsEncodingJSONDoes(t *testing.T) {
 			t.Fatalf("document %d decoded as %+v, want %+v", doc, *got, want)
 		}
 	}
-	if _, err := sd.decode(strings.NewReader(`{"dependent":{"devices":{"u":{"name":5}}}}`), maxStateBytes); err == nil {
+	if _, err := sd.decode(strings.NewReader(`{"dependent":{"devices":{"u":{"name":5}}}}`), DefaultMaxStateBytes); err == nil {
 		t.Error("a device whose name is a number decoded, want an error")
 	}
-	if st, err := sd.decode(strings.NewReader(`{"dependent":{"devices":null}}`), maxStateBytes); err != nil || st.Dependent.Devices != nil {
+	if st, err := sd.decode(strings.NewReader(`{"dependent":{"devices":null}}`), DefaultMaxStateBytes); err != nil || st.Dependent.Devices != nil {
 		t.Errorf("devices null: %+v, %v; want nil devices", st, err)
 	}
 }
@@ -78,7 +78,7 @@ func TestStateBuffersReusedSafely(t *testing.T) {
 		`{"dependent":{"devices":{"u":{"name":"x4"}}}}`,
 	}
 	for i, doc := range docs {
-		got, err := sd.decode(strings.NewReader(doc), maxStateBytes)
+		got, err := sd.decode(strings.NewReader(doc), DefaultMaxStateBytes)
 		want, wantErr := decodeStraight([]byte(doc))
 		if err != nil || wantErr != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("document %d: %+v, %v; want %+v", i, got, err, want)
@@ -125,7 +125,7 @@ func FuzzStateDecodeMatchesEncodingJSON(f *testing.F) {
 		// In this order each document is read into the buffer of one
 		// that differs from it.
 		for _, doc := range [][]byte{a, b, b, a, a, b} {
-			got, err := sd.decode(bytes.NewReader(doc), maxStateBytes)
+			got, err := sd.decode(bytes.NewReader(doc), DefaultMaxStateBytes)
 			want, wantErr := decodeStraight(doc)
 			if (err == nil) != (wantErr == nil) {
 				t.Fatalf("%q: error %v, want %v", doc, err, wantErr)
@@ -189,7 +189,7 @@ func BenchmarkStateDecode100k(b *testing.B) {
 	b.Run("kept", func(b *testing.B) {
 		var sd stateDecoder
 		for i := 0; b.Loop(); i++ {
-			if _, err := sd.decode(bytes.NewReader(docs[i%2]), maxStateBytes); err != nil {
+			if _, err := sd.decode(bytes.NewReader(docs[i%2]), DefaultMaxStateBytes); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -213,7 +213,7 @@ func TestEqualAppTargetsShared(t *testing.T) {
 		"c":{"name":"c","apps":{"1":{"config":{},"environment":{"E":"z","F":"y"}}}},
 		"d":{"name":"d","apps":{"2":{"config":{},"environment":{"E":"x","F":"y"}}}},
 		"e":{"name":"e","apps":{"1":{"config":null,"environment":{"E":"x","F":"y"}}}}}}}`
-	st, err := sd.decode(strings.NewReader(doc), maxStateBytes)
+	st, err := sd.decode(strings.NewReader(doc), DefaultMaxStateBytes)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,8 @@ const (
 	DefaultLogBatchBytes    = 1 << 20
 	DefaultLogLineMaxBytes  = 256 << 10
 	DefaultReportQueueBytes = 16 << 20
+	// DefaultTargetStateMaxBytes is cloudclient.DefaultMaxStateBytes.
+	DefaultTargetStateMaxBytes = 64 << 20
 	// MinLogLineMaxBytes is the least LOG_LINE_MAX_BYTES: room for a
 	// line's uuid, timestamp and isSystem and some message.
 	MinLogLineMaxBytes  = 1 << 10
@@ -117,6 +119,10 @@ type Config struct {
 	// merged into one; beyond the bound the oldest devices' reports are
 	// dropped and counted.
 	ReportQueueBytes int64
+	// TargetStateMaxBytes bounds the body of a target state read from the
+	// cloud (TARGET_STATE_MAX_BYTES, default 64 MiB, about 650,000
+	// dependent devices); a larger one fails the poll, which is retried.
+	TargetStateMaxBytes int64
 	// MetricsAddress is the Prometheus listener (METRICS_ADDRESS); "off"
 	// disables it.
 	MetricsAddress string
@@ -160,6 +166,7 @@ func (c Config) WithDefaults() Config {
 	c.LogBatchBytes = cmp.Or(c.LogBatchBytes, DefaultLogBatchBytes)
 	c.LogLineMaxBytes = cmp.Or(c.LogLineMaxBytes, DefaultLogLineMaxBytes)
 	c.ReportQueueBytes = cmp.Or(c.ReportQueueBytes, DefaultReportQueueBytes)
+	c.TargetStateMaxBytes = cmp.Or(c.TargetStateMaxBytes, DefaultTargetStateMaxBytes)
 	c.MetricsAddress = cmp.Or(c.MetricsAddress, DefaultMetricsAddress)
 	return c
 }
@@ -238,6 +245,9 @@ func (c Config) Validate() error {
 	}
 	if c.ReportQueueBytes < 1<<10 {
 		bad("REPORT_QUEUE_BYTES must be at least 1024")
+	}
+	if c.TargetStateMaxBytes < 1<<10 {
+		bad("TARGET_STATE_MAX_BYTES must be at least 1024")
 	}
 	if c.MetricsAddress != "off" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {

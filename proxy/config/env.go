@@ -37,6 +37,7 @@ const (
 	EnvLogBatchBytes     = "LOG_BATCH_BYTES"
 	EnvLogLineMaxBytes   = "LOG_LINE_MAX_BYTES"
 	EnvReportQueueBytes  = "REPORT_QUEUE_BYTES"
+	EnvTargetStateMax    = "TARGET_STATE_MAX_BYTES"
 	EnvMetricsAddress    = "METRICS_ADDRESS"
 	EnvViolations        = "DEPHARNESS_VIOLATIONS"
 	EnvAllowances        = "DEPHARNESS_ALLOWANCES"
@@ -134,6 +135,9 @@ var Settings = []Setting{
 	{Env: EnvReportQueueBytes, Flag: "report-queue-bytes", Type: "int", Default: strconv.Itoa(DefaultReportQueueBytes),
 		Help: "bytes of queued reports (merged per device); the oldest are dropped beyond",
 		Set:  field(wholeNumber64, func(c *Config) *int64 { return &c.ReportQueueBytes })},
+	{Env: EnvTargetStateMax, Flag: "target-state-max-bytes", Type: "int", Default: strconv.Itoa(DefaultTargetStateMaxBytes),
+		Help: "largest target state read from the cloud (about 100 bytes a dependent device); a larger one fails the poll",
+		Set:  field(wholeNumber64, func(c *Config) *int64 { return &c.TargetStateMaxBytes })},
 	{Env: EnvMetricsAddress, Flag: "metrics-listen", Type: "host:port", Default: DefaultMetricsAddress,
 		Help: "Prometheus listener host:port, or off",
 		Set:  field(text, func(c *Config) *string { return &c.MetricsAddress })},

@@ -18,7 +18,7 @@ func TestFromEnvReadsEveryVariable(t *testing.T) {
 		EnvPollInterval: "100ms", EnvHookRetry: "200ms", EnvHookTimeout: "1s", EnvListenHost: "0.0.0.0",
 		EnvHookConcurrency: "3", EnvHookBackoffMax: "2s", EnvAssetMaxBytes: "99", EnvAssetStall: "5s",
 		EnvRegistryInsecure: "true", EnvLogBufferLines: "10", EnvMetricsAddress: "off",
-		EnvLogBufferBytes: "5000", EnvLogBatchBytes: "3000", EnvLogLineMaxBytes: "2000", EnvReportQueueBytes: "4000",
+		EnvLogBufferBytes: "5000", EnvLogBatchBytes: "3000", EnvLogLineMaxBytes: "2000", EnvReportQueueBytes: "4000", EnvTargetStateMax: "9000",
 		EnvCloudTimeout: "3s", EnvViolations: "logs-200", EnvAllowances: "pretty-json",
 		EnvServerHeader: "4s", EnvServerBody: "6s", EnvServerIdle: "8s",
 	}
@@ -37,7 +37,7 @@ func TestFromEnvReadsEveryVariable(t *testing.T) {
 		PollInterval: 100 * time.Millisecond, HookRetryInterval: 200 * time.Millisecond, HookTimeout: time.Second,
 		HookConcurrency: 3, HookBackoffMax: 2 * time.Second, AssetMaxBytes: 99, AssetStallTimeout: 5 * time.Second,
 		RegistryInsecure: true, LogBufferLines: 10, MetricsAddress: "off",
-		LogBufferBytes: 5000, LogBatchBytes: 3000, LogLineMaxBytes: 2000, ReportQueueBytes: 4000, CloudTimeout: 3 * time.Second,
+		LogBufferBytes: 5000, LogBatchBytes: 3000, LogLineMaxBytes: 2000, ReportQueueBytes: 4000, TargetStateMaxBytes: 9000, CloudTimeout: 3 * time.Second,
 		Violations: violation.Set{"logs-200": true}, Allowances: violation.Set{"pretty-json": true},
 		ServerHeaderTimeout: 4 * time.Second, ServerBodyTimeout: 6 * time.Second, ServerIdleTimeout: 8 * time.Second,
 	}
