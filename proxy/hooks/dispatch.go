@@ -23,7 +23,7 @@ type result struct {
 	notDueAt  time.Time // not sent because pacing: due then
 	more      bool      // still owed a hook after this one
 	kind      Kind      // kind owed next if more
-	workKey   string    // work key of what is owed next
+	workKey   workKey   // what is owed next
 	stop      bool      // context cancelled
 }
 
@@ -188,20 +188,29 @@ func (rs *runState) handle(r result) {
 	}
 }
 
-// nextWork is the kind of hook w gets next and a key identifying that work
-// (a change of key resets backoff). "" when nothing is to be sent.
-func (d *Dispatcher) nextWork(w store.HookWork) (kind Kind, key string) {
+// workKey identifies the work a device is owed; a change of key resets
+// backoff. For an update it holds the target's canonical JSON, which the
+// store shares among the devices with the same target: a pending device's
+// key costs no bytes of its own. The zero key: nothing owed.
+type workKey struct {
+	kind  Kind
+	canon string
+}
+
+// nextWork is the kind of hook w gets next and the key of that work; ""
+// and the zero key when nothing is to be sent.
+func (d *Dispatcher) nextWork(w store.HookWork) (kind Kind, key workKey) {
 	v := d.opts.Violations
 	switch {
 	case w.Delete:
 		if v.On("delete-hook-not-sent") {
-			return "", ""
+			return "", workKey{}
 		}
-		return KindDelete, string(KindDelete)
+		return KindDelete, workKey{kind: KindDelete}
 	case w.RestartsDue > 0 && !v.On("restart-hook-not-sent"):
-		return KindRestart, string(KindRestart)
+		return KindRestart, workKey{kind: KindRestart}
 	case w.Update != nil:
-		return KindUpdate, string(KindUpdate) + " " + w.UpdateCanonical
+		return KindUpdate, workKey{kind: KindUpdate, canon: w.UpdateCanonical}
 	}
-	return "", ""
+	return "", workKey{}
 }

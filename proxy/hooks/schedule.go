@@ -26,7 +26,7 @@ type devState struct {
 	failures int  // consecutive failed deliveries of workKey
 	// backoffUntil is when workKey may be retried after failures.
 	backoffUntil time.Time
-	workKey      string
+	workKey      workKey
 	kind         Kind      // kind owed next, for the pending gauge ("" none)
 	lastSent     time.Time // when this run's last hook to it ended (precise)
 	mem          *memo     // nil until written (memory): most devices owed a hook never need one
@@ -66,12 +66,12 @@ var noMemo memo
 type memo struct {
 	lastSentCanon string
 	lastSentBody  []byte
-	superseded    []byte // hook-sends-superseded: an older body to send again
-	stoppedCanon  string // hook-202-stops / hook-202-commit-only: target no longer sent
-	gaveUpKey     string // hook-error-gives-up: work abandoned
-	acceptedCanon string // hook-202-cadence-5x: the target last answered 202
-	loopBody      []byte // hook-202-never-stops: the body last answered 202
-	lateKey       string // hook-update-late: the work first seen at lateSince
+	superseded    []byte  // hook-sends-superseded: an older body to send again
+	stoppedCanon  string  // hook-202-stops / hook-202-commit-only: target no longer sent
+	gaveUpKey     workKey // hook-error-gives-up: work abandoned
+	acceptedCanon string  // hook-202-cadence-5x: the target last answered 202
+	loopBody      []byte  // hook-202-never-stops: the body last answered 202
+	lateKey       workKey // hook-update-late: the work first seen at lateSince
 	lateSince     time.Time
 	lastKind      Kind // hook-pace-per-kind: the kind last sent
 }
@@ -282,8 +282,8 @@ func (rs *runState) forget(st *devState) {
 		heap.Remove(&rs.heap, st.index)
 	}
 	rs.setKind(st, "")
-	st.workKey = ""
-	if st.recall().stoppedCanon == "" && st.recall().gaveUpKey == "" && st.recall().loopBody == nil {
+	st.workKey = workKey{}
+	if st.recall().stoppedCanon == "" && st.recall().gaveUpKey == (workKey{}) && st.recall().loopBody == nil {
 		delete(rs.devices, st.uuid)
 		if !st.lastSent.IsZero() {
 			rs.remember(st.uuid, st.lastSent)

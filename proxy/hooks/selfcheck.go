@@ -25,7 +25,7 @@ func (d *Dispatcher) violationStopsUpdate(st *devState, w store.HookWork) bool {
 }
 
 // loopKey is the work key of hook-202-never-stops' endless loop.
-const loopKey = "update loop"
+var loopKey = workKey{kind: KindUpdate, canon: "loop"} // no canonical JSON: that starts with {
 
 // loopsOn reports whether hook-202-never-stops keeps re-sending st's last
 // accepted update hook although nothing is owed. The scheduler may not read
@@ -37,7 +37,7 @@ func (d *Dispatcher) loopsOn(st *devState) bool {
 
 // violationDelay is the earliest time the violations that send late allow
 // the next hook to st (zero when none applies).
-func (d *Dispatcher) violationDelay(st *devState, kind Kind, key string, w store.HookWork, looping bool, now time.Time) time.Time {
+func (d *Dispatcher) violationDelay(st *devState, kind Kind, key workKey, w store.HookWork, looping bool, now time.Time) time.Time {
 	v := d.opts.Violations
 	var t time.Time
 	switch {
