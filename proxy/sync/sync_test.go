@@ -481,10 +481,10 @@ func TestTriggerPollsAtOnce(t *testing.T) {
 }
 
 // After a poll that took T, a burst of Trigger calls polls once, no sooner
-// than 3T after that poll ended.
-func TestTriggersRightAfterAPollWaitThreeTimesItsDuration(t *testing.T) {
+// than triggerSpacing × T after that poll ended.
+func TestTriggersRightAfterAPollWaitSpacedByItsDuration(t *testing.T) {
 	f := newFixture(t, Options{PollInterval: time.Hour})
-	const took = 150 * time.Millisecond
+	const took = 100 * time.Millisecond
 	f.cloud.mu.Lock()
 	f.cloud.delay = took
 	f.cloud.mu.Unlock()
@@ -502,10 +502,10 @@ func TestTriggersRightAfterAPollWaitThreeTimesItsDuration(t *testing.T) {
 	got := states()
 	// The first poll took at least took, and ended at least took after its
 	// request arrived.
-	if gap := got[1].Sub(got[0]); gap < 4*took {
-		t.Errorf("the triggered poll's request came %s after the first one's, want at least %s", gap, 4*took)
+	if gap, want := got[1].Sub(got[0]), (triggerSpacing+1)*took; gap < want {
+		t.Errorf("the triggered poll's request came %s after the first one's, want at least %s", gap, want)
 	}
-	time.Sleep(4 * took)
+	time.Sleep((triggerSpacing + 1) * took)
 	if n := len(states()); n != 2 {
 		t.Errorf("%d polls after a burst of 5 triggers, want 2 (the first and one triggered)", n)
 	}
