@@ -47,6 +47,7 @@ type gateway struct {
 	cacheVersion uint64
 	cacheBody    []byte
 	cacheETag    string
+	cacheRender  uint64 // the render cacheBody came from (renderSeq)
 	renders      uint64
 	droppedLogs  int64
 	// order is the devices sorted by uuid, valid while orderValid, less
@@ -100,10 +101,16 @@ type device struct {
 	logs     []cloudapi.LogLine
 	logCount int
 
-	// version counts changes of the device's target; frag caches its
-	// rendered state-document entry for (version, app.varsVersion).
+	// version counts changes of the device's target. Its entry of the
+	// state document is remembered as a place (fragAt, fragLen) in the
+	// document of render fragRender (0: none), valid while the device's
+	// version, app and app variables are those it was rendered for: the next
+	// render copies it from there instead of rendering it again, and a
+	// device keeps no copy of its own (~180 bytes a device).
 	version     uint64
-	frag        []byte
+	fragRender  uint64
+	fragAt      int
+	fragLen     int
 	fragVersion uint64
 	fragAppVars uint64
 	fragApp     *app

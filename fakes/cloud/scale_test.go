@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -172,8 +173,10 @@ func BenchmarkStateFullBody(b *testing.B) {
 }
 
 // A gateway's state rendered with the devices added since the last render
-// merged into its order is the state rendered with the order sorted whole,
-// through devices created, deleted and moved between two gateways.
+// merged into its order, and the unchanged entries copied from the last
+// document, is the state rendered afresh with the order sorted whole,
+// through devices created, deleted, moved between two gateways and given
+// variables and restarts of their own.
 func TestStateOrderMergedEqualsSorted(t *testing.T) {
 	s := newScaleCloud(t)
 	gws := make([]Gateway, 2)
@@ -189,7 +192,7 @@ func TestStateOrderMergedEqualsSorted(t *testing.T) {
 	var uuids []string
 	for round := range 300 {
 		for range rng.IntN(8) {
-			switch op := rng.IntN(10); {
+			switch op := rng.IntN(13); {
 			case op < 7 || len(uuids) == 0:
 				g := rng.IntN(2)
 				d, err := s.CreateDevice(DeviceSpec{AppID: apps[g].ID, Gateway: gws[g].UUID})
@@ -199,9 +202,16 @@ func TestStateOrderMergedEqualsSorted(t *testing.T) {
 				i := rng.IntN(len(uuids))
 				mustNoErr(t, s.DeleteDevice(uuids[i]))
 				uuids = slices.Delete(uuids, i, i+1)
-			default:
+			case op < 10:
 				g := rng.IntN(2)
 				mustNoErr(t, s.MoveDevice(uuids[rng.IntN(len(uuids))], apps[g].ID, gws[g].UUID))
+			case op < 11:
+				mustNoErr(t, s.SetDeviceEnv(uuids[rng.IntN(len(uuids))], map[string]string{"K": strconv.Itoa(round)}))
+			case op < 12:
+				_, err := s.RestartDevice(uuids[rng.IntN(len(uuids))])
+				mustNoErr(t, err)
+			default:
+				mustNoErr(t, s.SetAppEnv(apps[rng.IntN(2)].ID, map[string]string{"A": strconv.Itoa(round)}))
 			}
 		}
 		for _, gw := range gws {
@@ -210,7 +220,7 @@ func TestStateOrderMergedEqualsSorted(t *testing.T) {
 			s.mu.Lock()
 			g := s.gateways[gw.UUID]
 			g.orderValid = false
-			want := renderStateLocked(g)
+			want := renderStateLocked(g, 0) // every entry rendered afresh
 			s.mu.Unlock()
 			if !bytes.Equal(got, want) {
 				t.Fatalf("round %d: state of gateway %s\n%s\nwant\n%s", round, gw.UUID, got, want)

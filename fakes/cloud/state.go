@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/depharness/depharness/internal/jsonstr"
 )
@@ -17,9 +18,10 @@ func (s *Server) stateLocked(gw *gateway) (body []byte, etag string) {
 	if gw.cacheBody != nil && gw.cacheVersion == gw.version {
 		return gw.cacheBody, gw.cacheETag
 	}
-	body = renderStateLocked(gw)
+	render := renderSeq.Add(1)
+	body = renderStateLocked(gw, render)
 	sum := sha256.Sum256(body)
-	gw.cacheBody = body
+	gw.cacheBody, gw.cacheRender = body, render
 	gw.cacheETag = `"` + hex.EncodeToString(sum[:16]) + `"`
 	gw.cacheVersion = gw.version
 	gw.renders++
@@ -27,23 +29,38 @@ func (s *Server) stateLocked(gw *gateway) (body []byte, etag string) {
 	return gw.cacheBody, gw.cacheETag
 }
 
+// renderSeq numbers the renders of every gateway of every server, so that
+// a device's place in a document (device.fragRender) names one document
+// even after the device moved to another gateway.
+var renderSeq atomic.Uint64
+
 // renderStateLocked renders the document of CONTRACT.md CLOUD-STATE for gw
 // (a cloudapi.TargetState), with map keys sorted so that equal states give
-// equal bytes. Each device's entry is cached on the device and rebuilt only
-// when the device or its app's variables change, so a gateway with many
-// devices re-renders in about the time it takes to copy the bytes.
-func renderStateLocked(gw *gateway) []byte {
+// equal bytes, as render number render. A device whose entry is unchanged
+// since gw's cached document is copied from that document, so a gateway
+// with many devices re-renders in about the time it takes to copy the
+// bytes. Render 0 renders every entry afresh and records no place.
+func renderStateLocked(gw *gateway, render uint64) []byte {
 	appIDs := make([]int64, 0, len(gw.app.apps))
 	for id := range gw.app.apps {
 		appIDs = append(appIDs, id)
 	}
 	slices.Sort(appIDs)
 	devices := orderLocked(gw)
-	size := 64
-	for _, d := range devices {
-		size += len(deviceFragLocked(d)) + 1
+	prev, prevRender := gw.cacheBody, gw.cacheRender
+	copies := func(d *device) bool {
+		return render != 0 && prev != nil && d.fragRender == prevRender &&
+			d.fragVersion == d.version && d.fragApp == d.app && d.fragAppVars == d.app.varsVersion
 	}
-	b := make([]byte, 0, size+len(appIDs)*256)
+	size := 64 + len(appIDs)*256
+	for _, d := range devices {
+		if copies(d) {
+			size += d.fragLen + 1
+		} else {
+			size += max(d.fragLen, 160) + 32 // a guess, grown by append if short
+		}
+	}
+	b := make([]byte, 0, size)
 	b = append(b, `{"local":{},"dependent":{"apps":{`...)
 	for i, id := range appIDs {
 		if i > 0 {
@@ -73,7 +90,18 @@ func renderStateLocked(gw *gateway) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, d.frag...)
+		at := len(b)
+		switch {
+		case render == 0:
+			b = appendDeviceEntry(b, d)
+			continue
+		case copies(d):
+			b = append(b, prev[d.fragAt:d.fragAt+d.fragLen]...)
+		default:
+			b = appendDeviceEntry(b, d)
+			d.fragVersion, d.fragApp, d.fragAppVars = d.version, d.app, d.app.varsVersion
+		}
+		d.fragRender, d.fragAt, d.fragLen = render, at, len(b)-at
 	}
 	b = append(b, "}}}"...)
 	return b
@@ -109,14 +137,9 @@ func orderLocked(gw *gateway) []*device {
 	return gw.order
 }
 
-// deviceFragLocked returns d's entry of the devices object,
-// "<uuid>":{"name":…,"restart":…,"apps":{"<appId>":{"config":…,"environment":…}}},
-// rebuilding it if d or its app's variables changed.
-func deviceFragLocked(d *device) []byte {
-	if d.frag != nil && d.fragVersion == d.version && d.fragApp == d.app && d.fragAppVars == d.app.varsVersion {
-		return d.frag
-	}
-	b := make([]byte, 0, 160)
+// appendDeviceEntry appends d's entry of the devices object,
+// "<uuid>":{"name":…,"restart":…,"apps":{"<appId>":{"config":…,"environment":…}}}.
+func appendDeviceEntry(b []byte, d *device) []byte {
 	b = jsonstr.Append(b, d.uuid)
 	b = append(b, `:{"name":`...)
 	b = jsonstr.Append(b, d.name)
@@ -130,12 +153,7 @@ func deviceFragLocked(d *device) []byte {
 	b = appendVars(b, d.app.config, d.config, jsonstr.Append)
 	b = append(b, `,"environment":`...)
 	b = appendVars(b, d.app.env, d.env, jsonstr.Append)
-	b = append(b, "}}}"...)
-	d.frag = b
-	d.fragVersion = d.version
-	d.fragApp = d.app
-	d.fragAppVars = d.app.varsVersion
-	return b
+	return append(b, "}}}"...)
 }
 
 // appendVars appends the JSON object of base overridden by over, keys
