@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	httppprof "net/http/pprof"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/depharness/depharness/fakes/cloud"
 	"github.com/depharness/depharness/fakes/registry"
+	"github.com/depharness/depharness/internal/httpserver"
 	"github.com/depharness/depharness/internal/settings"
 	"github.com/depharness/depharness/proxy/config"
 	"github.com/depharness/depharness/sim/fleet"
@@ -35,6 +38,7 @@ type loadOptions struct {
 	registryToken, proxyMetrics, gatewayUUID      string
 	gatewayListen, cpuProfile, blockProfile       string
 	memProfile, setupProfile, setupMemProfile     string
+	pprofListen                                   string
 	devices, hookConc, gwConc, fwBytes            int
 	delCount, rstCount, logLines                  int
 	seed                                          int64
@@ -102,6 +106,9 @@ func newLoadCmd(env *cliEnv) *cobra.Command {
 			Help: "write a profile of blocking (waits on locks, channels, connections) during the scenarios to this file"},
 		settings.Setting{Flag: "memprofile", Legacy: []string{"LOAD_MEMPROFILE"}, Value: settings.Text(&o.memProfile, ""),
 			Help: "write a heap profile, taken when the scenarios end, to this file"},
+		settings.Setting{Flag: "pprof-listen", Value: settings.Text(&o.pprofListen, ""),
+			Help: "serve the Go runtime's profiles (/debug/pprof/) on this host:port while the run lasts, for a look at a long run " +
+				"while it runs (go tool pprof http://host:port/debug/pprof/heap); empty: not served"},
 	)
 	table = append(table, proxyTimingSettings(&o.poll, &o.retry, world.DefaultPollInterval, world.DefaultHookRetryInterval, "in-process proxy: its")...)
 	return newCommand("load", "run load scenarios (rollout, env, churn, logs, delete, restart) and write a report",
@@ -212,6 +219,14 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 		}
 		setupDone = sync.OnceFunc(stop)
 		defer setupDone()
+	}
+	if o.pprofListen != "" {
+		srv, err := servePprof(o.pprofListen)
+		if err != nil {
+			return usagef("cannot listen on %s: %v; change --pprof-listen", o.pprofListen, err)
+		}
+		defer srv.Close()
+		log.Info("profiles served", "url", srv.URL+"/debug/pprof/")
 	}
 	o.gatewayListen = listen // the address a listen failure names
 	hookLn, err := net.Listen("tcp", listen)
@@ -376,6 +391,17 @@ func startProfiles(cpuPath, blockPath, memPath string, log *slog.Logger) (stop f
 			s()
 		}
 	}, nil
+}
+
+// servePprof serves net/http/pprof's handlers on addr.
+func servePprof(addr string) (*httpserver.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", httppprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", httppprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", httppprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
+	return httpserver.Listen(addr, mux, httpserver.Options{})
 }
 
 // loadMemoryLimit is the Go runtime's soft memory limit during a load run,

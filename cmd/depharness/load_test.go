@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -246,5 +248,28 @@ func TestLoadDrivesAnExternalSupervisorThroughItsCloudAndHookAddress(t *testing.
 	}
 	if got := len(st.Cloud.Devices(cloud.DeviceFilter{Gateway: st.Identity.UUID})); got != 6 {
 		t.Errorf("the cloud has %d devices left, want 8 - 2 deleted", got)
+	}
+}
+
+// --pprof-listen serves the runtime's profiles, and only on its own
+// listener; a bad address is refused before the run starts.
+func TestLoadServesProfilesOnPprofListen(t *testing.T) {
+	srv, err := servePprof("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "heap profile") {
+		t.Errorf("heap profile: %d %.80q, want 200 and a heap profile", resp.StatusCode, body)
+	}
+	code, _, stderr := run(t, nil, "load", "--report-dir", t.TempDir(), "--devices", "1", "--pprof-listen", "nowhere")
+	if code != 2 || !strings.Contains(stderr, "change --pprof-listen") || strings.Contains(stderr, "gateway-listen") {
+		t.Errorf("exit code %d, stderr %q; want 2 and --pprof-listen named", code, stderr)
 	}
 }
