@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,7 +40,7 @@ type loadOptions struct {
 	gatewayListen, cpuProfile, blockProfile       string
 	memProfile, setupProfile, setupMemProfile     string
 	pprofListen                                   string
-	devices, hookConc, gwConc, fwBytes            int
+	devices, hookConc, gwConc, fwBytes, ahead     int
 	delCount, rstCount, logLines                  int
 	seed                                          int64
 	timeout, retry, poll, flash, churnDur, sample time.Duration
@@ -78,6 +79,9 @@ func newLoadCmd(env *cliEnv) *cobra.Command {
 			Help: "in-process proxy: hooks in flight at once"},
 		settings.Setting{Flag: "gateway-concurrency", Legacy: []string{"LOAD_GATEWAY_CONCURRENCY"}, Value: settings.Int(&o.gwConc, load.DefaultGatewayConcurrency),
 			Help: "devices the gateway updates at once"},
+		settings.Setting{Flag: "provision-ahead", Value: settings.Int(&o.ahead, load.DefaultProvisionAhead),
+			Help: "devices the gateway provisions ahead of those that reported their first update: a large fleet's provisioning " +
+				"otherwise runs ahead of its updates, and the supervisor's backlog of hooks and reports grows with the gap (0: no bound)"},
 		settings.Setting{Flag: "flash-time", Legacy: []string{"LOAD_FLASH_TIME"}, Value: settings.Duration(&o.flash, load.DefaultFlashTime),
 			Help: "time a device takes to flash a firmware"},
 		settings.Setting{Flag: "firmware-bytes", Legacy: []string{"LOAD_FIRMWARE_BYTES"}, Value: settings.Int(&o.fwBytes, load.DefaultFirmwareBytes),
@@ -141,6 +145,8 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 		return usagef("--timeout must be positive")
 	case o.gwConc <= 0:
 		return usagef("--gateway-concurrency must be positive")
+	case o.ahead < 0:
+		return usagef("--provision-ahead must not be negative (0: no bound)")
 	case o.flash < 0:
 		return usagef("--flash-time must not be negative")
 	case o.hookConc <= 0:
@@ -164,7 +170,7 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 	started := time.Now()
 	setupDone := func() {}
 	opts := load.Options{
-		Devices: o.devices, Seed: o.seed, Policy: pol, GatewayConcurrency: o.gwConc,
+		Devices: o.devices, Seed: o.seed, Policy: pol, GatewayConcurrency: o.gwConc, ProvisionAhead: cmp.Or(o.ahead, -1),
 		FlashTime:     fleet.Dist{Dist: fleet.DistFixed, Mean: fleet.Duration(o.flash)},
 		FirmwareBytes: o.fwBytes, Timeout: o.timeout, SampleEvery: o.sample,
 		Params:   load.Params{DeleteCount: o.delCount, RestartCount: o.rstCount, LogLines: o.logLines, ChurnDuration: o.churnDur},
@@ -173,7 +179,7 @@ func runLoad(ctx context.Context, env *cliEnv, o *loadOptions) error {
 	}
 	config := map[string]any{
 		"devices": o.devices, "scenario": o.scenario, "seed": o.seed, "policy": string(pol), "timeout": o.timeout.String(),
-		"gateway_concurrency": o.gwConc, "flash_time": o.flash.String(), "firmware_bytes": o.fwBytes, "sample_interval": o.sample.String(),
+		"gateway_concurrency": o.gwConc, "provision_ahead": o.ahead, "flash_time": o.flash.String(), "firmware_bytes": o.fwBytes, "sample_interval": o.sample.String(),
 	}
 	mode := "in-process"
 	listen := o.gatewayListen

@@ -182,6 +182,7 @@ func TestLoadRefusesBadFlagsWithExitTwo(t *testing.T) {
 		{"external proxy without its cloud", []string{"--proxy", "http://127.0.0.1:1"}, "--proxy needs --cloud and --admin-token"},
 		{"registry without an external proxy", []string{"--registry", "127.0.0.1:5000"}, "--registry is for --proxy runs"},
 		{"negative threshold", []string{"--max-p99", "-1s"}, "must not be negative"},
+		{"negative provisioning window", []string{"--provision-ahead", "-1"}, "--provision-ahead must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -93,6 +93,16 @@ type Options struct {
 	// Concurrency bounds the devices updated (downloaded, flashed,
 	// reported) at once, and the log lines in flight. Zero means 16.
 	Concurrency int
+	// ProvisionAhead, if positive, bounds the devices provisioned by this
+	// run that have not yet reported a commit (their first update): the
+	// next device is provisioned only while fewer are waiting. Without it a
+	// large fleet's provisioning runs ahead of the updates, and what the
+	// supervisor holds for the devices waiting (hooks owed, reports queued
+	// for the cloud) grows with the gap. Zero: no bound. Give it room for
+	// what the pipeline holds at full speed (provisioning rate × time to a
+	// device's first report), or it slows provisioning; a supervisor that
+	// sends no update hook stops provisioning at this many devices.
+	ProvisionAhead int
 	// Logger, if nil, discards.
 	Logger *slog.Logger
 	// Registerer, if nil, means the metrics are not registered.
@@ -137,6 +147,9 @@ type Gateway struct {
 	rand    *rand.Rand
 
 	queue chan *managed // devices with work; each at most once
+	// ahead holds a token for each device provisioned that has not yet
+	// reported a commit (Options.ProvisionAhead; nil: no bound).
+	ahead chan struct{}
 	logs  chan logLine
 
 	targetsMu sync.Mutex
@@ -169,6 +182,7 @@ type managed struct {
 	targetAt        time.Time // when target was first received
 	restarts        int
 	initialReport   bool
+	holdsAhead      bool // holds a token of Gateway.ahead until it reports a commit
 	reportOnline    bool
 	reported        reported
 	flashAttempts   int
@@ -245,6 +259,9 @@ func New(opts Options) (*Gateway, error) {
 		byUUID:  map[string]*managed{},
 		byIndex: make([]*managed, opts.Fleet.Profile().Count),
 		timers:  map[*time.Timer]struct{}{},
+	}
+	if opts.ProvisionAhead > 0 {
+		g.ahead = make(chan struct{}, opts.ProvisionAhead)
 	}
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(newStateCollector(g))

@@ -73,6 +73,7 @@ type setup struct {
 	apps     []int64
 	noRun    bool
 	observer gateway.Observer
+	ahead    int // ProvisionAhead; launch then waits for no device to be provisioned
 }
 
 func start(t *testing.T, s setup) *harness {
@@ -116,7 +117,7 @@ func (w *harness) launch(s setup) {
 	w.reg = prometheus.NewRegistry()
 	w.gw, err = gateway.New(gateway.Options{Client: c, Fleet: w.fleet, Apps: s.apps, Policy: s.policy, Concurrency: 8, Logger: logger,
 		Registerer: w.reg, Rand: rand.New(rand.NewPCG(2, 2)), ExpectedChecksum: s.expected,
-		RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond, Observer: s.observer})
+		RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond, Observer: s.observer, ProvisionAhead: s.ahead})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +137,9 @@ func (w *harness) launch(s setup) {
 		wg.Wait()
 	})
 	t.Cleanup(w.stop)
-	testkit.Eventually(t, "every device is provisioned", func() bool { return len(w.gw.UUIDs()) == s.profile.Count })
+	if s.ahead == 0 {
+		testkit.Eventually(t, "every device is provisioned", func() bool { return len(w.gw.UUIDs()) == s.profile.Count })
+	}
 }
 
 // restart stops the running gateway (its Run returns nil, its hook server
@@ -250,6 +253,41 @@ func TestProvisionsEveryDeviceAndReportsItIdle(t *testing.T) {
 			return u.Status != nil && *u.Status == gateway.StatusIdle && u.IsOnline != nil && *u.IsOnline
 		})
 	}
+}
+
+// With ProvisionAhead 2 the gateway provisions two devices and waits: a
+// device that reports its first update, or that is forgotten (a delete
+// hook), lets one more be provisioned.
+func TestProvisionAheadBoundsTheDevicesWaitingForTheirFirstUpdate(t *testing.T) {
+	w := start(t, setup{profile: quickProfile(5), ahead: 2})
+	provisioned := func(want int) {
+		t.Helper()
+		testkit.Eventually(t, fmt.Sprintf("%d devices provisioned", want), func() bool { return len(w.sup.Devices()) >= want })
+		time.Sleep(100 * time.Millisecond) // time enough to provision one more, were it allowed
+		if got := len(w.sup.Devices()); got != want {
+			t.Fatalf("%d devices provisioned, want %d", got, want)
+		}
+	}
+	provisioned(2)
+	first := w.gw.UUIDs()[0]
+	tg := target("c1")
+	w.mustHook(http.MethodPut, "/v1/devices/"+first, tg, http.StatusOK)
+	w.awaitTarget("the first device reports the target", first, tg)
+	provisioned(3)
+	// The second device is forgotten: its place is given back.
+	w.mustHook(http.MethodDelete, "/v1/devices/"+w.gw.UUIDs()[1], nil, http.StatusOK)
+	provisioned(4)
+	// A second report of a commit by the first device gives back nothing
+	// more.
+	tg2 := target("c1")
+	tg2.Environment = api.Vars{"LOG_LEVEL": "info"}
+	w.mustHook(http.MethodPut, "/v1/devices/"+first, tg2, http.StatusOK)
+	w.awaitTarget("the first device reports the second target", first, tg2)
+	provisioned(4)
+	for _, u := range w.gw.UUIDs()[1:] {
+		w.mustHook(http.MethodPut, "/v1/devices/"+u, tg, http.StatusOK)
+	}
+	provisioned(5)
 }
 
 func TestAckPolicyAnswers200AndUpdatesInTheBackground(t *testing.T) {

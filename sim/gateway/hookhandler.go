@@ -152,6 +152,7 @@ func (g *Gateway) forget(uuid string) int {
 		return -1
 	}
 	m.forgotten = true
+	g.settleLocked(m)
 	delete(g.byUUID, uuid)
 	g.byIndex[m.dev.Index] = nil
 	g.opts.Observer.DeviceForgotten(m.dev.Index, uuid)

@@ -63,9 +63,21 @@ func (g *Gateway) provisionAll(ctx context.Context) error {
 			wg.Wait()
 			return ctx.Err()
 		}
+		if g.ahead != nil {
+			select {
+			case g.ahead <- struct{}{}: // given back when the device reports a commit
+			case <-ctx.Done():
+				<-sem
+				wg.Wait()
+				return ctx.Err()
+			}
+		}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			if err := g.provision(ctx, d, apps[d.Index%len(apps)]); err != nil {
+				if g.ahead != nil {
+					<-g.ahead // not provisioned: nothing to wait for
+				}
 				errMu.Lock()
 				if firstErr == nil {
 					firstErr = err
@@ -259,7 +271,7 @@ func (g *Gateway) provision(ctx context.Context, d *fleet.Device, appID int64) e
 	}
 	// The device takes hooks at once; its initial report is its first
 	// piece of work, so that it never lands after the report of an update.
-	m := &managed{uuid: p.UUID, appID: appID, dev: d, initialReport: true}
+	m := &managed{uuid: p.UUID, appID: appID, dev: d, initialReport: true, holdsAhead: g.ahead != nil}
 	g.manage(m)
 	g.metrics.Provisioned.Inc()
 	g.log.Info("device provisioned", "serial", d.Serial, "uuid", p.UUID, "app", appID, "name", p.Name)

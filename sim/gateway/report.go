@@ -76,8 +76,12 @@ func (g *Gateway) report(ctx context.Context, m *managed, u api.DeviceUpdate, t 
 	if u.Status != nil {
 		m.reported.ok = true
 		m.reported.status = *u.Status
+		if *u.Status == StatusFailed {
+			g.settleLocked(m) // its update ended, if not well
+		}
 	}
 	if t != nil {
+		g.settleLocked(m)
 		first := !m.reported.matches(t)
 		m.reported.commit = t.Commit
 		m.reported.environment = t.env
@@ -85,5 +89,15 @@ func (g *Gateway) report(ctx context.Context, m *managed, u api.DeviceUpdate, t 
 		if first && m.target != nil && m.target.key == t.key && !m.targetAt.IsZero() {
 			g.metrics.UpdateDuration.Observe(g.opts.Now().Sub(m.targetAt).Seconds())
 		}
+	}
+}
+
+// settleLocked gives back m's token of the provisioning window
+// (Options.ProvisionAhead), if it holds one: it reported a commit or a
+// failed update, or it is forgotten.
+func (g *Gateway) settleLocked(m *managed) {
+	if m.holdsAhead {
+		m.holdsAhead = false
+		<-g.ahead
 	}
 }

@@ -40,16 +40,20 @@ import (
 const (
 	DefaultDevices            = 1000
 	DefaultGatewayConcurrency = 256
-	DefaultFlashTime          = 20 * time.Millisecond
-	DefaultFirmwareBytes      = 16 << 10
-	DefaultTimeout            = 5 * time.Minute
-	DefaultSampleEvery        = 20 * time.Millisecond
-	DefaultLogLines           = 5
-	DefaultLogConcurrency     = 64
-	DefaultChurnDuration      = 10 * time.Second
-	DefaultChurnProbability   = 0.2
-	DefaultChurnInterval      = time.Second
-	DefaultRebootTime         = 100 * time.Millisecond
+	// DefaultProvisionAhead leaves room for the devices a fast pipeline
+	// holds between provisioning and the first report (about 1,000 a
+	// second for up to 20 s in process), bounding only a backlog.
+	DefaultProvisionAhead   = 65536
+	DefaultFlashTime        = 20 * time.Millisecond
+	DefaultFirmwareBytes    = 16 << 10
+	DefaultTimeout          = 5 * time.Minute
+	DefaultSampleEvery      = 20 * time.Millisecond
+	DefaultLogLines         = 5
+	DefaultLogConcurrency   = 64
+	DefaultChurnDuration    = 10 * time.Second
+	DefaultChurnProbability = 0.2
+	DefaultChurnInterval    = time.Second
+	DefaultRebootTime       = 100 * time.Millisecond
 	// DefaultSupervisorConcurrency is the reference proxy's: hooks and
 	// PATCHes to the cloud, 16 at a time.
 	DefaultSupervisorConcurrency = 16
@@ -90,6 +94,10 @@ type Options struct {
 	Policy gateway.Policy
 	// GatewayConcurrency, if zero, is DefaultGatewayConcurrency.
 	GatewayConcurrency int
+	// ProvisionAhead bounds the devices the gateway has provisioned that
+	// have not yet reported their first update (gateway.Options): zero is
+	// DefaultProvisionAhead, negative no bound.
+	ProvisionAhead int
 	// FlashTime, if zero, is fixed DefaultFlashTime.
 	FlashTime fleet.Dist
 	// FirmwareBytes, if zero, is DefaultFirmwareBytes.
@@ -162,6 +170,9 @@ func (o *Options) defaults() error {
 		o.Policy = gateway.PolicyAck
 	}
 	defaults.Positive(&o.GatewayConcurrency, DefaultGatewayConcurrency)
+	if o.ProvisionAhead == 0 {
+		o.ProvisionAhead = DefaultProvisionAhead
+	}
 	if o.FlashTime == (fleet.Dist{}) {
 		o.FlashTime = fleet.Dist{Dist: fleet.DistFixed, Mean: fleet.Duration(DefaultFlashTime)}
 	}
@@ -334,7 +345,8 @@ func Start(ctx context.Context, opts Options) (_ *Harness, err error) {
 	h.metrics = prometheus.NewRegistry()
 	h.gw, err = gateway.New(gateway.Options{
 		Client: h.client, Fleet: h.fleet, Apps: []int64{h.app.ID}, Policy: opts.Policy, Concurrency: opts.GatewayConcurrency,
-		Logger: h.opts.Logger.With("component", "gateway"), Registerer: h.metrics,
+		ProvisionAhead: max(opts.ProvisionAhead, 0),
+		Logger:         h.opts.Logger.With("component", "gateway"), Registerer: h.metrics,
 		Rand:             rand.New(rand.NewPCG(uint64(opts.Seed), 5)),
 		ExpectedChecksum: h.expectedChecksum,
 	})
