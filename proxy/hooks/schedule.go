@@ -37,8 +37,10 @@ type devState struct {
 	workGen uint64
 }
 
-// keep records w, read at generation gen, as st's latest hook work.
+// keep records w, read at generation gen, as st's latest hook work (its
+// uuid st's own: a read gives each device's a copy of its own).
 func (st *devState) keep(w store.HookWork, gen uint64) {
+	w.UUID = st.uuid
 	st.work, st.workGen = &w, gen
 }
 

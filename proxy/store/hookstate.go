@@ -202,14 +202,15 @@ SELECT d.uuid, d.app_id, d.marked_for_delete, d.restart_requested, d.restart_ack
 FROM devices d LEFT JOIN apps a ON a.id = d.app_id`
 
 // hookWorkMemo shares, within one read of many devices, what devices of the
-// same app hold alike: decoded variables, and update targets with their
-// canonical form. A rebuild of the hook schedule reads every pending device
+// same app hold alike: decoded variables, update targets with their
+// canonical form, and reported commits. A rebuild of the hook schedule reads every pending device
 // and the schedule keeps what it read, so that a large fleet would otherwise
 // hold one copy of the same target per device. What it shares is never
 // changed in place (HookWork's maps and targets are read-only).
 type hookWorkMemo struct {
 	vars    map[string]api.Vars
 	targets map[targetKey]sharedTarget
+	commits map[string]*string // reported commits
 }
 
 type targetKey struct {
@@ -223,7 +224,19 @@ type sharedTarget struct {
 }
 
 func newHookWorkMemo() *hookWorkMemo {
-	return &hookWorkMemo{vars: map[string]api.Vars{}, targets: map[targetKey]sharedTarget{}}
+	return &hookWorkMemo{vars: map[string]api.Vars{}, targets: map[targetKey]sharedTarget{}, commits: map[string]*string{}}
+}
+
+// commit returns a pointer to commit, shared through m when m is not nil.
+func (m *hookWorkMemo) commit(commit string) *string {
+	if m == nil {
+		return &commit
+	}
+	if p, ok := m.commits[commit]; ok {
+		return p
+	}
+	m.commits[commit] = &commit
+	return &commit
 }
 
 // decodeVars is decodeVars, shared through m when m is not nil.
@@ -288,8 +301,7 @@ func scanHookWork(sc interface{ Scan(...any) error }, memo *hookWorkMemo) (HookW
 		w.TargetChangedAt = time.UnixMilli(changedAt.Int64)
 	}
 	if reportedCommit.Valid {
-		c := reportedCommit.String
-		w.ReportedCommit = &c
+		w.ReportedCommit = memo.commit(reportedCommit.String)
 	}
 	env, err := memo.decodeVars(repEnv.String)
 	if err != nil {

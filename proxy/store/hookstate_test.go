@@ -308,6 +308,9 @@ func TestPendingHooksSharesEqualTargetsAndMatchesHookWorkFor(t *testing.T) {
 	if reflect.ValueOf(d1.ReportedEnvironment).Pointer() != reflect.ValueOf(d2.ReportedEnvironment).Pointer() {
 		t.Error("d1 and d2 reported the same environment, not decoded once")
 	}
+	if d1.ReportedCommit == nil || d1.ReportedCommit != d2.ReportedCommit || *d1.ReportedCommit != "c0" {
+		t.Errorf("d1 and d2 reported commit c0: got %v and %v, want one shared c0", d1.ReportedCommit, d2.ReportedCommit)
+	}
 	if d3.Update == d1.Update || d3.Update.Environment["A"] != "3" {
 		t.Errorf("d3's target %+v is d1's or wrong", d3.Update)
 	}
