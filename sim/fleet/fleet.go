@@ -139,7 +139,6 @@ func New(p Profile, opts Options) (*Fleet, error) {
 		}
 		d.Name = adjectives[master.IntN(len(adjectives))] + "-" + nouns[master.IntN(len(nouns))]
 		d.flashSrc, d.churnSrc, d.logSrc = stream(), stream(), stream()
-		d.flashRand, d.churnRand, d.logRand = rand.New(&d.flashSrc), rand.New(&d.churnSrc), rand.New(&d.logSrc)
 		d.onlineCh = onlineNow
 		f.devices = append(f.devices, d)
 	}
@@ -305,10 +304,11 @@ type Device struct {
 	Serial string
 	Name   string
 
-	fleet                         *Fleet
-	flashRand, churnRand, logRand *rand.Rand
-	// The generators' sources, held in the device: a large fleet is
-	// fewer, larger objects.
+	fleet *Fleet
+	// The sources of the device's random draws (flash, churn, logs), held
+	// in the device: a large fleet is fewer, larger objects. A rand.Rand
+	// holds nothing but its source, so one made for each draw
+	// (flashRand, …) draws the same sequence as one kept.
 	flashSrc, churnSrc, logSrc rand.PCG
 	updMu                      sync.Mutex // serializes Update and Restart
 
@@ -321,6 +321,10 @@ type Device struct {
 	onlineCh chan struct{} // closed while online (onlineNow, shared, until the first time offline)
 	logSeq   int
 }
+
+func (d *Device) flashRand() *rand.Rand { return rand.New(&d.flashSrc) }
+func (d *Device) churnRand() *rand.Rand { return rand.New(&d.churnSrc) }
+func (d *Device) logRand() *rand.Rand   { return rand.New(&d.logSrc) }
 
 // Snapshot is a device's state at one moment.
 type Snapshot struct {
@@ -450,8 +454,8 @@ func (d *Device) Update(ctx context.Context, target Target, fetch func(context.C
 		return err
 	}
 	d.setState(StateFlashing, target.Commit, "")
-	flashTime := d.fleet.profile.FlashTime.Sample(d.flashRand)
-	flaky := d.flashRand.Float64() < d.fleet.profile.FailureProbability
+	flashTime := d.fleet.profile.FlashTime.Sample(d.flashRand())
+	flaky := d.flashRand().Float64() < d.fleet.profile.FailureProbability
 	if err := ctxtime.Sleep(ctx, flashTime); err != nil {
 		return err
 	}
@@ -515,7 +519,7 @@ func (d *Device) Restart(ctx context.Context) error {
 	defer d.updMu.Unlock()
 	d.fleet.emit(d.event(EventRestart, "", "", "", false))
 	d.hold()
-	err := ctxtime.Sleep(ctx, d.fleet.profile.RebootTime.Sample(d.flashRand))
+	err := ctxtime.Sleep(ctx, d.fleet.profile.RebootTime.Sample(d.flashRand()))
 	d.release()
 	if err != nil {
 		return err
@@ -531,11 +535,11 @@ func (d *Device) churn(ctx context.Context) {
 		if ctxtime.Sleep(ctx, time.Duration(c.Interval)) != nil {
 			return
 		}
-		if d.churnRand.Float64() >= c.Probability {
+		if d.churnRand().Float64() >= c.Probability {
 			continue
 		}
 		d.hold()
-		err := ctxtime.Sleep(ctx, c.Duration.Sample(d.churnRand))
+		err := ctxtime.Sleep(ctx, c.Duration.Sample(d.churnRand()))
 		d.release()
 		if err != nil {
 			return
@@ -548,8 +552,8 @@ func (d *Device) churn(ctx context.Context) {
 func (d *Device) logs(ctx context.Context) {
 	rate := d.fleet.profile.LogRate
 	for {
-		wait := time.Duration(d.logRand.ExpFloat64() / rate * float64(time.Second))
-		reading := d.logRand.IntN(1000)
+		wait := time.Duration(d.logRand().ExpFloat64() / rate * float64(time.Second))
+		reading := d.logRand().IntN(1000)
 		if ctxtime.Sleep(ctx, wait) != nil {
 			return
 		}
