@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"reflect"
 	"slices"
@@ -35,21 +36,37 @@ type stateDecoder struct {
 	// map for them).
 	devices map[string]*decodedDevice
 	stamp   uint64 // counts documents decoded through scanState
-	// doc is the last document read, which the devices' raw values are
-	// slices of; spare is the one before, which nothing refers to any
-	// more, read into next. members is scanState's list, reused.
-	doc, spare []byte
-	members    []member
+	// buf is the last document read, read into again next: nothing refers
+	// to it once decoded (a device keeps a digest of its bytes, not the
+	// bytes). members is scanState's list, reused.
+	buf     []byte
+	members []member
+	// seeds of the devices' digests, drawn at the first document.
+	seeds  [2]maphash.Seed
+	seeded bool
 	// shared holds the devices' app targets, one for each content.
 	shared sharedTargets
 }
 
-// decodedDevice is a device's raw value and what it decoded to.
+// decodedDevice is a digest of a device's raw value and what it decoded
+// to. Two values with the same length and 128-bit digest (two 64-bit
+// maphash sums, seeded at random) are taken to be the same bytes.
 type decodedDevice struct {
 	uuid string
-	raw  []byte
+	sum  rawSum
 	dev  cloud.DependentDevice
 	seen uint64 // the stamp of the last document that had it
+}
+
+// rawSum is the digest of a device's raw value.
+type rawSum struct {
+	n    int
+	a, b uint64
+}
+
+// sum returns the digest of raw.
+func (sd *stateDecoder) sum(raw []byte) rawSum {
+	return rawSum{n: len(raw), a: maphash.Bytes(sd.seeds[0], raw), b: maphash.Bytes(sd.seeds[1], raw)}
 }
 
 // decode reads one target state from r (at most limit bytes). The maps of
@@ -58,15 +75,18 @@ type decodedDevice struct {
 func (sd *stateDecoder) decode(r io.Reader, limit int64) (*cloud.TargetState, error) {
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
-	if want := min(len(sd.doc)+len(sd.doc)/8+512, int(limit)+1); cap(sd.spare) < want {
-		sd.spare = make([]byte, 0, want)
+	if !sd.seeded {
+		sd.seeds, sd.seeded = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, true
 	}
-	buf := bytes.NewBuffer(sd.spare[:0])
+	if want := min(len(sd.buf)+len(sd.buf)/8+512, int(limit)+1); cap(sd.buf) < want {
+		sd.buf = make([]byte, 0, want) // room for some growth without doubling
+	}
+	buf := bytes.NewBuffer(sd.buf[:0])
 	_, readErr := buf.ReadFrom(io.LimitReader(r, limit+1))
 	b := buf.Bytes()
-	// Whichever way b decodes, no kept device refers to the last document
-	// afterwards: its bytes are read into next time.
-	sd.doc, sd.spare = b, sd.doc
+	// Whichever way b decodes, nothing refers to it afterwards: it is read
+	// into next time.
+	sd.buf = b
 	if readErr == nil && int64(len(b)) > limit {
 		return nil, fmt.Errorf("body larger than %d bytes", limit)
 	}
@@ -111,11 +131,12 @@ func (sd *stateDecoder) decodeScanned(b []byte) (st *cloud.TargetState, ok bool)
 	devices := make(map[string]cloud.DependentDevice, len(doc.devices))
 	for _, m := range doc.devices {
 		dd := sd.devices[string(m.name)]
+		sum := sd.sum(m.raw)
 		switch {
 		case dd != nil && dd.seen == sd.stamp:
 			return nil, false // repeated: encoding/json decodes each and keeps the last
-		case dd != nil && bytes.Equal(dd.raw, m.raw):
-			dd.raw, dd.seen = m.raw, sd.stamp // the bytes of the newest document are kept
+		case dd != nil && dd.sum == sum:
+			dd.seen = sd.stamp
 			devices[dd.uuid] = dd.dev
 			continue
 		}
@@ -128,7 +149,7 @@ func (sd *stateDecoder) decodeScanned(b []byte) (st *cloud.TargetState, ok bool)
 			dd = &decodedDevice{uuid: string(m.name)}
 			sd.devices[dd.uuid] = dd
 		}
-		dd.raw, dd.dev, dd.seen = m.raw, d, sd.stamp
+		dd.sum, dd.dev, dd.seen = sum, d, sd.stamp
 		devices[dd.uuid] = d
 	}
 	sd.shared.trim(len(devices))
