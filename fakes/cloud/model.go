@@ -21,6 +21,26 @@ type model struct {
 	nextDeviceID  int64
 	nextReleaseID int64
 	logsPerDevice int
+	// reported holds the values devices report (statuses and commits),
+	// one copy of each, so that a fleet reporting the same release does not
+	// hold a copy a device; forgotten when it grows past maxReported
+	// (distinct values come and go). Its strings are never modified.
+	reported map[string]*string
+}
+
+// maxReported bounds model.reported.
+const maxReported = 4096
+
+// reportedLocked returns the shared copy of v.
+func (m *model) reportedLocked(v string) *string {
+	if p, ok := m.reported[v]; ok {
+		return p
+	}
+	if m.reported == nil || len(m.reported) >= maxReported {
+		m.reported = map[string]*string{}
+	}
+	m.reported[v] = &v
+	return &v
 }
 
 // gatewayApp is the application a gateway device belongs to; dependent apps

@@ -272,13 +272,13 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request, gw *gateway
 		return errorf(http.StatusNotFound, "no device %d managed by this gateway", id)
 	}
 	if p.Status != nil {
-		d.status = *p.Status
+		d.status = *s.reportedLocked(*p.Status)
 	}
 	if p.IsOnline != nil {
 		d.isOnline = *p.IsOnline
 	}
 	if p.IsOnCommit != nil {
-		d.isOnCommit = copyOf(p.IsOnCommit)
+		d.isOnCommit = s.reportedLocked(*p.IsOnCommit) // shared: never modified in place
 	}
 	s.notifyLocked()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

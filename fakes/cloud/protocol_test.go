@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	cloudapi "github.com/depharness/depharness/api/cloud"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -518,5 +519,44 @@ func TestJournalKeepsTheBodiesOfRequestsAnOutageRefused(t *testing.T) {
 		if len(got) != 1 || got[0].Fault != "outage" || string(got[0].Body) != body {
 			t.Errorf("outage %v: got %+v, want one entry refused by the outage with the body %s", mode, got, body)
 		}
+	}
+}
+
+// Devices reporting the same commit and status share one copy of each (a
+// million devices on one release); a device reporting another changes no
+// other's, and the shared values stay right after the table of them was
+// forgotten (more than maxReported distinct values).
+func TestPatchedValuesAreSharedAndStayRight(t *testing.T) {
+	c := newTestCloud(t, Options{})
+	f := c.fixture(t)
+	d1, d2 := c.device(t, f.app.ID), c.device(t, f.app.ID)
+	patch := func(id int64, body string) {
+		t.Helper()
+		if r := c.call(t, "PATCH", fmt.Sprintf(cloudapi.PathDeviceFmt, id), f.gw.APIKey, strings.NewReader(body)); r.status != 200 {
+			t.Fatalf("PATCH %s: got %d (%s)", body, r.status, r.body)
+		}
+	}
+	patch(d1.ID, `{"status":"Idle","is_on__commit":"c1"}`)
+	patch(d2.ID, `{"status":"Idle","is_on__commit":"c1"}`)
+	c.mu.Lock()
+	m1, m2 := c.devices[d1.UUID], c.devices[d2.UUID]
+	shared := m1.isOnCommit == m2.isOnCommit && unsafe.StringData(m1.status) == unsafe.StringData(m2.status)
+	c.mu.Unlock()
+	if !shared {
+		t.Error("two devices reporting the same commit and status hold copies of their own")
+	}
+	for i := range maxReported + 10 {
+		patch(d2.ID, fmt.Sprintf(`{"status":"s%d","is_on__commit":"c%d"}`, i, i+2))
+	}
+	patch(d2.ID, `{"is_on__commit":"c1"}`)
+	for _, d := range []DeviceInfo{d1, d2} {
+		got, err := c.Device(d.UUID)
+		mustNoErr(t, err)
+		if got.IsOnCommit == nil || *got.IsOnCommit != "c1" {
+			t.Errorf("device %s: commit %v, want c1", d.UUID, got.IsOnCommit)
+		}
+	}
+	if got, _ := c.Device(d1.UUID); got.Status != "Idle" {
+		t.Errorf("device 1: status %q, want Idle", got.Status)
 	}
 }
