@@ -28,6 +28,29 @@ type targetMirror struct {
 	// stamp marks, on each row, the last ApplyTarget that saw it in the
 	// target.
 	stamp uint64
+	// shared holds one copy of the strings many rows hold alike (target
+	// variables, names drawn from a small vocabulary): a million kept rows
+	// held a copy each. Forgotten past maxSharedStrings.
+	shared map[string]string
+}
+
+// maxSharedStrings bounds targetMirror.shared.
+const maxSharedStrings = 1 << 16
+
+// keep makes r's strings the shared copies, before r is kept.
+func (m *targetMirror) keep(r *targetDeviceRow) {
+	if m.shared == nil || len(m.shared) >= maxSharedStrings {
+		m.shared = make(map[string]string)
+	}
+	r.name, r.targetEnv, r.targetCfg = m.share(r.name), m.share(r.targetEnv), m.share(r.targetCfg)
+}
+
+func (m *targetMirror) share(v string) string {
+	if s, ok := m.shared[v]; ok {
+		return s
+	}
+	m.shared[v] = v
+	return v
 }
 
 // targetRows is what one ApplyTarget compares with: the kept rows, and the
@@ -96,7 +119,7 @@ func (s *Store) targetRowsTx(ctx context.Context, tx *wtx) (targetRows, error) {
 			return targetRows{}, err
 		}
 		fresh := make(map[string]*targetDeviceRow, len(m.rows))
-		if err := scanTargetRows(rows, func(r *targetDeviceRow) { fresh[r.uuid] = r }); err != nil {
+		if err := scanTargetRows(rows, func(r *targetDeviceRow) { m.keep(r); fresh[r.uuid] = r }); err != nil {
 			return targetRows{}, err
 		}
 		m.rows = fresh
@@ -108,6 +131,7 @@ func (s *Store) targetRowsTx(ctx context.Context, tx *wtx) (targetRows, error) {
 		}
 		for _, u := range changed {
 			if r := read[u]; r != nil {
+				m.keep(r)
 				m.rows[u] = r
 			} else {
 				delete(m.rows, u)

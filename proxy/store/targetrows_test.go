@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/depharness/depharness/internal/jsonstr"
 )
@@ -210,5 +211,26 @@ func TestApplyTargetSeesTheWritesBeforeItInItsTransaction(t *testing.T) {
 	want := TargetSummary{Added: []string{"gone"}, FirstSeen: []string{"new"}}
 	if !reflect.DeepEqual(sum, want) {
 		t.Errorf("summary = %+v, want %+v", sum, want)
+	}
+}
+
+// The rows ApplyTarget keeps between targets share the strings devices hold
+// alike (a million kept rows held a copy each), and keep their values.
+func TestKeptTargetRowsShareEqualStrings(t *testing.T) {
+	s, clk := openTestStore(t)
+	tg := twoDevices(map[string]string{"A": "1"})
+	tg.Devices = append(tg.Devices, TargetDevice{UUID: "d3", AppID: 1, Environment: map[string]string{"A": "3"}, Cloud: cloudRec(3)})
+	apply(t, s, tg, clk.t)
+	apply(t, s, tg, clk.t) // reads the rows the first one wrote, and keeps them
+	rows := s.mirror.rows
+	d1, d2, d3 := rows["d1"], rows["d2"], rows["d3"]
+	if d1 == nil || d2 == nil || d3 == nil {
+		t.Fatalf("kept rows %v, want d1, d2 and d3", rows)
+	}
+	if d1.targetEnv != `{"A":"1"}` || d3.targetEnv != `{"A":"3"}` {
+		t.Errorf("kept environments %q and %q, want {\"A\":\"1\"} and {\"A\":\"3\"}", d1.targetEnv, d3.targetEnv)
+	}
+	if unsafe.StringData(d1.targetEnv) != unsafe.StringData(d2.targetEnv) || unsafe.StringData(d1.targetCfg) != unsafe.StringData(d3.targetCfg) {
+		t.Error("rows with equal target variables keep copies of their own")
 	}
 }
