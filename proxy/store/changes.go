@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -44,9 +45,15 @@ type changeLog struct {
 	// allAt is the last generation whose transaction may have changed any
 	// device.
 	allAt uint64
-	// last is, per device, the last generation that changed it (for
-	// DeviceChangedSince), for devices changed after allAt.
-	last map[string]uint64
+	// last is, per device changed after allAt, the index of the last
+	// generation that changed it (lastGen, for DeviceChangedSince) and of
+	// the log's own copy of its uuid (lastKey). The map is never assigned
+	// an existing key again: that would replace its key by the caller's
+	// string, and a uuid cut from a request's path keeps the whole request
+	// line alive (a million devices being provisioned: ~100 MB).
+	last    map[string]int
+	lastGen []uint64
+	lastKey []string
 }
 
 // record notes the changes of the transaction that moves the generation to
@@ -60,13 +67,23 @@ func (l *changeLog) record(gen uint64, uuids []string, all bool) {
 	if all || len(uuids) > changeLogSize/4 {
 		l.allAt = gen
 		clear(l.last)
+		clear(l.lastKey)
+		l.lastGen, l.lastKey = l.lastGen[:0], l.lastKey[:0]
 		return
 	}
 	if l.last == nil {
-		l.last = map[string]uint64{}
+		l.last = map[string]int{}
 	}
 	for _, u := range uuids {
-		l.last[u] = gen
+		i, ok := l.last[u]
+		if !ok {
+			i = len(l.lastGen)
+			k := strings.Clone(u)
+			l.last[k] = i
+			l.lastGen, l.lastKey = append(l.lastGen, gen), append(l.lastKey, k)
+		}
+		l.lastGen[i] = gen
+		u = l.lastKey[i]
 		if len(l.ring) < changeLogSize {
 			l.ring = append(l.ring, changeEntry{gen, u})
 			continue
@@ -105,7 +122,8 @@ func (l *changeLog) since(g uint64) (uuids []string, all bool) {
 func (l *changeLog) changedSince(uuid string, g uint64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.allAt > g || l.last[uuid] > g
+	i, ok := l.last[uuid]
+	return l.allAt > g || ok && l.lastGen[i] > g
 }
 
 // DeviceChangedSince reports whether device uuid may have changed (been

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // metaCounts reads the outbox counts of kind as meta holds them.
@@ -210,6 +211,29 @@ func TestChangeLogForgetsOldChangesSafely(t *testing.T) {
 	got, all := l.since(changeLogSize + 8)
 	if all || fmt.Sprint(got) != fmt.Sprintf("[u%d u%d]", changeLogSize+9, changeLogSize+8) {
 		t.Errorf("since a recent generation: %v (all %v)", got, all)
+	}
+}
+
+// The log keeps a uuid of its own, not the caller's string: a uuid cut from
+// a request line would keep the whole line alive for every device changed.
+func TestChangeLogKeepsCopiesOfTheUUIDs(t *testing.T) {
+	var l changeLog
+	line := "PUT /v1/devices/0123456789abcdef0123456789abcdef HTTP/1.1"
+	uuid := line[len("PUT /v1/devices/") : len(line)-len(" HTTP/1.1")]
+	l.record(1, []string{uuid}, false)
+	l.record(2, []string{uuid}, false)
+	for k := range l.last {
+		if unsafe.StringData(k) == unsafe.StringData(uuid) {
+			t.Error("the log's key is the caller's string, a slice of the request line")
+		}
+	}
+	for _, e := range l.ring {
+		if unsafe.StringData(e.uuid) == unsafe.StringData(uuid) {
+			t.Error("a change in the ring holds the caller's string")
+		}
+	}
+	if !l.changedSince(uuid, 1) || l.changedSince(uuid, 2) {
+		t.Error("changedSince: want changed after 1, not after 2")
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 )
@@ -117,36 +118,47 @@ AND NOT EXISTS (SELECT 1 FROM devices WHERE in_target = 0 AND marked_for_delete 
 	return v, nil
 }
 
+// unknownLookupMax is the most devices UnknownDevices looks up one by one
+// (through the index, in chunks); for more it reads every row.
+const unknownLookupMax = 1 << 16
+
 // UnknownDevices returns those of uuids that are not in the store, in the
 // order given.
 func (s *Store) UnknownDevices(ctx context.Context, uuids []string) ([]string, error) {
 	known := map[string]bool{}
-	var (
-		rows *sql.Rows
-		err  error
-	)
-	if len(uuids) <= 4096 {
-		// Looked up one by one (the index) rather than every row read.
-		var list []byte
-		if list, err = json.Marshal(uuids); err == nil {
-			rows, err = s.r.QueryContext(ctx, `SELECT uuid FROM devices WHERE uuid IN (SELECT value FROM json_each(?))`, string(list))
+	collect := func(rows *sql.Rows, err error) error {
+		if err != nil {
+			return fmt.Errorf("store: unknown devices: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var u string
+			if err := rows.Scan(&u); err != nil {
+				return fmt.Errorf("store: unknown devices: %w", err)
+			}
+			known[u] = true
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("store: unknown devices: %w", err)
+		}
+		return nil
+	}
+	if len(uuids) > unknownLookupMax {
+		if err := collect(s.r.QueryContext(ctx, `SELECT uuid FROM devices`)); err != nil {
+			return nil, err
 		}
 	} else {
-		rows, err = s.r.QueryContext(ctx, `SELECT uuid FROM devices`)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("store: unknown devices: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, fmt.Errorf("store: unknown devices: %w", err)
+		// Looked up through the index, in chunks, rather than every row of
+		// a large table read at each poll that lists new devices.
+		for chunk := range slices.Chunk(uuids, 4096) {
+			list, err := json.Marshal(chunk)
+			if err != nil {
+				return nil, fmt.Errorf("store: unknown devices: %w", err)
+			}
+			if err := collect(s.r.QueryContext(ctx, `SELECT uuid FROM devices WHERE uuid IN (SELECT value FROM json_each(?))`, string(list))); err != nil {
+				return nil, err
+			}
 		}
-		known[u] = true
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: unknown devices: %w", err)
 	}
 	var out []string
 	for _, u := range uuids {

@@ -366,23 +366,27 @@ func TestNoUpdateHookIsOwedBeforeTheDeviceAppearsInATarget(t *testing.T) {
 	}
 }
 
-// UnknownDevices answers the same for a few uuids (looked up) and for many
-// (every row read), in the order given.
+// UnknownDevices answers the same for a few uuids (looked up), for more
+// than one chunk of lookups, and for more than it looks up (every row
+// read), in the order given.
 func TestUnknownDevicesFewAndMany(t *testing.T) {
 	s, clk := openTestStore(t)
 	for _, u := range []string{"k1", "k2", "k3"} {
 		insertLocalDevice(t, s, u, 1, clk.t)
 	}
 	few := []string{"u9", "k2", "u1", "k1"}
-	many := append([]string(nil), few...)
-	for i := range 5000 {
-		many = append(many, fmt.Sprintf("k%d", 4+i))
+	list := func(n int) []string {
+		out := append([]string(nil), few...)
+		for i := range n {
+			out = append(out, fmt.Sprintf("x%d", i))
+		}
+		return append(out, "k3") // known, in the last chunk
 	}
 	for _, tc := range []struct {
 		name  string
 		uuids []string
 		want  int
-	}{{"few", few, 2}, {"many", many, 2 + 5000}} {
+	}{{"few", few, 2}, {"chunks", list(5000), 2 + 5000}, {"many", list(unknownLookupMax), 2 + unknownLookupMax}} {
 		got, err := s.UnknownDevices(context.Background(), tc.uuids)
 		if err != nil {
 			t.Fatal(err)
