@@ -37,8 +37,8 @@ type devState struct {
 	workGen uint64
 }
 
-// keep records w, read at generation gen, as st's latest hook work (its
-// uuid st's own: a read gives each device's a copy of its own).
+// keep records w, read at generation gen, as st's latest hook work, under
+// st's own uuid string (every read of the store makes a new one).
 func (st *devState) keep(w store.HookWork, gen uint64) {
 	w.UUID = st.uuid
 	st.work, st.workGen = &w, gen
