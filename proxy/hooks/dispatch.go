@@ -30,12 +30,7 @@ type result struct {
 // Run dispatches hooks until ctx is done. It returns nil on cancellation and
 // an error only if the store cannot be read at start.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	rs := &runState{
-		d:       d,
-		devices: map[string]*devState{},
-		results: make(chan result, d.workers()),
-		counts:  map[Kind]int{},
-	}
+	rs := newRunState(d)
 	for _, k := range []Kind{KindUpdate, KindDelete, KindRestart} {
 		d.metrics.pending.WithLabelValues(string(k)).Set(0)
 	}
@@ -83,6 +78,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				d.log.Error("hooks: rebuild schedule", "err", err)
 			}
 		}
+		rs.refill(ctx)
 		rs.launchDue(ctx)
 		wait := time.Hour
 		if len(rs.heap) > 0 && rs.inFlight < d.workers() {

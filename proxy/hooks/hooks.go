@@ -23,7 +23,10 @@
 // retried with exponential backoff from the retry interval up to a cap, with
 // jitter. The schedule is an in-memory heap ordered by next-due time, rebuilt
 // from the store at start, on Notify and every RescanInterval (NotifyDevice
-// re-reads one device), so a tick never scans the table. A Notify re-reads
+// re-reads one device), so a tick never scans the table. It holds at most
+// MaxScheduled devices: past that, owed devices wait in the store and are
+// read in a page at a time, in row order, as the schedule drains, so that
+// the memory a backlog of a million devices takes is that of the bound. A Notify re-reads
 // only the devices the store changed since the schedule was last read
 // (store.Store.ChangedHookWork), all of them only when the store cannot
 // tell which; the RescanInterval rebuild reads every pending device. Writes of concurrent
@@ -53,7 +56,8 @@ import (
 
 // Store is the hook state the dispatcher needs; *store.Store implements it.
 type Store interface {
-	PendingHooks(ctx context.Context) ([]store.HookWork, error)
+	PendingHooksAfter(ctx context.Context, after int64, limit int) (works []store.HookWork, next int64, done bool, err error)
+	HookWorksOf(ctx context.Context, uuids []string) (map[string]*store.HookWork, error)
 	ChangedHookWork(ctx context.Context, since uint64) (works map[string]*store.HookWork, at uint64, all bool, err error)
 	NewHookWorkReader(ctx context.Context) (*store.HookWorkReader, error)
 	WriteHookState(ctx context.Context, ws []store.HookWrite) ([]store.HookWriteResult, error)
@@ -73,6 +77,7 @@ const (
 	DefaultTimeout        = 30 * time.Second
 	DefaultConcurrency    = 16
 	DefaultRescanInterval = time.Minute
+	DefaultMaxScheduled   = 65536
 )
 
 // Options configure a Dispatcher.
@@ -97,6 +102,10 @@ type Options struct {
 	// store without a Notify, a safety net for changes nobody announced.
 	// Zero means DefaultRescanInterval.
 	RescanInterval time.Duration
+	// MaxScheduled bounds the devices the schedule holds in memory. More
+	// devices owed a hook wait in the store and are read in, in row order,
+	// as the schedule drains to half of it. Zero means DefaultMaxScheduled.
+	MaxScheduled int
 	// HTTPClient, if nil, is a client with a transport that keeps up to
 	// Concurrency idle connections to the gateway.
 	HTTPClient *http.Client
@@ -176,6 +185,9 @@ func New(opts Options) (*Dispatcher, error) {
 	}
 	if opts.RescanInterval <= 0 {
 		opts.RescanInterval = DefaultRescanInterval
+	}
+	if opts.MaxScheduled <= 0 {
+		opts.MaxScheduled = DefaultMaxScheduled
 	}
 	defaults.Clock(&opts.Now)
 	if opts.Rand == nil {

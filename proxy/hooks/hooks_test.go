@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -652,13 +653,15 @@ func TestTheNextHookIsPacedFromTheEndOfASlowAnswerAfterAQuietSpell(t *testing.T)
 // pending device and of the devices changed since its last read.
 type readCounter struct {
 	*store.Store
-	pending atomic.Int64 // PendingHooks calls
+	pending atomic.Int64 // reads of pending hooks from the first device on
 	changed atomic.Int64 // devices ChangedHookWork returned, in all
 }
 
-func (c *readCounter) PendingHooks(ctx context.Context) ([]store.HookWork, error) {
-	c.pending.Add(1)
-	return c.Store.PendingHooks(ctx)
+func (c *readCounter) PendingHooksAfter(ctx context.Context, after int64, limit int) ([]store.HookWork, int64, bool, error) {
+	if after == 0 {
+		c.pending.Add(1)
+	}
+	return c.Store.PendingHooksAfter(ctx, after, limit)
 }
 
 func (c *readCounter) ChangedHookWork(ctx context.Context, since uint64) (map[string]*store.HookWork, uint64, bool, error) {
@@ -731,7 +734,7 @@ func TestOnlyDevicesSentToHoldAMemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs := &runState{d: d, devices: map[string]*devState{}, results: make(chan result, 1), counts: map[Kind]int{}}
+	rs := newRunState(d)
 	if rs.reader, err = w.st.NewHookWorkReader(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -752,5 +755,70 @@ func TestOnlyDevicesSentToHoldAMemo(t *testing.T) {
 	}
 	if rs.devices["d2"].mem != nil || !reflect.DeepEqual(noMemo, memo{}) {
 		t.Fatal("a device never sent to got a memo, or the shared empty memo was written")
+	}
+}
+
+// A schedule bounded to fewer devices than are owed a hook holds no more
+// than its bound, and still reaches every device: the ones waiting in the
+// store are read in as the schedule drains, and a device that changes while
+// the schedule is full (a new one, one marked for deletion) gets its hook
+// too. Once every device is served, the schedule says it holds them all.
+func TestABoundedScheduleReachesEveryOwedDevice(t *testing.T) {
+	const bound = 4
+	uuids := make([]string, 30)
+	for i := range uuids {
+		uuids[i] = fmt.Sprintf("d%02d", i)
+	}
+	var (
+		run       atomic.Pointer[running]
+		mu        sync.Mutex
+		held      float64 // most devices the schedule held at a hook
+		sawFull   bool
+		gaugesSum = func(r *running) float64 {
+			var n float64
+			for _, k := range []Kind{KindUpdate, KindDelete, KindRestart} {
+				n += testutil.ToFloat64(r.d.metrics.pending.WithLabelValues(string(k)))
+			}
+			return n
+		}
+	)
+	rv := newReceiver(t, func(hookReq, int) int {
+		if r := run.Load(); r != nil {
+			mu.Lock()
+			held = max(held, gaugesSum(r))
+			sawFull = sawFull || testutil.ToFloat64(r.d.metrics.scheduleFull) == 1
+			mu.Unlock()
+		}
+		return http.StatusOK
+	})
+	w := newWorld(t, uuids...)
+	w.downloaded("c1")
+	r := start(t, w, Options{BaseAddress: rv.base(), MaxScheduled: bound, RetryInterval: 20 * time.Millisecond})
+	run.Store(r)
+	rv.await(t, 1, updatesTo(uuids[len(uuids)-1]))
+	// The schedule is still full: d00 leaves the target, "late" joins it.
+	w.target.Devices = append(w.target.Devices[1:], store.TargetDevice{UUID: "late", AppID: 1, Name: "late",
+		Environment: map[string]string{"A": "1"}, Cloud: &store.CloudDevice{ID: 999, DeviceType: "generic-amd64"}})
+	w.apply()
+	r.d.Notify()
+	for _, u := range append(uuids, "late") {
+		rv.await(t, 1, updatesTo(u))
+	}
+	rv.await(t, 1, func(h hookReq) bool { return h.UUID == "d00" && h.Method == http.MethodDelete })
+	for _, u := range append(uuids[1:], "late") {
+		w.awaitSettled(u)
+	}
+	w.awaitSettled("d00")
+	mu.Lock()
+	defer mu.Unlock()
+	if held > bound || !sawFull {
+		t.Fatalf("the schedule held up to %v devices (full seen: %v), want at most %d and full at some hook", held, sawFull, bound)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(r.d.metrics.scheduleFull) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("every device served, and the schedule still says devices wait beyond it")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

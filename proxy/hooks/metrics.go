@@ -32,6 +32,9 @@ type Metrics struct {
 	duration   *prometheus.HistogramVec
 	ackLatency prometheus.Histogram
 	pending    *prometheus.GaugeVec
+	// scheduleFull is 1 while the schedule holds its bound and more devices
+	// may be owed a hook in the store.
+	scheduleFull prometheus.Gauge
 }
 
 // NewMetrics builds the metrics and registers them on reg (nil: not
@@ -47,7 +50,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		ackLatency: f.Histogram("hook_ack_latency_seconds",
 			"Time from a device's update target appearing to the gateway acknowledging its update hook with 200.", prometheus.ExponentialBuckets(0.005, 3, 12)),
 		pending: f.GaugeVec("hooks_pending",
-			"Devices owed a hook, by the kind sent next (delete before restart before update).", "kind"),
+			"Devices owed a hook in the schedule, by the kind sent next (delete before restart before update); see hooks_schedule_full.", "kind"),
+		scheduleFull: f.Gauge("hooks_schedule_full",
+			"1 while the hook schedule holds its bound of devices and more devices may wait in the store for a hook; hooks_pending then counts the scheduled ones only."),
 	}
 	for _, k := range []Kind{KindUpdate, KindDelete, KindRestart} {
 		m.pending.WithLabelValues(string(k))

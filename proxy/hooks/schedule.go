@@ -35,6 +35,7 @@ type devState struct {
 	// device again while the store says the device did not change since.
 	work    *store.HookWork
 	workGen uint64
+	pass    uint64 // the last rebuild that found it owed (runState.pass)
 }
 
 // keep records w, read at generation gen, as st's latest hook work, under
@@ -130,29 +131,61 @@ type runState struct {
 	// rebuild or catchUp): the devices changed since are to be read again.
 	readAt uint64
 
+	// The schedule holds at most max devices (Options.MaxScheduled). Past
+	// that, owed devices wait in the store (beyond) and fill reads them a
+	// page at a time, in row order from cursor, as the schedule drains.
+	max    int
+	beyond bool
+	cursor int64
+	// pass marks the devices a rebuild found owed (devState.pass).
+	pass uint64
+
 	lastRebuildEnd  time.Time
 	lastRebuildTook time.Duration
 }
 
-// rebuild merges the store's pending hooks into the schedule.
+// newRunState is the state of a run of d with an empty schedule.
+func newRunState(d *Dispatcher) *runState {
+	return &runState{
+		d:       d,
+		devices: map[string]*devState{},
+		results: make(chan result, d.workers()),
+		counts:  map[Kind]int{},
+		max:     d.opts.MaxScheduled,
+	}
+}
+
+// rebuild reads the store's pending hooks into the schedule again: it
+// fills the schedule (from the start of the store's rows when it holds
+// every owed device, from where it stopped otherwise), then re-reads the
+// devices it holds that the fill did not find owed and drops those owed
+// nothing any more.
 func (rs *runState) rebuild(ctx context.Context) error {
 	d := rs.d
 	defer rs.timeRead(time.Now())
 	gen := d.opts.Store.Generation()
-	works, err := d.opts.Store.PendingHooks(ctx)
-	if err != nil {
-		return fmt.Errorf("hooks: read pending hooks: %w", err)
+	rs.pass++
+	rs.beyond = true // an unannounced change can make any device owed
+	if err := rs.fill(ctx, gen); err != nil {
+		return err
 	}
-	now := d.opts.Now()
-	owed := make(map[string]bool, len(works))
-	for _, w := range works {
-		if rs.merge(w, gen, now) {
-			owed[w.UUID] = true
+	var unseen []string
+	for u, st := range rs.devices {
+		if st.pass != rs.pass {
+			unseen = append(unseen, u)
 		}
 	}
-	for u, st := range rs.devices {
+	works, err := d.opts.Store.HookWorksOf(ctx, unseen)
+	if err != nil {
+		return fmt.Errorf("hooks: read scheduled devices: %w", err)
+	}
+	now := d.opts.Now()
+	for _, u := range unseen {
+		st := rs.devices[u]
+		if w := works[u]; w != nil && rs.merge(*w, gen, now) {
+			continue
+		}
 		switch {
-		case owed[u]:
 		case st.inFlight:
 			st.recheck = true
 		case d.loopsOn(st) && st.index >= 0:
@@ -162,6 +195,55 @@ func (rs *runState) rebuild(ctx context.Context) error {
 	}
 	rs.readAt = gen
 	return nil
+}
+
+// fill merges into the schedule the devices owed a hook in the store, read
+// at generation gen, until it holds max devices or none is left: a page at
+// a time from the cursor, then from the start once at the end. It clears
+// beyond when it read every owed device.
+func (rs *runState) fill(ctx context.Context, gen uint64) error {
+	for {
+		room := rs.max - len(rs.devices)
+		if room <= 0 {
+			rs.beyond = true
+			rs.d.metrics.scheduleFull.Set(1)
+			return nil
+		}
+		from := rs.cursor
+		works, next, done, err := rs.d.opts.Store.PendingHooksAfter(ctx, from, room)
+		if err != nil {
+			return fmt.Errorf("hooks: read pending hooks: %w", err)
+		}
+		now := rs.d.opts.Now()
+		for _, w := range works {
+			if rs.merge(w, gen, now) {
+				if st := rs.devices[w.UUID]; st != nil {
+					st.pass = rs.pass
+				}
+			}
+		}
+		if !done {
+			rs.cursor = next
+			continue
+		}
+		rs.cursor = 0
+		if from == 0 {
+			rs.beyond = false
+			rs.d.metrics.scheduleFull.Set(0)
+			return nil
+		}
+	}
+}
+
+// refill tops the schedule up from the store once it has drained to half
+// its bound while owed devices wait beyond it.
+func (rs *runState) refill(ctx context.Context) {
+	if !rs.beyond || len(rs.devices) > rs.max/2 {
+		return
+	}
+	if err := rs.fill(ctx, rs.d.opts.Store.Generation()); err != nil && ctx.Err() == nil {
+		rs.d.log.Error("hooks: read pending hooks", "err", err)
+	}
 }
 
 // catchUp merges into the schedule the devices the store changed since it
@@ -237,6 +319,12 @@ func (rs *runState) merge(w store.HookWork, gen uint64, now time.Time) bool {
 		return false
 	}
 	st := rs.devices[w.UUID]
+	if st == nil && len(rs.devices) >= rs.max {
+		// Owed, but the schedule is full: it waits in the store (fill).
+		rs.beyond = true
+		rs.d.metrics.scheduleFull.Set(1)
+		return true
+	}
 	if st == nil {
 		st = &devState{uuid: w.UUID, index: -1, lastSent: rs.recent[w.UUID]}
 		delete(rs.recent, w.UUID)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/depharness/depharness/api"
@@ -201,6 +202,9 @@ SELECT d.uuid, d.app_id, d.marked_for_delete, d.restart_requested, d.restart_ack
        d.hook_last_at, d.target_changed_at, a.current_commit, d.in_target
 FROM devices d LEFT JOIN apps a ON a.id = d.app_id`
 
+// hookWorkColumnsWithID is hookWorkColumns with the row id first.
+var hookWorkColumnsWithID = strings.Replace(hookWorkColumns, "SELECT d.uuid", "SELECT d.id, d.uuid", 1)
+
 // hookWorkMemo shares, within one read of many devices, what devices of the
 // same app hold alike: decoded variables, update targets with their
 // canonical form, and reported commits. A rebuild of the hook schedule reads every pending device
@@ -342,31 +346,65 @@ func scanHookWork(sc interface{ Scan(...any) error }, memo *hookWorkMemo) (HookW
 
 // PendingHooks lists every device that is owed a hook: marked for deletion,
 // with unacknowledged restart requests, or with an update target that is
-// neither acknowledged nor reported. The dispatcher rebuilds its schedule
-// from it at start and whenever the target changes.
+// neither acknowledged nor reported.
 func (s *Store) PendingHooks(ctx context.Context) ([]HookWork, error) {
-	rows, err := s.r.QueryContext(ctx, hookWorkColumns+`
-WHERE d.marked_for_delete = 1 OR d.restart_acked < d.restart_requested OR a.current_commit IS NOT NULL
-ORDER BY d.id`)
+	out, _, _, err := s.PendingHooksAfter(ctx, 0, 0)
+	return out, err
+}
+
+// PendingHooksAfter lists, in the order of their row ids, the devices owed
+// a hook (as PendingHooks) whose row id is above after, at most limit of
+// them (0: no bound). next is the row id of the last one listed, to pass as
+// after for the next page; done reports that no device beyond it is owed a
+// hook. A dispatcher that holds a bounded share of a large backlog reads
+// the backlog a page at a time with it.
+func (s *Store) PendingHooksAfter(ctx context.Context, after int64, limit int) (works []HookWork, next int64, done bool, err error) {
+	rows, err := s.r.QueryContext(ctx, hookWorkColumnsWithID+`
+WHERE d.id > ? AND (d.marked_for_delete = 1 OR d.restart_acked < d.restart_requested OR a.current_commit IS NOT NULL)
+ORDER BY d.id`, after)
 	if err != nil {
-		return nil, fmt.Errorf("store: pending hooks: %w", err)
+		return nil, 0, false, fmt.Errorf("store: pending hooks: %w", err)
 	}
 	defer rows.Close()
-	var out []HookWork
 	memo := newHookWorkMemo()
+	sc := idScanner{rows: rows}
 	for rows.Next() {
-		w, err := scanHookWork(rows, memo)
+		w, err := scanHookWork(&sc, memo)
 		if err != nil {
-			return nil, fmt.Errorf("store: pending hooks: %w", err)
+			return nil, 0, false, fmt.Errorf("store: pending hooks: %w", err)
 		}
-		if w.Pending() {
-			out = append(out, w)
+		if !w.Pending() {
+			continue
+		}
+		works = append(works, w)
+		next = sc.id
+		if limit > 0 && len(works) == limit {
+			return works, next, false, nil
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: pending hooks: %w", err)
+		return nil, 0, false, fmt.Errorf("store: pending hooks: %w", err)
 	}
-	return out, nil
+	return works, next, true, nil
+}
+
+// idScanner scans a row of hookWorkColumnsWithID: the row id, then what
+// scanHookWork reads.
+type idScanner struct {
+	rows *sql.Rows
+	id   int64
+	dest []any
+}
+
+func (sc *idScanner) Scan(dest ...any) error {
+	sc.dest = append(append(sc.dest[:0], &sc.id), dest...)
+	return sc.rows.Scan(sc.dest...)
+}
+
+// HookWorksOf reads the hook work of the devices uuids in one statement; a
+// device that does not exist maps to nil.
+func (s *Store) HookWorksOf(ctx context.Context, uuids []string) (map[string]*HookWork, error) {
+	return s.hookWorks(ctx, uuids)
 }
 
 // ChangedHookWork reads the hook work of the devices changed by write
@@ -409,19 +447,19 @@ func (s *Store) hookWorks(ctx context.Context, uuids []string) (map[string]*Hook
 	}
 	rows, err := s.queryUUIDs(ctx, hookWorkColumns, uuids)
 	if err != nil {
-		return nil, fmt.Errorf("store: changed hook work: %w", err)
+		return nil, fmt.Errorf("store: hook work: %w", err)
 	}
 	defer rows.Close()
 	memo := newHookWorkMemo()
 	for rows.Next() {
 		w, err := scanHookWork(rows, memo)
 		if err != nil {
-			return nil, fmt.Errorf("store: changed hook work: %w", err)
+			return nil, fmt.Errorf("store: hook work: %w", err)
 		}
 		out[w.UUID] = &w
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: changed hook work: %w", err)
+		return nil, fmt.Errorf("store: hook work: %w", err)
 	}
 	return out, nil
 }

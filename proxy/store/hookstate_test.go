@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -313,5 +315,68 @@ func TestPendingHooksSharesEqualTargetsAndMatchesHookWorkFor(t *testing.T) {
 	}
 	if d3.Update == d1.Update || d3.Update.Environment["A"] != "3" {
 		t.Errorf("d3's target %+v is d1's or wrong", d3.Update)
+	}
+}
+
+// Read a page at a time, the pending hooks are those PendingHooks lists, in
+// the same order, each once: a page holds at most its limit, skips devices
+// owed nothing, and the last one says it is the last.
+func TestPendingHooksAfterPagesThroughWhatPendingHooksLists(t *testing.T) {
+	s, clk := openTestStore(t)
+	ctx := context.Background()
+	var tg Target
+	tg.Apps = []TargetApp{{ID: 1, Name: "one", Commit: "c1", Image: "r@sha256:aa"}}
+	for i := range 10 {
+		tg.Devices = append(tg.Devices, TargetDevice{UUID: fmt.Sprintf("d%02d", i), AppID: 1,
+			Environment: map[string]string{"A": "1"}, Cloud: cloudRec(int64(i + 1))})
+	}
+	apply(t, s, tg, clk.t)
+	if err := s.SetAppCurrentCommit(ctx, 1, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	// d03, d06 and d09 run their target: owed nothing.
+	if _, err := execWrite(s, `UPDATE devices SET reported_commit = 'c1', environment = '{"A":"1"}' WHERE uuid IN ('d03', 'd06', 'd09')`); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.PendingHooks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want, got []string
+	for _, w := range all {
+		want = append(want, w.UUID)
+	}
+	var after int64
+	for pages := 0; ; pages++ {
+		if pages > 10 {
+			t.Fatalf("no last page after %d pages: %v", pages, got)
+		}
+		works, next, done, err := s.PendingHooksAfter(ctx, after, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(works) > 3 {
+			t.Fatalf("page of %d, want at most 3", len(works))
+		}
+		for _, w := range works {
+			got = append(got, w.UUID)
+		}
+		if done {
+			break
+		}
+		if next <= after {
+			t.Fatalf("next %d after %d: the page did not move on", next, after)
+		}
+		after = next
+	}
+	if strings.Join(want, ",") != "d00,d01,d02,d04,d05,d07,d08" || strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("pages listed %v, PendingHooks %v; want d00,d01,d02,d04,d05,d07,d08 from both", got, want)
+	}
+	byUUID, err := s.HookWorksOf(ctx, []string{"d01", "d03", "gone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := byUUID["d01"]; w == nil || !w.Pending() || byUUID["d03"] == nil || byUUID["d03"].Pending() || byUUID["gone"] != nil || len(byUUID) != 3 {
+		t.Fatalf("HookWorksOf = %v, want d01 owed, d03 owed nothing, gone nil", byUUID)
 	}
 }
