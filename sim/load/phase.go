@@ -136,33 +136,12 @@ func (h *Harness) newPhase(scenario, what string, params map[string]any) *phase 
 // since records, for every device in both, the latency from its time in
 // from to its time in to.
 func (p *phase) since(name string, from, to *firstTimes) {
-	from.mu.Lock()
-	defer from.mu.Unlock()
-	if from != to {
-		to.mu.Lock()
-		defer to.mu.Unlock()
-	}
-	ds := make([]time.Duration, 0, len(to.m))
-	for k, t := range to.m {
-		if f, ok := from.m[k]; ok && t >= f {
-			ds = append(ds, time.Duration(t-f))
-		}
-	}
-	p.lat.AddAll(name, ds)
+	p.lat.AddAll(name, intervals(from, to))
 }
 
 // sinceStart records latencies from the phase's start.
 func (p *phase) sinceStart(name string, to *firstTimes) {
-	to.mu.Lock()
-	defer to.mu.Unlock()
-	start := p.start.UnixNano()
-	ds := make([]time.Duration, 0, len(to.m))
-	for _, t := range to.m {
-		if t > start {
-			ds = append(ds, time.Duration(t-start))
-		}
-	}
-	p.lat.AddAll(name, ds)
+	p.lat.AddAll(name, to.after(p.start))
 }
 
 // probe counts the converged devices and the devices there are.

@@ -130,33 +130,124 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // firstTimes keeps, per key, the first time something happened after a
 // mark. It is safe for concurrent use. A large fleet has an entry per
-// device in several of them: times are kept as nanoseconds, and keys are
-// copied so that an entry does not keep the request it came from.
+// device in several of them: times are kept as nanoseconds, a key that is
+// 32 lowercase hex digits (a uuid as the reference proxy makes them) as its
+// 16 bytes, and any other key as a copy, so that an entry never keeps the
+// request it came from.
 type firstTimes struct {
-	mu sync.Mutex
-	m  map[string]int64
+	mu    sync.Mutex
+	hex   map[[16]byte]int64
+	other map[string]int64
+}
+
+// hexKey is key's 16 bytes if it is 32 lowercase hex digits.
+func hexKey(key string) (k [16]byte, ok bool) {
+	if len(key) != 32 {
+		return k, false
+	}
+	for i := range 16 {
+		hi, lo := hexDigit(key[2*i]), hexDigit(key[2*i+1])
+		if hi < 0 || lo < 0 {
+			return k, false
+		}
+		k[i] = byte(hi<<4 | lo)
+	}
+	return k, true
+}
+
+// hexDigit is c's value as a lowercase hex digit, -1 if it is none.
+func hexDigit(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	}
+	return -1
 }
 
 func (f *firstTimes) note(key string, t time.Time) {
 	f.mu.Lock()
-	if f.m == nil {
-		f.m = map[string]int64{}
+	defer f.mu.Unlock()
+	if k, ok := hexKey(key); ok {
+		if f.hex == nil {
+			f.hex = map[[16]byte]int64{}
+		}
+		if _, ok := f.hex[k]; !ok {
+			f.hex[k] = t.UnixNano()
+		}
+		return
 	}
-	if _, ok := f.m[key]; !ok {
-		f.m[strings.Clone(key)] = t.UnixNano()
+	if f.other == nil {
+		f.other = map[string]int64{}
 	}
-	f.mu.Unlock()
+	if _, ok := f.other[key]; !ok {
+		f.other[strings.Clone(key)] = t.UnixNano()
+	}
 }
 
 func (f *firstTimes) get(key string) (time.Time, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	t, ok := f.m[key]
+	t, ok := f.lookupLocked(key)
 	return time.Unix(0, t), ok
+}
+
+func (f *firstTimes) lookupLocked(key string) (int64, bool) {
+	if k, ok := hexKey(key); ok {
+		t, ok := f.hex[k]
+		return t, ok
+	}
+	t, ok := f.other[key]
+	return t, ok
 }
 
 func (f *firstTimes) len() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return len(f.m)
+	return f.lenLocked()
+}
+
+func (f *firstTimes) lenLocked() int { return len(f.hex) + len(f.other) }
+
+// intervals returns, for every key in both from and to, its time in to less
+// its time in from, when that is not negative. from may be to.
+func intervals(from, to *firstTimes) []time.Duration {
+	from.mu.Lock()
+	defer from.mu.Unlock()
+	if from != to {
+		to.mu.Lock()
+		defer to.mu.Unlock()
+	}
+	ds := make([]time.Duration, 0, to.lenLocked())
+	for k, t := range to.hex {
+		if f, ok := from.hex[k]; ok && t >= f {
+			ds = append(ds, time.Duration(t-f))
+		}
+	}
+	for k, t := range to.other {
+		if f, ok := from.other[k]; ok && t >= f {
+			ds = append(ds, time.Duration(t-f))
+		}
+	}
+	return ds
+}
+
+// after returns, for every key of f with a time after start, how long after.
+func (f *firstTimes) after(start time.Time) []time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := start.UnixNano()
+	ds := make([]time.Duration, 0, f.lenLocked())
+	for _, t := range f.other {
+		if t > s {
+			ds = append(ds, time.Duration(t-s))
+		}
+	}
+	for _, t := range f.hex {
+		if t > s {
+			ds = append(ds, time.Duration(t-s))
+		}
+	}
+	return ds
 }

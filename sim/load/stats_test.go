@@ -1,6 +1,8 @@
 package load
 
 import (
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -47,5 +49,46 @@ func TestLatenciesTakeSummarizesAndForgets(t *testing.T) {
 	}
 	if again := l.Take(); len(again) != 0 {
 		t.Errorf("second Take = %+v, want nothing", again)
+	}
+}
+
+// firstTimes keeps the first time of each key, whether the key is a uuid
+// of 32 lowercase hex digits (kept as bytes) or anything else (kept as a
+// copy): keys that differ only in case stay apart, and latencies pair the
+// same key's times.
+func TestFirstTimesKeepsTheFirstTimeOfEveryKindOfKey(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	const hexUUID = "0123456789abcdef0123456789abcdef"
+	upper := strings.ToUpper(hexUUID)
+	keys := []string{hexUUID, upper, "d1", "0123456789abcdef0123456789abcdeg", hexUUID + "0"}
+	var from, to firstTimes
+	for i, k := range keys {
+		from.note(k, at(10*i))
+		from.note(k, at(500)) // not the first: ignored
+		to.note(k, at(10*i+i+1))
+	}
+	to.note("only-in-to", at(1))
+	if n := from.len(); n != len(keys) {
+		t.Fatalf("from holds %d keys, want %d", n, len(keys))
+	}
+	for i, k := range keys {
+		if got, ok := from.get(k); !ok || !got.Equal(at(10*i)) {
+			t.Errorf("get(%q) = %v, %v; want %v", k, got, ok, at(10*i))
+		}
+	}
+	if _, ok := from.get("0123456789ABCDEF0123456789abcdef"); ok {
+		t.Error("a key in mixed case found an entry noted in another case")
+	}
+	got := intervals(&from, &to)
+	slices.Sort(got)
+	want := []time.Duration{time.Millisecond, 2 * time.Millisecond, 3 * time.Millisecond, 4 * time.Millisecond, 5 * time.Millisecond}
+	if !slices.Equal(got, want) {
+		t.Fatalf("intervals = %v, want %v", got, want)
+	}
+	after := to.after(at(15))
+	slices.Sort(after)
+	if wantAfter := []time.Duration{8 * time.Millisecond, 19 * time.Millisecond, 30 * time.Millisecond}; !slices.Equal(after, wantAfter) {
+		t.Fatalf("after = %v, want %v", after, wantAfter)
 	}
 }
