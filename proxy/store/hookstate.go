@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/depharness/depharness/api"
@@ -165,7 +164,9 @@ func makeUpdateTarget(m *hookWorkMemo, appID int64, commit, envJSON, cfgJSON str
 
 // HookWork is what one device is owed in hooks, read from the store.
 type HookWork struct {
-	UUID  string
+	UUID string
+	// Row is the device's row id: PendingHooksAfter reads in its order.
+	Row   int64
 	AppID int64
 	// Delete: the device is marked for deletion; a DELETE hook is owed until
 	// the gateway answers 200. Nothing else is owed to a marked device.
@@ -197,13 +198,10 @@ type HookWork struct {
 func (w HookWork) Pending() bool { return w.Delete || w.RestartsDue > 0 || w.Update != nil }
 
 const hookWorkColumns = `
-SELECT d.uuid, d.app_id, d.marked_for_delete, d.restart_requested, d.restart_acked, d.update_acked,
+SELECT d.id, d.uuid, d.app_id, d.marked_for_delete, d.restart_requested, d.restart_acked, d.update_acked,
        d.reported_commit, d.environment, d.config, d.target_environment, d.target_config,
        d.hook_last_at, d.target_changed_at, a.current_commit, d.in_target
 FROM devices d LEFT JOIN apps a ON a.id = d.app_id`
-
-// hookWorkColumnsWithID is hookWorkColumns with the row id first.
-var hookWorkColumnsWithID = strings.Replace(hookWorkColumns, "SELECT d.uuid", "SELECT d.id, d.uuid", 1)
 
 // hookWorkMemo shares, within one read of many devices, what devices of the
 // same app hold alike: decoded variables, update targets with their
@@ -293,7 +291,7 @@ func scanHookWork(sc interface{ Scan(...any) error }, memo *hookWorkMemo) (HookW
 		currentCommit        sql.NullString
 		inTarget             bool
 	)
-	if err := sc.Scan(&w.UUID, &w.AppID, &marked, &requested, &acked, &updateAcked,
+	if err := sc.Scan(&w.Row, &w.UUID, &w.AppID, &marked, &requested, &acked, &updateAcked,
 		&reportedCommit, &repEnv, &repCfg, &targetEnv, &targetCfg,
 		&lastAt, &changedAt, &currentCommit, &inTarget); err != nil {
 		return HookWork{}, err
@@ -354,30 +352,32 @@ func (s *Store) PendingHooks(ctx context.Context) ([]HookWork, error) {
 
 // PendingHooksAfter lists, in the order of their row ids, the devices owed
 // a hook (as PendingHooks) whose row id is above after, at most limit of
-// them (0: no bound). next is the row id of the last one listed, to pass as
-// after for the next page; done reports that no device beyond it is owed a
-// hook. A dispatcher that holds a bounded share of a large backlog reads
-// the backlog a page at a time with it.
+// them (0: no bound). next is the row id of the last device it read, owed
+// or not (after if none), to pass as after for the next page; done reports
+// that it read to the last device. A dispatcher that holds a bounded share
+// of a large backlog reads the backlog a page at a time with it.
 func (s *Store) PendingHooksAfter(ctx context.Context, after int64, limit int) (works []HookWork, next int64, done bool, err error) {
-	rows, err := s.r.QueryContext(ctx, hookWorkColumnsWithID+`
-WHERE d.id > ? AND (d.marked_for_delete = 1 OR d.restart_acked < d.restart_requested OR a.current_commit IS NOT NULL)
-ORDER BY d.id`, after)
+	st, err := s.prepared(ctx, s.r, pendingHooksQuery)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("store: pending hooks: %w", err)
+	}
+	rows, err := st.QueryContext(ctx, after)
 	if err != nil {
 		return nil, 0, false, fmt.Errorf("store: pending hooks: %w", err)
 	}
 	defer rows.Close()
 	memo := newHookWorkMemo()
-	sc := idScanner{rows: rows}
+	next = after
 	for rows.Next() {
-		w, err := scanHookWork(&sc, memo)
+		w, err := scanHookWork(rows, memo)
 		if err != nil {
 			return nil, 0, false, fmt.Errorf("store: pending hooks: %w", err)
 		}
+		next = w.Row
 		if !w.Pending() {
 			continue
 		}
 		works = append(works, w)
-		next = sc.id
 		if limit > 0 && len(works) == limit {
 			return works, next, false, nil
 		}
@@ -388,18 +388,18 @@ ORDER BY d.id`, after)
 	return works, next, true, nil
 }
 
-// idScanner scans a row of hookWorkColumnsWithID: the row id, then what
-// scanHookWork reads.
-type idScanner struct {
-	rows *sql.Rows
-	id   int64
-	dest []any
-}
-
-func (sc *idScanner) Scan(dest ...any) error {
-	sc.dest = append(append(sc.dest[:0], &sc.id), dest...)
-	return sc.rows.Scan(sc.dest...)
-}
+// pendingHooksQuery reads the devices that may be owed a hook, by row id.
+// A device whose app has a downloaded commit may be owed an update; one
+// that reported that commit with its target's environment and config, to
+// the letter, is not (equal text decodes to equal variables), and is
+// passed over here, where reading it would cost most of a read of a fleet
+// that runs its target. Whatever else it lets through, scanHookWork and
+// HookWork.Pending decide.
+const pendingHooksQuery = hookWorkColumns + `
+WHERE d.id > ? AND (d.marked_for_delete = 1 OR d.restart_acked < d.restart_requested OR
+      (a.current_commit IS NOT NULL AND d.in_target = 1 AND NOT (d.reported_commit IS a.current_commit
+       AND d.environment IS d.target_environment AND d.config IS d.target_config)))
+ORDER BY d.id`
 
 // HookWorksOf reads the hook work of the devices uuids in one statement; a
 // device that does not exist maps to nil.
