@@ -654,6 +654,7 @@ func TestTheNextHookIsPacedFromTheEndOfASlowAnswerAfterAQuietSpell(t *testing.T)
 type readCounter struct {
 	*store.Store
 	pending atomic.Int64 // reads of pending hooks from the first device on
+	listed  atomic.Int64 // devices those reads and the later pages listed, in all
 	changed atomic.Int64 // devices ChangedHookWork returned, in all
 }
 
@@ -661,7 +662,9 @@ func (c *readCounter) PendingHooksAfter(ctx context.Context, after int64, limit 
 	if after == 0 {
 		c.pending.Add(1)
 	}
-	return c.Store.PendingHooksAfter(ctx, after, limit)
+	works, next, done, err := c.Store.PendingHooksAfter(ctx, after, limit)
+	c.listed.Add(int64(len(works)))
+	return works, next, done, err
 }
 
 func (c *readCounter) ChangedHookWork(ctx context.Context, since uint64) (map[string]*store.HookWork, uint64, bool, error) {
@@ -820,5 +823,37 @@ func TestABoundedScheduleReachesEveryOwedDevice(t *testing.T) {
 			t.Fatal("every device served, and the schedule still says devices wait beyond it")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A bounded schedule reads the devices waiting beyond it once each, in row
+// order: once it has read to the last row, it does not read the rows before
+// again unless a device among them was turned away since.
+func TestABoundedScheduleReadsTheWaitingDevicesOnce(t *testing.T) {
+	uuids := make([]string, 30)
+	for i := range uuids {
+		uuids[i] = fmt.Sprintf("d%02d", i)
+	}
+	rv := newReceiver(t, nil)
+	w := newWorld(t, uuids...)
+	w.downloaded("c1")
+	c := &readCounter{Store: w.st}
+	r := start(t, w, Options{BaseAddress: rv.base(), Store: c, MaxScheduled: 4, RetryInterval: 20 * time.Millisecond, RescanInterval: time.Hour})
+	for _, u := range uuids {
+		rv.await(t, 1, updatesTo(u))
+		w.awaitSettled(u)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(r.d.metrics.scheduleFull) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("every device served, and the schedule still says devices wait beyond it")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := c.pending.Load(); n != 1 {
+		t.Errorf("the pending hooks were read from the first row %d times, want once (at the start)", n)
+	}
+	if n := c.listed.Load(); n != int64(len(uuids)) {
+		t.Errorf("the pending hooks read listed %d devices in all, want each of the %d once", n, len(uuids))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/depharness/depharness/proxy/store"
@@ -134,9 +135,12 @@ type runState struct {
 	// The schedule holds at most max devices (Options.MaxScheduled). Past
 	// that, owed devices wait in the store (beyond) and fill reads them a
 	// page at a time, in row order from cursor, as the schedule drains.
-	max    int
-	beyond bool
-	cursor int64
+	// Every owed device not held has a row id above cursor or at least
+	// skipped (math.MaxInt64: none below cursor).
+	max     int
+	beyond  bool
+	cursor  int64
+	skipped int64
 	// pass marks the devices a rebuild found owed (devState.pass).
 	pass uint64
 
@@ -152,6 +156,7 @@ func newRunState(d *Dispatcher) *runState {
 		results: make(chan result, d.workers()),
 		counts:  map[Kind]int{},
 		max:     d.opts.MaxScheduled,
+		skipped: math.MaxInt64,
 	}
 }
 
@@ -165,7 +170,8 @@ func (rs *runState) rebuild(ctx context.Context) error {
 	defer rs.timeRead(time.Now())
 	gen := d.opts.Store.Generation()
 	rs.pass++
-	rs.beyond = true // an unannounced change can make any device owed
+	// An unannounced change can make any device owed (row ids start at 1).
+	rs.beyond, rs.skipped = true, 1
 	if err := rs.fill(ctx, gen); err != nil {
 		return err
 	}
@@ -199,8 +205,9 @@ func (rs *runState) rebuild(ctx context.Context) error {
 
 // fill merges into the schedule the devices owed a hook in the store, read
 // at generation gen, until it holds max devices or none is left: a page at
-// a time from the cursor, then from the start once at the end. It clears
-// beyond when it read every owed device.
+// a time from the cursor to the last row, then once more from the lowest
+// row skipped below where it began, if any. It clears beyond when it read
+// every owed device.
 func (rs *runState) fill(ctx context.Context, gen uint64) error {
 	for {
 		room := rs.max - len(rs.devices)
@@ -222,16 +229,23 @@ func (rs *runState) fill(ctx context.Context, gen uint64) error {
 				}
 			}
 		}
+		rs.cursor = next
+		if rs.skipped > from {
+			// Those rows were read now, or lie above the cursor.
+			rs.skipped = math.MaxInt64
+		}
 		if !done {
-			rs.cursor = next
 			continue
 		}
-		rs.cursor = 0
-		if from == 0 {
-			rs.beyond = false
-			rs.d.metrics.scheduleFull.Set(0)
-			return nil
+		if rs.skipped != math.MaxInt64 {
+			// Devices at or below where this read began may be owed:
+			// read again from the lowest of them.
+			rs.cursor, rs.skipped = rs.skipped-1, math.MaxInt64
+			continue
 		}
+		rs.beyond = false
+		rs.d.metrics.scheduleFull.Set(0)
+		return nil
 	}
 }
 
@@ -322,6 +336,7 @@ func (rs *runState) merge(w store.HookWork, gen uint64, now time.Time) bool {
 	if st == nil && len(rs.devices) >= rs.max {
 		// Owed, but the schedule is full: it waits in the store (fill).
 		rs.beyond = true
+		rs.skipped = min(rs.skipped, w.Row)
 		rs.d.metrics.scheduleFull.Set(1)
 		return true
 	}
